@@ -1,0 +1,72 @@
+"""A small client for the agent API (used by the CLI, tests and benchmarks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from astara.agent.listen import parse_listen
+
+
+class AgentError(RuntimeError):
+    def __init__(self, response: httpx.Response) -> None:
+        self.status_code = response.status_code
+        try:
+            self.body: Any = response.json()
+        except ValueError:
+            self.body = response.text
+        super().__init__(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {self.body}"
+        )
+
+
+class AgentClient:
+    def __init__(self, listen: str, timeout_s: float = 120.0) -> None:
+        where = parse_listen(listen)
+        transport = httpx.HTTPTransport(uds=str(where.path)) if where.path is not None else None
+        self.http = httpx.Client(base_url=where.base_url, transport=transport, timeout=timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(
+        self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)
+    ) -> Any:
+        response = self.http.request(method, path, json=body)
+        if response.status_code not in ok:
+            raise AgentError(response)
+        return response.json() if response.content else None
+
+    def health(self) -> Any:
+        return self.request("GET", "/v1/health")
+
+    def put_network(self, network_id: str, mtu: int = 1500, external: bool = False) -> Any:
+        return self.request("PUT", f"/v1/networks/{network_id}", {"mtu": mtu, "external": external})
+
+    def delete_network(self, network_id: str) -> None:
+        self.request("DELETE", f"/v1/networks/{network_id}")
+
+    def put_port(self, port_id: str, spec: dict[str, Any]) -> Any:
+        return self.request("PUT", f"/v1/ports/{port_id}", spec)
+
+    def delete_port(self, port_id: str) -> None:
+        self.request("DELETE", f"/v1/ports/{port_id}")
+
+    def put_appliance(self, appliance_id: str, config: dict[str, Any]) -> Any:
+        return self.request("PUT", f"/v1/appliances/{appliance_id}", config)
+
+    def get_appliance(self, appliance_id: str) -> Any:
+        return self.request("GET", f"/v1/appliances/{appliance_id}")
+
+    def rendered(self, appliance_id: str) -> Any:
+        return self.request("GET", f"/v1/appliances/{appliance_id}/rendered")
+
+    def delete_appliance(self, appliance_id: str) -> None:
+        self.request("DELETE", f"/v1/appliances/{appliance_id}")

@@ -1,0 +1,59 @@
+"""`astara-agent`: serve the v1 agent API on a unix socket or TCP."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from astara.agent.listen import Listen, parse_listen
+from astara.linux.process import become_subreaper
+from astara.agent.server import AgentSettings, create_app
+
+cli = typer.Typer(add_completion=False, help="Astara's per-host agent.")
+
+
+@cli.command()
+def serve(
+    listen: Annotated[
+        str, typer.Option(help="unix:PATH or tcp:HOST:PORT", envvar="ASTARA_AGENT_LISTEN")
+    ] = "unix:var/agent.sock",
+    state_dir: Annotated[Path, typer.Option(envvar="ASTARA_AGENT_STATE_DIR")] = Path("var/agent"),
+    prefix: Annotated[
+        str,
+        typer.Option(
+            help="Prefix of every namespace and link this agent creates", envvar="ASTARA_PREFIX"
+        ),
+    ] = "ast",
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Serve the agent API until interrupted."""
+    try:
+        where: Listen = parse_listen(listen)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--listen") from error
+    if os.geteuid() != 0:
+        typer.echo(
+            "astara-agent needs root: it creates namespaces, links and nftables rules", err=True
+        )
+        raise typer.Exit(1)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    become_subreaper()
+    app = create_app(AgentSettings(state_dir=state_dir.resolve(), prefix=prefix))
+    if where.path is not None:
+        where.path.parent.mkdir(parents=True, exist_ok=True)
+        where.path.unlink(missing_ok=True)
+        uvicorn.run(app, uds=str(where.path), log_level=log_level)
+    else:
+        uvicorn.run(app, host=where.host, port=where.port, log_level=log_level)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,533 @@
+"""Apply a rendered appliance config inside its namespace, and observe it.
+
+`prepare` validates everything before anything changes (semantics, then the
+real tools' own checks on the rendered texts). `apply` converges the
+namespace on the config, touching only what differs: links, addresses and
+routes by netlink diff, nftables by element delta or one atomic table
+replace, daemons by SIGHUP or restart only when their files changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astara.appliance.render import Rendered, render
+from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
+from astara.appliance.schema import (
+    ApplianceConfig,
+    FieldError,
+    Role,
+    config_hash,
+    validate_semantics,
+)
+from astara.linux import garp, netlink, netns, nft
+from astara.linux.files import write_atomic
+from astara.linux.process import Daemon
+from astara.linux.run import CommandError, run
+from astara.naming import ROLE_ABBREVIATION, Names, appliance_interface
+
+log = logging.getLogger(__name__)
+
+# Inside an appliance: forward both families, skip DAD (addresses come from
+# the control plane), never autoconfigure from someone else's RAs.
+APPLIANCE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.conf.default.forwarding": "1",
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.accept_ra": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
+}
+
+
+class ValidationFailed(Exception):
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors))
+
+
+class ApplyFailed(RuntimeError):
+    """Applying failed part-way; the previous good config was restored if there was one."""
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    mtu: int
+
+
+NetworkLookup = Callable[[str], NetworkInfo | None]
+
+
+@dataclass
+class ApplianceStatus:
+    config_hash: str | None = None
+    generation: int = 0
+    applied_at: float | None = None
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config_hash": self.config_hash,
+            "generation": self.generation,
+            "applied_at": self.applied_at,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    changed: bool
+    actions: list[str] = field(default_factory=list)
+
+
+class ApplianceManager:
+    """All appliances of one agent: one lock per appliance, parallel across."""
+
+    def __init__(self, names: Names, state_dir: Path, networks: NetworkLookup) -> None:
+        self.names = names
+        self.root = state_dir / "appliances"
+        self.networks = networks
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # --- bookkeeping -----------------------------------------------------------------
+
+    def lock(self, appliance_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(appliance_id, threading.Lock())
+
+    def directory(self, appliance_id: str) -> Path:
+        return self.root / appliance_id
+
+    def ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "config.json").exists())
+
+    def config(self, appliance_id: str) -> ApplianceConfig | None:
+        path = self.directory(appliance_id) / "config.json"
+        if not path.exists():
+            return None
+        return ApplianceConfig.model_validate_json(path.read_text())
+
+    def status(self, appliance_id: str) -> ApplianceStatus:
+        path = self.directory(appliance_id) / "status.json"
+        if not path.exists():
+            return ApplianceStatus()
+        return ApplianceStatus(**json.loads(path.read_text()))
+
+    def _save_status(self, appliance_id: str, status: ApplianceStatus) -> None:
+        write_atomic(self.directory(appliance_id) / "status.json", json.dumps(status.as_dict()))
+
+    def _render(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
+        mtus = {
+            i.network_id: info.mtu
+            for i in config.interfaces
+            if (info := self.networks(i.network_id))
+        }
+        return render(config, self.directory(appliance_id), mtus)
+
+    def _daemons(self, appliance_id: str) -> dict[str, Daemon]:
+        directory = self.directory(appliance_id)
+        namespace = self.names.appliance_netns(appliance_id)
+        return {
+            "dnsmasq": Daemon(
+                namespace, directory / "dnsmasq.pid", str(directory / "dnsmasq.conf")
+            ),
+            "radvd": Daemon(namespace, directory / "radvd.pid", str(directory / "radvd.conf")),
+        }
+
+    # --- validation --------------------------------------------------------------------
+
+    def prepare(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
+        """Validate and render; raise ValidationFailed. Changes nothing."""
+        known = {i.network_id for i in config.interfaces if self.networks(i.network_id)}
+        errors = validate_semantics(config, known_networks=known)
+        if errors:
+            raise ValidationFailed(errors)
+        rendered = self._render(appliance_id, config)
+        errors = self._tool_checks(rendered)
+        if errors:
+            raise ValidationFailed(errors)
+        return rendered
+
+    def _tool_checks(self, rendered: Rendered) -> list[FieldError]:
+        errors: list[FieldError] = []
+        try:
+            nft.check(rendered.nftables.text(), self.names.fabric_netns)
+        except CommandError as error:
+            errors.append(
+                FieldError(
+                    ("rendered", "nftables"), f"nft -c: {error.stderr.strip()}", "tool_check"
+                )
+            )
+        with tempfile.TemporaryDirectory(prefix=f"{self.names.prefix}-check-") as scratch:
+            if rendered.dnsmasq.enabled:
+                path = Path(scratch) / "dnsmasq.conf"
+                path.write_text(rendered.dnsmasq.conf)
+                result = run(["dnsmasq", "--test", f"--conf-file={path}"], check=False)
+                if result.returncode != 0:
+                    errors.append(
+                        FieldError(
+                            ("rendered", "dnsmasq.conf"),
+                            f"dnsmasq --test: {result.stderr.strip()}",
+                            "tool_check",
+                        )
+                    )
+            if rendered.radvd:
+                path = Path(scratch) / "radvd.conf"
+                path.write_text(rendered.radvd)
+                result = run(["radvd", "--configtest", "-C", str(path)], check=False)
+                if result.returncode != 0:
+                    errors.append(
+                        FieldError(
+                            ("rendered", "radvd.conf"),
+                            f"radvd --configtest: {result.stderr.strip()}",
+                            "tool_check",
+                        )
+                    )
+        return errors
+
+    # --- apply -------------------------------------------------------------------------
+
+    def apply(self, appliance_id: str, config: ApplianceConfig, rendered: Rendered) -> ApplyResult:
+        """Converge the appliance on `config` (already prepared). On failure the
+        last good config is re-applied and ApplyFailed raised."""
+        previous = self.config(appliance_id)
+        status = self.status(appliance_id)
+        try:
+            actions = self._converge(appliance_id, config, rendered, previous)
+        except Exception as error:
+            log.exception("apply of appliance %s failed", appliance_id)
+            status.last_error = f"apply failed: {error}"
+            if previous is not None:
+                try:
+                    self._converge(
+                        appliance_id, previous, self._render(appliance_id, previous), None
+                    )
+                except Exception:
+                    log.exception(
+                        "restoring appliance %s to its last good config failed", appliance_id
+                    )
+                    status.last_error += "; restoring the last good config failed too"
+            self.directory(appliance_id).mkdir(parents=True, exist_ok=True)
+            self._save_status(appliance_id, status)
+            raise ApplyFailed(status.last_error) from error
+        new_hash = config_hash(config)
+        changed = bool(actions) or new_hash != status.config_hash
+        if new_hash != status.config_hash:
+            status.generation += 1
+            status.config_hash = new_hash
+            status.applied_at = time.time()
+            write_atomic(
+                self.directory(appliance_id) / "config.json", config.model_dump_json(indent=2)
+            )
+        status.last_error = None
+        self._save_status(appliance_id, status)
+        return ApplyResult(changed=changed, actions=actions)
+
+    def _converge(
+        self,
+        appliance_id: str,
+        config: ApplianceConfig,
+        rendered: Rendered,
+        previous: ApplianceConfig | None,
+    ) -> list[str]:
+        actions: list[str] = []
+        namespace = self.names.appliance_netns(appliance_id)
+        directory = self.directory(appliance_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        if netns.create(namespace, APPLIANCE_SYSCTLS):
+            actions.append(f"created namespace {namespace}")
+            previous = None  # nothing of the old appliance survives in a new namespace
+
+        recreated = self._converge_links(appliance_id, config, actions)
+        self._converge_addresses(config, namespace, actions)
+        changed, removed = netlink.sync_routes(
+            namespace, {r.destination: r.nexthop for r in config.routes}
+        )
+        if changed or removed:
+            actions.append(f"routes: {changed} set, {removed} removed")
+        self._converge_nftables(rendered, previous, namespace, actions)
+        self._converge_daemons(appliance_id, rendered, actions)
+        self._forget_floating_ips(config, previous, namespace, actions)
+        self._announce(config, previous, namespace, recreated, actions)
+        return actions
+
+    def _converge_links(
+        self, appliance_id: str, config: ApplianceConfig, actions: list[str]
+    ) -> set[str]:
+        namespace = self.names.appliance_netns(appliance_id)
+        wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
+        ours = tuple(ROLE_ABBREVIATION.values())
+        for name in netlink.links_with_prefix(namespace, ours):
+            if name not in wanted:
+                netlink.delete_link(namespace, name)
+                actions.append(f"removed interface {name}")
+        recreated: set[str] = set()
+        for interface in config.interfaces:
+            network = self.networks(interface.network_id)
+            if network is None:
+                raise RuntimeError(f"network {interface.network_id} is not on this host")
+            name = appliance_interface(interface.role.value, interface.mac)
+            if netlink.ensure_veth(
+                fabric_netns=self.names.fabric_netns,
+                fabric_name=self.names.appliance_fabric_link(appliance_id, interface.mac),
+                bridge=self.names.bridge(interface.network_id),
+                peer_netns=namespace,
+                peer_name=name,
+                mac=interface.mac,
+                mtu=interface.mtu or network.mtu,
+            ):
+                recreated.add(name)
+                actions.append(f"plugged interface {name} into network {interface.network_id}")
+        return recreated
+
+    def _converge_addresses(
+        self, config: ApplianceConfig, namespace: str, actions: list[str]
+    ) -> None:
+        for interface in config.interfaces:
+            desired: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = list(
+                interface.addresses
+            )
+            if interface.role is Role.external:
+                # Floating IPs are answered (ARP) on the external interface.
+                desired += [
+                    ipaddress.IPv4Interface(f"{f.floating_ip}/32") for f in config.floating_ips
+                ]
+            name = appliance_interface(interface.role.value, interface.mac)
+            added, removed = netlink.sync_addresses(namespace, name, desired)
+            if added or removed:
+                actions.append(f"{name}: {added} addresses added, {removed} removed")
+
+    def _converge_nftables(
+        self,
+        rendered: Rendered,
+        previous: ApplianceConfig | None,
+        namespace: str,
+        actions: list[str],
+    ) -> None:
+        ruleset = rendered.nftables
+        present = nft.has_table(TABLE_FAMILY, TABLE_NAME, namespace)
+        if present and previous is not None:
+            delta = ruleset.delta(render_nftables(previous))
+            if delta is not None:
+                if delta:
+                    nft.load(delta, namespace)
+                    actions.append("nftables: set elements updated")
+                return
+        nft.load(ruleset.text(), namespace)
+        actions.append("nftables: table replaced")
+
+    def _converge_daemons(self, appliance_id: str, rendered: Rendered, actions: list[str]) -> None:
+        directory = self.directory(appliance_id)
+        daemons = self._daemons(appliance_id)
+
+        dnsmasq = daemons["dnsmasq"]
+        if not rendered.dnsmasq.enabled:
+            if dnsmasq.pid() is not None:
+                dnsmasq.stop()
+                actions.append("dnsmasq stopped")
+            (directory / "dnsmasq.conf").unlink(missing_ok=True)
+            (directory / "dnsmasq.hosts").unlink(missing_ok=True)
+        else:
+            conf_changed = _write_if_changed(directory / "dnsmasq.conf", rendered.dnsmasq.conf)
+            hosts_changed = _write_if_changed(directory / "dnsmasq.hosts", rendered.dnsmasq.hosts)
+            if conf_changed or dnsmasq.pid() is None:
+                dnsmasq.stop()
+                dnsmasq.start(["dnsmasq", f"--conf-file={directory / 'dnsmasq.conf'}"])
+                actions.append("dnsmasq started")
+            elif hosts_changed:
+                dnsmasq.signal(signal.SIGHUP)  # re-reads dhcp-hostsfile, keeps leases
+                actions.append("dnsmasq reloaded hosts")
+
+        radvd = daemons["radvd"]
+        if not rendered.radvd:
+            if radvd.pid() is not None:
+                radvd.stop()
+                actions.append("radvd stopped")
+            (directory / "radvd.conf").unlink(missing_ok=True)
+        else:
+            changed = _write_if_changed(directory / "radvd.conf", rendered.radvd)
+            if radvd.pid() is None:
+                radvd.start(
+                    [
+                        "radvd",
+                        "-C",
+                        str(directory / "radvd.conf"),
+                        "-p",
+                        str(directory / "radvd.pid"),
+                        "-m",
+                        "logfile",
+                        "-l",
+                        str(directory / "radvd.log"),
+                    ]
+                )
+                actions.append("radvd started")
+            elif changed:
+                radvd.signal(signal.SIGHUP)
+                actions.append("radvd reloaded")
+
+    def _forget_floating_ips(
+        self,
+        config: ApplianceConfig,
+        previous: ApplianceConfig | None,
+        namespace: str,
+        actions: list[str],
+    ) -> None:
+        """Connections through a floating IP that was removed or moved must not
+        outlive it: their conntrack entries still hold the old translation."""
+        gone = _floating_pairs(previous) - _floating_pairs(config)
+        for entry in sorted(gone, key=str):
+            for selector in ("--orig-dst", "--reply-dst"):
+                run(["conntrack", "-D", selector, str(entry[0])], netns=namespace, check=False)
+        if gone:
+            actions.append(f"conntrack: forgot {len(gone)} floating IPs")
+
+    def _announce(
+        self,
+        config: ApplianceConfig,
+        previous: ApplianceConfig | None,
+        namespace: str,
+        recreated: set[str],
+        actions: list[str],
+    ) -> None:
+        external = config.external_interface()
+        if external is None:
+            return
+        name = appliance_interface(external.role.value, external.mac)
+        if name in recreated:
+            addresses = [a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)]
+            addresses += [f.floating_ip for f in config.floating_ips]
+        else:
+            new = _floating_pairs(config) - _floating_pairs(previous)
+            addresses = sorted({floating for floating, _ in new})
+        if addresses:
+            garp.announce(namespace, name, external.mac, addresses)
+            actions.append(f"gratuitous ARP for {len(addresses)} addresses")
+
+    # --- delete and observe ------------------------------------------------------------
+
+    def delete(self, appliance_id: str) -> None:
+        """Remove the namespace, its links, daemons and files."""
+        config = self.config(appliance_id)
+        for daemon in self._daemons(appliance_id).values():
+            daemon.stop()
+        netns.delete(self.names.appliance_netns(appliance_id))
+        if config is not None and netns.exists(self.names.fabric_netns):
+            for interface in config.interfaces:
+                netlink.delete_link(
+                    self.names.fabric_netns,
+                    self.names.appliance_fabric_link(appliance_id, interface.mac),
+                )
+        shutil.rmtree(self.directory(appliance_id), ignore_errors=True)
+
+    def observe(self, appliance_id: str) -> dict[str, Any]:
+        """Observed state: what runs, not what was asked."""
+        config = self.config(appliance_id)
+        status = self.status(appliance_id)
+        namespace = self.names.appliance_netns(appliance_id)
+        problems: list[str] = []
+        interfaces: list[dict[str, Any]] = []
+        present = netns.exists(namespace)
+        if not present:
+            problems.append(f"namespace {namespace} is missing")
+        if config is not None and present:
+            with netlink.netns(namespace) as ns:
+                for interface in config.interfaces:
+                    name = appliance_interface(interface.role.value, interface.mac)
+                    state = netlink.link_state(ns, name)
+                    if state is None or state.mac != interface.mac:
+                        problems.append(f"interface {name} is missing")
+                    elif not state.up:
+                        problems.append(f"interface {name} is down")
+                    interfaces.append(
+                        {
+                            "name": name,
+                            "mac": interface.mac,
+                            "role": interface.role.value,
+                            "network_id": interface.network_id,
+                            "present": state is not None,
+                            "up": bool(state and state.up),
+                            "mtu": state.mtu if state else None,
+                            "counters": state.counters if state else {},
+                        }
+                    )
+            if not nft.has_table(TABLE_FAMILY, TABLE_NAME, namespace):
+                problems.append("nftables table is missing")
+        daemons: dict[str, Any] = {}
+        if config is not None:
+            rendered = self._render(appliance_id, config)
+            expected = {"dnsmasq": rendered.dnsmasq.enabled, "radvd": bool(rendered.radvd)}
+            for daemon_name, daemon in self._daemons(appliance_id).items():
+                pid = daemon.pid()
+                daemons[daemon_name] = {
+                    "expected": expected[daemon_name],
+                    "pid": pid,
+                    "running": pid is not None,
+                }
+                if expected[daemon_name] and pid is None:
+                    problems.append(f"{daemon_name} is not running")
+        if status.last_error:
+            problems.append(status.last_error)
+        return {
+            "id": appliance_id,
+            "namespace": namespace,
+            "state": "active" if not problems else "degraded",
+            "problems": problems,
+            **status.as_dict(),
+            "interfaces": interfaces,
+            "daemons": daemons,
+            "floating_ips": len(config.floating_ips) if config else 0,
+        }
+
+    def rendered_texts(self, appliance_id: str) -> dict[str, Any]:
+        """The exact texts in force, and the live nftables table for comparison."""
+        config = self.config(appliance_id)
+        if config is None:
+            return {}
+        texts = self._render(appliance_id, config).texts()
+        namespace = self.names.appliance_netns(appliance_id)
+        live = (
+            nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace) if netns.exists(namespace) else ""
+        )
+        return {"files": texts, "nftables_live": live}
+
+
+def _floating_pairs(
+    config: ApplianceConfig | None,
+) -> set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
+    if config is None:
+        return set()
+    return {(f.floating_ip, f.fixed_ip) for f in config.floating_ips}
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    write_atomic(path, text)
+    return True
+
+
+__all__ = [
+    "ApplianceManager",
+    "ApplyFailed",
+    "ApplyResult",
+    "NetworkInfo",
+    "ValidationFailed",
+]

@@ -1,0 +1,416 @@
+"""The appliance config contract, version 1 (pure).
+
+The orchestrator sends this declarative document; the agent renders and applies
+it. Extra fields are forbidden so that typos are errors, not silent no-ops.
+`validate_semantics` checks what a schema cannot: addresses inside their
+subnets, no duplicate floating IPs, next hops on a connected network, and so on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from astara.naming import ID_PATTERN
+
+SCHEMA_VERSION = 1
+
+_MAC_PATTERN = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_HOSTNAME_PATTERN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _mac(value: str) -> str:
+    mac = value.lower()
+    if not _MAC_PATTERN.match(mac):
+        raise ValueError("must be a MAC address like fa:16:3e:00:00:01")
+    if int(mac[:2], 16) & 1:
+        raise ValueError("must be a unicast MAC address (first octet even)")
+    if mac == "00:00:00:00:00:00":
+        raise ValueError("must not be all zeros")
+    return mac
+
+
+def _identifier(value: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+    return value
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME_PATTERN.match(value):
+        raise ValueError("must be a DNS label: 1-63 letters, digits or '-'")
+    return value
+
+
+MacAddress = Annotated[str, AfterValidator(_mac)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Hostname = Annotated[str, AfterValidator(_hostname)]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Role(StrEnum):
+    external = "external"
+    internal = "internal"
+    management = "management"
+
+
+class Interface(StrictModel):
+    """One interface of the appliance, attached to one network, found by MAC."""
+
+    mac: MacAddress
+    network_id: Identifier
+    role: Role
+    addresses: list[IPInterface] = Field(
+        default_factory=list, description="Addresses with prefix length, e.g. 10.0.0.1/24"
+    )
+    mtu: int | None = Field(
+        default=None, ge=1280, le=65535, description="Defaults to the network's MTU"
+    )
+
+
+class Route(StrictModel):
+    destination: IPNetwork
+    nexthop: IPAddress
+
+
+class Subnet(StrictModel):
+    """A subnet served on one of the appliance's interfaces (DHCP, RA)."""
+
+    cidr: IPNetwork
+    interface_mac: MacAddress
+    gateway_ip: IPAddress | None = Field(
+        default=None, description="Router handed to clients (normally the appliance's address)"
+    )
+    enable_dhcp: bool = False
+    dns_nameservers: list[IPAddress] = Field(default_factory=list)
+    host_routes: list[Route] = Field(default_factory=list)
+    ipv6_ra_mode: Literal["slaac"] | None = None
+    lease_time_s: int = Field(default=86400, ge=120, le=31536000)
+
+
+class DhcpHost(StrictModel):
+    mac: MacAddress
+    ip_address: IPAddress
+    hostname: Hostname | None = None
+
+
+class Snat(StrictModel):
+    enabled: bool = False
+    address: ipaddress.IPv4Address | None = Field(
+        default=None, description="Source address; defaults to the external interface's first IPv4"
+    )
+
+
+class FloatingIp(StrictModel):
+    floating_ip: ipaddress.IPv4Address
+    fixed_ip: ipaddress.IPv4Address
+
+
+class ApplianceConfig(StrictModel):
+    """A router appliance, schema version 1."""
+
+    schema_version: Literal[1] = 1
+    kind: Literal["router"] = "router"
+    interfaces: list[Interface] = Field(min_length=1, max_length=64)
+    subnets: list[Subnet] = Field(default_factory=list)
+    dhcp_hosts: list[DhcpHost] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    snat: Snat = Field(default_factory=Snat)
+    floating_ips: list[FloatingIp] = Field(default_factory=list, max_length=65536)
+
+    def external_interface(self) -> Interface | None:
+        return next((i for i in self.interfaces if i.role is Role.external), None)
+
+    def interface_by_mac(self, mac: str) -> Interface | None:
+        return next((i for i in self.interfaces if i.mac == mac), None)
+
+    def snat_address(self) -> ipaddress.IPv4Address | None:
+        """The address internal IPv4 traffic leaves with, or None without SNAT."""
+        if not self.snat.enabled:
+            return None
+        if self.snat.address is not None:
+            return self.snat.address
+        external = self.external_interface()
+        if external is None:
+            return None
+        return next(
+            (a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)), None
+        )
+
+
+def config_hash(config: ApplianceConfig) -> str:
+    """A stable digest of a config's content: equal configs have equal hashes."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """A problem with one field, in the shape FastAPI uses for 422 bodies."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str = "value_error"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": ["body", *self.loc], "msg": self.msg, "type": self.type}
+
+
+def validate_semantics(
+    config: ApplianceConfig, known_networks: set[str] | None = None
+) -> list[FieldError]:
+    """Everything the schema cannot express; an empty list means valid."""
+    return _SemanticCheck(config, known_networks).run()
+
+
+class _SemanticCheck:
+    def __init__(self, config: ApplianceConfig, known_networks: set[str] | None) -> None:
+        self.config = config
+        self.known_networks = known_networks
+        self.errors: list[FieldError] = []
+
+    def error(self, msg: str, *loc: str | int, kind: str = "value_error") -> None:
+        self.errors.append(FieldError(tuple(loc), msg, kind))
+
+    def run(self) -> list[FieldError]:
+        self.check_interfaces()
+        self.check_subnets()
+        self.check_dhcp_hosts()
+        self.check_routes()
+        self.check_snat()
+        self.check_floating_ips()
+        return self.errors
+
+    def connected_networks(self, *roles: Role) -> list[IPNetwork]:
+        return [
+            address.network
+            for interface in self.config.interfaces
+            if not roles or interface.role in roles
+            for address in interface.addresses
+        ]
+
+    def check_interfaces(self) -> None:
+        seen_macs: dict[str, int] = {}
+        seen_networks: dict[str, int] = {}
+        seen_addresses: dict[IPAddress, int] = {}
+        prefixes: list[tuple[IPNetwork, int]] = []
+        externals = 0
+        for index, interface in enumerate(self.config.interfaces):
+            loc = ("interfaces", index)
+            if interface.mac in seen_macs:
+                self.error(
+                    f"duplicate MAC {interface.mac}", *loc, "mac", kind="value_error.duplicate"
+                )
+            seen_macs[interface.mac] = index
+            if interface.network_id in seen_networks:
+                self.error(
+                    f"network {interface.network_id} already has interface "
+                    f"{seen_networks[interface.network_id]}; use one interface per network",
+                    *loc,
+                    "network_id",
+                    kind="value_error.duplicate",
+                )
+            seen_networks[interface.network_id] = index
+            if self.known_networks is not None and interface.network_id not in self.known_networks:
+                self.error(
+                    f"unknown network {interface.network_id}: PUT /v1/networks/{{id}} first",
+                    *loc,
+                    "network_id",
+                    kind="value_error.unknown_network",
+                )
+            if interface.role is Role.external:
+                externals += 1
+                if externals > 1:
+                    self.error("at most one external interface", *loc, "role")
+            for a_index, address in enumerate(interface.addresses):
+                a_loc = (*loc, "addresses", a_index)
+                if address.ip in seen_addresses:
+                    self.error(
+                        f"duplicate address {address.ip}", *a_loc, kind="value_error.duplicate"
+                    )
+                seen_addresses[address.ip] = index
+                network = address.network
+                if network.num_addresses > 2 and address.ip == network.network_address:
+                    self.error(f"{address} is the subnet's network address", *a_loc)
+                if (
+                    isinstance(network, ipaddress.IPv4Network)
+                    and network.num_addresses > 2
+                    and address.ip == network.broadcast_address
+                ):
+                    self.error(f"{address} is the subnet's broadcast address", *a_loc)
+                if address.ip.is_multicast or address.ip.is_loopback or address.ip.is_unspecified:
+                    self.error(f"{address.ip} is not a unicast host address", *a_loc)
+                for other, other_index in prefixes:
+                    if other_index != index and other.overlaps(network):
+                        self.error(
+                            f"{network} overlaps {other} on interface {other_index}",
+                            *a_loc,
+                            kind="value_error.overlap",
+                        )
+                prefixes.append((network, index))
+
+    def check_subnets(self) -> None:
+        cidrs: set[IPNetwork] = set()
+        for index, subnet in enumerate(self.config.subnets):
+            loc = ("subnets", index)
+            if subnet.cidr in cidrs:
+                self.error(
+                    f"duplicate subnet {subnet.cidr}", *loc, "cidr", kind="value_error.duplicate"
+                )
+            cidrs.add(subnet.cidr)
+            interface = self.config.interface_by_mac(subnet.interface_mac)
+            if interface is None:
+                self.error(f"no interface has MAC {subnet.interface_mac}", *loc, "interface_mac")
+                continue
+            if not any(a.ip in subnet.cidr for a in interface.addresses):
+                self.error(
+                    f"interface {subnet.interface_mac} has no address in {subnet.cidr}",
+                    *loc,
+                    "cidr",
+                )
+            if subnet.gateway_ip is not None and subnet.gateway_ip not in subnet.cidr:
+                self.error(
+                    f"gateway {subnet.gateway_ip} is outside {subnet.cidr}", *loc, "gateway_ip"
+                )
+            for r_index, route in enumerate(subnet.host_routes):
+                if route.destination.version != route.nexthop.version:
+                    self.error(
+                        "destination and nexthop differ in IP version", *loc, "host_routes", r_index
+                    )
+                elif route.nexthop not in subnet.cidr:
+                    self.error(
+                        f"nexthop {route.nexthop} is outside {subnet.cidr}",
+                        *loc,
+                        "host_routes",
+                        r_index,
+                        "nexthop",
+                    )
+            for d_index, server in enumerate(subnet.dns_nameservers):
+                if server.version != subnet.cidr.version:
+                    self.error(
+                        "DNS servers must have the subnet's IP version",
+                        *loc,
+                        "dns_nameservers",
+                        d_index,
+                    )
+            serves_clients = subnet.enable_dhcp or subnet.ipv6_ra_mode is not None
+            if serves_clients and interface.role is not Role.internal:
+                self.error(
+                    "DHCP and router advertisements are served on internal interfaces only", *loc
+                )
+            if subnet.enable_dhcp and subnet.cidr.version == 6:
+                self.error(
+                    "DHCPv6 is not supported by schema version 1; use ipv6_ra_mode 'slaac'",
+                    *loc,
+                    "enable_dhcp",
+                )
+            if subnet.ipv6_ra_mode is not None:
+                if subnet.cidr.version != 6:
+                    self.error("ipv6_ra_mode needs an IPv6 subnet", *loc, "ipv6_ra_mode")
+                elif subnet.cidr.prefixlen != 64:
+                    self.error("SLAAC needs a /64 subnet", *loc, "cidr")
+
+    def check_dhcp_hosts(self) -> None:
+        dhcp_subnets = [s.cidr for s in self.config.subnets if s.enable_dhcp]
+        macs: set[str] = set()
+        addresses: set[IPAddress] = set()
+        for index, host in enumerate(self.config.dhcp_hosts):
+            loc = ("dhcp_hosts", index)
+            if host.mac in macs:
+                self.error(f"duplicate MAC {host.mac}", *loc, "mac", kind="value_error.duplicate")
+            macs.add(host.mac)
+            if host.ip_address in addresses:
+                self.error(
+                    f"duplicate address {host.ip_address}",
+                    *loc,
+                    "ip_address",
+                    kind="value_error.duplicate",
+                )
+            addresses.add(host.ip_address)
+            if not any(host.ip_address in cidr for cidr in dhcp_subnets):
+                self.error(
+                    f"{host.ip_address} is in no subnet with enable_dhcp", *loc, "ip_address"
+                )
+
+    def check_routes(self) -> None:
+        connected = self.connected_networks()
+        destinations: set[IPNetwork] = set()
+        for index, route in enumerate(self.config.routes):
+            loc = ("routes", index)
+            if route.destination.version != route.nexthop.version:
+                self.error("destination and nexthop differ in IP version", *loc)
+                continue
+            if route.destination in destinations:
+                self.error(
+                    f"duplicate route to {route.destination}",
+                    *loc,
+                    "destination",
+                    kind="value_error.duplicate",
+                )
+            destinations.add(route.destination)
+            if not any(route.nexthop in network for network in connected):
+                self.error(f"nexthop {route.nexthop} is on no connected network", *loc, "nexthop")
+
+    def check_snat(self) -> None:
+        if not self.config.snat.enabled:
+            return
+        external = self.config.external_interface()
+        if external is None:
+            self.error("SNAT needs an external interface", "snat", "enabled")
+            return
+        address = self.config.snat_address()
+        if address is None:
+            self.error("SNAT needs an IPv4 address on the external interface", "snat", "enabled")
+        elif all(a.ip != address for a in external.addresses):
+            self.error(f"{address} is not an address of the external interface", "snat", "address")
+
+    def check_floating_ips(self) -> None:
+        if not self.config.floating_ips:
+            return
+        external = self.config.external_interface()
+        if external is None:
+            self.error("floating IPs need an external interface", "floating_ips")
+            return
+        own = {a.ip for i in self.config.interfaces for a in i.addresses}
+        internal = self.connected_networks(Role.internal)
+        floating: set[ipaddress.IPv4Address] = set()
+        fixed: set[ipaddress.IPv4Address] = set()
+        for index, entry in enumerate(self.config.floating_ips):
+            loc = ("floating_ips", index)
+            if entry.floating_ip in floating:
+                self.error(
+                    f"duplicate floating IP {entry.floating_ip}",
+                    *loc,
+                    "floating_ip",
+                    kind="value_error.duplicate",
+                )
+            floating.add(entry.floating_ip)
+            if entry.fixed_ip in fixed:
+                self.error(
+                    f"fixed IP {entry.fixed_ip} already has a floating IP",
+                    *loc,
+                    "fixed_ip",
+                    kind="value_error.duplicate",
+                )
+            fixed.add(entry.fixed_ip)
+            if entry.floating_ip in own:
+                self.error(
+                    f"{entry.floating_ip} is an address of the appliance", *loc, "floating_ip"
+                )
+            if any(entry.floating_ip in network for network in internal):
+                self.error(f"{entry.floating_ip} is inside an internal subnet", *loc, "floating_ip")
+            if not any(entry.fixed_ip in network for network in internal):
+                self.error(f"{entry.fixed_ip} is in no internal subnet", *loc, "fixed_ip")

@@ -1,0 +1,57 @@
+"""L2 segments: one bridge per network in the host's fabric namespace."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from astara.linux import netlink, netns
+from astara.naming import Names
+
+# Bridges only switch frames: no addresses, no IPv6 chatter from the fabric.
+FABRIC_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+}
+
+
+class NetworkSpec(BaseModel):
+    """Desired state of an L2 segment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mtu: int = Field(default=1500, ge=1280, le=9000)
+    external: bool = Field(default=False, description="A provider network routers use as gateway")
+
+
+def ensure_fabric(names: Names) -> None:
+    netns.create(names.fabric_netns, FABRIC_SYSCTLS)
+
+
+def ensure_network(names: Names, network_id: str, spec: NetworkSpec) -> None:
+    ensure_fabric(names)
+    netlink.ensure_bridge(names.fabric_netns, names.bridge(network_id), spec.mtu)
+
+
+def delete_network(names: Names, network_id: str) -> None:
+    if netns.exists(names.fabric_netns):
+        netlink.delete_link(names.fabric_netns, names.bridge(network_id))
+
+
+def observe_network(names: Names, network_id: str) -> dict[str, object]:
+    if not netns.exists(names.fabric_netns):
+        return {"bridge": names.bridge(network_id), "present": False}
+    with netlink.netns(names.fabric_netns) as ns:
+        state = netlink.link_state(ns, names.bridge(network_id))
+        members = []
+        if state is not None:
+            index = netlink.link_index(ns, names.bridge(network_id))
+            members = sorted(
+                str(link.get("ifname")) for link in ns.get_links() if link.get("master") == index
+            )
+    return {
+        "bridge": names.bridge(network_id),
+        "present": state is not None,
+        "mtu": state.mtu if state else None,
+        "up": state.up if state else False,
+        "members": members,
+    }

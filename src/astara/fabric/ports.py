@@ -1,0 +1,189 @@
+"""Workload ports: a veth from a network's bridge into a named namespace.
+
+This is how tests, demos and operators stand up "instances": the namespace
+gets an interface with the port's MAC, addressed statically, by DHCP (busybox
+udhcpc with Astara's hook, which touches only that interface and the
+namespace's own resolv.conf) and/or by SLAAC.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from astara.appliance.schema import IPInterface, MacAddress, Route
+from astara.linux import netlink, netns
+from astara.linux.process import Daemon
+from astara.naming import Names
+
+_IFNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
+NETNS_ETC = Path("/etc/netns")
+DHCP_SCRIPT = Path(__file__).with_name("udhcpc.sh")
+
+
+def _ifname(value: str) -> str:
+    if not _IFNAME.match(value):
+        raise ValueError("must be 1-15 characters of letters, digits, '_', '.', '-'")
+    return value
+
+
+class PortSpec(BaseModel):
+    """Desired state of a workload port."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network_id: str
+    mac: MacAddress
+    netns: str = Field(description="Namespace to plug into; created if missing")
+    ifname: Annotated[str, AfterValidator(_ifname)] = "eth0"
+    addresses: list[IPInterface] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    dhcp: bool = Field(default=False, description="Take IPv4 address and routes by DHCP")
+    slaac: bool = Field(default=False, description="Take IPv6 addresses from router advertisements")
+    mtu: int | None = Field(default=None, ge=1280, le=9000)
+
+
+@dataclass(frozen=True)
+class PortPaths:
+    state_dir: Path
+
+    @property
+    def dhcp_pidfile(self) -> Path:
+        return self.state_dir / "udhcpc.pid"
+
+    @property
+    def dhcp_script(self) -> Path:
+        return self.state_dir / "udhcpc.sh"
+
+
+class PortError(ValueError):
+    """A port that cannot be plugged as asked; nothing was changed."""
+
+
+def _workload_sysctls(spec: PortSpec) -> dict[str, str]:
+    accept_ra = "1" if spec.slaac else "0"
+    return {
+        f"net.ipv6.conf.{spec.ifname}.accept_ra": accept_ra,
+        f"net.ipv6.conf.{spec.ifname}.autoconf": accept_ra,
+        f"net.ipv6.conf.{spec.ifname}.router_solicitation_interval": "1",
+    }
+
+
+# New workload namespaces skip duplicate address detection: every address in
+# them was allocated by the control plane, and DAD only delays tests and boots.
+WORKLOAD_NETNS_SYSCTLS = {
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+}
+
+
+def resolv_conf(netns_name: str) -> Path:
+    return NETNS_ETC / netns_name / "resolv.conf"
+
+
+def plug(
+    names: Names, port_id: str, spec: PortSpec, network_mtu: int, paths: PortPaths
+) -> dict[str, bool]:
+    """Make the port exist as specified. Returns what the agent must remember
+    to undo: whether it created the namespace and its /etc/netns directory."""
+    if not names.owns_netns(spec.netns):
+        raise PortError(f"netns {spec.netns!r} must start with the agent's prefix {names.prefix}-")
+    mtu = spec.mtu or network_mtu
+    created_netns = netns.create(spec.netns, WORKLOAD_NETNS_SYSCTLS)
+    created_etc = False
+    if spec.dhcp and not resolv_conf(spec.netns).exists():
+        resolv_conf(spec.netns).parent.mkdir(parents=True, exist_ok=True)
+        resolv_conf(spec.netns).touch()
+        created_etc = True
+    netlink.ensure_veth(
+        fabric_netns=names.fabric_netns,
+        fabric_name=names.port_fabric_link(port_id),
+        bridge=names.bridge(spec.network_id),
+        peer_netns=spec.netns,
+        peer_name=spec.ifname,
+        mac=spec.mac,
+        mtu=mtu,
+    )
+    netns.set_sysctls(spec.netns, _workload_sysctls(spec))
+    families = (6,) if spec.dhcp else (4, 6)
+    netlink.sync_addresses(spec.netns, spec.ifname, spec.addresses, families)
+    netlink.sync_routes(spec.netns, {r.destination: r.nexthop for r in spec.routes})
+    dhcp = Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile))
+    if spec.dhcp and dhcp.pid() is None:
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DHCP_SCRIPT, paths.dhcp_script)
+        paths.dhcp_script.chmod(0o755)
+        dhcp.start(
+            [
+                "env",
+                f"ASTARA_RESOLV_CONF={resolv_conf(spec.netns)}",
+                "busybox",
+                "udhcpc",
+                "-i",
+                spec.ifname,
+                "-s",
+                str(paths.dhcp_script),
+                "-p",
+                str(paths.dhcp_pidfile),
+                "-b",  # background once the first try is over, leased or not
+                "-t",
+                "4",
+                "-T",
+                "1",
+                "-A",
+                "2",
+                "-O",
+                "staticroutes",
+            ]
+        )
+    elif not spec.dhcp:
+        dhcp.stop()
+    return {"created_netns": created_netns, "created_etc": created_etc}
+
+
+def unplug(
+    names: Names,
+    port_id: str,
+    spec: PortSpec,
+    paths: PortPaths,
+    created: dict[str, bool],
+    netns_still_used: bool,
+) -> None:
+    """Remove the port and whatever the agent created for it."""
+    Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).stop()
+    if netns.exists(names.fabric_netns):
+        netlink.delete_link(names.fabric_netns, names.port_fabric_link(port_id))
+    if netns.exists(spec.netns) and not netns_still_used:
+        if created.get("created_netns"):
+            netns.delete(spec.netns)
+        else:
+            netlink.delete_link(spec.netns, spec.ifname)
+    if created.get("created_etc") and not netns_still_used:
+        shutil.rmtree(resolv_conf(spec.netns).parent, ignore_errors=True)
+    shutil.rmtree(paths.state_dir, ignore_errors=True)
+
+
+def observe(names: Names, port_id: str, spec: PortSpec, paths: PortPaths) -> dict[str, object]:
+    state = None
+    addresses: list[str] = []
+    if netns.exists(spec.netns):
+        with netlink.netns(spec.netns) as ns:
+            state = netlink.link_state(ns, spec.ifname)
+        addresses = netlink.link_addresses(spec.netns, spec.ifname)
+    dhcp_pid = Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).pid()
+    return {
+        "netns": spec.netns,
+        "ifname": spec.ifname,
+        "fabric_link": names.port_fabric_link(port_id),
+        "present": state is not None and state.mac == spec.mac,
+        "up": bool(state and state.up),
+        "mtu": state.mtu if state else None,
+        "addresses": addresses,
+        "dhcp_client": {"expected": spec.dhcp, "pid": dhcp_pid, "running": dhcp_pid is not None},
+        "counters": state.counters if state else {},
+    }

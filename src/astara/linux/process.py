@@ -1,0 +1,94 @@
+"""Self-daemonizing programs (dnsmasq, radvd, udhcpc) tracked by pid file.
+
+Daemons detach from the agent so that an agent restart does not interrupt
+service; the pid file plus a marker in the command line (a path unique to the
+appliance) identifies them again, so a recycled pid is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from astara.linux.run import run
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Adopt our daemons' orphans so that we, not pid 1, reap them: on hosts
+    whose init does not reap, dead daemons would otherwise linger as zombies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap(pid: int) -> None:
+    """Collect a dead child's exit status, if it is ours to collect."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    netns: str
+    pidfile: Path
+    marker: str  # a string that must appear in the daemon's command line
+
+    def pid(self) -> int | None:
+        """The daemon's pid if it runs (not a zombie) with our marker."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return None
+        if state in ("Z", "X"):
+            reap(pid)
+            return None
+        if self.marker not in cmdline:
+            return None
+        return pid
+
+    def start(self, argv: Sequence[str], timeout_s: float = 30.0) -> int:
+        """Run a program that daemonizes and writes `pidfile`; return its pid."""
+        self.pidfile.unlink(missing_ok=True)
+        run(argv, netns=self.netns, timeout_s=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pid = self.pid()
+            if pid is not None:
+                return pid
+            time.sleep(0.01)
+        raise RuntimeError(f"{argv[0]} in {self.netns} did not write {self.pidfile}")
+
+    def signal(self, sig: signal.Signals) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, sig)
+        return True
+
+    def stop(self, deadline_s: float = 5.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                end = time.monotonic() + deadline_s
+                while time.monotonic() < end and self.pid() == pid:
+                    time.sleep(0.01)
+                if self.pid() != pid:
+                    break
+            reap(pid)
+        self.pidfile.unlink(missing_ok=True)
