@@ -29,6 +29,10 @@ def serve(
             help="Prefix of every namespace and link this agent creates", envvar="ASTARA_PREFIX"
         ),
     ] = "ast",
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Runtime files (daemon configs, pid files); default /run/astara/PREFIX"),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Serve the agent API until interrupted."""
@@ -46,7 +50,7 @@ def serve(
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     become_subreaper()
-    app = create_app(AgentSettings(state_dir=state_dir.resolve(), prefix=prefix))
+    app = create_app(AgentSettings(state_dir=state_dir.resolve(), prefix=prefix, run_dir=run_dir))
     if where.path is not None:
         where.path.parent.mkdir(parents=True, exist_ok=True)
         where.path.unlink(missing_ok=True)

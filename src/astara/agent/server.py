@@ -35,6 +35,7 @@ from astara.fabric import ports as fabric_ports
 from astara.fabric.networks import NetworkSpec
 from astara.fabric.ports import PortError, PortPaths, PortSpec
 from astara.linux import netns
+from astara.linux.cleanup import default_run_dir
 from astara.naming import ID_PATTERN, Names
 
 ObjectId = Annotated[str, PathParam(pattern=ID_PATTERN.pattern, description="Object id")]
@@ -44,6 +45,11 @@ ObjectId = Annotated[str, PathParam(pattern=ID_PATTERN.pattern, description="Obj
 class AgentSettings:
     state_dir: Path
     prefix: str = "ast"
+    run_dir: Path | None = None
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.run_dir or default_run_dir(self.prefix)
 
 
 class Metrics:
@@ -69,7 +75,9 @@ class Agent:
         self.settings = settings
         self.names = Names(settings.prefix)
         self.store = JsonStore(settings.state_dir)
-        self.appliances = ApplianceManager(self.names, settings.state_dir, self.network_info)
+        self.appliances = ApplianceManager(
+            self.names, settings.state_dir, settings.runtime_dir, self.network_info
+        )
         self.fabric_lock = threading.RLock()
         self.metrics = Metrics()
 
@@ -98,7 +106,6 @@ class Agent:
     def start(self) -> None:
         """Bring the fabric back after a restart (or a host reboot)."""
         with self.fabric_lock:
-            fabric_networks.ensure_fabric(self.names)
             for network_id in self.store.ids("networks"):
                 spec = self.network_spec(network_id)
                 if spec is not None:
@@ -106,7 +113,7 @@ class Agent:
 
     # ports
     def port_paths(self, port_id: str) -> PortPaths:
-        return PortPaths(self.settings.state_dir / "port-state" / port_id)
+        return PortPaths(self.settings.runtime_dir / "ports" / port_id)
 
     def port_record(self, port_id: str) -> tuple[PortSpec, dict[str, bool]] | None:
         document = self.store.get("ports", port_id)
@@ -208,6 +215,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
                 raise _error(409, f"network {network_id} is in use by {', '.join(users)}")
             fabric_networks.delete_network(agent.names, network_id)
             agent.store.delete("networks", network_id)
+            if not agent.store.ids("networks"):
+                fabric_networks.delete_fabric(agent.names)
 
     # --- ports -------------------------------------------------------------------------
 

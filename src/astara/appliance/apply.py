@@ -32,7 +32,7 @@ from astara.appliance.schema import (
     validate_semantics,
 )
 from astara.linux import garp, netlink, netns, nft
-from astara.linux.files import write_atomic
+from astara.linux.files import make_readable_dir, write_atomic
 from astara.linux.process import Daemon
 from astara.linux.run import CommandError, run
 from astara.naming import ROLE_ABBREVIATION, Names, appliance_interface
@@ -95,9 +95,14 @@ class ApplyResult:
 class ApplianceManager:
     """All appliances of one agent: one lock per appliance, parallel across."""
 
-    def __init__(self, names: Names, state_dir: Path, networks: NetworkLookup) -> None:
+    def __init__(
+        self, names: Names, state_dir: Path, run_dir: Path, networks: NetworkLookup
+    ) -> None:
         self.names = names
         self.root = state_dir / "appliances"
+        # Daemons' files live in the run directory, readable by the
+        # unprivileged users they drop to (dnsmasq runs as nobody).
+        self.run_root = run_dir / "appliances"
         self.networks = networks
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -109,7 +114,12 @@ class ApplianceManager:
             return self._locks.setdefault(appliance_id, threading.Lock())
 
     def directory(self, appliance_id: str) -> Path:
+        """Desired state: the last good config and the apply status."""
         return self.root / appliance_id
+
+    def run_directory(self, appliance_id: str) -> Path:
+        """Runtime files: rendered daemon configs, pid files, logs."""
+        return self.run_root / appliance_id
 
     def ids(self) -> list[str]:
         if not self.root.is_dir():
@@ -137,10 +147,10 @@ class ApplianceManager:
             for i in config.interfaces
             if (info := self.networks(i.network_id))
         }
-        return render(config, self.directory(appliance_id), mtus)
+        return render(config, self.run_directory(appliance_id), mtus)
 
     def _daemons(self, appliance_id: str) -> dict[str, Daemon]:
-        directory = self.directory(appliance_id)
+        directory = self.run_directory(appliance_id)
         namespace = self.names.appliance_netns(appliance_id)
         return {
             "dnsmasq": Daemon(
@@ -247,8 +257,8 @@ class ApplianceManager:
     ) -> list[str]:
         actions: list[str] = []
         namespace = self.names.appliance_netns(appliance_id)
-        directory = self.directory(appliance_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory(appliance_id).mkdir(parents=True, exist_ok=True)
+        make_readable_dir(self.run_directory(appliance_id))
         if netns.create(namespace, APPLIANCE_SYSCTLS):
             actions.append(f"created namespace {namespace}")
             previous = None  # nothing of the old appliance survives in a new namespace
@@ -332,7 +342,7 @@ class ApplianceManager:
         actions.append("nftables: table replaced")
 
     def _converge_daemons(self, appliance_id: str, rendered: Rendered, actions: list[str]) -> None:
-        directory = self.directory(appliance_id)
+        directory = self.run_directory(appliance_id)
         daemons = self._daemons(appliance_id)
 
         dnsmasq = daemons["dnsmasq"]
@@ -432,6 +442,7 @@ class ApplianceManager:
                     self.names.fabric_netns,
                     self.names.appliance_fabric_link(appliance_id, interface.mac),
                 )
+        shutil.rmtree(self.run_directory(appliance_id), ignore_errors=True)
         shutil.rmtree(self.directory(appliance_id), ignore_errors=True)
 
     def observe(self, appliance_id: str) -> dict[str, Any]:

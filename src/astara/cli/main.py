@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -29,7 +30,7 @@ def _call(listen: str, method: str, path: str) -> Any:
     except AgentError as error:
         console.print(f"[red]error:[/red] {error.status_code} {error.body}")
         raise typer.Exit(1) from error
-    except OSError as error:
+    except (OSError, httpx.TransportError) as error:
         console.print(f"[red]error:[/red] cannot reach the agent at {listen}: {error}")
         raise typer.Exit(1) from error
 

@@ -27,6 +27,11 @@ def ensure_fabric(names: Names) -> None:
     netns.create(names.fabric_netns, FABRIC_SYSCTLS)
 
 
+def delete_fabric(names: Names) -> None:
+    """Remove the fabric namespace once no network is left on the host."""
+    netns.delete(names.fabric_netns)
+
+
 def ensure_network(names: Names, network_id: str, spec: NetworkSpec) -> None:
     ensure_fabric(names)
     netlink.ensure_bridge(names.fabric_netns, names.bridge(network_id), spec.mtu)

@@ -15,3 +15,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
         os.fsync(handle.fileno())
     os.chmod(temporary, mode)
     os.replace(temporary, path)
+
+
+def make_readable_dir(path: Path) -> None:
+    """Create `path` and its missing parents world-traversable (0755), for
+    daemons that read their files after dropping privileges."""
+    missing = []
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+        missing.append(parent)
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        os.chmod(folder, 0o755)

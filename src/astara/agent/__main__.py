@@ -1,0 +1,3 @@
+from astara.agent.main import main
+
+main()

@@ -1,0 +1,69 @@
+"""A small lab on one agent: networks, workloads and router configs, named
+under the agent's prefix. Used by the root-tier tests and the benchmarks."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from astara.agent.client import AgentClient
+
+
+def eui64(prefix: str, mac: str) -> str:
+    """The SLAAC address a host with `mac` takes in the /64 `prefix`."""
+    octets = bytearray(bytes.fromhex(mac.replace(":", "")))
+    octets[0] ^= 0x02
+    interface_id = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
+    network = ipaddress.IPv6Network(prefix)
+    return str(network.network_address + int.from_bytes(interface_id, "big"))
+
+
+@dataclass
+class Lab:
+    client: AgentClient
+    prefix: str
+    networks: set[str] = field(default_factory=set)
+
+    def netns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def network(self, network_id: str, external: bool = False, mtu: int = 1500) -> str:
+        self.client.put_network(network_id, mtu=mtu, external=external)
+        self.networks.add(network_id)
+        return network_id
+
+    def workload(
+        self,
+        port_id: str,
+        network_id: str,
+        mac: str,
+        *,
+        addresses: tuple[str, ...] = (),
+        routes: tuple[tuple[str, str], ...] = (),
+        dhcp: bool = False,
+        slaac: bool = False,
+        netns: str | None = None,
+    ) -> str:
+        """Plug a workload port; returns its namespace."""
+        namespace = netns or self.netns(port_id)
+        self.client.put_port(
+            port_id,
+            {
+                "network_id": network_id,
+                "mac": mac,
+                "netns": namespace,
+                "addresses": list(addresses),
+                "routes": [{"destination": d, "nexthop": n} for d, n in routes],
+                "dhcp": dhcp,
+                "slaac": slaac,
+            },
+        )
+        return namespace
+
+    def router(self, router_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.put_appliance(router_id, config)
+        return result
+
+    def router_netns(self, router_id: str) -> str:
+        return f"{self.prefix}-appliance-{router_id}"
