@@ -118,29 +118,32 @@ def lab(agent: AgentProcess) -> Lab:
     return Lab(agent.client, agent.prefix)
 
 
+def build_standard(lab: Lab) -> Lab:
+    """Networks, router r1 and the workloads w1, w2, w6 and outside."""
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    lab.router("r1", router_config())
+    lab.workload(
+        "outside",
+        "ext",
+        MAC["outside"],
+        addresses=(f"{OUTSIDE}/24", f"{OUTSIDE_V6}/64"),
+        # IPv6 is routed, not NATed: upstream routes tenant prefixes to the router.
+        routes=(("2001:db8:1::/64", "2001:db8:ff::2"), ("2001:db8:6::/64", "2001:db8:ff::2")),
+    )
+    lab.workload("w1", "n1", MAC["w1"], dhcp=True, slaac=True)
+    lab.workload("w2", "n2", MAC["w2"], dhcp=True)
+    lab.workload("w6", "n6", MAC["w6"], slaac=True)
+    return lab
+
+
 @pytest.fixture(scope="module")
 def standard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The standard topology, built once per module: tests re-apply the
     config they need first, as the orchestrator would."""
     process = AgentProcess(tmp_path_factory.mktemp("agent"))
     try:
-        client = process.start()
-        lab = Lab(client, process.prefix)
-        lab.network("ext", external=True)
-        for network in ("n1", "n2", "n6"):
-            lab.network(network)
-        lab.router("r1", router_config())
-        lab.workload(
-            "outside",
-            "ext",
-            MAC["outside"],
-            addresses=(f"{OUTSIDE}/24", f"{OUTSIDE_V6}/64"),
-            # IPv6 is routed, not NATed: upstream routes tenant prefixes to the router.
-            routes=(("2001:db8:1::/64", "2001:db8:ff::2"), ("2001:db8:6::/64", "2001:db8:ff::2")),
-        )
-        lab.workload("w1", "n1", MAC["w1"], dhcp=True, slaac=True)
-        lab.workload("w2", "n2", MAC["w2"], dhcp=True)
-        lab.workload("w6", "n6", MAC["w6"], slaac=True)
-        yield lab
+        yield build_standard(Lab(process.start(), process.prefix))
     finally:
         process.remove_everything()

@@ -7,6 +7,7 @@ returns what is observed afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -131,7 +132,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        agent.start()
+        # Blocking netlink work runs in a thread, never on the event loop.
+        await asyncio.to_thread(agent.start)
         yield
 
     app = FastAPI(

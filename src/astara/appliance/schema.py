@@ -24,11 +24,14 @@ SCHEMA_VERSION = 1
 
 _MAC_PATTERN = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _HOSTNAME_PATTERN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# dnsmasq reads a dhcp-host field that is a number (with an optional w/d/h/m/s
+# unit), "infinite" or "ignore" as a lease time or as "never answer", not a name.
+_DNSMASQ_HOST_KEYWORD = re.compile(r"[0-9]+[wdhmsWDHMS]?|infinite|ignore")
 
 
 def _mac(value: str) -> str:
     mac = value.lower()
-    if not _MAC_PATTERN.match(mac):
+    if not _MAC_PATTERN.fullmatch(mac):
         raise ValueError("must be a MAC address like fa:16:3e:00:00:01")
     if int(mac[:2], 16) & 1:
         raise ValueError("must be a unicast MAC address (first octet even)")
@@ -38,14 +41,18 @@ def _mac(value: str) -> str:
 
 
 def _identifier(value: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
     return value
 
 
 def _hostname(value: str) -> str:
-    if not _HOSTNAME_PATTERN.match(value):
+    if not _HOSTNAME_PATTERN.fullmatch(value):
         raise ValueError("must be a DNS label: 1-63 letters, digits or '-'")
+    if _DNSMASQ_HOST_KEYWORD.fullmatch(value):
+        raise ValueError(
+            "must not be a number, 'infinite' or 'ignore': dnsmasq reads those as options"
+        )
     return value
 
 

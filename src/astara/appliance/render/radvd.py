@@ -11,6 +11,8 @@ from astara.naming import appliance_interface
 # its prefix within seconds, not the RFC's default ten minutes.
 MIN_ADVERTISEMENT_INTERVAL_S = 3
 MAX_ADVERTISEMENT_INTERVAL_S = 10
+# radvd refuses an RDNSS section with more addresses than this.
+RDNSS_ADDRESSES_PER_SECTION = 3
 
 
 def ra_subnets(config: ApplianceConfig) -> list[Subnet]:
@@ -49,7 +51,8 @@ def render_radvd(config: ApplianceConfig, default_mtu: dict[str, int] | None = N
                 "\t};",
             ]
             servers += [str(s) for s in subnet.dns_nameservers if str(s) not in servers]
-        if servers:
-            lines += [f"\tRDNSS {' '.join(servers)} {{", "\t};"]
+        for start in range(0, len(servers), RDNSS_ADDRESSES_PER_SECTION):
+            section = servers[start : start + RDNSS_ADDRESSES_PER_SECTION]
+            lines += [f"\tRDNSS {' '.join(section)} {{", "\t};"]
         lines.append("};")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,171 @@
+"""The agent API against real namespaces: status codes, validation that
+changes nothing, and the objects each call creates or removes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from astara.appliance.apply import ApplianceManager
+from astara.appliance.render import render
+from astara.appliance.render.dnsmasq import DnsmasqFiles
+from astara.appliance.render.nftables import NftRuleset
+from astara.appliance.schema import ApplianceConfig
+from astara.linux import netlink, netns
+from astara.naming import Names
+from astara.testing.agent import AgentProcess
+from astara.testing.lab import Lab
+from tests.root.conftest import MAC, router_config
+
+pytestmark = pytest.mark.root
+
+
+def test_health_reports_version_and_capacity(lab: Lab) -> None:
+    health = lab.client.health()
+    assert health["version"] == "0.1.0"
+    assert health["prefix"] == lab.prefix
+    assert health["capacity"]["cpus"] >= 1
+    assert health["capacity"]["memory_total_bytes"] > 0
+    assert health["counts"] == {"networks": 0, "ports": 0, "appliances": 0}
+
+
+def test_network_is_a_bridge_with_its_mtu(lab: Lab, agent: AgentProcess) -> None:
+    names = Names(agent.prefix)
+    response = lab.client.http.put("/v1/networks/n1", json={"mtu": 1400})
+    assert response.status_code == 201
+    assert response.json()["present"] is True and response.json()["mtu"] == 1400
+    with netlink.netns(names.fabric_netns) as ns:
+        bridge = netlink.link_state(ns, names.bridge("n1"))
+    assert bridge is not None and bridge.mtu == 1400 and bridge.up
+    # Idempotent: the same PUT is 200 and changes nothing.
+    assert lab.client.http.put("/v1/networks/n1", json={"mtu": 1400}).status_code == 200
+
+    # A workload plugged into it gets the network's MTU.
+    lab.workload("w", "n1", MAC["w1"], addresses=("10.1.0.5/24",))
+    with netlink.netns(lab.netns("w")) as ns:
+        eth0 = netlink.link_state(ns, "eth0")
+    assert eth0 is not None and eth0.mtu == 1400 and eth0.mac == MAC["w1"]
+
+    # The MTU of a network in use cannot change under its attachments.
+    response = lab.client.http.put("/v1/networks/n1", json={"mtu": 1500})
+    assert response.status_code == 409 and "port w" in response.json()["detail"]
+    response = lab.client.http.delete("/v1/networks/n1")
+    assert response.status_code == 409
+    lab.client.delete_port("w")
+    assert lab.client.http.delete("/v1/networks/n1").status_code == 204
+    # The last network gone, the fabric namespace goes too.
+    assert not netns.exists(names.fabric_netns)
+    assert lab.client.http.get("/v1/networks/n1").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/v1/networks/n1", {"mtu": 100}, ["body", "mtu"]),
+        ("/v1/networks/n1", {"mtu": 1500, "vlan": 3}, ["body", "vlan"]),
+        ("/v1/networks/bad%20id", {"mtu": 1500}, ["path", "network_id"]),
+        (
+            "/v1/ports/p1",
+            {"network_id": "n1", "mac": "01:00:5e:00:00:01", "netns": "x"},
+            ["body", "mac"],
+        ),
+        (
+            "/v1/ports/p1",
+            {"network_id": "n1", "mac": MAC["w1"], "netns": "x", "ifname": "a" * 16},
+            ["body", "ifname"],
+        ),
+        ("/v1/appliances/r1", {"interfaces": []}, ["body", "interfaces"]),
+    ],
+)
+def test_malformed_requests_get_422_with_the_field(
+    lab: Lab, path: str, body: dict[str, object], loc: list[str]
+) -> None:
+    response = lab.client.http.put(path, json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
+    assert lab.client.health()["counts"] == {"networks": 0, "ports": 0, "appliances": 0}
+
+
+def test_unknown_objects_are_404(lab: Lab) -> None:
+    for path in ("/v1/networks/x", "/v1/ports/x", "/v1/appliances/x", "/v1/appliances/x/rendered"):
+        assert lab.client.http.get(path).status_code == 404
+        if not path.endswith("rendered"):
+            assert lab.client.http.delete(path).status_code == 404
+
+
+def test_appliance_on_unknown_network_is_refused_and_creates_nothing(lab: Lab) -> None:
+    lab.network("ext", external=True)
+    response = lab.client.http.put("/v1/appliances/r1", json=router_config())
+    assert response.status_code == 422
+    locs = [e["loc"] for e in response.json()["detail"]]
+    assert ["body", "interfaces", 1, "network_id"] in locs
+    assert not netns.exists(lab.router_netns("r1"))
+    assert lab.client.http.get("/v1/appliances/r1").status_code == 404
+
+
+def test_port_validation_changes_nothing(lab: Lab) -> None:
+    lab.network("n1")
+    # Namespaces outside the agent's prefix are not the agent's to create.
+    response = lab.client.http.put(
+        "/v1/ports/p1", json={"network_id": "n1", "mac": MAC["w1"], "netns": "somebody-elses"}
+    )
+    assert response.status_code == 422
+    assert not netns.exists("somebody-elses")
+    response = lab.client.http.put(
+        "/v1/ports/p1", json={"network_id": "nope", "mac": MAC["w1"], "netns": lab.netns("w")}
+    )
+    assert response.status_code == 422
+    assert not netns.exists(lab.netns("w"))
+
+    # Two ports in one namespace; the second may not reuse the first's name.
+    shared = lab.netns("shared")
+    lab.workload("p1", "n1", MAC["w1"], addresses=("10.1.0.5/24",), netns=shared)
+    response = lab.client.http.put(
+        "/v1/ports/p2", json={"network_id": "n1", "mac": MAC["w2"], "netns": shared}
+    )
+    assert response.status_code == 409
+    lab.client.put_port(
+        "p2", {"network_id": "n1", "mac": MAC["w2"], "netns": shared, "ifname": "eth1"}
+    )
+    # The namespace lives while any port is in it, and goes with the last.
+    lab.client.delete_port("p1")
+    assert netns.exists(shared)
+    lab.client.delete_port("p2")
+    assert not netns.exists(shared)
+
+
+def test_tool_checks_refuse_what_the_real_tools_refuse(agent: AgentProcess, tmp_path: Path) -> None:
+    """Schema and semantics catch bad configs first; the real tools' checks
+    are the last line, and their refusal is a field error, not a crash."""
+    names = Names(agent.prefix)
+    netns.create(names.fabric_netns)
+    manager = ApplianceManager(names, tmp_path / "state", tmp_path / "run", lambda _: None)
+    config = ApplianceConfig.model_validate(router_config())
+    good = render(config, tmp_path)
+    assert manager._tool_checks(good) == []
+    broken = type(good)(
+        nftables=NftRuleset(sets=(), chains="\tchain input { type filter hook nowhere; }\n"),
+        dnsmasq=DnsmasqFiles(conf="dhcp-range=nonsense\n", hosts=""),
+        radvd="interface x { AdvSendAdvert maybe; };\n",
+    )
+    errors = {error.loc: error for error in manager._tool_checks(broken)}
+    assert set(errors) == {
+        ("rendered", "nftables"),
+        ("rendered", "dnsmasq.conf"),
+        ("rendered", "radvd.conf"),
+    }
+    assert all(error.type == "tool_check" for error in errors.values())
+    assert "nft -c" in errors[("rendered", "nftables")].msg
+
+
+def test_metrics_count_applies(lab: Lab) -> None:
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    lab.router("r1", router_config())
+    lab.router("r1", router_config())
+    lab.client.http.put("/v1/appliances/r1", json={**router_config(), "kind": "toaster"})
+    text = lab.client.http.get("/metrics").text
+    assert 'astara_agent_appliance_applies_total{outcome="changed"} 1.0' in text
+    assert 'astara_agent_appliance_applies_total{outcome="unchanged"} 1.0' in text

@@ -1,0 +1,120 @@
+"""Appliances across agent restarts, damage behind the agent's back, and delete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from astara.linux import cleanup, netns
+from astara.linux.run import in_netns
+from astara.testing.agent import AgentProcess
+from astara.testing.lab import Lab
+from astara.testing.net import WhoAmI, seen_source, wait_for_ping, wait_until
+from tests.root.conftest import OUTSIDE, ROUTER_EXTERNAL, build_standard, router_config
+
+pytestmark = pytest.mark.root
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_agent_restart_leaves_the_data_plane_alone(lab: Lab, agent: AgentProcess) -> None:
+    build_standard(lab)
+    before = lab.client.get_appliance("r1")
+    wait_for_ping(lab.netns("w1"), "10.2.0.10")
+    # A ping running across the crash and restart loses nothing: the data
+    # plane does not depend on the agent process.
+    pinger = subprocess.Popen(
+        in_netns(lab.netns("w1"), ["ping", "-n", "-i", "0.05", "-c", "60", "10.2.0.10"]),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    agent.kill()
+    client = agent.start()
+    lab.client = client
+    output, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in output, output
+
+    after = client.get_appliance("r1")
+    assert (after["generation"], after["config_hash"]) == (
+        before["generation"],
+        before["config_hash"],
+    )
+    assert after["daemons"] == before["daemons"]
+    assert after["state"] == "active"
+    again = client.put_appliance("r1", router_config())
+    assert again["changed"] is False
+
+
+def test_killed_dnsmasq_is_restarted_by_the_next_apply(lab: Lab) -> None:
+    build_standard(lab)
+    before = lab.client.get_appliance("r1")
+    os.kill(before["daemons"]["dnsmasq"]["pid"], signal.SIGKILL)
+    degraded = wait_until(
+        lambda: (a := lab.client.get_appliance("r1"))["state"] == "degraded" and a, what="degraded"
+    )
+    assert "dnsmasq is not running" in degraded["problems"]
+    healed = lab.client.put_appliance("r1", router_config())
+    assert "dnsmasq started" in healed["actions"]
+    assert healed["state"] == "active"
+    assert healed["daemons"]["radvd"]["pid"] == before["daemons"]["radvd"]["pid"]
+    # And it serves again: a new workload gets its lease.
+    lab.client.delete_port("w2")
+    lab.workload("w2", "n2", "fa:16:3e:00:03:10", dhcp=True)
+    wait_for_ping(lab.netns("w2"), "10.1.0.10")
+
+
+def test_deleted_namespace_is_rebuilt_by_the_next_apply(lab: Lab) -> None:
+    build_standard(lab)
+    old = lab.client.get_appliance("r1")
+    netns.delete(lab.router_netns("r1"))
+    degraded = lab.client.get_appliance("r1")
+    assert degraded["state"] == "degraded"
+    assert f"namespace {lab.router_netns('r1')} is missing" in degraded["problems"]
+    rebuilt = lab.client.put_appliance("r1", router_config())
+    assert rebuilt["state"] == "active"
+    assert f"created namespace {lab.router_netns('r1')}" in rebuilt["actions"]
+    assert rebuilt["daemons"]["dnsmasq"]["pid"] != old["daemons"]["dnsmasq"]["pid"]
+    with WhoAmI(lab.netns("outside")) as server:
+        seen = wait_until(lambda: seen_source(lab.netns("w2"), OUTSIDE, server.port), what="SNAT")
+    assert seen == ROUTER_EXTERNAL
+
+
+def test_delete_leaves_nothing_behind(lab: Lab, agent: AgentProcess) -> None:
+    build_standard(lab)
+    appliance = lab.client.get_appliance("r1")
+    daemon_pids = [d["pid"] for d in appliance["daemons"].values()]
+    dhcp_pid = lab.client.request("GET", "/v1/ports/w1")["dhcp_client"]["pid"]
+    assert all(daemon_pids) and dhcp_pid
+
+    for port in ("w1", "w2", "w6", "outside"):
+        lab.client.delete_port(port)
+    lab.client.delete_appliance("r1")
+    for network in ("ext", "n1", "n2", "n6"):
+        lab.client.delete_network(network)
+
+    # No namespace, no /etc/netns entry, no process, no runtime file.
+    leftovers = cleanup.leftovers(agent.prefix)
+    assert leftovers["namespaces"] == []
+    assert leftovers["etc_netns"] == []
+    for pid in [*daemon_pids, dhcp_pid]:
+        assert not Path(f"/proc/{pid}").exists() or b"" == Path(f"/proc/{pid}/cmdline").read_bytes()
+    run_dir = cleanup.default_run_dir(agent.prefix)
+    assert [p for p in run_dir.rglob("*") if p.is_file()] == []
+    assert _processes_mentioning(str(run_dir)) == []
+    assert list((agent.state_dir / "agent").rglob("*.json")) == []
+    assert lab.client.health()["counts"] == {"networks": 0, "ports": 0, "appliances": 0}
