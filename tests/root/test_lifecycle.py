@@ -112,7 +112,7 @@ def test_delete_leaves_nothing_behind(lab: Lab, agent: AgentProcess) -> None:
     assert leftovers["namespaces"] == []
     assert leftovers["etc_netns"] == []
     for pid in [*daemon_pids, dhcp_pid]:
-        assert not Path(f"/proc/{pid}").exists() or b"" == Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/cmdline").read_bytes() == b""
     run_dir = cleanup.default_run_dir(agent.prefix)
     assert [p for p in run_dir.rglob("*") if p.is_file()] == []
     assert _processes_mentioning(str(run_dir)) == []

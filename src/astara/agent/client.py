@@ -17,7 +17,8 @@ class AgentError(RuntimeError):
         except ValueError:
             self.body = response.text
         super().__init__(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {self.body}"
+            f"{response.request.method} {response.request.url.path}: "
+            f"{response.status_code} {self.body}"
         )
 
 

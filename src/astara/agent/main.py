@@ -11,8 +11,8 @@ import typer
 import uvicorn
 
 from astara.agent.listen import Listen, parse_listen
-from astara.linux.process import become_subreaper
 from astara.agent.server import AgentSettings, create_app
+from astara.linux.process import become_subreaper
 
 cli = typer.Typer(add_completion=False, help="Astara's per-host agent.")
 

@@ -193,9 +193,10 @@ def create_app(settings: AgentSettings) -> FastAPI:
                 and existing.mtu != spec.mtu
                 and agent.network_users(network_id)
             ):
+                users = ", ".join(agent.network_users(network_id))
                 raise _error(
                     409,
-                    f"network {network_id} has attachments ({', '.join(agent.network_users(network_id))});"
+                    f"network {network_id} has attachments ({users});"
                     " remove them before changing its MTU",
                 )
             fabric_networks.ensure_network(agent.names, network_id, spec)

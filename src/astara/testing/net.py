@@ -97,9 +97,8 @@ class _Server:
 
     def _listening(self) -> bool:
         if self.process.poll() is not None:
-            raise RuntimeError(
-                f"server in {self.netns} exited: {self.process.stderr.read() if self.process.stderr else ''}"
-            )
+            error = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise RuntimeError(f"server in {self.netns} exited: {error}")
         return f":{self.port} " in sh(self.netns, ["ss", "-Htln"])
 
     def stop(self) -> None:
@@ -217,7 +216,7 @@ class Capture:
 
     def wait_for(self, text: str, timeout_s: float = 10.0) -> str:
         return wait_until(
-            lambda: next((line for line in self.lines if text in line), None),
+            lambda: next((line for line in self.lines if text in line), ""),
             timeout_s,
             0.05,
             f"a packet matching {text!r}",

@@ -79,18 +79,15 @@ class NftRuleset:
             return None
         old = {s.name: set(s.elements) for s in previous.sets}
         commands: list[str] = []
+        where = f"{self.family} {self.table}"
         for nft_set in self.sets:
             new = set(nft_set.elements)
             removed = sorted(old[nft_set.name] - new)
             added = sorted(new - old[nft_set.name])
             if removed:
-                commands.append(
-                    f"delete element {self.family} {self.table} {nft_set.name} {{ {', '.join(removed)} }}"
-                )
+                commands.append(f"delete element {where} {nft_set.name} {{ {', '.join(removed)} }}")
             if added:
-                commands.append(
-                    f"add element {self.family} {self.table} {nft_set.name} {{ {', '.join(added)} }}"
-                )
+                commands.append(f"add element {where} {nft_set.name} {{ {', '.join(added)} }}")
         # Deletions first: a floating IP that moves is deleted and re-added.
         return "\n".join(commands) + ("\n" if commands else "")
 
