@@ -12,6 +12,7 @@ from rich.table import Table
 
 from astara import __version__
 from astara.agent.client import AgentClient, AgentError
+from astara.appliance.schema import ApplianceConfig
 
 cli = typer.Typer(add_completion=False, help="Astara: open network-service orchestration.")
 agent_cli = typer.Typer(add_completion=False, help="Inspect an astara-agent directly.")
@@ -39,6 +40,12 @@ def _call(listen: str, method: str, path: str) -> Any:
 def version() -> None:
     """Print Astara's version."""
     typer.echo(__version__)
+
+
+@cli.command("appliance-schema")
+def appliance_schema() -> None:
+    """Print the JSON Schema of the appliance config (docs/appliance-config.schema.json)."""
+    typer.echo(json.dumps(ApplianceConfig.model_json_schema(), indent=2, sort_keys=True))
 
 
 @agent_cli.command("health")
@@ -73,7 +80,7 @@ def agent_rendered(appliance_id: str, agent: AgentOption = "unix:var/agent.sock"
     for name, text in rendered["files"].items():
         if text:
             console.rule(name)
-            console.print(text, markup=False, highlight=False)
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
