@@ -1,0 +1,452 @@
+"""Rendered configs: golden files, each also accepted by the real tool.
+
+Regenerate the goldens after an intended change with
+
+    ASTARA_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py
+
+and review the diff; the validator tests then judge the new files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from astara.appliance.render import Rendered, render
+from astara.appliance.render.dnsmasq import render_dnsmasq
+from astara.appliance.render.nftables import render_nftables
+from astara.appliance.render.radvd import render_radvd
+from astara.appliance.schema import ApplianceConfig
+from tests.unit.configs import (
+    NET_A_MAC,
+    NET_B_MAC,
+    NETWORK_MTUS,
+    STATE_DIR,
+    representative,
+    representative_config,
+)
+from tests.unit.validators import (
+    dnsmasq_hosts_test,
+    dnsmasq_test,
+    nft,
+    nft_ok,
+    radvd_configtest,
+    scratch_netns,
+)
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_NAMES = ["nftables.nft", "dnsmasq.conf", "dnsmasq.hosts", "radvd.conf"]
+UPDATE_GOLDEN = os.environ.get("ASTARA_UPDATE_GOLDEN") == "1"
+
+Doc = dict[str, Any]
+
+
+def rendered_representative() -> Rendered:
+    return render(representative_config(), STATE_DIR, NETWORK_MTUS)
+
+
+def config_from(mutate: Callable[[Doc], None]) -> ApplianceConfig:
+    doc = representative()
+    mutate(doc)
+    return ApplianceConfig.model_validate(doc)
+
+
+def chain_lines(text: str, chain: str) -> list[str]:
+    """The statements of one chain in a rendered ruleset, without indentation."""
+    match = re.search(rf"^\tchain {chain} \{{\n(.*?)^\t\}}", text, re.M | re.S)
+    assert match, f"no chain {chain} in\n{text}"
+    return [line.strip() for line in match.group(1).splitlines()]
+
+
+def nft_check(text: str, scratch: Path) -> None:
+    """`nft -c -f` in a fresh namespace of our own; fails the test if refused."""
+    path = scratch / "ruleset.nft"
+    path.write_text(text)
+    with scratch_netns() as netns:
+        nft_ok(netns, "-c", "-f", str(path))
+        # A check changes nothing.
+        assert nft_ok(netns, "list", "ruleset") == ""
+
+
+def assert_accepted(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"refused:\n{result.stdout}{result.stderr}"
+
+
+# --- goldens -----------------------------------------------------------------------------
+
+
+def test_rendered_files_are_the_golden_ones() -> None:
+    assert sorted(rendered_representative().texts()) == sorted(GOLDEN_NAMES)
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_render_matches_golden(name: str) -> None:
+    text = rendered_representative().texts()[name]
+    path = GOLDEN_DIR / name
+    if UPDATE_GOLDEN:
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"no golden {path}: run with ASTARA_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), (
+        f"{name} differs from {path}; if intended, regenerate with ASTARA_UPDATE_GOLDEN=1"
+    )
+
+
+def test_goldens_are_not_empty() -> None:
+    # The representative config uses every renderer: an empty golden would
+    # make its validator test vacuous.
+    for name in GOLDEN_NAMES:
+        assert (GOLDEN_DIR / name).read_text().strip(), name
+
+
+@pytest.mark.root
+def test_nftables_golden_passes_nft_check() -> None:
+    with scratch_netns() as netns:
+        nft_ok(netns, "-c", "-f", str(GOLDEN_DIR / "nftables.nft"))
+
+
+def test_dnsmasq_conf_golden_passes_dnsmasq_test() -> None:
+    assert_accepted(dnsmasq_test(GOLDEN_DIR / "dnsmasq.conf"))
+
+
+def test_dnsmasq_hosts_golden_passes_dnsmasq_test(tmp_path: Path) -> None:
+    assert_accepted(
+        dnsmasq_hosts_test(GOLDEN_DIR / "dnsmasq.hosts", GOLDEN_DIR / "dnsmasq.conf", tmp_path)
+    )
+
+
+def test_radvd_golden_passes_radvd_configtest() -> None:
+    assert_accepted(radvd_configtest(GOLDEN_DIR / "radvd.conf"))
+
+
+# The same validators refuse a broken file: the checks above are not vacuous.
+
+
+@pytest.mark.root
+def test_nft_check_refuses_a_rule_on_a_missing_map(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.nft"
+    text = (GOLDEN_DIR / "nftables.nft").read_text()
+    broken.write_text(text.replace("map @floating_dnat", "map @floating_dnat_typo"))
+    with scratch_netns() as netns:
+        result = nft(netns, "-c", "-f", str(broken))
+    assert result.returncode != 0
+    assert "floating_dnat_typo" in result.stderr
+
+
+def test_dnsmasq_test_refuses_an_unknown_option(tmp_path: Path) -> None:
+    broken = tmp_path / "dnsmasq.conf"
+    text = (GOLDEN_DIR / "dnsmasq.conf").read_text()
+    broken.write_text(text.replace("option:router", "option:routre", 1))
+    assert dnsmasq_test(broken).returncode != 0
+
+
+def test_dnsmasq_hosts_check_refuses_a_bad_hostname(tmp_path: Path) -> None:
+    hosts = tmp_path / "dnsmasq.hosts"
+    hosts.write_text((GOLDEN_DIR / "dnsmasq.hosts").read_text() + "fa:16:3e:10:00:09,10.0.1.9,web 9\n")
+    assert dnsmasq_hosts_test(hosts, GOLDEN_DIR / "dnsmasq.conf", tmp_path).returncode != 0
+
+
+def test_radvd_configtest_refuses_a_bad_value(tmp_path: Path) -> None:
+    broken = tmp_path / "radvd.conf"
+    broken.write_text((GOLDEN_DIR / "radvd.conf").read_text().replace("AdvSendAdvert on", "AdvSendAdvert perhaps"))
+    assert radvd_configtest(broken).returncode != 0
+
+
+# --- nftables ----------------------------------------------------------------------------
+
+
+def test_snat_rule_uses_the_external_address() -> None:
+    text = render_nftables(representative_config()).text()
+    assert 'oifname "extfa163e000001" ip saddr @internal_v4 snat ip to 203.0.113.2' in (
+        chain_lines(text, "postrouting")
+    )
+
+
+@pytest.mark.root
+def test_no_snat_rule_when_snat_is_disabled(tmp_path: Path) -> None:
+    config = config_from(lambda doc: doc["snat"].update(enabled=False))
+    text = render_nftables(config).text()
+    assert chain_lines(text, "postrouting") == [
+        "type nat hook postrouting priority srcnat; policy accept;",
+        # Floating IPs still leave with their own address.
+        'oifname "extfa163e000001" snat ip to ip saddr map @floating_snat',
+    ]
+    nft_check(text, tmp_path)
+
+
+@pytest.mark.root
+def test_snat_with_an_explicit_address(tmp_path: Path) -> None:
+    def explicit(doc: Doc) -> None:
+        doc["interfaces"][0]["addresses"].append("203.0.113.3/24")
+        doc["snat"]["address"] = "203.0.113.3"
+
+    text = render_nftables(config_from(explicit)).text()
+    postrouting = chain_lines(text, "postrouting")
+    assert 'oifname "extfa163e000001" ip saddr @internal_v4 snat ip to 203.0.113.3' in postrouting
+    assert not any("203.0.113.2" in line for line in postrouting)
+    nft_check(text, tmp_path)
+
+
+@pytest.mark.root
+def test_no_external_rules_without_an_external_interface(tmp_path: Path) -> None:
+    def internal_only(doc: Doc) -> None:
+        del doc["interfaces"][0]
+        doc["snat"]["enabled"] = False
+        doc["floating_ips"] = []
+        doc["routes"] = []
+
+    ruleset = render_nftables(config_from(internal_only))
+    text = ruleset.text()
+    assert chain_lines(text, "prerouting") == [
+        "type nat hook prerouting priority dstnat; policy accept;"
+    ]
+    assert chain_lines(text, "postrouting") == [
+        "type nat hook postrouting priority srcnat; policy accept;"
+    ]
+    assert chain_lines(text, "forward") == [
+        "type filter hook forward priority filter; policy accept;",
+        "ct state invalid drop",
+        "ct state established,related accept",
+    ]
+    assert chain_lines(text, "input") == [
+        "type filter hook input priority filter; policy accept;",
+        "ct state established,related accept",
+    ]
+    assert "extfa163e" not in text
+    nft_check(text, tmp_path)
+
+
+def test_external_traffic_is_accepted_only_to_floating_ips() -> None:
+    text = render_nftables(representative_config()).text()
+    assert chain_lines(text, "prerouting")[1:] == ["dnat ip to ip daddr map @floating_dnat"]
+    assert chain_lines(text, "forward")[3:] == [
+        'iifname "extfa163e000001" meta nfproto ipv4 ct status dnat accept',
+        'iifname "extfa163e000001" meta nfproto ipv4 drop',
+    ]
+    assert chain_lines(text, "input")[2:] == [
+        'iifname "extfa163e000001" meta l4proto { icmp, ipv6-icmp } accept',
+        'iifname "extfa163e000001" drop',
+    ]
+
+
+@pytest.mark.root
+def test_internal_prefixes_are_merged_for_the_interval_set(tmp_path: Path) -> None:
+    def nested(doc: Doc) -> None:
+        # nft refuses overlapping intervals in one set: they must be merged.
+        doc["interfaces"][2]["addresses"] += ["10.0.2.130/25", "10.0.3.1/24"]
+
+    ruleset = render_nftables(config_from(nested))
+    internal = next(s for s in ruleset.sets if s.name == "internal_v4")
+    assert internal.elements == ("10.0.1.0/24", "10.0.2.0/23")
+    nft_check(ruleset.text(), tmp_path)
+
+
+def test_only_internal_ipv4_prefixes_are_internal() -> None:
+    def with_management(doc: Doc) -> None:
+        doc["interfaces"].append(
+            {
+                "mac": "fa:16:3e:00:03:01",
+                "network_id": "mgmt",
+                "role": "management",
+                "addresses": ["192.0.2.10/24"],
+            }
+        )
+
+    sets = {s.name: s for s in render_nftables(config_from(with_management)).sets}
+    assert sets["internal_v4"].elements == ("10.0.1.0/24", "10.0.2.0/24")
+
+
+def test_floating_ip_maps_go_both_ways() -> None:
+    sets = {s.name: s for s in render_nftables(representative_config()).sets}
+    assert sets["floating_dnat"].elements == (
+        "203.0.113.10 : 10.0.1.5",
+        "203.0.113.11 : 10.0.2.7",
+    )
+    assert sets["floating_snat"].elements == (
+        "10.0.1.5 : 203.0.113.10",
+        "10.0.2.7 : 203.0.113.11",
+    )
+
+
+# --- dnsmasq -----------------------------------------------------------------------------
+
+
+def test_no_dnsmasq_without_dhcp_subnets() -> None:
+    def no_dhcp(doc: Doc) -> None:
+        for subnet in doc["subnets"]:
+            subnet["enable_dhcp"] = False
+        doc["dhcp_hosts"] = []
+
+    files = render_dnsmasq(config_from(no_dhcp), STATE_DIR)
+    assert (files.conf, files.hosts, files.enabled) == ("", "", False)
+
+
+def test_no_dnsmasq_without_subnets() -> None:
+    def no_subnets(doc: Doc) -> None:
+        doc["subnets"] = []
+        doc["dhcp_hosts"] = []
+
+    rendered = render(config_from(no_subnets), STATE_DIR, NETWORK_MTUS)
+    assert rendered.dnsmasq.conf == rendered.dnsmasq.hosts == rendered.radvd == ""
+    assert not rendered.dnsmasq.enabled
+
+
+def test_dnsmasq_runs_with_dhcp_subnets_only() -> None:
+    assert render_dnsmasq(representative_config(), STATE_DIR).enabled
+
+
+def test_dnsmasq_files_live_in_the_state_dir() -> None:
+    conf = render_dnsmasq(representative_config(), STATE_DIR).conf.splitlines()
+    for key, file_name in [
+        ("pid-file", "dnsmasq.pid"),
+        ("dhcp-hostsfile", "dnsmasq.hosts"),
+        ("log-facility", "dnsmasq.log"),
+    ]:
+        assert f"{key}={STATE_DIR / file_name}" in conf
+
+
+@pytest.mark.parametrize(
+    ("gateway_ip", "host_routes", "expected"),
+    [
+        pytest.param("10.0.1.1", [], None, id="no-host-routes-no-option"),
+        pytest.param(
+            "10.0.1.1",
+            [{"destination": "172.16.0.0/16", "nexthop": "10.0.1.254"}],
+            "172.16.0.0/16,10.0.1.254,0.0.0.0/0,10.0.1.1",
+            id="default-route-travels-with-host-routes",
+        ),
+        pytest.param(
+            "10.0.1.1",
+            [
+                {"destination": "172.16.0.0/16", "nexthop": "10.0.1.254"},
+                {"destination": "0.0.0.0/0", "nexthop": "10.0.1.253"},
+            ],
+            "172.16.0.0/16,10.0.1.254,0.0.0.0/0,10.0.1.253",
+            id="explicit-default-route-kept-alone",
+        ),
+        pytest.param(
+            None,
+            [{"destination": "172.16.0.0/16", "nexthop": "10.0.1.254"}],
+            "172.16.0.0/16,10.0.1.254",
+            id="no-gateway-no-default-route",
+        ),
+    ],
+)
+def test_classless_static_routes(
+    gateway_ip: str | None, host_routes: list[Doc], expected: str | None, tmp_path: Path
+) -> None:
+    def routes(doc: Doc) -> None:
+        doc["subnets"][0]["gateway_ip"] = gateway_ip
+        doc["subnets"][0]["host_routes"] = host_routes
+
+    conf = render_dnsmasq(config_from(routes), STATE_DIR).conf
+    options = [
+        line.removeprefix("dhcp-option=tag:subnet0,option:classless-static-route,")
+        for line in conf.splitlines()
+        if line.startswith("dhcp-option=tag:subnet0,option:classless-static-route,")
+    ]
+    assert options == ([] if expected is None else [expected])
+    (tmp_path / "dnsmasq.conf").write_text(conf)
+    assert_accepted(dnsmasq_test(tmp_path / "dnsmasq.conf"))
+
+
+def test_no_router_and_no_dns_are_sent_empty(tmp_path: Path) -> None:
+    def bare(doc: Doc) -> None:
+        doc["subnets"][1].update(gateway_ip=None, dns_nameservers=[], host_routes=[])
+
+    conf = render_dnsmasq(config_from(bare), STATE_DIR).conf
+    lines = [line for line in conf.splitlines() if "tag:subnet1" in line]
+    # An option without a value tells dnsmasq to send none, not its own address.
+    assert lines == [
+        "dhcp-option=tag:subnet1,option:router",
+        "dhcp-option=tag:subnet1,option:dns-server",
+    ]
+    (tmp_path / "dnsmasq.conf").write_text(conf)
+    assert_accepted(dnsmasq_test(tmp_path / "dnsmasq.conf"))
+
+
+def test_dnsmasq_serves_only_interfaces_with_dhcp() -> None:
+    def only_net_b(doc: Doc) -> None:
+        doc["subnets"][0]["enable_dhcp"] = False
+        doc["dhcp_hosts"] = [h for h in doc["dhcp_hosts"] if h["ip_address"].startswith("10.0.2.")]
+
+    conf = render_dnsmasq(config_from(only_net_b), STATE_DIR).conf.splitlines()
+    assert [line for line in conf if line.startswith("interface=")] == ["interface=intfa163e000201"]
+    assert [line for line in conf if line.startswith("dhcp-range=")] == [
+        "dhcp-range=set:subnet0,10.0.2.0,static,255.255.255.0,3600s"
+    ]
+
+
+# --- radvd -------------------------------------------------------------------------------
+
+
+def test_no_radvd_without_slaac_subnets() -> None:
+    config = config_from(lambda doc: doc["subnets"][2].update(ipv6_ra_mode=None))
+    assert render_radvd(config, NETWORK_MTUS) == ""
+    # DHCP still runs: one does not depend on the other.
+    assert render_dnsmasq(config, STATE_DIR).enabled
+
+
+def _slaac_on_net_b(doc: Doc) -> None:
+    doc["interfaces"][2]["addresses"].append("2001:db8:2::1/64")
+    doc["subnets"].append(
+        {"cidr": "2001:db8:2::/64", "interface_mac": NET_B_MAC, "ipv6_ra_mode": "slaac"}
+    )
+
+
+def test_radvd_link_mtu_prefers_the_interface_mtu() -> None:
+    text = render_radvd(config_from(_slaac_on_net_b), NETWORK_MTUS)
+    blocks = dict(re.findall(r"^interface (\S+) \{\n(.*?)^\};", text, re.M | re.S))
+    assert set(blocks) == {"intfa163e000101", "intfa163e000201"}
+    assert "\tAdvLinkMTU 1450;" in blocks["intfa163e000101"].splitlines()  # the network's
+    assert "\tAdvLinkMTU 1400;" in blocks["intfa163e000201"].splitlines()  # the interface's
+
+
+def test_radvd_without_a_known_mtu_advertises_none() -> None:
+    assert "AdvLinkMTU" not in render_radvd(representative_config(), None)
+
+
+def test_radvd_advertises_every_dns_server(tmp_path: Path) -> None:
+    # radvd takes at most three addresses in one RDNSS section.
+    servers = [f"2001:db8::5{n}" for n in range(5)]
+
+    def many_servers(doc: Doc) -> None:
+        doc["subnets"][2]["dns_nameservers"] = servers
+
+    text = render_radvd(config_from(many_servers), NETWORK_MTUS)
+    advertised = [
+        address
+        for line in text.splitlines()
+        if line.strip().startswith("RDNSS ")
+        for address in line.split()[1:-1]
+    ]
+    assert advertised == servers
+    (tmp_path / "radvd.conf").write_text(text)
+    assert_accepted(radvd_configtest(tmp_path / "radvd.conf"))
+
+
+def test_radvd_two_prefixes_on_one_interface(tmp_path: Path) -> None:
+    def second_prefix(doc: Doc) -> None:
+        doc["interfaces"][1]["addresses"].append("2001:db8:11::1/64")
+        doc["subnets"].append(
+            {
+                "cidr": "2001:db8:11::/64",
+                "interface_mac": NET_A_MAC,
+                "ipv6_ra_mode": "slaac",
+                "dns_nameservers": ["2001:db8::53", "2001:db8::54"],
+            }
+        )
+
+    text = render_radvd(config_from(second_prefix), NETWORK_MTUS)
+    assert text.count("interface intfa163e000101 {") == 1
+    assert re.findall(r"prefix (\S+) \{", text) == ["2001:db8:1::/64", "2001:db8:11::/64"]
+    # A server two subnets share is advertised once.
+    assert "\tRDNSS 2001:db8::53 2001:db8::54 {" in text.splitlines()
+    (tmp_path / "radvd.conf").write_text(text)
+    assert_accepted(radvd_configtest(tmp_path / "radvd.conf"))
