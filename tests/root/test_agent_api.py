@@ -3,6 +3,7 @@ changes nothing, and the objects each call creates or removes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from astara.appliance.render import render
 from astara.appliance.render.dnsmasq import DnsmasqFiles
 from astara.appliance.render.nftables import NftRuleset
 from astara.appliance.schema import ApplianceConfig
-from astara.linux import netlink, netns
+from astara.linux import cleanup, netlink, netns
 from astara.naming import Names
 from astara.testing.agent import AgentProcess
 from astara.testing.lab import Lab
@@ -169,3 +170,57 @@ def test_metrics_count_applies(lab: Lab) -> None:
     text = lab.client.http.get("/metrics").text
     assert 'astara_agent_appliance_applies_total{outcome="changed"} 1.0' in text
     assert 'astara_agent_appliance_applies_total{outcome="unchanged"} 1.0' in text
+
+
+def test_agent_listens_on_tcp(tmp_path: Path) -> None:
+    """`--listen tcp:HOST:PORT` serves the same API (loopback only here)."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from astara.agent.client import AgentClient
+    from astara.testing.agent import unique_prefix
+    from astara.testing.net import wait_until
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    prefix = unique_prefix()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "astara.agent", "--listen", f"tcp:127.0.0.1:{port}"),
+            *("--state-dir", str(tmp_path), "--prefix", prefix, "--log-level", "warning"),
+        ],
+    )
+    try:
+        with AgentClient(f"tcp:127.0.0.1:{port}") as client:
+
+            def healthy() -> bool:
+                try:
+                    return bool(client.health()["prefix"] == prefix)
+                except httpx.TransportError:
+                    return False
+
+            wait_until(healthy, 30, 0.1, "the agent on TCP")
+            assert client.put_network("n1")["present"] is True
+    finally:
+        process.terminate()
+        process.wait(10)
+        cleanup.remove_all(prefix)
+
+
+def test_bad_listen_address_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "astara.agent", "--listen", "udp:1.2.3.4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert result.returncode == 2
+    assert "expected unix:PATH or tcp:HOST:PORT" in result.stderr

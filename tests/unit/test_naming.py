@@ -179,4 +179,3 @@ def test_good_prefixes_are_accepted(prefix: str) -> None:
 def test_bad_prefixes_are_rejected(prefix: str) -> None:
     with pytest.raises(ValueError, match="prefix"):
         Names(prefix)
-

@@ -148,13 +148,17 @@ def test_dnsmasq_test_refuses_an_unknown_option(tmp_path: Path) -> None:
 
 def test_dnsmasq_hosts_check_refuses_a_bad_hostname(tmp_path: Path) -> None:
     hosts = tmp_path / "dnsmasq.hosts"
-    hosts.write_text((GOLDEN_DIR / "dnsmasq.hosts").read_text() + "fa:16:3e:10:00:09,10.0.1.9,web 9\n")
+    hosts.write_text(
+        (GOLDEN_DIR / "dnsmasq.hosts").read_text() + "fa:16:3e:10:00:09,10.0.1.9,web 9\n"
+    )
     assert dnsmasq_hosts_test(hosts, GOLDEN_DIR / "dnsmasq.conf", tmp_path).returncode != 0
 
 
 def test_radvd_configtest_refuses_a_bad_value(tmp_path: Path) -> None:
     broken = tmp_path / "radvd.conf"
-    broken.write_text((GOLDEN_DIR / "radvd.conf").read_text().replace("AdvSendAdvert on", "AdvSendAdvert perhaps"))
+    broken.write_text(
+        (GOLDEN_DIR / "radvd.conf").read_text().replace("AdvSendAdvert on", "AdvSendAdvert perhaps")
+    )
     assert radvd_configtest(broken).returncode != 0
 
 

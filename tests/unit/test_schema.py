@@ -122,7 +122,10 @@ RULES: dict[str, Rule] = {
             ("interfaces",),
             new_interface("fa:16:3e:00:03:01", "net-c", addresses=["10.0.1.1/24"]),
         ),
-        [(("interfaces", 3, "addresses", 0), DUP), (("interfaces", 3, "addresses", 0), "value_error.overlap")],
+        [
+            (("interfaces", 3, "addresses", 0), DUP),
+            (("interfaces", 3, "addresses", 0), "value_error.overlap"),
+        ],
     ),
     "network address": Rule(
         set_at(("interfaces", 2, "addresses"), ["10.0.2.0/24"]),
@@ -166,9 +169,7 @@ RULES: dict[str, Rule] = {
     ),
     # subnets
     "duplicate subnet": Rule(
-        append_at(
-            ("subnets",), {"cidr": "10.0.1.0/24", "interface_mac": NET_A_MAC}
-        ),
+        append_at(("subnets",), {"cidr": "10.0.1.0/24", "interface_mac": NET_A_MAC}),
         [(("subnets", 3, "cidr"), DUP)],
     ),
     "subnet on no interface": Rule(
@@ -329,9 +330,7 @@ VALID_VARIANTS: dict[str, Mutation] = {
         ("interfaces",),
         new_interface("fa:16:3e:00:03:01", "net-c", addresses=["10.0.3.7/32"]),
     ),
-    "nested prefixes on one interface": append_at(
-        ("interfaces", 2, "addresses"), "10.0.2.130/25"
-    ),
+    "nested prefixes on one interface": append_at(("interfaces", 2, "addresses"), "10.0.2.130/25"),
     "management interface": append_at(
         ("interfaces",),
         new_interface("fa:16:3e:00:03:01", "mgmt", "management", addresses=["192.0.2.10/24"]),
@@ -538,7 +537,9 @@ def test_schema_errors(case: str) -> None:
 
 # dnsmasq reads these dhcp-host fields as a lease time ("123", "10m", "infinite")
 # or as "never answer this host" ("ignore"), so they cannot be hostnames.
-@pytest.mark.parametrize("hostname", ["123", "7", "10m", "12h", "2D", "1w", "30s", "infinite", "ignore"])
+@pytest.mark.parametrize(
+    "hostname", ["123", "7", "10m", "12h", "2D", "1w", "30s", "infinite", "ignore"]
+)
 def test_hostnames_dnsmasq_would_misread_are_refused(hostname: str) -> None:
     doc = representative()
     doc["dhcp_hosts"][0]["hostname"] = hostname
@@ -630,9 +631,7 @@ CHANGES: dict[str, Mutation] = {
     "interface address": set_at(("interfaces", 2, "addresses", 0), "10.0.2.2/24"),
     "interface prefix length": set_at(("interfaces", 2, "addresses", 0), "10.0.2.1/25"),
     "interface MTU": set_at(("interfaces", 2, "mtu"), 1500),
-    "address order": set_at(
-        ("interfaces", 1, "addresses"), ["2001:db8:1::1/64", "10.0.1.1/24"]
-    ),
+    "address order": set_at(("interfaces", 1, "addresses"), ["2001:db8:1::1/64", "10.0.1.1/24"]),
     "subnet gateway": set_at(("subnets", 0, "gateway_ip"), "10.0.1.254"),
     "subnet DHCP": set_at(("subnets", 0, "enable_dhcp"), False),
     "subnet DNS server": set_at(("subnets", 0, "dns_nameservers", 1), "192.0.2.55"),

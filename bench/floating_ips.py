@@ -1,0 +1,176 @@
+"""Time to apply a router config with many floating IPs, ÷ a bare `nft -f`.
+
+- `floating_ips.apply`: the wall time of `PUT /v1/appliances/{id}` creating a
+  fresh appliance with N floating IPs (N = 1, 100, 1,000, 10,000): namespace,
+  links, addresses (one /32 per floating IP on the external interface),
+  routes, the nftables table with its two maps, gratuitous ARPs, and the
+  observed state the agent answers with.
+- `floating_ips.add_one`: the PUT that adds one floating IP to the appliance
+  that already has the largest N (an element delta, not a table reload).
+
+Baselines, measured in the same run in a scratch namespace:
+- the same rendered ruleset text loaded with a bare `nft -f` (the required
+  baseline; `ratio` is against it);
+- that plus the same /32 addresses added with one `ip -batch` (what the
+  kernel must do at the least: `ratio_to_kernel_floor` is against the sum);
+- for add_one: one `nft add element` and one `ip addr add`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from astara.appliance.render.nftables import render_nftables
+from astara.linux.run import run
+from astara.testing.lab import Lab
+from bench import topology
+from bench.harness import (
+    Report,
+    Scratch,
+    Settings,
+    agent_lab,
+    log,
+    median,
+    ratio,
+    run_timed,
+    seconds,
+)
+
+SCRATCH_LINK = "e0"
+
+
+def put_timed(lab: Lab, appliance_id: str, config: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    started = time.perf_counter()
+    result = lab.router(appliance_id, config)
+    elapsed = time.perf_counter() - started
+    count = len(config["floating_ips"])
+    if result["state"] != "active" or result["floating_ips"] != count:
+        raise RuntimeError(f"appliance {appliance_id} is not active with {count} floating IPs")
+    return elapsed, result
+
+
+def ruleset_text(config: dict[str, Any]) -> str:
+    return render_nftables(topology.parsed(config)).text()
+
+
+def address_batch(floating: dict[str, str]) -> str:
+    return "".join(f"address add {f}/32 dev {SCRATCH_LINK}\n" for f in floating)
+
+
+def scratch_router(scratch: Scratch, name: str) -> str:
+    """A namespace with one veth link up, to hold a ruleset and addresses."""
+    namespace = scratch.netns(name)
+    run(["ip", "-n", namespace, "link", "add", SCRATCH_LINK, "type", "veth", "peer", "name", "e1"])
+    run(["ip", "-n", namespace, "link", "set", SCRATCH_LINK, "up"])
+    return namespace
+
+
+def bench_floating_ips(settings: Settings, report: Report) -> None:
+    counts = settings.floating_ip_counts
+    largest = counts[-1]
+    with agent_lab() as lab, Scratch(lab.prefix) as scratch:
+        lab.network(topology.EXTERNAL_NETWORK, external=True)
+        lab.network(topology.INTERNAL_NETWORK)
+        kept: tuple[str, str] | None = None  # (appliance, scratch namespace) with `largest`
+        for count in counts:
+            floating = topology.floating_ips(count)
+            config = topology.router_config(floating)
+            text = ruleset_text(config)
+            batch = address_batch(floating)
+            apply_runs: list[float] = []
+            nft_runs: list[float] = []
+            address_runs: list[float] = []
+            actions: list[str] = []
+            for repeat in range(settings.repeats):
+                appliance_id = f"fip{count}-{repeat}"
+                apply_s, result = put_timed(lab, appliance_id, config)
+                actions = result["actions"]
+                namespace = scratch_router(scratch, f"nft{count}-{repeat}")
+                nft_s = run_timed(["nft", "-f", "-"], namespace, input_text=text)
+                address_s = run_timed(["ip", "-n", namespace, "-batch", "-"], input_text=batch)
+                apply_runs.append(apply_s)
+                nft_runs.append(nft_s)
+                address_runs.append(address_s)
+                log(
+                    f"floating_ips apply {count} #{repeat + 1}: {apply_s:.3f} s"
+                    f" (nft -f {nft_s:.3f} s, ip -batch {address_s:.3f} s)"
+                )
+                if count == largest and repeat == settings.repeats - 1:
+                    kept = (appliance_id, namespace)
+                else:
+                    lab.client.delete_appliance(appliance_id)
+                    scratch.remove(namespace)
+            apply_s, nft_s, address_s = median(apply_runs), median(nft_runs), median(address_runs)
+            report.emit(
+                {
+                    "name": "floating_ips.apply",
+                    "floating_ips": count,
+                    "apply_s": seconds(apply_s),
+                    "runs_s": [seconds(s) for s in apply_runs],
+                    "baseline": "nft -f of the same rendered ruleset in a scratch namespace",
+                    "baseline_nft_load_s": seconds(nft_s),
+                    "ratio": ratio(apply_s, nft_s),
+                    "baseline_addresses_ip_batch_s": seconds(address_s),
+                    "baseline_kernel_floor_s": seconds(nft_s + address_s),
+                    "ratio_to_kernel_floor": ratio(apply_s, nft_s + address_s),
+                    "ruleset_bytes": len(text),
+                    "actions": actions,
+                    "repeats": settings.repeats,
+                }
+            )
+        assert kept is not None
+        bench_add_one(lab, settings, report, largest, *kept)
+
+
+def bench_add_one(
+    lab: Lab, settings: Settings, report: Report, count: int, appliance_id: str, namespace: str
+) -> None:
+    """Add one floating IP at a time to the appliance holding `count`."""
+    apply_runs: list[float] = []
+    element_runs: list[float] = []
+    address_runs: list[float] = []
+    actions: list[str] = []
+    for repeat in range(settings.repeats):
+        total = count + repeat + 1
+        floating = topology.floating_ips(total)
+        new_floating, new_fixed = list(floating.items())[-1]
+        apply_s, result = put_timed(lab, appliance_id, topology.router_config(floating))
+        actions = result["actions"]
+        element = f"{{ {new_floating} : {new_fixed} }}"
+        element_s = run_timed(
+            ["nft", "add", "element", "inet", "astara", "floating_dnat", element], namespace
+        )
+        address_s = run_timed(
+            ["ip", "-n", namespace, "addr", "add", f"{new_floating}/32", "dev", SCRATCH_LINK]
+        )
+        apply_runs.append(apply_s)
+        element_runs.append(element_s)
+        address_runs.append(address_s)
+        log(
+            f"floating_ips add one to {total - 1} #{repeat + 1}: {apply_s:.3f} s"
+            f" (nft add element {element_s:.4f} s, ip addr add {address_s:.4f} s)"
+        )
+    unchanged_s, unchanged = put_timed(
+        lab, appliance_id, topology.router_config(topology.floating_ips(count + settings.repeats))
+    )
+    if unchanged["changed"]:
+        raise RuntimeError(f"re-applying the same config changed {appliance_id}")
+    apply_s, element_s, address_s = median(apply_runs), median(element_runs), median(address_runs)
+    report.emit(
+        {
+            "name": "floating_ips.add_one",
+            "floating_ips_before": count,
+            "apply_s": seconds(apply_s),
+            "runs_s": [seconds(s) for s in apply_runs],
+            "baseline": "nft add element of one element to the same table in a scratch namespace",
+            "baseline_nft_add_element_s": seconds(element_s),
+            "ratio": ratio(apply_s, element_s),
+            "baseline_ip_addr_add_s": seconds(address_s),
+            "baseline_kernel_floor_s": seconds(element_s + address_s),
+            "ratio_to_kernel_floor": ratio(apply_s, element_s + address_s),
+            "unchanged_put_s": seconds(unchanged_s),
+            "actions": actions,
+            "repeats": settings.repeats,
+        }
+    )

@@ -1,0 +1,115 @@
+"""Run Astara's benchmarks: `python -m bench.run [--only NAME] [--quick]`.
+
+Each result is printed as one JSON line on stdout as soon as it is measured;
+progress goes to stderr. The whole run, with the machine it ran on, is also
+written to bench/results/latest.json (git-ignored). Needs root: benchmarks
+create namespaces, links and nftables tables, all under a unique prefix and
+all removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.create import bench_create
+from bench.floating_ips import bench_floating_ips
+from bench.harness import Report, Settings, log
+from bench.throughput import bench_throughput
+
+BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
+    "throughput": bench_throughput,
+    "floating_ips": bench_floating_ips,
+    "create": bench_create,
+}
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "unavailable"
+    return (result.stdout or result.stderr).strip().splitlines()[0]
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nft": _first_line(["nft", "--version"]),
+        "iperf3": _first_line(["iperf3", "--version"]),
+        "iproute2": _first_line(["ip", "-V"]),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(BENCHMARKS),
+        help="run only this benchmark (repeatable); default: all",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats and smaller sizes (about a minute)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help=f"JSON file for the run (default {RESULTS})"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (it creates namespaces and nftables tables)", file=sys.stderr)
+        return 1
+    settings = Settings(quick=args.quick)
+    names = args.only or list(BENCHMARKS)
+    report = Report()
+    started = time.time()
+    failed: list[str] = []
+    for name in names:
+        log(f"running {name}")
+        try:
+            BENCHMARKS[name](settings, report)
+        except Exception as error:  # report it, run the rest
+            log(f"{name} failed: {type(error).__name__}: {error}")
+            failed.append(name)
+    document = {
+        "command": shlex.join([Path(sys.executable).name, "-m", "bench.run", *(argv or sys.argv[1:])]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "quick": settings.quick,
+        "machine": machine(),
+        "failed": failed,
+        "results": report.results,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(document, indent=2) + "\n")
+    log(f"wrote {args.output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
