@@ -266,7 +266,12 @@ def create_app(settings: AgentSettings) -> FastAPI:
             created = previous[1] if previous else {}
             try:
                 made = fabric_ports.plug(
-                    agent.names, port_id, spec, network.mtu, agent.port_paths(port_id)
+                    agent.names,
+                    port_id,
+                    spec,
+                    network.mtu,
+                    agent.port_paths(port_id),
+                    new=previous is None,
                 )
             except PortError as error:
                 raise _error(422, str(error)) from error

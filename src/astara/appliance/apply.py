@@ -214,7 +214,8 @@ class ApplianceManager:
 
     def apply(self, appliance_id: str, config: ApplianceConfig, rendered: Rendered) -> ApplyResult:
         """Converge the appliance on `config` (already prepared). On failure the
-        last good config is re-applied and ApplyFailed raised."""
+        last good config is re-applied (or, for a new appliance, everything
+        made so far is removed) and ApplyFailed raised."""
         previous = self.config(appliance_id)
         status = self.status(appliance_id)
         try:
@@ -232,8 +233,9 @@ class ApplianceManager:
                         "restoring appliance %s to its last good config failed", appliance_id
                     )
                     status.last_error += "; restoring the last good config failed too"
-            self.directory(appliance_id).mkdir(parents=True, exist_ok=True)
-            self._save_status(appliance_id, status)
+                self._save_status(appliance_id, status)
+            else:
+                self.delete(appliance_id)  # a failed create leaves no orphan behind
             raise ApplyFailed(status.last_error) from error
         new_hash = config_hash(config)
         changed = bool(actions) or new_hash != status.config_hash

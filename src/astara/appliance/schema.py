@@ -209,6 +209,9 @@ class _SemanticCheck:
             for address in interface.addresses
         ]
 
+    def own_addresses(self) -> set[IPAddress]:
+        return {a.ip for i in self.config.interfaces for a in i.addresses}
+
     def check_interfaces(self) -> None:
         seen_macs: dict[str, int] = {}
         seen_networks: dict[str, int] = {}
@@ -370,6 +373,8 @@ class _SemanticCheck:
             destinations.add(route.destination)
             if not any(route.nexthop in network for network in connected):
                 self.error(f"nexthop {route.nexthop} is on no connected network", *loc, "nexthop")
+            elif route.nexthop in self.own_addresses():
+                self.error(f"nexthop {route.nexthop} is the appliance's own address", *loc, "nexthop")
 
     def check_snat(self) -> None:
         if not self.config.snat.enabled:
@@ -391,7 +396,7 @@ class _SemanticCheck:
         if external is None:
             self.error("floating IPs need an external interface", "floating_ips")
             return
-        own = {a.ip for i in self.config.interfaces for a in i.addresses}
+        own = self.own_addresses()
         internal = self.connected_networks(Role.internal)
         floating: set[ipaddress.IPv4Address] = set()
         fixed: set[ipaddress.IPv4Address] = set()

@@ -29,6 +29,8 @@ DHCP_SCRIPT = Path(__file__).with_name("udhcpc.sh")
 def _ifname(value: str) -> str:
     if not _IFNAME.match(value):
         raise ValueError("must be 1-15 characters of letters, digits, '_', '.', '-'")
+    if value == "lo":
+        raise ValueError("lo is the namespace's loopback")
     return value
 
 
@@ -87,19 +89,34 @@ def resolv_conf(netns_name: str) -> Path:
 
 
 def plug(
-    names: Names, port_id: str, spec: PortSpec, network_mtu: int, paths: PortPaths
+    names: Names, port_id: str, spec: PortSpec, network_mtu: int, paths: PortPaths, new: bool
 ) -> dict[str, bool]:
     """Make the port exist as specified. Returns what the agent must remember
-    to undo: whether it created the namespace and its /etc/netns directory."""
+    to undo: whether it created the namespace and its /etc/netns directory.
+    If plugging a new port fails, whatever this attempt made is removed."""
     if not names.owns_netns(spec.netns):
         raise PortError(f"netns {spec.netns!r} must start with the agent's prefix {names.prefix}-")
     mtu = spec.mtu or network_mtu
-    created_netns = netns.create(spec.netns, WORKLOAD_NETNS_SYSCTLS)
-    created_etc = False
+    created = {
+        "created_netns": netns.create(spec.netns, WORKLOAD_NETNS_SYSCTLS),
+        "created_etc": False,
+    }
+    try:
+        _converge(names, port_id, spec, mtu, paths, created)
+    except Exception:
+        if new:
+            unplug(names, port_id, spec, paths, created, netns_still_used=False)
+        raise
+    return created
+
+
+def _converge(
+    names: Names, port_id: str, spec: PortSpec, mtu: int, paths: PortPaths, created: dict[str, bool]
+) -> None:
     if spec.dhcp and not resolv_conf(spec.netns).exists():
         resolv_conf(spec.netns).parent.mkdir(parents=True, exist_ok=True)
         resolv_conf(spec.netns).touch()
-        created_etc = True
+        created["created_etc"] = True
     netlink.ensure_veth(
         fabric_netns=names.fabric_netns,
         fabric_name=names.port_fabric_link(port_id),
@@ -143,7 +160,6 @@ def plug(
         )
     elif not spec.dhcp:
         dhcp.stop()
-    return {"created_netns": created_netns, "created_etc": created_etc}
 
 
 def unplug(

@@ -1,0 +1,216 @@
+"""Time to create one router appliance, from nothing to forwarding.
+
+Measured from the moment `PUT /v1/appliances/{id}` is sent to the first
+echo reply that a workload (static address, so no DHCP client is timed)
+receives from the outside host through the new router (SNAT). A pinger runs
+in the workload throughout, every 5 ms, and stamps each reply (`ping -D`).
+
+Baseline: the same router hand-built with plain commands run one after the
+other, as a shell script would: `ip netns add`, two veths into the same
+bridges with the same MACs and names, addresses, the default route,
+`ip_forward`, and `nft -f` of the same rendered ruleset; timed the same way,
+from the first command to the first reply.
+
+Between runs (untimed) the router is removed and the workload's and outside
+host's neighbour caches are flushed, so every run resolves ARP afresh. The
+workload retries ARP every 10 ms instead of every second, so a run measures
+the router, not the client's ARP timer. Runs alternate, median of each.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from astara.appliance.render.nftables import render_nftables
+from astara.linux.run import run
+from astara.naming import Names, appliance_interface
+from astara.testing.lab import Lab
+from bench import topology
+from bench.harness import (
+    Report,
+    Scratch,
+    Settings,
+    agent_lab,
+    background,
+    log,
+    median,
+    ratio,
+    seconds,
+)
+
+PING_INTERVAL_S = "0.005"
+NEIGHBOUR_RETRANS_MS = "10"
+FORWARDING_TIMEOUT_S = 30.0
+
+
+@contextmanager
+def first_reply(netns_name: str, address: str) -> Iterator[Callable[[], float]]:
+    """Ping `address` from `netns_name` every 5 ms; the block gets a function
+    that waits for the first reply and returns its wall-clock time."""
+    argv = ["ping", "-n", "-D", "-i", PING_INTERVAL_S, address]
+    with background(netns_name, argv) as pinger:
+        replies: queue.Queue[float] = queue.Queue()
+
+        def read() -> None:
+            assert pinger.stdout is not None
+            for line in pinger.stdout:
+                # "[1700000000.123456] 64 bytes from 100.64.0.1: icmp_seq=..."
+                if " bytes from " in line and line.startswith("["):
+                    replies.put(float(line[1 : line.index("]")]))
+
+        threading.Thread(target=read, daemon=True).start()
+
+        def wait() -> float:
+            try:
+                return replies.get(timeout=FORWARDING_TIMEOUT_S)
+            except queue.Empty:
+                raise TimeoutError(
+                    f"no reply from {address} in {netns_name} within {FORWARDING_TIMEOUT_S} s"
+                ) from None
+
+        yield wait
+
+
+def build_lab(lab: Lab) -> tuple[str, str]:
+    """Networks, the outside host and one workload; no router yet."""
+    lab.network(topology.EXTERNAL_NETWORK, external=True)
+    lab.network(topology.INTERNAL_NETWORK)
+    outside = lab.workload(
+        "outside",
+        topology.EXTERNAL_NETWORK,
+        topology.MAC["outside"],
+        addresses=(f"{topology.OUTSIDE}/{topology.EXTERNAL_PREFIXLEN}",),
+    )
+    workload = lab.workload(
+        "w1",
+        topology.INTERNAL_NETWORK,
+        topology.MAC["snat_workload"],
+        addresses=(f"{topology.SNAT_WORKLOAD}/{topology.INTERNAL_PREFIXLEN}",),
+        routes=(("0.0.0.0/0", topology.ROUTER_INTERNAL),),
+    )
+    for namespace in (outside, workload):
+        run(
+            [
+                "sysctl",
+                "-q",
+                "-w",
+                f"net.ipv4.neigh.eth0.retrans_time_ms={NEIGHBOUR_RETRANS_MS}",
+            ],
+            netns=namespace,
+        )
+    return outside, workload
+
+
+def forget_neighbours(*namespaces: str) -> None:
+    for namespace in namespaces:
+        run(["ip", "-n", namespace, "neigh", "flush", "all"])
+
+
+def hand_built_commands(
+    names: Names, namespace: str, fabric_links: tuple[str, str], config: dict[str, Any]
+) -> list[tuple[list[str], str | None]]:
+    """The router of `config` as plain commands: (argv, stdin) in order."""
+    fabric = names.fabric_netns
+    parsed = topology.parsed(config)
+    commands: list[tuple[list[str], str | None]] = [
+        (["ip", "netns", "add", namespace], None),
+        (["ip", "-n", namespace, "link", "set", "lo", "up"], None),
+        (
+            ["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+            None,
+        ),
+    ]
+    for interface, fabric_link in zip(parsed.interfaces, fabric_links, strict=True):
+        inside = appliance_interface(interface.role.value, interface.mac)
+        bridge = names.bridge(interface.network_id)
+        commands += [
+            (
+                ["ip", "-n", fabric, "link", "add", fabric_link, "type", "veth"]
+                + ["peer", "name", inside, "address", interface.mac, "netns", namespace],
+                None,
+            ),
+            (["ip", "-n", fabric, "link", "set", fabric_link, "master", bridge, "up"], None),
+        ]
+        commands += [
+            (["ip", "-n", namespace, "addr", "add", str(address), "dev", inside], None)
+            for address in interface.addresses
+        ]
+        commands.append((["ip", "-n", namespace, "link", "set", inside, "up"], None))
+    commands += [
+        (
+            ["ip", "-n", namespace, "route", "add", str(route.destination), "via"]
+            + [str(route.nexthop)],
+            None,
+        )
+        for route in parsed.routes
+    ]
+    commands.append(
+        (["ip", "netns", "exec", namespace, "nft", "-f", "-"], render_nftables(parsed).text())
+    )
+    return commands
+
+
+def bench_create(settings: Settings, report: Report) -> None:
+    config = topology.router_config()
+    with agent_lab() as lab, Scratch(lab.prefix) as scratch:
+        names = Names(lab.prefix)
+        outside, workload = build_lab(lab)
+        astara_runs: list[float] = []
+        put_runs: list[float] = []
+        manual_runs: list[float] = []
+        commands = 0
+        for repeat in range(settings.create_repeats):
+            # Astara: one PUT, then wait for forwarding.
+            forget_neighbours(outside, workload)
+            appliance_id = f"r{repeat}"
+            with first_reply(workload, topology.OUTSIDE) as wait:
+                started = time.time()
+                lab.router(appliance_id, config)
+                put_s = time.time() - started
+                forwarding_s = wait() - started
+            lab.client.delete_appliance(appliance_id)
+            astara_runs.append(forwarding_s)
+            put_runs.append(put_s)
+
+            # Baseline: the same router by hand.
+            forget_neighbours(outside, workload)
+            namespace = f"{lab.prefix}-hand{repeat}"
+            fabric_links = (f"{lab.prefix}h{repeat}e", f"{lab.prefix}h{repeat}i")
+            steps = hand_built_commands(names, namespace, fabric_links, config)
+            commands = len(steps)
+            scratch.made.append(namespace)  # removed in the finally however this ends
+            try:
+                with first_reply(workload, topology.OUTSIDE) as wait:
+                    started = time.time()
+                    for argv, stdin in steps:
+                        run(argv, input_text=stdin)
+                    manual_s = wait() - started
+            finally:
+                for link in fabric_links:
+                    run(["ip", "-n", names.fabric_netns, "link", "del", link], check=False)
+                scratch.remove(namespace)
+            manual_runs.append(manual_s)
+            log(
+                f"create #{repeat + 1}: astara {forwarding_s:.3f} s (PUT {put_s:.3f} s),"
+                f" by hand {manual_s:.3f} s"
+            )
+        forwarding, manual = median(astara_runs), median(manual_runs)
+        report.emit(
+            {
+                "name": "create.router_to_forwarding",
+                "forwarding_s": seconds(forwarding),
+                "runs_s": [seconds(s) for s in astara_runs],
+                "put_s": seconds(median(put_runs)),
+                "put_runs_s": [seconds(s) for s in put_runs],
+                "baseline": f"the same router hand-built with {commands} ip/sysctl/nft commands",
+                "baseline_forwarding_s": seconds(manual),
+                "baseline_runs_s": [seconds(s) for s in manual_runs],
+                "ratio": ratio(forwarding, manual),
+                "repeats": settings.create_repeats,
+            }
+        )
