@@ -311,3 +311,44 @@ def test_two_routers_with_overlapping_cidrs_stay_isolated(lab: Lab) -> None:
     # Their appliances are separate namespaces with separate interfaces.
     with netlink.netns(lab.router_netns("router-a")) as ns_a:
         assert netlink.link_index(ns_a, "intfa163e0b0001") is None
+
+
+def test_interfaces_are_added_and_removed_in_place(standard: Lab) -> None:
+    lab = standard
+    w1, w2, outside = lab.netns("w1"), lab.netns("w2"), lab.netns("outside")
+    lab.router("r1", router_config())
+    lab.network("n3")
+    with EchoServer(outside) as echo, Connection(w2, OUTSIDE, echo.port) as connection:
+        assert connection.exchange("before") == "before"
+        grown = router_config()
+        grown["interfaces"].append(
+            {
+                "mac": "fa:16:3e:00:05:01",
+                "network_id": "n3",
+                "role": "internal",
+                "addresses": ["10.3.0.1/24"],
+            }
+        )
+        grown["subnets"].append(
+            {
+                "cidr": "10.3.0.0/24",
+                "interface_mac": "fa:16:3e:00:05:01",
+                "gateway_ip": "10.3.0.1",
+                "enable_dhcp": True,
+            }
+        )
+        grown["dhcp_hosts"].append({"mac": "fa:16:3e:00:05:10", "ip_address": "10.3.0.10"})
+        result = lab.router("r1", grown)
+        assert "created namespace" not in " ".join(result["actions"])
+        lab.workload("w3", "n3", "fa:16:3e:00:05:10", dhcp=True)
+        wait_for_ping(lab.netns("w3"), "10.1.0.10")
+        with WhoAmI(outside) as server:
+            assert seen_source(lab.netns("w3"), OUTSIDE, server.port) == ROUTER_EXTERNAL
+        assert connection.exchange("grown") == "grown"
+
+        lab.router("r1", router_config())
+        assert never_pings(lab.netns("w3"), "10.1.0.10")
+        assert connection.exchange("shrunk") == "shrunk"
+        wait_for_ping(w1, "10.2.0.10")
+    lab.client.delete_port("w3")
+    lab.client.delete_network("n3")
