@@ -374,7 +374,9 @@ class _SemanticCheck:
             if not any(route.nexthop in network for network in connected):
                 self.error(f"nexthop {route.nexthop} is on no connected network", *loc, "nexthop")
             elif route.nexthop in self.own_addresses():
-                self.error(f"nexthop {route.nexthop} is the appliance's own address", *loc, "nexthop")
+                self.error(
+                    f"nexthop {route.nexthop} is the appliance's own address", *loc, "nexthop"
+                )
 
     def check_snat(self) -> None:
         if not self.config.snat.enabled:

@@ -36,6 +36,16 @@ def netns(name: str) -> Iterator[Any]:
         handle.close()
 
 
+@contextmanager
+def tolerate(code: int) -> Iterator[None]:
+    """Ignore one netlink error: the state asked for is already there."""
+    try:
+        yield
+    except NetlinkError as error:
+        if error.code != code:
+            raise
+
+
 def link_index(ns: Any, name: str) -> int | None:
     found = ns.link_lookup(ifname=name)
     return int(found[0]) if found else None
@@ -99,11 +109,8 @@ def delete_link(netns_name: str, name: str) -> bool:
         index = link_index(ns, name)
         if index is None:
             return False
-        try:
+        with tolerate(ENODEV):
             ns.link("del", index=index)
-        except NetlinkError as error:
-            if error.code != ENODEV:
-                raise
         return True
 
 
@@ -203,21 +210,15 @@ def sync_addresses(
         removed = have - want
         added = want - have
         for address in sorted(removed, key=str):
-            try:
+            with tolerate(EADDRNOTAVAIL):
                 ns.addr(
                     "del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
                 )
-            except NetlinkError as error:
-                if error.code != EADDRNOTAVAIL:
-                    raise
         for address in sorted(added, key=lambda a: (a.version, a.network.prefixlen, int(a.ip))):
-            try:
+            with tolerate(EEXIST):
                 ns.addr(
                     "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
                 )
-            except NetlinkError as error:
-                if error.code != EEXIST:
-                    raise
         return len(added), len(removed)
 
 
@@ -238,11 +239,8 @@ def sync_routes(netns_name: str, desired: dict[Network, Address]) -> tuple[int, 
         removed = [d for d in have if d not in desired]
         changed = [d for d, hop in desired.items() if have.get(d) != hop]
         for destination in removed:
-            try:
+            with tolerate(ESRCH):
                 ns.route("del", dst=str(destination), table=MAIN_TABLE, proto=RTPROT_STATIC)
-            except NetlinkError as error:
-                if error.code != ESRCH:
-                    raise
         for destination in changed:
             ns.route(
                 "replace",

@@ -1,0 +1,269 @@
+"""The agent's operations on networks, ports and appliances.
+
+The HTTP layer (`server.py`) only translates: it calls these methods and maps
+their errors (`NotFound`, `Conflict`, `Invalid`) to status codes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from astara import __version__
+from astara.agent.store import JsonStore
+from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
+from astara.appliance.schema import ApplianceConfig
+from astara.fabric import networks as fabric_networks
+from astara.fabric import ports as fabric_ports
+from astara.fabric.networks import NetworkSpec
+from astara.fabric.ports import PortError, PortPaths, PortSpec
+from astara.linux import netns
+from astara.linux.cleanup import default_run_dir
+from astara.naming import Names
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(RuntimeError):
+    pass
+
+
+class Invalid(ValueError):
+    pass
+
+
+@dataclass
+class AgentSettings:
+    state_dir: Path
+    prefix: str = "ast"
+    run_dir: Path | None = None
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.run_dir or default_run_dir(self.prefix)
+
+
+@dataclass(frozen=True)
+class PortRecord:
+    spec: PortSpec
+    created: dict[str, bool]  # what the agent made for it and must undo
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.names = Names(settings.prefix)
+        self.store = JsonStore(settings.state_dir)
+        self.appliances = ApplianceManager(
+            self.names, settings.state_dir, settings.runtime_dir, self.network_info
+        )
+        # Networks and ports share the fabric: one change at a time. Appliances
+        # have one lock each (in ApplianceManager) and apply in parallel.
+        self.fabric_lock = threading.RLock()
+
+    def start(self) -> None:
+        """Bring the fabric back after a restart (or a host reboot)."""
+        with self.fabric_lock:
+            for network_id in self.store.ids("networks"):
+                fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
+
+    def health(self) -> dict[str, Any]:
+        meminfo = _meminfo()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "prefix": self.names.prefix,
+            "capacity": {
+                "cpus": os.cpu_count(),
+                "memory_total_bytes": meminfo.get("MemTotal", 0),
+                "memory_available_bytes": meminfo.get("MemAvailable", 0),
+                "load_1m": os.getloadavg()[0],
+            },
+            "counts": {
+                "networks": len(self.store.ids("networks")),
+                "ports": len(self.store.ids("ports")),
+                "appliances": len(self.appliances.ids()),
+            },
+        }
+
+    # --- networks ----------------------------------------------------------------------
+
+    def network(self, network_id: str) -> NetworkSpec:
+        document = self.store.get("networks", network_id)
+        if document is None:
+            raise NotFound(f"network {network_id} not found")
+        return NetworkSpec.model_validate(document)
+
+    def network_info(self, network_id: str) -> NetworkInfo | None:
+        try:
+            return NetworkInfo(mtu=self.network(network_id).mtu)
+        except NotFound:
+            return None
+
+    def network_users(self, network_id: str) -> list[str]:
+        users = [
+            f"port {port_id}"
+            for port_id in self.store.ids("ports")
+            if self.port(port_id).spec.network_id == network_id
+        ]
+        for appliance_id in self.appliances.ids():
+            config = self.appliances.config(appliance_id)
+            if config and any(i.network_id == network_id for i in config.interfaces):
+                users.append(f"appliance {appliance_id}")
+        return users
+
+    def observe_network(self, network_id: str) -> dict[str, Any]:
+        return {
+            "id": network_id,
+            **self.network(network_id).model_dump(),
+            **fabric_networks.observe_network(self.names, network_id),
+        }
+
+    def put_network(self, network_id: str, spec: NetworkSpec) -> bool:
+        """Create or update a network; True if it was new."""
+        with self.fabric_lock:
+            existing = self.network_info(network_id)
+            if existing is not None and existing.mtu != spec.mtu:
+                users = self.network_users(network_id)
+                if users:
+                    raise Conflict(
+                        f"network {network_id} has attachments ({', '.join(users)});"
+                        " remove them before changing its MTU"
+                    )
+            fabric_networks.ensure_network(self.names, network_id, spec)
+            self.store.put("networks", network_id, spec.model_dump())
+            return existing is None
+
+    def delete_network(self, network_id: str) -> None:
+        with self.fabric_lock:
+            self.network(network_id)
+            users = self.network_users(network_id)
+            if users:
+                raise Conflict(f"network {network_id} is in use by {', '.join(users)}")
+            fabric_networks.delete_network(self.names, network_id)
+            self.store.delete("networks", network_id)
+            if not self.store.ids("networks"):
+                fabric_networks.delete_fabric(self.names)
+
+    # --- ports -------------------------------------------------------------------------
+
+    def port_paths(self, port_id: str) -> PortPaths:
+        return PortPaths(self.settings.runtime_dir / "ports" / port_id)
+
+    def port(self, port_id: str) -> PortRecord:
+        document = self.store.get("ports", port_id)
+        if document is None:
+            raise NotFound(f"port {port_id} not found")
+        return PortRecord(PortSpec.model_validate(document["spec"]), document.get("created", {}))
+
+    def _save_port(self, port_id: str, record: PortRecord) -> None:
+        self.store.put(
+            "ports",
+            port_id,
+            {"spec": record.spec.model_dump(mode="json"), "created": record.created},
+        )
+
+    def observe_port(self, port_id: str) -> dict[str, Any]:
+        spec = self.port(port_id).spec
+        return {
+            "id": port_id,
+            "spec": spec.model_dump(mode="json"),
+            **fabric_ports.observe(self.names, port_id, spec, self.port_paths(port_id)),
+        }
+
+    def put_port(self, port_id: str, spec: PortSpec) -> bool:
+        """Plug or update a port; True if it was new."""
+        with self.fabric_lock:
+            network = self.network_info(spec.network_id)
+            if network is None:
+                raise Invalid(f"unknown network {spec.network_id}: PUT /v1/networks/{{id}} first")
+            previous = self.port(port_id) if port_id in self.store.ids("ports") else None
+            if previous is not None and (previous.spec.netns, previous.spec.ifname) != (
+                spec.netns,
+                spec.ifname,
+            ):
+                raise Conflict("a port's netns and ifname cannot change; delete and plug it again")
+            for other_id in self.store.ids("ports"):
+                other = self.port(other_id).spec
+                if other_id != port_id and (other.netns, other.ifname) == (spec.netns, spec.ifname):
+                    raise Conflict(f"port {other_id} already uses {spec.ifname} in {spec.netns}")
+            try:
+                made = fabric_ports.plug(
+                    self.names,
+                    port_id,
+                    spec,
+                    network.mtu,
+                    self.port_paths(port_id),
+                    new=previous is None,
+                )
+            except PortError as error:
+                raise Invalid(str(error)) from error
+            created = dict(previous.created) if previous else {}
+            created = {k: created.get(k, False) or v for k, v in made.items()}
+            self._save_port(port_id, PortRecord(spec, created))
+            return previous is None
+
+    def delete_port(self, port_id: str) -> None:
+        with self.fabric_lock:
+            record = self.port(port_id)
+            sharing = [
+                other_id
+                for other_id in self.store.ids("ports")
+                if other_id != port_id and self.port(other_id).spec.netns == record.spec.netns
+            ]
+            if sharing:
+                # The namespace outlives this port: the next port in it inherits
+                # the duty to remove what the agent created for it.
+                heir = self.port(sharing[0])
+                inherited = {k: heir.created.get(k, False) or v for k, v in record.created.items()}
+                self._save_port(sharing[0], PortRecord(heir.spec, inherited))
+            fabric_ports.unplug(
+                self.names,
+                port_id,
+                record.spec,
+                self.port_paths(port_id),
+                record.created,
+                netns_still_used=bool(sharing),
+            )
+            self.store.delete("ports", port_id)
+
+    # --- appliances --------------------------------------------------------------------
+
+    def observe_appliance(self, appliance_id: str) -> dict[str, Any]:
+        if self.appliances.config(appliance_id) is None:
+            raise NotFound(f"appliance {appliance_id} not found")
+        return self.appliances.observe(appliance_id)
+
+    def rendered(self, appliance_id: str) -> dict[str, Any]:
+        if self.appliances.config(appliance_id) is None:
+            raise NotFound(f"appliance {appliance_id} not found")
+        return {"id": appliance_id, **self.appliances.rendered_texts(appliance_id)}
+
+    def put_appliance(self, appliance_id: str, config: ApplianceConfig) -> tuple[bool, ApplyResult]:
+        """Validate, then apply; (new, result). Raises ValidationFailed or ApplyFailed."""
+        with self.appliances.lock(appliance_id):
+            new = self.appliances.config(appliance_id) is None
+            rendered = self.appliances.prepare(appliance_id, config)
+            return new, self.appliances.apply(appliance_id, config, rendered)
+
+    def delete_appliance(self, appliance_id: str) -> None:
+        with self.appliances.lock(appliance_id):
+            known = self.appliances.config(appliance_id) is not None
+            if not known and not netns.exists(self.names.appliance_netns(appliance_id)):
+                raise NotFound(f"appliance {appliance_id} not found")
+            self.appliances.delete(appliance_id)
+
+
+def _meminfo() -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            values[key] = int(parts[0]) * (1024 if len(parts) > 1 else 1)
+    return values
