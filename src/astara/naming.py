@@ -36,7 +36,7 @@ class Names:
     prefix: str = "ast"
 
     def __post_init__(self) -> None:
-        if not PREFIX_PATTERN.match(self.prefix):
+        if not PREFIX_PATTERN.fullmatch(self.prefix):
             raise ValueError(
                 f"prefix {self.prefix!r} must be 1-6 characters of [a-z0-9], starting with a letter"
             )

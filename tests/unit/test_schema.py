@@ -180,6 +180,11 @@ RULES: dict[str, Rule] = {
         append_at(("subnets",), {"cidr": "10.0.9.0/24", "interface_mac": NET_B_MAC}),
         [(("subnets", 3, "cidr"), VALUE)],
     ),
+    "interface address without the subnet's prefix length": Rule(
+        set_at(("interfaces", 2, "addresses"), ["10.0.2.1/32"]),
+        # Without the /24, 10.0.2.0/24 is connected nowhere: its floating IP has no home.
+        [(("subnets", 1, "cidr"), VALUE), (("floating_ips", 1, "fixed_ip"), VALUE)],
+    ),
     "gateway outside the subnet": Rule(
         set_at(("subnets", 0, "gateway_ip"), "10.0.2.1"),
         [(("subnets", 0, "gateway_ip"), VALUE)],
@@ -220,7 +225,8 @@ RULES: dict[str, Rule] = {
     ),
     "SLAAC needs a /64": Rule(
         set_at(("subnets", 2, "cidr"), "2001:db8:1::/56"),
-        [(("subnets", 2, "cidr"), VALUE)],
+        # The interface's /64 address is not an address of the /56 either.
+        [(("subnets", 2, "cidr"), VALUE), (("subnets", 2, "cidr"), VALUE)],
     ),
     # dhcp_hosts
     "duplicate DHCP host MAC": Rule(
@@ -255,6 +261,14 @@ RULES: dict[str, Rule] = {
     "route nexthop on no connected network": Rule(
         append_at(("routes",), {"destination": "172.20.0.0/16", "nexthop": "192.0.2.1"}),
         [(("routes", 2, "nexthop"), VALUE)],
+    ),
+    "route nexthop is the appliance's own address": Rule(
+        append_at(("routes",), {"destination": "172.20.0.0/16", "nexthop": "10.0.1.1"}),
+        [(("routes", 2, "nexthop"), VALUE)],
+    ),
+    "IPv6 route nexthop is the appliance's own address": Rule(
+        set_at(("routes", 1, "nexthop"), "2001:db8:ff::2"),
+        [(("routes", 1, "nexthop"), VALUE)],
     ),
     # snat
     "SNAT without an external interface": Rule(

@@ -285,9 +285,12 @@ class _SemanticCheck:
             if interface is None:
                 self.error(f"no interface has MAC {subnet.interface_mac}", *loc, "interface_mac")
                 continue
-            if not any(a.ip in subnet.cidr for a in interface.addresses):
+            # The address must carry the subnet's prefix length, or the
+            # appliance would have no connected route to the subnet.
+            if not any(a.network == subnet.cidr for a in interface.addresses):
                 self.error(
-                    f"interface {subnet.interface_mac} has no address in {subnet.cidr}",
+                    f"interface {subnet.interface_mac} has no address in {subnet.cidr}"
+                    f" with prefix length /{subnet.cidr.prefixlen}",
                     *loc,
                     "cidr",
                 )
