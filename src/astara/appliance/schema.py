@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -188,9 +189,17 @@ class _SemanticCheck:
         self.config = config
         self.known_networks = known_networks
         self.errors: list[FieldError] = []
+        self.seen: dict[str, set[Hashable]] = {}
 
     def error(self, msg: str, *loc: str | int, kind: str = "value_error") -> None:
         self.errors.append(FieldError(tuple(loc), msg, kind))
+
+    def once(self, group: str, value: Hashable, msg: str, *loc: str | int) -> None:
+        """Report `msg` at `loc` if `value` was already seen in `group`."""
+        seen = self.seen.setdefault(group, set())
+        if value in seen:
+            self.error(msg, *loc, kind="value_error.duplicate")
+        seen.add(value)
 
     def run(self) -> list[FieldError]:
         self.check_interfaces()
@@ -213,27 +222,19 @@ class _SemanticCheck:
         return {a.ip for i in self.config.interfaces for a in i.addresses}
 
     def check_interfaces(self) -> None:
-        seen_macs: dict[str, int] = {}
-        seen_networks: dict[str, int] = {}
-        seen_addresses: dict[IPAddress, int] = {}
         prefixes: list[tuple[IPNetwork, int]] = []
         externals = 0
         for index, interface in enumerate(self.config.interfaces):
             loc = ("interfaces", index)
-            if interface.mac in seen_macs:
-                self.error(
-                    f"duplicate MAC {interface.mac}", *loc, "mac", kind="value_error.duplicate"
-                )
-            seen_macs[interface.mac] = index
-            if interface.network_id in seen_networks:
-                self.error(
-                    f"network {interface.network_id} already has interface "
-                    f"{seen_networks[interface.network_id]}; use one interface per network",
-                    *loc,
-                    "network_id",
-                    kind="value_error.duplicate",
-                )
-            seen_networks[interface.network_id] = index
+            self.once("mac", interface.mac, f"duplicate MAC {interface.mac}", *loc, "mac")
+            self.once(
+                "network",
+                interface.network_id,
+                f"network {interface.network_id} already has an interface;"
+                " use one interface per network",
+                *loc,
+                "network_id",
+            )
             if self.known_networks is not None and interface.network_id not in self.known_networks:
                 self.error(
                     f"unknown network {interface.network_id}: PUT /v1/networks/{{id}} first",
@@ -247,11 +248,7 @@ class _SemanticCheck:
                     self.error("at most one external interface", *loc, "role")
             for a_index, address in enumerate(interface.addresses):
                 a_loc = (*loc, "addresses", a_index)
-                if address.ip in seen_addresses:
-                    self.error(
-                        f"duplicate address {address.ip}", *a_loc, kind="value_error.duplicate"
-                    )
-                seen_addresses[address.ip] = index
+                self.once("address", address.ip, f"duplicate address {address.ip}", *a_loc)
                 network = address.network
                 if network.num_addresses > 2 and address.ip == network.network_address:
                     self.error(f"{address} is the subnet's network address", *a_loc)
@@ -273,14 +270,9 @@ class _SemanticCheck:
                 prefixes.append((network, index))
 
     def check_subnets(self) -> None:
-        cidrs: set[IPNetwork] = set()
         for index, subnet in enumerate(self.config.subnets):
             loc = ("subnets", index)
-            if subnet.cidr in cidrs:
-                self.error(
-                    f"duplicate subnet {subnet.cidr}", *loc, "cidr", kind="value_error.duplicate"
-                )
-            cidrs.add(subnet.cidr)
+            self.once("subnet", subnet.cidr, f"duplicate subnet {subnet.cidr}", *loc, "cidr")
             interface = self.config.interface_by_mac(subnet.interface_mac)
             if interface is None:
                 self.error(f"no interface has MAC {subnet.interface_mac}", *loc, "interface_mac")
@@ -338,21 +330,16 @@ class _SemanticCheck:
 
     def check_dhcp_hosts(self) -> None:
         dhcp_subnets = [s.cidr for s in self.config.subnets if s.enable_dhcp]
-        macs: set[str] = set()
-        addresses: set[IPAddress] = set()
         for index, host in enumerate(self.config.dhcp_hosts):
             loc = ("dhcp_hosts", index)
-            if host.mac in macs:
-                self.error(f"duplicate MAC {host.mac}", *loc, "mac", kind="value_error.duplicate")
-            macs.add(host.mac)
-            if host.ip_address in addresses:
-                self.error(
-                    f"duplicate address {host.ip_address}",
-                    *loc,
-                    "ip_address",
-                    kind="value_error.duplicate",
-                )
-            addresses.add(host.ip_address)
+            self.once("dhcp mac", host.mac, f"duplicate MAC {host.mac}", *loc, "mac")
+            self.once(
+                "dhcp address",
+                host.ip_address,
+                f"duplicate address {host.ip_address}",
+                *loc,
+                "ip_address",
+            )
             if not any(host.ip_address in cidr for cidr in dhcp_subnets):
                 self.error(
                     f"{host.ip_address} is in no subnet with enable_dhcp", *loc, "ip_address"
@@ -360,20 +347,18 @@ class _SemanticCheck:
 
     def check_routes(self) -> None:
         connected = self.connected_networks()
-        destinations: set[IPNetwork] = set()
         for index, route in enumerate(self.config.routes):
             loc = ("routes", index)
             if route.destination.version != route.nexthop.version:
                 self.error("destination and nexthop differ in IP version", *loc)
                 continue
-            if route.destination in destinations:
-                self.error(
-                    f"duplicate route to {route.destination}",
-                    *loc,
-                    "destination",
-                    kind="value_error.duplicate",
-                )
-            destinations.add(route.destination)
+            self.once(
+                "route",
+                route.destination,
+                f"duplicate route to {route.destination}",
+                *loc,
+                "destination",
+            )
             if not any(route.nexthop in network for network in connected):
                 self.error(f"nexthop {route.nexthop} is on no connected network", *loc, "nexthop")
             elif route.nexthop in self.own_addresses():
@@ -403,26 +388,22 @@ class _SemanticCheck:
             return
         own = self.own_addresses()
         internal = self.connected_networks(Role.internal)
-        floating: set[ipaddress.IPv4Address] = set()
-        fixed: set[ipaddress.IPv4Address] = set()
         for index, entry in enumerate(self.config.floating_ips):
             loc = ("floating_ips", index)
-            if entry.floating_ip in floating:
-                self.error(
-                    f"duplicate floating IP {entry.floating_ip}",
-                    *loc,
-                    "floating_ip",
-                    kind="value_error.duplicate",
-                )
-            floating.add(entry.floating_ip)
-            if entry.fixed_ip in fixed:
-                self.error(
-                    f"fixed IP {entry.fixed_ip} already has a floating IP",
-                    *loc,
-                    "fixed_ip",
-                    kind="value_error.duplicate",
-                )
-            fixed.add(entry.fixed_ip)
+            self.once(
+                "floating",
+                entry.floating_ip,
+                f"duplicate floating IP {entry.floating_ip}",
+                *loc,
+                "floating_ip",
+            )
+            self.once(
+                "fixed",
+                entry.fixed_ip,
+                f"fixed IP {entry.fixed_ip} already has a floating IP",
+                *loc,
+                "fixed_ip",
+            )
             if entry.floating_ip in own:
                 self.error(
                     f"{entry.floating_ip} is an address of the appliance", *loc, "floating_ip"
