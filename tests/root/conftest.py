@@ -78,6 +78,7 @@ def router_config(
                 "gateway_ip": "10.1.0.1",
                 "enable_dhcp": True,
                 "dns_nameservers": ["192.0.2.53"],
+                "host_routes": [{"destination": "192.0.2.0/24", "nexthop": "10.1.0.254"}],
             },
             {"cidr": "2001:db8:1::/64", "interface_mac": MAC["router_n1"], "ipv6_ra_mode": "slaac"},
             {

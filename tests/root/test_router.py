@@ -59,7 +59,9 @@ def test_workloads_get_addresses_from_the_appliance_and_route_across_subnets(sta
     wait_until(lambda: f"{w6_v6}/64" in addresses(lab, "w6"), what="w6's SLAAC address")
     # The DHCP answer carried the router and the DNS servers, into the
     # namespace's own resolv.conf (the host's is never touched).
-    assert "default via 10.1.0.1" in sh(w1, ["ip", "-4", "route"])
+    routes = sh(w1, ["ip", "-4", "route"])
+    assert "default via 10.1.0.1" in routes
+    assert "192.0.2.0/24 via 10.1.0.254" in routes  # the subnet's host route
     assert Path(f"/etc/netns/{w1}/resolv.conf").read_text().split() == ["nameserver", "192.0.2.53"]
 
     # IPv4 across the two internal subnets, both ways, through the router.
