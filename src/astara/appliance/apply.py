@@ -248,6 +248,13 @@ class ApplianceManager:
             )
         status.last_error = None
         self._save_status(appliance_id, status)
+        if actions:
+            log.info(
+                "appliance %s generation %d: %s",
+                appliance_id,
+                status.generation,
+                "; ".join(actions),
+            )
         return ApplyResult(changed=changed, actions=actions)
 
     def _converge(
