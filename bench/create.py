@@ -130,8 +130,10 @@ def hand_built_commands(
         bridge = names.bridge(interface.network_id)
         commands += [
             (
-                ["ip", "-n", fabric, "link", "add", fabric_link, "type", "veth"]
-                + ["peer", "name", inside, "address", interface.mac, "netns", namespace],
+                [
+                    *("ip", "-n", fabric, "link", "add", fabric_link, "type", "veth"),
+                    *("peer", "name", inside, "address", interface.mac, "netns", namespace),
+                ],
                 None,
             ),
             (["ip", "-n", fabric, "link", "set", fabric_link, "master", bridge, "up"], None),
@@ -141,14 +143,9 @@ def hand_built_commands(
             for address in interface.addresses
         ]
         commands.append((["ip", "-n", namespace, "link", "set", inside, "up"], None))
-    commands += [
-        (
-            ["ip", "-n", namespace, "route", "add", str(route.destination), "via"]
-            + [str(route.nexthop)],
-            None,
-        )
-        for route in parsed.routes
-    ]
+    for route in parsed.routes:
+        add_route = ["ip", "-n", namespace, "route", "add", str(route.destination)]
+        commands.append(([*add_route, "via", str(route.nexthop)], None))
     commands.append(
         (["ip", "netns", "exec", namespace, "nft", "-f", "-"], render_nftables(parsed).text())
     )

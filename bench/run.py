@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -59,7 +60,13 @@ def machine() -> dict[str, Any]:
         "nft": _first_line(["nft", "--version"]),
         "iperf3": _first_line(["iperf3", "--version"]),
         "iproute2": _first_line(["ip", "-V"]),
+        # Other work on a 2-core machine shows up in every figure.
+        "load_average_at_start": list(os.getloadavg()),
     }
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (it creates namespaces and nftables tables)", file=sys.stderr)
         return 1
+    # A terminated run still removes what it made: SIGTERM unwinds through
+    # the benchmarks' `finally` blocks like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     settings = Settings(quick=args.quick)
     names = args.only or list(BENCHMARKS)
     report = Report()
@@ -97,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name} failed: {type(error).__name__}: {error}")
             failed.append(name)
     document = {
-        "command": shlex.join([Path(sys.executable).name, "-m", "bench.run", *(argv or sys.argv[1:])]),
+        "command": shlex.join(
+            [Path(sys.executable).name, "-m", "bench.run", *(argv or sys.argv[1:])]
+        ),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "quick": settings.quick,

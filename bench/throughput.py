@@ -141,14 +141,11 @@ def bench_throughput(settings: Settings, report: Report) -> None:
             ),
         ]
         measured: dict[str, list[Transfer]] = {p.name: [] for p in [baseline, *paths]}
-        for repeat in range(settings.repeats):
+        for repeat in range(settings.throughput_repeats):
             for path in [baseline, *paths]:
                 transfer = iperf(path, settings.iperf_duration_s)
                 measured[path.name].append(transfer)
-                log(
-                    f"throughput {path.name} #{repeat + 1}: "
-                    f"{transfer.bits_per_s / 1e9:.2f} Gbit/s"
-                )
+                log(f"throughput {path.name} #{repeat + 1}: {transfer.bits_per_s / 1e9:.2f} Gbit/s")
         baseline_bits = median([t.bits_per_s for t in measured[baseline.name]])
         for path in paths:
             bits = median([t.bits_per_s for t in measured[path.name]])
@@ -165,6 +162,6 @@ def bench_throughput(settings: Settings, report: Report) -> None:
                     ],
                     "ratio": ratio(bits, baseline_bits),
                     "duration_s": settings.iperf_duration_s,
-                    "repeats": settings.repeats,
+                    "repeats": settings.throughput_repeats,
                 }
             )

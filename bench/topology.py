@@ -38,14 +38,10 @@ WORKLOAD_FLOATING_IP = "100.64.0.50"
 
 def floating_ips(count: int) -> dict[str, str]:
     """`count` floating IP → fixed IP pairs, in order, always the same ones."""
-    return {
-        str(FIRST_FLOATING_IP + index): str(FIRST_FIXED_IP + index) for index in range(count)
-    }
+    return {str(FIRST_FLOATING_IP + index): str(FIRST_FIXED_IP + index) for index in range(count)}
 
 
-def router_config(
-    floating: dict[str, str] | None = None, *, snat: bool = True
-) -> dict[str, Any]:
+def router_config(floating: dict[str, str] | None = None, *, snat: bool = True) -> dict[str, Any]:
     """A router between the external and the internal network: SNAT, a
     default route to the outside host, the given floating IPs, and no DHCP or
     RA (no daemon), so a benchmark measures links, addresses and nftables."""
@@ -68,9 +64,7 @@ def router_config(
         ],
         "routes": [{"destination": "0.0.0.0/0", "nexthop": OUTSIDE}],
         "snat": {"enabled": snat},
-        "floating_ips": [
-            {"floating_ip": f, "fixed_ip": x} for f, x in (floating or {}).items()
-        ],
+        "floating_ips": [{"floating_ip": f, "fixed_ip": x} for f, x in (floating or {}).items()],
     }
 
 
