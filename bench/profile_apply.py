@@ -31,7 +31,7 @@ from astara.agent.service import Agent, AgentSettings
 from astara.appliance import apply as apply_module
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric.networks import NetworkSpec
-from astara.linux import cleanup, garp, netlink, netns, nft
+from astara.linux import cleanup, garp, netlink, netns, nft, routes
 from astara.testing.agent import unique_prefix
 from bench import topology
 
@@ -52,9 +52,9 @@ STEPS: tuple[tuple[Any, str, str], ...] = (
     (netlink, "links_with_prefix", "netlink list links"),
     (netlink, "sync_addresses", "netlink sync_addresses"),
     (netlink, "addresses", "  of which: dump addresses"),
-    (netlink, "sync_routes", "netlink sync_routes"),
+    (routes, "sync", "routes sync (ip -j, ip -batch)"),
     (nft, "load", "nft -f (load)"),
-    (nft, "has_table", "nft list tables"),
+    (nft, "list_table", "nft list table (drift check)"),
     (garp, "announce", "gratuitous ARP"),
 )
 

@@ -13,7 +13,13 @@ from astara.linux import cleanup, netns
 from astara.linux.run import in_netns
 from astara.testing.agent import AgentProcess
 from astara.testing.lab import Lab
-from astara.testing.net import WhoAmI, seen_source, wait_for_ping, wait_until
+from astara.testing.net import (
+    WhoAmI,
+    seen_source,
+    sh,
+    wait_for_ping,
+    wait_until,
+)
 from tests.root.conftest import OUTSIDE, ROUTER_EXTERNAL, build_standard, router_config
 
 pytestmark = pytest.mark.root
@@ -118,3 +124,21 @@ def test_delete_leaves_nothing_behind(lab: Lab, agent: AgentProcess) -> None:
     assert _processes_mentioning(str(run_dir)) == []
     assert list((agent.state_dir / "agent").rglob("*.json")) == []
     assert lab.client.health()["counts"] == {"networks": 0, "ports": 0, "appliances": 0}
+
+
+def test_hand_edited_ruleset_is_reported_and_repaired(lab: Lab) -> None:
+    build_standard(lab)
+    router, outside = lab.router_netns("r1"), lab.netns("outside")
+    wait_until(lambda: "10.1.0.10/24" in lab.client.get_port("w1")["addresses"], what="w1's lease")
+    with WhoAmI(lab.netns("w1")) as server:
+        assert wait_until(lambda: seen_source(outside, "198.51.100.50", server.port)) == OUTSIDE
+        element = "{ 198.51.100.50 }"
+        sh(router, ["nft", "delete", "element", "inet", "astara", "floating_dnat", element])
+        assert seen_source(outside, "198.51.100.50", server.port, timeout_s=2) is None
+
+        drifted = lab.client.get_appliance("r1")
+        assert "nftables table differs from the applied ruleset" in drifted["problems"]
+        repaired = lab.client.put_appliance("r1", router_config())
+        assert "nftables: table replaced" in repaired["actions"]
+        assert repaired["state"] == "active"
+        assert seen_source(outside, "198.51.100.50", server.port) == OUTSIDE

@@ -57,6 +57,9 @@ class AgentClient:
     def put_port(self, port_id: str, spec: dict[str, Any]) -> Any:
         return self.request("PUT", f"/v1/ports/{port_id}", spec)
 
+    def get_port(self, port_id: str) -> Any:
+        return self.request("GET", f"/v1/ports/{port_id}")
+
     def delete_port(self, port_id: str) -> None:
         self.request("DELETE", f"/v1/ports/{port_id}")
 

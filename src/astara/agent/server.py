@@ -145,14 +145,13 @@ def create_app(settings: AgentSettings) -> FastAPI:
     ) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            new, result = agent.put_appliance(appliance_id, config)
+            new, result, observed = agent.put_appliance(appliance_id, config)
         except ApplyFailed:
             metrics.applies.labels("failed").inc()
             raise
         metrics.applies.labels("changed" if result.changed else "unchanged").inc()
         metrics.apply_seconds.observe(time.monotonic() - started)
         _created(response, new)
-        observed = agent.appliances.observe(appliance_id)
         return {**observed, "changed": result.changed, "actions": result.actions}
 
     @app.get("/v1/appliances/{appliance_id}")

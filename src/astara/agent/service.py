@@ -235,26 +235,31 @@ class Agent:
     # --- appliances --------------------------------------------------------------------
 
     def observe_appliance(self, appliance_id: str) -> dict[str, Any]:
-        if self.appliances.config(appliance_id) is None:
+        if not self.appliances.exists(appliance_id):
             raise NotFound(f"appliance {appliance_id} not found")
         return self.appliances.observe(appliance_id)
 
     def rendered(self, appliance_id: str) -> dict[str, Any]:
-        if self.appliances.config(appliance_id) is None:
+        if not self.appliances.exists(appliance_id):
             raise NotFound(f"appliance {appliance_id} not found")
         return {"id": appliance_id, **self.appliances.rendered_texts(appliance_id)}
 
-    def put_appliance(self, appliance_id: str, config: ApplianceConfig) -> tuple[bool, ApplyResult]:
-        """Validate, then apply; (new, result). Raises ValidationFailed or ApplyFailed."""
+    def put_appliance(
+        self, appliance_id: str, config: ApplianceConfig
+    ) -> tuple[bool, ApplyResult, dict[str, Any]]:
+        """Validate, then apply; (new, result, observed state). Raises
+        ValidationFailed or ApplyFailed."""
         with self.appliances.lock(appliance_id):
-            new = self.appliances.config(appliance_id) is None
+            new = not self.appliances.exists(appliance_id)
             rendered = self.appliances.prepare(appliance_id, config)
-            return new, self.appliances.apply(appliance_id, config, rendered)
+            result = self.appliances.apply(appliance_id, config, rendered)
+            return new, result, self.appliances.observe(appliance_id, config)
 
     def delete_appliance(self, appliance_id: str) -> None:
         with self.appliances.lock(appliance_id):
-            known = self.appliances.config(appliance_id) is not None
-            if not known and not netns.exists(self.names.appliance_netns(appliance_id)):
+            if not self.appliances.exists(appliance_id) and not netns.exists(
+                self.names.appliance_netns(appliance_id)
+            ):
                 raise NotFound(f"appliance {appliance_id} not found")
             self.appliances.delete(appliance_id)
 

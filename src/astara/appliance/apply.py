@@ -23,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from astara.appliance.render import Rendered, render
+from astara.appliance.render.dnsmasq import dhcp_subnets
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
+from astara.appliance.render.radvd import ra_subnets
 from astara.appliance.schema import (
     ApplianceConfig,
     FieldError,
-    Role,
     config_hash,
     validate_semantics,
 )
-from astara.linux import garp, netlink, netns, nft
+from astara.linux import garp, netlink, netns, nft, routes
 from astara.linux.files import make_readable_dir, write_atomic
 from astara.linux.process import Daemon
 from astara.linux.run import CommandError, run
@@ -235,7 +236,7 @@ class ApplianceManager:
                     status.last_error += "; restoring the last good config failed too"
                 self._save_status(appliance_id, status)
             else:
-                self.delete(appliance_id)  # a failed create leaves no orphan behind
+                self.delete(appliance_id, config)  # a failed create leaves no orphan behind
             raise ApplyFailed(status.last_error) from error
         new_hash = config_hash(config)
         changed = bool(actions) or new_hash != status.config_hash
@@ -272,28 +273,32 @@ class ApplianceManager:
             actions.append(f"created namespace {namespace}")
             previous = None  # nothing of the old appliance survives in a new namespace
 
-        recreated = self._converge_links(appliance_id, config, actions)
-        self._converge_addresses(config, namespace, actions)
-        changed, removed = netlink.sync_routes(
-            namespace, {r.destination: r.nexthop for r in config.routes}
-        )
-        if changed or removed:
-            actions.append(f"routes: {changed} set, {removed} removed")
-        self._converge_nftables(rendered, previous, namespace, actions)
+        with netlink.netns(self.names.fabric_netns) as fabric, netlink.netns(namespace) as inside:
+            recreated = self._converge_links(appliance_id, config, fabric, inside, actions)
+            for interface in config.interfaces:
+                name = appliance_interface(interface.role.value, interface.mac)
+                added, removed = netlink.sync_addresses(inside, name, interface.addresses)
+                if added or removed:
+                    actions.append(f"{name}: {added} addresses added, {removed} removed")
+        self._converge_routes(config, namespace, actions)
+        self._converge_nftables(appliance_id, rendered, previous, namespace, actions)
         self._converge_daemons(appliance_id, rendered, actions)
         self._forget_floating_ips(config, previous, namespace, actions)
         self._announce(config, previous, namespace, recreated, actions)
         return actions
 
     def _converge_links(
-        self, appliance_id: str, config: ApplianceConfig, actions: list[str]
+        self,
+        appliance_id: str,
+        config: ApplianceConfig,
+        fabric: Any,
+        inside: Any,
+        actions: list[str],
     ) -> set[str]:
-        namespace = self.names.appliance_netns(appliance_id)
         wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
-        ours = tuple(ROLE_ABBREVIATION.values())
-        for name in netlink.links_with_prefix(namespace, ours):
+        for name in netlink.links_with_prefix(inside, tuple(ROLE_ABBREVIATION.values())):
             if name not in wanted:
-                netlink.delete_link(namespace, name)
+                netlink.delete_link(inside, name)
                 actions.append(f"removed interface {name}")
         recreated: set[str] = set()
         for interface in config.interfaces:
@@ -302,10 +307,11 @@ class ApplianceManager:
                 raise RuntimeError(f"network {interface.network_id} is not on this host")
             name = appliance_interface(interface.role.value, interface.mac)
             if netlink.ensure_veth(
-                fabric_netns=self.names.fabric_netns,
+                fabric=fabric,
                 fabric_name=self.names.appliance_fabric_link(appliance_id, interface.mac),
                 bridge=self.names.bridge(interface.network_id),
-                peer_netns=namespace,
+                peer=inside,
+                peer_netns=self.names.appliance_netns(appliance_id),
                 peer_name=name,
                 mac=interface.mac,
                 mtu=interface.mtu or network.mtu,
@@ -314,41 +320,40 @@ class ApplianceManager:
                 actions.append(f"plugged interface {name} into network {interface.network_id}")
         return recreated
 
-    def _converge_addresses(
-        self, config: ApplianceConfig, namespace: str, actions: list[str]
-    ) -> None:
-        for interface in config.interfaces:
-            desired: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = list(
-                interface.addresses
-            )
-            if interface.role is Role.external:
-                # Floating IPs are answered (ARP) on the external interface.
-                desired += [
-                    ipaddress.IPv4Interface(f"{f.floating_ip}/32") for f in config.floating_ips
-                ]
-            name = appliance_interface(interface.role.value, interface.mac)
-            added, removed = netlink.sync_addresses(namespace, name, desired)
-            if added or removed:
-                actions.append(f"{name}: {added} addresses added, {removed} removed")
+    def _converge_routes(self, config: ApplianceConfig, namespace: str, actions: list[str]) -> None:
+        main = [routes.Route.via(r.destination, r.nexthop) for r in config.routes]
+        changed, removed = routes.sync(namespace, "main", main)
+        if changed or removed:
+            actions.append(f"routes: {changed} set, {removed} removed")
+        changed, removed = routes.sync(namespace, "local", _floating_routes(config))
+        if changed or removed:
+            actions.append(f"floating IPs answered: {changed} added, {removed} removed")
 
     def _converge_nftables(
         self,
+        appliance_id: str,
         rendered: Rendered,
         previous: ApplianceConfig | None,
         namespace: str,
         actions: list[str],
     ) -> None:
+        """Change only set elements when the live table is exactly what the
+        previous apply left; otherwise (drift, a new namespace, a structural
+        change) replace the whole table. Both are one atomic transaction."""
         ruleset = rendered.nftables
-        present = nft.has_table(TABLE_FAMILY, TABLE_NAME, namespace)
-        if present and previous is not None:
-            delta = ruleset.delta(render_nftables(previous))
-            if delta is not None:
-                if delta:
-                    nft.load(delta, namespace)
-                    actions.append("nftables: set elements updated")
-                return
-        nft.load(ruleset.text(), namespace)
-        actions.append("nftables: table replaced")
+        applied = self.run_directory(appliance_id) / "nftables.live"
+        live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
+        untouched = bool(live) and applied.exists() and applied.read_text() == live
+        delta = ruleset.delta(render_nftables(previous)) if previous and untouched else None
+        if delta == "":
+            return
+        if delta is not None:
+            nft.load(delta, namespace)
+            actions.append("nftables: set elements updated")
+        else:
+            nft.load(ruleset.text(), namespace)
+            actions.append("nftables: table replaced" if live else "nftables: table loaded")
+        write_atomic(applied, nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace))
 
     def _converge_daemons(self, appliance_id: str, rendered: Rendered, actions: list[str]) -> None:
         directory = self.run_directory(appliance_id)
@@ -439,24 +444,29 @@ class ApplianceManager:
 
     # --- delete and observe ------------------------------------------------------------
 
-    def delete(self, appliance_id: str) -> None:
+    def delete(self, appliance_id: str, config: ApplianceConfig | None = None) -> None:
         """Remove the namespace, its links, daemons and files."""
-        config = self.config(appliance_id)
+        config = config or self.config(appliance_id)
         for daemon in self._daemons(appliance_id).values():
             daemon.stop()
+        # Deleting the namespace destroys the veths inside it and with them
+        # their fabric ends; the loop below only catches a half-made pair.
         netns.delete(self.names.appliance_netns(appliance_id))
         if config is not None and netns.exists(self.names.fabric_netns):
-            for interface in config.interfaces:
-                netlink.delete_link(
-                    self.names.fabric_netns,
-                    self.names.appliance_fabric_link(appliance_id, interface.mac),
-                )
+            with netlink.netns(self.names.fabric_netns) as fabric:
+                for interface in config.interfaces:
+                    netlink.delete_link(
+                        fabric, self.names.appliance_fabric_link(appliance_id, interface.mac)
+                    )
         shutil.rmtree(self.run_directory(appliance_id), ignore_errors=True)
         shutil.rmtree(self.directory(appliance_id), ignore_errors=True)
 
-    def observe(self, appliance_id: str) -> dict[str, Any]:
+    def exists(self, appliance_id: str) -> bool:
+        return (self.directory(appliance_id) / "config.json").exists()
+
+    def observe(self, appliance_id: str, config: ApplianceConfig | None = None) -> dict[str, Any]:
         """Observed state: what runs, not what was asked."""
-        config = self.config(appliance_id)
+        config = config or self.config(appliance_id)
         status = self.status(appliance_id)
         namespace = self.names.appliance_netns(appliance_id)
         problems: list[str] = []
@@ -485,12 +495,15 @@ class ApplianceManager:
                             "counters": state.counters if state else {},
                         }
                     )
-            if not nft.has_table(TABLE_FAMILY, TABLE_NAME, namespace):
+            live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
+            applied = self.run_directory(appliance_id) / "nftables.live"
+            if not live:
                 problems.append("nftables table is missing")
+            elif not applied.exists() or applied.read_text() != live:
+                problems.append("nftables table differs from the applied ruleset")
         daemons: dict[str, Any] = {}
         if config is not None:
-            rendered = self._render(appliance_id, config)
-            expected = {"dnsmasq": rendered.dnsmasq.enabled, "radvd": bool(rendered.radvd)}
+            expected = {"dnsmasq": bool(dhcp_subnets(config)), "radvd": bool(ra_subnets(config))}
             for daemon_name, daemon in self._daemons(appliance_id).items():
                 pid = daemon.pid()
                 daemons[daemon_name] = {
@@ -524,6 +537,16 @@ class ApplianceManager:
             nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace) if netns.exists(namespace) else ""
         )
         return {"files": texts, "nftables_live": live}
+
+
+def _floating_routes(config: ApplianceConfig) -> list[routes.Route]:
+    """Floating IPs are answered (ARP) on the external interface through local
+    routes: the kernel replies for local destinations as for its addresses."""
+    external = config.external_interface()
+    if external is None:
+        return []
+    device = appliance_interface(external.role.value, external.mac)
+    return [routes.Route.local(f.floating_ip, device) for f in config.floating_ips]
 
 
 def _floating_pairs(

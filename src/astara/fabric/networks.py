@@ -34,12 +34,14 @@ def delete_fabric(names: Names) -> None:
 
 def ensure_network(names: Names, network_id: str, spec: NetworkSpec) -> None:
     ensure_fabric(names)
-    netlink.ensure_bridge(names.fabric_netns, names.bridge(network_id), spec.mtu)
+    with netlink.netns(names.fabric_netns) as fabric:
+        netlink.ensure_bridge(fabric, names.bridge(network_id), spec.mtu)
 
 
 def delete_network(names: Names, network_id: str) -> None:
     if netns.exists(names.fabric_netns):
-        netlink.delete_link(names.fabric_netns, names.bridge(network_id))
+        with netlink.netns(names.fabric_netns) as fabric:
+            netlink.delete_link(fabric, names.bridge(network_id))
 
 
 def observe_network(names: Names, network_id: str) -> dict[str, object]:

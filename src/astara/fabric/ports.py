@@ -17,7 +17,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from astara.appliance.schema import IPInterface, MacAddress, Route
-from astara.linux import netlink, netns
+from astara.linux import netlink, netns, routes
 from astara.linux.process import Daemon
 from astara.naming import Names
 
@@ -117,19 +117,23 @@ def _converge(
         resolv_conf(spec.netns).parent.mkdir(parents=True, exist_ok=True)
         resolv_conf(spec.netns).touch()
         created["created_etc"] = True
-    netlink.ensure_veth(
-        fabric_netns=names.fabric_netns,
-        fabric_name=names.port_fabric_link(port_id),
-        bridge=names.bridge(spec.network_id),
-        peer_netns=spec.netns,
-        peer_name=spec.ifname,
-        mac=spec.mac,
-        mtu=mtu,
+    with netlink.netns(names.fabric_netns) as fabric, netlink.netns(spec.netns) as workload:
+        netlink.ensure_veth(
+            fabric=fabric,
+            fabric_name=names.port_fabric_link(port_id),
+            bridge=names.bridge(spec.network_id),
+            peer=workload,
+            peer_netns=spec.netns,
+            peer_name=spec.ifname,
+            mac=spec.mac,
+            mtu=mtu,
+        )
+        netns.set_sysctls(spec.netns, _workload_sysctls(spec))
+        families = (6,) if spec.dhcp else (4, 6)
+        netlink.sync_addresses(workload, spec.ifname, spec.addresses, families)
+    routes.sync(
+        spec.netns, "main", [routes.Route.via(r.destination, r.nexthop) for r in spec.routes]
     )
-    netns.set_sysctls(spec.netns, _workload_sysctls(spec))
-    families = (6,) if spec.dhcp else (4, 6)
-    netlink.sync_addresses(spec.netns, spec.ifname, spec.addresses, families)
-    netlink.sync_routes(spec.netns, {r.destination: r.nexthop for r in spec.routes})
     dhcp = Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile))
     if spec.dhcp and dhcp.pid() is None:
         paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -173,12 +177,14 @@ def unplug(
     """Remove the port and whatever the agent created for it."""
     Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).stop()
     if netns.exists(names.fabric_netns):
-        netlink.delete_link(names.fabric_netns, names.port_fabric_link(port_id))
+        with netlink.netns(names.fabric_netns) as fabric:
+            netlink.delete_link(fabric, names.port_fabric_link(port_id))
     if netns.exists(spec.netns) and not netns_still_used:
         if created.get("created_netns"):
             netns.delete(spec.netns)
         else:
-            netlink.delete_link(spec.netns, spec.ifname)
+            with netlink.netns(spec.netns) as workload:
+                netlink.delete_link(workload, spec.ifname)
     if created.get("created_etc") and not netns_still_used:
         shutil.rmtree(resolv_conf(spec.netns).parent, ignore_errors=True)
     shutil.rmtree(paths.state_dir, ignore_errors=True)
@@ -190,7 +196,7 @@ def observe(names: Names, port_id: str, spec: PortSpec, paths: PortPaths) -> dic
     if netns.exists(spec.netns):
         with netlink.netns(spec.netns) as ns:
             state = netlink.link_state(ns, spec.ifname)
-        addresses = netlink.link_addresses(spec.netns, spec.ifname)
+            addresses = sorted(str(a) for a in netlink.addresses(ns, spec.ifname))
     dhcp_pid = Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).pid()
     return {
         "netns": spec.netns,

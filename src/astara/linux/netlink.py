@@ -1,7 +1,8 @@
-"""Links, addresses and routes through netlink (pyroute2), by namespace.
+"""Links and addresses through netlink (pyroute2).
 
-Each function opens one netlink socket in the namespace, does its work and
-closes it: safe from any thread, nothing held between calls.
+Callers open one handle per namespace (`with netns(name) as ns:`) for a whole
+operation and pass it down: opening a handle costs milliseconds, reusing it
+nothing. Handles are not shared between threads.
 """
 
 from __future__ import annotations
@@ -15,16 +16,12 @@ from typing import Any
 from pyroute2 import NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
-RTPROT_STATIC = 4  # routes Astara adds; kernel and RA routes are left alone
-MAIN_TABLE = 254
 ENODEV = 19
 EEXIST = 17
 EADDRNOTAVAIL = 99
-ESRCH = 3
+IFA_F_PERMANENT = 0x80
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @contextmanager
@@ -88,92 +85,74 @@ def link_state(ns: Any, name: str) -> LinkState | None:
     )
 
 
-def ensure_bridge(netns_name: str, name: str, mtu: int) -> None:
-    with netns(netns_name) as ns:
+def ensure_bridge(ns: Any, name: str, mtu: int) -> None:
+    index = link_index(ns, name)
+    if index is None:
+        ns.link("add", ifname=name, kind="bridge", br_forward_delay=0, br_mcast_snooping=0, mtu=mtu)
         index = link_index(ns, name)
-        if index is None:
-            ns.link(
-                "add",
-                ifname=name,
-                kind="bridge",
-                br_forward_delay=0,
-                br_mcast_snooping=0,
-                mtu=mtu,
-            )
-            index = link_index(ns, name)
-        ns.link("set", index=index, mtu=mtu, state="up")
+    ns.link("set", index=index, mtu=mtu, state="up")
 
 
-def delete_link(netns_name: str, name: str) -> bool:
-    with netns(netns_name) as ns:
-        index = link_index(ns, name)
-        if index is None:
-            return False
-        with tolerate(ENODEV):
-            ns.link("del", index=index)
-        return True
+def delete_link(ns: Any, name: str) -> bool:
+    index = link_index(ns, name)
+    if index is None:
+        return False
+    with tolerate(ENODEV):
+        ns.link("del", index=index)
+    return True
 
 
-def links_with_prefix(netns_name: str, prefix: str | tuple[str, ...]) -> list[str]:
-    with netns(netns_name) as ns:
-        return [
-            str(name)
-            for link in ns.get_links()
-            if (name := link.get("ifname")) and str(name).startswith(prefix)
-        ]
+def links_with_prefix(ns: Any, prefix: str | tuple[str, ...]) -> list[str]:
+    return [
+        str(name)
+        for link in ns.get_links()
+        if (name := link.get("ifname")) and str(name).startswith(prefix)
+    ]
 
 
 def ensure_veth(
     *,
-    fabric_netns: str,
+    fabric: Any,
     fabric_name: str,
     bridge: str,
+    peer: Any,
     peer_netns: str,
     peer_name: str,
     mac: str,
     mtu: int,
 ) -> bool:
-    """A veth pair from the bridge into `peer_netns`, the peer named and
-    addressed as asked. Returns True if the pair was (re)created."""
-    with netns(fabric_netns) as fabric, netns(peer_netns) as peer:
-        bridge_index = link_index(fabric, bridge)
-        if bridge_index is None:
-            raise RuntimeError(f"bridge {bridge} is missing in {fabric_netns}")
+    """A veth pair from the bridge (in `fabric`) into `peer_netns`, the peer
+    named and addressed as asked. Returns True if the pair was (re)created."""
+    bridge_index = link_index(fabric, bridge)
+    if bridge_index is None:
+        raise RuntimeError(f"bridge {bridge} is missing")
+    fabric_index = link_index(fabric, fabric_name)
+    peer_state = link_state(peer, peer_name)
+    created = False
+    if fabric_index is None or peer_state is None or peer_state.mac != mac:
+        if fabric_index is not None:
+            fabric.link("del", index=fabric_index)
+        delete_link(peer, peer_name)
+        fabric.link(
+            "add",
+            ifname=fabric_name,
+            kind="veth",
+            mtu=mtu,
+            peer={"ifname": peer_name, "net_ns_fd": peer_netns, "address": mac, "mtu": mtu},
+        )
         fabric_index = link_index(fabric, fabric_name)
-        peer_state = link_state(peer, peer_name)
-        created = False
-        if fabric_index is None or peer_state is None or peer_state.mac != mac:
-            if fabric_index is not None:
-                fabric.link("del", index=fabric_index)
-            if peer_state is not None:
-                stale = link_index(peer, peer_name)
-                if stale is not None:
-                    peer.link("del", index=stale)
-            fabric.link(
-                "add",
-                ifname=fabric_name,
-                kind="veth",
-                mtu=mtu,
-                peer={"ifname": peer_name, "net_ns_fd": peer_netns, "address": mac, "mtu": mtu},
-            )
-            fabric_index = link_index(fabric, fabric_name)
-            created = True
-        fabric.link("set", index=fabric_index, master=bridge_index, mtu=mtu, state="up")
-        peer_index = link_index(peer, peer_name)
-        peer.link("set", index=peer_index, mtu=mtu, state="up")
-        return created
+        created = True
+    fabric.link("set", index=fabric_index, master=bridge_index, mtu=mtu, state="up")
+    peer.link("set", index=link_index(peer, peer_name), mtu=mtu, state="up")
+    return created
 
 
-def _is_link_local(address: Interface) -> bool:
-    return address.version == 6 and address.ip.is_link_local
-
-
-IFA_F_PERMANENT = 0x80
-
-
-def addresses(ns: Any, index: int, permanent_only: bool = False) -> set[Interface]:
+def addresses(ns: Any, link: str, permanent_only: bool = False) -> set[Interface]:
     """The link's addresses except link-local ones; with `permanent_only`, only
     those configured by hand (not SLAAC's, which carry a lifetime)."""
+    index = link_index(ns, link)
+    if index is None:
+        return set()
     found: set[Interface] = set()
     for message in ns.get_addr(index=index):
         address = message.get("address")
@@ -183,70 +162,29 @@ def addresses(ns: Any, index: int, permanent_only: bool = False) -> set[Interfac
         if permanent_only and not flags & IFA_F_PERMANENT:
             continue
         interface = ipaddress.ip_interface(f"{address}/{message['prefixlen']}")
-        if not _is_link_local(interface):
+        if not (interface.version == 6 and interface.ip.is_link_local):
             found.add(interface)
     return found
 
 
-def link_addresses(netns_name: str, link: str) -> list[str]:
-    with netns(netns_name) as ns:
-        index = link_index(ns, link)
-        if index is None:
-            return []
-        return sorted(str(a) for a in addresses(ns, index))
-
-
 def sync_addresses(
-    netns_name: str, link: str, desired: Iterable[Interface], families: tuple[int, ...] = (4, 6)
+    ns: Any, link: str, desired: Iterable[Interface], families: tuple[int, ...] = (4, 6)
 ) -> tuple[int, int]:
     """Make the link's permanent global addresses of `families` exactly
     `desired`; dynamic (SLAAC) addresses are left alone. (added, removed)."""
+    index = link_index(ns, link)
+    if index is None:
+        raise RuntimeError(f"link {link} is missing")
     want = {a for a in desired if a.version in families}
-    with netns(netns_name) as ns:
-        index = link_index(ns, link)
-        if index is None:
-            raise RuntimeError(f"link {link} is missing in {netns_name}")
-        have = {a for a in addresses(ns, index, permanent_only=True) if a.version in families}
-        removed = have - want
-        added = want - have
-        for address in sorted(removed, key=str):
-            with tolerate(EADDRNOTAVAIL):
-                ns.addr(
-                    "del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-                )
-        for address in sorted(added, key=lambda a: (a.version, a.network.prefixlen, int(a.ip))):
-            with tolerate(EEXIST):
-                ns.addr(
-                    "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
-                )
-        return len(added), len(removed)
-
-
-def sync_routes(netns_name: str, desired: dict[Network, Address]) -> tuple[int, int]:
-    """Make Astara's static routes in the main table exactly `desired`
-    (destination → next hop); routes of other origins are left alone."""
-    with netns(netns_name) as ns:
-        have: dict[Network, Address] = {}
-        for family in (2, 10):
-            for route in ns.get_routes(family=family, table=MAIN_TABLE):
-                if route["proto"] != RTPROT_STATIC:
-                    continue
-                dst = route.get("dst") or ("0.0.0.0" if family == 2 else "::")
-                network = ipaddress.ip_network(f"{dst}/{route['dst_len']}")
-                gateway = route.get("gateway")
-                if gateway is not None:
-                    have[network] = ipaddress.ip_address(gateway)
-        removed = [d for d in have if d not in desired]
-        changed = [d for d, hop in desired.items() if have.get(d) != hop]
-        for destination in removed:
-            with tolerate(ESRCH):
-                ns.route("del", dst=str(destination), table=MAIN_TABLE, proto=RTPROT_STATIC)
-        for destination in changed:
-            ns.route(
-                "replace",
-                dst=str(destination),
-                gateway=str(desired[destination]),
-                table=MAIN_TABLE,
-                proto=RTPROT_STATIC,
+    have = {a for a in addresses(ns, link, permanent_only=True) if a.version in families}
+    for address in sorted(have - want, key=str):
+        with tolerate(EADDRNOTAVAIL):
+            ns.addr(
+                "del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
             )
-        return len(changed), len(removed)
+    for address in sorted(want - have, key=lambda a: (a.version, a.network.prefixlen, int(a.ip))):
+        with tolerate(EEXIST):
+            ns.addr(
+                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+            )
+    return len(want - have), len(have - want)

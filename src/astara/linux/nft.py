@@ -15,11 +15,6 @@ def load(text: str, netns: str) -> None:
     run(["nft", "-f", "-"], netns=netns, input_text=text)
 
 
-def has_table(family: str, table: str, netns: str) -> bool:
-    result = run(["nft", "list", "tables", family], netns=netns, check=False)
-    return f"table {family} {table}" in result.stdout.splitlines()
-
-
 def list_table(family: str, table: str, netns: str) -> str:
     result = run(["nft", "list", "table", family, table], netns=netns, check=False)
     return result.stdout if result.returncode == 0 else ""
