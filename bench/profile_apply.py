@@ -96,8 +96,7 @@ def put(agent: Agent, appliance_id: str, body: str) -> dict[str, Any]:
     """What the agent's PUT handler does, minus HTTP: parse the body, apply,
     observe, serialize the answer."""
     config = ApplianceConfig.model_validate_json(body)
-    _, result = agent.put_appliance(appliance_id, config)
-    observed = agent.appliances.observe(appliance_id)
+    _, result, observed = agent.put_appliance(appliance_id, config)
     json.dumps({**observed, "changed": result.changed, "actions": result.actions})
     return observed
 

@@ -253,7 +253,8 @@ class Agent:
             new = not self.appliances.exists(appliance_id)
             rendered = self.appliances.prepare(appliance_id, config)
             result = self.appliances.apply(appliance_id, config, rendered)
-            return new, result, self.appliances.observe(appliance_id, config)
+            observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
+            return new, result, observed
 
     def delete_appliance(self, appliance_id: str) -> None:
         with self.appliances.lock(appliance_id):
