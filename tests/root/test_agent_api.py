@@ -17,7 +17,8 @@ from astara.linux import cleanup, netlink, netns
 from astara.naming import Names
 from astara.testing.agent import AgentProcess
 from astara.testing.lab import Lab
-from tests.root.conftest import MAC, router_config
+from astara.testing.net import wait_for_ping, wait_until
+from tests.root.conftest import MAC, build_standard, router_config
 
 pytestmark = pytest.mark.root
 
@@ -224,3 +225,20 @@ def test_bad_listen_address_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "expected unix:PATH or tcp:HOST:PORT" in result.stderr
+
+
+def test_port_with_a_new_mac_is_replugged_and_leases_again(lab: Lab) -> None:
+    build_standard(lab)
+    wait_until(lambda: "10.2.0.10/24" in lab.client.get_port("w2")["addresses"], what="lease")
+    config = router_config()
+    config["dhcp_hosts"][1]["mac"] = "fa:16:3e:00:03:11"
+    config["dhcp_hosts"][1]["ip_address"] = "10.2.0.11"
+    lab.router("r1", config)
+    before = lab.client.get_port("w2")["dhcp_client"]["pid"]
+    port = lab.client.put_port(
+        "w2",
+        {"network_id": "n2", "mac": "fa:16:3e:00:03:11", "netns": lab.netns("w2"), "dhcp": True},
+    )
+    assert port["dhcp_client"]["pid"] != before
+    wait_until(lambda: "10.2.0.11/24" in lab.client.get_port("w2")["addresses"], what="new lease")
+    wait_for_ping(lab.netns("w2"), "10.1.0.10")

@@ -118,7 +118,7 @@ def _converge(
         resolv_conf(spec.netns).touch()
         created["created_etc"] = True
     with netlink.netns(names.fabric_netns) as fabric, netlink.netns(spec.netns) as workload:
-        netlink.ensure_veth(
+        replugged = netlink.ensure_veth(
             fabric=fabric,
             fabric_name=names.port_fabric_link(port_id),
             bridge=names.bridge(spec.network_id),
@@ -135,6 +135,8 @@ def _converge(
         spec.netns, "main", [routes.Route.via(r.destination, r.nexthop) for r in spec.routes]
     )
     dhcp = Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile))
+    if replugged:
+        dhcp.stop()  # its socket was bound to the interface that is gone
     if spec.dhcp and dhcp.pid() is None:
         paths.state_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(DHCP_SCRIPT, paths.dhcp_script)
