@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from astara.appliance.apply import ApplianceManager
-from astara.appliance.render import render
+from astara.appliance.checks import tool_checks
+from astara.appliance.render import Rendered, render
 from astara.appliance.render.dnsmasq import DnsmasqFiles
 from astara.appliance.render.nftables import NftRuleset
 from astara.appliance.schema import ApplianceConfig
@@ -142,23 +142,24 @@ def test_tool_checks_refuse_what_the_real_tools_refuse(agent: AgentProcess, tmp_
     are the last line, and their refusal is a field error, not a crash."""
     names = Names(agent.prefix)
     netns.create(names.fabric_netns)
-    manager = ApplianceManager(names, tmp_path / "state", tmp_path / "run", lambda _: None)
     config = ApplianceConfig.model_validate(router_config())
     good = render(config, tmp_path)
-    assert manager._tool_checks(good) == []
-    broken = type(good)(
+    assert tool_checks(good, names.fabric_netns) == []
+    broken = Rendered(
         nftables=NftRuleset(sets=(), chains="\tchain input { type filter hook nowhere; }\n"),
         dnsmasq=DnsmasqFiles(conf="dhcp-range=nonsense\n", hosts=""),
         radvd="interface x { AdvSendAdvert maybe; };\n",
     )
-    errors = {error.loc: error for error in manager._tool_checks(broken)}
+    errors = {error.loc: error for error in tool_checks(broken, names.fabric_netns)}
     assert set(errors) == {
         ("rendered", "nftables"),
         ("rendered", "dnsmasq.conf"),
         ("rendered", "radvd.conf"),
     }
     assert all(error.type == "tool_check" for error in errors.values())
-    assert "nft -c" in errors[("rendered", "nftables")].msg
+    assert errors[("rendered", "nftables")].msg.startswith("nft -c: ")
+    assert errors[("rendered", "dnsmasq.conf")].msg.startswith("dnsmasq --test: ")
+    assert errors[("rendered", "radvd.conf")].msg.startswith("radvd --configtest: ")
 
 
 def test_metrics_count_applies(lab: Lab) -> None:

@@ -13,8 +13,6 @@ import ipaddress
 import json
 import logging
 import shutil
-import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astara.appliance.checks import tool_checks
+from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.render import Rendered, render
 from astara.appliance.render.dnsmasq import dhcp_subnets
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
@@ -34,8 +34,7 @@ from astara.appliance.schema import (
 )
 from astara.linux import garp, netlink, netns, nft, routes
 from astara.linux.files import make_readable_dir, write_atomic
-from astara.linux.process import Daemon
-from astara.linux.run import CommandError, run
+from astara.linux.run import run
 from astara.naming import ROLE_ABBREVIATION, Names, appliance_interface
 
 log = logging.getLogger(__name__)
@@ -160,15 +159,10 @@ class ApplianceManager:
         }
         return render(config, self.run_directory(appliance_id), mtus)
 
-    def _daemons(self, appliance_id: str) -> dict[str, Daemon]:
-        directory = self.run_directory(appliance_id)
-        namespace = self.names.appliance_netns(appliance_id)
-        return {
-            "dnsmasq": Daemon(
-                namespace, directory / "dnsmasq.pid", str(directory / "dnsmasq.conf")
-            ),
-            "radvd": Daemon(namespace, directory / "radvd.pid", str(directory / "radvd.conf")),
-        }
+    def _daemons(self, appliance_id: str) -> ApplianceDaemons:
+        return ApplianceDaemons(
+            self.names.appliance_netns(appliance_id), self.run_directory(appliance_id)
+        )
 
     # --- validation --------------------------------------------------------------------
 
@@ -179,47 +173,10 @@ class ApplianceManager:
         if errors:
             raise ValidationFailed(errors)
         rendered = self._render(appliance_id, config)
-        errors = self._tool_checks(rendered)
+        errors = tool_checks(rendered, self.names.fabric_netns)
         if errors:
             raise ValidationFailed(errors)
         return rendered
-
-    def _tool_checks(self, rendered: Rendered) -> list[FieldError]:
-        errors: list[FieldError] = []
-        try:
-            nft.check(rendered.nftables.text(), self.names.fabric_netns)
-        except CommandError as error:
-            errors.append(
-                FieldError(
-                    ("rendered", "nftables"), f"nft -c: {error.stderr.strip()}", "tool_check"
-                )
-            )
-        with tempfile.TemporaryDirectory(prefix=f"{self.names.prefix}-check-") as scratch:
-            if rendered.dnsmasq.enabled:
-                path = Path(scratch) / "dnsmasq.conf"
-                path.write_text(rendered.dnsmasq.conf)
-                result = run(["dnsmasq", "--test", f"--conf-file={path}"], check=False)
-                if result.returncode != 0:
-                    errors.append(
-                        FieldError(
-                            ("rendered", "dnsmasq.conf"),
-                            f"dnsmasq --test: {result.stderr.strip()}",
-                            "tool_check",
-                        )
-                    )
-            if rendered.radvd:
-                path = Path(scratch) / "radvd.conf"
-                path.write_text(rendered.radvd)
-                result = run(["radvd", "--configtest", "-C", str(path)], check=False)
-                if result.returncode != 0:
-                    errors.append(
-                        FieldError(
-                            ("rendered", "radvd.conf"),
-                            f"radvd --configtest: {result.stderr.strip()}",
-                            "tool_check",
-                        )
-                    )
-        return errors
 
     # --- apply -------------------------------------------------------------------------
 
@@ -292,7 +249,7 @@ class ApplianceManager:
                     actions.append(f"{name}: {added} addresses added, {removed} removed")
         self._converge_routes(config, namespace, actions)
         self._converge_nftables(appliance_id, rendered, previous, namespace, actions)
-        self._converge_daemons(appliance_id, rendered, actions)
+        actions += self._daemons(appliance_id).converge(rendered)
         self._forget_floating_ips(config, previous, namespace, actions)
         self._announce(config, previous, namespace, recreated, actions)
         return actions
@@ -365,55 +322,6 @@ class ApplianceManager:
             actions.append("nftables: table replaced" if live else "nftables: table loaded")
         write_atomic(applied, nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace))
 
-    def _converge_daemons(self, appliance_id: str, rendered: Rendered, actions: list[str]) -> None:
-        directory = self.run_directory(appliance_id)
-        daemons = self._daemons(appliance_id)
-
-        dnsmasq = daemons["dnsmasq"]
-        if not rendered.dnsmasq.enabled:
-            if dnsmasq.pid() is not None:
-                dnsmasq.stop()
-                actions.append("dnsmasq stopped")
-            (directory / "dnsmasq.conf").unlink(missing_ok=True)
-            (directory / "dnsmasq.hosts").unlink(missing_ok=True)
-        else:
-            conf_changed = _write_if_changed(directory / "dnsmasq.conf", rendered.dnsmasq.conf)
-            hosts_changed = _write_if_changed(directory / "dnsmasq.hosts", rendered.dnsmasq.hosts)
-            if conf_changed or dnsmasq.pid() is None:
-                dnsmasq.stop()
-                dnsmasq.start(["dnsmasq", f"--conf-file={directory / 'dnsmasq.conf'}"])
-                actions.append("dnsmasq started")
-            elif hosts_changed:
-                dnsmasq.signal(signal.SIGHUP)  # re-reads dhcp-hostsfile, keeps leases
-                actions.append("dnsmasq reloaded hosts")
-
-        radvd = daemons["radvd"]
-        if not rendered.radvd:
-            if radvd.pid() is not None:
-                radvd.stop()
-                actions.append("radvd stopped")
-            (directory / "radvd.conf").unlink(missing_ok=True)
-        else:
-            changed = _write_if_changed(directory / "radvd.conf", rendered.radvd)
-            if radvd.pid() is None:
-                radvd.start(
-                    [
-                        "radvd",
-                        "-C",
-                        str(directory / "radvd.conf"),
-                        "-p",
-                        str(directory / "radvd.pid"),
-                        "-m",
-                        "logfile",
-                        "-l",
-                        str(directory / "radvd.log"),
-                    ]
-                )
-                actions.append("radvd started")
-            elif changed:
-                radvd.signal(signal.SIGHUP)
-                actions.append("radvd reloaded")
-
     def _forget_floating_ips(
         self,
         config: ApplianceConfig,
@@ -457,8 +365,7 @@ class ApplianceManager:
     def delete(self, appliance_id: str, config: ApplianceConfig | None = None) -> None:
         """Remove the namespace, its links, daemons and files."""
         config = config or self.config(appliance_id)
-        for daemon in self._daemons(appliance_id).values():
-            daemon.stop()
+        self._daemons(appliance_id).stop()
         # Deleting the namespace destroys the veths inside it and with them
         # their fabric ends; the loop below only catches a half-made pair.
         netns.delete(self.names.appliance_netns(appliance_id))
@@ -521,7 +428,7 @@ class ApplianceManager:
         daemons: dict[str, Any] = {}
         if config is not None:
             expected = {"dnsmasq": bool(dhcp_subnets(config)), "radvd": bool(ra_subnets(config))}
-            for daemon_name, daemon in self._daemons(appliance_id).items():
+            for daemon_name, daemon in self._daemons(appliance_id).all().items():
                 pid = daemon.pid()
                 daemons[daemon_name] = {
                     "expected": expected[daemon_name],
@@ -572,22 +479,3 @@ def _floating_pairs(
     if config is None:
         return set()
     return {(f.floating_ip, f.fixed_ip) for f in config.floating_ips}
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    write_atomic(path, text)
-    return True
-
-
-__all__ = [
-    "ApplianceManager",
-    "ApplyFailed",
-    "ApplyResult",
-    "NetworkInfo",
-    "ValidationFailed",
-]
