@@ -6,10 +6,13 @@ receives from the outside host through the new router (SNAT). A pinger runs
 in the workload throughout, every 5 ms, and stamps each reply (`ping -D`).
 
 Baseline: the same router hand-built with plain commands run one after the
-other, as a shell script would: `ip netns add`, two veths into the same
-bridges with the same MACs and names, addresses, the default route,
-`ip_forward`, and `nft -f` of the same rendered ruleset; timed the same way,
-from the first command to the first reply.
+other, as a shell script would: `ip netns add`, `ip_forward`, `nft -f` of the
+same rendered ruleset, two veths into the same bridges with the same MACs and
+names, addresses, the default route; timed the same way, from the first
+command to the first reply. The ruleset goes in before any interface exists:
+a packet forwarded while a NAT chain is being loaded gets a conntrack entry
+with no translation, and the pinger's steady flow then keeps that entry alive
+(about 1 run in 10 hung that way when the ruleset was loaded last).
 
 Between runs (untimed) the router is removed and the workload's and outside
 host's neighbour caches are flushed, so every run resolves ARP afresh. The
@@ -106,6 +109,20 @@ def build_lab(lab: Lab) -> tuple[str, str]:
     return outside, workload
 
 
+def diagnose(side: str, names: Names, router: str, *namespaces: str) -> None:
+    """On a timeout, log what the namespaces hold, to tell a slow router from
+    a broken one."""
+    log(f"create: no forwarding through the router built {side}; state follows")
+    for namespace in (router, *namespaces, names.fabric_netns):
+        for argv in (["-br", "link"], ["-br", "addr"], ["route"], ["neigh"]):
+            result = run(["ip", "-n", namespace, *argv], check=False)
+            log(f"  {namespace}: ip {' '.join(argv)}:\n{result.stdout}{result.stderr}")
+    result = run(["nft", "list", "ruleset"], netns=router, check=False)
+    log(f"  {router}: nft list ruleset:\n{result.stdout}{result.stderr}")
+    result = run(["conntrack", "-L"], netns=router, check=False)
+    log(f"  {router}: conntrack -L:\n{result.stdout}{result.stderr}")
+
+
 def forget_neighbours(*namespaces: str) -> None:
     for namespace in namespaces:
         run(["ip", "-n", namespace, "neigh", "flush", "all"])
@@ -124,6 +141,8 @@ def hand_built_commands(
             ["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
             None,
         ),
+        # Before the links: see the module's docstring (a NAT-less conntrack entry).
+        (["ip", "netns", "exec", namespace, "nft", "-f", "-"], render_nftables(parsed).text()),
     ]
     for interface, fabric_link in zip(parsed.interfaces, fabric_links, strict=True):
         inside = appliance_interface(interface.role.value, interface.mac)
@@ -146,9 +165,6 @@ def hand_built_commands(
     for route in parsed.routes:
         add_route = ["ip", "-n", namespace, "route", "add", str(route.destination)]
         commands.append(([*add_route, "via", str(route.nexthop)], None))
-    commands.append(
-        (["ip", "netns", "exec", namespace, "nft", "-f", "-"], render_nftables(parsed).text())
-    )
     return commands
 
 
@@ -169,7 +185,12 @@ def bench_create(settings: Settings, report: Report) -> None:
                 started = time.time()
                 lab.router(appliance_id, config)
                 put_s = time.time() - started
-                forwarding_s = wait() - started
+                try:
+                    forwarding_s = wait() - started
+                except TimeoutError:
+                    router = names.appliance_netns(appliance_id)
+                    diagnose(f"by the agent (run {repeat + 1})", names, router, outside, workload)
+                    raise
             lab.client.delete_appliance(appliance_id)
             astara_runs.append(forwarding_s)
             put_runs.append(put_s)
@@ -186,7 +207,11 @@ def bench_create(settings: Settings, report: Report) -> None:
                     started = time.time()
                     for argv, stdin in steps:
                         run(argv, input_text=stdin)
-                    manual_s = wait() - started
+                    try:
+                        manual_s = wait() - started
+                    except TimeoutError:
+                        diagnose(f"by hand (run {repeat + 1})", names, namespace, outside, workload)
+                        raise
             finally:
                 for link in fabric_links:
                     run(["ip", "-n", names.fabric_netns, "link", "del", link], check=False)

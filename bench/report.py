@@ -48,19 +48,19 @@ def floating_ip_table(results: list[dict[str, Any]]) -> list[str]:
         return []
     lines = [
         "| case | PUT, ms (median) | runs, ms | nft baseline, ms | ratio"
-        " | + addresses by `ip`, ms | ratio to kernel floor |",
+        " | + local routes by `ip`, ms | ratio to kernel floor |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         if r["name"] == "floating_ips.apply":
             case = f"apply {r['floating_ips']:,} (fresh appliance)"
-            nft_s, address_s = r["baseline_nft_load_s"], r["baseline_addresses_ip_batch_s"]
+            nft_s, route_s = r["baseline_nft_load_s"], r["baseline_local_routes_ip_batch_s"]
         else:
             case = f"add one to {r['floating_ips_before']:,}"
-            nft_s, address_s = r["baseline_nft_add_element_s"], r["baseline_ip_addr_add_s"]
+            nft_s, route_s = r["baseline_nft_add_element_s"], r["baseline_ip_route_add_local_s"]
         lines.append(
             f"| {case} | {_ms(r['apply_s'])} | {_spread(r['runs_s'], 1000)}"
-            f" | {_ms(nft_s)} | {r['ratio']:,.1f} | {_ms(address_s)}"
+            f" | {_ms(nft_s)} | {r['ratio']:,.1f} | {_ms(route_s)}"
             f" | {r['ratio_to_kernel_floor']:,.1f} |"
         )
     return lines

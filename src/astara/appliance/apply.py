@@ -211,9 +211,9 @@ class ApplianceManager:
             status.generation += 1
             status.config_hash = new_hash
             status.applied_at = time.time()
-            write_atomic(
-                self.directory(appliance_id) / "config.json", config.model_dump_json(indent=2)
-            )
+            path = self.directory(appliance_id) / "config.json"
+            write_atomic(path, config.model_dump_json(indent=2))
+            self._configs[appliance_id] = (path.stat().st_mtime_ns, config)
         status.last_error = None
         self._save_status(appliance_id, status)
         if actions:
@@ -240,6 +240,11 @@ class ApplianceManager:
             actions.append(f"created namespace {namespace}")
             previous = None  # nothing of the old appliance survives in a new namespace
 
+        # The ruleset goes in before any link: a packet forwarded before the NAT
+        # chains exist would get an untranslated conntrack entry that steady
+        # traffic keeps alive. Rules match interfaces by name, so they may
+        # come first.
+        self._converge_nftables(appliance_id, rendered, previous, namespace, actions)
         with netlink.netns(self.names.fabric_netns) as fabric, netlink.netns(namespace) as inside:
             recreated = self._converge_links(appliance_id, config, fabric, inside, actions)
             for interface in config.interfaces:
@@ -248,7 +253,6 @@ class ApplianceManager:
                 if added or removed:
                     actions.append(f"{name}: {added} addresses added, {removed} removed")
         self._converge_routes(config, namespace, actions)
-        self._converge_nftables(appliance_id, rendered, previous, namespace, actions)
         actions += self._daemons(appliance_id).converge(rendered)
         self._forget_floating_ips(config, previous, namespace, actions)
         self._announce(config, previous, namespace, recreated, actions)
