@@ -54,9 +54,9 @@ def test_failed_create_leaves_nothing(names: Names, tmp_path: Path) -> None:
             "addresses": ["10.1.0.1/24"],
         },
     )
-    rendered = appliances.prepare("r1", bad)
+    prepared = appliances.prepare("r1", bad)
     with pytest.raises(ApplyFailed, match=r"bridge \w+ is missing"):
-        appliances.apply("r1", bad, rendered)
+        appliances.apply("r1", prepared)
     assert not netns.exists(names.appliance_netns("r1"))
     assert not appliances.directory("r1").exists()
     assert not appliances.run_directory("r1").exists()
@@ -67,7 +67,7 @@ def test_failed_change_restores_the_last_good_config(names: Names, tmp_path: Pat
     ensure_network(names, "ext", NetworkSpec())
     appliances = manager(names, tmp_path)
     good = config({**EXTERNAL, "addresses": ["198.51.100.2/24"]})
-    appliances.apply("r1", good, appliances.prepare("r1", good))
+    appliances.apply("r1", appliances.prepare("r1", good))
     bad = config(
         {**EXTERNAL, "addresses": ["198.51.100.3/24"]},
         {
@@ -78,7 +78,7 @@ def test_failed_change_restores_the_last_good_config(names: Names, tmp_path: Pat
         },
     )
     with pytest.raises(ApplyFailed):
-        appliances.apply("r1", bad, appliances.prepare("r1", bad))
+        appliances.apply("r1", appliances.prepare("r1", bad))
     observed = appliances.observe("r1")
     assert observed["config_hash"] == config_hash(good)
     assert observed["generation"] == 1
@@ -87,5 +87,5 @@ def test_failed_change_restores_the_last_good_config(names: Names, tmp_path: Pat
     with netlink.netns(names.appliance_netns("r1")) as inside:
         assert {str(a) for a in netlink.addresses(inside, "extfa163e000101")} == {"198.51.100.2/24"}
     # A later good apply clears the error.
-    appliances.apply("r1", good, appliances.prepare("r1", good))
+    appliances.apply("r1", appliances.prepare("r1", good))
     assert appliances.observe("r1")["state"] == "active"

@@ -251,8 +251,9 @@ class Agent:
         ValidationFailed or ApplyFailed."""
         with self.appliances.lock(appliance_id):
             new = not self.appliances.exists(appliance_id)
-            rendered = self.appliances.prepare(appliance_id, config)
-            result = self.appliances.apply(appliance_id, config, rendered)
+            result = self.appliances.apply(
+                appliance_id, self.appliances.prepare(appliance_id, config)
+            )
             observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return new, result, observed
 

@@ -87,6 +87,15 @@ class ApplianceStatus:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A config that passed validation, with its rendering and its hash."""
+
+    config: ApplianceConfig
+    rendered: Rendered
+    digest: str
+
+
+@dataclass(frozen=True)
 class ApplyResult:
     changed: bool
     actions: list[str] = field(default_factory=list)
@@ -166,28 +175,33 @@ class ApplianceManager:
 
     # --- validation --------------------------------------------------------------------
 
-    def prepare(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
-        """Validate and render; raise ValidationFailed. Changes nothing."""
+    def prepare(self, appliance_id: str, config: ApplianceConfig) -> Prepared:
+        """Validate and render; raise ValidationFailed. Changes nothing.
+        The tools' checks are skipped for the config already in force: it
+        passed them, and rendering is a pure function of it."""
         known = {i.network_id for i in config.interfaces if self.networks(i.network_id)}
         errors = validate_semantics(config, known_networks=known)
         if errors:
             raise ValidationFailed(errors)
         rendered = self._render(appliance_id, config)
-        errors = tool_checks(rendered, self.names.fabric_netns)
-        if errors:
-            raise ValidationFailed(errors)
-        return rendered
+        digest = config_hash(config)
+        if digest != self.status(appliance_id).config_hash:
+            errors = tool_checks(rendered, self.names.fabric_netns)
+            if errors:
+                raise ValidationFailed(errors)
+        return Prepared(config, rendered, digest)
 
     # --- apply -------------------------------------------------------------------------
 
-    def apply(self, appliance_id: str, config: ApplianceConfig, rendered: Rendered) -> ApplyResult:
+    def apply(self, appliance_id: str, prepared: Prepared) -> ApplyResult:
         """Converge the appliance on `config` (already prepared). On failure the
         last good config is re-applied (or, for a new appliance, everything
         made so far is removed) and ApplyFailed raised."""
+        config, new_hash = prepared.config, prepared.digest
         previous = self.config(appliance_id)
         status = self.status(appliance_id)
         try:
-            actions = self._converge(appliance_id, config, rendered, previous)
+            actions = self._converge(appliance_id, config, prepared.rendered, previous)
         except Exception as error:
             log.exception("apply of appliance %s failed", appliance_id)
             status.last_error = f"apply failed: {error}"
@@ -205,7 +219,6 @@ class ApplianceManager:
             else:
                 self.delete(appliance_id, config)  # a failed create leaves no orphan behind
             raise ApplyFailed(status.last_error) from error
-        new_hash = config_hash(config)
         changed = bool(actions) or new_hash != status.config_hash
         if new_hash != status.config_hash:
             status.generation += 1

@@ -26,48 +26,49 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 class Route:
     """A unicast route via a next hop, or a `local` route answering for an
     address on a device (how floating IPs are answered: ARP replies come for
-    local routes just as for addresses, at a fraction of the cost)."""
+    local routes just as for addresses, at a fraction of the cost).
 
-    destination: Network
-    nexthop: Address | None = None
-    device: str | None = None
+    Fields are the kernel's own text (`10.0.0.0/24`, `2001:db8::1`), so routes
+    read back compare without parsing: a router may carry 10,000 of them."""
+
+    destination: str
+    nexthop: str | None = None
+    device: str | None = None  # only for local routes: unicast ones go where the kernel finds
     kind: str = "unicast"
 
     @staticmethod
     def via(destination: Network, nexthop: Address) -> Route:
-        return Route(destination, nexthop=nexthop)
+        return Route(str(destination), nexthop=str(nexthop))
 
     @staticmethod
     def local(address: Address, device: str) -> Route:
-        return Route(ipaddress.ip_network(address), device=device, kind="local")
-
-    def key(self) -> tuple[object, ...]:
-        # A unicast route is the same route whatever device the kernel picked.
-        device = self.device if self.kind == "local" else None
-        return (self.kind, str(self.destination), str(self.nexthop), device)
+        return Route(f"{address}/{address.max_prefixlen}", device=device, kind="local")
 
     def command(self, verb: str, table: str) -> str:
         parts = ["route", verb]
         if self.kind != "unicast":
             parts.append(self.kind)
-        parts.append(str(self.destination))
+        parts.append(self.destination)
         if self.nexthop is not None:
-            parts += ["via", str(self.nexthop)]
+            parts += ["via", self.nexthop]
         if self.device is not None:
             parts += ["dev", self.device]
         return " ".join([*parts, "proto", "static", "table", table])
 
 
 def _parse(entry: dict[str, Any], family: int) -> Route:
-    dst = entry["dst"]
-    if dst == "default":
-        dst = "0.0.0.0/0" if family == 4 else "::/0"
-    gateway = entry.get("gateway")
+    host = "/32" if family == 4 else "/128"
+    destination = entry["dst"]
+    if destination == "default":
+        destination = "0.0.0.0/0" if family == 4 else "::/0"
+    elif "/" not in destination:
+        destination += host
+    kind = entry.get("type", "unicast")
     return Route(
-        destination=ipaddress.ip_network(dst),
-        nexthop=ipaddress.ip_address(gateway) if gateway else None,
-        device=entry.get("dev"),
-        kind=entry.get("type", "unicast"),
+        destination=destination,
+        nexthop=entry.get("gateway"),
+        device=entry.get("dev") if kind == "local" else None,
+        kind=kind,
     )
 
 
@@ -96,12 +97,12 @@ def current(netns: str, table: str) -> list[Route]:
 
 def sync(netns: str, table: str, desired: Iterable[Route]) -> tuple[int, int]:
     """Make Astara's routes in `table` exactly `desired`, in one batch; (set, removed)."""
-    want = {route.key(): route for route in desired}
-    have = {route.key(): route for route in current(netns, table)}
-    commands = [have[k].command("del", table) for k in sorted(have.keys() - want.keys(), key=str)]
-    # `replace` also moves a destination to a new next hop in place.
-    added = sorted(want.keys() - have.keys(), key=str)
-    commands += [want[k].command("replace", table) for k in added]
+    want = set(desired)
+    have = set(current(netns, table))
+    removed, added = sorted(have - want), sorted(want - have)
+    # Deletions first; `replace` then also moves a destination to a new next hop.
+    commands = [r.command("del", table) for r in removed]
+    commands += [r.command("replace", table) for r in added]
     if commands:
         run(["ip", "-n", netns, "-batch", "-"], input_text="\n".join(commands) + "\n")
-    return len(added), len(have.keys() - want.keys())
+    return len(added), len(removed)
