@@ -7,16 +7,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from astara import ipam
 from astara.agent.client import AgentClient
 
 
 def eui64(prefix: str, mac: str) -> str:
     """The SLAAC address a host with `mac` takes in the /64 `prefix`."""
-    octets = bytearray(bytes.fromhex(mac.replace(":", "")))
-    octets[0] ^= 0x02
-    interface_id = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
-    network = ipaddress.IPv6Network(prefix)
-    return str(network.network_address + int.from_bytes(interface_id, "big"))
+    return str(ipam.eui64(ipaddress.IPv6Network(prefix), mac))
 
 
 @dataclass
