@@ -1,0 +1,217 @@
+"""The control plane's tables (SQLAlchemy 2), shaped after Neutron's resources.
+
+Uniqueness that must hold under concurrency is a database constraint, not a
+check in code: two requests can never both get one IP address on a subnet
+(`ip_allocations`), one MAC on a network (`ports`), or one floating address
+on an external network (`floating_ips`); the loser gets an IntegrityError
+and retries or answers 409.
+
+Every write commits an `OutboxEvent` in the same transaction (see
+`astara.db.outbox`): the orchestrator wakes on them; correctness never
+depends on one arriving.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so that migrations can refer to them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+UUID = String(36)
+NAME = String(255)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class StandardAttributes:
+    """Neutron's standard attributes: project, description, timestamps, revision."""
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(NAME, index=True)
+    description: Mapped[str] = mapped_column(NAME, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    revision_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(NAME, unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Credential(Base):
+    """A token of a project, stored as its SHA-256 digest only."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Network(StandardAttributes, Base):
+    __tablename__ = "networks"
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    external: Mapped[bool] = mapped_column(Boolean, default=False)
+    mtu: Mapped[int] = mapped_column(Integer, default=1500)
+
+    subnets: Mapped[list[Subnet]] = relationship(
+        back_populates="network", order_by="Subnet.created_at"
+    )
+
+
+class Subnet(StandardAttributes, Base):
+    __tablename__ = "subnets"
+
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    name: Mapped[str] = mapped_column(NAME, default="")
+    ip_version: Mapped[int] = mapped_column(Integer)
+    cidr: Mapped[str] = mapped_column(String(64))
+    gateway_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
+    ipv6_ra_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ipv6_address_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    allocation_pools: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    dns_nameservers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    host_routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+
+    network: Mapped[Network] = relationship(back_populates="subnets")
+
+
+class Port(StandardAttributes, Base):
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
+
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    name: Mapped[str] = mapped_column(NAME, default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="DOWN")
+    mac_address: Mapped[str] = mapped_column(String(17))
+    device_id: Mapped[str] = mapped_column(NAME, default="", index=True)
+    device_owner: Mapped[str] = mapped_column(NAME, default="")
+
+    fixed_ips: Mapped[list[IpAllocation]] = relationship(
+        back_populates="port", cascade="all, delete-orphan", order_by="IpAllocation.position"
+    )
+
+
+class IpAllocation(Base):
+    """One fixed IP of a port. The unique (subnet, address) pair is what makes
+    concurrent allocation safe."""
+
+    __tablename__ = "ip_allocations"
+    __table_args__ = (UniqueConstraint("subnet_id", "ip_address"),)
+
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True
+    )
+    ip_address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id"), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    port: Mapped[Port] = relationship(back_populates="fixed_ips")
+
+
+class Router(StandardAttributes, Base):
+    __tablename__ = "routers"
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    gateway_port_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ports.id", ondelete="SET NULL"), nullable=True
+    )
+    enable_snat: Mapped[bool] = mapped_column(Boolean, default=True)
+    routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+
+
+class RouterPort(Base):
+    """A port attached to a router: its gateway or one of its interfaces."""
+
+    __tablename__ = "router_ports"
+
+    router_id: Mapped[str] = mapped_column(
+        ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True
+    )
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True, unique=True
+    )
+    port_type: Mapped[str] = mapped_column(NAME)
+
+
+class FloatingIp(StandardAttributes, Base):
+    __tablename__ = "floating_ips"
+    __table_args__ = (
+        UniqueConstraint("floating_network_id", "floating_ip_address"),
+        # One floating IP per fixed IP and external network.
+        UniqueConstraint("fixed_port_id", "fixed_ip_address", "floating_network_id"),
+    )
+
+    floating_network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    floating_ip_address: Mapped[str] = mapped_column(String(64))
+    floating_port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"))
+    fixed_port_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ports.id", ondelete="SET NULL"), nullable=True
+    )
+    fixed_ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    router_id: Mapped[str | None] = mapped_column(
+        ForeignKey("routers.id", ondelete="SET NULL"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="DOWN")
+
+
+class Quota(Base):
+    """A project's limit for one resource; absent rows mean the default."""
+
+    __tablename__ = "quotas"
+
+    project_id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    resource: Mapped[str] = mapped_column(String(64), primary_key=True)
+    limit: Mapped[int] = mapped_column(Integer)
+
+
+class OutboxEvent(Base):
+    """A committed change, in commit order: what the orchestrator wakes on."""
+
+    __tablename__ = "outbox_events"
+
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(UUID)
+    project_id: Mapped[str] = mapped_column(NAME)
+    action: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

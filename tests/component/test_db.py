@@ -1,0 +1,168 @@
+"""The database layer on a real SQLite file: migrations, constraints that make
+concurrent allocation safe, and the outbox's transactional guarantee."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from astara.db import outbox
+from astara.db.engine import make_engine, session_factory, sqlite_url
+from astara.db.migrate import alembic_config, upgrade
+from astara.db.models import Base, IpAllocation, Network, OutboxEvent, Port, Subnet
+
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC).replace(tzinfo=None)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url(tmp_path))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def standard(**fields: object) -> dict[str, object]:
+    return {
+        "id": str(uuid.uuid4()),
+        "project_id": "p1",
+        "created_at": NOW,
+        "updated_at": NOW,
+        **fields,
+    }
+
+
+def make_subnet(engine: Engine) -> tuple[str, str]:
+    with session_factory(engine).begin() as session:
+        network = Network(**standard(name="n"))
+        subnet = Subnet(
+            **standard(
+                network_id=network.id, ip_version=4, cidr="10.0.0.0/24", gateway_ip="10.0.0.1"
+            )
+        )
+        session.add_all([network, subnet])
+    return network.id, subnet.id
+
+
+def test_migrations_build_exactly_the_models(engine: Engine) -> None:
+    tables = set(inspect(engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_migrations_go_down_and_up_again(engine: Engine) -> None:
+    command.downgrade(alembic_config(engine), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(engine)
+    assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_one_address_goes_to_exactly_one_of_many_concurrent_requests(engine: Engine) -> None:
+    network_id, subnet_id = make_subnet(engine)
+    sessions = session_factory(engine)
+    outcomes: list[str] = []
+    start = threading.Barrier(20)
+
+    def claim(index: int) -> None:
+        port = Port(**standard(network_id=network_id, mac_address=f"fa:16:3e:00:00:{index:02x}"))
+        port.fixed_ips = [
+            IpAllocation(ip_address="10.0.0.5", subnet_id=subnet_id, network_id=network_id)
+        ]
+        start.wait()
+        try:
+            with sessions.begin() as session:
+                session.add(port)
+            outcomes.append("won")
+        except IntegrityError:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["lost"] * 19 + ["won"]
+    with sessions() as session:
+        assert session.scalar(select(IpAllocation).where(IpAllocation.ip_address == "10.0.0.5"))
+        assert len(session.scalars(select(Port)).all()) == 1  # the losers wrote nothing
+
+
+def test_a_mac_is_unique_per_network(engine: Engine) -> None:
+    network_id, _ = make_subnet(engine)
+    sessions = session_factory(engine)
+    with sessions.begin() as session:
+        session.add(Port(**standard(network_id=network_id, mac_address="fa:16:3e:00:00:01")))
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.add(Port(**standard(network_id=network_id, mac_address="fa:16:3e:00:00:01")))
+
+
+def test_deleting_a_port_releases_its_addresses(engine: Engine) -> None:
+    network_id, subnet_id = make_subnet(engine)
+    sessions = session_factory(engine)
+    port = Port(**standard(network_id=network_id, mac_address="fa:16:3e:00:00:01"))
+    port.fixed_ips = [
+        IpAllocation(ip_address="10.0.0.9", subnet_id=subnet_id, network_id=network_id)
+    ]
+    with sessions.begin() as session:
+        session.add(port)
+    with sessions.begin() as session:
+        session.execute(text("DELETE FROM ports WHERE id = :id"), {"id": port.id})
+    with sessions() as session:
+        assert session.scalars(select(IpAllocation)).all() == []
+
+
+def test_events_commit_and_roll_back_with_their_change(engine: Engine) -> None:
+    sessions = session_factory(engine)
+    with pytest.raises(RuntimeError), sessions.begin() as session:
+        network = Network(**standard(name="lost"))
+        session.add(network)
+        outbox.record(
+            session,
+            resource_type="network",
+            resource_id=network.id,
+            project_id="p1",
+            action="create",
+            now=NOW,
+        )
+        raise RuntimeError("the request failed after the write")
+    with sessions() as session:
+        assert session.scalars(select(Network)).all() == []
+        assert session.scalars(select(OutboxEvent)).all() == []
+
+    ids = []
+    for name in ("a", "b", "c"):
+        with sessions.begin() as session:
+            network = Network(**standard(name=name))
+            session.add(network)
+            outbox.record(
+                session,
+                resource_type="network",
+                resource_id=network.id,
+                project_id="p1",
+                action="create",
+                now=NOW,
+            )
+            ids.append(network.id)
+    with sessions() as session:
+        events = outbox.since(session, 0)
+        assert [e.resource_id for e in events] == ids
+        assert [e.sequence for e in events] == sorted({e.sequence for e in events})
+        assert [e.resource_id for e in outbox.since(session, events[0].sequence)] == ids[1:]
