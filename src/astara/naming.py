@@ -52,6 +52,10 @@ class Names:
     def owns_netns(self, netns: str) -> bool:
         return netns.startswith(f"{self.prefix}-")
 
+    def is_infrastructure_netns(self, netns: str) -> bool:
+        """The fabric's or an appliance's namespace: never a workload's."""
+        return netns == self.fabric_netns or netns.startswith(f"{self.prefix}-appliance-")
+
     # Links in the fabric namespace.
     def bridge(self, network_id: str) -> str:
         return self._link("b", network_id)

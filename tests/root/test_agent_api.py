@@ -120,6 +120,23 @@ def test_port_validation_changes_nothing(lab: Lab) -> None:
     assert response.status_code == 422
     assert not netns.exists(lab.netns("w"))
 
+    # Nor the fabric's or an appliance's namespace, nor odd names and ids.
+    for netns_name in (f"{lab.prefix}-fabric", f"{lab.prefix}-appliance-r1"):
+        body = {"network_id": "n1", "mac": MAC["w1"], "netns": netns_name}
+        assert lab.client.http.put("/v1/ports/p1", json=body).status_code == 422
+    for bad in (
+        {"network_id": "../networks/n1"},
+        {"ifname": "eth0.100"},
+        {"ifname": "eth0\n"},
+        {"netns": f"{lab.prefix}-a/b"},
+        {"routes": [{"destination": "0.0.0.0/0", "nexthop": "10.9.9.9"}]},
+    ):
+        body = {"network_id": "n1", "mac": MAC["w1"], "netns": lab.netns("w"), **bad}
+        response = lab.client.http.put("/v1/ports/p1", json=body)
+        assert response.status_code == 422, (bad, response.text)
+    assert not netns.exists(lab.netns("w"))
+    assert lab.client.health()["counts"]["ports"] == 0
+
     # Two ports in one namespace; the second may not reuse the first's name.
     shared = lab.netns("shared")
     lab.workload("p1", "n1", MAC["w1"], addresses=("10.1.0.5/24",), netns=shared)

@@ -354,3 +354,16 @@ def test_interfaces_are_added_and_removed_in_place(standard: Lab) -> None:
         wait_for_ping(w1, "10.2.0.10")
     lab.client.delete_port("w3")
     lab.client.delete_network("n3")
+
+
+def test_a_workload_reaches_its_own_floating_ip(standard: Lab) -> None:
+    """Hairpin: inside hosts reach floating IPs too, even from the same subnet."""
+    lab = standard
+    lab.router("r1", router_config())
+    w1 = lab.netns("w1")
+    wait_until(lambda: "10.1.0.10/24" in addresses(lab, "w1"), what="w1's DHCP lease")
+    with WhoAmI(w1) as server:
+        # Translated to the router's inside address, so the answer returns through it.
+        assert wait_until(lambda: seen_source(w1, FLOATING_IP, server.port)) == "10.1.0.1"
+        # From outside, the client's own address is kept.
+        assert seen_source(lab.netns("outside"), FLOATING_IP, server.port) == OUTSIDE

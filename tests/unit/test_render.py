@@ -215,8 +215,10 @@ def test_no_snat_rule_when_snat_is_disabled() -> None:
     text = render_nftables(config_from(_snat_disabled)).text()
     assert chain_lines(text, "postrouting") == [
         "type nat hook postrouting priority srcnat; policy accept;",
-        # Floating IPs still leave with their own address.
+        # Floating IPs still leave with their own address, and hairpin
+        # traffic to them is still translated.
         'oifname "extfa163e000001" snat ip to ip saddr map @floating_snat',
+        'iifname != "extfa163e000001" oifname != "extfa163e000001" ct status dnat masquerade',
     ]
 
 
@@ -390,6 +392,7 @@ def test_no_router_and_no_dns_are_sent_empty(tmp_path: Path) -> None:
     lines = [line for line in conf.splitlines() if "tag:subnet1" in line]
     # An option without a value tells dnsmasq to send none, not its own address.
     assert lines == [
+        "dhcp-option=tag:subnet1,option:mtu,1400",  # the interface's own MTU
         "dhcp-option=tag:subnet1,option:router",
         "dhcp-option=tag:subnet1,option:dns-server",
     ]
@@ -476,3 +479,26 @@ def test_radvd_two_prefixes_on_one_interface(tmp_path: Path) -> None:
     assert "\tRDNSS 2001:db8::53 2001:db8::54 {" in text.splitlines()
     (tmp_path / "radvd.conf").write_text(text)
     assert_accepted(radvd_configtest(tmp_path / "radvd.conf"))
+
+
+def test_management_interfaces_never_forward() -> None:
+    def with_management(doc: Doc) -> None:
+        doc["interfaces"].append(
+            {
+                "mac": "fa:16:3e:00:09:01",
+                "network_id": "mgmt",
+                "role": "management",
+                "addresses": ["192.168.99.1/24"],
+            }
+        )
+
+    forward = chain_lines(render_nftables(config_from(with_management)).text(), "forward")
+    drops = ['iifname { "mgtfa163e000901" } drop', 'oifname { "mgtfa163e000901" } drop']
+    # Before the established-flows accept, so no flow crosses it either way.
+    established = forward.index("ct state established,related accept")
+    assert all(forward.index(rule) < established for rule in drops)
+
+
+def test_dhcp_hands_out_the_network_mtu(tmp_path: Path) -> None:
+    conf = render_dnsmasq(config_from(lambda doc: None), STATE_DIR, {"net-a": 1450}).conf
+    assert "dhcp-option=tag:subnet0,option:mtu,1450" in conf.splitlines()

@@ -89,6 +89,7 @@ class Rule:
     mutation: Mutation
     errors: list[tuple[Loc, str]]
     known_networks: set[str] | None = field(default=None)
+    network_mtus: dict[str, int] | None = field(default=None)
 
 
 DUP = "value_error.duplicate"
@@ -96,6 +97,31 @@ VALUE = "value_error"
 
 RULES: dict[str, Rule] = {
     # interfaces
+    "link-local interface address": Rule(
+        append_at(("interfaces", 2, "addresses"), "fe80::1/64"),
+        [(("interfaces", 2, "addresses", 1), VALUE)],
+    ),
+    "interface MTU above its network's": Rule(
+        set_at(("interfaces", 2, "mtu"), 9000),
+        [(("interfaces", 2, "mtu"), VALUE)],
+        network_mtus={"net-b": 1500},
+    ),
+    "route to a connected subnet": Rule(
+        append_at(("routes",), {"destination": "10.0.2.0/24", "nexthop": "10.0.1.254"}),
+        [(("routes", 2, "destination"), VALUE)],
+    ),
+    "route via the management network": Rule(
+        each(
+            append_at(
+                ("interfaces",),
+                new_interface(
+                    "fa:16:3e:00:09:01", "mgmt", "management", addresses=["192.168.99.1/24"]
+                ),
+            ),
+            append_at(("routes",), {"destination": "172.30.0.0/16", "nexthop": "192.168.99.7"}),
+        ),
+        [(("routes", 2, "nexthop"), VALUE)],
+    ),
     "duplicate interface MAC": Rule(
         append_at(("interfaces",), new_interface(NET_A_MAC, "net-c")),
         [(("interfaces", 3, "mac"), DUP)],
@@ -328,7 +354,7 @@ RULES: dict[str, Rule] = {
 @pytest.mark.parametrize("case", list(RULES))
 def test_each_semantic_rule_reports_the_field(case: str) -> None:
     rule = RULES[case]
-    errors = validate_semantics(mutated(rule.mutation), rule.known_networks)
+    errors = validate_semantics(mutated(rule.mutation), rule.known_networks, rule.network_mtus)
     assert [(e.loc, e.type) for e in errors] == rule.errors, [e.msg for e in errors]
     assert all(e.msg for e in errors)
 

@@ -179,8 +179,12 @@ class ApplianceManager:
         """Validate and render; raise ValidationFailed. Changes nothing.
         The tools' checks are skipped for the config already in force: it
         passed them, and rendering is a pure function of it."""
-        known = {i.network_id for i in config.interfaces if self.networks(i.network_id)}
-        errors = validate_semantics(config, known_networks=known)
+        mtus = {
+            i.network_id: info.mtu
+            for i in config.interfaces
+            if (info := self.networks(i.network_id))
+        }
+        errors = validate_semantics(config, known_networks=set(mtus), network_mtus=mtus)
         if errors:
             raise ValidationFailed(errors)
         rendered = self._render(appliance_id, config)

@@ -178,14 +178,23 @@ class FieldError:
 
 
 def validate_semantics(
-    config: ApplianceConfig, known_networks: set[str] | None = None
+    config: ApplianceConfig,
+    known_networks: set[str] | None = None,
+    network_mtus: dict[str, int] | None = None,
 ) -> list[FieldError]:
-    """Everything the schema cannot express; an empty list means valid."""
-    return _SemanticCheck(config, known_networks).run()
+    """Everything the schema cannot express; an empty list means valid.
+    `known_networks` and `network_mtus` describe the host's networks, when known."""
+    return _SemanticCheck(config, known_networks, network_mtus or {}).run()
 
 
 class _SemanticCheck:
-    def __init__(self, config: ApplianceConfig, known_networks: set[str] | None) -> None:
+    def __init__(
+        self,
+        config: ApplianceConfig,
+        known_networks: set[str] | None,
+        network_mtus: dict[str, int],
+    ) -> None:
+        self.network_mtus = network_mtus
         self.config = config
         self.known_networks = known_networks
         self.errors: list[FieldError] = []
@@ -242,6 +251,18 @@ class _SemanticCheck:
                     "network_id",
                     kind="value_error.unknown_network",
                 )
+            network_mtu = self.network_mtus.get(interface.network_id)
+            if (
+                interface.mtu is not None
+                and network_mtu is not None
+                and interface.mtu > network_mtu
+            ):
+                self.error(
+                    f"MTU {interface.mtu} exceeds the MTU of network"
+                    f" {interface.network_id} ({network_mtu})",
+                    *loc,
+                    "mtu",
+                )
             if interface.role is Role.external:
                 externals += 1
                 if externals > 1:
@@ -260,6 +281,9 @@ class _SemanticCheck:
                     self.error(f"{address} is the subnet's broadcast address", *a_loc)
                 if address.ip.is_multicast or address.ip.is_loopback or address.ip.is_unspecified:
                     self.error(f"{address.ip} is not a unicast host address", *a_loc)
+                elif address.version == 6 and address.ip.is_link_local:
+                    # The kernel makes each interface's own link-local address.
+                    self.error(f"{address.ip} is link-local; give global addresses", *a_loc)
                 for other, other_index in prefixes:
                     if other_index != index and other.overlaps(network):
                         self.error(
@@ -359,7 +383,14 @@ class _SemanticCheck:
                 *loc,
                 "destination",
             )
-            if not any(route.nexthop in network for network in connected):
+            if route.destination in connected:
+                # It would replace the kernel's own route to the subnet.
+                self.error(f"{route.destination} is a connected subnet", *loc, "destination")
+            if any(
+                route.nexthop in network for network in self.connected_networks(Role.management)
+            ):
+                self.error(f"nexthop {route.nexthop} is on the management network", *loc, "nexthop")
+            elif not any(route.nexthop in network for network in connected):
                 self.error(f"nexthop {route.nexthop} is on no connected network", *loc, "nexthop")
             elif route.nexthop in self.own_addresses():
                 self.error(

@@ -14,23 +14,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from astara.appliance.schema import IPInterface, MacAddress, Route
+from astara.appliance.schema import Identifier, IPInterface, MacAddress, Route
 from astara.linux import netlink, netns, routes
 from astara.linux.process import Daemon
 from astara.naming import Names
 
-_IFNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$")
+# No '.': sysctl keys (net.ipv6.conf.<ifname>.…) use it as a separator.
+_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,14}")
+_NETNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 NETNS_ETC = Path("/etc/netns")
 DHCP_SCRIPT = Path(__file__).with_name("udhcpc.sh")
 
 
 def _ifname(value: str) -> str:
-    if not _IFNAME.match(value):
-        raise ValueError("must be 1-15 characters of letters, digits, '_', '.', '-'")
+    if not _IFNAME.fullmatch(value):
+        raise ValueError("must be 1-15 letters, digits, '_' or '-', starting with a letter")
     if value == "lo":
         raise ValueError("lo is the namespace's loopback")
+    return value
+
+
+def _netns_name(value: str) -> str:
+    if not _NETNS.fullmatch(value):
+        raise ValueError("must be 1-128 letters, digits, '_', '.' or '-'")
     return value
 
 
@@ -39,15 +47,30 @@ class PortSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    network_id: str
+    network_id: Identifier
     mac: MacAddress
-    netns: str = Field(description="Namespace to plug into; created if missing")
+    netns: Annotated[str, AfterValidator(_netns_name)] = Field(
+        description="Namespace to plug into (under the agent's prefix); created if missing"
+    )
     ifname: Annotated[str, AfterValidator(_ifname)] = "eth0"
     addresses: list[IPInterface] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     dhcp: bool = Field(default=False, description="Take IPv4 address and routes by DHCP")
     slaac: bool = Field(default=False, description="Take IPv6 addresses from router advertisements")
     mtu: int | None = Field(default=None, ge=1280, le=9000)
+
+    @model_validator(mode="after")
+    def _next_hops_on_link(self) -> PortSpec:
+        # With static addresses only, a next hop must be on one of them, or the
+        # kernel refuses the route; DHCP brings its own routes.
+        for index, route in enumerate(self.routes):
+            if route.destination.version != route.nexthop.version:
+                raise ValueError(f"routes[{index}]: destination and nexthop differ in IP version")
+            if not any(route.nexthop in address.network for address in self.addresses):
+                raise ValueError(
+                    f"routes[{index}]: nexthop {route.nexthop} is on none of the port's addresses"
+                )
+        return self
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,8 @@ def plug(
     If plugging a new port fails, whatever this attempt made is removed."""
     if not names.owns_netns(spec.netns):
         raise PortError(f"netns {spec.netns!r} must start with the agent's prefix {names.prefix}-")
+    if names.is_infrastructure_netns(spec.netns):
+        raise PortError(f"netns {spec.netns!r} belongs to the fabric or an appliance")
     mtu = spec.mtu or network_mtu
     created = {
         "created_netns": netns.create(spec.netns, WORKLOAD_NETNS_SYSCTLS),

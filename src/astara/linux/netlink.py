@@ -26,7 +26,9 @@ Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 @contextmanager
 def netns(name: str) -> Iterator[Any]:
-    handle = NetNS(name)
+    """A handle in an existing namespace (never creates one: a missing
+    namespace is an error, not an empty new one)."""
+    handle = NetNS(name, flags=0)
     try:
         yield handle
     finally:

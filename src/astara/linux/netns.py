@@ -27,14 +27,16 @@ def names() -> list[str]:
 
 
 def create(name: str, sysctls: dict[str, str] | None = None) -> bool:
-    """Create the namespace (with loopback up) if missing; True if created."""
-    if exists(name):
-        return False
-    _netns.create(name)
+    """Make the namespace exist with loopback up and `sysctls` set; True if it
+    was created. An existing namespace gets its settings again: one left
+    half-made (a crash between creating and configuring) is repaired."""
+    created = not exists(name)
+    if created:
+        _netns.create(name)
     run(["ip", "link", "set", "lo", "up"], netns=name)
     if sysctls:
         set_sysctls(name, sysctls)
-    return True
+    return created
 
 
 def set_sysctls(name: str, sysctls: dict[str, str]) -> None:

@@ -32,7 +32,7 @@ def render(
 ) -> Rendered:
     return Rendered(
         nftables=render_nftables(config),
-        dnsmasq=render_dnsmasq(config, state_dir),
+        dnsmasq=render_dnsmasq(config, state_dir, network_mtus),
         radvd=render_radvd(config, network_mtus),
     )
 

@@ -31,7 +31,11 @@ def dhcp_subnets(config: ApplianceConfig) -> list[Subnet]:
     return [s for s in config.subnets if s.enable_dhcp and s.cidr.version == 4]
 
 
-def render_dnsmasq(config: ApplianceConfig, state_dir: PurePath) -> DnsmasqFiles:
+def render_dnsmasq(
+    config: ApplianceConfig, state_dir: PurePath, network_mtus: dict[str, int] | None = None
+) -> DnsmasqFiles:
+    """dnsmasq's config and host list; `network_mtus` (network id → MTU) lets
+    clients learn the link MTU (option 26), as Neutron hands it out."""
     subnets = dhcp_subnets(config)
     if not subnets:
         return DnsmasqFiles(conf="", hosts="")
@@ -63,6 +67,10 @@ def render_dnsmasq(config: ApplianceConfig, state_dir: PurePath) -> DnsmasqFiles
         lines.append(
             f"dhcp-range=set:{tag},{network.network_address},static,{network.netmask},{subnet.lease_time_s}s"
         )
+        interface = config.interface_by_mac(subnet.interface_mac)
+        mtu = interface and (interface.mtu or (network_mtus or {}).get(interface.network_id))
+        if mtu:
+            lines.append(f"dhcp-option=tag:{tag},option:mtu,{mtu}")
         if subnet.gateway_ip is not None:
             lines.append(f"dhcp-option=tag:{tag},option:router,{subnet.gateway_ip}")
         else:

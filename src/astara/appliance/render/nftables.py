@@ -134,14 +134,24 @@ def _chains(config: ApplianceConfig) -> str:
     if external_interface is not None:
         ext_if = appliance_interface(external_interface.role.value, external_interface.mac)
     snat_address = config.snat_address()
+    management = sorted(
+        appliance_interface(i.role.value, i.mac)
+        for i in config.interfaces
+        if i.role is Role.management
+    )
 
     pre = ["\t\ttype nat hook prerouting priority dstnat; policy accept;"]
     post = ["\t\ttype nat hook postrouting priority srcnat; policy accept;"]
     forward = [
         "\t\ttype filter hook forward priority filter; policy accept;",
         "\t\tct state invalid drop",
-        "\t\tct state established,related accept",
     ]
+    if management:
+        # The management network carries the control plane only: nothing is
+        # ever routed to or from it, so tenants cannot use it to reach each other.
+        names = ", ".join(f'"{name}"' for name in management)
+        forward += [f"\t\tiifname {{ {names} }} drop", f"\t\toifname {{ {names} }} drop"]
+    forward.append("\t\tct state established,related accept")
     inbound = [
         "\t\ttype filter hook input priority filter; policy accept;",
         "\t\tct state established,related accept",
@@ -151,6 +161,10 @@ def _chains(config: ApplianceConfig) -> str:
         post.append(f'\t\toifname "{ext_if}" snat ip to ip saddr map @floating_snat')
         if snat_address is not None:
             post.append(f'\t\toifname "{ext_if}" ip saddr @internal_v4 snat ip to {snat_address}')
+        # Hairpin: an inside host reaching a floating IP is translated to the
+        # router's address, so the answer comes back through the router even
+        # when both hosts share a subnet.
+        post.append(f'\t\tiifname != "{ext_if}" oifname != "{ext_if}" ct status dnat masquerade')
         forward += [
             f'\t\tiifname "{ext_if}" meta nfproto ipv4 ct status dnat accept',
             f'\t\tiifname "{ext_if}" meta nfproto ipv4 drop',
