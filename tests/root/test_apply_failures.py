@@ -89,3 +89,41 @@ def test_failed_change_restores_the_last_good_config(names: Names, tmp_path: Pat
     # A later good apply clears the error.
     appliances.apply("r1", appliances.prepare("r1", good))
     assert appliances.observe("r1")["state"] == "active"
+
+
+def test_a_ruleset_loaded_by_another_rendering_is_replaced_not_patched(
+    names: Names, tmp_path: Path
+) -> None:
+    """After an upgrade that renders differently, or a crash between loading a
+    ruleset and recording its config, element deltas would patch the wrong
+    base: the table is replaced instead."""
+    ensure_network(names, "ext", NetworkSpec())
+    ensure_network(names, "n1", NetworkSpec())
+    appliances = manager(names, tmp_path)
+    appliances.networks = {"ext": NetworkInfo(1500), "n1": NetworkInfo(1500)}.get
+    internal = {"mac": "fa:16:3e:00:02:01", "network_id": "n1", "role": "internal"}
+
+    def with_floating(*addresses: str) -> ApplianceConfig:
+        return ApplianceConfig.model_validate(
+            {
+                "interfaces": [
+                    {**EXTERNAL, "addresses": ["198.51.100.2/24"]},
+                    {**internal, "addresses": ["10.1.0.1/24"]},
+                ],
+                "floating_ips": [
+                    {"floating_ip": a, "fixed_ip": f"10.1.0.{i + 10}"}
+                    for i, a in enumerate(addresses)
+                ],
+            }
+        )
+
+    appliances.apply("r1", appliances.prepare("r1", with_floating("198.51.100.50")))
+    result = appliances.apply(
+        "r1", appliances.prepare("r1", with_floating("198.51.100.50", "198.51.100.51"))
+    )
+    assert "nftables: set elements updated" in result.actions
+
+    (appliances.run_directory("r1") / "nftables.nft").write_text("# loaded by an older agent\n")
+    result = appliances.apply("r1", appliances.prepare("r1", with_floating("198.51.100.50")))
+    assert "nftables: table replaced" in result.actions
+    assert appliances.observe("r1")["state"] == "active"

@@ -325,14 +325,21 @@ class ApplianceManager:
         namespace: str,
         actions: list[str],
     ) -> None:
-        """Change only set elements when the live table is exactly what the
-        previous apply left; otherwise (drift, a new namespace, a structural
-        change) replace the whole table. Both are one atomic transaction."""
+        """Change only set elements when the kernel holds exactly what the last
+        load put there: the saved listing equals the live table, and the saved
+        ruleset equals the previous config's rendering (it would not after a
+        crash between loading and recording, or after an upgrade that renders
+        differently). Otherwise replace the whole table. Both are one atomic
+        transaction."""
         ruleset = rendered.nftables
-        applied = self.run_directory(appliance_id) / "nftables.live"
+        directory = self.run_directory(appliance_id)
+        loaded, listed = directory / "nftables.nft", directory / "nftables.live"
         live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-        untouched = bool(live) and applied.exists() and applied.read_text() == live
-        delta = ruleset.delta(render_nftables(previous)) if previous and untouched else None
+        delta = None
+        if previous is not None and live and _read(listed) == live:
+            before = render_nftables(previous)
+            if _read(loaded) == before.text():
+                delta = ruleset.delta(before)
         if delta == "":
             return
         if delta is not None:
@@ -341,7 +348,10 @@ class ApplianceManager:
         else:
             nft.load(ruleset.text(), namespace)
             actions.append("nftables: table replaced" if live else "nftables: table loaded")
-        write_atomic(applied, nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace))
+        # The listing last: a crash before it leaves a mismatch, so the next
+        # apply replaces the table instead of trusting a delta.
+        write_atomic(loaded, ruleset.text())
+        write_atomic(listed, nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace))
 
     def _forget_floating_ips(
         self,
@@ -482,6 +492,13 @@ class ApplianceManager:
             nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace) if netns.exists(namespace) else ""
         )
         return {"files": texts, "nftables_live": live}
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _floating_routes(config: ApplianceConfig) -> list[routes.Route]:
