@@ -230,19 +230,26 @@ def test_agent_listens_on_tcp(tmp_path: Path) -> None:
         cleanup.remove_all(prefix)
 
 
-def test_bad_listen_address_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [
+        ("udp:1.2.3.4", "expected unix:PATH or tcp:HOST:PORT"),
+        ("tcp:0.0.0.0:9697", "TCP listeners must be on loopback"),
+    ],
+)
+def test_bad_listen_address_is_a_clear_error(listen: str, message: str) -> None:
     import subprocess
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "astara.agent", "--listen", "udp:1.2.3.4"],
+        [sys.executable, "-m", "astara.agent", "--listen", listen],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, "COLUMNS": "300"},
     )
     assert result.returncode == 2
-    assert "expected unix:PATH or tcp:HOST:PORT" in result.stderr
+    assert message in result.stderr
 
 
 def test_port_with_a_new_mac_is_replugged_and_leases_again(lab: Lab) -> None:

@@ -137,7 +137,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @app.get("/v1/appliances")
     def list_appliances() -> dict[str, Any]:
-        return {"appliances": [agent.appliances.observe(a) for a in agent.appliances.ids()]}
+        return {"appliances": agent.observe_appliances()}
 
     @app.put("/v1/appliances/{appliance_id}")
     def put_appliance(

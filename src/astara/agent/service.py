@@ -7,12 +7,12 @@ their errors (`NotFound`, `Conflict`, `Invalid`) to status codes.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from astara import __version__
+from astara.agent.locks import SharedLock
 from astara.agent.store import JsonStore
 from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
 from astara.appliance.schema import ApplianceConfig
@@ -62,13 +62,14 @@ class Agent:
         self.appliances = ApplianceManager(
             self.names, settings.state_dir, settings.runtime_dir, self.network_info
         )
-        # Networks and ports share the fabric: one change at a time. Appliances
-        # have one lock each (in ApplianceManager) and apply in parallel.
-        self.fabric_lock = threading.RLock()
+        # Network and port changes hold the fabric exclusively; appliances hold
+        # it shared (a network cannot vanish under an apply) plus a lock of
+        # their own each (in ApplianceManager), so they apply in parallel.
+        self.fabric = SharedLock()
 
     def start(self) -> None:
         """Bring the fabric back after a restart (or a host reboot)."""
-        with self.fabric_lock:
+        with self.fabric.exclusive():
             for network_id in self.store.ids("networks"):
                 fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
 
@@ -118,15 +119,18 @@ class Agent:
         return users
 
     def observe_network(self, network_id: str) -> dict[str, Any]:
-        return {
-            "id": network_id,
-            **self.network(network_id).model_dump(),
-            **fabric_networks.observe_network(self.names, network_id),
-        }
+        # Observations hold the fabric shared: a delete cannot pull the
+        # namespace away between checking it and looking inside.
+        with self.fabric.shared():
+            return {
+                "id": network_id,
+                **self.network(network_id).model_dump(),
+                **fabric_networks.observe_network(self.names, network_id),
+            }
 
     def put_network(self, network_id: str, spec: NetworkSpec) -> bool:
         """Create or update a network; True if it was new."""
-        with self.fabric_lock:
+        with self.fabric.exclusive():
             existing = self.network_info(network_id)
             if existing is not None and existing.mtu != spec.mtu:
                 users = self.network_users(network_id)
@@ -140,7 +144,7 @@ class Agent:
             return existing is None
 
     def delete_network(self, network_id: str) -> None:
-        with self.fabric_lock:
+        with self.fabric.exclusive():
             self.network(network_id)
             users = self.network_users(network_id)
             if users:
@@ -169,16 +173,17 @@ class Agent:
         )
 
     def observe_port(self, port_id: str) -> dict[str, Any]:
-        spec = self.port(port_id).spec
-        return {
-            "id": port_id,
-            "spec": spec.model_dump(mode="json"),
-            **fabric_ports.observe(self.names, port_id, spec, self.port_paths(port_id)),
-        }
+        with self.fabric.shared():
+            spec = self.port(port_id).spec
+            return {
+                "id": port_id,
+                "spec": spec.model_dump(mode="json"),
+                **fabric_ports.observe(self.names, port_id, spec, self.port_paths(port_id)),
+            }
 
     def put_port(self, port_id: str, spec: PortSpec) -> bool:
         """Plug or update a port; True if it was new."""
-        with self.fabric_lock:
+        with self.fabric.exclusive():
             network = self.network_info(spec.network_id)
             if network is None:
                 raise Invalid(f"unknown network {spec.network_id}: PUT /v1/networks/{{id}} first")
@@ -209,7 +214,7 @@ class Agent:
             return previous is None
 
     def delete_port(self, port_id: str) -> None:
-        with self.fabric_lock:
+        with self.fabric.exclusive():
             record = self.port(port_id)
             sharing = [
                 other_id
@@ -235,9 +240,20 @@ class Agent:
     # --- appliances --------------------------------------------------------------------
 
     def observe_appliance(self, appliance_id: str) -> dict[str, Any]:
-        if not self.appliances.exists(appliance_id):
-            raise NotFound(f"appliance {appliance_id} not found")
-        return self.appliances.observe(appliance_id)
+        with self.appliances.lock(appliance_id):
+            if not self.appliances.exists(appliance_id):
+                raise NotFound(f"appliance {appliance_id} not found")
+            return self.appliances.observe(appliance_id)
+
+    def observe_appliances(self) -> list[dict[str, Any]]:
+        """Every appliance; one deleted while listing is left out, not an error."""
+        found = []
+        for appliance_id in self.appliances.ids():
+            try:
+                found.append(self.observe_appliance(appliance_id))
+            except NotFound:
+                continue
+        return found
 
     def rendered(self, appliance_id: str) -> dict[str, Any]:
         if not self.appliances.exists(appliance_id):
@@ -249,7 +265,7 @@ class Agent:
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Validate, then apply; (new, result, observed state). Raises
         ValidationFailed or ApplyFailed."""
-        with self.appliances.lock(appliance_id):
+        with self.fabric.shared(), self.appliances.lock(appliance_id):
             new = not self.appliances.exists(appliance_id)
             result = self.appliances.apply(
                 appliance_id, self.appliances.prepare(appliance_id, config)
@@ -258,7 +274,7 @@ class Agent:
             return new, result, observed
 
     def delete_appliance(self, appliance_id: str) -> None:
-        with self.appliances.lock(appliance_id):
+        with self.fabric.shared(), self.appliances.lock(appliance_id):
             if not self.appliances.exists(appliance_id) and not netns.exists(
                 self.names.appliance_netns(appliance_id)
             ):
