@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,34 @@ def test_hand_edited_ruleset_is_reported_and_repaired(lab: Lab) -> None:
         assert "nftables: table replaced" in repaired["actions"]
         assert repaired["state"] == "active"
         assert seen_source(outside, "198.51.100.50", server.port) == OUTSIDE
+
+
+def test_a_port_whose_plug_was_cut_short_by_a_crash_is_still_removed(
+    lab: Lab, agent: AgentProcess
+) -> None:
+    """The agent records what it is about to create before it acts, so a
+    crash mid-plug does not turn the workload's namespace into an orphan."""
+    import threading
+
+    lab.network("lonely")
+    workload = lab.netns("w")
+    # No DHCP server on this network: the plug waits for a lease that never comes.
+    body = {"network_id": "lonely", "mac": "fa:16:3e:00:07:10", "netns": workload, "dhcp": True}
+    plugging = threading.Thread(
+        target=lambda: _ignore_errors(lambda: lab.client.put_port("w", body))
+    )
+    plugging.start()
+    wait_until(lambda: netns.exists(workload), what="the plug to begin")
+    agent.kill()
+    plugging.join(timeout=30)
+
+    lab.client = agent.start()
+    lab.client.delete_port("w")
+    assert not netns.exists(workload)
+    assert not Path(f"/etc/netns/{workload}").exists()
+
+
+def _ignore_errors(call: Callable[[], object]) -> None:
+    """Run `call`; the agent it talks to is killed under it on purpose."""
+    with contextlib.suppress(Exception):
+        call()

@@ -197,6 +197,12 @@ class Agent:
                 other = self.port(other_id).spec
                 if other_id != port_id and (other.netns, other.ifname) == (spec.netns, spec.ifname):
                     raise Conflict(f"port {other_id} already uses {spec.ifname} in {spec.netns}")
+            created = dict(previous.created) if previous else {}
+            if previous is None:
+                # Recorded before acting: after a crash mid-plug, a delete still
+                # knows which namespace and files were the agent's to remove.
+                created = fabric_ports.would_create(spec)
+                self._save_port(port_id, PortRecord(spec, created))
             try:
                 made = fabric_ports.plug(
                     self.names,
@@ -206,9 +212,12 @@ class Agent:
                     self.port_paths(port_id),
                     new=previous is None,
                 )
-            except PortError as error:
-                raise Invalid(str(error)) from error
-            created = dict(previous.created) if previous else {}
+            except Exception as error:
+                if previous is None:
+                    self.store.delete("ports", port_id)  # plug removed what it made
+                if isinstance(error, PortError):
+                    raise Invalid(str(error)) from error
+                raise
             created = {k: created.get(k, False) or v for k, v in made.items()}
             self._save_port(port_id, PortRecord(spec, created))
             return previous is None

@@ -111,6 +111,14 @@ def resolv_conf(netns_name: str) -> Path:
     return NETNS_ETC / netns_name / "resolv.conf"
 
 
+def would_create(spec: PortSpec) -> dict[str, bool]:
+    """What plugging `spec` now would create, for the agent to record first."""
+    return {
+        "created_netns": not netns.exists(spec.netns),
+        "created_etc": spec.dhcp and not resolv_conf(spec.netns).exists(),
+    }
+
+
 def plug(
     names: Names, port_id: str, spec: PortSpec, network_mtu: int, paths: PortPaths, new: bool
 ) -> dict[str, bool]:
