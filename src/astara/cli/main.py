@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -13,10 +14,100 @@ from rich.table import Table
 from astara import __version__
 from astara.agent.client import AgentClient, AgentError
 from astara.appliance.schema import ApplianceConfig
+from astara.cli import api_client
 
 cli = typer.Typer(add_completion=False, help="Astara: open network-service orchestration.")
 agent_cli = typer.Typer(add_completion=False, help="Inspect an astara-agent directly.")
 cli.add_typer(agent_cli, name="agent")
+project_cli = typer.Typer(add_completion=False, help="Projects and their credentials.")
+cli.add_typer(project_cli, name="project")
+
+UrlOption = Annotated[str | None, typer.Option("--url", help="The server (env ASTARA_URL)")]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="An admin token (env ASTARA_TOKEN)")
+]
+StateDirOption = Annotated[
+    Path | None, typer.Option("--state-dir", help="A server's state dir (env ASTARA_STATE_DIR)")
+]
+
+
+def _api(
+    url: str | None,
+    token: str | None,
+    state_dir: Path | None,
+    method: str,
+    path: str,
+    body: Any = None,
+) -> Any:
+    try:
+        return api_client.request(api_client.resolve(url, token, state_dir), method, path, body)
+    except api_client.ApiError as error:
+        prefix = f"{error.status} " if error.status else ""
+        console.print(f"[red]error:[/red] {prefix}{error}", markup=True, highlight=False)
+        raise typer.Exit(1) from error
+
+
+@project_cli.command("create")
+def project_create(
+    name: str,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="May see and act for every project")
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Create a project; its token is printed once (only its digest is kept)."""
+    created = _api(
+        url, token, state_dir, "POST", "/astara/v1/projects", {"name": name, "admin": admin}
+    )
+    console.print(f"project {created['project']['name']} ({created['project']['id']})")
+    typer.echo(created["token"])
+
+
+@project_cli.command("list")
+def project_list(
+    url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Projects, with their ids."""
+    table = Table("name", "id", "admin", "created")
+    for project in _api(url, token, state_dir, "GET", "/astara/v1/projects")["projects"]:
+        table.add_row(
+            project["name"], project["id"], "yes" if project["admin"] else "", project["created_at"]
+        )
+    console.print(table)
+
+
+@project_cli.command("delete")
+def project_delete(
+    name: str, url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Delete a project (and its credentials); refused while it owns resources."""
+    _api(url, token, state_dir, "DELETE", f"/astara/v1/projects/{name}")
+    console.print(f"project {name} deleted")
+
+
+@cli.command()
+def events(
+    since: Annotated[int, typer.Option(help="Only events after this sequence number")] = 0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """The outbox: every committed change, in order."""
+    table = Table("sequence", "time", "resource", "id", "project", "action")
+    for event in _api(url, token, state_dir, "GET", f"/astara/v1/events?since={since}")["events"]:
+        table.add_row(
+            str(event["sequence"]),
+            event["created_at"],
+            event["resource_type"],
+            event["resource_id"],
+            event["project_id"],
+            event["action"],
+        )
+    console.print(table)
+
+
 console = Console()
 
 AgentOption = Annotated[
@@ -40,6 +131,36 @@ def _call(listen: str, method: str, path: str) -> Any:
 def version() -> None:
     """Print Astara's version."""
     typer.echo(__version__)
+
+
+@cli.command()
+def serve(
+    state_dir: Annotated[
+        Path, typer.Option(envvar="ASTARA_STATE_DIR", help="Database, credentials, runtime files")
+    ] = Path("var"),
+    listen: Annotated[str, typer.Option(help="HOST:PORT of the tenant API")] = "127.0.0.1:9696",
+    db_url: Annotated[
+        str | None, typer.Option(envvar="ASTARA_DB_URL", help="Default: SQLite in the state dir")
+    ] = None,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Serve the Neutron v2.0 tenant API (the orchestrator and agent join later)."""
+    import uvicorn
+
+    from astara.api.app import create_app, now
+    from astara.api.bootstrap import ensure_admin
+    from astara.db.engine import make_engine, sqlite_url
+    from astara.db.migrate import upgrade
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter("expected HOST:PORT", param_hint="--listen")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(db_url or sqlite_url(state_dir.resolve()))
+    upgrade(engine)
+    ensure_admin(engine, state_dir, f"http://{host}:{port}", now())
+    console.print(f"astara: admin credential in {state_dir / 'clouds.yaml'} (cloud 'astara')")
+    uvicorn.run(create_app(engine), host=host, port=int(port), log_level=log_level)
 
 
 @cli.command("appliance-schema")

@@ -1,0 +1,121 @@
+"""The operators' API under `/astara/v1`: projects and their credentials, and
+the outbox event stream. Admin tokens only; the `astara` CLI speaks it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from astara.api.auth import Caller, digest, new_token
+from astara.api.bootstrap import ADMIN_PROJECT
+from astara.api.errors import NeutronError
+from astara.db import outbox
+from astara.db.models import Credential, Network, Project
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise NeutronError(403, "Forbidden", "This operation needs an admin token.")
+
+
+def project_view(project: Project) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "admin": project.is_admin,
+        "created_at": project.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def find_project(session: Session, name_or_id: str) -> Project:
+    project = session.get(Project, name_or_id) or session.scalar(
+        select(Project).where(Project.name == name_or_id)
+    )
+    if project is None:
+        raise NeutronError(404, "ProjectNotFound", f"Project {name_or_id} could not be found.")
+    return project
+
+
+def create_project(
+    session: Session, caller: Caller, body: Any, now: datetime
+) -> tuple[Project, str]:
+    """A project and its first token (returned once, stored hashed)."""
+    require_admin(caller)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        raise NeutronError(400, "HTTPBadRequest", 'Body must be {"name": NAME, "admin": BOOL}')
+    name, admin = body["name"], body.get("admin", False)
+    if not _NAME.fullmatch(name):
+        raise NeutronError(
+            400, "HTTPBadRequest", "A project name is 1-64 letters, digits, '_', '.' or '-'"
+        )
+    if not isinstance(admin, bool):
+        raise NeutronError(400, "HTTPBadRequest", "'admin' must be true or false")
+    if session.scalar(select(Project).where(Project.name == name)) is not None:
+        raise NeutronError(409, "ProjectExists", f"Project {name} already exists.")
+    project = Project(id=uuid.uuid4().hex, name=name, is_admin=admin, created_at=now)
+    session.add(project)
+    session.flush()
+    token = new_token()
+    session.add(
+        Credential(
+            id=str(uuid.uuid4()), project_id=project.id, token_sha256=digest(token), created_at=now
+        )
+    )
+    outbox.record(
+        session,
+        resource_type="project",
+        resource_id=project.id,
+        project_id=project.id,
+        action="create",
+        now=now,
+    )
+    return project, token
+
+
+def list_projects(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    require_admin(caller)
+    return [project_view(p) for p in session.scalars(select(Project).order_by(Project.name))]
+
+
+def delete_project(session: Session, caller: Caller, name_or_id: str, now: datetime) -> None:
+    require_admin(caller)
+    project = find_project(session, name_or_id)
+    if project.name == ADMIN_PROJECT:
+        raise NeutronError(409, "ProjectInUse", "The admin project cannot be deleted.")
+    owned = session.scalars(select(Network.id).where(Network.project_id == project.id)).all()
+    if owned:
+        raise NeutronError(
+            409, "ProjectInUse", f"Project {project.name} still owns networks: {', '.join(owned)}."
+        )
+    session.execute(delete(Credential).where(Credential.project_id == project.id))
+    session.delete(project)
+    outbox.record(
+        session,
+        resource_type="project",
+        resource_id=project.id,
+        project_id=project.id,
+        action="delete",
+        now=now,
+    )
+
+
+def events(session: Session, caller: Caller, since: int, limit: int) -> list[dict[str, Any]]:
+    require_admin(caller)
+    return [
+        {
+            "sequence": e.sequence,
+            "resource_type": e.resource_type,
+            "resource_id": e.resource_id,
+            "project_id": e.project_id,
+            "action": e.action,
+            "created_at": e.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for e in outbox.since(session, since, limit)
+    ]

@@ -1,0 +1,70 @@
+"""The extensions Astara implements, and only those: clients probe aliases
+and change behaviour on what they find (§3.10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_UPDATED = "2026-11-25T00:00:00-00:00"
+
+
+def _extension(alias: str, name: str, description: str) -> dict[str, Any]:
+    return {
+        "alias": alias,
+        "name": name,
+        "description": description,
+        "updated": _UPDATED,
+        "links": [],
+    }
+
+
+EXTENSIONS: dict[str, dict[str, Any]] = {
+    e["alias"]: e
+    for e in (
+        _extension(
+            "project-id",
+            "project_id field enabled",
+            "Extension that indicates that project_id field is enabled.",
+        ),
+        _extension(
+            "external-net",
+            "Neutron external network",
+            "Adds external network attribute to network resource.",
+        ),
+        _extension("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
+        _extension(
+            "standard-attr-description",
+            "standard-attr-description",
+            "Extension to add descriptions to standard attributes",
+        ),
+        _extension(
+            "standard-attr-timestamp",
+            "Resource timestamps",
+            "Adds created_at and updated_at fields to all Neutron resources"
+            " that have Neutron standard attributes.",
+        ),
+        _extension(
+            "standard-attr-revisions",
+            "Resource revision numbers",
+            "This extension will display the revision number of neutron resources.",
+        ),
+        _extension(
+            "pagination",
+            "Pagination support",
+            "Extension that indicates that pagination is enabled.",
+        ),
+        _extension(
+            "sorting", "Sorting support", "Extension that indicates that sorting is enabled."
+        ),
+        _extension(
+            "filter-validation",
+            "Filter parameters validation",
+            "Provides validation on filter parameters.",
+        ),
+        _extension(
+            "sort-key-validation",
+            "Sort keys validation",
+            "Require sort_key to be sort-able attribute",
+        ),
+    )
+}

@@ -1,0 +1,165 @@
+"""Neutron networks: `/v2.0/networks` (§3.1)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.api.attributes import Attribute, Resource, standard_attributes, to_bool, to_int
+from astara.api.auth import Caller
+from astara.api.errors import NeutronError
+from astara.db import outbox
+from astara.db.models import Network, Port
+
+NETWORKS = Resource(
+    "networks",
+    "network",
+    (
+        *standard_attributes(),
+        Attribute("name", default=""),
+        Attribute("admin_state_up", to_bool, default=True),
+        Attribute("status", allow_post=False, allow_put=False),
+        Attribute("subnets", allow_post=False, allow_put=False, sort=False),
+        Attribute("shared", to_bool, default=False, admin_only=True),
+        Attribute("router:external", to_bool, default=False, admin_only=True),
+        Attribute("mtu", to_int, allow_post=False, allow_put=False),
+        Attribute("port_security_enabled", to_bool, default=True, filter=False),
+        Attribute(
+            "availability_zone_hints",
+            lambda n, v: v,
+            default=[],
+            allow_put=False,
+            filter=False,
+            sort=False,
+        ),
+    ),
+)
+
+
+def timestamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def view(network: Network) -> dict[str, Any]:
+    return {
+        "id": network.id,
+        "name": network.name,
+        "tenant_id": network.project_id,
+        "project_id": network.project_id,
+        "description": network.description,
+        "admin_state_up": network.admin_state_up,
+        "status": network.status,
+        "subnets": [s.id for s in network.subnets],
+        "shared": network.shared,
+        "router:external": network.external,
+        "mtu": network.mtu,
+        "port_security_enabled": True,
+        "availability_zone_hints": [],
+        "availability_zones": [],
+        "ipv4_address_scope": None,
+        "ipv6_address_scope": None,
+        "l2_adjacency": True,
+        "is_default": False,
+        "tags": [],
+        "created_at": timestamp(network.created_at),
+        "updated_at": timestamp(network.updated_at),
+        "revision_number": network.revision_number,
+    }
+
+
+def visible(network: Network, caller: Caller) -> bool:
+    return (
+        caller.is_admin
+        or network.project_id == caller.project_id
+        or network.shared
+        or network.external
+    )
+
+
+def get(session: Session, caller: Caller, network_id: str) -> Network:
+    network = session.get(Network, network_id)
+    if network is None or not visible(network, caller):
+        raise NeutronError(404, "NetworkNotFound", f"Network {network_id} could not be found.")
+    return network
+
+
+def owned(session: Session, caller: Caller, network_id: str) -> Network:
+    """A network the caller may change: its own, or any for an admin."""
+    network = get(session, caller, network_id)
+    if not caller.is_admin and network.project_id != caller.project_id:
+        raise NeutronError(404, "NetworkNotFound", f"Network {network_id} could not be found.")
+    return network
+
+
+def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    return [view(n) for n in session.scalars(select(Network)) if visible(n, caller)]
+
+
+def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Network:
+    network = Network(
+        id=str(uuid.uuid4()),
+        project_id=values["project_id"],
+        name=values["name"],
+        description=values["description"],
+        admin_state_up=values["admin_state_up"],
+        shared=values["shared"],
+        external=values["router:external"],
+        created_at=now,
+        updated_at=now,
+        revision_number=1,
+    )
+    session.add(network)
+    outbox.record(
+        session,
+        resource_type="network",
+        resource_id=network.id,
+        project_id=network.project_id,
+        action="create",
+        now=now,
+    )
+    return network
+
+
+def update(
+    session: Session, caller: Caller, network: Network, values: dict[str, Any], now: datetime
+) -> Network:
+    columns = {"router:external": "external"}
+    for name, value in values.items():
+        setattr(network, columns.get(name, name), value)
+    network.updated_at = now
+    network.revision_number += 1
+    outbox.record(
+        session,
+        resource_type="network",
+        resource_id=network.id,
+        project_id=network.project_id,
+        action="update",
+        now=now,
+    )
+    return network
+
+
+def delete(session: Session, caller: Caller, network: Network, now: datetime) -> None:
+    ports = session.scalars(select(Port.id).where(Port.network_id == network.id)).all()
+    if ports:
+        raise NeutronError(
+            409,
+            "NetworkInUse",
+            f"Unable to complete operation on network {network.id}. There are one or more ports "
+            f"still in use on the network, id for these ports is: {', '.join(ports)}.",
+        )
+    for subnet in list(network.subnets):
+        session.delete(subnet)
+    session.delete(network)
+    outbox.record(
+        session,
+        resource_type="network",
+        resource_id=network.id,
+        project_id=network.project_id,
+        action="delete",
+        now=now,
+    )

@@ -1,0 +1,312 @@
+"""The tenant API in-process against a real SQLite database: Neutron's
+networks, its errors, multi-tenancy, queries and the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from astara.api.app import create_app
+from astara.api.bootstrap import ensure_admin
+from astara.db.engine import make_engine, session_factory, sqlite_url
+from astara.db.migrate import upgrade
+from astara.db.models import Network, Port
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).replace(tzinfo=None)
+
+
+class Api:
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.client, self.token = client, token
+
+    def __call__(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.client.request(
+            method, path, json=body, headers={"X-Auth-Token": self.token}, **kwargs
+        )
+
+    def create_network(self, **fields: Any) -> dict[str, Any]:
+        response = self("POST", "/v2.0/networks", {"network": fields})
+        assert response.status_code == 201, response.text
+        network: dict[str, Any] = response.json()["network"]
+        return network
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url(tmp_path))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def admin(engine: Engine, tmp_path: Path) -> Api:
+    token = ensure_admin(engine, tmp_path, "http://testserver", NOW)
+    return Api(TestClient(create_app(engine)), token)
+
+
+def project(admin: Api, name: str) -> Api:
+    response = admin("POST", "/astara/v1/projects", {"name": name})
+    assert response.status_code == 201
+    return Api(admin.client, response.json()["token"])
+
+
+def error(response: Any) -> tuple[int, str, str]:
+    body = response.json()["NeutronError"]
+    return response.status_code, body["type"], body["message"]
+
+
+def test_version_document_needs_no_token(admin: Api) -> None:
+    response = admin.client.get("/")
+    assert response.json() == {
+        "versions": [
+            {
+                "id": "v2.0",
+                "status": "CURRENT",
+                "links": [{"rel": "self", "href": "http://testserver/v2.0/"}],
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Auth-Token": "notused"}, {"Authorization": "Basic !!"}]
+)
+def test_without_a_valid_credential_everything_else_is_401(
+    admin: Api, headers: dict[str, str]
+) -> None:
+    response = admin.client.get("/v2.0/networks", headers=headers)
+    assert error(response)[:2] == (401, "HTTPUnauthorized")
+
+
+def test_http_basic_with_project_name_and_token(admin: Api) -> None:
+    demo = project(admin, "demo")
+    assert admin.client.get("/v2.0/networks", auth=("demo", demo.token)).status_code == 200
+    assert admin.client.get("/v2.0/networks", auth=("other", demo.token)).status_code == 401
+
+
+def test_network_lifecycle(admin: Api) -> None:
+    created = admin.create_network(name="net1", description="first")
+    assert created["status"] == "ACTIVE" and created["mtu"] == 1500
+    assert created["project_id"] == created["tenant_id"]
+    assert created["revision_number"] == 1 and created["subnets"] == []
+    assert created["created_at"].endswith("Z")
+    shown = admin("GET", f"/v2.0/networks/{created['id']}").json()["network"]
+    assert shown == created
+    updated = admin("PUT", f"/v2.0/networks/{created['id']}", {"network": {"name": "renamed"}})
+    assert updated.json()["network"]["name"] == "renamed"
+    assert updated.json()["network"]["revision_number"] == 2
+    assert admin("DELETE", f"/v2.0/networks/{created['id']}").status_code == 204
+    assert error(admin("GET", f"/v2.0/networks/{created['id']}"))[:2] == (404, "NetworkNotFound")
+
+
+def test_name_lookup_misses_are_404_so_clients_fall_back_to_filters(admin: Api) -> None:
+    admin.create_network(name="net1")
+    assert admin("GET", "/v2.0/networks/net1").status_code == 404
+    found = admin("GET", "/v2.0/networks", params={"name": "net1"}).json()["networks"]
+    assert [n["name"] for n in found] == ["net1"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind", "message"),
+    [
+        ("[", 400, "HTTPBadRequest", "Body contains invalid data"),
+        ({"netwerk": {}}, 400, "HTTPBadRequest", "Unable to find 'network' in request body"),
+        (
+            {"network": {"colour": "red"}},
+            400,
+            "HTTPBadRequest",
+            "Unrecognized attribute(s) 'colour'",
+        ),
+        (
+            {"network": {"status": "DOWN"}},
+            400,
+            "HTTPBadRequest",
+            "Attribute 'status' not allowed in POST",
+        ),
+        (
+            {"network": {"admin_state_up": "maybe"}},
+            400,
+            "InvalidInput",
+            "Invalid input for admin_state_up. Reason: 'maybe' cannot be converted to boolean.",
+        ),
+        (
+            {"network": {"name": 7}},
+            400,
+            "InvalidInput",
+            "Invalid input for name. Reason: '7' is not a valid string.",
+        ),
+        (
+            {"network": {"project_id": "a", "tenant_id": "b"}},
+            400,
+            "HTTPBadRequest",
+            "'project_id' and 'tenant_id' do not match",
+        ),
+    ],
+)
+def test_bad_bodies_get_neutron_errors_and_change_nothing(
+    admin: Api, body: Any, status: int, kind: str, message: str
+) -> None:
+    raw = body if isinstance(body, str) else None
+    response = admin.client.post(
+        "/v2.0/networks",
+        content=raw,
+        json=None if raw else body,
+        headers={"X-Auth-Token": admin.token, "Content-Type": "application/json"},
+    )
+    assert error(response) == (status, kind, message)
+    assert admin("GET", "/v2.0/networks").json() == {"networks": []}
+
+
+def test_read_only_attributes_cannot_be_updated(admin: Api) -> None:
+    network = admin.create_network(name="n")
+    response = admin("PUT", f"/v2.0/networks/{network['id']}", {"network": {"mtu": 9000}})
+    assert error(response) == (400, "HTTPBadRequest", "Cannot update read-only attribute mtu")
+
+
+def test_projects_see_only_their_own_plus_shared_and_external(admin: Api) -> None:
+    alice, bob = project(admin, "alice"), project(admin, "bob")
+    private = alice.create_network(name="alice-net")
+    public = admin.create_network(name="public", **{"router:external": True})
+    shared = admin.create_network(name="shared", shared=True)
+
+    seen_by_bob = {n["name"] for n in bob("GET", "/v2.0/networks").json()["networks"]}
+    assert seen_by_bob == {"public", "shared"}
+    for method, body in (("GET", None), ("PUT", {"network": {"name": "x"}}), ("DELETE", None)):
+        assert bob(method, f"/v2.0/networks/{private['id']}", body).status_code == 404
+    # Visible is not writable: others' shared and external networks stay theirs.
+    for network in (public, shared):
+        assert bob("DELETE", f"/v2.0/networks/{network['id']}").status_code == 404
+    assert {n["name"] for n in admin("GET", "/v2.0/networks").json()["networks"]} == {
+        "alice-net",
+        "public",
+        "shared",
+    }
+
+
+def test_admin_only_attributes_and_acting_for_a_project(admin: Api) -> None:
+    alice = project(admin, "alice")
+    response = alice("POST", "/v2.0/networks", {"network": {"router:external": True}})
+    assert error(response)[:2] == (403, "PolicyNotAuthorized")
+    alice_id = next(
+        p["id"]
+        for p in admin("GET", "/astara/v1/projects").json()["projects"]
+        if p["name"] == "alice"
+    )
+    for_alice = admin.create_network(name="made-for-alice", project_id=alice_id)
+    assert for_alice["tenant_id"] == alice_id
+    assert [n["id"] for n in alice("GET", "/v2.0/networks").json()["networks"]] == [for_alice["id"]]
+    response = alice("POST", "/v2.0/networks", {"network": {"project_id": "someone-else"}})
+    assert (
+        error(response)[0] == 400 and "other than the authenticated project" in error(response)[2]
+    )
+
+
+def test_filters_fields_sorting_and_pagination(admin: Api) -> None:
+    ids = {name: admin.create_network(name=name)["id"] for name in ("c", "a", "b", "d")}
+    listed = admin("GET", "/v2.0/networks", params=[("name", "a"), ("name", "b")]).json()[
+        "networks"
+    ]
+    assert sorted(n["name"] for n in listed) == ["a", "b"]
+    only = admin("GET", "/v2.0/networks", params=[("fields", "id"), ("fields", "name")]).json()
+    assert all(set(n) == {"id", "name"} for n in only["networks"])
+    shown = admin("GET", f"/v2.0/networks/{ids['a']}", params={"fields": "tenant_id"}).json()
+    assert set(shown["network"]) == {"tenant_id", "project_id"}
+    ordered = admin("GET", "/v2.0/networks", params={"sort_key": "name", "sort_dir": "desc"}).json()
+    assert [n["name"] for n in ordered["networks"]] == ["d", "c", "b", "a"]
+
+    pages, params = [], {"limit": "3", "sort_key": "name", "sort_dir": "asc"}
+    page = admin("GET", "/v2.0/networks", params=params).json()
+    pages.append([n["name"] for n in page["networks"]])
+    following = next(link["href"] for link in page["networks_links"] if link["rel"] == "next")
+    assert "sort_key=name" in following
+    page = admin("GET", following.replace("http://testserver", "")).json()
+    pages.append([n["name"] for n in page["networks"]])
+    assert pages == [["a", "b", "c"], ["d"]]
+
+    for params, message in (
+        ({"colour": "red"}, "['colour'] is invalid attribute for filtering"),
+        ({"sort_key": "name"}, "The number of sort_keys and sort_dirs must be same"),
+        (
+            {"sort_key": "colour", "sort_dir": "asc"},
+            "['colour'] is invalid attribute for sort_keys",
+        ),
+        ({"limit": "-1"}, "Limit must be an integer 0 or greater and not '-1'"),
+    ):
+        assert error(admin("GET", "/v2.0/networks", params=params)) == (
+            400,
+            "HTTPBadRequest",
+            message,
+        )
+
+
+def test_network_with_ports_is_in_use(admin: Api, engine: Engine) -> None:
+    network = admin.create_network(name="busy")
+    with session_factory(engine).begin() as session:
+        session.add(
+            Port(
+                id="port-1",
+                project_id=network["project_id"],
+                network_id=network["id"],
+                mac_address="fa:16:3e:00:00:01",
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    status, kind, message = error(admin("DELETE", f"/v2.0/networks/{network['id']}"))
+    assert (status, kind) == (409, "NetworkInUse")
+    assert "There are one or more ports still in use on the network" in message
+
+
+def test_every_write_is_an_event_and_the_database_outlives_the_app(
+    admin: Api, engine: Engine
+) -> None:
+    network = admin.create_network(name="n")
+    admin("PUT", f"/v2.0/networks/{network['id']}", {"network": {"name": "m"}})
+    admin("DELETE", f"/v2.0/networks/{network['id']}")
+    admin.create_network(name="kept")
+    events = admin("GET", "/astara/v1/events").json()["events"]
+    assert [(e["resource_type"], e["action"]) for e in events] == [
+        ("network", "create"),
+        ("network", "update"),
+        ("network", "delete"),
+        ("network", "create"),
+    ]
+    later = admin("GET", "/astara/v1/events", params={"since": events[1]["sequence"]}).json()[
+        "events"
+    ]
+    assert [e["sequence"] for e in later] == [e["sequence"] for e in events[2:]]
+
+    restarted = Api(TestClient(create_app(engine)), admin.token)
+    assert [n["name"] for n in restarted("GET", "/v2.0/networks").json()["networks"]] == ["kept"]
+    with session_factory(engine)() as session:
+        assert session.query(Network).count() == 1
+
+
+def test_extensions_list_only_what_is_implemented(admin: Api) -> None:
+    listed = admin("GET", "/v2.0/extensions").json()["extensions"]
+    aliases = {e["alias"] for e in listed}
+    assert {"external-net", "net-mtu", "pagination", "sorting", "filter-validation"} <= aliases
+    assert "external-gateway-multihoming" not in aliases and "router" not in aliases
+    one = admin("GET", "/v2.0/extensions/net-mtu").json()["extension"]
+    assert one == next(e for e in listed if e["alias"] == "net-mtu")
+    assert admin("GET", "/v2.0/extensions/router").status_code == 404
+
+
+def test_project_administration_needs_an_admin_token(admin: Api) -> None:
+    alice = project(admin, "alice")
+    assert error(alice("GET", "/astara/v1/projects"))[:2] == (403, "Forbidden")
+    assert error(admin("POST", "/astara/v1/projects", {"name": "alice"}))[:2] == (
+        409,
+        "ProjectExists",
+    )
+    assert error(admin("POST", "/astara/v1/projects", {"name": "no spaces"}))[0] == 400
+    assert error(admin("DELETE", "/astara/v1/projects/admin"))[:2] == (409, "ProjectInUse")
+    assert admin("DELETE", "/astara/v1/projects/alice").status_code == 204
+    assert alice("GET", "/v2.0/networks").status_code == 401  # its token died with it
