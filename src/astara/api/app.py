@@ -9,9 +9,9 @@ request; every write commits its outbox event in the same transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
-from astara.api import admin, networks
+from astara.api import admin, networks, subnets
 from astara.api.attributes import Resource, prepare_body, select_fields
 from astara.api.auth import Caller, authenticate
 from astara.api.errors import NeutronError
@@ -107,7 +107,7 @@ def create_app(engine: Engine) -> FastAPI:
                     "collection": r.collection,
                     "links": [{"rel": "self", "href": f"{base}/v2.0/{r.collection}"}],
                 }
-                for r in (networks.NETWORKS,)
+                for r in (networks.RESOURCE, subnets.RESOURCE)
             ]
         }
 
@@ -148,22 +148,49 @@ def create_app(engine: Engine) -> FastAPI:
     async def list_events(request: Request, since: int = 0, limit: int = 1000) -> dict[str, Any]:
         return {"events": await call(request, lambda s, c: admin.events(s, c, since, limit))}
 
-    # --- networks ------------------------------------------------------------------------
+    for controller in (networks, subnets):
+        mount(app, controller, call, json_body)
 
-    resource: Resource = networks.NETWORKS
+    return app
 
-    @app.get("/v2.0/networks")
-    async def list_networks(request: Request) -> dict[str, Any]:
+
+class Controller(Protocol):
+    """What a resource module provides (see `networks`, `subnets`)."""
+
+    RESOURCE: Resource
+
+    def view(self, row: Any) -> dict[str, Any]: ...
+    def listing(self, session: Session, caller: Caller) -> list[dict[str, Any]]: ...
+    def get(self, session: Session, caller: Caller, object_id: str) -> Any: ...
+    def owned(self, session: Session, caller: Caller, object_id: str) -> Any: ...
+    def create(
+        self, session: Session, caller: Caller, values: dict[str, Any], now: datetime
+    ) -> Any: ...
+    def update(
+        self, session: Session, caller: Caller, row: Any, values: dict[str, Any], now: datetime
+    ) -> Any: ...
+    def delete(self, session: Session, caller: Caller, row: Any, now: datetime) -> None: ...
+
+
+Call = Callable[[Request, Callable[[Session, Caller], Any]], Awaitable[Any]]
+JsonBody = Callable[[Request], Awaitable[Any]]
+
+
+def mount(app: FastAPI, controller: Controller, call: Call, json_body: JsonBody) -> None:
+    """The five routes of one Neutron collection (§1.1)."""
+    resource = controller.RESOURCE
+    path = f"/v2.0/{resource.collection}"
+
+    async def list_items(request: Request) -> dict[str, Any]:
         query = parse_query(resource, list(request.query_params.multi_items()))
-        items = await call(request, networks.listing)
+        items = await call(request, controller.listing)
         body = run_query(resource, items, query, str(request.url))
         body[resource.collection] = [
             select_fields(i, query.fields) for i in body[resource.collection]
         ]
         return body
 
-    @app.post("/v2.0/networks", status_code=201)
-    async def create_network(request: Request) -> dict[str, Any]:
+    async def create_item(request: Request) -> dict[str, Any]:
         body = await json_body(request)
 
         def work(session: Session, caller: Caller) -> dict[str, Any]:
@@ -174,39 +201,43 @@ def create_app(engine: Engine) -> FastAPI:
                 project_id=caller.project_id,
                 is_admin=caller.is_admin,
             )
-            network = networks.create(session, caller, values, now())
+            row = controller.create(session, caller, values, now())
             session.flush()
-            session.refresh(network)
-            return networks.view(network)
+            session.refresh(row)
+            return controller.view(row)
 
         return {resource.member: await call(request, work)}
 
-    @app.get("/v2.0/networks/{network_id}")
-    async def show_network(request: Request, network_id: str) -> dict[str, Any]:
+    async def show_item(request: Request, object_id: str) -> dict[str, Any]:
         fields = request.query_params.getlist("fields")
-        shown = await call(request, lambda s, c: networks.view(networks.get(s, c, network_id)))
+        shown = await call(request, lambda s, c: controller.view(controller.get(s, c, object_id)))
         return {resource.member: select_fields(shown, fields)}
 
-    @app.put("/v2.0/networks/{network_id}")
-    async def update_network(request: Request, network_id: str) -> dict[str, Any]:
+    async def update_item(request: Request, object_id: str) -> dict[str, Any]:
         body = await json_body(request)
 
         def work(session: Session, caller: Caller) -> dict[str, Any]:
-            network = networks.owned(session, caller, network_id)
+            row = controller.owned(session, caller, object_id)
             values = prepare_body(
                 resource, body, method="PUT", project_id=caller.project_id, is_admin=caller.is_admin
             )
-            return networks.view(networks.update(session, caller, network, values, now()))
+            row = controller.update(session, caller, row, values, now())
+            session.flush()
+            return controller.view(row)
 
         return {resource.member: await call(request, work)}
 
-    @app.delete("/v2.0/networks/{network_id}", status_code=204)
-    async def delete_network(request: Request, network_id: str) -> Response:
+    async def delete_item(request: Request, object_id: str) -> Response:
         if await request.body():
             raise NeutronError(400, "HTTPBadRequest", "Request body is not supported in DELETE.")
         await call(
-            request, lambda s, c: networks.delete(s, c, networks.owned(s, c, network_id), now())
+            request,
+            lambda s, c: controller.delete(s, c, controller.owned(s, c, object_id), now()),
         )
         return Response(status_code=204)
 
-    return app
+    app.add_api_route(path, list_items, methods=["GET"])
+    app.add_api_route(path, create_item, methods=["POST"], status_code=201)
+    app.add_api_route(f"{path}/{{object_id}}", show_item, methods=["GET"])
+    app.add_api_route(f"{path}/{{object_id}}", update_item, methods=["PUT"])
+    app.add_api_route(f"{path}/{{object_id}}", delete_item, methods=["DELETE"], status_code=204)

@@ -15,7 +15,7 @@ from astara.api.errors import NeutronError
 from astara.db import outbox
 from astara.db.models import Network, Port
 
-NETWORKS = Resource(
+RESOURCE = Resource(
     "networks",
     "network",
     (

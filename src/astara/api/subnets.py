@@ -1,0 +1,342 @@
+"""Neutron subnets: `/v2.0/subnets` (§3.2), with IPAM from `astara.ipam`."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara import ipam
+from astara.api import networks
+from astara.api.attributes import (
+    Attribute,
+    Resource,
+    bad_input,
+    standard_attributes,
+    to_any,
+    to_bool,
+    to_int,
+)
+from astara.api.auth import Caller
+from astara.api.errors import NeutronError
+from astara.db import outbox
+from astara.db.models import IpAllocation, Subnet
+
+RA_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
+DEFAULT_GATEWAY = object()  # gateway_ip not given: the subnet's first address
+MAX_DNS_NAMESERVERS = 5
+MAX_HOST_ROUTES = 20
+
+
+def _mode(name: str, value: Any) -> str | None:
+    if value is None or value in RA_MODES:
+        return value  # type: ignore[no-any-return]
+    raise bad_input(name, f"'{value}' is not in {list(RA_MODES)}")
+
+
+def _optional_string(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise bad_input(name, f"'{value}' is not a valid string")
+
+
+RESOURCE = Resource(
+    "subnets",
+    "subnet",
+    (
+        *standard_attributes(),
+        Attribute("name", default=""),
+        Attribute("network_id", allow_put=False),
+        Attribute("ip_version", to_int, allow_put=False),
+        Attribute("cidr", to_any, allow_put=False),
+        Attribute("gateway_ip", _optional_string, default=DEFAULT_GATEWAY),
+        Attribute("enable_dhcp", to_bool, default=True),
+        Attribute("allocation_pools", to_any, default=None, filter=False, sort=False),
+        Attribute("dns_nameservers", to_any, default=[], filter=False, sort=False),
+        Attribute("host_routes", to_any, default=[], filter=False, sort=False),
+        Attribute("ipv6_ra_mode", _mode, default=None, allow_put=False),
+        Attribute("ipv6_address_mode", _mode, default=None, allow_put=False),
+        Attribute("subnetpool_id", _optional_string, default=None, allow_put=False),
+    ),
+)
+
+
+def view(subnet: Subnet) -> dict[str, Any]:
+    return {
+        "id": subnet.id,
+        "name": subnet.name,
+        "tenant_id": subnet.project_id,
+        "project_id": subnet.project_id,
+        "description": subnet.description,
+        "network_id": subnet.network_id,
+        "ip_version": subnet.ip_version,
+        "cidr": subnet.cidr,
+        "gateway_ip": subnet.gateway_ip,
+        "enable_dhcp": subnet.enable_dhcp,
+        "allocation_pools": subnet.allocation_pools,
+        "dns_nameservers": subnet.dns_nameservers,
+        "host_routes": subnet.host_routes,
+        "ipv6_ra_mode": subnet.ipv6_ra_mode,
+        "ipv6_address_mode": subnet.ipv6_address_mode,
+        "subnetpool_id": None,
+        "service_types": [],
+        "router:external": subnet.network.external,
+        "tags": [],
+        "created_at": networks.timestamp(subnet.created_at),
+        "updated_at": networks.timestamp(subnet.updated_at),
+        "revision_number": subnet.revision_number,
+    }
+
+
+def visible(subnet: Subnet, caller: Caller) -> bool:
+    return subnet.project_id == caller.project_id or networks.visible(subnet.network, caller)
+
+
+def get(session: Session, caller: Caller, subnet_id: str) -> Subnet:
+    subnet = session.get(Subnet, subnet_id)
+    if subnet is None or not visible(subnet, caller):
+        raise NeutronError(404, "SubnetNotFound", f"Subnet {subnet_id} could not be found.")
+    return subnet
+
+
+def owned(session: Session, caller: Caller, subnet_id: str) -> Subnet:
+    subnet = get(session, caller, subnet_id)
+    if not caller.is_admin and subnet.project_id != caller.project_id:
+        raise NeutronError(404, "SubnetNotFound", f"Subnet {subnet_id} could not be found.")
+    return subnet
+
+
+def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    return [view(s) for s in session.scalars(select(Subnet)) if visible(s, caller)]
+
+
+def _ip(name: str, value: Any, version: int) -> ipam.IPAddress:
+    try:
+        address = ipaddress.ip_address(value)
+    except (TypeError, ValueError):
+        raise bad_input(name, f"'{value}' is not a valid IP address") from None
+    if address.version != version:
+        raise bad_input(name, f"'{value}' is not a valid IPv{version} address")
+    return address
+
+
+def _nameservers(value: Any, version: int) -> list[str]:
+    if not isinstance(value, list):
+        raise bad_input("dns_nameservers", f"'{value}' is not a list")
+    if len(value) > MAX_DNS_NAMESERVERS:
+        raise NeutronError(
+            400,
+            "DNSNameServersExhausted",
+            "Unable to complete operation for subnet. The number of DNS nameservers"
+            f" exceeds the limit {MAX_DNS_NAMESERVERS}.",
+        )
+    servers = [str(_ip("dns_nameservers", v, version)) for v in value]
+    if len(set(servers)) != len(servers):
+        raise bad_input("dns_nameservers", "Duplicate nameserver")
+    return servers
+
+
+def _host_routes(value: Any, version: int) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise bad_input("host_routes", f"'{value}' is not a list")
+    if len(value) > MAX_HOST_ROUTES:
+        raise NeutronError(
+            400,
+            "HostRoutesExhausted",
+            "Unable to complete operation for subnet. The number of host routes"
+            f" exceeds the limit {MAX_HOST_ROUTES}.",
+        )
+    routes = []
+    for route in value:
+        if not isinstance(route, dict) or set(route) != {"destination", "nexthop"}:
+            raise bad_input("host_routes", f"'{route}' is not a destination and nexthop")
+        try:
+            destination = ipaddress.ip_network(route["destination"])
+        except (TypeError, ValueError):
+            raise bad_input(
+                "host_routes", f"'{route['destination']}' is not a valid IP subnet"
+            ) from None
+        if destination.version != version:
+            raise bad_input("host_routes", f"'{destination}' is not an IPv{version} subnet")
+        nexthop = _ip("host_routes", route["nexthop"], version)
+        routes.append({"destination": str(destination), "nexthop": str(nexthop)})
+    if len({r["destination"] for r in routes}) != len(routes):
+        raise bad_input("host_routes", "Duplicate hostroute")
+    return routes
+
+
+def _ra_modes(
+    values: dict[str, Any], version: int, enable_dhcp: bool, cidr: ipam.IPNetwork
+) -> None:
+    ra, address = values.get("ipv6_ra_mode"), values.get("ipv6_address_mode")
+    if ra is None and address is None:
+        return
+    if version == 4:
+        raise bad_input(
+            "ipv6_ra_mode", "ipv6_ra_mode or ipv6_address_mode cannot be set when ip_version is 4"
+        )
+    if ra is not None and address is not None and ra != address:
+        raise bad_input(
+            "ipv6_ra_mode",
+            f"ipv6_ra_mode set to '{ra}' with ipv6_address_mode set to '{address}' is not valid",
+        )
+    if not enable_dhcp:
+        raise bad_input(
+            "enable_dhcp",
+            "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False",
+        )
+    if (ra or address) in ("slaac", "dhcpv6-stateless") and cidr.prefixlen != 64:
+        raise bad_input(
+            "cidr", f"Prefix length {cidr.prefixlen} is not valid for SLAAC, which needs a /64"
+        )
+
+
+def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Subnet:
+    network = networks.get(session, caller, values["network_id"])
+    if not caller.is_admin and network.project_id != caller.project_id and not network.shared:
+        raise NeutronError(404, "NetworkNotFound", f"Network {network.id} could not be found.")
+    version = values["ip_version"]
+    if version not in (4, 6):
+        raise bad_input("ip_version", f"{version} is not in [4, 6]")
+    try:
+        cidr = ipam.parse_cidr(str(values["cidr"]), version)
+    except ipam.IpamError as error:
+        raise NeutronError(error.status, error.kind, str(error)) from None
+    for other in network.subnets:
+        if ipaddress.ip_network(other.cidr).overlaps(cidr):
+            raise NeutronError(
+                400,
+                "InvalidInput",
+                f"Invalid input for operation: Requested subnet with cidr: {cidr} for network: "
+                f"{network.id} overlaps with another subnet.",
+            )
+    gateway_given = values["gateway_ip"]
+    gateway = (
+        ipam.default_gateway(cidr)
+        if gateway_given is DEFAULT_GATEWAY
+        else (None if gateway_given is None else _ip("gateway_ip", gateway_given, version))
+    )
+    try:
+        if gateway is not None:
+            ipam.validate_gateway(cidr, gateway)
+        if values["allocation_pools"] is None:
+            pools = ipam.default_pools(cidr, gateway)
+        else:
+            if not isinstance(values["allocation_pools"], list):
+                raise bad_input("allocation_pools", "must be a list of {start, end}")
+            pools = ipam.parse_pools(cidr, values["allocation_pools"])
+            ipam.validate_pools(cidr, pools, gateway)
+    except ipam.IpamError as error:
+        raise NeutronError(error.status, error.kind, str(error)) from None
+    _ra_modes(values, version, values["enable_dhcp"], cidr)
+    subnet = Subnet(
+        id=str(uuid.uuid4()),
+        project_id=values["project_id"],
+        network_id=network.id,
+        name=values["name"],
+        description=values["description"],
+        ip_version=version,
+        cidr=str(cidr),
+        gateway_ip=str(gateway) if gateway is not None else None,
+        enable_dhcp=values["enable_dhcp"],
+        ipv6_ra_mode=values["ipv6_ra_mode"],
+        ipv6_address_mode=values["ipv6_address_mode"],
+        allocation_pools=[p.as_dict() for p in pools],
+        dns_nameservers=_nameservers(values["dns_nameservers"], version),
+        host_routes=_host_routes(values["host_routes"], version),
+        created_at=now,
+        updated_at=now,
+        revision_number=1,
+    )
+    session.add(subnet)
+    network.revision_number += 1  # a new subnet is a change of its network
+    network.updated_at = now
+    outbox.record(
+        session,
+        resource_type="subnet",
+        resource_id=subnet.id,
+        project_id=subnet.project_id,
+        action="create",
+        now=now,
+    )
+    return subnet
+
+
+def update(
+    session: Session, caller: Caller, subnet: Subnet, values: dict[str, Any], now: datetime
+) -> Subnet:
+    version = subnet.ip_version
+    cidr = ipaddress.ip_network(subnet.cidr)
+    if "dns_nameservers" in values:
+        subnet.dns_nameservers = _nameservers(values.pop("dns_nameservers"), version)
+    if "host_routes" in values:
+        subnet.host_routes = _host_routes(values.pop("host_routes"), version)
+    gateway = ipaddress.ip_address(subnet.gateway_ip) if subnet.gateway_ip else None
+    if "gateway_ip" in values:
+        given = values.pop("gateway_ip")
+        gateway = None if given is None else _ip("gateway_ip", given, version)
+    pools = ipam.parse_pools(cidr, subnet.allocation_pools)
+    if "allocation_pools" in values:
+        given_pools = values.pop("allocation_pools")
+        if not isinstance(given_pools, list):
+            raise bad_input("allocation_pools", "must be a list of {start, end}")
+        try:
+            pools = ipam.parse_pools(cidr, given_pools)
+        except ipam.IpamError as error:
+            raise NeutronError(error.status, error.kind, str(error)) from None
+    try:
+        if gateway is not None:
+            ipam.validate_gateway(cidr, gateway)
+        ipam.validate_pools(cidr, pools, gateway)
+    except ipam.IpamError as error:
+        raise NeutronError(error.status, error.kind, str(error)) from None
+    if (
+        "enable_dhcp" in values
+        and not values["enable_dhcp"]
+        and (subnet.ipv6_ra_mode or subnet.ipv6_address_mode)
+    ):
+        raise bad_input("enable_dhcp", "Cannot disable enable_dhcp with ipv6 attributes set")
+    subnet.gateway_ip = str(gateway) if gateway is not None else None
+    subnet.allocation_pools = [p.as_dict() for p in pools]
+    for name, value in values.items():
+        setattr(subnet, name, value)
+    subnet.updated_at = now
+    subnet.revision_number += 1
+    outbox.record(
+        session,
+        resource_type="subnet",
+        resource_id=subnet.id,
+        project_id=subnet.project_id,
+        action="update",
+        now=now,
+    )
+    return subnet
+
+
+def delete(session: Session, caller: Caller, subnet: Subnet, now: datetime) -> None:
+    in_use = session.scalars(
+        select(IpAllocation.port_id).where(IpAllocation.subnet_id == subnet.id)
+    ).first()
+    if in_use is not None:
+        raise NeutronError(
+            409,
+            "SubnetInUse",
+            f"Unable to complete operation on subnet {subnet.id}: One or more ports have an IP "
+            "allocation from this subnet.",
+        )
+    network = subnet.network
+    session.delete(subnet)
+    network.revision_number += 1
+    network.updated_at = now
+    outbox.record(
+        session,
+        resource_type="subnet",
+        resource_id=subnet.id,
+        project_id=subnet.project_id,
+        action="delete",
+        now=now,
+    )
