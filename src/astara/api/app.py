@@ -17,12 +17,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
-from astara.api import admin, networks, subnets
+from astara.api import admin, networks, ports, subnets
 from astara.api.attributes import Resource, prepare_body, select_fields
 from astara.api.auth import Caller, authenticate
 from astara.api.errors import NeutronError
@@ -31,6 +32,7 @@ from astara.api.query import parse_query, run_query
 from astara.db.engine import session_factory
 
 T = TypeVar("T")
+RETRIES = 20
 
 
 def now() -> datetime:
@@ -61,16 +63,23 @@ def create_app(engine: Engine) -> FastAPI:
         )
 
     async def call(request: Request, work: Callable[[Session, Caller], T]) -> T:
-        """Authenticate, then run `work` in one transaction in the thread pool."""
+        """Authenticate, then run `work` in one transaction in the thread pool.
+        A transaction that loses a race on a unique constraint (two requests,
+        one address) runs again from the start, against the new state."""
 
         def transaction() -> T:
-            with sessions.begin() as session:
-                caller = authenticate(
-                    session,
-                    request.headers.get("x-auth-token"),
-                    request.headers.get("authorization"),
-                )
-                return work(session, caller)
+            for _ in range(RETRIES):
+                try:
+                    with sessions.begin() as session:
+                        caller = authenticate(
+                            session,
+                            request.headers.get("x-auth-token"),
+                            request.headers.get("authorization"),
+                        )
+                        return work(session, caller)
+                except IntegrityError:
+                    continue
+            raise NeutronError(409, "Conflict", "Too many concurrent changes; try again.")
 
         return await run_in_threadpool(transaction)
 
@@ -107,7 +116,7 @@ def create_app(engine: Engine) -> FastAPI:
                     "collection": r.collection,
                     "links": [{"rel": "self", "href": f"{base}/v2.0/{r.collection}"}],
                 }
-                for r in (networks.RESOURCE, subnets.RESOURCE)
+                for r in (networks.RESOURCE, subnets.RESOURCE, ports.RESOURCE)
             ]
         }
 
@@ -148,7 +157,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def list_events(request: Request, since: int = 0, limit: int = 1000) -> dict[str, Any]:
         return {"events": await call(request, lambda s, c: admin.events(s, c, since, limit))}
 
-    for controller in (networks, subnets):
+    for controller in (networks, subnets, ports):
         mount(app, controller, call, json_body)
 
     return app

@@ -1,0 +1,385 @@
+"""Neutron ports: `/v2.0/ports` (§3.3), with fixed-IP allocation and MACs.
+
+Allocation picks a random address among the first free ones (`ipam`) and
+relies on the database's unique (subnet, address) and (network, MAC)
+constraints: a request that loses a race gets an IntegrityError and the API
+layer runs it again from the start, so two ports never share an address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara import ipam
+from astara.api import networks
+from astara.api.attributes import (
+    Attribute,
+    Resource,
+    bad_input,
+    standard_attributes,
+    to_any,
+    to_bool,
+)
+from astara.api.auth import Caller
+from astara.api.errors import NeutronError
+from astara.db import outbox
+from astara.db.models import IpAllocation, Network, Port, Subnet
+
+_MAC = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}")
+SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
+_random = random.SystemRandom()
+
+
+def _mac(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _MAC.fullmatch(value.lower()):
+        raise bad_input(name, f"'{value}' is not a valid MAC address")
+    mac = value.lower().replace("-", ":")
+    if mac in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"):
+        raise bad_input(name, f"'{value}' is not a valid MAC address")
+    return mac
+
+
+def _device(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 255:
+        raise bad_input(name, f"'{value}' is not a valid string")
+    return value
+
+
+RESOURCE = Resource(
+    "ports",
+    "port",
+    (
+        *standard_attributes(),
+        Attribute("name", default=""),
+        Attribute("network_id", allow_put=False),
+        Attribute("admin_state_up", to_bool, default=True),
+        Attribute("mac_address", _mac, default=None),
+        Attribute("fixed_ips", to_any, default=None, sort=False),
+        Attribute("device_id", _device, default=""),
+        Attribute("device_owner", _device, default=""),
+        Attribute("status", allow_post=False, allow_put=False),
+        Attribute("port_security_enabled", to_bool, default=True, filter=False),
+    ),
+)
+
+
+def view(port: Port) -> dict[str, Any]:
+    return {
+        "id": port.id,
+        "name": port.name,
+        "tenant_id": port.project_id,
+        "project_id": port.project_id,
+        "description": port.description,
+        "network_id": port.network_id,
+        "admin_state_up": port.admin_state_up,
+        "mac_address": port.mac_address,
+        "fixed_ips": [
+            {"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips
+        ],
+        "device_id": port.device_id,
+        "device_owner": port.device_owner,
+        "status": port.status,
+        "security_groups": [],
+        "port_security_enabled": True,
+        "allowed_address_pairs": [],
+        "extra_dhcp_opts": [],
+        "binding:vnic_type": "normal",
+        "ip_allocation": "immediate",
+        "tags": [],
+        "created_at": networks.timestamp(port.created_at),
+        "updated_at": networks.timestamp(port.updated_at),
+        "revision_number": port.revision_number,
+    }
+
+
+def visible(port: Port, network: Network | None, caller: Caller) -> bool:
+    return (
+        caller.is_admin
+        or port.project_id == caller.project_id
+        or (network is not None and network.project_id == caller.project_id)
+    )
+
+
+def get(session: Session, caller: Caller, port_id: str) -> Port:
+    port = session.get(Port, port_id)
+    if port is None or not visible(port, session.get(Network, port.network_id), caller):
+        raise NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
+    return port
+
+
+def owned(session: Session, caller: Caller, port_id: str) -> Port:
+    port = get(session, caller, port_id)
+    if not caller.is_admin and port.project_id != caller.project_id:
+        raise NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
+    return port
+
+
+def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    owners = {n.id: n for n in session.scalars(select(Network))}
+    return [
+        view(p)
+        for p in session.scalars(select(Port))
+        if visible(p, owners.get(p.network_id), caller)
+    ]
+
+
+def _used(session: Session, subnet_id: str) -> set[ipam.IPAddress]:
+    rows = session.scalars(
+        select(IpAllocation.ip_address).where(IpAllocation.subnet_id == subnet_id)
+    )
+    return {ipaddress.ip_address(a) for a in rows}
+
+
+def _free(session: Session, subnet: Subnet) -> ipam.IPAddress | None:
+    cidr = ipaddress.ip_network(subnet.cidr)
+    return ipam.choose_address(
+        ipam.parse_pools(cidr, subnet.allocation_pools), _used(session, subnet.id), _random
+    )
+
+
+def _slaac(subnet: Subnet) -> bool:
+    return subnet.ip_version == 6 and (subnet.ipv6_address_mode or subnet.ipv6_ra_mode) in (
+        "slaac",
+        "dhcpv6-stateless",
+    )
+
+
+def _exhausted(network: Network) -> NeutronError:
+    return NeutronError(
+        409,
+        "IpAddressGenerationFailure",
+        f"No more IP addresses available on network {network.id}.",
+    )
+
+
+def allocate(
+    session: Session,
+    network: Network,
+    mac: str,
+    requested: Any,
+    kept: list[IpAllocation] | None = None,
+) -> list[IpAllocation]:
+    """The port's fixed IPs: Neutron's defaults when nothing is asked, else
+    exactly the requested entries (`kept` are a port's current allocations)."""
+    subnets = sorted(network.subnets, key=lambda s: s.created_at)
+    by_id = {s.id: s for s in subnets}
+    if requested is None:
+        chosen: list[tuple[Subnet, ipam.IPAddress]] = []
+        for subnet in (s for s in subnets if s.ip_version == 4):
+            address = _free(session, subnet)
+            if address is not None:
+                chosen.append((subnet, address))
+                break
+        else:
+            if any(s.ip_version == 4 for s in subnets):
+                raise _exhausted(network)
+        for subnet in (s for s in subnets if s.ip_version == 6):
+            address = (
+                ipam.eui64(ipaddress.IPv6Network(subnet.cidr), mac)
+                if _slaac(subnet)
+                else _free(session, subnet)
+            )
+            if address is None:
+                raise _exhausted(network)
+            chosen.append((subnet, address))
+        return [_allocation(s, a, i) for i, (s, a) in enumerate(chosen)]
+    if not isinstance(requested, list):
+        raise bad_input("fixed_ips", f"'{requested}' is not a list")
+    current = {(a.subnet_id, a.ip_address): a for a in (kept or [])}
+    allocations: list[IpAllocation] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(requested):
+        if (
+            not isinstance(entry, dict)
+            or not set(entry) <= {"subnet_id", "ip_address"}
+            or not entry
+        ):
+            raise bad_input("fixed_ips", f"'{entry}' is not a subnet_id and/or ip_address")
+        subnet_id, text = entry.get("subnet_id"), entry.get("ip_address")
+        if subnet_id is not None and subnet_id not in by_id:
+            raise bad_input("fixed_ips", f"subnet {subnet_id} is not on network {network.id}")
+        address = None
+        if text is not None:
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                raise bad_input("fixed_ips", f"'{text}' is not a valid IP address") from None
+            holder = next((s for s in subnets if address in ipaddress.ip_network(s.cidr)), None)
+            if holder is None or (subnet_id is not None and holder.id != subnet_id):
+                raise NeutronError(
+                    400,
+                    "InvalidIpForNetwork",
+                    f"IP address {text} is not a valid IP for any of the subnets"
+                    " on the specified network.",
+                )
+            subnet_id = holder.id
+            cidr = ipaddress.ip_network(holder.cidr)
+            if (
+                cidr.version == 4
+                and cidr.prefixlen <= 30
+                and address in (cidr.network_address, cidr.broadcast_address)
+            ):
+                raise NeutronError(
+                    400,
+                    "InvalidIpForSubnet",
+                    f"IP address {text} is not a valid IP for the specified subnet.",
+                )
+        assert subnet_id is not None
+        subnet = by_id[subnet_id]
+        if address is None:
+            existing = next((a for (s, _), a in current.items() if s == subnet_id), None)
+            if existing is not None:
+                address = ipaddress.ip_address(existing.ip_address)
+            elif _slaac(subnet):
+                address = ipam.eui64(ipaddress.IPv6Network(subnet.cidr), mac)
+            else:
+                address = _free(session, subnet)
+                if address is None:
+                    raise _exhausted(network)
+        elif (subnet_id, str(address)) not in current and address in _used(session, subnet_id):
+            raise NeutronError(
+                409,
+                "IpAddressAlreadyAllocated",
+                f"IP address {address} already allocated in subnet {subnet_id}",
+            )
+        if str(address) in seen:
+            raise bad_input("fixed_ips", f"Duplicate IP address '{address}'")
+        seen.add(str(address))
+        allocations.append(_allocation(subnet, address, index))
+    return allocations
+
+
+def _allocation(subnet: Subnet, address: ipam.IPAddress, position: int) -> IpAllocation:
+    return IpAllocation(
+        subnet_id=subnet.id,
+        network_id=subnet.network_id,
+        ip_address=str(address),
+        position=position,
+    )
+
+
+def _free_mac(session: Session, network: Network) -> str:
+    taken = set(session.scalars(select(Port.mac_address).where(Port.network_id == network.id)))
+    for _ in range(64):
+        mac = ipam.generate_mac(_random)
+        if mac not in taken:
+            return mac
+    raise NeutronError(
+        409,
+        "MacAddressGenerationFailure",
+        f"Unable to generate unique mac on network {network.id}.",
+    )
+
+
+def _check_mac(session: Session, network: Network, mac: str, port_id: str | None = None) -> None:
+    holder = session.scalar(
+        select(Port.id).where(Port.network_id == network.id, Port.mac_address == mac)
+    )
+    if holder is not None and holder != port_id:
+        raise NeutronError(
+            409,
+            "MacAddressInUse",
+            f"Unable to complete operation for network {network.id}."
+            f" The mac address {mac} is in use.",
+        )
+
+
+def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Port:
+    network = networks.get(session, caller, values["network_id"])
+    if not caller.is_admin and network.project_id != caller.project_id and not network.shared:
+        raise NeutronError(404, "NetworkNotFound", f"Network {network.id} could not be found.")
+    mac = values["mac_address"]
+    if mac is None:
+        mac = _free_mac(session, network)
+    else:
+        _check_mac(session, network, mac)
+    port = Port(
+        id=str(uuid.uuid4()),
+        project_id=values["project_id"],
+        network_id=network.id,
+        name=values["name"],
+        description=values["description"],
+        admin_state_up=values["admin_state_up"],
+        mac_address=mac,
+        device_id=values["device_id"],
+        device_owner=values["device_owner"],
+        created_at=now,
+        updated_at=now,
+        revision_number=1,
+    )
+    port.fixed_ips = allocate(session, network, mac, values["fixed_ips"])
+    session.add(port)
+    outbox.record(
+        session,
+        resource_type="port",
+        resource_id=port.id,
+        project_id=port.project_id,
+        action="create",
+        now=now,
+    )
+    return port
+
+
+def update(
+    session: Session, caller: Caller, port: Port, values: dict[str, Any], now: datetime
+) -> Port:
+    network = session.get(Network, port.network_id)
+    assert network is not None
+    if "mac_address" in values:
+        if port.device_owner in SERVICE_OWNERS:
+            raise NeutronError(
+                409,
+                "UnsupportedPortDeviceOwner",
+                f"Operation mac_address update is not supported for port {port.id}.",
+            )
+        if values["mac_address"] is None:
+            raise bad_input("mac_address", "None is not a valid MAC address")
+        _check_mac(session, network, values["mac_address"], port.id)
+        port.mac_address = values.pop("mac_address")
+    if "fixed_ips" in values:
+        wanted = allocate(
+            session, network, port.mac_address, values.pop("fixed_ips"), list(port.fixed_ips)
+        )
+        port.fixed_ips = []
+        session.flush()  # release what is dropped before claiming the new set
+        port.fixed_ips = wanted
+    for name, value in values.items():
+        setattr(port, name, value)
+    port.updated_at = now
+    port.revision_number += 1
+    outbox.record(
+        session,
+        resource_type="port",
+        resource_id=port.id,
+        project_id=port.project_id,
+        action="update",
+        now=now,
+    )
+    return port
+
+
+def delete(session: Session, caller: Caller, port: Port, now: datetime) -> None:
+    if port.device_owner in SERVICE_OWNERS:
+        raise NeutronError(
+            409,
+            "ServicePortInUse",
+            f"Port {port.id} cannot be deleted directly via the port API:"
+            f" has device owner {port.device_owner}.",
+        )
+    session.delete(port)
+    outbox.record(
+        session,
+        resource_type="port",
+        resource_id=port.id,
+        project_id=port.project_id,
+        action="delete",
+        now=now,
+    )

@@ -1,0 +1,152 @@
+"""Neutron ports through the tenant API: MACs, fixed-IP allocation, errors,
+and concurrent allocation that never hands out one address twice."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from typing import Any
+
+from tests.component.conftest import Api, error, project
+
+
+def port(api: Api, network_id: str, **fields: Any) -> Any:
+    return api("POST", "/v2.0/ports", {"port": {"network_id": network_id, **fields}})
+
+
+def made(response: Any) -> dict[str, Any]:
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()["port"]
+    return body
+
+
+def network_with_subnets(api: Api, *cidrs: str, **subnet_fields: Any) -> tuple[str, list[str]]:
+    network = api.create_network(name="n")
+    subnet_ids = []
+    for cidr in cidrs:
+        version = ipaddress.ip_network(cidr).version
+        fields = {"network_id": network["id"], "ip_version": version, "cidr": cidr, **subnet_fields}
+        if version == 6:
+            fields.update(ipv6_ra_mode="slaac", ipv6_address_mode="slaac")
+        response = api("POST", "/v2.0/subnets", {"subnet": fields})
+        assert response.status_code == 201, response.text
+        subnet_ids.append(response.json()["subnet"]["id"])
+    return network["id"], subnet_ids
+
+
+def test_defaults_one_ipv4_from_the_pools_and_eui64_on_slaac(admin: Api) -> None:
+    network_id, (v4, v6) = network_with_subnets(admin, "10.0.0.0/24", "2001:db8::/64")
+    created = made(port(admin, network_id, name="p"))
+    assert created["mac_address"].startswith("fa:16:3e:")
+    assert created["status"] == "DOWN" and created["device_owner"] == ""
+    by_subnet = {f["subnet_id"]: f["ip_address"] for f in created["fixed_ips"]}
+    assert ipaddress.ip_address(by_subnet[v4]) in ipaddress.ip_network("10.0.0.0/24")
+    assert by_subnet[v4] not in (
+        "10.0.0.0",
+        "10.0.0.1",
+        "10.0.0.255",
+    )  # network, gateway, broadcast
+    mac = created["mac_address"].split(":")
+    mac[0] = f"{int(mac[0], 16) ^ 2:02x}"
+    assert by_subnet[v6] == str(
+        ipaddress.IPv6Address(f"2001:db8::{mac[0]}{mac[1]}:{mac[2]}ff:fe{mac[3]}:{mac[4]}{mac[5]}")
+    )
+
+
+def test_explicit_addresses_macs_and_their_errors(admin: Api) -> None:
+    network_id, (subnet_id,) = network_with_subnets(admin, "10.0.0.0/24")
+    first = made(
+        port(
+            admin,
+            network_id,
+            mac_address="FA:16:3E:AA:BB:CC",
+            fixed_ips=[{"ip_address": "10.0.0.50"}],
+        )
+    )
+    assert first["mac_address"] == "fa:16:3e:aa:bb:cc"
+    assert first["fixed_ips"] == [{"subnet_id": subnet_id, "ip_address": "10.0.0.50"}]
+    cases = [
+        ({"fixed_ips": [{"ip_address": "10.0.0.50"}]}, 409, "IpAddressAlreadyAllocated"),
+        ({"mac_address": "fa:16:3e:aa:bb:cc"}, 409, "MacAddressInUse"),
+        ({"fixed_ips": [{"ip_address": "10.9.9.9"}]}, 400, "InvalidIpForNetwork"),
+        ({"fixed_ips": [{"ip_address": "10.0.0.255"}]}, 400, "InvalidIpForSubnet"),
+        ({"mac_address": "ff:ff:ff:ff:ff:ff"}, 400, "InvalidInput"),
+        ({"fixed_ips": [{"subnet_id": "nope"}]}, 400, "InvalidInput"),
+    ]
+    for fields, status, kind in cases:
+        assert error(port(admin, network_id, **fields))[:2] == (status, kind), fields
+    assert len(admin("GET", "/v2.0/ports").json()["ports"]) == 1  # the refusals wrote nothing
+
+
+def test_exhausted_subnet_is_409_ip_address_generation_failure(admin: Api) -> None:
+    network_id, _ = network_with_subnets(
+        admin, "10.0.0.0/29", allocation_pools=[{"start": "10.0.0.2", "end": "10.0.0.3"}]
+    )
+    made(port(admin, network_id))
+    made(port(admin, network_id))
+    status, kind, message = error(port(admin, network_id))
+    assert (status, kind) == (409, "IpAddressGenerationFailure")
+    assert message == f"No more IP addresses available on network {network_id}."
+
+
+def test_fifty_concurrent_creations_on_a_small_subnet(admin: Api) -> None:
+    """29 addresses, 50 requests at once: 29 distinct addresses, 21 clean 409s."""
+    network_id, _ = network_with_subnets(admin, "10.0.0.0/27", gateway_ip="10.0.0.1")
+    start = threading.Barrier(50)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        start.wait(timeout=30)
+        response = port(admin, network_id)
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=create) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [201] * 29 + [409] * 21
+    assert {r.json()["NeutronError"]["type"] for r in results if r.status_code == 409} == {
+        "IpAddressGenerationFailure"
+    }
+    listed = admin("GET", "/v2.0/ports").json()["ports"]
+    addresses = [p["fixed_ips"][0]["ip_address"] for p in listed]
+    macs = [p["mac_address"] for p in listed]
+    assert len(listed) == 29 and len(set(addresses)) == 29 and len(set(macs)) == 29
+
+
+def test_update_replaces_fixed_ips_and_delete_frees_them(admin: Api) -> None:
+    network_id, (subnet_id,) = network_with_subnets(admin, "10.0.0.0/24")
+    created = made(port(admin, network_id, fixed_ips=[{"ip_address": "10.0.0.10"}]))
+    response = admin(
+        "PUT",
+        f"/v2.0/ports/{created['id']}",
+        {"port": {"fixed_ips": [{"ip_address": "10.0.0.11"}], "name": "moved"}},
+    )
+    assert response.json()["port"]["fixed_ips"] == [
+        {"subnet_id": subnet_id, "ip_address": "10.0.0.11"}
+    ]
+    made(port(admin, network_id, fixed_ips=[{"ip_address": "10.0.0.10"}]))  # released
+    assert admin("DELETE", f"/v2.0/ports/{created['id']}").status_code == 204
+    made(port(admin, network_id, fixed_ips=[{"ip_address": "10.0.0.11"}]))  # released too
+    # A subnet with addresses in use cannot go; the network neither.
+    assert error(admin("DELETE", f"/v2.0/subnets/{subnet_id}"))[:2] == (409, "SubnetInUse")
+    assert error(admin("DELETE", f"/v2.0/networks/{network_id}"))[:2] == (409, "NetworkInUse")
+
+
+def test_ports_of_other_projects_are_invisible(admin: Api) -> None:
+    alice, bob = project(admin, "alice"), project(admin, "bob")
+    network = alice.create_network(name="alices")
+    alice(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": network["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}},
+    )
+    mine = made(port(alice, network["id"]))
+    assert error(port(bob, network["id"]))[:2] == (404, "NetworkNotFound")
+    assert bob("GET", f"/v2.0/ports/{mine['id']}").status_code == 404
+    assert bob("GET", "/v2.0/ports").json() == {"ports": []}
+    assert [p["id"] for p in admin("GET", "/v2.0/ports").json()["ports"]] == [mine["id"]]
