@@ -140,3 +140,47 @@ def test_everything_is_still_there_after_a_restart(server: Server) -> None:
     assert (
         value(osc(server, "network", "show", "durable", "-f", "value", "-c", "name")) == "durable"
     )
+
+
+def test_openstack_cli_router_session(server: Server) -> None:
+    value(osc(server, "network", "create", "--external", "public"))
+    value(
+        osc(
+            server,
+            "subnet",
+            "create",
+            "--network",
+            "public",
+            "--subnet-range",
+            "198.51.100.0/24",
+            "pub",
+        )
+    )
+    value(osc(server, "network", "create", "private"))
+    gateway = value(
+        osc(
+            server,
+            "subnet",
+            "create",
+            "--network",
+            "private",
+            "--subnet-range",
+            "10.0.0.0/24",
+            "priv",
+            "-f",
+            "value",
+            "-c",
+            "gateway_ip",
+        )
+    )
+    assert gateway == "10.0.0.1"
+    value(osc(server, "router", "create", "r1"))
+    value(osc(server, "router", "set", "--external-gateway", "public", "r1"))
+    value(osc(server, "router", "add", "subnet", "r1", "priv"))
+    shown = json.loads(value(osc(server, "router", "show", "r1", "-f", "json")))
+    assert shown["external_gateway_info"]["enable_snat"] is True
+    assert [i["ip_address"] for i in shown["interfaces_info"]] == ["10.0.0.1"]
+    value(osc(server, "router", "remove", "subnet", "r1", "priv"))
+    value(osc(server, "router", "unset", "--external-gateway", "r1"))
+    value(osc(server, "router", "delete", "r1"))
+    assert json.loads(value(osc(server, "port", "list", "-f", "json"))) == []

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
-from astara.api import admin, networks, ports, subnets
+from astara.api import admin, networks, ports, routers, subnets
 from astara.api.attributes import Resource, prepare_body, select_fields
 from astara.api.auth import Caller, authenticate
 from astara.api.errors import NeutronError
@@ -116,7 +116,7 @@ def create_app(engine: Engine) -> FastAPI:
                     "collection": r.collection,
                     "links": [{"rel": "self", "href": f"{base}/v2.0/{r.collection}"}],
                 }
-                for r in (networks.RESOURCE, subnets.RESOURCE, ports.RESOURCE)
+                for r in (networks.RESOURCE, subnets.RESOURCE, ports.RESOURCE, routers.RESOURCE)
             ]
         }
 
@@ -157,8 +157,22 @@ def create_app(engine: Engine) -> FastAPI:
     async def list_events(request: Request, since: int = 0, limit: int = 1000) -> dict[str, Any]:
         return {"events": await call(request, lambda s, c: admin.events(s, c, since, limit))}
 
-    for controller in (networks, subnets, ports):
+    for controller in (networks, subnets, ports, routers):
         mount(app, controller, call, json_body)
+
+    @app.put("/v2.0/routers/{router_id}/{action}")
+    async def router_action(request: Request, router_id: str, action: str) -> dict[str, Any]:
+        actions = {
+            "add_router_interface": routers.add_interface,
+            "remove_router_interface": routers.remove_interface,
+        }
+        if action not in actions:
+            raise NeutronError(404, "HTTPNotFound", "The resource could not be found.")
+        body = await json_body(request)
+        result: dict[str, Any] = await call(
+            request, lambda s, c: actions[action](s, c, router_id, body, now())
+        )
+        return result
 
     return app
 

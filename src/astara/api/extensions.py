@@ -49,6 +49,19 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
             "This extension will display the revision number of neutron resources.",
         ),
         _extension(
+            "router",
+            "Neutron L3 Router",
+            "Router abstraction for basic L3 forwarding between L2 Neutron networks"
+            " and access to external networks via a NAT gateway.",
+        ),
+        _extension(
+            "ext-gw-mode",
+            "Neutron L3 Configurable external gateway mode",
+            "Extension of the router abstraction for specifying whether SNAT"
+            " should occur on the external gateway",
+        ),
+        _extension("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
+        _extension(
             "pagination",
             "Pagination support",
             "Extension that indicates that pagination is enabled.",

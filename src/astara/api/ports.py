@@ -266,7 +266,7 @@ def _allocation(subnet: Subnet, address: ipam.IPAddress, position: int) -> IpAll
     )
 
 
-def _free_mac(session: Session, network: Network) -> str:
+def free_mac(session: Session, network: Network) -> str:
     taken = set(session.scalars(select(Port.mac_address).where(Port.network_id == network.id)))
     for _ in range(64):
         mac = ipam.generate_mac(_random)
@@ -298,7 +298,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         raise NeutronError(404, "NetworkNotFound", f"Network {network.id} could not be found.")
     mac = values["mac_address"]
     if mac is None:
-        mac = _free_mac(session, network)
+        mac = free_mac(session, network)
     else:
         _check_mac(session, network, mac)
     port = Port(

@@ -1,0 +1,464 @@
+"""Neutron routers: `/v2.0/routers` (§3.4) with their external gateway (§4.3),
+extra routes (§4.4) and the interface actions (§4.1, §4.2)."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.api import networks, ports, subnets
+from astara.api.attributes import (
+    Attribute,
+    Resource,
+    bad_input,
+    standard_attributes,
+    to_any,
+    to_bool,
+)
+from astara.api.auth import Caller
+from astara.api.errors import NeutronError
+from astara.db import outbox
+from astara.db.models import IpAllocation, Network, Port, Router, RouterPort, Subnet
+
+GATEWAY = "network:router_gateway"
+INTERFACE = "network:router_interface"
+
+RESOURCE = Resource(
+    "routers",
+    "router",
+    (
+        *standard_attributes(),
+        Attribute("name", default=""),
+        Attribute("admin_state_up", to_bool, default=True),
+        Attribute("status", allow_post=False, allow_put=False, filter=False),
+        Attribute("external_gateway_info", to_any, default=None, filter=False, sort=False),
+        Attribute("routes", to_any, allow_post=False, filter=False, sort=False),
+    ),
+)
+
+
+def _ports(session: Session, router: Router, port_type: str) -> list[Port]:
+    query = (
+        select(Port)
+        .join(RouterPort, RouterPort.port_id == Port.id)
+        .where(RouterPort.router_id == router.id, RouterPort.port_type == port_type)
+    )
+    return list(session.scalars(query))
+
+
+def view(router: Router) -> dict[str, Any]:
+    session = Session.object_session(router)
+    assert session is not None
+    gateway = session.get(Port, router.gateway_port_id) if router.gateway_port_id else None
+    info = None
+    if gateway is not None:
+        info = {
+            "network_id": gateway.network_id,
+            "enable_snat": router.enable_snat,
+            "external_fixed_ips": [
+                {"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in gateway.fixed_ips
+            ],
+        }
+    return {
+        "id": router.id,
+        "name": router.name,
+        "tenant_id": router.project_id,
+        "project_id": router.project_id,
+        "description": router.description,
+        "admin_state_up": router.admin_state_up,
+        "status": router.status,
+        "external_gateway_info": info,
+        "routes": router.routes,
+        "availability_zone_hints": [],
+        "availability_zones": [],
+        "tags": [],
+        "created_at": networks.timestamp(router.created_at),
+        "updated_at": networks.timestamp(router.updated_at),
+        "revision_number": router.revision_number,
+    }
+
+
+def get(session: Session, caller: Caller, router_id: str) -> Router:
+    router = session.get(Router, router_id)
+    if router is None or not (caller.is_admin or router.project_id == caller.project_id):
+        raise NeutronError(404, "RouterNotFound", f"Router {router_id} could not be found")
+    return router
+
+
+owned = get  # routers are visible to their owner (and admins) only
+
+
+def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    return [
+        view(r)
+        for r in session.scalars(select(Router))
+        if caller.is_admin or r.project_id == caller.project_id
+    ]
+
+
+def _router_subnets(session: Session, router: Router) -> list[Subnet]:
+    """Subnets the router is connected to: its interfaces' and its gateway network's."""
+    found: dict[str, Subnet] = {}
+    for port in _ports(session, router, INTERFACE):
+        for allocation in port.fixed_ips:
+            subnet = session.get(Subnet, allocation.subnet_id)
+            if subnet is not None:
+                found[subnet.id] = subnet
+    if router.gateway_port_id:
+        gateway = session.get(Port, router.gateway_port_id)
+        if gateway is not None:
+            network = session.get(Network, gateway.network_id)
+            for subnet in network.subnets if network else []:
+                found[subnet.id] = subnet
+    return list(found.values())
+
+
+def _set_gateway(
+    session: Session, caller: Caller, router: Router, info: Any, now: datetime
+) -> None:
+    if info is not None and not isinstance(info, dict):
+        raise bad_input("external_gateway_info", f"'{info}' is not a dictionary")
+    info = info or {}
+    unknown = set(info) - {"network_id", "enable_snat", "external_fixed_ips"}
+    if unknown:
+        raise bad_input(
+            "external_gateway_info", f"Unrecognized attribute(s) '{', '.join(sorted(unknown))}'"
+        )
+    if not caller.is_admin and ("enable_snat" in info or "external_fixed_ips" in info):
+        raise NeutronError(
+            403,
+            "PolicyNotAuthorized",
+            "(rule:update_router:external_gateway_info) is disallowed by policy",
+        )
+    current = session.get(Port, router.gateway_port_id) if router.gateway_port_id else None
+    wanted = info.get("network_id")
+    if current is not None and (wanted is None or wanted != current.network_id):
+        _remove_port(session, router, current)
+        router.gateway_port_id = None
+        session.flush()
+    router.enable_snat = to_bool("enable_snat", info.get("enable_snat", True))
+    if wanted is None:
+        return
+    network = networks.get(session, caller, str(wanted))
+    if not network.external:
+        raise NeutronError(
+            400,
+            "BadRequest",
+            f"Bad router request: Network {network.id} is not an external network.",
+        )
+    if current is not None and current.network_id == wanted:
+        if "external_fixed_ips" in info:
+            replacement = ports.allocate(
+                session,
+                network,
+                current.mac_address,
+                info["external_fixed_ips"],
+                list(current.fixed_ips),
+            )
+            current.fixed_ips = []
+            session.flush()
+            current.fixed_ips = replacement
+        return
+    gateway = _service_port(session, network, router, GATEWAY, project_id="", now=now)
+    gateway.fixed_ips = ports.allocate(
+        session, network, gateway.mac_address, info.get("external_fixed_ips")
+    )
+    if not any(ipaddress.ip_address(a.ip_address).version == 4 for a in gateway.fixed_ips):
+        raise NeutronError(
+            400,
+            "ExternalIpAddressExhausted",
+            f"Unable to find any IP address on external network {network.id}.",
+        )
+    for allocation in gateway.fixed_ips:
+        subnet = session.get(Subnet, allocation.subnet_id)
+        if subnet is not None and allocation.ip_address == subnet.gateway_ip:
+            raise NeutronError(
+                400,
+                "BadRequest",
+                f"Bad router request: External IP {allocation.ip_address}"
+                " is the same as the gateway IP.",
+            )
+    session.flush()
+    router.gateway_port_id = gateway.id
+
+
+def _service_port(
+    session: Session, network: Network, router: Router, owner: str, project_id: str, now: datetime
+) -> Port:
+    port = Port(
+        id=str(uuid.uuid4()),
+        project_id=project_id,
+        network_id=network.id,
+        mac_address=ports.free_mac(session, network),
+        device_id=router.id,
+        device_owner=owner,
+        status="DOWN",
+        created_at=now,
+        updated_at=now,
+        revision_number=1,
+    )
+    session.add(port)
+    session.add(RouterPort(router_id=router.id, port_id=port.id, port_type=owner))
+    return port
+
+
+def _remove_port(session: Session, router: Router, port: Port) -> None:
+    session.execute(sql_delete(RouterPort).where(RouterPort.port_id == port.id))
+    session.delete(port)
+
+
+def _routes(session: Session, router: Router, value: Any) -> list[dict[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_input("routes", f"'{value}' is not a list")
+    connected = [ipaddress.ip_network(s.cidr) for s in _router_subnets(session, router)]
+    own = {a.ip_address for p in _ports(session, router, INTERFACE) for a in p.fixed_ips}
+    routes = []
+    for route in value:
+        if not isinstance(route, dict) or set(route) != {"destination", "nexthop"}:
+            raise bad_input("routes", f"'{route}' is not a destination and nexthop")
+        try:
+            destination = ipaddress.ip_network(route["destination"])
+            nexthop = ipaddress.ip_address(route["nexthop"])
+        except (TypeError, ValueError):
+            raise bad_input("routes", f"'{route}' is not a valid route") from None
+        if not any(nexthop in cidr for cidr in connected):
+            raise NeutronError(
+                400,
+                "InvalidRoutes",
+                f"Invalid format for routes: {value}, the nexthop is not connected with router",
+            )
+        if str(nexthop) in own:
+            raise NeutronError(
+                400,
+                "InvalidRoutes",
+                f"Invalid format for routes: {value}, the nexthop is used by router",
+            )
+        routes.append({"destination": str(destination), "nexthop": str(nexthop)})
+    if len({(r["destination"], r["nexthop"]) for r in routes}) != len(routes):
+        raise bad_input("routes", "Duplicate route")
+    return routes
+
+
+def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Router:
+    router = Router(
+        id=str(uuid.uuid4()),
+        project_id=values["project_id"],
+        name=values["name"],
+        description=values["description"],
+        admin_state_up=values["admin_state_up"],
+        created_at=now,
+        updated_at=now,
+        revision_number=1,
+        routes=[],
+    )
+    session.add(router)
+    session.flush()
+    if values["external_gateway_info"]:
+        _set_gateway(session, caller, router, values["external_gateway_info"], now)
+    _event(session, router, "create", now)
+    return router
+
+
+def update(
+    session: Session, caller: Caller, router: Router, values: dict[str, Any], now: datetime
+) -> Router:
+    if "external_gateway_info" in values:
+        _set_gateway(session, caller, router, values.pop("external_gateway_info"), now)
+    if "routes" in values:
+        router.routes = _routes(session, router, values.pop("routes"))
+    for name, value in values.items():
+        setattr(router, name, value)
+    router.updated_at = now
+    router.revision_number += 1
+    _event(session, router, "update", now)
+    return router
+
+
+def delete(session: Session, caller: Caller, router: Router, now: datetime) -> None:
+    interfaces = _ports(session, router, INTERFACE)
+    if interfaces:
+        raise NeutronError(
+            409,
+            "RouterInUse",
+            f"Router {router.id} has ports still attached: {', '.join(p.id for p in interfaces)}",
+        )
+    for gateway in _ports(session, router, GATEWAY):
+        _remove_port(session, router, gateway)
+    session.delete(router)
+    _event(session, router, "delete", now)
+
+
+def _event(session: Session, router: Router, action: str, now: datetime) -> None:
+    outbox.record(
+        session,
+        resource_type="router",
+        resource_id=router.id,
+        project_id=router.project_id,
+        action=action,
+        now=now,
+    )
+
+
+def _interface_body(body: Any) -> tuple[str | None, str | None]:
+    if not isinstance(body, dict):
+        raise NeutronError(400, "HTTPBadRequest", "Body contains invalid data")
+    subnet_id, port_id = body.get("subnet_id"), body.get("port_id")
+    return subnet_id, port_id
+
+
+def _interface_info(router: Router, port: Port) -> dict[str, Any]:
+    subnet_ids = [a.subnet_id for a in port.fixed_ips]
+    return {
+        "id": router.id,
+        "tenant_id": router.project_id,
+        "project_id": router.project_id,
+        "port_id": port.id,
+        "network_id": port.network_id,
+        "subnet_id": subnet_ids[-1] if subnet_ids else None,
+        "subnet_ids": subnet_ids,
+    }
+
+
+def add_interface(
+    session: Session, caller: Caller, router_id: str, body: Any, now: datetime
+) -> dict[str, Any]:
+    router = get(session, caller, router_id)
+    subnet_id, port_id = _interface_body(body)
+    if subnet_id is None and port_id is None:
+        raise NeutronError(
+            400, "BadRequest", "Bad router request: Either subnet_id or port_id must be specified."
+        )
+    if subnet_id is not None and port_id is not None:
+        raise NeutronError(
+            400, "BadRequest", "Bad router request: Cannot specify both subnet-id and port-id."
+        )
+    if port_id is not None:
+        port = ports.get(session, caller, str(port_id))
+        if port.device_id:
+            raise NeutronError(
+                409,
+                "PortInUse",
+                f"Unable to complete operation on port {port.id} for network {port.network_id}. "
+                f"Port already has an attached device {port.device_id}.",
+            )
+        if not port.fixed_ips:
+            raise NeutronError(
+                400,
+                "BadRequest",
+                "Bad router request: Router port must have at least one fixed IP.",
+            )
+        new_subnets = [session.get(Subnet, a.subnet_id) for a in port.fixed_ips]
+    else:
+        subnet = subnets.get(session, caller, str(subnet_id))
+        if subnet.gateway_ip is None:
+            raise NeutronError(
+                400,
+                "BadRequest",
+                "Bad router request: Subnet for router interface must have a gateway IP.",
+            )
+        new_subnets = [subnet]
+    for new in (s for s in new_subnets if s is not None):
+        for existing in _router_subnets(session, router):
+            if existing.id == new.id:
+                raise NeutronError(
+                    400,
+                    "BadRequest",
+                    f"Bad router request: Router already has a port on subnet {new.id}.",
+                )
+            if ipaddress.ip_network(existing.cidr).overlaps(ipaddress.ip_network(new.cidr)):
+                raise NeutronError(
+                    400,
+                    "BadRequest",
+                    f"Bad router request: Cidr {new.cidr} of subnet {new.id} overlaps"
+                    f" with cidr {existing.cidr} of subnet {existing.id}.",
+                )
+    if port_id is not None:
+        port.device_id, port.device_owner = router.id, INTERFACE
+        session.add(RouterPort(router_id=router.id, port_id=port.id, port_type=INTERFACE))
+    else:
+        network = session.get(Network, subnet.network_id)
+        assert network is not None and subnet.gateway_ip is not None
+        taken = session.scalar(
+            select(IpAllocation.port_id).where(
+                IpAllocation.subnet_id == subnet.id, IpAllocation.ip_address == subnet.gateway_ip
+            )
+        )
+        if taken is not None:
+            raise NeutronError(
+                409,
+                "IpAddressAlreadyAllocated",
+                f"IP address {subnet.gateway_ip} already allocated in subnet {subnet.id}",
+            )
+        port = _service_port(
+            session, network, router, INTERFACE, project_id=router.project_id, now=now
+        )
+        port.fixed_ips = [
+            IpAllocation(
+                subnet_id=subnet.id, network_id=network.id, ip_address=subnet.gateway_ip, position=0
+            )
+        ]
+    session.flush()
+    _event(session, router, "add_interface", now)
+    return _interface_info(router, port)
+
+
+def remove_interface(
+    session: Session, caller: Caller, router_id: str, body: Any, now: datetime
+) -> dict[str, Any]:
+    router = get(session, caller, router_id)
+    subnet_id, port_id = _interface_body(body)
+    if subnet_id is None and port_id is None:
+        raise NeutronError(
+            400, "BadRequest", "Bad router request: Either subnet_id or port_id must be specified."
+        )
+    interfaces = _ports(session, router, INTERFACE)
+    if port_id is not None:
+        port = next((p for p in interfaces if p.id == port_id), None)
+        if port is None:
+            raise NeutronError(
+                404,
+                "RouterInterfaceNotFound",
+                f"Router {router.id} does not have an interface with id {port_id}",
+            )
+        if subnet_id is not None and subnet_id not in {a.subnet_id for a in port.fixed_ips}:
+            raise NeutronError(
+                400,
+                "SubnetMismatchForPort",
+                f"Subnet on port {port.id} does not match the requested subnet {subnet_id}.",
+            )
+    else:
+        port = next(
+            (p for p in interfaces if subnet_id in {a.subnet_id for a in p.fixed_ips}), None
+        )
+        if port is None:
+            raise NeutronError(
+                404,
+                "RouterInterfaceNotFoundForSubnet",
+                f"Router {router.id} has no interface on subnet {subnet_id}",
+            )
+    removed = [
+        ipaddress.ip_network(s.cidr)
+        for s in (session.get(Subnet, a.subnet_id) for a in port.fixed_ips)
+        if s
+    ]
+    for route in router.routes:
+        if any(ipaddress.ip_address(route["nexthop"]) in cidr for cidr in removed):
+            raise NeutronError(
+                409,
+                "RouterInterfaceInUseByRoute",
+                f"Router interface for subnet {port.fixed_ips[0].subnet_id}"
+                f" on router {router.id} cannot be deleted, "
+                "as it is required by one or more routes.",
+            )
+    info = _interface_info(router, port)
+    _remove_port(session, router, port)
+    _event(session, router, "remove_interface", now)
+    return info

@@ -1,0 +1,129 @@
+"""Neutron routers through the tenant API: gateway, interfaces, extra routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.component.conftest import Api, error, project
+
+
+def external(admin: Api) -> tuple[str, str]:
+    network = admin.create_network(name="public", **{"router:external": True})
+    subnet = admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": network["id"], "ip_version": 4, "cidr": "198.51.100.0/24"}},
+    ).json()["subnet"]
+    return network["id"], subnet["id"]
+
+
+def tenant_subnet(api: Api, cidr: str, name: str = "private") -> tuple[str, str]:
+    network = api.create_network(name=name)
+    subnet = api(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": network["id"], "ip_version": 4, "cidr": cidr}},
+    ).json()["subnet"]
+    return network["id"], subnet["id"]
+
+
+def router(api: Api, **fields: Any) -> dict[str, Any]:
+    response = api("POST", "/v2.0/routers", {"router": {"name": "r", **fields}})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()["router"]
+    return body
+
+
+def test_gateway_interfaces_and_teardown(admin: Api) -> None:
+    alice = project(admin, "alice")
+    public_id, public_subnet = external(admin)
+    network_id, subnet_id = tenant_subnet(alice, "10.0.0.0/24")
+    made = router(alice, external_gateway_info={"network_id": public_id})
+    info = made["external_gateway_info"]
+    assert info["network_id"] == public_id and info["enable_snat"] is True
+    assert info["external_fixed_ips"][0]["subnet_id"] == public_subnet
+    assert info["external_fixed_ips"][0]["ip_address"] != "198.51.100.1"  # never the gateway
+
+    added = alice(
+        "PUT", f"/v2.0/routers/{made['id']}/add_router_interface", {"subnet_id": subnet_id}
+    )
+    assert added.status_code == 200
+    body = added.json()
+    assert body["subnet_id"] == subnet_id and body["network_id"] == network_id
+    interface = alice("GET", f"/v2.0/ports/{body['port_id']}").json()["port"]
+    assert interface["device_owner"] == "network:router_interface"
+    assert interface["device_id"] == made["id"]
+    assert interface["fixed_ips"] == [{"subnet_id": subnet_id, "ip_address": "10.0.0.1"}]
+
+    again = alice(
+        "PUT", f"/v2.0/routers/{made['id']}/add_router_interface", {"subnet_id": subnet_id}
+    )
+    assert error(again)[:2] == (400, "BadRequest")
+    assert error(alice("DELETE", f"/v2.0/ports/{body['port_id']}"))[:2] == (409, "ServicePortInUse")
+    assert error(alice("DELETE", f"/v2.0/routers/{made['id']}"))[:2] == (409, "RouterInUse")
+    assert error(alice("DELETE", f"/v2.0/subnets/{subnet_id}"))[:2] == (409, "SubnetInUse")
+
+    removed = alice(
+        "PUT", f"/v2.0/routers/{made['id']}/remove_router_interface", {"subnet_id": subnet_id}
+    )
+    assert removed.status_code == 200 and removed.json()["port_id"] == body["port_id"]
+    assert alice("GET", f"/v2.0/ports/{body['port_id']}").status_code == 404
+    assert alice("DELETE", f"/v2.0/routers/{made['id']}").status_code == 204
+    # The gateway port went with the router: the external subnet is free again.
+    assert admin("DELETE", f"/v2.0/subnets/{public_subnet}").status_code == 204
+
+
+def test_gateway_rules(admin: Api) -> None:
+    alice = project(admin, "alice")
+    public_id, _ = external(admin)
+    private_id, _ = tenant_subnet(alice, "10.0.0.0/24")
+    status, kind, message = error(
+        alice(
+            "POST",
+            "/v2.0/routers",
+            {"router": {"external_gateway_info": {"network_id": private_id}}},
+        )
+    )
+    assert (status, kind) == (400, "BadRequest") and "is not an external network" in message
+    refused = alice(
+        "POST",
+        "/v2.0/routers",
+        {"router": {"external_gateway_info": {"network_id": public_id, "enable_snat": False}}},
+    )
+    assert error(refused)[:2] == (403, "PolicyNotAuthorized")
+    made = router(admin, external_gateway_info={"network_id": public_id, "enable_snat": False})
+    assert made["external_gateway_info"]["enable_snat"] is False
+    cleared = admin("PUT", f"/v2.0/routers/{made['id']}", {"router": {"external_gateway_info": {}}})
+    assert cleared.json()["router"]["external_gateway_info"] is None
+    assert [p for p in admin("GET", "/v2.0/ports").json()["ports"] if p["device_owner"]] == []
+
+
+def test_extra_routes_need_a_connected_next_hop(admin: Api) -> None:
+    _, subnet_id = tenant_subnet(admin, "10.0.0.0/24")
+    made = router(admin)
+    admin("PUT", f"/v2.0/routers/{made['id']}/add_router_interface", {"subnet_id": subnet_id})
+    route = {"destination": "192.168.0.0/16", "nexthop": "10.0.0.5"}
+    updated = admin("PUT", f"/v2.0/routers/{made['id']}", {"router": {"routes": [route]}})
+    assert updated.json()["router"]["routes"] == [route]
+    for nexthop, reason in (("172.16.0.1", "not connected"), ("10.0.0.1", "used by router")):
+        bad = {"destination": "192.168.0.0/16", "nexthop": nexthop}
+        status, kind, message = error(
+            admin("PUT", f"/v2.0/routers/{made['id']}", {"router": {"routes": [bad]}})
+        )
+        assert (status, kind) == (400, "InvalidRoutes") and reason in message
+    blocked = admin(
+        "PUT", f"/v2.0/routers/{made['id']}/remove_router_interface", {"subnet_id": subnet_id}
+    )
+    assert error(blocked)[:2] == (409, "RouterInterfaceInUseByRoute")
+
+
+def test_routers_of_other_projects_are_not_found(admin: Api) -> None:
+    alice, bob = project(admin, "alice"), project(admin, "bob")
+    made = router(alice)
+    assert error(bob("GET", f"/v2.0/routers/{made['id']}"))[:2] == (404, "RouterNotFound")
+    _, subnet_id = tenant_subnet(bob, "10.0.0.0/24")
+    action = bob(
+        "PUT", f"/v2.0/routers/{made['id']}/add_router_interface", {"subnet_id": subnet_id}
+    )
+    assert action.status_code == 404
+    assert bob("GET", "/v2.0/routers").json() == {"routers": []}
