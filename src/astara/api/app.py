@@ -9,6 +9,7 @@ request; every write commits its outbox event in the same transaction.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -23,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
-from astara.api import admin, networks, ports, routers, subnets
+from astara.api import admin, floatingips, networks, ports, routers, subnets
 from astara.api.attributes import Resource, prepare_body, select_fields
 from astara.api.auth import Caller, authenticate
 from astara.api.errors import NeutronError
@@ -31,6 +32,7 @@ from astara.api.extensions import EXTENSIONS
 from astara.api.query import parse_query, run_query
 from astara.db.engine import session_factory
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRIES = 20
 
@@ -77,7 +79,8 @@ def create_app(engine: Engine) -> FastAPI:
                             request.headers.get("authorization"),
                         )
                         return work(session, caller)
-                except IntegrityError:
+                except IntegrityError as race:
+                    log.debug("retrying after a lost race: %s", race)
                     continue
             raise NeutronError(409, "Conflict", "Too many concurrent changes; try again.")
 
@@ -116,7 +119,13 @@ def create_app(engine: Engine) -> FastAPI:
                     "collection": r.collection,
                     "links": [{"rel": "self", "href": f"{base}/v2.0/{r.collection}"}],
                 }
-                for r in (networks.RESOURCE, subnets.RESOURCE, ports.RESOURCE, routers.RESOURCE)
+                for r in (
+                    networks.RESOURCE,
+                    subnets.RESOURCE,
+                    ports.RESOURCE,
+                    routers.RESOURCE,
+                    floatingips.RESOURCE,
+                )
             ]
         }
 
@@ -157,7 +166,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def list_events(request: Request, since: int = 0, limit: int = 1000) -> dict[str, Any]:
         return {"events": await call(request, lambda s, c: admin.events(s, c, since, limit))}
 
-    for controller in (networks, subnets, ports, routers):
+    for controller in (networks, subnets, ports, routers, floatingips):
         mount(app, controller, call, json_body)
 
     @app.put("/v2.0/routers/{router_id}/{action}")

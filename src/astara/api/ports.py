@@ -31,7 +31,7 @@ from astara.api.attributes import (
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db import outbox
-from astara.db.models import IpAllocation, Network, Port, Subnet
+from astara.db.models import FloatingIp, IpAllocation, Network, Port, Subnet
 
 _MAC = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}")
 SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
@@ -150,6 +150,10 @@ def _slaac(subnet: Subnet) -> bool:
         "slaac",
         "dhcpv6-stateless",
     )
+
+
+def has_free(session: Session, subnet: Subnet) -> bool:
+    return _free(session, subnet) is not None
 
 
 def _exhausted(network: Network) -> NeutronError:
@@ -374,6 +378,11 @@ def delete(session: Session, caller: Caller, port: Port, now: datetime) -> None:
             f"Port {port.id} cannot be deleted directly via the port API:"
             f" has device owner {port.device_owner}.",
         )
+    # A floating IP pointing at the port lets go of it (§3.3).
+    for floating in session.scalars(select(FloatingIp).where(FloatingIp.fixed_port_id == port.id)):
+        floating.fixed_port_id = floating.fixed_ip_address = floating.router_id = None
+        floating.updated_at = now
+        floating.revision_number += 1
     session.delete(port)
     outbox.record(
         session,

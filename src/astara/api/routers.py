@@ -24,7 +24,15 @@ from astara.api.attributes import (
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db import outbox
-from astara.db.models import IpAllocation, Network, Port, Router, RouterPort, Subnet
+from astara.db.models import (
+    FloatingIp,
+    IpAllocation,
+    Network,
+    Port,
+    Router,
+    RouterPort,
+    Subnet,
+)
 
 GATEWAY = "network:router_gateway"
 INTERFACE = "network:router_interface"
@@ -139,6 +147,7 @@ def _set_gateway(
     current = session.get(Port, router.gateway_port_id) if router.gateway_port_id else None
     wanted = info.get("network_id")
     if current is not None and (wanted is None or wanted != current.network_id):
+        _refuse_if_floating(session, router, current.network_id)
         _remove_port(session, router, current)
         router.gateway_port_id = None
         session.flush()
@@ -206,6 +215,17 @@ def _service_port(
     session.add(port)
     session.add(RouterPort(router_id=router.id, port_id=port.id, port_type=owner))
     return port
+
+
+def _refuse_if_floating(session: Session, router: Router, network_id: str) -> None:
+    used = session.scalar(select(FloatingIp.id).where(FloatingIp.router_id == router.id))
+    if used is not None:
+        raise NeutronError(
+            409,
+            "RouterExternalGatewayInUseByFloatingIp",
+            f"Gateway cannot be updated for router {router.id}, since a gateway to external"
+            f" network {network_id} is required by one or more floating IPs.",
+        )
 
 
 def _remove_port(session: Session, router: Router, port: Port) -> None:
@@ -291,6 +311,7 @@ def delete(session: Session, caller: Caller, router: Router, now: datetime) -> N
             f"Router {router.id} has ports still attached: {', '.join(p.id for p in interfaces)}",
         )
     for gateway in _ports(session, router, GATEWAY):
+        _refuse_if_floating(session, router, gateway.network_id)
         _remove_port(session, router, gateway)
     session.delete(router)
     _event(session, router, "delete", now)
@@ -457,6 +478,19 @@ def remove_interface(
                 f"Router interface for subnet {port.fixed_ips[0].subnet_id}"
                 f" on router {router.id} cannot be deleted, "
                 "as it is required by one or more routes.",
+            )
+    subnet_ids = [a.subnet_id for a in port.fixed_ips]
+    for floating in session.scalars(select(FloatingIp).where(FloatingIp.router_id == router.id)):
+        holder = session.get(Port, floating.fixed_port_id) if floating.fixed_port_id else None
+        if holder is not None and any(
+            a.subnet_id in subnet_ids and a.ip_address == floating.fixed_ip_address
+            for a in holder.fixed_ips
+        ):
+            raise NeutronError(
+                409,
+                "RouterInterfaceInUseByFloatingIP",
+                f"Router interface for subnet {subnet_ids[0]} on router {router.id} cannot be"
+                " deleted, as it is required by one or more floating IPs.",
             )
     info = _interface_info(router, port)
     _remove_port(session, router, port)
