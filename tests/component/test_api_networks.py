@@ -254,7 +254,7 @@ def test_extensions_list_only_what_is_implemented(admin: Api) -> None:
         "pagination",
     } <= aliases
     # Not implemented, so not advertised: clients change behaviour on what they find.
-    assert not {"external-gateway-multihoming", "security-group", "quotas"} & aliases
+    assert not {"external-gateway-multihoming", "security-group", "dns-integration"} & aliases
     one = admin("GET", "/v2.0/extensions/net-mtu").json()["extension"]
     assert one == next(e for e in listed if e["alias"] == "net-mtu")
     assert admin("GET", "/v2.0/extensions/security-group").status_code == 404

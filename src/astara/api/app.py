@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
-from astara.api import admin, floatingips, networks, ports, routers, subnets
+from astara.api import admin, floatingips, networks, ports, quotas, routers, subnets
 from astara.api.attributes import Resource, prepare_body, select_fields
 from astara.api.auth import Caller, authenticate
 from astara.api.errors import NeutronError
@@ -169,6 +169,44 @@ def create_app(engine: Engine) -> FastAPI:
     for controller in (networks, subnets, ports, routers, floatingips):
         mount(app, controller, call, json_body)
 
+    @app.get("/v2.0/quotas")
+    async def list_quotas(request: Request) -> dict[str, Any]:
+        result: dict[str, Any] = await call(request, quotas.listing)
+        return result
+
+    @app.get("/v2.0/quotas/project")
+    async def own_quota_project(request: Request) -> dict[str, Any]:
+        caller: Caller = await call(request, lambda s, c: c)
+        return {"project": {"project_id": caller.project_id}}
+
+    @app.get("/v2.0/quotas/{project_id}")
+    async def show_quota(request: Request, project_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await call(request, lambda s, c: quotas.show(s, c, project_id))
+        return result
+
+    @app.get("/v2.0/quotas/{project_id}/default")
+    async def default_quota(request: Request, project_id: str) -> dict[str, Any]:
+        await call(request, lambda s, c: quotas.show(s, c, project_id))
+        return {"quota": dict(quotas.DEFAULTS)}
+
+    @app.get("/v2.0/quotas/{project_id}/details")
+    async def quota_details(request: Request, project_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await call(request, lambda s, c: quotas.details(s, c, project_id))
+        return result
+
+    @app.put("/v2.0/quotas/{project_id}")
+    async def update_quota(request: Request, project_id: str) -> dict[str, Any]:
+        body = await json_body(request)
+        result: dict[str, Any] = await call(
+            request, lambda s, c: quotas.update(s, c, project_id, body)
+        )
+        return result
+
+    @app.delete("/v2.0/quotas/{project_id}", status_code=204)
+    async def reset_quota(request: Request, project_id: str) -> Response:
+        await call(request, lambda s, c: quotas.reset(s, c, project_id))
+        return Response(status_code=204)
+
     @app.put("/v2.0/routers/{router_id}/{action}")
     async def router_action(request: Request, router_id: str, action: str) -> dict[str, Any]:
         actions = {
@@ -233,6 +271,7 @@ def mount(app: FastAPI, controller: Controller, call: Call, json_body: JsonBody)
                 project_id=caller.project_id,
                 is_admin=caller.is_admin,
             )
+            quotas.check(session, resource.member, values["project_id"])
             row = controller.create(session, caller, values, now())
             session.flush()
             session.refresh(row)

@@ -62,6 +62,16 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
         ),
         _extension("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
         _extension(
+            "quotas",
+            "Quota management support",
+            "Expose functions for quotas management per project",
+        ),
+        _extension(
+            "quota_details",
+            "Quota details management support",
+            "Expose functions for quotas usage statistics per project",
+        ),
+        _extension(
             "pagination",
             "Pagination support",
             "Extension that indicates that pagination is enabled.",

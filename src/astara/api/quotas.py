@@ -1,0 +1,127 @@
+"""Neutron quotas: `/v2.0/quotas` (§3.8), enforced on every create."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from astara.api.auth import Caller
+from astara.api.errors import NeutronError
+from astara.db.models import FloatingIp, Network, Port, Quota, Router, Subnet
+
+DEFAULTS = {
+    "network": 100,
+    "subnet": 100,
+    "port": 500,
+    "router": 10,
+    "floatingip": 50,
+    "security_group": 10,
+    "security_group_rule": 100,
+}
+MODELS: dict[str, Any] = {
+    "network": Network,
+    "subnet": Subnet,
+    "port": Port,
+    "router": Router,
+    "floatingip": FloatingIp,
+}
+MAX_LIMIT = 2**31 - 1
+
+
+def limits(session: Session, project_id: str) -> dict[str, int]:
+    found = dict(DEFAULTS)
+    for row in session.scalars(select(Quota).where(Quota.project_id == project_id)):
+        found[row.resource] = row.limit
+    return found
+
+
+def used(session: Session, project_id: str) -> dict[str, int]:
+    counts = {name: 0 for name in DEFAULTS}
+    for name, model in MODELS.items():
+        counts[name] = (
+            session.scalar(
+                select(func.count()).select_from(model).where(model.project_id == project_id)
+            )
+            or 0
+        )
+    return counts
+
+
+def check(session: Session, resource: str, project_id: str) -> None:
+    """Refuse a create that would go past the project's limit (-1: unlimited)."""
+    if resource not in MODELS:
+        return
+    limit = limits(session, project_id)[resource]
+    if limit >= 0 and used(session, project_id)[resource] >= limit:
+        raise NeutronError(409, "OverQuota", f"Quota exceeded for resources: ['{resource}'].")
+
+
+def _may_read(caller: Caller, project_id: str) -> None:
+    if not caller.is_admin and caller.project_id != project_id:
+        raise NeutronError(403, "PolicyNotAuthorized", "(rule:get_quota) is disallowed by policy")
+
+
+def _admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise NeutronError(
+            403, "PolicyNotAuthorized", "(rule:update_quota) is disallowed by policy"
+        )
+
+
+def show(session: Session, caller: Caller, project_id: str) -> dict[str, Any]:
+    _may_read(caller, project_id)
+    return {"quota": limits(session, project_id)}
+
+
+def details(session: Session, caller: Caller, project_id: str) -> dict[str, Any]:
+    _may_read(caller, project_id)
+    current, counts = limits(session, project_id), used(session, project_id)
+    return {
+        "quota": {k: {"limit": v, "used": counts[k], "reserved": 0} for k, v in current.items()}
+    }
+
+
+def listing(session: Session, caller: Caller) -> dict[str, Any]:
+    _admin(caller)
+    projects = sorted(set(session.scalars(select(Quota.project_id))))
+    return {"quotas": [{**limits(session, p), "project_id": p, "tenant_id": p} for p in projects]}
+
+
+def update(session: Session, caller: Caller, project_id: str, body: Any) -> dict[str, Any]:
+    _admin(caller)
+    if not isinstance(body, dict) or not isinstance(body.get("quota"), dict):
+        raise NeutronError(400, "HTTPBadRequest", "Unable to find 'quota' in request body")
+    values = dict(body["quota"])
+    force = values.pop("force", False) is True
+    values.pop("check_limit", None)
+    counts = used(session, project_id)
+    for name, value in values.items():
+        if name not in DEFAULTS:
+            raise NeutronError(400, "HTTPBadRequest", f"Unrecognized attribute(s) '{name}'")
+        if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_LIMIT:
+            raise NeutronError(
+                400,
+                "InvalidInput",
+                f"Invalid input for {name}. Reason: '{value}' is not a valid quota limit.",
+            )
+        if not force and value >= 0 and counts[name] > value:
+            raise NeutronError(
+                400,
+                "InvalidQuotaValue",
+                f"Change would make usage less than 0 for the following resources: ['{name}'].",
+            )
+    for name, value in values.items():
+        row = session.get(Quota, (project_id, name))
+        if row is None:
+            session.add(Quota(project_id=project_id, resource=name, limit=value))
+        else:
+            row.limit = value
+    session.flush()
+    return {"quota": limits(session, project_id)}
+
+
+def reset(session: Session, caller: Caller, project_id: str) -> None:
+    _admin(caller)
+    session.execute(delete(Quota).where(Quota.project_id == project_id))

@@ -1,0 +1,55 @@
+"""Neutron quotas: defaults, per-project limits, enforcement, details."""
+
+from __future__ import annotations
+
+from tests.component.conftest import Api, error, project
+
+
+def project_id(admin: Api, name: str) -> str:
+    projects = admin("GET", "/astara/v1/projects").json()["projects"]
+    return str(next(p["id"] for p in projects if p["name"] == name))
+
+
+def test_defaults_and_own_project(admin: Api) -> None:
+    alice = project(admin, "alice")
+    alice_id = project_id(admin, "alice")
+    assert alice("GET", "/v2.0/quotas/project").json() == {"project": {"project_id": alice_id}}
+    quota = alice("GET", f"/v2.0/quotas/{alice_id}").json()["quota"]
+    assert quota["network"] == 100 and quota["port"] == 500 and quota["floatingip"] == 50
+    assert alice("GET", f"/v2.0/quotas/{alice_id}/default").json()["quota"] == quota
+
+
+def test_limits_are_per_project_and_enforced(admin: Api) -> None:
+    alice, bob = project(admin, "alice"), project(admin, "bob")
+    alice_id = project_id(admin, "alice")
+    updated = admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"network": 2}})
+    assert updated.json()["quota"]["network"] == 2
+    alice.create_network(name="one")
+    alice.create_network(name="two")
+    status, kind, message = error(alice("POST", "/v2.0/networks", {"network": {"name": "three"}}))
+    assert (status, kind, message) == (
+        409,
+        "OverQuota",
+        "Quota exceeded for resources: ['network'].",
+    )
+    bob.create_network(name="bobs")  # bob's quota is his own
+    usage = alice("GET", f"/v2.0/quotas/{alice_id}/details").json()["quota"]["network"]
+    assert usage == {"limit": 2, "used": 2, "reserved": 0}
+    listed = admin("GET", "/v2.0/quotas").json()["quotas"]
+    assert [(q["project_id"], q["network"]) for q in listed] == [(alice_id, 2)]
+    # Below current usage only with force; back to defaults on delete.
+    too_low = admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"network": 1}})
+    assert error(too_low)[0] == 400
+    forced = admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"network": 1, "force": True}})
+    assert forced.json()["quota"]["network"] == 1
+    assert admin("DELETE", f"/v2.0/quotas/{alice_id}").status_code == 204
+    assert alice("GET", f"/v2.0/quotas/{alice_id}").json()["quota"]["network"] == 100
+
+
+def test_only_admins_change_quotas_and_projects_read_their_own(admin: Api) -> None:
+    alice, _ = project(admin, "alice"), project(admin, "bob")
+    alice_id, bob_id = project_id(admin, "alice"), project_id(admin, "bob")
+    assert error(alice("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"network": 500}}))[0] == 403
+    assert error(alice("GET", f"/v2.0/quotas/{bob_id}"))[0] == 403
+    for bad in ({"network": "many"}, {"network": -2}, {"widgets": 3}):
+        assert error(admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": bad}))[0] == 400
