@@ -184,3 +184,75 @@ def test_openstack_cli_router_session(server: Server) -> None:
     value(osc(server, "router", "unset", "--external-gateway", "r1"))
     value(osc(server, "router", "delete", "r1"))
     assert json.loads(value(osc(server, "port", "list", "-f", "json"))) == []
+
+
+def test_openstack_cli_tenant_session_with_ports_and_floating_ips(server: Server) -> None:
+    """As a tenant: networks (v4 and v6), ports, a router, a floating IP
+    associated and disassociated, each shown, listed, set and deleted."""
+    value(osc(server, "network", "create", "--external", "public"))
+    value(
+        osc(
+            server,
+            "subnet",
+            "create",
+            "--network",
+            "public",
+            "--subnet-range",
+            "198.51.100.0/24",
+            "pub",
+        )
+    )
+    created = subprocess.run(
+        [str(BIN / "astara"), "project", "create", "tenant", "--state-dir", str(server.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    token = created.stdout.strip().splitlines()[-1]
+
+    def tenant(*args: str) -> str:
+        return value(osc(server, *args, token=token))
+
+    tenant("network", "create", "web")
+    tenant("subnet", "create", "--network", "web", "--subnet-range", "10.0.0.0/24", "web-v4")
+    tenant(
+        "subnet",
+        "create",
+        "--network",
+        "web",
+        "--ip-version",
+        "6",
+        "--subnet-range",
+        "2001:db8:1::/64",
+        "--ipv6-ra-mode",
+        "slaac",
+        "--ipv6-address-mode",
+        "slaac",
+        "web-v6",
+    )
+    port = json.loads(tenant("port", "create", "--network", "web", "vm1", "-f", "json"))
+    assert len(port["fixed_ips"]) == 2  # one IPv4 from the pool, one SLAAC address
+    tenant("port", "set", "--name", "vm-one", "vm1")
+    assert (
+        tenant("port", "show", "vm-one", "-f", "value", "-c", "mac_address") == port["mac_address"]
+    )
+
+    tenant("router", "create", "r1")
+    tenant("router", "set", "--external-gateway", "public", "r1")
+    tenant("router", "add", "subnet", "r1", "web-v4")
+    fip = json.loads(tenant("floating", "ip", "create", "public", "-f", "json"))
+    tenant("floating", "ip", "set", "--port", "vm-one", fip["floating_ip_address"])
+    shown = json.loads(tenant("floating", "ip", "show", fip["id"], "-f", "json"))
+    assert shown["port_id"] == port["id"] and shown["fixed_ip_address"].startswith("10.0.0.")
+    listed = json.loads(tenant("floating", "ip", "list", "-f", "json"))
+    assert [f["Floating IP Address"] for f in listed] == [fip["floating_ip_address"]]
+    tenant("floating", "ip", "unset", "--port", fip["floating_ip_address"])
+    tenant("floating", "ip", "delete", fip["floating_ip_address"])
+
+    tenant("router", "remove", "subnet", "r1", "web-v4")
+    tenant("router", "delete", "r1")
+    tenant("port", "delete", "vm-one")
+    tenant("subnet", "delete", "web-v4", "web-v6")
+    tenant("network", "delete", "web")
+    # Only the shared external network is left in the tenant's view.
+    assert [n["Name"] for n in json.loads(tenant("network", "list", "-f", "json"))] == ["public"]
