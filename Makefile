@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 # Real parts only: the appliance and the tests use these, never stand-ins.
 APT_PACKAGES := iproute2 nftables dnsmasq-base radvd busybox iputils-ping \
-	iputils-arping conntrack tcpdump socat iperf3 procps psmisc python3-venv
+	iputils-arping conntrack tcpdump socat iperf3 procps psmisc python3-venv \
+	postgresql util-linux
 
 .PHONY: deps apt run test lint bench clean
 

@@ -3,6 +3,7 @@ bootstrapped admin, projects, and Neutron error bodies."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from astara.api.app import create_app
 from astara.api.bootstrap import ensure_admin
 from astara.db.engine import make_engine, sqlite_url
 from astara.db.migrate import upgrade
+from astara.testing.postgres import PostgresServer, binaries
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).replace(tzinfo=None)
 
@@ -36,9 +38,28 @@ class Api:
         return network
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url(tmp_path))
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server per test process."""
+    if binaries() is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI must run the PostgreSQL tier: `make test` installs postgresql")
+        pytest.skip("PostgreSQL is not installed here (`make test` installs it)")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The same tests on SQLite (the default) and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path)
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+    engine = make_engine(url)
     upgrade(engine)
     yield engine
     engine.dispose()

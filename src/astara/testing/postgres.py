@@ -1,0 +1,101 @@
+"""A throwaway PostgreSQL server for tests: its own data directory and unix
+socket under /tmp, no TCP listener, gone when stopped."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+PG_ROOT = Path("/usr/lib/postgresql")
+
+
+def binaries() -> Path | None:
+    """The newest installed server's bin directory, if any."""
+    versions = sorted(PG_ROOT.glob("*/bin/pg_ctl")) if PG_ROOT.is_dir() else []
+    return versions[-1].parent if versions else None
+
+
+class PostgresServer:
+    def __init__(self) -> None:
+        found = binaries()
+        if found is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bin = found
+        self.root = Path(tempfile.mkdtemp(prefix="astara-pg-"))
+        self.data = self.root / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+
+    def _as_postgres(self, *argv: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120
+        )
+
+    def start(self) -> PostgresServer:
+        shutil.chown(self.root, "postgres", "postgres")
+        self._as_postgres(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+        # A unix socket in our own directory only: no TCP, nothing off the machine.
+        options = (
+            f"-k {self.root} -p {self.port} -c listen_addresses=''"
+            " -c fsync=off -c full_page_writes=off"
+        )
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(self.root / "log"),
+            "start",
+        )
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@/{database}?host={self.root}&port={self.port}"
+
+    def create_database(self) -> str:
+        """A fresh, empty database; returns its URL."""
+        import psycopg
+
+        name = f"astara_{secrets.token_hex(6)}"
+        with psycopg.connect(
+            host=str(self.root), port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.data.exists():
+            subprocess.run(
+                [
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
+        shutil.rmtree(self.root, ignore_errors=True)
