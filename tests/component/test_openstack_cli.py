@@ -256,3 +256,27 @@ def test_openstack_cli_tenant_session_with_ports_and_floating_ips(server: Server
     tenant("network", "delete", "web")
     # Only the shared external network is left in the tenant's view.
     assert [n["Name"] for n in json.loads(tenant("network", "list", "-f", "json"))] == ["public"]
+
+
+def test_readme_tenant_api_walkthrough_runs(server: Server) -> None:
+    """The README's `openstack` walkthrough, against this test's server."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## The tenant API with the `openstack` CLI", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if not line.startswith(("astara serve", "sleep"))]
+    script = (
+        "\n".join(lines)
+        .replace("$PWD/.venv/bin", str(BIN))
+        .replace("var/", f"{server.state_dir}/")
+        .replace("http://127.0.0.1:9696", server.url)
+        .replace("astara events", f"astara events --state-dir {server.state_dir}")
+        .replace(
+            "astara project create demo",
+            f"astara project create demo --state-dir {server.state_dir}",
+        )
+    )
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "add_interface" in result.stdout  # the router got its interface, per the events
