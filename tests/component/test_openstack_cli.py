@@ -279,4 +279,6 @@ def test_readme_tenant_api_walkthrough_runs(server: Server) -> None:
         ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "add_interface" in result.stdout  # the router got its interface, per the events
+    shown = json.loads(value(osc(server, "router", "show", "r1", "-f", "json")))
+    assert [i["ip_address"] for i in shown["interfaces_info"]] == ["10.0.0.1"]
+    assert shown["external_gateway_info"]["enable_snat"] is True
