@@ -38,7 +38,7 @@ def parse_query(resource: Resource, params: list[tuple[str, str]]) -> Query:
         elif key == "sort_dir":
             sort_dirs.append(value)
         elif key == "limit":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):
                 raise NeutronError(
                     400,
                     "HTTPBadRequest",
