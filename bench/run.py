@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.api import bench_api
 from bench.create import bench_create
 from bench.floating_ips import bench_floating_ips
 from bench.harness import Report, Settings, log
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "throughput": bench_throughput,
     "floating_ips": bench_floating_ips,
     "create": bench_create,
+    "api": bench_api,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

@@ -200,6 +200,27 @@ def free_addresses(
                     return
 
 
+def sample_addresses(pools: Iterable[Pool], rng: random.Random, count: int) -> list[IPAddress]:
+    """Up to `count` distinct addresses drawn at random from the pools (all of
+    them when the pools hold fewer)."""
+    ordered = sorted(pools)
+    total = sum(p.size for p in ordered)
+    if total == 0:
+        return []
+    # randrange, not sample: an IPv6 pool holds more than a range() may count.
+    offsets = (
+        range(total) if total <= count else sorted({rng.randrange(total) for _ in range(count)})
+    )
+    chosen = []
+    for offset in offsets:
+        for pool in ordered:
+            if offset < pool.size:
+                chosen.append(pool.start + offset)
+                break
+            offset -= pool.size
+    return chosen
+
+
 def choose_address(
     pools: Iterable[Pool], used: set[IPAddress], rng: random.Random
 ) -> IPAddress | None:

@@ -168,3 +168,19 @@ def test_generated_macs_are_unicast_under_the_base(seed: int) -> None:
     mac = ipam.generate_mac(random.Random(seed))
     assert mac.startswith("fa:16:3e:") and len(mac) == 17
     assert int(mac[:2], 16) & 1 == 0
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=1, max_value=40))
+def test_sampled_addresses_are_distinct_and_in_the_pools(seed: int, count: int) -> None:
+    pools = [pool("10.0.0.2", "10.0.0.20"), pool("10.0.1.1", "10.0.1.5")]
+    sampled = ipam.sample_addresses(pools, random.Random(seed), count)
+    assert len(sampled) == len(set(sampled)) <= count
+    assert all(any(a in p for p in pools) for a in sampled)
+    if count >= 24:  # small pools: every address is a candidate
+        assert len(sampled) == 24
+
+
+def test_sampling_works_on_a_whole_ipv6_slash_64() -> None:
+    pools = ipam.default_pools(net("2001:db8::/64"), ip("2001:db8::"))
+    sampled = ipam.sample_addresses(pools, random.Random(7), 32)
+    assert len(sampled) == 32 and all(a in pools[0] for a in sampled)
