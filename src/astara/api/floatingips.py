@@ -15,11 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import networks, ports, routers
+from astara.api import changes, networks, ports, routers
 from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_any
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db import outbox
 from astara.db.models import FloatingIp, Network, Port, Router, RouterPort, Subnet
 
 OWNER = "network:floatingip"
@@ -267,7 +266,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     floating.floating_ip_address = holder.fixed_ips[0].ip_address
     session.add(floating)
     _associate(session, caller, floating, values["port_id"], values["fixed_ip_address"])
-    _event(session, floating, "create", now)
+    changes.record(session, "floatingip", floating, "create", now)
     return floating
 
 
@@ -282,11 +281,7 @@ def update(
         _associate(
             session, caller, floating, floating.fixed_port_id, values.pop("fixed_ip_address")
         )
-    for name, value in values.items():
-        setattr(floating, name, value)
-    floating.updated_at = now
-    floating.revision_number += 1
-    _event(session, floating, "update", now)
+    changes.update(session, "floatingip", floating, values, now)
     return floating
 
 
@@ -296,15 +291,4 @@ def delete(session: Session, caller: Caller, floating: FloatingIp, now: datetime
     session.flush()
     if holder is not None:
         session.delete(holder)
-    _event(session, floating, "delete", now)
-
-
-def _event(session: Session, floating: FloatingIp, action: str, now: datetime) -> None:
-    outbox.record(
-        session,
-        resource_type="floatingip",
-        resource_id=floating.id,
-        project_id=floating.project_id,
-        action=action,
-        now=now,
-    )
+    changes.record(session, "floatingip", floating, "delete", now)

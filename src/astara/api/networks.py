@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from astara.api import changes
 from astara.api.attributes import Attribute, Resource, standard_attributes, to_bool, to_int
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db import outbox
 from astara.db.models import Network, Port
 
 RESOURCE = Resource(
@@ -113,32 +113,15 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         revision_number=1,
     )
     session.add(network)
-    outbox.record(
-        session,
-        resource_type="network",
-        resource_id=network.id,
-        project_id=network.project_id,
-        action="create",
-        now=now,
-    )
+    changes.record(session, "network", network, "create", now)
     return network
 
 
 def update(
     session: Session, caller: Caller, network: Network, values: dict[str, Any], now: datetime
 ) -> Network:
-    columns = {"router:external": "external"}
-    for name, value in values.items():
-        setattr(network, columns.get(name, name), value)
-    network.updated_at = now
-    network.revision_number += 1
-    outbox.record(
-        session,
-        resource_type="network",
-        resource_id=network.id,
-        project_id=network.project_id,
-        action="update",
-        now=now,
+    changes.update(
+        session, "network", network, values, now, columns={"router:external": "external"}
     )
     return network
 
@@ -155,11 +138,4 @@ def delete(session: Session, caller: Caller, network: Network, now: datetime) ->
     for subnet in list(network.subnets):
         session.delete(subnet)
     session.delete(network)
-    outbox.record(
-        session,
-        resource_type="network",
-        resource_id=network.id,
-        project_id=network.project_id,
-        action="delete",
-        now=now,
-    )
+    changes.record(session, "network", network, "delete", now)

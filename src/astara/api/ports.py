@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import networks
+from astara.api import changes, networks
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -30,7 +30,6 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db import outbox
 from astara.db.models import FloatingIp, IpAllocation, Network, Port, Subnet
 
 _MAC = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}")
@@ -343,14 +342,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     )
     port.fixed_ips = allocate(session, network, mac, values["fixed_ips"])
     session.add(port)
-    outbox.record(
-        session,
-        resource_type="port",
-        resource_id=port.id,
-        project_id=port.project_id,
-        action="create",
-        now=now,
-    )
+    changes.record(session, "port", port, "create", now)
     return port
 
 
@@ -377,18 +369,7 @@ def update(
         port.fixed_ips = []
         session.flush()  # release what is dropped before claiming the new set
         port.fixed_ips = wanted
-    for name, value in values.items():
-        setattr(port, name, value)
-    port.updated_at = now
-    port.revision_number += 1
-    outbox.record(
-        session,
-        resource_type="port",
-        resource_id=port.id,
-        project_id=port.project_id,
-        action="update",
-        now=now,
-    )
+    changes.update(session, "port", port, values, now)
     return port
 
 
@@ -406,11 +387,4 @@ def delete(session: Session, caller: Caller, port: Port, now: datetime) -> None:
         floating.updated_at = now
         floating.revision_number += 1
     session.delete(port)
-    outbox.record(
-        session,
-        resource_type="port",
-        resource_id=port.id,
-        project_id=port.project_id,
-        action="delete",
-        now=now,
-    )
+    changes.record(session, "port", port, "delete", now)

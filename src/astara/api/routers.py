@@ -12,7 +12,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import networks, ports, subnets
+from astara.api import changes, networks, ports, subnets
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -23,7 +23,6 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db import outbox
 from astara.db.models import (
     FloatingIp,
     IpAllocation,
@@ -283,7 +282,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     session.flush()
     if values["external_gateway_info"]:
         _set_gateway(session, caller, router, values["external_gateway_info"], now)
-    _event(session, router, "create", now)
+    changes.record(session, "router", router, "create", now)
     return router
 
 
@@ -294,11 +293,7 @@ def update(
         _set_gateway(session, caller, router, values.pop("external_gateway_info"), now)
     if "routes" in values:
         router.routes = _routes(session, router, values.pop("routes"))
-    for name, value in values.items():
-        setattr(router, name, value)
-    router.updated_at = now
-    router.revision_number += 1
-    _event(session, router, "update", now)
+    changes.update(session, "router", router, values, now)
     return router
 
 
@@ -314,18 +309,7 @@ def delete(session: Session, caller: Caller, router: Router, now: datetime) -> N
         _refuse_if_floating(session, router, gateway.network_id)
         _remove_port(session, router, gateway)
     session.delete(router)
-    _event(session, router, "delete", now)
-
-
-def _event(session: Session, router: Router, action: str, now: datetime) -> None:
-    outbox.record(
-        session,
-        resource_type="router",
-        resource_id=router.id,
-        project_id=router.project_id,
-        action=action,
-        now=now,
-    )
+    changes.record(session, "router", router, "delete", now)
 
 
 def _interface_body(body: Any) -> tuple[str | None, str | None]:
@@ -427,7 +411,7 @@ def add_interface(
             )
         ]
     session.flush()
-    _event(session, router, "add_interface", now)
+    changes.record(session, "router", router, "add_interface", now)
     return _interface_info(router, port)
 
 
@@ -494,5 +478,5 @@ def remove_interface(
             )
     info = _interface_info(router, port)
     _remove_port(session, router, port)
-    _event(session, router, "remove_interface", now)
+    changes.record(session, "router", router, "remove_interface", now)
     return info

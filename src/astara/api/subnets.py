@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import networks
+from astara.api import changes, networks
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -23,7 +23,6 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db import outbox
 from astara.db.models import IpAllocation, Subnet
 
 RA_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
@@ -255,14 +254,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     session.add(subnet)
     network.revision_number += 1  # a new subnet is a change of its network
     network.updated_at = now
-    outbox.record(
-        session,
-        resource_type="subnet",
-        resource_id=subnet.id,
-        project_id=subnet.project_id,
-        action="create",
-        now=now,
-    )
+    changes.record(session, "subnet", subnet, "create", now)
     return subnet
 
 
@@ -302,18 +294,7 @@ def update(
         raise bad_input("enable_dhcp", "Cannot disable enable_dhcp with ipv6 attributes set")
     subnet.gateway_ip = str(gateway) if gateway is not None else None
     subnet.allocation_pools = [p.as_dict() for p in pools]
-    for name, value in values.items():
-        setattr(subnet, name, value)
-    subnet.updated_at = now
-    subnet.revision_number += 1
-    outbox.record(
-        session,
-        resource_type="subnet",
-        resource_id=subnet.id,
-        project_id=subnet.project_id,
-        action="update",
-        now=now,
-    )
+    changes.update(session, "subnet", subnet, values, now)
     return subnet
 
 
@@ -332,11 +313,4 @@ def delete(session: Session, caller: Caller, subnet: Subnet, now: datetime) -> N
     session.delete(subnet)
     network.revision_number += 1
     network.updated_at = now
-    outbox.record(
-        session,
-        resource_type="subnet",
-        resource_id=subnet.id,
-        project_id=subnet.project_id,
-        action="delete",
-        now=now,
-    )
+    changes.record(session, "subnet", subnet, "delete", now)
