@@ -105,6 +105,15 @@ def _load(
 
 def _measure(backend: str, url: str, ports: int, settings: Settings, report: Report) -> None:
     state = Path(tempfile.mkdtemp(prefix="astara-bench-api-"))
+    try:
+        _serve_and_measure(backend, url, ports, settings, report, state)
+    finally:
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def _serve_and_measure(
+    backend: str, url: str, ports: int, settings: Settings, report: Report, state: Path
+) -> None:
     network_id = _populate(url, ports)
     port = _free_port()
     server = subprocess.Popen(
@@ -167,7 +176,6 @@ def _measure(backend: str, url: str, ports: int, settings: Settings, report: Rep
     finally:
         server.terminate()
         server.wait(30)
-        subprocess.run(["rm", "-rf", str(state)], check=False)
 
 
 def bench_api(settings: Settings, report: Report) -> None:
