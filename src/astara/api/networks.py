@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import changes
+from astara.api import access, changes
 from astara.api.attributes import Attribute, Resource, standard_attributes, to_bool, to_int
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -89,10 +89,7 @@ def get(session: Session, caller: Caller, network_id: str) -> Network:
 
 def owned(session: Session, caller: Caller, network_id: str) -> Network:
     """A network the caller may change: its own, or any for an admin."""
-    network = get(session, caller, network_id)
-    if not caller.is_admin and network.project_id != caller.project_id:
-        raise NeutronError(404, "NetworkNotFound", f"Network {network_id} could not be found.")
-    return network
+    return access.changeable(get(session, caller, network_id), caller, "Network")
 
 
 def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:

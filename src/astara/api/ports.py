@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import changes, networks
+from astara.api import access, changes, networks
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -116,10 +116,7 @@ def get(session: Session, caller: Caller, port_id: str) -> Port:
 
 
 def owned(session: Session, caller: Caller, port_id: str) -> Port:
-    port = get(session, caller, port_id)
-    if not caller.is_admin and port.project_id != caller.project_id:
-        raise NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
-    return port
+    return access.changeable(get(session, caller, port_id), caller, "Port")
 
 
 def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import changes, networks
+from astara.api import access, changes, networks
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -103,10 +103,7 @@ def get(session: Session, caller: Caller, subnet_id: str) -> Subnet:
 
 
 def owned(session: Session, caller: Caller, subnet_id: str) -> Subnet:
-    subnet = get(session, caller, subnet_id)
-    if not caller.is_admin and subnet.project_id != caller.project_id:
-        raise NeutronError(404, "SubnetNotFound", f"Subnet {subnet_id} could not be found.")
-    return subnet
+    return access.changeable(get(session, caller, subnet_id), caller, "Subnet")
 
 
 def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
