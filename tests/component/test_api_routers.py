@@ -127,3 +127,15 @@ def test_routers_of_other_projects_are_not_found(admin: Api) -> None:
     )
     assert action.status_code == 404
     assert bob("GET", "/v2.0/routers").json() == {"routers": []}
+
+
+def test_interface_actions_need_a_subnet_or_a_port(admin: Api) -> None:
+    made = router(admin)
+    for action in ("add_router_interface", "remove_router_interface"):
+        response = admin("PUT", f"/v2.0/routers/{made['id']}/{action}", {})
+        assert error(response) == (
+            400,
+            "BadRequest",
+            "Bad router request: Either subnet_id or port_id must be specified.",
+        )
+    assert admin("PUT", f"/v2.0/routers/{made['id']}/add_router_interface", []).status_code == 400

@@ -12,6 +12,25 @@ from astara.db import outbox
 from astara.db.models import StandardAttributes
 
 
+def timestamp(value: datetime) -> str:
+    """Neutron's time format: UTC, whole seconds, trailing Z."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def standard_view(row: StandardAttributes) -> dict[str, Any]:
+    """The standard attributes every resource shows (§1.3)."""
+    return {
+        "id": row.id,
+        "tenant_id": row.project_id,
+        "project_id": row.project_id,
+        "description": row.description,
+        "tags": [],
+        "created_at": timestamp(row.created_at),
+        "updated_at": timestamp(row.updated_at),
+        "revision_number": row.revision_number,
+    }
+
+
 def record(
     session: Session, resource_type: str, row: StandardAttributes, action: str, now: datetime
 ) -> None:

@@ -41,10 +41,7 @@ RESOURCE = Resource(
 
 def view(floating: FloatingIp) -> dict[str, Any]:
     return {
-        "id": floating.id,
-        "tenant_id": floating.project_id,
-        "project_id": floating.project_id,
-        "description": floating.description,
+        **changes.standard_view(floating),
         "floating_network_id": floating.floating_network_id,
         "floating_ip_address": floating.floating_ip_address,
         "port_id": floating.fixed_port_id,
@@ -52,10 +49,6 @@ def view(floating: FloatingIp) -> dict[str, Any]:
         "router_id": floating.router_id,
         "status": floating.status,
         "port_forwardings": [],
-        "tags": [],
-        "created_at": networks.timestamp(floating.created_at),
-        "updated_at": networks.timestamp(floating.updated_at),
-        "revision_number": floating.revision_number,
     }
 
 

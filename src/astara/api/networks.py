@@ -40,17 +40,10 @@ RESOURCE = Resource(
 )
 
 
-def timestamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def view(network: Network) -> dict[str, Any]:
     return {
-        "id": network.id,
+        **changes.standard_view(network),
         "name": network.name,
-        "tenant_id": network.project_id,
-        "project_id": network.project_id,
-        "description": network.description,
         "admin_state_up": network.admin_state_up,
         "status": network.status,
         "subnets": [s.id for s in network.subnets],
@@ -64,10 +57,6 @@ def view(network: Network) -> dict[str, Any]:
         "ipv6_address_scope": None,
         "l2_adjacency": True,
         "is_default": False,
-        "tags": [],
-        "created_at": timestamp(network.created_at),
-        "updated_at": timestamp(network.updated_at),
-        "revision_number": network.revision_number,
     }
 
 

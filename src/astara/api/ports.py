@@ -73,11 +73,8 @@ RESOURCE = Resource(
 
 def view(port: Port) -> dict[str, Any]:
     return {
-        "id": port.id,
+        **changes.standard_view(port),
         "name": port.name,
-        "tenant_id": port.project_id,
-        "project_id": port.project_id,
-        "description": port.description,
         "network_id": port.network_id,
         "admin_state_up": port.admin_state_up,
         "mac_address": port.mac_address,
@@ -93,10 +90,6 @@ def view(port: Port) -> dict[str, Any]:
         "extra_dhcp_opts": [],
         "binding:vnic_type": "normal",
         "ip_allocation": "immediate",
-        "tags": [],
-        "created_at": networks.timestamp(port.created_at),
-        "updated_at": networks.timestamp(port.updated_at),
-        "revision_number": port.revision_number,
     }
 
 

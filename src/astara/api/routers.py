@@ -73,21 +73,14 @@ def view(router: Router) -> dict[str, Any]:
             ],
         }
     return {
-        "id": router.id,
+        **changes.standard_view(router),
         "name": router.name,
-        "tenant_id": router.project_id,
-        "project_id": router.project_id,
-        "description": router.description,
         "admin_state_up": router.admin_state_up,
         "status": router.status,
         "external_gateway_info": info,
         "routes": router.routes,
         "availability_zone_hints": [],
         "availability_zones": [],
-        "tags": [],
-        "created_at": networks.timestamp(router.created_at),
-        "updated_at": networks.timestamp(router.updated_at),
-        "revision_number": router.revision_number,
     }
 
 
@@ -316,6 +309,10 @@ def _interface_body(body: Any) -> tuple[str | None, str | None]:
     if not isinstance(body, dict):
         raise NeutronError(400, "HTTPBadRequest", "Body contains invalid data")
     subnet_id, port_id = body.get("subnet_id"), body.get("port_id")
+    if subnet_id is None and port_id is None:
+        raise NeutronError(
+            400, "BadRequest", "Bad router request: Either subnet_id or port_id must be specified."
+        )
     return subnet_id, port_id
 
 
@@ -337,10 +334,6 @@ def add_interface(
 ) -> dict[str, Any]:
     router = get(session, caller, router_id)
     subnet_id, port_id = _interface_body(body)
-    if subnet_id is None and port_id is None:
-        raise NeutronError(
-            400, "BadRequest", "Bad router request: Either subnet_id or port_id must be specified."
-        )
     if subnet_id is not None and port_id is not None:
         raise NeutronError(
             400, "BadRequest", "Bad router request: Cannot specify both subnet-id and port-id."
@@ -420,10 +413,6 @@ def remove_interface(
 ) -> dict[str, Any]:
     router = get(session, caller, router_id)
     subnet_id, port_id = _interface_body(body)
-    if subnet_id is None and port_id is None:
-        raise NeutronError(
-            400, "BadRequest", "Bad router request: Either subnet_id or port_id must be specified."
-        )
     interfaces = _ports(session, router, INTERFACE)
     if port_id is not None:
         port = next((p for p in interfaces if p.id == port_id), None)

@@ -66,11 +66,8 @@ RESOURCE = Resource(
 
 def view(subnet: Subnet) -> dict[str, Any]:
     return {
-        "id": subnet.id,
+        **changes.standard_view(subnet),
         "name": subnet.name,
-        "tenant_id": subnet.project_id,
-        "project_id": subnet.project_id,
-        "description": subnet.description,
         "network_id": subnet.network_id,
         "ip_version": subnet.ip_version,
         "cidr": subnet.cidr,
@@ -84,10 +81,6 @@ def view(subnet: Subnet) -> dict[str, Any]:
         "subnetpool_id": None,
         "service_types": [],
         "router:external": subnet.network.external,
-        "tags": [],
-        "created_at": networks.timestamp(subnet.created_at),
-        "updated_at": networks.timestamp(subnet.updated_at),
-        "revision_number": subnet.revision_number,
     }
 
 
