@@ -271,3 +271,17 @@ def test_project_administration_needs_an_admin_token(admin: Api) -> None:
     assert error(admin("DELETE", "/astara/v1/projects/admin"))[:2] == (409, "ProjectInUse")
     assert admin("DELETE", "/astara/v1/projects/alice").status_code == 204
     assert alice("GET", "/v2.0/networks").status_code == 401  # its token died with it
+
+
+def test_a_project_that_owns_anything_cannot_be_deleted(admin: Api) -> None:
+    """Not only networks: a router alone keeps its project; once it is gone, the
+    project goes with its quota overrides."""
+    bob = project(admin, "bob")
+    project_id = bob("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
+    router = bob("POST", "/v2.0/routers", {"router": {"name": "r"}}).json()["router"]
+    assert admin("PUT", f"/v2.0/quotas/{project_id}", {"quota": {"router": 3}}).status_code == 200
+    status, kind, message = error(admin("DELETE", "/astara/v1/projects/bob"))
+    assert (status, kind, message) == (409, "ProjectInUse", "Project bob still owns 1 router(s).")
+    assert bob("DELETE", f"/v2.0/routers/{router['id']}").status_code == 204
+    assert admin("DELETE", "/astara/v1/projects/bob").status_code == 204
+    assert admin("GET", "/v2.0/quotas").json()["quotas"] == []

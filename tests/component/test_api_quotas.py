@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from tests.component.conftest import Api, error, project
 
 
@@ -53,3 +56,29 @@ def test_only_admins_change_quotas_and_projects_read_their_own(admin: Api) -> No
     assert error(alice("GET", f"/v2.0/quotas/{bob_id}"))[0] == 403
     for bad in ({"network": "many"}, {"network": -2}, {"widgets": 3}):
         assert error(admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": bad}))[0] == 400
+
+
+def test_concurrent_creates_never_pass_the_limit(admin: Api) -> None:
+    """30 network creates at once against a limit of 5: exactly 5 exist afterwards,
+    the other 25 are clean OverQuota answers."""
+    tenant = project(admin, "busy")
+    project_id = tenant("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
+    assert admin("PUT", f"/v2.0/quotas/{project_id}", {"quota": {"network": 5}}).status_code == 200
+    start = threading.Barrier(30)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def create(n: int) -> None:
+        start.wait(timeout=30)
+        response = tenant("POST", "/v2.0/networks", {"network": {"name": f"n{n}"}})
+        with lock:
+            results.append(response)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(r.status_code for r in results) == [201] * 5 + [409] * 25
+    assert {error(r)[1] for r in results if r.status_code == 409} == {"OverQuota"}
+    assert len(tenant("GET", "/v2.0/networks").json()["networks"]) == 5

@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from astara.api import quotas
 from astara.api.auth import Caller, digest, new_token
 from astara.api.bootstrap import ADMIN_PROJECT
 from astara.api.errors import NeutronError
 from astara.db import outbox
-from astara.db.models import Credential, Network, Project
+from astara.db.models import Credential, Project, Quota, QuotaLock
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -89,11 +90,12 @@ def delete_project(session: Session, caller: Caller, name_or_id: str, now: datet
     project = find_project(session, name_or_id)
     if project.name == ADMIN_PROJECT:
         raise NeutronError(409, "ProjectInUse", "The admin project cannot be deleted.")
-    owned = session.scalars(select(Network.id).where(Network.project_id == project.id)).all()
+    owned = {name: n for name, n in quotas.used(session, project.id).items() if n}
     if owned:
-        raise NeutronError(
-            409, "ProjectInUse", f"Project {project.name} still owns networks: {', '.join(owned)}."
-        )
+        listed = ", ".join(f"{n} {name}(s)" for name, n in sorted(owned.items()))
+        raise NeutronError(409, "ProjectInUse", f"Project {project.name} still owns {listed}.")
+    session.execute(delete(Quota).where(Quota.project_id == project.id))
+    session.execute(delete(QuotaLock).where(QuotaLock.project_id == project.id))
     session.execute(delete(Credential).where(Credential.project_id == project.id))
     session.delete(project)
     outbox.record(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import FloatingIp, Network, Port, Quota, Router, Subnet
+from astara.db.models import FloatingIp, Network, Port, Quota, QuotaLock, Router, Subnet
 
 DEFAULTS = {
     "network": 100,
@@ -49,10 +50,25 @@ def used(session: Session, project_id: str) -> dict[str, int]:
     return counts
 
 
+def lock(session: Session, project_id: str) -> None:
+    """Hold the project's quota lock until commit: concurrent creates in one
+    project count one after another. The first create inserts the row; two
+    first creates at once collide on its key and the loser is retried."""
+    bumped = session.execute(
+        sql_update(QuotaLock)
+        .where(QuotaLock.project_id == project_id)
+        .values(creates=QuotaLock.creates + 1)
+    )
+    if bumped.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(QuotaLock(project_id=project_id, creates=1))
+        session.flush()
+
+
 def check(session: Session, resource: str, project_id: str) -> None:
     """Refuse a create that would go past the project's limit (-1: unlimited)."""
     if resource not in MODELS:
         return
+    lock(session, project_id)
     limit = limits(session, project_id)[resource]
     if limit >= 0 and used(session, project_id)[resource] >= limit:
         raise NeutronError(409, "OverQuota", f"Quota exceeded for resources: ['{resource}'].")

@@ -203,6 +203,17 @@ class Quota(Base):
     limit: Mapped[int] = mapped_column(Integer)
 
 
+class QuotaLock(Base):
+    """One row per project that has created something: creates lock it before
+    counting, so that concurrent creates are checked against the limit one at a
+    time (a row lock on PostgreSQL, the write lock on SQLite)."""
+
+    __tablename__ = "quota_locks"
+
+    project_id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    creates: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class OutboxEvent(Base):
     """A committed change, in commit order: what the orchestrator wakes on."""
 
