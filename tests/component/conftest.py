@@ -26,10 +26,11 @@ class Api:
     def __init__(self, client: TestClient, token: str) -> None:
         self.client, self.token = client, token
 
-    def __call__(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.client.request(
-            method, path, json=body, headers={"X-Auth-Token": self.token}, **kwargs
-        )
+    def __call__(
+        self, method: str, path: str, body: Any = None, headers: Any = None, **kwargs: Any
+    ) -> Any:
+        headers = {"X-Auth-Token": self.token, **(headers or {})}
+        return self.client.request(method, path, json=body, headers=headers, **kwargs)
 
     def create_network(self, **fields: Any) -> dict[str, Any]:
         response = self("POST", "/v2.0/networks", {"network": fields})

@@ -285,3 +285,93 @@ def test_a_project_that_owns_anything_cannot_be_deleted(admin: Api) -> None:
     assert bob("DELETE", f"/v2.0/routers/{router['id']}").status_code == 204
     assert admin("DELETE", "/astara/v1/projects/bob").status_code == 204
     assert admin("GET", "/v2.0/quotas").json()["quotas"] == []
+
+
+def test_bulk_create_is_all_or_nothing(admin: Api) -> None:
+    created = admin("POST", "/v2.0/networks", {"networks": [{"name": "one"}, {"name": "two"}]})
+    assert created.status_code == 201
+    assert [n["name"] for n in created.json()["networks"]] == ["one", "two"]
+    # The second member is bad: neither is created.
+    status, kind, _ = error(
+        admin("POST", "/v2.0/networks", {"networks": [{"name": "three"}, {"mtu": "big"}]})
+    )
+    assert (status, kind) == (400, "HTTPBadRequest")
+    assert error(admin("POST", "/v2.0/networks", {"networks": []}))[0] == 400
+    assert error(admin("POST", "/v2.0/networks", {"networks": {"name": "x"}}))[0] == 400
+    names = sorted(n["name"] for n in admin("GET", "/v2.0/networks").json()["networks"])
+    assert names == ["one", "two"]
+
+
+def test_bulk_create_counts_against_the_quota_as_a_whole(admin: Api) -> None:
+    tenant = project(admin, "small")
+    project_id = tenant("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
+    admin("PUT", f"/v2.0/quotas/{project_id}", {"quota": {"network": 2}})
+    body = {"networks": [{"name": f"n{i}"} for i in range(3)]}
+    assert error(tenant("POST", "/v2.0/networks", body))[:2] == (409, "OverQuota")
+    assert tenant("GET", "/v2.0/networks").json()["networks"] == []
+
+
+def test_if_match_constrains_updates_and_deletes_to_a_revision(admin: Api) -> None:
+    network = admin.create_network(name="net")
+    path = f"/v2.0/networks/{network['id']}"
+    current = network["revision_number"]
+    stale = {"If-Match": f"revision_number={current + 5}"}
+    status, kind, message = error(admin("PUT", path, {"network": {"name": "x"}}, headers=stale))
+    assert (status, kind) == (412, "HTTPPreconditionFailed")
+    assert message == f"Constrained to {current + 5}, but current revision is {current}"
+    assert error(admin("DELETE", path, headers=stale))[0] == 412
+    assert error(admin("DELETE", path, headers={"If-Match": "etag-ish"}))[0] == 400
+    fresh = {"If-Match": f"revision_number={current}"}
+    updated = admin("PUT", path, {"network": {"name": "y"}}, headers=fresh).json()["network"]
+    assert updated["name"] == "y" and updated["revision_number"] > current
+    assert admin("GET", path).json()["network"]["name"] == "y"
+    fresh = {"If-Match": f"revision_number={updated['revision_number']}"}
+    assert admin("DELETE", path, headers=fresh).status_code == 204
+
+
+def test_a_trailing_json_suffix_is_ignored(admin: Api) -> None:
+    network = admin.create_network(name="suffixed")
+    assert (
+        admin("GET", f"/v2.0/networks/{network['id']}.json").json()["network"]["id"]
+        == (network["id"])
+    )
+    assert [n["name"] for n in admin("GET", "/v2.0/networks.json").json()["networks"]] == [
+        "suffixed"
+    ]
+
+
+def test_tags_are_set_listed_filtered_and_bump_the_revision(admin: Api) -> None:
+    red = admin.create_network(name="red")
+    blue = admin.create_network(name="blue")
+    tags = f"/v2.0/networks/{red['id']}/tags"
+    assert admin("PUT", tags, {"tags": ["prod", "web"]}).json() == {"tags": ["prod", "web"]}
+    assert admin("PUT", f"/v2.0/networks/{blue['id']}/tags/prod").status_code == 201
+    assert admin("PUT", f"/v2.0/networks/{blue['id']}/tags/prod").status_code == 201  # again
+    assert admin("GET", f"{tags}/web").status_code == 204
+    assert error(admin("GET", f"{tags}/db"))[:2] == (404, "TagNotFound")
+    shown = admin("GET", f"/v2.0/networks/{red['id']}").json()["network"]
+    assert shown["tags"] == ["prod", "web"] and shown["revision_number"] > red["revision_number"]
+
+    def names(query: str) -> list[str]:
+        listed = admin("GET", f"/v2.0/networks?{query}").json()["networks"]
+        return sorted(n["name"] for n in listed)
+
+    assert names("tags=prod") == ["blue", "red"]
+    assert names("tags=prod,web") == ["red"]
+    assert names("tags-any=web,db") == ["red"]
+    assert names("not-tags=prod,web") == ["blue"]
+    assert names("not-tags-any=web") == ["blue"]
+    assert admin("DELETE", f"{tags}/web").status_code == 204
+    assert error(admin("DELETE", f"{tags}/web"))[:2] == (404, "TagNotFound")
+    assert admin("DELETE", tags).status_code == 204
+    assert admin("GET", tags).json() == {"tags": []}
+    # Bad tags change nothing; tags are not a body attribute; others' resources are 404.
+    admin("PUT", tags, {"tags": ["keep"]})
+    for bad in (["a,b"], [""], [7], ["x" * 256], [f"t{i}" for i in range(51)]):
+        assert error(admin("PUT", tags, {"tags": bad}))[0] == 400
+    assert admin("GET", tags).json() == {"tags": ["keep"]}
+    status, _, message = error(admin("POST", "/v2.0/networks", {"network": {"tags": ["x"]}}))
+    assert (status, message) == (400, "Attribute 'tags' not allowed in POST")
+    alice = project(admin, "alice")
+    assert error(alice("PUT", f"{tags}/mine"))[0] == 404
+    assert error(alice("GET", tags))[0] == 404

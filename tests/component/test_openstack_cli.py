@@ -90,7 +90,12 @@ def test_openstack_cli_network_session_by_name_and_id(server: Server) -> None:
     network_id = value(
         osc(server, "network", "create", "--external", "public", "-f", "value", "-c", "id")
     )
-    value(osc(server, "network", "create", "private"))
+    value(osc(server, "network", "create", "private", "--tag", "blue", "--tag", "web"))
+    tagged = value(osc(server, "network", "list", "--tags", "blue", "-f", "value", "-c", "Name"))
+    assert tagged == "private"
+    value(osc(server, "network", "unset", "--tag", "web", "private"))
+    shown = json.loads(value(osc(server, "network", "show", "private", "-f", "json")))
+    assert shown["tags"] == ["blue"]
     listing = json.loads(value(osc(server, "network", "list", "-f", "json")))
     assert sorted(n["Name"] for n in listing) == ["private", "public"]
     shown = json.loads(value(osc(server, "network", "show", "public", "-f", "json")))

@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
-from astara.api import admin, floatingips, networks, ports, quotas, routers, subnets
-from astara.api.attributes import Resource, prepare_body, select_fields
+from astara.api import admin, changes, floatingips, networks, ports, quotas, routers, subnets
+from astara.api.attributes import Resource, bulk_members, prepare_body, select_fields
 from astara.api.auth import Caller, authenticate
 from astara.api.errors import NeutronError
 from astara.api.extensions import EXTENSIONS
@@ -45,6 +45,14 @@ def now() -> datetime:
 def create_app(engine: Engine) -> FastAPI:
     sessions = session_factory(engine)
     app = FastAPI(title="astara", version=__version__, description="Neutron v2.0 tenant API")
+
+    @app.middleware("http")
+    async def json_suffix(request: Request, call_next: Any) -> Any:
+        """A trailing `.json` on a path is accepted and ignored (§1.1)."""
+        path = request.scope["path"]
+        if path.endswith(".json") and path.startswith("/v2.0/"):
+            request.scope["path"] = path.removesuffix(".json")
+        return await call_next(request)
 
     @app.exception_handler(NeutronError)
     async def neutron_error(_: Request, error: NeutronError) -> JSONResponse:
@@ -242,6 +250,48 @@ class Controller(Protocol):
     def delete(self, session: Session, caller: Caller, row: Any, now: datetime) -> None: ...
 
 
+MAX_TAGS = 50
+TagChange = Callable[[set[str]], set[str]]
+
+
+def valid_tags(tags: list[Any]) -> set[str]:
+    """Tags are non-empty strings of at most 255 characters, 50 per resource."""
+    for tag in tags:
+        if not isinstance(tag, str) or not tag or len(tag) > 255 or "," in tag:
+            raise NeutronError(400, "HTTPBadRequest", f"Invalid input: {tag!r} is not a valid tag")
+    if len(set(tags)) > MAX_TAGS:
+        raise NeutronError(400, "HTTPBadRequest", f"Invalid input: more than {MAX_TAGS} tags")
+    return set(tags)
+
+
+def tag_not_found(tag: str, object_id: str) -> NeutronError:
+    return NeutronError(
+        404, "TagNotFound", f"Tag {tag} could not be found for resource {object_id}."
+    )
+
+
+def if_match(request: Request) -> int | None:
+    """The revision an `If-Match: revision_number=N` header constrains a change to."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    key, _, number = header.strip().partition("=")
+    if key.strip() != "revision_number" or not number.strip().isdigit():
+        raise NeutronError(
+            400, "HTTPBadRequest", f"Invalid If-Match header {header!r}: use revision_number=N"
+        )
+    return int(number)
+
+
+def check_revision(row: Any, expected: int | None) -> None:
+    if expected is not None and row.revision_number != expected:
+        raise NeutronError(
+            412,
+            "HTTPPreconditionFailed",
+            f"Constrained to {expected}, but current revision is {row.revision_number}",
+        )
+
+
 Call = Callable[[Request, Callable[[Session, Caller], Any]], Awaitable[Any]]
 JsonBody = Callable[[Request], Awaitable[Any]]
 
@@ -261,23 +311,29 @@ def mount(app: FastAPI, controller: Controller, call: Call, json_body: JsonBody)
         return body
 
     async def create_item(request: Request) -> dict[str, Any]:
+        """One member, or a bulk of them in one transaction: all or none."""
         body = await json_body(request)
+        bulk = bulk_members(resource, body)
 
-        def work(session: Session, caller: Caller) -> dict[str, Any]:
-            values = prepare_body(
-                resource,
-                body,
-                method="POST",
-                project_id=caller.project_id,
-                is_admin=caller.is_admin,
-            )
-            quotas.check(session, resource.member, values["project_id"])
-            row = controller.create(session, caller, values, now())
-            session.flush()
-            session.refresh(row)
-            return controller.view(row)
+        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
+            created = []
+            for one in bulk if bulk is not None else [body]:
+                values = prepare_body(
+                    resource,
+                    one,
+                    method="POST",
+                    project_id=caller.project_id,
+                    is_admin=caller.is_admin,
+                )
+                quotas.check(session, resource.member, values["project_id"])
+                row = controller.create(session, caller, values, now())
+                session.flush()
+                session.refresh(row)
+                created.append(controller.view(row))
+            return created
 
-        return {resource.member: await call(request, work)}
+        created = await call(request, work)
+        return {resource.collection: created} if bulk is not None else {resource.member: created[0]}
 
     async def show_item(request: Request, object_id: str) -> dict[str, Any]:
         fields = request.query_params.getlist("fields")
@@ -286,9 +342,11 @@ def mount(app: FastAPI, controller: Controller, call: Call, json_body: JsonBody)
 
     async def update_item(request: Request, object_id: str) -> dict[str, Any]:
         body = await json_body(request)
+        expected = if_match(request)
 
         def work(session: Session, caller: Caller) -> dict[str, Any]:
             row = controller.owned(session, caller, object_id)
+            check_revision(row, expected)
             values = prepare_body(
                 resource, body, method="PUT", project_id=caller.project_id, is_admin=caller.is_admin
             )
@@ -301,10 +359,60 @@ def mount(app: FastAPI, controller: Controller, call: Call, json_body: JsonBody)
     async def delete_item(request: Request, object_id: str) -> Response:
         if await request.body():
             raise NeutronError(400, "HTTPBadRequest", "Request body is not supported in DELETE.")
-        await call(
-            request,
-            lambda s, c: controller.delete(s, c, controller.owned(s, c, object_id), now()),
-        )
+        expected = if_match(request)
+
+        def work(session: Session, caller: Caller) -> None:
+            row = controller.owned(session, caller, object_id)
+            check_revision(row, expected)
+            controller.delete(session, caller, row, now())
+
+        await call(request, work)
+        return Response(status_code=204)
+
+    async def show_tags(request: Request, object_id: str) -> dict[str, Any]:
+        row = await call(request, lambda s, c: controller.get(s, c, object_id))
+        return {"tags": sorted(row.tags or [])}
+
+    async def has_tag(request: Request, object_id: str, tag: str) -> Response:
+        row = await call(request, lambda s, c: controller.get(s, c, object_id))
+        if tag not in (row.tags or []):
+            raise tag_not_found(tag, object_id)
+        return Response(status_code=204)
+
+    async def change_tags(request: Request, object_id: str, change: TagChange) -> list[str]:
+        def work(session: Session, caller: Caller) -> list[str]:
+            row = controller.owned(session, caller, object_id)
+            tags = change(set(row.tags or []))
+            if tags != set(row.tags or []):
+                changes.update(session, resource.member, row, {"tags": sorted(tags)}, now())
+            return sorted(tags)
+
+        result: list[str] = await call(request, work)
+        return result
+
+    async def replace_tags(request: Request, object_id: str) -> dict[str, Any]:
+        body = await json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("tags"), list):
+            raise NeutronError(400, "HTTPBadRequest", "Invalid input: expected {'tags': [...]}")
+        wanted = valid_tags(body["tags"])
+        return {"tags": await change_tags(request, object_id, lambda _: wanted)}
+
+    async def add_tag(request: Request, object_id: str, tag: str) -> Response:
+        (added,) = valid_tags([tag])
+        await change_tags(request, object_id, lambda tags: valid_tags([*tags, added]))
+        return Response(status_code=201)
+
+    async def remove_tag(request: Request, object_id: str, tag: str) -> Response:
+        def without(tags: set[str]) -> set[str]:
+            if tag not in tags:
+                raise tag_not_found(tag, object_id)
+            return tags - {tag}
+
+        await change_tags(request, object_id, without)
+        return Response(status_code=204)
+
+    async def remove_tags(request: Request, object_id: str) -> Response:
+        await change_tags(request, object_id, lambda _: set())
         return Response(status_code=204)
 
     app.add_api_route(path, list_items, methods=["GET"])
@@ -312,3 +420,10 @@ def mount(app: FastAPI, controller: Controller, call: Call, json_body: JsonBody)
     app.add_api_route(f"{path}/{{object_id}}", show_item, methods=["GET"])
     app.add_api_route(f"{path}/{{object_id}}", update_item, methods=["PUT"])
     app.add_api_route(f"{path}/{{object_id}}", delete_item, methods=["DELETE"], status_code=204)
+    tags = f"{path}/{{object_id}}/tags"
+    app.add_api_route(tags, show_tags, methods=["GET"])
+    app.add_api_route(tags, replace_tags, methods=["PUT"])
+    app.add_api_route(tags, remove_tags, methods=["DELETE"], status_code=204)
+    app.add_api_route(f"{tags}/{{tag}}", has_tag, methods=["GET"], status_code=204)
+    app.add_api_route(f"{tags}/{{tag}}", add_tag, methods=["PUT"], status_code=201)
+    app.add_api_route(f"{tags}/{{tag}}", remove_tag, methods=["DELETE"], status_code=204)

@@ -83,6 +83,7 @@ def standard_attributes() -> list[Attribute]:
         Attribute("created_at", allow_post=False, allow_put=False, filter=False),
         Attribute("updated_at", allow_post=False, allow_put=False, filter=False),
         Attribute("revision_number", to_int, allow_post=False, allow_put=False),
+        Attribute("tags", allow_post=False, allow_put=False, filter=False, sort=False),
     ]
 
 
@@ -151,6 +152,17 @@ def prepare_body(
                 )
             result[attribute.name] = attribute.default
     return result
+
+
+def bulk_members(resource: Resource, body: Any) -> list[dict[str, Any]] | None:
+    """A bulk POST's members, each wrapped as a single POST's body (§1.1), or
+    None when `body` is a single POST."""
+    if not isinstance(body, dict) or resource.collection not in body:
+        return None
+    items = body[resource.collection]
+    if not isinstance(items, list) or not items or len(body) != 1:
+        raise NeutronError(400, "HTTPBadRequest", "Body contains invalid data")
+    return [{resource.member: item} for item in items]
 
 
 def _resolve_project(values: dict[str, Any], project_id: str, is_admin: bool) -> None:

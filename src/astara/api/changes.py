@@ -24,7 +24,7 @@ def standard_view(row: StandardAttributes) -> dict[str, Any]:
         "tenant_id": row.project_id,
         "project_id": row.project_id,
         "description": row.description,
-        "tags": [],
+        "tags": sorted(row.tags or []),
         "created_at": timestamp(row.created_at),
         "updated_at": timestamp(row.updated_at),
         "revision_number": row.revision_number,

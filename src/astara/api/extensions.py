@@ -62,6 +62,17 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
         ),
         _extension("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
         _extension(
+            "standard-attr-tag",
+            "Tag support for resources with standard attribute: subnet, trunk, router,"
+            " network, policy, subnetpool, port, security_group, floatingip",
+            "Enables to set tag on resources with standard attribute.",
+        ),
+        _extension(
+            "revision-if-match",
+            "If-Match constraints based on revision_number",
+            "Extension indicating that If-Match based on revision_number is supported.",
+        ),
+        _extension(
             "quotas",
             "Quota management support",
             "Expose functions for quotas management per project",

@@ -12,6 +12,14 @@ from astara.api.attributes import Resource
 from astara.api.errors import NeutronError
 
 CONTROL = {"fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse"}
+# Tag filters (§1.3): comma-separated tags; an item matches `tags` when it has
+# them all, `tags-any` when it has one, and the `not-` forms when it does not.
+TAG_FILTERS: dict[str, Callable[[set[str], set[str]], bool]] = {
+    "tags": lambda have, listed: listed <= have,
+    "tags-any": lambda have, listed: bool(listed & have),
+    "not-tags": lambda have, listed: not listed <= have,
+    "not-tags-any": lambda have, listed: not listed & have,
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,10 @@ def parse_query(resource: Resource, params: list[tuple[str, str]]) -> Query:
             marker = value
         elif key == "page_reverse":
             page_reverse = value.strip().lower() in ("true", "1", "yes", "on")
+        elif key in TAG_FILTERS:
+            tags = [t for t in value.split(",") if t]
+            if tags:
+                filters.setdefault(key, []).extend(tags)
         else:
             attribute = resource.attribute(key)
             if attribute is None or not attribute.filter:
@@ -82,6 +94,10 @@ def parse_query(resource: Resource, params: list[tuple[str, str]]) -> Query:
 
 def _matches(item: dict[str, Any], filters: dict[str, list[Any]]) -> bool:
     for key, wanted in filters.items():
+        if key in TAG_FILTERS:
+            if not TAG_FILTERS[key](set(item.get("tags", [])), set(wanted)):
+                return False
+            continue
         value = item.get(key)
         if isinstance(value, list):
             if not any(v in wanted for v in value):
