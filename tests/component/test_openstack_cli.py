@@ -4,58 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openstack
 import pytest
 
-from astara.testing.net import wait_until
-
-BIN = Path(sys.executable).parent
-
-
-class Server:
-    def __init__(self, state_dir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.state_dir = state_dir
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                str(BIN / "astara"),
-                "serve",
-                "--state-dir",
-                str(self.state_dir),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def answering() -> bool:
-            try:
-                return httpx.get(self.url, timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(answering, 30, 0.1, "astara serve to answer")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(15)
-            self.process = None
+from astara.testing.server import BIN, Server
 
 
 @pytest.fixture

@@ -48,6 +48,18 @@ class AgentClient:
     def health(self) -> Any:
         return self.request("GET", "/v1/health")
 
+    def networks(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/v1/networks")["networks"]
+        return found
+
+    def ports(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/v1/ports")["ports"]
+        return found
+
+    def appliances(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/v1/appliances")["appliances"]
+        return found
+
     def put_network(self, network_id: str, mtu: int = 1500, external: bool = False) -> Any:
         return self.request("PUT", f"/v1/networks/{network_id}", {"mtu": mtu, "external": external})
 

@@ -24,7 +24,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
-from astara.api import admin, changes, floatingips, networks, ports, quotas, routers, subnets
+from astara.api import (
+    admin,
+    changes,
+    floatingips,
+    networks,
+    operators,
+    ports,
+    quotas,
+    routers,
+    subnets,
+)
 from astara.api.attributes import Resource, bulk_members, prepare_body, select_fields
 from astara.api.auth import Caller, authenticate
 from astara.api.errors import NeutronError
@@ -42,7 +52,9 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> FastAPI:
+    """The API; with `agent` (an AgentClient) `router show` includes what the
+    appliance runs, and with `orchestrator` `cleanup` can run a resync now."""
     sessions = session_factory(engine)
     app = FastAPI(title="astara", version=__version__, description="Neutron v2.0 tenant API")
 
@@ -173,6 +185,57 @@ def create_app(engine: Engine) -> FastAPI:
     @app.get("/astara/v1/events")
     async def list_events(request: Request, since: int = 0, limit: int = 1000) -> dict[str, Any]:
         return {"events": await call(request, lambda s, c: admin.events(s, c, since, limit))}
+
+    @app.get("/astara/v1/routers")
+    async def operator_routers(request: Request) -> dict[str, Any]:
+        return {"routers": await call(request, operators.list_routers)}
+
+    @app.get("/astara/v1/routers/{router_id}")
+    async def operator_router(request: Request, router_id: str) -> dict[str, Any]:
+        shown: dict[str, Any] = await call(
+            request, lambda s, c: operators.show_router(s, c, router_id)
+        )
+        shown["appliance"] = shown["rendered"] = None
+        if agent is not None:
+            try:
+                shown["appliance"] = await run_in_threadpool(agent.get_appliance, shown["id"])
+                shown["rendered"] = await run_in_threadpool(agent.rendered, shown["id"])
+            except Exception as error:  # the agent's view is extra: show why it is missing
+                shown["agent_error"] = str(error)
+        return {"router": shown}
+
+    @app.post("/astara/v1/routers/{router_id}/{action}")
+    async def operator_router_action(request: Request, router_id: str, action: str) -> Any:
+        shown = await call(
+            request, lambda s, c: operators.router_request(s, c, router_id, action, now())
+        )
+        return {"router": shown}
+
+    @app.post("/astara/v1/projects/{name_or_id}/{action}")
+    async def operator_project_action(request: Request, name_or_id: str, action: str) -> Any:
+        return await call(
+            request, lambda s, c: operators.project_request(s, c, name_or_id, action, now())
+        )
+
+    @app.put("/astara/v1/ports/{port_id}/binding")
+    async def operator_plug(request: Request, port_id: str) -> Any:
+        body = await json_body(request)
+        return {
+            "binding": await call(request, lambda s, c: operators.plug(s, c, port_id, body, now()))
+        }
+
+    @app.delete("/astara/v1/ports/{port_id}/binding", status_code=204)
+    async def operator_unplug(request: Request, port_id: str) -> Response:
+        await call(request, lambda s, c: operators.unplug(s, c, port_id, now()))
+        return Response(status_code=204)
+
+    @app.post("/astara/v1/cleanup")
+    async def operator_cleanup(request: Request) -> dict[str, Any]:
+        await call(request, lambda s, c: admin.require_admin(c))
+        if orchestrator is None:
+            raise NeutronError(409, "NoOrchestrator", "This server runs no orchestrator.")
+        removed = await run_in_threadpool(orchestrator.cleanup)
+        return {"removed": removed}
 
     for controller in (networks, subnets, ports, routers, floatingips):
         mount(app, controller, call, json_body)

@@ -24,6 +24,8 @@ from astara.api.attributes import (
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db.models import (
+    ROUTER_GATEWAY,
+    ROUTER_INTERFACE,
     FloatingIp,
     IpAllocation,
     Network,
@@ -33,8 +35,11 @@ from astara.db.models import (
     Subnet,
 )
 
-GATEWAY = "network:router_gateway"
-INTERFACE = "network:router_interface"
+GATEWAY = ROUTER_GATEWAY
+INTERFACE = ROUTER_INTERFACE
+# A change to what the appliance runs makes the router BUILD until the
+# orchestrator has applied it (then ACTIVE): the status tells the truth.
+BUILD = "BUILD"
 
 RESOURCE = Resource(
     "routers",
@@ -48,6 +53,13 @@ RESOURCE = Resource(
         Attribute("routes", to_any, allow_post=False, filter=False, sort=False),
     ),
 )
+
+
+def mark_build(session: Session, router_id: str | None) -> None:
+    """What `router_id`'s appliance must run changed: BUILD until applied."""
+    router = session.get(Router, router_id) if router_id is not None else None
+    if router is not None:
+        router.status = BUILD
 
 
 def _ports(session: Session, router: Router, port_type: str) -> list[Port]:
@@ -282,6 +294,8 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
 def update(
     session: Session, caller: Caller, router: Router, values: dict[str, Any], now: datetime
 ) -> Router:
+    if {"external_gateway_info", "routes"} & set(values):
+        router.status = BUILD
     if "external_gateway_info" in values:
         _set_gateway(session, caller, router, values.pop("external_gateway_info"), now)
     if "routes" in values:
@@ -404,6 +418,7 @@ def add_interface(
             )
         ]
     session.flush()
+    router.status = BUILD
     changes.record(session, "router", router, "add_interface", now)
     return _interface_info(router, port)
 
@@ -467,5 +482,6 @@ def remove_interface(
             )
     info = _interface_info(router, port)
     _remove_port(session, router, port)
+    router.status = BUILD
     changes.record(session, "router", router, "remove_interface", now)
     return info

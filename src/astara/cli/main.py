@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,25 +143,88 @@ def serve(
     db_url: Annotated[
         str | None, typer.Option(envvar="ASTARA_DB_URL", help="Default: SQLite in the state dir")
     ] = None,
+    agent: Annotated[
+        str,
+        typer.Option(
+            envvar="ASTARA_AGENT",
+            help="'local' (a child agent on STATE_DIR/agent.sock), unix:PATH or tcp:HOST:PORT"
+            " of a running agent, or 'none' (API only)",
+        ),
+    ] = "local",
+    orchestrate: Annotated[bool, typer.Option(help="Run the orchestrator (needs an agent)")] = True,
+    prefix: Annotated[
+        str, typer.Option(envvar="ASTARA_PREFIX", help="Prefix of the local agent's objects")
+    ] = "ast",
+    resync_s: Annotated[float, typer.Option(help="Seconds between full resyncs")] = 20.0,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
-    """Serve the Neutron v2.0 tenant API (the orchestrator and agent join later)."""
+    """Serve the Neutron v2.0 tenant API, the orchestrator and a local agent."""
+    import logging
+
     import uvicorn
 
+    from astara.agent.child import AgentChild
+    from astara.agent.client import AgentClient
     from astara.api.app import create_app, now
     from astara.api.bootstrap import ensure_admin
     from astara.db.engine import make_engine, sqlite_url
     from astara.db.migrate import upgrade
+    from astara.linux.process import become_subreaper
+    from astara.orchestrator.reconciler import Orchestrator
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise typer.BadParameter("expected HOST:PORT", param_hint="--listen")
+    if orchestrate and agent == "none":
+        raise typer.BadParameter("the orchestrator needs an agent", param_hint="--agent")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     state_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(db_url or sqlite_url(state_dir.resolve()))
     upgrade(engine)
     ensure_admin(engine, state_dir, f"http://{host}:{port}", now())
     console.print(f"astara: admin credential in {state_dir / 'clouds.yaml'} (cloud 'astara')")
-    uvicorn.run(create_app(engine), host=host, port=int(port), log_level=log_level)
+    child: AgentChild | None = None
+    client: AgentClient | None = None
+    if agent == "local":
+        become_subreaper()  # the agent's daemons outlive it; reap them here
+        child = AgentChild(state_dir.resolve(), prefix, log_level=log_level, die_with_parent=True)
+        client = child.start()
+        _reap_in_background(child)
+    elif agent != "none":
+        client = AgentClient(agent)
+    orchestrator = (
+        Orchestrator(engine, client, resync_s=resync_s) if orchestrate and client else None
+    )
+    try:
+        if orchestrator is not None:
+            orchestrator.start()
+        uvicorn.run(
+            create_app(engine, agent=client, orchestrator=orchestrator),
+            host=host,
+            port=int(port),
+            log_level=log_level,
+        )
+    finally:
+        if orchestrator is not None:
+            orchestrator.stop()
+        if child is not None:
+            child.stop()  # the appliances keep running; the next start adopts them
+
+
+def _reap_in_background(child: Any) -> None:
+    import threading
+
+    from astara.linux.process import reap_orphans
+
+    def loop() -> None:
+        while True:
+            time.sleep(2)
+            keep = {child.process.pid} if child.process is not None else set()
+            reap_orphans(keep)
+
+    threading.Thread(target=loop, name="reaper", daemon=True).start()
 
 
 @cli.command("appliance-schema")

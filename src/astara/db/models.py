@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -159,6 +160,11 @@ class Router(StandardAttributes, Base):
     routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 
 
+# Device owners of a router's own ports (Neutron's names).
+ROUTER_GATEWAY = "network:router_gateway"
+ROUTER_INTERFACE = "network:router_interface"
+
+
 class RouterPort(Base):
     """A port attached to a router: its gateway or one of its interfaces."""
 
@@ -227,3 +233,59 @@ class OutboxEvent(Base):
     action: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# --- the orchestrator's own state --------------------------------------------------------
+
+
+class RouterState(Base):
+    """A router's lifecycle record (see `astara.orchestrator.lifecycle`). No
+    foreign key: it outlives the router row until the appliance is gone."""
+
+    __tablename__ = "router_states"
+
+    router_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(NAME, index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    applied_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # Written by operators (the admin API), only read by the orchestrator.
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    rebuild_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RouterEvent(Base):
+    """A router's history: every transition and why, for `astara router show`."""
+
+    __tablename__ = "router_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    router_id: Mapped[str] = mapped_column(UUID, index=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class PortBinding(Base):
+    """A port plugged into a workload namespace (`astara port plug`)."""
+
+    __tablename__ = "port_bindings"
+
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True
+    )
+    netns: Mapped[str] = mapped_column(String(64))
+    ifname: Mapped[str] = mapped_column(String(15))
+    dhcp: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class PausedProject(Base):
+    """A project an operator is debugging: its routers are left alone."""
+
+    __tablename__ = "paused_projects"
+
+    project_id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime)

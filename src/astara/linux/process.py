@@ -34,6 +34,23 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def reap_orphans(keep: set[int]) -> int:
+    """Reap our dead children except `keep` (whose owners collect them): the
+    daemons a restarted agent left to us, when we are their subreaper."""
+    reaped = 0
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        if fields[0] == "Z" and fields[1] == me and pid not in keep:
+            reap(pid)
+            reaped += 1
+    return reaped
+
+
 @dataclass(frozen=True)
 class Daemon:
     netns: str

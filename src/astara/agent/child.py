@@ -1,0 +1,119 @@
+"""A local `astara-agent` as a child process on a unix socket: what
+`astara serve` runs by default, and what tests and benchmarks start."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from astara.agent.client import AgentClient
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies, even by SIGKILL,
+    so a crashed `astara serve` never leaves its agent running on."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class AgentChild:
+    """`astara-agent` on `state_dir/agent.sock`, its state in `state_dir/agent`."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        prefix: str,
+        *,
+        log_level: str = "warning",
+        die_with_parent: bool = False,
+    ) -> None:
+        self.state_dir = state_dir
+        self.prefix = prefix
+        self.socket = state_dir / "agent.sock"
+        self.listen = f"unix:{self.socket}"
+        self.log_level = log_level
+        self.die_with_parent = die_with_parent
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client: AgentClient | None = None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "agent.pid"
+
+    def _wait_for_previous(self, timeout_s: float = 30.0) -> None:
+        """An agent left from a crashed parent is finishing its last requests
+        (it got SIGTERM): let it, so two agents never touch one appliance."""
+        try:
+            pid = int(self.pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"astara.agent" not in cmdline:
+            return
+        deadline = time.monotonic() + timeout_s
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
+    def start(self, timeout_s: float = 30.0) -> AgentClient:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._wait_for_previous()
+        log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "astara.agent",
+                "--listen",
+                self.listen,
+                "--state-dir",
+                str(self.state_dir / "agent"),
+                "--prefix",
+                self.prefix,
+                "--log-level",
+                self.log_level,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
+        )
+        log.close()
+        self.pid_file.write_text(str(self.process.pid))
+        client = AgentClient(self.listen)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"astara-agent exited: {(self.state_dir / 'agent.log').read_text()[-2000:]}"
+                )
+            try:
+                client.health()
+                break
+            except (OSError, httpx.TransportError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.client = client
+        return client
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

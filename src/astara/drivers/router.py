@@ -1,0 +1,167 @@
+"""The router driver: a router's database rows → its appliance config.
+
+The config holds an interface for the gateway port and one per router
+interface port, the subnets behind them (DHCP and RA settings), a DHCP host
+entry for every other port with an address on those subnets, the default
+route through the external subnet's gateway plus the router's extra routes,
+SNAT and the floating IPs. `networks` lists the L2 segments the appliance
+needs on the agent. Read-only: one consistent snapshot, no side effects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.appliance.schema import ApplianceConfig, config_hash
+from astara.db.models import (
+    ROUTER_GATEWAY,
+    FloatingIp,
+    IpAllocation,
+    Network,
+    Port,
+    Router,
+    RouterPort,
+    Subnet,
+)
+
+
+@dataclass(frozen=True)
+class NetworkNeed:
+    mtu: int
+    external: bool
+
+
+@dataclass
+class RouterPlan:
+    """What one router needs on the host; `config` None: no appliance (no ports)."""
+
+    router_id: str
+    config: ApplianceConfig | None
+    networks: dict[str, NetworkNeed] = field(default_factory=dict)
+    ports: list[str] = field(default_factory=list)  # the router's own ports
+
+    @property
+    def digest(self) -> str | None:
+        return config_hash(self.config) if self.config is not None else None
+
+
+def hostname(address: str) -> str:
+    """Neutron's DHCP host name: host-10-0-0-5, host-2001-db8--5."""
+    return "host-" + address.replace(".", "-").replace(":", "-")
+
+
+def plan(session: Session, router: Router) -> RouterPlan:
+    attached = session.execute(
+        select(Port, RouterPort.port_type)
+        .join(RouterPort, RouterPort.port_id == Port.id)
+        .where(RouterPort.router_id == router.id)
+        .order_by(RouterPort.port_type, Port.id)
+    ).all()
+    result = RouterPlan(router.id, None, ports=[p.id for p, _ in attached])
+    if not attached:
+        return result
+    network_ids = {port.network_id for port, _ in attached}
+    networks = {
+        n.id: n for n in session.scalars(select(Network).where(Network.id.in_(network_ids)))
+    }
+    subnet_ids = {a.subnet_id for port, _ in attached for a in port.fixed_ips}
+    subnet_rows = {
+        s.id: s for s in session.scalars(select(Subnet).where(Subnet.id.in_(subnet_ids)))
+    }
+    interfaces: list[dict[str, Any]] = []
+    subnets: list[dict[str, Any]] = []
+    routes: list[dict[str, str]] = []
+    own_macs = set()
+    dhcp_subnets: set[str] = set()
+    for port, port_type in attached:
+        network = networks[port.network_id]
+        external = port_type == ROUTER_GATEWAY
+        result.networks[network.id] = NetworkNeed(network.mtu, network.external)
+        own_macs.add(port.mac_address)
+        addresses = []
+        for allocation in port.fixed_ips:
+            subnet = subnet_rows[allocation.subnet_id]
+            prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+            addresses.append(f"{allocation.ip_address}/{prefix}")
+            if external:
+                if subnet.gateway_ip:
+                    default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
+                    routes.append({"destination": default, "nexthop": subnet.gateway_ip})
+                continue
+            subnets.append(_subnet(subnet, port.mac_address, allocation.ip_address))
+            if subnet.ip_version == 4 and subnet.enable_dhcp:
+                dhcp_subnets.add(subnet.id)
+        interfaces.append(
+            {
+                "mac": port.mac_address,
+                "network_id": network.id,
+                "role": "external" if external else "internal",
+                "addresses": addresses,
+                "mtu": network.mtu,
+            }
+        )
+    routes.extend({"destination": r["destination"], "nexthop": r["nexthop"]} for r in router.routes)
+    gateway = any(t == ROUTER_GATEWAY for _, t in attached)
+    config = {
+        "schema_version": 1,
+        "kind": "router",
+        "interfaces": interfaces,
+        "subnets": subnets,
+        "dhcp_hosts": _dhcp_hosts(session, dhcp_subnets, own_macs),
+        "routes": routes,
+        "snat": {"enabled": bool(gateway and router.enable_snat)},
+        "floating_ips": _floating_ips(session, router) if gateway else [],
+    }
+    result.config = ApplianceConfig.model_validate(config)
+    return result
+
+
+def _subnet(subnet: Subnet, mac: str, router_address: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"cidr": subnet.cidr, "interface_mac": mac}
+    if subnet.ip_version == 4:
+        # Hosts on the subnet route through the router's own address on it.
+        entry["gateway_ip"] = subnet.gateway_ip or router_address
+        entry["enable_dhcp"] = subnet.enable_dhcp
+        entry["dns_nameservers"] = list(subnet.dns_nameservers)
+        entry["host_routes"] = list(subnet.host_routes)
+    elif subnet.ipv6_ra_mode == "slaac":
+        entry["ipv6_ra_mode"] = "slaac"
+        entry["dns_nameservers"] = list(subnet.dns_nameservers)
+    return entry
+
+
+def _dhcp_hosts(session: Session, subnet_ids: set[str], own_macs: set[str]) -> list[dict[str, str]]:
+    """A static DHCP entry for every other port with an address on a DHCP subnet
+    this router serves (by subnet id: overlapping CIDRs elsewhere are not ours)."""
+    if not subnet_ids:
+        return []
+    rows = session.execute(
+        select(Port.mac_address, IpAllocation.ip_address)
+        .join(IpAllocation, IpAllocation.port_id == Port.id)
+        .where(IpAllocation.subnet_id.in_(subnet_ids))
+        .order_by(IpAllocation.ip_address)
+    ).all()
+    hosts = []
+    seen = set()
+    for mac, address in rows:
+        if mac in own_macs or mac in seen:
+            continue
+        seen.add(mac)
+        hosts.append({"mac": mac, "ip_address": address, "hostname": hostname(address)})
+    return hosts
+
+
+def _floating_ips(session: Session, router: Router) -> list[dict[str, str]]:
+    rows = session.scalars(
+        select(FloatingIp)
+        .where(FloatingIp.router_id == router.id, FloatingIp.fixed_ip_address.is_not(None))
+        .order_by(FloatingIp.floating_ip_address)
+    )
+    return [
+        {"floating_ip": f.floating_ip_address, "fixed_ip": f.fixed_ip_address or ""} for f in rows
+    ]

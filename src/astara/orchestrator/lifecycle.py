@@ -1,0 +1,219 @@
+"""A router appliance's lifecycle as a pure state machine.
+
+`step(record, observation, now)` → `Decision(record, commands, events)`. No I/O
+and no clock reads: the reconciler observes (database and agent), calls
+`step`, stores the new record, and executes the commands, which are data.
+The record lives in the database, so a restarted orchestrator resumes where
+the last one stopped.
+
+States: CREATING (nothing on the host yet), BOOTING (first push sent),
+CONFIGURING (the appliance runs an older config), ACTIVE (it runs the current
+config and is healthy), DEGRADED (it runs the current config but reports
+problems), REBUILDING (it is missing or broken and is being rebuilt), ERROR
+(it failed too often: only `rebuild` moves it), DELETING (the router is gone
+from the API), PAUSED (an operator is debugging it: nothing is touched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class State(StrEnum):
+    CREATING = "creating"
+    BOOTING = "booting"
+    CONFIGURING = "configuring"
+    ACTIVE = "active"
+    DEGRADED = "degraded"
+    REBUILDING = "rebuilding"
+    ERROR = "error"
+    DELETING = "deleting"
+    PAUSED = "paused"
+
+
+# Failed attempts before ERROR, and the back-off between them.
+MAX_ATTEMPTS = 5
+BACKOFF_BASE = timedelta(seconds=1)
+BACKOFF_MAX = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the database keeps per router between steps."""
+
+    state: State = State.CREATING
+    attempts: int = 0
+    retry_at: datetime | None = None
+    last_error: str | None = None
+    applied_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the reconciler saw just now.
+
+    `desired_hash` is None when the router is gone from the API. `present`
+    says whether the agent has the appliance, `observed_hash` the config it
+    runs, `problems` what its health check reports. `failure` is set when the
+    commands of the previous step failed (agent unreachable, apply refused).
+    """
+
+    desired_hash: str | None
+    present: bool
+    observed_hash: str | None = None
+    problems: tuple[str, ...] = ()
+    failure: str | None = None
+    exists: bool = True  # the router is in the API (it may need no appliance)
+    paused: bool = False  # an operator debugs it (`astara router|project debug`)
+    rebuild_requested: bool = False  # `astara router rebuild`
+
+
+class Action(StrEnum):
+    PUSH = "push"  # PUT the desired config (creates, updates or repairs)
+    REBUILD = "rebuild"  # DELETE the appliance, then PUT it anew
+    DELETE = "delete"  # DELETE the appliance
+    FORGET = "forget"  # the router and its appliance are gone: drop the record
+
+
+@dataclass(frozen=True)
+class Command:
+    action: Action
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    record: Record
+    commands: tuple[Command, ...] = ()
+    events: tuple[str, ...] = field(default=())
+
+
+def backoff(attempts: int) -> timedelta:
+    """1 s, 2 s, 4 s … after each failed attempt, at most a minute."""
+    wait: timedelta = BACKOFF_BASE * (2 ** max(attempts - 1, 0))
+    return min(wait, BACKOFF_MAX)
+
+
+def step(record: Record, seen: Observation, now: datetime) -> Decision:
+    if seen.paused:
+        if record.state is State.PAUSED:
+            return Decision(record)
+        return Decision(
+            replace(record, state=State.PAUSED),
+            events=(f"{record.state} -> paused: an operator is debugging it",),
+        )
+    if record.state is State.PAUSED:
+        resumed = Record(state=State.CONFIGURING, applied_hash=record.applied_hash)
+        decision = _decide(resumed, seen, now)
+        return replace(decision, events=("paused -> configuring: managed again", *decision.events))
+    return _decide(record, seen, now)
+
+
+def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
+    state = record.state
+    if seen.desired_hash is None:
+        return _deleting(record, seen) if not seen.exists else _idle(record, seen)
+    if seen.failure is not None:
+        return _failed(record, seen.failure, now)
+    if seen.rebuild_requested:
+        return Decision(
+            Record(state=State.REBUILDING, applied_hash=record.applied_hash),
+            (Command(Action.REBUILD, "an operator asked for a rebuild"),),
+            (f"{state} -> rebuilding: an operator asked for a rebuild",),
+        )
+    running = seen.present and seen.observed_hash == seen.desired_hash
+    if running and not seen.problems:
+        return _active(record, seen)
+    if state is State.ERROR:
+        return Decision(record)
+    if record.retry_at is not None and now < record.retry_at:
+        return Decision(record)  # backing off
+    if not seen.present:
+        if state in (State.CREATING, State.BOOTING):
+            return _move(record, State.BOOTING, Action.PUSH, "creating the appliance")
+        return _move(record, State.REBUILDING, Action.PUSH, "the appliance is missing")
+    if seen.problems:
+        problems = "; ".join(seen.problems)
+        if state in (State.DEGRADED, State.REBUILDING) and running:
+            # A push did not repair it: count a failure and start from scratch.
+            failed = _failed(record, f"still unhealthy after a repair: {problems}", now)
+            if failed.record.state is State.ERROR:
+                return failed
+            return _move(
+                failed.record, State.REBUILDING, Action.REBUILD, f"unhealthy: {problems}", failed
+            )
+        return _move(record, State.DEGRADED, Action.PUSH, f"unhealthy: {problems}")
+    return _move(record, State.CONFIGURING, Action.PUSH, "the config changed")
+
+
+def _idle(record: Record, seen: Observation) -> Decision:
+    """A router without ports runs no appliance; one left over is removed."""
+    if seen.present:
+        if seen.failure is not None:
+            return Decision(replace(record, last_error=seen.failure))
+        return _move(record, State.CONFIGURING, Action.DELETE, "the router has no ports left")
+    if record.state is State.ACTIVE and record.applied_hash is None:
+        return Decision(record)
+    became = Record(state=State.ACTIVE)
+    return Decision(became, events=(f"{record.state} -> active: no ports, no appliance",))
+
+
+def _active(record: Record, seen: Observation) -> Decision:
+    if record.state is State.ACTIVE and record.applied_hash == seen.desired_hash:
+        return Decision(record)
+    became = replace(
+        record,
+        state=State.ACTIVE,
+        attempts=0,
+        retry_at=None,
+        last_error=None,
+        applied_hash=seen.desired_hash,
+    )
+    return Decision(became, events=(f"{record.state} -> active: running config {_short(seen)}",))
+
+
+def _deleting(record: Record, seen: Observation) -> Decision:
+    if seen.failure is not None and record.state is State.DELETING:
+        return Decision(
+            replace(record, last_error=seen.failure),
+            (Command(Action.DELETE, "retrying the delete"),),
+            (f"delete failed: {seen.failure}",),
+        )
+    if not seen.present:
+        return Decision(record, (Command(Action.FORGET, "the router is deleted"),))
+    event = () if record.state is State.DELETING else (f"{record.state} -> deleting",)
+    return Decision(
+        replace(record, state=State.DELETING),
+        (Command(Action.DELETE, "the router was deleted"),),
+        event,
+    )
+
+
+def _failed(record: Record, error: str, now: datetime) -> Decision:
+    attempts = record.attempts + 1
+    if attempts >= MAX_ATTEMPTS:
+        became = replace(record, state=State.ERROR, attempts=attempts, retry_at=None)
+        became = replace(became, last_error=error)
+        return Decision(
+            became, events=(f"{record.state} -> error after {attempts} failures: {error}",)
+        )
+    wait = backoff(attempts)
+    became = replace(record, attempts=attempts, retry_at=now + wait, last_error=error)
+    return Decision(
+        became,
+        events=(f"attempt {attempts} failed ({error}); retrying in {wait.total_seconds():g}s",),
+    )
+
+
+def _move(
+    record: Record, state: State, action: Action, reason: str, after: Decision | None = None
+) -> Decision:
+    events = list(after.events) if after is not None else []
+    events.append(f"{record.state} -> {state}: {reason}" if state != record.state else reason)
+    return Decision(replace(record, state=state), (Command(action, reason),), tuple(events))
+
+
+def _short(seen: Observation) -> str:
+    return (seen.desired_hash or "")[:12]

@@ -1,0 +1,540 @@
+"""The reconciler: makes the host match the database, and keeps it so.
+
+Work is keyed: one key per router, plus `FABRIC` (workload ports and L2
+segments). A key runs on one worker at a time (its serial queue: a wake
+while it runs makes it run once more afterwards); different keys run in
+parallel on a bounded pool. Outbox events wake the keys they concern; a
+periodic, jittered resync wakes every key, so correctness never depends on an
+event arriving. Routers back off between failed attempts (`retry_at`).
+
+Per router: observe (driver plan from the database, appliance from the
+agent) → `lifecycle.step` → store the record, its events and the Neutron
+statuses → execute the commands → observe again, until nothing is left to do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from astara.agent.client import AgentClient, AgentError
+from astara.db.engine import session_factory
+from astara.db.models import (
+    FloatingIp,
+    Network,
+    OutboxEvent,
+    PausedProject,
+    Port,
+    PortBinding,
+    Router,
+    RouterEvent,
+    RouterPort,
+    RouterState,
+    Subnet,
+)
+from astara.drivers import router as driver
+from astara.fabric.ports import PortSpec
+from astara.orchestrator.lifecycle import Action, Decision, Observation, Record, State, step
+
+log = logging.getLogger(__name__)
+
+FABRIC = "fabric"
+MAX_STEPS = 6
+HISTORY = 200  # events kept per router
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def neutron_status(state: State) -> str:
+    """A router is ACTIVE only when its appliance runs its current config."""
+    if state is State.ACTIVE:
+        return "ACTIVE"
+    if state is State.ERROR:
+        return "ERROR"
+    return "BUILD"
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        engine: Engine,
+        agent: AgentClient,
+        *,
+        workers: int = 8,
+        resync_s: float = 20.0,
+        poll_s: float = 0.2,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = session_factory(engine)
+        self.agent = agent
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
+        self.resync_s, self.poll_s, self.clock = resync_s, poll_s, clock
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.cursor = 0
+        self.resyncs = 0
+
+    # --- running ------------------------------------------------------------------------
+
+    def start(self) -> Orchestrator:
+        with self.sessions.begin() as session:
+            self.cursor = session.scalar(select(func.max(OutboxEvent.sequence))) or 0
+        self._thread = threading.Thread(target=self._main, name="orchestrator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _main(self) -> None:
+        next_resync = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_resync:
+                    self.resync()
+                    next_resync = time.monotonic() + self.resync_s * random.uniform(0.8, 1.2)
+                self._poll()
+            except Exception:
+                log.exception("orchestrator loop")
+            self._stop.wait(self.poll_s)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._running
+
+    def wake(self, key: str) -> None:
+        """Run `key`'s reconcile soon; never two of one key at once."""
+        with self._lock:
+            if key in self._running:
+                self._again.add(key)
+                return
+            self._running.add(key)
+        try:
+            self.pool.submit(self._run, key)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._running.discard(key)
+
+    def _run(self, key: str) -> None:
+        while True:
+            try:
+                if key == FABRIC:
+                    self.reconcile_fabric()
+                else:
+                    self.reconcile_router(key)
+            except Exception:
+                log.exception("reconciling %s", key)
+            with self._lock:
+                if key in self._again and not self._stop.is_set():
+                    self._again.discard(key)
+                    continue
+                self._running.discard(key)
+                return
+
+    def _poll(self) -> None:
+        """Wake what new outbox events concern, and routers whose back-off ended."""
+        with self.sessions.begin() as session:
+            events = session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.sequence > self.cursor)
+                .order_by(OutboxEvent.sequence)
+                .limit(1000)
+            ).all()
+            keys: set[str] = set()
+            projects: set[str] = set()
+            for event in events:
+                self.cursor = event.sequence
+                if event.resource_type == "router":
+                    keys.add(event.resource_id)
+                else:
+                    projects.add(event.project_id)
+                if event.resource_type in ("port", "network", "router", "subnet"):
+                    keys.add(FABRIC)
+            if projects:
+                keys.update(
+                    session.scalars(select(Router.id).where(Router.project_id.in_(projects)))
+                )
+                keys.update(
+                    session.scalars(
+                        select(RouterState.router_id).where(RouterState.project_id.in_(projects))
+                    )
+                )
+            due = session.scalars(
+                select(RouterState.router_id).where(
+                    RouterState.retry_at.is_not(None), RouterState.retry_at <= self.clock()
+                )
+            )
+            keys.update(due)
+        for key in sorted(keys):
+            self.wake(key)
+
+    def resync(self) -> None:
+        """Wake everything, and remove appliances no router accounts for."""
+        self.resyncs += 1
+        known = self._remove_orphans()
+        for key in sorted(known):
+            self.wake(key)
+        self.wake(FABRIC)
+
+    def _remove_orphans(self, removed: list[str] | None = None) -> set[str]:
+        # The agent first, then the database: an appliance is only ever pushed
+        # after its router row exists, so one listed here and unknown there
+        # is an orphan, never a router being born.
+        on_agent = {a["id"] for a in self.agent.appliances()}
+        with self.sessions.begin() as session:
+            known = set(session.scalars(select(Router.id)))
+            known.update(session.scalars(select(RouterState.router_id)))
+        for orphan in sorted(on_agent - known):
+            log.warning("removing appliance %s: no router accounts for it", orphan)
+            self._delete_appliance(orphan)
+            if removed is not None:
+                removed.append(f"appliance {orphan}")
+        return known
+
+    def cleanup(self) -> list[str]:
+        """`astara cleanup`: remove orphans now; what was removed."""
+        removed: list[str] = []
+        self._remove_orphans(removed)
+        removed.extend(self.reconcile_fabric())
+        return removed
+
+    # --- one router ---------------------------------------------------------------------
+
+    def reconcile_router(self, router_id: str) -> None:
+        failure: str | None = None
+        for _ in range(MAX_STEPS):
+            seen, record, plan, project_id = self._observe(router_id, failure)
+            if seen is None:
+                return
+            decision = step(record, seen, self.clock())
+            self._store(router_id, project_id, record, decision, plan)
+            if not decision.commands:
+                return
+            failure = None
+            for command in decision.commands:
+                if command.action is Action.FORGET:
+                    self._forget(router_id)
+                    return
+                failure = self._execute(router_id, command.action, plan)
+                if failure is not None:
+                    break
+            if failure is None:
+                continue
+        log.debug("router %s: step budget spent; the next wake continues", router_id)
+
+    def _observe(
+        self, router_id: str, failure: str | None
+    ) -> tuple[Observation | None, Record, driver.RouterPlan | None, str]:
+        with self.sessions.begin() as session:
+            router = session.get(Router, router_id)
+            row = session.get(RouterState, router_id)
+            if router is None and row is None:
+                return None, Record(), None, ""
+            project_id = router.project_id if router is not None else row.project_id  # type: ignore[union-attr]
+            plan = driver.plan(session, router) if router is not None else None
+            paused = bool(row is not None and row.paused) or (
+                session.get(PausedProject, project_id) is not None
+            )
+            record = _record(row)
+            rebuild = bool(row is not None and row.rebuild_requested)
+        observed: dict[str, Any] | None = None
+        if failure is None:
+            try:
+                observed = self.agent.request("GET", f"/v1/appliances/{router_id}", ok=(200,))
+            except AgentError as error:
+                if error.status_code != 404:
+                    failure = f"agent: {error}"
+            except httpx.HTTPError as error:
+                failure = f"agent unreachable: {error}"
+        seen = Observation(
+            desired_hash=plan.digest if plan is not None else None,
+            present=observed is not None,
+            observed_hash=(observed or {}).get("config_hash"),
+            problems=tuple((observed or {}).get("problems") or ()),
+            failure=failure,
+            exists=router is not None,
+            paused=paused,
+            rebuild_requested=rebuild,
+        )
+        return seen, record, plan, project_id
+
+    def _execute(
+        self, router_id: str, action: Action, plan: driver.RouterPlan | None
+    ) -> str | None:
+        """Run one command; the failure's text, or None."""
+        try:
+            if action in (Action.DELETE, Action.REBUILD):
+                self._delete_appliance(router_id)
+            if action is Action.REBUILD:
+                with self.sessions.begin() as session:
+                    session.execute(
+                        update(RouterState)
+                        .where(RouterState.router_id == router_id)
+                        .values(rebuild_requested=False)
+                    )
+            if action in (Action.PUSH, Action.REBUILD):
+                assert plan is not None and plan.config is not None
+                for network_id, need in sorted(plan.networks.items()):
+                    self._ensure_network(network_id, need.mtu, need.external)
+                self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
+        except AgentError as error:
+            return _agent_failure(error)
+        except httpx.HTTPError as error:
+            return f"agent unreachable: {error}"
+        return None
+
+    def _ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
+        try:
+            self.agent.put_network(network_id, mtu=mtu, external=external)
+        except AgentError as error:
+            if error.status_code != 409:  # an MTU change under attachments: keep it
+                raise
+
+    def _delete_appliance(self, appliance_id: str) -> None:
+        try:
+            self.agent.delete_appliance(appliance_id)
+        except AgentError as error:
+            if error.status_code != 404:
+                raise
+
+    def _store(
+        self,
+        router_id: str,
+        project_id: str,
+        before: Record,
+        decision: Decision,
+        plan: driver.RouterPlan | None,
+    ) -> None:
+        now = self.clock()
+        after = decision.record
+        with self.sessions.begin() as session:
+            row = session.get(RouterState, router_id)
+            if row is None:
+                row = RouterState(
+                    router_id=router_id,
+                    project_id=project_id,
+                    paused=False,
+                    rebuild_requested=False,
+                    updated_at=now,
+                )
+                session.add(row)
+            if after != before or row.state is None:
+                row.state = after.state.value
+                row.attempts = after.attempts
+                row.retry_at = after.retry_at
+                row.last_error = after.last_error
+                row.applied_hash = after.applied_hash
+                row.updated_at = now
+            for message in decision.events:
+                log.info("router %s: %s", router_id, message)
+                session.add(RouterEvent(router_id=router_id, at=now, message=message))
+            if decision.events:
+                _trim_history(session, router_id)
+            if plan is not None:
+                _write_statuses(session, router_id, after.state, plan)
+
+    def _forget(self, router_id: str) -> None:
+        with self.sessions.begin() as session:
+            session.execute(delete(RouterState).where(RouterState.router_id == router_id))
+            session.execute(delete(RouterEvent).where(RouterEvent.router_id == router_id))
+        log.info("router %s: appliance removed, record dropped", router_id)
+        self.wake(FABRIC)
+
+    # --- workload ports and L2 segments -------------------------------------------------
+
+    def reconcile_fabric(self) -> list[str]:
+        """Plug bound ports, unplug the rest, and remove segments nothing uses;
+        what was removed."""
+        removed: list[str] = []
+        with self.sessions.begin() as session:
+            specs = {b.port_id: spec for b, spec in _port_specs(session)}
+            networks = _networks(
+                session,
+                select(Port.network_id).join(PortBinding, PortBinding.port_id == Port.id),
+            )
+            needed = set(networks) | set(
+                session.scalars(
+                    select(Port.network_id).join(RouterPort, RouterPort.port_id == Port.id)
+                )
+            )
+        for network_id, (mtu, external) in sorted(networks.items()):
+            self._ensure_network(network_id, mtu, external)
+        plugged = {p["id"]: p for p in self.agent.ports()}
+        for port_id in sorted(set(plugged) - set(specs)):
+            log.info("unplugging port %s", port_id)
+            self.agent.delete_port(port_id)
+            removed.append(f"port {port_id}")
+        statuses: dict[str, str] = {}
+        for port_id, spec in sorted(specs.items()):
+            current = plugged.get(port_id)
+            try:
+                if current is None or current["spec"] != spec or not current.get("present"):
+                    self.agent.put_port(port_id, spec)
+                statuses[port_id] = "ACTIVE"
+            except AgentError as error:
+                log.warning("plugging port %s failed: %s", port_id, error)
+                statuses[port_id] = "DOWN"
+        with self.sessions.begin() as session:
+            for port_id, status in statuses.items():
+                session.execute(
+                    update(Port)
+                    .where(Port.id == port_id, Port.status != status)
+                    .values(status=status)
+                )
+            # Ports neither bound nor a router's are DOWN: nothing on the host carries them.
+            session.execute(
+                update(Port)
+                .where(
+                    Port.status != "DOWN",
+                    Port.id.not_in(select(PortBinding.port_id)),
+                    Port.id.not_in(select(RouterPort.port_id)),
+                    Port.device_owner != "network:floatingip",
+                )
+                .values(status="DOWN")
+            )
+        for segment in self.agent.networks():
+            if segment["id"] not in needed:
+                try:
+                    self.agent.delete_network(segment["id"])
+                    removed.append(f"network {segment['id']}")
+                except AgentError as error:
+                    if error.status_code != 409:  # still in use: the next pass
+                        raise
+        return removed
+
+
+def _record(row: RouterState | None) -> Record:
+    if row is None:
+        return Record()
+    return Record(
+        state=State(row.state),
+        attempts=row.attempts,
+        retry_at=row.retry_at,
+        last_error=row.last_error,
+        applied_hash=row.applied_hash,
+    )
+
+
+def _agent_failure(error: AgentError) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        detail = body.get("detail", body)
+        return f"agent refused ({error.status_code}): {detail}"
+    return f"agent refused ({error.status_code}): {body}"
+
+
+def _trim_history(session: Session, router_id: str) -> None:
+    cutoff = session.scalar(
+        select(RouterEvent.id)
+        .where(RouterEvent.router_id == router_id)
+        .order_by(RouterEvent.id.desc())
+        .offset(HISTORY)
+        .limit(1)
+    )
+    if cutoff is not None:
+        session.execute(
+            delete(RouterEvent).where(RouterEvent.router_id == router_id, RouterEvent.id <= cutoff)
+        )
+
+
+def _write_statuses(
+    session: Session, router_id: str, state: State, plan: driver.RouterPlan
+) -> None:
+    """Neutron statuses from reality: the router, its ports, its floating IPs.
+    Observed values, not changes: no revision bump, no outbox event."""
+    if state is State.PAUSED:
+        return
+    status = neutron_status(state)
+    if plan.config is None and state is State.ACTIVE:
+        status = "ACTIVE"
+    session.execute(
+        update(Router).where(Router.id == router_id, Router.status != status).values(status=status)
+    )
+    up = "ACTIVE" if status == "ACTIVE" else "DOWN"
+    if plan.ports:
+        session.execute(
+            update(Port).where(Port.id.in_(plan.ports), Port.status != up).values(status=up)
+        )
+    session.execute(
+        update(FloatingIp)
+        .where(
+            FloatingIp.router_id == router_id,
+            FloatingIp.fixed_port_id.is_not(None),
+            FloatingIp.status != up,
+        )
+        .values(status=up)
+    )
+    session.execute(
+        update(FloatingIp)
+        .where(FloatingIp.router_id.is_(None), FloatingIp.status != "DOWN")
+        .values(status="DOWN")
+    )
+
+
+def _networks(session: Session, ids: Any) -> dict[str, tuple[int, bool]]:
+    return {
+        n.id: (n.mtu, n.external)
+        for n in session.scalars(select(Network).where(Network.id.in_(ids)))
+    }
+
+
+def _port_specs(session: Session) -> Iterable[tuple[PortBinding, dict[str, Any]]]:
+    """The agent's port spec for every bound port: its MAC, its fixed IPs, a
+    default route through each IPv4 subnet's gateway, its network's MTU."""
+    rows = session.execute(
+        select(PortBinding, Port, Network)
+        .join(Port, Port.id == PortBinding.port_id)
+        .join(Network, Network.id == Port.network_id)
+        .order_by(PortBinding.port_id)
+    ).all()
+    for binding, port, network in rows:
+        addresses: list[str] = []
+        routes: list[dict[str, str]] = []
+        for allocation in port.fixed_ips:
+            subnet = session.get(Subnet, allocation.subnet_id)
+            assert subnet is not None
+            prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+            if subnet.ip_version == 4 and binding.dhcp:
+                continue
+            addresses.append(f"{allocation.ip_address}/{prefix}")
+            if subnet.gateway_ip and not routes_have_default(routes, subnet.ip_version):
+                default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
+                routes.append({"destination": default, "nexthop": subnet.gateway_ip})
+        spec = PortSpec.model_validate(
+            {
+                "network_id": port.network_id,
+                "mac": port.mac_address,
+                "netns": binding.netns,
+                "ifname": binding.ifname,
+                "addresses": addresses,
+                "routes": routes,
+                "dhcp": binding.dhcp,
+                "mtu": network.mtu,
+            }
+        )
+        # In the agent's own normal form, so that equal specs compare equal.
+        yield binding, spec.model_dump(mode="json")
+
+
+def routes_have_default(routes: list[dict[str, str]], version: int) -> bool:
+    default = "0.0.0.0/0" if version == 4 else "::/0"
+    return any(r["destination"] == default for r in routes)

@@ -1,0 +1,177 @@
+"""The whole system: `astara serve` (API, orchestrator, local agent) turns
+tenant API calls into working routers, keeps them so, and cleans up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from astara.linux import cleanup, netns
+from astara.testing.agent import unique_prefix
+from astara.testing.net import WhoAmI, ping, seen_source, wait_for_ping, wait_until
+from astara.testing.server import Server
+
+pytestmark = pytest.mark.root
+
+
+class Cloud:
+    """The tenant API as an admin, plus the operators' API."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        token = (server.state_dir / "admin-token").read_text().strip()
+        self.http = httpx.Client(base_url=server.url, headers={"X-Auth-Token": token}, timeout=60)
+
+    def __call__(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
+        response = self.http.request(method, path, json=body)
+        assert response.status_code == ok, (method, path, response.status_code, response.text)
+        return response.json() if response.content else None
+
+    def create(self, collection: str, member: str, **fields: Any) -> dict[str, Any]:
+        created: dict[str, Any] = self("POST", f"/v2.0/{collection}", {member: fields}, 201)[member]
+        return created
+
+    def router(self, router_id: str) -> dict[str, Any]:
+        shown: dict[str, Any] = self("GET", f"/astara/v1/routers/{router_id}")["router"]
+        return shown
+
+    def wait_active(self, router_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        def active() -> dict[str, Any] | None:
+            shown = self.router(router_id)
+            return shown if shown["state"] == "active" and shown["status"] == "ACTIVE" else None
+
+        return wait_until(active, timeout_s, 0.2, f"router {router_id} to be ACTIVE")
+
+    def plug(self, port_id: str, namespace: str) -> None:
+        self("PUT", f"/astara/v1/ports/{port_id}/binding", {"netns": namespace})
+        wait_until(
+            lambda: self("GET", f"/v2.0/ports/{port_id}")["port"]["status"] == "ACTIVE",
+            60,
+            0.2,
+            f"port {port_id} to be plugged",
+        )
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    prefix = unique_prefix("o")
+    server = Server(tmp_path / "var", prefix, "--resync-s", "2")
+    try:
+        server.start()
+        yield Cloud(server)
+    finally:
+        server.stop()
+        cleanup.remove_all(prefix)
+        assert not any(cleanup.leftovers(prefix).values())
+
+
+def standard(cloud: Cloud, cidr: str = "10.0.0.0/24", name: str = "web") -> dict[str, Any]:
+    """An external network, a tenant network behind a router, a workload
+    plugged on it, an outside host, and a floating IP for the workload."""
+    prefix = cloud.server.prefix
+    public = cloud("GET", "/v2.0/networks?name=public")["networks"]
+    if public:
+        public_id = public[0]["id"]
+    else:
+        public_id = cloud.create("networks", "network", name="public", **{"router:external": True})[
+            "id"
+        ]
+        cloud.create(
+            "subnets", "subnet", network_id=public_id, cidr="198.51.100.0/24", ip_version=4
+        )
+        outside = cloud.create(
+            "ports",
+            "port",
+            network_id=public_id,
+            name="outside",
+            fixed_ips=[{"ip_address": "198.51.100.1"}],
+        )
+        cloud.plug(outside["id"], f"{prefix}-outside")
+    network = cloud.create("networks", "network", name=name)
+    subnet = cloud.create("subnets", "subnet", network_id=network["id"], cidr=cidr, ip_version=4)
+    router = cloud.create(
+        "routers", "router", name=f"r-{name}", external_gateway_info={"network_id": public_id}
+    )
+    cloud("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": subnet["id"]})
+    vm = cloud.create("ports", "port", network_id=network["id"], name=f"{name}-vm")
+    cloud.plug(vm["id"], f"{prefix}-{name}")
+    floating = cloud.create(
+        "floatingips", "floatingip", floating_network_id=public_id, port_id=vm["id"]
+    )
+    cloud.wait_active(router["id"])
+    router = cloud("GET", f"/v2.0/routers/{router['id']}")["router"]
+    return {
+        "router": router,
+        "vm": vm,
+        "vm_netns": f"{prefix}-{name}",
+        "outside_netns": f"{prefix}-outside",
+        "floating_ip": floating["floating_ip_address"],
+        "router_external": router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"],
+        "network": network,
+        "subnet": subnet,
+        "floating": floating,
+    }
+
+
+def test_a_router_from_the_api_forwards_nats_and_floats(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    vm_address = setup["vm"]["fixed_ips"][0]["ip_address"]
+    # The workload reaches the outside host, seen with the floating IP (1:1 NAT).
+    with WhoAmI(setup["outside_netns"], 8080):
+        assert seen_source(setup["vm_netns"], "198.51.100.1", 8080) == setup["floating_ip"]
+    # The outside host reaches the workload through its floating IP.
+    with WhoAmI(setup["vm_netns"], 8081):
+        assert seen_source(setup["outside_netns"], setup["floating_ip"], 8081) == "198.51.100.1"
+    # Without the floating IP the workload leaves with the router's address (SNAT).
+    cloud("PUT", f"/v2.0/floatingips/{setup['floating']['id']}", {"floatingip": {"port_id": None}})
+    with WhoAmI(setup["outside_netns"], 8082):
+        wait_until(
+            lambda: (
+                seen_source(setup["vm_netns"], "198.51.100.1", 8082) == setup["router_external"]
+            ),
+            30,
+            0.3,
+            "SNAT through the router's external address",
+        )
+    assert ping(setup["vm_netns"], "10.0.0.1") and vm_address.startswith("10.0.0.")
+    shown = cloud.wait_active(setup["router"]["id"])
+    assert shown["rendered"]["files"]["nftables.nft"]
+    assert any("-> active" in e["message"] for e in shown["events"])
+    fip = cloud("GET", f"/v2.0/floatingips/{setup['floating']['id']}")["floatingip"]
+    assert fip["status"] == "DOWN"
+
+
+def test_healing_after_the_namespace_is_deleted_behind_astaras_back(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    router_id = setup["router"]["id"]
+    netns.delete(f"{cloud.server.prefix}-appliance-{router_id}")
+    wait_for_ping(setup["outside_netns"], setup["floating_ip"], timeout_s=60)
+    shown = cloud.wait_active(router_id)
+    assert any("missing" in e["message"] or "unhealthy" in e["message"] for e in shown["events"])
+
+
+def test_deleting_everything_through_the_api_removes_it_from_the_host(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    router_id = setup["router"]["id"]
+    cloud("DELETE", f"/v2.0/floatingips/{setup['floating']['id']}", ok=204)
+    cloud("DELETE", f"/v2.0/ports/{setup['vm']['id']}", ok=204)
+    cloud(
+        "PUT",
+        f"/v2.0/routers/{router_id}/remove_router_interface",
+        {"subnet_id": setup["subnet"]["id"]},
+    )
+    cloud("PUT", f"/v2.0/routers/{router_id}", {"router": {"external_gateway_info": {}}})
+    cloud("DELETE", f"/v2.0/routers/{router_id}", ok=204)
+    cloud("DELETE", f"/v2.0/networks/{setup['network']['id']}", ok=204)
+    prefix = cloud.server.prefix
+
+    def gone() -> bool:
+        names = set(netns.names())
+        return not any(n.startswith(f"{prefix}-appliance") or n == f"{prefix}-web" for n in names)
+
+    wait_until(gone, 60, 0.3, "the router's namespace and the workload to go")
+    assert cloud("GET", "/astara/v1/routers")["routers"] == []
