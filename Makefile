@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 run: deps
-	$(BIN)/astara-agent --listen unix:$(STATE_DIR)/agent.sock --state-dir $(STATE_DIR)/agent
+	$(BIN)/astara serve --state-dir $(STATE_DIR)
 
 test: deps
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)

@@ -3,6 +3,7 @@ tenant API calls into working routers, keeps them so, and cleans up."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from astara.linux import cleanup, netns
 from astara.testing.agent import unique_prefix
 from astara.testing.net import WhoAmI, ping, seen_source, wait_for_ping, wait_until
-from astara.testing.server import Server
+from astara.testing.server import BIN, Server
 
 pytestmark = pytest.mark.root
 
@@ -175,3 +176,36 @@ def test_deleting_everything_through_the_api_removes_it_from_the_host(cloud: Clo
 
     wait_until(gone, 60, 0.3, "the router's namespace and the workload to go")
     assert cloud("GET", "/astara/v1/routers")["routers"] == []
+
+
+def test_readme_openstack_walkthrough(cloud: Cloud) -> None:
+    """The README's five minutes, every command as written, against this
+    test's server (its prefix, state dir and port substituted)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Five minutes with the `openstack` CLI", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    server = cloud.server
+    script = (
+        script.replace("$PWD/.venv/bin", str(BIN))
+        .replace("$PWD/var/", f"{server.state_dir}/")
+        .replace("ast-", f"{server.prefix}-")
+    )
+    env = {**server.env(), "ASTARA_STATE_DIR": str(server.state_dir)}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 received" in result.stdout  # both pings answered
+    routers = cloud("GET", "/astara/v1/routers")["routers"]
+    assert [(r["name"], r["status"], r["state"]) for r in routers] == [("r1", "ACTIVE", "active")]
+    # The outside host saw the workload with its floating IP.
+    fip = cloud("GET", "/v2.0/floatingips")["floatingips"][0]
+    with WhoAmI(f"{server.prefix}-outside", 8090):
+        assert (
+            seen_source(f"{server.prefix}-vm1", "198.51.100.1", 8090) == fip["floating_ip_address"]
+        )
+    assert fip["status"] == "ACTIVE"

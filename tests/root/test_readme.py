@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def walkthrough() -> str:
     text = README.read_text()
-    section = text.split("## Five minutes with a router", 1)[1]
+    section = text.split("## The agent by hand", 1)[1]
     match = re.search(r"```sh\n(.*?)```", section, re.S)
     assert match, "the README has no walkthrough"
     return match.group(1)

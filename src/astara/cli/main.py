@@ -23,6 +23,11 @@ cli.add_typer(agent_cli, name="agent")
 project_cli = typer.Typer(add_completion=False, help="Projects and their credentials.")
 cli.add_typer(project_cli, name="project")
 
+router_cli = typer.Typer(add_completion=False, help="Routers as the orchestrator sees them.")
+cli.add_typer(router_cli, name="router")
+port_cli = typer.Typer(add_completion=False, help="Plug ports into workload namespaces.")
+cli.add_typer(port_cli, name="port")
+
 UrlOption = Annotated[str | None, typer.Option("--url", help="The server (env ASTARA_URL)")]
 TokenOption = Annotated[
     str | None, typer.Option("--token", help="An admin token (env ASTARA_TOKEN)")
@@ -88,16 +93,9 @@ def project_delete(
     console.print(f"project {name} deleted")
 
 
-@cli.command()
-def events(
-    since: Annotated[int, typer.Option(help="Only events after this sequence number")] = 0,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """The outbox: every committed change, in order."""
+def _event_rows(events: list[dict[str, Any]]) -> Table:
     table = Table("sequence", "time", "resource", "id", "project", "action")
-    for event in _api(url, token, state_dir, "GET", f"/astara/v1/events?since={since}")["events"]:
+    for event in events:
         table.add_row(
             str(event["sequence"]),
             event["created_at"],
@@ -106,7 +104,143 @@ def events(
             event["project_id"],
             event["action"],
         )
+    return table
+
+
+@cli.command()
+def events(
+    since: Annotated[int, typer.Option(help="Only events after this sequence number")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new ones")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """The outbox: every committed change, in order."""
+    while True:
+        found = _api(url, token, state_dir, "GET", f"/astara/v1/events?since={since}")["events"]
+        if found or not follow:
+            console.print(_event_rows(found))
+        if found:
+            since = found[-1]["sequence"]
+        if not follow:
+            return
+        time.sleep(1)
+
+
+@router_cli.command("list")
+def router_list(
+    url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Every router: its Neutron status, lifecycle state and last error."""
+    table = Table("id", "name", "project", "status", "state", "attempts", "last error")
+    for r in _api(url, token, state_dir, "GET", "/astara/v1/routers")["routers"]:
+        state = r["state"] + (" (paused)" if r["paused"] and r["state"] != "paused" else "")
+        table.add_row(
+            r["id"],
+            r["name"],
+            r["project_id"],
+            r["status"],
+            state,
+            str(r["attempts"]),
+            r["last_error"] or "",
+        )
     console.print(table)
+
+
+@router_cli.command("show")
+def router_show(
+    router: str,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """One router: state, last error, event history, and what its appliance runs."""
+    console.print_json(
+        json.dumps(_api(url, token, state_dir, "GET", f"/astara/v1/routers/{router}")["router"])
+    )
+
+
+def _router_action(action: str, help_text: str) -> None:
+    def command(
+        router: str,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        shown = _api(url, token, state_dir, "POST", f"/astara/v1/routers/{router}/{action}")
+        console.print(f"router {shown['router']['id']}: {action} requested")
+
+    command.__doc__ = help_text
+    router_cli.command(action)(command)
+
+
+_router_action("rebuild", "Rebuild a router's appliance from scratch (also out of ERROR).")
+_router_action("debug", "Pause management of a router: the orchestrator leaves it alone.")
+_router_action("manage", "Resume management of a router.")
+
+
+def _project_action(action: str, help_text: str) -> None:
+    def command(
+        project: str,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        _api(url, token, state_dir, "POST", f"/astara/v1/projects/{project}/{action}")
+        console.print(f"project {project}: {action}")
+
+    command.__doc__ = help_text
+    project_cli.command(action)(command)
+
+
+_project_action("debug", "Pause management of every router of a project.")
+_project_action("manage", "Resume management of a project's routers.")
+
+
+@port_cli.command("plug")
+def port_plug(
+    port: str,
+    netns: Annotated[str, typer.Option("--netns", help="Namespace (under the agent's prefix)")],
+    ifname: Annotated[str, typer.Option(help="Interface name inside it")] = "eth0",
+    dhcp: Annotated[bool, typer.Option(help="Take the IPv4 address by DHCP")] = False,
+    wait_s: Annotated[float, typer.Option(help="Wait this long for the port to be ACTIVE")] = 60,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Stand up a workload on a port: a veth with its MAC and addresses in NETNS."""
+    body = {"netns": netns, "ifname": ifname, "dhcp": dhcp}
+    bound = _api(url, token, state_dir, "PUT", f"/astara/v1/ports/{port}/binding", body)
+    port_id = bound["binding"]["port_id"]
+    deadline = time.monotonic() + wait_s
+    while True:
+        shown = _api(url, token, state_dir, "GET", f"/v2.0/ports/{port_id}")["port"]
+        if shown["status"] == "ACTIVE":
+            addresses = ", ".join(f["ip_address"] for f in shown["fixed_ips"])
+            console.print(f"port {port_id} plugged into {netns} as {ifname} ({addresses})")
+            return
+        if time.monotonic() > deadline:
+            console.print(f"[red]error:[/red] port {port_id} is not ACTIVE after {wait_s:g}s")
+            raise typer.Exit(1)
+        time.sleep(0.2)
+
+
+@port_cli.command("unplug")
+def port_unplug(
+    port: str, url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Take a port out of its workload namespace."""
+    _api(url, token, state_dir, "DELETE", f"/astara/v1/ports/{port}/binding")
+    console.print(f"port {port} unplugged")
+
+
+@cli.command("cleanup")
+def cleanup_command(
+    url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Find and remove orphans: appliances, plugs and segments nothing accounts for."""
+    removed = _api(url, token, state_dir, "POST", "/astara/v1/cleanup")["removed"]
+    console.print("\n".join(removed) if removed else "nothing to remove")
 
 
 console = Console()
