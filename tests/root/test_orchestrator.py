@@ -70,7 +70,9 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
         assert not any(cleanup.leftovers(prefix).values())
 
 
-def standard(cloud: Cloud, cidr: str = "10.0.0.0/24", name: str = "web") -> dict[str, Any]:
+def standard(
+    cloud: Cloud, cidr: str = "10.0.0.0/24", name: str = "web", project_id: str | None = None
+) -> dict[str, Any]:
     """An external network, a tenant network behind a router, a workload
     plugged on it, an outside host, and a floating IP for the workload."""
     prefix = cloud.server.prefix
@@ -92,16 +94,23 @@ def standard(cloud: Cloud, cidr: str = "10.0.0.0/24", name: str = "web") -> dict
             fixed_ips=[{"ip_address": "198.51.100.1"}],
         )
         cloud.plug(outside["id"], f"{prefix}-outside")
-    network = cloud.create("networks", "network", name=name)
-    subnet = cloud.create("subnets", "subnet", network_id=network["id"], cidr=cidr, ip_version=4)
+    owner = {"project_id": project_id} if project_id else {}
+    network = cloud.create("networks", "network", name=name, **owner)
+    subnet = cloud.create(
+        "subnets", "subnet", network_id=network["id"], cidr=cidr, ip_version=4, **owner
+    )
     router = cloud.create(
-        "routers", "router", name=f"r-{name}", external_gateway_info={"network_id": public_id}
+        "routers",
+        "router",
+        name=f"r-{name}",
+        external_gateway_info={"network_id": public_id},
+        **owner,
     )
     cloud("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": subnet["id"]})
-    vm = cloud.create("ports", "port", network_id=network["id"], name=f"{name}-vm")
+    vm = cloud.create("ports", "port", network_id=network["id"], name=f"{name}-vm", **owner)
     cloud.plug(vm["id"], f"{prefix}-{name}")
     floating = cloud.create(
-        "floatingips", "floatingip", floating_network_id=public_id, port_id=vm["id"]
+        "floatingips", "floatingip", floating_network_id=public_id, port_id=vm["id"], **owner
     )
     cloud.wait_active(router["id"])
     router = cloud("GET", f"/v2.0/routers/{router['id']}")["router"]
@@ -209,3 +218,21 @@ def test_readme_openstack_walkthrough(cloud: Cloud) -> None:
             seen_source(f"{server.prefix}-vm1", "198.51.100.1", 8090) == fip["floating_ip_address"]
         )
     assert fip["status"] == "ACTIVE"
+
+
+def test_two_projects_with_the_same_cidr_work_side_by_side_and_stay_apart(cloud: Cloud) -> None:
+    projects = [
+        cloud("POST", "/astara/v1/projects", {"name": name}, 201)["project"]["id"]
+        for name in ("red", "blue")
+    ]
+    red = standard(cloud, "10.0.0.0/24", "red", projects[0])
+    blue = standard(cloud, "10.0.0.0/24", "blue", projects[1])
+    with WhoAmI(red["outside_netns"], 8100):
+        assert seen_source(red["vm_netns"], "198.51.100.1", 8100) == red["floating_ip"]
+        assert seen_source(blue["vm_netns"], "198.51.100.1", 8100) == blue["floating_ip"]
+    # Each tenant's 10.0.0.0/24 is its own: red's workload never reaches blue's.
+    blue_address = blue["vm"]["fixed_ips"][0]["ip_address"]
+    with WhoAmI(blue["vm_netns"], 8101):
+        assert seen_source(red["vm_netns"], blue_address, 8101, timeout_s=2) is None
+    hosts = cloud.router(red["router"]["id"])["rendered"]["files"]["dnsmasq.hosts"]
+    assert red["vm"]["mac_address"] in hosts and blue["vm"]["mac_address"] not in hosts
