@@ -32,6 +32,13 @@ def _router(session: Session, router_id: str) -> Router:
     return router
 
 
+def _port(session: Session, port_id: str) -> Port:
+    port = session.get(Port, port_id) or session.scalar(select(Port).where(Port.name == port_id))
+    if port is None:
+        raise NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
+    return port
+
+
 def router_view(router: Router, state: RouterState | None, paused_project: bool) -> dict[str, Any]:
     return {
         "id": router.id,
@@ -141,9 +148,7 @@ def plug(
 ) -> dict[str, Any]:
     """Bind a port to a workload namespace; the orchestrator plugs it."""
     require_admin(caller)
-    port = session.get(Port, port_id) or session.scalar(select(Port).where(Port.name == port_id))
-    if port is None:
-        raise NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
+    port = _port(session, port_id)
     if not isinstance(body, dict) or not isinstance(body.get("netns"), str):
         raise NeutronError(
             400, "HTTPBadRequest", 'Body must be {"netns": NAME, "ifname": NAME, "dhcp": BOOL}'
@@ -180,8 +185,8 @@ def plug(
 
 def unplug(session: Session, caller: Caller, port_id: str, now: datetime) -> None:
     require_admin(caller)
-    port = session.get(Port, port_id) or session.scalar(select(Port).where(Port.name == port_id))
-    if port is None or session.get(PortBinding, port.id) is None:
+    port = _port(session, port_id)
+    if session.get(PortBinding, port.id) is None:
         raise NeutronError(404, "PortNotFound", f"Port {port_id} is not plugged.")
     session.execute(delete(PortBinding).where(PortBinding.port_id == port.id))
     outbox.record(
