@@ -3,6 +3,8 @@ tenant API calls into working routers, keeps them so, and cleans up."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,16 @@ import pytest
 
 from astara.linux import cleanup, netns
 from astara.testing.agent import unique_prefix
-from astara.testing.net import WhoAmI, ping, seen_source, wait_for_ping, wait_until
+from astara.testing.net import (
+    Connection,
+    EchoServer,
+    WhoAmI,
+    ping,
+    seen_source,
+    sh,
+    wait_for_ping,
+    wait_until,
+)
 from astara.testing.server import BIN, Server
 
 pytestmark = pytest.mark.root
@@ -236,3 +247,57 @@ def test_two_projects_with_the_same_cidr_work_side_by_side_and_stay_apart(cloud:
         assert seen_source(red["vm_netns"], blue_address, 8101, timeout_s=2) is None
     hosts = cloud.router(red["router"]["id"])["rendered"]["files"]["dnsmasq.hosts"]
     assert red["vm"]["mac_address"] in hosts and blue["vm"]["mac_address"] not in hosts
+
+
+def test_updates_apply_in_place_and_keep_established_connections(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    router_id, public_id = setup["router"]["id"], setup["floating"]["floating_network_id"]
+    before = cloud.router(router_id)["appliance"]
+    with (
+        EchoServer(setup["outside_netns"], 7101) as echo,
+        Connection(setup["vm_netns"], "198.51.100.1", echo.port) as connection,
+    ):
+        assert connection.exchange("hello") == "hello"
+        # A new interface: another network behind the same router.
+        network = cloud.create("networks", "network", name="db")
+        subnet = cloud.create(
+            "subnets", "subnet", network_id=network["id"], cidr="10.9.0.0/24", ip_version=4
+        )
+        cloud("PUT", f"/v2.0/routers/{router_id}/add_router_interface", {"subnet_id": subnet["id"]})
+        cloud.wait_active(router_id)
+        assert connection.exchange("after an interface") == "after an interface"
+        # A floating IP for a second workload.
+        other = cloud.create("ports", "port", network_id=setup["network"]["id"], name="other")
+        cloud.plug(other["id"], f"{cloud.server.prefix}-other")
+        second = cloud.create(
+            "floatingips", "floatingip", floating_network_id=public_id, port_id=other["id"]
+        )
+        cloud.wait_active(router_id)
+        wait_for_ping(setup["outside_netns"], second["floating_ip_address"])
+        assert connection.exchange("after a floating IP") == "after a floating IP"
+        # An extra route.
+        route = {"destination": "192.0.2.0/24", "nexthop": "10.0.0.254"}
+        cloud("PUT", f"/v2.0/routers/{router_id}", {"router": {"routes": [route]}})
+        shown = cloud.wait_active(router_id)
+        assert connection.exchange("after a route") == "after a route"
+    after = shown["appliance"]
+    assert after["generation"] >= before["generation"] + 3
+    assert not any("rebuild" in e["message"] for e in shown["events"])
+    namespace = f"{cloud.server.prefix}-appliance-{router_id}"
+    assert "via 10.0.0.254" in sh(namespace, ["ip", "route", "show", "192.0.2.0/24"])
+
+
+def test_a_killed_dnsmasq_comes_back_and_the_history_says_why(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    router_id = setup["router"]["id"]
+    appliance = cloud.router(router_id)["appliance"]
+    pid = appliance["daemons"]["dnsmasq"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        daemons = cloud.router(router_id)["appliance"]["daemons"]["dnsmasq"]
+        return bool(daemons["running"] and daemons["pid"] != pid)
+
+    wait_until(restarted, 60, 0.3, "dnsmasq to be restarted")
+    shown = cloud.wait_active(router_id)
+    assert any("unhealthy" in e["message"] and "dnsmasq" in e["message"] for e in shown["events"])
