@@ -301,3 +301,52 @@ def test_a_killed_dnsmasq_comes_back_and_the_history_says_why(cloud: Cloud) -> N
     wait_until(restarted, 60, 0.3, "dnsmasq to be restarted")
     shown = cloud.wait_active(router_id)
     assert any("unhealthy" in e["message"] and "dnsmasq" in e["message"] for e in shown["events"])
+
+
+def test_a_router_that_keeps_failing_ends_in_error_until_rebuilt(cloud: Cloud) -> None:
+    """65 interfaces (gateway, web and 63 more): more than an appliance takes
+    (64). The router backs off, then ends in `error` with the reason; with one
+    interface removed, `astara router rebuild` brings it back."""
+    setup = standard(cloud)
+    router_id = setup["router"]["id"]
+    subnets = []
+    for n in range(63):
+        network = cloud.create("networks", "network", name=f"many{n}")
+        subnet = cloud.create(
+            "subnets",
+            "subnet",
+            network_id=network["id"],
+            cidr=f"10.{100 + n}.0.0/24",
+            ip_version=4,
+            enable_dhcp=False,
+        )
+        cloud("PUT", f"/v2.0/routers/{router_id}/add_router_interface", {"subnet_id": subnet["id"]})
+        subnets.append(subnet)
+
+    def in_error() -> dict[str, Any] | None:
+        shown = cloud.router(router_id)
+        return shown if shown["state"] == "error" else None
+
+    shown = wait_until(in_error, 90, 0.5, "the router to end in error")
+    assert shown["status"] == "ERROR" and "at most 64" in shown["last_error"]
+    assert any("error after 5 failures" in e["message"] for e in shown["events"])
+    # It stays in error: the appliance keeps its last good config meanwhile.
+    assert ping(setup["vm_netns"], "198.51.100.1")
+    cloud(
+        "PUT",
+        f"/v2.0/routers/{router_id}/remove_router_interface",
+        {"subnet_id": subnets[-1]["id"]},
+    )
+    assert cloud.router(router_id)["state"] == "error"
+    env = {**cloud.server.env(), "ASTARA_STATE_DIR": str(cloud.server.state_dir)}
+    rebuilt = subprocess.run(
+        [str(BIN / "astara"), "router", "rebuild", "r-web"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    shown = cloud.wait_active(router_id, 120)
+    assert shown["appliance"]["interfaces"] and len(shown["appliance"]["interfaces"]) == 64
+    wait_for_ping(setup["outside_netns"], setup["floating_ip"], timeout_s=60)

@@ -71,6 +71,7 @@ def actions(decision: object) -> list[Action]:
         # ERROR stays put unless it is found healthy.
         (State.ERROR, seen(present=False, observed_hash=None), State.ERROR, []),
         (State.ERROR, seen(), State.ACTIVE, []),
+        (State.ERROR, seen(failure="still broken"), State.ERROR, []),
     ],
 )
 def test_transitions(
@@ -110,6 +111,16 @@ def test_success_clears_attempts_and_error() -> None:
     assert became == Record(state=State.ACTIVE, applied_hash=WANT)
 
 
+def test_an_unreachable_agent_never_counts_towards_error() -> None:
+    record = Record(state=State.ACTIVE, applied_hash=WANT)
+    for _ in range(MAX_ATTEMPTS * 2):
+        decision = step(record, seen(agent_down=True, failure="agent unreachable"), NOW)
+        record = decision.record
+        assert decision.commands == ()
+    assert record.state is State.ACTIVE and record.attempts == 0
+    assert record.last_error == "agent unreachable"
+
+
 def test_a_failed_delete_is_retried_and_remembered() -> None:
     record = Record(state=State.DELETING)
     decision = step(record, seen(desired_hash=None, exists=False, failure="agent unreachable"), NOW)
@@ -147,6 +158,7 @@ observations = st.builds(
     exists=st.booleans(),
     paused=st.booleans(),
     rebuild_requested=st.booleans(),
+    agent_down=st.booleans(),
 )
 
 
@@ -159,9 +171,11 @@ def test_step_is_total_and_consistent(state: State, attempts: int, seen_: Observ
     decision = step(record, seen_, NOW)
     if seen_.paused:
         assert decision.commands == () and decision.record.state is State.PAUSED
-    if decision.record.state is State.ACTIVE and decision.record != record:
+    if decision.record.state is State.ACTIVE and record.state is not State.ACTIVE:
         running = seen_.present and seen_.observed_hash == seen_.desired_hash
         assert (running and not seen_.problems) or (seen_.desired_hash is None and seen_.exists)
+    if seen_.agent_down and not seen_.paused and state is not State.PAUSED:
+        assert decision.commands == () and decision.record.state is state
     if seen_.desired_hash is None:
         assert not {Action.PUSH, Action.REBUILD} & set(actions(decision))
     assert step(replace(decision.record), seen_, NOW) is not None

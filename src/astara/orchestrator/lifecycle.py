@@ -68,6 +68,7 @@ class Observation:
     exists: bool = True  # the router is in the API (it may need no appliance)
     paused: bool = False  # an operator debugs it (`astara router|project debug`)
     rebuild_requested: bool = False  # `astara router rebuild`
+    agent_down: bool = False  # the agent did not answer: nothing is known
 
 
 class Action(StrEnum):
@@ -113,16 +114,26 @@ def step(record: Record, seen: Observation, now: datetime) -> Decision:
 
 def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
     state = record.state
+    if seen.agent_down:
+        # Not the appliance's fault and nothing to decide on: keep the state,
+        # say why, and look again on the next wake. Never a step towards ERROR.
+        reason = seen.failure or "the agent did not answer"
+        return Decision(replace(record, last_error=reason))
     if seen.desired_hash is None:
         return _deleting(record, seen) if not seen.exists else _idle(record, seen)
-    if seen.failure is not None:
-        return _failed(record, seen.failure, now)
     if seen.rebuild_requested:
+        fresh = Record(state=State.REBUILDING, applied_hash=record.applied_hash)
+        asked = f"{state} -> rebuilding: an operator asked for a rebuild"
+        if seen.failure is not None:  # nothing valid to rebuild with: count it, keep what runs
+            failed = _failed(fresh, seen.failure, now)
+            return replace(failed, events=(asked, *failed.events))
         return Decision(
-            Record(state=State.REBUILDING, applied_hash=record.applied_hash),
-            (Command(Action.REBUILD, "an operator asked for a rebuild"),),
-            (f"{state} -> rebuilding: an operator asked for a rebuild",),
+            fresh, (Command(Action.REBUILD, "an operator asked for a rebuild"),), (asked,)
         )
+    if seen.failure is not None:
+        if state is State.ERROR:  # already given up: keep the newest reason, quietly
+            return Decision(replace(record, last_error=seen.failure))
+        return _failed(record, seen.failure, now)
     running = seen.present and seen.observed_hash == seen.desired_hash
     if running and not seen.problems:
         return _active(record, seen)

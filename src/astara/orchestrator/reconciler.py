@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,7 @@ from astara.orchestrator.lifecycle import Action, Decision, Observation, Record,
 log = logging.getLogger(__name__)
 
 FABRIC = "fabric"
+UNREACHABLE = "agent unreachable"
 MAX_STEPS = 6
 HISTORY = 200  # events kept per router
 
@@ -226,7 +228,7 @@ class Orchestrator:
             if seen is None:
                 return
             decision = step(record, seen, self.clock())
-            self._store(router_id, project_id, record, decision, plan)
+            self._store(router_id, project_id, record, decision, plan, seen.rebuild_requested)
             if not decision.commands:
                 return
             failure = None
@@ -250,13 +252,24 @@ class Orchestrator:
             if router is None and row is None:
                 return None, Record(), None, ""
             project_id = router.project_id if router is not None else row.project_id  # type: ignore[union-attr]
-            plan = driver.plan(session, router) if router is not None else None
+            plan: driver.RouterPlan | None = None
+            invalid: str | None = None
+            if router is not None:
+                try:
+                    plan = driver.plan(session, router)
+                except ValidationError as error:
+                    # The router asks for what no appliance can run (too many
+                    # interfaces, say): a failure like any other, with its reason.
+                    invalid = "invalid appliance config: " + "; ".join(
+                        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+                    )
             paused = bool(row is not None and row.paused) or (
                 session.get(PausedProject, project_id) is not None
             )
             record = _record(row)
             rebuild = bool(row is not None and row.rebuild_requested)
         observed: dict[str, Any] | None = None
+        failure = failure or invalid
         if failure is None:
             try:
                 observed = self.agent.request("GET", f"/v1/appliances/{router_id}", ok=(200,))
@@ -264,9 +277,9 @@ class Orchestrator:
                 if error.status_code != 404:
                     failure = f"agent: {error}"
             except httpx.HTTPError as error:
-                failure = f"agent unreachable: {error}"
+                failure = f"{UNREACHABLE}: {error}"
         seen = Observation(
-            desired_hash=plan.digest if plan is not None else None,
+            desired_hash=plan.digest if plan is not None else (invalid and "invalid"),
             present=observed is not None,
             observed_hash=(observed or {}).get("config_hash"),
             problems=tuple((observed or {}).get("problems") or ()),
@@ -274,6 +287,7 @@ class Orchestrator:
             exists=router is not None,
             paused=paused,
             rebuild_requested=rebuild,
+            agent_down=bool(failure and failure.startswith(UNREACHABLE)),
         )
         return seen, record, plan, project_id
 
@@ -284,22 +298,16 @@ class Orchestrator:
         try:
             if action in (Action.DELETE, Action.REBUILD):
                 self._delete_appliance(router_id)
-            if action is Action.REBUILD:
-                with self.sessions.begin() as session:
-                    session.execute(
-                        update(RouterState)
-                        .where(RouterState.router_id == router_id)
-                        .values(rebuild_requested=False)
-                    )
             if action in (Action.PUSH, Action.REBUILD):
-                assert plan is not None and plan.config is not None
+                if plan is None or plan.config is None:
+                    return "no config to push"
                 for network_id, need in sorted(plan.networks.items()):
                     self._ensure_network(network_id, need.mtu, need.external)
                 self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
         except AgentError as error:
             return _agent_failure(error)
         except httpx.HTTPError as error:
-            return f"agent unreachable: {error}"
+            return f"{UNREACHABLE}: {error}"
         return None
 
     def _ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
@@ -323,6 +331,7 @@ class Orchestrator:
         before: Record,
         decision: Decision,
         plan: driver.RouterPlan | None,
+        rebuild_seen: bool = False,
     ) -> None:
         now = self.clock()
         after = decision.record
@@ -344,13 +353,14 @@ class Orchestrator:
                 row.last_error = after.last_error
                 row.applied_hash = after.applied_hash
                 row.updated_at = now
+            if rebuild_seen and after.state is not State.PAUSED:
+                row.rebuild_requested = False  # this step acted on it
             for message in decision.events:
                 log.info("router %s: %s", router_id, message)
                 session.add(RouterEvent(router_id=router_id, at=now, message=message))
             if decision.events:
                 _trim_history(session, router_id)
-            if plan is not None:
-                _write_statuses(session, router_id, after.state, plan)
+            _write_statuses(session, router_id, after.state, plan)
 
     def _forget(self, router_id: str) -> None:
         with self.sessions.begin() as session:
@@ -457,23 +467,19 @@ def _trim_history(session: Session, router_id: str) -> None:
 
 
 def _write_statuses(
-    session: Session, router_id: str, state: State, plan: driver.RouterPlan
+    session: Session, router_id: str, state: State, plan: driver.RouterPlan | None
 ) -> None:
     """Neutron statuses from reality: the router, its ports, its floating IPs.
     Observed values, not changes: no revision bump, no outbox event."""
     if state is State.PAUSED:
         return
     status = neutron_status(state)
-    if plan.config is None and state is State.ACTIVE:
-        status = "ACTIVE"
     session.execute(
         update(Router).where(Router.id == router_id, Router.status != status).values(status=status)
     )
     up = "ACTIVE" if status == "ACTIVE" else "DOWN"
-    if plan.ports:
-        session.execute(
-            update(Port).where(Port.id.in_(plan.ports), Port.status != up).values(status=up)
-        )
+    own = select(RouterPort.port_id).where(RouterPort.router_id == router_id)
+    session.execute(update(Port).where(Port.id.in_(own), Port.status != up).values(status=up))
     session.execute(
         update(FloatingIp)
         .where(
