@@ -3,6 +3,7 @@ tenant API calls into working routers, keeps them so, and cleans up."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -430,3 +431,18 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_dead_agent_is_restarted_and_the_routers_carry_on(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    pid_file = cloud.server.state_dir / "agent.pid"
+    old = int(pid_file.read_text())
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: int(pid_file.read_text()) != old, 30, 0.2, "a new agent")
+    # The data plane never noticed; the new agent adopted the appliance.
+    assert ping(setup["outside_netns"], setup["floating_ip"])
+    route = {"destination": "192.0.2.0/24", "nexthop": "10.0.0.254"}
+    cloud("PUT", f"/v2.0/routers/{setup['router']['id']}", {"router": {"routes": [route]}})
+    shown = cloud.wait_active(setup["router"]["id"])
+    assert shown["appliance"] is not None, json.dumps(shown)[-1500:]
+    assert shown["appliance"]["state"] == "active"

@@ -118,7 +118,12 @@ def test_an_unreachable_agent_never_counts_towards_error() -> None:
         record = decision.record
         assert decision.commands == ()
     assert record.state is State.ACTIVE and record.attempts == 0
-    assert record.last_error == "agent unreachable"
+    assert record.last_error == "agent unreachable" and record.retry_at == NOW + timedelta(
+        seconds=1
+    )
+    # Back: the leftovers are cleared, quietly.
+    back = step(record, seen(), NOW + timedelta(seconds=2))
+    assert back.record == Record(state=State.ACTIVE, applied_hash=WANT) and back.events == ()
 
 
 def test_a_failed_delete_is_retried_and_remembered() -> None:

@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 from astara.agent.client import AgentClient
+from astara.linux.process import reap_orphans
+
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 
@@ -43,6 +48,7 @@ class AgentChild:
         self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
         self.client: AgentClient | None = None
+        self._stopping = False
 
     @property
     def pid_file(self) -> Path:
@@ -67,6 +73,13 @@ class AgentChild:
     def start(self, timeout_s: float = 30.0) -> AgentClient:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._wait_for_previous()
+        self._spawn()
+        client = AgentClient(self.listen)
+        self._wait_healthy(client, timeout_s)
+        self.client = client
+        return client
+
+    def _spawn(self) -> None:
         log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             [
@@ -88,9 +101,11 @@ class AgentChild:
         )
         log.close()
         self.pid_file.write_text(str(self.process.pid))
-        client = AgentClient(self.listen)
+
+    def _wait_healthy(self, client: AgentClient, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
+            assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"astara-agent exited: {(self.state_dir / 'agent.log').read_text()[-2000:]}"
@@ -102,10 +117,31 @@ class AgentChild:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        self.client = client
-        return client
+
+    def supervise(self, interval_s: float = 1.0) -> None:
+        """In the background: restart the agent if it dies (its appliances keep
+        running; the new one adopts them), and reap the daemons a dead agent
+        left to us (`astara serve` is their subreaper)."""
+
+        def loop() -> None:
+            while self.process is not None:
+                time.sleep(interval_s)
+                process, client = self.process, self.client
+                if process is None or client is None:
+                    return
+                reap_orphans({process.pid})
+                if process.poll() is not None and not self._stopping:
+                    log.warning("astara-agent exited (%s); starting it again", process.returncode)
+                    self._spawn()
+                    try:
+                        self._wait_healthy(client, 30)
+                    except (RuntimeError, OSError, httpx.TransportError):
+                        log.exception("the restarted agent is not healthy yet")
+
+        threading.Thread(target=loop, name="agent-supervisor", daemon=True).start()
 
     def stop(self) -> None:
+        self._stopping = True
         if self.client is not None:
             self.client.close()
             self.client = None

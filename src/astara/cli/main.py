@@ -325,7 +325,7 @@ def serve(
         become_subreaper()  # the agent's daemons outlive it; reap them here
         child = AgentChild(state_dir.resolve(), prefix, log_level=log_level, die_with_parent=True)
         client = child.start()
-        _reap_in_background(child)
+        child.supervise()
     elif agent != "none":
         client = AgentClient(agent)
     orchestrator = (
@@ -345,20 +345,6 @@ def serve(
             orchestrator.stop()
         if child is not None:
             child.stop()  # the appliances keep running; the next start adopts them
-
-
-def _reap_in_background(child: Any) -> None:
-    import threading
-
-    from astara.linux.process import reap_orphans
-
-    def loop() -> None:
-        while True:
-            time.sleep(2)
-            keep = {child.process.pid} if child.process is not None else set()
-            reap_orphans(keep)
-
-    threading.Thread(target=loop, name="reaper", daemon=True).start()
 
 
 @cli.command("appliance-schema")

@@ -118,7 +118,7 @@ def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
         # Not the appliance's fault and nothing to decide on: keep the state,
         # say why, and look again on the next wake. Never a step towards ERROR.
         reason = seen.failure or "the agent did not answer"
-        return Decision(replace(record, last_error=reason))
+        return Decision(replace(record, last_error=reason, retry_at=now + BACKOFF_BASE))
     if seen.desired_hash is None:
         return _deleting(record, seen) if not seen.exists else _idle(record, seen)
     if seen.rebuild_requested:
@@ -172,7 +172,8 @@ def _idle(record: Record, seen: Observation) -> Decision:
 
 
 def _active(record: Record, seen: Observation) -> Decision:
-    if record.state is State.ACTIVE and record.applied_hash == seen.desired_hash:
+    settled = record.retry_at is None and record.last_error is None and record.attempts == 0
+    if record.state is State.ACTIVE and record.applied_hash == seen.desired_hash and settled:
         return Decision(record)
     became = replace(
         record,
@@ -182,6 +183,8 @@ def _active(record: Record, seen: Observation) -> Decision:
         last_error=None,
         applied_hash=seen.desired_hash,
     )
+    if record.state is State.ACTIVE and record.applied_hash == seen.desired_hash:
+        return Decision(became)  # only the leftovers of a failure cleared
     return Decision(became, events=(f"{record.state} -> active: running config {_short(seen)}",))
 
 

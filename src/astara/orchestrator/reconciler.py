@@ -228,7 +228,7 @@ class Orchestrator:
             if seen is None:
                 return
             decision = step(record, seen, self.clock())
-            self._store(router_id, project_id, record, decision, plan, seen.rebuild_requested)
+            self._store(router_id, project_id, record, decision, plan, seen)
             if not decision.commands:
                 return
             failure = None
@@ -331,7 +331,7 @@ class Orchestrator:
         before: Record,
         decision: Decision,
         plan: driver.RouterPlan | None,
-        rebuild_seen: bool = False,
+        seen: Observation,
     ) -> None:
         now = self.clock()
         after = decision.record
@@ -353,14 +353,15 @@ class Orchestrator:
                 row.last_error = after.last_error
                 row.applied_hash = after.applied_hash
                 row.updated_at = now
-            if rebuild_seen and after.state is not State.PAUSED:
+            if seen.rebuild_requested and after.state is not State.PAUSED:
                 row.rebuild_requested = False  # this step acted on it
             for message in decision.events:
                 log.info("router %s: %s", router_id, message)
                 session.add(RouterEvent(router_id=router_id, at=now, message=message))
             if decision.events:
                 _trim_history(session, router_id)
-            _write_statuses(session, router_id, after.state, plan)
+            if not seen.agent_down:  # nothing known: leave the statuses as they are
+                _write_statuses(session, router_id, after.state, plan)
 
     def _forget(self, router_id: str) -> None:
         with self.sessions.begin() as session:
@@ -474,6 +475,12 @@ def _write_statuses(
     if state is State.PAUSED:
         return
     status = neutron_status(state)
+    router = session.get(Router, router_id)
+    if status == "ACTIVE" and router is not None and plan is not None:
+        # The API may have changed what the router should run since we looked
+        # (and marked it BUILD): ACTIVE only if what runs is still current.
+        if driver.plan(session, router).digest != plan.digest:
+            status = "BUILD"
     session.execute(
         update(Router).where(Router.id == router_id, Router.status != status).values(status=status)
     )
