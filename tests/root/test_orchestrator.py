@@ -446,3 +446,20 @@ def test_a_dead_agent_is_restarted_and_the_routers_carry_on(cloud: Cloud) -> Non
     shown = cloud.wait_active(setup["router"]["id"])
     assert shown["appliance"] is not None, json.dumps(shown)[-1500:]
     assert shown["appliance"]["state"] == "active"
+
+
+def test_admin_state_down_takes_the_router_down_and_up_again(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    router_id = setup["router"]["id"]
+    cloud("PUT", f"/v2.0/routers/{router_id}", {"router": {"admin_state_up": False}})
+    wait_until(
+        lambda: cloud("GET", f"/v2.0/routers/{router_id}")["router"]["status"] == "DOWN",
+        60,
+        0.2,
+        "the router to be DOWN",
+    )
+    assert not netns.exists(f"{cloud.server.prefix}-appliance-{router_id}")
+    assert not ping(setup["outside_netns"], setup["floating_ip"])
+    cloud("PUT", f"/v2.0/routers/{router_id}", {"router": {"admin_state_up": True}})
+    cloud.wait_active(router_id)
+    wait_for_ping(setup["outside_netns"], setup["floating_ip"])

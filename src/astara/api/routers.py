@@ -294,7 +294,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
 def update(
     session: Session, caller: Caller, router: Router, values: dict[str, Any], now: datetime
 ) -> Router:
-    if {"external_gateway_info", "routes"} & set(values):
+    if {"external_gateway_info", "routes", "admin_state_up"} & set(values):
         router.status = BUILD
     if "external_gateway_info" in values:
         _set_gateway(session, caller, router, values.pop("external_gateway_info"), now)

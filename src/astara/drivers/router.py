@@ -63,8 +63,8 @@ def plan(session: Session, router: Router) -> RouterPlan:
         .order_by(RouterPort.port_type, Port.id)
     ).all()
     result = RouterPlan(router.id, None, ports=[p.id for p, _ in attached])
-    if not attached:
-        return result
+    if not attached or not router.admin_state_up:
+        return result  # nothing to run: no ports, or administratively down
     network_ids = {port.network_id for port, _ in attached}
     networks = {
         n.id: n for n in session.scalars(select(Network).where(Network.id.in_(network_ids)))

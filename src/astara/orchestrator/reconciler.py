@@ -476,11 +476,17 @@ def _write_statuses(
         return
     status = neutron_status(state)
     router = session.get(Router, router_id)
-    if status == "ACTIVE" and router is not None and plan is not None:
-        # The API may have changed what the router should run since we looked
-        # (and marked it BUILD): ACTIVE only if what runs is still current.
-        if driver.plan(session, router).digest != plan.digest:
-            status = "BUILD"
+    if router is not None and not router.admin_state_up and state is State.ACTIVE:
+        status = "DOWN"  # down as asked: its appliance is gone
+    # The API may have changed what the router should run since we looked (and
+    # marked it BUILD): ACTIVE only if what runs is still current.
+    if (
+        status == "ACTIVE"
+        and router is not None
+        and plan is not None
+        and driver.plan(session, router).digest != plan.digest
+    ):
+        status = "BUILD"
     session.execute(
         update(Router).where(Router.id == router_id, Router.status != status).values(status=status)
     )
