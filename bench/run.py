@@ -26,6 +26,7 @@ from bench.api import bench_api
 from bench.create import bench_create
 from bench.floating_ips import bench_floating_ips
 from bench.harness import Report, Settings, log
+from bench.orchestrator import bench_orchestrator
 from bench.throughput import bench_throughput
 
 BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "floating_ips": bench_floating_ips,
     "create": bench_create,
     "api": bench_api,
+    "orchestrator": bench_orchestrator,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

@@ -173,10 +173,19 @@ def test_a_router_from_the_api_forwards_nats_and_floats(cloud: Cloud) -> None:
 def test_healing_after_the_namespace_is_deleted_behind_astaras_back(cloud: Cloud) -> None:
     setup = standard(cloud)
     router_id = setup["router"]["id"]
-    netns.delete(f"{cloud.server.prefix}-appliance-{router_id}")
-    wait_for_ping(setup["outside_netns"], setup["floating_ip"], timeout_s=60)
+    namespace = f"{cloud.server.prefix}-appliance-{router_id}"
+    netns.delete(namespace)
+    assert not netns.exists(namespace)
+
+    def noticed() -> bool:
+        messages = [e["message"] for e in cloud.router(router_id)["events"]]
+        return any("missing" in m or "unhealthy" in m for m in messages)
+
+    # The next resync sees it (the history says why) and brings it back.
+    wait_until(noticed, 60, 0.2, "the orchestrator to notice")
     shown = cloud.wait_active(router_id)
-    assert any("missing" in e["message"] or "unhealthy" in e["message"] for e in shown["events"])
+    assert netns.exists(namespace) and shown["appliance"]["state"] == "active"
+    wait_for_ping(setup["outside_netns"], setup["floating_ip"], timeout_s=60)
 
 
 def test_deleting_everything_through_the_api_removes_it_from_the_host(cloud: Cloud) -> None:

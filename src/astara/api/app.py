@@ -229,6 +229,13 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
         await call(request, lambda s, c: operators.unplug(s, c, port_id, now()))
         return Response(status_code=204)
 
+    @app.get("/astara/v1/orchestrator")
+    async def orchestrator_status(request: Request) -> dict[str, Any]:
+        await call(request, lambda s, c: admin.require_admin(c))
+        if orchestrator is None:
+            return {"orchestrator": None}
+        return {"orchestrator": orchestrator.status()}
+
     @app.post("/astara/v1/cleanup")
     async def operator_cleanup(request: Request) -> dict[str, Any]:
         await call(request, lambda s, c: admin.require_admin(c))

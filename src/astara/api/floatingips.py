@@ -73,7 +73,12 @@ def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
 
 
 def _associate(
-    session: Session, caller: Caller, floating: FloatingIp, port_id: Any, fixed: Any
+    session: Session,
+    caller: Caller,
+    floating: FloatingIp,
+    port_id: Any,
+    fixed: Any,
+    now: datetime,
 ) -> None:
     """Point the floating IP at a port's fixed IPv4, through the router that
     joins the port's subnet to the floating IP's network (§3.5)."""
@@ -84,7 +89,7 @@ def _associate(
                 "BadRequest",
                 "Bad floatingip request: fixed_ip_address cannot be specified without a port_id.",
             )
-        routers.mark_build(session, floating.router_id)
+        routers.mark_build(session, floating.router_id, now)
         floating.fixed_port_id = floating.fixed_ip_address = floating.router_id = None
         return
     port = ports.get(session, caller, str(port_id))
@@ -145,13 +150,13 @@ def _associate(
             " already has a floating IP on external "
             f"network {floating.floating_network_id}.",
         )
-    routers.mark_build(session, floating.router_id)
+    routers.mark_build(session, floating.router_id, now)
     floating.fixed_port_id, floating.fixed_ip_address, floating.router_id = (
         port.id,
         chosen.ip_address,
         router.id,
     )
-    routers.mark_build(session, router.id)
+    routers.mark_build(session, router.id, now)
 
 
 def _router_between(session: Session, subnet_id: str, external_network_id: str) -> Router | None:
@@ -261,7 +266,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     floating.floating_port_id = holder.id
     floating.floating_ip_address = holder.fixed_ips[0].ip_address
     session.add(floating)
-    _associate(session, caller, floating, values["port_id"], values["fixed_ip_address"])
+    _associate(session, caller, floating, values["port_id"], values["fixed_ip_address"], now)
     changes.record(session, "floatingip", floating, "create", now)
     return floating
 
@@ -270,20 +275,18 @@ def update(
     session: Session, caller: Caller, floating: FloatingIp, values: dict[str, Any], now: datetime
 ) -> FloatingIp:
     if "port_id" in values:
-        _associate(
-            session, caller, floating, values.pop("port_id"), values.pop("fixed_ip_address", None)
-        )
+        port_id, fixed = values.pop("port_id"), values.pop("fixed_ip_address", None)
+        _associate(session, caller, floating, port_id, fixed, now)
     elif "fixed_ip_address" in values:
-        _associate(
-            session, caller, floating, floating.fixed_port_id, values.pop("fixed_ip_address")
-        )
+        fixed = values.pop("fixed_ip_address")
+        _associate(session, caller, floating, floating.fixed_port_id, fixed, now)
     changes.update(session, "floatingip", floating, values, now)
     return floating
 
 
 def delete(session: Session, caller: Caller, floating: FloatingIp, now: datetime) -> None:
     holder = session.get(Port, floating.floating_port_id)
-    routers.mark_build(session, floating.router_id)
+    routers.mark_build(session, floating.router_id, now)
     session.delete(floating)
     session.flush()
     if holder is not None:

@@ -23,6 +23,7 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
+from astara.db import outbox
 from astara.db.models import (
     ROUTER_GATEWAY,
     ROUTER_INTERFACE,
@@ -55,11 +56,20 @@ RESOURCE = Resource(
 )
 
 
-def mark_build(session: Session, router_id: str | None) -> None:
-    """What `router_id`'s appliance must run changed: BUILD until applied."""
+def mark_build(session: Session, router_id: str | None, now: datetime) -> None:
+    """What `router_id`'s appliance must run changed through another resource
+    (a floating IP): BUILD until applied, and an event that says so."""
     router = session.get(Router, router_id) if router_id is not None else None
     if router is not None:
         router.status = BUILD
+        outbox.record(
+            session,
+            resource_type="router",
+            resource_id=router.id,
+            project_id=router.project_id,
+            action="refresh",
+            now=now,
+        )
 
 
 def _ports(session: Session, router: Router, port_type: str) -> list[Port]:

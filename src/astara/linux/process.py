@@ -75,8 +75,27 @@ class Daemon:
             return None
         return pid
 
+    def strays(self) -> list[int]:
+        """Processes with our marker in our namespace that the pid file does
+        not name: left by an apply cut short (an agent killed mid-way)."""
+        listed = run(["ip", "netns", "pids", self.netns], check=False).stdout.split()
+        found = []
+        for pid in map(int, listed):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if self.marker in cmdline and pid != self.pid():
+                found.append(pid)
+        return found
+
     def start(self, argv: Sequence[str], timeout_s: float = 30.0) -> int:
-        """Run a program that daemonizes and writes `pidfile`; return its pid."""
+        """Run a program that daemonizes and writes `pidfile`; return its pid.
+        One instance per namespace and marker: strays are killed first."""
+        for stray in self.strays():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stray, signal.SIGKILL)
+            reap(stray)
         self.pidfile.unlink(missing_ok=True)
         run(argv, netns=self.netns, timeout_s=timeout_s)
         deadline = time.monotonic() + timeout_s

@@ -91,6 +91,8 @@ class Orchestrator:
         self._thread: threading.Thread | None = None
         self.cursor = 0
         self.resyncs = 0
+        self.reconciles = 0  # router reconciles finished since start
+        self.pushes = 0  # configs sent to the agent since start
 
     # --- running ------------------------------------------------------------------------
 
@@ -123,6 +125,20 @@ class Orchestrator:
         with self._lock:
             return not self._running
 
+    def status(self) -> dict[str, Any]:
+        """What `GET /astara/v1/orchestrator` shows."""
+        with self._lock:
+            busy = len(self._running)
+        return {
+            "cursor": self.cursor,
+            "resyncs": self.resyncs,
+            "reconciles": self.reconciles,
+            "pushes": self.pushes,
+            "busy": busy,
+            "workers": self.pool._max_workers,
+            "resync_s": self.resync_s,
+        }
+
     def wake(self, key: str) -> None:
         """Run `key`'s reconcile soon; never two of one key at once."""
         with self._lock:
@@ -143,6 +159,8 @@ class Orchestrator:
                     self.reconcile_fabric()
                 else:
                     self.reconcile_router(key)
+                    with self._lock:
+                        self.reconciles += 1
             except Exception:
                 log.exception("reconciling %s", key)
             with self._lock:
@@ -162,24 +180,11 @@ class Orchestrator:
                 .limit(1000)
             ).all()
             keys: set[str] = set()
-            projects: set[str] = set()
             for event in events:
                 self.cursor = event.sequence
-                if event.resource_type == "router":
-                    keys.add(event.resource_id)
-                else:
-                    projects.add(event.project_id)
+                keys.update(_affected(session, event))
                 if event.resource_type in ("port", "network", "router", "subnet"):
                     keys.add(FABRIC)
-            if projects:
-                keys.update(
-                    session.scalars(select(Router.id).where(Router.project_id.in_(projects)))
-                )
-                keys.update(
-                    session.scalars(
-                        select(RouterState.router_id).where(RouterState.project_id.in_(projects))
-                    )
-                )
             due = session.scalars(
                 select(RouterState.router_id).where(
                     RouterState.retry_at.is_not(None), RouterState.retry_at <= self.clock()
@@ -304,6 +309,8 @@ class Orchestrator:
                 for network_id, need in sorted(plan.networks.items()):
                     self._ensure_network(network_id, need.mtu, need.external)
                 self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
+                with self._lock:
+                    self.pushes += 1
         except AgentError as error:
             return _agent_failure(error)
         except httpx.HTTPError as error:
@@ -431,6 +438,42 @@ class Orchestrator:
                     if error.status_code != 409:  # still in use: the next pass
                         raise
         return removed
+
+
+def _affected(session: Session, event: OutboxEvent) -> set[str]:
+    """The routers an event may change: the router itself; the routers on a
+    network, a subnet's or a port's network; a floating IP's router. When the
+    object is gone already, every router of its project (the resync catches
+    anything this misses)."""
+    kind, object_id = event.resource_type, event.resource_id
+    if kind == "router":
+        return {object_id}
+    network_id: str | None = None
+    if kind == "network":
+        network_id = object_id
+    elif kind == "subnet":
+        network_id = session.scalar(select(Subnet.network_id).where(Subnet.id == object_id))
+    elif kind == "port":
+        network_id = session.scalar(select(Port.network_id).where(Port.id == object_id))
+    elif kind == "floatingip":
+        floating = session.get(FloatingIp, object_id)
+        if floating is not None:
+            return {floating.router_id} if floating.router_id else set()
+    if network_id is not None:
+        return set(
+            session.scalars(
+                select(RouterPort.router_id)
+                .join(Port, Port.id == RouterPort.port_id)
+                .where(Port.network_id == network_id)
+            )
+        )
+    found = set(session.scalars(select(Router.id).where(Router.project_id == event.project_id)))
+    found.update(
+        session.scalars(
+            select(RouterState.router_id).where(RouterState.project_id == event.project_id)
+        )
+    )
+    return found
 
 
 def _record(row: RouterState | None) -> Record:

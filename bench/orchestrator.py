@@ -1,0 +1,304 @@
+"""The whole system: `astara serve` (API, orchestrator, local agent).
+
+Provisioning latency: for each of N routers, a workload is plugged on a new
+tenant network first (static address, default route through the router to
+be, pinging the outside host every 5 ms); then, timed, the router is created
+with its gateway and the interface is added through the tenant API; the
+figure is the time to the first echo reply. Baseline, in the same run, for
+the same router: the operator pauses it (`debug`), its appliance is deleted
+through the agent, and the very config the orchestrator built is PUT straight
+to the agent API, timed the same way; then it is handed back (`manage`).
+
+Scale: M routers (gateway + one interface each) created through the API;
+time until all are ACTIVE, and the host's memory per appliance (MemAvailable
+before and after, divided by M). Then `astara serve` is stopped and started
+again: the time until the orchestrator has reconciled every router, with no
+config pushed (the data plane untouched: every appliance's generation is
+unchanged). Baseline for the convergence: the same M configs PUT directly to
+the agent, 8 at a time (the orchestrator's parallelism), after deleting them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from astara.agent.client import AgentClient
+from astara.db.engine import make_engine, sqlite_url
+from astara.db.models import Router
+from astara.drivers import router as driver
+from astara.linux import cleanup
+from astara.linux.run import run
+from astara.testing.agent import unique_prefix
+from astara.testing.server import Server
+from bench.create import NEIGHBOUR_RETRANS_MS, first_reply, forget_neighbours
+from bench.harness import Report, Settings, log, ratio, seconds
+
+OUTSIDE = "198.51.100.1"
+
+
+class Api:
+    def __init__(self, server: Server) -> None:
+        token = (server.state_dir / "admin-token").read_text().strip()
+        self.http = httpx.Client(base_url=server.url, headers={"X-Auth-Token": token}, timeout=120)
+
+    def __call__(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, path, json=body)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    def create(self, collection: str, member: str, **fields: Any) -> dict[str, Any]:
+        created: dict[str, Any] = self("POST", f"/v2.0/{collection}", {member: fields})[member]
+        return created
+
+    def wait(self, check: Any, timeout_s: float = 300.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waiting for {what}")
+            time.sleep(0.05)
+
+    def port_active(self, port_id: str) -> bool:
+        return bool(self("GET", f"/v2.0/ports/{port_id}")["port"]["status"] == "ACTIVE")
+
+    def routers(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = self("GET", "/astara/v1/routers")["routers"]
+        return listed
+
+
+def _setup(api: Api, prefix: str) -> str:
+    own = api("GET", "/v2.0/quotas/project")["project"]["project_id"]
+    unlimited = {"network": -1, "subnet": -1, "port": -1, "router": -1, "floatingip": -1}
+    api("PUT", f"/v2.0/quotas/{own}", {"quota": unlimited})
+    public = api.create("networks", "network", name="public", **{"router:external": True})
+    api.create("subnets", "subnet", network_id=public["id"], cidr="198.51.96.0/20", ip_version=4)
+    outside = api.create(
+        "ports", "port", network_id=public["id"], fixed_ips=[{"ip_address": OUTSIDE}]
+    )
+    api("PUT", f"/astara/v1/ports/{outside['id']}/binding", {"netns": f"{prefix}-outside"})
+    api.wait(lambda: api.port_active(outside["id"]), what="the outside host")
+    return str(public["id"])
+
+
+def _plan(state_dir: Path, router_id: str) -> dict[str, Any]:
+    """The config the orchestrator built for a router, read like it does."""
+    engine = make_engine(sqlite_url(state_dir))
+    try:
+        with engine.connect() as connection:
+            from sqlalchemy.orm import Session
+
+            with Session(bind=connection) as session:
+                router = session.scalar(select(Router).where(Router.id == router_id))
+                assert router is not None
+                plan = driver.plan(session, router)
+                assert plan.config is not None
+                return plan.config.model_dump(mode="json")
+    finally:
+        engine.dispose()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def provisioning(settings: Settings, report: Report, server: Server, api: Api) -> None:
+    prefix = server.prefix
+    assert prefix is not None
+    public_id = _setup(api, prefix)
+    agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
+    count = 5 if settings.quick else 20
+    api_runs: list[float] = []
+    direct_runs: list[float] = []
+    for n in range(count):
+        network = api.create("networks", "network", name=f"p{n}")
+        subnet = api.create(
+            "subnets", "subnet", network_id=network["id"], cidr=f"10.{n}.0.0/24", ip_version=4
+        )
+        vm = api.create("ports", "port", network_id=network["id"])
+        workload = f"{prefix}-p{n}"
+        api("PUT", f"/astara/v1/ports/{vm['id']}/binding", {"netns": workload})
+        api.wait(lambda vm=vm: api.port_active(vm["id"]), what="the workload")
+        outside = f"{prefix}-outside"
+        for namespace in (workload, outside):  # measure the router, not ARP's 1 s timer
+            run(
+                [
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    f"net.ipv4.neigh.eth0.retrans_time_ms={NEIGHBOUR_RETRANS_MS}",
+                ],
+                netns=namespace,
+            )
+        forget_neighbours(workload, outside)
+        with first_reply(workload, OUTSIDE) as wait:
+            started = time.time()
+            router = api.create(
+                "routers", "router", name=f"p{n}", external_gateway_info={"network_id": public_id}
+            )
+            api(
+                "PUT",
+                f"/v2.0/routers/{router['id']}/add_router_interface",
+                {"subnet_id": subnet["id"]},
+            )
+            api_runs.append(wait() - started)
+        # The same appliance, straight through the agent API.
+        api("POST", f"/astara/v1/routers/{router['id']}/debug")
+        api.wait(
+            lambda router=router: (
+                api("GET", f"/astara/v1/routers/{router['id']}")["router"]["state"] == "paused"
+            ),
+            what="the router to pause",
+        )
+        config = _plan(server.state_dir, router["id"])
+        agent.delete_appliance(router["id"])
+        forget_neighbours(workload, outside)
+        with first_reply(workload, OUTSIDE) as wait:
+            started = time.time()
+            agent.put_appliance(router["id"], config)
+            direct_runs.append(wait() - started)
+        api("POST", f"/astara/v1/routers/{router['id']}/manage")
+        log(
+            f"router #{n + 1}: through the API {api_runs[-1]:.3f} s, direct {direct_runs[-1]:.3f} s"
+        )
+    agent.close()
+    p50, direct_p50 = statistics.median(api_runs), statistics.median(direct_runs)
+    report.emit(
+        {
+            "name": "orchestrator.provisioning",
+            "routers": count,
+            "p50_s": seconds(p50),
+            "p95_s": seconds(_percentile(api_runs, 0.95)),
+            "runs_s": [seconds(s) for s in api_runs],
+            "baseline": "the same appliance config PUT directly to the agent API",
+            "baseline_p50_s": seconds(direct_p50),
+            "baseline_p95_s": seconds(_percentile(direct_runs, 0.95)),
+            "baseline_runs_s": [seconds(s) for s in direct_runs],
+            "ratio": ratio(p50, direct_p50),
+        }
+    )
+
+
+def _mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def scale(settings: Settings, report: Report, server: Server, api: Api) -> None:
+    prefix = server.prefix
+    assert prefix is not None
+    public_id = _setup(api, prefix)
+    count = 30 if settings.quick else 200
+    memory_before = _mem_available()
+    started = time.monotonic()
+
+    def make(n: int) -> str:
+        network = api.create("networks", "network", name=f"s{n}")
+        subnet = api.create(
+            "subnets",
+            "subnet",
+            network_id=network["id"],
+            cidr=f"10.{n // 250}.{n % 250}.0/24",
+            ip_version=4,
+        )
+        router = api.create(
+            "routers", "router", name=f"s{n}", external_gateway_info={"network_id": public_id}
+        )
+        api(
+            "PUT",
+            f"/v2.0/routers/{router['id']}/add_router_interface",
+            {"subnet_id": subnet["id"]},
+        )
+        return str(router["id"])
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(make, range(count)))
+    api_done = time.monotonic() - started
+    api.wait(
+        lambda: sum(r["status"] == "ACTIVE" for r in api.routers()) == count,
+        1800,
+        "all routers ACTIVE",
+    )
+    converged = time.monotonic() - started
+    time.sleep(2)
+    memory_per_appliance = (memory_before - _mem_available()) / count
+    log(f"{count} routers: API {api_done:.1f} s, all ACTIVE after {converged:.1f} s")
+
+    agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
+    generations = {a["id"]: a["generation"] for a in agent.appliances()}
+    agent.close()
+    server.stop()
+    restarted = time.monotonic()
+    server.start()
+    api = Api(server)
+
+    def resynced() -> bool:
+        status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
+        return bool(status["reconciles"] >= count and status["busy"] == 0)
+
+    api.wait(resynced, 1800, "the restarted orchestrator to resync")
+    resync = time.monotonic() - restarted
+    status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
+    agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
+    untouched = generations == {a["id"]: a["generation"] for a in agent.appliances()}
+    log(f"restart: resynced in {resync:.1f} s, {status['pushes']} pushes, untouched={untouched}")
+
+    # Baseline: the same configs straight to the agent, 8 at a time.
+    own = api("GET", "/v2.0/quotas/project")["project"]["project_id"]
+    api("POST", f"/astara/v1/projects/{own}/debug")
+    api.wait(lambda: all(r["state"] == "paused" for r in api.routers()), 600, "routers to pause")
+    configs = {router_id: _plan(server.state_dir, router_id) for router_id in ids}
+    for router_id in ids:
+        agent.delete_appliance(router_id)
+    lock = threading.Lock()
+    direct_started = time.monotonic()
+
+    def put(router_id: str) -> None:
+        with lock:
+            config = configs[router_id]
+        agent.put_appliance(router_id, config)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, ids))
+    direct = time.monotonic() - direct_started
+    api("POST", f"/astara/v1/projects/{own}/manage")
+    agent.close()
+    report.emit(
+        {
+            "name": "orchestrator.scale",
+            "routers": count,
+            "api_calls_s": seconds(api_done),
+            "converged_s": seconds(converged),
+            "baseline": f"the same {count} configs PUT directly to the agent, 8 at a time",
+            "baseline_s": seconds(direct),
+            "ratio": ratio(converged, direct),
+            "memory_per_appliance_bytes": round(memory_per_appliance),
+            "restart_resync_s": seconds(resync),
+            "restart_pushes": status["pushes"],
+            "restart_data_plane_untouched": untouched,
+        }
+    )
+
+
+def bench_orchestrator(settings: Settings, report: Report) -> None:
+    for part in (provisioning, scale):
+        prefix = unique_prefix("b")
+        with tempfile.TemporaryDirectory(prefix="astara-bench-") as scratch:
+            server = Server(Path(scratch) / "var", prefix, "--log-level", "warning")
+            try:
+                server.start()
+                part(settings, report, server, Api(server))
+            finally:
+                server.stop()
+                cleanup.remove_all(prefix)
