@@ -104,7 +104,10 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
                     continue
             raise NeutronError(409, "Conflict", "Too many concurrent changes; try again.")
 
-        return await run_in_threadpool(transaction)
+        result = await run_in_threadpool(transaction)
+        if orchestrator is not None and request.method != "GET":
+            orchestrator.poke()  # committed: the orchestrator looks now
+        return result
 
     async def json_body(request: Request) -> Any:
         raw = await request.body()

@@ -88,6 +88,8 @@ class Orchestrator:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._stop = threading.Event()
+        self._poked = threading.Event()
+        self._segments: dict[str, tuple[int, bool]] = {}  # segments known on the agent
         self._thread: threading.Thread | None = None
         self.cursor = 0
         self.resyncs = 0
@@ -105,13 +107,20 @@ class Orchestrator:
 
     def stop(self) -> None:
         self._stop.set()
+        self._poked.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def poke(self) -> None:
+        """Something was committed: read the outbox now, not at the next poll
+        (what an API in the same process calls after each write)."""
+        self._poked.set()
+
     def _main(self) -> None:
         next_resync = 0.0
         while not self._stop.is_set():
+            self._poked.clear()
             try:
                 if time.monotonic() >= next_resync:
                     self.resync()
@@ -119,7 +128,7 @@ class Orchestrator:
                 self._poll()
             except Exception:
                 log.exception("orchestrator loop")
-            self._stop.wait(self.poll_s)
+            self._poked.wait(self.poll_s)
 
     def idle(self) -> bool:
         with self._lock:
@@ -312,17 +321,35 @@ class Orchestrator:
                 with self._lock:
                     self.pushes += 1
         except AgentError as error:
+            self._forget_segments(plan.networks if plan is not None else {})
             return _agent_failure(error)
         except httpx.HTTPError as error:
+            self._forget_segments(None)
             return f"{UNREACHABLE}: {error}"
         return None
 
     def _ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
+        """PUT the segment unless this orchestrator already did with the same
+        spec (a PUT takes the agent's fabric lock, which applies wait for)."""
+        with self._lock:
+            if self._segments.get(network_id) == (mtu, external):
+                return
         try:
             self.agent.put_network(network_id, mtu=mtu, external=external)
         except AgentError as error:
             if error.status_code != 409:  # an MTU change under attachments: keep it
                 raise
+            return
+        with self._lock:
+            self._segments[network_id] = (mtu, external)
+
+    def _forget_segments(self, network_ids: Iterable[str] | None) -> None:
+        """After a failure, ask the agent again rather than trust the cache."""
+        with self._lock:
+            if network_ids is None:
+                self._segments.clear()
+            for network_id in network_ids or ():
+                self._segments.pop(network_id, None)
 
     def _delete_appliance(self, appliance_id: str) -> None:
         try:
@@ -383,6 +410,13 @@ class Orchestrator:
         """Plug bound ports, unplug the rest, and remove segments nothing uses;
         what was removed."""
         removed: list[str] = []
+        # The agent first: a segment pushed after this listing is never
+        # mistaken for an unused one below.
+        segments = self.agent.networks()
+        with self._lock:
+            present = {s["id"] for s in segments}
+            for network_id in set(self._segments) - present:
+                del self._segments[network_id]  # gone behind our back
         with self.sessions.begin() as session:
             specs = {b.port_id: spec for b, spec in _port_specs(session)}
             networks = _networks(
@@ -429,9 +463,10 @@ class Orchestrator:
                 )
                 .values(status="DOWN")
             )
-        for segment in self.agent.networks():
+        for segment in segments:
             if segment["id"] not in needed:
                 try:
+                    self._forget_segments([segment["id"]])
                     self.agent.delete_network(segment["id"])
                     removed.append(f"network {segment['id']}")
                 except AgentError as error:
