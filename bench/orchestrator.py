@@ -245,7 +245,7 @@ def scale(settings: Settings, report: Report, server: Server, api: Api) -> None:
 
     def resynced() -> bool:
         status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
-        return bool(status["reconciles"] >= count and status["busy"] == 0)
+        return bool(status["reconciles"] >= count)
 
     api.wait(resynced, 1800, "the restarted orchestrator to resync")
     resync = time.monotonic() - restarted

@@ -42,6 +42,9 @@ def test_network_is_a_bridge_with_its_mtu(lab: Lab, agent: AgentProcess) -> None
     assert bridge is not None and bridge.mtu == 1400 and bridge.up
     # Idempotent: the same PUT is 200 and changes nothing.
     assert lab.client.http.put("/v1/networks/n1", json={"mtu": 1400}).status_code == 200
+    # Listed with what the host shows, or (cheaply) the stored specs alone.
+    assert lab.client.networks()[0]["bridge"] == names.bridge("n1")
+    assert lab.client.networks(observe=False) == [{"id": "n1", "mtu": 1400, "external": False}]
 
     # A workload plugged into it gets the network's MTU.
     lab.workload("w", "n1", MAC["w1"], addresses=("10.1.0.5/24",))

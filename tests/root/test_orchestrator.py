@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from astara.agent.client import AgentClient
 from astara.linux import cleanup, netns
 from astara.linux.run import in_netns
 from astara.testing.agent import unique_prefix
@@ -471,4 +472,87 @@ def test_admin_state_down_takes_the_router_down_and_up_again(cloud: Cloud) -> No
     assert not ping(setup["outside_netns"], setup["floating_ip"])
     cloud("PUT", f"/v2.0/routers/{router_id}", {"router": {"admin_state_up": True}})
     cloud.wait_active(router_id)
+    wait_for_ping(setup["outside_netns"], setup["floating_ip"])
+
+
+def astara(cloud: Cloud, *args: str) -> str:
+    env = {**cloud.server.env(), "ASTARA_STATE_DIR": str(cloud.server.state_dir)}
+    result = subprocess.run(
+        [str(BIN / "astara"), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_debug_pauses_a_router_or_a_project_and_manage_resumes(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    router_id = setup["router"]["id"]
+    namespace = f"{cloud.server.prefix}-appliance-{router_id}"
+    astara(cloud, "router", "debug", "r-web")
+    wait_until(lambda: cloud.router(router_id)["state"] == "paused", 30, 0.2, "paused")
+    assert "paused" in astara(cloud, "router", "list")
+    netns.delete(namespace)
+    time.sleep(5)  # two resyncs: a paused router is left alone
+    assert not netns.exists(namespace) and cloud.router(router_id)["state"] == "paused"
+    astara(cloud, "router", "manage", "r-web")
+    cloud.wait_active(router_id)
+    assert netns.exists(namespace)
+    # The same for a whole project.
+    astara(cloud, "project", "debug", "admin")
+    wait_until(lambda: cloud.router(router_id)["state"] == "paused", 30, 0.2, "paused")
+    netns.delete(namespace)
+    time.sleep(5)
+    assert not netns.exists(namespace)
+    astara(cloud, "project", "manage", "admin")
+    cloud.wait_active(router_id)
+    wait_for_ping(setup["outside_netns"], setup["floating_ip"])
+    history = [e["message"] for e in cloud.router(router_id)["events"]]
+    assert "operator: debug" in history and "operator: manage" in history
+
+
+def test_cleanup_removes_what_nothing_accounts_for(cloud: Cloud) -> None:
+    setup = standard(cloud)
+    # Resyncs remove orphans too; make them rare, so that `cleanup` is seen doing it.
+    cloud.server.stop()
+    cloud.server.extra = ("--resync-s", "600")
+    cloud.server.start()
+    wait_until(
+        lambda: cloud("GET", "/astara/v1/orchestrator")["orchestrator"]["resyncs"] >= 1,
+        30,
+        0.2,
+        "the first resync",
+    )
+    prefix = cloud.server.prefix
+    agent = AgentClient(f"unix:{cloud.server.state_dir / 'agent.sock'}")
+    try:
+        agent.put_network("stray-net")
+        stray = {
+            "interfaces": [
+                {
+                    "mac": "fa:16:3e:99:99:98",
+                    "network_id": "stray-net",
+                    "role": "internal",
+                    "addresses": ["10.99.0.1/24"],
+                }
+            ]
+        }
+        agent.put_appliance("stray-router", stray)
+        agent.put_port(
+            "stray-port",
+            {
+                "network_id": "stray-net",
+                "mac": "fa:16:3e:99:99:99",
+                "netns": f"{prefix}-stray",
+                "addresses": ["10.99.0.5/24"],
+            },
+        )
+        output = astara(cloud, "cleanup")
+        for removed in ("appliance stray-router", "port stray-port", "network stray-net"):
+            assert removed in output, output
+        assert not netns.exists(f"{prefix}-stray")
+        assert not netns.exists(f"{prefix}-appliance-stray-router")
+        assert "nothing to remove" in astara(cloud, "cleanup")
+    finally:
+        agent.close()
+    cloud.wait_active(setup["router"]["id"])
     wait_for_ping(setup["outside_netns"], setup["floating_ip"])

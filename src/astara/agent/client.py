@@ -48,8 +48,9 @@ class AgentClient:
     def health(self) -> Any:
         return self.request("GET", "/v1/health")
 
-    def networks(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.request("GET", "/v1/networks")["networks"]
+    def networks(self, observe: bool = True) -> list[dict[str, Any]]:
+        path = "/v1/networks" if observe else "/v1/networks?observe=false"
+        found: list[dict[str, Any]] = self.request("GET", path)["networks"]
         return found
 
     def ports(self) -> list[dict[str, Any]]:

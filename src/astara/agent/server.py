@@ -98,7 +98,11 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # --- networks ----------------------------------------------------------------------
 
     @app.get("/v1/networks")
-    def list_networks() -> dict[str, Any]:
+    def list_networks(observe: bool = True) -> dict[str, Any]:
+        """Every network; `observe=false`: the stored specs only (cheap at scale)."""
+        if not observe:
+            ids = agent.store.ids("networks")
+            return {"networks": [{"id": n, **agent.network(n).model_dump()} for n in ids]}
         return {"networks": [agent.observe_network(n) for n in agent.store.ids("networks")]}
 
     @app.put("/v1/networks/{network_id}")

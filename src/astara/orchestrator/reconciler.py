@@ -192,7 +192,7 @@ class Orchestrator:
             for event in events:
                 self.cursor = event.sequence
                 keys.update(_affected(session, event))
-                if event.resource_type in ("port", "network", "router", "subnet"):
+                if _touches_fabric(event):
                     keys.add(FABRIC)
             due = session.scalars(
                 select(RouterState.router_id).where(
@@ -412,7 +412,7 @@ class Orchestrator:
         removed: list[str] = []
         # The agent first: a segment pushed after this listing is never
         # mistaken for an unused one below.
-        segments = self.agent.networks()
+        segments = self.agent.networks(observe=False)
         with self._lock:
             present = {s["id"] for s in segments}
             for network_id in set(self._segments) - present:
@@ -473,6 +473,19 @@ class Orchestrator:
                     if error.status_code != 409:  # still in use: the next pass
                         raise
         return removed
+
+
+def _touches_fabric(event: OutboxEvent) -> bool:
+    """Events that can change plugs or leave a segment unused: any port change,
+    and what detaches a router from a network. (Segments in use are pushed
+    with their router; the resync catches anything else.)"""
+    if event.resource_type == "port":
+        return True
+    if event.resource_type == "network":
+        return event.action == "delete"
+    if event.resource_type == "router":
+        return event.action in ("delete", "remove_interface", "update")
+    return False
 
 
 def _affected(session: Session, event: OutboxEvent) -> set[str]:
