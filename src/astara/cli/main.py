@@ -324,7 +324,12 @@ def serve(
     if agent == "local":
         become_subreaper()  # the agent's daemons outlive it; reap them here
         child = AgentChild(state_dir.resolve(), prefix, log_level=log_level, die_with_parent=True)
-        client = child.start()
+        try:
+            client = child.start()
+        except (RuntimeError, OSError) as error:
+            console.print(f"[red]error:[/red] the local agent did not start: {error}")
+            console.print("It needs root; `--agent none --no-orchestrate` serves the API alone.")
+            raise typer.Exit(1) from error
         child.supervise()
     elif agent != "none":
         client = AgentClient(agent)

@@ -237,20 +237,21 @@ class Orchestrator:
 
     def reconcile_router(self, router_id: str) -> None:
         failure: str | None = None
+        applied: dict[str, Any] | None = None  # what the last PUT answered
         for _ in range(MAX_STEPS):
-            seen, record, plan, project_id = self._observe(router_id, failure)
+            seen, record, plan, project_id = self._observe(router_id, failure, applied)
             if seen is None:
                 return
             decision = step(record, seen, self.clock())
             self._store(router_id, project_id, record, decision, plan, seen)
             if not decision.commands:
                 return
-            failure = None
+            failure, applied = None, None
             for command in decision.commands:
                 if command.action is Action.FORGET:
                     self._forget(router_id)
                     return
-                failure = self._execute(router_id, command.action, plan)
+                failure, applied = self._execute(router_id, command.action, plan)
                 if failure is not None:
                     break
             if failure is None:
@@ -258,8 +259,10 @@ class Orchestrator:
         log.debug("router %s: step budget spent; the next wake continues", router_id)
 
     def _observe(
-        self, router_id: str, failure: str | None
+        self, router_id: str, failure: str | None, applied: dict[str, Any] | None = None
     ) -> tuple[Observation | None, Record, driver.RouterPlan | None, str]:
+        """The router's record and plan from the database, its appliance from
+        the agent (or from the answer to the PUT just made: the same thing)."""
         with self.sessions.begin() as session:
             router = session.get(Router, router_id)
             row = session.get(RouterState, router_id)
@@ -282,9 +285,9 @@ class Orchestrator:
             )
             record = _record(row)
             rebuild = bool(row is not None and row.rebuild_requested)
-        observed: dict[str, Any] | None = None
+        observed: dict[str, Any] | None = applied
         failure = failure or invalid
-        if failure is None:
+        if failure is None and observed is None:
             try:
                 observed = self.agent.request("GET", f"/v1/appliances/{router_id}", ok=(200,))
             except AgentError as error:
@@ -307,26 +310,27 @@ class Orchestrator:
 
     def _execute(
         self, router_id: str, action: Action, plan: driver.RouterPlan | None
-    ) -> str | None:
-        """Run one command; the failure's text, or None."""
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """Run one command: (the failure's text or None, the agent's answer to a PUT)."""
+        applied: dict[str, Any] | None = None
         try:
             if action in (Action.DELETE, Action.REBUILD):
                 self._delete_appliance(router_id)
             if action in (Action.PUSH, Action.REBUILD):
                 if plan is None or plan.config is None:
-                    return "no config to push"
+                    return "no config to push", None
                 for network_id, need in sorted(plan.networks.items()):
                     self._ensure_network(network_id, need.mtu, need.external)
-                self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
+                applied = self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
                 with self._lock:
                     self.pushes += 1
         except AgentError as error:
             self._forget_segments(plan.networks if plan is not None else {})
-            return _agent_failure(error)
+            return _agent_failure(error), None
         except httpx.HTTPError as error:
             self._forget_segments(None)
-            return f"{UNREACHABLE}: {error}"
-        return None
+            return f"{UNREACHABLE}: {error}", None
+        return None, applied
 
     def _ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
         """PUT the segment unless this orchestrator already did with the same
