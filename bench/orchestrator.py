@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
 from astara.agent.client import AgentClient
@@ -38,54 +37,22 @@ from astara.drivers import router as driver
 from astara.linux import cleanup
 from astara.linux.run import run
 from astara.testing.agent import unique_prefix
-from astara.testing.server import Server
+from astara.testing.net import wait_until
+from astara.testing.server import Cloud, Server
 from bench.create import NEIGHBOUR_RETRANS_MS, first_reply, forget_neighbours
 from bench.harness import Report, Settings, log, ratio, seconds
 
 OUTSIDE = "198.51.100.1"
 
 
-class Api:
-    def __init__(self, server: Server) -> None:
-        token = (server.state_dir / "admin-token").read_text().strip()
-        self.http = httpx.Client(base_url=server.url, headers={"X-Auth-Token": token}, timeout=120)
-
-    def __call__(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, path, json=body)
-        if response.status_code >= 400:
-            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
-        return response.json() if response.content else None
-
-    def create(self, collection: str, member: str, **fields: Any) -> dict[str, Any]:
-        created: dict[str, Any] = self("POST", f"/v2.0/{collection}", {member: fields})[member]
-        return created
-
-    def wait(self, check: Any, timeout_s: float = 300.0, what: str = "") -> None:
-        deadline = time.monotonic() + timeout_s
-        while not check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"waiting for {what}")
-            time.sleep(0.05)
-
-    def port_active(self, port_id: str) -> bool:
-        return bool(self("GET", f"/v2.0/ports/{port_id}")["port"]["status"] == "ACTIVE")
-
-    def routers(self) -> list[dict[str, Any]]:
-        listed: list[dict[str, Any]] = self("GET", "/astara/v1/routers")["routers"]
-        return listed
-
-
-def _setup(api: Api, prefix: str) -> str:
-    own = api("GET", "/v2.0/quotas/project")["project"]["project_id"]
-    unlimited = {"network": -1, "subnet": -1, "port": -1, "router": -1, "floatingip": -1}
-    api("PUT", f"/v2.0/quotas/{own}", {"quota": unlimited})
+def _setup(api: Cloud, prefix: str) -> str:
+    api.unlimited_quotas()
     public = api.create("networks", "network", name="public", **{"router:external": True})
     api.create("subnets", "subnet", network_id=public["id"], cidr="198.51.96.0/20", ip_version=4)
     outside = api.create(
         "ports", "port", network_id=public["id"], fixed_ips=[{"ip_address": OUTSIDE}]
     )
-    api("PUT", f"/astara/v1/ports/{outside['id']}/binding", {"netns": f"{prefix}-outside"})
-    api.wait(lambda: api.port_active(outside["id"]), what="the outside host")
+    api.plug(outside["id"], f"{prefix}-outside")
     return str(public["id"])
 
 
@@ -111,7 +78,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def provisioning(settings: Settings, report: Report, server: Server, api: Api) -> None:
+def provisioning(settings: Settings, report: Report, server: Server, api: Cloud) -> None:
     prefix = server.prefix
     assert prefix is not None
     public_id = _setup(api, prefix)
@@ -126,8 +93,7 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Api) -
         )
         vm = api.create("ports", "port", network_id=network["id"])
         workload = f"{prefix}-p{n}"
-        api("PUT", f"/astara/v1/ports/{vm['id']}/binding", {"netns": workload})
-        api.wait(lambda vm=vm: api.port_active(vm["id"]), what="the workload")
+        api.plug(vm["id"], workload)
         outside = f"{prefix}-outside"
         for namespace in (workload, outside):  # measure the router, not ARP's 1 s timer
             run(
@@ -153,11 +119,8 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Api) -
             api_runs.append(wait() - started)
         # The same appliance, straight through the agent API.
         api("POST", f"/astara/v1/routers/{router['id']}/debug")
-        api.wait(
-            lambda router=router: (
-                api("GET", f"/astara/v1/routers/{router['id']}")["router"]["state"] == "paused"
-            ),
-            what="the router to pause",
+        wait_until(
+            lambda router=router: api.router(router["id"])["state"] == "paused", 60, 0.05, "pausing"
         )
         config = _plan(server.state_dir, router["id"])
         agent.delete_appliance(router["id"])
@@ -195,7 +158,7 @@ def _mem_available() -> int:
     return 0
 
 
-def scale(settings: Settings, report: Report, server: Server, api: Api) -> None:
+def scale(settings: Settings, report: Report, server: Server, api: Cloud) -> None:
     prefix = server.prefix
     assert prefix is not None
     public_id = _setup(api, prefix)
@@ -204,30 +167,16 @@ def scale(settings: Settings, report: Report, server: Server, api: Api) -> None:
     started = time.monotonic()
 
     def make(n: int) -> str:
-        network = api.create("networks", "network", name=f"s{n}")
-        subnet = api.create(
-            "subnets",
-            "subnet",
-            network_id=network["id"],
-            cidr=f"10.{n // 250}.{n % 250}.0/24",
-            ip_version=4,
-        )
-        router = api.create(
-            "routers", "router", name=f"s{n}", external_gateway_info={"network_id": public_id}
-        )
-        api(
-            "PUT",
-            f"/v2.0/routers/{router['id']}/add_router_interface",
-            {"subnet_id": subnet["id"]},
-        )
-        return str(router["id"])
+        cidr = f"10.{n // 250}.{n % 250}.0/24"
+        return str(api.routed_network(f"s{n}", cidr, public_id)[2]["id"])
 
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(make, range(count)))
     api_done = time.monotonic() - started
-    api.wait(
+    wait_until(
         lambda: sum(r["status"] == "ACTIVE" for r in api.routers()) == count,
         1800,
+        0.2,
         "all routers ACTIVE",
     )
     converged = time.monotonic() - started
@@ -241,13 +190,13 @@ def scale(settings: Settings, report: Report, server: Server, api: Api) -> None:
     server.stop()
     restarted = time.monotonic()
     server.start()
-    api = Api(server)
+    api = Cloud(server)
 
     def resynced() -> bool:
         status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
         return bool(status["reconciles"] >= count)
 
-    api.wait(resynced, 1800, "the restarted orchestrator to resync")
+    wait_until(resynced, 1800, 0.2, "the restarted orchestrator to resync")
     resync = time.monotonic() - restarted
     status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
     agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
@@ -257,7 +206,7 @@ def scale(settings: Settings, report: Report, server: Server, api: Api) -> None:
     # Baseline: the same configs straight to the agent, 8 at a time.
     own = api("GET", "/v2.0/quotas/project")["project"]["project_id"]
     api("POST", f"/astara/v1/projects/{own}/debug")
-    api.wait(lambda: all(r["state"] == "paused" for r in api.routers()), 600, "routers to pause")
+    wait_until(lambda: all(r["state"] == "paused" for r in api.routers()), 600, 0.2, "pausing")
     configs = {router_id: _plan(server.state_dir, router_id) for router_id in ids}
     for router_id in ids:
         agent.delete_appliance(router_id)
@@ -298,7 +247,7 @@ def bench_orchestrator(settings: Settings, report: Report) -> None:
             server = Server(Path(scratch) / "var", prefix, "--log-level", "warning")
             try:
                 server.start()
-                part(settings, report, server, Api(server))
+                part(settings, report, server, Cloud(server))
             finally:
                 server.stop()
                 cleanup.remove_all(prefix)

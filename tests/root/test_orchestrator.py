@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from astara.agent.client import AgentClient
@@ -30,47 +29,9 @@ from astara.testing.net import (
     wait_for_ping,
     wait_until,
 )
-from astara.testing.server import BIN, Server
+from astara.testing.server import BIN, Cloud, Server
 
 pytestmark = pytest.mark.root
-
-
-class Cloud:
-    """The tenant API as an admin, plus the operators' API."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        token = (server.state_dir / "admin-token").read_text().strip()
-        self.http = httpx.Client(base_url=server.url, headers={"X-Auth-Token": token}, timeout=60)
-
-    def __call__(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
-        response = self.http.request(method, path, json=body)
-        assert response.status_code == ok, (method, path, response.status_code, response.text)
-        return response.json() if response.content else None
-
-    def create(self, collection: str, member: str, **fields: Any) -> dict[str, Any]:
-        created: dict[str, Any] = self("POST", f"/v2.0/{collection}", {member: fields}, 201)[member]
-        return created
-
-    def router(self, router_id: str) -> dict[str, Any]:
-        shown: dict[str, Any] = self("GET", f"/astara/v1/routers/{router_id}")["router"]
-        return shown
-
-    def wait_active(self, router_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        def active() -> dict[str, Any] | None:
-            shown = self.router(router_id)
-            return shown if shown["state"] == "active" and shown["status"] == "ACTIVE" else None
-
-        return wait_until(active, timeout_s, 0.2, f"router {router_id} to be ACTIVE")
-
-    def plug(self, port_id: str, namespace: str) -> None:
-        self("PUT", f"/astara/v1/ports/{port_id}/binding", {"netns": namespace})
-        wait_until(
-            lambda: self("GET", f"/v2.0/ports/{port_id}")["port"]["status"] == "ACTIVE",
-            60,
-            0.2,
-            f"port {port_id} to be plugged",
-        )
 
 
 @pytest.fixture
@@ -111,18 +72,7 @@ def standard(
         )
         cloud.plug(outside["id"], f"{prefix}-outside")
     owner = {"project_id": project_id} if project_id else {}
-    network = cloud.create("networks", "network", name=name, **owner)
-    subnet = cloud.create(
-        "subnets", "subnet", network_id=network["id"], cidr=cidr, ip_version=4, **owner
-    )
-    router = cloud.create(
-        "routers",
-        "router",
-        name=f"r-{name}",
-        external_gateway_info={"network_id": public_id},
-        **owner,
-    )
-    cloud("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": subnet["id"]})
+    network, subnet, router = cloud.routed_network(name, cidr, public_id, **owner)
     vm = cloud.create("ports", "port", network_id=network["id"], name=f"{name}-vm", **owner)
     cloud.plug(vm["id"], f"{prefix}-{name}")
     floating = cloud.create(
@@ -372,8 +322,7 @@ def test_crash_while_creating_twenty_routers_then_restart(cloud: Cloud) -> None:
     already ran loses no packet across the crash and the restart."""
     steady = standard(cloud)
     public_id = steady["floating"]["floating_network_id"]
-    own = cloud("GET", "/v2.0/quotas/project")["project"]["project_id"]
-    cloud("PUT", f"/v2.0/quotas/{own}", {"quota": {"router": -1}})
+    cloud.unlimited_quotas()
     pinger = subprocess.Popen(
         in_netns(steady["outside_netns"], ["ping", "-n", "-i", "0.05", steady["floating_ip"]]),
         stdout=subprocess.PIPE,
@@ -384,25 +333,7 @@ def test_crash_while_creating_twenty_routers_then_restart(cloud: Cloud) -> None:
     try:
         routers = []
         for n in range(20):
-            network = cloud.create("networks", "network", name=f"crash{n}")
-            subnet = cloud.create(
-                "subnets",
-                "subnet",
-                network_id=network["id"],
-                cidr=f"10.{50 + n}.0.0/24",
-                ip_version=4,
-            )
-            router = cloud.create(
-                "routers",
-                "router",
-                name=f"crash{n}",
-                external_gateway_info={"network_id": public_id},
-            )
-            cloud(
-                "PUT",
-                f"/v2.0/routers/{router['id']}/add_router_interface",
-                {"subnet_id": subnet["id"]},
-            )
+            _, _, router = cloud.routed_network(f"crash{n}", f"10.{50 + n}.0.0/24", public_id)
             routers.append(router["id"])
         # Mid-flight: some routers built, some not.
         listed = cloud("GET", "/astara/v1/routers")["routers"]

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -89,3 +90,82 @@ class Server:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.state_dir / "clouds.yaml")}
+
+
+class Cloud:
+    """A running server's tenant API as its admin, plus the operators' API:
+    what the root tests and the benchmarks drive it with."""
+
+    def __init__(self, server: Server, timeout_s: float = 120) -> None:
+        self.server = server
+        token = (server.state_dir / "admin-token").read_text().strip()
+        self.http = httpx.Client(
+            base_url=server.url, headers={"X-Auth-Token": token}, timeout=timeout_s
+        )
+
+    def __call__(self, method: str, path: str, body: Any = None, ok: int | None = None) -> Any:
+        """One request; its JSON. Fails on an error status, or on any other
+        status than `ok` when given."""
+        response = self.http.request(method, path, json=body)
+        wrong = response.status_code != ok if ok is not None else response.status_code >= 400
+        if wrong:
+            raise AssertionError((method, path, response.status_code, response.text))
+        return response.json() if response.content else None
+
+    def create(self, collection: str, member: str, **fields: Any) -> dict[str, Any]:
+        created: dict[str, Any] = self("POST", f"/v2.0/{collection}", {member: fields}, 201)[member]
+        return created
+
+    def router(self, router_id: str) -> dict[str, Any]:
+        shown: dict[str, Any] = self("GET", f"/astara/v1/routers/{router_id}")["router"]
+        return shown
+
+    def routers(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = self("GET", "/astara/v1/routers")["routers"]
+        return listed
+
+    def wait_active(self, router_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        def active() -> dict[str, Any] | None:
+            shown = self.router(router_id)
+            return shown if shown["state"] == "active" and shown["status"] == "ACTIVE" else None
+
+        shown = wait_until(active, timeout_s, 0.05, f"router {router_id} to be ACTIVE")
+        assert shown is not None
+        return shown
+
+    def plug(self, port_id: str, namespace: str) -> None:
+        self("PUT", f"/astara/v1/ports/{port_id}/binding", {"netns": namespace})
+        wait_until(
+            lambda: self("GET", f"/v2.0/ports/{port_id}")["port"]["status"] == "ACTIVE",
+            60,
+            0.05,
+            f"port {port_id} to be plugged",
+        )
+
+    def unlimited_quotas(self) -> None:
+        own = self("GET", "/v2.0/quotas/project")["project"]["project_id"]
+        names = ("network", "subnet", "port", "router", "floatingip")
+        self("PUT", f"/v2.0/quotas/{own}", {"quota": dict.fromkeys(names, -1)})
+
+    def routed_network(
+        self, name: str, cidr: str, external_network_id: str, **owner: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """A network and subnet behind a new router with a gateway on the
+        external network: (network, subnet, router)."""
+        network = self.create("networks", "network", name=name, **owner)
+        subnet = self.create(
+            "subnets", "subnet", network_id=network["id"], cidr=cidr, ip_version=4, **owner
+        )
+        router = self.create(
+            "routers",
+            "router",
+            name=f"r-{name}",
+            external_gateway_info={"network_id": external_network_id},
+            **owner,
+        )
+        self(
+            "PUT",
+            f"/v2.0/routers/{router['id']}/add_router_interface",
+            {"subnet_id": subnet["id"]},
+        )
+        return network, subnet, router
