@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -342,7 +341,7 @@ def test_crash_while_creating_twenty_routers_then_restart(cloud: Cloud) -> None:
         cloud.server.start()
         for router_id in [*routers, steady["router"]["id"]]:
             cloud.wait_active(router_id, 120)
-        time.sleep(1)  # a few more pings after convergence
+        cloud.wait_resyncs(1)  # and a resync of everything, pinging all along
     finally:
         pinger.send_signal(signal.SIGINT)
         output, _ = pinger.communicate(timeout=10)
@@ -360,7 +359,9 @@ def test_crash_while_creating_twenty_routers_then_restart(cloud: Cloud) -> None:
     agents = [
         p for p in _all_pids() if b"astara.agent" in _cmdline(p) and prefix.encode() in _cmdline(p)
     ]
-    assert len(agents) == 1
+    pid_file = (cloud.server.state_dir / "agent.pid").read_text()
+    details = [(p, _cmdline(p), Path(f"/proc/{p}/stat").read_text()) for p in agents]
+    assert len(agents) == 1, (pid_file, details, cloud.server.log()[-3000:])
 
 
 def _all_pids() -> list[int]:
@@ -423,7 +424,7 @@ def test_debug_pauses_a_router_or_a_project_and_manage_resumes(cloud: Cloud) -> 
     wait_until(lambda: cloud.router(router_id)["state"] == "paused", 30, 0.2, "paused")
     assert "paused" in astara(cloud, "router", "list")
     netns.delete(namespace)
-    time.sleep(5)  # two resyncs: a paused router is left alone
+    cloud.wait_resyncs(2)  # a paused router is left alone
     assert not netns.exists(namespace) and cloud.router(router_id)["state"] == "paused"
     astara(cloud, "router", "manage", "r-web")
     cloud.wait_active(router_id)
@@ -432,7 +433,7 @@ def test_debug_pauses_a_router_or_a_project_and_manage_resumes(cloud: Cloud) -> 
     astara(cloud, "project", "debug", "admin")
     wait_until(lambda: cloud.router(router_id)["state"] == "paused", 30, 0.2, "paused")
     netns.delete(namespace)
-    time.sleep(5)
+    cloud.wait_resyncs(2)
     assert not netns.exists(namespace)
     astara(cloud, "project", "manage", "admin")
     cloud.wait_active(router_id)

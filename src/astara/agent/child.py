@@ -54,20 +54,31 @@ class AgentChild:
     def pid_file(self) -> Path:
         return self.state_dir / "agent.pid"
 
+    def _previous(self) -> list[int]:
+        """Live agents on our state dir: left by a crashed parent, finishing
+        their last requests after their SIGTERM (zombies do not count)."""
+        state = str(self.state_dir / "agent").encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if b"astara.agent" in cmdline and state in cmdline and stat[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+        return found
+
     def _wait_for_previous(self, timeout_s: float = 30.0) -> None:
-        """An agent left from a crashed parent is finishing its last requests
-        (it got SIGTERM): let it, so two agents never touch one appliance."""
-        try:
-            pid = int(self.pid_file.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return
-        if b"astara.agent" not in cmdline:
-            return
+        """Let an earlier agent on this state dir finish, then make sure it is
+        gone: two agents must never touch one appliance."""
         deadline = time.monotonic() + timeout_s
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while self._previous() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if Path(f"/proc/{pid}").exists():
+        for pid in self._previous():
+            log.warning("astara-agent %d did not stop; killing it", pid)
             os.kill(pid, signal.SIGKILL)
 
     def start(self, timeout_s: float = 30.0) -> AgentClient:

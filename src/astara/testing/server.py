@@ -142,6 +142,20 @@ class Cloud:
             f"port {port_id} to be plugged",
         )
 
+    def orchestrator(self) -> dict[str, Any]:
+        status: dict[str, Any] = self("GET", "/astara/v1/orchestrator")["orchestrator"]
+        return status
+
+    def wait_resyncs(self, count: int = 1, timeout_s: float = 120) -> None:
+        """Until `count` more full resyncs have run (every router looked at)."""
+        target = self.orchestrator()["resyncs"] + count
+        wait_until(
+            lambda: self.orchestrator()["resyncs"] >= target and self.orchestrator()["busy"] == 0,
+            timeout_s,
+            0.1,
+            f"{count} more resync(s)",
+        )
+
     def unlimited_quotas(self) -> None:
         own = self("GET", "/v2.0/quotas/project")["project"]["project_id"]
         names = ("network", "subnet", "port", "router", "floatingip")
