@@ -488,3 +488,20 @@ def test_cleanup_removes_what_nothing_accounts_for(cloud: Cloud) -> None:
         agent.close()
     cloud.wait_active(setup["router"]["id"])
     wait_for_ping(setup["outside_netns"], setup["floating_ip"])
+
+
+def test_a_ruleset_changed_behind_astaras_back_is_repaired(cloud: Cloud) -> None:
+    """Drift: the appliance's nftables table is deleted by hand. The health
+    check sees it, a push restores it, and the floating IP answers again."""
+    setup = standard(cloud)
+    router_id = setup["router"]["id"]
+    namespace = f"{cloud.server.prefix}-appliance-{router_id}"
+    sh(namespace, ["nft", "delete", "table", "inet", "astara"])
+
+    def noticed() -> bool:
+        return any("unhealthy" in e["message"] for e in cloud.router(router_id)["events"])
+
+    wait_until(noticed, 60, 0.2, "the orchestrator to notice the drift")
+    cloud.wait_active(router_id)
+    assert "table inet astara" in sh(namespace, ["nft", "list", "tables"])
+    wait_for_ping(setup["outside_netns"], setup["floating_ip"])
