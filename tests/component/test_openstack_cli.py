@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,3 +244,30 @@ def test_readme_tenant_api_walkthrough_runs(server: Server) -> None:
     shown = json.loads(value(osc(server, "router", "show", "r1", "-f", "json")))
     assert [i["ip_address"] for i in shown["interfaces_info"]] == ["10.0.0.1"]
     assert shown["external_gateway_info"]["enable_snat"] is True
+
+
+def test_events_follow_prints_new_events_as_they_commit(server: Server) -> None:
+    env = {**server.env(), "ASTARA_STATE_DIR": str(server.state_dir), "COLUMNS": "200"}
+    follower = subprocess.Popen(
+        [str(BIN / "astara"), "events", "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    deadline = threading.Timer(60, follower.kill)  # never hang: the loop below ends then
+    deadline.start()
+    try:
+        value(osc(server, "network", "create", "followed"))
+        network_id = value(osc(server, "network", "show", "followed", "-f", "value", "-c", "id"))
+        assert follower.stdout is not None
+        seen = ""
+        for line in follower.stdout:
+            seen += line
+            if network_id in seen:
+                break
+        assert network_id in seen and "network" in seen
+    finally:
+        deadline.cancel()
+        follower.kill()
+        follower.wait()
