@@ -35,11 +35,10 @@ from astara.db.engine import make_engine, sqlite_url
 from astara.db.models import Router
 from astara.drivers import router as driver
 from astara.linux import cleanup
-from astara.linux.run import run
 from astara.testing.agent import unique_prefix
 from astara.testing.net import wait_until
 from astara.testing.server import Cloud, Server
-from bench.create import NEIGHBOUR_RETRANS_MS, first_reply, forget_neighbours
+from bench.create import first_reply, forget_neighbours, quick_arp
 from bench.harness import Report, Settings, log, ratio, seconds
 
 OUTSIDE = "198.51.100.1"
@@ -95,16 +94,7 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
         workload = f"{prefix}-p{n}"
         api.plug(vm["id"], workload)
         outside = f"{prefix}-outside"
-        for namespace in (workload, outside):  # measure the router, not ARP's 1 s timer
-            run(
-                [
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    f"net.ipv4.neigh.eth0.retrans_time_ms={NEIGHBOUR_RETRANS_MS}",
-                ],
-                netns=namespace,
-            )
+        quick_arp(workload, outside)  # measure the router, not ARP's 1 s timer
         forget_neighbours(workload, outside)
         with first_reply(workload, OUTSIDE) as wait:
             started = time.time()
