@@ -192,6 +192,13 @@ def test_readme_openstack_walkthrough(cloud: Cloud) -> None:
             seen_source(f"{server.prefix}-vm1", "198.51.100.1", 8090) == fip["floating_ip_address"]
         )
     assert fip["status"] == "ACTIVE"
+    # Without its floating IP the workload leaves with the router's external address.
+    router = cloud("GET", "/v2.0/routers?name=r1")["routers"][0]
+    external = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+    cloud("PUT", f"/v2.0/floatingips/{fip['id']}", {"floatingip": {"port_id": None}})
+    cloud.wait_active(router["id"])
+    with WhoAmI(f"{server.prefix}-outside", 8091):
+        assert seen_source(f"{server.prefix}-vm1", "198.51.100.1", 8091) == external
 
 
 def test_two_projects_with_the_same_cidr_work_side_by_side_and_stay_apart(cloud: Cloud) -> None:
