@@ -147,6 +147,12 @@ def test_an_unhealthy_appliance_that_never_heals_ends_in_error() -> None:
     assert record.last_error is not None and "dnsmasq is not running" in record.last_error
 
 
+def test_pausing_drops_a_pending_retry() -> None:
+    """A paused router is not woken by a back-off that ran out meanwhile."""
+    backing_off = Record(state=State.BOOTING, attempts=2, retry_at=NOW)
+    assert step(backing_off, seen(paused=True), NOW).record.retry_at is None
+
+
 def test_backoff_is_capped() -> None:
     assert backoff(1) == timedelta(seconds=1)
     assert backoff(30) == timedelta(seconds=60)

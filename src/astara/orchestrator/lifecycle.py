@@ -102,7 +102,7 @@ def step(record: Record, seen: Observation, now: datetime) -> Decision:
         if record.state is State.PAUSED:
             return Decision(record)
         return Decision(
-            replace(record, state=State.PAUSED),
+            replace(record, state=State.PAUSED, retry_at=None),
             events=(f"{record.state} -> paused: an operator is debugging it",),
         )
     if record.state is State.PAUSED:

@@ -196,7 +196,9 @@ class Orchestrator:
                     keys.add(FABRIC)
             due = session.scalars(
                 select(RouterState.router_id).where(
-                    RouterState.retry_at.is_not(None), RouterState.retry_at <= self.clock()
+                    RouterState.retry_at.is_not(None),
+                    RouterState.retry_at <= self.clock(),
+                    RouterState.state.not_in((State.PAUSED.value, State.ERROR.value)),
                 )
             )
             keys.update(due)
