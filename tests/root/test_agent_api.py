@@ -45,6 +45,7 @@ def test_network_is_a_bridge_with_its_mtu(lab: Lab, agent: AgentProcess) -> None
     # Listed with what the host shows, or (cheaply) the stored specs alone.
     assert lab.client.networks()[0]["bridge"] == names.bridge("n1")
     assert lab.client.networks(observe=False) == [{"id": "n1", "mtu": 1400, "external": False}]
+    assert lab.client.appliances(observe=False) == []
 
     # A workload plugged into it gets the network's MTU.
     lab.workload("w", "n1", MAC["w1"], addresses=("10.1.0.5/24",))

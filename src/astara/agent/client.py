@@ -57,8 +57,9 @@ class AgentClient:
         found: list[dict[str, Any]] = self.request("GET", "/v1/ports")["ports"]
         return found
 
-    def appliances(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.request("GET", "/v1/appliances")["appliances"]
+    def appliances(self, observe: bool = True) -> list[dict[str, Any]]:
+        path = "/v1/appliances" if observe else "/v1/appliances?observe=false"
+        found: list[dict[str, Any]] = self.request("GET", path)["appliances"]
         return found
 
     def put_network(self, network_id: str, mtu: int = 1500, external: bool = False) -> Any:

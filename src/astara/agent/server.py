@@ -140,7 +140,10 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # --- appliances --------------------------------------------------------------------
 
     @app.get("/v1/appliances")
-    def list_appliances() -> dict[str, Any]:
+    def list_appliances(observe: bool = True) -> dict[str, Any]:
+        """Every appliance; `observe=false`: their ids only (cheap at scale)."""
+        if not observe:
+            return {"appliances": [{"id": a} for a in agent.appliances.ids()]}
         return {"appliances": agent.observe_appliances()}
 
     @app.put("/v1/appliances/{appliance_id}")

@@ -217,7 +217,7 @@ class Orchestrator:
         # The agent first, then the database: an appliance is only ever pushed
         # after its router row exists, so one listed here and unknown there
         # is an orphan, never a router being born.
-        on_agent = {a["id"] for a in self.agent.appliances()}
+        on_agent = {a["id"] for a in self.agent.appliances(observe=False)}
         with self.sessions.begin() as session:
             known = set(session.scalars(select(Router.id)))
             known.update(session.scalars(select(RouterState.router_id)))
@@ -572,6 +572,11 @@ def _write_statuses(
     if state is State.PAUSED:
         return
     status = neutron_status(state)
+    # Lock the router row first (a row lock on PostgreSQL, the write lock on
+    # SQLite), then read: an API change that marks it BUILD either commits
+    # before and is seen below, or waits and lands after this write.
+    session.execute(update(Router).where(Router.id == router_id).values(status=Router.status))
+    session.expire_all()
     router = session.get(Router, router_id)
     if router is not None and not router.admin_state_up and state is State.ACTIVE:
         status = "DOWN"  # down as asked: its appliance is gone
