@@ -268,9 +268,12 @@ class Orchestrator:
         with self.sessions.begin() as session:
             router = session.get(Router, router_id)
             row = session.get(RouterState, router_id)
-            if router is None and row is None:
-                return None, Record(), None, ""
-            project_id = router.project_id if router is not None else row.project_id  # type: ignore[union-attr]
+            if router is not None:
+                project_id = router.project_id
+            elif row is not None:
+                project_id = row.project_id
+            else:
+                return None, Record(), None, ""  # nothing to do: never was, or forgotten
             plan: driver.RouterPlan | None = None
             invalid: str | None = None
             if router is not None:
