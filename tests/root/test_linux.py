@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from astara.linux import netns, routes
-from astara.linux.run import run
+from astara.linux.process import Daemon, reap_orphans
+from astara.linux.run import in_netns, run
 from astara.testing.agent import unique_prefix
+from astara.testing.net import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -63,3 +68,44 @@ def test_local_routes_answer_for_floating_ips(namespace: str) -> None:
     assert "198.51.100.11 " not in local
     # The kernel's local routes for the namespace's own addresses stay.
     assert "local 10.0.0.1 dev v0 proto kernel" in local
+
+
+def test_a_daemon_start_kills_strays_of_its_own_kind_first(namespace: str, tmp_path: Path) -> None:
+    """An apply cut short can leave a daemon running whose pid file is gone;
+    starting it again must not make two. Others in the namespace are left alone."""
+    marker = str(tmp_path / "daemon.conf")
+    # `sh -c 'sleep 300; :' MARKER`: a long-lived process with the marker as $0.
+    stray = subprocess.Popen(in_netns(namespace, ["sh", "-c", "sleep 300; :", marker]))
+    bystander = subprocess.Popen(in_netns(namespace, ["sleep", "301"]))
+    try:
+        wait_until(lambda: stray.pid in netns.pids(namespace), 10, 0.01, "the stray to run")
+        daemon = Daemon(namespace, tmp_path / "daemon.pid", marker)
+        launch = f"sh -c 'sleep 300; :' {marker} >/dev/null 2>&1 & echo $! > {daemon.pidfile}"
+        pid = daemon.start(["sh", "-c", launch])
+        stray.wait(timeout=10)  # killed, and reaped here, its parent
+        assert stray.returncode == -signal.SIGKILL
+        assert daemon.strays() == [] and daemon.pid() == pid
+        assert bystander.poll() is None
+        daemon.stop()
+        assert daemon.pid() is None
+    finally:
+        for process in (stray, bystander):
+            process.kill()
+            process.wait()
+
+
+def test_reap_orphans_collects_dead_children_but_the_kept_ones() -> None:
+    kept = subprocess.Popen(["true"])
+    orphan = subprocess.Popen(["true"])
+
+    def zombies() -> bool:
+        return all(
+            Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            for p in (kept, orphan)
+        )
+
+    wait_until(zombies, 10, 0.01, "both children to exit")
+    assert reap_orphans({kept.pid}) >= 1
+    assert not Path(f"/proc/{orphan.pid}").exists()
+    assert Path(f"/proc/{kept.pid}").exists()  # still its owner's to collect
+    assert kept.wait(timeout=5) == 0
