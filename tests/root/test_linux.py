@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,8 +81,11 @@ def test_a_daemon_start_kills_strays_of_its_own_kind_first(namespace: str, tmp_p
         daemon = Daemon(namespace, tmp_path / "daemon.pid", marker)
         launch = f"sh -c 'sleep 300; :' {marker} >/dev/null 2>&1 & echo $! > {daemon.pidfile}"
         pid = daemon.start(["sh", "-c", launch])
-        stray.wait(timeout=10)  # killed, and reaped here, its parent
-        assert stray.returncode == -signal.SIGKILL
+        # Killed: `sleep 300` ends no other way within the test. Its exit status
+        # may already be collected by `start` (which reaps the strays it kills,
+        # being their subreaper in the agent), so Popen can report 0 or -9.
+        stray.wait(timeout=10)
+        assert stray.pid not in netns.pids(namespace)
         assert daemon.strays() == [] and daemon.pid() == pid
         assert bystander.poll() is None
         daemon.stop()
