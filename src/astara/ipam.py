@@ -85,6 +85,35 @@ def parse_cidr(text: str, ip_version: int) -> IPNetwork:
     return network
 
 
+def check_dhcp_cidr(cidr: IPNetwork, enable_dhcp: bool) -> None:
+    """Ranges no tenant subnet may have (§3.2): `::/n` never; with DHCP,
+    none too small to serve, and none multicast, loopback or from 0.0.0.0."""
+    if cidr.version == 6 and int(cidr.network_address) == 0:
+        raise IpamError("InvalidInput", f"Invalid input for cidr. Reason: {cidr} is not allowed.")
+    if not enable_dhcp:
+        return
+    longest = 30 if cidr.version == 4 else 126
+    if cidr.prefixlen > longest:
+        raise IpamError(
+            "InvalidInput",
+            f"Invalid input for cidr. Reason: a DHCP-enabled subnet needs a prefix of"
+            f" /{longest} or shorter, not /{cidr.prefixlen}.",
+        )
+    kind = (
+        "multicast"
+        if cidr.is_multicast
+        else "loopback"
+        if cidr.is_loopback
+        else "unspecified"
+        if cidr.version == 4 and int(cidr.network_address) == 0
+        else None
+    )
+    if kind is not None:
+        raise IpamError(
+            "InvalidInput", f"Invalid input for cidr. Reason: {cidr} is a {kind} range."
+        )
+
+
 def usable_range(cidr: IPNetwork) -> tuple[IPAddress, IPAddress]:
     """The first and last addresses hosts may have: IPv4 without the network
     and broadcast addresses (unless /31 or /32), IPv6 without the network

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Engine
+
+from astara.db.engine import session_factory
+from astara.db.models import Router
 from tests.component.conftest import Api, error, project
 from tests.component.test_api_routers import external, router, tenant_subnet
 
@@ -93,13 +97,50 @@ def test_bad_floating_ip_requests(admin: Api) -> None:
     assert error(missing)[:2] == (404, "NetworkNotFound")
 
 
-def test_deleting_the_port_disassociates_its_floating_ip(admin: Api) -> None:
+def test_deleting_the_port_disassociates_its_floating_ip(admin: Api, engine: Engine) -> None:
     alice = project(admin, "alice")
     public_id, _, _, port = topology(admin, alice)
     fip = made(floating(alice, public_id, port_id=port["id"]))
+    r1 = fip["router_id"]
+    with session_factory(engine).begin() as session:  # as if the orchestrator had applied it
+        row = session.get(Router, r1)
+        assert row is not None
+        row.status = "ACTIVE"
+    last = admin("GET", "/astara/v1/events").json()["events"][-1]["sequence"]
     assert alice("DELETE", f"/v2.0/ports/{port['id']}").status_code == 204
     after = alice("GET", f"/v2.0/floatingips/{fip['id']}").json()["floatingip"]
     assert (after["port_id"], after["fixed_ip_address"], after["router_id"]) == (None, None, None)
+    assert after["revision_number"] > fip["revision_number"]
+    # The router must stop translating to the freed address: it is told, and
+    # BUILD until its appliance has caught up.
+    events = admin("GET", "/astara/v1/events", params={"since": last}).json()["events"]
+    told = {(e["resource_type"], e["resource_id"], e["action"]) for e in events}
+    assert {("floatingip", fip["id"], "update"), ("router", r1, "refresh")} <= told
+    assert alice("GET", f"/v2.0/routers/{r1}").json()["router"]["status"] == "BUILD"
+
+
+def test_the_fixed_ip_a_floating_ip_uses_cannot_be_changed_away(admin: Api) -> None:
+    alice = project(admin, "alice")
+    public_id, subnet_id, _, port = topology(admin, alice)
+    fip = made(floating(alice, public_id, port_id=port["id"]))
+    moved = alice(
+        "PUT",
+        f"/v2.0/ports/{port['id']}",
+        {"port": {"fixed_ips": [{"subnet_id": subnet_id, "ip_address": "10.0.0.77"}]}},
+    )
+    status, kind, message = error(moved)
+    assert (status, kind) == (400, "BadRequest") and fip["id"] in message
+    shown = alice("GET", f"/v2.0/ports/{port['id']}").json()["port"]
+    assert shown["fixed_ips"] == port["fixed_ips"]
+    # Adding an address while keeping the used one is fine.
+    kept = [*port["fixed_ips"], {"subnet_id": subnet_id, "ip_address": "10.0.0.77"}]
+    response = alice("PUT", f"/v2.0/ports/{port['id']}", {"port": {"fixed_ips": kept}})
+    assert response.status_code == 200, response.text
+
+
+def test_an_unknown_marker_is_floating_ip_not_found(admin: Api) -> None:
+    response = admin("GET", "/v2.0/floatingips?limit=1&marker=nope")
+    assert error(response) == (404, "FloatingIPNotFound", "Floating IP nope could not be found.")
 
 
 def test_floating_ips_of_others_are_not_found(admin: Api) -> None:

@@ -3,6 +3,7 @@ networks, its errors, multi-tenancy, queries and the outbox."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -133,9 +134,18 @@ def test_projects_see_only_their_own_plus_shared_and_external(admin: Api) -> Non
     assert seen_by_bob == {"public", "shared"}
     for method, body in (("GET", None), ("PUT", {"network": {"name": "x"}}), ("DELETE", None)):
         assert bob(method, f"/v2.0/networks/{private['id']}", body).status_code == 404
-    # Visible is not writable: others' shared and external networks stay theirs.
+    # Visible is not writable: others' shared and external networks stay theirs,
+    # and what can be seen but not changed is forbidden, not hidden (§5.2).
     for network in (public, shared):
-        assert bob("DELETE", f"/v2.0/networks/{network['id']}").status_code == 404
+        for method, body in (("PUT", {"network": {"name": "x"}}), ("DELETE", None)):
+            response = bob(method, f"/v2.0/networks/{network['id']}", body)
+            assert error(response)[:2] == (403, "PolicyNotAuthorized")
+        response = bob("PUT", f"/v2.0/networks/{network['id']}/tags/mine")
+        assert error(response)[:2] == (403, "PolicyNotAuthorized")
+        assert admin("GET", f"/v2.0/networks/{network['id']}").json()["network"]["name"] in (
+            "public",
+            "shared",
+        )
     assert {n["name"] for n in admin("GET", "/v2.0/networks").json()["networks"]} == {
         "alice-net",
         "public",
@@ -375,3 +385,59 @@ def test_tags_are_set_listed_filtered_and_bump_the_revision(admin: Api) -> None:
     alice = project(admin, "alice")
     assert error(alice("PUT", f"{tags}/mine"))[0] == 404
     assert error(alice("GET", tags))[0] == 404
+
+
+def test_external_and_shared_cannot_be_withdrawn_while_in_use(admin: Api) -> None:
+    alice = project(admin, "alice")
+    public = admin.create_network(name="public", **{"router:external": True})
+    admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": public["id"], "ip_version": 4, "cidr": "198.51.100.0/24"}},
+    )
+    router = alice(
+        "POST",
+        "/v2.0/routers",
+        {"router": {"name": "r", "external_gateway_info": {"network_id": public["id"]}}},
+    ).json()["router"]
+    response = admin(
+        "PUT", f"/v2.0/networks/{public['id']}", {"network": {"router:external": False}}
+    )
+    assert error(response)[:2] == (409, "ExternalNetworkInUse")
+    assert "existing gateway ports" in error(response)[2]
+
+    shared = admin.create_network(name="shared", shared=True)
+    admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": shared["id"], "ip_version": 4, "cidr": "10.9.0.0/24"}},
+    )
+    theirs = alice("POST", "/v2.0/ports", {"port": {"network_id": shared["id"]}}).json()["port"]
+    response = admin("PUT", f"/v2.0/networks/{shared['id']}", {"network": {"shared": False}})
+    assert error(response)[:2] == (409, "InvalidSharedSetting")
+    shown = [admin("GET", f"/v2.0/networks/{n['id']}").json()["network"] for n in (public, shared)]
+    assert shown[0]["router:external"] and shown[1]["shared"]  # nothing changed
+
+    # Once nobody else uses them, both may be withdrawn.
+    alice("PUT", f"/v2.0/routers/{router['id']}", {"router": {"external_gateway_info": {}}})
+    alice("DELETE", f"/v2.0/ports/{theirs['id']}")
+    response = admin(
+        "PUT", f"/v2.0/networks/{public['id']}", {"network": {"router:external": False}}
+    )
+    assert response.status_code == 200, response.text
+    response = admin("PUT", f"/v2.0/networks/{shared['id']}", {"network": {"shared": False}})
+    assert response.status_code == 200, response.text
+
+
+def test_changed_since_lists_what_changed_at_or_after(admin: Api, engine: Engine) -> None:
+    old, new = admin.create_network(name="old"), admin.create_network(name="new")
+    with session_factory(engine).begin() as session:
+        row = session.get(Network, old["id"])
+        assert row is not None
+        row.updated_at = datetime(2026, 1, 1, 12, 0)
+    since = "/v2.0/networks?changed_since="
+    names = {n["name"] for n in admin("GET", since + new["updated_at"]).json()["networks"]}
+    assert names == {"new"}
+    names = {n["name"] for n in admin("GET", since + "2026-01-01T12:00:00Z").json()["networks"]}
+    assert names == {"old", "new"}
+    assert error(admin("GET", since + "yesterday"))[:2] == (400, "HTTPBadRequest")

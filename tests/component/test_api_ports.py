@@ -65,13 +65,17 @@ def test_explicit_addresses_macs_and_their_errors(admin: Api) -> None:
     )
     assert first["mac_address"] == "fa:16:3e:aa:bb:cc"
     assert first["fixed_ips"] == [{"subnet_id": subnet_id, "ip_address": "10.0.0.50"}]
+    _, (elsewhere,) = network_with_subnets(admin, "10.1.0.0/24")
     cases = [
         ({"fixed_ips": [{"ip_address": "10.0.0.50"}]}, 409, "IpAddressAlreadyAllocated"),
         ({"mac_address": "fa:16:3e:aa:bb:cc"}, 409, "MacAddressInUse"),
         ({"fixed_ips": [{"ip_address": "10.9.9.9"}]}, 400, "InvalidIpForNetwork"),
         ({"fixed_ips": [{"ip_address": "10.0.0.255"}]}, 400, "InvalidIpForSubnet"),
         ({"mac_address": "ff:ff:ff:ff:ff:ff"}, 400, "InvalidInput"),
-        ({"fixed_ips": [{"subnet_id": "nope"}]}, 400, "InvalidInput"),
+        ({"fixed_ips": [{"subnet_id": "nope"}]}, 404, "SubnetNotFound"),
+        ({"fixed_ips": [{"subnet_id": elsewhere}]}, 400, "InvalidInput"),
+        ({"fixed_ips": [{"subnet_id": ["x"]}]}, 400, "InvalidInput"),
+        ({"fixed_ips": [{"ip_address": 10}]}, 400, "InvalidInput"),
     ]
     for fields, status, kind in cases:
         assert error(port(admin, network_id, **fields))[:2] == (status, kind), fields
@@ -150,3 +154,62 @@ def test_ports_of_other_projects_are_invisible(admin: Api) -> None:
     assert bob("GET", f"/v2.0/ports/{mine['id']}").status_code == 404
     assert bob("GET", "/v2.0/ports").json() == {"ports": []}
     assert [p["id"] for p in admin("GET", "/v2.0/ports").json()["ports"]] == [mine["id"]]
+
+
+def test_only_the_network_owner_chooses_addresses_and_macs(admin: Api) -> None:
+    alice = project(admin, "alice")
+    shared = admin.create_network(name="shared", shared=True)
+    admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": shared["id"], "ip_version": 4, "cidr": "10.9.0.0/24"}},
+    )
+    for fields in (
+        {"fixed_ips": [{"ip_address": "10.9.0.1"}]},
+        {"mac_address": "fa:16:3e:00:00:01"},
+    ):
+        response = port(alice, shared["id"], **fields)
+        assert error(response)[:2] == (403, "PolicyNotAuthorized"), fields
+    mine = made(port(alice, shared["id"]))  # any free address is fine
+    response = alice(
+        "PUT", f"/v2.0/ports/{mine['id']}", {"port": {"fixed_ips": [{"ip_address": "10.9.0.1"}]}}
+    )
+    assert error(response)[:2] == (403, "PolicyNotAuthorized")
+    assert [p["id"] for p in admin("GET", "/v2.0/ports").json()["ports"]] == [mine["id"]]
+    # The owner still may: the gateway address was never taken.
+    assert made(port(admin, shared["id"], fixed_ips=[{"ip_address": "10.9.0.1"}]))
+
+
+def test_the_fixed_ips_filter(admin: Api) -> None:
+    network_id, (first, second) = network_with_subnets(admin, "10.0.0.0/24", "10.1.0.0/24")
+    a = made(port(admin, network_id, fixed_ips=[{"ip_address": "10.0.0.5"}]))
+    b = made(port(admin, network_id, fixed_ips=[{"subnet_id": second}]))
+
+    def found(*filters: str) -> set[str]:
+        query = "&".join(f"fixed_ips={f}" for f in filters)
+        return {p["id"] for p in admin("GET", f"/v2.0/ports?{query}").json()["ports"]}
+
+    assert found("ip_address=10.0.0.5") == {a["id"]}
+    assert found(f"subnet_id={second}") == {b["id"]}
+    assert found(f"subnet_id={first}", f"subnet_id={second}") == {a["id"], b["id"]}
+    assert found("ip_address=10.0.0.5", f"subnet_id={second}") == set()
+    assert found("ip_address=10.0.0.6") == set()
+    assert error(admin("GET", "/v2.0/ports?fixed_ips=10.0.0.5"))[:2] == (400, "HTTPBadRequest")
+
+
+def test_a_service_port_without_its_service_can_be_deleted(admin: Api) -> None:
+    network_id, _ = network_with_subnets(admin, "10.0.0.0/24")
+    stray = made(port(admin, network_id, device_owner="network:router_interface"))
+    assert admin("DELETE", f"/v2.0/ports/{stray['id']}").status_code == 204
+
+
+def test_one_address_from_the_stateful_ipv6_subnets(admin: Api) -> None:
+    network = admin.create_network(name="n")
+    for cidr in ("2001:db8:1::/64", "2001:db8:2::/64"):
+        body = {"network_id": network["id"], "ip_version": 6, "cidr": cidr}
+        body.update(ipv6_ra_mode="dhcpv6-stateful", ipv6_address_mode="dhcpv6-stateful")
+        assert admin("POST", "/v2.0/subnets", {"subnet": body}).status_code == 201
+    created = made(port(admin, network["id"]))
+    assert len(created["fixed_ips"]) == 1
+    address = ipaddress.ip_address(created["fixed_ips"][0]["ip_address"])
+    assert address in ipaddress.ip_network("2001:db8:1::/64")

@@ -82,3 +82,16 @@ def test_concurrent_creates_never_pass_the_limit(admin: Api) -> None:
     assert sorted(r.status_code for r in results) == [201] * 5 + [409] * 25
     assert {error(r)[1] for r in results if r.status_code == 409} == {"OverQuota"}
     assert len(tenant("GET", "/v2.0/networks").json()["networks"]) == 5
+
+
+def test_the_tenant_alias_creation_refused_and_limits_as_text(admin: Api) -> None:
+    alice = project(admin, "alice")
+    alice_id = project_id(admin, "alice")
+    assert alice("GET", "/v2.0/quotas/tenant").json() == {"tenant": {"tenant_id": alice_id}}
+    assert admin("POST", "/v2.0/quotas", {"quota": {"network": 1}}).status_code == 501
+    changed = admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"network": "20"}})
+    assert changed.json()["quota"]["network"] == 20
+    for bad in ("twenty", "²", "-2"):
+        response = admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"network": bad}})
+        assert error(response)[:2] == (400, "InvalidInput"), bad
+    assert alice("GET", f"/v2.0/quotas/{alice_id}").json()["quota"]["network"] == 20

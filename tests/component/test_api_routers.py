@@ -139,3 +139,54 @@ def test_interface_actions_need_a_subnet_or_a_port(admin: Api) -> None:
             "Bad router request: Either subnet_id or port_id must be specified.",
         )
     assert admin("PUT", f"/v2.0/routers/{made['id']}/add_router_interface", []).status_code == 400
+
+
+def test_the_gateway_ip_is_the_routers_own_too(admin: Api) -> None:
+    public_id, _ = external(admin)
+    made = router(admin, external_gateway_info={"network_id": public_id})
+    own = made["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+    bad = {"destination": "192.168.0.0/16", "nexthop": own}
+    status, kind, message = error(
+        admin("PUT", f"/v2.0/routers/{made['id']}", {"router": {"routes": [bad]}})
+    )
+    assert (status, kind) == (400, "InvalidRoutes") and "used by router" in message
+
+
+def test_a_gateway_may_not_overlap_the_interfaces(admin: Api) -> None:
+    public_id, _ = external(admin)  # 198.51.100.0/24
+    _, inside = tenant_subnet(admin, "198.51.100.0/25")
+    made = router(admin)
+    admin("PUT", f"/v2.0/routers/{made['id']}/add_router_interface", {"subnet_id": inside})
+    response = admin(
+        "PUT",
+        f"/v2.0/routers/{made['id']}",
+        {"router": {"external_gateway_info": {"network_id": public_id}}},
+    )
+    status, kind, message = error(response)
+    assert (status, kind) == (400, "BadRequest") and "overlaps" in message
+    shown = admin("GET", f"/v2.0/routers/{made['id']}").json()["router"]
+    assert shown["external_gateway_info"] is None
+    gateways = admin("GET", "/v2.0/ports?device_owner=network:router_gateway").json()["ports"]
+    assert gateways == []
+
+
+def test_interfaces_only_on_own_or_shared_subnets(admin: Api) -> None:
+    alice, bob = project(admin, "alice"), project(admin, "bob")
+    _, public_subnet = external(admin)
+    shared = admin.create_network(name="shared", shared=True)
+    shared_subnet = admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": shared["id"], "ip_version": 4, "cidr": "10.9.0.0/24"}},
+    ).json()["subnet"]["id"]
+    made = router(alice)
+    interface = f"/v2.0/routers/{made['id']}/add_router_interface"
+    # The external subnet is visible to alice but not hers: its gateway IP is
+    # the upstream router's, not hers to take.
+    status, kind, message = error(alice("PUT", interface, {"subnet_id": public_subnet}))
+    assert (status, kind) == (400, "BadRequest") and "another project" in message
+    assert alice("GET", "/v2.0/ports").json()["ports"] == []
+    assert alice("PUT", interface, {"subnet_id": shared_subnet}).status_code == 200
+    # Bob's private subnet stays invisible to alice.
+    _, bobs = tenant_subnet(bob, "10.5.0.0/24")
+    assert error(alice("PUT", interface, {"subnet_id": bobs}))[0] == 404

@@ -142,6 +142,31 @@ def test_pools_split_around_a_chosen_gateway_and_explicit_pools(admin: Api) -> N
             "HTTPBadRequest",
             "Required attribute 'ip_version' not specified",
         ),
+        # Ranges no DHCP-enabled subnet may have (§3.2), and `::/n` never.
+        *(
+            ({"ip_version": 4, "cidr": cidr}, 400, "InvalidInput", reason)
+            for cidr, reason in (
+                ("10.0.0.0/31", "/30 or shorter"),
+                ("10.1.0.0/32", "/30 or shorter"),
+                ("127.0.0.0/24", "loopback"),
+                ("224.0.0.0/24", "multicast"),
+                ("0.0.0.0/8", "unspecified"),
+            )
+        ),
+        *(
+            ({"ip_version": 6, "cidr": cidr}, 400, "InvalidInput", reason)
+            for cidr, reason in (
+                ("2001:db8::/127", "/126 or shorter"),
+                ("ff00::/64", "multicast"),
+                ("::/64", "not allowed"),
+            )
+        ),
+        (
+            {"ip_version": 6, "cidr": "::/64", "enable_dhcp": False},
+            400,
+            "InvalidInput",
+            "not allowed",
+        ),
     ],
 )
 def test_invalid_subnets_are_refused(
@@ -188,3 +213,39 @@ def test_update_and_delete(admin: Api) -> None:
     assert status == 400 and message == "Cannot update read-only attribute cidr"
     assert admin("DELETE", f"/v2.0/subnets/{made['id']}").status_code == 204
     assert admin("GET", f"/v2.0/networks/{network['id']}").json()["network"]["subnets"] == []
+
+
+def test_small_subnets_without_dhcp_are_allowed(admin: Api) -> None:
+    network = admin.create_network(name="n")
+    point_to_point = created(
+        subnet(admin, network["id"], ip_version=4, cidr="10.0.0.0/31", enable_dhcp=False)
+    )
+    assert point_to_point["cidr"] == "10.0.0.0/31"
+    # Turning DHCP on later meets the same rule.
+    response = admin(
+        "PUT", f"/v2.0/subnets/{point_to_point['id']}", {"subnet": {"enable_dhcp": True}}
+    )
+    assert error(response)[:2] == (400, "InvalidInput")
+
+
+def test_a_gateway_held_by_a_router_interface_cannot_change(admin: Api) -> None:
+    network = admin.create_network(name="n")
+    held = created(subnet(admin, network["id"], ip_version=4, cidr="10.0.0.0/24"))
+    router = admin("POST", "/v2.0/routers", {"router": {"name": "r"}}).json()["router"]
+    added = admin(
+        "PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": held["id"]}
+    ).json()
+    for gateway in ("10.0.0.254", None):
+        response = admin("PUT", f"/v2.0/subnets/{held['id']}", {"subnet": {"gateway_ip": gateway}})
+        assert error(response) == (
+            409,
+            "GatewayIpInUse",
+            f"Current gateway ip 10.0.0.1 already in use by port {added['port_id']}."
+            " Unable to update.",
+        )
+    shown = admin("GET", f"/v2.0/subnets/{held['id']}").json()["subnet"]
+    assert shown["gateway_ip"] == "10.0.0.1" and shown["revision_number"] == held["revision_number"]
+    # Without the interface, the gateway may move.
+    admin("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", {"subnet_id": held["id"]})
+    moved = admin("PUT", f"/v2.0/subnets/{held['id']}", {"subnet": {"gateway_ip": None}})
+    assert moved.status_code == 200, moved.text

@@ -1,5 +1,6 @@
 """Who may change what: a project changes its own resources, an admin any.
-Others' resources are not found, never forbidden (§5.2)."""
+What a caller cannot see is not found; what it can see (a shared or external
+network of another project) but may not change is forbidden (§5.2)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ def not_found(kind: str, object_id: str) -> NeutronError:
     return NeutronError(404, f"{kind}NotFound", f"{kind} {object_id} could not be found.")
 
 
+def forbidden(action: str) -> NeutronError:
+    return NeutronError(403, "PolicyNotAuthorized", f"({action}) is disallowed by policy")
+
+
 def changeable(row: Row, caller: Caller, kind: str) -> Row:
-    """`row` if the caller may change it, else the not-found error of `kind`."""
+    """`row` (which the caller can see) if the caller may change it, else 403."""
     if not caller.is_admin and row.project_id != caller.project_id:
-        raise not_found(kind, row.id)
+        raise forbidden(f"rule:update_{kind.lower()}")
     return row

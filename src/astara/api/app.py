@@ -255,10 +255,20 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
         result: dict[str, Any] = await call(request, quotas.listing)
         return result
 
+    @app.post("/v2.0/quotas", status_code=501, include_in_schema=False)  # Neutron: 501
+    async def create_quota(request: Request) -> dict[str, Any]:
+        await call(request, lambda s, c: c)
+        raise NeutronError(501, "HTTPNotImplemented", "Quotas are set with PUT, not created.")
+
     @app.get("/v2.0/quotas/project")
     async def own_quota_project(request: Request) -> dict[str, Any]:
         caller: Caller = await call(request, lambda s, c: c)
         return {"project": {"project_id": caller.project_id}}
+
+    @app.get("/v2.0/quotas/tenant")
+    async def own_quota_tenant(request: Request) -> dict[str, Any]:
+        caller: Caller = await call(request, lambda s, c: c)
+        return {"tenant": {"tenant_id": caller.project_id}}
 
     @app.get("/v2.0/quotas/{project_id}")
     async def show_quota(request: Request, project_id: str) -> dict[str, Any]:

@@ -9,7 +9,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from astara.db import outbox
-from astara.db.models import StandardAttributes
+from astara.db.models import Router, StandardAttributes
+
+# A change to what a router's appliance must run makes the router BUILD until
+# the orchestrator has applied it (then ACTIVE): the status tells the truth.
+BUILD = "BUILD"
 
 
 def timestamp(value: datetime) -> str:
@@ -58,3 +62,19 @@ def update(
     row.updated_at = now
     row.revision_number += 1
     record(session, resource_type, row, "update", now)
+
+
+def mark_build(session: Session, router_id: str | None, now: datetime) -> None:
+    """What `router_id`'s appliance must run changed through another resource
+    (a floating IP): BUILD until applied, and an event that says so."""
+    router = session.get(Router, router_id) if router_id is not None else None
+    if router is not None:
+        router.status = BUILD
+        outbox.record(
+            session,
+            resource_type="router",
+            resource_id=router.id,
+            project_id=router.project_id,
+            action="refresh",
+            now=now,
+        )

@@ -89,7 +89,7 @@ def _associate(
                 "BadRequest",
                 "Bad floatingip request: fixed_ip_address cannot be specified without a port_id.",
             )
-        routers.mark_build(session, floating.router_id, now)
+        changes.mark_build(session, floating.router_id, now)
         floating.fixed_port_id = floating.fixed_ip_address = floating.router_id = None
         return
     port = ports.get(session, caller, str(port_id))
@@ -150,13 +150,13 @@ def _associate(
             " already has a floating IP on external "
             f"network {floating.floating_network_id}.",
         )
-    routers.mark_build(session, floating.router_id, now)
+    changes.mark_build(session, floating.router_id, now)
     floating.fixed_port_id, floating.fixed_ip_address, floating.router_id = (
         port.id,
         chosen.ip_address,
         router.id,
     )
-    routers.mark_build(session, router.id, now)
+    changes.mark_build(session, router.id, now)
 
 
 def _router_between(session: Session, subnet_id: str, external_network_id: str) -> Router | None:
@@ -286,7 +286,7 @@ def update(
 
 def delete(session: Session, caller: Caller, floating: FloatingIp, now: datetime) -> None:
     holder = session.get(Port, floating.floating_port_id)
-    routers.mark_build(session, floating.router_id, now)
+    changes.mark_build(session, floating.router_id, now)
     session.delete(floating)
     session.flush()
     if holder is not None:

@@ -13,7 +13,7 @@ from astara.api import access, changes
 from astara.api.attributes import Attribute, Resource, standard_attributes, to_bool, to_int
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import Network, Port
+from astara.db.models import ROUTER_GATEWAY, Network, Port
 
 RESOURCE = Resource(
     "networks",
@@ -106,6 +106,34 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
 def update(
     session: Session, caller: Caller, network: Network, values: dict[str, Any], now: datetime
 ) -> Network:
+    if values.get("router:external") is False and network.external:
+        gateways = session.scalar(
+            select(Port.id).where(
+                Port.network_id == network.id, Port.device_owner == ROUTER_GATEWAY
+            )
+        )
+        if gateways is not None:
+            raise NeutronError(
+                409,
+                "ExternalNetworkInUse",
+                f"External network {network.id} cannot be updated to be made non-external,"
+                " since it has existing gateway ports.",
+            )
+    if values.get("shared") is False and network.shared:
+        others = session.scalar(
+            select(Port.id).where(
+                Port.network_id == network.id,
+                Port.project_id != network.project_id,
+                Port.project_id != "",  # the server's own ports (gateways, floating IPs)
+            )
+        )
+        if others is not None:
+            raise NeutronError(
+                409,
+                "InvalidSharedSetting",
+                f"Unable to reconfigure sharing settings for network {network.id}."
+                " Multiple projects are using it.",
+            )
     changes.update(
         session, "network", network, values, now, columns={"router:external": "external"}
     )

@@ -30,7 +30,7 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import FloatingIp, IpAllocation, Network, Port, Subnet
+from astara.db.models import FloatingIp, IpAllocation, Network, Port, RouterPort, Subnet
 
 _MAC = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}")
 SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
@@ -189,15 +189,17 @@ def allocate(
         else:
             if any(s.ip_version == 4 for s in subnets):
                 raise _exhausted(network)
-        for subnet in (s for s in subnets if s.ip_version == 6):
-            address = (
-                ipam.eui64(ipaddress.IPv6Network(subnet.cidr), mac)
-                if _slaac(subnet)
-                else _free(session, subnet)
-            )
-            if address is None:
+        stateful = [s for s in subnets if s.ip_version == 6 and not _slaac(s)]
+        for subnet in stateful:
+            address = _free(session, subnet)
+            if address is not None:
+                chosen.append((subnet, address))
+                break
+        else:
+            if stateful:
                 raise _exhausted(network)
-            chosen.append((subnet, address))
+        for subnet in (s for s in subnets if s.ip_version == 6 and _slaac(s)):
+            chosen.append((subnet, ipam.eui64(ipaddress.IPv6Network(subnet.cidr), mac)))
         return [_allocation(s, a, i) for i, (s, a) in enumerate(chosen)]
     if not isinstance(requested, list):
         raise bad_input("fixed_ips", f"'{requested}' is not a list")
@@ -212,7 +214,12 @@ def allocate(
         ):
             raise bad_input("fixed_ips", f"'{entry}' is not a subnet_id and/or ip_address")
         subnet_id, text = entry.get("subnet_id"), entry.get("ip_address")
+        for key, value in (("subnet_id", subnet_id), ("ip_address", text)):
+            if value is not None and not isinstance(value, str):
+                raise bad_input("fixed_ips", f"{key} '{value}' is not a string")
         if subnet_id is not None and subnet_id not in by_id:
+            if session.get(Subnet, subnet_id) is None:
+                raise NeutronError(404, "SubnetNotFound", f"Subnet {subnet_id} could not be found.")
             raise bad_input("fixed_ips", f"subnet {subnet_id} is not on network {network.id}")
         address = None
         if text is not None:
@@ -307,10 +314,25 @@ def _check_mac(session: Session, network: Network, mac: str, port_id: str | None
         )
 
 
+def _may_choose(caller: Caller, network: Network, values: dict[str, Any], action: str) -> None:
+    """Only an admin or the network's owner picks a port's MAC or address on
+    it: on a shared network, a chosen gateway IP would block its owner (§3.3)."""
+    if caller.is_admin or network.project_id == caller.project_id:
+        return
+    if values.get("mac_address") is not None:
+        raise access.forbidden(f"rule:{action}_port:mac_address")
+    requested = values.get("fixed_ips")
+    if isinstance(requested, list) and any(
+        isinstance(entry, dict) and entry.get("ip_address") is not None for entry in requested
+    ):
+        raise access.forbidden(f"rule:{action}_port:fixed_ips:ip_address")
+
+
 def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Port:
     network = networks.get(session, caller, values["network_id"])
     if not caller.is_admin and network.project_id != caller.project_id and not network.shared:
         raise NeutronError(404, "NetworkNotFound", f"Network {network.id} could not be found.")
+    _may_choose(caller, network, values, "create")
     mac = values["mac_address"]
     if mac is None:
         mac = free_mac(session, network)
@@ -341,12 +363,14 @@ def update(
 ) -> Port:
     network = session.get(Network, port.network_id)
     assert network is not None
+    _may_choose(caller, network, values, "update")
     if "mac_address" in values:
         if port.device_owner in SERVICE_OWNERS:
             raise NeutronError(
                 409,
                 "UnsupportedPortDeviceOwner",
-                f"Operation mac_address update is not supported for port {port.id}.",
+                f"Operation mac_address update is not supported for port {port.id}"
+                f" with device_owner {port.device_owner}.",
             )
         if values["mac_address"] is None:
             raise bad_input("mac_address", "None is not a valid MAC address")
@@ -356,6 +380,17 @@ def update(
         wanted = allocate(
             session, network, port.mac_address, values.pop("fixed_ips"), list(port.fixed_ips)
         )
+        keeps = {a.ip_address for a in wanted}
+        for floating in session.scalars(
+            select(FloatingIp).where(FloatingIp.fixed_port_id == port.id)
+        ):
+            if floating.fixed_ip_address not in keeps:
+                raise NeutronError(
+                    400,
+                    "BadRequest",
+                    f"Bad port request: fixed IP {floating.fixed_ip_address} of port {port.id}"
+                    f" is used by floating IP {floating.id}; disassociate it first.",
+                )
         port.fixed_ips = []
         session.flush()  # release what is dropped before claiming the new set
         port.fixed_ips = wanted
@@ -363,18 +398,33 @@ def update(
     return port
 
 
+def _in_service(session: Session, port: Port) -> bool:
+    """A router's or floating IP's port while that router or floating IP exists."""
+    if port.device_owner == "network:floatingip":
+        held = select(FloatingIp.id).where(FloatingIp.floating_port_id == port.id)
+    else:
+        held = select(RouterPort.router_id).where(RouterPort.port_id == port.id)
+    return session.scalar(held) is not None
+
+
 def delete(session: Session, caller: Caller, port: Port, now: datetime) -> None:
-    if port.device_owner in SERVICE_OWNERS:
+    if port.device_owner in SERVICE_OWNERS and _in_service(session, port):
         raise NeutronError(
             409,
             "ServicePortInUse",
             f"Port {port.id} cannot be deleted directly via the port API:"
             f" has device owner {port.device_owner}.",
         )
-    # A floating IP pointing at the port lets go of it (§3.3).
+    # A floating IP pointing at the port lets go of it (§3.3), and its router
+    # must stop translating to the address, which another port may get next.
     for floating in session.scalars(select(FloatingIp).where(FloatingIp.fixed_port_id == port.id)):
-        floating.fixed_port_id = floating.fixed_ip_address = floating.router_id = None
-        floating.updated_at = now
-        floating.revision_number += 1
+        changes.mark_build(session, floating.router_id, now)
+        changes.update(
+            session,
+            "floatingip",
+            floating,
+            {"fixed_port_id": None, "fixed_ip_address": None, "router_id": None},
+            now,
+        )
     session.delete(port)
     changes.record(session, "port", port, "delete", now)

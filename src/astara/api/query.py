@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -20,6 +21,15 @@ TAG_FILTERS: dict[str, Callable[[set[str], set[str]], bool]] = {
     "not-tags": lambda have, listed: not listed <= have,
     "not-tags-any": lambda have, listed: not listed & have,
 }
+
+
+# Ports' `fixed_ips` filter is `key=value`; repeated keys are ORed, the two
+# keys ANDed, each over any of the port's fixed IPs (§2.1).
+FIXED_IP_KEYS = ("ip_address", "subnet_id")
+
+
+# Names of a member in Neutron's not-found errors, where not its capitalized self.
+NOT_FOUND = {"floatingip": ("FloatingIP", "Floating IP")}
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,17 @@ def parse_query(resource: Resource, params: list[tuple[str, str]]) -> Query:
             tags = [t for t in value.split(",") if t]
             if tags:
                 filters.setdefault(key, []).extend(tags)
+        elif key == "changed_since":
+            filters.setdefault(key, []).append(_since(value))
+        elif key == "fixed_ips" and resource.attribute(key) is not None:
+            part, _, wanted = value.partition("=")
+            if part not in FIXED_IP_KEYS or not wanted:
+                raise NeutronError(
+                    400,
+                    "HTTPBadRequest",
+                    f"Invalid fixed_ips filter '{value}': use ip_address=X or subnet_id=Y",
+                )
+            filters.setdefault(f"fixed_ips.{part}", []).append(wanted)
         else:
             attribute = resource.attribute(key)
             if attribute is None or not attribute.filter:
@@ -92,10 +113,30 @@ def parse_query(resource: Resource, params: list[tuple[str, str]]) -> Query:
     return Query(filters, fields, sorts, limit, marker, page_reverse)
 
 
+def _since(value: str) -> datetime:
+    try:
+        since = datetime.fromisoformat(value)
+    except ValueError:
+        raise NeutronError(
+            400, "HTTPBadRequest", f"'{value}' is not a valid ISO 8601 time for changed_since"
+        ) from None
+    return since if since.tzinfo else since.replace(tzinfo=UTC)
+
+
 def _matches(item: dict[str, Any], filters: dict[str, list[Any]]) -> bool:
     for key, wanted in filters.items():
         if key in TAG_FILTERS:
             if not TAG_FILTERS[key](set(item.get("tags", [])), set(wanted)):
+                return False
+            continue
+        if key == "changed_since":
+            updated = datetime.fromisoformat(item["updated_at"])
+            if updated < max(wanted):
+                return False
+            continue
+        collection, _, member = key.partition(".")
+        if member:  # `fixed_ips.ip_address`: some entry of the list has one of the values
+            if not any(entry.get(member) in wanted for entry in item.get(collection) or []):
                 return False
             continue
         value = item.get(key)
@@ -148,11 +189,8 @@ def _page(
     ids = [item["id"] for item in items]
     if query.marker is not None:
         if query.marker not in ids:
-            raise NeutronError(
-                404,
-                f"{resource.member.capitalize()}NotFound",
-                f"{resource.member.capitalize()} {query.marker} could not be found.",
-            )
+            kind, noun = NOT_FOUND.get(resource.member, (resource.member.capitalize(),) * 2)
+            raise NeutronError(404, f"{kind}NotFound", f"{noun} {query.marker} could not be found.")
         index = ids.index(query.marker)
         items = items[:index] if query.page_reverse else items[index + 1 :]
     page = items[-query.limit :] if query.page_reverse else items[: query.limit]

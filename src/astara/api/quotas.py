@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -116,6 +117,9 @@ def update(session: Session, caller: Caller, project_id: str, body: Any) -> dict
     for name, value in values.items():
         if name not in DEFAULTS:
             raise NeutronError(400, "HTTPBadRequest", f"Unrecognized attribute(s) '{name}'")
+        if isinstance(value, str) and value.strip().lstrip("-").isascii():
+            with contextlib.suppress(ValueError):
+                value = values[name] = int(value)  # Neutron converts with int() (§1.2)
         if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_LIMIT:
             raise NeutronError(
                 400,

@@ -23,7 +23,6 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db import outbox
 from astara.db.models import (
     ROUTER_GATEWAY,
     ROUTER_INTERFACE,
@@ -38,9 +37,7 @@ from astara.db.models import (
 
 GATEWAY = ROUTER_GATEWAY
 INTERFACE = ROUTER_INTERFACE
-# A change to what the appliance runs makes the router BUILD until the
-# orchestrator has applied it (then ACTIVE): the status tells the truth.
-BUILD = "BUILD"
+BUILD = changes.BUILD
 
 RESOURCE = Resource(
     "routers",
@@ -54,22 +51,6 @@ RESOURCE = Resource(
         Attribute("routes", to_any, allow_post=False, filter=False, sort=False),
     ),
 )
-
-
-def mark_build(session: Session, router_id: str | None, now: datetime) -> None:
-    """What `router_id`'s appliance must run changed through another resource
-    (a floating IP): BUILD until applied, and an event that says so."""
-    router = session.get(Router, router_id) if router_id is not None else None
-    if router is not None:
-        router.status = BUILD
-        outbox.record(
-            session,
-            resource_type="router",
-            resource_id=router.id,
-            project_id=router.project_id,
-            action="refresh",
-            now=now,
-        )
 
 
 def _ports(session: Session, router: Router, port_type: str) -> list[Port]:
@@ -124,7 +105,9 @@ def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
     ]
 
 
-def _router_subnets(session: Session, router: Router) -> list[Subnet]:
+def _router_subnets(
+    session: Session, router: Router, interfaces_only: bool = False
+) -> list[Subnet]:
     """Subnets the router is connected to: its interfaces' and its gateway network's."""
     found: dict[str, Subnet] = {}
     for port in _ports(session, router, INTERFACE):
@@ -132,7 +115,7 @@ def _router_subnets(session: Session, router: Router) -> list[Subnet]:
             subnet = session.get(Subnet, allocation.subnet_id)
             if subnet is not None:
                 found[subnet.id] = subnet
-    if router.gateway_port_id:
+    if router.gateway_port_id and not interfaces_only:
         gateway = session.get(Port, router.gateway_port_id)
         if gateway is not None:
             network = session.get(Network, gateway.network_id)
@@ -175,6 +158,7 @@ def _set_gateway(
             "BadRequest",
             f"Bad router request: Network {network.id} is not an external network.",
         )
+    _refuse_overlap(session, router, list(network.subnets), interfaces_only=True)
     if current is not None and current.network_id == wanted:
         if "external_fixed_ips" in info:
             replacement = ports.allocate(
@@ -209,6 +193,27 @@ def _set_gateway(
             )
     session.flush()
     router.gateway_port_id = gateway.id
+
+
+def _refuse_overlap(
+    session: Session, router: Router, new_subnets: list[Subnet], interfaces_only: bool = False
+) -> None:
+    """A router joins no subnet twice and no two overlapping CIDRs (§4.1, §4.3)."""
+    for new in new_subnets:
+        for existing in _router_subnets(session, router, interfaces_only):
+            if existing.id == new.id:
+                raise NeutronError(
+                    400,
+                    "BadRequest",
+                    f"Bad router request: Router already has a port on subnet {new.id}.",
+                )
+            if ipaddress.ip_network(existing.cidr).overlaps(ipaddress.ip_network(new.cidr)):
+                raise NeutronError(
+                    400,
+                    "BadRequest",
+                    f"Bad router request: Cidr {new.cidr} of subnet {new.id} overlaps"
+                    f" with cidr {existing.cidr} of subnet {existing.id}.",
+                )
 
 
 def _service_port(
@@ -253,7 +258,12 @@ def _routes(session: Session, router: Router, value: Any) -> list[dict[str, str]
     if not isinstance(value, list):
         raise bad_input("routes", f"'{value}' is not a list")
     connected = [ipaddress.ip_network(s.cidr) for s in _router_subnets(session, router)]
-    own = {a.ip_address for p in _ports(session, router, INTERFACE) for a in p.fixed_ips}
+    own = {
+        a.ip_address
+        for kind in (INTERFACE, GATEWAY)
+        for p in _ports(session, router, kind)
+        for a in p.fixed_ips
+    }
     routes = []
     for route in value:
         if not isinstance(route, dict) or set(route) != {"destination", "nexthop"}:
@@ -380,6 +390,18 @@ def add_interface(
         new_subnets = [session.get(Subnet, a.subnet_id) for a in port.fixed_ips]
     else:
         subnet = subnets.get(session, caller, str(subnet_id))
+        network = session.get(Network, subnet.network_id)
+        if (
+            not caller.is_admin
+            and subnet.project_id != caller.project_id
+            and not (network is not None and network.shared)
+        ):
+            raise NeutronError(
+                400,
+                "BadRequest",
+                f"Bad router request: Cannot add interface to router {router.id}: subnet"
+                f" {subnet.id} belongs to another project and is not shared.",
+            )
         if subnet.gateway_ip is None:
             raise NeutronError(
                 400,
@@ -387,21 +409,7 @@ def add_interface(
                 "Bad router request: Subnet for router interface must have a gateway IP.",
             )
         new_subnets = [subnet]
-    for new in (s for s in new_subnets if s is not None):
-        for existing in _router_subnets(session, router):
-            if existing.id == new.id:
-                raise NeutronError(
-                    400,
-                    "BadRequest",
-                    f"Bad router request: Router already has a port on subnet {new.id}.",
-                )
-            if ipaddress.ip_network(existing.cidr).overlaps(ipaddress.ip_network(new.cidr)):
-                raise NeutronError(
-                    400,
-                    "BadRequest",
-                    f"Bad router request: Cidr {new.cidr} of subnet {new.id} overlaps"
-                    f" with cidr {existing.cidr} of subnet {existing.id}.",
-                )
+    _refuse_overlap(session, router, [s for s in new_subnets if s is not None])
     if port_id is not None:
         port.device_id, port.device_owner = router.id, INTERFACE
         session.add(RouterPort(router_id=router.id, port_id=port.id, port_type=INTERFACE))

@@ -23,7 +23,7 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import IpAllocation, Subnet
+from astara.db.models import ROUTER_INTERFACE, IpAllocation, Port, Subnet
 
 RA_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 DEFAULT_GATEWAY = object()  # gateway_ip not given: the subnet's first address
@@ -193,6 +193,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         raise bad_input("ip_version", f"{version} is not in [4, 6]")
     try:
         cidr = ipam.parse_cidr(str(values["cidr"]), version)
+        ipam.check_dhcp_cidr(cidr, values["enable_dhcp"])
     except ipam.IpamError as error:
         raise NeutronError(error.status, error.kind, str(error)) from None
     for other in network.subnets:
@@ -261,6 +262,24 @@ def update(
     if "gateway_ip" in values:
         given = values.pop("gateway_ip")
         gateway = None if given is None else _ip("gateway_ip", given, version)
+    old_gateway = subnet.gateway_ip
+    if old_gateway is not None and old_gateway != (str(gateway) if gateway else None):
+        holder = session.scalar(
+            select(IpAllocation.port_id)
+            .join(Port, Port.id == IpAllocation.port_id)
+            .where(
+                IpAllocation.subnet_id == subnet.id,
+                IpAllocation.ip_address == old_gateway,
+                Port.device_owner == ROUTER_INTERFACE,
+            )
+        )
+        if holder is not None:
+            raise NeutronError(
+                409,
+                "GatewayIpInUse",
+                f"Current gateway ip {old_gateway} already in use by port {holder}."
+                " Unable to update.",
+            )
     pools = ipam.parse_pools(cidr, subnet.allocation_pools)
     if "allocation_pools" in values:
         given_pools = values.pop("allocation_pools")
@@ -274,6 +293,8 @@ def update(
         if gateway is not None:
             ipam.validate_gateway(cidr, gateway)
         ipam.validate_pools(cidr, pools, gateway)
+        if values.get("enable_dhcp"):
+            ipam.check_dhcp_cidr(cidr, True)
     except ipam.IpamError as error:
         raise NeutronError(error.status, error.kind, str(error)) from None
     if (
