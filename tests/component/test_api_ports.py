@@ -213,3 +213,21 @@ def test_one_address_from_the_stateful_ipv6_subnets(admin: Api) -> None:
     assert len(created["fixed_ips"]) == 1
     address = ipaddress.ip_address(created["fixed_ips"][0]["ip_address"])
     assert address in ipaddress.ip_network("2001:db8:1::/64")
+
+
+def test_port_security_is_kept_and_ports_inherit_the_networks(admin: Api) -> None:
+    network = admin.create_network(name="n", port_security_enabled=False)
+    assert network["port_security_enabled"] is False
+    inherited = made(port(admin, network["id"]))
+    chosen = made(port(admin, network["id"], port_security_enabled=True))
+    assert (inherited["port_security_enabled"], chosen["port_security_enabled"]) == (False, True)
+    changed = admin(
+        "PUT", f"/v2.0/ports/{chosen['id']}", {"port": {"port_security_enabled": False}}
+    )
+    assert changed.json()["port"]["port_security_enabled"] is False
+    changed = admin(
+        "PUT", f"/v2.0/networks/{network['id']}", {"network": {"port_security_enabled": True}}
+    )
+    assert changed.json()["network"]["port_security_enabled"] is True
+    shown = admin("GET", f"/v2.0/ports/{inherited['id']}").json()["port"]
+    assert shown["port_security_enabled"] is False  # a port keeps its own

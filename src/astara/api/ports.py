@@ -66,7 +66,8 @@ RESOURCE = Resource(
         Attribute("device_id", _device, default=""),
         Attribute("device_owner", _device, default=""),
         Attribute("status", allow_post=False, allow_put=False),
-        Attribute("port_security_enabled", to_bool, default=True, filter=False),
+        # Not given: the network's (§3.3).
+        Attribute("port_security_enabled", to_bool, default=None, filter=False),
     ),
 )
 
@@ -85,7 +86,7 @@ def view(port: Port) -> dict[str, Any]:
         "device_owner": port.device_owner,
         "status": port.status,
         "security_groups": [],
-        "port_security_enabled": True,
+        "port_security_enabled": port.port_security_enabled,
         "allowed_address_pairs": [],
         "extra_dhcp_opts": [],
         "binding:vnic_type": "normal",
@@ -348,6 +349,11 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         mac_address=mac,
         device_id=values["device_id"],
         device_owner=values["device_owner"],
+        port_security_enabled=(
+            network.port_security_enabled
+            if values["port_security_enabled"] is None
+            else values["port_security_enabled"]
+        ),
         created_at=now,
         updated_at=now,
         revision_number=1,

@@ -88,6 +88,8 @@ class Network(StandardAttributes, Base):
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
     external: Mapped[bool] = mapped_column(Boolean, default=False)
     mtu: Mapped[int] = mapped_column(Integer, default=1500)
+    # Stored and shown; enforced with security groups, which are not built yet.
+    port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
     subnets: Mapped[list[Subnet]] = relationship(
         back_populates="network", order_by="Subnet.created_at"
@@ -123,6 +125,7 @@ class Port(StandardAttributes, Base):
     mac_address: Mapped[str] = mapped_column(String(17))
     device_id: Mapped[str] = mapped_column(NAME, default="", index=True)
     device_owner: Mapped[str] = mapped_column(NAME, default="")
+    port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
     fixed_ips: Mapped[list[IpAllocation]] = relationship(
         back_populates="port", cascade="all, delete-orphan", order_by="IpAllocation.position"
