@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
 import pytest
 
-from astara.testing.agent import AgentProcess
+from astara.linux import cleanup
+from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.lab import Lab
+from astara.testing.net import wait_until
+from astara.testing.server import Server
 from tests.component.test_cli import astara
 from tests.root.conftest import build_standard
 
@@ -31,3 +41,74 @@ def test_agent_commands_show_observed_state_and_rendered_config(
 
     missing = astara("agent", "rendered", "nope", "--agent", agent.listen)
     assert missing.returncode == 1 and "404" in missing.stdout
+
+
+def _agents_on(state_dir: Path) -> list[int]:
+    """Live `astara-agent` processes on a server's state dir."""
+    marker = str(state_dir / "agent").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"astara.agent" in cmdline and marker in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_stops_serve_and_its_agent_without_a_restart(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group. The
+    agent must be stopped by `astara serve`, last, and never restarted as if
+    it had crashed while serve shuts down."""
+    prefix = unique_prefix()
+    server = Server(tmp_path / "var", prefix)
+    state_dir = server.state_dir.resolve()
+    state_dir.mkdir(parents=True)
+    with open(state_dir / "serve.log", "ab") as log:
+        # Its own process group, as a shell runs a foreground command.
+        serve = subprocess.Popen(
+            server.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    held: socket.socket | None = None
+    try:
+
+        def answering() -> bool:
+            assert serve.poll() is None, server.log()[-3000:]
+            try:
+                return httpx.get(server.url, timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answering, 60, 0.1, "astara serve to answer")
+        (agent,) = _agents_on(state_dir)
+        # A request whose body is still coming holds serve in its graceful
+        # shutdown: long enough for a supervisor to restart a dead agent.
+        token = (state_dir / "admin-token").read_text().strip()
+        body = b'{"netns": "x"}'
+        held = socket.create_connection(("127.0.0.1", server.port))
+        held.sendall(
+            b"PUT /astara/v1/ports/none/binding HTTP/1.1\r\nHost: astara\r\n"
+            + f"X-Auth-Token: {token}\r\nContent-Length: {len(body)}\r\n".encode()
+            + b"Content-Type: application/json\r\n\r\n"
+            + body[:1]
+        )
+        os.killpg(serve.pid, signal.SIGINT)
+        wait_until(lambda: "Waiting for" in server.log(), 30, 0.05, "serve to shut down")
+        with pytest.raises(AssertionError, match="timed out"):
+            # Any change to the agent is wrong here; none within five
+            # supervisor intervals is taken as none at all.
+            wait_until(lambda: _agents_on(state_dir) != [agent], 5, 0.05, "the agent to change")
+        held.sendall(body[1:])
+        assert serve.wait(timeout=60) == 0, server.log()[-3000:]
+    finally:
+        if held is not None:
+            held.close()
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+        cleanup.remove_all(prefix)
+    assert _agents_on(state_dir) == []
+    assert "starting it again" not in server.log()
+    assert (state_dir / "agent.pid").read_text() == str(agent)

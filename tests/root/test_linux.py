@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,36 @@ def test_reap_orphans_collects_dead_children_but_the_kept_ones() -> None:
     assert not Path(f"/proc/{orphan.pid}").exists()
     assert Path(f"/proc/{kept.pid}").exists()  # still its owner's to collect
     assert kept.wait(timeout=5) == 0
+
+
+def test_reapers_leave_a_command_that_run_waits_for_alone(tmp_path: Path) -> None:
+    """A stale pid file (or a scan for orphans) can name a dead command that
+    `run` has not collected yet, in another thread; reaping it would make
+    subprocess report exit status 0 for a command that failed."""
+    pids = tmp_path / "pids"
+    # The command exits 3 at once; its background `sleep` keeps stdout open, so
+    # `run` waits on the pipe while the command is a zombie, until we kill it.
+    script = f"sleep 60 & echo $$ $! > {pids}; exit 3"
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(run, ["sh", "-c", script], check=False)
+        try:
+            wait_until(lambda: len(pids.read_text().split()) == 2 if pids.exists() else False)
+            command = int(pids.read_text().split()[0])
+            wait_until(lambda: _state(command) == "Z", 10, 0.01, "the command to exit")
+            stale = Daemon("unused", tmp_path / "stale.pid", str(tmp_path / "daemon.conf"))
+            stale.pidfile.write_text(f"{command}\n")
+            assert stale.pid() is None
+            reap_orphans(set())
+            stale.stop()
+            assert _state(command) == "Z"  # still run's to collect
+        finally:
+            if pids.exists() and len(pids.read_text().split()) == 2:
+                os.kill(int(pids.read_text().split()[1]), signal.SIGKILL)
+        assert result.result(timeout=30).returncode == 3
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None

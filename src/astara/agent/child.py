@@ -49,6 +49,9 @@ class AgentChild:
         self.process: subprocess.Popen[bytes] | None = None
         self.client: AgentClient | None = None
         self._stopping = False
+        # Held while deciding to restart and spawning, so that `stop` either
+        # comes first (no restart) or finds the restarted process and stops it.
+        self._spawning = threading.Lock()
 
     @property
     def pid_file(self) -> Path:
@@ -84,15 +87,15 @@ class AgentChild:
     def start(self, timeout_s: float = 30.0) -> AgentClient:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._wait_for_previous()
-        self._spawn()
+        process = self._spawn()
         client = AgentClient(self.listen)
-        self._wait_healthy(client, timeout_s)
+        self._wait_healthy(process, client, timeout_s)
         self.client = client
         return client
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -109,15 +112,21 @@ class AgentChild:
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if self.die_with_parent else None,
+            # Its own session: a Ctrl-C meant for the parent's terminal must not
+            # reach it. The parent stops it last, after everything that calls it.
+            start_new_session=True,
         )
         log.close()
-        self.pid_file.write_text(str(self.process.pid))
+        self.process = process
+        self.pid_file.write_text(str(process.pid))
+        return process
 
-    def _wait_healthy(self, client: AgentClient, timeout_s: float) -> None:
+    def _wait_healthy(
+        self, process: subprocess.Popen[bytes], client: AgentClient, timeout_s: float
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(
                     f"astara-agent exited: {(self.state_dir / 'agent.log').read_text()[-2000:]}"
                 )
@@ -135,24 +144,46 @@ class AgentChild:
         left to us (`astara serve` is their subreaper)."""
 
         def loop() -> None:
-            while self.process is not None:
+            # This thread must not end before the agent is stopped: it forks
+            # the restarted agents, and PR_SET_PDEATHSIG fires when the forking
+            # *thread* exits, not the process, so its end would SIGTERM a
+            # healthy agent. Hence no error ends it either (EMFILE, a full disk,
+            # an agent answering errors): it is logged and tried again after
+            # `interval_s`.
+            while not (self._stopping and self.process is None):
                 time.sleep(interval_s)
-                process, client = self.process, self.client
-                if process is None or client is None:
-                    return
-                reap_orphans({process.pid})
-                if process.poll() is not None and not self._stopping:
-                    log.warning("astara-agent exited (%s); starting it again", process.returncode)
-                    self._spawn()
-                    try:
-                        self._wait_healthy(client, 30)
-                    except (RuntimeError, OSError, httpx.TransportError):
-                        log.exception("the restarted agent is not healthy yet")
+                try:
+                    self._supervise_once()
+                except Exception:
+                    log.exception("supervising astara-agent failed; trying again")
 
         threading.Thread(target=loop, name="agent-supervisor", daemon=True).start()
 
+    def _supervise_once(self) -> None:
+        process, client = self.process, self.client
+        if process is None or client is None:
+            return
+        reap_orphans({process.pid})
+        if process.poll() is None:
+            return
+        with self._spawning:
+            if self._stopping:
+                return
+            log.warning("astara-agent exited (%s); starting it again", process.returncode)
+            restarted = self._spawn()
+        try:
+            self._wait_healthy(restarted, client, 30)
+        except (RuntimeError, OSError, httpx.TransportError):
+            log.exception("the restarted agent is not healthy yet")
+
+    def stop_supervising(self) -> None:
+        """From now on a dead agent stays dead: the first step of a shutdown,
+        so that nothing that ends the agent on the way is mistaken for a crash."""
+        with self._spawning:
+            self._stopping = True
+
     def stop(self) -> None:
-        self._stopping = True
+        self.stop_supervising()
         if self.client is not None:
             self.client.close()
             self.client = None

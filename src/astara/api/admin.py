@@ -16,7 +16,7 @@ from astara.api.auth import Caller, digest, new_token
 from astara.api.bootstrap import ADMIN_PROJECT
 from astara.api.errors import NeutronError
 from astara.db import outbox
-from astara.db.models import Credential, Project, Quota, QuotaLock
+from astara.db.models import Credential, PausedProject, Project, Quota, QuotaLock
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -97,6 +97,8 @@ def delete_project(session: Session, caller: Caller, name_or_id: str, now: datet
     session.execute(delete(Quota).where(Quota.project_id == project.id))
     session.execute(delete(QuotaLock).where(QuotaLock.project_id == project.id))
     session.execute(delete(Credential).where(Credential.project_id == project.id))
+    # Or it stays paused for good: `project manage` cannot find it any more.
+    session.execute(delete(PausedProject).where(PausedProject.project_id == project.id))
     session.delete(project)
     outbox.record(
         session,

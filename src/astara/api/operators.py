@@ -6,30 +6,46 @@ the orchestrator acts on them (and would on its next resync without the event).
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import String, delete, select
 from sqlalchemy.orm import Session
 
 from astara.api.admin import find_project, require_admin
 from astara.api.auth import Caller
 from astara.api.changes import timestamp
 from astara.api.errors import NeutronError
-from astara.db import outbox
+from astara.db import history, outbox
 from astara.db.models import PausedProject, Port, PortBinding, Router, RouterEvent, RouterState
+from astara.fabric.ports import check_ifname, check_netns_name
 
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# The binding table's column: a longer name passes PortSpec but does not fit.
+_NETNS_COLUMN = PortBinding.__table__.c.netns.type
+_NETNS_MAX = _NETNS_COLUMN.length if isinstance(_NETNS_COLUMN, String) else None
 
 
-def _router(session: Session, router_id: str) -> Router:
+@dataclass(frozen=True)
+class _Target:
+    """A router an operator names: its Neutron row, or only the orchestrator's
+    record once its tenant deleted it (its appliance may still run, paused)."""
+
+    id: str
+    project_id: str
+    router: Router | None
+
+
+def _router(session: Session, router_id: str) -> _Target:
     router = session.get(Router, router_id) or session.scalar(
         select(Router).where(Router.name == router_id)
     )
-    if router is None:
-        raise NeutronError(404, "RouterNotFound", f"Router {router_id} could not be found")
-    return router
+    if router is not None:
+        return _Target(router.id, router.project_id, router)
+    record = session.get(RouterState, router_id)
+    if record is not None:
+        return _Target(record.router_id, record.project_id, None)
+    raise NeutronError(404, "RouterNotFound", f"Router {router_id} could not be found")
 
 
 def _port(session: Session, port_id: str) -> Port:
@@ -39,12 +55,15 @@ def _port(session: Session, port_id: str) -> Port:
     return port
 
 
-def router_view(router: Router, state: RouterState | None, paused_project: bool) -> dict[str, Any]:
+def router_view(target: _Target, state: RouterState | None, paused_project: bool) -> dict[str, Any]:
+    router = target.router
     return {
-        "id": router.id,
-        "name": router.name,
-        "project_id": router.project_id,
-        "status": router.status,
+        "id": target.id,
+        "name": router.name if router is not None else "",
+        "project_id": target.project_id,
+        # DELETED: its tenant deleted it; the orchestrator has not removed
+        # its appliance yet (it waits while the router is paused).
+        "status": router.status if router is not None else "DELETED",
         "state": state.state if state is not None else "creating",
         "attempts": state.attempts if state is not None else 0,
         "last_error": state.last_error if state is not None else None,
@@ -54,33 +73,44 @@ def router_view(router: Router, state: RouterState | None, paused_project: bool)
 
 
 def list_routers(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    """Every router, and the records of deleted ones whose appliance remains."""
     require_admin(caller)
     states = {s.router_id: s for s in session.scalars(select(RouterState))}
     paused = set(session.scalars(select(PausedProject.project_id)))
     routers = session.scalars(select(Router).order_by(Router.project_id, Router.name, Router.id))
-    return [router_view(r, states.get(r.id), r.project_id in paused) for r in routers]
+    targets = [_Target(r.id, r.project_id, r) for r in routers]
+    listed = {t.id for t in targets}
+    deleted = sorted(
+        (
+            _Target(s.router_id, s.project_id, None)
+            for s in states.values()
+            if s.router_id not in listed
+        ),
+        key=lambda t: (t.project_id, t.id),
+    )
+    return [router_view(t, states.get(t.id), t.project_id in paused) for t in targets + deleted]
 
 
 def show_router(session: Session, caller: Caller, router_id: str) -> dict[str, Any]:
     require_admin(caller)
-    router = _router(session, router_id)
-    state = session.get(RouterState, router.id)
-    paused = session.get(PausedProject, router.project_id) is not None
+    target = _router(session, router_id)
+    state = session.get(RouterState, target.id)
+    paused = session.get(PausedProject, target.project_id) is not None
     events = session.scalars(
-        select(RouterEvent).where(RouterEvent.router_id == router.id).order_by(RouterEvent.id)
+        select(RouterEvent).where(RouterEvent.router_id == target.id).order_by(RouterEvent.id)
     )
     return {
-        **router_view(router, state, paused),
+        **router_view(target, state, paused),
         "events": [{"at": timestamp(e.at), "message": e.message} for e in events],
     }
 
 
-def _state_row(session: Session, router: Router, now: datetime) -> RouterState:
-    row = session.get(RouterState, router.id)
+def _state_row(session: Session, target: _Target, now: datetime) -> RouterState:
+    row = session.get(RouterState, target.id)
     if row is None:
         row = RouterState(
-            router_id=router.id,
-            project_id=router.project_id,
+            router_id=target.id,
+            project_id=target.project_id,
             state="creating",
             attempts=0,
             paused=False,
@@ -94,29 +124,27 @@ def _state_row(session: Session, router: Router, now: datetime) -> RouterState:
 def router_request(
     session: Session, caller: Caller, router_id: str, action: str, now: datetime
 ) -> dict[str, Any]:
-    """rebuild, debug or manage one router."""
+    """rebuild, debug or manage one router, or the record of a deleted one."""
     require_admin(caller)
-    router = _router(session, router_id)
-    row = _state_row(session, router, now)
+    if action not in ("rebuild", "debug", "manage"):
+        raise NeutronError(404, "HTTPNotFound", f"Unknown router action {action}")
+    target = _router(session, router_id)
+    row = _state_row(session, target, now)
     if action == "rebuild":
         row.rebuild_requested = True
-    elif action == "debug":
-        row.paused = True
-    elif action == "manage":
-        row.paused = False
     else:
-        raise NeutronError(404, "HTTPNotFound", f"Unknown router action {action}")
-    session.add(RouterEvent(router_id=router.id, at=now, message=f"operator: {action}"))
+        row.paused = action == "debug"
+    history.record(session, target.id, now, f"operator: {action}")
     outbox.record(
         session,
         resource_type="router",
-        resource_id=router.id,
-        project_id=router.project_id,
+        resource_id=target.id,
+        project_id=target.project_id,
         action=action,
         now=now,
     )
     session.flush()
-    return show_router(session, caller, router.id)
+    return show_router(session, caller, target.id)
 
 
 def project_request(
@@ -154,8 +182,22 @@ def plug(
             400, "HTTPBadRequest", 'Body must be {"netns": NAME, "ifname": NAME, "dhcp": BOOL}'
         )
     netns, ifname, dhcp = body["netns"], body.get("ifname", "eth0"), body.get("dhcp", False)
-    if not isinstance(ifname, str) or not _IFNAME.fullmatch(ifname) or not isinstance(dhcp, bool):
-        raise NeutronError(400, "HTTPBadRequest", "ifname: 1-15 characters; dhcp: true or false")
+    if not isinstance(ifname, str):
+        raise NeutronError(400, "HTTPBadRequest", "ifname: must be a string")
+    if not isinstance(dhcp, bool):
+        raise NeutronError(400, "HTTPBadRequest", "dhcp: must be true or false")
+    # PortSpec's own rules: a binding the agent would refuse must never be
+    # stored, or every fabric pass of the orchestrator fails on it.
+    for field, value, check in (
+        ("netns", netns, check_netns_name),
+        ("ifname", ifname, check_ifname),
+    ):
+        try:
+            check(value)
+        except ValueError as error:
+            raise NeutronError(400, "HTTPBadRequest", f"{field}: {error}") from None
+    if _NETNS_MAX is not None and len(netns) > _NETNS_MAX:
+        raise NeutronError(400, "HTTPBadRequest", f"netns: at most {_NETNS_MAX} characters")
     if port.device_owner.startswith("network:"):
         raise NeutronError(409, "PortInUse", f"Port {port.id} belongs to {port.device_owner}.")
     taken = session.scalar(

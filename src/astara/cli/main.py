@@ -346,6 +346,10 @@ def serve(
             log_level=log_level,
         )
     finally:
+        # First of all: the agent ending from here on is the shutdown, not a
+        # crash to restart (the orchestrator can take a while to stop).
+        if child is not None:
+            child.stop_supervising()
         if orchestrator is not None:
             orchestrator.stop()
         if child is not None:

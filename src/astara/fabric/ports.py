@@ -28,7 +28,7 @@ NETNS_ETC = Path("/etc/netns")
 DHCP_SCRIPT = Path(__file__).with_name("udhcpc.sh")
 
 
-def _ifname(value: str) -> str:
+def check_ifname(value: str) -> str:
     if not _IFNAME.fullmatch(value):
         raise ValueError("must be 1-15 letters, digits, '_' or '-', starting with a letter")
     if value == "lo":
@@ -36,7 +36,7 @@ def _ifname(value: str) -> str:
     return value
 
 
-def _netns_name(value: str) -> str:
+def check_netns_name(value: str) -> str:
     if not _NETNS.fullmatch(value):
         raise ValueError("must be 1-128 letters, digits, '_', '.' or '-'")
     return value
@@ -49,10 +49,10 @@ class PortSpec(BaseModel):
 
     network_id: Identifier
     mac: MacAddress
-    netns: Annotated[str, AfterValidator(_netns_name)] = Field(
+    netns: Annotated[str, AfterValidator(check_netns_name)] = Field(
         description="Namespace to plug into (under the agent's prefix); created if missing"
     )
-    ifname: Annotated[str, AfterValidator(_ifname)] = "eth0"
+    ifname: Annotated[str, AfterValidator(check_ifname)] = "eth0"
     addresses: list[IPInterface] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     dhcp: bool = Field(default=False, description="Take IPv4 address and routes by DHCP")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from astara.linux.run import run
+from astara.linux.run import reap_unless_running, run
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -28,15 +28,16 @@ def become_subreaper() -> None:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def reap(pid: int) -> None:
-    """Collect a dead child's exit status, if it is ours to collect."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def reap(pid: int) -> bool:
+    """Collect a dead child's exit status if it is ours to collect: never a
+    command that `run` is waiting for. Whether it was collected."""
+    return reap_unless_running(pid)
 
 
 def reap_orphans(keep: set[int]) -> int:
-    """Reap our dead children except `keep` (whose owners collect them): the
-    daemons a restarted agent left to us, when we are their subreaper."""
+    """Reap our dead children except `keep` and the commands `run` waits for
+    (whose owners collect them): the daemons a restarted agent left to us, when
+    we are their subreaper."""
     reaped = 0
     me = str(os.getpid())
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -45,8 +46,7 @@ def reap_orphans(keep: set[int]) -> int:
         except OSError:
             continue
         pid = int(stat.parent.name)
-        if fields[0] == "Z" and fields[1] == me and pid not in keep:
-            reap(pid)
+        if fields[0] == "Z" and fields[1] == me and pid not in keep and reap(pid):
             reaped += 1
     return reaped
 
@@ -69,6 +69,9 @@ class Daemon:
         except (FileNotFoundError, ProcessLookupError, IndexError):
             return None
         if state in ("Z", "X"):
+            # Dead, so its command line is gone and the pid file may name
+            # anything, even a command of ours that `run` still waits for;
+            # `reap` leaves those alone and collects only adopted orphans.
             reap(pid)
             return None
         if self.marker not in cmdline:
