@@ -116,6 +116,16 @@ def test_deleting_the_port_disassociates_its_floating_ip(admin: Api, engine: Eng
     events = admin("GET", "/astara/v1/events", params={"since": last}).json()["events"]
     told = {(e["resource_type"], e["resource_id"], e["action"]) for e in events}
     assert {("floatingip", fip["id"], "update"), ("router", r1, "refresh")} <= told
+    # What the deleted port was on, for the orchestrator to find its routers.
+    (deleted,) = [e for e in events if e["resource_type"] == "port"]
+    assert deleted["detail"] == {"network_id": port["network_id"]}
+    assert alice("DELETE", f"/v2.0/floatingips/{fip['id']}").status_code == 204
+    (gone,) = [
+        e
+        for e in admin("GET", "/astara/v1/events").json()["events"]
+        if e["resource_type"] == "floatingip" and e["action"] == "delete"
+    ]
+    assert gone["detail"] == {"router_id": None}
     assert alice("GET", f"/v2.0/routers/{r1}").json()["router"]["status"] == "BUILD"
 
 

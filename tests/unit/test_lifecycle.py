@@ -126,11 +126,103 @@ def test_an_unreachable_agent_never_counts_towards_error() -> None:
     assert back.record == Record(state=State.ACTIVE, applied_hash=WANT) and back.events == ()
 
 
-def test_a_failed_delete_is_retried_and_remembered() -> None:
-    record = Record(state=State.DELETING)
-    decision = step(record, seen(desired_hash=None, exists=False, failure="agent unreachable"), NOW)
-    assert actions(decision) == [Action.DELETE]
-    assert decision.record.last_error == "agent unreachable"
+GONE = {"desired_hash": None, "exists": False}  # the router was deleted through the API
+IDLE = {"desired_hash": None}  # the router has no ports (or is down): no appliance
+
+
+@pytest.mark.parametrize("path", [GONE, IDLE], ids=["deleted", "idle"])
+def test_a_failed_removal_backs_off_ends_in_error_and_is_still_retried(
+    path: dict[str, object],
+) -> None:
+    """A DELETE the agent refuses is retried after a back-off (never at once,
+    never in a hot loop), ends in ERROR with the reason, and from ERROR every
+    wake (the resync's) tries it again."""
+    record = Record(state=State.DELETING if path is GONE else State.CONFIGURING)
+    now = NOW
+    for attempt in range(1, MAX_ATTEMPTS):
+        decision = step(record, seen(**path, failure="agent refused (500)"), now)
+        record = decision.record
+        assert actions(decision) == [], "no immediate retry"
+        assert record.attempts == attempt and record.last_error == "agent refused (500)"
+        assert record.retry_at == now + backoff(attempt)
+        # Woken before the back-off ends (an event): nothing is tried.
+        assert actions(step(record, seen(**path), now)) == []
+        now = record.retry_at
+        retried = step(record, seen(**path), now)
+        assert actions(retried) == [Action.DELETE] and retried.record.retry_at is None
+        record = retried.record
+    final = step(record, seen(**path, failure="agent refused (500)"), now)
+    assert final.record.state is State.ERROR and final.record.retry_at is None
+    assert any("error after 5 failures" in e for e in final.events)
+    # From ERROR: retried on the next wake, quietly; a failure only updates the reason.
+    again = step(final.record, seen(**path), now)
+    assert actions(again) == [Action.DELETE] and again.events == ()
+    still = step(again.record, seen(**path, failure="agent refused (503)"), now)
+    assert still.record.state is State.ERROR and still.events == ()
+    assert still.record.last_error == "agent refused (503)"
+    # Once it succeeds: forgotten (deleted) or active without an appliance (idle).
+    done = step(still.record, seen(**path, present=False, observed_hash=None), now)
+    if path is GONE:
+        assert actions(done) == [Action.FORGET]
+    else:
+        assert done.record == Record(state=State.ACTIVE) and actions(done) == []
+
+
+@pytest.mark.parametrize("state", [State.ACTIVE, State.CONFIGURING, State.DELETING])
+@pytest.mark.parametrize("path", [GONE, IDLE], ids=["deleted", "idle"])
+def test_a_failure_is_never_taken_for_the_appliance_being_gone(
+    state: State, path: dict[str, object]
+) -> None:
+    """After a failed DELETE the agent was not asked again: `present` is
+    False but says nothing. The router is neither forgotten nor reported
+    ACTIVE/DOWN while its appliance may still forward."""
+    record = Record(state=state, applied_hash=WANT)
+    failed = seen(**path, present=False, observed_hash=None, failure="agent refused (500)")
+    decision = step(record, failed, NOW)
+    assert actions(decision) == []
+    assert decision.record.state is not State.ACTIVE
+    assert decision.record.last_error == "agent refused (500)"
+    assert decision.record.retry_at == NOW + backoff(1)
+
+
+def test_a_router_deleted_while_paused_is_removed() -> None:
+    """The tenant's delete wins over the operator's pause: nothing else would
+    ever remove the appliance."""
+    record = Record(state=State.PAUSED, applied_hash=WANT)
+    decision = step(record, seen(**GONE, paused=True), NOW)
+    assert actions(decision) == [Action.DELETE] and decision.record.state is State.DELETING
+    assert decision.events == ("paused -> deleting",)
+    gone = step(decision.record, seen(**GONE, paused=True, present=False), NOW)
+    assert actions(gone) == [Action.FORGET]
+
+
+def test_a_rebuild_requested_while_the_agent_is_down_is_kept_for_later() -> None:
+    record = Record(state=State.ACTIVE, applied_hash=WANT)
+    down = step(record, seen(rebuild_requested=True, agent_down=True, failure="unreachable"), NOW)
+    assert actions(down) == [] and not down.rebuild_handled
+    paused = step(record, seen(rebuild_requested=True, paused=True), NOW)
+    assert not paused.rebuild_handled
+    back = step(down.record, seen(rebuild_requested=True), NOW)
+    assert actions(back) == [Action.REBUILD] and back.rebuild_handled
+    # Deleted meanwhile: nothing to rebuild, the request is done with.
+    assert step(record, seen(**GONE, rebuild_requested=True), NOW).rebuild_handled
+
+
+def test_a_command_clears_a_stale_retry() -> None:
+    """A retry_at left in the past would make the poller wake the router
+    again and again: any command issued clears it."""
+    stale = NOW - timedelta(seconds=5)
+    for record, observation in [
+        (Record(state=State.ACTIVE, retry_at=stale), seen(observed_hash=OLD)),
+        (Record(state=State.ACTIVE, retry_at=stale), seen(present=False, observed_hash=None)),
+        (Record(state=State.ACTIVE, retry_at=stale), seen(**IDLE)),
+        (Record(state=State.ACTIVE, retry_at=stale), seen(**GONE)),
+        (Record(state=State.DELETING, retry_at=stale), seen(**GONE)),
+    ]:
+        decision = step(record, observation, NOW)
+        assert decision.commands and decision.record.retry_at is None, (record, observation)
+    idle = step(Record(state=State.ACTIVE, retry_at=stale), seen(**IDLE, present=False), NOW)
+    assert idle.record == Record(state=State.ACTIVE)
 
 
 def test_an_unhealthy_appliance_that_never_heals_ends_in_error() -> None:
@@ -173,19 +265,31 @@ observations = st.builds(
 )
 
 
-@given(states, st.integers(0, MAX_ATTEMPTS), observations)
-def test_step_is_total_and_consistent(state: State, attempts: int, seen_: Observation) -> None:
-    """Any state, any observation: a decision. Paused does nothing; ACTIVE means
-    the appliance runs the current config (or none is needed); no push without
-    a desired config."""
-    record = Record(state=state, attempts=attempts)
+retries = st.sampled_from([None, NOW - timedelta(seconds=1), NOW, NOW + timedelta(seconds=1)])
+
+
+@given(states, st.integers(0, MAX_ATTEMPTS), retries, observations)
+def test_step_is_total_and_consistent(
+    state: State, attempts: int, retry_at: datetime | None, seen_: Observation
+) -> None:
+    """Any state, any observation: a decision. Paused does nothing (unless the
+    router is deleted); ACTIVE means the appliance runs the current config (or
+    none is needed); no push without a desired config; a failure never makes
+    a router forgotten; and no decision leaves a retry due without acting (the
+    poller would wake it again and again)."""
+    record = Record(state=state, attempts=attempts, retry_at=retry_at)
     decision = step(record, seen_, NOW)
-    if seen_.paused:
+    if seen_.paused and seen_.exists:
         assert decision.commands == () and decision.record.state is State.PAUSED
+    if seen_.failure is not None:
+        assert Action.FORGET not in actions(decision)
+    due = decision.record.retry_at is not None and decision.record.retry_at <= NOW
+    if due and not decision.commands:
+        assert decision.record.state in (State.ERROR, State.PAUSED)
     if decision.record.state is State.ACTIVE and record.state is not State.ACTIVE:
         running = seen_.present and seen_.observed_hash == seen_.desired_hash
         assert (running and not seen_.problems) or (seen_.desired_hash is None and seen_.exists)
-    if seen_.agent_down and not seen_.paused and state is not State.PAUSED:
+    if seen_.agent_down and not (seen_.paused and seen_.exists) and state is not State.PAUSED:
         assert decision.commands == () and decision.record.state is state
     if seen_.desired_hash is None:
         assert not {Action.PUSH, Action.REBUILD} & set(actions(decision))

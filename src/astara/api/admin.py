@@ -119,6 +119,7 @@ def events(session: Session, caller: Caller, since: int, limit: int) -> list[dic
             "resource_id": e.resource_id,
             "project_id": e.project_id,
             "action": e.action,
+            "detail": e.detail or {},
             "created_at": e.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         for e in outbox.since(session, since, limit)

@@ -36,8 +36,15 @@ def standard_view(row: StandardAttributes) -> dict[str, Any]:
 
 
 def record(
-    session: Session, resource_type: str, row: StandardAttributes, action: str, now: datetime
+    session: Session,
+    resource_type: str,
+    row: StandardAttributes,
+    action: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
 ) -> None:
+    """`detail` says what a deleted object was attached to, so that the
+    orchestrator finds whom it concerned once the row is gone."""
     outbox.record(
         session,
         resource_type=resource_type,
@@ -45,6 +52,7 @@ def record(
         project_id=row.project_id,
         action=action,
         now=now,
+        detail=detail,
     )
 
 

@@ -286,9 +286,10 @@ def update(
 
 def delete(session: Session, caller: Caller, floating: FloatingIp, now: datetime) -> None:
     holder = session.get(Port, floating.floating_port_id)
-    changes.mark_build(session, floating.router_id, now)
+    router_id = floating.router_id
+    changes.mark_build(session, router_id, now)
     session.delete(floating)
     session.flush()
     if holder is not None:
         session.delete(holder)
-    changes.record(session, "floatingip", floating, "delete", now)
+    changes.record(session, "floatingip", floating, "delete", now, {"router_id": router_id})

@@ -433,4 +433,4 @@ def delete(session: Session, caller: Caller, port: Port, now: datetime) -> None:
             now,
         )
     session.delete(port)
-    changes.record(session, "port", port, "delete", now)
+    changes.record(session, "port", port, "delete", now, {"network_id": port.network_id})

@@ -324,4 +324,4 @@ def delete(session: Session, caller: Caller, subnet: Subnet, now: datetime) -> N
     session.delete(subnet)
     network.revision_number += 1
     network.updated_at = now
-    changes.record(session, "subnet", subnet, "delete", now)
+    changes.record(session, "subnet", subnet, "delete", now, {"network_id": subnet.network_id})

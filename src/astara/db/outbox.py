@@ -1,12 +1,14 @@
 """The transactional outbox: every successful write records an event in the
-same transaction, so an event exists exactly when its change does."""
+same transaction, so an event exists exactly when its change does. Events
+are kept a while after the orchestrator read them (`prune`), for `astara
+events`."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from astara.db.models import OutboxEvent
@@ -44,3 +46,26 @@ def since(session: Session, sequence: int, limit: int = 1000) -> list[OutboxEven
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def prune(session: Session, *, read_up_to: int, keep: int, before: datetime) -> int:
+    """Delete the events up to `read_up_to` (read already) that are neither
+    among the newest `keep` nor created at or after `before`; how many."""
+    # The newest event beyond the newest `keep`: it and older ones may go.
+    # The newest of all always stays: SQLite numbers the next one after it,
+    # and a sequence used again would never be read.
+    prunable = session.scalar(
+        select(OutboxEvent.sequence)
+        .order_by(OutboxEvent.sequence.desc())
+        .offset(max(keep, 1))
+        .limit(1)
+    )
+    if prunable is None:
+        return 0  # no more than `keep` events
+    result = session.execute(
+        delete(OutboxEvent).where(
+            OutboxEvent.sequence <= min(prunable, read_up_to),
+            OutboxEvent.created_at < before,
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -12,6 +12,17 @@ config and is healthy), DEGRADED (it runs the current config but reports
 problems), REBUILDING (it is missing or broken and is being rebuilt), ERROR
 (it failed too often: only `rebuild` moves it), DELETING (the router is gone
 from the API), PAUSED (an operator is debugging it: nothing is touched).
+
+Removing an appliance (the router is deleted, or has no ports left) fails and
+backs off like any other command, and ends in ERROR after `MAX_ATTEMPTS`. An
+ERROR never stops a removal for good: every wake (the periodic resync at
+least) tries the DELETE again, quietly, until it succeeds — nothing else would
+ever remove an appliance nobody wants. A failure never counts as "the
+appliance is gone": after one, the next step looks again.
+
+`retry_at` is set only while a retry is wanted: a step that issues a command
+clears it (unless it counted a failure: the back-off then delays the next
+attempt), so a stale `retry_at` never wakes a router over and over.
 """
 
 from __future__ import annotations
@@ -57,7 +68,9 @@ class Observation:
     `desired_hash` is None when the router is gone from the API. `present`
     says whether the agent has the appliance, `observed_hash` the config it
     runs, `problems` what its health check reports. `failure` is set when the
-    commands of the previous step failed (agent unreachable, apply refused).
+    commands of the previous step failed (agent unreachable, apply refused);
+    `present` then says nothing (the agent was not asked), and no step
+    concludes from it that the appliance is gone.
     """
 
     desired_hash: str | None
@@ -86,9 +99,14 @@ class Command:
 
 @dataclass(frozen=True)
 class Decision:
+    """The new record, the commands to execute, the events to keep, and
+    whether the operator's rebuild request was acted on (and may be cleared:
+    not while the agent is down or the router paused)."""
+
     record: Record
     commands: tuple[Command, ...] = ()
     events: tuple[str, ...] = field(default=())
+    rebuild_handled: bool = False
 
 
 def backoff(attempts: int) -> timedelta:
@@ -98,6 +116,10 @@ def backoff(attempts: int) -> timedelta:
 
 
 def step(record: Record, seen: Observation, now: datetime) -> Decision:
+    if not seen.exists:
+        # The tenant deleted the router: that wins over an operator's pause
+        # (nothing would ever remove its appliance otherwise).
+        return _decide(record, seen, now)
     if seen.paused:
         if record.state is State.PAUSED:
             return Decision(record)
@@ -113,14 +135,23 @@ def step(record: Record, seen: Observation, now: datetime) -> Decision:
 
 
 def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
-    state = record.state
     if seen.agent_down:
         # Not the appliance's fault and nothing to decide on: keep the state,
-        # say why, and look again on the next wake. Never a step towards ERROR.
+        # say why, and look again on the next wake. Never a step towards ERROR,
+        # and an operator's rebuild request waits for the agent.
         reason = seen.failure or "the agent did not answer"
         return Decision(replace(record, last_error=reason, retry_at=now + BACKOFF_BASE))
+    decision = _decide_known(record, seen, now)
+    if seen.rebuild_requested:
+        # Rebuilt, counted as failed, or moot (no appliance is wanted any more).
+        return replace(decision, rebuild_handled=True)
+    return decision
+
+
+def _decide_known(record: Record, seen: Observation, now: datetime) -> Decision:
+    state = record.state
     if seen.desired_hash is None:
-        return _deleting(record, seen) if not seen.exists else _idle(record, seen)
+        return _deleting(record, seen, now) if not seen.exists else _idle(record, seen, now)
     if seen.rebuild_requested:
         fresh = Record(state=State.REBUILDING, applied_hash=record.applied_hash)
         asked = f"{state} -> rebuilding: an operator asked for a rebuild"
@@ -159,15 +190,21 @@ def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
     return _move(record, State.CONFIGURING, Action.PUSH, "the config changed")
 
 
-def _idle(record: Record, seen: Observation) -> Decision:
-    """A router without ports runs no appliance; one left over is removed."""
+def _idle(record: Record, seen: Observation, now: datetime) -> Decision:
+    """A router without ports (or down) runs no appliance; one left over is removed."""
+    if seen.failure is not None:  # the DELETE failed: the appliance may well still run
+        return _removal_failed(record, State.CONFIGURING, seen.failure, now)
+    if record.retry_at is not None and now < record.retry_at:
+        return Decision(record)  # backing off
     if seen.present:
-        if seen.failure is not None:
-            return Decision(replace(record, last_error=seen.failure))
+        if record.state is State.ERROR:
+            return _retry_from_error(record, "retrying: the router has no ports left")
         return _move(record, State.CONFIGURING, Action.DELETE, "the router has no ports left")
-    if record.state is State.ACTIVE and record.applied_hash is None:
-        return Decision(record)
     became = Record(state=State.ACTIVE)
+    if record == became:
+        return Decision(record)
+    if record.state is State.ACTIVE and record.applied_hash is None:
+        return Decision(became)  # only the leftovers of a failure cleared
     return Decision(became, events=(f"{record.state} -> active: no ports, no appliance",))
 
 
@@ -188,21 +225,36 @@ def _active(record: Record, seen: Observation) -> Decision:
     return Decision(became, events=(f"{record.state} -> active: running config {_short(seen)}",))
 
 
-def _deleting(record: Record, seen: Observation) -> Decision:
-    if seen.failure is not None and record.state is State.DELETING:
-        return Decision(
-            replace(record, last_error=seen.failure),
-            (Command(Action.DELETE, "retrying the delete"),),
-            (f"delete failed: {seen.failure}",),
-        )
+def _deleting(record: Record, seen: Observation, now: datetime) -> Decision:
+    if record.state not in (State.DELETING, State.ERROR):
+        # Entering: earlier failures were about running it, not removing it.
+        entered = replace(record, state=State.DELETING, attempts=0, retry_at=None)
+        decision = _deleting(entered, seen, now)
+        return replace(decision, events=(f"{record.state} -> deleting", *decision.events))
+    if seen.failure is not None:  # never forgotten on a failure: it may well still run
+        return _removal_failed(record, State.DELETING, seen.failure, now)
+    if record.retry_at is not None and now < record.retry_at:
+        return Decision(record)  # backing off
     if not seen.present:
         return Decision(record, (Command(Action.FORGET, "the router is deleted"),))
-    event = () if record.state is State.DELETING else (f"{record.state} -> deleting",)
+    if record.state is State.ERROR:
+        return _retry_from_error(record, "retrying the delete")
     return Decision(
-        replace(record, state=State.DELETING),
-        (Command(Action.DELETE, "the router was deleted"),),
-        event,
+        replace(record, retry_at=None), (Command(Action.DELETE, "the router was deleted"),)
     )
+
+
+def _removal_failed(record: Record, state: State, error: str, now: datetime) -> Decision:
+    """A DELETE (or the command before it) failed: back off, count, end in
+    ERROR. From ERROR (every wake retries) only the newest reason is kept."""
+    if record.state is State.ERROR:
+        return Decision(replace(record, last_error=error))
+    return _failed(replace(record, state=state), error, now)
+
+
+def _retry_from_error(record: Record, reason: str) -> Decision:
+    """A removal that ended in ERROR is tried again on every wake, quietly."""
+    return Decision(replace(record, retry_at=None), (Command(Action.DELETE, reason),))
 
 
 def _failed(record: Record, error: str, now: datetime) -> Decision:
@@ -224,9 +276,14 @@ def _failed(record: Record, error: str, now: datetime) -> Decision:
 def _move(
     record: Record, state: State, action: Action, reason: str, after: Decision | None = None
 ) -> Decision:
+    """Issue `action` in `state`. The command clears `retry_at`, unless it
+    comes `after` a counted failure: that back-off delays the next attempt."""
     events = list(after.events) if after is not None else []
     events.append(f"{record.state} -> {state}: {reason}" if state != record.state else reason)
-    return Decision(replace(record, state=state), (Command(action, reason),), tuple(events))
+    retry_at = record.retry_at if after is not None else None
+    return Decision(
+        replace(record, state=state, retry_at=retry_at), (Command(action, reason),), tuple(events)
+    )
 
 
 def _short(seen: Observation) -> str:

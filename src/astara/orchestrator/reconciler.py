@@ -6,6 +6,14 @@ while it runs makes it run once more afterwards); different keys run in
 parallel on a bounded pool. Outbox events wake the keys they concern; a
 periodic, jittered resync wakes every key, so correctness never depends on an
 event arriving. Routers back off between failed attempts (`retry_at`).
+One router or port that fails never stops the others, nor the loop: errors
+are caught per item, logged, and the item retried later.
+
+The outbox is read by sequence. On PostgreSQL a sequence is taken at INSERT,
+not at commit, so a lower one can commit after a higher one was read: a
+sequence skipped over is looked for again for `GAP_WAIT_S` (then the resync
+covers it). Events older than what is kept (`keep_events`, `keep_events_for`)
+are pruned once read.
 
 Per router: observe (driver plan from the database, appliance from the
 agent) → `lifecycle.step` → store the record, its events and the Neutron
@@ -21,15 +29,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from astara.agent.client import AgentClient, AgentError
+from astara.db import history, outbox
 from astara.db.engine import session_factory
 from astara.db.models import (
     FloatingIp,
@@ -46,14 +55,23 @@ from astara.db.models import (
 )
 from astara.drivers import router as driver
 from astara.fabric.ports import PortSpec
-from astara.orchestrator.lifecycle import Action, Decision, Observation, Record, State, step
+from astara.orchestrator.lifecycle import (
+    BACKOFF_BASE,
+    Action,
+    Decision,
+    Observation,
+    Record,
+    State,
+    step,
+)
 
 log = logging.getLogger(__name__)
 
 FABRIC = "fabric"
 UNREACHABLE = "agent unreachable"
 MAX_STEPS = 6
-HISTORY = 200  # events kept per router
+GAP_WAIT_S = 30.0  # how long a skipped sequence may still commit (then the resync covers it)
+MAX_GAPS = 1000  # skipped sequences looked for at once
 
 
 def utcnow() -> datetime:
@@ -79,12 +97,20 @@ class Orchestrator:
         resync_s: float = 20.0,
         poll_s: float = 0.2,
         clock: Callable[[], datetime] = utcnow,
+        keep_events: int = 10_000,
+        keep_events_for: timedelta = timedelta(days=1),
+        prune_s: float = 600.0,
     ) -> None:
         self.sessions = session_factory(engine)
         self.agent = agent
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self.resync_s, self.poll_s, self.clock = resync_s, poll_s, clock
+        # Outbox events are pruned once read, keeping the newest `keep_events`
+        # or those younger than `keep_events_for`, whichever keeps more.
+        self.keep_events, self.keep_events_for, self.prune_s = keep_events, keep_events_for, prune_s
         self._lock = threading.Lock()
+        self._fabric_lock = threading.Lock()  # one fabric pass at a time (worker or cleanup)
+        self._gaps: dict[int, float] = {}  # skipped sequences → until when to look for them
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._stop = threading.Event()
@@ -118,16 +144,28 @@ class Orchestrator:
         self._poked.set()
 
     def _main(self) -> None:
-        next_resync = 0.0
+        next_resync = next_prune = 0.0
         while not self._stop.is_set():
             self._poked.clear()
-            try:
-                if time.monotonic() >= next_resync:
+            # Each part on its own: a resync that fails (the agent is down, an
+            # orphan resists) never stops the outbox from being read, and is
+            # tried again at the next interval, not at every poll.
+            if time.monotonic() >= next_resync:
+                next_resync = time.monotonic() + self.resync_s * random.uniform(0.8, 1.2)
+                try:
                     self.resync()
-                    next_resync = time.monotonic() + self.resync_s * random.uniform(0.8, 1.2)
+                except Exception:
+                    log.exception("resync")
+            try:
                 self._poll()
             except Exception:
-                log.exception("orchestrator loop")
+                log.exception("reading the outbox")
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self.prune_s
+                try:
+                    self.prune()
+                except Exception:
+                    log.exception("pruning the outbox")
             self._poked.wait(self.poll_s)
 
     def idle(self) -> bool:
@@ -180,17 +218,21 @@ class Orchestrator:
                 return
 
     def _poll(self) -> None:
-        """Wake what new outbox events concern, and routers whose back-off ended."""
+        """Wake what new outbox events concern (and skipped ones that committed
+        since), and routers whose back-off ended. The cursor moves only once
+        the wakes are done: a failure before that reads the events again."""
+        now_s = time.monotonic()
+        gaps = {sequence: until for sequence, until in self._gaps.items() if until > now_s}
         with self.sessions.begin() as session:
+            newer = OutboxEvent.sequence > self.cursor
             events = session.scalars(
                 select(OutboxEvent)
-                .where(OutboxEvent.sequence > self.cursor)
+                .where(or_(newer, OutboxEvent.sequence.in_(sorted(gaps))) if gaps else newer)
                 .order_by(OutboxEvent.sequence)
                 .limit(1000)
             ).all()
             keys: set[str] = set()
             for event in events:
-                self.cursor = event.sequence
                 keys.update(_affected(session, event))
                 if _touches_fabric(event):
                     keys.add(FABRIC)
@@ -204,16 +246,47 @@ class Orchestrator:
             keys.update(due)
         for key in sorted(keys):
             self.wake(key)
+        cursor = self.cursor
+        for event in events:
+            gaps.pop(event.sequence, None)
+            if event.sequence > cursor:
+                # Sequences between the last read and this one may belong to
+                # transactions not committed yet: look for them a while longer.
+                for missing in range(max(cursor + 1, event.sequence - MAX_GAPS), event.sequence):
+                    gaps[missing] = now_s + GAP_WAIT_S
+                cursor = event.sequence
+        self._gaps = dict(sorted(gaps.items())[-MAX_GAPS:])
+        self.cursor = cursor
+
+    def prune(self) -> int:
+        """Delete outbox events already read that are neither among the newest
+        `keep_events` nor younger than `keep_events_for`; how many."""
+        with self.sessions.begin() as session:
+            return outbox.prune(
+                session,
+                read_up_to=self.cursor,
+                keep=self.keep_events,
+                before=self.clock() - self.keep_events_for,
+            )
 
     def resync(self) -> None:
         """Wake everything, and remove appliances no router accounts for."""
         self.resyncs += 1
-        known = self._remove_orphans()
+        try:
+            self._remove_orphans()
+        except (AgentError, httpx.HTTPError) as error:
+            # The routers are woken all the same: each finds out for itself.
+            log.warning("listing the agent's appliances failed: %s", error)
+        with self.sessions.begin() as session:
+            known = set(session.scalars(select(Router.id)))
+            known.update(session.scalars(select(RouterState.router_id)))
         for key in sorted(known):
             self.wake(key)
         self.wake(FABRIC)
 
-    def _remove_orphans(self, removed: list[str] | None = None) -> set[str]:
+    def _remove_orphans(self, removed: list[str] | None = None) -> None:
+        """Delete appliances no router accounts for. One that cannot be deleted
+        is logged and left for the next pass; the others are deleted."""
         # The agent first, then the database: an appliance is only ever pushed
         # after its router row exists, so one listed here and unknown there
         # is an orphan, never a router being born.
@@ -222,11 +295,16 @@ class Orchestrator:
             known = set(session.scalars(select(Router.id)))
             known.update(session.scalars(select(RouterState.router_id)))
         for orphan in sorted(on_agent - known):
+            if self._stop.is_set():
+                return
             log.warning("removing appliance %s: no router accounts for it", orphan)
-            self._delete_appliance(orphan)
+            try:
+                self._delete_appliance(orphan)
+            except (AgentError, httpx.HTTPError) as error:
+                log.warning("removing appliance %s failed: %s", orphan, error)
+                continue
             if removed is not None:
                 removed.append(f"appliance {orphan}")
-        return known
 
     def cleanup(self) -> list[str]:
         """`astara cleanup`: remove orphans now; what was removed."""
@@ -241,6 +319,8 @@ class Orchestrator:
         failure: str | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
         for _ in range(MAX_STEPS):
+            if self._stop.is_set():
+                return  # the record says where it stands: the next start continues
             seen, record, plan, project_id = self._observe(router_id, failure, applied)
             if seen is None:
                 return
@@ -258,13 +338,23 @@ class Orchestrator:
                     break
             if failure is None:
                 continue
+        # Not settled yet: due again shortly, so the poller continues it (not
+        # the next resync), yet a router that never settles is no hot loop.
         log.debug("router %s: step budget spent; the next wake continues", router_id)
+        with self.sessions.begin() as session:
+            session.execute(
+                update(RouterState)
+                .where(RouterState.router_id == router_id, RouterState.retry_at.is_(None))
+                .values(retry_at=self.clock() + BACKOFF_BASE)
+            )
 
     def _observe(
         self, router_id: str, failure: str | None, applied: dict[str, Any] | None = None
     ) -> tuple[Observation | None, Record, driver.RouterPlan | None, str]:
         """The router's record and plan from the database, its appliance from
-        the agent (or from the answer to the PUT just made: the same thing)."""
+        the agent (or from the answer to the PUT just made: the same thing).
+        After a `failure` the agent is not asked: `present` then says nothing,
+        and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
             router = session.get(Router, router_id)
             row = session.get(RouterState, router_id)
@@ -396,13 +486,13 @@ class Orchestrator:
                 row.last_error = after.last_error
                 row.applied_hash = after.applied_hash
                 row.updated_at = now
-            if seen.rebuild_requested and after.state is not State.PAUSED:
+            if decision.rebuild_handled:
                 row.rebuild_requested = False  # this step acted on it
             for message in decision.events:
                 log.info("router %s: %s", router_id, message)
                 session.add(RouterEvent(router_id=router_id, at=now, message=message))
             if decision.events:
-                _trim_history(session, router_id)
+                history.trim(session, router_id)
             if not seen.agent_down:  # nothing known: leave the statuses as they are
                 _write_statuses(session, router_id, after.state, plan)
 
@@ -417,7 +507,13 @@ class Orchestrator:
 
     def reconcile_fabric(self) -> list[str]:
         """Plug bound ports, unplug the rest, and remove segments nothing uses;
-        what was removed."""
+        what was removed. One pass at a time (the FABRIC worker's or
+        `cleanup`'s); a port, segment or binding that fails is logged (a
+        port's status says DOWN) and the others proceed."""
+        with self._fabric_lock:
+            return self._reconcile_fabric()
+
+    def _reconcile_fabric(self) -> list[str]:
         removed: list[str] = []
         # The agent first: a segment pushed after this listing is never
         # mistaken for an unused one below.
@@ -426,8 +522,16 @@ class Orchestrator:
             present = {s["id"] for s in segments}
             for network_id in set(self._segments) - present:
                 del self._segments[network_id]  # gone behind our back
+        statuses: dict[str, str] = {}
         with self.sessions.begin() as session:
-            specs = {b.port_id: spec for b, spec in _port_specs(session)}
+            specs: dict[str, dict[str, Any]] = {}
+            for binding, port, network in _bound_ports(session):
+                try:
+                    specs[port.id] = _port_spec(session, binding, port, network)
+                except ValueError as error:  # pydantic's ValidationError included
+                    # Nothing valid to plug: unplugged below, and DOWN.
+                    log.warning("port %s: its binding cannot be plugged: %s", port.id, error)
+                    statuses[port.id] = "DOWN"
             networks = _networks(
                 session,
                 select(Port.network_id).join(PortBinding, PortBinding.port_id == Port.id),
@@ -438,14 +542,27 @@ class Orchestrator:
                 )
             )
         for network_id, (mtu, external) in sorted(networks.items()):
-            self._ensure_network(network_id, mtu, external)
+            if self._stop.is_set():
+                return removed
+            try:
+                self._ensure_network(network_id, mtu, external)
+            except AgentError as error:  # its ports fail below, and are DOWN
+                log.warning("segment %s failed: %s", network_id, error)
         plugged = {p["id"]: p for p in self.agent.ports()}
         for port_id in sorted(set(plugged) - set(specs)):
+            if self._stop.is_set():
+                return removed
             log.info("unplugging port %s", port_id)
-            self.agent.delete_port(port_id)
+            try:
+                self.agent.delete_port(port_id)
+            except AgentError as error:
+                if error.status_code != 404:  # gone already: nothing to say
+                    log.warning("unplugging port %s failed: %s", port_id, error)
+                    continue
             removed.append(f"port {port_id}")
-        statuses: dict[str, str] = {}
         for port_id, spec in sorted(specs.items()):
+            if self._stop.is_set():
+                return removed
             current = plugged.get(port_id)
             try:
                 if current is None or current["spec"] != spec or not current.get("present"):
@@ -473,14 +590,17 @@ class Orchestrator:
                 .values(status="DOWN")
             )
         for segment in segments:
-            if segment["id"] not in needed:
-                try:
-                    self._forget_segments([segment["id"]])
-                    self.agent.delete_network(segment["id"])
-                    removed.append(f"network {segment['id']}")
-                except AgentError as error:
-                    if error.status_code != 409:  # still in use: the next pass
-                        raise
+            if segment["id"] in needed:
+                continue
+            if self._stop.is_set():
+                return removed
+            try:
+                self._forget_segments([segment["id"]])
+                self.agent.delete_network(segment["id"])
+                removed.append(f"network {segment['id']}")
+            except AgentError as error:
+                if error.status_code != 409:  # 409: still in use, the next pass
+                    log.warning("removing segment %s failed: %s", segment["id"], error)
         return removed
 
 
@@ -500,9 +620,12 @@ def _touches_fabric(event: OutboxEvent) -> bool:
 def _affected(session: Session, event: OutboxEvent) -> set[str]:
     """The routers an event may change: the router itself; the routers on a
     network, a subnet's or a port's network; a floating IP's router. When the
-    object is gone already, every router of its project (the resync catches
-    anything this misses)."""
+    object is gone already, what the event's detail says it was on
+    (`network_id` for a subnet or port, `router_id` for a floating IP);
+    without that, every router of its project (the resync catches anything
+    this misses)."""
     kind, object_id = event.resource_type, event.resource_id
+    detail = event.detail if isinstance(event.detail, dict) else {}
     if kind == "router":
         return {object_id}
     network_id: str | None = None
@@ -516,6 +639,11 @@ def _affected(session: Session, event: OutboxEvent) -> set[str]:
         floating = session.get(FloatingIp, object_id)
         if floating is not None:
             return {floating.router_id} if floating.router_id else set()
+        if "router_id" in detail:  # the router it was on when deleted (None: none)
+            router_id = detail["router_id"]
+            return {router_id} if isinstance(router_id, str) else set()
+    if network_id is None and isinstance(detail.get("network_id"), str):
+        network_id = detail["network_id"]
     if network_id is not None:
         return set(
             session.scalars(
@@ -551,20 +679,6 @@ def _agent_failure(error: AgentError) -> str:
         detail = body.get("detail", body)
         return f"agent refused ({error.status_code}): {detail}"
     return f"agent refused ({error.status_code}): {body}"
-
-
-def _trim_history(session: Session, router_id: str) -> None:
-    cutoff = session.scalar(
-        select(RouterEvent.id)
-        .where(RouterEvent.router_id == router_id)
-        .order_by(RouterEvent.id.desc())
-        .offset(HISTORY)
-        .limit(1)
-    )
-    if cutoff is not None:
-        session.execute(
-            delete(RouterEvent).where(RouterEvent.router_id == router_id, RouterEvent.id <= cutoff)
-        )
 
 
 def _write_statuses(
@@ -621,42 +735,50 @@ def _networks(session: Session, ids: Any) -> dict[str, tuple[int, bool]]:
     }
 
 
-def _port_specs(session: Session) -> Iterable[tuple[PortBinding, dict[str, Any]]]:
-    """The agent's port spec for every bound port: its MAC, its fixed IPs, a
-    default route through each IPv4 subnet's gateway, its network's MTU."""
+def _bound_ports(session: Session) -> list[tuple[PortBinding, Port, Network]]:
     rows = session.execute(
         select(PortBinding, Port, Network)
         .join(Port, Port.id == PortBinding.port_id)
         .join(Network, Network.id == Port.network_id)
         .order_by(PortBinding.port_id)
     ).all()
-    for binding, port, network in rows:
-        addresses: list[str] = []
-        routes: list[dict[str, str]] = []
-        for allocation in port.fixed_ips:
-            subnet = session.get(Subnet, allocation.subnet_id)
-            assert subnet is not None
-            prefix = ipaddress.ip_network(subnet.cidr).prefixlen
-            if subnet.ip_version == 4 and binding.dhcp:
-                continue
-            addresses.append(f"{allocation.ip_address}/{prefix}")
-            if subnet.gateway_ip and not routes_have_default(routes, subnet.ip_version):
-                default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
-                routes.append({"destination": default, "nexthop": subnet.gateway_ip})
-        spec = PortSpec.model_validate(
-            {
-                "network_id": port.network_id,
-                "mac": port.mac_address,
-                "netns": binding.netns,
-                "ifname": binding.ifname,
-                "addresses": addresses,
-                "routes": routes,
-                "dhcp": binding.dhcp,
-                "mtu": network.mtu,
-            }
-        )
-        # In the agent's own normal form, so that equal specs compare equal.
-        yield binding, spec.model_dump(mode="json")
+    return [(binding, port, network) for binding, port, network in rows]
+
+
+def _port_spec(
+    session: Session, binding: PortBinding, port: Port, network: Network
+) -> dict[str, Any]:
+    """The agent's port spec for a bound port: its MAC, its fixed IPs, a
+    default route through each IPv4 subnet's gateway, its network's MTU.
+    ValueError (pydantic's ValidationError is one) when none can be made."""
+    addresses: list[str] = []
+    routes: list[dict[str, str]] = []
+    for allocation in port.fixed_ips:
+        subnet = session.get(Subnet, allocation.subnet_id)
+        if subnet is None:
+            raise ValueError(f"subnet {allocation.subnet_id} is gone")
+        prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+        if subnet.ip_version == 4 and binding.dhcp:
+            continue
+        addresses.append(f"{allocation.ip_address}/{prefix}")
+        if subnet.gateway_ip and not routes_have_default(routes, subnet.ip_version):
+            default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
+            routes.append({"destination": default, "nexthop": subnet.gateway_ip})
+    spec = PortSpec.model_validate(
+        {
+            "network_id": port.network_id,
+            "mac": port.mac_address,
+            "netns": binding.netns,
+            "ifname": binding.ifname,
+            "addresses": addresses,
+            "routes": routes,
+            "dhcp": binding.dhcp,
+            "mtu": network.mtu,
+        }
+    )
+    # In the agent's own normal form, so that equal specs compare equal.
+    spec_json: dict[str, Any] = spec.model_dump(mode="json")
+    return spec_json
 
 
 def routes_have_default(routes: list[dict[str, str]], version: int) -> bool:

@@ -1,0 +1,525 @@
+"""The orchestrator in-process against a real database and a real agent (or
+one that does not answer): what must keep working when parts of it fail.
+
+The API runs in-process too (no orchestrator poke: the poller finds every
+event by itself), so a test can also write what the API never would.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select, update
+
+from astara.agent.client import AgentClient
+from astara.api.app import create_app, now
+from astara.api.bootstrap import ensure_admin
+from astara.db import outbox
+from astara.db.engine import make_engine, session_factory, sqlite_url
+from astara.db.migrate import upgrade
+from astara.db.models import OutboxEvent, PortBinding, RouterState
+from astara.linux import netns
+from astara.orchestrator.reconciler import Orchestrator
+from astara.testing.agent import AgentProcess
+from astara.testing.net import wait_until
+from astara.testing.postgres import PostgresServer, binaries
+
+pytestmark = pytest.mark.root
+
+
+class Api:
+    """The tenant and operators' API in-process, as the admin."""
+
+    def __init__(self, engine: Engine, state_dir: Path) -> None:
+        token = ensure_admin(engine, state_dir, "http://testserver", now())
+        self.client = TestClient(create_app(engine))
+        self.headers = {"X-Auth-Token": token}
+
+    def __call__(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
+        response = self.client.request(method, path, json=body, headers=self.headers)
+        assert response.status_code == ok, (method, path, response.status_code, response.text)
+        return response.json() if response.content else None
+
+    def create(self, collection: str, member: str, **fields: Any) -> dict[str, Any]:
+        created: dict[str, Any] = self("POST", f"/v2.0/{collection}", {member: fields}, 201)[member]
+        return created
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url(tmp_path))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed here (`make test` installs it)")
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def orchestrators() -> Iterator[Callable[..., Orchestrator]]:
+    """Make orchestrators (not started); every one is stopped at the end."""
+    made: list[Orchestrator] = []
+
+    def make(engine: Engine, agent: AgentClient, **options: Any) -> Orchestrator:
+        options = {"resync_s": 600.0, "poll_s": 0.05, **options}
+        orchestrator = Orchestrator(engine, agent, **options)
+        made.append(orchestrator)
+        return orchestrator
+
+    yield make
+    for orchestrator in made:
+        orchestrator.stop()
+
+
+def nobody(tmp_path: Path) -> AgentClient:
+    """An agent that does not answer: nothing listens on its socket."""
+    return AgentClient(f"unix:{tmp_path / 'nobody.sock'}", timeout_s=5)
+
+
+def router_state(engine: Engine, router_id: str) -> RouterState | None:
+    with session_factory(engine).begin() as session:
+        return session.get(RouterState, router_id)
+
+
+def last_sequence(engine: Engine) -> int:
+    with session_factory(engine).begin() as session:
+        return session.scalar(select(func.max(OutboxEvent.sequence))) or 0
+
+
+def settle(engine: Engine, orchestrator: Orchestrator, router_id: str) -> None:
+    """Until the router is ACTIVE (as far as the orchestrator goes) and nothing runs."""
+
+    def settled() -> bool:
+        row = router_state(engine, router_id)
+        return row is not None and row.state == "active" and orchestrator.idle()
+
+    wait_until(settled, 60, 0.05, f"router {router_id} to settle")
+
+
+def forget_it_was_seen(engine: Engine, router_id: str) -> None:
+    """Mark a settled router `creating`: the next reconcile (and only that)
+    makes it `active` again, so a test can see whether it was woken."""
+    with session_factory(engine).begin() as session:
+        session.execute(
+            update(RouterState).where(RouterState.router_id == router_id).values(state="creating")
+        )
+
+
+def woken(engine: Engine, router_id: str) -> bool:
+    row = router_state(engine, router_id)
+    return row is not None and row.state == "active"
+
+
+class Refusing(httpx.BaseTransport):
+    """The agent's own transport, except that one request is answered 500:
+    an agent that fails to remove one thing."""
+
+    def __init__(self, socket: Path, method: str, path: str) -> None:
+        self.inner = httpx.HTTPTransport(uds=str(socket))
+        self.refused = (method, path)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if (request.method, request.url.path) == self.refused:
+            return httpx.Response(500, json={"detail": "refused by the test"}, request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Gate(httpx.BaseTransport):
+    """The agent's own transport, except that the first request to a path
+    under `prefix` waits until the test opens the gate: an agent call caught
+    in the middle."""
+
+    def __init__(self, socket: Path, method: str, prefix: str) -> None:
+        self.inner = httpx.HTTPTransport(uds=str(socket))
+        self.method, self.prefix = method, prefix
+        self.entered, self.opened = threading.Event(), threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        caught = request.method == self.method and request.url.path.startswith(self.prefix)
+        if caught and not self.entered.is_set():
+            self.entered.set()
+            self.opened.wait(60)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def through(agent: AgentProcess, transport: httpx.BaseTransport) -> AgentClient:
+    client = AgentClient(agent.listen)
+    client.http.close()
+    client.http = httpx.Client(base_url="http://agent", transport=transport, timeout=120)
+    return client
+
+
+def refusing(agent: AgentProcess, method: str, path: str) -> AgentClient:
+    return through(agent, Refusing(agent.socket, method, path))
+
+
+def stray_appliance(agent: AgentProcess, appliance_id: str, octet: int) -> None:
+    assert agent.client is not None
+    agent.client.put_network("stray-net")
+    agent.client.put_appliance(
+        appliance_id,
+        {
+            "interfaces": [
+                {
+                    "mac": f"fa:16:3e:99:99:{octet:02x}",
+                    "network_id": "stray-net",
+                    "role": "internal",
+                    "addresses": [f"10.99.{octet}.1/24"],
+                }
+            ]
+        },
+    )
+
+
+# --- the loop never stops -------------------------------------------------------------------
+
+
+def test_an_agent_that_does_not_answer_never_stops_the_outbox(
+    engine: Engine, tmp_path: Path, orchestrators: Callable[..., Orchestrator]
+) -> None:
+    """Every resync fails (the agent cannot be listed); events are read all
+    the same and the routers they concern are looked at."""
+    api = Api(engine, tmp_path)
+    orchestrator = orchestrators(engine, nobody(tmp_path)).start()
+    router = api.create("routers", "router", name="r1")
+    wait_until(
+        lambda: orchestrator.cursor >= last_sequence(engine), 30, 0.05, "the outbox to be read"
+    )
+
+    def tried() -> bool:
+        row = router_state(engine, router["id"])
+        return row is not None and "agent unreachable" in (row.last_error or "")
+
+    wait_until(tried, 30, 0.05, "the router to be looked at")
+
+
+def test_an_orphan_that_cannot_be_removed_leaves_the_others_removed(
+    agent: AgentProcess, engine: Engine, orchestrators: Callable[..., Orchestrator]
+) -> None:
+    stray_appliance(agent, "stray-a", 1)
+    stray_appliance(agent, "stray-b", 2)
+    client = refusing(agent, "DELETE", "/v1/appliances/stray-a")
+    try:
+        removed = orchestrators(engine, client).cleanup()
+    finally:
+        client.close()
+    assert "appliance stray-b" in removed and "appliance stray-a" not in removed
+    assert not netns.exists(f"{agent.prefix}-appliance-stray-b")
+    assert netns.exists(f"{agent.prefix}-appliance-stray-a")
+
+
+# --- the fabric: one bad port never stops the others ------------------------------------------
+
+
+def test_a_binding_that_cannot_be_plugged_leaves_the_others_plugged(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """A binding the agent's spec rejects (stored before the API checked
+    them) is DOWN; the port next to it is plugged and ACTIVE."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    network = api.create("networks", "network", name="n1")
+    api.create("subnets", "subnet", network_id=network["id"], cidr="10.7.0.0/24", ip_version=4)
+    good = api.create("ports", "port", network_id=network["id"], name="good")
+    bad = api.create("ports", "port", network_id=network["id"], name="bad")
+    api("PUT", f"/astara/v1/ports/{good['id']}/binding", {"netns": f"{agent.prefix}-good"})
+    with session_factory(engine).begin() as session:
+        session.add(
+            PortBinding(
+                port_id=bad["id"], netns=f"{agent.prefix}-bad", ifname="1bad", created_at=now()
+            )
+        )
+    orchestrators(engine, agent.client).reconcile_fabric()
+    assert api("GET", f"/v2.0/ports/{good['id']}")["port"]["status"] == "ACTIVE"
+    assert api("GET", f"/v2.0/ports/{bad['id']}")["port"]["status"] == "DOWN"
+    assert netns.exists(f"{agent.prefix}-good") and not netns.exists(f"{agent.prefix}-bad")
+    assert {p["id"] for p in agent.client.ports()} == {good["id"]}
+
+
+def test_stop_ends_a_fabric_pass_between_two_ports(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """Stopping while the first of three ports is being plugged: that call
+    finishes, the other two are not started (each agent call may take long)."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    network = api.create("networks", "network", name="n1")
+    api.create("subnets", "subnet", network_id=network["id"], cidr="10.5.0.0/24", ip_version=4)
+    for n in range(3):
+        port = api.create("ports", "port", network_id=network["id"], name=f"w{n}")
+        api("PUT", f"/astara/v1/ports/{port['id']}/binding", {"netns": f"{agent.prefix}-w{n}"})
+    gate = Gate(agent.socket, "PUT", "/v1/ports/")
+    client = through(agent, gate)
+    try:
+        orchestrator = orchestrators(engine, client).start()  # its first resync wakes FABRIC
+        assert gate.entered.wait(60), "the fabric pass to plug the first port"
+        stopping = threading.Thread(target=orchestrator.stop)
+        stopping.start()
+        wait_until(orchestrator._stop.is_set, 30, 0.05, "stop() to be asked")
+        gate.opened.set()
+        stopping.join(120)
+        assert not stopping.is_alive()
+    finally:
+        gate.opened.set()
+        client.close()
+    assert len(agent.client.ports()) == 1
+
+
+# --- operators' requests --------------------------------------------------------------------
+
+
+def test_a_rebuild_asked_for_while_the_agent_is_down_is_kept(
+    engine: Engine, tmp_path: Path, orchestrators: Callable[..., Orchestrator]
+) -> None:
+    api = Api(engine, tmp_path)
+    router = api.create("routers", "router", name="r1")
+    with session_factory(engine).begin() as session:
+        session.add(
+            RouterState(
+                router_id=router["id"],
+                project_id=router["project_id"],
+                state="active",
+                attempts=0,
+                updated_at=now(),
+                paused=False,
+                rebuild_requested=True,
+            )
+        )
+    orchestrators(engine, nobody(tmp_path)).reconcile_router(router["id"])
+    row = router_state(engine, router["id"])
+    assert row is not None and "agent unreachable" in (row.last_error or "")
+    assert row.rebuild_requested, "the rebuild waits for the agent"
+
+
+def test_a_router_deleted_while_paused_is_removed_from_the_host(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """An operator debugs a router, the tenant deletes it: the tenant wins,
+    the appliance is removed and the record dropped (else it leaks forever:
+    a paused router is never touched, and no orphan either)."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    network = api.create("networks", "network", name="n1")
+    subnet = api.create(
+        "subnets", "subnet", network_id=network["id"], cidr="10.6.0.0/24", ip_version=4
+    )
+    router = api.create("routers", "router", name="r1")
+    interface = {"subnet_id": subnet["id"]}
+    api("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", interface)
+    orchestrator = orchestrators(engine, agent.client, resync_s=1.0).start()
+    settle(engine, orchestrator, router["id"])
+    namespace = f"{agent.prefix}-appliance-{router['id']}"
+    assert netns.exists(namespace)
+    api("POST", f"/astara/v1/routers/{router['id']}/debug")
+    wait_until(
+        lambda: api("GET", f"/astara/v1/routers/{router['id']}")["router"]["state"] == "paused",
+        30,
+        0.05,
+        "paused",
+    )
+    api("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", interface)
+    api("DELETE", f"/v2.0/routers/{router['id']}", ok=204)
+    wait_until(lambda: not netns.exists(namespace), 30, 0.1, "the appliance to be removed")
+    wait_until(lambda: router_state(engine, router["id"]) is None, 30, 0.1, "the record dropped")
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+def test_an_event_committed_after_a_later_one_is_still_read(
+    agent: AgentProcess,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """On PostgreSQL a sequence is taken at INSERT: transaction A takes one,
+    B takes the next and commits first, and the poller reads B's. A's event,
+    committed later, must still wake its router (not wait for a resync)."""
+    engine = make_engine(postgres.create_database())
+    try:
+        upgrade(engine)
+        api = Api(engine, tmp_path)
+        assert agent.client is not None
+        orchestrator = orchestrators(engine, agent.client).start()
+        router = api.create("routers", "router", name="r1")  # no ports: no appliance
+        settle(engine, orchestrator, router["id"])
+        forget_it_was_seen(engine, router["id"])
+        late = session_factory(engine)()
+        try:
+            late.begin()
+            outbox.record(
+                late,
+                resource_type="router",
+                resource_id=router["id"],
+                project_id=router["project_id"],
+                action="update",
+                now=now(),
+            )
+            late.flush()  # its sequence is taken now
+            api.create("networks", "network", name="meanwhile")  # the next sequence, committed
+            wait_until(
+                lambda: orchestrator.cursor >= last_sequence(engine), 30, 0.05, "the later event"
+            )
+            assert not woken(engine, router["id"])
+            late.commit()
+        finally:
+            late.close()
+        wait_until(lambda: woken(engine, router["id"]), 15, 0.05, "the router to be woken")
+    finally:
+        engine.dispose()
+
+
+class FailingClock:
+    """The orchestrator's clock, except that in the poller (its main thread)
+    it fails `times` times once the outbox holds sequence `after`: a poll
+    that fails after reading that event."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.after: int | None = None
+        self.times = 0
+
+    def __call__(self) -> datetime:
+        poller = threading.current_thread().name == "orchestrator"
+        armed = poller and self.times > 0 and self.after is not None
+        if armed and last_sequence(self.engine) >= (self.after or 0):
+            self.times -= 1
+            raise RuntimeError("the clock failed (the test's doing)")
+        return now()
+
+
+def test_an_event_read_by_a_poll_that_failed_is_read_again(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    clock = FailingClock(engine)
+    orchestrator = orchestrators(engine, agent.client, clock=clock).start()
+    router = api.create("routers", "router", name="r1")  # no ports: no appliance
+    settle(engine, orchestrator, router["id"])
+    forget_it_was_seen(engine, router["id"])
+    clock.after, clock.times = last_sequence(engine) + 1, 2
+    with session_factory(engine).begin() as session:
+        outbox.record(
+            session,
+            resource_type="router",
+            resource_id=router["id"],
+            project_id=router["project_id"],
+            action="update",
+            now=now(),
+        )
+    wait_until(lambda: woken(engine, router["id"]), 15, 0.05, "the router to be woken")
+    assert clock.times == 0
+
+
+def test_routers_of_a_deleted_object_are_found_through_the_event(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """A port (or floating IP) is gone when its delete event is read: the
+    routers on its network (or its router) come from the event's detail,
+    whatever project they belong to."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    network = api.create("networks", "network", name="shared", shared=True)
+    subnet = api.create(
+        "subnets", "subnet", network_id=network["id"], cidr="10.8.0.0/24", ip_version=4
+    )
+    router = api.create("routers", "router", name="r1")
+    api("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": subnet["id"]})
+    orchestrator = orchestrators(engine, agent.client).start()
+    settle(engine, orchestrator, router["id"])
+    for resource_type, detail in (
+        ("port", {"network_id": network["id"]}),
+        ("floatingip", {"router_id": router["id"]}),
+    ):
+        forget_it_was_seen(engine, router["id"])
+        with session_factory(engine).begin() as session:
+            outbox.record(
+                session,
+                resource_type=resource_type,
+                resource_id=str(uuid.uuid4()),  # deleted: no row left
+                project_id="another-project",
+                action="delete",
+                now=now(),
+                detail=detail,
+            )
+        wait_until(lambda: woken(engine, router["id"]), 15, 0.05, f"a {resource_type} delete")
+        settle(engine, orchestrator, router["id"])
+
+
+def test_events_read_long_ago_are_pruned_and_the_newest_kept(
+    engine: Engine, tmp_path: Path, orchestrators: Callable[..., Orchestrator]
+) -> None:
+    api = Api(engine, tmp_path)
+    long_ago = now() - timedelta(days=2)
+    with session_factory(engine).begin() as session:
+        for n in range(20):
+            outbox.record(
+                session,
+                resource_type="project",
+                resource_id=str(uuid.uuid4()),
+                project_id="p",
+                action="update",
+                now=long_ago + timedelta(seconds=n),
+            )
+    orchestrator = orchestrators(
+        engine, nobody(tmp_path), keep_events=5, keep_events_for=timedelta(days=1), prune_s=0.05
+    )
+    orchestrator.start()
+    recent = api.create("networks", "network", name="recent")
+    first_kept = last_sequence(engine) - 4
+    wait_until(lambda: orchestrator.cursor >= last_sequence(engine), 30, 0.05, "the outbox read")
+
+    def pruned() -> list[int]:
+        return [e["sequence"] for e in api("GET", "/astara/v1/events?since=0")["events"]]
+
+    # The newest 5 (old or not) are kept, and so is anything younger than a day.
+    young = _young_sequences(engine, now() - timedelta(days=1))
+    expected = sorted(set(range(first_kept, last_sequence(engine) + 1)) | set(young))
+    wait_until(lambda: pruned() == expected, 30, 0.05, f"only {expected} kept")
+    assert recent["id"] in {e["resource_id"] for e in api("GET", "/astara/v1/events")["events"]}
+
+
+def _young_sequences(engine: Engine, since: datetime) -> list[int]:
+    with session_factory(engine).begin() as session:
+        return list(
+            session.scalars(select(OutboxEvent.sequence).where(OutboxEvent.created_at >= since))
+        )
