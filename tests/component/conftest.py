@@ -3,7 +3,6 @@ bootstrapped admin, projects, and Neutron error bodies."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,6 @@ from astara.api.app import create_app
 from astara.api.bootstrap import ensure_admin
 from astara.db.engine import make_engine, sqlite_url
 from astara.db.migrate import upgrade
-from astara.testing.postgres import PostgresServer, binaries
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).replace(tzinfo=None)
 
@@ -37,20 +35,6 @@ class Api:
         assert response.status_code == 201, response.text
         network: dict[str, Any] = response.json()["network"]
         return network
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One throwaway PostgreSQL server per test process."""
-    if binaries() is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("CI must run the PostgreSQL tier: `make test` installs postgresql")
-        pytest.skip("PostgreSQL is not installed here (`make test` installs it)")
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -30,7 +30,7 @@ from astara.linux import netns
 from astara.orchestrator.reconciler import Orchestrator
 from astara.testing.agent import AgentProcess
 from astara.testing.net import wait_until
-from astara.testing.postgres import PostgresServer, binaries
+from astara.testing.postgres import PostgresServer
 
 pytestmark = pytest.mark.root
 
@@ -59,17 +59,6 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    if binaries() is None:
-        pytest.skip("PostgreSQL is not installed here (`make test` installs it)")
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
