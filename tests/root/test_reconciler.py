@@ -244,7 +244,7 @@ def test_a_binding_that_cannot_be_plugged_leaves_the_others_plugged(
                 port_id=bad["id"], netns=f"{agent.prefix}-bad", ifname="1bad", created_at=now()
             )
         )
-    orchestrators(engine, agent.client).reconcile_fabric()
+    orchestrators(engine, agent.client).fabric.reconcile()
     assert api("GET", f"/v2.0/ports/{good['id']}")["port"]["status"] == "ACTIVE"
     assert api("GET", f"/v2.0/ports/{bad['id']}")["port"]["status"] == "DOWN"
     assert netns.exists(f"{agent.prefix}-good") and not netns.exists(f"{agent.prefix}-bad")

@@ -18,16 +18,19 @@ are pruned once read.
 Per router: observe (driver plan from the database, appliance from the
 agent) → `lifecycle.step` → store the record, its events and the Neutron
 statuses → execute the commands → observe again, until nothing is left to do.
+
+Beside it: `events` (which keys an event wakes), `fabric` (segments and
+workload plugs, the `FABRIC` key's pass) and `statuses` (Neutron statuses
+from what was observed).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,26 +38,21 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, or_, select, update
-from sqlalchemy.orm import Session
 
 from astara.agent.client import AgentClient, AgentError
 from astara.db import history, outbox
 from astara.db.engine import session_factory
 from astara.db.models import (
-    FloatingIp,
-    Network,
     OutboxEvent,
     PausedProject,
-    Port,
-    PortBinding,
     Router,
     RouterEvent,
-    RouterPort,
     RouterState,
-    Subnet,
 )
 from astara.drivers import router as driver
-from astara.fabric.ports import PortSpec
+from astara.orchestrator import statuses
+from astara.orchestrator.events import affected, touches_fabric
+from astara.orchestrator.fabric import Fabric
 from astara.orchestrator.lifecycle import (
     BACKOFF_BASE,
     Action,
@@ -76,15 +74,6 @@ MAX_GAPS = 1000  # skipped sequences looked for at once
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-
-
-def neutron_status(state: State) -> str:
-    """A router is ACTIVE only when its appliance runs its current config."""
-    if state is State.ACTIVE:
-        return "ACTIVE"
-    if state is State.ERROR:
-        return "ERROR"
-    return "BUILD"
 
 
 class Orchestrator:
@@ -109,13 +98,12 @@ class Orchestrator:
         # or those younger than `keep_events_for`, whichever keeps more.
         self.keep_events, self.keep_events_for, self.prune_s = keep_events, keep_events_for, prune_s
         self._lock = threading.Lock()
-        self._fabric_lock = threading.Lock()  # one fabric pass at a time (worker or cleanup)
         self._gaps: dict[int, float] = {}  # skipped sequences → until when to look for them
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._stop = threading.Event()
+        self.fabric = Fabric(self.sessions, agent, self._stop)
         self._poked = threading.Event()
-        self._segments: dict[str, tuple[int, bool]] = {}  # segments known on the agent
         self._thread: threading.Thread | None = None
         self.cursor = 0
         self.resyncs = 0
@@ -203,7 +191,7 @@ class Orchestrator:
         while True:
             try:
                 if key == FABRIC:
-                    self.reconcile_fabric()
+                    self.fabric.reconcile()
                 else:
                     self.reconcile_router(key)
                     with self._lock:
@@ -233,8 +221,8 @@ class Orchestrator:
             ).all()
             keys: set[str] = set()
             for event in events:
-                keys.update(_affected(session, event))
-                if _touches_fabric(event):
+                keys.update(affected(session, event))
+                if touches_fabric(event):
                     keys.add(FABRIC)
             due = session.scalars(
                 select(RouterState.router_id).where(
@@ -310,7 +298,7 @@ class Orchestrator:
         """`astara cleanup`: remove orphans now; what was removed."""
         removed: list[str] = []
         self._remove_orphans(removed)
-        removed.extend(self.reconcile_fabric())
+        removed.extend(self.fabric.reconcile())
         return removed
 
     # --- one router ---------------------------------------------------------------------
@@ -415,40 +403,17 @@ class Orchestrator:
                 if plan is None or plan.config is None:
                     return "no config to push", None
                 for network_id, need in sorted(plan.networks.items()):
-                    self._ensure_network(network_id, need.mtu, need.external)
+                    self.fabric.ensure_network(network_id, need.mtu, need.external)
                 applied = self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
                 with self._lock:
                     self.pushes += 1
         except AgentError as error:
-            self._forget_segments(plan.networks if plan is not None else {})
+            self.fabric.forget_segments(plan.networks if plan is not None else {})
             return _agent_failure(error), None
         except httpx.HTTPError as error:
-            self._forget_segments(None)
+            self.fabric.forget_segments(None)
             return f"{UNREACHABLE}: {error}", None
         return None, applied
-
-    def _ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
-        """PUT the segment unless this orchestrator already did with the same
-        spec (a PUT takes the agent's fabric lock, which applies wait for)."""
-        with self._lock:
-            if self._segments.get(network_id) == (mtu, external):
-                return
-        try:
-            self.agent.put_network(network_id, mtu=mtu, external=external)
-        except AgentError as error:
-            if error.status_code != 409:  # an MTU change under attachments: keep it
-                raise
-            return
-        with self._lock:
-            self._segments[network_id] = (mtu, external)
-
-    def _forget_segments(self, network_ids: Iterable[str] | None) -> None:
-        """After a failure, ask the agent again rather than trust the cache."""
-        with self._lock:
-            if network_ids is None:
-                self._segments.clear()
-            for network_id in network_ids or ():
-                self._segments.pop(network_id, None)
 
     def _delete_appliance(self, appliance_id: str) -> None:
         try:
@@ -494,7 +459,7 @@ class Orchestrator:
             if decision.events:
                 history.trim(session, router_id)
             if not seen.agent_down:  # nothing known: leave the statuses as they are
-                _write_statuses(session, router_id, after.state, plan)
+                statuses.write_statuses(session, router_id, after.state, plan)
 
     def _forget(self, router_id: str) -> None:
         with self.sessions.begin() as session:
@@ -502,163 +467,6 @@ class Orchestrator:
             session.execute(delete(RouterEvent).where(RouterEvent.router_id == router_id))
         log.info("router %s: appliance removed, record dropped", router_id)
         self.wake(FABRIC)
-
-    # --- workload ports and L2 segments -------------------------------------------------
-
-    def reconcile_fabric(self) -> list[str]:
-        """Plug bound ports, unplug the rest, and remove segments nothing uses;
-        what was removed. One pass at a time (the FABRIC worker's or
-        `cleanup`'s); a port, segment or binding that fails is logged (a
-        port's status says DOWN) and the others proceed."""
-        with self._fabric_lock:
-            return self._reconcile_fabric()
-
-    def _reconcile_fabric(self) -> list[str]:
-        removed: list[str] = []
-        # The agent first: a segment pushed after this listing is never
-        # mistaken for an unused one below.
-        segments = self.agent.networks(observe=False)
-        with self._lock:
-            present = {s["id"] for s in segments}
-            for network_id in set(self._segments) - present:
-                del self._segments[network_id]  # gone behind our back
-        statuses: dict[str, str] = {}
-        with self.sessions.begin() as session:
-            specs: dict[str, dict[str, Any]] = {}
-            for binding, port, network in _bound_ports(session):
-                try:
-                    specs[port.id] = _port_spec(session, binding, port, network)
-                except ValueError as error:  # pydantic's ValidationError included
-                    # Nothing valid to plug: unplugged below, and DOWN.
-                    log.warning("port %s: its binding cannot be plugged: %s", port.id, error)
-                    statuses[port.id] = "DOWN"
-            networks = _networks(
-                session,
-                select(Port.network_id).join(PortBinding, PortBinding.port_id == Port.id),
-            )
-            needed = set(networks) | set(
-                session.scalars(
-                    select(Port.network_id).join(RouterPort, RouterPort.port_id == Port.id)
-                )
-            )
-        for network_id, (mtu, external) in sorted(networks.items()):
-            if self._stop.is_set():
-                return removed
-            try:
-                self._ensure_network(network_id, mtu, external)
-            except AgentError as error:  # its ports fail below, and are DOWN
-                log.warning("segment %s failed: %s", network_id, error)
-        plugged = {p["id"]: p for p in self.agent.ports()}
-        for port_id in sorted(set(plugged) - set(specs)):
-            if self._stop.is_set():
-                return removed
-            log.info("unplugging port %s", port_id)
-            try:
-                self.agent.delete_port(port_id)
-            except AgentError as error:
-                if error.status_code != 404:  # gone already: nothing to say
-                    log.warning("unplugging port %s failed: %s", port_id, error)
-                    continue
-            removed.append(f"port {port_id}")
-        for port_id, spec in sorted(specs.items()):
-            if self._stop.is_set():
-                return removed
-            current = plugged.get(port_id)
-            try:
-                if current is None or current["spec"] != spec or not current.get("present"):
-                    self.agent.put_port(port_id, spec)
-                statuses[port_id] = "ACTIVE"
-            except AgentError as error:
-                log.warning("plugging port %s failed: %s", port_id, error)
-                statuses[port_id] = "DOWN"
-        with self.sessions.begin() as session:
-            for port_id, status in statuses.items():
-                session.execute(
-                    update(Port)
-                    .where(Port.id == port_id, Port.status != status)
-                    .values(status=status)
-                )
-            # Ports neither bound nor a router's are DOWN: nothing on the host carries them.
-            session.execute(
-                update(Port)
-                .where(
-                    Port.status != "DOWN",
-                    Port.id.not_in(select(PortBinding.port_id)),
-                    Port.id.not_in(select(RouterPort.port_id)),
-                    Port.device_owner != "network:floatingip",
-                )
-                .values(status="DOWN")
-            )
-        for segment in segments:
-            if segment["id"] in needed:
-                continue
-            if self._stop.is_set():
-                return removed
-            try:
-                self._forget_segments([segment["id"]])
-                self.agent.delete_network(segment["id"])
-                removed.append(f"network {segment['id']}")
-            except AgentError as error:
-                if error.status_code != 409:  # 409: still in use, the next pass
-                    log.warning("removing segment %s failed: %s", segment["id"], error)
-        return removed
-
-
-def _touches_fabric(event: OutboxEvent) -> bool:
-    """Events that can change plugs or leave a segment unused: any port change,
-    and what detaches a router from a network. (Segments in use are pushed
-    with their router; the resync catches anything else.)"""
-    if event.resource_type == "port":
-        return True
-    if event.resource_type == "network":
-        return event.action == "delete"
-    if event.resource_type == "router":
-        return event.action in ("delete", "remove_interface", "update")
-    return False
-
-
-def _affected(session: Session, event: OutboxEvent) -> set[str]:
-    """The routers an event may change: the router itself; the routers on a
-    network, a subnet's or a port's network; a floating IP's router. When the
-    object is gone already, what the event's detail says it was on
-    (`network_id` for a subnet or port, `router_id` for a floating IP);
-    without that, every router of its project (the resync catches anything
-    this misses)."""
-    kind, object_id = event.resource_type, event.resource_id
-    detail = event.detail if isinstance(event.detail, dict) else {}
-    if kind == "router":
-        return {object_id}
-    network_id: str | None = None
-    if kind == "network":
-        network_id = object_id
-    elif kind == "subnet":
-        network_id = session.scalar(select(Subnet.network_id).where(Subnet.id == object_id))
-    elif kind == "port":
-        network_id = session.scalar(select(Port.network_id).where(Port.id == object_id))
-    elif kind == "floatingip":
-        floating = session.get(FloatingIp, object_id)
-        if floating is not None:
-            return {floating.router_id} if floating.router_id else set()
-        if "router_id" in detail:  # the router it was on when deleted (None: none)
-            router_id = detail["router_id"]
-            return {router_id} if isinstance(router_id, str) else set()
-    if network_id is None and isinstance(detail.get("network_id"), str):
-        network_id = detail["network_id"]
-    if network_id is not None:
-        return set(
-            session.scalars(
-                select(RouterPort.router_id)
-                .join(Port, Port.id == RouterPort.port_id)
-                .where(Port.network_id == network_id)
-            )
-        )
-    found = set(session.scalars(select(Router.id).where(Router.project_id == event.project_id)))
-    found.update(
-        session.scalars(
-            select(RouterState.router_id).where(RouterState.project_id == event.project_id)
-        )
-    )
-    return found
 
 
 def _record(row: RouterState | None) -> Record:
@@ -679,108 +487,3 @@ def _agent_failure(error: AgentError) -> str:
         detail = body.get("detail", body)
         return f"agent refused ({error.status_code}): {detail}"
     return f"agent refused ({error.status_code}): {body}"
-
-
-def _write_statuses(
-    session: Session, router_id: str, state: State, plan: driver.RouterPlan | None
-) -> None:
-    """Neutron statuses from reality: the router, its ports, its floating IPs.
-    Observed values, not changes: no revision bump, no outbox event."""
-    if state is State.PAUSED:
-        return
-    status = neutron_status(state)
-    # Lock the router row first (a row lock on PostgreSQL, the write lock on
-    # SQLite), then read: an API change that marks it BUILD either commits
-    # before and is seen below, or waits and lands after this write.
-    session.execute(update(Router).where(Router.id == router_id).values(status=Router.status))
-    session.expire_all()
-    router = session.get(Router, router_id)
-    if router is not None and not router.admin_state_up and state is State.ACTIVE:
-        status = "DOWN"  # down as asked: its appliance is gone
-    # The API may have changed what the router should run since we looked (and
-    # marked it BUILD): ACTIVE only if what runs is still current.
-    if (
-        status == "ACTIVE"
-        and router is not None
-        and plan is not None
-        and driver.plan(session, router).digest != plan.digest
-    ):
-        status = "BUILD"
-    session.execute(
-        update(Router).where(Router.id == router_id, Router.status != status).values(status=status)
-    )
-    up = "ACTIVE" if status == "ACTIVE" else "DOWN"
-    own = select(RouterPort.port_id).where(RouterPort.router_id == router_id)
-    session.execute(update(Port).where(Port.id.in_(own), Port.status != up).values(status=up))
-    session.execute(
-        update(FloatingIp)
-        .where(
-            FloatingIp.router_id == router_id,
-            FloatingIp.fixed_port_id.is_not(None),
-            FloatingIp.status != up,
-        )
-        .values(status=up)
-    )
-    session.execute(
-        update(FloatingIp)
-        .where(FloatingIp.router_id.is_(None), FloatingIp.status != "DOWN")
-        .values(status="DOWN")
-    )
-
-
-def _networks(session: Session, ids: Any) -> dict[str, tuple[int, bool]]:
-    return {
-        n.id: (n.mtu, n.external)
-        for n in session.scalars(select(Network).where(Network.id.in_(ids)))
-    }
-
-
-def _bound_ports(session: Session) -> list[tuple[PortBinding, Port, Network]]:
-    rows = session.execute(
-        select(PortBinding, Port, Network)
-        .join(Port, Port.id == PortBinding.port_id)
-        .join(Network, Network.id == Port.network_id)
-        .order_by(PortBinding.port_id)
-    ).all()
-    return [(binding, port, network) for binding, port, network in rows]
-
-
-def _port_spec(
-    session: Session, binding: PortBinding, port: Port, network: Network
-) -> dict[str, Any]:
-    """The agent's port spec for a bound port: its MAC, its fixed IPs, a
-    default route through each IPv4 subnet's gateway, its network's MTU.
-    ValueError (pydantic's ValidationError is one) when none can be made."""
-    addresses: list[str] = []
-    routes: list[dict[str, str]] = []
-    for allocation in port.fixed_ips:
-        subnet = session.get(Subnet, allocation.subnet_id)
-        if subnet is None:
-            raise ValueError(f"subnet {allocation.subnet_id} is gone")
-        prefix = ipaddress.ip_network(subnet.cidr).prefixlen
-        if subnet.ip_version == 4 and binding.dhcp:
-            continue
-        addresses.append(f"{allocation.ip_address}/{prefix}")
-        if subnet.gateway_ip and not routes_have_default(routes, subnet.ip_version):
-            default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
-            routes.append({"destination": default, "nexthop": subnet.gateway_ip})
-    spec = PortSpec.model_validate(
-        {
-            "network_id": port.network_id,
-            "mac": port.mac_address,
-            "netns": binding.netns,
-            "ifname": binding.ifname,
-            "addresses": addresses,
-            "routes": routes,
-            "dhcp": binding.dhcp,
-            "mtu": network.mtu,
-        }
-    )
-    # In the agent's own normal form, so that equal specs compare equal.
-    spec_json: dict[str, Any] = spec.model_dump(mode="json")
-    return spec_json
-
-
-def routes_have_default(routes: list[dict[str, str]], version: int) -> bool:
-    default = "0.0.0.0/0" if version == 4 else "::/0"
-    return any(r["destination"] == default for r in routes)

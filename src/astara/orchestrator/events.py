@@ -1,0 +1,67 @@
+"""Which work an outbox event wakes: the routers whose appliance it may
+change, and whether it may change workload plugs or leave a segment unused.
+Events only wake; the resync catches anything an event misses."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.db.models import FloatingIp, OutboxEvent, Port, Router, RouterPort, RouterState, Subnet
+
+
+def touches_fabric(event: OutboxEvent) -> bool:
+    """Events that can change plugs or leave a segment unused: any port change,
+    and what detaches a router from a network. (Segments in use are pushed
+    with their router; the resync catches anything else.)"""
+    if event.resource_type == "port":
+        return True
+    if event.resource_type == "network":
+        return event.action == "delete"
+    if event.resource_type == "router":
+        return event.action in ("delete", "remove_interface", "update")
+    return False
+
+
+def affected(session: Session, event: OutboxEvent) -> set[str]:
+    """The routers an event may change: the router itself; the routers on a
+    network, a subnet's or a port's network; a floating IP's router. When the
+    object is gone already, what the event's detail says it was on
+    (`network_id` for a subnet or port, `router_id` for a floating IP);
+    without that, every router of its project (the resync catches anything
+    this misses)."""
+    kind, object_id = event.resource_type, event.resource_id
+    detail = event.detail if isinstance(event.detail, dict) else {}
+    if kind == "router":
+        return {object_id}
+    network_id: str | None = None
+    if kind == "network":
+        network_id = object_id
+    elif kind == "subnet":
+        network_id = session.scalar(select(Subnet.network_id).where(Subnet.id == object_id))
+    elif kind == "port":
+        network_id = session.scalar(select(Port.network_id).where(Port.id == object_id))
+    elif kind == "floatingip":
+        floating = session.get(FloatingIp, object_id)
+        if floating is not None:
+            return {floating.router_id} if floating.router_id else set()
+        if "router_id" in detail:  # the router it was on when deleted (None: none)
+            router_id = detail["router_id"]
+            return {router_id} if isinstance(router_id, str) else set()
+    if network_id is None and isinstance(detail.get("network_id"), str):
+        network_id = detail["network_id"]
+    if network_id is not None:
+        return set(
+            session.scalars(
+                select(RouterPort.router_id)
+                .join(Port, Port.id == RouterPort.port_id)
+                .where(Port.network_id == network_id)
+            )
+        )
+    found = set(session.scalars(select(Router.id).where(Router.project_id == event.project_id)))
+    found.update(
+        session.scalars(
+            select(RouterState.router_id).where(RouterState.project_id == event.project_id)
+        )
+    )
+    return found

@@ -1,0 +1,68 @@
+"""Neutron statuses from what the orchestrator observed: a router is ACTIVE
+only while its appliance runs its current config; its ports and floating IPs
+follow it. Observed values, not changes: no revision bump, no outbox event."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from astara.db.models import FloatingIp, Port, Router, RouterPort
+from astara.drivers import router as driver
+from astara.orchestrator.lifecycle import State
+
+
+def neutron_status(state: State) -> str:
+    """A router is ACTIVE only when its appliance runs its current config."""
+    if state is State.ACTIVE:
+        return "ACTIVE"
+    if state is State.ERROR:
+        return "ERROR"
+    return "BUILD"
+
+
+def write_statuses(
+    session: Session, router_id: str, state: State, plan: driver.RouterPlan | None
+) -> None:
+    """Neutron statuses from reality: the router, its ports, its floating IPs.
+    Observed values, not changes: no revision bump, no outbox event."""
+    if state is State.PAUSED:
+        return
+    status = neutron_status(state)
+    # Lock the router row first (a row lock on PostgreSQL, the write lock on
+    # SQLite), then read: an API change that marks it BUILD either commits
+    # before and is seen below, or waits and lands after this write.
+    session.execute(update(Router).where(Router.id == router_id).values(status=Router.status))
+    session.expire_all()
+    router = session.get(Router, router_id)
+    if router is not None and not router.admin_state_up and state is State.ACTIVE:
+        status = "DOWN"  # down as asked: its appliance is gone
+    # The API may have changed what the router should run since we looked (and
+    # marked it BUILD): ACTIVE only if what runs is still current.
+    if (
+        status == "ACTIVE"
+        and router is not None
+        and plan is not None
+        and driver.plan(session, router).digest != plan.digest
+    ):
+        status = "BUILD"
+    session.execute(
+        update(Router).where(Router.id == router_id, Router.status != status).values(status=status)
+    )
+    up = "ACTIVE" if status == "ACTIVE" else "DOWN"
+    own = select(RouterPort.port_id).where(RouterPort.router_id == router_id)
+    session.execute(update(Port).where(Port.id.in_(own), Port.status != up).values(status=up))
+    session.execute(
+        update(FloatingIp)
+        .where(
+            FloatingIp.router_id == router_id,
+            FloatingIp.fixed_port_id.is_not(None),
+            FloatingIp.status != up,
+        )
+        .values(status=up)
+    )
+    session.execute(
+        update(FloatingIp)
+        .where(FloatingIp.router_id.is_(None), FloatingIp.status != "DOWN")
+        .values(status="DOWN")
+    )
