@@ -133,6 +133,17 @@ class Refusing(httpx.BaseTransport):
         self.inner.close()
 
 
+class BrokenShow(Refusing):
+    """An appliance the agent cannot show (its GET answers 500, as with a
+    corrupt stored config) but can delete: after a DELETE, it is gone (404)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _, path = self.refused
+        if (request.method, request.url.path) == ("DELETE", path):
+            self.refused = ("", "")
+        return super().handle_request(request)
+
+
 class Gate(httpx.BaseTransport):
     """The agent's own transport, except that the first request to a path
     under `prefix` waits until the test opens the gate: an agent call caught
@@ -342,6 +353,41 @@ def test_a_router_deleted_while_paused_is_removed_from_the_host(
     api("DELETE", f"/v2.0/routers/{router['id']}", ok=204)
     wait_until(lambda: not netns.exists(namespace), 30, 0.1, "the appliance to be removed")
     wait_until(lambda: router_state(engine, router["id"]) is None, 30, 0.1, "the record dropped")
+
+
+def test_an_appliance_the_agent_cannot_show_is_removed_all_the_same(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """The tenant deletes a router whose appliance the agent fails to show
+    (a 500 on every GET): nothing is to run there, so it is removed anyway,
+    not counted as a failure until ERROR and left running."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    network = api.create("networks", "network", name="n1")
+    subnet = api.create(
+        "subnets", "subnet", network_id=network["id"], cidr="10.7.0.0/24", ip_version=4
+    )
+    router = api.create("routers", "router", name="r1")
+    interface = {"subnet_id": subnet["id"]}
+    api("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", interface)
+    first = orchestrators(engine, agent.client).start()
+    settle(engine, first, router["id"])
+    first.stop()
+    namespace = f"{agent.prefix}-appliance-{router['id']}"
+    client = through(agent, BrokenShow(agent.socket, "GET", f"/v1/appliances/{router['id']}"))
+    try:
+        orchestrators(engine, client, resync_s=1.0).start()
+        api("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", interface)
+        api("DELETE", f"/v2.0/routers/{router['id']}", ok=204)
+        wait_until(lambda: not netns.exists(namespace), 30, 0.1, "the appliance to be removed")
+        wait_until(
+            lambda: router_state(engine, router["id"]) is None, 30, 0.1, "the record dropped"
+        )
+    finally:
+        client.close()
 
 
 # --- the outbox -----------------------------------------------------------------------------

@@ -168,6 +168,26 @@ def test_a_failed_removal_backs_off_ends_in_error_and_is_still_retried(
         assert done.record == Record(state=State.ACTIVE) and actions(done) == []
 
 
+def test_an_error_while_removing_does_not_hold_once_an_appliance_is_wanted_again() -> None:
+    """A router set down (no appliance wanted) whose removal failed until
+    ERROR, then set up again: that ERROR was about removing, so the new config
+    is pushed rather than waiting for `astara router rebuild`."""
+    record = Record(state=State.CONFIGURING, applied_hash=OLD)
+    now = NOW
+    for _ in range(MAX_ATTEMPTS):
+        record = step(record, seen(**IDLE, failure="agent refused (500)"), now).record
+        now = record.retry_at or now
+    assert record.state is State.ERROR and record.removing
+    wanted = step(record, seen(observed_hash=OLD), now)
+    assert actions(wanted) == [Action.PUSH]
+    assert wanted.record.state is State.CONFIGURING and wanted.record.attempts == 0
+    assert not wanted.record.removing
+    assert wanted.events[0] == "error -> configuring: an appliance is wanted again"
+    # An ERROR from running one is left to the operator, as before.
+    ran = Record(state=State.ERROR, attempts=MAX_ATTEMPTS, applied_hash=OLD)
+    assert actions(step(ran, seen(observed_hash=OLD), now)) == []
+
+
 @pytest.mark.parametrize("state", [State.ACTIVE, State.CONFIGURING, State.DELETING])
 @pytest.mark.parametrize("path", [GONE, IDLE], ids=["deleted", "idle"])
 def test_a_failure_is_never_taken_for_the_appliance_being_gone(

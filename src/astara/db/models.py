@@ -254,6 +254,7 @@ class RouterState(Base):
     retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     applied_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    removing: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     # Written by operators (the admin API), only read by the orchestrator.
     paused: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -18,7 +18,9 @@ backs off like any other command, and ends in ERROR after `MAX_ATTEMPTS`. An
 ERROR never stops a removal for good: every wake (the periodic resync at
 least) tries the DELETE again, quietly, until it succeeds — nothing else would
 ever remove an appliance nobody wants. A failure never counts as "the
-appliance is gone": after one, the next step looks again.
+appliance is gone": after one, the next step looks again. Such failures are
+marked `removing`: once an appliance is wanted again (the router is set up,
+or given a port), they no longer hold, and it is configured afresh.
 
 `retry_at` is set only while a retry is wanted: a step that issues a command
 clears it (unless it counted a failure: the back-off then delays the next
@@ -59,6 +61,9 @@ class Record:
     retry_at: datetime | None = None
     last_error: str | None = None
     applied_hash: str | None = None
+    # The failures counted (and an ERROR) are about removing an appliance
+    # nobody wants: once one is wanted again, they no longer hold.
+    removing: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,9 +154,16 @@ def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
 
 
 def _decide_known(record: Record, seen: Observation, now: datetime) -> Decision:
-    state = record.state
     if seen.desired_hash is None:
         return _deleting(record, seen, now) if not seen.exists else _idle(record, seen, now)
+    if record.removing:
+        # A removal was failing, and now an appliance is wanted again: its
+        # failures say nothing about running one. Start afresh.
+        fresh = Record(state=State.CONFIGURING, applied_hash=record.applied_hash)
+        decision = _decide_known(fresh, seen, now)
+        wanted = f"{record.state} -> configuring: an appliance is wanted again"
+        return replace(decision, events=(wanted, *decision.events))
+    state = record.state
     if seen.rebuild_requested:
         fresh = Record(state=State.REBUILDING, applied_hash=record.applied_hash)
         asked = f"{state} -> rebuilding: an operator asked for a rebuild"
@@ -248,8 +260,8 @@ def _removal_failed(record: Record, state: State, error: str, now: datetime) -> 
     """A DELETE (or the command before it) failed: back off, count, end in
     ERROR. From ERROR (every wake retries) only the newest reason is kept."""
     if record.state is State.ERROR:
-        return Decision(replace(record, last_error=error))
-    return _failed(replace(record, state=state), error, now)
+        return Decision(replace(record, last_error=error, removing=True))
+    return _failed(replace(record, state=state, removing=True), error, now)
 
 
 def _retry_from_error(record: Record, reason: str) -> Decision:

@@ -370,16 +370,24 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
         observed: dict[str, Any] | None = applied
         failure = failure or invalid
+        desired = plan.digest if plan is not None else (invalid and "invalid")
         if failure is None and observed is None:
             try:
                 observed = self.agent.request("GET", f"/v1/appliances/{router_id}", ok=(200,))
             except AgentError as error:
-                if error.status_code != 404:
+                if error.status_code == 404:
+                    pass
+                elif desired is None:
+                    # No appliance is wanted and the agent cannot show this
+                    # one: remove it all the same (a DELETE of nothing is a
+                    # 404, ignored). Only a failed DELETE counts as a failure.
+                    observed = {}
+                else:
                     failure = f"agent: {error}"
             except httpx.HTTPError as error:
                 failure = f"{UNREACHABLE}: {error}"
         seen = Observation(
-            desired_hash=plan.digest if plan is not None else (invalid and "invalid"),
+            desired_hash=desired,
             present=observed is not None,
             observed_hash=(observed or {}).get("config_hash"),
             problems=tuple((observed or {}).get("problems") or ()),
@@ -450,6 +458,7 @@ class Orchestrator:
                 row.retry_at = after.retry_at
                 row.last_error = after.last_error
                 row.applied_hash = after.applied_hash
+                row.removing = after.removing
                 row.updated_at = now
             if decision.rebuild_handled:
                 row.rebuild_requested = False  # this step acted on it
@@ -478,6 +487,7 @@ def _record(row: RouterState | None) -> Record:
         retry_at=row.retry_at,
         last_error=row.last_error,
         applied_hash=row.applied_hash,
+        removing=row.removing,
     )
 
 
