@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -87,7 +88,9 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
     async def call(request: Request, work: Callable[[Session, Caller], T]) -> T:
         """Authenticate, then run `work` in one transaction in the thread pool.
         A transaction that loses a race on a unique constraint (two requests,
-        one address) runs again from the start, against the new state."""
+        one address), or whose row another writer deleted under it (the
+        orchestrator dropping a router's record), runs again from the start,
+        against the new state."""
 
         def transaction() -> T:
             for _ in range(RETRIES):
@@ -99,7 +102,7 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
                             request.headers.get("authorization"),
                         )
                         return work(session, caller)
-                except IntegrityError as race:
+                except (IntegrityError, StaleDataError) as race:
                     log.debug("retrying after a lost race: %s", race)
                     continue
             raise NeutronError(409, "Conflict", "Too many concurrent changes; try again.")
