@@ -176,6 +176,22 @@ def refusing(agent: AgentProcess, method: str, path: str) -> AgentClient:
     return through(agent, Refusing(agent.socket, method, path))
 
 
+def routed(api: Api, cidr: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A router with one interface on a new network: the router, and the interface body."""
+    network = api.create("networks", "network", name="n1")
+    subnet = api.create("subnets", "subnet", network_id=network["id"], cidr=cidr, ip_version=4)
+    router = api.create("routers", "router", name="r1")
+    interface = {"subnet_id": subnet["id"]}
+    api("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", interface)
+    return router, interface
+
+
+def removed_from_host(engine: Engine, namespace: str, router_id: str) -> None:
+    """Until the appliance's namespace is gone and the router's record dropped."""
+    wait_until(lambda: not netns.exists(namespace), 30, 0.1, "the appliance to be removed")
+    wait_until(lambda: router_state(engine, router_id) is None, 30, 0.1, "the record dropped")
+
+
 def stray_appliance(agent: AgentProcess, appliance_id: str, octet: int) -> None:
     assert agent.client is not None
     agent.client.put_network("stray-net")
@@ -331,13 +347,7 @@ def test_a_router_deleted_while_paused_is_removed_from_the_host(
     a paused router is never touched, and no orphan either)."""
     assert agent.client is not None
     api = Api(engine, tmp_path)
-    network = api.create("networks", "network", name="n1")
-    subnet = api.create(
-        "subnets", "subnet", network_id=network["id"], cidr="10.6.0.0/24", ip_version=4
-    )
-    router = api.create("routers", "router", name="r1")
-    interface = {"subnet_id": subnet["id"]}
-    api("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", interface)
+    router, interface = routed(api, "10.6.0.0/24")
     orchestrator = orchestrators(engine, agent.client, resync_s=1.0).start()
     settle(engine, orchestrator, router["id"])
     namespace = f"{agent.prefix}-appliance-{router['id']}"
@@ -351,8 +361,7 @@ def test_a_router_deleted_while_paused_is_removed_from_the_host(
     )
     api("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", interface)
     api("DELETE", f"/v2.0/routers/{router['id']}", ok=204)
-    wait_until(lambda: not netns.exists(namespace), 30, 0.1, "the appliance to be removed")
-    wait_until(lambda: router_state(engine, router["id"]) is None, 30, 0.1, "the record dropped")
+    removed_from_host(engine, namespace, router["id"])
 
 
 def test_an_appliance_the_agent_cannot_show_is_removed_all_the_same(
@@ -366,13 +375,7 @@ def test_an_appliance_the_agent_cannot_show_is_removed_all_the_same(
     not counted as a failure until ERROR and left running."""
     assert agent.client is not None
     api = Api(engine, tmp_path)
-    network = api.create("networks", "network", name="n1")
-    subnet = api.create(
-        "subnets", "subnet", network_id=network["id"], cidr="10.7.0.0/24", ip_version=4
-    )
-    router = api.create("routers", "router", name="r1")
-    interface = {"subnet_id": subnet["id"]}
-    api("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", interface)
+    router, interface = routed(api, "10.7.0.0/24")
     first = orchestrators(engine, agent.client).start()
     settle(engine, first, router["id"])
     first.stop()
@@ -382,10 +385,7 @@ def test_an_appliance_the_agent_cannot_show_is_removed_all_the_same(
         orchestrators(engine, client, resync_s=1.0).start()
         api("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface", interface)
         api("DELETE", f"/v2.0/routers/{router['id']}", ok=204)
-        wait_until(lambda: not netns.exists(namespace), 30, 0.1, "the appliance to be removed")
-        wait_until(
-            lambda: router_state(engine, router["id"]) is None, 30, 0.1, "the record dropped"
-        )
+        removed_from_host(engine, namespace, router["id"])
     finally:
         client.close()
 
