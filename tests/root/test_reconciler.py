@@ -38,9 +38,9 @@ pytestmark = pytest.mark.root
 class Api:
     """The tenant and operators' API in-process, as the admin."""
 
-    def __init__(self, engine: Engine, state_dir: Path) -> None:
+    def __init__(self, engine: Engine, state_dir: Path, agent: AgentClient | None = None) -> None:
         token = ensure_admin(engine, state_dir, "http://testserver", now())
-        self.client = TestClient(create_app(engine))
+        self.client = TestClient(create_app(engine, agent))
         self.headers = {"X-Auth-Token": token}
 
     def __call__(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
@@ -276,6 +276,26 @@ def test_a_binding_that_cannot_be_plugged_leaves_the_others_plugged(
     assert api("GET", f"/v2.0/ports/{bad['id']}")["port"]["status"] == "DOWN"
     assert netns.exists(f"{agent.prefix}-good") and not netns.exists(f"{agent.prefix}-bad")
     assert {p["id"] for p in agent.client.ports()} == {good["id"]}
+
+
+def test_a_plug_the_agent_would_refuse_is_refused_before_it_is_stored(
+    agent: AgentProcess, engine: Engine, tmp_path: Path
+) -> None:
+    """With an agent, the API knows its prefix: a namespace outside it, or
+    the fabric's or an appliance's, is a 400 and no binding is stored."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path, agent.client)
+    network = api.create("networks", "network", name="n1")
+    api.create("subnets", "subnet", network_id=network["id"], cidr="10.8.0.0/24", ip_version=4)
+    port = api.create("ports", "port", network_id=network["id"])
+    binding = f"/astara/v1/ports/{port['id']}/binding"
+    for netns_name in ("vm1", f"{agent.prefix}-fabric", f"{agent.prefix}-appliance-x"):
+        response = api.client.put(binding, json={"netns": netns_name}, headers=api.headers)
+        assert response.status_code == 400, (netns_name, response.text)
+        assert "netns" in response.json()["NeutronError"]["message"]
+    with session_factory(engine).begin() as session:
+        assert session.scalars(select(PortBinding)).all() == []
+    api("PUT", binding, {"netns": f"{agent.prefix}-web"})
 
 
 def test_stop_ends_a_fabric_pass_between_two_ports(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astara import __version__
+from astara.agent.client import AgentError
 from astara.api import (
     admin,
     changes,
@@ -42,6 +44,7 @@ from astara.api.errors import NeutronError
 from astara.api.extensions import EXTENSIONS
 from astara.api.query import parse_query, run_query
 from astara.db.engine import session_factory
+from astara.naming import Names
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -223,11 +226,26 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
             request, lambda s, c: operators.project_request(s, c, name_or_id, action, now())
         )
 
+    agent_names: list[Names] = []  # the agent's naming, once it told us its prefix
+
+    def names() -> Names | None:
+        """The agent's naming (its prefix, from its health), to check a plug's
+        namespace before it is stored; None without an agent or while it is away."""
+        if agent is not None and not agent_names:
+            try:
+                agent_names.append(Names(agent.health()["prefix"]))
+            except (AgentError, OSError, httpx.HTTPError, KeyError, TypeError, ValueError) as error:
+                log.warning("the agent's prefix is unknown for now: %s", error)
+        return agent_names[0] if agent_names else None
+
     @app.put("/astara/v1/ports/{port_id}/binding")
     async def operator_plug(request: Request, port_id: str) -> Any:
         body = await json_body(request)
+        known = await run_in_threadpool(names)
         return {
-            "binding": await call(request, lambda s, c: operators.plug(s, c, port_id, body, now()))
+            "binding": await call(
+                request, lambda s, c: operators.plug(s, c, port_id, body, now(), known)
+            )
         }
 
     @app.delete("/astara/v1/ports/{port_id}/binding", status_code=204)

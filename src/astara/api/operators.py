@@ -19,7 +19,8 @@ from astara.api.changes import timestamp
 from astara.api.errors import NeutronError
 from astara.db import history, outbox
 from astara.db.models import PausedProject, Port, PortBinding, Router, RouterEvent, RouterState
-from astara.fabric.ports import check_ifname, check_netns_name
+from astara.fabric.ports import check_ifname, check_netns_name, check_workload_netns
+from astara.naming import Names
 
 # The binding table's column: a longer name passes PortSpec but does not fit.
 _NETNS_COLUMN = PortBinding.__table__.c.netns.type
@@ -62,7 +63,7 @@ def router_view(target: _Target, state: RouterState | None, paused_project: bool
         "name": router.name if router is not None else "",
         "project_id": target.project_id,
         # DELETED: its tenant deleted it; the orchestrator has not removed
-        # its appliance yet (it waits while the router is paused).
+        # its appliance yet (a pause does not hold it).
         "status": router.status if router is not None else "DELETED",
         "state": state.state if state is not None else "creating",
         "attempts": state.attempts if state is not None else 0,
@@ -172,9 +173,15 @@ def project_request(
 
 
 def plug(
-    session: Session, caller: Caller, port_id: str, body: Any, now: datetime
+    session: Session,
+    caller: Caller,
+    port_id: str,
+    body: Any,
+    now: datetime,
+    names: Names | None = None,
 ) -> dict[str, Any]:
-    """Bind a port to a workload namespace; the orchestrator plugs it."""
+    """Bind a port to a workload namespace; the orchestrator plugs it. With
+    the agent's `names`, the namespace is checked against its prefix too."""
     require_admin(caller)
     port = _port(session, port_id)
     if not isinstance(body, dict) or not isinstance(body.get("netns"), str):
@@ -196,6 +203,11 @@ def plug(
             check(value)
         except ValueError as error:
             raise NeutronError(400, "HTTPBadRequest", f"{field}: {error}") from None
+    if names is not None:
+        try:
+            check_workload_netns(names, netns)
+        except ValueError as error:
+            raise NeutronError(400, "HTTPBadRequest", f"netns: {error}") from None
     if _NETNS_MAX is not None and len(netns) > _NETNS_MAX:
         raise NeutronError(400, "HTTPBadRequest", f"netns: at most {_NETNS_MAX} characters")
     if port.device_owner.startswith("network:"):

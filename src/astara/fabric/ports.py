@@ -119,16 +119,26 @@ def would_create(spec: PortSpec) -> dict[str, bool]:
     }
 
 
+def check_workload_netns(names: Names, netns: str) -> str:
+    """A workload's namespace: under the agent's prefix, and neither the
+    fabric's nor an appliance's."""
+    if not names.owns_netns(netns):
+        raise ValueError(f"netns {netns!r} must start with the agent's prefix {names.prefix}-")
+    if names.is_infrastructure_netns(netns):
+        raise ValueError(f"netns {netns!r} belongs to the fabric or an appliance")
+    return netns
+
+
 def plug(
     names: Names, port_id: str, spec: PortSpec, network_mtu: int, paths: PortPaths, new: bool
 ) -> dict[str, bool]:
     """Make the port exist as specified. Returns what the agent must remember
     to undo: whether it created the namespace and its /etc/netns directory.
     If plugging a new port fails, whatever this attempt made is removed."""
-    if not names.owns_netns(spec.netns):
-        raise PortError(f"netns {spec.netns!r} must start with the agent's prefix {names.prefix}-")
-    if names.is_infrastructure_netns(spec.netns):
-        raise PortError(f"netns {spec.netns!r} belongs to the fabric or an appliance")
+    try:
+        check_workload_netns(names, spec.netns)
+    except ValueError as error:
+        raise PortError(str(error)) from None
     mtu = spec.mtu or network_mtu
     created = {
         "created_netns": netns.create(spec.netns, WORKLOAD_NETNS_SYSCTLS),
