@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
 
 from astara.agent.client import AgentClient
 from astara.api.app import create_app, now
@@ -190,6 +191,18 @@ def removed_from_host(engine: Engine, namespace: str, router_id: str) -> None:
     """Until the appliance's namespace is gone and the router's record dropped."""
     wait_until(lambda: not netns.exists(namespace), 30, 0.1, "the appliance to be removed")
     wait_until(lambda: router_state(engine, router_id) is None, 30, 0.1, "the record dropped")
+
+
+def router_updated(session: Session, router: dict[str, Any]) -> None:
+    """An outbox event for `router`, in `session`'s transaction."""
+    outbox.record(
+        session,
+        resource_type="router",
+        resource_id=router["id"],
+        project_id=router["project_id"],
+        action="update",
+        now=now(),
+    )
 
 
 def stray_appliance(agent: AgentProcess, appliance_id: str, octet: int) -> None:
@@ -434,14 +447,7 @@ def test_an_event_committed_after_a_later_one_is_still_read(
         late = session_factory(engine)()
         try:
             late.begin()
-            outbox.record(
-                late,
-                resource_type="router",
-                resource_id=router["id"],
-                project_id=router["project_id"],
-                action="update",
-                now=now(),
-            )
+            router_updated(late, router)
             late.flush()  # its sequence is taken now
             api.create("networks", "network", name="meanwhile")  # the next sequence, committed
             wait_until(
@@ -490,14 +496,7 @@ def test_an_event_read_by_a_poll_that_failed_is_read_again(
     forget_it_was_seen(engine, router["id"])
     clock.after, clock.times = last_sequence(engine) + 1, 2
     with session_factory(engine).begin() as session:
-        outbox.record(
-            session,
-            resource_type="router",
-            resource_id=router["id"],
-            project_id=router["project_id"],
-            action="update",
-            now=now(),
-        )
+        router_updated(session, router)
     wait_until(lambda: woken(engine, router["id"]), 15, 0.05, "the router to be woken")
     assert clock.times == 0
 
