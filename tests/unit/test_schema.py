@@ -126,10 +126,6 @@ RULES: dict[str, Rule] = {
         append_at(("interfaces",), new_interface(NET_A_MAC, "net-c")),
         [(("interfaces", 3, "mac"), DUP)],
     ),
-    "two interfaces on one network": Rule(
-        append_at(("interfaces",), new_interface("fa:16:3e:00:03:01", "net-a")),
-        [(("interfaces", 3, "network_id"), DUP)],
-    ),
     "unknown network": Rule(
         lambda doc: None,
         [(("interfaces", 2, "network_id"), "value_error.unknown_network")],
@@ -371,6 +367,12 @@ VALID_VARIANTS: dict[str, Mutation] = {
         new_interface("fa:16:3e:00:03:01", "net-c", addresses=["10.0.3.7/32"]),
     ),
     "nested prefixes on one interface": append_at(("interfaces", 2, "addresses"), "10.0.2.130/25"),
+    "a second interface on one network (dual stack: an IPv6 port beside the IPv4 one)": (
+        append_at(
+            ("interfaces",),
+            new_interface("fa:16:3e:00:03:01", "net-a", addresses=["2001:db8:a::1/64"]),
+        )
+    ),
     "management interface": append_at(
         ("interfaces",),
         new_interface("fa:16:3e:00:03:01", "mgmt", "management", addresses=["192.0.2.10/24"]),

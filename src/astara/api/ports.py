@@ -150,7 +150,8 @@ def _free(session: Session, subnet: Subnet) -> ipam.IPAddress | None:
     return ipam.choose_address(pools, _used(session, subnet.id), _random)
 
 
-def _slaac(subnet: Subnet) -> bool:
+def auto_address(subnet: Subnet) -> bool:
+    """SLAAC and DHCPv6-stateless subnets: every port's address is its EUI-64."""
     return subnet.ip_version == 6 and (subnet.ipv6_address_mode or subnet.ipv6_ra_mode) in (
         "slaac",
         "dhcpv6-stateless",
@@ -190,7 +191,7 @@ def allocate(
         else:
             if any(s.ip_version == 4 for s in subnets):
                 raise _exhausted(network)
-        stateful = [s for s in subnets if s.ip_version == 6 and not _slaac(s)]
+        stateful = [s for s in subnets if s.ip_version == 6 and not auto_address(s)]
         for subnet in stateful:
             address = _free(session, subnet)
             if address is not None:
@@ -199,7 +200,7 @@ def allocate(
         else:
             if stateful:
                 raise _exhausted(network)
-        for subnet in (s for s in subnets if s.ip_version == 6 and _slaac(s)):
+        for subnet in (s for s in subnets if s.ip_version == 6 and auto_address(s)):
             chosen.append((subnet, ipam.eui64(ipaddress.IPv6Network(subnet.cidr), mac)))
         return [_allocation(s, a, i) for i, (s, a) in enumerate(chosen)]
     if not isinstance(requested, list):
@@ -254,7 +255,7 @@ def allocate(
             existing = next((a for (s, _), a in current.items() if s == subnet_id), None)
             if existing is not None:
                 address = ipaddress.ip_address(existing.ip_address)
-            elif _slaac(subnet):
+            elif auto_address(subnet):
                 address = ipam.eui64(ipaddress.IPv6Network(subnet.cidr), mac)
             else:
                 address = _free(session, subnet)

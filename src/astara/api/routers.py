@@ -388,6 +388,12 @@ def add_interface(
                 "Bad router request: Router port must have at least one fixed IP.",
             )
         new_subnets = [session.get(Subnet, a.subnet_id) for a in port.fixed_ips]
+        if sum(1 for s in new_subnets if s is not None and s.ip_version == 4) > 1:
+            raise NeutronError(
+                400,
+                "BadRequest",
+                "Bad router request: Cannot have multiple IPv4 subnets on router port.",
+            )
     else:
         subnet = subnets.get(session, caller, str(subnet_id))
         network = session.get(Network, subnet.network_id)
@@ -408,6 +414,13 @@ def add_interface(
                 "BadRequest",
                 "Bad router request: Subnet for router interface must have a gateway IP.",
             )
+        if subnet.ip_version == 6 and subnet.ipv6_address_mode and not subnet.ipv6_ra_mode:
+            raise NeutronError(
+                400,
+                "BadRequest",
+                f"Bad router request: IPv6 subnet {subnet.id} configured to receive RAs from"
+                " an external router cannot be added to Neutron Router.",
+            )
         new_subnets = [subnet]
     _refuse_overlap(session, router, [s for s in new_subnets if s is not None])
     if port_id is not None:
@@ -427,14 +440,24 @@ def add_interface(
                 "IpAddressAlreadyAllocated",
                 f"IP address {subnet.gateway_ip} already allocated in subnet {subnet.id}",
             )
-        port = _service_port(
-            session, network, router, INTERFACE, project_id=router.project_id, now=now
+        # Neutron's rule (§4.1): an IPv6 subnet joins the router's IPv6 port on
+        # the same network, if it has one; every IPv4 subnet gets a port of its own.
+        shared = _ipv6_interface(session, router, network.id) if subnet.ip_version == 6 else None
+        allocation = IpAllocation(
+            subnet_id=subnet.id,
+            network_id=network.id,
+            ip_address=subnet.gateway_ip,
+            position=len(shared.fixed_ips) if shared is not None else 0,
         )
-        port.fixed_ips = [
-            IpAllocation(
-                subnet_id=subnet.id, network_id=network.id, ip_address=subnet.gateway_ip, position=0
+        if shared is not None:
+            port = shared
+            port.fixed_ips.append(allocation)
+            changes.update(session, "port", port, {}, now)
+        else:
+            port = _service_port(
+                session, network, router, INTERFACE, project_id=router.project_id, now=now
             )
-        ]
+            port.fixed_ips = [allocation]
     session.flush()
     router.status = BUILD
     changes.record(session, "router", router, "add_interface", now)
@@ -444,6 +467,8 @@ def add_interface(
 def remove_interface(
     session: Session, caller: Caller, router_id: str, body: Any, now: datetime
 ) -> dict[str, Any]:
+    """Remove an interface by port (the whole port) or by subnet (that subnet's
+    address: the port goes with its last one, §4.2)."""
     router = get(session, caller, router_id)
     subnet_id, port_id = _interface_body(body)
     interfaces = _ports(session, router, INTERFACE)
@@ -461,6 +486,7 @@ def remove_interface(
                 "SubnetMismatchForPort",
                 f"Subnet on port {port.id} does not match the requested subnet {subnet_id}.",
             )
+        removed_ids = [a.subnet_id for a in port.fixed_ips]
     else:
         port = next(
             (p for p in interfaces if subnet_id in {a.subnet_id for a in p.fixed_ips}), None
@@ -471,9 +497,27 @@ def remove_interface(
                 "RouterInterfaceNotFoundForSubnet",
                 f"Router {router.id} has no interface on subnet {subnet_id}",
             )
+        removed_ids = [str(subnet_id)]
+    _refuse_if_needed(session, router, removed_ids)
+    info = _interface_info(router, port)
+    kept = [a for a in port.fixed_ips if a.subnet_id not in removed_ids]
+    if kept:  # a multi-prefix IPv6 port loses one prefix and stays
+        info["subnet_id"], info["subnet_ids"] = removed_ids[-1], removed_ids
+        port.fixed_ips = kept
+        changes.update(session, "port", port, {}, now)
+    else:
+        _remove_port(session, router, port)
+    router.status = BUILD
+    changes.record(session, "router", router, "remove_interface", now)
+    return info
+
+
+def _refuse_if_needed(session: Session, router: Router, subnet_ids: list[str]) -> None:
+    """An interface's subnets stay while an extra route's next hop or a
+    floating IP's fixed address is in them (§4.2)."""
     removed = [
         ipaddress.ip_network(s.cidr)
-        for s in (session.get(Subnet, a.subnet_id) for a in port.fixed_ips)
+        for s in (session.get(Subnet, subnet_id) for subnet_id in subnet_ids)
         if s
     ]
     for route in router.routes:
@@ -481,11 +525,9 @@ def remove_interface(
             raise NeutronError(
                 409,
                 "RouterInterfaceInUseByRoute",
-                f"Router interface for subnet {port.fixed_ips[0].subnet_id}"
-                f" on router {router.id} cannot be deleted, "
-                "as it is required by one or more routes.",
+                f"Router interface for subnet {subnet_ids[0]} on router {router.id} cannot be"
+                " deleted, as it is required by one or more routes.",
             )
-    subnet_ids = [a.subnet_id for a in port.fixed_ips]
     for floating in session.scalars(select(FloatingIp).where(FloatingIp.router_id == router.id)):
         holder = session.get(Port, floating.fixed_port_id) if floating.fixed_port_id else None
         if holder is not None and any(
@@ -498,8 +540,16 @@ def remove_interface(
                 f"Router interface for subnet {subnet_ids[0]} on router {router.id} cannot be"
                 " deleted, as it is required by one or more floating IPs.",
             )
-    info = _interface_info(router, port)
-    _remove_port(session, router, port)
-    router.status = BUILD
-    changes.record(session, "router", router, "remove_interface", now)
-    return info
+
+
+def _ipv6_interface(session: Session, router: Router, network_id: str) -> Port | None:
+    """The router's interface port on `network_id` that holds IPv6 addresses."""
+    return next(
+        (
+            p
+            for p in _ports(session, router, INTERFACE)
+            if p.network_id == network_id
+            and any(ipaddress.ip_address(a.ip_address).version == 6 for a in p.fixed_ips)
+        ),
+        None,
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import access, changes, networks
+from astara.api import access, changes, networks, ports
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -23,7 +23,15 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import ROUTER_INTERFACE, IpAllocation, Port, Subnet
+from astara.db.models import (
+    FLOATING_IP,
+    ROUTER_GATEWAY,
+    ROUTER_INTERFACE,
+    IpAllocation,
+    Network,
+    Port,
+    Subnet,
+)
 
 RA_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 DEFAULT_GATEWAY = object()  # gateway_ip not given: the subnet's first address
@@ -245,8 +253,33 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     session.add(subnet)
     network.revision_number += 1  # a new subnet is a change of its network
     network.updated_at = now
+    if ports.auto_address(subnet):
+        _address_existing_ports(session, network, subnet, now)
     changes.record(session, "subnet", subnet, "create", now)
     return subnet
+
+
+def _address_existing_ports(
+    session: Session, network: Network, subnet: Subnet, now: datetime
+) -> None:
+    """A new auto-address subnet gives the network's ports their EUI-64
+    address on it (§3.2); a router interface joins a subnet only through
+    add_router_interface, and a floating IP's port holds its address only."""
+    cidr = ipaddress.IPv6Network(subnet.cidr)
+    for port in session.scalars(
+        select(Port).where(Port.network_id == network.id).order_by(Port.id)
+    ):
+        if port.device_owner in (ROUTER_INTERFACE, FLOATING_IP):
+            continue
+        port.fixed_ips.append(
+            IpAllocation(
+                subnet_id=subnet.id,
+                network_id=network.id,
+                ip_address=str(ipam.eui64(cidr, port.mac_address)),
+                position=len(port.fixed_ips),
+            )
+        )
+        _changed_port(session, port, now)
 
 
 def update(
@@ -309,17 +342,45 @@ def update(
     return subnet
 
 
+def _ports_on(session: Session, subnet: Subnet) -> list[Port]:
+    return list(
+        session.scalars(
+            select(Port)
+            .join(IpAllocation, IpAllocation.port_id == Port.id)
+            .where(IpAllocation.subnet_id == subnet.id)
+            .order_by(Port.id)
+        )
+    )
+
+
+def _changed_port(session: Session, port: Port, now: datetime) -> None:
+    """A port's addresses changed under it: its revision and event, and its
+    router's appliance (a gateway's addresses are the router's) is rebuilt."""
+    changes.update(session, "port", port, {}, now)
+    if port.device_owner == ROUTER_GATEWAY:
+        changes.mark_build(session, port.device_id, now)
+
+
 def delete(session: Session, caller: Caller, subnet: Subnet, now: datetime) -> None:
-    in_use = session.scalars(
-        select(IpAllocation.port_id).where(IpAllocation.subnet_id == subnet.id)
-    ).first()
-    if in_use is not None:
+    """Refused while ports have addresses on it, except an auto-address subnet
+    (SLAAC, DHCPv6-stateless), which only a router interface holds: its
+    addresses are taken from the other ports instead (§3.2)."""
+    holders = _ports_on(session, subnet)
+    if ports.auto_address(subnet):
+        holders_in_use = [p for p in holders if p.device_owner == ROUTER_INTERFACE]
+    else:
+        holders_in_use = holders
+    if holders_in_use:
         raise NeutronError(
             409,
             "SubnetInUse",
             f"Unable to complete operation on subnet {subnet.id}: One or more ports have an IP "
             "allocation from this subnet.",
         )
+    for port in holders:
+        port.fixed_ips = [a for a in port.fixed_ips if a.subnet_id != subnet.id]
+        _changed_port(session, port, now)
+    session.flush()
     network = subnet.network
     session.delete(subnet)
     network.revision_number += 1

@@ -236,14 +236,6 @@ class _SemanticCheck:
         for index, interface in enumerate(self.config.interfaces):
             loc = ("interfaces", index)
             self.once("mac", interface.mac, f"duplicate MAC {interface.mac}", *loc, "mac")
-            self.once(
-                "network",
-                interface.network_id,
-                f"network {interface.network_id} already has an interface;"
-                " use one interface per network",
-                *loc,
-                "network_id",
-            )
             if self.known_networks is not None and interface.network_id not in self.known_networks:
                 self.error(
                     f"unknown network {interface.network_id}: PUT /v1/networks/{{id}} first",

@@ -166,6 +166,7 @@ class Router(StandardAttributes, Base):
 # Device owners of a router's own ports (Neutron's names).
 ROUTER_GATEWAY = "network:router_gateway"
 ROUTER_INTERFACE = "network:router_interface"
+FLOATING_IP = "network:floatingip"
 
 
 class RouterPort(Base):
