@@ -518,3 +518,69 @@ def test_a_ruleset_changed_behind_astaras_back_is_repaired(cloud: Cloud) -> None
     cloud.wait_active(router_id)
     assert "table inet astara" in sh(namespace, ["nft", "list", "tables"])
     wait_for_ping(setup["outside_netns"], setup["floating_ip"])
+
+
+def test_a_dual_stack_workload_reaches_out_over_ipv4_and_ipv6(cloud: Cloud) -> None:
+    """The everyday dual-stack network: its IPv4 and its SLAAC IPv6 subnet on
+    one router (two router ports on one network, Neutron's shape), and one
+    workload that leaves over both families through it."""
+    prefix = cloud.server.prefix
+    public = cloud.create("networks", "network", name="public", **{"router:external": True})
+    cloud.create("subnets", "subnet", network_id=public["id"], cidr="198.51.100.0/24", ip_version=4)
+    cloud.create(
+        "subnets",
+        "subnet",
+        network_id=public["id"],
+        cidr="2001:db8:ff::/64",
+        ip_version=6,
+        gateway_ip=None,
+    )
+    outside = cloud.create(
+        "ports",
+        "port",
+        network_id=public["id"],
+        fixed_ips=[{"ip_address": "198.51.100.1"}, {"ip_address": "2001:db8:ff::1"}],
+    )
+    cloud.plug(outside["id"], f"{prefix}-outside")
+    network = cloud.create("networks", "network", name="dual")
+    v4 = cloud.create(
+        "subnets", "subnet", network_id=network["id"], cidr="10.0.0.0/24", ip_version=4
+    )
+    v6 = cloud.create(
+        "subnets",
+        "subnet",
+        network_id=network["id"],
+        cidr="2001:db8:1::/64",
+        ip_version=6,
+        ipv6_ra_mode="slaac",
+        ipv6_address_mode="slaac",
+    )
+    router = cloud.create(
+        "routers", "router", name="r-dual", external_gateway_info={"network_id": public["id"]}
+    )
+    for subnet in (v4, v6):
+        cloud(
+            "PUT",
+            f"/v2.0/routers/{router['id']}/add_router_interface",
+            {"subnet_id": subnet["id"]},
+        )
+    vm = cloud.create("ports", "port", network_id=network["id"], name="dual-vm")
+    cloud.plug(vm["id"], f"{prefix}-dual")
+    shown = cloud.wait_active(router["id"])
+    interfaces = shown["appliance"]["interfaces"]
+    assert [i["network_id"] for i in interfaces].count(network["id"]) == 2
+    gateway = cloud("GET", f"/v2.0/routers/{router['id']}")["router"]["external_gateway_info"]
+    router_v6 = next(
+        f["ip_address"] for f in gateway["external_fixed_ips"] if ":" in f["ip_address"]
+    )
+    # IPv6 is routed, not translated: the outside host routes the tenant prefix back.
+    sh(f"{prefix}-outside", ["ip", "-6", "route", "replace", "2001:db8:1::/64", "via", router_v6])
+    wait_for_ping(f"{prefix}-dual", "198.51.100.1")
+    wait_for_ping(f"{prefix}-dual", "2001:db8:ff::1")
+    with WhoAmI(f"{prefix}-outside", 8090):
+        vm_v6 = next(f["ip_address"] for f in vm["fixed_ips"] if ":" in f["ip_address"])
+        assert seen_source(f"{prefix}-dual", "2001:db8:ff::1", 8090) == vm_v6
+        assert (
+            seen_source(f"{prefix}-dual", "198.51.100.1", 8090)
+            == gateway["external_fixed_ips"][0]["ip_address"]
+        )

@@ -366,6 +366,9 @@ VALID_VARIANTS: dict[str, Mutation] = {
         ("interfaces",),
         new_interface("fa:16:3e:00:03:01", "net-c", addresses=["10.0.3.7/32"]),
     ),
+    "the IPv6 subnet-router anycast address (Neutron's default IPv6 gateway)": append_at(
+        ("interfaces", 2, "addresses"), "2001:db8:2::/64"
+    ),
     "nested prefixes on one interface": append_at(("interfaces", 2, "addresses"), "10.0.2.130/25"),
     "a second interface on one network (dual stack: an IPv6 port beside the IPv4 one)": (
         append_at(

@@ -263,7 +263,14 @@ class _SemanticCheck:
                 a_loc = (*loc, "addresses", a_index)
                 self.once("address", address.ip, f"duplicate address {address.ip}", *a_loc)
                 network = address.network
-                if network.num_addresses > 2 and address.ip == network.network_address:
+                # IPv6's "network address" is the subnet-router anycast address,
+                # which Neutron gives a router as its default gateway: a router
+                # may hold it. IPv4's is no host's.
+                if (
+                    isinstance(network, ipaddress.IPv4Network)
+                    and network.num_addresses > 2
+                    and address.ip == network.network_address
+                ):
                     self.error(f"{address} is the subnet's network address", *a_loc)
                 if (
                     isinstance(network, ipaddress.IPv4Network)
