@@ -95,3 +95,32 @@ def test_the_tenant_alias_creation_refused_and_limits_as_text(admin: Api) -> Non
         response = admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"network": bad}})
         assert error(response)[:2] == (400, "InvalidInput"), bad
     assert alice("GET", f"/v2.0/quotas/{alice_id}").json()["quota"]["network"] == 20
+
+
+def test_what_astara_does_not_have_is_refused_not_ignored(admin: Api) -> None:
+    """Security-group quotas would mean nothing until security groups exist,
+    and no host is in an availability zone yet: both are refused, not stored."""
+    alice_id = admin("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
+    for resource in ("security_group", "security_group_rule"):
+        status, kind, message = error(
+            admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {resource: 5}})
+        )
+        assert (status, kind) == (400, "HTTPBadRequest") and resource in message
+        assert resource not in admin("GET", f"/v2.0/quotas/{alice_id}").json()["quota"]
+    hinted = admin(
+        "POST", "/v2.0/networks", {"network": {"name": "n", "availability_zone_hints": ["nova"]}}
+    )
+    assert error(hinted) == (
+        404,
+        "AvailabilityZoneNotFound",
+        "AvailabilityZone nova could not be found.",
+    )
+    assert admin("GET", "/v2.0/networks?name=n").json()["networks"] == []
+    plain = admin(
+        "POST", "/v2.0/networks", {"network": {"name": "n", "availability_zone_hints": []}}
+    )
+    assert plain.status_code == 201
+    bad = admin(
+        "POST", "/v2.0/networks", {"network": {"name": "m", "availability_zone_hints": "nova"}}
+    )
+    assert error(bad)[:2] == (400, "InvalidInput")

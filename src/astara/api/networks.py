@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import access, changes
+from astara.api import access, changes, zones
 from astara.api.attributes import Attribute, Resource, standard_attributes, to_bool, to_int
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -30,7 +30,7 @@ RESOURCE = Resource(
         Attribute("port_security_enabled", to_bool, default=True, filter=False),
         Attribute(
             "availability_zone_hints",
-            lambda n, v: v,
+            zones.hints,
             default=[],
             allow_put=False,
             filter=False,

@@ -13,14 +13,15 @@ from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db.models import FloatingIp, Network, Port, Quota, QuotaLock, Router, Subnet
 
+# Only what Astara has: a limit on a resource that does not exist yet (security
+# groups come with the firewall work) would be accepted and mean nothing, so
+# it is refused like any unknown resource, as Neutron does without the extension.
 DEFAULTS = {
     "network": 100,
     "subnet": 100,
     "port": 500,
     "router": 10,
     "floatingip": 50,
-    "security_group": 10,
-    "security_group_rule": 100,
 }
 MODELS: dict[str, Any] = {
     "network": Network,
@@ -116,7 +117,12 @@ def update(session: Session, caller: Caller, project_id: str, body: Any) -> dict
     counts = used(session, project_id)
     for name, value in values.items():
         if name not in DEFAULTS:
-            raise NeutronError(400, "HTTPBadRequest", f"Unrecognized attribute(s) '{name}'")
+            raise NeutronError(
+                400,
+                "HTTPBadRequest",
+                f"Unrecognized attribute(s) '{name}': quotas exist for"
+                f" {', '.join(sorted(DEFAULTS))}",
+            )
         if isinstance(value, str) and value.strip().lstrip("-").isascii():
             with contextlib.suppress(ValueError):
                 value = values[name] = int(value)  # Neutron converts with int() (§1.2)
