@@ -207,13 +207,9 @@ RULES: dict[str, Rule] = {
         # Without the /24, 10.0.2.0/24 is connected nowhere: its floating IP has no home.
         [(("subnets", 1, "cidr"), VALUE), (("floating_ips", 1, "fixed_ip"), VALUE)],
     ),
-    "gateway outside the subnet": Rule(
-        set_at(("subnets", 0, "gateway_ip"), "10.0.2.1"),
+    "gateway of the other IP version": Rule(
+        set_at(("subnets", 0, "gateway_ip"), "2001:db8:2::1"),
         [(("subnets", 0, "gateway_ip"), VALUE)],
-    ),
-    "host route nexthop outside the subnet": Rule(
-        set_at(("subnets", 0, "host_routes", 0, "nexthop"), "10.0.2.254"),
-        [(("subnets", 0, "host_routes", 0, "nexthop"), VALUE)],
     ),
     "host route mixes IP versions": Rule(
         set_at(("subnets", 0, "host_routes", 0, "destination"), "2001:db8:9::/48"),
@@ -362,6 +358,10 @@ VALID_VARIANTS: dict[str, Mutation] = {
         ("interfaces",),
         new_interface("fa:16:3e:00:03:01", "net-c", addresses=["10.0.3.0/31"]),
     ),
+    "gateway and host route next hop outside the subnet (Neutron hands them out)": each(
+        set_at(("subnets", 0, "gateway_ip"), "10.0.2.1"),
+        set_at(("subnets", 0, "host_routes", 0, "nexthop"), "10.0.2.254"),
+    ),
     "host /32": append_at(
         ("interfaces",),
         new_interface("fa:16:3e:00:03:01", "net-c", addresses=["10.0.3.7/32"]),
@@ -408,7 +408,7 @@ def test_valid_variants_have_no_errors(case: str) -> None:
 def test_every_broken_rule_is_reported_together() -> None:
     config = mutated(
         each(
-            set_at(("subnets", 0, "gateway_ip"), "10.0.2.1"),
+            set_at(("subnets", 0, "gateway_ip"), "2001:db8:2::1"),
             set_at(("floating_ips", 1, "floating_ip"), "203.0.113.10"),
             set_at(("snat", "address"), "203.0.113.99"),
         )

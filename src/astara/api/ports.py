@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -31,20 +30,20 @@ from astara.api.attributes import (
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db.models import FloatingIp, IpAllocation, Network, Port, RouterPort, Subnet
+from astara.model import rules
 
-_MAC = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}")
 SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
 _random = random.SystemRandom()
 PROBES = 32  # random candidates checked per query
 
 
 def _mac(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not _MAC.fullmatch(value.lower()):
+    if not isinstance(value, str):
         raise bad_input(name, f"'{value}' is not a valid MAC address")
-    mac = value.lower().replace("-", ":")
-    if mac in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"):
-        raise bad_input(name, f"'{value}' is not a valid MAC address")
-    return mac
+    try:
+        return rules.mac_address(value)
+    except ValueError as reason:
+        raise bad_input(name, f"'{value}' {reason}") from None
 
 
 def _device(name: str, value: Any) -> str:

@@ -34,6 +34,7 @@ from astara.db.models import (
     RouterPort,
     Subnet,
 )
+from astara.model import rules
 
 GATEWAY = ROUTER_GATEWAY
 INTERFACE = ROUTER_INTERFACE
@@ -182,6 +183,13 @@ def _set_gateway(
             "ExternalIpAddressExhausted",
             f"Unable to find any IP address on external network {network.id}.",
         )
+    _refuse_unservable(
+        [
+            (a.ip_address, s.cidr)
+            for a in gateway.fixed_ips
+            if (s := session.get(Subnet, a.subnet_id)) is not None
+        ]
+    )
     for allocation in gateway.fixed_ips:
         subnet = session.get(Subnet, allocation.subnet_id)
         if subnet is not None and allocation.ip_address == subnet.gateway_ip:
@@ -252,19 +260,34 @@ def _remove_port(session: Session, router: Router, port: Port) -> None:
     session.delete(port)
 
 
+def _own_addresses(
+    session: Session, router: Router
+) -> tuple[list[rules.IPNetwork], set[rules.IPAddress]]:
+    """The networks the router's own addresses put it on, and those addresses:
+    what its appliance is connected to, not every subnet of its networks."""
+    connected: list[rules.IPNetwork] = []
+    own: set[rules.IPAddress] = set()
+    for kind in (INTERFACE, GATEWAY):
+        for port in _ports(session, router, kind):
+            for allocation in port.fixed_ips:
+                subnet = session.get(Subnet, allocation.subnet_id)
+                if subnet is None:
+                    continue
+                prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+                interface = ipaddress.ip_interface(f"{allocation.ip_address}/{prefix}")
+                connected.append(interface.network)
+                own.add(interface.ip)
+    return connected, own
+
+
 def _routes(session: Session, router: Router, value: Any) -> list[dict[str, str]]:
+    """Extra routes (§4.4), held to the rule the appliance applies
+    (`model.rules.route_problems`), so an accepted route is a served one."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise bad_input("routes", f"'{value}' is not a list")
-    connected = [ipaddress.ip_network(s.cidr) for s in _router_subnets(session, router)]
-    own = {
-        a.ip_address
-        for kind in (INTERFACE, GATEWAY)
-        for p in _ports(session, router, kind)
-        for a in p.fixed_ips
-    }
-    routes = []
+    specs = []
     for route in value:
         if not isinstance(route, dict) or set(route) != {"destination", "nexthop"}:
             raise bad_input("routes", f"'{route}' is not a destination and nexthop")
@@ -273,22 +296,35 @@ def _routes(session: Session, router: Router, value: Any) -> list[dict[str, str]
             nexthop = ipaddress.ip_address(route["nexthop"])
         except (TypeError, ValueError):
             raise bad_input("routes", f"'{route}' is not a valid route") from None
-        if not any(nexthop in cidr for cidr in connected):
+        specs.append(rules.RouteSpec(destination, nexthop))
+    connected, own = _own_addresses(session, router)
+    for problem in rules.route_problems(specs, connected, own):
+        if problem.field == "nexthop" and specs[problem.index].nexthop in own:
+            reason = "the nexthop is used by router"
+        elif problem.field == "nexthop":
+            reason = "the nexthop is not connected with router"
+        else:
+            reason = problem.message
+        raise NeutronError(400, "InvalidRoutes", f"Invalid format for routes: {value}, {reason}")
+    return [{"destination": str(r.destination), "nexthop": str(r.nexthop)} for r in specs]
+
+
+def _refuse_unservable(addresses: list[tuple[str, str]]) -> None:
+    """A router's address must be one an interface can hold (shared rule:
+    `model.rules.host_address_problem`): no multicast, loopback or
+    link-local subnet reaches a router."""
+    for address, cidr in addresses:
+        network = ipaddress.ip_network(cidr)
+        ip = ipaddress.ip_address(address)
+        problem = (
+            f"{address} is outside {cidr}"
+            if ip not in network
+            else rules.host_address_problem(ip, network)
+        )
+        if problem is not None:
             raise NeutronError(
-                400,
-                "InvalidRoutes",
-                f"Invalid format for routes: {value}, the nexthop is not connected with router",
+                400, "BadRequest", f"Bad router request: {problem}: a router cannot hold it."
             )
-        if str(nexthop) in own:
-            raise NeutronError(
-                400,
-                "InvalidRoutes",
-                f"Invalid format for routes: {value}, the nexthop is used by router",
-            )
-        routes.append({"destination": str(destination), "nexthop": str(nexthop)})
-    if len({(r["destination"], r["nexthop"]) for r in routes}) != len(routes):
-        raise bad_input("routes", "Duplicate route")
-    return routes
 
 
 def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Router:
@@ -423,6 +459,17 @@ def add_interface(
             )
         new_subnets = [subnet]
     _refuse_overlap(session, router, [s for s in new_subnets if s is not None])
+    if port_id is not None:
+        _refuse_unservable(
+            [
+                (a.ip_address, s.cidr)
+                for a in port.fixed_ips
+                if (s := session.get(Subnet, a.subnet_id)) is not None
+            ]
+        )
+    else:
+        assert subnet.gateway_ip is not None
+        _refuse_unservable([(subnet.gateway_ip, subnet.cidr)])
     if port_id is not None:
         port.device_id, port.device_owner = router.id, INTERFACE
         session.add(RouterPort(router_id=router.id, port_id=port.id, port_type=INTERFACE))

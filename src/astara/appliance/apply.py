@@ -309,7 +309,14 @@ class ApplianceManager:
         return recreated
 
     def _converge_routes(self, config: ApplianceConfig, namespace: str, actions: list[str]) -> None:
-        main = [routes.Route.via(r.destination, r.nexthop) for r in config.routes]
+        external = config.external_interface()
+        external_name = (
+            appliance_interface(external.role.value, external.mac) if external else None
+        )
+        main = [
+            routes.Route.via(r.destination, r.nexthop, external_name if r.onlink else None)
+            for r in config.routes
+        ]
         changed, removed = routes.sync(namespace, "main", main)
         if changed or removed:
             actions.append(f"routes: {changed} set, {removed} removed")

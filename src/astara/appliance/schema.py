@@ -19,11 +19,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from astara.model import rules
 from astara.naming import ID_PATTERN
 
 SCHEMA_VERSION = 1
 
-_MAC_PATTERN = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _HOSTNAME_PATTERN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # dnsmasq reads a dhcp-host field that is a number (with an optional w/d/h/m/s
 # unit), "infinite" or "ignore" as a lease time or as "never answer", not a name.
@@ -31,14 +31,9 @@ _DNSMASQ_HOST_KEYWORD = re.compile(r"[0-9]+[wdhmsWDHMS]?|infinite|ignore")
 
 
 def _mac(value: str) -> str:
-    mac = value.lower()
-    if not _MAC_PATTERN.fullmatch(mac):
+    if "-" in value:  # the contract has one spelling; the tenant API accepts both
         raise ValueError("must be a MAC address like fa:16:3e:00:00:01")
-    if int(mac[:2], 16) & 1:
-        raise ValueError("must be a unicast MAC address (first octet even)")
-    if mac == "00:00:00:00:00:00":
-        raise ValueError("must not be all zeros")
-    return mac
+    return rules.mac_address(value)
 
 
 def _identifier(value: str) -> str:
@@ -94,6 +89,16 @@ class Route(StrictModel):
     nexthop: IPAddress
 
 
+class ApplianceRoute(Route):
+    """A route of the appliance itself."""
+
+    onlink: bool = Field(
+        default=False,
+        description="The nexthop is reached directly on the external interface although it is"
+        " in none of its subnets (Neutron accepts a subnet gateway outside the subnet)",
+    )
+
+
 class Subnet(StrictModel):
     """A subnet served on one of the appliance's interfaces (DHCP, RA)."""
 
@@ -135,7 +140,7 @@ class ApplianceConfig(StrictModel):
     interfaces: list[Interface] = Field(min_length=1, max_length=64)
     subnets: list[Subnet] = Field(default_factory=list)
     dhcp_hosts: list[DhcpHost] = Field(default_factory=list)
-    routes: list[Route] = Field(default_factory=list)
+    routes: list[ApplianceRoute] = Field(default_factory=list)
     snat: Snat = Field(default_factory=Snat)
     floating_ips: list[FloatingIp] = Field(default_factory=list, max_length=65536)
 
@@ -263,26 +268,9 @@ class _SemanticCheck:
                 a_loc = (*loc, "addresses", a_index)
                 self.once("address", address.ip, f"duplicate address {address.ip}", *a_loc)
                 network = address.network
-                # IPv6's "network address" is the subnet-router anycast address,
-                # which Neutron gives a router as its default gateway: a router
-                # may hold it. IPv4's is no host's.
-                if (
-                    isinstance(network, ipaddress.IPv4Network)
-                    and network.num_addresses > 2
-                    and address.ip == network.network_address
-                ):
-                    self.error(f"{address} is the subnet's network address", *a_loc)
-                if (
-                    isinstance(network, ipaddress.IPv4Network)
-                    and network.num_addresses > 2
-                    and address.ip == network.broadcast_address
-                ):
-                    self.error(f"{address} is the subnet's broadcast address", *a_loc)
-                if address.ip.is_multicast or address.ip.is_loopback or address.ip.is_unspecified:
-                    self.error(f"{address.ip} is not a unicast host address", *a_loc)
-                elif address.version == 6 and address.ip.is_link_local:
-                    # The kernel makes each interface's own link-local address.
-                    self.error(f"{address.ip} is link-local; give global addresses", *a_loc)
+                problem = rules.host_address_problem(address.ip, network)
+                if problem is not None:
+                    self.error(problem, *a_loc)
                 for other, other_index in prefixes:
                     if other_index != index and other.overlaps(network):
                         self.error(
@@ -309,22 +297,14 @@ class _SemanticCheck:
                     *loc,
                     "cidr",
                 )
-            if subnet.gateway_ip is not None and subnet.gateway_ip not in subnet.cidr:
-                self.error(
-                    f"gateway {subnet.gateway_ip} is outside {subnet.cidr}", *loc, "gateway_ip"
-                )
+            if subnet.gateway_ip is not None and subnet.gateway_ip.version != subnet.cidr.version:
+                self.error("the gateway must have the subnet's IP version", *loc, "gateway_ip")
+            # A gateway or a host route's next hop outside the subnet is what
+            # Neutron accepts and hands out (on-link routes make it reachable).
             for r_index, route in enumerate(subnet.host_routes):
                 if route.destination.version != route.nexthop.version:
                     self.error(
                         "destination and nexthop differ in IP version", *loc, "host_routes", r_index
-                    )
-                elif route.nexthop not in subnet.cidr:
-                    self.error(
-                        f"nexthop {route.nexthop} is outside {subnet.cidr}",
-                        *loc,
-                        "host_routes",
-                        r_index,
-                        "nexthop",
                     )
             for d_index, server in enumerate(subnet.dns_nameservers):
                 if server.version != subnet.cidr.version:
@@ -369,32 +349,24 @@ class _SemanticCheck:
                 )
 
     def check_routes(self) -> None:
-        connected = self.connected_networks()
+        specs = [rules.RouteSpec(r.destination, r.nexthop, r.onlink) for r in self.config.routes]
+        for problem in rules.route_problems(specs, self.connected_networks(), self.own_addresses()):
+            loc: tuple[str | int, ...] = ("routes", problem.index)
+            if problem.field is not None:
+                loc = (*loc, problem.field)
+            self.error(problem.message, *loc, kind=problem.kind)
+        management = self.connected_networks(Role.management)
         for index, route in enumerate(self.config.routes):
-            loc = ("routes", index)
-            if route.destination.version != route.nexthop.version:
-                self.error("destination and nexthop differ in IP version", *loc)
-                continue
-            self.once(
-                "route",
-                route.destination,
-                f"duplicate route to {route.destination}",
-                *loc,
-                "destination",
-            )
-            if route.destination in connected:
-                # It would replace the kernel's own route to the subnet.
-                self.error(f"{route.destination} is a connected subnet", *loc, "destination")
-            if any(
-                route.nexthop in network for network in self.connected_networks(Role.management)
-            ):
-                self.error(f"nexthop {route.nexthop} is on the management network", *loc, "nexthop")
-            elif not any(route.nexthop in network for network in connected):
-                self.error(f"nexthop {route.nexthop} is on no connected network", *loc, "nexthop")
-            elif route.nexthop in self.own_addresses():
+            if any(route.nexthop in network for network in management):
+                # The management network carries the control plane only.
                 self.error(
-                    f"nexthop {route.nexthop} is the appliance's own address", *loc, "nexthop"
+                    f"nexthop {route.nexthop} is on the management network",
+                    "routes",
+                    index,
+                    "nexthop",
                 )
+            if route.onlink and self.config.external_interface() is None:
+                self.error("an on-link route needs an external interface", "routes", index)
 
     def check_snat(self) -> None:
         if not self.config.snat.enabled:

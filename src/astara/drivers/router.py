@@ -75,7 +75,8 @@ def plan(session: Session, router: Router) -> RouterPlan:
     }
     interfaces: list[dict[str, Any]] = []
     subnets: list[dict[str, Any]] = []
-    routes: list[dict[str, str]] = []
+    routes: list[dict[str, Any]] = []
+    defaults: dict[int, dict[str, Any]] = {}  # IP version → the gateway's default route
     own_macs = set()
     dhcp_subnets: set[str] = set()
     for port, port_type in attached:
@@ -90,8 +91,7 @@ def plan(session: Session, router: Router) -> RouterPlan:
             addresses.append(f"{allocation.ip_address}/{prefix}")
             if external:
                 if subnet.gateway_ip:
-                    default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
-                    routes.append({"destination": default, "nexthop": subnet.gateway_ip})
+                    defaults.setdefault(subnet.ip_version, _default_route(subnet))
                 continue
             subnets.append(_subnet(subnet, port.mac_address, allocation.ip_address))
             if subnet.ip_version == 4 and subnet.enable_dhcp:
@@ -105,7 +105,19 @@ def plan(session: Session, router: Router) -> RouterPlan:
                 "mtu": network.mtu,
             }
         )
-    routes.extend({"destination": r["destination"], "nexthop": r["nexthop"]} for r in router.routes)
+    extra = [{"destination": r["destination"], "nexthop": r["nexthop"]} for r in router.routes]
+    # An extra default route replaces the gateway's (as Neutron's agent applies
+    # extra routes after the gateway); otherwise one default per family.
+    overridden = {r["destination"] for r in extra}
+    own = {a.split("/")[0] for interface in interfaces for a in interface["addresses"]}
+    routes += [
+        d
+        for d in defaults.values()
+        # A gateway that is the router's own address is no way out (an odd
+        # off-subnet gateway on another of its subnets): no default then.
+        if d["destination"] not in overridden and d["nexthop"] not in own
+    ]
+    routes += extra
     gateway = any(t == ROUTER_GATEWAY for _, t in attached)
     config = {
         "schema_version": 1,
@@ -121,6 +133,19 @@ def plan(session: Session, router: Router) -> RouterPlan:
     return result
 
 
+def _default_route(subnet: Subnet) -> dict[str, Any]:
+    """The default route through an external subnet's gateway; on-link when
+    the gateway lies outside the subnet (Neutron accepts that)."""
+    assert subnet.gateway_ip is not None
+    route: dict[str, Any] = {
+        "destination": "0.0.0.0/0" if subnet.ip_version == 4 else "::/0",
+        "nexthop": subnet.gateway_ip,
+    }
+    if ipaddress.ip_address(subnet.gateway_ip) not in ipaddress.ip_network(subnet.cidr):
+        route["onlink"] = True
+    return route
+
+
 def _subnet(subnet: Subnet, mac: str, router_address: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"cidr": subnet.cidr, "interface_mac": mac}
     if subnet.ip_version == 4:
@@ -129,6 +154,11 @@ def _subnet(subnet: Subnet, mac: str, router_address: str) -> dict[str, Any]:
         entry["enable_dhcp"] = subnet.enable_dhcp
         entry["dns_nameservers"] = list(subnet.dns_nameservers)
         entry["host_routes"] = list(subnet.host_routes)
+        gateway = entry["gateway_ip"]
+        if ipaddress.ip_address(gateway) not in ipaddress.ip_network(subnet.cidr):
+            # A gateway outside the subnet is reached on-link (RFC 3442's
+            # 0.0.0.0 next hop), as Neutron's DHCP tells hosts.
+            entry["host_routes"].insert(0, {"destination": f"{gateway}/32", "nexthop": "0.0.0.0"})
     elif subnet.ipv6_ra_mode == "slaac":
         entry["ipv6_ra_mode"] = "slaac"
         entry["dns_nameservers"] = list(subnet.dns_nameservers)

@@ -33,12 +33,20 @@ class Route:
 
     destination: str
     nexthop: str | None = None
-    device: str | None = None  # only for local routes: unicast ones go where the kernel finds
+    # Only for local routes and on-link next hops: other unicast routes go
+    # where the kernel finds the next hop.
+    device: str | None = None
     kind: str = "unicast"
+    onlink: bool = False  # the next hop is on `device`'s link, outside its subnets
 
     @staticmethod
-    def via(destination: Network, nexthop: Address) -> Route:
-        return Route(str(destination), nexthop=str(nexthop))
+    def via(destination: Network, nexthop: Address, onlink_device: str | None = None) -> Route:
+        return Route(
+            str(destination),
+            nexthop=str(nexthop),
+            device=onlink_device,
+            onlink=onlink_device is not None,
+        )
 
     @staticmethod
     def local(address: Address, device: str) -> Route:
@@ -53,6 +61,8 @@ class Route:
             parts += ["via", self.nexthop]
         if self.device is not None:
             parts += ["dev", self.device]
+        if self.onlink:
+            parts.append("onlink")
         return " ".join([*parts, "proto", "static", "table", table])
 
 
@@ -64,11 +74,13 @@ def _parse(entry: dict[str, Any], family: int) -> Route:
     elif "/" not in destination:
         destination += host
     kind = entry.get("type", "unicast")
+    onlink = "onlink" in entry.get("flags", [])
     return Route(
         destination=destination,
         nexthop=entry.get("gateway"),
-        device=entry.get("dev") if kind == "local" else None,
+        device=entry.get("dev") if kind == "local" or onlink else None,
         kind=kind,
+        onlink=onlink,
     )
 
 
