@@ -310,9 +310,7 @@ class ApplianceManager:
 
     def _converge_routes(self, config: ApplianceConfig, namespace: str, actions: list[str]) -> None:
         external = config.external_interface()
-        external_name = (
-            appliance_interface(external.role.value, external.mac) if external else None
-        )
+        external_name = appliance_interface(external.role.value, external.mac) if external else None
         main = [
             routes.Route.via(r.destination, r.nexthop, external_name if r.onlink else None)
             for r in config.routes
