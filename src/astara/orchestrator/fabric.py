@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from astara.agent.client import AgentClient, AgentError
 from astara.db.models import Network, Port, PortBinding, RouterPort, Subnet
-from astara.fabric.ports import PortSpec
+from astara.model.fabric import PortSpec
 
 log = logging.getLogger(__name__)
 
