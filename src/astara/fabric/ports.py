@@ -3,7 +3,8 @@
 This is how tests, demos and operators stand up "instances": the namespace
 gets an interface with the port's MAC, addressed statically, by DHCP (busybox
 udhcpc with Astara's hook, which touches only that interface and the
-namespace's own resolv.conf) and/or by SLAAC.
+namespace's own resolv.conf), by SLAAC, and/or by DHCPv6 (dhcpcd: see
+`astara.fabric.dhcpv6`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from astara.fabric import dhcpv6
 from astara.linux import netlink, netns, routes
 from astara.linux.process import Daemon
 from astara.model.fabric import PortSpec, check_workload_netns
@@ -33,13 +35,19 @@ class PortPaths:
     def dhcp_script(self) -> Path:
         return self.state_dir / "udhcpc.sh"
 
+    @property
+    def dhcpv6(self) -> dhcpv6.Dhcpv6Paths:
+        return dhcpv6.Dhcpv6Paths(self.state_dir)
+
 
 class PortError(ValueError):
     """A port that cannot be plugged as asked; nothing was changed."""
 
 
 def _workload_sysctls(spec: PortSpec) -> dict[str, str]:
-    accept_ra = "1" if spec.slaac else "0"
+    # With DHCPv6, dhcpcd reads the router advertisements (and forms the SLAAC
+    # addresses) itself: the kernel must not act on them too.
+    accept_ra = "1" if spec.slaac and not spec.dhcpv6 else "0"
     return {
         f"net.ipv6.conf.{spec.ifname}.accept_ra": accept_ra,
         f"net.ipv6.conf.{spec.ifname}.autoconf": accept_ra,
@@ -63,8 +71,12 @@ def would_create(spec: PortSpec) -> dict[str, bool]:
     """What plugging `spec` now would create, for the agent to record first."""
     return {
         "created_netns": not netns.exists(spec.netns),
-        "created_etc": spec.dhcp and not resolv_conf(spec.netns).exists(),
+        "created_etc": _writes_resolv_conf(spec) and not resolv_conf(spec.netns).exists(),
     }
+
+
+def _writes_resolv_conf(spec: PortSpec) -> bool:
+    return spec.dhcp or spec.dhcpv6
 
 
 def plug(
@@ -94,7 +106,7 @@ def plug(
 def _converge(
     names: Names, port_id: str, spec: PortSpec, mtu: int, paths: PortPaths, created: dict[str, bool]
 ) -> None:
-    if spec.dhcp and not resolv_conf(spec.netns).exists():
+    if _writes_resolv_conf(spec) and not resolv_conf(spec.netns).exists():
         resolv_conf(spec.netns).parent.mkdir(parents=True, exist_ok=True)
         resolv_conf(spec.netns).touch()
         created["created_etc"] = True
@@ -110,7 +122,10 @@ def _converge(
             mtu=mtu,
         )
         netns.set_sysctls(spec.netns, _workload_sysctls(spec))
-        families = (6,) if spec.dhcp else (4, 6)
+        # The DHCP clients own their family's addresses.
+        families = tuple(
+            family for family, dynamic in ((4, spec.dhcp), (6, spec.dhcpv6)) if not dynamic
+        )
         netlink.sync_addresses(workload, spec.ifname, spec.addresses, families)
     routes.sync(
         spec.netns, "main", [routes.Route.via(r.destination, r.nexthop) for r in spec.routes]
@@ -147,6 +162,7 @@ def _converge(
         )
     elif not spec.dhcp:
         dhcp.stop()
+    dhcpv6.converge(spec, paths.dhcpv6, resolv_conf(spec.netns), restart=replugged)
 
 
 def unplug(
@@ -159,6 +175,7 @@ def unplug(
 ) -> None:
     """Remove the port and whatever the agent created for it."""
     Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).stop()
+    dhcpv6.stop(spec, paths.dhcpv6)
     if netns.exists(names.fabric_netns):
         with netlink.netns(names.fabric_netns) as fabric:
             netlink.delete_link(fabric, names.port_fabric_link(port_id))
@@ -181,6 +198,7 @@ def observe(names: Names, port_id: str, spec: PortSpec, paths: PortPaths) -> dic
             state = netlink.link_state(ns, spec.ifname)
             addresses = sorted(str(a) for a in netlink.addresses(ns, spec.ifname))
     dhcp_pid = Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).pid()
+    dhcpv6_pid = dhcpv6.pid(spec, paths.dhcpv6)
     return {
         "netns": spec.netns,
         "ifname": spec.ifname,
@@ -190,5 +208,10 @@ def observe(names: Names, port_id: str, spec: PortSpec, paths: PortPaths) -> dic
         "mtu": state.mtu if state else None,
         "addresses": addresses,
         "dhcp_client": {"expected": spec.dhcp, "pid": dhcp_pid, "running": dhcp_pid is not None},
+        "dhcpv6_client": {
+            "expected": spec.dhcpv6,
+            "pid": dhcpv6_pid,
+            "running": dhcpv6_pid is not None,
+        },
         "counters": state.counters if state else {},
     }

@@ -68,7 +68,26 @@ class PortSpec(BaseModel):
     routes: list[Route] = Field(default_factory=list)
     dhcp: bool = Field(default=False, description="Take IPv4 address and routes by DHCP")
     slaac: bool = Field(default=False, description="Take IPv6 addresses from router advertisements")
+    dhcpv6: bool = Field(
+        default=False,
+        description=(
+            "Take IPv6 as the router advertisements say (dhcpcd): a leased address where they"
+            " set the managed flag, DHCPv6 options (DNS servers) where they set the other flag,"
+            " and SLAAC addresses too if `slaac`"
+        ),
+    )
     mtu: int | None = Field(default=None, ge=1280, le=9000)
+
+    @model_validator(mode="after")
+    def _dhcpv6_owns_ipv6_addresses(self) -> PortSpec:
+        # dhcpcd adds and removes the IPv6 addresses: a static one beside them
+        # would be neither kept nor removed reliably.
+        static = [str(a) for a in self.addresses if a.version == 6]
+        if self.dhcpv6 and static:
+            raise ValueError(
+                f"addresses: {', '.join(static)} given with dhcpv6, which brings the IPv6 addresses"
+            )
+        return self
 
     @model_validator(mode="after")
     def _next_hops_on_link(self) -> PortSpec:
