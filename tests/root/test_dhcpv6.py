@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 
+from astara.linux import cleanup
+from astara.testing.agent import unique_prefix
 from astara.testing.lab import Lab, eui64
 from astara.testing.net import sh, wait_for_ping, wait_until
+from astara.testing.server import Cloud, Server
 from tests.root.conftest import MAC, OUTSIDE_V6
 
 pytestmark = pytest.mark.root
@@ -29,6 +32,9 @@ W7_MAC, W8_MAC = "fa:16:3e:00:07:10", "fa:16:3e:00:08:10"
 W7_ADDRESS = "2001:db8:7::42"
 DNS_V6 = "2001:db8::53"
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+# Not the external subnet's gateway (::1): a port's default route cannot go
+# through its own address.
+OUTSIDE_V6_SERVE = "2001:db8:ff::10"
 
 
 def dhcpv6_router() -> dict[str, Any]:
@@ -176,3 +182,109 @@ def test_dhcpv6_addresses_follow_the_router(dhcpv6_lab: Lab) -> None:
     lab.client.delete_port("w7")
     w7 = dhcpv6_workload(lab, "w7", "n7", W7_MAC, slaac=False)
     wait_until(lambda: global_v6(w7) == {"2001:db8:7::43/128"}, 30, what="w7's new lease")
+
+
+# --- through `astara serve` and the tenant API --------------------------------------------
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    prefix = unique_prefix("o")
+    server = Server(tmp_path / "var", prefix, "--resync-s", "2")
+    try:
+        server.start()
+        yield Cloud(server)
+    finally:
+        server.stop()
+        cleanup.remove_all(prefix)
+        assert not any(cleanup.leftovers(prefix).values())
+
+
+def _bind_with_dhcp(cloud: Cloud, port_id: str, netns: str) -> None:
+    cloud("PUT", f"/astara/v1/ports/{port_id}/binding", {"netns": netns, "dhcp": True})
+    wait_until(
+        lambda: cloud("GET", f"/v2.0/ports/{port_id}")["port"]["status"] == "ACTIVE",
+        60,
+        0.05,
+        f"port {port_id} to be plugged",
+    )
+
+
+def test_dhcpv6_subnets_from_the_tenant_api(cloud: Cloud) -> None:
+    """A router with a DHCPv6-stateful and a DHCPv6-stateless tenant subnet,
+    made with Neutron calls only; workloads bound with DHCP get their IPv6
+    the subnet's way and reach an outside host."""
+    prefix = cloud.server.prefix
+    public = cloud.create("networks", "network", name="public", **{"router:external": True})
+    cloud.create("subnets", "subnet", network_id=public["id"], cidr="198.51.100.0/24", ip_version=4)
+    cloud.create(
+        "subnets", "subnet", network_id=public["id"], cidr="2001:db8:ff::/64", ip_version=6
+    )
+    outside = cloud.create(
+        "ports",
+        "port",
+        network_id=public["id"],
+        name="outside",
+        fixed_ips=[{"ip_address": "198.51.100.1"}, {"ip_address": OUTSIDE_V6_SERVE}],
+    )
+    outside_netns = f"{prefix}-outside"
+    cloud.plug(outside["id"], outside_netns)
+    router = cloud.create(
+        "routers", "router", name="r6", external_gateway_info={"network_id": public["id"]}
+    )
+    workloads = {}
+    for name, cidr, mode in (
+        ("stateful", STATEFUL, "dhcpv6-stateful"),
+        ("stateless", STATELESS, "dhcpv6-stateless"),
+    ):
+        network = cloud.create("networks", "network", name=name)
+        subnet = cloud.create(
+            "subnets",
+            "subnet",
+            network_id=network["id"],
+            cidr=cidr,
+            ip_version=6,
+            ipv6_ra_mode=mode,
+            ipv6_address_mode=mode,
+            dns_nameservers=[DNS_V6],
+            # Not the API's default (the subnet-router anycast address), which
+            # the appliance refuses as an interface address.
+            gateway_ip=cidr.replace("::/64", "::1"),
+        )
+        cloud(
+            "PUT",
+            f"/v2.0/routers/{router['id']}/add_router_interface",
+            {"subnet_id": subnet["id"]},
+        )
+        port = cloud.create("ports", "port", network_id=network["id"], name=f"{name}-vm")
+        netns = f"{prefix}-{name}"
+        _bind_with_dhcp(cloud, port["id"], netns)
+        workloads[name] = (netns, port["fixed_ips"][0]["ip_address"])
+    cloud.wait_active(router["id"])
+    router = cloud("GET", f"/v2.0/routers/{router['id']}")["router"]
+    router_v6 = next(
+        ip["ip_address"]
+        for ip in router["external_gateway_info"]["external_fixed_ips"]
+        if ":" in ip["ip_address"]
+    )
+    # IPv6 is routed, not NATed: upstream routes the tenant prefixes to the
+    # router (not `proto static`, so the agent leaves these routes alone).
+    for cidr in (STATEFUL, STATELESS):
+        sh(outside_netns, ["ip", "-6", "route", "add", cidr, "via", router_v6, "proto", "boot"])
+
+    stateful_netns, leased = workloads["stateful"]
+    wait_until(
+        lambda: global_v6(stateful_netns) == {f"{leased}/128"}, 30, what="the API's address leased"
+    )
+    wait_for_ping(stateful_netns, OUTSIDE_V6_SERVE)
+
+    stateless_netns, slaac = workloads["stateless"]
+    wait_until(
+        lambda: global_v6(stateless_netns) == {f"{slaac}/64"}, 30, what="the API's SLAAC address"
+    )
+    wait_until(
+        lambda: f"nameserver {DNS_V6}" in resolv_conf(stateless_netns).splitlines(),
+        30,
+        what="the subnet's DNS server by DHCPv6",
+    )
+    wait_for_ping(stateless_netns, OUTSIDE_V6_SERVE)
