@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from astara.fabric.dhcpv6 import render_conf
 from astara.model.fabric import PortSpec, check_ifname, check_netns_name, check_workload_netns
 from astara.naming import Names
 
@@ -61,3 +63,33 @@ def test_port_spec_next_hop_must_be_on_an_address() -> None:
                 "routes": [{"destination": "0.0.0.0/0", "nexthop": "10.0.0.1"}],
             }
         )
+
+
+def _spec(**fields: object) -> PortSpec:
+    return PortSpec.model_validate(
+        {"network_id": "n1", "mac": "fa:16:3e:00:00:01", "netns": "ast-w1", **fields}
+    )
+
+
+def test_dhcpv6_owns_the_ipv6_addresses() -> None:
+    with pytest.raises(ValueError, match="dhcpv6"):
+        _spec(dhcpv6=True, addresses=["2001:db8::5/64"])
+    # IPv4 beside it is fine: another client, another family.
+    assert _spec(dhcpv6=True, addresses=["10.0.0.5/24"]).dhcpv6
+
+
+@pytest.mark.parametrize(("slaac", "line"), [(True, "slaac hwaddr"), (False, "ipv6ra_noautoconf")])
+def test_dhcpcd_conf_forms_slaac_addresses_only_when_asked(slaac: bool, line: str) -> None:
+    conf = render_conf(_spec(dhcpv6=True, slaac=slaac), Path("/etc/netns/ast-w1/resolv.conf"))
+    lines = conf.splitlines()
+    assert line in lines
+    # IPv6 only, a DUID dnsmasq can match by MAC, DNS asked for, and the hook's
+    # targets: this interface and this namespace's resolv.conf.
+    for expected in (
+        "ipv6only",
+        "duid ll",
+        "option dhcp6_name_servers, dhcp6_domain_search",
+        "env ASTARA_IFNAME=eth0",
+        "env ASTARA_RESOLV_CONF=/etc/netns/ast-w1/resolv.conf",
+    ):
+        assert expected in lines
