@@ -9,7 +9,7 @@ STATE_DIR ?= var
 PYTEST_ARGS ?=
 
 # Real parts only: the appliance and the tests use these, never stand-ins.
-APT_PACKAGES := iproute2 nftables dnsmasq-base radvd busybox iputils-ping \
+APT_PACKAGES := iproute2 nftables dnsmasq-base radvd busybox dhcpcd-base iputils-ping \
 	iputils-arping conntrack tcpdump socat iperf3 procps psmisc python3-venv \
 	postgresql util-linux
 

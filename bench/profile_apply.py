@@ -33,8 +33,8 @@ from astara.agent.service import Agent, AgentSettings
 from astara.appliance import apply as apply_module
 from astara.appliance import daemons as daemons_module
 from astara.appliance.schema import ApplianceConfig
-from astara.fabric.networks import NetworkSpec
 from astara.linux import cleanup, garp, netlink, netns, nft, routes
+from astara.model.fabric import NetworkSpec
 from astara.testing.agent import unique_prefix
 from bench import topology
 

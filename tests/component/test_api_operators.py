@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from astara.db import history
 from astara.db.models import PausedProject, PortBinding, RouterEvent
-from astara.fabric.ports import PortSpec
+from astara.model.fabric import PortSpec
 from tests.component.conftest import Api, error, project
 
 

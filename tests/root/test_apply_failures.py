@@ -10,8 +10,9 @@ import pytest
 
 from astara.appliance.apply import ApplianceManager, ApplyFailed, NetworkInfo
 from astara.appliance.schema import ApplianceConfig, config_hash
-from astara.fabric.networks import NetworkSpec, ensure_network
+from astara.fabric.networks import ensure_network
 from astara.linux import cleanup, netlink, netns
+from astara.model.fabric import NetworkSpec
 from astara.naming import Names
 from astara.testing.agent import unique_prefix
 

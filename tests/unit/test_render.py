@@ -502,3 +502,143 @@ def test_management_interfaces_never_forward() -> None:
 def test_dhcp_hands_out_the_network_mtu(tmp_path: Path) -> None:
     conf = render_dnsmasq(config_from(lambda doc: None), STATE_DIR, {"net-a": 1450}).conf
     assert "dhcp-option=tag:subnet0,option:mtu,1450" in conf.splitlines()
+
+
+# --- DHCPv6 ------------------------------------------------------------------------------
+
+NET_C_MAC = "fa:16:3e:00:03:01"
+DHCPV6_GOLDEN_DIR = GOLDEN_DIR / "dhcpv6"
+DHCPV6_GOLDEN_NAMES = ["dnsmasq.conf", "dnsmasq.hosts", "radvd.conf"]
+
+
+def _all_ipv6_modes(doc: Doc) -> None:
+    """net-a: dual-stack, IPv6 stateless; net-b: dual-stack, IPv6 stateful
+    (one dual-stack host, one IPv6-only host); net-c: IPv6 SLAAC."""
+    doc["subnets"][2].update(ipv6_ra_mode="dhcpv6-stateless", enable_dhcp=True)
+    doc["interfaces"][2]["addresses"].append("2001:db8:2::1/64")
+    doc["interfaces"].append(
+        {
+            "mac": NET_C_MAC,
+            "network_id": "net-c",
+            "role": "internal",
+            "addresses": ["2001:db8:3::1/64"],
+        }
+    )
+    doc["subnets"] += [
+        {
+            "cidr": "2001:db8:2::/64",
+            "interface_mac": NET_B_MAC,
+            "ipv6_ra_mode": "dhcpv6-stateful",
+            "enable_dhcp": True,
+            "dns_nameservers": ["2001:db8::53", "2001:db8::54"],
+            "lease_time_s": 3600,
+        },
+        {
+            "cidr": "2001:db8:3::/64",
+            "interface_mac": NET_C_MAC,
+            "ipv6_ra_mode": "slaac",
+            "dns_nameservers": ["2001:db8::55"],
+        },
+    ]
+    doc["dhcp_hosts"] += [
+        {"mac": "fa:16:3e:20:00:07", "ip_address": "2001:db8:2::7", "hostname": "db-1"},
+        {"mac": "fa:16:3e:20:00:08", "ip_address": "2001:db8:2::8", "hostname": "db-2"},
+    ]
+
+
+def rendered_dhcpv6() -> Rendered:
+    return render(config_from(_all_ipv6_modes), STATE_DIR, {**NETWORK_MTUS, "net-c": 1500})
+
+
+@pytest.mark.parametrize("name", DHCPV6_GOLDEN_NAMES)
+def test_dhcpv6_render_matches_golden(name: str) -> None:
+    text = rendered_dhcpv6().texts()[name]
+    path = DHCPV6_GOLDEN_DIR / name
+    if UPDATE_GOLDEN:
+        DHCPV6_GOLDEN_DIR.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"no golden {path}: run with ASTARA_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), (
+        f"{name} differs from {path}; if intended, regenerate with ASTARA_UPDATE_GOLDEN=1"
+    )
+
+
+def test_dhcpv6_dnsmasq_golden_passes_dnsmasq_test(tmp_path: Path) -> None:
+    assert_accepted(dnsmasq_test(DHCPV6_GOLDEN_DIR / "dnsmasq.conf"))
+    assert_accepted(
+        dnsmasq_hosts_test(
+            DHCPV6_GOLDEN_DIR / "dnsmasq.hosts", DHCPV6_GOLDEN_DIR / "dnsmasq.conf", tmp_path
+        )
+    )
+
+
+def test_dhcpv6_radvd_golden_passes_radvd_configtest() -> None:
+    assert_accepted(radvd_configtest(DHCPV6_GOLDEN_DIR / "radvd.conf"))
+
+
+def test_dnsmasq_test_refuses_a_dhcpv6_range_dnsmasq_cannot_serve(tmp_path: Path) -> None:
+    # Why the schema wants a prefix of at least /64 for DHCPv6.
+    broken = tmp_path / "dnsmasq.conf"
+    text = (DHCPV6_GOLDEN_DIR / "dnsmasq.conf").read_text()
+    broken.write_text(text.replace("2001:db8:2::,static,64", "2001:db8:2::,static,56"))
+    assert dnsmasq_test(broken).returncode != 0
+
+
+def _radvd_blocks(text: str) -> dict[str, list[str]]:
+    blocks = re.findall(r"^interface (\S+) \{\n(.*?)^\};", text, re.M | re.S)
+    return {name: [line.strip() for line in body.splitlines()] for name, body in blocks}
+
+
+def test_radvd_flags_follow_each_interface_mode() -> None:
+    blocks = _radvd_blocks(rendered_dhcpv6().radvd)
+    stateless, stateful, slaac = (
+        blocks["intfa163e000101"],
+        blocks["intfa163e000201"],
+        blocks["intfa163e000301"],
+    )
+    assert "AdvOtherConfigFlag on;" in stateless and "AdvManagedFlag on;" not in stateless
+    assert "AdvManagedFlag on;" in stateful and "AdvOtherConfigFlag on;" not in stateful
+    assert not any(line.startswith(("AdvManagedFlag", "AdvOtherConfigFlag")) for line in slaac)
+    # Hosts form their own address except on the stateful subnet.
+    assert "AdvAutonomous on;" in stateless and "AdvAutonomous on;" in slaac
+    assert "AdvAutonomous off;" in stateful and "AdvAutonomous on;" not in stateful
+    # DNS servers: by RDNSS for SLAAC, by DHCPv6 for the DHCPv6 modes.
+    assert [line for line in slaac if line.startswith("RDNSS")] == ["RDNSS 2001:db8::55 {"]
+    assert not any(line.startswith("RDNSS") for line in stateless + stateful)
+
+
+def test_dnsmasq_serves_dhcpv6_without_sending_router_advertisements() -> None:
+    conf = rendered_dhcpv6().dnsmasq.conf.splitlines()
+    ranges = [line for line in conf if line.startswith("dhcp-range=")]
+    assert ranges == [
+        "dhcp-range=set:subnet0,10.0.1.0,static,255.255.255.0,86400s",
+        "dhcp-range=set:subnet1,10.0.2.0,static,255.255.255.0,3600s",
+        "dhcp-range=set:subnet2,2001:db8:1::,static,64,86400s",
+        "dhcp-range=set:subnet3,2001:db8:2::,static,64,3600s",
+    ]
+    # radvd is the one RA sender.
+    assert not any("enable-ra" in line or "ra-" in line for line in conf)
+    assert "dhcp-option=tag:subnet2,option6:dns-server,[2001:db8::53]" in conf
+    assert "dhcp-option=tag:subnet3,option6:dns-server,[2001:db8::53],[2001:db8::54]" in conf
+    # SLAAC subnets are radvd's alone: net-c's interface is not served.
+    assert "interface=intfa163e000301" not in conf
+
+
+def test_dhcpv6_hosts_are_one_line_per_mac() -> None:
+    assert rendered_dhcpv6().dnsmasq.hosts.splitlines() == [
+        "fa:16:3e:10:00:05,10.0.1.5,web-1",
+        "fa:16:3e:10:00:06,10.0.1.6",
+        "fa:16:3e:20:00:07,10.0.2.7,[2001:db8:2::7],db-1",
+        "fa:16:3e:20:00:08,[2001:db8:2::8],db-2",
+    ]
+
+
+def test_dhcpv6_without_dns_servers_sends_none(tmp_path: Path) -> None:
+    def no_dns(doc: Doc) -> None:
+        _all_ipv6_modes(doc)
+        doc["subnets"][2]["dns_nameservers"] = []
+
+    conf = render_dnsmasq(config_from(no_dns), STATE_DIR).conf
+    assert "dhcp-option=tag:subnet2,option6:dns-server" in conf.splitlines()
+    (tmp_path / "dnsmasq.conf").write_text(conf)
+    assert_accepted(dnsmasq_test(tmp_path / "dnsmasq.conf"))

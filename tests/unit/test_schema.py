@@ -233,9 +233,46 @@ RULES: dict[str, Rule] = {
         ),
         [(("subnets", 3), VALUE)],
     ),
-    "DHCPv6 refused": Rule(
+    "DHCP on a SLAAC subnet": Rule(
         set_at(("subnets", 2, "enable_dhcp"), True),
         [(("subnets", 2, "enable_dhcp"), VALUE)],
+    ),
+    "DHCPv6 without a DHCPv6 mode": Rule(
+        each(
+            set_at(("subnets", 2, "ipv6_ra_mode"), None),
+            set_at(("subnets", 2, "enable_dhcp"), True),
+        ),
+        [(("subnets", 2, "enable_dhcp"), VALUE)],
+    ),
+    "DHCPv6 stateful mode without enable_dhcp": Rule(
+        set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateful"),
+        [(("subnets", 2, "enable_dhcp"), VALUE)],
+    ),
+    "DHCPv6 stateless mode without enable_dhcp": Rule(
+        set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateless"),
+        [(("subnets", 2, "enable_dhcp"), VALUE)],
+    ),
+    "DHCPv6 stateless needs a /64": Rule(
+        each(
+            set_at(("interfaces", 1, "addresses", 1), "2001:db8:1::1/80"),
+            set_at(("subnets", 2, "cidr"), "2001:db8:1::/80"),
+            set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateless"),
+            set_at(("subnets", 2, "enable_dhcp"), True),
+        ),
+        [(("subnets", 2, "cidr"), VALUE)],
+    ),
+    "DHCPv6 stateful in a prefix shorter than dnsmasq serves": Rule(
+        each(
+            set_at(("interfaces", 1, "addresses", 1), "2001:db8:1::1/56"),
+            set_at(("subnets", 2, "cidr"), "2001:db8:1::/56"),
+            set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateful"),
+            set_at(("subnets", 2, "enable_dhcp"), True),
+        ),
+        [(("subnets", 2, "cidr"), VALUE)],
+    ),
+    "DHCPv6 mode on an IPv4 subnet": Rule(
+        set_at(("subnets", 1, "ipv6_ra_mode"), "dhcpv6-stateful"),
+        [(("subnets", 1, "ipv6_ra_mode"), VALUE)],
     ),
     "SLAAC on an IPv4 subnet": Rule(
         set_at(("subnets", 1, "ipv6_ra_mode"), "slaac"),
@@ -247,6 +284,15 @@ RULES: dict[str, Rule] = {
         [(("subnets", 2, "cidr"), VALUE), (("subnets", 2, "cidr"), VALUE)],
     ),
     # dhcp_hosts
+    "duplicate DHCP host MAC for IPv6": Rule(
+        each(
+            set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateful"),
+            set_at(("subnets", 2, "enable_dhcp"), True),
+            append_at(("dhcp_hosts",), {"mac": "fa:16:3e:10:00:05", "ip_address": "2001:db8:1::5"}),
+            append_at(("dhcp_hosts",), {"mac": "fa:16:3e:10:00:05", "ip_address": "2001:db8:1::6"}),
+        ),
+        [(("dhcp_hosts", 4, "mac"), DUP)],
+    ),
     "duplicate DHCP host MAC": Rule(
         append_at(("dhcp_hosts",), {"mac": "fa:16:3e:10:00:05", "ip_address": "10.0.1.9"}),
         [(("dhcp_hosts", 3, "mac"), DUP)],
@@ -382,6 +428,21 @@ VALID_VARIANTS: dict[str, Mutation] = {
     ),
     "subnet without gateway or DHCP": append_at(
         ("subnets",), {"cidr": "2001:db8:ff::/64", "interface_mac": EXTERNAL_MAC}
+    ),
+    "DHCPv6 stateful, dual-stack hosts": each(
+        set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateful"),
+        set_at(("subnets", 2, "enable_dhcp"), True),
+        append_at(("dhcp_hosts",), {"mac": "fa:16:3e:10:00:05", "ip_address": "2001:db8:1::5"}),
+    ),
+    "DHCPv6 stateful in a prefix longer than /64": each(
+        set_at(("interfaces", 1, "addresses", 1), "2001:db8:1::1/112"),
+        set_at(("subnets", 2, "cidr"), "2001:db8:1::/112"),
+        set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateful"),
+        set_at(("subnets", 2, "enable_dhcp"), True),
+    ),
+    "DHCPv6 stateless": each(
+        set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateless"),
+        set_at(("subnets", 2, "enable_dhcp"), True),
     ),
     "SNAT with an explicit external address": each(
         append_at(("interfaces", 0, "addresses"), "203.0.113.3/24"),
@@ -533,10 +594,10 @@ SCHEMA_ERRORS: dict[str, tuple[Mutation, Loc, str]] = {
         ("subnets", 0, "lease_time_s"),
         "greater_than_equal",
     ),
-    "DHCPv6 stateful RA mode": (
-        set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6-stateful"),
+    "unknown RA mode": (
+        set_at(("subnets", 2, "ipv6_ra_mode"), "dhcpv6"),
         ("subnets", 2, "ipv6_ra_mode"),
-        "literal_error",
+        "enum",
     ),
     "IPv6 floating IP": (
         set_at(("floating_ips", 0, "floating_ip"), "2001:db8:ff::10"),

@@ -22,8 +22,7 @@ from astara import __version__
 from astara.agent.service import Agent, AgentSettings, Conflict, Invalid, NotFound
 from astara.appliance.apply import ApplyFailed, ValidationFailed
 from astara.appliance.schema import ApplianceConfig
-from astara.fabric.networks import NetworkSpec
-from astara.fabric.ports import PortSpec
+from astara.model.fabric import NetworkSpec, PortSpec
 from astara.naming import ID_PATTERN
 
 ObjectId = Annotated[str, PathParam(pattern=ID_PATTERN.pattern, description="Object id")]

@@ -18,10 +18,10 @@ from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
 from astara.fabric import ports as fabric_ports
-from astara.fabric.networks import NetworkSpec
-from astara.fabric.ports import PortError, PortPaths, PortSpec
+from astara.fabric.ports import PortError, PortPaths
 from astara.linux import netns
 from astara.linux.cleanup import default_run_dir
+from astara.model.fabric import NetworkSpec, PortSpec
 from astara.naming import Names
 
 

@@ -19,7 +19,7 @@ from astara.api.changes import timestamp
 from astara.api.errors import NeutronError
 from astara.db import history, outbox
 from astara.db.models import PausedProject, Port, PortBinding, Router, RouterEvent, RouterState
-from astara.fabric.ports import check_ifname, check_netns_name, check_workload_netns
+from astara.model.fabric import check_ifname, check_netns_name, check_workload_netns
 from astara.naming import Names
 
 # The binding table's column: a longer name passes PortSpec but does not fit.

@@ -28,6 +28,8 @@ _HOSTNAME_PATTERN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # dnsmasq reads a dhcp-host field that is a number (with an optional w/d/h/m/s
 # unit), "infinite" or "ignore" as a lease time or as "never answer", not a name.
 _DNSMASQ_HOST_KEYWORD = re.compile(r"[0-9]+[wdhmsWDHMS]?|infinite|ignore")
+# The shortest prefix dnsmasq serves DHCPv6 in.
+DHCPV6_MIN_PREFIXLEN = 64
 
 
 def _mac(value: str) -> str:
@@ -99,8 +101,26 @@ class ApplianceRoute(Route):
     )
 
 
+class Ipv6RaMode(StrEnum):
+    """How hosts on an IPv6 subnet get their addresses (Neutron's names)."""
+
+    slaac = "slaac"  # from the prefix in the router advertisements
+    dhcpv6_stateful = "dhcpv6-stateful"  # leased by DHCPv6; RAs set the managed flag
+    dhcpv6_stateless = "dhcpv6-stateless"  # SLAAC, and options (DNS) by DHCPv6
+
+    @property
+    def dhcpv6(self) -> bool:
+        return self is not Ipv6RaMode.slaac
+
+    @property
+    def autonomous(self) -> bool:
+        """Whether hosts form their own addresses from the prefix (SLAAC)."""
+        return self is not Ipv6RaMode.dhcpv6_stateful
+
+
 class Subnet(StrictModel):
-    """A subnet served on one of the appliance's interfaces (DHCP, RA)."""
+    """A subnet served on one of the appliance's interfaces (DHCP, RA).
+    On an IPv6 subnet `enable_dhcp` means DHCPv6, and needs a DHCPv6 mode."""
 
     cidr: IPNetwork
     interface_mac: MacAddress
@@ -110,7 +130,7 @@ class Subnet(StrictModel):
     enable_dhcp: bool = False
     dns_nameservers: list[IPAddress] = Field(default_factory=list)
     host_routes: list[Route] = Field(default_factory=list)
-    ipv6_ra_mode: Literal["slaac"] | None = None
+    ipv6_ra_mode: Ipv6RaMode | None = None
     lease_time_s: int = Field(default=86400, ge=120, le=31536000)
 
 
@@ -319,23 +339,57 @@ class _SemanticCheck:
                 self.error(
                     "DHCP and router advertisements are served on internal interfaces only", *loc
                 )
+            self.check_ipv6_modes(subnet, loc)
+
+    def check_ipv6_modes(self, subnet: Subnet, loc: tuple[str | int, ...]) -> None:
+        mode = subnet.ipv6_ra_mode
+        if mode is None:
             if subnet.enable_dhcp and subnet.cidr.version == 6:
                 self.error(
-                    "DHCPv6 is not supported by schema version 1; use ipv6_ra_mode 'slaac'",
+                    "DHCPv6 needs ipv6_ra_mode 'dhcpv6-stateful' or 'dhcpv6-stateless'",
                     *loc,
                     "enable_dhcp",
                 )
-            if subnet.ipv6_ra_mode is not None:
-                if subnet.cidr.version != 6:
-                    self.error("ipv6_ra_mode needs an IPv6 subnet", *loc, "ipv6_ra_mode")
-                elif subnet.cidr.prefixlen != 64:
-                    self.error("SLAAC needs a /64 subnet", *loc, "cidr")
+            return
+        if subnet.cidr.version != 6:
+            self.error("ipv6_ra_mode needs an IPv6 subnet", *loc, "ipv6_ra_mode")
+            return
+        if mode.autonomous and subnet.cidr.prefixlen != 64:
+            self.error(f"{mode.value} needs a /64 subnet (SLAAC)", *loc, "cidr")
+        elif subnet.cidr.prefixlen < DHCPV6_MIN_PREFIXLEN:
+            # dnsmasq refuses a DHCPv6 range in a shorter prefix.
+            self.error(
+                f"{mode.value} needs a prefix length of at least {DHCPV6_MIN_PREFIXLEN}",
+                *loc,
+                "cidr",
+            )
+        if mode.dhcpv6 and not subnet.enable_dhcp:
+            self.error(
+                f"ipv6_ra_mode {mode.value} needs enable_dhcp: the router advertisements"
+                " would send hosts to a DHCPv6 server that is not there",
+                *loc,
+                "enable_dhcp",
+            )
+        if not mode.dhcpv6 and subnet.enable_dhcp:
+            self.error(
+                "enable_dhcp on an IPv6 subnet means DHCPv6: use ipv6_ra_mode"
+                " 'dhcpv6-stateful' or 'dhcpv6-stateless'",
+                *loc,
+                "enable_dhcp",
+            )
 
     def check_dhcp_hosts(self) -> None:
         dhcp_subnets = [s.cidr for s in self.config.subnets if s.enable_dhcp]
         for index, host in enumerate(self.config.dhcp_hosts):
             loc = ("dhcp_hosts", index)
-            self.once("dhcp mac", host.mac, f"duplicate MAC {host.mac}", *loc, "mac")
+            # A dual-stack port has one entry per IP version.
+            self.once(
+                "dhcp mac",
+                (host.mac, host.ip_address.version),
+                f"duplicate MAC {host.mac} for IPv{host.ip_address.version}",
+                *loc,
+                "mac",
+            )
             self.once(
                 "dhcp address",
                 host.ip_address,

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.appliance.schema import ApplianceConfig, config_hash
+from astara.appliance.schema import ApplianceConfig, Ipv6RaMode, config_hash
 from astara.db.models import (
     ROUTER_GATEWAY,
     FloatingIp,
@@ -94,7 +94,7 @@ def plan(session: Session, router: Router) -> RouterPlan:
                     defaults.setdefault(subnet.ip_version, _default_route(subnet))
                 continue
             subnets.append(_subnet(subnet, port.mac_address, allocation.ip_address))
-            if subnet.ip_version == 4 and subnet.enable_dhcp:
+            if _serves_hosts(subnet):
                 dhcp_subnets.add(subnet.id)
         interfaces.append(
             {
@@ -146,6 +146,22 @@ def _default_route(subnet: Subnet) -> dict[str, Any]:
     return route
 
 
+def ipv6_mode(subnet: Subnet) -> Ipv6RaMode | None:
+    """How hosts on an IPv6 subnet get addresses. The API keeps the two
+    Neutron attributes equal when both are set; the router sends the RAs
+    either way."""
+    mode = subnet.ipv6_address_mode or subnet.ipv6_ra_mode
+    return Ipv6RaMode(mode) if subnet.ip_version == 6 and mode else None
+
+
+def _serves_hosts(subnet: Subnet) -> bool:
+    """Whether the router leases addresses to the subnet's ports: IPv4 with
+    DHCP, IPv6 with DHCPv6-stateful."""
+    if subnet.ip_version == 4:
+        return subnet.enable_dhcp
+    return ipv6_mode(subnet) is Ipv6RaMode.dhcpv6_stateful
+
+
 def _subnet(subnet: Subnet, mac: str, router_address: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"cidr": subnet.cidr, "interface_mac": mac}
     if subnet.ip_version == 4:
@@ -159,15 +175,18 @@ def _subnet(subnet: Subnet, mac: str, router_address: str) -> dict[str, Any]:
             # A gateway outside the subnet is reached on-link (RFC 3442's
             # 0.0.0.0 next hop), as Neutron's DHCP tells hosts.
             entry["host_routes"].insert(0, {"destination": f"{gateway}/32", "nexthop": "0.0.0.0"})
-    elif subnet.ipv6_ra_mode == "slaac":
-        entry["ipv6_ra_mode"] = "slaac"
+    elif (mode := ipv6_mode(subnet)) is not None:
+        # Hosts learn the default route from the RAs, not from a gateway_ip.
+        entry["ipv6_ra_mode"] = mode.value
+        entry["enable_dhcp"] = mode.dhcpv6
         entry["dns_nameservers"] = list(subnet.dns_nameservers)
     return entry
 
 
 def _dhcp_hosts(session: Session, subnet_ids: set[str], own_macs: set[str]) -> list[dict[str, str]]:
-    """A static DHCP entry for every other port with an address on a DHCP subnet
-    this router serves (by subnet id: overlapping CIDRs elsewhere are not ours)."""
+    """A static DHCP entry for every other port with an address on a subnet
+    this router leases addresses on (IPv4 DHCP, DHCPv6-stateful), one per port
+    and IP version (by subnet id: overlapping CIDRs elsewhere are not ours)."""
     if not subnet_ids:
         return []
     rows = session.execute(
@@ -179,9 +198,10 @@ def _dhcp_hosts(session: Session, subnet_ids: set[str], own_macs: set[str]) -> l
     hosts = []
     seen = set()
     for mac, address in rows:
-        if mac in own_macs or mac in seen:
+        version = ipaddress.ip_address(address).version
+        if mac in own_macs or (mac, version) in seen:
             continue
-        seen.add(mac)
+        seen.add((mac, version))
         hosts.append({"mac": mac, "ip_address": address, "hostname": hostname(address)})
     return hosts
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from astara.linux import netlink, netns
+from astara.model.fabric import NetworkSpec
 from astara.naming import Names
 
 # Bridges only switch frames: no addresses, no IPv6 chatter from the fabric.
@@ -12,15 +11,6 @@ FABRIC_SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
 }
-
-
-class NetworkSpec(BaseModel):
-    """Desired state of an L2 segment."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mtu: int = Field(default=1500, ge=1280, le=9000)
-    external: bool = Field(default=False, description="A provider network routers use as gateway")
 
 
 def ensure_fabric(names: Names) -> None:

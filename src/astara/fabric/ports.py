@@ -3,74 +3,24 @@
 This is how tests, demos and operators stand up "instances": the namespace
 gets an interface with the port's MAC, addressed statically, by DHCP (busybox
 udhcpc with Astara's hook, which touches only that interface and the
-namespace's own resolv.conf) and/or by SLAAC.
+namespace's own resolv.conf), by SLAAC, and/or by DHCPv6 (dhcpcd: see
+`astara.fabric.dhcpv6`).
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-
-from astara.appliance.schema import Identifier, IPInterface, MacAddress, Route
+from astara.fabric import dhcpv6
 from astara.linux import netlink, netns, routes
 from astara.linux.process import Daemon
+from astara.model.fabric import PortSpec, check_workload_netns
 from astara.naming import Names
 
-# No '.': sysctl keys (net.ipv6.conf.<ifname>.…) use it as a separator.
-_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,14}")
-_NETNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 NETNS_ETC = Path("/etc/netns")
 DHCP_SCRIPT = Path(__file__).with_name("udhcpc.sh")
-
-
-def check_ifname(value: str) -> str:
-    if not _IFNAME.fullmatch(value):
-        raise ValueError("must be 1-15 letters, digits, '_' or '-', starting with a letter")
-    if value == "lo":
-        raise ValueError("lo is the namespace's loopback")
-    return value
-
-
-def check_netns_name(value: str) -> str:
-    if not _NETNS.fullmatch(value):
-        raise ValueError("must be 1-128 letters, digits, '_', '.' or '-'")
-    return value
-
-
-class PortSpec(BaseModel):
-    """Desired state of a workload port."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    network_id: Identifier
-    mac: MacAddress
-    netns: Annotated[str, AfterValidator(check_netns_name)] = Field(
-        description="Namespace to plug into (under the agent's prefix); created if missing"
-    )
-    ifname: Annotated[str, AfterValidator(check_ifname)] = "eth0"
-    addresses: list[IPInterface] = Field(default_factory=list)
-    routes: list[Route] = Field(default_factory=list)
-    dhcp: bool = Field(default=False, description="Take IPv4 address and routes by DHCP")
-    slaac: bool = Field(default=False, description="Take IPv6 addresses from router advertisements")
-    mtu: int | None = Field(default=None, ge=1280, le=9000)
-
-    @model_validator(mode="after")
-    def _next_hops_on_link(self) -> PortSpec:
-        # With static addresses only, a next hop must be on one of them, or the
-        # kernel refuses the route; DHCP brings its own routes.
-        for index, route in enumerate(self.routes):
-            if route.destination.version != route.nexthop.version:
-                raise ValueError(f"routes[{index}]: destination and nexthop differ in IP version")
-            if not any(route.nexthop in address.network for address in self.addresses):
-                raise ValueError(
-                    f"routes[{index}]: nexthop {route.nexthop} is on none of the port's addresses"
-                )
-        return self
 
 
 @dataclass(frozen=True)
@@ -85,13 +35,19 @@ class PortPaths:
     def dhcp_script(self) -> Path:
         return self.state_dir / "udhcpc.sh"
 
+    @property
+    def dhcpv6(self) -> dhcpv6.Dhcpv6Paths:
+        return dhcpv6.Dhcpv6Paths(self.state_dir)
+
 
 class PortError(ValueError):
     """A port that cannot be plugged as asked; nothing was changed."""
 
 
 def _workload_sysctls(spec: PortSpec) -> dict[str, str]:
-    accept_ra = "1" if spec.slaac else "0"
+    # With DHCPv6, dhcpcd reads the router advertisements (and forms the SLAAC
+    # addresses) itself: the kernel must not act on them too.
+    accept_ra = "1" if spec.slaac and not spec.dhcpv6 else "0"
     return {
         f"net.ipv6.conf.{spec.ifname}.accept_ra": accept_ra,
         f"net.ipv6.conf.{spec.ifname}.autoconf": accept_ra,
@@ -115,18 +71,12 @@ def would_create(spec: PortSpec) -> dict[str, bool]:
     """What plugging `spec` now would create, for the agent to record first."""
     return {
         "created_netns": not netns.exists(spec.netns),
-        "created_etc": spec.dhcp and not resolv_conf(spec.netns).exists(),
+        "created_etc": _writes_resolv_conf(spec) and not resolv_conf(spec.netns).exists(),
     }
 
 
-def check_workload_netns(names: Names, netns: str) -> str:
-    """A workload's namespace: under the agent's prefix, and neither the
-    fabric's nor an appliance's."""
-    if not names.owns_netns(netns):
-        raise ValueError(f"netns {netns!r} must start with the agent's prefix {names.prefix}-")
-    if names.is_infrastructure_netns(netns):
-        raise ValueError(f"netns {netns!r} belongs to the fabric or an appliance")
-    return netns
+def _writes_resolv_conf(spec: PortSpec) -> bool:
+    return spec.dhcp or spec.dhcpv6
 
 
 def plug(
@@ -156,7 +106,7 @@ def plug(
 def _converge(
     names: Names, port_id: str, spec: PortSpec, mtu: int, paths: PortPaths, created: dict[str, bool]
 ) -> None:
-    if spec.dhcp and not resolv_conf(spec.netns).exists():
+    if _writes_resolv_conf(spec) and not resolv_conf(spec.netns).exists():
         resolv_conf(spec.netns).parent.mkdir(parents=True, exist_ok=True)
         resolv_conf(spec.netns).touch()
         created["created_etc"] = True
@@ -172,7 +122,10 @@ def _converge(
             mtu=mtu,
         )
         netns.set_sysctls(spec.netns, _workload_sysctls(spec))
-        families = (6,) if spec.dhcp else (4, 6)
+        # The DHCP clients own their family's addresses.
+        families = tuple(
+            family for family, dynamic in ((4, spec.dhcp), (6, spec.dhcpv6)) if not dynamic
+        )
         netlink.sync_addresses(workload, spec.ifname, spec.addresses, families)
     routes.sync(
         spec.netns, "main", [routes.Route.via(r.destination, r.nexthop) for r in spec.routes]
@@ -209,6 +162,7 @@ def _converge(
         )
     elif not spec.dhcp:
         dhcp.stop()
+    dhcpv6.converge(spec, paths.dhcpv6, resolv_conf(spec.netns), restart=replugged)
 
 
 def unplug(
@@ -221,6 +175,7 @@ def unplug(
 ) -> None:
     """Remove the port and whatever the agent created for it."""
     Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).stop()
+    dhcpv6.stop(spec, paths.dhcpv6)
     if netns.exists(names.fabric_netns):
         with netlink.netns(names.fabric_netns) as fabric:
             netlink.delete_link(fabric, names.port_fabric_link(port_id))
@@ -243,6 +198,7 @@ def observe(names: Names, port_id: str, spec: PortSpec, paths: PortPaths) -> dic
             state = netlink.link_state(ns, spec.ifname)
             addresses = sorted(str(a) for a in netlink.addresses(ns, spec.ifname))
     dhcp_pid = Daemon(spec.netns, paths.dhcp_pidfile, str(paths.dhcp_pidfile)).pid()
+    dhcpv6_pid = dhcpv6.pid(spec, paths.dhcpv6)
     return {
         "netns": spec.netns,
         "ifname": spec.ifname,
@@ -252,5 +208,10 @@ def observe(names: Names, port_id: str, spec: PortSpec, paths: PortPaths) -> dic
         "mtu": state.mtu if state else None,
         "addresses": addresses,
         "dhcp_client": {"expected": spec.dhcp, "pid": dhcp_pid, "running": dhcp_pid is not None},
+        "dhcpv6_client": {
+            "expected": spec.dhcpv6,
+            "pid": dhcpv6_pid,
+            "running": dhcpv6_pid is not None,
+        },
         "counters": state.counters if state else {},
     }

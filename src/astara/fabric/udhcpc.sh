@@ -31,11 +31,19 @@ bound|renew)
 		done
 	fi
 	if [ -n "${ASTARA_RESOLV_CONF:-}" ]; then
-		: > "$ASTARA_RESOLV_CONF.new"
+		# Keep the IPv6 servers the DHCPv6 client wrote; write in place so
+		# that namespaces which bind-mounted the file see the change.
+		new=""
 		for server in ${dns:-}; do
-			echo "nameserver $server" >> "$ASTARA_RESOLV_CONF.new"
+			new="${new:+$new
+}nameserver $server"
 		done
-		mv "$ASTARA_RESOLV_CONF.new" "$ASTARA_RESOLV_CONF"
+		if [ -f "$ASTARA_RESOLV_CONF" ]; then
+			kept=$(grep '^nameserver .*:' "$ASTARA_RESOLV_CONF")
+			new="$new${kept:+${new:+
+}$kept}"
+		fi
+		printf '%s\n' "$new" > "$ASTARA_RESOLV_CONF"
 	fi
 	;;
 esac

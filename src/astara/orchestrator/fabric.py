@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from astara.agent.client import AgentClient, AgentError
 from astara.db.models import Network, Port, PortBinding, RouterPort, Subnet
-from astara.fabric.ports import PortSpec
+from astara.drivers.router import ipv6_mode
+from astara.model.fabric import PortSpec
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,14 @@ def _port_spec(
 ) -> dict[str, Any]:
     """The agent's port spec for a bound port: its MAC, its fixed IPs, a
     default route through each IPv4 subnet's gateway, its network's MTU.
+    A binding with DHCP takes IPv4 by DHCP and, on a network with IPv6
+    subnets in a router-advertised mode, IPv6 as the mode says: SLAAC for
+    slaac and dhcpv6-stateless, DHCPv6 for the two DHCPv6 modes (the agent's
+    client then reads the RAs' flags itself), instead of a static address.
     ValueError (pydantic's ValidationError is one) when none can be made."""
     addresses: list[str] = []
     routes: list[dict[str, str]] = []
+    slaac = dhcpv6 = False
     for allocation in port.fixed_ips:
         subnet = session.get(Subnet, allocation.subnet_id)
         if subnet is None:
@@ -185,10 +191,19 @@ def _port_spec(
         prefix = ipaddress.ip_network(subnet.cidr).prefixlen
         if subnet.ip_version == 4 and binding.dhcp:
             continue
+        mode = ipv6_mode(subnet)
+        if mode is not None and binding.dhcp:
+            slaac |= mode.autonomous
+            dhcpv6 |= mode.dhcpv6
+            continue
         addresses.append(f"{allocation.ip_address}/{prefix}")
         if subnet.gateway_ip and not routes_have_default(routes, subnet.ip_version):
             default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
             routes.append({"destination": default, "nexthop": subnet.gateway_ip})
+    if dhcpv6:
+        # The DHCPv6 client owns the port's IPv6 addresses and default route.
+        addresses = [a for a in addresses if ipaddress.ip_interface(a).version == 4]
+        routes = [r for r in routes if r["destination"] != "::/0"]
     spec = PortSpec.model_validate(
         {
             "network_id": port.network_id,
@@ -198,6 +213,8 @@ def _port_spec(
             "addresses": addresses,
             "routes": routes,
             "dhcp": binding.dhcp,
+            "slaac": slaac,
+            "dhcpv6": dhcpv6,
             "mtu": network.mtu,
         }
     )

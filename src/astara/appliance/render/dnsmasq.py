@@ -1,10 +1,17 @@
-"""Render DHCP service for an appliance's internal IPv4 subnets with dnsmasq (pure).
+"""Render DHCP and DHCPv6 service for an appliance's internal subnets with dnsmasq (pure).
 
 Only hosts listed in the config get a lease (`static` ranges), as Neutron does:
 addresses are allocated by the control plane, dnsmasq only hands them out.
 dnsmasq's DNS service is off (`port=0`); clients get the subnet's
 `dns_nameservers`. The host list lives in its own file so that a change of
-hosts is a SIGHUP, not a restart.
+hosts is a SIGHUP, not a restart; a dual-stack host is one line with both
+addresses.
+
+IPv6 subnets with a DHCPv6 mode get a static range too: on a stateful subnet
+it leases the hosts' addresses, on a stateless one dnsmasq answers only
+information requests (DNS servers). dnsmasq sends no router advertisements:
+radvd alone does, and sets the managed and other-config flags that send hosts
+here (`render.radvd`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ class DnsmasqFiles:
 
 
 def dhcp_subnets(config: ApplianceConfig) -> list[Subnet]:
-    return [s for s in config.subnets if s.enable_dhcp and s.cidr.version == 4]
+    """IPv4 subnets with DHCP and IPv6 subnets with DHCPv6 (the schema ties an
+    IPv6 subnet's `enable_dhcp` to a DHCPv6 mode)."""
+    return [s for s in config.subnets if s.enable_dhcp]
 
 
 def render_dnsmasq(
@@ -62,41 +71,77 @@ def render_dnsmasq(
     lines += [f"interface={name}" for name in interfaces]
     for index, subnet in enumerate(subnets):
         tag = f"subnet{index}"
-        network = subnet.cidr
-        assert isinstance(network, ipaddress.IPv4Network)
-        lines.append(
-            f"dhcp-range=set:{tag},{network.network_address},static,{network.netmask},{subnet.lease_time_s}s"
-        )
-        interface = config.interface_by_mac(subnet.interface_mac)
-        mtu = interface and (interface.mtu or (network_mtus or {}).get(interface.network_id))
-        if mtu:
-            lines.append(f"dhcp-option=tag:{tag},option:mtu,{mtu}")
-        if subnet.gateway_ip is not None:
-            lines.append(f"dhcp-option=tag:{tag},option:router,{subnet.gateway_ip}")
+        if isinstance(subnet.cidr, ipaddress.IPv4Network):
+            lines += _ipv4_subnet(config, subnet, subnet.cidr, tag, network_mtus or {})
         else:
-            lines.append(f"dhcp-option=tag:{tag},option:router")
-        if subnet.dns_nameservers:
-            servers = ",".join(str(s) for s in subnet.dns_nameservers)
-            lines.append(f"dhcp-option=tag:{tag},option:dns-server,{servers}")
-        else:
-            lines.append(f"dhcp-option=tag:{tag},option:dns-server")
-        if subnet.host_routes:
-            # RFC 3442: clients that take classless routes ignore option 3, so the
-            # default route travels with them.
-            routes = [f"{r.destination},{r.nexthop}" for r in subnet.host_routes]
-            if subnet.gateway_ip is not None and not any(
-                r.destination.prefixlen == 0 for r in subnet.host_routes
-            ):
-                routes.append(f"0.0.0.0/0,{subnet.gateway_ip}")
-            lines.append(f"dhcp-option=tag:{tag},option:classless-static-route,{','.join(routes)}")
-    hosts = []
+            lines += _ipv6_subnet(subnet, subnet.cidr, tag)
+    return DnsmasqFiles(conf="\n".join(lines) + "\n", hosts=_hosts(config))
+
+
+def _ipv4_subnet(
+    config: ApplianceConfig,
+    subnet: Subnet,
+    network: ipaddress.IPv4Network,
+    tag: str,
+    network_mtus: dict[str, int],
+) -> list[str]:
+    lines = [
+        f"dhcp-range=set:{tag},{network.network_address},static,{network.netmask},{subnet.lease_time_s}s"
+    ]
+    interface = config.interface_by_mac(subnet.interface_mac)
+    mtu = interface and (interface.mtu or network_mtus.get(interface.network_id))
+    if mtu:
+        lines.append(f"dhcp-option=tag:{tag},option:mtu,{mtu}")
+    if subnet.gateway_ip is not None:
+        lines.append(f"dhcp-option=tag:{tag},option:router,{subnet.gateway_ip}")
+    else:
+        lines.append(f"dhcp-option=tag:{tag},option:router")
+    if subnet.dns_nameservers:
+        servers = ",".join(str(s) for s in subnet.dns_nameservers)
+        lines.append(f"dhcp-option=tag:{tag},option:dns-server,{servers}")
+    else:
+        lines.append(f"dhcp-option=tag:{tag},option:dns-server")
+    if subnet.host_routes:
+        # RFC 3442: clients that take classless routes ignore option 3, so the
+        # default route travels with them.
+        routes = [f"{r.destination},{r.nexthop}" for r in subnet.host_routes]
+        if subnet.gateway_ip is not None and not any(
+            r.destination.prefixlen == 0 for r in subnet.host_routes
+        ):
+            routes.append(f"0.0.0.0/0,{subnet.gateway_ip}")
+        lines.append(f"dhcp-option=tag:{tag},option:classless-static-route,{','.join(routes)}")
+    return lines
+
+
+def _ipv6_subnet(subnet: Subnet, network: ipaddress.IPv6Network, tag: str) -> list[str]:
+    # Neutron's form for both DHCPv6 modes; the default route comes from the
+    # router advertisements (DHCPv6 has no router option).
+    lines = [
+        f"dhcp-range=set:{tag},{network.network_address},static,{network.prefixlen},{subnet.lease_time_s}s"
+    ]
+    if subnet.dns_nameservers:
+        servers = ",".join(f"[{s}]" for s in subnet.dns_nameservers)
+        lines.append(f"dhcp-option=tag:{tag},option6:dns-server,{servers}")
+    else:
+        # Empty: dnsmasq would offer itself, and its DNS service is off.
+        lines.append(f"dhcp-option=tag:{tag},option6:dns-server")
+    return lines
+
+
+def _hosts(config: ApplianceConfig) -> str:
+    """One line per MAC, `mac,ipv4,[ipv6],hostname`, in the config's order."""
+    addresses: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
     for host in config.dhcp_hosts:
-        if host.ip_address.version != 4:
-            continue
-        entry = f"{host.mac},{host.ip_address}"
-        if host.hostname:
-            entry += f",{host.hostname}"
-        hosts.append(entry)
-    return DnsmasqFiles(
-        conf="\n".join(lines) + "\n", hosts="\n".join(hosts) + ("\n" if hosts else "")
-    )
+        address = str(host.ip_address) if host.ip_address.version == 4 else f"[{host.ip_address}]"
+        addresses.setdefault(host.mac, []).append(address)
+        if host.hostname and host.mac not in names:
+            names[host.mac] = host.hostname
+    lines = []
+    for mac, listed in addresses.items():
+        # At most one address per family (the schema's rule); IPv4 first.
+        fields = [mac, *sorted(listed, key=lambda a: a.startswith("["))]
+        if mac in names:
+            fields.append(names[mac])
+        lines.append(",".join(fields))
+    return "".join(f"{line}\n" for line in lines)

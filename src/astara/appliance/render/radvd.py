@@ -1,10 +1,19 @@
-"""Render IPv6 router advertisements for SLAAC subnets with radvd (pure)."""
+"""Render IPv6 router advertisements with radvd (pure): the one RA sender.
+
+The subnet's mode sets the flags (as Neutron's radvd template does):
+- slaac: the prefix is autonomous; DNS servers travel as RDNSS;
+- dhcpv6-stateless: autonomous prefix, and the other-config flag sends hosts
+  to DHCPv6 for their options (DNS servers);
+- dhcpv6-stateful: the managed flag sends hosts to DHCPv6 for their address,
+  and the prefix is on-link but not autonomous.
+Every mode gets the default route from the advertisements.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from astara.appliance.schema import ApplianceConfig, Subnet
+from astara.appliance.schema import ApplianceConfig, Ipv6RaMode, Subnet
 from astara.naming import appliance_interface
 
 # Short intervals: a workload that missed the answer to its solicitation learns
@@ -20,7 +29,7 @@ def ra_subnets(config: ApplianceConfig) -> list[Subnet]:
 
 
 def render_radvd(config: ApplianceConfig, default_mtu: dict[str, int] | None = None) -> str:
-    """radvd.conf for every interface with a SLAAC subnet; empty if none."""
+    """radvd.conf for every interface with an IPv6 subnet in an RA mode; empty if none."""
     by_interface: dict[str, list[Subnet]] = defaultdict(list)
     mtus: dict[str, int | None] = {}
     for subnet in ra_subnets(config):
@@ -40,17 +49,26 @@ def render_radvd(config: ApplianceConfig, default_mtu: dict[str, int] | None = N
             f"\tMinRtrAdvInterval {MIN_ADVERTISEMENT_INTERVAL_S};",
             f"\tMaxRtrAdvInterval {MAX_ADVERTISEMENT_INTERVAL_S};",
         ]
+        modes = {s.ipv6_ra_mode for s in by_interface[name]}
+        if Ipv6RaMode.dhcpv6_stateful in modes:
+            lines.append("\tAdvManagedFlag on;")
+        if Ipv6RaMode.dhcpv6_stateless in modes:
+            lines.append("\tAdvOtherConfigFlag on;")
         if mtus[name]:
             lines.append(f"\tAdvLinkMTU {mtus[name]};")
         servers: list[str] = []
         for subnet in by_interface[name]:
+            mode = subnet.ipv6_ra_mode
+            autonomous = "on" if mode is not None and mode.autonomous else "off"
             lines += [
                 f"\tprefix {subnet.cidr} {{",
                 "\t\tAdvOnLink on;",
-                "\t\tAdvAutonomous on;",
+                f"\t\tAdvAutonomous {autonomous};",
                 "\t};",
             ]
-            servers += [str(s) for s in subnet.dns_nameservers if str(s) not in servers]
+            if mode is Ipv6RaMode.slaac:
+                # DHCPv6 modes hand DNS servers out by DHCPv6 (render.dnsmasq).
+                servers += [str(s) for s in subnet.dns_nameservers if str(s) not in servers]
         for start in range(0, len(servers), RDNSS_ADDRESSES_PER_SECTION):
             section = servers[start : start + RDNSS_ADDRESSES_PER_SECTION]
             lines += [f"\tRDNSS {' '.join(section)} {{", "\t};"]

@@ -1,0 +1,103 @@
+"""The fabric's contracts (pure): the desired state of an L2 segment and of a
+workload port, and the rules for the names a port is plugged under.
+
+The tenant API validates a port binding with the same rules the agent applies,
+without importing anything that talks to the kernel.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from astara.appliance.schema import Identifier, IPInterface, MacAddress, Route
+from astara.naming import Names
+
+# No '.': sysctl keys (net.ipv6.conf.<ifname>.…) use it as a separator.
+_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,14}")
+_NETNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_ifname(value: str) -> str:
+    if not _IFNAME.fullmatch(value):
+        raise ValueError("must be 1-15 letters, digits, '_' or '-', starting with a letter")
+    if value == "lo":
+        raise ValueError("lo is the namespace's loopback")
+    return value
+
+
+def check_netns_name(value: str) -> str:
+    if not _NETNS.fullmatch(value):
+        raise ValueError("must be 1-128 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def check_workload_netns(names: Names, netns: str) -> str:
+    """A workload's namespace: under the agent's prefix, and neither the
+    fabric's nor an appliance's."""
+    if not names.owns_netns(netns):
+        raise ValueError(f"netns {netns!r} must start with the agent's prefix {names.prefix}-")
+    if names.is_infrastructure_netns(netns):
+        raise ValueError(f"netns {netns!r} belongs to the fabric or an appliance")
+    return netns
+
+
+class NetworkSpec(BaseModel):
+    """Desired state of an L2 segment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mtu: int = Field(default=1500, ge=1280, le=9000)
+    external: bool = Field(default=False, description="A provider network routers use as gateway")
+
+
+class PortSpec(BaseModel):
+    """Desired state of a workload port."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    network_id: Identifier
+    mac: MacAddress
+    netns: Annotated[str, AfterValidator(check_netns_name)] = Field(
+        description="Namespace to plug into (under the agent's prefix); created if missing"
+    )
+    ifname: Annotated[str, AfterValidator(check_ifname)] = "eth0"
+    addresses: list[IPInterface] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    dhcp: bool = Field(default=False, description="Take IPv4 address and routes by DHCP")
+    slaac: bool = Field(default=False, description="Take IPv6 addresses from router advertisements")
+    dhcpv6: bool = Field(
+        default=False,
+        description=(
+            "Take IPv6 as the router advertisements say (dhcpcd): a leased address where they"
+            " set the managed flag, DHCPv6 options (DNS servers) where they set the other flag,"
+            " and SLAAC addresses too if `slaac`"
+        ),
+    )
+    mtu: int | None = Field(default=None, ge=1280, le=9000)
+
+    @model_validator(mode="after")
+    def _dhcpv6_owns_ipv6_addresses(self) -> PortSpec:
+        # dhcpcd adds and removes the IPv6 addresses: a static one beside them
+        # would be neither kept nor removed reliably.
+        static = [str(a) for a in self.addresses if a.version == 6]
+        if self.dhcpv6 and static:
+            raise ValueError(
+                f"addresses: {', '.join(static)} given with dhcpv6, which brings the IPv6 addresses"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _next_hops_on_link(self) -> PortSpec:
+        # With static addresses only, a next hop must be on one of them, or the
+        # kernel refuses the route; DHCP brings its own routes.
+        for index, route in enumerate(self.routes):
+            if route.destination.version != route.nexthop.version:
+                raise ValueError(f"routes[{index}]: destination and nexthop differ in IP version")
+            if not any(route.nexthop in address.network for address in self.addresses):
+                raise ValueError(
+                    f"routes[{index}]: nexthop {route.nexthop} is on none of the port's addresses"
+                )
+        return self
