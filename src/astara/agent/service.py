@@ -62,14 +62,15 @@ class Agent:
         self.appliances = ApplianceManager(
             self.names, settings.state_dir, settings.runtime_dir, self.network_info
         )
-        # Network and port changes hold the fabric exclusively; appliances hold
-        # it shared (a network cannot vanish under an apply) plus a lock of
+        # Guards the L2 segments (networks) and the ports plugged into them.
+        # Network and port changes hold it exclusively; appliances hold it
+        # shared (a network cannot vanish under an apply) plus a lock of
         # their own each (in ApplianceManager), so they apply in parallel.
-        self.fabric = SharedLock()
+        self.l2_lock = SharedLock()
 
     def start(self) -> None:
         """Bring the fabric back after a restart (or a host reboot)."""
-        with self.fabric.exclusive():
+        with self.l2_lock.exclusive():
             for network_id in self.store.ids("networks"):
                 fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
 
@@ -119,9 +120,9 @@ class Agent:
         return users
 
     def observe_network(self, network_id: str) -> dict[str, Any]:
-        # Observations hold the fabric shared: a delete cannot pull the
+        # Observations hold the L2 lock shared: a delete cannot pull the
         # namespace away between checking it and looking inside.
-        with self.fabric.shared():
+        with self.l2_lock.shared():
             return {
                 "id": network_id,
                 **self.network(network_id).model_dump(),
@@ -130,7 +131,7 @@ class Agent:
 
     def put_network(self, network_id: str, spec: NetworkSpec) -> bool:
         """Create or update a network; True if it was new."""
-        with self.fabric.exclusive():
+        with self.l2_lock.exclusive():
             existing = self.network_info(network_id)
             if existing is not None and existing.mtu != spec.mtu:
                 users = self.network_users(network_id)
@@ -144,7 +145,7 @@ class Agent:
             return existing is None
 
     def delete_network(self, network_id: str) -> None:
-        with self.fabric.exclusive():
+        with self.l2_lock.exclusive():
             self.network(network_id)
             users = self.network_users(network_id)
             if users:
@@ -173,7 +174,7 @@ class Agent:
         )
 
     def observe_port(self, port_id: str) -> dict[str, Any]:
-        with self.fabric.shared():
+        with self.l2_lock.shared():
             spec = self.port(port_id).spec
             return {
                 "id": port_id,
@@ -183,7 +184,7 @@ class Agent:
 
     def put_port(self, port_id: str, spec: PortSpec) -> bool:
         """Plug or update a port; True if it was new."""
-        with self.fabric.exclusive():
+        with self.l2_lock.exclusive():
             network = self.network_info(spec.network_id)
             if network is None:
                 raise Invalid(f"unknown network {spec.network_id}: PUT /v1/networks/{{id}} first")
@@ -223,7 +224,7 @@ class Agent:
             return previous is None
 
     def delete_port(self, port_id: str) -> None:
-        with self.fabric.exclusive():
+        with self.l2_lock.exclusive():
             record = self.port(port_id)
             sharing = [
                 other_id
@@ -274,7 +275,7 @@ class Agent:
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Validate, then apply; (new, result, observed state). Raises
         ValidationFailed or ApplyFailed."""
-        with self.fabric.shared(), self.appliances.lock(appliance_id):
+        with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             new = not self.appliances.exists(appliance_id)
             result = self.appliances.apply(
                 appliance_id, self.appliances.prepare(appliance_id, config)
@@ -283,7 +284,7 @@ class Agent:
             return new, result, observed
 
     def delete_appliance(self, appliance_id: str) -> None:
-        with self.fabric.shared(), self.appliances.lock(appliance_id):
+        with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             if not self.appliances.exists(appliance_id) and not netns.exists(
                 self.names.appliance_netns(appliance_id)
             ):
