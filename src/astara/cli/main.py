@@ -290,6 +290,14 @@ def serve(
         str, typer.Option(envvar="ASTARA_PREFIX", help="Prefix of the local agent's objects")
     ] = "ast",
     resync_s: Annotated[float, typer.Option(help="Seconds between full resyncs")] = 20.0,
+    operators_group: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ASTARA_OPERATORS_GROUP",
+            help="NAME or GID of a group whose members may use the local agent's socket"
+            " (default: root only)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Serve the Neutron v2.0 tenant API, the orchestrator and a local agent."""
@@ -323,7 +331,13 @@ def serve(
     client: AgentClient | None = None
     if agent == "local":
         become_subreaper()  # the agent's daemons outlive it; reap them here
-        child = AgentChild(state_dir.resolve(), prefix, log_level=log_level, die_with_parent=True)
+        child = AgentChild(
+            state_dir.resolve(),
+            prefix,
+            log_level=log_level,
+            die_with_parent=True,
+            operators_group=operators_group,
+        )
         try:
             client = child.start()
         except (RuntimeError, OSError) as error:
