@@ -6,6 +6,7 @@ their errors (`NotFound`, `Conflict`, `Invalid`) to status codes.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from astara import __version__
 from astara.agent.locks import SharedLock
 from astara.agent.store import JsonStore
+from astara.appliance import checks
 from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
@@ -22,7 +24,13 @@ from astara.fabric.networks import NetworkSpec
 from astara.fabric.ports import PortError, PortPaths, PortSpec
 from astara.linux import netns
 from astara.linux.cleanup import default_run_dir
+from astara.linux.run import MissingTool, find_tool
 from astara.naming import Names
+
+log = logging.getLogger(__name__)
+
+# What every change of the L2 fabric (networks, ports) runs.
+FABRIC_TOOLS = ["ip", "sysctl"]
 
 
 class NotFound(LookupError):
@@ -67,19 +75,56 @@ class Agent:
         # shared (a network cannot vanish under an apply) plus a lock of
         # their own each (in ApplianceManager), so they apply in parallel.
         self.l2_lock = SharedLock()
+        # Each tool's version, probed once per path it is found at.
+        self._tools: dict[str, checks.Found] = {}
 
     def start(self) -> None:
-        """Bring the fabric back after a restart (or a host reboot)."""
+        """Take stock of the tools, then bring the fabric back after a restart
+        (or a host reboot). A missing tool does not stop the agent: its health
+        says what is missing, and what needs it is refused."""
+        absent = [name for name, found in self.tools().items() if found is None]
+        for name in absent:
+            log.error("%s is not installed: needed for %s", name, checks.TOOLS[name].purpose)
         with self.l2_lock.exclusive():
             for network_id in self.store.ids("networks"):
-                fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
+                try:
+                    fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
+                except MissingTool as error:
+                    log.error("network %s not restored: %s", network_id, error)
+
+    def tools(self) -> dict[str, checks.Found | None]:
+        """Every tool the agent runs: where it is and its version, or None."""
+        found: dict[str, checks.Found | None] = {}
+        for name, tool in checks.TOOLS.items():
+            path = find_tool(name)
+            known = self._tools.get(name)
+            if path is None:
+                found[name] = None
+            elif known is not None and known.path == path:
+                found[name] = known
+            else:
+                probed = checks.probe(tool)
+                if probed is not None:
+                    self._tools[name] = probed
+                found[name] = probed
+        return found
 
     def health(self) -> dict[str, Any]:
         meminfo = _meminfo()
+        tools = self.tools()
+        absent = {name: checks.TOOLS[name].purpose for name, f in tools.items() if f is None}
         return {
-            "status": "ok",
+            "status": "degraded" if absent else "ok",
             "version": __version__,
             "prefix": self.names.prefix,
+            "tools": {
+                "found": {
+                    name: {"path": f.path, "version": f.version}
+                    for name, f in tools.items()
+                    if f is not None
+                },
+                "missing": absent,
+            },
             "capacity": {
                 "cpus": os.cpu_count(),
                 "memory_total_bytes": meminfo.get("MemTotal", 0),
@@ -131,6 +176,7 @@ class Agent:
 
     def put_network(self, network_id: str, spec: NetworkSpec) -> bool:
         """Create or update a network; True if it was new."""
+        checks.require(FABRIC_TOOLS)
         with self.l2_lock.exclusive():
             existing = self.network_info(network_id)
             if existing is not None and existing.mtu != spec.mtu:
@@ -184,6 +230,7 @@ class Agent:
 
     def put_port(self, port_id: str, spec: PortSpec) -> bool:
         """Plug or update a port; True if it was new."""
+        checks.require([*FABRIC_TOOLS, *(["env", "busybox"] if spec.dhcp else [])])
         with self.l2_lock.exclusive():
             network = self.network_info(spec.network_id)
             if network is None:
@@ -274,12 +321,15 @@ class Agent:
         self, appliance_id: str, config: ApplianceConfig
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Validate, then apply; (new, result, observed state). Raises
-        ValidationFailed or ApplyFailed."""
+        ValidationFailed, MissingTool (before anything changed) or ApplyFailed."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             new = not self.appliances.exists(appliance_id)
-            result = self.appliances.apply(
-                appliance_id, self.appliances.prepare(appliance_id, config)
-            )
+            prepared = self.appliances.prepare(appliance_id, config)
+            # Also when the config is the one in force (whose tool checks
+            # `prepare` skips): its daemons may need starting again.
+            previous = self.appliances.config(appliance_id)
+            checks.require(checks.appliance_tools(config, prepared.rendered, previous))
+            result = self.appliances.apply(appliance_id, prepared)
             observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return new, result, observed
 
