@@ -21,7 +21,8 @@ import pytest
 from astara.agent.client import AgentClient
 from astara.linux import cleanup, netns
 from astara.naming import Names
-from astara.testing.agent import AgentProcess
+from astara.testing.agent import AgentProcess, unique_prefix
+from astara.testing.server import Server
 
 pytestmark = pytest.mark.root
 
@@ -145,3 +146,29 @@ def test_peer_check_refuses_outsiders_of_the_operators_group(
     assert (exit_code, status) == (0, 403)
     assert f"operators' group (gid {OPERATORS_GID})" in json.loads(body)["detail"]["message"]
     assert _client(with_operators).networks(observe=False) == []
+
+
+def test_serve_passes_the_operators_group_to_its_agent(open_dir: Path) -> None:
+    server = Server(open_dir / "var", unique_prefix(), "--operators-group", OPERATORS_GID)
+    try:
+        server.start()
+        sock = server.state_dir / "agent.sock"
+        mode = sock.stat()
+        assert stat.S_IMODE(mode.st_mode) == 0o660
+        assert (mode.st_uid, mode.st_gid) == (0, int(OPERATORS_GID))
+        server.state_dir.chmod(0o755)
+        result = subprocess.run(
+            [
+                *("setpriv", "--reuid", NOBODY, "--regid", NOBODY, "--groups", OPERATORS_GID),
+                *("curl", "-s", "-S", "--unix-socket", str(sock), "http://agent/v1/health"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["prefix"] == server.prefix
+    finally:
+        server.stop()
+        if server.prefix is not None:
+            cleanup.remove_all(server.prefix)
