@@ -70,8 +70,8 @@ def probe(tool: Tool) -> Found | None:
         return None
     try:
         result = run(list(tool.version_argv), check=False, timeout_s=10)
-    except (MissingTool, OSError):
-        return None  # removed in between
+    except OSError:  # MissingTool among them: removed since `find_tool` looked
+        return None
     return Found(path, parse_version(result.stdout + result.stderr))
 
 
