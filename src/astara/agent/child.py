@@ -39,13 +39,19 @@ class AgentChild:
         *,
         log_level: str = "warning",
         die_with_parent: bool = False,
+        operators_group: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`operators_group`: NAME or GID whose members may use the socket
+        besides root; `env`: the agent's environment (default: ours)."""
         self.state_dir = state_dir
         self.prefix = prefix
         self.socket = state_dir / "agent.sock"
         self.listen = f"unix:{self.socket}"
         self.log_level = log_level
         self.die_with_parent = die_with_parent
+        self.operators_group = operators_group
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.client: AgentClient | None = None
         self._stopping = False
@@ -108,7 +114,13 @@ class AgentChild:
                 self.prefix,
                 "--log-level",
                 self.log_level,
+                *(
+                    ["--operators-group", self.operators_group]
+                    if self.operators_group is not None
+                    else []
+                ),
             ],
+            env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if self.die_with_parent else None,

@@ -10,6 +10,13 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from astara.agent.access import (
+    AccessPolicy,
+    UnknownGroup,
+    bind_unix_socket,
+    parse_group,
+    peer_checked_protocol,
+)
 from astara.agent.listen import Listen, parse_listen
 from astara.agent.server import AgentSettings, create_app
 from astara.linux.process import become_subreaper
@@ -33,6 +40,14 @@ def serve(
         Path | None,
         typer.Option(help="Runtime files (daemon configs, pid files); default /run/astara/PREFIX"),
     ] = None,
+    operators_group: Annotated[
+        str | None,
+        typer.Option(
+            help="NAME or GID of a group whose members may use the unix socket"
+            " (default: root only)",
+            envvar="ASTARA_OPERATORS_GROUP",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Serve the agent API until interrupted."""
@@ -40,6 +55,10 @@ def serve(
         where: Listen = parse_listen(listen)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--listen") from error
+    try:
+        policy = AccessPolicy(None if operators_group is None else parse_group(operators_group))
+    except UnknownGroup as error:
+        raise typer.BadParameter(str(error), param_hint="--operators-group") from error
     if os.geteuid() != 0:
         typer.echo(
             "astara-agent needs root: it creates namespaces, links and nftables rules", err=True
@@ -50,11 +69,14 @@ def serve(
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     become_subreaper()
+    # Bound here, not by uvicorn (which leaves it 0666), and before anything
+    # could start a thread (the bind sets the umask): see agent/access.py.
+    listener = bind_unix_socket(where.path, policy) if where.path is not None else None
     app = create_app(AgentSettings(state_dir=state_dir.resolve(), prefix=prefix, run_dir=run_dir))
-    if where.path is not None:
-        where.path.parent.mkdir(parents=True, exist_ok=True)
-        where.path.unlink(missing_ok=True)
-        uvicorn.run(app, uds=str(where.path), log_level=log_level)
+    if listener is not None:
+        uvicorn.run(
+            app, fd=listener.fileno(), http=peer_checked_protocol(policy), log_level=log_level
+        )
     else:
         uvicorn.run(app, host=where.host, port=where.port, log_level=log_level)
 

@@ -8,6 +8,7 @@ returns what is observed afterwards (201 if the object was new, else 200).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,9 +22,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from astara import __version__
 from astara.agent.service import Agent, AgentSettings, Conflict, Invalid, NotFound
 from astara.appliance.apply import ApplyFailed, ValidationFailed
+from astara.appliance.checks import TOOLS
 from astara.appliance.schema import ApplianceConfig
+from astara.linux.run import CommandError, MissingTool
 from astara.model.fabric import NetworkSpec, PortSpec
 from astara.naming import ID_PATTERN
+
+log = logging.getLogger(__name__)
 
 ObjectId = Annotated[str, PathParam(pattern=ID_PATTERN.pattern, description="Object id")]
 
@@ -48,6 +53,21 @@ class Metrics:
 
 def _created(response: Response, new: bool) -> None:
     response.status_code = 201 if new else 200
+
+
+def missing_tool_response(error: MissingTool, applied_part: bool = False) -> JSONResponse:
+    """503: this host cannot serve the request until `tool` is installed (the
+    request itself is fine, so not a 422, and retrying later may succeed)."""
+    tool = TOOLS.get(error.tool)
+    message = str(error) + (f"; it is needed for {tool.purpose}" if tool else "")
+    if applied_part:
+        message += " (the apply stopped part-way; the last good config was restored)"
+    else:
+        message += " (nothing was changed)"
+    return JSONResponse(
+        status_code=503,
+        content={"detail": {"kind": "missing_tool", "tool": error.tool, "message": message}},
+    )
 
 
 def create_app(settings: AgentSettings) -> FastAPI:
@@ -77,7 +97,43 @@ def create_app(settings: AgentSettings) -> FastAPI:
     app.add_exception_handler(NotFound, detail(404))
     app.add_exception_handler(Conflict, detail(409))
     app.add_exception_handler(Invalid, detail(422))
-    app.add_exception_handler(ApplyFailed, detail(500))
+
+    @app.exception_handler(MissingTool)
+    async def missing_tool(_: Request, error: MissingTool) -> JSONResponse:
+        return missing_tool_response(error)
+
+    @app.exception_handler(ApplyFailed)
+    async def apply_failed(_: Request, error: ApplyFailed) -> JSONResponse:
+        if isinstance(error.__cause__, MissingTool):
+            return missing_tool_response(error.__cause__, applied_part=True)
+        return JSONResponse(status_code=500, content={"detail": str(error)})
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, error: Exception) -> JSONResponse:
+        # A bug, not a foreseeable condition (those have their own handlers):
+        # the traceback goes to the agent's log, the caller gets the error's
+        # type and text instead of a bare "Internal Server Error".
+        return JSONResponse(
+            status_code=500,
+            content={
+                "detail": {"kind": "internal_error", "message": f"{type(error).__name__}: {error}"}
+            },
+        )
+
+    @app.exception_handler(CommandError)
+    async def command_failed(_: Request, error: CommandError) -> JSONResponse:
+        log.error("%s", error)
+        return JSONResponse(
+            status_code=500,
+            content={
+                "detail": {
+                    "kind": "command_failed",
+                    "command": error.argv,
+                    "returncode": error.returncode,
+                    "message": str(error),
+                }
+            },
+        )
 
     @app.exception_handler(ValidationFailed)
     async def validation_failed(_: Request, failure: ValidationFailed) -> JSONResponse:

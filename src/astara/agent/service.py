@@ -6,6 +6,7 @@ their errors (`NotFound`, `Conflict`, `Invalid`) to status codes.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from astara import __version__
 from astara.agent.locks import SharedLock
 from astara.agent.store import JsonStore
+from astara.appliance import checks
 from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
@@ -21,8 +23,14 @@ from astara.fabric import ports as fabric_ports
 from astara.fabric.ports import PortError, PortPaths
 from astara.linux import netns
 from astara.linux.cleanup import default_run_dir
+from astara.linux.run import MissingTool, find_tool
 from astara.model.fabric import NetworkSpec, PortSpec
 from astara.naming import Names
+
+log = logging.getLogger(__name__)
+
+# What every change of the L2 fabric (networks, ports) runs.
+FABRIC_TOOLS = ["ip", "sysctl"]
 
 
 class NotFound(LookupError):
@@ -62,23 +70,61 @@ class Agent:
         self.appliances = ApplianceManager(
             self.names, settings.state_dir, settings.runtime_dir, self.network_info
         )
-        # Network and port changes hold the fabric exclusively; appliances hold
-        # it shared (a network cannot vanish under an apply) plus a lock of
+        # Guards the L2 segments (networks) and the ports plugged into them.
+        # Network and port changes hold it exclusively; appliances hold it
+        # shared (a network cannot vanish under an apply) plus a lock of
         # their own each (in ApplianceManager), so they apply in parallel.
-        self.fabric = SharedLock()
+        self.l2_lock = SharedLock()
+        # Each tool's version, probed once per path it is found at.
+        self._tools: dict[str, checks.Found] = {}
 
     def start(self) -> None:
-        """Bring the fabric back after a restart (or a host reboot)."""
-        with self.fabric.exclusive():
+        """Take stock of the tools, then bring the fabric back after a restart
+        (or a host reboot). A missing tool does not stop the agent: its health
+        says what is missing, and what needs it is refused."""
+        absent = [name for name, found in self.tools().items() if found is None]
+        for name in absent:
+            log.error("%s is not installed: needed for %s", name, checks.TOOLS[name].purpose)
+        with self.l2_lock.exclusive():
             for network_id in self.store.ids("networks"):
-                fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
+                try:
+                    fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
+                except MissingTool as error:
+                    log.error("network %s not restored: %s", network_id, error)
+
+    def tools(self) -> dict[str, checks.Found | None]:
+        """Every tool the agent runs: where it is and its version, or None."""
+        found: dict[str, checks.Found | None] = {}
+        for name, tool in checks.TOOLS.items():
+            path = find_tool(name)
+            known = self._tools.get(name)
+            if path is None:
+                found[name] = None
+            elif known is not None and known.path == path:
+                found[name] = known
+            else:
+                probed = checks.probe(tool)
+                if probed is not None:
+                    self._tools[name] = probed
+                found[name] = probed
+        return found
 
     def health(self) -> dict[str, Any]:
         meminfo = _meminfo()
+        tools = self.tools()
+        absent = {name: checks.TOOLS[name].purpose for name, f in tools.items() if f is None}
         return {
-            "status": "ok",
+            "status": "degraded" if absent else "ok",
             "version": __version__,
             "prefix": self.names.prefix,
+            "tools": {
+                "found": {
+                    name: {"path": f.path, "version": f.version}
+                    for name, f in tools.items()
+                    if f is not None
+                },
+                "missing": absent,
+            },
             "capacity": {
                 "cpus": os.cpu_count(),
                 "memory_total_bytes": meminfo.get("MemTotal", 0),
@@ -119,9 +165,9 @@ class Agent:
         return users
 
     def observe_network(self, network_id: str) -> dict[str, Any]:
-        # Observations hold the fabric shared: a delete cannot pull the
+        # Observations hold the L2 lock shared: a delete cannot pull the
         # namespace away between checking it and looking inside.
-        with self.fabric.shared():
+        with self.l2_lock.shared():
             return {
                 "id": network_id,
                 **self.network(network_id).model_dump(),
@@ -130,7 +176,8 @@ class Agent:
 
     def put_network(self, network_id: str, spec: NetworkSpec) -> bool:
         """Create or update a network; True if it was new."""
-        with self.fabric.exclusive():
+        checks.require(FABRIC_TOOLS)
+        with self.l2_lock.exclusive():
             existing = self.network_info(network_id)
             if existing is not None and existing.mtu != spec.mtu:
                 users = self.network_users(network_id)
@@ -144,7 +191,7 @@ class Agent:
             return existing is None
 
     def delete_network(self, network_id: str) -> None:
-        with self.fabric.exclusive():
+        with self.l2_lock.exclusive():
             self.network(network_id)
             users = self.network_users(network_id)
             if users:
@@ -173,7 +220,7 @@ class Agent:
         )
 
     def observe_port(self, port_id: str) -> dict[str, Any]:
-        with self.fabric.shared():
+        with self.l2_lock.shared():
             spec = self.port(port_id).spec
             return {
                 "id": port_id,
@@ -183,7 +230,8 @@ class Agent:
 
     def put_port(self, port_id: str, spec: PortSpec) -> bool:
         """Plug or update a port; True if it was new."""
-        with self.fabric.exclusive():
+        checks.require([*FABRIC_TOOLS, *(["env", "busybox"] if spec.dhcp else [])])
+        with self.l2_lock.exclusive():
             network = self.network_info(spec.network_id)
             if network is None:
                 raise Invalid(f"unknown network {spec.network_id}: PUT /v1/networks/{{id}} first")
@@ -223,7 +271,7 @@ class Agent:
             return previous is None
 
     def delete_port(self, port_id: str) -> None:
-        with self.fabric.exclusive():
+        with self.l2_lock.exclusive():
             record = self.port(port_id)
             sharing = [
                 other_id
@@ -273,17 +321,20 @@ class Agent:
         self, appliance_id: str, config: ApplianceConfig
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Validate, then apply; (new, result, observed state). Raises
-        ValidationFailed or ApplyFailed."""
-        with self.fabric.shared(), self.appliances.lock(appliance_id):
+        ValidationFailed, MissingTool (before anything changed) or ApplyFailed."""
+        with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             new = not self.appliances.exists(appliance_id)
-            result = self.appliances.apply(
-                appliance_id, self.appliances.prepare(appliance_id, config)
-            )
+            prepared = self.appliances.prepare(appliance_id, config)
+            # Also when the config is the one in force (whose tool checks
+            # `prepare` skips): its daemons may need starting again.
+            previous = self.appliances.config(appliance_id)
+            checks.require(checks.appliance_tools(config, prepared.rendered, previous))
+            result = self.appliances.apply(appliance_id, prepared)
             observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return new, result, observed
 
     def delete_appliance(self, appliance_id: str) -> None:
-        with self.fabric.shared(), self.appliances.lock(appliance_id):
+        with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             if not self.appliances.exists(appliance_id) and not netns.exists(
                 self.names.appliance_netns(appliance_id)
             ):

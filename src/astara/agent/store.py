@@ -7,10 +7,26 @@ document, never half of one. The agent reloads this on start and resumes.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from astara.linux.files import write_atomic
+
+# What an agent keeps in its state dir: networks and ports (this store) and
+# appliances (their configs and statuses, appliance/apply.py).
+STATE_KINDS = ("networks", "ports", "appliances")
+
+
+def remove_state(state_dir: Path) -> list[str]:
+    """Remove an agent's stored state from `state_dir`; what was removed."""
+    removed = []
+    for kind in STATE_KINDS:
+        folder = state_dir / kind
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed.append(str(folder))
+    return removed
 
 
 class JsonStore:

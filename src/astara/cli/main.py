@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -236,11 +236,91 @@ def port_unplug(
 
 @cli.command("cleanup")
 def cleanup_command(
-    url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Wipe the host's objects under --prefix with the server and agent stopped"
+            " (no API): namespaces and their processes, /etc/netns entries, the runtime dir;"
+            " with --state-dir, the local agent's state in STATE_DIR/agent",
+        ),
+    ] = False,
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="With --offline: the agent's prefix")
+    ] = None,
+    agent_state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--agent-state-dir",
+            help="With --offline: the --state-dir of an astara-agent run alone, whose state goes",
+        ),
+    ] = None,
 ) -> None:
-    """Find and remove orphans: appliances, plugs and segments nothing accounts for."""
+    """Find and remove orphans: appliances, plugs and segments nothing accounts for.
+    With --offline: remove everything under a prefix, the server and agent stopped."""
+    if offline:
+        _cleanup_offline(prefix, state_dir, agent_state_dir)
+        return
+    if prefix is not None or agent_state_dir is not None:
+        _fail("--prefix and --agent-state-dir go with --offline")
     removed = _api(url, token, state_dir, "POST", "/astara/v1/cleanup")["removed"]
     console.print("\n".join(removed) if removed else "nothing to remove")
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    raise typer.Exit(1)
+
+
+def _cleanup_offline(
+    prefix: str | None, state_dir: Path | None, agent_state_dir: Path | None
+) -> None:
+    import os
+
+    from astara.agent.running import running_agents
+    from astara.agent.store import remove_state
+    from astara.linux import cleanup
+    from astara.naming import Names
+
+    if prefix is None:
+        _fail("--offline needs --prefix (the agent's, e.g. ast)")
+    try:
+        Names(prefix)
+    except ValueError as error:
+        _fail(str(error))
+    if state_dir is not None and agent_state_dir is not None:
+        _fail("give --state-dir (of astara serve) or --agent-state-dir (of astara-agent), not both")
+    if os.geteuid() != 0:
+        _fail("cleanup --offline needs root: it deletes namespaces and their processes")
+    agent_state = (
+        (state_dir / "agent").resolve()
+        if state_dir is not None
+        else agent_state_dir.resolve()
+        if agent_state_dir is not None
+        else None
+    )
+    for running in running_agents():
+        if running.prefix == prefix or running.state_dir == agent_state:
+            _fail(
+                f"{running.kind} (pid {running.pid}) still runs with prefix {running.prefix}"
+                f" and state dir {running.state_dir}: stop it first"
+            )
+    removed = cleanup.remove_all(prefix)
+    lines = [
+        *(f"namespace {name}" for name in removed["namespaces"]),
+        *(f"{cleanup.NETNS_ETC / name}" for name in removed["etc_netns"]),
+        *removed["run_dir"],
+        *(remove_state(agent_state) if agent_state is not None else []),
+    ]
+    console.print(
+        "\n".join(f"removed {line}" for line in lines)
+        if lines
+        else f"nothing to remove under prefix {prefix}",
+        highlight=False,
+    )
 
 
 console = Console()
@@ -290,6 +370,14 @@ def serve(
         str, typer.Option(envvar="ASTARA_PREFIX", help="Prefix of the local agent's objects")
     ] = "ast",
     resync_s: Annotated[float, typer.Option(help="Seconds between full resyncs")] = 20.0,
+    operators_group: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ASTARA_OPERATORS_GROUP",
+            help="NAME or GID of a group whose members may use the local agent's socket"
+            " (default: root only)",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Serve the Neutron v2.0 tenant API, the orchestrator and a local agent."""
@@ -323,7 +411,13 @@ def serve(
     client: AgentClient | None = None
     if agent == "local":
         become_subreaper()  # the agent's daemons outlive it; reap them here
-        child = AgentChild(state_dir.resolve(), prefix, log_level=log_level, die_with_parent=True)
+        child = AgentChild(
+            state_dir.resolve(),
+            prefix,
+            log_level=log_level,
+            die_with_parent=True,
+            operators_group=operators_group,
+        )
         try:
             client = child.start()
         except (RuntimeError, OSError) as error:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from astara.linux.run import reap_unless_running, run
+from astara.linux.run import in_netns, reap_unless_running, require_tools, run
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -94,7 +94,10 @@ class Daemon:
 
     def start(self, argv: Sequence[str], timeout_s: float = 30.0) -> int:
         """Run a program that daemonizes and writes `pidfile`; return its pid.
-        One instance per namespace and marker: strays are killed first."""
+        One instance per namespace and marker: strays are killed first.
+        Raises MissingTool, before touching anything, if the program is not
+        installed."""
+        require_tools(in_netns(self.netns, argv))
         for stray in self.strays():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stray, signal.SIGKILL)

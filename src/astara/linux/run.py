@@ -12,6 +12,7 @@ ECHILD and reports exit status 0 for a command that failed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -34,8 +35,51 @@ class CommandError(RuntimeError):
         )
 
 
+class MissingTool(FileNotFoundError):
+    """A program Astara runs is not installed (not found in PATH). A
+    FileNotFoundError, as exec's own failure was, so older callers still
+    catch it; `tool` names the program."""
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        super().__init__(f"{tool} is not installed on this host (not found in PATH)")
+
+
 def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+
+
+def programs(argv: Sequence[str]) -> list[str]:
+    """The programs a command line execs: through `ip netns exec NS` and
+    `env VAR=VALUE` too, whose own failure to exec would otherwise be only an
+    exit status and a line of stderr."""
+    found: list[str] = []
+    rest = list(argv)
+    while rest:
+        found.append(rest[0])
+        if rest[:3] == ["ip", "netns", "exec"] and len(rest) > 4:
+            rest = rest[4:]
+        elif rest[0] == "env":
+            rest = rest[1:]
+            while rest and "=" in rest[0] and not rest[0].startswith("-"):
+                rest = rest[1:]
+            if rest and rest[0].startswith("-"):
+                break  # env's own options: not used by Astara, not parsed here
+        else:
+            break
+    return found
+
+
+def find_tool(tool: str) -> str | None:
+    """Where `tool` is in PATH, or None."""
+    return shutil.which(tool)
+
+
+def require_tools(argv: Sequence[str]) -> None:
+    """Raise MissingTool for the first program of `argv` that is not installed."""
+    for tool in programs(argv):
+        if find_tool(tool) is None:
+            raise MissingTool(tool)
 
 
 def run(
@@ -47,14 +91,18 @@ def run(
     timeout_s: float = 30.0,
 ) -> subprocess.CompletedProcess[str]:
     full = in_netns(netns, argv)
+    require_tools(full)
     with _running_lock:
-        process = subprocess.Popen(
-            full,
-            stdin=subprocess.PIPE if input_text is not None else None,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        try:
+            process = subprocess.Popen(
+                full,
+                stdin=subprocess.PIPE if input_text is not None else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except FileNotFoundError as error:  # removed since require_tools looked
+            raise MissingTool(full[0]) from error
         _running.add(process.pid)
     try:
         # What subprocess.run does, with the pid listed until it is collected.

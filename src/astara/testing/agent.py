@@ -23,8 +23,17 @@ def unique_prefix(lead: str = "t") -> str:
 class AgentProcess(AgentChild):
     """`astara-agent` on a unix socket in `state_dir`, under a unique prefix."""
 
-    def __init__(self, state_dir: Path, prefix: str | None = None) -> None:
-        super().__init__(state_dir, prefix or unique_prefix())
+    def __init__(
+        self,
+        state_dir: Path,
+        prefix: str | None = None,
+        *,
+        operators_group: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            state_dir, prefix or unique_prefix(), operators_group=operators_group, env=env
+        )
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
