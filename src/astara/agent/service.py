@@ -230,7 +230,13 @@ class Agent:
 
     def put_port(self, port_id: str, spec: PortSpec) -> bool:
         """Plug or update a port; True if it was new."""
-        checks.require([*FABRIC_TOOLS, *(["env", "busybox"] if spec.dhcp else [])])
+        checks.require(
+            [
+                *FABRIC_TOOLS,
+                *(["env", "busybox"] if spec.dhcp else []),
+                *(["dhcpcd", "mount"] if spec.dhcpv6 else []),
+            ]
+        )
         with self.l2_lock.exclusive():
             network = self.network_info(spec.network_id)
             if network is None:

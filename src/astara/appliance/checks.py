@@ -44,6 +44,8 @@ TOOLS = {
         Tool("radvd", ("radvd", "--version"), "IPv6 router advertisements (SLAAC)"),
         Tool("env", ("env", "--version"), "starting the DHCP client of ports (coreutils)"),
         Tool("busybox", ("busybox", "--help"), "the DHCP client (udhcpc) of ports with dhcp"),
+        Tool("dhcpcd", ("dhcpcd", "--version"), "the DHCPv6 client of ports with dhcpv6"),
+        Tool("mount", ("mount", "--version"), "the DHCPv6 client's private directories"),
     )
 }
 
