@@ -15,7 +15,13 @@ from typing import TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -37,8 +43,9 @@ def internal_error() -> NeutronError:
     return NeutronError(500, "HTTPInternalServerError", INTERNAL_ERROR)
 
 
-def _log_retry(state: object) -> None:
-    log.debug("a transaction lost a race; running it again (%s)", state)
+def _log_retry(state: RetryCallState) -> None:
+    lost = state.outcome.exception() if state.outcome is not None else None
+    log.debug("a transaction lost a race (run %d), runs again: %s", state.attempt_number, lost)
 
 
 def retrying(attempts: int = ATTEMPTS) -> Retrying:
