@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import BigInteger, delete, literal, select
 from sqlalchemy.orm import Session
 
 from astara.api import quotas
@@ -16,7 +16,14 @@ from astara.api.auth import Caller, digest, new_token
 from astara.api.bootstrap import ADMIN_PROJECT
 from astara.api.errors import NeutronError
 from astara.db import outbox
-from astara.db.models import Credential, PausedProject, Project, Quota, QuotaLock
+from astara.db.models import (
+    Credential,
+    OutboxEvent,
+    PausedProject,
+    Project,
+    Quota,
+    QuotaLock,
+)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -111,7 +118,18 @@ def delete_project(session: Session, caller: Caller, name_or_id: str, now: datet
 
 
 def events(session: Session, caller: Caller, since: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` committed events after sequence `since` (any 64-bit
+    value), oldest first."""
     require_admin(caller)
+    # The column is INTEGER, 32-bit on PostgreSQL: a `since` bound with its
+    # type would overflow there (a 500), so compare it as a BIGINT. (Unlike
+    # `outbox.since`, whose callers only pass sequences they have read.)
+    query = (
+        select(OutboxEvent)
+        .where(OutboxEvent.sequence > literal(since, BigInteger))
+        .order_by(OutboxEvent.sequence)
+        .limit(limit)
+    )
     return [
         {
             "sequence": e.sequence,
@@ -122,5 +140,5 @@ def events(session: Session, caller: Caller, since: int, limit: int) -> list[dic
             "detail": e.detail or {},
             "created_at": e.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        for e in outbox.since(session, since, limit)
+        for e in session.scalars(query)
     ]

@@ -1,0 +1,138 @@
+"""The operators' API, `/astara/v1` (admin tokens; the `astara` CLI speaks
+it): projects, the event stream, routers and projects under maintenance,
+port binding, the orchestrator's status and cleanup."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Query, Request, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from astara.agent.client import AgentError
+from astara.api import admin, operators
+from astara.api.auth import Caller
+from astara.api.errors import NeutronError
+from astara.api.http.dependencies import (
+    CallerDep,
+    Services,
+    ServicesDep,
+    TransactionDep,
+    authenticated_router,
+    json_body,
+    now,
+)
+from astara.naming import Names
+
+log = logging.getLogger(__name__)
+
+router = authenticated_router(prefix="/astara/v1")
+
+# Event sequences are 64-bit integers in the database: a larger `since` would
+# overflow the query (a 500), a negative one means nothing.
+MAX_SEQUENCE = 2**63 - 1
+MAX_EVENTS = 1000  # per call, as the docs promise
+
+
+@router.post("/projects", status_code=201)
+async def create_project(request: Request, run: TransactionDep) -> dict[str, Any]:
+    body = await json_body(request)
+
+    def work(session: Session, caller: Caller) -> dict[str, Any]:
+        project, token = admin.create_project(session, caller, body, now())
+        return {"project": admin.project_view(project), "token": token}
+
+    return await run(work)
+
+
+@router.get("/projects")
+async def list_projects(run: TransactionDep) -> dict[str, Any]:
+    return {"projects": await run(admin.list_projects)}
+
+
+@router.delete("/projects/{name_or_id}", status_code=204)
+async def delete_project(name_or_id: str, run: TransactionDep) -> Response:
+    await run(lambda s, c: admin.delete_project(s, c, name_or_id, now()))
+    return Response(status_code=204)
+
+
+@router.get("/events")
+async def list_events(
+    run: TransactionDep,
+    since: Annotated[int, Query(ge=0, le=MAX_SEQUENCE)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = MAX_EVENTS,
+) -> dict[str, Any]:
+    return {"events": await run(lambda s, c: admin.events(s, c, since, limit))}
+
+
+@router.get("/routers")
+async def list_routers(run: TransactionDep) -> dict[str, Any]:
+    return {"routers": await run(operators.list_routers)}
+
+
+@router.get("/routers/{router_id}")
+async def show_router(router_id: str, run: TransactionDep, found: ServicesDep) -> dict[str, Any]:
+    shown: dict[str, Any] = await run(lambda s, c: operators.show_router(s, c, router_id))
+    shown["appliance"] = shown["rendered"] = None
+    if found.agent is not None:
+        try:
+            shown["appliance"] = await run_in_threadpool(found.agent.get_appliance, shown["id"])
+            shown["rendered"] = await run_in_threadpool(found.agent.rendered, shown["id"])
+        except Exception as error:  # the agent's view is extra: show why it is missing
+            shown["agent_error"] = str(error)
+    return {"router": shown}
+
+
+@router.post("/routers/{router_id}/{action}")
+async def router_action(router_id: str, action: str, run: TransactionDep) -> Any:
+    shown = await run(lambda s, c: operators.router_request(s, c, router_id, action, now()))
+    return {"router": shown}
+
+
+@router.post("/projects/{name_or_id}/{action}")
+async def project_action(name_or_id: str, action: str, run: TransactionDep) -> Any:
+    return await run(lambda s, c: operators.project_request(s, c, name_or_id, action, now()))
+
+
+def agent_names(found: Services) -> Names | None:
+    """The agent's naming (its prefix, from its health), to check a plug's
+    namespace before it is stored; None without an agent or while it is away."""
+    if found.agent is not None and not found.agent_names:
+        try:
+            found.agent_names.append(Names(found.agent.health()["prefix"]))
+        except (AgentError, OSError, httpx.HTTPError, KeyError, TypeError, ValueError) as error:
+            log.warning("the agent's prefix is unknown for now: %s", error)
+    return found.agent_names[0] if found.agent_names else None
+
+
+@router.put("/ports/{port_id}/binding")
+async def plug(request: Request, port_id: str, run: TransactionDep, found: ServicesDep) -> Any:
+    body = await json_body(request)
+    known = await run_in_threadpool(agent_names, found)
+    return {"binding": await run(lambda s, c: operators.plug(s, c, port_id, body, now(), known))}
+
+
+@router.delete("/ports/{port_id}/binding", status_code=204)
+async def unplug(port_id: str, run: TransactionDep) -> Response:
+    await run(lambda s, c: operators.unplug(s, c, port_id, now()))
+    return Response(status_code=204)
+
+
+@router.get("/orchestrator")
+async def orchestrator_status(caller: CallerDep, found: ServicesDep) -> dict[str, Any]:
+    admin.require_admin(caller)
+    if found.orchestrator is None:
+        return {"orchestrator": None}
+    return {"orchestrator": found.orchestrator.status()}
+
+
+@router.post("/cleanup")
+async def cleanup(caller: CallerDep, found: ServicesDep) -> dict[str, Any]:
+    admin.require_admin(caller)
+    if found.orchestrator is None:
+        raise NeutronError(409, "NoOrchestrator", "This server runs no orchestrator.")
+    removed = await run_in_threadpool(found.orchestrator.cleanup)
+    return {"removed": removed}
