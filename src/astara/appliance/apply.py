@@ -2,14 +2,16 @@
 
 `prepare` validates everything before anything changes (semantics, then the
 real tools' own checks on the rendered texts). `apply` converges the
-namespace on the config, touching only what differs: links, addresses and
-routes by netlink diff, nftables by element delta or one atomic table
-replace, daemons by SIGHUP or restart only when their files changed.
+namespace on the config in three steps: read what the namespace holds
+(`appliance.observation`), decide what to do as a pure function of the old
+and new config and that observation (`appliance.plan`), and carry the plan
+out in order (`appliance.execute`). Only what differs is touched: links by
+state, addresses and routes by diff, nftables by element delta or one atomic
+table replace, daemons by SIGHUP or restart only when their files changed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import shutil
@@ -22,9 +24,12 @@ from typing import Any
 
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.execute import Target, execute
+from astara.appliance.observation import observe_for_apply
+from astara.appliance.plan import APPLIANCE_SYSCTLS, Done, Plan, plan_apply
 from astara.appliance.render import Rendered, render
 from astara.appliance.render.dnsmasq import dhcp_subnets
-from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
+from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
 from astara.appliance.render.radvd import ra_subnets
 from astara.appliance.schema import (
     ApplianceConfig,
@@ -32,24 +37,14 @@ from astara.appliance.schema import (
     config_hash,
     validate_semantics,
 )
-from astara.linux import garp, netlink, netns, nft, routes
+from astara.linux import netlink, netns, nft
 from astara.linux.files import make_readable_dir, write_atomic
-from astara.linux.run import run
-from astara.naming import ROLE_ABBREVIATION, Names, appliance_interface
+from astara.linux.handles import NetlinkHandles
+from astara.naming import Names, appliance_interface
 
 log = logging.getLogger(__name__)
 
-# Inside an appliance: forward both families, skip DAD (addresses come from
-# the control plane), never autoconfigure from someone else's RAs.
-APPLIANCE_SYSCTLS = {
-    "net.ipv4.ip_forward": "1",
-    "net.ipv6.conf.all.forwarding": "1",
-    "net.ipv6.conf.default.forwarding": "1",
-    "net.ipv6.conf.all.accept_dad": "0",
-    "net.ipv6.conf.default.accept_dad": "0",
-    "net.ipv6.conf.all.accept_ra": "0",
-    "net.ipv6.conf.default.accept_ra": "0",
-}
+__all__ = ["APPLIANCE_SYSCTLS", "ApplianceManager", "ApplyFailed", "ApplyResult", "NetworkInfo"]
 
 
 class ValidationFailed(Exception):
@@ -97,8 +92,13 @@ class Prepared:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """`actions`: what changed, in words (the API's answer); `plan`: the
+    typed actions decided; `done`: those carried out that changed something."""
+
     changed: bool
     actions: list[str] = field(default_factory=list)
+    plan: Plan = ()
+    done: tuple[Done, ...] = ()
 
 
 class ApplianceManager:
@@ -205,7 +205,7 @@ class ApplianceManager:
         previous = self.config(appliance_id)
         status = self.status(appliance_id)
         try:
-            actions = self._converge(appliance_id, config, prepared.rendered, previous)
+            plan, done = self._converge(appliance_id, config, prepared.rendered, previous)
         except Exception as error:
             log.exception("apply of appliance %s failed", appliance_id)
             status.last_error = f"apply failed: {error}"
@@ -223,7 +223,8 @@ class ApplianceManager:
             else:
                 self.delete(appliance_id, config)  # a failed create leaves no orphan behind
             raise ApplyFailed(status.last_error) from error
-        changed = bool(actions) or new_hash != status.config_hash
+        actions = [str(d) for d in done]
+        changed = bool(done) or new_hash != status.config_hash
         if new_hash != status.config_hash:
             status.generation += 1
             status.config_hash = new_hash
@@ -240,7 +241,7 @@ class ApplianceManager:
                 status.generation,
                 "; ".join(actions),
             )
-        return ApplyResult(changed=changed, actions=actions)
+        return ApplyResult(changed=changed, actions=actions, plan=plan, done=tuple(done))
 
     def _converge(
         self,
@@ -248,148 +249,42 @@ class ApplianceManager:
         config: ApplianceConfig,
         rendered: Rendered,
         previous: ApplianceConfig | None,
-    ) -> list[str]:
-        actions: list[str] = []
-        namespace = self.names.appliance_netns(appliance_id)
+    ) -> tuple[Plan, list[Done]]:
+        """Observe, plan (pure), execute: the plan and what changed."""
         self.directory(appliance_id).mkdir(parents=True, exist_ok=True)
-        make_readable_dir(self.run_directory(appliance_id))
-        if netns.create(namespace, APPLIANCE_SYSCTLS):
-            actions.append(f"created namespace {namespace}")
-            previous = None  # nothing of the old appliance survives in a new namespace
-
-        # The ruleset goes in before any link: a packet forwarded before the NAT
-        # chains exist would get an untranslated conntrack entry that steady
-        # traffic keeps alive. Rules match interfaces by name, so they may
-        # come first.
-        self._converge_nftables(appliance_id, rendered, previous, namespace, actions)
-        with netlink.netns(self.names.fabric_netns) as fabric, netlink.netns(namespace) as inside:
-            recreated = self._converge_links(appliance_id, config, fabric, inside, actions)
-            for interface in config.interfaces:
-                name = appliance_interface(interface.role.value, interface.mac)
-                added, removed = netlink.sync_addresses(inside, name, interface.addresses)
-                if added or removed:
-                    actions.append(f"{name}: {added} addresses added, {removed} removed")
-        self._converge_routes(config, namespace, actions)
-        actions += self._daemons(appliance_id).converge(rendered)
-        self._forget_floating_ips(config, previous, namespace, actions)
-        self._announce(config, previous, namespace, recreated, actions)
-        return actions
-
-    def _converge_links(
-        self,
-        appliance_id: str,
-        config: ApplianceConfig,
-        fabric: Any,
-        inside: Any,
-        actions: list[str],
-    ) -> set[str]:
-        wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
-        for name in netlink.links_with_prefix(inside, tuple(ROLE_ABBREVIATION.values())):
-            if name not in wanted:
-                netlink.delete_link(inside, name)
-                actions.append(f"removed interface {name}")
-        recreated: set[str] = set()
-        for interface in config.interfaces:
-            network = self.networks(interface.network_id)
-            if network is None:
-                raise RuntimeError(f"network {interface.network_id} is not on this host")
-            name = appliance_interface(interface.role.value, interface.mac)
-            if netlink.ensure_veth(
-                fabric=fabric,
-                fabric_name=self.names.appliance_fabric_link(appliance_id, interface.mac),
-                bridge=self.names.bridge(interface.network_id),
-                peer=inside,
-                peer_netns=self.names.appliance_netns(appliance_id),
-                peer_name=name,
-                mac=interface.mac,
-                mtu=interface.mtu or network.mtu,
-            ):
-                recreated.add(name)
-                actions.append(f"plugged interface {name} into network {interface.network_id}")
-        return recreated
-
-    def _converge_routes(self, config: ApplianceConfig, namespace: str, actions: list[str]) -> None:
-        main = [routes.Route.via(r.destination, r.nexthop) for r in config.routes]
-        changed, removed = routes.sync(namespace, "main", main)
-        if changed or removed:
-            actions.append(f"routes: {changed} set, {removed} removed")
-        changed, removed = routes.sync(namespace, "local", _floating_routes(config))
-        if changed or removed:
-            actions.append(f"floating IPs answered: {changed} added, {removed} removed")
-
-    def _converge_nftables(
-        self,
-        appliance_id: str,
-        rendered: Rendered,
-        previous: ApplianceConfig | None,
-        namespace: str,
-        actions: list[str],
-    ) -> None:
-        """Change only set elements when the kernel holds exactly what the last
-        load put there: the saved listing equals the live table, and the saved
-        ruleset equals the previous config's rendering (it would not after a
-        crash between loading and recording, or after an upgrade that renders
-        differently). Otherwise replace the whole table. Both are one atomic
-        transaction."""
-        ruleset = rendered.nftables
-        directory = self.run_directory(appliance_id)
-        loaded, listed = directory / "nftables.nft", directory / "nftables.live"
-        live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-        delta = None
-        if previous is not None and live and _read(listed) == live:
-            before = render_nftables(previous)
-            if _read(loaded) == before.text():
-                delta = ruleset.delta(before)
-        if delta == "":
-            return
-        if delta is not None:
-            nft.load(delta, namespace)
-            actions.append("nftables: set elements updated")
-        else:
-            nft.load(ruleset.text(), namespace)
-            actions.append("nftables: table replaced" if live else "nftables: table loaded")
-        # The listing last: a crash before it leaves a mismatch, so the next
-        # apply replaces the table instead of trusting a delta.
-        write_atomic(loaded, ruleset.text())
-        write_atomic(listed, nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace))
-
-    def _forget_floating_ips(
-        self,
-        config: ApplianceConfig,
-        previous: ApplianceConfig | None,
-        namespace: str,
-        actions: list[str],
-    ) -> None:
-        """Connections through a floating IP that was removed or moved must not
-        outlive it: their conntrack entries still hold the old translation."""
-        gone = _floating_pairs(previous) - _floating_pairs(config)
-        for entry in sorted(gone, key=str):
-            for selector in ("--orig-dst", "--reply-dst"):
-                run(["conntrack", "-D", selector, str(entry[0])], netns=namespace, check=False)
-        if gone:
-            actions.append(f"conntrack: forgot {len(gone)} floating IPs")
-
-    def _announce(
-        self,
-        config: ApplianceConfig,
-        previous: ApplianceConfig | None,
-        namespace: str,
-        recreated: set[str],
-        actions: list[str],
-    ) -> None:
-        external = config.external_interface()
-        if external is None:
-            return
-        name = appliance_interface(external.role.value, external.mac)
-        if name in recreated:
-            addresses = [a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)]
-            addresses += [f.floating_ip for f in config.floating_ips]
-        else:
-            new = _floating_pairs(config) - _floating_pairs(previous)
-            addresses = sorted({floating for floating, _ in new})
-        if addresses:
-            garp.announce(namespace, name, external.mac, addresses)
-            actions.append(f"gratuitous ARP for {len(addresses)} addresses")
+        run_directory = self.run_directory(appliance_id)
+        make_readable_dir(run_directory)
+        daemons = self._daemons(appliance_id)
+        mtus = {
+            i.network_id: info.mtu
+            for i in config.interfaces
+            if (info := self.networks(i.network_id))
+        }
+        with NetlinkHandles() as handles:
+            observation = observe_for_apply(
+                names=self.names,
+                appliance_id=appliance_id,
+                config=config,
+                handles=handles,
+                run_directory=run_directory,
+                daemons=daemons,
+            )
+            plan = plan_apply(
+                names=self.names,
+                appliance_id=appliance_id,
+                previous=previous,
+                config=config,
+                rendered=rendered,
+                observation=observation,
+                network_mtus=mtus,
+            )
+            target = Target(
+                namespace=self.names.appliance_netns(appliance_id),
+                fabric_netns=self.names.fabric_netns,
+                run_directory=run_directory,
+                daemons=daemons,
+            )
+            return plan, execute(plan, target, handles)
 
     # --- delete and observe ------------------------------------------------------------
 
@@ -492,28 +387,3 @@ class ApplianceManager:
             nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace) if netns.exists(namespace) else ""
         )
         return {"files": texts, "nftables_live": live}
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
-def _floating_routes(config: ApplianceConfig) -> list[routes.Route]:
-    """Floating IPs are answered (ARP) on the external interface through local
-    routes: the kernel replies for local destinations as for its addresses."""
-    external = config.external_interface()
-    if external is None:
-        return []
-    device = appliance_interface(external.role.value, external.mac)
-    return [routes.Route.local(f.floating_ip, device) for f in config.floating_ips]
-
-
-def _floating_pairs(
-    config: ApplianceConfig | None,
-) -> set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
-    if config is None:
-        return set()
-    return {(f.floating_ip, f.fixed_ip) for f in config.floating_ips}

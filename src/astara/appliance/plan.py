@@ -1,0 +1,565 @@
+"""What an apply must do, decided as a pure function (layer 1: no I/O).
+
+`plan_apply(previous, config, rendered, observation, …)` turns the config
+in force, the new one, its rendering and what the namespace holds now
+(`Observation`, read by `appliance.observation`) into a `Plan`: a sequence of
+frozen actions that `appliance.execute` carries out in order. Every decision
+an apply takes lives here, so each is tested without root
+(tests/unit/test_apply_plan.py):
+
+- the namespace is created if missing, and then nothing of the old appliance
+  is trusted (`previous` is forgotten);
+- the ruleset goes in before any link, by element delta only when the kernel
+  holds exactly what the last load put there, else by one table replace;
+- links are removed, (re)created or re-attached only when they differ;
+- daemons are started, reloaded (SIGHUP), restarted or stopped from their
+  files' contents and whether they run;
+- conntrack entries of removed or moved floating IPs are forgotten;
+- gratuitous ARP for new floating IPs, and for every external address when
+  the external interface is (re)created.
+
+Addresses and routes are "make exactly this" actions: the kernel may drop
+routes and addresses of its own accord when a link goes (a planned removal or
+re-creation), so their differences are read when the action runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from astara.appliance.render import Rendered
+from astara.appliance.render.dnsmasq import dhcp_subnets
+from astara.appliance.render.nftables import NftRuleset, render_nftables
+from astara.appliance.render.radvd import ra_subnets
+from astara.appliance.schema import ApplianceConfig, Subnet
+from astara.naming import Names, appliance_interface
+
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Nexthop = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Inside an appliance: forward both families, skip DAD (addresses come from
+# the control plane), never autoconfigure from someone else's RAs.
+APPLIANCE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.conf.default.forwarding": "1",
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.accept_ra": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
+}
+
+# The files of the run directory the last load of the ruleset left: the text
+# loaded, then the kernel's listing of the table right after.
+RULESET_LOADED = "nftables.nft"
+RULESET_LISTING = "nftables.live"
+
+
+class DaemonName(StrEnum):
+    dnsmasq = "dnsmasq"
+    radvd = "radvd"
+
+
+# Each daemon's files in the run directory, written before it starts or reloads.
+DAEMON_FILES: dict[DaemonName, tuple[str, ...]] = {
+    DaemonName.dnsmasq: ("dnsmasq.conf", "dnsmasq.hosts"),
+    DaemonName.radvd: ("radvd.conf",),
+}
+
+
+class NetworkMissing(RuntimeError):
+    """An interface's network is not on this host: it cannot be plugged."""
+
+
+# --- what was observed -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkObserved:
+    """An interface inside the appliance's namespace."""
+
+    mac: str
+    mtu: int
+    up: bool
+
+
+@dataclass(frozen=True)
+class FabricEndObserved:
+    """The fabric end of an interface's veth pair."""
+
+    mtu: int
+    up: bool
+    on_bridge: bool  # attached to its network's bridge
+
+
+@dataclass(frozen=True)
+class RulesetObserved:
+    live: str = ""  # `nft list table` now; "" when the table (or the namespace) is missing
+    saved_listing: str | None = field(default=None, repr=False)  # RULESET_LISTING
+    saved_text: str | None = field(default=None, repr=False)  # RULESET_LOADED
+
+
+@dataclass(frozen=True)
+class DaemonObserved:
+    running: bool = False
+    files: Mapping[str, str] = field(default_factory=dict, repr=False)  # name → text, if present
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the namespace holds now: only what `plan_apply` decides on."""
+
+    namespace_exists: bool = False
+    links: Mapping[str, LinkObserved] = field(default_factory=dict)  # role-prefixed links, by name
+    fabric_ends: Mapping[str, FabricEndObserved] = field(
+        default_factory=dict
+    )  # by fabric link name
+    ruleset: RulesetObserved = RulesetObserved()
+    daemons: Mapping[DaemonName, DaemonObserved] = field(default_factory=dict)
+
+    def daemon(self, name: DaemonName) -> DaemonObserved:
+        return self.daemons.get(name, DaemonObserved())
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a "make exactly this" action found to change when it ran."""
+
+    added: int
+    removed: int
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+class RulesetMode(StrEnum):
+    load = "load"  # no table yet
+    replace_table = "replace"  # the whole table, atomically
+    delta = "delta"  # set elements only
+
+
+@dataclass(frozen=True)
+class CreateNamespace:
+    namespace: str
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"created namespace {self.namespace}"
+
+
+@dataclass(frozen=True)
+class ConfigureNamespace:
+    """Loopback up and the appliance's sysctls, again: a namespace left
+    half-made by a crash is repaired. Upkeep, not reported as a change."""
+
+    namespace: str
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"namespace {self.namespace} configured"
+
+
+@dataclass(frozen=True)
+class LoadRuleset:
+    """One `nft -f` transaction (`commands`), then `ruleset` (the full text)
+    and the kernel's listing are saved, the listing last."""
+
+    mode: RulesetMode
+    commands: str = field(repr=False)
+    ruleset: str = field(repr=False)
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return {
+            RulesetMode.load: "nftables: table loaded",
+            RulesetMode.replace_table: "nftables: table replaced",
+            RulesetMode.delta: "nftables: set elements updated",
+        }[self.mode]
+
+
+@dataclass(frozen=True)
+class RemoveLink:
+    name: str
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"removed interface {self.name}"
+
+
+@dataclass(frozen=True)
+class PlugInterface:
+    """A veth pair from the network's bridge into the namespace, up, with its
+    MTU; `recreate` when it is missing or not the one asked for (its
+    addresses and routes are gone with it)."""
+
+    name: str
+    network_id: str
+    fabric_link: str
+    bridge: str
+    mac: str
+    mtu: int
+    recreate: bool
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if self.recreate:
+            return f"plugged interface {self.name} into network {self.network_id}"
+        return f"interface {self.name} set up on network {self.network_id}, MTU {self.mtu}"
+
+
+@dataclass(frozen=True)
+class SyncAddresses:
+    """Make the link's permanent addresses exactly these (SLAAC's are left)."""
+
+    link: str
+    addresses: tuple[Address, ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if changes is None:
+            return f"{self.link}: {len(self.addresses)} addresses"
+        return f"{self.link}: {changes.added} addresses added, {changes.removed} removed"
+
+
+@dataclass(frozen=True)
+class SyncRoutes:
+    """Make Astara's routes in the main table exactly these (destination via next hop)."""
+
+    routes: tuple[tuple[Network, Nexthop], ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if changes is None:
+            return f"routes: {len(self.routes)}"
+        return f"routes: {changes.added} set, {changes.removed} removed"
+
+
+@dataclass(frozen=True)
+class SyncFloatingRoutes:
+    """Make the local routes answering for floating IPs on the external
+    interface exactly these (none without an external interface)."""
+
+    device: str | None
+    addresses: tuple[ipaddress.IPv4Address, ...] = field(repr=False)
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if changes is None:
+            return f"floating IPs answered: {len(self.addresses)}"
+        return f"floating IPs answered: {changes.added} added, {changes.removed} removed"
+
+
+@dataclass(frozen=True)
+class DaemonFile:
+    name: str  # in the run directory
+    text: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StartDaemon:
+    """Write `files`, stop the daemon if it runs, start it. `replugged`: the
+    interfaces it serves that were recreated (the only reason for a restart)."""
+
+    daemon: DaemonName
+    files: tuple[DaemonFile, ...] = ()
+    replugged: tuple[str, ...] = ()
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if self.replugged:
+            return f"{self.daemon} restarted: {', '.join(self.replugged)} replugged"
+        return f"{self.daemon} started"
+
+
+@dataclass(frozen=True)
+class ReloadDaemon:
+    """Write `files` and send SIGHUP (dnsmasq re-reads its hosts file, radvd
+    its config and interfaces)."""
+
+    daemon: DaemonName
+    files: tuple[DaemonFile, ...] = ()
+    replugged: tuple[str, ...] = ()
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if self.daemon is DaemonName.dnsmasq:
+            return "dnsmasq reloaded hosts"
+        if self.replugged and not self.files:
+            return f"{self.daemon} reloaded: {', '.join(self.replugged)} replugged"
+        return f"{self.daemon} reloaded"
+
+
+@dataclass(frozen=True)
+class StopDaemon:
+    """Stop the daemon if it runs and remove its files."""
+
+    daemon: DaemonName
+    running: bool
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"{self.daemon} stopped" if self.running else f"{self.daemon} files removed"
+
+
+@dataclass(frozen=True)
+class ForgetConntrack:
+    """Delete the conntrack entries to and from these floating IPs."""
+
+    addresses: tuple[ipaddress.IPv4Address, ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"conntrack: forgot {len(self.addresses)} floating IPs"
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Gratuitous ARP for `addresses` out of `interface` (MAC `mac`)."""
+
+    interface: str
+    mac: str
+    addresses: tuple[ipaddress.IPv4Address, ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"gratuitous ARP for {len(self.addresses)} addresses"
+
+
+Action = (
+    CreateNamespace
+    | ConfigureNamespace
+    | LoadRuleset
+    | RemoveLink
+    | PlugInterface
+    | SyncAddresses
+    | SyncRoutes
+    | SyncFloatingRoutes
+    | StartDaemon
+    | ReloadDaemon
+    | StopDaemon
+    | ForgetConntrack
+    | Announce
+)
+Plan = tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Done:
+    """An action carried out that changed something, with what a "make
+    exactly this" action found to change; `str()` is the API's wording."""
+
+    action: Action
+    changes: Changes | None = None
+
+    def __str__(self) -> str:
+        return self.action.describe(self.changes)
+
+
+# --- the planner -----------------------------------------------------------------------
+
+
+def plan_apply(
+    *,
+    names: Names,
+    appliance_id: str,
+    previous: ApplianceConfig | None,
+    config: ApplianceConfig,
+    rendered: Rendered,
+    observation: Observation,
+    network_mtus: Mapping[str, int],
+) -> Plan:
+    """The actions that converge the observed appliance on `config`, in the
+    order they must run. `previous` is the config the namespace was last
+    converged on (None for a new appliance, or to trust nothing of it)."""
+    namespace = names.appliance_netns(appliance_id)
+    actions: list[Action] = []
+    if observation.namespace_exists:
+        actions.append(ConfigureNamespace(namespace))
+    else:
+        actions.append(CreateNamespace(namespace))
+        previous = None  # nothing of the old appliance survives in a new namespace
+
+    # The ruleset goes in before any link: a packet forwarded before the NAT
+    # chains exist would get an untranslated conntrack entry that steady
+    # traffic keeps alive. Rules match interfaces by name, so they may come first.
+    ruleset = plan_ruleset(rendered.nftables, previous, observation.ruleset)
+    if ruleset is not None:
+        actions.append(ruleset)
+
+    links = plan_links(names, appliance_id, config, observation, network_mtus)
+    actions += links
+    recreated = {a.name for a in links if isinstance(a, PlugInterface) and a.recreate}
+    for interface in config.interfaces:
+        name = appliance_interface(interface.role.value, interface.mac)
+        actions.append(SyncAddresses(name, tuple(interface.addresses)))
+    actions.append(SyncRoutes(tuple((r.destination, r.nexthop) for r in config.routes)))
+    external = config.external_interface()
+    actions.append(
+        SyncFloatingRoutes(
+            appliance_interface(external.role.value, external.mac) if external else None,
+            tuple(f.floating_ip for f in config.floating_ips) if external else (),
+        )
+    )
+    actions += plan_daemons(config, rendered, observation, recreated)
+    gone = _floating_pairs(previous) - _floating_pairs(config)
+    if gone:
+        actions.append(ForgetConntrack(tuple(sorted({floating for floating, _ in gone}))))
+    announce = plan_announcement(config, previous, recreated)
+    if announce is not None:
+        actions.append(announce)
+    return tuple(actions)
+
+
+def plan_ruleset(
+    ruleset: NftRuleset, previous: ApplianceConfig | None, observed: RulesetObserved
+) -> LoadRuleset | None:
+    """Change only set elements when the kernel holds exactly what the last
+    load put there: the saved listing equals the live table, and the saved
+    ruleset equals the previous config's rendering (it would not after a
+    crash between loading and recording, or after an upgrade that renders
+    differently). Otherwise replace (or load) the whole table. None: the
+    table is already right."""
+    text = ruleset.text()
+    live = observed.live
+    if previous is not None and live and observed.saved_listing == live:
+        before = render_nftables(previous)
+        if observed.saved_text == before.text():
+            delta = ruleset.delta(before)
+            if delta == "":
+                return None
+            if delta is not None:
+                return LoadRuleset(RulesetMode.delta, delta, text)
+    return LoadRuleset(RulesetMode.replace_table if live else RulesetMode.load, text, text)
+
+
+def plan_links(
+    names: Names,
+    appliance_id: str,
+    config: ApplianceConfig,
+    observation: Observation,
+    network_mtus: Mapping[str, int],
+) -> list[RemoveLink | PlugInterface]:
+    """Links no longer in the config go first; then each interface is
+    (re)created if missing or not the one asked for, or set up, attached and
+    sized if only that differs."""
+    wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
+    actions: list[RemoveLink | PlugInterface] = [
+        RemoveLink(name) for name in sorted(observation.links) if name not in wanted
+    ]
+    for interface in config.interfaces:
+        network_mtu = network_mtus.get(interface.network_id)
+        if network_mtu is None:
+            raise NetworkMissing(f"network {interface.network_id} is not on this host")
+        name = appliance_interface(interface.role.value, interface.mac)
+        fabric_link = names.appliance_fabric_link(appliance_id, interface.mac)
+        mtu = interface.mtu or network_mtu
+        inside = observation.links.get(name) if observation.namespace_exists else None
+        end = observation.fabric_ends.get(fabric_link)
+        recreate = inside is None or end is None or inside.mac != interface.mac
+        settled = (
+            inside is not None
+            and end is not None
+            and inside.up
+            and inside.mtu == mtu
+            and end.up
+            and end.mtu == mtu
+            and end.on_bridge
+        )
+        if recreate or not settled:
+            actions.append(
+                PlugInterface(
+                    name=name,
+                    network_id=interface.network_id,
+                    fabric_link=fabric_link,
+                    bridge=names.bridge(interface.network_id),
+                    mac=interface.mac,
+                    mtu=mtu,
+                    recreate=recreate,
+                )
+            )
+    return actions
+
+
+def plan_daemons(
+    config: ApplianceConfig,
+    rendered: Rendered,
+    observation: Observation,
+    recreated: set[str],
+) -> list[StartDaemon | ReloadDaemon | StopDaemon]:
+    """dnsmasq: started if its config changed or it is not running, restarted
+    if an interface it serves was recreated (its sockets are bound to the old
+    one), SIGHUP if only its hosts changed. radvd: started if not running,
+    SIGHUP if its config changed or an interface it serves was recreated.
+    Either is stopped, and its files removed, when it has nothing to serve."""
+    actions: list[StartDaemon | ReloadDaemon | StopDaemon] = []
+    dnsmasq = observation.daemon(DaemonName.dnsmasq)
+    if not rendered.dnsmasq.enabled:
+        if dnsmasq.running or dnsmasq.files:
+            actions.append(StopDaemon(DaemonName.dnsmasq, running=dnsmasq.running))
+    else:
+        files = _changed_files(
+            dnsmasq,
+            {"dnsmasq.conf": rendered.dnsmasq.conf, "dnsmasq.hosts": rendered.dnsmasq.hosts},
+        )
+        replugged = _served(dhcp_subnets(config), config, recreated)
+        if not dnsmasq.running or any(f.name == "dnsmasq.conf" for f in files):
+            actions.append(StartDaemon(DaemonName.dnsmasq, files))
+        elif replugged:
+            actions.append(StartDaemon(DaemonName.dnsmasq, files, replugged))
+        elif files:
+            actions.append(ReloadDaemon(DaemonName.dnsmasq, files))
+
+    radvd = observation.daemon(DaemonName.radvd)
+    if not rendered.radvd:
+        if radvd.running or radvd.files:
+            actions.append(StopDaemon(DaemonName.radvd, running=radvd.running))
+    else:
+        files = _changed_files(radvd, {"radvd.conf": rendered.radvd})
+        replugged = _served(ra_subnets(config), config, recreated)
+        if not radvd.running:
+            actions.append(StartDaemon(DaemonName.radvd, files))
+        elif files or replugged:
+            actions.append(ReloadDaemon(DaemonName.radvd, files, replugged))
+    return actions
+
+
+def plan_announcement(
+    config: ApplianceConfig, previous: ApplianceConfig | None, recreated: set[str]
+) -> Announce | None:
+    """Gratuitous ARP for floating IPs added or moved; for every external IPv4
+    address and floating IP when the external interface is (re)created."""
+    external = config.external_interface()
+    if external is None:
+        return None
+    name = appliance_interface(external.role.value, external.mac)
+    if name in recreated:
+        addresses = [a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)]
+        addresses += [f.floating_ip for f in config.floating_ips]
+    else:
+        new = _floating_pairs(config) - _floating_pairs(previous)
+        addresses = sorted({floating for floating, _ in new})
+    if not addresses:
+        return None
+    return Announce(name, external.mac, tuple(addresses))
+
+
+def _changed_files(observed: DaemonObserved, wanted: dict[str, str]) -> tuple[DaemonFile, ...]:
+    return tuple(
+        DaemonFile(name, text) for name, text in wanted.items() if observed.files.get(name) != text
+    )
+
+
+def _served(subnets: list[Subnet], config: ApplianceConfig, recreated: set[str]) -> tuple[str, ...]:
+    """The recreated interfaces among those `subnets` are on."""
+    return tuple(
+        sorted(
+            {
+                name
+                for s in subnets
+                if (i := config.interface_by_mac(s.interface_mac))
+                and (name := appliance_interface(i.role.value, i.mac)) in recreated
+            }
+        )
+    )
+
+
+def _floating_pairs(
+    config: ApplianceConfig | None,
+) -> set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
+    if config is None:
+        return set()
+    return {(f.floating_ip, f.fixed_ip) for f in config.floating_ips}
