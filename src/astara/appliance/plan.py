@@ -395,10 +395,12 @@ def plan_apply(
         )
     )
     actions += plan_daemons(config, rendered, observation, recreated)
-    gone = _floating_pairs(previous) - _floating_pairs(config)
+    # Each floating IP as (floating, fixed): a moved one is both gone and added.
+    now, before = _floating_pairs(config), _floating_pairs(previous)
+    gone = before - now
     if gone:
         actions.append(ForgetConntrack(tuple(sorted({floating for floating, _ in gone}))))
-    announce = plan_announcement(config, previous, recreated)
+    announce = plan_announcement(config, now - before, recreated)
     if announce is not None:
         actions.append(announce)
     return tuple(actions)
@@ -518,10 +520,13 @@ def plan_daemons(
 
 
 def plan_announcement(
-    config: ApplianceConfig, previous: ApplianceConfig | None, recreated: set[str]
+    config: ApplianceConfig,
+    added: set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]],
+    recreated: set[str],
 ) -> Announce | None:
-    """Gratuitous ARP for floating IPs added or moved; for every external IPv4
-    address and floating IP when the external interface is (re)created."""
+    """Gratuitous ARP for floating IPs added or moved (`added`: their
+    (floating, fixed) pairs); for every external IPv4 address and floating IP
+    when the external interface is (re)created."""
     external = config.external_interface()
     if external is None:
         return None
@@ -530,8 +535,7 @@ def plan_announcement(
         addresses = [a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)]
         addresses += [f.floating_ip for f in config.floating_ips]
     else:
-        new = _floating_pairs(config) - _floating_pairs(previous)
-        addresses = sorted({floating for floating, _ in new})
+        addresses = sorted({floating for floating, _ in added})
     if not addresses:
         return None
     return Announce(name, external.mac, tuple(addresses))
