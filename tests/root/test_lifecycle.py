@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from astara.linux import cleanup, netns
+from astara.linux import cleanup, netlink, netns
 from astara.linux.run import in_netns
+from astara.naming import appliance_interface
 from astara.testing.agent import AgentProcess
-from astara.testing.lab import Lab
+from astara.testing.lab import Lab, eui64
 from astara.testing.net import (
     WhoAmI,
     seen_source,
@@ -23,7 +24,7 @@ from astara.testing.net import (
     wait_for_ping,
     wait_until,
 )
-from tests.root.conftest import OUTSIDE, ROUTER_EXTERNAL, build_standard, router_config
+from tests.root.conftest import MAC, OUTSIDE, ROUTER_EXTERNAL, build_standard, router_config
 
 pytestmark = pytest.mark.root
 
@@ -85,6 +86,27 @@ def test_killed_dnsmasq_is_restarted_by_the_next_apply(lab: Lab) -> None:
     lab.client.delete_port("w2")
     lab.workload("w2", "n2", "fa:16:3e:00:03:10", dhcp=True)
     wait_for_ping(lab.netns("w2"), "10.1.0.10")
+
+
+def test_a_lost_interface_is_replugged_and_served_again(lab: Lab) -> None:
+    """An interface gone from the namespace is recreated by the next apply,
+    and DHCP and router advertisements serve it again without a restart:
+    dnsmasq and radvd follow their interfaces by name."""
+    build_standard(lab)
+    before = lab.client.get_appliance("r1")
+    lost = appliance_interface("internal", MAC["router_n1"])
+    with netlink.netns(lab.router_netns("r1")) as inside:
+        netlink.delete_link(inside, lost)
+    assert f"interface {lost} is missing" in lab.client.get_appliance("r1")["problems"]
+    healed = lab.client.put_appliance("r1", router_config())
+    assert healed["state"] == "active"
+    assert healed["daemons"] == before["daemons"]
+    lab.client.delete_port("w1")
+    lab.workload("w1", "n1", MAC["w1"], dhcp=True, slaac=True)
+    slaac = f"{eui64('2001:db8:1::/64', MAC['w1'])}/64"
+    wait_until(lambda: "10.1.0.10/24" in lab.client.get_port("w1")["addresses"], what="lease")
+    wait_until(lambda: slaac in lab.client.get_port("w1")["addresses"], what="SLAAC address")
+    wait_for_ping(lab.netns("w1"), "10.2.0.10")
 
 
 def test_deleted_namespace_is_rebuilt_by_the_next_apply(lab: Lab) -> None:

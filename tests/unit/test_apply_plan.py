@@ -401,7 +401,7 @@ def test_a_change_of_dnsmasq_config_restarts_it() -> None:
     new = config(lambda d: d["subnets"][0].update(lease_time_s=600))
     actions = plan(previous, new, converged(previous))
     start = one(actions, StartDaemon)
-    assert start.daemon is DaemonName.dnsmasq and start.replugged == ()
+    assert start.daemon is DaemonName.dnsmasq
     assert [f.name for f in start.files] == ["dnsmasq.conf"]
     assert of(actions, ReloadDaemon) == []
 
@@ -442,18 +442,15 @@ def test_daemons_with_nothing_to_serve_are_stopped_and_their_files_removed() -> 
     assert of(plan(new, new, converged(new)), StopDaemon) == []
 
 
-def test_a_replugged_interface_restarts_dnsmasq_and_reloads_radvd_if_they_serve_it() -> None:
+def test_a_recreated_interface_leaves_the_daemons_alone() -> None:
+    """dnsmasq and radvd follow their interfaces by name (root test:
+    test_a_lost_interface_is_replugged_and_served_again)."""
     current = config()
     observation = converged(current)
     links = {k: v for k, v in observation.links.items() if k != NET_A}
     actions = plan(current, current, replace(observation, links=links))
-    assert one(actions, StartDaemon) == StartDaemon(DaemonName.dnsmasq, (), replugged=(NET_A,))
-    assert one(actions, ReloadDaemon) == ReloadDaemon(DaemonName.radvd, (), replugged=(NET_A,))
-    # net-b has no SLAAC subnet: radvd is left alone.
-    links = {k: v for k, v in observation.links.items() if k != NET_B}
-    actions = plan(current, current, replace(observation, links=links))
-    assert one(actions, StartDaemon).replugged == (NET_B,)
-    assert of(actions, ReloadDaemon) == []
+    assert one(actions, PlugInterface).recreate
+    assert of(actions, StartDaemon) == of(actions, ReloadDaemon) == []
 
 
 # --- floating IPs: conntrack and gratuitous ARP ----------------------------------------
@@ -528,7 +525,5 @@ def test_done_actions_read_as_the_api_has_always_worded_them() -> None:
     )
     assert str(Done(CreateNamespace("t-appliance-r1"))) == "created namespace t-appliance-r1"
     assert str(Done(ReloadDaemon(DaemonName.dnsmasq))) == "dnsmasq reloaded hosts"
-    assert str(Done(StartDaemon(DaemonName.dnsmasq, replugged=(NET_A,)))) == (
-        f"dnsmasq restarted: {NET_A} replugged"
-    )
+    assert str(Done(StartDaemon(DaemonName.radvd))) == "radvd started"
     assert not Changes(0, 0) and Changes(0, 1)

@@ -31,10 +31,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from astara.appliance.render import Rendered
-from astara.appliance.render.dnsmasq import dhcp_subnets
 from astara.appliance.render.nftables import NftRuleset, render_nftables
-from astara.appliance.render.radvd import ra_subnets
-from astara.appliance.schema import ApplianceConfig, Subnet
+from astara.appliance.schema import ApplianceConfig
 from astara.naming import Names, appliance_interface
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -256,33 +254,26 @@ class DaemonFile:
 
 @dataclass(frozen=True)
 class StartDaemon:
-    """Write `files`, stop the daemon if it runs, start it. `replugged`: the
-    interfaces it serves that were recreated (the only reason for a restart)."""
+    """Write `files`, stop the daemon if it runs, start it."""
 
     daemon: DaemonName
     files: tuple[DaemonFile, ...] = ()
-    replugged: tuple[str, ...] = ()
 
     def describe(self, changes: Changes | None = None) -> str:
-        if self.replugged:
-            return f"{self.daemon} restarted: {', '.join(self.replugged)} replugged"
         return f"{self.daemon} started"
 
 
 @dataclass(frozen=True)
 class ReloadDaemon:
     """Write `files` and send SIGHUP (dnsmasq re-reads its hosts file, radvd
-    its config and interfaces)."""
+    its config)."""
 
     daemon: DaemonName
     files: tuple[DaemonFile, ...] = ()
-    replugged: tuple[str, ...] = ()
 
     def describe(self, changes: Changes | None = None) -> str:
         if self.daemon is DaemonName.dnsmasq:
             return "dnsmasq reloaded hosts"
-        if self.replugged and not self.files:
-            return f"{self.daemon} reloaded: {', '.join(self.replugged)} replugged"
         return f"{self.daemon} reloaded"
 
 
@@ -394,7 +385,7 @@ def plan_apply(
             tuple(f.floating_ip for f in config.floating_ips) if external else (),
         )
     )
-    actions += plan_daemons(config, rendered, observation, recreated)
+    actions += plan_daemons(rendered, observation)
     # Each floating IP as (floating, fixed): a moved one is both gone and added.
     now, before = _floating_pairs(config), _floating_pairs(previous)
     gone = before - now
@@ -477,16 +468,13 @@ def plan_links(
 
 
 def plan_daemons(
-    config: ApplianceConfig,
-    rendered: Rendered,
-    observation: Observation,
-    recreated: set[str],
+    rendered: Rendered, observation: Observation
 ) -> list[StartDaemon | ReloadDaemon | StopDaemon]:
-    """dnsmasq: started if its config changed or it is not running, restarted
-    if an interface it serves was recreated (its sockets are bound to the old
-    one), SIGHUP if only its hosts changed. radvd: started if not running,
-    SIGHUP if its config changed or an interface it serves was recreated.
-    Either is stopped, and its files removed, when it has nothing to serve."""
+    """dnsmasq: (re)started if its config changed or it is not running,
+    SIGHUP if only its hosts changed. radvd: started if not running, SIGHUP
+    if its config changed. Either is stopped, and its files removed, when it
+    has nothing to serve. A recreated interface needs neither: both follow
+    their interfaces by name through netlink (tested with root)."""
     actions: list[StartDaemon | ReloadDaemon | StopDaemon] = []
     dnsmasq = observation.daemon(DaemonName.dnsmasq)
     if not rendered.dnsmasq.enabled:
@@ -497,11 +485,8 @@ def plan_daemons(
             dnsmasq,
             {"dnsmasq.conf": rendered.dnsmasq.conf, "dnsmasq.hosts": rendered.dnsmasq.hosts},
         )
-        replugged = _served(dhcp_subnets(config), config, recreated)
         if not dnsmasq.running or any(f.name == "dnsmasq.conf" for f in files):
             actions.append(StartDaemon(DaemonName.dnsmasq, files))
-        elif replugged:
-            actions.append(StartDaemon(DaemonName.dnsmasq, files, replugged))
         elif files:
             actions.append(ReloadDaemon(DaemonName.dnsmasq, files))
 
@@ -511,11 +496,10 @@ def plan_daemons(
             actions.append(StopDaemon(DaemonName.radvd, running=radvd.running))
     else:
         files = _changed_files(radvd, {"radvd.conf": rendered.radvd})
-        replugged = _served(ra_subnets(config), config, recreated)
         if not radvd.running:
             actions.append(StartDaemon(DaemonName.radvd, files))
-        elif files or replugged:
-            actions.append(ReloadDaemon(DaemonName.radvd, files, replugged))
+        elif files:
+            actions.append(ReloadDaemon(DaemonName.radvd, files))
     return actions
 
 
@@ -544,20 +528,6 @@ def plan_announcement(
 def _changed_files(observed: DaemonObserved, wanted: dict[str, str]) -> tuple[DaemonFile, ...]:
     return tuple(
         DaemonFile(name, text) for name, text in wanted.items() if observed.files.get(name) != text
-    )
-
-
-def _served(subnets: list[Subnet], config: ApplianceConfig, recreated: set[str]) -> tuple[str, ...]:
-    """The recreated interfaces among those `subnets` are on."""
-    return tuple(
-        sorted(
-            {
-                name
-                for s in subnets
-                if (i := config.interface_by_mac(s.interface_mac))
-                and (name := appliance_interface(i.role.value, i.mac)) in recreated
-            }
-        )
     )
 
 
