@@ -24,23 +24,19 @@ from typing import Any
 
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
-from astara.appliance.execute import Target, execute
-from astara.appliance.observation import observe_for_apply
+from astara.appliance.execute import Target, execute, remove_appliance
+from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
 from astara.appliance.plan import APPLIANCE_SYSCTLS, Done, Plan, plan_apply
 from astara.appliance.render import Rendered, render
-from astara.appliance.render.dnsmasq import dhcp_subnets
-from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
-from astara.appliance.render.radvd import ra_subnets
 from astara.appliance.schema import (
     ApplianceConfig,
     FieldError,
     config_hash,
     validate_semantics,
 )
-from astara.linux import netlink, netns, nft
 from astara.linux.files import make_readable_dir, write_atomic
 from astara.linux.handles import NetlinkHandles
-from astara.naming import Names, appliance_interface
+from astara.naming import Names
 
 log = logging.getLogger(__name__)
 
@@ -291,16 +287,15 @@ class ApplianceManager:
     def delete(self, appliance_id: str, config: ApplianceConfig | None = None) -> None:
         """Remove the namespace, its links, daemons and files."""
         config = config or self.config(appliance_id)
-        self._daemons(appliance_id).stop()
-        # Deleting the namespace destroys the veths inside it and with them
-        # their fabric ends; the loop below only catches a half-made pair.
-        netns.delete(self.names.appliance_netns(appliance_id))
-        if config is not None and netns.exists(self.names.fabric_netns):
-            with netlink.netns(self.names.fabric_netns) as fabric:
-                for interface in config.interfaces:
-                    netlink.delete_link(
-                        fabric, self.names.appliance_fabric_link(appliance_id, interface.mac)
-                    )
+        remove_appliance(
+            namespace=self.names.appliance_netns(appliance_id),
+            fabric_netns=self.names.fabric_netns,
+            fabric_links=[
+                self.names.appliance_fabric_link(appliance_id, i.mac)
+                for i in (config.interfaces if config else [])
+            ],
+            daemons=self._daemons(appliance_id),
+        )
         shutil.rmtree(self.run_directory(appliance_id), ignore_errors=True)
         shutil.rmtree(self.directory(appliance_id), ignore_errors=True)
 
@@ -316,64 +311,16 @@ class ApplianceManager:
         """Observed state: what runs, not what was asked. `nftables_verified`
         skips listing the table when an apply has just compared it."""
         config = config or self.config(appliance_id)
-        status = self.status(appliance_id)
-        namespace = self.names.appliance_netns(appliance_id)
-        problems: list[str] = []
-        interfaces: list[dict[str, Any]] = []
-        present = netns.exists(namespace)
-        if not present:
-            problems.append(f"namespace {namespace} is missing")
-        if config is not None and present:
-            with netlink.netns(namespace) as ns:
-                for interface in config.interfaces:
-                    name = appliance_interface(interface.role.value, interface.mac)
-                    state = netlink.link_state(ns, name)
-                    if state is None or state.mac != interface.mac:
-                        problems.append(f"interface {name} is missing")
-                    elif not state.up:
-                        problems.append(f"interface {name} is down")
-                    interfaces.append(
-                        {
-                            "name": name,
-                            "mac": interface.mac,
-                            "role": interface.role.value,
-                            "network_id": interface.network_id,
-                            "present": state is not None,
-                            "up": bool(state and state.up),
-                            "mtu": state.mtu if state else None,
-                            "counters": state.counters if state else {},
-                        }
-                    )
-            if not nftables_verified:
-                live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-                applied = self.run_directory(appliance_id) / "nftables.live"
-                if not live:
-                    problems.append("nftables table is missing")
-                elif not applied.exists() or applied.read_text() != live:
-                    problems.append("nftables table differs from the applied ruleset")
-        daemons: dict[str, Any] = {}
-        if config is not None:
-            expected = {"dnsmasq": bool(dhcp_subnets(config)), "radvd": bool(ra_subnets(config))}
-            for daemon_name, daemon in self._daemons(appliance_id).all().items():
-                pid = daemon.pid()
-                daemons[daemon_name] = {
-                    "expected": expected[daemon_name],
-                    "pid": pid,
-                    "running": pid is not None,
-                }
-                if expected[daemon_name] and pid is None:
-                    problems.append(f"{daemon_name} is not running")
-        if status.last_error:
-            problems.append(status.last_error)
         return {
             "id": appliance_id,
-            "namespace": namespace,
-            "state": "active" if not problems else "degraded",
-            "problems": problems,
-            **status.as_dict(),
-            "interfaces": interfaces,
-            "daemons": daemons,
-            "floating_ips": len(config.floating_ips) if config else 0,
+            **observe_running(
+                namespace=self.names.appliance_netns(appliance_id),
+                config=config,
+                status=self.status(appliance_id).as_dict(),
+                run_directory=self.run_directory(appliance_id),
+                daemons=self._daemons(appliance_id),
+                nftables_verified=nftables_verified,
+            ),
         }
 
     def rendered_texts(self, appliance_id: str) -> dict[str, Any]:
@@ -382,8 +329,7 @@ class ApplianceManager:
         if config is None:
             return {}
         texts = self._render(appliance_id, config).texts()
-        namespace = self.names.appliance_netns(appliance_id)
-        live = (
-            nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace) if netns.exists(namespace) else ""
-        )
-        return {"files": texts, "nftables_live": live}
+        return {
+            "files": texts,
+            "nftables_live": live_ruleset(self.names.appliance_netns(appliance_id)),
+        }

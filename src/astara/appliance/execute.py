@@ -127,3 +127,18 @@ def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None
 def _changed(action: Action, added: int, removed: int) -> Done | None:
     changes = Changes(added, removed)
     return Done(action, changes) if changes else None
+
+
+def remove_appliance(
+    *, namespace: str, fabric_netns: str, fabric_links: list[str], daemons: ApplianceDaemons
+) -> None:
+    """Stop the daemons, remove the namespace and any fabric end left of its
+    veth pairs."""
+    daemons.stop()
+    # Deleting the namespace destroys the veths inside it and with them
+    # their fabric ends; the loop below only catches a half-made pair.
+    netns.delete(namespace)
+    if fabric_links and netns.exists(fabric_netns):
+        with netlink.netns(fabric_netns) as fabric:
+            for link in fabric_links:
+                netlink.delete_link(fabric, link)
