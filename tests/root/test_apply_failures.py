@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from astara.appliance.actions import LoadRuleset, RulesetMode
 from astara.appliance.apply import ApplianceManager, ApplyFailed, ApplyResult, NetworkInfo
-from astara.appliance.plan import LoadRuleset, RulesetMode
 from astara.appliance.schema import ApplianceConfig, config_hash
 from astara.fabric.networks import NetworkSpec, ensure_network
 from astara.linux import cleanup, netlink, netns

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from astara.appliance.plan import (
+from astara.appliance.actions import (
     Action,
     Announce,
     Changes,
@@ -22,25 +22,27 @@ from astara.appliance.plan import (
     CreateNamespace,
     DaemonFile,
     DaemonName,
-    DaemonObserved,
     Done,
-    FabricEndObserved,
     ForgetConntrack,
-    LinkObserved,
     LoadRuleset,
-    NetworkMissing,
-    Observation,
     Plan,
     PlugInterface,
     ReloadDaemon,
     RemoveLink,
     RulesetMode,
-    RulesetObserved,
     StartDaemon,
     StopDaemon,
     SyncAddresses,
     SyncFloatingRoutes,
     SyncRoutes,
+)
+from astara.appliance.plan import (
+    DaemonObserved,
+    FabricEndObserved,
+    LinkObserved,
+    NetworkMissing,
+    Observation,
+    RulesetObserved,
     plan_apply,
 )
 from astara.appliance.render import Rendered, render

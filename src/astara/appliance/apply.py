@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astara.appliance.actions import APPLIANCE_SYSCTLS, Done, Plan
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.execute import Target, execute, remove_appliance
 from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
-from astara.appliance.plan import APPLIANCE_SYSCTLS, Done, Plan, plan_apply
+from astara.appliance.plan import plan_apply
 from astara.appliance.render import Rendered, render
 from astara.appliance.schema import (
     ApplianceConfig,

@@ -11,7 +11,8 @@ import contextlib
 import signal
 from pathlib import Path
 
-from astara.appliance.plan import DAEMON_FILES, DaemonFile, DaemonName, DaemonObserved
+from astara.appliance.actions import DAEMON_FILES, DaemonFile, DaemonName
+from astara.appliance.plan import DaemonObserved
 from astara.linux.files import write_atomic
 from astara.linux.process import Daemon
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from astara.appliance.daemons import ApplianceDaemons
-from astara.appliance.plan import (
+from astara.appliance.actions import (
     APPLIANCE_SYSCTLS,
     RULESET_LISTING,
     RULESET_LOADED,
@@ -34,6 +33,7 @@ from astara.appliance.plan import (
     SyncFloatingRoutes,
     SyncRoutes,
 )
+from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
 from astara.linux import garp, netlink, netns, nft, routes
 from astara.linux.files import write_atomic

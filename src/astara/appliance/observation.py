@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from astara.appliance.actions import RULESET_LISTING, RULESET_LOADED
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.plan import (
-    RULESET_LISTING,
-    RULESET_LOADED,
     FabricEndObserved,
     LinkObserved,
     Observation,

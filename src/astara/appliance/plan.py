@@ -3,17 +3,17 @@
 `plan_apply(previous, config, rendered, observation, …)` turns the config
 in force, the new one, its rendering and what the namespace holds now
 (`Observation`, read by `appliance.observation`) into a `Plan`: a sequence of
-frozen actions that `appliance.execute` carries out in order. Every decision
-an apply takes lives here, so each is tested without root
-(tests/unit/test_apply_plan.py):
+frozen actions (`appliance.actions`) that `appliance.execute` carries out
+in order. Every decision an apply takes lives here, so each is tested
+without root (tests/unit/test_apply_plan.py):
 
 - the namespace is created if missing, and then nothing of the old appliance
   is trusted (`previous` is forgotten);
 - the ruleset goes in before any link, by element delta only when the kernel
   holds exactly what the last load put there, else by one table replace;
 - links are removed, (re)created or re-attached only when they differ;
-- daemons are started, reloaded (SIGHUP), restarted or stopped from their
-  files' contents and whether they run;
+- daemons are (re)started, reloaded (SIGHUP) or stopped from their files'
+  contents and whether they run;
 - conntrack entries of removed or moved floating IPs are forgotten;
 - gratuitous ARP for new floating IPs, and for every external address when
   the external interface is (re)created.
@@ -28,45 +28,31 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from astara.appliance.actions import (
+    Action,
+    Announce,
+    ConfigureNamespace,
+    CreateNamespace,
+    DaemonFile,
+    DaemonName,
+    ForgetConntrack,
+    LoadRuleset,
+    Plan,
+    PlugInterface,
+    ReloadDaemon,
+    RemoveLink,
+    RulesetMode,
+    StartDaemon,
+    StopDaemon,
+    SyncAddresses,
+    SyncFloatingRoutes,
+    SyncRoutes,
+)
 from astara.appliance.render import Rendered
 from astara.appliance.render.nftables import NftRuleset, render_nftables
 from astara.appliance.schema import ApplianceConfig
 from astara.naming import Names, appliance_interface
-
-Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Nexthop = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# Inside an appliance: forward both families, skip DAD (addresses come from
-# the control plane), never autoconfigure from someone else's RAs.
-APPLIANCE_SYSCTLS = {
-    "net.ipv4.ip_forward": "1",
-    "net.ipv6.conf.all.forwarding": "1",
-    "net.ipv6.conf.default.forwarding": "1",
-    "net.ipv6.conf.all.accept_dad": "0",
-    "net.ipv6.conf.default.accept_dad": "0",
-    "net.ipv6.conf.all.accept_ra": "0",
-    "net.ipv6.conf.default.accept_ra": "0",
-}
-
-# The files of the run directory the last load of the ruleset left: the text
-# loaded, then the kernel's listing of the table right after.
-RULESET_LOADED = "nftables.nft"
-RULESET_LISTING = "nftables.live"
-
-
-class DaemonName(StrEnum):
-    dnsmasq = "dnsmasq"
-    radvd = "radvd"
-
-
-# Each daemon's files in the run directory, written before it starts or reloads.
-DAEMON_FILES: dict[DaemonName, tuple[str, ...]] = {
-    DaemonName.dnsmasq: ("dnsmasq.conf", "dnsmasq.hosts"),
-    DaemonName.radvd: ("radvd.conf",),
-}
 
 
 class NetworkMissing(RuntimeError):
@@ -121,223 +107,6 @@ class Observation:
 
     def daemon(self, name: DaemonName) -> DaemonObserved:
         return self.daemons.get(name, DaemonObserved())
-
-
-# --- actions ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What a "make exactly this" action found to change when it ran."""
-
-    added: int
-    removed: int
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed)
-
-
-class RulesetMode(StrEnum):
-    load = "load"  # no table yet
-    replace_table = "replace"  # the whole table, atomically
-    delta = "delta"  # set elements only
-
-
-@dataclass(frozen=True)
-class CreateNamespace:
-    namespace: str
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return f"created namespace {self.namespace}"
-
-
-@dataclass(frozen=True)
-class ConfigureNamespace:
-    """Loopback up and the appliance's sysctls, again: a namespace left
-    half-made by a crash is repaired. Upkeep, not reported as a change."""
-
-    namespace: str
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return f"namespace {self.namespace} configured"
-
-
-@dataclass(frozen=True)
-class LoadRuleset:
-    """One `nft -f` transaction (`commands`), then `ruleset` (the full text)
-    and the kernel's listing are saved, the listing last."""
-
-    mode: RulesetMode
-    commands: str = field(repr=False)
-    ruleset: str = field(repr=False)
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return {
-            RulesetMode.load: "nftables: table loaded",
-            RulesetMode.replace_table: "nftables: table replaced",
-            RulesetMode.delta: "nftables: set elements updated",
-        }[self.mode]
-
-
-@dataclass(frozen=True)
-class RemoveLink:
-    name: str
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return f"removed interface {self.name}"
-
-
-@dataclass(frozen=True)
-class PlugInterface:
-    """A veth pair from the network's bridge into the namespace, up, with its
-    MTU; `recreate` when it is missing or not the one asked for (its
-    addresses and routes are gone with it)."""
-
-    name: str
-    network_id: str
-    fabric_link: str
-    bridge: str
-    mac: str
-    mtu: int
-    recreate: bool
-
-    def describe(self, changes: Changes | None = None) -> str:
-        if self.recreate:
-            return f"plugged interface {self.name} into network {self.network_id}"
-        return f"interface {self.name} set up on network {self.network_id}, MTU {self.mtu}"
-
-
-@dataclass(frozen=True)
-class SyncAddresses:
-    """Make the link's permanent addresses exactly these (SLAAC's are left)."""
-
-    link: str
-    addresses: tuple[Address, ...]
-
-    def describe(self, changes: Changes | None = None) -> str:
-        if changes is None:
-            return f"{self.link}: {len(self.addresses)} addresses"
-        return f"{self.link}: {changes.added} addresses added, {changes.removed} removed"
-
-
-@dataclass(frozen=True)
-class SyncRoutes:
-    """Make Astara's routes in the main table exactly these (destination via next hop)."""
-
-    routes: tuple[tuple[Network, Nexthop], ...]
-
-    def describe(self, changes: Changes | None = None) -> str:
-        if changes is None:
-            return f"routes: {len(self.routes)}"
-        return f"routes: {changes.added} set, {changes.removed} removed"
-
-
-@dataclass(frozen=True)
-class SyncFloatingRoutes:
-    """Make the local routes answering for floating IPs on the external
-    interface exactly these (none without an external interface)."""
-
-    device: str | None
-    addresses: tuple[ipaddress.IPv4Address, ...] = field(repr=False)
-
-    def describe(self, changes: Changes | None = None) -> str:
-        if changes is None:
-            return f"floating IPs answered: {len(self.addresses)}"
-        return f"floating IPs answered: {changes.added} added, {changes.removed} removed"
-
-
-@dataclass(frozen=True)
-class DaemonFile:
-    name: str  # in the run directory
-    text: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class StartDaemon:
-    """Write `files`, stop the daemon if it runs, start it."""
-
-    daemon: DaemonName
-    files: tuple[DaemonFile, ...] = ()
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return f"{self.daemon} started"
-
-
-@dataclass(frozen=True)
-class ReloadDaemon:
-    """Write `files` and send SIGHUP (dnsmasq re-reads its hosts file, radvd
-    its config)."""
-
-    daemon: DaemonName
-    files: tuple[DaemonFile, ...] = ()
-
-    def describe(self, changes: Changes | None = None) -> str:
-        if self.daemon is DaemonName.dnsmasq:
-            return "dnsmasq reloaded hosts"
-        return f"{self.daemon} reloaded"
-
-
-@dataclass(frozen=True)
-class StopDaemon:
-    """Stop the daemon if it runs and remove its files."""
-
-    daemon: DaemonName
-    running: bool
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return f"{self.daemon} stopped" if self.running else f"{self.daemon} files removed"
-
-
-@dataclass(frozen=True)
-class ForgetConntrack:
-    """Delete the conntrack entries to and from these floating IPs."""
-
-    addresses: tuple[ipaddress.IPv4Address, ...]
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return f"conntrack: forgot {len(self.addresses)} floating IPs"
-
-
-@dataclass(frozen=True)
-class Announce:
-    """Gratuitous ARP for `addresses` out of `interface` (MAC `mac`)."""
-
-    interface: str
-    mac: str
-    addresses: tuple[ipaddress.IPv4Address, ...]
-
-    def describe(self, changes: Changes | None = None) -> str:
-        return f"gratuitous ARP for {len(self.addresses)} addresses"
-
-
-Action = (
-    CreateNamespace
-    | ConfigureNamespace
-    | LoadRuleset
-    | RemoveLink
-    | PlugInterface
-    | SyncAddresses
-    | SyncRoutes
-    | SyncFloatingRoutes
-    | StartDaemon
-    | ReloadDaemon
-    | StopDaemon
-    | ForgetConntrack
-    | Announce
-)
-Plan = tuple[Action, ...]
-
-
-@dataclass(frozen=True)
-class Done:
-    """An action carried out that changed something, with what a "make
-    exactly this" action found to change; `str()` is the API's wording."""
-
-    action: Action
-    changes: Changes | None = None
-
-    def __str__(self) -> str:
-        return self.action.describe(self.changes)
 
 
 # --- the planner -----------------------------------------------------------------------
@@ -406,7 +175,6 @@ def plan_ruleset(
     crash between loading and recording, or after an upgrade that renders
     differently). Otherwise replace (or load) the whole table. None: the
     table is already right."""
-    text = ruleset.text()
     live = observed.live
     if previous is not None and live and observed.saved_listing == live:
         before = render_nftables(previous)
@@ -415,7 +183,8 @@ def plan_ruleset(
             if delta == "":
                 return None
             if delta is not None:
-                return LoadRuleset(RulesetMode.delta, delta, text)
+                return LoadRuleset(RulesetMode.delta, delta, ruleset.text())
+    text = ruleset.text()
     return LoadRuleset(RulesetMode.replace_table if live else RulesetMode.load, text, text)
 
 
