@@ -157,13 +157,16 @@ class ApplianceManager:
     def _save_status(self, appliance_id: str, status: ApplianceStatus) -> None:
         write_atomic(self.directory(appliance_id) / "status.json", json.dumps(status.as_dict()))
 
-    def _render(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
-        mtus = {
+    def _network_mtus(self, config: ApplianceConfig) -> dict[str, int]:
+        """The MTU of each of the config's networks that is on this host."""
+        return {
             i.network_id: info.mtu
             for i in config.interfaces
             if (info := self.networks(i.network_id))
         }
-        return render(config, self.run_directory(appliance_id), mtus)
+
+    def _render(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
+        return render(config, self.run_directory(appliance_id), self._network_mtus(config))
 
     def _daemons(self, appliance_id: str) -> ApplianceDaemons:
         return ApplianceDaemons(
@@ -176,11 +179,7 @@ class ApplianceManager:
         """Validate and render; raise ValidationFailed. Changes nothing.
         The tools' checks are skipped for the config already in force: it
         passed them, and rendering is a pure function of it."""
-        mtus = {
-            i.network_id: info.mtu
-            for i in config.interfaces
-            if (info := self.networks(i.network_id))
-        }
+        mtus = self._network_mtus(config)
         errors = validate_semantics(config, known_networks=set(mtus), network_mtus=mtus)
         if errors:
             raise ValidationFailed(errors)
@@ -252,11 +251,6 @@ class ApplianceManager:
         run_directory = self.run_directory(appliance_id)
         make_readable_dir(run_directory)
         daemons = self._daemons(appliance_id)
-        mtus = {
-            i.network_id: info.mtu
-            for i in config.interfaces
-            if (info := self.networks(i.network_id))
-        }
         with NetlinkHandles() as handles:
             observation = observe_for_apply(
                 names=self.names,
@@ -273,8 +267,9 @@ class ApplianceManager:
                 config=config,
                 rendered=rendered,
                 observation=observation,
-                network_mtus=mtus,
+                network_mtus=self._network_mtus(config),
             )
+            log.debug("appliance %s plan: %s", appliance_id, plan)
             target = Target(
                 namespace=self.names.appliance_netns(appliance_id),
                 fabric_netns=self.names.fabric_netns,

@@ -65,7 +65,9 @@ def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None
     match action:
         case CreateNamespace() | ConfigureNamespace():
             created = netns.create(namespace, APPLIANCE_SYSCTLS)
-            return Done(action) if isinstance(action, CreateNamespace) or created else None
+            # Configuring is upkeep; it is news only if the namespace had
+            # vanished since it was observed.
+            return Done(CreateNamespace(namespace)) if created else None
         case LoadRuleset():
             nft.load(action.commands, namespace)
             # The listing last: a crash before it leaves a mismatch, so the next
