@@ -32,6 +32,8 @@ from typing import Any
 from astara.agent.service import Agent, AgentSettings
 from astara.appliance import apply as apply_module
 from astara.appliance import daemons as daemons_module
+from astara.appliance import execute as execute_module
+from astara.appliance import plan as plan_module
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import cleanup, garp, netlink, netns, nft, routes
 from astara.model.fabric import NetworkSpec
@@ -47,7 +49,9 @@ STEPS: tuple[tuple[Any, str, str], ...] = (
     (apply_module, "tool_checks", "tool checks (nft -c, dnsmasq, radvd)"),
     (nft, "check", "  of which: nft -c"),
     (apply_module.ApplianceManager, "config", "read config.json (pydantic)"),
-    (apply_module, "render_nftables", "render_nftables (previous, for the delta)"),
+    (apply_module, "observe_for_apply", "observe the namespace (for the plan, with a nft list)"),
+    (apply_module, "plan_apply", "plan (pure)"),
+    (plan_module, "render_nftables", "  of which: render_nftables (previous, for the delta)"),
     (netns, "create", "netns create + sysctls"),
     (netlink, "ensure_veth", "netlink ensure_veth"),
     (netlink, "links_with_prefix", "netlink list links"),
@@ -57,8 +61,10 @@ STEPS: tuple[tuple[Any, str, str], ...] = (
     (routes, "current", "  of which: ip -j route show (read)"),
     (nft, "list_table", "nft list table (drift check, saved listing)"),
     (nft, "load", "nft -f (load)"),
-    (daemons_module.ApplianceDaemons, "converge", "daemons"),
-    (apply_module.ApplianceManager, "_forget_floating_ips", "conntrack forget"),
+    (daemons_module.ApplianceDaemons, "start", "daemons"),
+    (daemons_module.ApplianceDaemons, "reload", "daemons"),
+    (daemons_module.ApplianceDaemons, "remove", "daemons"),
+    (execute_module, "run", "conntrack forget"),  # the executor's only direct command
     (garp, "announce", "gratuitous ARP"),
     (apply_module, "config_hash", "config_hash"),
     (apply_module, "write_atomic", "write config/status files"),
@@ -128,10 +134,11 @@ def measure(label: str, action: Callable[[], object], use_cprofile: bool, top: i
         action()
         elapsed = time.perf_counter() - started
     print(f"\n=== {label}: {elapsed:.3f} s ===")
-    for step in STEPS:  # in the order the handler runs them; parts under their step
-        spent = totals.get(step[2])
+    labels = dict.fromkeys(step[2] for step in STEPS)  # in order, each once
+    for label in labels:  # in the order the handler runs them; parts under their step
+        spent = totals.get(label)
         if spent is not None:
-            print(f"  {spent:8.3f} s  {spent / elapsed:6.1%}  {step[2]}")
+            print(f"  {spent:8.3f} s  {spent / elapsed:6.1%}  {label}")
     rest = elapsed - totals[COVERED]
     print(f"  {rest:8.3f} s  {rest / elapsed:6.1%}  the rest (outside every step above)")
     if use_cprofile:

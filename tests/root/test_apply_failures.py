@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from astara.appliance.apply import ApplianceManager, ApplyFailed, NetworkInfo
+from astara.appliance.actions import LoadRuleset, RulesetMode
+from astara.appliance.apply import ApplianceManager, ApplyFailed, ApplyResult, NetworkInfo
 from astara.appliance.schema import ApplianceConfig, config_hash
 from astara.fabric.networks import ensure_network
 from astara.linux import cleanup, netlink, netns
@@ -41,6 +42,13 @@ def manager(names: Names, tmp_path: Path) -> ApplianceManager:
     # validation passes, plugging into it fails.
     networks = {"ext": NetworkInfo(mtu=1500), "ghost": NetworkInfo(mtu=1500)}
     return ApplianceManager(names, tmp_path / "state", tmp_path / "run", networks.get)
+
+
+def ruleset_loads(result: ApplyResult) -> list[RulesetMode]:
+    """How the apply loaded the ruleset: planned, and carried out."""
+    planned = [a.mode for a in result.plan if isinstance(a, LoadRuleset)]
+    assert planned == [d.action.mode for d in result.done if isinstance(d.action, LoadRuleset)]
+    return planned
 
 
 def test_failed_create_leaves_nothing(names: Names, tmp_path: Path) -> None:
@@ -122,9 +130,9 @@ def test_a_ruleset_loaded_by_another_rendering_is_replaced_not_patched(
     result = appliances.apply(
         "r1", appliances.prepare("r1", with_floating("198.51.100.50", "198.51.100.51"))
     )
-    assert "nftables: set elements updated" in result.actions
+    assert ruleset_loads(result) == [RulesetMode.delta]
 
     (appliances.run_directory("r1") / "nftables.nft").write_text("# loaded by an older agent\n")
     result = appliances.apply("r1", appliances.prepare("r1", with_floating("198.51.100.50")))
-    assert "nftables: table replaced" in result.actions
+    assert ruleset_loads(result) == [RulesetMode.replace_table]
     assert appliances.observe("r1")["state"] == "active"

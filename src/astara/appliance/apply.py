@@ -2,14 +2,16 @@
 
 `prepare` validates everything before anything changes (semantics, then the
 real tools' own checks on the rendered texts). `apply` converges the
-namespace on the config, touching only what differs: links, addresses and
-routes by netlink diff, nftables by element delta or one atomic table
-replace, daemons by SIGHUP or restart only when their files changed.
+namespace on the config in three steps: read what the namespace holds
+(`appliance.observation`), decide what to do as a pure function of the old
+and new config and that observation (`appliance.plan`), and carry the plan
+out in order (`appliance.execute`). Only what differs is touched: links by
+state, addresses and routes by diff, nftables by element delta or one atomic
+table replace, daemons by SIGHUP or restart only when their files changed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import shutil
@@ -20,36 +22,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astara.appliance.actions import APPLIANCE_SYSCTLS, Done, Plan
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.execute import Target, execute, remove_appliance
+from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
+from astara.appliance.plan import plan_apply
 from astara.appliance.render import Rendered, render
-from astara.appliance.render.dnsmasq import dhcp_subnets
-from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
-from astara.appliance.render.radvd import ra_subnets
 from astara.appliance.schema import (
     ApplianceConfig,
     FieldError,
     config_hash,
     validate_semantics,
 )
-from astara.linux import garp, netlink, netns, nft, routes
 from astara.linux.files import make_readable_dir, write_atomic
-from astara.linux.run import run
-from astara.naming import ROLE_ABBREVIATION, Names, appliance_interface
+from astara.linux.handles import NetlinkHandles
+from astara.naming import Names
 
 log = logging.getLogger(__name__)
 
-# Inside an appliance: forward both families, skip DAD (addresses come from
-# the control plane), never autoconfigure from someone else's RAs.
-APPLIANCE_SYSCTLS = {
-    "net.ipv4.ip_forward": "1",
-    "net.ipv6.conf.all.forwarding": "1",
-    "net.ipv6.conf.default.forwarding": "1",
-    "net.ipv6.conf.all.accept_dad": "0",
-    "net.ipv6.conf.default.accept_dad": "0",
-    "net.ipv6.conf.all.accept_ra": "0",
-    "net.ipv6.conf.default.accept_ra": "0",
-}
+__all__ = ["APPLIANCE_SYSCTLS", "ApplianceManager", "ApplyFailed", "ApplyResult", "NetworkInfo"]
 
 
 class ValidationFailed(Exception):
@@ -97,8 +89,13 @@ class Prepared:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """`actions`: what changed, in words (the API's answer); `plan`: the
+    typed actions decided; `done`: those carried out that changed something."""
+
     changed: bool
     actions: list[str] = field(default_factory=list)
+    plan: Plan = ()
+    done: tuple[Done, ...] = ()
 
 
 class ApplianceManager:
@@ -160,13 +157,16 @@ class ApplianceManager:
     def _save_status(self, appliance_id: str, status: ApplianceStatus) -> None:
         write_atomic(self.directory(appliance_id) / "status.json", json.dumps(status.as_dict()))
 
-    def _render(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
-        mtus = {
+    def _network_mtus(self, config: ApplianceConfig) -> dict[str, int]:
+        """The MTU of each of the config's networks that is on this host."""
+        return {
             i.network_id: info.mtu
             for i in config.interfaces
             if (info := self.networks(i.network_id))
         }
-        return render(config, self.run_directory(appliance_id), mtus)
+
+    def _render(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
+        return render(config, self.run_directory(appliance_id), self._network_mtus(config))
 
     def _daemons(self, appliance_id: str) -> ApplianceDaemons:
         return ApplianceDaemons(
@@ -179,11 +179,7 @@ class ApplianceManager:
         """Validate and render; raise ValidationFailed. Changes nothing.
         The tools' checks are skipped for the config already in force: it
         passed them, and rendering is a pure function of it."""
-        mtus = {
-            i.network_id: info.mtu
-            for i in config.interfaces
-            if (info := self.networks(i.network_id))
-        }
+        mtus = self._network_mtus(config)
         errors = validate_semantics(config, known_networks=set(mtus), network_mtus=mtus)
         if errors:
             raise ValidationFailed(errors)
@@ -205,7 +201,7 @@ class ApplianceManager:
         previous = self.config(appliance_id)
         status = self.status(appliance_id)
         try:
-            actions = self._converge(appliance_id, config, prepared.rendered, previous)
+            plan, done = self._converge(appliance_id, config, prepared.rendered, previous)
         except Exception as error:
             log.exception("apply of appliance %s failed", appliance_id)
             status.last_error = f"apply failed: {error}"
@@ -223,7 +219,8 @@ class ApplianceManager:
             else:
                 self.delete(appliance_id, config)  # a failed create leaves no orphan behind
             raise ApplyFailed(status.last_error) from error
-        changed = bool(actions) or new_hash != status.config_hash
+        actions = [str(d) for d in done]
+        changed = bool(done) or new_hash != status.config_hash
         if new_hash != status.config_hash:
             status.generation += 1
             status.config_hash = new_hash
@@ -240,7 +237,7 @@ class ApplianceManager:
                 status.generation,
                 "; ".join(actions),
             )
-        return ApplyResult(changed=changed, actions=actions)
+        return ApplyResult(changed=changed, actions=actions, plan=plan, done=tuple(done))
 
     def _converge(
         self,
@@ -248,169 +245,53 @@ class ApplianceManager:
         config: ApplianceConfig,
         rendered: Rendered,
         previous: ApplianceConfig | None,
-    ) -> list[str]:
-        actions: list[str] = []
-        namespace = self.names.appliance_netns(appliance_id)
+    ) -> tuple[Plan, list[Done]]:
+        """Observe, plan (pure), execute: the plan and what changed."""
         self.directory(appliance_id).mkdir(parents=True, exist_ok=True)
-        make_readable_dir(self.run_directory(appliance_id))
-        if netns.create(namespace, APPLIANCE_SYSCTLS):
-            actions.append(f"created namespace {namespace}")
-            previous = None  # nothing of the old appliance survives in a new namespace
-
-        # The ruleset goes in before any link: a packet forwarded before the NAT
-        # chains exist would get an untranslated conntrack entry that steady
-        # traffic keeps alive. Rules match interfaces by name, so they may
-        # come first.
-        self._converge_nftables(appliance_id, rendered, previous, namespace, actions)
-        with netlink.netns(self.names.fabric_netns) as fabric, netlink.netns(namespace) as inside:
-            recreated = self._converge_links(appliance_id, config, fabric, inside, actions)
-            for interface in config.interfaces:
-                name = appliance_interface(interface.role.value, interface.mac)
-                added, removed = netlink.sync_addresses(inside, name, interface.addresses)
-                if added or removed:
-                    actions.append(f"{name}: {added} addresses added, {removed} removed")
-        self._converge_routes(config, namespace, actions)
-        actions += self._daemons(appliance_id).converge(rendered)
-        self._forget_floating_ips(config, previous, namespace, actions)
-        self._announce(config, previous, namespace, recreated, actions)
-        return actions
-
-    def _converge_links(
-        self,
-        appliance_id: str,
-        config: ApplianceConfig,
-        fabric: Any,
-        inside: Any,
-        actions: list[str],
-    ) -> set[str]:
-        wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
-        for name in netlink.links_with_prefix(inside, tuple(ROLE_ABBREVIATION.values())):
-            if name not in wanted:
-                netlink.delete_link(inside, name)
-                actions.append(f"removed interface {name}")
-        recreated: set[str] = set()
-        for interface in config.interfaces:
-            network = self.networks(interface.network_id)
-            if network is None:
-                raise RuntimeError(f"network {interface.network_id} is not on this host")
-            name = appliance_interface(interface.role.value, interface.mac)
-            if netlink.ensure_veth(
-                fabric=fabric,
-                fabric_name=self.names.appliance_fabric_link(appliance_id, interface.mac),
-                bridge=self.names.bridge(interface.network_id),
-                peer=inside,
-                peer_netns=self.names.appliance_netns(appliance_id),
-                peer_name=name,
-                mac=interface.mac,
-                mtu=interface.mtu or network.mtu,
-            ):
-                recreated.add(name)
-                actions.append(f"plugged interface {name} into network {interface.network_id}")
-        return recreated
-
-    def _converge_routes(self, config: ApplianceConfig, namespace: str, actions: list[str]) -> None:
-        external = config.external_interface()
-        external_name = appliance_interface(external.role.value, external.mac) if external else None
-        main = [
-            routes.Route.via(r.destination, r.nexthop, external_name if r.onlink else None)
-            for r in config.routes
-        ]
-        changed, removed = routes.sync(namespace, "main", main)
-        if changed or removed:
-            actions.append(f"routes: {changed} set, {removed} removed")
-        changed, removed = routes.sync(namespace, "local", _floating_routes(config))
-        if changed or removed:
-            actions.append(f"floating IPs answered: {changed} added, {removed} removed")
-
-    def _converge_nftables(
-        self,
-        appliance_id: str,
-        rendered: Rendered,
-        previous: ApplianceConfig | None,
-        namespace: str,
-        actions: list[str],
-    ) -> None:
-        """Change only set elements when the kernel holds exactly what the last
-        load put there: the saved listing equals the live table, and the saved
-        ruleset equals the previous config's rendering (it would not after a
-        crash between loading and recording, or after an upgrade that renders
-        differently). Otherwise replace the whole table. Both are one atomic
-        transaction."""
-        ruleset = rendered.nftables
-        directory = self.run_directory(appliance_id)
-        loaded, listed = directory / "nftables.nft", directory / "nftables.live"
-        live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-        delta = None
-        if previous is not None and live and _read(listed) == live:
-            before = render_nftables(previous)
-            if _read(loaded) == before.text():
-                delta = ruleset.delta(before)
-        if delta == "":
-            return
-        if delta is not None:
-            nft.load(delta, namespace)
-            actions.append("nftables: set elements updated")
-        else:
-            nft.load(ruleset.text(), namespace)
-            actions.append("nftables: table replaced" if live else "nftables: table loaded")
-        # The listing last: a crash before it leaves a mismatch, so the next
-        # apply replaces the table instead of trusting a delta.
-        write_atomic(loaded, ruleset.text())
-        write_atomic(listed, nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace))
-
-    def _forget_floating_ips(
-        self,
-        config: ApplianceConfig,
-        previous: ApplianceConfig | None,
-        namespace: str,
-        actions: list[str],
-    ) -> None:
-        """Connections through a floating IP that was removed or moved must not
-        outlive it: their conntrack entries still hold the old translation."""
-        gone = _floating_pairs(previous) - _floating_pairs(config)
-        for entry in sorted(gone, key=str):
-            for selector in ("--orig-dst", "--reply-dst"):
-                run(["conntrack", "-D", selector, str(entry[0])], netns=namespace, check=False)
-        if gone:
-            actions.append(f"conntrack: forgot {len(gone)} floating IPs")
-
-    def _announce(
-        self,
-        config: ApplianceConfig,
-        previous: ApplianceConfig | None,
-        namespace: str,
-        recreated: set[str],
-        actions: list[str],
-    ) -> None:
-        external = config.external_interface()
-        if external is None:
-            return
-        name = appliance_interface(external.role.value, external.mac)
-        if name in recreated:
-            addresses = [a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)]
-            addresses += [f.floating_ip for f in config.floating_ips]
-        else:
-            new = _floating_pairs(config) - _floating_pairs(previous)
-            addresses = sorted({floating for floating, _ in new})
-        if addresses:
-            garp.announce(namespace, name, external.mac, addresses)
-            actions.append(f"gratuitous ARP for {len(addresses)} addresses")
+        run_directory = self.run_directory(appliance_id)
+        make_readable_dir(run_directory)
+        daemons = self._daemons(appliance_id)
+        with NetlinkHandles() as handles:
+            observation = observe_for_apply(
+                names=self.names,
+                appliance_id=appliance_id,
+                config=config,
+                handles=handles,
+                run_directory=run_directory,
+                daemons=daemons,
+            )
+            plan = plan_apply(
+                names=self.names,
+                appliance_id=appliance_id,
+                previous=previous,
+                config=config,
+                rendered=rendered,
+                observation=observation,
+                network_mtus=self._network_mtus(config),
+            )
+            log.debug("appliance %s plan: %s", appliance_id, plan)
+            target = Target(
+                namespace=self.names.appliance_netns(appliance_id),
+                fabric_netns=self.names.fabric_netns,
+                run_directory=run_directory,
+                daemons=daemons,
+            )
+            return plan, execute(plan, target, handles)
 
     # --- delete and observe ------------------------------------------------------------
 
     def delete(self, appliance_id: str, config: ApplianceConfig | None = None) -> None:
         """Remove the namespace, its links, daemons and files."""
         config = config or self.config(appliance_id)
-        self._daemons(appliance_id).stop()
-        # Deleting the namespace destroys the veths inside it and with them
-        # their fabric ends; the loop below only catches a half-made pair.
-        netns.delete(self.names.appliance_netns(appliance_id))
-        if config is not None and netns.exists(self.names.fabric_netns):
-            with netlink.netns(self.names.fabric_netns) as fabric:
-                for interface in config.interfaces:
-                    netlink.delete_link(
-                        fabric, self.names.appliance_fabric_link(appliance_id, interface.mac)
-                    )
+        remove_appliance(
+            namespace=self.names.appliance_netns(appliance_id),
+            fabric_netns=self.names.fabric_netns,
+            fabric_links=[
+                self.names.appliance_fabric_link(appliance_id, i.mac)
+                for i in (config.interfaces if config else [])
+            ],
+            daemons=self._daemons(appliance_id),
+        )
         shutil.rmtree(self.run_directory(appliance_id), ignore_errors=True)
         shutil.rmtree(self.directory(appliance_id), ignore_errors=True)
 
@@ -426,64 +307,16 @@ class ApplianceManager:
         """Observed state: what runs, not what was asked. `nftables_verified`
         skips listing the table when an apply has just compared it."""
         config = config or self.config(appliance_id)
-        status = self.status(appliance_id)
-        namespace = self.names.appliance_netns(appliance_id)
-        problems: list[str] = []
-        interfaces: list[dict[str, Any]] = []
-        present = netns.exists(namespace)
-        if not present:
-            problems.append(f"namespace {namespace} is missing")
-        if config is not None and present:
-            with netlink.netns(namespace) as ns:
-                for interface in config.interfaces:
-                    name = appliance_interface(interface.role.value, interface.mac)
-                    state = netlink.link_state(ns, name)
-                    if state is None or state.mac != interface.mac:
-                        problems.append(f"interface {name} is missing")
-                    elif not state.up:
-                        problems.append(f"interface {name} is down")
-                    interfaces.append(
-                        {
-                            "name": name,
-                            "mac": interface.mac,
-                            "role": interface.role.value,
-                            "network_id": interface.network_id,
-                            "present": state is not None,
-                            "up": bool(state and state.up),
-                            "mtu": state.mtu if state else None,
-                            "counters": state.counters if state else {},
-                        }
-                    )
-            if not nftables_verified:
-                live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-                applied = self.run_directory(appliance_id) / "nftables.live"
-                if not live:
-                    problems.append("nftables table is missing")
-                elif not applied.exists() or applied.read_text() != live:
-                    problems.append("nftables table differs from the applied ruleset")
-        daemons: dict[str, Any] = {}
-        if config is not None:
-            expected = {"dnsmasq": bool(dhcp_subnets(config)), "radvd": bool(ra_subnets(config))}
-            for daemon_name, daemon in self._daemons(appliance_id).all().items():
-                pid = daemon.pid()
-                daemons[daemon_name] = {
-                    "expected": expected[daemon_name],
-                    "pid": pid,
-                    "running": pid is not None,
-                }
-                if expected[daemon_name] and pid is None:
-                    problems.append(f"{daemon_name} is not running")
-        if status.last_error:
-            problems.append(status.last_error)
         return {
             "id": appliance_id,
-            "namespace": namespace,
-            "state": "active" if not problems else "degraded",
-            "problems": problems,
-            **status.as_dict(),
-            "interfaces": interfaces,
-            "daemons": daemons,
-            "floating_ips": len(config.floating_ips) if config else 0,
+            **observe_running(
+                namespace=self.names.appliance_netns(appliance_id),
+                config=config,
+                status=self.status(appliance_id).as_dict(),
+                run_directory=self.run_directory(appliance_id),
+                daemons=self._daemons(appliance_id),
+                nftables_verified=nftables_verified,
+            ),
         }
 
     def rendered_texts(self, appliance_id: str) -> dict[str, Any]:
@@ -492,33 +325,7 @@ class ApplianceManager:
         if config is None:
             return {}
         texts = self._render(appliance_id, config).texts()
-        namespace = self.names.appliance_netns(appliance_id)
-        live = (
-            nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace) if netns.exists(namespace) else ""
-        )
-        return {"files": texts, "nftables_live": live}
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
-def _floating_routes(config: ApplianceConfig) -> list[routes.Route]:
-    """Floating IPs are answered (ARP) on the external interface through local
-    routes: the kernel replies for local destinations as for its addresses."""
-    external = config.external_interface()
-    if external is None:
-        return []
-    device = appliance_interface(external.role.value, external.mac)
-    return [routes.Route.local(f.floating_ip, device) for f in config.floating_ips]
-
-
-def _floating_pairs(
-    config: ApplianceConfig | None,
-) -> set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
-    if config is None:
-        return set()
-    return {(f.floating_ip, f.fixed_ip) for f in config.floating_ips}
+        return {
+            "files": texts,
+            "nftables_live": live_ruleset(self.names.appliance_netns(appliance_id)),
+        }

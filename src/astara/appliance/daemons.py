@@ -1,16 +1,18 @@
-"""The appliance's daemons: dnsmasq (DHCP) and radvd (router advertisements).
+"""The appliance's daemons, dnsmasq (DHCP) and radvd (router advertisements):
+what they run now, and starting, reloading or stopping them as planned.
 
-Each is started only when its config has content, restarted only when its
-main config changed (or it died), and otherwise told to reload with SIGHUP:
-a change of DHCP hosts rewrites dnsmasq's host file and keeps its PID.
+Which of these to do is decided in `appliance.plan` (`plan_daemons`); this
+module only reads their state and carries the decisions out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 
-from astara.appliance.render import Rendered
+from astara.appliance.actions import DAEMON_FILES, DaemonFile, DaemonName
+from astara.appliance.plan import DaemonObserved
 from astara.linux.files import write_atomic
 from astara.linux.process import Daemon
 
@@ -24,62 +26,61 @@ class ApplianceDaemons:
     def all(self) -> dict[str, Daemon]:
         return {"dnsmasq": self.dnsmasq, "radvd": self.radvd}
 
-    def converge(self, rendered: Rendered) -> list[str]:
-        """Make the daemons run the rendered configs; returns what was done."""
-        return self._dnsmasq(rendered) + self._radvd(rendered)
+    def observe(self) -> dict[DaemonName, DaemonObserved]:
+        """Whether each runs, and its files' contents (those present)."""
+        observed = {}
+        for name in DaemonName:
+            files = {}
+            for file_name in DAEMON_FILES[name]:
+                with contextlib.suppress(FileNotFoundError):
+                    files[file_name] = (self.directory / file_name).read_text()
+            observed[name] = DaemonObserved(
+                running=self._daemon(name).pid() is not None, files=files
+            )
+        return observed
+
+    def start(self, name: DaemonName, files: tuple[DaemonFile, ...]) -> None:
+        """Write `files`, stop the daemon if it runs, start it."""
+        self._write(files)
+        daemon = self._daemon(name)
+        daemon.stop()
+        if name is DaemonName.dnsmasq:
+            daemon.start(["dnsmasq", f"--conf-file={self.directory / 'dnsmasq.conf'}"])
+        else:
+            conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
+            daemon.start(
+                [
+                    "radvd",
+                    "-C",
+                    str(conf),
+                    "-p",
+                    str(daemon.pidfile),
+                    "-m",
+                    "logfile",
+                    "-l",
+                    str(log),
+                ]
+            )
+
+    def reload(self, name: DaemonName, files: tuple[DaemonFile, ...]) -> None:
+        """Write `files` and send SIGHUP: dnsmasq re-reads its dhcp-hostsfile,
+        radvd its config (and sets its interfaces up again)."""
+        self._write(files)
+        self._daemon(name).signal(signal.SIGHUP)
+
+    def remove(self, name: DaemonName) -> None:
+        """Stop the daemon if it runs and remove its files."""
+        self._daemon(name).stop()
+        for file_name in DAEMON_FILES[name]:
+            (self.directory / file_name).unlink(missing_ok=True)
 
     def stop(self) -> None:
         for daemon in self.all().values():
             daemon.stop()
 
-    def _dnsmasq(self, rendered: Rendered) -> list[str]:
-        conf, hosts = self.directory / "dnsmasq.conf", self.directory / "dnsmasq.hosts"
-        if not rendered.dnsmasq.enabled:
-            conf.unlink(missing_ok=True)
-            hosts.unlink(missing_ok=True)
-            return self._stopped(self.dnsmasq, "dnsmasq")
-        conf_changed = _write_if_changed(conf, rendered.dnsmasq.conf)
-        hosts_changed = _write_if_changed(hosts, rendered.dnsmasq.hosts)
-        if conf_changed or self.dnsmasq.pid() is None:
-            self.dnsmasq.stop()
-            self.dnsmasq.start(["dnsmasq", f"--conf-file={conf}"])
-            return ["dnsmasq started"]
-        if hosts_changed:
-            self.dnsmasq.signal(signal.SIGHUP)  # re-reads dhcp-hostsfile
-            return ["dnsmasq reloaded hosts"]
-        return []
+    def _daemon(self, name: DaemonName) -> Daemon:
+        return self.dnsmasq if name is DaemonName.dnsmasq else self.radvd
 
-    def _radvd(self, rendered: Rendered) -> list[str]:
-        conf = self.directory / "radvd.conf"
-        if not rendered.radvd:
-            conf.unlink(missing_ok=True)
-            return self._stopped(self.radvd, "radvd")
-        changed = _write_if_changed(conf, rendered.radvd)
-        if self.radvd.pid() is None:
-            log = self.directory / "radvd.log"
-            pidfile = self.directory / "radvd.pid"
-            self.radvd.start(
-                ["radvd", "-C", str(conf), "-p", str(pidfile), "-m", "logfile", "-l", str(log)]
-            )
-            return ["radvd started"]
-        if changed:
-            self.radvd.signal(signal.SIGHUP)
-            return ["radvd reloaded"]
-        return []
-
-    @staticmethod
-    def _stopped(daemon: Daemon, name: str) -> list[str]:
-        if daemon.pid() is None:
-            return []
-        daemon.stop()
-        return [f"{name} stopped"]
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    write_atomic(path, text)
-    return True
+    def _write(self, files: tuple[DaemonFile, ...]) -> None:
+        for file in files:
+            write_atomic(self.directory / file.name, file.text)

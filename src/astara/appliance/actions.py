@@ -1,0 +1,261 @@
+"""The actions an apply is made of: typed, frozen, and worded for people.
+
+`appliance.plan` decides which (a pure function), `appliance.execute`
+carries them out in order. `str(Done)` is how the agent's API and log word an
+action that changed something ("nftables: set elements updated").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Nexthop = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Inside an appliance: forward both families, skip DAD (addresses come from
+# the control plane), never autoconfigure from someone else's RAs.
+APPLIANCE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.conf.default.forwarding": "1",
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.accept_ra": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
+}
+
+# The files of the run directory the last load of the ruleset left: the text
+# loaded, then the kernel's listing of the table right after.
+RULESET_LOADED = "nftables.nft"
+RULESET_LISTING = "nftables.live"
+
+
+class DaemonName(StrEnum):
+    dnsmasq = "dnsmasq"
+    radvd = "radvd"
+
+
+# Each daemon's files in the run directory, written before it starts or reloads.
+DAEMON_FILES: dict[DaemonName, tuple[str, ...]] = {
+    DaemonName.dnsmasq: ("dnsmasq.conf", "dnsmasq.hosts"),
+    DaemonName.radvd: ("radvd.conf",),
+}
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a "make exactly this" action found to change when it ran."""
+
+    added: int
+    removed: int
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+class RulesetMode(StrEnum):
+    load = "load"  # no table yet
+    replace_table = "replace"  # the whole table, atomically
+    delta = "delta"  # set elements only
+
+
+@dataclass(frozen=True)
+class CreateNamespace:
+    namespace: str
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"created namespace {self.namespace}"
+
+
+@dataclass(frozen=True)
+class ConfigureNamespace:
+    """Loopback up and the appliance's sysctls, again: a namespace left
+    half-made by a crash is repaired. Upkeep, not reported as a change."""
+
+    namespace: str
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"namespace {self.namespace} configured"
+
+
+@dataclass(frozen=True)
+class LoadRuleset:
+    """One `nft -f` transaction (`commands`), then `ruleset` (the full text)
+    and the kernel's listing are saved, the listing last."""
+
+    mode: RulesetMode
+    commands: str = field(repr=False)
+    ruleset: str = field(repr=False)
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return {
+            RulesetMode.load: "nftables: table loaded",
+            RulesetMode.replace_table: "nftables: table replaced",
+            RulesetMode.delta: "nftables: set elements updated",
+        }[self.mode]
+
+
+@dataclass(frozen=True)
+class RemoveLink:
+    name: str
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"removed interface {self.name}"
+
+
+@dataclass(frozen=True)
+class PlugInterface:
+    """A veth pair from the network's bridge into the namespace, up, with its
+    MTU; `recreate` when it is missing or not the one asked for (its
+    addresses and routes are gone with it)."""
+
+    name: str
+    network_id: str
+    fabric_link: str
+    bridge: str
+    mac: str
+    mtu: int
+    recreate: bool
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if self.recreate:
+            return f"plugged interface {self.name} into network {self.network_id}"
+        return f"interface {self.name} set up on network {self.network_id}, MTU {self.mtu}"
+
+
+@dataclass(frozen=True)
+class SyncAddresses:
+    """Make the link's permanent addresses exactly these (SLAAC's are left)."""
+
+    link: str
+    addresses: tuple[Address, ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if changes is None:
+            return f"{self.link}: {len(self.addresses)} addresses"
+        return f"{self.link}: {changes.added} addresses added, {changes.removed} removed"
+
+
+@dataclass(frozen=True)
+class SyncRoutes:
+    """Make Astara's routes in the main table exactly these (destination via
+    next hop, and the device for a next hop that is on-link outside every
+    subnet of it, else None)."""
+
+    routes: tuple[tuple[Network, Nexthop, str | None], ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if changes is None:
+            return f"routes: {len(self.routes)}"
+        return f"routes: {changes.added} set, {changes.removed} removed"
+
+
+@dataclass(frozen=True)
+class SyncFloatingRoutes:
+    """Make the local routes answering for floating IPs on the external
+    interface exactly these (none without an external interface)."""
+
+    device: str | None
+    addresses: tuple[ipaddress.IPv4Address, ...] = field(repr=False)
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if changes is None:
+            return f"floating IPs answered: {len(self.addresses)}"
+        return f"floating IPs answered: {changes.added} added, {changes.removed} removed"
+
+
+@dataclass(frozen=True)
+class DaemonFile:
+    name: str  # in the run directory
+    text: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class StartDaemon:
+    """Write `files`, stop the daemon if it runs, start it."""
+
+    daemon: DaemonName
+    files: tuple[DaemonFile, ...] = ()
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"{self.daemon} started"
+
+
+@dataclass(frozen=True)
+class ReloadDaemon:
+    """Write `files` and send SIGHUP (dnsmasq re-reads its hosts file, radvd
+    its config)."""
+
+    daemon: DaemonName
+    files: tuple[DaemonFile, ...] = ()
+
+    def describe(self, changes: Changes | None = None) -> str:
+        if self.daemon is DaemonName.dnsmasq:
+            return "dnsmasq reloaded hosts"
+        return f"{self.daemon} reloaded"
+
+
+@dataclass(frozen=True)
+class StopDaemon:
+    """Stop the daemon if it runs and remove its files."""
+
+    daemon: DaemonName
+    running: bool
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"{self.daemon} stopped" if self.running else f"{self.daemon} files removed"
+
+
+@dataclass(frozen=True)
+class ForgetConntrack:
+    """Delete the conntrack entries to and from these floating IPs."""
+
+    addresses: tuple[ipaddress.IPv4Address, ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"conntrack: forgot {len(self.addresses)} floating IPs"
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Gratuitous ARP for `addresses` out of `interface` (MAC `mac`)."""
+
+    interface: str
+    mac: str
+    addresses: tuple[ipaddress.IPv4Address, ...]
+
+    def describe(self, changes: Changes | None = None) -> str:
+        return f"gratuitous ARP for {len(self.addresses)} addresses"
+
+
+Action = (
+    CreateNamespace
+    | ConfigureNamespace
+    | LoadRuleset
+    | RemoveLink
+    | PlugInterface
+    | SyncAddresses
+    | SyncRoutes
+    | SyncFloatingRoutes
+    | StartDaemon
+    | ReloadDaemon
+    | StopDaemon
+    | ForgetConntrack
+    | Announce
+)
+Plan = tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Done:
+    """An action carried out that changed something, with what a "make
+    exactly this" action found to change; `str()` is the API's wording."""
+
+    action: Action
+    changes: Changes | None = None
+
+    def __str__(self) -> str:
+        return self.action.describe(self.changes)

@@ -1,0 +1,147 @@
+"""Carry out a plan (`appliance.plan`) inside an appliance's namespace (the edge).
+
+Actions run in the plan's order, each through `astara.linux`; the first that
+fails stops the run (the caller restores the last good config). Nothing is
+decided here beyond what a "make exactly this" action finds to change when it
+runs. Returns what changed something, for the API's `actions` and the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from astara.appliance.actions import (
+    APPLIANCE_SYSCTLS,
+    RULESET_LISTING,
+    RULESET_LOADED,
+    Action,
+    Announce,
+    Changes,
+    ConfigureNamespace,
+    CreateNamespace,
+    Done,
+    ForgetConntrack,
+    LoadRuleset,
+    Plan,
+    PlugInterface,
+    ReloadDaemon,
+    RemoveLink,
+    StartDaemon,
+    StopDaemon,
+    SyncAddresses,
+    SyncFloatingRoutes,
+    SyncRoutes,
+)
+from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
+from astara.linux import garp, netlink, netns, nft, routes
+from astara.linux.files import write_atomic
+from astara.linux.handles import NetlinkHandles
+from astara.linux.run import run
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a plan runs: the appliance's namespace and files, the fabric."""
+
+    namespace: str
+    fabric_netns: str
+    run_directory: Path
+    daemons: ApplianceDaemons
+
+
+def execute(plan: Plan, target: Target, handles: NetlinkHandles) -> list[Done]:
+    done: list[Done] = []
+    for action in plan:
+        outcome = _run(action, target, handles)
+        if outcome is not None:
+            done.append(outcome)
+    return done
+
+
+def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None:
+    namespace = target.namespace
+    match action:
+        case CreateNamespace() | ConfigureNamespace():
+            created = netns.create(namespace, APPLIANCE_SYSCTLS)
+            # Configuring is upkeep; it is news only if the namespace had
+            # vanished since it was observed.
+            return Done(CreateNamespace(namespace)) if created else None
+        case LoadRuleset():
+            nft.load(action.commands, namespace)
+            # The listing last: a crash before it leaves a mismatch, so the next
+            # apply replaces the table instead of trusting a delta.
+            write_atomic(target.run_directory / RULESET_LOADED, action.ruleset)
+            listing = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
+            write_atomic(target.run_directory / RULESET_LISTING, listing)
+            return Done(action)
+        case RemoveLink():
+            netlink.delete_link(handles(namespace), action.name)
+            return Done(action)
+        case PlugInterface():
+            netlink.ensure_veth(
+                fabric=handles(target.fabric_netns),
+                fabric_name=action.fabric_link,
+                bridge=action.bridge,
+                peer=handles(namespace),
+                peer_netns=namespace,
+                peer_name=action.name,
+                mac=action.mac,
+                mtu=action.mtu,
+            )
+            return Done(action)
+        case SyncAddresses():
+            added, removed = netlink.sync_addresses(
+                handles(namespace), action.link, action.addresses
+            )
+            return _changed(action, added, removed)
+        case SyncRoutes():
+            main = [
+                routes.Route.via(destination, nexthop, onlink_device)
+                for destination, nexthop, onlink_device in action.routes
+            ]
+            return _changed(action, *routes.sync(namespace, "main", main))
+        case SyncFloatingRoutes():
+            device = action.device
+            local = [routes.Route.local(a, device) for a in action.addresses] if device else []
+            return _changed(action, *routes.sync(namespace, "local", local))
+        case StartDaemon():
+            target.daemons.start(action.daemon, action.files)
+            return Done(action)
+        case ReloadDaemon():
+            target.daemons.reload(action.daemon, action.files)
+            return Done(action)
+        case StopDaemon():
+            target.daemons.remove(action.daemon)
+            return Done(action)
+        case ForgetConntrack():
+            # Connections through a floating IP that was removed or moved must
+            # not outlive it: their entries still hold the old translation.
+            for address in action.addresses:
+                for selector in ("--orig-dst", "--reply-dst"):
+                    run(["conntrack", "-D", selector, str(address)], netns=namespace, check=False)
+            return Done(action)
+        case Announce():
+            garp.announce(namespace, action.interface, action.mac, action.addresses)
+            return Done(action)
+
+
+def _changed(action: Action, added: int, removed: int) -> Done | None:
+    changes = Changes(added, removed)
+    return Done(action, changes) if changes else None
+
+
+def remove_appliance(
+    *, namespace: str, fabric_netns: str, fabric_links: list[str], daemons: ApplianceDaemons
+) -> None:
+    """Stop the daemons, remove the namespace and any fabric end left of its
+    veth pairs."""
+    daemons.stop()
+    # Deleting the namespace destroys the veths inside it and with them
+    # their fabric ends; the loop below only catches a half-made pair.
+    netns.delete(namespace)
+    if fabric_links and netns.exists(fabric_netns):
+        with netlink.netns(fabric_netns) as fabric:
+            for link in fabric_links:
+                netlink.delete_link(fabric, link)

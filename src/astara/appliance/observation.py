@@ -1,0 +1,159 @@
+"""What an appliance's namespace holds now (the edge): read for the planner,
+and reported with its problems to whoever asks (`observe_running`).
+
+Only what `appliance.plan.plan_apply` decides on, read cheaply: whether the
+namespace exists, its interfaces (name, MAC, MTU, up), the fabric ends of the
+configured interfaces, the live nftables table beside the text and listing
+the last load saved, and each daemon's state and files. Addresses and routes
+are not read here: the actions that converge them read them when they run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from astara.appliance.actions import RULESET_LISTING, RULESET_LOADED
+from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.plan import (
+    FabricEndObserved,
+    LinkObserved,
+    Observation,
+    RulesetObserved,
+)
+from astara.appliance.render.dnsmasq import dhcp_subnets
+from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
+from astara.appliance.render.radvd import ra_subnets
+from astara.appliance.schema import ApplianceConfig
+from astara.linux import netlink, netns, nft
+from astara.linux.handles import NetlinkHandles
+from astara.naming import ROLE_ABBREVIATION, Names, appliance_interface
+
+
+def observe_for_apply(
+    *,
+    names: Names,
+    appliance_id: str,
+    config: ApplianceConfig,
+    handles: NetlinkHandles,
+    run_directory: Path,
+    daemons: ApplianceDaemons,
+) -> Observation:
+    namespace = names.appliance_netns(appliance_id)
+    exists = netns.exists(namespace)
+    links: dict[str, LinkObserved] = {}
+    ruleset = RulesetObserved()
+    if exists:
+        inside = handles(namespace)
+        for name in netlink.links_with_prefix(inside, tuple(ROLE_ABBREVIATION.values())):
+            state = netlink.link_state(inside, name)
+            if state is not None:
+                links[name] = LinkObserved(mac=state.mac, mtu=state.mtu, up=state.up)
+        ruleset = RulesetObserved(
+            live=nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace),
+            saved_listing=_read(run_directory / RULESET_LISTING),
+            saved_text=_read(run_directory / RULESET_LOADED),
+        )
+    fabric_ends: dict[str, FabricEndObserved] = {}
+    if netns.exists(names.fabric_netns):
+        fabric = handles(names.fabric_netns)
+        for interface in config.interfaces:
+            link = names.appliance_fabric_link(appliance_id, interface.mac)
+            state = netlink.link_state(fabric, link)
+            if state is None:
+                continue
+            bridge = netlink.link_index(fabric, names.bridge(interface.network_id))
+            fabric_ends[link] = FabricEndObserved(
+                mtu=state.mtu,
+                up=state.up,
+                on_bridge=bridge is not None and state.master == bridge,
+            )
+    return Observation(
+        namespace_exists=exists,
+        links=links,
+        fabric_ends=fabric_ends,
+        ruleset=ruleset,
+        daemons=daemons.observe(),
+    )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def observe_running(
+    *,
+    namespace: str,
+    config: ApplianceConfig | None,
+    status: dict[str, Any],
+    run_directory: Path,
+    daemons: ApplianceDaemons,
+    nftables_verified: bool = False,
+) -> dict[str, Any]:
+    """What runs, not what was asked, with the problems found (the agent's
+    answer for an appliance). `nftables_verified` skips listing the table
+    when an apply has just compared it."""
+    problems: list[str] = []
+    interfaces: list[dict[str, Any]] = []
+    present = netns.exists(namespace)
+    if not present:
+        problems.append(f"namespace {namespace} is missing")
+    if config is not None and present:
+        with netlink.netns(namespace) as ns:
+            for interface in config.interfaces:
+                name = appliance_interface(interface.role.value, interface.mac)
+                state = netlink.link_state(ns, name)
+                if state is None or state.mac != interface.mac:
+                    problems.append(f"interface {name} is missing")
+                elif not state.up:
+                    problems.append(f"interface {name} is down")
+                interfaces.append(
+                    {
+                        "name": name,
+                        "mac": interface.mac,
+                        "role": interface.role.value,
+                        "network_id": interface.network_id,
+                        "present": state is not None,
+                        "up": bool(state and state.up),
+                        "mtu": state.mtu if state else None,
+                        "counters": state.counters if state else {},
+                    }
+                )
+        if not nftables_verified:
+            live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
+            applied = _read(run_directory / RULESET_LISTING)
+            if not live:
+                problems.append("nftables table is missing")
+            elif applied != live:
+                problems.append("nftables table differs from the applied ruleset")
+    running: dict[str, Any] = {}
+    if config is not None:
+        expected = {"dnsmasq": bool(dhcp_subnets(config)), "radvd": bool(ra_subnets(config))}
+        for daemon_name, daemon in daemons.all().items():
+            pid = daemon.pid()
+            running[daemon_name] = {
+                "expected": expected[daemon_name],
+                "pid": pid,
+                "running": pid is not None,
+            }
+            if expected[daemon_name] and pid is None:
+                problems.append(f"{daemon_name} is not running")
+    if status.get("last_error"):
+        problems.append(status["last_error"])
+    return {
+        "namespace": namespace,
+        "state": "active" if not problems else "degraded",
+        "problems": problems,
+        **status,
+        "interfaces": interfaces,
+        "daemons": running,
+        "floating_ips": len(config.floating_ips) if config else 0,
+    }
+
+
+def live_ruleset(namespace: str) -> str:
+    """The appliance's nftables table as the kernel lists it; "" if missing."""
+    return nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace) if netns.exists(namespace) else ""

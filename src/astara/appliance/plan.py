@@ -1,0 +1,316 @@
+"""What an apply must do, decided as a pure function (layer 1: no I/O).
+
+`plan_apply(previous, config, rendered, observation, …)` turns the config
+in force, the new one, its rendering and what the namespace holds now
+(`Observation`, read by `appliance.observation`) into a `Plan`: a sequence of
+frozen actions (`appliance.actions`) that `appliance.execute` carries out
+in order. Every decision an apply takes lives here, so each is tested
+without root (tests/unit/test_apply_plan.py):
+
+- the namespace is created if missing, and then nothing of the old appliance
+  is trusted (`previous` is forgotten);
+- the ruleset goes in before any link, by element delta only when the kernel
+  holds exactly what the last load put there, else by one table replace;
+- links are removed, (re)created or re-attached only when they differ;
+- daemons are (re)started, reloaded (SIGHUP) or stopped from their files'
+  contents and whether they run;
+- conntrack entries of removed or moved floating IPs are forgotten;
+- gratuitous ARP for new floating IPs, and for every external address when
+  the external interface is (re)created.
+
+Addresses and routes are "make exactly this" actions: the kernel may drop
+routes and addresses of its own accord when a link goes (a planned removal or
+re-creation), so their differences are read when the action runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from astara.appliance.actions import (
+    Action,
+    Announce,
+    ConfigureNamespace,
+    CreateNamespace,
+    DaemonFile,
+    DaemonName,
+    ForgetConntrack,
+    LoadRuleset,
+    Plan,
+    PlugInterface,
+    ReloadDaemon,
+    RemoveLink,
+    RulesetMode,
+    StartDaemon,
+    StopDaemon,
+    SyncAddresses,
+    SyncFloatingRoutes,
+    SyncRoutes,
+)
+from astara.appliance.render import Rendered
+from astara.appliance.render.nftables import NftRuleset, render_nftables
+from astara.appliance.schema import ApplianceConfig
+from astara.naming import Names, appliance_interface
+
+
+class NetworkMissing(RuntimeError):
+    """An interface's network is not on this host: it cannot be plugged."""
+
+
+# --- what was observed -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkObserved:
+    """An interface inside the appliance's namespace."""
+
+    mac: str
+    mtu: int
+    up: bool
+
+
+@dataclass(frozen=True)
+class FabricEndObserved:
+    """The fabric end of an interface's veth pair."""
+
+    mtu: int
+    up: bool
+    on_bridge: bool  # attached to its network's bridge
+
+
+@dataclass(frozen=True)
+class RulesetObserved:
+    live: str = ""  # `nft list table` now; "" when the table (or the namespace) is missing
+    saved_listing: str | None = field(default=None, repr=False)  # RULESET_LISTING
+    saved_text: str | None = field(default=None, repr=False)  # RULESET_LOADED
+
+
+@dataclass(frozen=True)
+class DaemonObserved:
+    running: bool = False
+    files: Mapping[str, str] = field(default_factory=dict, repr=False)  # name → text, if present
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the namespace holds now: only what `plan_apply` decides on."""
+
+    namespace_exists: bool = False
+    links: Mapping[str, LinkObserved] = field(default_factory=dict)  # role-prefixed links, by name
+    fabric_ends: Mapping[str, FabricEndObserved] = field(
+        default_factory=dict
+    )  # by fabric link name
+    ruleset: RulesetObserved = RulesetObserved()
+    daemons: Mapping[DaemonName, DaemonObserved] = field(default_factory=dict)
+
+    def daemon(self, name: DaemonName) -> DaemonObserved:
+        return self.daemons.get(name, DaemonObserved())
+
+
+# --- the planner -----------------------------------------------------------------------
+
+
+def plan_apply(
+    *,
+    names: Names,
+    appliance_id: str,
+    previous: ApplianceConfig | None,
+    config: ApplianceConfig,
+    rendered: Rendered,
+    observation: Observation,
+    network_mtus: Mapping[str, int],
+) -> Plan:
+    """The actions that converge the observed appliance on `config`, in the
+    order they must run. `previous` is the config the namespace was last
+    converged on (None for a new appliance, or to trust nothing of it)."""
+    namespace = names.appliance_netns(appliance_id)
+    actions: list[Action] = []
+    if observation.namespace_exists:
+        actions.append(ConfigureNamespace(namespace))
+    else:
+        actions.append(CreateNamespace(namespace))
+        previous = None  # nothing of the old appliance survives in a new namespace
+
+    # The ruleset goes in before any link: a packet forwarded before the NAT
+    # chains exist would get an untranslated conntrack entry that steady
+    # traffic keeps alive. Rules match interfaces by name, so they may come first.
+    ruleset = plan_ruleset(rendered.nftables, previous, observation.ruleset)
+    if ruleset is not None:
+        actions.append(ruleset)
+
+    links = plan_links(names, appliance_id, config, observation, network_mtus)
+    actions += links
+    recreated = {a.name for a in links if isinstance(a, PlugInterface) and a.recreate}
+    for interface in config.interfaces:
+        name = appliance_interface(interface.role.value, interface.mac)
+        actions.append(SyncAddresses(name, tuple(interface.addresses)))
+    external = config.external_interface()
+    external_name = appliance_interface(external.role.value, external.mac) if external else None
+    actions.append(
+        SyncRoutes(
+            tuple(
+                (r.destination, r.nexthop, external_name if r.onlink else None)
+                for r in config.routes
+            )
+        )
+    )
+    actions.append(
+        SyncFloatingRoutes(
+            appliance_interface(external.role.value, external.mac) if external else None,
+            tuple(f.floating_ip for f in config.floating_ips) if external else (),
+        )
+    )
+    actions += plan_daemons(rendered, observation)
+    # Each floating IP as (floating, fixed): a moved one is both gone and added.
+    now, before = _floating_pairs(config), _floating_pairs(previous)
+    gone = before - now
+    if gone:
+        actions.append(ForgetConntrack(tuple(sorted({floating for floating, _ in gone}))))
+    announce = plan_announcement(config, now - before, recreated)
+    if announce is not None:
+        actions.append(announce)
+    return tuple(actions)
+
+
+def plan_ruleset(
+    ruleset: NftRuleset, previous: ApplianceConfig | None, observed: RulesetObserved
+) -> LoadRuleset | None:
+    """Change only set elements when the kernel holds exactly what the last
+    load put there: the saved listing equals the live table, and the saved
+    ruleset equals the previous config's rendering (it would not after a
+    crash between loading and recording, or after an upgrade that renders
+    differently). Otherwise replace (or load) the whole table. None: the
+    table is already right."""
+    live = observed.live
+    if previous is not None and live and observed.saved_listing == live:
+        before = render_nftables(previous)
+        if observed.saved_text == before.text():
+            delta = ruleset.delta(before)
+            if delta == "":
+                return None
+            if delta is not None:
+                return LoadRuleset(RulesetMode.delta, delta, ruleset.text())
+    text = ruleset.text()
+    return LoadRuleset(RulesetMode.replace_table if live else RulesetMode.load, text, text)
+
+
+def plan_links(
+    names: Names,
+    appliance_id: str,
+    config: ApplianceConfig,
+    observation: Observation,
+    network_mtus: Mapping[str, int],
+) -> list[RemoveLink | PlugInterface]:
+    """Links no longer in the config go first; then each interface is
+    (re)created if missing or not the one asked for, or set up, attached and
+    sized if only that differs."""
+    wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
+    actions: list[RemoveLink | PlugInterface] = [
+        RemoveLink(name) for name in sorted(observation.links) if name not in wanted
+    ]
+    for interface in config.interfaces:
+        network_mtu = network_mtus.get(interface.network_id)
+        if network_mtu is None:
+            raise NetworkMissing(f"network {interface.network_id} is not on this host")
+        name = appliance_interface(interface.role.value, interface.mac)
+        fabric_link = names.appliance_fabric_link(appliance_id, interface.mac)
+        mtu = interface.mtu or network_mtu
+        inside = observation.links.get(name) if observation.namespace_exists else None
+        end = observation.fabric_ends.get(fabric_link)
+        recreate = inside is None or end is None or inside.mac != interface.mac
+        settled = (
+            inside is not None
+            and end is not None
+            and inside.up
+            and inside.mtu == mtu
+            and end.up
+            and end.mtu == mtu
+            and end.on_bridge
+        )
+        if recreate or not settled:
+            actions.append(
+                PlugInterface(
+                    name=name,
+                    network_id=interface.network_id,
+                    fabric_link=fabric_link,
+                    bridge=names.bridge(interface.network_id),
+                    mac=interface.mac,
+                    mtu=mtu,
+                    recreate=recreate,
+                )
+            )
+    return actions
+
+
+def plan_daemons(
+    rendered: Rendered, observation: Observation
+) -> list[StartDaemon | ReloadDaemon | StopDaemon]:
+    """dnsmasq: (re)started if its config changed or it is not running,
+    SIGHUP if only its hosts changed. radvd: started if not running, SIGHUP
+    if its config changed. Either is stopped, and its files removed, when it
+    has nothing to serve. A recreated interface needs neither: both follow
+    their interfaces by name through netlink (tested with root)."""
+    actions: list[StartDaemon | ReloadDaemon | StopDaemon] = []
+    dnsmasq = observation.daemon(DaemonName.dnsmasq)
+    if not rendered.dnsmasq.enabled:
+        if dnsmasq.running or dnsmasq.files:
+            actions.append(StopDaemon(DaemonName.dnsmasq, running=dnsmasq.running))
+    else:
+        files = _changed_files(
+            dnsmasq,
+            {"dnsmasq.conf": rendered.dnsmasq.conf, "dnsmasq.hosts": rendered.dnsmasq.hosts},
+        )
+        if not dnsmasq.running or any(f.name == "dnsmasq.conf" for f in files):
+            actions.append(StartDaemon(DaemonName.dnsmasq, files))
+        elif files:
+            actions.append(ReloadDaemon(DaemonName.dnsmasq, files))
+
+    radvd = observation.daemon(DaemonName.radvd)
+    if not rendered.radvd:
+        if radvd.running or radvd.files:
+            actions.append(StopDaemon(DaemonName.radvd, running=radvd.running))
+    else:
+        files = _changed_files(radvd, {"radvd.conf": rendered.radvd})
+        if not radvd.running:
+            actions.append(StartDaemon(DaemonName.radvd, files))
+        elif files:
+            actions.append(ReloadDaemon(DaemonName.radvd, files))
+    return actions
+
+
+def plan_announcement(
+    config: ApplianceConfig,
+    added: set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]],
+    recreated: set[str],
+) -> Announce | None:
+    """Gratuitous ARP for floating IPs added or moved (`added`: their
+    (floating, fixed) pairs); for every external IPv4 address and floating IP
+    when the external interface is (re)created."""
+    external = config.external_interface()
+    if external is None:
+        return None
+    name = appliance_interface(external.role.value, external.mac)
+    if name in recreated:
+        addresses = [a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)]
+        addresses += [f.floating_ip for f in config.floating_ips]
+    else:
+        addresses = sorted({floating for floating, _ in added})
+    if not addresses:
+        return None
+    return Announce(name, external.mac, tuple(addresses))
+
+
+def _changed_files(observed: DaemonObserved, wanted: dict[str, str]) -> tuple[DaemonFile, ...]:
+    return tuple(
+        DaemonFile(name, text) for name, text in wanted.items() if observed.files.get(name) != text
+    )
+
+
+def _floating_pairs(
+    config: ApplianceConfig | None,
+) -> set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]]:
+    if config is None:
+        return set()
+    return {(f.floating_ip, f.fixed_ip) for f in config.floating_ips}
