@@ -185,7 +185,9 @@ def test_first_apply_creates_everything_ruleset_before_any_link() -> None:
     assert plugs[0].fabric_link == NAMES.appliance_fabric_link(APPLIANCE, EXTERNAL_MAC)
     assert actions.index(plugs[0]) > 1
     assert [a.link for a in of(actions, SyncAddresses)] == [EXTERNAL, NET_A, NET_B]
-    assert one(actions, SyncRoutes).routes == tuple((r.destination, r.nexthop) for r in new.routes)
+    assert one(actions, SyncRoutes).routes == tuple(
+        (r.destination, r.nexthop, None) for r in new.routes
+    )
     floating = one(actions, SyncFloatingRoutes)
     assert (floating.device, floating.addresses) == (
         EXTERNAL,
@@ -303,9 +305,21 @@ def test_nothing_differs_no_ruleset_action() -> None:
     )
     actions = plan(previous, new, converged(previous))
     assert of(actions, LoadRuleset) == []
-    assert (ipaddress.ip_network("198.18.0.0/15"), ip("203.0.113.1")) in one(
+    assert (ipaddress.ip_network("198.18.0.0/15"), ip("203.0.113.1"), None) in one(
         actions, SyncRoutes
     ).routes
+
+
+def test_an_on_link_route_names_the_external_interface() -> None:
+    """A gateway outside the external subnet (Neutron accepts one) is
+    reached on-link: the route carries the external interface's name."""
+    new = config(
+        lambda d: d["routes"].__setitem__(
+            0, {"destination": "0.0.0.0/0", "nexthop": "192.0.2.1", "onlink": True}
+        )
+    )
+    routes = one(plan(None, new, Observation()), SyncRoutes).routes
+    assert routes[0] == (ipaddress.ip_network("0.0.0.0/0"), ip("192.0.2.1"), "extfa163e000001")
 
 
 # --- links -----------------------------------------------------------------------------
