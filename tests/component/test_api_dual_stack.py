@@ -167,3 +167,28 @@ def test_a_new_auto_address_subnet_gives_existing_ports_their_address(admin: Api
     eui64 = str(ipaddress.IPv6Address(b"\x20\x01\x0d\xb8\x00\x08\x00\x00" + interface_id))
     assert {"subnet_id": v6["id"], "ip_address": eui64} in after["fixed_ips"]
     assert after["revision_number"] == port["revision_number"] + 1
+
+
+def test_an_ipv6_mode_the_appliance_cannot_serve_on_that_prefix_is_refused(admin: Api) -> None:
+    """The appliance's rule, asked at the door: SLAAC and stateless need a /64,
+    a DHCPv6 range a prefix of at least /64 (dnsmasq refuses shorter ones)."""
+    alice = project(admin, "alice")
+    network = alice.create_network(name="modes")
+    for mode, cidr in (("dhcpv6-stateful", "2001:db8::/48"), ("slaac", "2001:db8:1::/80")):
+        body = {
+            "network_id": network["id"],
+            "ip_version": 6,
+            "cidr": cidr,
+            "ipv6_ra_mode": mode,
+            "ipv6_address_mode": mode,
+        }
+        status, kind, message = error(alice("POST", "/v2.0/subnets", {"subnet": body}))
+        assert (status, kind) == (400, "InvalidInput") and mode in message
+    stateful = {
+        "network_id": network["id"],
+        "ip_version": 6,
+        "cidr": "2001:db8:2::/120",
+        "ipv6_ra_mode": "dhcpv6-stateful",
+        "ipv6_address_mode": "dhcpv6-stateful",
+    }
+    assert alice("POST", "/v2.0/subnets", {"subnet": stateful}).status_code == 201

@@ -32,6 +32,7 @@ from astara.db.models import (
     Port,
     Subnet,
 )
+from astara.model import rules
 
 RA_MODES = ("slaac", "dhcpv6-stateful", "dhcpv6-stateless")
 DEFAULT_GATEWAY = object()  # gateway_ip not given: the subnet's first address
@@ -186,10 +187,9 @@ def _ra_modes(
             "enable_dhcp",
             "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False",
         )
-    if (ra or address) in ("slaac", "dhcpv6-stateless") and cidr.prefixlen != 64:
-        raise bad_input(
-            "cidr", f"Prefix length {cidr.prefixlen} is not valid for SLAAC, which needs a /64"
-        )
+    problem = rules.ipv6_mode_prefix_problem(str(ra or address), cidr.prefixlen)
+    if problem is not None:
+        raise bad_input("cidr", problem)
 
 
 def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Subnet:

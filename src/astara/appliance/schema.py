@@ -29,7 +29,6 @@ _HOSTNAME_PATTERN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # unit), "infinite" or "ignore" as a lease time or as "never answer", not a name.
 _DNSMASQ_HOST_KEYWORD = re.compile(r"[0-9]+[wdhmsWDHMS]?|infinite|ignore")
 # The shortest prefix dnsmasq serves DHCPv6 in.
-DHCPV6_MIN_PREFIXLEN = 64
 
 
 def _mac(value: str) -> str:
@@ -354,15 +353,9 @@ class _SemanticCheck:
         if subnet.cidr.version != 6:
             self.error("ipv6_ra_mode needs an IPv6 subnet", *loc, "ipv6_ra_mode")
             return
-        if mode.autonomous and subnet.cidr.prefixlen != 64:
-            self.error(f"{mode.value} needs a /64 subnet (SLAAC)", *loc, "cidr")
-        elif subnet.cidr.prefixlen < DHCPV6_MIN_PREFIXLEN:
-            # dnsmasq refuses a DHCPv6 range in a shorter prefix.
-            self.error(
-                f"{mode.value} needs a prefix length of at least {DHCPV6_MIN_PREFIXLEN}",
-                *loc,
-                "cidr",
-            )
+        problem = rules.ipv6_mode_prefix_problem(mode.value, subnet.cidr.prefixlen)
+        if problem is not None:
+            self.error(problem, *loc, "cidr")
         if mode.dhcpv6 and not subnet.enable_dhcp:
             self.error(
                 f"ipv6_ra_mode {mode.value} needs enable_dhcp: the router advertisements"

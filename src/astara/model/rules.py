@@ -51,6 +51,22 @@ def host_address_problem(address: IPAddress, network: IPNetwork) -> str | None:
     return None
 
 
+DHCPV6_MIN_PREFIXLEN = 64  # dnsmasq refuses a DHCPv6 range in a shorter prefix
+
+
+def ipv6_mode_prefix_problem(mode: str, prefixlen: int) -> str | None:
+    """Why an IPv6 subnet of this prefix length cannot be served in `mode`
+    (slaac, dhcpv6-stateless, dhcpv6-stateful), or None."""
+    if mode in ("slaac", "dhcpv6-stateless") and prefixlen != 64:
+        return f"Prefix length {prefixlen} is not valid for {mode}, which needs a /64 (SLAAC)"
+    if mode == "dhcpv6-stateful" and prefixlen < DHCPV6_MIN_PREFIXLEN:
+        return (
+            f"Prefix length {prefixlen} is not valid for {mode},"
+            f" which needs a prefix length of at least {DHCPV6_MIN_PREFIXLEN}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RouteProblem:
     index: int
