@@ -220,6 +220,8 @@ def test_two_projects_with_the_same_cidr_work_side_by_side_and_stay_apart(cloud:
     # Each tenant's 10.0.0.0/24 is its own: red's workload never reaches blue's.
     blue_address = blue["vm"]["fixed_ips"][0]["ip_address"]
     with WhoAmI(blue["vm_netns"], 8101):
+        # The control: blue's workload answers on that port, through its floating IP.
+        assert seen_source(blue["outside_netns"], blue["floating_ip"], 8101) == "198.51.100.1"
         assert seen_source(red["vm_netns"], blue_address, 8101, timeout_s=2) is None
     hosts = cloud.router(red["router"]["id"])["rendered"]["files"]["dnsmasq.hosts"]
     assert red["vm"]["mac_address"] in hosts and blue["vm"]["mac_address"] not in hosts

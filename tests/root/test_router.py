@@ -16,6 +16,7 @@ from astara.testing.net import (
     EchoServer,
     WhoAmI,
     never_pings,
+    ping,
     seen_source,
     sh,
     wait_for_ping,
@@ -148,6 +149,7 @@ def test_floating_ip_inbound_outbound_and_removal(standard: Lab) -> None:
     with WhoAmI(w1) as server:
         assert seen_source(outside, FLOATING_IP, server.port, timeout_s=2) is None
     assert never_pings(outside, FLOATING_IP)
+    assert ping(outside, ROUTER_EXTERNAL)  # the control: the same probe, a live address
     with WhoAmI(outside) as server:
         assert seen_source(w1, OUTSIDE, server.port) == ROUTER_EXTERNAL
     lab.router("r1", router_config())

@@ -29,8 +29,14 @@ def test_shared_holders_overlap_and_exclusive_waits_for_them() -> None:
     inside.wait(timeout=10)
     writer = threading.Thread(target=exclusive)
     writer.start()
-    writer.join(timeout=0.2)
-    assert writer.is_alive() and order == []  # the network change waits
+    # Waiting on an event, not on a timeout: once the writer is queued it is
+    # inside the lock's wait, and it has not run while the holders hold on.
+    deadline = threading.Event()
+    for _ in range(1000):
+        if lock._waiting_exclusive:
+            break
+        deadline.wait(0.01)
+    assert lock._waiting_exclusive and order == []  # the network change waits
     release.set()
     for thread in [*holders, writer]:
         thread.join(timeout=10)
