@@ -235,9 +235,9 @@ def test_invalid_config_is_refused_and_traffic_still_flows(standard: Lab) -> Non
         "type": "value_error.duplicate",
     } in response.json()["detail"]
 
-    outside_subnet = router_config()
-    outside_subnet["subnets"][0]["gateway_ip"] = "10.9.0.1"
-    response = lab.client.http.put("/v1/appliances/r1", json=outside_subnet)
+    other_version = router_config()
+    other_version["subnets"][0]["gateway_ip"] = "2001:db8:9::1"
+    response = lab.client.http.put("/v1/appliances/r1", json=other_version)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "subnets", 0, "gateway_ip"]
 
