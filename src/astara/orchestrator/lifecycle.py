@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from astara.orchestrator.failures import Failure
+
 
 class State(StrEnum):
     CREATING = "creating"
@@ -73,20 +75,25 @@ class Observation:
     `desired_hash` is None when the router is gone from the API. `present`
     says whether the agent has the appliance, `observed_hash` the config it
     runs, `problems` what its health check reports. `failure` is set when the
-    commands of the previous step failed (agent unreachable, apply refused);
-    `present` then says nothing (the agent was not asked), and no step
-    concludes from it that the appliance is gone.
+    commands of the previous step failed, or the appliance could not be
+    looked at (agent unreachable, apply refused, config invalid, a tool
+    missing); `present` then says nothing (the agent was not asked), and no
+    step concludes from it that the appliance is gone.
     """
 
     desired_hash: str | None
     present: bool
     observed_hash: str | None = None
     problems: tuple[str, ...] = ()
-    failure: str | None = None
+    failure: Failure | None = None
     exists: bool = True  # the router is in the API (it may need no appliance)
     paused: bool = False  # an operator debugs it (`astara router|project debug`)
     rebuild_requested: bool = False  # `astara router rebuild`
-    agent_down: bool = False  # the agent did not answer: nothing is known
+
+    @property
+    def agent_down(self) -> bool:
+        """The agent did not answer: nothing is known."""
+        return self.failure is not None and self.failure.agent_down
 
 
 class Action(StrEnum):
@@ -144,7 +151,7 @@ def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
         # Not the appliance's fault and nothing to decide on: keep the state,
         # say why, and look again on the next wake. Never a step towards ERROR,
         # and an operator's rebuild request waits for the agent.
-        reason = seen.failure or "the agent did not answer"
+        reason = str(seen.failure)
         return Decision(replace(record, last_error=reason, retry_at=now + BACKOFF_BASE))
     decision = _decide_known(record, seen, now)
     if seen.rebuild_requested:
@@ -168,15 +175,15 @@ def _decide_known(record: Record, seen: Observation, now: datetime) -> Decision:
         fresh = Record(state=State.REBUILDING, applied_hash=record.applied_hash)
         asked = f"{state} -> rebuilding: an operator asked for a rebuild"
         if seen.failure is not None:  # nothing valid to rebuild with: count it, keep what runs
-            failed = _failed(fresh, seen.failure, now)
+            failed = _failed(fresh, str(seen.failure), now)
             return replace(failed, events=(asked, *failed.events))
         return Decision(
             fresh, (Command(Action.REBUILD, "an operator asked for a rebuild"),), (asked,)
         )
     if seen.failure is not None:
         if state is State.ERROR:  # already given up: keep the newest reason, quietly
-            return Decision(replace(record, last_error=seen.failure))
-        return _failed(record, seen.failure, now)
+            return Decision(replace(record, last_error=str(seen.failure)))
+        return _failed(record, str(seen.failure), now)
     running = seen.present and seen.observed_hash == seen.desired_hash
     if running and not seen.problems:
         return _active(record, seen)
@@ -205,7 +212,7 @@ def _decide_known(record: Record, seen: Observation, now: datetime) -> Decision:
 def _idle(record: Record, seen: Observation, now: datetime) -> Decision:
     """A router without ports (or down) runs no appliance; one left over is removed."""
     if seen.failure is not None:  # the DELETE failed: the appliance may well still run
-        return _removal_failed(record, State.CONFIGURING, seen.failure, now)
+        return _removal_failed(record, State.CONFIGURING, str(seen.failure), now)
     if record.retry_at is not None and now < record.retry_at:
         return Decision(record)  # backing off
     if seen.present:
@@ -244,7 +251,7 @@ def _deleting(record: Record, seen: Observation, now: datetime) -> Decision:
         decision = _deleting(entered, seen, now)
         return replace(decision, events=(f"{record.state} -> deleting", *decision.events))
     if seen.failure is not None:  # never forgotten on a failure: it may well still run
-        return _removal_failed(record, State.DELETING, seen.failure, now)
+        return _removal_failed(record, State.DELETING, str(seen.failure), now)
     if record.retry_at is not None and now < record.retry_at:
         return Decision(record)  # backing off
     if not seen.present:

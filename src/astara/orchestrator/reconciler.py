@@ -53,6 +53,7 @@ from astara.drivers import router as driver
 from astara.orchestrator import statuses
 from astara.orchestrator.events import affected, touches_fabric
 from astara.orchestrator.fabric import Fabric
+from astara.orchestrator.failures import Failure, FailureKind, from_agent, unreachable
 from astara.orchestrator.lifecycle import (
     BACKOFF_BASE,
     Action,
@@ -66,7 +67,6 @@ from astara.orchestrator.lifecycle import (
 log = logging.getLogger(__name__)
 
 FABRIC = "fabric"
-UNREACHABLE = "agent unreachable"
 MAX_STEPS = 6
 GAP_WAIT_S = 30.0  # how long a skipped sequence may still commit (then the resync covers it)
 MAX_GAPS = 1000  # skipped sequences looked for at once
@@ -304,7 +304,7 @@ class Orchestrator:
     # --- one router ---------------------------------------------------------------------
 
     def reconcile_router(self, router_id: str) -> None:
-        failure: str | None = None
+        failure: Failure | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
         for _ in range(MAX_STEPS):
             if self._stop.is_set():
@@ -337,7 +337,7 @@ class Orchestrator:
             )
 
     def _observe(
-        self, router_id: str, failure: str | None, applied: dict[str, Any] | None = None
+        self, router_id: str, failure: Failure | None, applied: dict[str, Any] | None = None
     ) -> tuple[Observation | None, Record, driver.RouterPlan | None, str]:
         """The router's record and plan from the database, its appliance from
         the agent (or from the answer to the PUT just made: the same thing).
@@ -353,15 +353,18 @@ class Orchestrator:
             else:
                 return None, Record(), None, ""  # nothing to do: never was, or forgotten
             plan: driver.RouterPlan | None = None
-            invalid: str | None = None
+            invalid: Failure | None = None
             if router is not None:
                 try:
                     plan = driver.plan(session, router)
                 except ValidationError as error:
                     # The router asks for what no appliance can run (too many
                     # interfaces, say): a failure like any other, with its reason.
-                    invalid = "invalid appliance config: " + "; ".join(
-                        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+                    invalid = Failure(
+                        FailureKind.INVALID,
+                        "; ".join(
+                            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+                        ),
                     )
             paused = bool(row is not None and row.paused) or (
                 session.get(PausedProject, project_id) is not None
@@ -370,7 +373,8 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
         observed: dict[str, Any] | None = applied
         failure = failure or invalid
-        desired = plan.digest if plan is not None else (invalid and "invalid")
+        # An invalid config is still a wanted appliance: never "none needed".
+        desired = plan.digest if plan is not None else ("invalid" if invalid else None)
         if failure is None and observed is None:
             try:
                 observed = self.agent.request("GET", f"/v1/appliances/{router_id}", ok=(200,))
@@ -383,9 +387,9 @@ class Orchestrator:
                     # 404, ignored). Only a failed DELETE counts as a failure.
                     observed = {}
                 else:
-                    failure = f"agent: {error}"
+                    failure = from_agent(error.status_code, error.body)
             except httpx.HTTPError as error:
-                failure = f"{UNREACHABLE}: {error}"
+                failure = unreachable(str(error))
         seen = Observation(
             desired_hash=desired,
             present=observed is not None,
@@ -395,21 +399,20 @@ class Orchestrator:
             exists=router is not None,
             paused=paused,
             rebuild_requested=rebuild,
-            agent_down=bool(failure and failure.startswith(UNREACHABLE)),
         )
         return seen, record, plan, project_id
 
     def _execute(
         self, router_id: str, action: Action, plan: driver.RouterPlan | None
-    ) -> tuple[str | None, dict[str, Any] | None]:
-        """Run one command: (the failure's text or None, the agent's answer to a PUT)."""
+    ) -> tuple[Failure | None, dict[str, Any] | None]:
+        """Run one command: (its failure or None, the agent's answer to a PUT)."""
         applied: dict[str, Any] | None = None
         try:
             if action in (Action.DELETE, Action.REBUILD):
                 self._delete_appliance(router_id)
             if action in (Action.PUSH, Action.REBUILD):
                 if plan is None or plan.config is None:
-                    return "no config to push", None
+                    return Failure(FailureKind.NO_CONFIG), None
                 for network_id, need in sorted(plan.networks.items()):
                     self.fabric.ensure_network(network_id, need.mtu, need.external)
                 applied = self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
@@ -417,10 +420,10 @@ class Orchestrator:
                     self.pushes += 1
         except AgentError as error:
             self.fabric.forget_segments(plan.networks if plan is not None else {})
-            return _agent_failure(error), None
+            return from_agent(error.status_code, error.body), None
         except httpx.HTTPError as error:
             self.fabric.forget_segments(None)
-            return f"{UNREACHABLE}: {error}", None
+            return unreachable(str(error)), None
         return None, applied
 
     def _delete_appliance(self, appliance_id: str) -> None:
@@ -489,11 +492,3 @@ def _record(row: RouterState | None) -> Record:
         applied_hash=row.applied_hash,
         removing=row.removing,
     )
-
-
-def _agent_failure(error: AgentError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        detail = body.get("detail", body)
-        return f"agent refused ({error.status_code}): {detail}"
-    return f"agent refused ({error.status_code}): {body}"
