@@ -260,7 +260,7 @@ def test_an_orphan_that_cannot_be_removed_leaves_the_others_removed(
     assert netns.exists(f"{agent.prefix}-appliance-stray-a")
 
 
-# --- the fabric: one bad port never stops the others ------------------------------------------
+# --- the l2 pass: one bad port never stops the others ----------------------------------------
 
 
 def test_a_binding_that_cannot_be_plugged_leaves_the_others_plugged(
@@ -284,7 +284,7 @@ def test_a_binding_that_cannot_be_plugged_leaves_the_others_plugged(
                 port_id=bad["id"], netns=f"{agent.prefix}-bad", ifname="1bad", created_at=now()
             )
         )
-    orchestrators(engine, agent.client).fabric.reconcile()
+    orchestrators(engine, agent.client).l2.reconcile()
     assert api("GET", f"/v2.0/ports/{good['id']}")["port"]["status"] == "ACTIVE"
     assert api("GET", f"/v2.0/ports/{bad['id']}")["port"]["status"] == "DOWN"
     assert netns.exists(f"{agent.prefix}-good") and not netns.exists(f"{agent.prefix}-bad")
@@ -311,7 +311,7 @@ def test_a_plug_the_agent_would_refuse_is_refused_before_it_is_stored(
     api("PUT", binding, {"netns": f"{agent.prefix}-web"})
 
 
-def test_stop_ends_a_fabric_pass_between_two_ports(
+def test_stop_ends_an_l2_pass_between_two_ports(
     agent: AgentProcess,
     engine: Engine,
     tmp_path: Path,
@@ -329,8 +329,8 @@ def test_stop_ends_a_fabric_pass_between_two_ports(
     gate = Gate(agent.socket, "PUT", "/v1/ports/")
     client = through(agent, gate)
     try:
-        orchestrator = orchestrators(engine, client).start()  # its first resync wakes FABRIC
-        assert gate.entered.wait(60), "the fabric pass to plug the first port"
+        orchestrator = orchestrators(engine, client).start()  # its first resync wakes the l2 key
+        assert gate.entered.wait(60), "the l2 pass to plug the first port"
         stopping = threading.Thread(target=orchestrator.stop)
         stopping.start()
         wait_until(orchestrator._stop.is_set, 30, 0.05, "stop() to be asked")

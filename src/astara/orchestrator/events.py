@@ -1,5 +1,5 @@
 """Which work an outbox event wakes: the routers whose appliance it may
-change, and whether it may change workload plugs or leave a segment unused.
+change, and whether it may change workload plugs or leave an L2 segment unused.
 Events only wake; the resync catches anything an event misses."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from astara.db.models import FloatingIp, OutboxEvent, Port, Router, RouterPort, RouterState, Subnet
 
 
-def touches_fabric(event: OutboxEvent) -> bool:
+def touches_l2(event: OutboxEvent) -> bool:
     """Events that can change plugs or leave a segment unused: any port change,
     and what detaches a router from a network. (Segments in use are pushed
     with their router; the resync catches anything else.)"""

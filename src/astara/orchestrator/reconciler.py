@@ -1,6 +1,6 @@
 """The reconciler: makes the host match the database, and keeps it so.
 
-Work is keyed: one key per router, plus `FABRIC` (workload ports and L2
+Work is keyed: one key per router, plus `L2_KEY` (workload ports and L2
 segments). A key runs on one worker at a time (its serial queue: a wake
 while it runs makes it run once more afterwards); different keys run in
 parallel on a bounded pool. Outbox events wake the keys they concern; a
@@ -19,8 +19,8 @@ Per router: observe (driver plan from the database, appliance from the
 agent) → `lifecycle.step` → store the record, its events and the Neutron
 statuses → execute the commands → observe again, until nothing is left to do.
 
-Beside it: `events` (which keys an event wakes), `fabric` (segments and
-workload plugs, the `FABRIC` key's pass) and `statuses` (Neutron statuses
+Beside it: `events` (which keys an event wakes), `l2` (segments and
+workload plugs, the `L2_KEY` key's pass) and `statuses` (Neutron statuses
 from what was observed).
 """
 
@@ -51,9 +51,9 @@ from astara.db.models import (
 )
 from astara.drivers import router as driver
 from astara.orchestrator import statuses
-from astara.orchestrator.events import affected, touches_fabric
-from astara.orchestrator.fabric import Fabric
+from astara.orchestrator.events import affected, touches_l2
 from astara.orchestrator.failures import Failure, FailureKind, from_agent, unreachable
+from astara.orchestrator.l2 import L2
 from astara.orchestrator.lifecycle import (
     BACKOFF_BASE,
     Action,
@@ -66,7 +66,7 @@ from astara.orchestrator.lifecycle import (
 
 log = logging.getLogger(__name__)
 
-FABRIC = "fabric"
+L2_KEY = "l2"  # the work key of L2 segments and workload plugs
 MAX_STEPS = 6
 GAP_WAIT_S = 30.0  # how long a skipped sequence may still commit (then the resync covers it)
 MAX_GAPS = 1000  # skipped sequences looked for at once
@@ -102,7 +102,7 @@ class Orchestrator:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._stop = threading.Event()
-        self.fabric = Fabric(self.sessions, agent, self._stop)
+        self.l2 = L2(self.sessions, agent, self._stop)
         self._poked = threading.Event()
         self._thread: threading.Thread | None = None
         self.cursor = 0
@@ -190,8 +190,8 @@ class Orchestrator:
     def _run(self, key: str) -> None:
         while True:
             try:
-                if key == FABRIC:
-                    self.fabric.reconcile()
+                if key == L2_KEY:
+                    self.l2.reconcile()
                 else:
                     self.reconcile_router(key)
                     with self._lock:
@@ -222,8 +222,8 @@ class Orchestrator:
             keys: set[str] = set()
             for event in events:
                 keys.update(affected(session, event))
-                if touches_fabric(event):
-                    keys.add(FABRIC)
+                if touches_l2(event):
+                    keys.add(L2_KEY)
             due = session.scalars(
                 select(RouterState.router_id).where(
                     RouterState.retry_at.is_not(None),
@@ -270,7 +270,7 @@ class Orchestrator:
             known.update(session.scalars(select(RouterState.router_id)))
         for key in sorted(known):
             self.wake(key)
-        self.wake(FABRIC)
+        self.wake(L2_KEY)
 
     def _remove_orphans(self, removed: list[str] | None = None) -> None:
         """Delete appliances no router accounts for. One that cannot be deleted
@@ -298,7 +298,7 @@ class Orchestrator:
         """`astara cleanup`: remove orphans now; what was removed."""
         removed: list[str] = []
         self._remove_orphans(removed)
-        removed.extend(self.fabric.reconcile())
+        removed.extend(self.l2.reconcile())
         return removed
 
     # --- one router ---------------------------------------------------------------------
@@ -414,15 +414,15 @@ class Orchestrator:
                 if plan is None or plan.config is None:
                     return Failure(FailureKind.NO_CONFIG), None
                 for network_id, need in sorted(plan.networks.items()):
-                    self.fabric.ensure_network(network_id, need.mtu, need.external)
+                    self.l2.ensure_network(network_id, need.mtu, need.external)
                 applied = self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
                 with self._lock:
                     self.pushes += 1
         except AgentError as error:
-            self.fabric.forget_segments(plan.networks if plan is not None else {})
+            self.l2.forget_segments(plan.networks if plan is not None else {})
             return from_agent(error.status_code, error.body), None
         except httpx.HTTPError as error:
-            self.fabric.forget_segments(None)
+            self.l2.forget_segments(None)
             return unreachable(str(error)), None
         return None, applied
 
@@ -478,7 +478,7 @@ class Orchestrator:
             session.execute(delete(RouterState).where(RouterState.router_id == router_id))
             session.execute(delete(RouterEvent).where(RouterEvent.router_id == router_id))
         log.info("router %s: appliance removed, record dropped", router_id)
-        self.wake(FABRIC)
+        self.wake(L2_KEY)
 
 
 def _record(row: RouterState | None) -> Record:

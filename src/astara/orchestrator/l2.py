@@ -22,7 +22,7 @@ from astara.fabric.ports import PortSpec
 log = logging.getLogger(__name__)
 
 
-class Fabric:
+class L2:
     def __init__(
         self, sessions: sessionmaker[Session], agent: AgentClient, stopping: threading.Event
     ) -> None:
@@ -33,7 +33,7 @@ class Fabric:
 
     def reconcile(self) -> list[str]:
         """Plug bound ports, unplug the rest, and remove segments nothing uses;
-        what was removed. One pass at a time (the FABRIC worker's or
+        what was removed. One pass at a time (the `l2` key's worker's or
         `cleanup`'s); a port, segment or binding that fails is logged (a
         port's status says DOWN) and the others proceed."""
         with self._pass_lock:
@@ -131,7 +131,7 @@ class Fabric:
 
     def ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
         """PUT the segment unless this orchestrator already did with the same
-        spec (a PUT takes the agent's fabric lock, which applies wait for)."""
+        spec (a PUT takes the agent's exclusive L2 lock, which applies wait for)."""
         with self._lock:
             if self._segments.get(network_id) == (mtu, external):
                 return
