@@ -26,7 +26,7 @@ from astara.api.bootstrap import ensure_admin
 from astara.db import outbox
 from astara.db.engine import make_engine, session_factory, sqlite_url
 from astara.db.migrate import upgrade
-from astara.db.models import OutboxEvent, PortBinding, RouterState
+from astara.db.models import ApplianceState, OutboxEvent, PortBinding
 from astara.linux import netns
 from astara.orchestrator.reconciler import Orchestrator
 from astara.testing.agent import AgentProcess
@@ -83,9 +83,9 @@ def nobody(tmp_path: Path) -> AgentClient:
     return AgentClient(f"unix:{tmp_path / 'nobody.sock'}", timeout_s=5)
 
 
-def router_state(engine: Engine, router_id: str) -> RouterState | None:
+def router_state(engine: Engine, router_id: str) -> ApplianceState | None:
     with session_factory(engine).begin() as session:
-        return session.get(RouterState, router_id)
+        return session.get(ApplianceState, router_id)
 
 
 def last_sequence(engine: Engine) -> int:
@@ -108,7 +108,9 @@ def forget_it_was_seen(engine: Engine, router_id: str) -> None:
     makes it `active` again, so a test can see whether it was woken."""
     with session_factory(engine).begin() as session:
         session.execute(
-            update(RouterState).where(RouterState.router_id == router_id).values(state="creating")
+            update(ApplianceState)
+            .where(ApplianceState.appliance_id == router_id)
+            .values(state="creating")
         )
 
 
@@ -353,8 +355,9 @@ def test_a_rebuild_asked_for_while_the_agent_is_down_is_kept(
     router = api.create("routers", "router", name="r1")
     with session_factory(engine).begin() as session:
         session.add(
-            RouterState(
-                router_id=router["id"],
+            ApplianceState(
+                appliance_id=router["id"],
+                kind="router",
                 project_id=router["project_id"],
                 state="active",
                 attempts=0,
@@ -363,7 +366,7 @@ def test_a_rebuild_asked_for_while_the_agent_is_down_is_kept(
                 rebuild_requested=True,
             )
         )
-    orchestrators(engine, nobody(tmp_path)).reconcile_router(router["id"])
+    orchestrators(engine, nobody(tmp_path)).reconcile_appliance(router["id"])
     row = router_state(engine, router["id"])
     assert row is not None and "agent unreachable" in (row.last_error or "")
     assert row.rebuild_requested, "the rebuild waits for the agent"

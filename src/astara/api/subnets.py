@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import access, changes, networks
+from astara.api import access, changes, dhcp, networks
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -306,10 +306,12 @@ def update(
     subnet.gateway_ip = str(gateway) if gateway is not None else None
     subnet.allocation_pools = [p.as_dict() for p in pools]
     changes.update(session, "subnet", subnet, values, now)
+    dhcp.sync(session, subnet.network_id, now)
     return subnet
 
 
 def delete(session: Session, caller: Caller, subnet: Subnet, now: datetime) -> None:
+    dhcp.sync(session, subnet.network_id, now, leaving=[subnet.id])
     in_use = session.scalars(
         select(IpAllocation.port_id).where(IpAllocation.subnet_id == subnet.id)
     ).first()

@@ -11,58 +11,32 @@ needs on the agent. Read-only: one consistent snapshot, no side effects.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.appliance.schema import ApplianceConfig, config_hash
+from astara.appliance.schema import ApplianceConfig
 from astara.db.models import (
     ROUTER_GATEWAY,
     FloatingIp,
-    IpAllocation,
     Network,
     Port,
     Router,
     RouterPort,
     Subnet,
 )
+from astara.drivers.appliance import AppliancePlan, NetworkNeed, dhcp_hosts, subnet_entry
 
 
-@dataclass(frozen=True)
-class NetworkNeed:
-    mtu: int
-    external: bool
-
-
-@dataclass
-class RouterPlan:
-    """What one router needs on the host; `config` None: no appliance (no ports)."""
-
-    router_id: str
-    config: ApplianceConfig | None
-    networks: dict[str, NetworkNeed] = field(default_factory=dict)
-    ports: list[str] = field(default_factory=list)  # the router's own ports
-
-    @property
-    def digest(self) -> str | None:
-        return config_hash(self.config) if self.config is not None else None
-
-
-def hostname(address: str) -> str:
-    """Neutron's DHCP host name: host-10-0-0-5, host-2001-db8--5."""
-    return "host-" + address.replace(".", "-").replace(":", "-")
-
-
-def plan(session: Session, router: Router) -> RouterPlan:
+def plan(session: Session, router: Router) -> AppliancePlan:
     attached = session.execute(
         select(Port, RouterPort.port_type)
         .join(RouterPort, RouterPort.port_id == Port.id)
         .where(RouterPort.router_id == router.id)
         .order_by(RouterPort.port_type, Port.id)
     ).all()
-    result = RouterPlan(router.id, None, ports=[p.id for p, _ in attached])
+    result = AppliancePlan(router.id, None, ports=[p.id for p, _ in attached])
     if not attached or not router.admin_state_up:
         return result  # nothing to run: no ports, or administratively down
     network_ids = {port.network_id for port, _ in attached}
@@ -93,7 +67,7 @@ def plan(session: Session, router: Router) -> RouterPlan:
                     default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
                     routes.append({"destination": default, "nexthop": subnet.gateway_ip})
                 continue
-            subnets.append(_subnet(subnet, port.mac_address, allocation.ip_address))
+            subnets.append(subnet_entry(subnet, port.mac_address, allocation.ip_address))
             if subnet.ip_version == 4 and subnet.enable_dhcp:
                 dhcp_subnets.add(subnet.id)
         interfaces.append(
@@ -112,48 +86,13 @@ def plan(session: Session, router: Router) -> RouterPlan:
         "kind": "router",
         "interfaces": interfaces,
         "subnets": subnets,
-        "dhcp_hosts": _dhcp_hosts(session, dhcp_subnets, own_macs),
+        "dhcp_hosts": dhcp_hosts(session, dhcp_subnets, own_macs),
         "routes": routes,
         "snat": {"enabled": bool(gateway and router.enable_snat)},
         "floating_ips": _floating_ips(session, router) if gateway else [],
     }
     result.config = ApplianceConfig.model_validate(config)
     return result
-
-
-def _subnet(subnet: Subnet, mac: str, router_address: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"cidr": subnet.cidr, "interface_mac": mac}
-    if subnet.ip_version == 4:
-        # Hosts on the subnet route through the router's own address on it.
-        entry["gateway_ip"] = subnet.gateway_ip or router_address
-        entry["enable_dhcp"] = subnet.enable_dhcp
-        entry["dns_nameservers"] = list(subnet.dns_nameservers)
-        entry["host_routes"] = list(subnet.host_routes)
-    elif subnet.ipv6_ra_mode == "slaac":
-        entry["ipv6_ra_mode"] = "slaac"
-        entry["dns_nameservers"] = list(subnet.dns_nameservers)
-    return entry
-
-
-def _dhcp_hosts(session: Session, subnet_ids: set[str], own_macs: set[str]) -> list[dict[str, str]]:
-    """A static DHCP entry for every other port with an address on a DHCP subnet
-    this router serves (by subnet id: overlapping CIDRs elsewhere are not ours)."""
-    if not subnet_ids:
-        return []
-    rows = session.execute(
-        select(Port.mac_address, IpAllocation.ip_address)
-        .join(IpAllocation, IpAllocation.port_id == Port.id)
-        .where(IpAllocation.subnet_id.in_(subnet_ids))
-        .order_by(IpAllocation.ip_address)
-    ).all()
-    hosts = []
-    seen = set()
-    for mac, address in rows:
-        if mac in own_macs or mac in seen:
-            continue
-        seen.add(mac)
-        hosts.append({"mac": mac, "ip_address": address, "hostname": hostname(address)})
-    return hosts
 
 
 def _floating_ips(session: Session, router: Router) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from astara.agent.client import AgentClient, AgentError
-from astara.db.models import Network, Port, PortBinding, RouterPort, Subnet
+from astara.db.models import DHCP, Network, Port, PortBinding, RouterPort, Subnet
 from astara.fabric.ports import PortSpec
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class L2:
                     select(Port.network_id).join(RouterPort, RouterPort.port_id == Port.id)
                 )
             )
+            needed.update(session.scalars(select(Port.network_id).where(Port.device_owner == DHCP)))
         for network_id, (mtu, external) in sorted(networks.items()):
             if self.stopping.is_set():
                 return removed
@@ -104,14 +105,15 @@ class L2:
                     .where(Port.id == port_id, Port.status != status)
                     .values(status=status)
                 )
-            # Ports neither bound nor a router's are DOWN: nothing on the host carries them.
+            # Ports neither bound nor a router's are DOWN: nothing on the host
+            # carries them. (A network's DHCP port follows its appliance.)
             session.execute(
                 update(Port)
                 .where(
                     Port.status != "DOWN",
                     Port.id.not_in(select(PortBinding.port_id)),
                     Port.id.not_in(select(RouterPort.port_id)),
-                    Port.device_owner != "network:floatingip",
+                    Port.device_owner.not_in(("network:floatingip", DHCP)),
                 )
                 .values(status="DOWN")
             )
