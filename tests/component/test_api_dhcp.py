@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from astara.appliance.schema import validate_semantics
 from astara.db.engine import session_factory
 from astara.db.models import OutboxEvent
+from astara.drivers import dhcp as dhcp_driver
 from astara.orchestrator.events import affected
 from tests.component.conftest import Api, error, project
 
@@ -196,3 +198,41 @@ def test_the_dhcp_port_s_events_wake_its_network_s_dhcp_appliance(
         ).all()
         assert [e.action for e in events] == ["create"]
         assert affected(session, events[0]) == {f"dhcp-{network['id']}"}
+
+
+def test_the_dhcp_driver_plans_the_network_s_dhcp_appliance(admin: Api, engine: Engine) -> None:
+    network = admin.create_network(name="n")
+    made = subnet(admin, network["id"], "10.0.0.0/24", dns_nameservers=["192.0.2.53"])
+    no_gateway = subnet(admin, network["id"], "10.1.0.0/24", gateway_ip=None)
+    first = port(admin, network["id"], fixed_ips=[{"subnet_id": made["id"]}])
+    second = port(admin, network["id"], fixed_ips=[{"subnet_id": no_gateway["id"]}])
+    (dhcp,) = dhcp_ports(admin, network["id"])
+    with session_factory(engine).begin() as session:
+        plan = dhcp_driver.plan(session, network["id"])
+    assert plan.appliance_id == f"dhcp-{network['id']}" and plan.ports == [dhcp["id"]]
+    config = plan.config
+    assert config is not None and config.kind == "dhcp" and not config.forwarding
+    assert validate_semantics(config) == []
+    (only,) = config.interfaces
+    assert (only.mac, only.role, only.network_id) == (
+        dhcp["mac_address"],
+        "internal",
+        network["id"],
+    )
+    assert sorted(str(a.ip) for a in only.addresses) == sorted(
+        a["ip_address"] for a in dhcp["fixed_ips"]
+    )
+    gateways = {str(s.cidr): s.gateway_ip and str(s.gateway_ip) for s in config.subnets}
+    # The subnet's own gateway, or none: never the DHCP port's address.
+    assert gateways == {"10.0.0.0/24": made["gateway_ip"], "10.1.0.0/24": None}
+    hosts = {h.mac: str(h.ip_address) for h in config.dhcp_hosts}
+    assert hosts == {
+        first["mac_address"]: first["fixed_ips"][0]["ip_address"],
+        second["mac_address"]: second["fixed_ips"][0]["ip_address"],
+    }
+    assert not config.routes and not config.floating_ips and not config.snat.enabled
+    # No DHCP port: no appliance.
+    for workload in (first, second):
+        assert admin("DELETE", f"/v2.0/ports/{workload['id']}").status_code == 204
+    with session_factory(engine).begin() as session:
+        assert dhcp_driver.plan(session, network["id"]).config is None

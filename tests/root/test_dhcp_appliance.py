@@ -94,8 +94,9 @@ def test_an_unrouted_network_is_served_by_its_own_dhcp_appliance(cloud: Cloud) -
     assert ping(vm_netns, dhcp_address, timeout_s=5)
     # It routes nothing: its ruleset drops every forwarded packet.
     rendered = agent.request("GET", f"/v1/appliances/{appliance_id}/rendered", ok=(200,))
-    nft = rendered["nftables.nft"]
-    assert "type filter hook forward priority filter; policy drop;" in nft
+    drop = "type filter hook forward priority filter; policy drop;"
+    assert drop in rendered["files"]["nftables.nft"]
+    assert "policy drop;" in rendered["nftables_live"]  # in force in the kernel
 
     # The workload gone, nothing needs DHCP: the appliance and namespace go,
     # and then the subnet and network delete as usual.
