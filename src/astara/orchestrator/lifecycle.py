@@ -1,4 +1,5 @@
-"""A router appliance's lifecycle as a pure state machine.
+"""An appliance's lifecycle (a router's, or a network's DHCP appliance), a pure
+state machine.
 
 `step(record, observation, now)` → `Decision(record, commands, events)`. No I/O
 and no clock reads: the reconciler observes (database and agent), calls
