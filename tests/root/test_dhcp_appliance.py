@@ -5,6 +5,7 @@ when nothing needs it, and gives way to a router that joins the subnet."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from astara.agent.client import AgentClient, AgentError
 from astara.linux import cleanup, netns
 from astara.testing.agent import unique_prefix
 from astara.testing.net import ping, sh, wait_until
-from astara.testing.server import Cloud, Server
+from astara.testing.server import BIN, Cloud, Server
 
 pytestmark = pytest.mark.root
 
@@ -49,6 +50,15 @@ def plug_with_dhcp(cloud: Cloud, port: dict[str, Any], namespace: str) -> str:
         f"{namespace}'s DHCP lease of {address}",
     )
     return address
+
+
+def astara(cloud: Cloud, *args: str) -> str:
+    env = {**cloud.server.env(), "ASTARA_STATE_DIR": str(cloud.server.state_dir)}
+    result = subprocess.run(
+        [str(BIN / "astara"), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def dhcp_port(cloud: Cloud, network_id: str) -> dict[str, Any] | None:
@@ -97,6 +107,15 @@ def test_an_unrouted_network_is_served_by_its_own_dhcp_appliance(cloud: Cloud) -
     drop = "type filter hook forward priority filter; policy drop;"
     assert drop in rendered["files"]["nftables.nft"]
     assert "policy drop;" in rendered["nftables_live"]  # in force in the kernel
+
+    # Accounted for: no orphan to `astara cleanup`, and no router.
+    assert "nothing to remove" in astara(cloud, "cleanup")
+    assert netns.exists(namespace)
+    assert appliance_id not in {r["id"] for r in cloud.routers()}
+    # Kept alive like a router's: deleted behind Astara's back, it comes back.
+    netns.delete(namespace)
+    wait_until(lambda: netns.exists(namespace), 60, 0.2, "the DHCP appliance to be rebuilt")
+    wait_until(lambda: ping(vm_netns, dhcp_address), 60, 0.2, "the DHCP appliance to answer")
 
     # The workload gone, nothing needs DHCP: the appliance and namespace go,
     # and then the subnet and network delete as usual.
