@@ -8,8 +8,16 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from astara.orchestrator.failures import Failure, FailureKind, from_agent, unreachable
+from astara.appliance.schema import ApplianceConfig
+from astara.orchestrator.failures import (
+    Failure,
+    FailureKind,
+    config_invalid,
+    from_agent,
+    unreachable,
+)
 from astara.orchestrator.lifecycle import (
     MAX_ATTEMPTS,
     Action,
@@ -366,3 +374,11 @@ def test_only_an_unreachable_agent_is_the_agent_being_down() -> None:
     assert seen(failure=unreachable("timed out")).agent_down
     for failure in (refused(500), Failure(FailureKind.INVALID, "x"), None):
         assert not seen(failure=failure).agent_down
+
+
+def test_a_config_that_cannot_be_made_is_an_invalid_config_failure() -> None:
+    with pytest.raises(ValidationError) as raised:
+        ApplianceConfig.model_validate({"interfaces": []})
+    failure = config_invalid(raised.value)
+    assert failure.kind is FailureKind.INVALID and not failure.agent_down
+    assert str(failure).startswith("invalid appliance config: interfaces: ")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydantic import ValidationError
+
 
 class FailureKind(StrEnum):
     UNREACHABLE = "agent_unreachable"  # no answer: nothing is known about the host
@@ -52,6 +54,12 @@ class Failure:
 
 def unreachable(detail: str) -> Failure:
     return Failure(FailureKind.UNREACHABLE, detail)
+
+
+def config_invalid(error: ValidationError) -> Failure:
+    """No valid config can be made (too many interfaces, say): each field's reason."""
+    reasons = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    return Failure(FailureKind.INVALID, "; ".join(reasons))
 
 
 def from_agent(status_code: int | None, body: object) -> Failure:

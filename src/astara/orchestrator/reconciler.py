@@ -37,34 +37,32 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, or_, select, update
-from sqlalchemy.orm import Session
 
 from astara.agent.client import AgentClient, AgentError
-from astara.api.dhcp import dhcp_port
 from astara.db import history, outbox
 from astara.db.engine import session_factory
 from astara.db.models import (
-    DHCP,
     ApplianceEvent,
     ApplianceState,
     OutboxEvent,
     PausedProject,
-    Port,
-    Router,
     dhcp_network_id,
 )
-from astara.drivers import dhcp as dhcp_driver
-from astara.drivers import router as router_driver
 from astara.drivers.appliance import AppliancePlan
-from astara.orchestrator import statuses
+from astara.orchestrator import appliances, statuses
 from astara.orchestrator.events import affected, touches_l2
-from astara.orchestrator.failures import Failure, FailureKind, from_agent, unreachable
+from astara.orchestrator.failures import (
+    Failure,
+    FailureKind,
+    config_invalid,
+    from_agent,
+    unreachable,
+)
 from astara.orchestrator.l2 import L2
 from astara.orchestrator.lifecycle import (
     BACKOFF_BASE,
@@ -278,7 +276,7 @@ class Orchestrator:
             # The routers are woken all the same: each finds out for itself.
             log.warning("listing the agent's appliances failed: %s", error)
         with self.sessions.begin() as session:
-            known = known_appliances(session)
+            known = appliances.known(session)
         for key in sorted(known):
             self.wake(key)
         self.wake(L2_KEY)
@@ -292,7 +290,7 @@ class Orchestrator:
         # unknown there is an orphan, never an appliance being born.
         on_agent = {a["id"] for a in self.agent.appliances(observe=False)}
         with self.sessions.begin() as session:
-            known = known_appliances(session)
+            known = appliances.known(session)
         for orphan in sorted(on_agent - known):
             if self._stop.is_set():
                 return
@@ -360,7 +358,7 @@ class Orchestrator:
         After a `failure` the agent is not asked: `present` then says nothing,
         and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
-            subject = _subject(session, appliance_id)
+            subject = appliances.subject(session, appliance_id)
             row = session.get(ApplianceState, appliance_id)
             if subject is not None:
                 project_id, make_plan = subject
@@ -376,12 +374,7 @@ class Orchestrator:
                 except ValidationError as error:
                     # The subject asks for what no appliance can run (too many
                     # interfaces, say): a failure like any other, with its reason.
-                    invalid = Failure(
-                        FailureKind.INVALID,
-                        "; ".join(
-                            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
-                        ),
-                    )
+                    invalid = config_invalid(error)
             paused = bool(row is not None and row.paused) or (
                 session.get(PausedProject, project_id) is not None
             )
@@ -466,7 +459,7 @@ class Orchestrator:
             if row is None:
                 row = ApplianceState(
                     appliance_id=appliance_id,
-                    kind=appliance_kind(appliance_id),
+                    kind=appliances.kind(appliance_id),
                     project_id=project_id,
                     paused=False,
                     rebuild_requested=False,
@@ -504,37 +497,6 @@ class Orchestrator:
             )
         log.info("appliance %s: removed, record dropped", appliance_id)
         self.wake(L2_KEY)
-
-
-def appliance_kind(appliance_id: str) -> str:
-    return "router" if dhcp_network_id(appliance_id) is None else "dhcp"
-
-
-def _subject(session: Session, appliance_id: str) -> tuple[str, Callable[[], AppliancePlan]] | None:
-    """What an appliance is for, while it is wanted: its project and how to
-    plan it. A router while it exists in the API (it may need no appliance:
-    no ports, or down); a network's DHCP appliance while the network has a
-    DHCP port. None: gone (its appliance, if any, is removed, and then its
-    record)."""
-    network_id = dhcp_network_id(appliance_id)
-    if network_id is None:
-        router = session.get(Router, appliance_id)
-        if router is None:
-            return None
-        return router.project_id, partial(router_driver.plan, session, router)
-    port = dhcp_port(session, network_id)
-    if port is None:
-        return None
-    return port.project_id, partial(dhcp_driver.plan, session, network_id)
-
-
-def known_appliances(session: Session) -> set[str]:
-    """Every appliance the database accounts for: routers, networks with a
-    DHCP port, and the records of those not removed yet."""
-    known = set(session.scalars(select(Router.id)))
-    known.update(session.scalars(select(ApplianceState.appliance_id)))
-    known.update(session.scalars(select(Port.device_id).where(Port.device_owner == DHCP)))
-    return known
 
 
 def _record(row: ApplianceState | None) -> Record:
