@@ -12,7 +12,8 @@ CONFIGURING (the appliance runs an older config), ACTIVE (it runs the current
 config and is healthy), DEGRADED (it runs the current config but reports
 problems), REBUILDING (it is missing or broken and is being rebuilt), ERROR
 (it failed too often: only `rebuild` moves it), DELETING (the router is gone
-from the API), PAUSED (an operator is debugging it: nothing is touched).
+from the API, or the network's DHCP port), PAUSED (an operator is debugging
+it: nothing is touched).
 
 Removing an appliance (the router is deleted, or has no ports left) fails and
 backs off like any other command, and ends in ERROR after `MAX_ATTEMPTS`. An
@@ -57,7 +58,7 @@ BACKOFF_MAX = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class Record:
-    """What the database keeps per router between steps."""
+    """What the database keeps per appliance between steps."""
 
     state: State = State.CREATING
     attempts: int = 0
@@ -87,7 +88,9 @@ class Observation:
     observed_hash: str | None = None
     problems: tuple[str, ...] = ()
     failure: Failure | None = None
-    exists: bool = True  # the router is in the API (it may need no appliance)
+    # The router is in the API (it may need no appliance), or the network has
+    # its DHCP port: the appliance is for something that exists.
+    exists: bool = True
     paused: bool = False  # an operator debugs it (`astara router|project debug`)
     rebuild_requested: bool = False  # `astara router rebuild`
 
@@ -256,11 +259,12 @@ def _deleting(record: Record, seen: Observation, now: datetime) -> Decision:
     if record.retry_at is not None and now < record.retry_at:
         return Decision(record)  # backing off
     if not seen.present:
-        return Decision(record, (Command(Action.FORGET, "the router is deleted"),))
+        return Decision(record, (Command(Action.FORGET, "what it served is gone"),))
     if record.state is State.ERROR:
         return _retry_from_error(record, "retrying the delete")
     return Decision(
-        replace(record, retry_at=None), (Command(Action.DELETE, "the router was deleted"),)
+        replace(record, retry_at=None),
+        (Command(Action.DELETE, "what it served is gone (a router deleted, a DHCP port)"),),
     )
 
 
