@@ -6,6 +6,7 @@ blocking a delete, seen by the network's project). On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -236,3 +237,29 @@ def test_the_dhcp_driver_plans_the_network_s_dhcp_appliance(admin: Api, engine: 
         assert admin("DELETE", f"/v2.0/ports/{workload['id']}").status_code == 204
     with session_factory(engine).begin() as session:
         assert dhcp_driver.plan(session, network["id"]).config is None
+
+
+def test_concurrent_workloads_on_two_subnets_make_one_dhcp_port(admin: Api) -> None:
+    """Twenty workloads at once across two subnets of a new network: one
+    DHCP port, with exactly one address on each subnet."""
+    network = admin.create_network(name="n")
+    subnets = [subnet(admin, network["id"], f"10.{n}.0.0/24")["id"] for n in range(2)]
+    start = threading.Barrier(20)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def create(n: int) -> None:
+        start.wait(timeout=30)
+        body = {"network_id": network["id"], "fixed_ips": [{"subnet_id": subnets[n % 2]}]}
+        response = admin("POST", "/v2.0/ports", {"port": body})
+        with lock:
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert statuses == [201] * 20
+    (dhcp,) = dhcp_ports(admin, network["id"])
+    assert sorted(a["subnet_id"] for a in dhcp["fixed_ips"]) == sorted(subnets)

@@ -125,6 +125,9 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
     if network is None:
         return
     port = dhcp_port(session, network_id)
+    if port is not None:
+        # Loaded before the lock: what another transaction committed since counts.
+        session.refresh(port, ["fixed_ips"])
     wanted = needed_subnets(session, network_id, leaving)
     if not wanted:
         if port is not None:
