@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from astara.db import history
-from astara.db.models import PausedProject, PortBinding, RouterEvent
+from astara.db.models import ApplianceEvent, PausedProject, PortBinding
 from astara.model.fabric import PortSpec
 from tests.component.conftest import Api, error, project
 
@@ -130,7 +130,7 @@ def test_operator_requests_keep_the_history_bounded(admin: Api, engine: Engine) 
     with Session(engine) as session:
         count = session.scalar(
             select(func.count())
-            .select_from(RouterEvent)
-            .where(RouterEvent.router_id == router["id"])
+            .select_from(ApplianceEvent)
+            .where(ApplianceEvent.appliance_id == router["id"])
         )
     assert count == history.KEPT

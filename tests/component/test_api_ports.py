@@ -7,6 +7,8 @@ import ipaddress
 import threading
 from typing import Any
 
+import pytest
+
 from tests.component.conftest import Api, error, project
 
 
@@ -18,6 +20,12 @@ def made(response: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()["port"]
     return body
+
+
+def workloads(api: Api, query: str = "") -> list[dict[str, Any]]:
+    """The ports listed, without networks' DHCP ports (see test_api_dhcp)."""
+    listed: list[dict[str, Any]] = api("GET", f"/v2.0/ports{query}").json()["ports"]
+    return [p for p in listed if p["device_owner"] != "network:dhcp"]
 
 
 def network_with_subnets(api: Api, *cidrs: str, **subnet_fields: Any) -> tuple[str, list[str]]:
@@ -79,12 +87,16 @@ def test_explicit_addresses_macs_and_their_errors(admin: Api) -> None:
     ]
     for fields, status, kind in cases:
         assert error(port(admin, network_id, **fields))[:2] == (status, kind), fields
-    assert len(admin("GET", "/v2.0/ports").json()["ports"]) == 1  # the refusals wrote nothing
+    assert len(workloads(admin)) == 1  # the refusals wrote nothing
 
 
 def test_exhausted_subnet_is_409_ip_address_generation_failure(admin: Api) -> None:
+    # Without DHCP: no DHCP port takes an address of the two.
     network_id, _ = network_with_subnets(
-        admin, "10.0.0.0/29", allocation_pools=[{"start": "10.0.0.2", "end": "10.0.0.3"}]
+        admin,
+        "10.0.0.0/29",
+        allocation_pools=[{"start": "10.0.0.2", "end": "10.0.0.3"}],
+        enable_dhcp=False,
     )
     made(port(admin, network_id))
     made(port(admin, network_id))
@@ -93,9 +105,14 @@ def test_exhausted_subnet_is_409_ip_address_generation_failure(admin: Api) -> No
     assert message == f"No more IP addresses available on network {network_id}."
 
 
-def test_fifty_concurrent_creations_on_a_small_subnet(admin: Api) -> None:
-    """29 addresses, 50 requests at once: 29 distinct addresses, 21 clean 409s."""
-    network_id, _ = network_with_subnets(admin, "10.0.0.0/27", gateway_ip="10.0.0.1")
+@pytest.mark.parametrize("dhcp", [False, True], ids=["no-dhcp", "dhcp"])
+def test_fifty_concurrent_creations_on_a_small_subnet(admin: Api, dhcp: bool) -> None:
+    """29 addresses, 50 requests at once: 29 distinct addresses, 21 clean 409s.
+    With DHCP (no router on the network) one of them is the network's one
+    DHCP port, made by whichever request came first."""
+    network_id, _ = network_with_subnets(
+        admin, "10.0.0.0/27", gateway_ip="10.0.0.1", enable_dhcp=dhcp
+    )
     start = threading.Barrier(50)
     results: list[Any] = []
     lock = threading.Lock()
@@ -112,7 +129,8 @@ def test_fifty_concurrent_creations_on_a_small_subnet(admin: Api) -> None:
     for thread in threads:
         thread.join(timeout=120)
     statuses = sorted(r.status_code for r in results)
-    assert statuses == [201] * 29 + [409] * 21
+    made_count = 28 if dhcp else 29
+    assert statuses == [201] * made_count + [409] * (50 - made_count)
     assert {r.json()["NeutronError"]["type"] for r in results if r.status_code == 409} == {
         "IpAddressGenerationFailure"
     }
@@ -120,6 +138,8 @@ def test_fifty_concurrent_creations_on_a_small_subnet(admin: Api) -> None:
     addresses = [p["fixed_ips"][0]["ip_address"] for p in listed]
     macs = [p["mac_address"] for p in listed]
     assert len(listed) == 29 and len(set(addresses)) == 29 and len(set(macs)) == 29
+    owners = [p["device_owner"] for p in listed]
+    assert owners.count("network:dhcp") == (1 if dhcp else 0)
 
 
 def test_update_replaces_fixed_ips_and_delete_frees_them(admin: Api) -> None:
@@ -152,8 +172,8 @@ def test_ports_of_other_projects_are_invisible(admin: Api) -> None:
     mine = made(port(alice, network["id"]))
     assert error(port(bob, network["id"]))[:2] == (404, "NetworkNotFound")
     assert bob("GET", f"/v2.0/ports/{mine['id']}").status_code == 404
-    assert bob("GET", "/v2.0/ports").json() == {"ports": []}
-    assert [p["id"] for p in admin("GET", "/v2.0/ports").json()["ports"]] == [mine["id"]]
+    assert bob("GET", "/v2.0/ports").json() == {"ports": []}  # nor alice's network's DHCP port
+    assert [p["id"] for p in workloads(admin)] == [mine["id"]]
 
 
 def test_only_the_network_owner_chooses_addresses_and_macs(admin: Api) -> None:
@@ -175,7 +195,7 @@ def test_only_the_network_owner_chooses_addresses_and_macs(admin: Api) -> None:
         "PUT", f"/v2.0/ports/{mine['id']}", {"port": {"fixed_ips": [{"ip_address": "10.9.0.1"}]}}
     )
     assert error(response)[:2] == (403, "PolicyNotAuthorized")
-    assert [p["id"] for p in admin("GET", "/v2.0/ports").json()["ports"]] == [mine["id"]]
+    assert [p["id"] for p in workloads(admin)] == [mine["id"]]
     # The owner still may: the gateway address was never taken.
     assert made(port(admin, shared["id"], fixed_ips=[{"ip_address": "10.9.0.1"}]))
 
@@ -187,7 +207,7 @@ def test_the_fixed_ips_filter(admin: Api) -> None:
 
     def found(*filters: str) -> set[str]:
         query = "&".join(f"fixed_ips={f}" for f in filters)
-        return {p["id"] for p in admin("GET", f"/v2.0/ports?{query}").json()["ports"]}
+        return {p["id"] for p in workloads(admin, f"?{query}")}
 
     assert found("ip_address=10.0.0.5") == {a["id"]}
     assert found(f"subnet_id={second}") == {b["id"]}

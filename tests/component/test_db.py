@@ -19,7 +19,16 @@ from sqlalchemy.exc import IntegrityError
 from astara.db import outbox
 from astara.db.engine import make_engine, session_factory, sqlite_url
 from astara.db.migrate import alembic_config, upgrade
-from astara.db.models import Base, IpAllocation, Network, OutboxEvent, Port, Subnet
+from astara.db.models import (
+    ApplianceEvent,
+    ApplianceState,
+    Base,
+    IpAllocation,
+    Network,
+    OutboxEvent,
+    Port,
+    Subnet,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC).replace(tzinfo=None)
 
@@ -166,3 +175,76 @@ def test_events_commit_and_roll_back_with_their_change(engine: Engine) -> None:
         assert [e.resource_id for e in events] == ids
         assert [e.sequence for e in events] == sorted({e.sequence for e in events})
         assert [e.resource_id for e in outbox.since(session, events[0].sequence)] == ids[1:]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_router_records_become_appliance_records_and_back(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0007 carries every router's record and history over (kind "router"),
+    the event ids keep counting after them, and a downgrade brings the
+    routers' back (a DHCP appliance's record has no place there)."""
+    url = (
+        sqlite_url(tmp_path)
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres").create_database()
+    )
+    engine = make_engine(url)
+    try:
+        upgrade(engine, "0006")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO router_states (router_id, project_id, state, attempts,"
+                    " last_error, updated_at, paused, rebuild_requested, removing)"
+                    " VALUES ('r1', 'p1', 'error', 5, 'boom', :now, true, false, false)"
+                ),
+                {"now": NOW},
+            )
+            for message in ("one", "two"):
+                connection.execute(
+                    text(
+                        "INSERT INTO router_events (router_id, at, message)"
+                        " VALUES ('r1', :now, :message)"
+                    ),
+                    {"now": NOW, "message": message},
+                )
+        upgrade(engine)
+        with session_factory(engine).begin() as session:
+            row = session.get(ApplianceState, "r1")
+            assert row is not None
+            assert (row.kind, row.state, row.attempts, row.last_error, row.paused) == (
+                "router",
+                "error",
+                5,
+                "boom",
+                True,
+            )
+            session.add(
+                ApplianceState(
+                    appliance_id="dhcp-n1",
+                    kind="dhcp",
+                    project_id="p1",
+                    state="active",
+                    updated_at=NOW,
+                )
+            )
+            session.add(ApplianceEvent(appliance_id="r1", at=NOW, message="three"))
+            session.add(ApplianceEvent(appliance_id="dhcp-n1", at=NOW, message="dhcp"))
+        with session_factory(engine).begin() as session:
+            events = session.scalars(
+                select(ApplianceEvent.message)
+                .where(ApplianceEvent.appliance_id == "r1")
+                .order_by(ApplianceEvent.id)
+            ).all()
+            assert events == ["one", "two", "three"]
+        command.downgrade(alembic_config(engine), "0006")
+        with engine.connect() as connection:
+            states = connection.execute(text("SELECT router_id FROM router_states")).all()
+            assert [s[0] for s in states] == ["r1"]
+            messages = connection.execute(
+                text("SELECT message FROM router_events ORDER BY id")
+            ).all()
+            assert [m[0] for m in messages] == ["one", "two", "three"]
+    finally:
+        engine.dispose()

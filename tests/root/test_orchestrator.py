@@ -59,8 +59,16 @@ def standard(
         public_id = cloud.create("networks", "network", name="public", **{"router:external": True})[
             "id"
         ]
+        # Addresses on the external network are static (the outside host is
+        # plugged without DHCP): with DHCP on, its workload would get the
+        # network a DHCP appliance of its own (see test_dhcp_appliance).
         cloud.create(
-            "subnets", "subnet", network_id=public_id, cidr="198.51.100.0/24", ip_version=4
+            "subnets",
+            "subnet",
+            network_id=public_id,
+            cidr="198.51.100.0/24",
+            ip_version=4,
+            enable_dhcp=False,
         )
         outside = cloud.create(
             "ports",

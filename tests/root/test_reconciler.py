@@ -26,7 +26,7 @@ from astara.api.bootstrap import ensure_admin
 from astara.db import outbox
 from astara.db.engine import make_engine, session_factory, sqlite_url
 from astara.db.migrate import upgrade
-from astara.db.models import OutboxEvent, PortBinding, RouterState
+from astara.db.models import ApplianceState, OutboxEvent, PortBinding
 from astara.linux import netns
 from astara.orchestrator.reconciler import Orchestrator
 from astara.testing.agent import AgentProcess
@@ -83,9 +83,9 @@ def nobody(tmp_path: Path) -> AgentClient:
     return AgentClient(f"unix:{tmp_path / 'nobody.sock'}", timeout_s=5)
 
 
-def router_state(engine: Engine, router_id: str) -> RouterState | None:
+def router_state(engine: Engine, router_id: str) -> ApplianceState | None:
     with session_factory(engine).begin() as session:
-        return session.get(RouterState, router_id)
+        return session.get(ApplianceState, router_id)
 
 
 def last_sequence(engine: Engine) -> int:
@@ -108,7 +108,9 @@ def forget_it_was_seen(engine: Engine, router_id: str) -> None:
     makes it `active` again, so a test can see whether it was woken."""
     with session_factory(engine).begin() as session:
         session.execute(
-            update(RouterState).where(RouterState.router_id == router_id).values(state="creating")
+            update(ApplianceState)
+            .where(ApplianceState.appliance_id == router_id)
+            .values(state="creating")
         )
 
 
@@ -260,7 +262,7 @@ def test_an_orphan_that_cannot_be_removed_leaves_the_others_removed(
     assert netns.exists(f"{agent.prefix}-appliance-stray-a")
 
 
-# --- the fabric: one bad port never stops the others ------------------------------------------
+# --- the l2 pass: one bad port never stops the others ----------------------------------------
 
 
 def test_a_binding_that_cannot_be_plugged_leaves_the_others_plugged(
@@ -284,7 +286,7 @@ def test_a_binding_that_cannot_be_plugged_leaves_the_others_plugged(
                 port_id=bad["id"], netns=f"{agent.prefix}-bad", ifname="1bad", created_at=now()
             )
         )
-    orchestrators(engine, agent.client).fabric.reconcile()
+    orchestrators(engine, agent.client).l2.reconcile()
     assert api("GET", f"/v2.0/ports/{good['id']}")["port"]["status"] == "ACTIVE"
     assert api("GET", f"/v2.0/ports/{bad['id']}")["port"]["status"] == "DOWN"
     assert netns.exists(f"{agent.prefix}-good") and not netns.exists(f"{agent.prefix}-bad")
@@ -311,7 +313,7 @@ def test_a_plug_the_agent_would_refuse_is_refused_before_it_is_stored(
     api("PUT", binding, {"netns": f"{agent.prefix}-web"})
 
 
-def test_stop_ends_a_fabric_pass_between_two_ports(
+def test_stop_ends_an_l2_pass_between_two_ports(
     agent: AgentProcess,
     engine: Engine,
     tmp_path: Path,
@@ -329,8 +331,8 @@ def test_stop_ends_a_fabric_pass_between_two_ports(
     gate = Gate(agent.socket, "PUT", "/v1/ports/")
     client = through(agent, gate)
     try:
-        orchestrator = orchestrators(engine, client).start()  # its first resync wakes FABRIC
-        assert gate.entered.wait(60), "the fabric pass to plug the first port"
+        orchestrator = orchestrators(engine, client).start()  # its first resync wakes the l2 key
+        assert gate.entered.wait(60), "the l2 pass to plug the first port"
         stopping = threading.Thread(target=orchestrator.stop)
         stopping.start()
         wait_until(orchestrator._stop.is_set, 30, 0.05, "stop() to be asked")
@@ -353,8 +355,9 @@ def test_a_rebuild_asked_for_while_the_agent_is_down_is_kept(
     router = api.create("routers", "router", name="r1")
     with session_factory(engine).begin() as session:
         session.add(
-            RouterState(
-                router_id=router["id"],
+            ApplianceState(
+                appliance_id=router["id"],
+                kind="router",
                 project_id=router["project_id"],
                 state="active",
                 attempts=0,
@@ -363,7 +366,7 @@ def test_a_rebuild_asked_for_while_the_agent_is_down_is_kept(
                 rebuild_requested=True,
             )
         )
-    orchestrators(engine, nobody(tmp_path)).reconcile_router(router["id"])
+    orchestrators(engine, nobody(tmp_path)).reconcile_appliance(router["id"])
     row = router_state(engine, router["id"])
     assert row is not None and "agent unreachable" in (row.last_error or "")
     assert row.rebuild_requested, "the rebuild waits for the agent"

@@ -94,3 +94,45 @@ def representative() -> dict[str, Any]:
 
 def representative_config() -> ApplianceConfig:
     return ApplianceConfig.model_validate(representative())
+
+
+DHCP_MAC = "fa:16:3e:00:01:02"
+
+# A network's DHCP appliance (no router on the network): one internal
+# interface with the DHCP port's address, the subnet served with its own
+# gateway (held by nothing here), two hosts; nothing routed.
+_DHCP: dict[str, Any] = {
+    "schema_version": 1,
+    "kind": "dhcp",
+    "forwarding": False,
+    "interfaces": [
+        {
+            "mac": DHCP_MAC,
+            "network_id": "net-a",
+            "role": "internal",
+            "addresses": ["10.0.1.2/24"],
+        }
+    ],
+    "subnets": [
+        {
+            "cidr": "10.0.1.0/24",
+            "interface_mac": DHCP_MAC,
+            "gateway_ip": "10.0.1.1",
+            "enable_dhcp": True,
+            "dns_nameservers": ["192.0.2.53"],
+        }
+    ],
+    "dhcp_hosts": [
+        {"mac": "fa:16:3e:10:00:05", "ip_address": "10.0.1.5", "hostname": "host-10-0-1-5"},
+        {"mac": "fa:16:3e:10:00:06", "ip_address": "10.0.1.6", "hostname": "host-10-0-1-6"},
+    ],
+}
+
+
+def dhcp_representative() -> dict[str, Any]:
+    """A fresh copy of the DHCP appliance's config document, free to mutate."""
+    return copy.deepcopy(_DHCP)
+
+
+def dhcp_config() -> ApplianceConfig:
+    return ApplianceConfig.model_validate(dhcp_representative())

@@ -8,7 +8,16 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from astara.appliance.schema import ApplianceConfig
+from astara.orchestrator.failures import (
+    Failure,
+    FailureKind,
+    config_invalid,
+    from_agent,
+    unreachable,
+)
 from astara.orchestrator.lifecycle import (
     MAX_ATTEMPTS,
     Action,
@@ -22,6 +31,10 @@ from astara.orchestrator.lifecycle import (
 NOW = datetime(2026, 12, 2, 12, 0)
 WANT = "a" * 64
 OLD = "b" * 64
+
+
+def refused(status_code: int) -> Failure:
+    return Failure(FailureKind.REFUSED, status_code=status_code)
 
 
 def seen(**fields: object) -> Observation:
@@ -71,7 +84,7 @@ def actions(decision: object) -> list[Action]:
         # ERROR stays put unless it is found healthy.
         (State.ERROR, seen(present=False, observed_hash=None), State.ERROR, []),
         (State.ERROR, seen(), State.ACTIVE, []),
-        (State.ERROR, seen(failure="still broken"), State.ERROR, []),
+        (State.ERROR, seen(failure=refused(500)), State.ERROR, []),
     ],
 )
 def test_transitions(
@@ -89,7 +102,7 @@ def test_failures_back_off_exponentially_then_end_in_error() -> None:
     waits = []
     now = NOW
     for attempt in range(1, MAX_ATTEMPTS):
-        decision = step(record, seen(present=False, failure="agent refused (422)"), now)
+        decision = step(record, seen(present=False, failure=refused(422)), now)
         record = decision.record
         assert record.attempts == attempt and record.last_error == "agent refused (422)"
         assert record.retry_at is not None
@@ -99,7 +112,7 @@ def test_failures_back_off_exponentially_then_end_in_error() -> None:
         now = record.retry_at
         assert actions(step(record, seen(present=False, observed_hash=None), now)) == [Action.PUSH]
     assert waits == [timedelta(seconds=s) for s in (1, 2, 4, 8)]
-    final = step(record, seen(present=False, failure="agent refused (422)"), now)
+    final = step(record, seen(present=False, failure=refused(422)), now)
     assert final.record.state is State.ERROR
     assert "error after 5 failures" in final.events[0]
     assert actions(step(final.record, seen(present=False, observed_hash=None), now)) == []
@@ -114,12 +127,13 @@ def test_success_clears_attempts_and_error() -> None:
 def test_an_unreachable_agent_never_counts_towards_error() -> None:
     record = Record(state=State.ACTIVE, applied_hash=WANT)
     for _ in range(MAX_ATTEMPTS * 2):
-        decision = step(record, seen(agent_down=True, failure="agent unreachable"), NOW)
+        decision = step(record, seen(failure=unreachable("connection refused")), NOW)
         record = decision.record
         assert decision.commands == ()
     assert record.state is State.ACTIVE and record.attempts == 0
-    assert record.last_error == "agent unreachable" and record.retry_at == NOW + timedelta(
-        seconds=1
+    assert (
+        record.last_error == "agent unreachable: connection refused"
+        and record.retry_at == NOW + timedelta(seconds=1)
     )
     # Back: the leftovers are cleared, quietly.
     back = step(record, seen(), NOW + timedelta(seconds=2))
@@ -140,7 +154,7 @@ def test_a_failed_removal_backs_off_ends_in_error_and_is_still_retried(
     record = Record(state=State.DELETING if path is GONE else State.CONFIGURING)
     now = NOW
     for attempt in range(1, MAX_ATTEMPTS):
-        decision = step(record, seen(**path, failure="agent refused (500)"), now)
+        decision = step(record, seen(**path, failure=refused(500)), now)
         record = decision.record
         assert actions(decision) == [], "no immediate retry"
         assert record.attempts == attempt and record.last_error == "agent refused (500)"
@@ -151,13 +165,13 @@ def test_a_failed_removal_backs_off_ends_in_error_and_is_still_retried(
         retried = step(record, seen(**path), now)
         assert actions(retried) == [Action.DELETE] and retried.record.retry_at is None
         record = retried.record
-    final = step(record, seen(**path, failure="agent refused (500)"), now)
+    final = step(record, seen(**path, failure=refused(500)), now)
     assert final.record.state is State.ERROR and final.record.retry_at is None
     assert any("error after 5 failures" in e for e in final.events)
     # From ERROR: retried on the next wake, quietly; a failure only updates the reason.
     again = step(final.record, seen(**path), now)
     assert actions(again) == [Action.DELETE] and again.events == ()
-    still = step(again.record, seen(**path, failure="agent refused (503)"), now)
+    still = step(again.record, seen(**path, failure=refused(503)), now)
     assert still.record.state is State.ERROR and still.events == ()
     assert still.record.last_error == "agent refused (503)"
     # Once it succeeds: forgotten (deleted) or active without an appliance (idle).
@@ -175,7 +189,7 @@ def test_an_error_while_removing_does_not_hold_once_an_appliance_is_wanted_again
     record = Record(state=State.CONFIGURING, applied_hash=OLD)
     now = NOW
     for _ in range(MAX_ATTEMPTS):
-        record = step(record, seen(**IDLE, failure="agent refused (500)"), now).record
+        record = step(record, seen(**IDLE, failure=refused(500)), now).record
         now = record.retry_at or now
     assert record.state is State.ERROR and record.removing
     wanted = step(record, seen(observed_hash=OLD), now)
@@ -197,7 +211,7 @@ def test_a_failure_is_never_taken_for_the_appliance_being_gone(
     False but says nothing. The router is neither forgotten nor reported
     ACTIVE/DOWN while its appliance may still forward."""
     record = Record(state=state, applied_hash=WANT)
-    failed = seen(**path, present=False, observed_hash=None, failure="agent refused (500)")
+    failed = seen(**path, present=False, observed_hash=None, failure=refused(500))
     decision = step(record, failed, NOW)
     assert actions(decision) == []
     assert decision.record.state is not State.ACTIVE
@@ -218,7 +232,7 @@ def test_a_router_deleted_while_paused_is_removed() -> None:
 
 def test_a_rebuild_requested_while_the_agent_is_down_is_kept_for_later() -> None:
     record = Record(state=State.ACTIVE, applied_hash=WANT)
-    down = step(record, seen(rebuild_requested=True, agent_down=True, failure="unreachable"), NOW)
+    down = step(record, seen(rebuild_requested=True, failure=unreachable("timed out")), NOW)
     assert actions(down) == [] and not down.rebuild_handled
     paused = step(record, seen(rebuild_requested=True, paused=True), NOW)
     assert not paused.rebuild_handled
@@ -277,11 +291,10 @@ observations = st.builds(
     present=st.booleans(),
     observed_hash=st.sampled_from([None, WANT, OLD]),
     problems=st.sampled_from([(), ("x",)]),
-    failure=st.sampled_from([None, "boom"]),
+    failure=st.sampled_from([None, refused(500), unreachable("x"), Failure(FailureKind.INVALID)]),
     exists=st.booleans(),
     paused=st.booleans(),
     rebuild_requested=st.booleans(),
-    agent_down=st.booleans(),
 )
 
 
@@ -314,3 +327,58 @@ def test_step_is_total_and_consistent(
     if seen_.desired_hash is None:
         assert not {Action.PUSH, Action.REBUILD} & set(actions(decision))
     assert step(replace(decision.record), seen_, NOW) is not None
+
+
+# --- failures: typed kinds, readable text ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status_code", "body", "kind", "text"),
+    [
+        (500, {"detail": "boom"}, FailureKind.REFUSED, "agent refused (500): boom"),
+        (
+            503,
+            "down for maintenance",
+            FailureKind.REFUSED,
+            "agent refused (503): down for maintenance",
+        ),
+        (
+            422,
+            {"detail": [{"loc": ["interfaces"], "msg": "too many"}]},
+            FailureKind.INVALID,
+            "invalid appliance config: the agent rejected it",
+        ),
+        (
+            503,
+            {"detail": {"kind": "missing_tool", "tool": "radvd"}},
+            FailureKind.MISSING_TOOL,
+            "missing tool on the agent's host: radvd",
+        ),
+    ],
+)
+def test_an_agent_answer_becomes_a_typed_failure(
+    status_code: int, body: object, kind: FailureKind, text: str
+) -> None:
+    failure = from_agent(status_code, body)
+    assert failure.kind is kind and failure.status_code == status_code
+    assert str(failure).startswith(text)
+    assert not failure.agent_down
+
+
+def test_a_missing_tool_says_which() -> None:
+    failure = from_agent(500, {"detail": {"kind": "missing_tool", "tool": "dnsmasq"}})
+    assert failure.tool == "dnsmasq"
+
+
+def test_only_an_unreachable_agent_is_the_agent_being_down() -> None:
+    assert seen(failure=unreachable("timed out")).agent_down
+    for failure in (refused(500), Failure(FailureKind.INVALID, "x"), None):
+        assert not seen(failure=failure).agent_down
+
+
+def test_a_config_that_cannot_be_made_is_an_invalid_config_failure() -> None:
+    with pytest.raises(ValidationError) as raised:
+        ApplianceConfig.model_validate({"interfaces": []})
+    failure = config_invalid(raised.value)
+    assert failure.kind is FailureKind.INVALID and not failure.agent_down
+    assert str(failure).startswith("invalid appliance config: interfaces: ")

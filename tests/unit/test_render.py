@@ -28,6 +28,7 @@ from tests.unit.configs import (
     NET_B_MAC,
     NETWORK_MTUS,
     STATE_DIR,
+    dhcp_config,
     representative,
     representative_config,
 )
@@ -125,6 +126,54 @@ def test_radvd_golden_passes_radvd_configtest() -> None:
     assert_accepted(radvd_configtest(GOLDEN_DIR / "radvd.conf"))
 
 
+# --- a network's DHCP appliance: its own goldens, judged by the same tools ----------------
+
+DHCP_GOLDEN_NAMES = ["dhcp.nftables.nft", "dhcp.dnsmasq.conf", "dhcp.dnsmasq.hosts"]
+
+
+@pytest.mark.parametrize("name", DHCP_GOLDEN_NAMES)
+def test_dhcp_appliance_render_matches_golden(name: str) -> None:
+    texts = render(dhcp_config(), STATE_DIR, NETWORK_MTUS).texts()
+    text = texts[name.removeprefix("dhcp.")]
+    path = GOLDEN_DIR / name
+    if UPDATE_GOLDEN:
+        path.write_text(text)
+    assert path.exists(), f"no golden {path}: run with ASTARA_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"{name} differs from {path}"
+    assert texts["radvd.conf"] == "", "nothing to advertise: no router"
+
+
+@pytest.mark.root
+def test_dhcp_appliance_nftables_golden_passes_nft_check() -> None:
+    with scratch_netns() as netns:
+        nft_ok(netns, "-c", "-f", str(GOLDEN_DIR / "dhcp.nftables.nft"))
+
+
+def test_dhcp_appliance_dnsmasq_goldens_pass_dnsmasq_test(tmp_path: Path) -> None:
+    conf, hosts = GOLDEN_DIR / "dhcp.dnsmasq.conf", GOLDEN_DIR / "dhcp.dnsmasq.hosts"
+    assert_accepted(dnsmasq_test(conf))
+    assert_accepted(dnsmasq_hosts_test(hosts, conf, tmp_path))
+
+
+def test_a_dhcp_appliance_forwards_nothing() -> None:
+    text = render_nftables(dhcp_config()).text()
+    assert chain_lines(text, "forward") == [
+        "type filter hook forward priority filter; policy drop;"
+    ]
+    # It still serves: the input chain accepts DHCP on its interface.
+    assert "drop" not in " ".join(chain_lines(text, "input"))
+
+
+def test_a_router_without_forwarding_drops_every_forwarded_packet() -> None:
+    text = render_nftables(config_from(lambda doc: doc.update(forwarding=False))).text()
+    assert chain_lines(text, "forward") == [
+        "type filter hook forward priority filter; policy drop;"
+    ]
+    # Forwarding on (the default) is the router's ruleset, unchanged.
+    forwarding = render_nftables(representative_config()).text()
+    assert "policy accept;" in chain_lines(forwarding, "forward")[0]
+
+
 # The same validators refuse a broken file: the checks above are not vacuous.
 
 
@@ -190,6 +239,7 @@ def _no_floating_ips(doc: Doc) -> None:
 
 
 RULESET_VARIANTS: dict[str, Callable[[Doc], None]] = {
+    "forwarding off": lambda doc: doc.update(forwarding=False),
     "SNAT disabled": _snat_disabled,
     "SNAT explicit address": _snat_explicit,
     "no external interface": _internal_only,

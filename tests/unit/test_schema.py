@@ -18,7 +18,13 @@ from astara.appliance.schema import (
     config_hash,
     validate_semantics,
 )
-from tests.unit.configs import EXTERNAL_MAC, NET_A_MAC, NET_B_MAC, representative
+from tests.unit.configs import (
+    EXTERNAL_MAC,
+    NET_A_MAC,
+    NET_B_MAC,
+    dhcp_representative,
+    representative,
+)
 
 Doc = dict[str, Any]
 Mutation = Callable[[Doc], None]
@@ -480,6 +486,68 @@ def test_every_broken_rule_is_reported_together() -> None:
         ("snat", "address"),
         ("floating_ips", 1, "floating_ip"),
     ]
+
+
+# --- kind "dhcp": a network's DHCP server routes nothing -------------------------------
+
+
+def test_the_dhcp_baseline_is_valid() -> None:
+    config = ApplianceConfig.model_validate(dhcp_representative())
+    assert config.kind == "dhcp" and not config.forwarding
+    assert validate_semantics(config, {"net-a"}) == []
+
+
+# Each: the mutation, where the kind rule reports it, and what else it breaks.
+DHCP_RULES: dict[str, tuple[Mutation, Loc, set[Loc]]] = {
+    "an external interface": (
+        set_at(("interfaces", 0, "role"), "external"),
+        ("interfaces", 0, "role"),
+        {("subnets", 0)},  # DHCP is served on internal interfaces only
+    ),
+    "a route": (
+        set_at(("routes",), [{"destination": "172.16.0.0/16", "nexthop": "10.0.1.254"}]),
+        ("routes",),
+        set(),
+    ),
+    "SNAT": (set_at(("snat",), {"enabled": True}), ("snat", "enabled"), {("snat", "enabled")}),
+    "a floating IP": (
+        set_at(("floating_ips",), [{"floating_ip": "203.0.113.10", "fixed_ip": "10.0.1.5"}]),
+        ("floating_ips",),
+        {("floating_ips",)},
+    ),
+    "forwarding": (set_at(("forwarding",), True), ("forwarding",), set()),
+    "forwarding by default": (delete_at(("forwarding",)), ("forwarding",), set()),
+}
+
+
+@pytest.mark.parametrize("case", list(DHCP_RULES))
+def test_a_dhcp_appliance_that_would_route_is_refused(case: str) -> None:
+    mutation, loc, also = DHCP_RULES[case]
+    doc = dhcp_representative()
+    mutation(doc)
+    errors = validate_semantics(ApplianceConfig.model_validate(doc))
+    assert [e.loc for e in errors if "routes nothing" in e.msg] == [loc], [e.msg for e in errors]
+    assert {e.loc for e in errors if "routes nothing" not in e.msg} <= also, errors
+    # The same document as a router is no DHCP appliance: the rule does not apply.
+    doc["kind"] = "router"
+    assert not any(
+        "routes nothing" in e.msg for e in validate_semantics(ApplianceConfig.model_validate(doc))
+    )
+
+
+def test_a_router_may_forward_nothing() -> None:
+    """`forwarding` false is valid for a router (one set down keeps serving DHCP)."""
+    doc = representative()
+    doc["forwarding"] = False
+    assert validate_semantics(ApplianceConfig.model_validate(doc)) == []
+
+
+def test_forwarding_is_part_of_the_hash() -> None:
+    doc = representative()
+    doc["forwarding"] = False
+    assert config_hash(ApplianceConfig.model_validate(doc)) != config_hash(
+        ApplianceConfig.model_validate(representative())
+    )
 
 
 def test_field_error_has_the_fastapi_shape() -> None:

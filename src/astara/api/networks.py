@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import access, changes, zones
+from astara.api import access, changes, dhcp, zones
 from astara.api.attributes import Attribute, Resource, standard_attributes, to_bool, to_int
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -142,6 +142,7 @@ def update(
 
 
 def delete(session: Session, caller: Caller, network: Network, now: datetime) -> None:
+    dhcp.sync(session, network.id, now, leaving=[s.id for s in network.subnets])
     ports = session.scalars(select(Port.id).where(Port.network_id == network.id)).all()
     if ports:
         raise NeutronError(

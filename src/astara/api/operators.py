@@ -1,5 +1,6 @@
-"""The operators' view of the orchestrator under `/astara/v1`: router states
-and history, rebuild, debug (pause) and manage (resume) of a router or a
+"""The operators' view of the orchestrator under `/astara/v1`: appliance
+states and history (routers', and networks' DHCP appliances `dhcp-<network
+id>`), rebuild, debug (pause) and manage (resume) of an appliance or a
 project, and port plugs. Requests are database writes plus an outbox event;
 the orchestrator acts on them (and would on its next resync without the event).
 """
@@ -18,7 +19,17 @@ from astara.api.auth import Caller
 from astara.api.changes import timestamp
 from astara.api.errors import NeutronError
 from astara.db import history, outbox
-from astara.db.models import PausedProject, Port, PortBinding, Router, RouterEvent, RouterState
+from astara.db.models import (
+    DHCP,
+    ApplianceEvent,
+    ApplianceState,
+    Network,
+    PausedProject,
+    Port,
+    PortBinding,
+    Router,
+    dhcp_network_id,
+)
 from astara.model.fabric import check_ifname, check_netns_name, check_workload_netns
 from astara.naming import Names
 
@@ -43,9 +54,9 @@ def _router(session: Session, router_id: str) -> _Target:
     )
     if router is not None:
         return _Target(router.id, router.project_id, router)
-    record = session.get(RouterState, router_id)
-    if record is not None:
-        return _Target(record.router_id, record.project_id, None)
+    record = session.get(ApplianceState, router_id)
+    if record is not None and record.kind == "router":
+        return _Target(record.appliance_id, record.project_id, None)
     raise NeutronError(404, "RouterNotFound", f"Router {router_id} could not be found")
 
 
@@ -56,7 +67,9 @@ def _port(session: Session, port_id: str) -> Port:
     return port
 
 
-def router_view(target: _Target, state: RouterState | None, paused_project: bool) -> dict[str, Any]:
+def router_view(
+    target: _Target, state: ApplianceState | None, paused_project: bool
+) -> dict[str, Any]:
     router = target.router
     return {
         "id": target.id,
@@ -76,16 +89,19 @@ def router_view(target: _Target, state: RouterState | None, paused_project: bool
 def list_routers(session: Session, caller: Caller) -> list[dict[str, Any]]:
     """Every router, and the records of deleted ones whose appliance remains."""
     require_admin(caller)
-    states = {s.router_id: s for s in session.scalars(select(RouterState))}
+    states = {
+        s.appliance_id: s
+        for s in session.scalars(select(ApplianceState).where(ApplianceState.kind == "router"))
+    }
     paused = set(session.scalars(select(PausedProject.project_id)))
     routers = session.scalars(select(Router).order_by(Router.project_id, Router.name, Router.id))
     targets = [_Target(r.id, r.project_id, r) for r in routers]
     listed = {t.id for t in targets}
     deleted = sorted(
         (
-            _Target(s.router_id, s.project_id, None)
+            _Target(s.appliance_id, s.project_id, None)
             for s in states.values()
-            if s.router_id not in listed
+            if s.appliance_id not in listed
         ),
         key=lambda t: (t.project_id, t.id),
     )
@@ -95,22 +111,28 @@ def list_routers(session: Session, caller: Caller) -> list[dict[str, Any]]:
 def show_router(session: Session, caller: Caller, router_id: str) -> dict[str, Any]:
     require_admin(caller)
     target = _router(session, router_id)
-    state = session.get(RouterState, target.id)
+    state = session.get(ApplianceState, target.id)
     paused = session.get(PausedProject, target.project_id) is not None
+    return {**router_view(target, state, paused), "events": _events(session, target.id)}
+
+
+def _events(session: Session, appliance_id: str) -> list[dict[str, str]]:
     events = session.scalars(
-        select(RouterEvent).where(RouterEvent.router_id == target.id).order_by(RouterEvent.id)
+        select(ApplianceEvent)
+        .where(ApplianceEvent.appliance_id == appliance_id)
+        .order_by(ApplianceEvent.id)
     )
-    return {
-        **router_view(target, state, paused),
-        "events": [{"at": timestamp(e.at), "message": e.message} for e in events],
-    }
+    return [{"at": timestamp(e.at), "message": e.message} for e in events]
 
 
-def _state_row(session: Session, target: _Target, now: datetime) -> RouterState:
-    row = session.get(RouterState, target.id)
+def _state_row(
+    session: Session, target: _Target | _Appliance, now: datetime, kind: str = "router"
+) -> ApplianceState:
+    row = session.get(ApplianceState, target.id)
     if row is None:
-        row = RouterState(
-            router_id=target.id,
+        row = ApplianceState(
+            appliance_id=target.id,
+            kind=kind,
             project_id=target.project_id,
             state="creating",
             attempts=0,
@@ -146,6 +168,122 @@ def router_request(
     )
     session.flush()
     return show_router(session, caller, target.id)
+
+
+@dataclass(frozen=True)
+class _Appliance:
+    """A network's DHCP appliance an operator names: while the network has a
+    DHCP port, or only the orchestrator's record until its appliance is gone."""
+
+    id: str
+    project_id: str
+    network: Network | None
+    port: Port | None
+
+
+def _dhcp_appliance(session: Session, appliance_id: str) -> _Appliance | None:
+    network_id = dhcp_network_id(appliance_id)
+    if network_id is None:
+        return None
+    port = session.scalar(
+        select(Port).where(Port.device_owner == DHCP, Port.device_id == appliance_id)
+    )
+    network = session.get(Network, network_id)
+    if port is not None:
+        return _Appliance(appliance_id, port.project_id, network, port)
+    record = session.get(ApplianceState, appliance_id)
+    if record is not None:
+        return _Appliance(appliance_id, record.project_id, network, None)
+    return None
+
+
+def dhcp_view(
+    target: _Appliance, state: ApplianceState | None, paused_project: bool
+) -> dict[str, Any]:
+    network = target.network
+    return {
+        "id": target.id,
+        "kind": "dhcp",
+        "name": network.name if network is not None else "",
+        "project_id": target.project_id,
+        "network_id": dhcp_network_id(target.id),
+        "port_id": target.port.id if target.port is not None else None,
+        # DELETED: no DHCP port any more; its appliance is not removed yet.
+        "status": target.port.status if target.port is not None else "DELETED",
+        "state": state.state if state is not None else "creating",
+        "attempts": state.attempts if state is not None else 0,
+        "last_error": state.last_error if state is not None else None,
+        "paused": bool(state is not None and state.paused) or paused_project,
+        "config_hash": state.applied_hash if state is not None else None,
+    }
+
+
+def list_appliances(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    """Every appliance: the routers' (as `list_routers`, with `kind`
+    "router") and the networks' DHCP appliances (`kind` "dhcp")."""
+    routers = [{"kind": "router", **view} for view in list_routers(session, caller)]
+    states = {
+        s.appliance_id: s
+        for s in session.scalars(select(ApplianceState).where(ApplianceState.kind == "dhcp"))
+    }
+    paused = set(session.scalars(select(PausedProject.project_id)))
+    ids = set(states) | set(
+        session.scalars(select(Port.device_id).where(Port.device_owner == DHCP))
+    )
+    targets = [t for t in (_dhcp_appliance(session, i) for i in ids) if t is not None]
+    targets.sort(key=lambda t: (t.project_id, t.id))
+    dhcp = [dhcp_view(t, states.get(t.id), t.project_id in paused) for t in targets]
+    return routers + dhcp
+
+
+def show_appliance(session: Session, caller: Caller, appliance_id: str) -> dict[str, Any]:
+    """One appliance with its history: a router's (by id or name) or a
+    network's DHCP appliance (`dhcp-<network id>`)."""
+    require_admin(caller)
+    target = _dhcp_appliance(session, appliance_id)
+    if target is None:
+        if dhcp_network_id(appliance_id) is not None:
+            raise NeutronError(
+                404, "ApplianceNotFound", f"Appliance {appliance_id} could not be found."
+            )
+        return {"kind": "router", **show_router(session, caller, appliance_id)}
+    state = session.get(ApplianceState, target.id)
+    paused = session.get(PausedProject, target.project_id) is not None
+    return {**dhcp_view(target, state, paused), "events": _events(session, target.id)}
+
+
+def appliance_request(
+    session: Session, caller: Caller, appliance_id: str, action: str, now: datetime
+) -> dict[str, Any]:
+    """rebuild, debug or manage one appliance (a router's: `router_request`)."""
+    require_admin(caller)
+    if dhcp_network_id(appliance_id) is None:
+        return {"kind": "router", **router_request(session, caller, appliance_id, action, now)}
+    if action not in ("rebuild", "debug", "manage"):
+        raise NeutronError(404, "HTTPNotFound", f"Unknown appliance action {action}")
+    target = _dhcp_appliance(session, appliance_id)
+    if target is None:
+        raise NeutronError(
+            404, "ApplianceNotFound", f"Appliance {appliance_id} could not be found."
+        )
+    row = _state_row(session, target, now, kind="dhcp")
+    if action == "rebuild":
+        row.rebuild_requested = True
+    else:
+        row.paused = action == "debug"
+    history.record(session, target.id, now, f"operator: {action}")
+    # The outbox names the network (its ids are a resource's): its event wakes
+    # the network's DHCP appliance.
+    outbox.record(
+        session,
+        resource_type="network",
+        resource_id=dhcp_network_id(target.id) or "",
+        project_id=target.project_id,
+        action=action,
+        now=now,
+    )
+    session.flush()
+    return show_appliance(session, caller, target.id)
 
 
 def project_request(

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import access, changes, networks
+from astara.api import access, changes, dhcp, networks
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -361,6 +361,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     port.fixed_ips = allocate(session, network, mac, values["fixed_ips"])
     session.add(port)
     changes.record(session, "port", port, "create", now)
+    dhcp.sync(session, network.id, now)
     return port
 
 
@@ -401,6 +402,7 @@ def update(
         session.flush()  # release what is dropped before claiming the new set
         port.fixed_ips = wanted
     changes.update(session, "port", port, values, now)
+    dhcp.sync(session, port.network_id, now)
     return port
 
 
@@ -434,3 +436,4 @@ def delete(session: Session, caller: Caller, port: Port, now: datetime) -> None:
         )
     session.delete(port)
     changes.record(session, "port", port, "delete", now, {"network_id": port.network_id})
+    dhcp.sync(session, port.network_id, now)

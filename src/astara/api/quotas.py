@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import FloatingIp, Network, Port, Quota, QuotaLock, Router, Subnet
+from astara.db.models import DHCP, FloatingIp, Network, Port, Quota, QuotaLock, Router, Subnet
 
 # Only what Astara has: a limit on a resource that does not exist yet (security
 # groups come with the firewall work) would be accepted and mean nothing, so
@@ -43,12 +43,10 @@ def limits(session: Session, project_id: str) -> dict[str, int]:
 def used(session: Session, project_id: str) -> dict[str, int]:
     counts = {name: 0 for name in DEFAULTS}
     for name, model in MODELS.items():
-        counts[name] = (
-            session.scalar(
-                select(func.count()).select_from(model).where(model.project_id == project_id)
-            )
-            or 0
-        )
+        query = select(func.count()).select_from(model).where(model.project_id == project_id)
+        if model is Port:  # a network's DHCP port is the service's, not counted (Neutron's rule)
+            query = query.where(Port.device_owner != DHCP)
+        counts[name] = session.scalar(query) or 0
     return counts
 
 

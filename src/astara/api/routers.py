@@ -12,7 +12,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import changes, networks, ports, subnets
+from astara.api import changes, dhcp, networks, ports, subnets
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -508,6 +508,7 @@ def add_interface(
     session.flush()
     router.status = BUILD
     changes.record(session, "router", router, "add_interface", now)
+    dhcp.sync(session, port.network_id, now)
     return _interface_info(router, port)
 
 
@@ -556,6 +557,7 @@ def remove_interface(
         _remove_port(session, router, port)
     router.status = BUILD
     changes.record(session, "router", router, "remove_interface", now)
+    dhcp.sync(session, info["network_id"], now)
     return info
 
 

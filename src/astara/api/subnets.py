@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara import ipam
-from astara.api import access, changes, networks, ports
+from astara.api import access, changes, dhcp, networks, ports
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -339,6 +339,7 @@ def update(
     subnet.gateway_ip = str(gateway) if gateway is not None else None
     subnet.allocation_pools = [p.as_dict() for p in pools]
     changes.update(session, "subnet", subnet, values, now)
+    dhcp.sync(session, subnet.network_id, now)
     return subnet
 
 
@@ -365,6 +366,7 @@ def delete(session: Session, caller: Caller, subnet: Subnet, now: datetime) -> N
     """Refused while ports have addresses on it, except an auto-address subnet
     (SLAAC, DHCPv6-stateless), which only a router interface holds: its
     addresses are taken from the other ports instead (§3.2)."""
+    dhcp.sync(session, subnet.network_id, now, leaving=[subnet.id])
     holders = _ports_on(session, subnet)
     if ports.auto_address(subnet):
         holders_in_use = [p for p in holders if p.device_owner == ROUTER_INTERFACE]

@@ -152,10 +152,14 @@ class FloatingIp(StrictModel):
 
 
 class ApplianceConfig(StrictModel):
-    """A router appliance, schema version 1."""
+    """An appliance, schema version 1: a router (`kind` "router"), or a
+    network's DHCP server (`kind` "dhcp": internal interfaces only, nothing
+    routed or translated). `forwarding` false: the appliance forwards
+    nothing (its ruleset drops every forwarded packet)."""
 
     schema_version: Literal[1] = 1
-    kind: Literal["router"] = "router"
+    kind: Literal["router", "dhcp"] = "router"
+    forwarding: bool = True
     interfaces: list[Interface] = Field(min_length=1, max_length=64)
     subnets: list[Subnet] = Field(default_factory=list)
     dhcp_hosts: list[DhcpHost] = Field(default_factory=list)
@@ -235,6 +239,7 @@ class _SemanticCheck:
         seen.add(value)
 
     def run(self) -> list[FieldError]:
+        self.check_kind()
         self.check_interfaces()
         self.check_subnets()
         self.check_dhcp_hosts()
@@ -242,6 +247,25 @@ class _SemanticCheck:
         self.check_snat()
         self.check_floating_ips()
         return self.errors
+
+    def check_kind(self) -> None:
+        """A DHCP appliance serves its networks and routes nothing: internal
+        interfaces only, no routes, SNAT or floating IPs, no forwarding."""
+        config = self.config
+        if config.kind != "dhcp":
+            return
+        why = "a dhcp appliance routes nothing"
+        for index, interface in enumerate(config.interfaces):
+            if interface.role is not Role.internal:
+                self.error(f"{why}: internal interfaces only", "interfaces", index, "role")
+        if config.routes:
+            self.error(f"{why}: no routes", "routes")
+        if config.snat.enabled:
+            self.error(f"{why}: no SNAT", "snat", "enabled")
+        if config.floating_ips:
+            self.error(f"{why}: no floating IPs", "floating_ips")
+        if config.forwarding:
+            self.error(f"{why}: forwarding must be false", "forwarding")
 
     def connected_networks(self, *roles: Role) -> list[IPNetwork]:
         return [

@@ -27,6 +27,11 @@ router_cli = typer.Typer(add_completion=False, help="Routers as the orchestrator
 cli.add_typer(router_cli, name="router")
 port_cli = typer.Typer(add_completion=False, help="Plug ports into workload namespaces.")
 cli.add_typer(port_cli, name="port")
+appliance_cli = typer.Typer(
+    add_completion=False,
+    help="Every appliance: routers' and networks' DHCP appliances (dhcp-NETWORK_ID).",
+)
+cli.add_typer(appliance_cli, name="appliance")
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="The server (env ASTARA_URL)")]
 TokenOption = Annotated[
@@ -177,6 +182,59 @@ def _router_action(action: str, help_text: str) -> None:
 _router_action("rebuild", "Rebuild a router's appliance from scratch (also out of ERROR).")
 _router_action("debug", "Pause management of a router: the orchestrator leaves it alone.")
 _router_action("manage", "Resume management of a router.")
+
+
+@appliance_cli.command("list")
+def appliance_list(
+    url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+) -> None:
+    """Every appliance (kind router or dhcp): its status, lifecycle state and last error."""
+    table = Table("id", "kind", "name", "project", "status", "state", "attempts", "last error")
+    for a in _api(url, token, state_dir, "GET", "/astara/v1/appliances")["appliances"]:
+        state = a["state"] + (" (paused)" if a["paused"] and a["state"] != "paused" else "")
+        table.add_row(
+            a["id"],
+            a["kind"],
+            a["name"],
+            a["project_id"],
+            a["status"],
+            state,
+            str(a["attempts"]),
+            a["last_error"] or "",
+        )
+    console.print(table)
+
+
+@appliance_cli.command("show")
+def appliance_show(
+    appliance: str,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """One appliance (a router's id or name, or dhcp-NETWORK_ID): state, last error, history."""
+    shown = _api(url, token, state_dir, "GET", f"/astara/v1/appliances/{appliance}")
+    console.print_json(json.dumps(shown["appliance"]))
+
+
+def _appliance_action(action: str, help_text: str) -> None:
+    def command(
+        appliance: str,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        path = f"/astara/v1/appliances/{appliance}/{action}"
+        shown = _api(url, token, state_dir, "POST", path)
+        console.print(f"appliance {shown['appliance']['id']}: {action} requested")
+
+    command.__doc__ = help_text
+    appliance_cli.command(action)(command)
+
+
+_appliance_action("rebuild", "Rebuild an appliance from scratch (also out of ERROR).")
+_appliance_action("debug", "Pause management of an appliance: the orchestrator leaves it alone.")
+_appliance_action("manage", "Resume management of an appliance.")
 
 
 def _project_action(action: str, help_text: str) -> None:

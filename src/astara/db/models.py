@@ -167,6 +167,21 @@ class Router(StandardAttributes, Base):
 ROUTER_GATEWAY = "network:router_gateway"
 ROUTER_INTERFACE = "network:router_interface"
 FLOATING_IP = "network:floatingip"
+# A network's DHCP port (where no router serves a DHCP subnet): its device_id
+# is `dhcp_appliance_id(network_id)`, the id of the appliance that serves it.
+DHCP = "network:dhcp"
+DHCP_APPLIANCE_PREFIX = "dhcp-"
+
+
+def dhcp_appliance_id(network_id: str) -> str:
+    return DHCP_APPLIANCE_PREFIX + network_id
+
+
+def dhcp_network_id(appliance_id: str) -> str | None:
+    """The network whose DHCP appliance this is, or None for a router's."""
+    if appliance_id.startswith(DHCP_APPLIANCE_PREFIX):
+        return appliance_id.removeprefix(DHCP_APPLIANCE_PREFIX)
+    return None
 
 
 class RouterPort(Base):
@@ -242,13 +257,18 @@ class OutboxEvent(Base):
 # --- the orchestrator's own state --------------------------------------------------------
 
 
-class RouterState(Base):
-    """A router's lifecycle record (see `astara.orchestrator.lifecycle`). No
-    foreign key: it outlives the router row until the appliance is gone."""
+APPLIANCE_ID = String(64)  # a router's id, or `dhcp-<network id>` (naming.ID_PATTERN)
 
-    __tablename__ = "router_states"
 
-    router_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+class ApplianceState(Base):
+    """An appliance's lifecycle record (see `astara.orchestrator.lifecycle`):
+    a router's, or a network's DHCP appliance's. No foreign key: it outlives
+    the router (or the network's DHCP port) until the appliance is gone."""
+
+    __tablename__ = "appliance_states"
+
+    appliance_id: Mapped[str] = mapped_column(APPLIANCE_ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="router")  # "router" or "dhcp"
     project_id: Mapped[str] = mapped_column(NAME, index=True)
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -262,13 +282,14 @@ class RouterState(Base):
     rebuild_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class RouterEvent(Base):
-    """A router's history: every transition and why, for `astara router show`."""
+class ApplianceEvent(Base):
+    """An appliance's history: every transition and why, for `astara router
+    show` and `astara appliance show`."""
 
-    __tablename__ = "router_events"
+    __tablename__ = "appliance_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    router_id: Mapped[str] = mapped_column(UUID, index=True)
+    appliance_id: Mapped[str] = mapped_column(APPLIANCE_ID, index=True)
     at: Mapped[datetime] = mapped_column(DateTime)
     message: Mapped[str] = mapped_column(Text)
 

@@ -1,16 +1,27 @@
-"""Which work an outbox event wakes: the routers whose appliance it may
-change, and whether it may change workload plugs or leave a segment unused.
-Events only wake; the resync catches anything an event misses."""
+"""Which work an outbox event wakes: the appliances it may change (routers',
+and networks' DHCP appliances), and whether it may change workload plugs or
+leave an L2 segment unused. Events only wake; the resync catches anything an
+event misses."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.db.models import FloatingIp, OutboxEvent, Port, Router, RouterPort, RouterState, Subnet
+from astara.db.models import (
+    DHCP,
+    ApplianceState,
+    FloatingIp,
+    OutboxEvent,
+    Port,
+    Router,
+    RouterPort,
+    Subnet,
+    dhcp_appliance_id,
+)
 
 
-def touches_fabric(event: OutboxEvent) -> bool:
+def touches_l2(event: OutboxEvent) -> bool:
     """Events that can change plugs or leave a segment unused: any port change,
     and what detaches a router from a network. (Segments in use are pushed
     with their router; the resync catches anything else.)"""
@@ -24,12 +35,12 @@ def touches_fabric(event: OutboxEvent) -> bool:
 
 
 def affected(session: Session, event: OutboxEvent) -> set[str]:
-    """The routers an event may change: the router itself; the routers on a
-    network, a subnet's or a port's network; a floating IP's router. When the
-    object is gone already, what the event's detail says it was on
-    (`network_id` for a subnet or port, `router_id` for a floating IP);
-    without that, every router of its project (the resync catches anything
-    this misses)."""
+    """The appliances an event may change: the router itself; the routers on
+    a network, a subnet's or a port's network, and that network's DHCP
+    appliance; a floating IP's router. When the object is gone already, what
+    the event's detail says it was on (`network_id` for a subnet or port,
+    `router_id` for a floating IP); without that, every appliance of its
+    project (the resync catches anything this misses)."""
     kind, object_id = event.resource_type, event.resource_id
     detail = event.detail if isinstance(event.detail, dict) else {}
     if kind == "router":
@@ -51,17 +62,27 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     if network_id is None and isinstance(detail.get("network_id"), str):
         network_id = detail["network_id"]
     if network_id is not None:
-        return set(
+        found = set(
             session.scalars(
                 select(RouterPort.router_id)
                 .join(Port, Port.id == RouterPort.port_id)
                 .where(Port.network_id == network_id)
             )
         )
-    found = set(session.scalars(select(Router.id).where(Router.project_id == event.project_id)))
+        # Woken whether or not it has one: a DHCP appliance no longer wanted
+        # is removed, and one never wanted costs two queries.
+        found.add(dhcp_appliance_id(network_id))
+        return found
+    project = event.project_id
+    found = set(session.scalars(select(Router.id).where(Router.project_id == project)))
     found.update(
         session.scalars(
-            select(RouterState.router_id).where(RouterState.project_id == event.project_id)
+            select(ApplianceState.appliance_id).where(ApplianceState.project_id == project)
+        )
+    )
+    found.update(
+        session.scalars(
+            select(Port.device_id).where(Port.device_owner == DHCP, Port.project_id == project)
         )
     )
     return found

@@ -1,4 +1,5 @@
-"""A router appliance's lifecycle as a pure state machine.
+"""An appliance's lifecycle (a router's, or a network's DHCP appliance), a pure
+state machine.
 
 `step(record, observation, now)` → `Decision(record, commands, events)`. No I/O
 and no clock reads: the reconciler observes (database and agent), calls
@@ -11,7 +12,8 @@ CONFIGURING (the appliance runs an older config), ACTIVE (it runs the current
 config and is healthy), DEGRADED (it runs the current config but reports
 problems), REBUILDING (it is missing or broken and is being rebuilt), ERROR
 (it failed too often: only `rebuild` moves it), DELETING (the router is gone
-from the API), PAUSED (an operator is debugging it: nothing is touched).
+from the API, or the network's DHCP port), PAUSED (an operator is debugging
+it: nothing is touched).
 
 Removing an appliance (the router is deleted, or has no ports left) fails and
 backs off like any other command, and ends in ERROR after `MAX_ATTEMPTS`. An
@@ -32,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+
+from astara.orchestrator.failures import Failure
 
 
 class State(StrEnum):
@@ -54,7 +58,7 @@ BACKOFF_MAX = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class Record:
-    """What the database keeps per router between steps."""
+    """What the database keeps per appliance between steps."""
 
     state: State = State.CREATING
     attempts: int = 0
@@ -73,20 +77,27 @@ class Observation:
     `desired_hash` is None when the router is gone from the API. `present`
     says whether the agent has the appliance, `observed_hash` the config it
     runs, `problems` what its health check reports. `failure` is set when the
-    commands of the previous step failed (agent unreachable, apply refused);
-    `present` then says nothing (the agent was not asked), and no step
-    concludes from it that the appliance is gone.
+    commands of the previous step failed, or the appliance could not be
+    looked at (agent unreachable, apply refused, config invalid, a tool
+    missing); `present` then says nothing (the agent was not asked), and no
+    step concludes from it that the appliance is gone.
     """
 
     desired_hash: str | None
     present: bool
     observed_hash: str | None = None
     problems: tuple[str, ...] = ()
-    failure: str | None = None
-    exists: bool = True  # the router is in the API (it may need no appliance)
+    failure: Failure | None = None
+    # The router is in the API (it may need no appliance), or the network has
+    # its DHCP port: the appliance is for something that exists.
+    exists: bool = True
     paused: bool = False  # an operator debugs it (`astara router|project debug`)
     rebuild_requested: bool = False  # `astara router rebuild`
-    agent_down: bool = False  # the agent did not answer: nothing is known
+
+    @property
+    def agent_down(self) -> bool:
+        """The agent did not answer: nothing is known."""
+        return self.failure is not None and self.failure.agent_down
 
 
 class Action(StrEnum):
@@ -144,7 +155,7 @@ def _decide(record: Record, seen: Observation, now: datetime) -> Decision:
         # Not the appliance's fault and nothing to decide on: keep the state,
         # say why, and look again on the next wake. Never a step towards ERROR,
         # and an operator's rebuild request waits for the agent.
-        reason = seen.failure or "the agent did not answer"
+        reason = str(seen.failure)
         return Decision(replace(record, last_error=reason, retry_at=now + BACKOFF_BASE))
     decision = _decide_known(record, seen, now)
     if seen.rebuild_requested:
@@ -168,15 +179,15 @@ def _decide_known(record: Record, seen: Observation, now: datetime) -> Decision:
         fresh = Record(state=State.REBUILDING, applied_hash=record.applied_hash)
         asked = f"{state} -> rebuilding: an operator asked for a rebuild"
         if seen.failure is not None:  # nothing valid to rebuild with: count it, keep what runs
-            failed = _failed(fresh, seen.failure, now)
+            failed = _failed(fresh, str(seen.failure), now)
             return replace(failed, events=(asked, *failed.events))
         return Decision(
             fresh, (Command(Action.REBUILD, "an operator asked for a rebuild"),), (asked,)
         )
     if seen.failure is not None:
         if state is State.ERROR:  # already given up: keep the newest reason, quietly
-            return Decision(replace(record, last_error=seen.failure))
-        return _failed(record, seen.failure, now)
+            return Decision(replace(record, last_error=str(seen.failure)))
+        return _failed(record, str(seen.failure), now)
     running = seen.present and seen.observed_hash == seen.desired_hash
     if running and not seen.problems:
         return _active(record, seen)
@@ -205,7 +216,7 @@ def _decide_known(record: Record, seen: Observation, now: datetime) -> Decision:
 def _idle(record: Record, seen: Observation, now: datetime) -> Decision:
     """A router without ports (or down) runs no appliance; one left over is removed."""
     if seen.failure is not None:  # the DELETE failed: the appliance may well still run
-        return _removal_failed(record, State.CONFIGURING, seen.failure, now)
+        return _removal_failed(record, State.CONFIGURING, str(seen.failure), now)
     if record.retry_at is not None and now < record.retry_at:
         return Decision(record)  # backing off
     if seen.present:
@@ -244,15 +255,16 @@ def _deleting(record: Record, seen: Observation, now: datetime) -> Decision:
         decision = _deleting(entered, seen, now)
         return replace(decision, events=(f"{record.state} -> deleting", *decision.events))
     if seen.failure is not None:  # never forgotten on a failure: it may well still run
-        return _removal_failed(record, State.DELETING, seen.failure, now)
+        return _removal_failed(record, State.DELETING, str(seen.failure), now)
     if record.retry_at is not None and now < record.retry_at:
         return Decision(record)  # backing off
     if not seen.present:
-        return Decision(record, (Command(Action.FORGET, "the router is deleted"),))
+        return Decision(record, (Command(Action.FORGET, "what it served is gone"),))
     if record.state is State.ERROR:
         return _retry_from_error(record, "retrying the delete")
     return Decision(
-        replace(record, retry_at=None), (Command(Action.DELETE, "the router was deleted"),)
+        replace(record, retry_at=None),
+        (Command(Action.DELETE, "what it served is gone (a router deleted, a DHCP port)"),),
     )
 
 

@@ -1,13 +1,15 @@
 """The reconciler: makes the host match the database, and keeps it so.
 
-Work is keyed: one key per router, plus `FABRIC` (workload ports and L2
-segments). A key runs on one worker at a time (its serial queue: a wake
-while it runs makes it run once more afterwards); different keys run in
-parallel on a bounded pool. Outbox events wake the keys they concern; a
-periodic, jittered resync wakes every key, so correctness never depends on an
-event arriving. Routers back off between failed attempts (`retry_at`).
-One router or port that fails never stops the others, nor the loop: errors
-are caught per item, logged, and the item retried later.
+Work is keyed: one key per appliance — a router's (its id) or a network's
+DHCP appliance (`dhcp-<network id>`, while the network has a DHCP port, see
+`astara.api.dhcp`) — plus `L2_KEY` (workload ports and L2 segments). A key
+runs on one worker at a time (its serial queue: a wake while it runs makes
+it run once more afterwards); different keys run in parallel on a bounded
+pool. Outbox events wake the keys they concern; a periodic, jittered resync
+wakes every key, so correctness never depends on an event arriving.
+Appliances back off between failed attempts (`retry_at`). One appliance or
+port that fails never stops the others, nor the loop: errors are caught per
+item, logged, and the item retried later.
 
 The outbox is read by sequence. On PostgreSQL a sequence is taken at INSERT,
 not at commit, so a lower one can commit after a higher one was read: a
@@ -15,13 +17,15 @@ sequence skipped over is looked for again for `GAP_WAIT_S` (then the resync
 covers it). Events older than what is kept (`keep_events`, `keep_events_for`)
 are pruned once read.
 
-Per router: observe (driver plan from the database, appliance from the
-agent) → `lifecycle.step` → store the record, its events and the Neutron
-statuses → execute the commands → observe again, until nothing is left to do.
+Per appliance: observe (the driver's plan from the database — `drivers.router`
+or `drivers.dhcp` — the appliance from the agent) → `lifecycle.step` → store
+the record, its events and the Neutron statuses → execute the commands →
+observe again, until nothing is left to do. Both kinds share the lifecycle,
+history, back-off, rebuild and debug/manage.
 
-Beside it: `events` (which keys an event wakes), `fabric` (segments and
-workload plugs, the `FABRIC` key's pass) and `statuses` (Neutron statuses
-from what was observed).
+Beside it: `events` (which keys an event wakes), `l2` (segments and
+workload plugs, the `L2_KEY` key's pass), `statuses` (Neutron statuses
+from what was observed) and `failures` (why a step failed, typed).
 """
 
 from __future__ import annotations
@@ -43,16 +47,23 @@ from astara.agent.client import AgentClient, AgentError
 from astara.db import history, outbox
 from astara.db.engine import session_factory
 from astara.db.models import (
+    ApplianceEvent,
+    ApplianceState,
     OutboxEvent,
     PausedProject,
-    Router,
-    RouterEvent,
-    RouterState,
+    dhcp_network_id,
 )
-from astara.drivers import router as driver
-from astara.orchestrator import statuses
-from astara.orchestrator.events import affected, touches_fabric
-from astara.orchestrator.fabric import Fabric
+from astara.drivers.appliance import AppliancePlan
+from astara.orchestrator import appliances, statuses
+from astara.orchestrator.events import affected, touches_l2
+from astara.orchestrator.failures import (
+    Failure,
+    FailureKind,
+    config_invalid,
+    from_agent,
+    unreachable,
+)
+from astara.orchestrator.l2 import L2
 from astara.orchestrator.lifecycle import (
     BACKOFF_BASE,
     Action,
@@ -65,8 +76,7 @@ from astara.orchestrator.lifecycle import (
 
 log = logging.getLogger(__name__)
 
-FABRIC = "fabric"
-UNREACHABLE = "agent unreachable"
+L2_KEY = "l2"  # the work key of L2 segments and workload plugs
 MAX_STEPS = 6
 GAP_WAIT_S = 30.0  # how long a skipped sequence may still commit (then the resync covers it)
 MAX_GAPS = 1000  # skipped sequences looked for at once
@@ -102,7 +112,7 @@ class Orchestrator:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._stop = threading.Event()
-        self.fabric = Fabric(self.sessions, agent, self._stop)
+        self.l2 = L2(self.sessions, agent, self._stop)
         self._poked = threading.Event()
         self._thread: threading.Thread | None = None
         self.cursor = 0
@@ -190,10 +200,10 @@ class Orchestrator:
     def _run(self, key: str) -> None:
         while True:
             try:
-                if key == FABRIC:
-                    self.fabric.reconcile()
+                if key == L2_KEY:
+                    self.l2.reconcile()
                 else:
-                    self.reconcile_router(key)
+                    self.reconcile_appliance(key)
                     with self._lock:
                         self.reconciles += 1
             except Exception:
@@ -222,13 +232,13 @@ class Orchestrator:
             keys: set[str] = set()
             for event in events:
                 keys.update(affected(session, event))
-                if touches_fabric(event):
-                    keys.add(FABRIC)
+                if touches_l2(event):
+                    keys.add(L2_KEY)
             due = session.scalars(
-                select(RouterState.router_id).where(
-                    RouterState.retry_at.is_not(None),
-                    RouterState.retry_at <= self.clock(),
-                    RouterState.state.not_in((State.PAUSED.value, State.ERROR.value)),
+                select(ApplianceState.appliance_id).where(
+                    ApplianceState.retry_at.is_not(None),
+                    ApplianceState.retry_at <= self.clock(),
+                    ApplianceState.state.not_in((State.PAUSED.value, State.ERROR.value)),
                 )
             )
             keys.update(due)
@@ -258,7 +268,7 @@ class Orchestrator:
             )
 
     def resync(self) -> None:
-        """Wake everything, and remove appliances no router accounts for."""
+        """Wake everything, and remove appliances nothing accounts for."""
         self.resyncs += 1
         try:
             self._remove_orphans()
@@ -266,26 +276,25 @@ class Orchestrator:
             # The routers are woken all the same: each finds out for itself.
             log.warning("listing the agent's appliances failed: %s", error)
         with self.sessions.begin() as session:
-            known = set(session.scalars(select(Router.id)))
-            known.update(session.scalars(select(RouterState.router_id)))
+            known = appliances.known(session)
         for key in sorted(known):
             self.wake(key)
-        self.wake(FABRIC)
+        self.wake(L2_KEY)
 
     def _remove_orphans(self, removed: list[str] | None = None) -> None:
-        """Delete appliances no router accounts for. One that cannot be deleted
-        is logged and left for the next pass; the others are deleted."""
+        """Delete appliances nothing accounts for (no router, no network's DHCP
+        port, no record). One that cannot be deleted is logged and left for
+        the next pass; the others are deleted."""
         # The agent first, then the database: an appliance is only ever pushed
-        # after its router row exists, so one listed here and unknown there
-        # is an orphan, never a router being born.
+        # after its router row (or DHCP port) exists, so one listed here and
+        # unknown there is an orphan, never an appliance being born.
         on_agent = {a["id"] for a in self.agent.appliances(observe=False)}
         with self.sessions.begin() as session:
-            known = set(session.scalars(select(Router.id)))
-            known.update(session.scalars(select(RouterState.router_id)))
+            known = appliances.known(session)
         for orphan in sorted(on_agent - known):
             if self._stop.is_set():
                 return
-            log.warning("removing appliance %s: no router accounts for it", orphan)
+            log.warning("removing appliance %s: nothing accounts for it", orphan)
             try:
                 self._delete_appliance(orphan)
             except (AgentError, httpx.HTTPError) as error:
@@ -298,71 +307,74 @@ class Orchestrator:
         """`astara cleanup`: remove orphans now; what was removed."""
         removed: list[str] = []
         self._remove_orphans(removed)
-        removed.extend(self.fabric.reconcile())
+        removed.extend(self.l2.reconcile())
         return removed
 
-    # --- one router ---------------------------------------------------------------------
+    # --- one appliance ------------------------------------------------------------------
 
-    def reconcile_router(self, router_id: str) -> None:
-        failure: str | None = None
+    def reconcile_appliance(self, appliance_id: str) -> None:
+        """Observe → step → store → execute, for one router's or network's
+        DHCP appliance, until nothing is left to do (or the step budget)."""
+        failure: Failure | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
         for _ in range(MAX_STEPS):
             if self._stop.is_set():
                 return  # the record says where it stands: the next start continues
-            seen, record, plan, project_id = self._observe(router_id, failure, applied)
+            seen, record, plan, project_id = self._observe(appliance_id, failure, applied)
             if seen is None:
                 return
             decision = step(record, seen, self.clock())
-            self._store(router_id, project_id, record, decision, plan, seen)
+            self._store(appliance_id, project_id, record, decision, plan, seen)
             if not decision.commands:
                 return
             failure, applied = None, None
             for command in decision.commands:
                 if command.action is Action.FORGET:
-                    self._forget(router_id)
+                    self._forget(appliance_id)
                     return
-                failure, applied = self._execute(router_id, command.action, plan)
+                failure, applied = self._execute(appliance_id, command.action, plan)
                 if failure is not None:
                     break
             if failure is None:
                 continue
         # Not settled yet: due again shortly, so the poller continues it (not
-        # the next resync), yet a router that never settles is no hot loop.
-        log.debug("router %s: step budget spent; the next wake continues", router_id)
+        # the next resync), yet an appliance that never settles is no hot loop.
+        log.debug("appliance %s: step budget spent; the next wake continues", appliance_id)
         with self.sessions.begin() as session:
             session.execute(
-                update(RouterState)
-                .where(RouterState.router_id == router_id, RouterState.retry_at.is_(None))
+                update(ApplianceState)
+                .where(
+                    ApplianceState.appliance_id == appliance_id,
+                    ApplianceState.retry_at.is_(None),
+                )
                 .values(retry_at=self.clock() + BACKOFF_BASE)
             )
 
     def _observe(
-        self, router_id: str, failure: str | None, applied: dict[str, Any] | None = None
-    ) -> tuple[Observation | None, Record, driver.RouterPlan | None, str]:
-        """The router's record and plan from the database, its appliance from
+        self, appliance_id: str, failure: Failure | None, applied: dict[str, Any] | None = None
+    ) -> tuple[Observation | None, Record, AppliancePlan | None, str]:
+        """The appliance's record and plan from the database, its state from
         the agent (or from the answer to the PUT just made: the same thing).
         After a `failure` the agent is not asked: `present` then says nothing,
         and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
-            router = session.get(Router, router_id)
-            row = session.get(RouterState, router_id)
-            if router is not None:
-                project_id = router.project_id
+            subject = appliances.subject(session, appliance_id)
+            row = session.get(ApplianceState, appliance_id)
+            if subject is not None:
+                project_id, make_plan = subject
             elif row is not None:
-                project_id = row.project_id
+                project_id, make_plan = row.project_id, None
             else:
                 return None, Record(), None, ""  # nothing to do: never was, or forgotten
-            plan: driver.RouterPlan | None = None
-            invalid: str | None = None
-            if router is not None:
+            plan: AppliancePlan | None = None
+            invalid: Failure | None = None
+            if make_plan is not None:
                 try:
-                    plan = driver.plan(session, router)
+                    plan = make_plan()
                 except ValidationError as error:
-                    # The router asks for what no appliance can run (too many
+                    # The subject asks for what no appliance can run (too many
                     # interfaces, say): a failure like any other, with its reason.
-                    invalid = "invalid appliance config: " + "; ".join(
-                        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
-                    )
+                    invalid = config_invalid(error)
             paused = bool(row is not None and row.paused) or (
                 session.get(PausedProject, project_id) is not None
             )
@@ -370,10 +382,11 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
         observed: dict[str, Any] | None = applied
         failure = failure or invalid
-        desired = plan.digest if plan is not None else (invalid and "invalid")
+        # An invalid config is still a wanted appliance: never "none needed".
+        desired = plan.digest if plan is not None else ("invalid" if invalid else None)
         if failure is None and observed is None:
             try:
-                observed = self.agent.request("GET", f"/v1/appliances/{router_id}", ok=(200,))
+                observed = self.agent.request("GET", f"/v1/appliances/{appliance_id}", ok=(200,))
             except AgentError as error:
                 if error.status_code == 404:
                     pass
@@ -383,44 +396,44 @@ class Orchestrator:
                     # 404, ignored). Only a failed DELETE counts as a failure.
                     observed = {}
                 else:
-                    failure = f"agent: {error}"
+                    failure = from_agent(error.status_code, error.body)
             except httpx.HTTPError as error:
-                failure = f"{UNREACHABLE}: {error}"
+                failure = unreachable(str(error))
         seen = Observation(
             desired_hash=desired,
             present=observed is not None,
             observed_hash=(observed or {}).get("config_hash"),
             problems=tuple((observed or {}).get("problems") or ()),
             failure=failure,
-            exists=router is not None,
+            exists=make_plan is not None,
             paused=paused,
             rebuild_requested=rebuild,
-            agent_down=bool(failure and failure.startswith(UNREACHABLE)),
         )
         return seen, record, plan, project_id
 
     def _execute(
-        self, router_id: str, action: Action, plan: driver.RouterPlan | None
-    ) -> tuple[str | None, dict[str, Any] | None]:
-        """Run one command: (the failure's text or None, the agent's answer to a PUT)."""
+        self, appliance_id: str, action: Action, plan: AppliancePlan | None
+    ) -> tuple[Failure | None, dict[str, Any] | None]:
+        """Run one command: (its failure or None, the agent's answer to a PUT)."""
         applied: dict[str, Any] | None = None
         try:
             if action in (Action.DELETE, Action.REBUILD):
-                self._delete_appliance(router_id)
+                self._delete_appliance(appliance_id)
             if action in (Action.PUSH, Action.REBUILD):
                 if plan is None or plan.config is None:
-                    return "no config to push", None
+                    return Failure(FailureKind.NO_CONFIG), None
                 for network_id, need in sorted(plan.networks.items()):
-                    self.fabric.ensure_network(network_id, need.mtu, need.external)
-                applied = self.agent.put_appliance(router_id, plan.config.model_dump(mode="json"))
+                    self.l2.ensure_network(network_id, need.mtu, need.external)
+                config = plan.config.model_dump(mode="json")
+                applied = self.agent.put_appliance(appliance_id, config)
                 with self._lock:
                     self.pushes += 1
         except AgentError as error:
-            self.fabric.forget_segments(plan.networks if plan is not None else {})
-            return _agent_failure(error), None
+            self.l2.forget_segments(plan.networks if plan is not None else {})
+            return from_agent(error.status_code, error.body), None
         except httpx.HTTPError as error:
-            self.fabric.forget_segments(None)
-            return f"{UNREACHABLE}: {error}", None
+            self.l2.forget_segments(None)
+            return unreachable(str(error)), None
         return None, applied
 
     def _delete_appliance(self, appliance_id: str) -> None:
@@ -432,20 +445,21 @@ class Orchestrator:
 
     def _store(
         self,
-        router_id: str,
+        appliance_id: str,
         project_id: str,
         before: Record,
         decision: Decision,
-        plan: driver.RouterPlan | None,
+        plan: AppliancePlan | None,
         seen: Observation,
     ) -> None:
         now = self.clock()
         after = decision.record
         with self.sessions.begin() as session:
-            row = session.get(RouterState, router_id)
+            row = session.get(ApplianceState, appliance_id)
             if row is None:
-                row = RouterState(
-                    router_id=router_id,
+                row = ApplianceState(
+                    appliance_id=appliance_id,
+                    kind=appliances.kind(appliance_id),
                     project_id=project_id,
                     paused=False,
                     rebuild_requested=False,
@@ -463,22 +477,29 @@ class Orchestrator:
             if decision.rebuild_handled:
                 row.rebuild_requested = False  # this step acted on it
             for message in decision.events:
-                log.info("router %s: %s", router_id, message)
-                session.add(RouterEvent(router_id=router_id, at=now, message=message))
+                log.info("appliance %s: %s", appliance_id, message)
+                session.add(ApplianceEvent(appliance_id=appliance_id, at=now, message=message))
             if decision.events:
-                history.trim(session, router_id)
+                history.trim(session, appliance_id)
             if not seen.agent_down:  # nothing known: leave the statuses as they are
-                statuses.write_statuses(session, router_id, after.state, plan)
+                if dhcp_network_id(appliance_id) is None:
+                    statuses.write_statuses(session, appliance_id, after.state, plan)
+                else:
+                    statuses.write_dhcp_statuses(session, after.state, plan)
 
-    def _forget(self, router_id: str) -> None:
+    def _forget(self, appliance_id: str) -> None:
         with self.sessions.begin() as session:
-            session.execute(delete(RouterState).where(RouterState.router_id == router_id))
-            session.execute(delete(RouterEvent).where(RouterEvent.router_id == router_id))
-        log.info("router %s: appliance removed, record dropped", router_id)
-        self.wake(FABRIC)
+            session.execute(
+                delete(ApplianceState).where(ApplianceState.appliance_id == appliance_id)
+            )
+            session.execute(
+                delete(ApplianceEvent).where(ApplianceEvent.appliance_id == appliance_id)
+            )
+        log.info("appliance %s: removed, record dropped", appliance_id)
+        self.wake(L2_KEY)
 
 
-def _record(row: RouterState | None) -> Record:
+def _record(row: ApplianceState | None) -> Record:
     if row is None:
         return Record()
     return Record(
@@ -489,11 +510,3 @@ def _record(row: RouterState | None) -> Record:
         applied_hash=row.applied_hash,
         removing=row.removing,
     )
-
-
-def _agent_failure(error: AgentError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        detail = body.get("detail", body)
-        return f"agent refused ({error.status_code}): {detail}"
-    return f"agent refused ({error.status_code}): {body}"

@@ -1,6 +1,7 @@
 """Neutron statuses from what the orchestrator observed: a router is ACTIVE
 only while its appliance runs its current config; its ports and floating IPs
-follow it. Observed values, not changes: no revision bump, no outbox event."""
+follow it. A network's DHCP port follows its DHCP appliance. Observed
+values, not changes: no revision bump, no outbox event."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from astara.db.models import FloatingIp, Port, Router, RouterPort
 from astara.drivers import router as driver
+from astara.drivers.appliance import AppliancePlan
 from astara.orchestrator.lifecycle import State
 
 
@@ -22,7 +24,7 @@ def neutron_status(state: State) -> str:
 
 
 def write_statuses(
-    session: Session, router_id: str, state: State, plan: driver.RouterPlan | None
+    session: Session, router_id: str, state: State, plan: AppliancePlan | None
 ) -> None:
     """Neutron statuses from reality: the router, its ports, its floating IPs.
     Observed values, not changes: no revision bump, no outbox event."""
@@ -65,4 +67,15 @@ def write_statuses(
         update(FloatingIp)
         .where(FloatingIp.router_id.is_(None), FloatingIp.status != "DOWN")
         .values(status="DOWN")
+    )
+
+
+def write_dhcp_statuses(session: Session, state: State, plan: AppliancePlan | None) -> None:
+    """A network's DHCP port is ACTIVE while its appliance runs its current
+    config, DOWN otherwise (a paused appliance's is left as it was)."""
+    if state is State.PAUSED or plan is None or not plan.ports:
+        return
+    up = "ACTIVE" if state is State.ACTIVE and plan.config is not None else "DOWN"
+    session.execute(
+        update(Port).where(Port.id.in_(plan.ports), Port.status != up).values(status=up)
     )

@@ -13,6 +13,9 @@ Policy, as a Neutron router behaves:
 - IPv6 is routed without NAT;
 - the appliance itself answers ICMP and neighbour discovery on its external
   interface and nothing else.
+
+An appliance with `forwarding` false (a network's DHCP appliance, a router
+set down) forwards nothing: its forward chain drops every packet.
 """
 
 from __future__ import annotations
@@ -142,16 +145,21 @@ def _chains(config: ApplianceConfig) -> str:
 
     pre = ["\t\ttype nat hook prerouting priority dstnat; policy accept;"]
     post = ["\t\ttype nat hook postrouting priority srcnat; policy accept;"]
-    forward = [
-        "\t\ttype filter hook forward priority filter; policy accept;",
-        "\t\tct state invalid drop",
-    ]
-    if management:
-        # The management network carries the control plane only: nothing is
-        # ever routed to or from it, so tenants cannot use it to reach each other.
-        names = ", ".join(f'"{name}"' for name in management)
-        forward += [f"\t\tiifname {{ {names} }} drop", f"\t\toifname {{ {names} }} drop"]
-    forward.append("\t\tct state established,related accept")
+    if config.forwarding:
+        forward = [
+            "\t\ttype filter hook forward priority filter; policy accept;",
+            "\t\tct state invalid drop",
+        ]
+        if management:
+            # The management network carries the control plane only: nothing is
+            # ever routed to or from it, so tenants cannot use it to reach each other.
+            names = ", ".join(f'"{name}"' for name in management)
+            forward += [f"\t\tiifname {{ {names} }} drop", f"\t\toifname {{ {names} }} drop"]
+        forward.append("\t\tct state established,related accept")
+    else:
+        # Nothing is routed, whatever else the config says (and the namespace
+        # does not forward either): no rule lets a packet through.
+        forward = ["\t\ttype filter hook forward priority filter; policy drop;"]
     inbound = [
         "\t\ttype filter hook input priority filter; policy accept;",
         "\t\tct state established,related accept",
@@ -165,10 +173,11 @@ def _chains(config: ApplianceConfig) -> str:
         # router's address, so the answer comes back through the router even
         # when both hosts share a subnet.
         post.append(f'\t\tiifname != "{ext_if}" oifname != "{ext_if}" ct status dnat masquerade')
-        forward += [
-            f'\t\tiifname "{ext_if}" meta nfproto ipv4 ct status dnat accept',
-            f'\t\tiifname "{ext_if}" meta nfproto ipv4 drop',
-        ]
+        if config.forwarding:
+            forward += [
+                f'\t\tiifname "{ext_if}" meta nfproto ipv4 ct status dnat accept',
+                f'\t\tiifname "{ext_if}" meta nfproto ipv4 drop',
+            ]
         inbound += [
             f'\t\tiifname "{ext_if}" meta l4proto {{ icmp, ipv6-icmp }} accept',
             f'\t\tiifname "{ext_if}" drop',

@@ -16,14 +16,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from astara.agent.client import AgentClient, AgentError
-from astara.db.models import Network, Port, PortBinding, RouterPort, Subnet
-from astara.drivers.router import ipv6_mode
+from astara.db.models import DHCP, Network, Port, PortBinding, RouterPort, Subnet
+from astara.drivers.appliance import ipv6_mode
 from astara.model.fabric import PortSpec
 
 log = logging.getLogger(__name__)
 
 
-class Fabric:
+class L2:
     def __init__(
         self, sessions: sessionmaker[Session], agent: AgentClient, stopping: threading.Event
     ) -> None:
@@ -34,7 +34,7 @@ class Fabric:
 
     def reconcile(self) -> list[str]:
         """Plug bound ports, unplug the rest, and remove segments nothing uses;
-        what was removed. One pass at a time (the FABRIC worker's or
+        what was removed. One pass at a time (the `l2` key's worker's or
         `cleanup`'s); a port, segment or binding that fails is logged (a
         port's status says DOWN) and the others proceed."""
         with self._pass_lock:
@@ -68,6 +68,7 @@ class Fabric:
                     select(Port.network_id).join(RouterPort, RouterPort.port_id == Port.id)
                 )
             )
+            needed.update(session.scalars(select(Port.network_id).where(Port.device_owner == DHCP)))
         for network_id, (mtu, external) in sorted(networks.items()):
             if self.stopping.is_set():
                 return removed
@@ -105,14 +106,15 @@ class Fabric:
                     .where(Port.id == port_id, Port.status != status)
                     .values(status=status)
                 )
-            # Ports neither bound nor a router's are DOWN: nothing on the host carries them.
+            # Ports neither bound nor a router's are DOWN: nothing on the host
+            # carries them. (A network's DHCP port follows its appliance.)
             session.execute(
                 update(Port)
                 .where(
                     Port.status != "DOWN",
                     Port.id.not_in(select(PortBinding.port_id)),
                     Port.id.not_in(select(RouterPort.port_id)),
-                    Port.device_owner != "network:floatingip",
+                    Port.device_owner.not_in(("network:floatingip", DHCP)),
                 )
                 .values(status="DOWN")
             )
@@ -132,7 +134,7 @@ class Fabric:
 
     def ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
         """PUT the segment unless this orchestrator already did with the same
-        spec (a PUT takes the agent's fabric lock, which applies wait for)."""
+        spec (a PUT takes the agent's exclusive L2 lock, which applies wait for)."""
         with self._lock:
             if self._segments.get(network_id) == (mtu, external):
                 return

@@ -1,0 +1,177 @@
+"""A network's DHCP port: DHCP where no router serves it.
+
+DHCP is served by router appliances on the subnets their interfaces are on.
+A subnet with `enable_dhcp` that no router interface is on (an isolated or a
+provider network) is served as Neutron's DHCP agent serves every network: by
+an appliance of its own (kind "dhcp", see `astara.drivers.dhcp`), whose
+Neutron port is the network's DHCP port — device_owner `network:dhcp`,
+device_id `dhcp-<network id>` (the appliance's id), the network's project.
+
+The rule, kept by `sync` alone: the DHCP port has one fixed IP on each IPv4
+subnet of the network that
+
+- has `enable_dhcp`,
+- has no router interface on it (a router serves it then), and
+- has a workload on it: a port whose device_owner does not start with
+  `network:` holds an address on it;
+
+and the port exists exactly while it has at least one. So a network gets a
+DHCP appliance only while it has someone to serve, never transiently while
+it is being set up (a network, a subnet, then a router interface: the usual
+order creates none). Consequences, as in Neutron: the DHCP port never blocks
+a subnet's or a network's delete (the subnet's workloads block it anyway;
+`sync` lets go of what is leaving first), it is not counted in quotas
+(`quotas.used`), and the network's project sees it among its ports.
+
+`sync` is called, in the transaction of the change, by every operation that
+can change the answer: subnet create/update/delete, port create/update/
+delete, router add/remove interface, network delete. Its own port changes
+are recorded like any other (revision, outbox event), which wakes the
+network's DHCP appliance in the orchestrator.
+
+IPv6: DHCPv6 is refused by the API (schema version 1 serves SLAAC only), and
+SLAAC needs a router's advertisements, so only IPv4 subnets are served here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.api import changes, ports
+from astara.db.models import (
+    DHCP,
+    ROUTER_INTERFACE,
+    IpAllocation,
+    Network,
+    Port,
+    Subnet,
+    dhcp_appliance_id,
+)
+
+
+def dhcp_port(session: Session, network_id: str) -> Port | None:
+    return session.scalar(
+        select(Port).where(
+            Port.network_id == network_id,
+            Port.device_owner == DHCP,
+            Port.device_id == dhcp_appliance_id(network_id),
+        )
+    )
+
+
+def needed_subnets(
+    session: Session, network_id: str, leaving: Collection[str] = ()
+) -> list[Subnet]:
+    """The network's subnets its DHCP port must be on (see the module's rule),
+    oldest first; `leaving` are subnets about to go (never needed)."""
+    candidates = [
+        s
+        for s in session.scalars(
+            select(Subnet)
+            .where(
+                Subnet.network_id == network_id,
+                Subnet.ip_version == 4,
+                Subnet.enable_dhcp.is_(True),
+            )
+            .order_by(Subnet.created_at, Subnet.id)
+        )
+        if s.id not in leaving
+    ]
+    if not candidates:
+        return []
+    ids = [s.id for s in candidates]
+    served = set(
+        session.scalars(
+            select(IpAllocation.subnet_id)
+            .join(Port, Port.id == IpAllocation.port_id)
+            .where(IpAllocation.subnet_id.in_(ids), Port.device_owner == ROUTER_INTERFACE)
+        )
+    )
+    unserved = [i for i in ids if i not in served]
+    if not unserved:
+        return []
+    with_workloads = set(
+        session.scalars(
+            select(IpAllocation.subnet_id)
+            .join(Port, Port.id == IpAllocation.port_id)
+            .where(
+                IpAllocation.subnet_id.in_(unserved),
+                Port.device_owner.not_like("network:%"),
+            )
+            .distinct()
+        )
+    )
+    return [s for s in candidates if s.id in with_workloads]
+
+
+def sync(session: Session, network_id: str, now: datetime, leaving: Collection[str] = ()) -> None:
+    """Make the network's DHCP port what the module's rule says: created,
+    given or relieved of fixed IPs, or deleted. `leaving`: subnets being
+    deleted by the caller (their DHCP allocation goes first, so it never
+    blocks the delete). May raise IpAddressGenerationFailure (409) when a
+    subnet that needs serving has no address left for the DHCP port."""
+    session.flush()  # the caller's change is what is judged
+    if _right(session, network_id, leaving):
+        return  # the common case, decided without a lock
+    # Concurrent changes on one network must not both create a DHCP port:
+    # hold the network's row (a row lock on PostgreSQL, the write lock on
+    # SQLite) and look again.
+    network = session.get(Network, network_id, with_for_update=True, populate_existing=True)
+    if network is None:
+        return
+    port = dhcp_port(session, network_id)
+    if port is not None:
+        # Loaded before the lock: what another transaction committed since counts.
+        session.refresh(port, ["fixed_ips"])
+    wanted = needed_subnets(session, network_id, leaving)
+    if not wanted:
+        if port is not None:
+            session.delete(port)
+            changes.record(session, "port", port, "delete", now, {"network_id": network_id})
+            session.flush()
+        return
+    # The caller may have added a subnet behind the relationship's back.
+    session.expire(network, ["subnets"])
+    kept = list(port.fixed_ips) if port is not None else []
+    if port is not None and {a.subnet_id for a in kept} == {s.id for s in wanted}:
+        return  # made right meanwhile
+    mac = port.mac_address if port is not None else ports.free_mac(session, network)
+    allocations = ports.allocate(session, network, mac, [{"subnet_id": s.id} for s in wanted], kept)
+    if port is None:
+        port = Port(
+            id=str(uuid.uuid4()),
+            project_id=network.project_id,
+            network_id=network.id,
+            name="",
+            mac_address=mac,
+            device_id=dhcp_appliance_id(network.id),
+            device_owner=DHCP,
+            status="DOWN",
+            created_at=now,
+            updated_at=now,
+            revision_number=1,
+        )
+        port.fixed_ips = allocations
+        session.add(port)
+        changes.record(session, "port", port, "create", now)
+    else:
+        port.fixed_ips = []
+        session.flush()  # release what is dropped before claiming the new set
+        port.fixed_ips = allocations
+        changes.update(session, "port", port, {}, now)
+    session.flush()
+
+
+def _right(session: Session, network_id: str, leaving: Collection[str]) -> bool:
+    """Whether the network's DHCP port is what the rule says already (on
+    exactly the needed subnets, whatever addresses it holds there)."""
+    port = dhcp_port(session, network_id)
+    wanted = {s.id for s in needed_subnets(session, network_id, leaving)}
+    if port is None:
+        return not wanted
+    return {a.subnet_id for a in port.fixed_ips} == wanted and bool(wanted)

@@ -1,0 +1,70 @@
+"""The DHCP driver: a network's DHCP port → its DHCP appliance's config.
+
+Where no router serves a DHCP subnet, the network's DHCP port (see
+`astara.api.dhcp`) stands for an appliance of kind "dhcp": one internal
+interface with the port's MAC and addresses, the subnets the port is on
+(their gateway handed out as it is, or none), a DHCP host entry for every
+other port with an address on them, and nothing routed (`forwarding` false).
+No DHCP port: no appliance. Read-only, like the router driver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.api.dhcp import dhcp_port
+from astara.appliance.schema import ApplianceConfig
+from astara.db.models import Network, Subnet, dhcp_appliance_id
+from astara.drivers.appliance import AppliancePlan, NetworkNeed, dhcp_hosts, subnet_entry
+
+
+def plan(session: Session, network_id: str) -> AppliancePlan:
+    appliance_id = dhcp_appliance_id(network_id)
+    network = session.get(Network, network_id)
+    port = dhcp_port(session, network_id) if network is not None else None
+    if network is None or port is None or not port.fixed_ips:
+        return AppliancePlan(appliance_id, None)
+    result = AppliancePlan(
+        appliance_id,
+        None,
+        networks={network.id: NetworkNeed(network.mtu, network.external)},
+        ports=[port.id],
+    )
+    subnet_rows = {
+        s.id: s
+        for s in session.scalars(
+            select(Subnet).where(Subnet.id.in_({a.subnet_id for a in port.fixed_ips}))
+        )
+    }
+    addresses: list[str] = []
+    subnets: list[dict[str, Any]] = []
+    served: set[str] = set()
+    for allocation in port.fixed_ips:
+        subnet = subnet_rows[allocation.subnet_id]
+        prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+        addresses.append(f"{allocation.ip_address}/{prefix}")
+        if subnet.ip_version == 4 and subnet.enable_dhcp:
+            subnets.append(subnet_entry(subnet, port.mac_address, None))
+            served.add(subnet.id)
+    config = {
+        "schema_version": 1,
+        "kind": "dhcp",
+        "forwarding": False,
+        "interfaces": [
+            {
+                "mac": port.mac_address,
+                "network_id": network.id,
+                "role": "internal",
+                "addresses": addresses,
+                "mtu": network.mtu,
+            }
+        ],
+        "subnets": subnets,
+        "dhcp_hosts": dhcp_hosts(session, served, {port.mac_address}),
+    }
+    result.config = ApplianceConfig.model_validate(config)
+    return result
