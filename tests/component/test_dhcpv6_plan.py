@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from astara.appliance.schema import validate_semantics
 from astara.db.models import Network, Port, PortBinding, Router
+from astara.drivers import appliance as appliance_driver
 from astara.drivers import router as driver
-from astara.orchestrator.fabric import _port_spec
+from astara.orchestrator.l2 import _port_spec
 from tests.component.conftest import Api
 
 
@@ -99,10 +100,10 @@ def test_ipv6_modes_reach_the_appliance_and_the_workload(
     ]
     v6_address = fixed[made["v6_subnet"]]
     v4_address = next(a for s, a in fixed.items() if s != made["v6_subnet"])
-    expected = [(v4_address, driver.hostname(v4_address))]
+    expected = [(v4_address, appliance_driver.hostname(v4_address))]
     if v6_host:
         # The stateful lease is the address the API allocated to the port.
-        expected.append((v6_address, driver.hostname(v6_address)))
+        expected.append((v6_address, appliance_driver.hostname(v6_address)))
     assert sorted(hosts) == sorted(expected)
 
     # The workload asks for IPv6 the mode's way, not for a static address.
