@@ -2,7 +2,7 @@
 and networks' DHCP appliances listed and shown with their state and history,
 and rebuild, debug and manage of a DHCP appliance, as database requests the
 orchestrator reads. (Called as the routes will call them: the routes
-`/astara/v1/appliances…` are wired in `api.app`.)"""
+`/astara/v1/appliances…` are wired in `api.http.operators`.)"""
 
 from __future__ import annotations
 
@@ -108,3 +108,23 @@ def test_a_router_is_an_appliance_too(admin: Api, engine: Engine) -> None:
         shown = operators.appliance_request(session, operator, "r1", "debug", NOW)
         assert shown["kind"] == "router" and shown["id"] == router["id"] and shown["paused"]
         assert operators.show_appliance(session, operator, router["id"])["paused"]
+
+
+def test_the_appliance_routes_list_show_and_act(admin: Api) -> None:
+    """`/astara/v1/appliances`, what `astara appliance list|show|debug|manage`
+    call: admins only, DHCP and router appliances alike."""
+    network = isolated(admin)
+    appliance_id = f"dhcp-{network['id']}"
+    listed = admin("GET", "/astara/v1/appliances").json()["appliances"]
+    assert [a["kind"] for a in listed if a["id"] == appliance_id] == ["dhcp"]
+    shown = admin("GET", f"/astara/v1/appliances/{appliance_id}").json()["appliance"]
+    assert shown["network_id"] == network["id"] and "events" in shown
+    assert shown["appliance"] is None  # no agent behind this API: nothing more to show
+    paused = admin("POST", f"/astara/v1/appliances/{appliance_id}/debug")
+    assert paused.status_code == 200 and paused.json()["appliance"]["paused"] is True
+    resumed = admin("POST", f"/astara/v1/appliances/{appliance_id}/manage").json()["appliance"]
+    assert resumed["paused"] is False
+    assert admin("GET", "/astara/v1/appliances/dhcp-nonexistent").status_code == 404
+    assert admin("POST", f"/astara/v1/appliances/{appliance_id}/explode").status_code == 404
+    alice = project(admin, "alice")
+    assert alice("GET", "/astara/v1/appliances").status_code == 403

@@ -73,16 +73,22 @@ async def list_routers(run: TransactionDep) -> dict[str, Any]:
     return {"routers": await run(operators.list_routers)}
 
 
-@router.get("/routers/{router_id}")
-async def show_router(router_id: str, run: TransactionDep, found: ServicesDep) -> dict[str, Any]:
-    shown: dict[str, Any] = await run(lambda s, c: operators.show_router(s, c, router_id))
+async def with_agent_view(shown: dict[str, Any], appliance_id: str, found: Services) -> None:
+    """Add what the agent shows of the appliance: its observed state and the
+    exact texts it runs (extra: when the agent cannot say, say why)."""
     shown["appliance"] = shown["rendered"] = None
     if found.agent is not None:
         try:
-            shown["appliance"] = await run_in_threadpool(found.agent.get_appliance, shown["id"])
-            shown["rendered"] = await run_in_threadpool(found.agent.rendered, shown["id"])
-        except Exception as error:  # the agent's view is extra: show why it is missing
+            shown["appliance"] = await run_in_threadpool(found.agent.get_appliance, appliance_id)
+            shown["rendered"] = await run_in_threadpool(found.agent.rendered, appliance_id)
+        except (AgentError, OSError, httpx.HTTPError) as error:
             shown["agent_error"] = str(error)
+
+
+@router.get("/routers/{router_id}")
+async def show_router(router_id: str, run: TransactionDep, found: ServicesDep) -> dict[str, Any]:
+    shown: dict[str, Any] = await run(lambda s, c: operators.show_router(s, c, router_id))
+    await with_agent_view(shown, shown["id"], found)
     return {"router": shown}
 
 
@@ -90,6 +96,27 @@ async def show_router(router_id: str, run: TransactionDep, found: ServicesDep) -
 async def router_action(router_id: str, action: str, run: TransactionDep) -> Any:
     shown = await run(lambda s, c: operators.router_request(s, c, router_id, action, now()))
     return {"router": shown}
+
+
+@router.get("/appliances")
+async def list_appliances(run: TransactionDep) -> dict[str, Any]:
+    """Every appliance the orchestrator keeps: routers' and networks' DHCP."""
+    return {"appliances": await run(operators.list_appliances)}
+
+
+@router.get("/appliances/{appliance_id}")
+async def show_appliance(
+    appliance_id: str, run: TransactionDep, found: ServicesDep
+) -> dict[str, Any]:
+    shown: dict[str, Any] = await run(lambda s, c: operators.show_appliance(s, c, appliance_id))
+    await with_agent_view(shown, shown["id"], found)
+    return {"appliance": shown}
+
+
+@router.post("/appliances/{appliance_id}/{action}")
+async def appliance_action(appliance_id: str, action: str, run: TransactionDep) -> Any:
+    shown = await run(lambda s, c: operators.appliance_request(s, c, appliance_id, action, now()))
+    return {"appliance": shown}
 
 
 @router.post("/projects/{name_or_id}/{action}")
