@@ -413,9 +413,14 @@ def test_a_dead_agent_is_restarted_and_the_routers_carry_on(cloud: Cloud) -> Non
     assert shown["appliance"]["state"] == "active"
 
 
-def test_admin_state_down_takes_the_router_down_and_up_again(cloud: Cloud) -> None:
+def test_admin_state_down_stops_forwarding_but_keeps_the_ports_wired(cloud: Cloud) -> None:
+    """Neutron's meaning: a port's status says it is wired on its host. An
+    administratively down router keeps its appliance and ports (ACTIVE), and
+    its subnets' DHCP, and forwards, translates and floats nothing."""
     setup = standard(cloud)
     router_id = setup["router"]["id"]
+    vm_netns, outside = setup["vm_netns"], setup["outside_netns"]
+    namespace = f"{cloud.server.prefix}-appliance-{router_id}"
     cloud("PUT", f"/v2.0/routers/{router_id}", {"router": {"admin_state_up": False}})
     wait_until(
         lambda: cloud("GET", f"/v2.0/routers/{router_id}")["router"]["status"] == "DOWN",
@@ -423,11 +428,38 @@ def test_admin_state_down_takes_the_router_down_and_up_again(cloud: Cloud) -> No
         0.2,
         "the router to be DOWN",
     )
-    assert not netns.exists(f"{cloud.server.prefix}-appliance-{router_id}")
-    assert not ping(setup["outside_netns"], setup["floating_ip"])
+    interfaces = cloud("GET", f"/v2.0/ports?device_id={router_id}")["ports"]
+    assert interfaces and {p["status"] for p in interfaces} == {"ACTIVE"}
+    assert netns.exists(namespace)
+    assert sh(namespace, ["sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "0"
+    fip = cloud("GET", f"/v2.0/floatingips/{setup['floating']['id']}")["floatingip"]
+    assert fip["status"] == "DOWN"
+    # The control: the workload still reaches the router itself; through it, nothing.
+    assert ping(vm_netns, "10.0.0.1")
+    assert not ping(vm_netns, "198.51.100.1")
+    assert not ping(outside, setup["floating_ip"])
     cloud("PUT", f"/v2.0/routers/{router_id}", {"router": {"admin_state_up": True}})
     cloud.wait_active(router_id)
-    wait_for_ping(setup["outside_netns"], setup["floating_ip"])
+    wait_for_ping(outside, setup["floating_ip"])
+    wait_for_ping(vm_netns, "198.51.100.1")
+
+    # A router born down (how Neutron's own API tests make theirs): its
+    # interface port is ACTIVE once wired, so clients waiting for it go on.
+    network = cloud.create("networks", "network", name="born-down")
+    subnet = cloud.create(
+        "subnets", "subnet", network_id=network["id"], cidr="10.9.0.0/24", ip_version=4
+    )
+    down = cloud.create("routers", "router", name="down", admin_state_up=False)
+    added = cloud(
+        "PUT", f"/v2.0/routers/{down['id']}/add_router_interface", {"subnet_id": subnet["id"]}
+    )
+    wait_until(
+        lambda: cloud("GET", f"/v2.0/ports/{added['port_id']}")["port"]["status"] == "ACTIVE",
+        60,
+        0.2,
+        "the down router's interface port to be ACTIVE",
+    )
+    assert cloud("GET", f"/v2.0/routers/{down['id']}")["router"]["status"] == "DOWN"
 
 
 def astara(cloud: Cloud, *args: str) -> str:

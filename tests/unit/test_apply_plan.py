@@ -35,6 +35,7 @@ from astara.appliance.actions import (
     SyncAddresses,
     SyncFloatingRoutes,
     SyncRoutes,
+    appliance_sysctls,
 )
 from astara.appliance.plan import (
     DaemonObserved,
@@ -543,3 +544,14 @@ def test_done_actions_read_as_the_api_has_always_worded_them() -> None:
     assert str(Done(ReloadDaemon(DaemonName.dnsmasq))) == "dnsmasq reloaded hosts"
     assert str(Done(StartDaemon(DaemonName.radvd))) == "radvd started"
     assert not Changes(0, 0) and Changes(0, 1)
+
+
+def test_an_appliance_that_must_not_forward_has_forwarding_off_in_the_kernel() -> None:
+    """A DHCP appliance or an administratively down router: the namespace's
+    forwarding sysctls are off, not only the ruleset's forward chain."""
+    quiet = config(lambda d: d.update(forwarding=False, routes=[], floating_ips=[], snat={}))
+    assert one(plan(None, quiet, Observation()), CreateNamespace).forwarding is False
+    assert one(plan(quiet, quiet, converged(quiet)), ConfigureNamespace).forwarding is False
+    off = appliance_sysctls(False)
+    assert off["net.ipv4.ip_forward"] == off["net.ipv6.conf.all.forwarding"] == "0"
+    assert appliance_sysctls(True)["net.ipv4.ip_forward"] == "1"

@@ -174,6 +174,17 @@ def test_a_router_without_forwarding_drops_every_forwarded_packet() -> None:
     assert "policy accept;" in chain_lines(forwarding, "forward")[0]
 
 
+def test_a_router_without_forwarding_is_advertised_as_no_default_router(tmp_path: Path) -> None:
+    """Administratively down, a router still announces its prefixes (hosts keep
+    their addresses) but with router lifetime 0: hosts route nothing through it."""
+    down = render_radvd(config_from(lambda doc: doc.update(forwarding=False)))
+    assert down and down.count("AdvDefaultLifetime 0;") == down.count("interface ")
+    assert "AdvDefaultLifetime" not in render_radvd(representative_config())
+    conf = tmp_path / "radvd.conf"
+    conf.write_text(down)
+    assert_accepted(radvd_configtest(conf))
+
+
 # The same validators refuse a broken file: the checks above are not vacuous.
 
 

@@ -15,8 +15,9 @@ Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Nexthop = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Inside an appliance: forward both families, skip DAD (addresses come from
-# the control plane), never autoconfigure from someone else's RAs.
+# Inside an appliance: forward both families (unless it must not: a DHCP
+# appliance, an admin-down router), skip DAD (addresses come from the control
+# plane), never autoconfigure from someone else's RAs.
 APPLIANCE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv6.conf.all.forwarding": "1",
@@ -26,6 +27,20 @@ APPLIANCE_SYSCTLS = {
     "net.ipv6.conf.all.accept_ra": "0",
     "net.ipv6.conf.default.accept_ra": "0",
 }
+
+
+def appliance_sysctls(forwarding: bool) -> dict[str, str]:
+    """The namespace's sysctls; without forwarding the kernel routes nothing
+    (the ruleset's forward chain drops it too: two locks on one door)."""
+    if forwarding:
+        return dict(APPLIANCE_SYSCTLS)
+    off = (
+        "net.ipv4.ip_forward",
+        "net.ipv6.conf.all.forwarding",
+        "net.ipv6.conf.default.forwarding",
+    )
+    return {**APPLIANCE_SYSCTLS, **dict.fromkeys(off, "0")}
+
 
 # The files of the run directory the last load of the ruleset left: the text
 # loaded, then the kernel's listing of the table right after.
@@ -65,6 +80,7 @@ class RulesetMode(StrEnum):
 @dataclass(frozen=True)
 class CreateNamespace:
     namespace: str
+    forwarding: bool = True
 
     def describe(self, changes: Changes | None = None) -> str:
         return f"created namespace {self.namespace}"
@@ -76,6 +92,7 @@ class ConfigureNamespace:
     half-made by a crash is repaired. Upkeep, not reported as a change."""
 
     namespace: str
+    forwarding: bool = True
 
     def describe(self, changes: Changes | None = None) -> str:
         return f"namespace {self.namespace} configured"

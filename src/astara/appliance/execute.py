@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from astara.appliance.actions import (
-    APPLIANCE_SYSCTLS,
     RULESET_LISTING,
     RULESET_LOADED,
     Action,
@@ -32,6 +31,7 @@ from astara.appliance.actions import (
     SyncAddresses,
     SyncFloatingRoutes,
     SyncRoutes,
+    appliance_sysctls,
 )
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
@@ -64,10 +64,10 @@ def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None
     namespace = target.namespace
     match action:
         case CreateNamespace() | ConfigureNamespace():
-            created = netns.create(namespace, APPLIANCE_SYSCTLS)
+            created = netns.create(namespace, appliance_sysctls(action.forwarding))
             # Configuring is upkeep; it is news only if the namespace had
             # vanished since it was observed.
-            return Done(CreateNamespace(namespace)) if created else None
+            return Done(CreateNamespace(namespace, action.forwarding)) if created else None
         case LoadRuleset():
             nft.load(action.commands, namespace)
             # The listing last: a crash before it leaves a mismatch, so the next

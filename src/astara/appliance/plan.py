@@ -128,9 +128,9 @@ def plan_apply(
     namespace = names.appliance_netns(appliance_id)
     actions: list[Action] = []
     if observation.namespace_exists:
-        actions.append(ConfigureNamespace(namespace))
+        actions.append(ConfigureNamespace(namespace, config.forwarding))
     else:
-        actions.append(CreateNamespace(namespace))
+        actions.append(CreateNamespace(namespace, config.forwarding))
         previous = None  # nothing of the old appliance survives in a new namespace
 
     # The ruleset goes in before any link: a packet forwarded before the NAT

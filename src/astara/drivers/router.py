@@ -43,8 +43,12 @@ def plan(session: Session, router: Router) -> AppliancePlan:
         .order_by(RouterPort.port_type, Port.id)
     ).all()
     result = AppliancePlan(router.id, None, ports=[p.id for p, _ in attached])
-    if not attached or not router.admin_state_up:
-        return result  # nothing to run: no ports, or administratively down
+    if not attached:
+        return result  # nothing to run
+    # Administratively down: the appliance stays, its ports wired and its
+    # subnets' DHCP and RAs served (a DHCP server is no router: Neutron's
+    # keeps serving too), but it forwards, translates and routes nothing.
+    up = router.admin_state_up
     network_ids = {port.network_id for port, _ in attached}
     networks = {
         n.id: n for n in session.scalars(select(Network).where(Network.id.in_(network_ids)))
@@ -105,9 +109,10 @@ def plan(session: Session, router: Router) -> AppliancePlan:
         "interfaces": interfaces,
         "subnets": subnets,
         "dhcp_hosts": dhcp_hosts(session, dhcp_subnets, own_macs),
-        "routes": routes,
-        "snat": {"enabled": bool(gateway and router.enable_snat)},
-        "floating_ips": _floating_ips(session, router) if gateway else [],
+        "routes": routes if up else [],
+        "snat": {"enabled": bool(up and gateway and router.enable_snat)},
+        "floating_ips": _floating_ips(session, router) if up and gateway else [],
+        "forwarding": up,
     }
     result.config = ApplianceConfig.model_validate(config)
     return result

@@ -37,8 +37,6 @@ def write_statuses(
     session.execute(update(Router).where(Router.id == router_id).values(status=Router.status))
     session.expire_all()
     router = session.get(Router, router_id)
-    if router is not None and not router.admin_state_up and state is State.ACTIVE:
-        status = "DOWN"  # down as asked: its appliance is gone
     # The API may have changed what the router should run since we looked (and
     # marked it BUILD): ACTIVE only if what runs is still current.
     if (
@@ -48,12 +46,20 @@ def write_statuses(
         and driver.plan(session, router).digest != plan.digest
     ):
         status = "BUILD"
+    # A port's status says whether it is wired on its host (Neutron's
+    # meaning): the router's ports are while its appliance runs its current
+    # config, an administratively down router's too.
+    wired = "ACTIVE" if status == "ACTIVE" else "DOWN"
+    if router is not None and not router.admin_state_up and status == "ACTIVE":
+        status = "DOWN"  # down as asked: wired, forwarding nothing
     session.execute(
         update(Router).where(Router.id == router_id, Router.status != status).values(status=status)
     )
     up = "ACTIVE" if status == "ACTIVE" else "DOWN"
     own = select(RouterPort.port_id).where(RouterPort.router_id == router_id)
-    session.execute(update(Port).where(Port.id.in_(own), Port.status != up).values(status=up))
+    session.execute(
+        update(Port).where(Port.id.in_(own), Port.status != wired).values(status=wired)
+    )
     session.execute(
         update(FloatingIp)
         .where(

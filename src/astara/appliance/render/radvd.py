@@ -54,6 +54,9 @@ def render_radvd(config: ApplianceConfig, default_mtu: dict[str, int] | None = N
             lines.append("\tAdvManagedFlag on;")
         if Ipv6RaMode.dhcpv6_stateless in modes:
             lines.append("\tAdvOtherConfigFlag on;")
+        if not config.forwarding:
+            # Prefixes still, but "not a default router": it forwards nothing.
+            lines.append("\tAdvDefaultLifetime 0;")
         if mtus[name]:
             lines.append(f"\tAdvLinkMTU {mtus[name]};")
         servers: list[str] = []
