@@ -354,6 +354,12 @@ def test_step_is_total_and_consistent(
             FailureKind.MISSING_TOOL,
             "missing tool on the agent's host: radvd",
         ),
+        (
+            500,
+            {"detail": {"kind": "command_failed", "message": "nft -f exited 1: no such map"}},
+            FailureKind.REFUSED,
+            "agent refused (500): command_failed: nft -f exited 1: no such map",
+        ),
     ],
 )
 def test_an_agent_answer_becomes_a_typed_failure(

@@ -78,4 +78,9 @@ def from_agent(status_code: int | None, body: object) -> Failure:
         )
     if status_code == 422:
         return Failure(FailureKind.INVALID, f"the agent rejected it: {detail}", status_code)
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        # The agent's typed errors ({"kind", "message"}): the sentence, not the dict.
+        return Failure(
+            FailureKind.REFUSED, f"{detail.get('kind')}: {detail['message']}", status_code
+        )
     return Failure(FailureKind.REFUSED, str(detail), status_code)

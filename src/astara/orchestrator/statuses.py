@@ -57,9 +57,7 @@ def write_statuses(
     )
     up = "ACTIVE" if status == "ACTIVE" else "DOWN"
     own = select(RouterPort.port_id).where(RouterPort.router_id == router_id)
-    session.execute(
-        update(Port).where(Port.id.in_(own), Port.status != wired).values(status=wired)
-    )
+    session.execute(update(Port).where(Port.id.in_(own), Port.status != wired).values(status=wired))
     session.execute(
         update(FloatingIp)
         .where(
