@@ -47,7 +47,17 @@ OUTSIDE = "198.51.100.1"
 def _setup(api: Cloud, prefix: str) -> str:
     api.unlimited_quotas()
     public = api.create("networks", "network", name="public", **{"router:external": True})
-    api.create("subnets", "subnet", network_id=public["id"], cidr="198.51.96.0/20", ip_version=4)
+    # DHCP off where workloads are plugged before a router joins (they are
+    # addressed statically): a DHCP appliance would come and go inside the
+    # measured window, and this measures routers.
+    api.create(
+        "subnets",
+        "subnet",
+        network_id=public["id"],
+        cidr="198.51.96.0/20",
+        ip_version=4,
+        enable_dhcp=False,
+    )
     outside = api.create(
         "ports", "port", network_id=public["id"], fixed_ips=[{"ip_address": OUTSIDE}]
     )
@@ -88,7 +98,12 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
     for n in range(count):
         network = api.create("networks", "network", name=f"p{n}")
         subnet = api.create(
-            "subnets", "subnet", network_id=network["id"], cidr=f"10.{n}.0.0/24", ip_version=4
+            "subnets",
+            "subnet",
+            network_id=network["id"],
+            cidr=f"10.{n}.0.0/24",
+            ip_version=4,
+            enable_dhcp=False,
         )
         vm = api.create("ports", "port", network_id=network["id"])
         workload = f"{prefix}-p{n}"
