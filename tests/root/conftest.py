@@ -7,6 +7,7 @@ namespaces these fixtures create; nothing is routed off the machine.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 import pytest
 
 from astara.linux import cleanup
-from astara.testing.agent import AgentProcess
+from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.lab import Lab
+from astara.testing.server import BIN, Cloud, Server
 
 pytestmark = pytest.mark.root
 
@@ -148,3 +150,28 @@ def standard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield build_standard(Lab(process.start(), process.prefix))
     finally:
         process.remove_everything()
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    """A whole `astara serve` (API, orchestrator, local agent) under a unique
+    prefix, resyncing every 2 s, removed with everything it made."""
+    prefix = unique_prefix("o")
+    server = Server(tmp_path / "var", prefix, "--resync-s", "2")
+    try:
+        server.start()
+        yield Cloud(server)
+    finally:
+        server.stop()
+        cleanup.remove_all(prefix)
+        assert not any(cleanup.leftovers(prefix).values())
+
+
+def astara(cloud: Cloud, *args: str) -> str:
+    """The real `astara` CLI against the cloud's server; its output."""
+    env = {**cloud.server.env(), "ASTARA_STATE_DIR": str(cloud.server.state_dir)}
+    result = subprocess.run(
+        [str(BIN / "astara"), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

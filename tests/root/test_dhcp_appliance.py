@@ -5,33 +5,17 @@ when nothing needs it, and gives way to a router that joins the subnet."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from astara.agent.client import AgentClient, AgentError
-from astara.linux import cleanup, netns
-from astara.testing.agent import unique_prefix
+from astara.linux import netns
 from astara.testing.net import ping, sh, wait_until
-from astara.testing.server import BIN, Cloud, Server
+from astara.testing.server import Cloud
+from tests.root.conftest import astara
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    prefix = unique_prefix("d")
-    server = Server(tmp_path / "var", prefix, "--resync-s", "2")
-    try:
-        server.start()
-        yield Cloud(server)
-    finally:
-        server.stop()
-        cleanup.remove_all(prefix)
-        assert not any(cleanup.leftovers(prefix).values())
 
 
 def ipv4(namespace: str) -> str:
@@ -50,15 +34,6 @@ def plug_with_dhcp(cloud: Cloud, port: dict[str, Any], namespace: str) -> str:
         f"{namespace}'s DHCP lease of {address}",
     )
     return address
-
-
-def astara(cloud: Cloud, *args: str) -> str:
-    env = {**cloud.server.env(), "ASTARA_STATE_DIR": str(cloud.server.state_dir)}
-    result = subprocess.run(
-        [str(BIN / "astara"), *args], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def dhcp_port(cloud: Cloud, network_id: str) -> dict[str, Any] | None:

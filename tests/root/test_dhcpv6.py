@@ -16,11 +16,9 @@ from typing import Any
 
 import pytest
 
-from astara.linux import cleanup
-from astara.testing.agent import unique_prefix
 from astara.testing.lab import Lab, eui64
 from astara.testing.net import sh, wait_for_ping, wait_until
-from astara.testing.server import Cloud, Server
+from astara.testing.server import Cloud
 from tests.root.conftest import MAC, OUTSIDE_V6
 
 pytestmark = pytest.mark.root
@@ -185,19 +183,6 @@ def test_dhcpv6_addresses_follow_the_router(dhcpv6_lab: Lab) -> None:
 
 
 # --- through `astara serve` and the tenant API --------------------------------------------
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    prefix = unique_prefix("o")
-    server = Server(tmp_path / "var", prefix, "--resync-s", "2")
-    try:
-        server.start()
-        yield Cloud(server)
-    finally:
-        server.stop()
-        cleanup.remove_all(prefix)
-        assert not any(cleanup.leftovers(prefix).values())
 
 
 def _bind_with_dhcp(cloud: Cloud, port_id: str, netns: str) -> None:

@@ -8,16 +8,14 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from astara.agent.client import AgentClient
-from astara.linux import cleanup, netns
+from astara.linux import netns
 from astara.linux.run import in_netns
-from astara.testing.agent import unique_prefix
 from astara.testing.net import (
     Connection,
     EchoServer,
@@ -28,22 +26,10 @@ from astara.testing.net import (
     wait_for_ping,
     wait_until,
 )
-from astara.testing.server import BIN, Cloud, Server
+from astara.testing.server import BIN, Cloud
+from tests.root.conftest import astara
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    prefix = unique_prefix("o")
-    server = Server(tmp_path / "var", prefix, "--resync-s", "2")
-    try:
-        server.start()
-        yield Cloud(server)
-    finally:
-        server.stop()
-        cleanup.remove_all(prefix)
-        assert not any(cleanup.leftovers(prefix).values())
 
 
 def standard(
@@ -460,15 +446,6 @@ def test_admin_state_down_stops_forwarding_but_keeps_the_ports_wired(cloud: Clou
         "the down router's interface port to be ACTIVE",
     )
     assert cloud("GET", f"/v2.0/routers/{down['id']}")["router"]["status"] == "DOWN"
-
-
-def astara(cloud: Cloud, *args: str) -> str:
-    env = {**cloud.server.env(), "ASTARA_STATE_DIR": str(cloud.server.state_dir)}
-    result = subprocess.run(
-        [str(BIN / "astara"), *args], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def test_debug_pauses_a_router_or_a_project_and_manage_resumes(cloud: Cloud) -> None:
