@@ -152,22 +152,35 @@ def router_request(
     if action not in ("rebuild", "debug", "manage"):
         raise NeutronError(404, "HTTPNotFound", f"Unknown router action {action}")
     target = _router(session, router_id)
-    row = _state_row(session, target, now)
+    _request(session, _state_row(session, target, now), action, now, "router", target.id)
+    return show_router(session, caller, target.id)
+
+
+def _request(
+    session: Session,
+    row: ApplianceState,
+    action: str,
+    now: datetime,
+    resource_type: str,
+    resource_id: str,
+) -> None:
+    """Record an operator's rebuild, debug or manage on an appliance's row,
+    in its history, and as an outbox event on the resource whose event wakes
+    it (a router, or a DHCP appliance's network)."""
     if action == "rebuild":
         row.rebuild_requested = True
     else:
         row.paused = action == "debug"
-    history.record(session, target.id, now, f"operator: {action}")
+    history.record(session, row.appliance_id, now, f"operator: {action}")
     outbox.record(
         session,
-        resource_type="router",
-        resource_id=target.id,
-        project_id=target.project_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        project_id=row.project_id,
         action=action,
         now=now,
     )
     session.flush()
-    return show_router(session, caller, target.id)
 
 
 @dataclass(frozen=True)
@@ -267,22 +280,9 @@ def appliance_request(
             404, "ApplianceNotFound", f"Appliance {appliance_id} could not be found."
         )
     row = _state_row(session, target, now, kind="dhcp")
-    if action == "rebuild":
-        row.rebuild_requested = True
-    else:
-        row.paused = action == "debug"
-    history.record(session, target.id, now, f"operator: {action}")
     # The outbox names the network (its ids are a resource's): its event wakes
     # the network's DHCP appliance.
-    outbox.record(
-        session,
-        resource_type="network",
-        resource_id=dhcp_network_id(target.id) or "",
-        project_id=target.project_id,
-        action=action,
-        now=now,
-    )
-    session.flush()
+    _request(session, row, action, now, "network", dhcp_network_id(target.id) or "")
     return show_appliance(session, caller, target.id)
 
 
