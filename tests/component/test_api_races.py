@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.schema import CreateTable
 
 from astara.api.app import create_app
 from astara.api.auth import Caller
@@ -23,7 +25,14 @@ from astara.api.http.dependencies import TransactionDep, authenticated_router
 from astara.api.http.races import Constraint, Violation
 from astara.api.http.transaction import INTERNAL_ERROR, run_transaction
 from astara.db.engine import session_factory
-from astara.db.models import Credential, IpAllocation, Project, QuotaLock
+from astara.db.models import (
+    ApplianceState,
+    Credential,
+    FloatingIp,
+    IpAllocation,
+    Project,
+    QuotaLock,
+)
 from tests.component.conftest import NOW, Api, error
 
 CALLER = Caller("p1", "p1", is_admin=True)
@@ -275,3 +284,31 @@ def test_a_route_s_real_integrity_error_is_neutron_s_generic_500(
     assert "secret" not in response.text
     assert client.post("/test/nameless-project").status_code == 401
     assert len(calls) == 1
+
+
+def test_an_appliance_state_row_added_twice_is_a_lost_race(engine: Engine) -> None:
+    """An operator's request and the orchestrator both add an appliance's
+    first state row: the loser runs again (the table was renamed in 0007)."""
+
+    def row() -> list[Any]:
+        return [
+            ApplianceState(
+                appliance_id="r1", kind="router", project_id="p1", state="creating", updated_at=NOW
+            )
+        ]
+
+    with Session(engine) as session, session.begin():
+        session.add_all(row())
+    found = races.violation(integrity_error(engine, row))
+    assert found == Violation(Constraint.UNIQUE, "pk_appliance_states") and found.lost_race
+
+
+def test_a_long_constraint_name_is_known_by_the_name_postgresql_gives_it() -> None:
+    """PostgreSQL keeps 63 characters of a name: SQLAlchemy shortens a longer
+    one, and the classifier maps the short one back."""
+    ddl = str(CreateTable(FloatingIp.__table__).compile(dialect=postgresql.dialect()))
+    long_name = "uq_floating_ips_fixed_port_id_fixed_ip_address_floating_network_id"
+    short = races.postgres_name(long_name)
+    assert len(short) <= 63 and f"CONSTRAINT {short} " in ddl
+    found = races.postgres_violation("23505", short)
+    assert found == Violation(Constraint.UNIQUE, long_name) and found.lost_race

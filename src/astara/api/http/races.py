@@ -18,6 +18,7 @@ naming convention gives that constraint (what the migrations created).
 from __future__ import annotations
 
 import enum
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ RACES = frozenset(
         "pk_quotas",  # two quota updates both add a limit row
         "pk_port_bindings",  # one port plugged twice at once
         "pk_paused_projects",  # one project paused twice at once
-        "pk_router_states",  # a router's state row added by an operator and the orchestrator
+        "pk_appliance_states",  # an appliance's state row: an operator and the orchestrator
     }
 )
 
@@ -80,6 +81,21 @@ def _unique_names() -> dict[tuple[str, tuple[str, ...]], str]:
 
 
 _UNIQUE_NAMES = _unique_names()
+# A renamed table or constraint must not silently drop out of the races.
+assert RACES <= set(_UNIQUE_NAMES.values()), RACES - set(_UNIQUE_NAMES.values())
+
+POSTGRES_MAX_IDENTIFIER = 63
+
+
+def postgres_name(name: str) -> str:
+    """The name PostgreSQL knows a constraint by: SQLAlchemy shortens a longer
+    one than PostgreSQL allows to its head and a hash of the whole."""
+    if len(name) <= POSTGRES_MAX_IDENTIFIER:
+        return name
+    return f"{name[: POSTGRES_MAX_IDENTIFIER - 8]}_{hashlib.md5(name.encode()).hexdigest()[-4:]}"
+
+
+_FROM_POSTGRES = {postgres_name(name): name for name in _UNIQUE_NAMES.values()}
 
 # PostgreSQL's SQLSTATE codes (class 23, integrity constraint violation).
 _POSTGRES_KINDS = {
@@ -98,7 +114,8 @@ _SQLITE_KINDS = {
 
 
 def postgres_violation(sqlstate: str | None, constraint_name: str | None) -> Violation:
-    return Violation(_POSTGRES_KINDS.get(sqlstate or "", Constraint.OTHER), constraint_name)
+    name = _FROM_POSTGRES.get(constraint_name or "", constraint_name)
+    return Violation(_POSTGRES_KINDS.get(sqlstate or "", Constraint.OTHER), name)
 
 
 def sqlite_violation(error_name: str, message: str) -> Violation:
