@@ -263,3 +263,85 @@ def test_concurrent_workloads_on_two_subnets_make_one_dhcp_port(admin: Api) -> N
     assert statuses == [201] * 20
     (dhcp,) = dhcp_ports(admin, network["id"])
     assert sorted(a["subnet_id"] for a in dhcp["fixed_ips"]) == sorted(subnets)
+
+
+def test_dhcpv6_on_an_unrouted_network_is_served_by_its_dhcp_appliance(
+    admin: Api, engine: Engine
+) -> None:
+    """Neutron's DHCP agent serves DHCPv6 without a router too: the DHCP port
+    gets an address on the stateful subnet, its appliance leases it and sends
+    the router advertisements (managed flag, no default router)."""
+    network = admin.create_network(name="v6")
+    stateful = subnet(
+        admin,
+        network["id"],
+        "2001:db8:5::/64",
+        ip_version=6,
+        ipv6_ra_mode="dhcpv6-stateful",
+        ipv6_address_mode="dhcpv6-stateful",
+    )
+    workload = port(admin, network["id"])
+    assert served(admin, network["id"]) == {stateful["id"]}
+    with session_factory(engine).begin() as session:
+        config = dhcp_driver.plan(session, network["id"]).config
+    assert config is not None and not config.forwarding
+    assert validate_semantics(config) == []
+    (entry,) = config.subnets
+    assert entry.ipv6_ra_mode is not None and entry.ipv6_ra_mode.value == "dhcpv6-stateful"
+    assert entry.enable_dhcp
+    assert {(h.mac, str(h.ip_address)) for h in config.dhcp_hosts} == {
+        (workload["mac_address"], workload["fixed_ips"][0]["ip_address"])
+    }
+
+
+def test_a_full_subnet_does_not_stop_a_router_from_leaving_it(admin: Api) -> None:
+    """With every pool address taken, a router leaving the subnet leaves it
+    unserved (said in the log) rather than failing the removal."""
+    network = admin.create_network(name="full")
+    small = subnet(admin, network["id"], "10.0.0.0/29")  # pool .2-.6: five addresses
+    router = created(admin("POST", "/v2.0/routers", {"router": {"name": "r"}}), "router")
+    interface(admin, router["id"], "add_router_interface", small["id"])
+    for _ in range(5):
+        port(admin, network["id"])
+    interface(admin, router["id"], "remove_router_interface", small["id"])
+    assert served(admin, network["id"]) == set()
+
+
+def test_no_caller_makes_or_unmakes_a_dhcp_port(admin: Api) -> None:
+    """The DHCP port is the server's: a port created or updated as one is
+    refused (it would dodge the quota and could stand in for the real one)."""
+    alice = project(admin, "alice")
+    network = alice.create_network(name="mine")
+    subnet(alice, network["id"], "10.0.0.0/24")
+    for caller in (alice, admin):
+        refused = caller(
+            "POST",
+            "/v2.0/ports",
+            {"port": {"network_id": network["id"], "device_owner": DHCP, "device_id": "x"}},
+        )
+        assert error(refused)[:2] == (403, "PolicyNotAuthorized")
+    workload = port(alice, network["id"])
+    (dhcp,) = dhcp_ports(alice, network["id"])
+    to_dhcp = alice("PUT", f"/v2.0/ports/{workload['id']}", {"port": {"device_owner": DHCP}})
+    assert error(to_dhcp)[:2] == (403, "PolicyNotAuthorized")
+    away = alice("PUT", f"/v2.0/ports/{dhcp['id']}", {"port": {"device_owner": "compute:nova"}})
+    assert error(away)[:2] == (403, "PolicyNotAuthorized")
+    renamed = alice("PUT", f"/v2.0/ports/{dhcp['id']}", {"port": {"name": "dhcp"}})
+    assert renamed.status_code == 200
+
+
+def test_a_new_slaac_subnet_leaves_the_dhcp_port_alone(admin: Api) -> None:
+    """Existing ports get their EUI-64 address on a new SLAAC subnet; the DHCP
+    port does not (it has nothing to serve there)."""
+    network = admin.create_network(name="later-v6")
+    v4 = subnet(admin, network["id"], "10.0.0.0/24")
+    port(admin, network["id"])
+    subnet(
+        admin,
+        network["id"],
+        "2001:db8:6::/64",
+        ip_version=6,
+        ipv6_ra_mode="slaac",
+        ipv6_address_mode="slaac",
+    )
+    assert served(admin, network["id"]) == {v4["id"]}

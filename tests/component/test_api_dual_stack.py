@@ -192,3 +192,32 @@ def test_an_ipv6_mode_the_appliance_cannot_serve_on_that_prefix_is_refused(admin
         "ipv6_address_mode": "dhcpv6-stateful",
     }
     assert alice("POST", "/v2.0/subnets", {"subnet": stateful}).status_code == 201
+
+
+def test_a_change_that_would_strand_an_extra_route_is_refused(admin: Api) -> None:
+    """A route's next hop must stay connected and its destination must not
+    become a subnet the router is on: clearing the gateway the route goes
+    through, or adding an interface on its destination, is refused (409)
+    rather than leaving the router a config it cannot run."""
+    public = admin.create_network(name="public", **{"router:external": True})
+    subnet(admin, public["id"], "198.51.100.0/24")
+    inside = admin.create_network(name="inside")
+    first = subnet(admin, inside["id"], "10.0.0.0/24")
+    later = subnet(admin, inside["id"], "10.1.0.0/24")
+    made = router(admin, external_gateway_info={"network_id": public["id"]})
+    assert add(admin, made["id"], subnet_id=first["id"]).status_code == 200
+    routes = [
+        {"destination": "203.0.113.0/24", "nexthop": "198.51.100.10"},
+        {"destination": "10.1.0.0/24", "nexthop": "10.0.0.9"},
+    ]
+    assert (
+        admin("PUT", f"/v2.0/routers/{made['id']}", {"router": {"routes": routes}}).status_code
+        == 200
+    )
+    cleared = admin("PUT", f"/v2.0/routers/{made['id']}", {"router": {"external_gateway_info": {}}})
+    assert error(cleared)[:2] == (409, "RouterInUseByRoute")
+    shown = admin("GET", f"/v2.0/routers/{made['id']}").json()["router"]
+    assert shown["external_gateway_info"]["network_id"] == public["id"]  # nothing changed
+    status, kind, message = error(add(admin, made["id"], subnet_id=later["id"]))
+    assert (status, kind) == (409, "RouterInUseByRoute") and "10.1.0.0/24" in message
+    assert len(interface_ports(admin, made["id"])) == 1

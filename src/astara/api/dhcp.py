@@ -7,10 +7,10 @@ an appliance of its own (kind "dhcp", see `astara.drivers.dhcp`), whose
 Neutron port is the network's DHCP port — device_owner `network:dhcp`,
 device_id `dhcp-<network id>` (the appliance's id), the network's project.
 
-The rule, kept by `sync` alone: the DHCP port has one fixed IP on each IPv4
+The rule, kept by `sync` alone: the DHCP port has one fixed IP on each
 subnet of the network that
 
-- has `enable_dhcp`,
+- has `enable_dhcp` (IPv4) or a DHCPv6 mode (IPv6),
 - has no router interface on it (a router serves it then), and
 - has a workload on it: a port whose device_owner does not start with
   `network:` holds an address on it;
@@ -29,12 +29,15 @@ delete, router add/remove interface, network delete. Its own port changes
 are recorded like any other (revision, outbox event), which wakes the
 network's DHCP appliance in the orchestrator.
 
-IPv6: DHCPv6 is refused by the API (schema version 1 serves SLAAC only), and
-SLAAC needs a router's advertisements, so only IPv4 subnets are served here.
+IPv6: DHCPv6 subnets (`dhcpv6-stateful`, `dhcpv6-stateless`) are served
+the same way (the appliance's router advertisements carry the managed or
+other-config flag and say it is no default router); a SLAAC-only subnet has
+nothing to lease, and without a router nothing to route, so it is not.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Collection
 from datetime import datetime
@@ -52,6 +55,9 @@ from astara.db.models import (
     Subnet,
     dhcp_appliance_id,
 )
+from astara.drivers.appliance import leased_by_dhcp
+
+log = logging.getLogger(__name__)
 
 
 def dhcp_port(session: Session, network_id: str) -> Port | None:
@@ -73,14 +79,10 @@ def needed_subnets(
         s
         for s in session.scalars(
             select(Subnet)
-            .where(
-                Subnet.network_id == network_id,
-                Subnet.ip_version == 4,
-                Subnet.enable_dhcp.is_(True),
-            )
+            .where(Subnet.network_id == network_id, Subnet.enable_dhcp.is_(True))
             .order_by(Subnet.created_at, Subnet.id)
         )
-        if s.id not in leaving
+        if s.id not in leaving and leased_by_dhcp(s)
     ]
     if not candidates:
         return []
@@ -116,11 +118,10 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
     blocks the delete). May raise IpAddressGenerationFailure (409) when a
     subnet that needs serving has no address left for the DHCP port."""
     session.flush()  # the caller's change is what is judged
-    if _right(session, network_id, leaving):
-        return  # the common case, decided without a lock
-    # Concurrent changes on one network must not both create a DHCP port:
-    # hold the network's row (a row lock on PostgreSQL, the write lock on
-    # SQLite) and look again.
+    # Decide under the network's row lock (a row lock on PostgreSQL, the write
+    # lock on SQLite), always: two changes of one network judged apart (a first
+    # workload, a router joining its subnet) would each miss the other's and
+    # leave two DHCP servers, or one serving nobody.
     network = session.get(Network, network_id, with_for_update=True, populate_existing=True)
     if network is None:
         return
@@ -139,9 +140,24 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
     session.expire(network, ["subnets"])
     kept = list(port.fixed_ips) if port is not None else []
     if port is not None and {a.subnet_id for a in kept} == {s.id for s in wanted}:
-        return  # made right meanwhile
+        return  # right already
     mac = port.mac_address if port is not None else ports.free_mac(session, network)
-    allocations = ports.allocate(session, network, mac, [{"subnet_id": s.id} for s in wanted], kept)
+    # A full subnet has no address for the DHCP port: it goes unserved (said
+    # in the log) rather than failing the caller's change (a router leaving it).
+    held = {a.subnet_id for a in kept}
+    servable = [s for s in wanted if s.id in held or ports.has_free(session, s)]
+    for subnet in wanted:
+        if subnet not in servable:
+            log.warning("subnet %s needs DHCP and has no address left for it", subnet.id)
+    if not servable:
+        if port is not None:
+            session.delete(port)
+            changes.record(session, "port", port, "delete", now, {"network_id": network_id})
+            session.flush()
+        return
+    allocations = ports.allocate(
+        session, network, mac, [{"subnet_id": s.id} for s in servable], kept
+    )
     if port is None:
         port = Port(
             id=str(uuid.uuid4()),
@@ -165,13 +181,3 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
         port.fixed_ips = allocations
         changes.update(session, "port", port, {}, now)
     session.flush()
-
-
-def _right(session: Session, network_id: str, leaving: Collection[str]) -> bool:
-    """Whether the network's DHCP port is what the rule says already (on
-    exactly the needed subnets, whatever addresses it holds there)."""
-    port = dhcp_port(session, network_id)
-    wanted = {s.id for s in needed_subnets(session, network_id, leaving)}
-    if port is None:
-        return not wanted
-    return {a.subnet_id for a in port.fixed_ips} == wanted and bool(wanted)

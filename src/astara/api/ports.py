@@ -29,7 +29,7 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import FloatingIp, IpAllocation, Network, Port, RouterPort, Subnet
+from astara.db.models import DHCP, FloatingIp, IpAllocation, Network, Port, RouterPort, Subnet
 from astara.model import rules
 
 SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
@@ -329,7 +329,21 @@ def _may_choose(caller: Caller, network: Network, values: dict[str, Any], action
         raise access.forbidden(f"rule:{action}_port:fixed_ips:ip_address")
 
 
+def _not_the_servers_own(values: dict[str, Any], current: str | None = None) -> None:
+    """A network's DHCP port is made and removed by the server alone
+    (`api.dhcp`): no caller makes a port one, or one into another kind; that
+    would dodge the port quota and could stand in for the network's DHCP."""
+    owner = values.get("device_owner")
+    if owner is not None and (owner == DHCP) != (current == DHCP):
+        raise NeutronError(
+            403,
+            "PolicyNotAuthorized",
+            f"(rule:device_owner) is disallowed by policy: {DHCP} ports are the server's own",
+        )
+
+
 def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Port:
+    _not_the_servers_own(values)
     network = networks.get(session, caller, values["network_id"])
     if not caller.is_admin and network.project_id != caller.project_id and not network.shared:
         raise NeutronError(404, "NetworkNotFound", f"Network {network.id} could not be found.")
@@ -368,6 +382,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
 def update(
     session: Session, caller: Caller, port: Port, values: dict[str, Any], now: datetime
 ) -> Port:
+    _not_the_servers_own(values, port.device_owner)
     network = session.get(Network, port.network_id)
     assert network is not None
     _may_choose(caller, network, values, "update")

@@ -11,7 +11,17 @@ from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import DHCP, FloatingIp, Network, Port, Quota, QuotaLock, Router, Subnet
+from astara.db.models import (
+    DHCP,
+    DHCP_APPLIANCE_PREFIX,
+    FloatingIp,
+    Network,
+    Port,
+    Quota,
+    QuotaLock,
+    Router,
+    Subnet,
+)
 
 # Only what Astara has: a limit on a resource that does not exist yet (security
 # groups come with the firewall work) would be accepted and mean nothing, so
@@ -45,7 +55,12 @@ def used(session: Session, project_id: str) -> dict[str, int]:
     for name, model in MODELS.items():
         query = select(func.count()).select_from(model).where(model.project_id == project_id)
         if model is Port:  # a network's DHCP port is the service's, not counted (Neutron's rule)
-            query = query.where(Port.device_owner != DHCP)
+            query = query.where(
+                ~(
+                    (Port.device_owner == DHCP)
+                    & (Port.device_id == DHCP_APPLIANCE_PREFIX + Port.network_id)
+                )
+            )
         counts[name] = session.scalar(query) or 0
     return counts
 

@@ -309,6 +309,29 @@ def _routes(session: Session, router: Router, value: Any) -> list[dict[str, str]
     return [{"destination": str(r.destination), "nexthop": str(r.nexthop)} for r in specs]
 
 
+def _refuse_routes_left_unserved(session: Session, router: Router) -> None:
+    """After a change of the router's own addresses (its gateway, an
+    interface), its extra routes must still hold by the same rule (a next
+    hop still connected, a destination still not a subnet it is on): else
+    the change is refused, as removing an interface a route needs is."""
+    if not router.routes:
+        return
+    session.flush()
+    connected, own = _own_addresses(session, router)
+    specs = [
+        rules.RouteSpec(ipaddress.ip_network(r["destination"]), ipaddress.ip_address(r["nexthop"]))
+        for r in router.routes
+    ]
+    for problem in rules.route_problems(specs, connected, own):
+        route = router.routes[problem.index]
+        raise NeutronError(
+            409,
+            "RouterInUseByRoute",
+            f"Router {router.id}'s route to {route['destination']} via {route['nexthop']}"
+            f" would no longer hold ({problem.message}): change the routes first.",
+        )
+
+
 def _refuse_unservable(addresses: list[tuple[str, str]]) -> None:
     """A router's address must be one an interface can hold (shared rule:
     `model.rules.host_address_problem`): no multicast, loopback or
@@ -352,10 +375,13 @@ def update(
 ) -> Router:
     if {"external_gateway_info", "routes", "admin_state_up"} & set(values):
         router.status = BUILD
-    if "external_gateway_info" in values:
+    gateway_changed = "external_gateway_info" in values
+    if gateway_changed:
         _set_gateway(session, caller, router, values.pop("external_gateway_info"), now)
     if "routes" in values:
         router.routes = _routes(session, router, values.pop("routes"))
+    elif gateway_changed:
+        _refuse_routes_left_unserved(session, router)
     changes.update(session, "router", router, values, now)
     return router
 
@@ -506,6 +532,7 @@ def add_interface(
             )
             port.fixed_ips = [allocation]
     session.flush()
+    _refuse_routes_left_unserved(session, router)
     router.status = BUILD
     changes.record(session, "router", router, "add_interface", now)
     dhcp.sync(session, port.network_id, now)

@@ -24,6 +24,7 @@ from astara.api.attributes import (
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db.models import (
+    DHCP,
     FLOATING_IP,
     ROUTER_GATEWAY,
     ROUTER_INTERFACE,
@@ -255,6 +256,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     network.updated_at = now
     if ports.auto_address(subnet):
         _address_existing_ports(session, network, subnet, now)
+        dhcp.sync(session, network.id, now)  # its workloads may need DHCPv6 (stateless)
     changes.record(session, "subnet", subnet, "create", now)
     return subnet
 
@@ -269,8 +271,8 @@ def _address_existing_ports(
     for port in session.scalars(
         select(Port).where(Port.network_id == network.id).order_by(Port.id)
     ):
-        if port.device_owner in (ROUTER_INTERFACE, FLOATING_IP):
-            continue
+        if port.device_owner in (ROUTER_INTERFACE, FLOATING_IP, DHCP):
+            continue  # a DHCP port's addresses are `dhcp.sync`'s to choose
         port.fixed_ips.append(
             IpAllocation(
                 subnet_id=subnet.id,

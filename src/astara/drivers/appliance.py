@@ -58,6 +58,15 @@ def serves_hosts(subnet: Subnet) -> bool:
     return ipv6_mode(subnet) is Ipv6RaMode.dhcpv6_stateful
 
 
+def leased_by_dhcp(subnet: Subnet) -> bool:
+    """Whether a DHCP server serves the subnet's hosts: IPv4 with DHCP, IPv6
+    with DHCPv6 (stateful: addresses; stateless: options such as DNS)."""
+    if subnet.ip_version == 4:
+        return subnet.enable_dhcp
+    mode = ipv6_mode(subnet)
+    return mode is not None and mode.dhcpv6
+
+
 def subnet_entry(subnet: Subnet, mac: str, default_gateway: str | None) -> dict[str, Any]:
     """A subnet served on the interface `mac`: DHCP settings for IPv4, RA (and
     DHCPv6) for IPv6 by its mode. Clients get the subnet's gateway, or

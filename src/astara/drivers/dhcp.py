@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 from astara.api.dhcp import dhcp_port
 from astara.appliance.schema import ApplianceConfig
 from astara.db.models import Network, Subnet, dhcp_appliance_id
-from astara.drivers.appliance import AppliancePlan, NetworkNeed, dhcp_hosts, subnet_entry
+from astara.drivers.appliance import (
+    AppliancePlan,
+    NetworkNeed,
+    dhcp_hosts,
+    leased_by_dhcp,
+    serves_hosts,
+    subnet_entry,
+)
 
 
 def plan(session: Session, network_id: str) -> AppliancePlan:
@@ -47,9 +54,10 @@ def plan(session: Session, network_id: str) -> AppliancePlan:
         subnet = subnet_rows[allocation.subnet_id]
         prefix = ipaddress.ip_network(subnet.cidr).prefixlen
         addresses.append(f"{allocation.ip_address}/{prefix}")
-        if subnet.ip_version == 4 and subnet.enable_dhcp:
+        if leased_by_dhcp(subnet):
             subnets.append(subnet_entry(subnet, port.mac_address, None))
-            served.add(subnet.id)
+            if serves_hosts(subnet):  # hosts get their addresses (not only options) here
+                served.add(subnet.id)
     config = {
         "schema_version": 1,
         "kind": "dhcp",

@@ -82,7 +82,7 @@ def _unique_names() -> dict[tuple[str, tuple[str, ...]], str]:
 
 _UNIQUE_NAMES = _unique_names()
 # A renamed table or constraint must not silently drop out of the races.
-assert RACES <= set(_UNIQUE_NAMES.values()), RACES - set(_UNIQUE_NAMES.values())
+assert set(_UNIQUE_NAMES.values()) >= RACES, RACES - set(_UNIQUE_NAMES.values())
 
 POSTGRES_MAX_IDENTIFIER = 63
 
