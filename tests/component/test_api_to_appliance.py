@@ -27,6 +27,7 @@ from astara.appliance.schema import validate_semantics
 from astara.db.engine import make_engine, sqlite_url
 from astara.db.migrate import upgrade
 from astara.db.models import Router
+from astara.drivers import dhcp as dhcp_driver
 from astara.drivers import router as driver
 from tests.component.conftest import NOW, Api
 from tests.unit.validators import scratch_netns
@@ -135,6 +136,10 @@ STEP = st.one_of(
     st.tuples(st.just("interface"), st.integers(0, 2), st.integers(0, 5), st.booleans()),
     st.tuples(st.just("routes"), st.integers(0, 2), st.lists(route(), max_size=3)),
     st.tuples(st.just("floatingip"), st.integers(0, 3), st.integers(0, 5)),
+    st.tuples(st.just("ungateway"), st.integers(0, 2)),
+    st.tuples(st.just("uninterface"), st.integers(0, 2), st.integers(0, 5)),
+    st.tuples(st.just("unport"), st.integers(0, 5)),
+    st.tuples(st.just("router_state"), st.integers(0, 2), st.booleans()),
 )
 
 
@@ -232,6 +237,21 @@ class Scenario:
                 )
         elif kind == "routes" and (router := self.pick("router", args[0])):
             self.put(f"/v2.0/routers/{router['id']}", {"router": {"routes": args[1]}})
+        elif kind == "ungateway" and (router := self.pick("router", args[0])):
+            body = {"router": {"external_gateway_info": {}}}
+            self.put(f"/v2.0/routers/{router['id']}", body)
+        elif kind == "uninterface" and (router := self.pick("router", args[0])):
+            if (target := self.pick("subnet", args[1])) is not None:
+                self.put(
+                    f"/v2.0/routers/{router['id']}/remove_router_interface",
+                    {"subnet_id": target["id"]},
+                )
+        elif kind == "unport" and (port := self.pick("port", args[0])):
+            response = self.api("DELETE", f"/v2.0/ports/{port['id']}")
+            note(f"DELETE port -> {response.status_code}")
+            assert response.status_code < 500, response.text
+        elif kind == "router_state" and (router := self.pick("router", args[0])):
+            self.put(f"/v2.0/routers/{router['id']}", {"router": {"admin_state_up": args[1]}})
         elif kind == "floatingip":
             network = self.pick("network", args[0])
             port = self.pick("port", args[1])
@@ -279,12 +299,17 @@ def test_every_router_the_api_accepts_is_served(
         scenario.run(step)
     ids = [r["id"] for r in scenario.made["router"]]
     with Session(engine) as session:
-        for router in session.scalars(select(Router).where(Router.id.in_(ids))):
-            plan = driver.plan(session, router)  # a schema refusal raises here
+        plans = [
+            driver.plan(session, r)
+            for r in session.scalars(select(Router).where(Router.id.in_(ids)))
+        ]
+        # The networks' DHCP appliances, too (a schema refusal raises in plan).
+        plans += [dhcp_driver.plan(session, n["id"]) for n in scenario.made["network"]]
+        for plan in plans:
             if plan.config is None:
-                event("a router with no appliance")
+                event("no appliance")
                 continue
-            event(f"an appliance with {len(plan.config.interfaces)} interfaces")
+            event(f"a {plan.config.kind} appliance, {len(plan.config.interfaces)} interfaces")
             note(plan.config.model_dump_json(indent=1))
             mtus = {network_id: need.mtu for network_id, need in plan.networks.items()}
             assert validate_semantics(plan.config, set(mtus), mtus) == []

@@ -16,7 +16,7 @@ from astara.agent.client import AgentClient, AgentError
 from astara.appliance.checks import TOOLS
 from astara.linux import cleanup, netns
 from astara.naming import Names
-from astara.orchestrator.reconciler import _agent_failure
+from astara.orchestrator.failures import from_agent
 from astara.testing.agent import AgentProcess
 from tests.root.conftest import router_config
 
@@ -78,7 +78,8 @@ def test_a_missing_tool_is_named_and_refused_before_anything_changes(
     assert not netns.exists(Names(without_dnsmasq.prefix).appliance_netns("r1"))
     assert client.appliances(observe=False) == []
     # What the orchestrator records as the router's last error names the tool.
-    assert "dnsmasq is not installed" in _agent_failure(refused.value)
+    recorded = str(from_agent(refused.value.status_code, refused.value.body))
+    assert "dnsmasq" in recorded and "not installed" in recorded
 
     # A router without DHCP needs no dnsmasq: it applies.
     applied = client.put_appliance("r1", _without_dhcp(router_config()))
