@@ -130,21 +130,9 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
         # Loaded before the lock: what another transaction committed since counts.
         session.refresh(port, ["fixed_ips"])
     wanted = needed_subnets(session, network_id, leaving)
-    if not wanted:
-        if port is not None:
-            session.delete(port)
-            changes.record(session, "port", port, "delete", now, {"network_id": network_id})
-            session.flush()
-        return
-    # The caller may have added a subnet behind the relationship's back.
-    session.expire(network, ["subnets"])
-    kept = list(port.fixed_ips) if port is not None else []
-    if port is not None and {a.subnet_id for a in kept} == {s.id for s in wanted}:
-        return  # right already
-    mac = port.mac_address if port is not None else ports.free_mac(session, network)
     # A full subnet has no address for the DHCP port: it goes unserved (said
     # in the log) rather than failing the caller's change (a router leaving it).
-    held = {a.subnet_id for a in kept}
+    held = {a.subnet_id for a in port.fixed_ips} if port is not None else set()
     servable = [s for s in wanted if s.id in held or ports.has_free(session, s)]
     for subnet in wanted:
         if subnet not in servable:
@@ -155,6 +143,12 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
             changes.record(session, "port", port, "delete", now, {"network_id": network_id})
             session.flush()
         return
+    # The caller may have added a subnet behind the relationship's back.
+    session.expire(network, ["subnets"])
+    kept = list(port.fixed_ips) if port is not None else []
+    if port is not None and held == {s.id for s in servable}:
+        return  # right already
+    mac = port.mac_address if port is not None else ports.free_mac(session, network)
     allocations = ports.allocate(
         session, network, mac, [{"subnet_id": s.id} for s in servable], kept
     )
