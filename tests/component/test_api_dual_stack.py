@@ -207,7 +207,8 @@ def test_a_change_that_would_strand_an_extra_route_is_refused(admin: Api) -> Non
     made = router(admin, external_gateway_info={"network_id": public["id"]})
     assert add(admin, made["id"], subnet_id=first["id"]).status_code == 200
     routes = [
-        {"destination": "203.0.113.0/24", "nexthop": "198.51.100.10"},
+        # The external subnet's gateway: never the router's own (random) address.
+        {"destination": "203.0.113.0/24", "nexthop": "198.51.100.1"},
         {"destination": "10.1.0.0/24", "nexthop": "10.0.0.9"},
     ]
     assert (
