@@ -387,3 +387,31 @@ def test_a_workload_reaches_its_own_floating_ip(standard: Lab) -> None:
         assert wait_until(lambda: seen_source(w1, FLOATING_IP, server.port)) == "10.1.0.1"
         # From outside, the client's own address is kept.
         assert seen_source(lab.netns("outside"), FLOATING_IP, server.port) == OUTSIDE
+
+
+def test_an_upstream_gateway_outside_the_external_subnet_is_reached_on_link(
+    standard: Lab,
+) -> None:
+    """Neutron accepts an external subnet whose gateway lies outside it (a
+    provider's /32s, say): the router's default route goes to it on-link
+    through the external interface, and traffic leaves that way."""
+    lab = standard
+    upstream = "192.0.2.1"
+    config = router_config()
+    config["routes"][0] = {"destination": "0.0.0.0/0", "nexthop": upstream, "onlink": True}
+    lab.router("r1", config)
+    gateway = lab.workload("upstream", "ext", "fa:16:3e:00:01:20", addresses=(f"{upstream}/24",))
+    try:
+        # The upstream reaches the router's own subnet on-link, as a provider's would.
+        sh(gateway, ["ip", "route", "add", "198.51.100.0/24", "dev", "eth0"])
+        routes = sh(lab.router_netns("r1"), ["ip", "-4", "route", "show", "default"])
+        assert f"via {upstream}" in routes and "onlink" in routes
+        with WhoAmI(gateway) as server:
+            seen = wait_until(
+                lambda: seen_source(lab.netns("w2"), upstream, server.port),
+                what="w2 to reach the upstream through the on-link default route",
+            )
+        assert seen == ROUTER_EXTERNAL
+    finally:
+        lab.client.delete_port("upstream")
+        lab.router("r1", router_config())

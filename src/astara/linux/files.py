@@ -9,7 +9,10 @@ from pathlib import Path
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Write `text` to `path` through a temporary file renamed over it. The
     temporary file is created with `mode` (never wider), so a secret is never
-    readable by others, not even between its creation and the rename."""
+    readable by others, not even between its creation and the rename. One
+    writer per path at a time (callers hold the appliance's lock, or write
+    once at start): the temporary file's name is the path's own, so a crash
+    leaves one stale file to replace, never a trail of them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.new")
     # Left by a writer that crashed: O_EXCL below must create a fresh inode
