@@ -41,6 +41,7 @@ lint: deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: deps
 	$(BIN)/python -m bench.run
