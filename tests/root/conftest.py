@@ -104,15 +104,21 @@ def router_config(
     }
 
 
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    process = AgentProcess(tmp_path)
+def running_agent(state_dir: Path, operators_group: str | None = None) -> Iterator[AgentProcess]:
+    """A started agent under a unique prefix; everything it made is removed
+    after, however the test ends (for fixtures to `yield from`)."""
+    process = AgentProcess(state_dir, operators_group=operators_group)
     try:
         process.start()
         yield process
     finally:
         process.remove_everything()
         assert not any(cleanup.leftovers(process.prefix).values())
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProcess]:
+    yield from running_agent(tmp_path)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from astara.linux import cleanup, netns
 from astara.naming import Names
 from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.server import Server
+from tests.root.conftest import running_agent
 
 pytestmark = pytest.mark.root
 
@@ -42,24 +43,14 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _agent(state_dir: Path, operators_group: str | None = None) -> Iterator[AgentProcess]:
-    process = AgentProcess(state_dir, operators_group=operators_group)
-    try:
-        process.start()
-        yield process
-    finally:
-        process.remove_everything()
-        assert not any(cleanup.leftovers(process.prefix).values())
-
-
 @pytest.fixture
 def root_only(open_dir: Path) -> Iterator[AgentProcess]:
-    yield from _agent(open_dir)
+    yield from running_agent(open_dir)
 
 
 @pytest.fixture
 def with_operators(open_dir: Path) -> Iterator[AgentProcess]:
-    yield from _agent(open_dir, OPERATORS_GID)
+    yield from running_agent(open_dir, OPERATORS_GID)
 
 
 def _curl_as(
