@@ -90,6 +90,18 @@ class Network(StandardAttributes, Base):
     mtu: Mapped[int] = mapped_column(Integer, default=1500)
     # Stored and shown; enforced with security groups, which are not built yet.
     port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Neutron's provider extension: how the network reaches every host.
+    # "vxlan" (a VNI from the configured range; segmentation_id) or "flat"
+    # (untagged on a physnet: physical_network). The constraints keep a VNI
+    # and a flat physnet to one network each (NULLs never collide).
+    network_type: Mapped[str] = mapped_column(String(16), default="vxlan", server_default="vxlan")
+    physical_network: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    segmentation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("network_type", "segmentation_id", name="uq_networks_segment"),
+        UniqueConstraint("network_type", "physical_network", name="uq_networks_physnet"),
+    )
 
     subnets: Mapped[list[Subnet]] = relationship(
         back_populates="network", order_by="Subnet.created_at"
@@ -161,6 +173,10 @@ class Router(StandardAttributes, Base):
     )
     enable_snat: Mapped[bool] = mapped_column(Boolean, default=True)
     routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # Neutron's router_availability_zone extension: where its appliance may be placed.
+    availability_zone_hints: Mapped[list[str]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
 
 
 # Device owners of a router's own ports (Neutron's names).
@@ -280,6 +296,11 @@ class ApplianceState(Base):
     # Written by operators (the admin API), only read by the orchestrator.
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     rebuild_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Where the appliance runs (a host's name; None: not placed), and its
+    # fencing token: it grows whenever the appliance is placed or taken over,
+    # every push carries it, and an agent refuses one older than it has seen.
+    host: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApplianceEvent(Base):
@@ -306,6 +327,8 @@ class PortBinding(Base):
     ifname: Mapped[str] = mapped_column(String(15))
     dhcp: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # The host it is plugged on (Neutron's binding:host_id); None: the local host.
+    host: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class PausedProject(Base):
@@ -315,3 +338,57 @@ class PausedProject(Base):
 
     project_id: Mapped[str] = mapped_column(NAME, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime)
+
+
+# --- hosts and their trust ----------------------------------------------------------------
+
+
+class Host(Base):
+    """A host running an astara-agent: joined with a token (a remote one,
+    `address` https://ADDR:PORT, speaking mutual TLS) or the local agent of
+    `astara serve` (`address` unix:PATH)."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    address: Mapped[str] = mapped_column(String(255))
+    underlay_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Neutron's bridge mappings: physnet name -> the host's interface.
+    physnets: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    availability_zone: Mapped[str] = mapped_column(String(255), default="nova")
+    drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    # As the heartbeats last found it (see `astara.orchestrator.hosts`).
+    alive: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # What the agent reported last (version, capacity).
+    reported: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Its current certificate (hex serial); None for the local host.
+    cert_serial: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    cert_not_after: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class JoinToken(Base):
+    """A one-time, expiring token an agent joins with (only its digest is kept)."""
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    used_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RevokedCertificate(Base):
+    """A certificate no longer honoured (its host was removed, or it was
+    replaced by a renewal), kept until it would have expired anyway."""
+
+    __tablename__ = "revoked_certificates"
+
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    host_name: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime] = mapped_column(DateTime)
+    not_after: Mapped[datetime] = mapped_column(DateTime)
