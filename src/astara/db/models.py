@@ -301,6 +301,8 @@ class ApplianceState(Base):
     # every push carries it, and an agent refuses one older than it has seen.
     host: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An operator's `router move --host`: acted on (and cleared) by the orchestrator.
+    move_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ApplianceEvent(Base):

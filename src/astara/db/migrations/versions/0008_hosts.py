@@ -80,6 +80,7 @@ def upgrade() -> None:
     with op.batch_alter_table("appliance_states") as batch:
         batch.add_column(sa.Column("host", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("epoch", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("move_to", sa.String(length=64), nullable=True))
         batch.create_index(op.f("ix_appliance_states_host"), ["host"], unique=False)
     with op.batch_alter_table("port_bindings") as batch:
         batch.add_column(sa.Column("host", sa.String(length=64), nullable=True))
@@ -90,6 +91,7 @@ def downgrade() -> None:
         batch.drop_column("host")
     with op.batch_alter_table("appliance_states") as batch:
         batch.drop_index(op.f("ix_appliance_states_host"))
+        batch.drop_column("move_to")
         batch.drop_column("epoch")
         batch.drop_column("host")
     with op.batch_alter_table("routers") as batch:
