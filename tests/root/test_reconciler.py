@@ -235,7 +235,7 @@ def test_an_agent_that_does_not_answer_never_stops_the_outbox(
     the same and the routers they concern are looked at."""
     api = Api(engine, tmp_path)
     orchestrator = orchestrators(engine, nobody(tmp_path)).start()
-    router = api.create("routers", "router", name="r1")
+    router, _ = routed(api, "10.9.0.0/24")  # with a port: it needs an appliance
     wait_until(
         lambda: orchestrator.cursor >= last_sequence(engine), 30, 0.05, "the outbox to be read"
     )

@@ -206,10 +206,15 @@ def test_first_apply_creates_everything_ruleset_before_any_link() -> None:
         StartDaemon(DaemonName.radvd, (DaemonFile("radvd.conf", texts.radvd),)),
     ]
     assert of(actions, ForgetConntrack) == []
-    # A new external interface: its IPv4 address and every floating IP announced.
-    assert one(actions, Announce) == Announce(
+    # A new external interface: its IPv4 address and every floating IP
+    # announced; each new internal one its IPv4 addresses (so that switches,
+    # VXLAN forwarding tables on other hosts among them, learn where it is).
+    announced = {a.interface: a for a in of(actions, Announce)}
+    assert announced.pop(EXTERNAL) == Announce(
         EXTERNAL, EXTERNAL_MAC, (ip("203.0.113.2"), ip("203.0.113.10"), ip("203.0.113.11"))
     )
+    assert announced and all(a.interface.startswith("int") for a in announced.values())
+    assert all(a.addresses for a in announced.values())
     assert isinstance(actions[-1], Announce)
 
 
@@ -515,14 +520,15 @@ def test_a_recreated_external_interface_announces_all_its_addresses() -> None:
     assert of(actions, Announce) == []
 
 
-def test_without_an_external_interface_nothing_is_answered_or_announced() -> None:
+def test_without_an_external_interface_nothing_is_answered_externally() -> None:
     def internal_only(doc: Doc) -> None:
         doc["interfaces"].pop(0)
         doc.update(routes=[], floating_ips=[], snat={"enabled": False})
 
     actions = plan(None, config(internal_only), Observation())
     assert one(actions, SyncFloatingRoutes) == SyncFloatingRoutes(None, ())
-    assert of(actions, Announce) == []
+    # Nothing on an external network; the new internal interfaces are announced.
+    assert {a.interface[:3] for a in of(actions, Announce)} == {"int"}
 
 
 # --- the words the API answers with ----------------------------------------------------

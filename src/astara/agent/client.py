@@ -24,6 +24,7 @@ class AgentError(RuntimeError):
 
 class AgentClient:
     def __init__(self, listen: str, timeout_s: float = 120.0) -> None:
+        self.address = listen
         where = parse_listen(listen)
         transport = httpx.HTTPTransport(uds=str(where.path)) if where.path is not None else None
         self.http = httpx.Client(base_url=where.base_url, transport=transport, timeout=timeout_s)
@@ -38,15 +39,21 @@ class AgentClient:
         self.close()
 
     def request(
-        self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+        timeout_s: float | None = None,
     ) -> Any:
-        response = self.http.request(method, path, json=body)
+        extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
+        response = self.http.request(method, path, json=body, **extra)
         if response.status_code not in ok:
             raise AgentError(response)
         return response.json() if response.content else None
 
-    def health(self) -> Any:
-        return self.request("GET", "/v1/health")
+    def health(self, timeout_s: float | None = None) -> Any:
+        return self.request("GET", "/v1/health", timeout_s=timeout_s)
 
     def networks(self, observe: bool = True) -> list[dict[str, Any]]:
         path = "/v1/networks" if observe else "/v1/networks?observe=false"
@@ -62,8 +69,17 @@ class AgentClient:
         found: list[dict[str, Any]] = self.request("GET", path)["appliances"]
         return found
 
-    def put_network(self, network_id: str, mtu: int = 1500, external: bool = False) -> Any:
-        return self.request("PUT", f"/v1/networks/{network_id}", {"mtu": mtu, "external": external})
+    def put_network(
+        self,
+        network_id: str,
+        mtu: int = 1500,
+        external: bool = False,
+        segment: dict[str, Any] | None = None,
+    ) -> Any:
+        body: dict[str, Any] = {"mtu": mtu, "external": external}
+        if segment is not None:
+            body["segment"] = segment
+        return self.request("PUT", f"/v1/networks/{network_id}", body)
 
     def delete_network(self, network_id: str) -> None:
         self.request("DELETE", f"/v1/networks/{network_id}")
@@ -77,8 +93,8 @@ class AgentClient:
     def delete_port(self, port_id: str) -> None:
         self.request("DELETE", f"/v1/ports/{port_id}")
 
-    def put_appliance(self, appliance_id: str, config: dict[str, Any]) -> Any:
-        return self.request("PUT", f"/v1/appliances/{appliance_id}", config)
+    def put_appliance(self, appliance_id: str, config: dict[str, Any], epoch: int = 0) -> Any:
+        return self.request("PUT", f"/v1/appliances/{appliance_id}?epoch={epoch}", config)
 
     def get_appliance(self, appliance_id: str) -> Any:
         return self.request("GET", f"/v1/appliances/{appliance_id}")
@@ -86,5 +102,5 @@ class AgentClient:
     def rendered(self, appliance_id: str) -> Any:
         return self.request("GET", f"/v1/appliances/{appliance_id}/rendered")
 
-    def delete_appliance(self, appliance_id: str) -> None:
-        self.request("DELETE", f"/v1/appliances/{appliance_id}")
+    def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
+        self.request("DELETE", f"/v1/appliances/{appliance_id}?epoch={epoch}")

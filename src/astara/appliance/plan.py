@@ -168,9 +168,7 @@ def plan_apply(
     gone = before - now
     if gone:
         actions.append(ForgetConntrack(tuple(sorted({floating for floating, _ in gone}))))
-    announce = plan_announcement(config, now - before, recreated)
-    if announce is not None:
-        actions.append(announce)
+    actions += plan_announcement(config, now - before, recreated)
     return tuple(actions)
 
 
@@ -284,22 +282,29 @@ def plan_announcement(
     config: ApplianceConfig,
     added: set[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]],
     recreated: set[str],
-) -> Announce | None:
+) -> list[Announce]:
     """Gratuitous ARP for floating IPs added or moved (`added`: their
-    (floating, fixed) pairs); for every external IPv4 address and floating IP
-    when the external interface is (re)created."""
-    external = config.external_interface()
-    if external is None:
-        return None
-    name = appliance_interface(external.role.value, external.mac)
-    if name in recreated:
-        addresses = [a.ip for a in external.addresses if isinstance(a, ipaddress.IPv4Interface)]
-        addresses += [f.floating_ip for f in config.floating_ips]
-    else:
-        addresses = sorted({floating for floating, _ in added})
-    if not addresses:
-        return None
-    return Announce(name, external.mac, tuple(addresses))
+    (floating, fixed) pairs); for every IPv4 address of an interface that
+    is (re)created, and the floating IPs with the external one. An appliance
+    built anew (on another host, say) so tells every switch on its networks,
+    VXLAN forwarding tables on other hosts included, where its MACs are now."""
+    announcements: list[Announce] = []
+    for interface in config.interfaces:
+        name = appliance_interface(interface.role.value, interface.mac)
+        external = interface.role.value == "external"
+        if name in recreated:
+            addresses = [
+                a.ip for a in interface.addresses if isinstance(a, ipaddress.IPv4Interface)
+            ]
+            if external:
+                addresses += [f.floating_ip for f in config.floating_ips]
+        elif external:
+            addresses = sorted({floating for floating, _ in added})
+        else:
+            continue
+        if addresses:
+            announcements.append(Announce(name, interface.mac, tuple(addresses)))
+    return announcements
 
 
 def _changed_files(observed: DaemonObserved, wanted: dict[str, str]) -> tuple[DaemonFile, ...]:

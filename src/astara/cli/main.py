@@ -420,10 +420,27 @@ def serve(
         typer.Option(
             envvar="ASTARA_AGENT",
             help="'local' (a child agent on STATE_DIR/agent.sock), unix:PATH or tcp:HOST:PORT"
-            " of a running agent, or 'none' (API only)",
+            " of a running agent, or 'none' (no local agent: hosts join it)",
         ),
     ] = "local",
-    orchestrate: Annotated[bool, typer.Option(help="Run the orchestrator (needs an agent)")] = True,
+    orchestrate: Annotated[bool, typer.Option(help="Run the orchestrator")] = True,
+    host_name: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ASTARA_HOST_NAME",
+            help="The local agent's host name (default: this machine's hostname)",
+        ),
+    ] = None,
+    heartbeat_s: Annotated[
+        float, typer.Option(help="Seconds between heartbeats to each host's agent")
+    ] = 1.0,
+    down_after_s: Annotated[
+        float,
+        typer.Option(
+            help="Seconds without a heartbeat before a host is down and its appliances move"
+            " (longer than the agents' --fence-after)"
+        ),
+    ] = 3.0,
     prefix: Annotated[
         str, typer.Option(envvar="ASTARA_PREFIX", help="Prefix of the local agent's objects")
     ] = "ast",
@@ -440,6 +457,7 @@ def serve(
 ) -> None:
     """Serve the Neutron v2.0 tenant API, the orchestrator and a local agent."""
     import logging
+    import socket
 
     import uvicorn
 
@@ -455,8 +473,10 @@ def serve(
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise typer.BadParameter("expected HOST:PORT", param_hint="--listen")
-    if orchestrate and agent == "none":
-        raise typer.BadParameter("the orchestrator needs an agent", param_hint="--agent")
+    if heartbeat_s <= 0 or down_after_s <= heartbeat_s:
+        raise typer.BadParameter(
+            "expected 0 < --heartbeat-s < --down-after-s", param_hint="--down-after-s"
+        )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -486,7 +506,16 @@ def serve(
     elif agent != "none":
         client = AgentClient(agent)
     orchestrator = (
-        Orchestrator(engine, client, resync_s=resync_s) if orchestrate and client else None
+        Orchestrator(
+            engine,
+            client,
+            host_name=host_name or socket.gethostname(),
+            heartbeat_s=heartbeat_s,
+            down_after_s=down_after_s,
+            resync_s=resync_s,
+        )
+        if orchestrate
+        else None
     )
     try:
         if orchestrator is not None:

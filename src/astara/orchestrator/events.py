@@ -12,6 +12,7 @@ from astara.db.models import (
     DHCP,
     ApplianceState,
     FloatingIp,
+    Host,
     OutboxEvent,
     Port,
     Router,
@@ -25,7 +26,7 @@ def touches_l2(event: OutboxEvent) -> bool:
     """Events that can change plugs or leave a segment unused: any port change,
     and what detaches a router from a network. (Segments in use are pushed
     with their router; the resync catches anything else.)"""
-    if event.resource_type == "port":
+    if event.resource_type in ("port", "host"):
         return True
     if event.resource_type == "network":
         return event.action == "delete"
@@ -45,6 +46,17 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     detail = event.detail if isinstance(event.detail, dict) else {}
     if kind == "router":
         return {object_id}
+    if kind == "host":
+        # Drained, undrained or removed: what runs there may move, and what
+        # nobody could place may go there now.
+        name = detail.get("name") or session.scalar(select(Host.name).where(Host.id == object_id))
+        return set(
+            session.scalars(
+                select(ApplianceState.appliance_id).where(
+                    (ApplianceState.host == name) | ApplianceState.host.is_(None)
+                )
+            )
+        )
     network_id: str | None = None
     if kind == "network":
         network_id = object_id

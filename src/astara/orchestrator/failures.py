@@ -20,6 +20,7 @@ class FailureKind(StrEnum):
     INVALID = "config_invalid"  # no valid appliance config (ours, or the agent's 422)
     MISSING_TOOL = "missing_tool"  # the host lacks a tool the appliance needs
     NO_CONFIG = "no_config"  # a push was asked for with nothing to push
+    NO_HOST = "no_host"  # no live, undrained host can take the appliance
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,21 @@ class Failure:
                 return f"missing tool on the agent's host: {self.tool}{detail}"
             case FailureKind.NO_CONFIG:
                 return f"no config to push{detail}"
+            case FailureKind.NO_HOST:
+                return f"no host can take it (none is up and undrained){detail}"
 
     @property
     def agent_down(self) -> bool:
-        """The agent did not answer: not the appliance's fault."""
-        return self.kind is FailureKind.UNREACHABLE
+        """The agent did not answer, or there is none: not the appliance's fault."""
+        return self.kind in (FailureKind.UNREACHABLE, FailureKind.NO_HOST)
 
 
 def unreachable(detail: str) -> Failure:
     return Failure(FailureKind.UNREACHABLE, detail)
+
+
+def no_host() -> Failure:
+    return Failure(FailureKind.NO_HOST)
 
 
 def config_invalid(error: ValidationError) -> Failure:

@@ -1,88 +1,168 @@
-"""The orchestrator's L2 work on the agent: the segments routers and
-workloads need (with a cache of what the agent has, so a segment is PUT once),
-workload ports plugged as their bindings say, and segments nothing uses
-removed. A port, segment or binding that fails is logged, its port DOWN, and
-the others proceed."""
+"""The orchestrator's L2 work on every host: the segments its appliances and
+workloads need, workload ports plugged as their bindings say, and segments
+nothing uses removed. A port, segment or host that fails is logged, its
+ports DOWN, and the others proceed.
+
+What a host needs is what runs there: the networks of the ports bound to
+it (`binding:host_id`; none means the local host) and of the appliances
+placed on it (a router's ports, a DHCP appliance's network). A network's
+segment on a host says how it reaches the other hosts that need it: a
+`vxlan` network floods only to their underlay addresses (head-end
+replication), so a host with nothing on a network sees none of its
+traffic; a `flat` one is bridged to the host's interface for its physnet.
+A host without an underlay address (the single-host default) keeps every
+`vxlan` network on its own bridge.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from astara.agent.client import AgentClient, AgentError
-from astara.db.models import DHCP, Network, Port, PortBinding, RouterPort, Subnet
+from astara.agent.client import AgentError
+from astara.db.models import (
+    DHCP,
+    ApplianceState,
+    Network,
+    Port,
+    PortBinding,
+    RouterPort,
+    Subnet,
+    dhcp_network_id,
+)
 from astara.drivers.appliance import ipv6_mode
 from astara.model.fabric import PortSpec
+from astara.orchestrator.hosts import Hosts, infos
+from astara.orchestrator.placement import HostInfo
 
 log = logging.getLogger(__name__)
 
 
+class CannotCarry(Exception):
+    """A host lacks what a network needs there (an interface for its physnet)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A network as every host carries it."""
+
+    network_id: str
+    mtu: int
+    external: bool
+    network_type: str
+    physical_network: str | None
+    segmentation_id: int | None
+
+
+@dataclass
+class FabricView:
+    """One read of the database: the hosts, what each needs, and the ports
+    to plug on each."""
+
+    hosts: dict[str, HostInfo]
+    segments: dict[str, Segment]
+    needs: dict[str, set[str]] = field(default_factory=dict)  # host → network ids
+    ports: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # host → specs
+    statuses: dict[str, str] = field(default_factory=dict)  # port id → status
+
+    def spec(self, host: str, network_id: str) -> dict[str, Any] | None:
+        """The agent's network spec for `network_id` on `host`; None when
+        the host cannot carry it (a flat network on a physnet it lacks)."""
+        segment = self.segments[network_id]
+        spec: dict[str, Any] = {"mtu": segment.mtu, "external": segment.external}
+        here = self.hosts[host]
+        if segment.network_type == "flat":
+            if segment.physical_network not in here.physnets:
+                return None
+            spec["segment"] = {"type": "flat", "physnet": segment.physical_network}
+        elif here.underlay_address and segment.segmentation_id is not None:
+            remotes = sorted(
+                {
+                    str(other.underlay_address)
+                    for name, other in self.hosts.items()
+                    if name != host
+                    and other.alive
+                    and other.underlay_address
+                    and network_id in self.needs.get(name, ())
+                }
+            )
+            spec["segment"] = {
+                "type": "vxlan",
+                "vni": segment.segmentation_id,
+                "remotes": remotes,
+            }
+        return spec
+
+
 class L2:
     def __init__(
-        self, sessions: sessionmaker[Session], agent: AgentClient, stopping: threading.Event
+        self, sessions: sessionmaker[Session], hosts: Hosts, stopping: threading.Event
     ) -> None:
-        self.sessions, self.agent, self.stopping = sessions, agent, stopping
+        self.sessions, self.hosts, self.stopping = sessions, hosts, stopping
         self._lock = threading.Lock()  # guards the segment cache
         self._pass_lock = threading.Lock()  # one pass at a time (the worker's or cleanup's)
-        self._segments: dict[str, tuple[int, bool]] = {}  # segments known on the agent
+        # (host, network) → the spec last PUT there
+        self._segments: dict[tuple[str, str], dict[str, Any]] = {}
+
+    # --- the whole pass -----------------------------------------------------------------
 
     def reconcile(self) -> list[str]:
-        """Plug bound ports, unplug the rest, and remove segments nothing uses;
-        what was removed. One pass at a time (the `l2` key's worker's or
-        `cleanup`'s); a port, segment or binding that fails is logged (a
-        port's status says DOWN) and the others proceed."""
+        """Plug bound ports, unplug the rest, and remove segments nothing
+        uses, on every live host; what was removed. One pass at a time (the
+        `l2` key's worker's or `cleanup`'s)."""
         with self._pass_lock:
-            return self._reconcile()
+            removed: list[str] = []
+            with self.sessions.begin() as session:
+                view = fabric_view(session, self.hosts.local)
+            for name, host in sorted(view.hosts.items()):
+                if self.stopping.is_set():
+                    break
+                if not host.alive:
+                    continue  # nothing known; its ports keep their status
+                try:
+                    removed += self._reconcile_host(host, view)
+                except (AgentError, httpx.HTTPError) as error:
+                    log.warning("host %s: L2 pass failed: %s", name, error)
+                    self.forget_segments(None, name)
+                    for port_id in view.ports.get(name, {}):
+                        view.statuses[port_id] = "DOWN"
+            self._write_statuses(view)
+            return removed
 
-    def _reconcile(self) -> list[str]:
+    def _reconcile_host(self, host: HostInfo, view: FabricView) -> list[str]:
         removed: list[str] = []
+        agent = self.hosts.client(host)
         # The agent first: a segment pushed after this listing is never
         # mistaken for an unused one below.
-        segments = self.agent.networks(observe=False)
+        segments = agent.networks(observe=False)
         with self._lock:
             present = {s["id"] for s in segments}
-            for network_id in set(self._segments) - present:
-                del self._segments[network_id]  # gone behind our back
-        statuses: dict[str, str] = {}
-        with self.sessions.begin() as session:
-            specs: dict[str, dict[str, Any]] = {}
-            for binding, port, network in _bound_ports(session):
-                try:
-                    specs[port.id] = _port_spec(session, binding, port, network)
-                except ValueError as error:  # pydantic's ValidationError included
-                    # Nothing valid to plug: unplugged below, and DOWN.
-                    log.warning("port %s: its binding cannot be plugged: %s", port.id, error)
-                    statuses[port.id] = "DOWN"
-            networks = _networks(
-                session,
-                select(Port.network_id).join(PortBinding, PortBinding.port_id == Port.id),
-            )
-            needed = set(networks) | set(
-                session.scalars(
-                    select(Port.network_id).join(RouterPort, RouterPort.port_id == Port.id)
-                )
-            )
-            needed.update(session.scalars(select(Port.network_id).where(Port.device_owner == DHCP)))
-        for network_id, (mtu, external) in sorted(networks.items()):
+            for key in [k for k in self._segments if k[0] == host.name and k[1] not in present]:
+                del self._segments[key]  # gone behind our back
+        needed = view.needs.get(host.name, set())
+        specs = view.ports.get(host.name, {})
+        for network_id in sorted(needed):
             if self.stopping.is_set():
                 return removed
             try:
-                self.ensure_network(network_id, mtu, external)
-            except AgentError as error:  # its ports fail below, and are DOWN
-                log.warning("segment %s failed: %s", network_id, error)
-        plugged = {p["id"]: p for p in self.agent.ports()}
+                self.ensure_network(host, network_id, view)
+            except (AgentError, CannotCarry) as error:  # its ports fail below, and are DOWN
+                log.warning("host %s: segment %s failed: %s", host.name, network_id, error)
+        plugged = {p["id"]: p for p in agent.ports()}
         for port_id in sorted(set(plugged) - set(specs)):
             if self.stopping.is_set():
                 return removed
-            log.info("unplugging port %s", port_id)
+            log.info("host %s: unplugging port %s", host.name, port_id)
             try:
-                self.agent.delete_port(port_id)
+                agent.delete_port(port_id)
             except AgentError as error:
                 if error.status_code != 404:  # gone already: nothing to say
                     log.warning("unplugging port %s failed: %s", port_id, error)
@@ -94,19 +174,34 @@ class L2:
             current = plugged.get(port_id)
             try:
                 if current is None or current["spec"] != spec or not current.get("present"):
-                    self.agent.put_port(port_id, spec)
-                statuses[port_id] = "ACTIVE"
+                    agent.put_port(port_id, spec)
+                view.statuses[port_id] = "ACTIVE"
             except AgentError as error:
                 log.warning("plugging port %s failed: %s", port_id, error)
-                statuses[port_id] = "DOWN"
+                view.statuses[port_id] = "DOWN"
+        for segment in segments:
+            if segment["id"] in needed:
+                continue
+            if self.stopping.is_set():
+                return removed
+            try:
+                self.forget_segments([segment["id"]], host.name)
+                agent.delete_network(segment["id"])
+                removed.append(f"network {segment['id']}")
+            except AgentError as error:
+                if error.status_code != 409:  # 409: still in use, the next pass
+                    log.warning("removing segment %s failed: %s", segment["id"], error)
+        return removed
+
+    def _write_statuses(self, view: FabricView) -> None:
         with self.sessions.begin() as session:
-            for port_id, status in statuses.items():
+            for port_id, status in view.statuses.items():
                 session.execute(
                     update(Port)
                     .where(Port.id == port_id, Port.status != status)
                     .values(status=status)
                 )
-            # Ports neither bound nor a router's are DOWN: nothing on the host
+            # Ports neither bound nor a router's are DOWN: nothing on a host
             # carries them. (A network's DHCP port follows its appliance.)
             session.execute(
                 update(Port)
@@ -118,59 +213,130 @@ class L2:
                 )
                 .values(status="DOWN")
             )
-        for segment in segments:
-            if segment["id"] in needed:
-                continue
-            if self.stopping.is_set():
-                return removed
-            try:
-                self.forget_segments([segment["id"]])
-                self.agent.delete_network(segment["id"])
-                removed.append(f"network {segment['id']}")
-            except AgentError as error:
-                if error.status_code != 409:  # 409: still in use, the next pass
-                    log.warning("removing segment %s failed: %s", segment["id"], error)
-        return removed
 
-    def ensure_network(self, network_id: str, mtu: int, external: bool) -> None:
-        """PUT the segment unless this orchestrator already did with the same
-        spec (a PUT takes the agent's exclusive L2 lock, which applies wait for)."""
+    # --- one appliance's networks -------------------------------------------------------
+
+    def sync_networks(self, network_ids: Collection[str]) -> None:
+        """Before an appliance is pushed: its networks' segments on every
+        live host that needs them (its own, whose placement is recorded,
+        and the others, whose flood lists now include it). Raises the
+        first failure on the appliance's host's agent; the others' are
+        logged (the L2 pass repairs them)."""
+        if not network_ids:
+            return
+        with self.sessions.begin() as session:
+            view = fabric_view(session, self.hosts.local, network_ids)
+        for name, needed in sorted(view.needs.items()):
+            host = view.hosts[name]
+            if not host.alive:
+                continue
+            for network_id in sorted(needed & set(network_ids)):
+                self.ensure_network(host, network_id, view)
+
+    def ensure_network(self, host: HostInfo, network_id: str, view: FabricView) -> None:
+        """PUT the segment unless it was already PUT there with this spec (a
+        PUT takes the agent's exclusive L2 lock, which applies wait for)."""
+        spec = view.spec(host.name, network_id)
+        if spec is None:
+            raise CannotCarry(
+                f"host {host.name} has no interface for physnet "
+                f"{view.segments[network_id].physical_network} (network {network_id})"
+            )
+        key = (host.name, network_id)
         with self._lock:
-            if self._segments.get(network_id) == (mtu, external):
+            if self._segments.get(key) == spec:
                 return
         try:
-            self.agent.put_network(network_id, mtu=mtu, external=external)
+            self.hosts.client(host).put_network(network_id, **spec)
         except AgentError as error:
             if error.status_code != 409:  # an MTU change under attachments: keep it
                 raise
             return
         with self._lock:
-            self._segments[network_id] = (mtu, external)
+            self._segments[key] = spec
 
-    def forget_segments(self, network_ids: Iterable[str] | None) -> None:
+    def forget_segments(self, network_ids: Iterable[str] | None, host: str | None = None) -> None:
         """After a failure, ask the agent again rather than trust the cache."""
         with self._lock:
-            if network_ids is None:
-                self._segments.clear()
-            for network_id in network_ids or ():
-                self._segments.pop(network_id, None)
+            for key in list(self._segments):
+                if (host is None or key[0] == host) and (
+                    network_ids is None or key[1] in network_ids
+                ):
+                    del self._segments[key]
 
 
-def _networks(session: Session, ids: Any) -> dict[str, tuple[int, bool]]:
-    return {
-        n.id: (n.mtu, n.external)
-        for n in session.scalars(select(Network).where(Network.id.in_(ids)))
-    }
+def fabric_view(
+    session: Session, local: str | None, only: Collection[str] | None = None
+) -> FabricView:
+    """What every host needs (only `only`'s networks, when given) and the
+    ports to plug on each (all of them, unless `only` is given)."""
+    hosts = infos(session)
+    needs: dict[str, set[str]] = {}
 
+    def need(host: str | None, network_id: str) -> None:
+        if host is not None and host in hosts:
+            needs.setdefault(host, set()).add(network_id)
 
-def _bound_ports(session: Session) -> list[tuple[PortBinding, Port, Network]]:
-    rows = session.execute(
-        select(PortBinding, Port, Network)
-        .join(Port, Port.id == PortBinding.port_id)
-        .join(Network, Network.id == Port.network_id)
-        .order_by(PortBinding.port_id)
+    def restrict(query: Any, column: Any) -> Any:
+        return query if only is None else query.where(column.in_(only))
+
+    bindings = session.execute(
+        restrict(
+            select(PortBinding, Port, Network)
+            .join(Port, Port.id == PortBinding.port_id)
+            .join(Network, Network.id == Port.network_id)
+            .order_by(PortBinding.port_id),
+            Port.network_id,
+        )
     ).all()
-    return [(binding, port, network) for binding, port, network in rows]
+    ports: dict[str, dict[str, dict[str, Any]]] = {}
+    statuses: dict[str, str] = {}
+    for binding, port, network in bindings:
+        host = binding.host or local
+        if host is None or host not in hosts:
+            log.warning("port %s: bound to host %s, which is not known", port.id, host)
+            statuses[port.id] = "DOWN"
+            continue
+        need(host, port.network_id)
+        if only is not None:
+            continue
+        try:
+            ports.setdefault(host, {})[port.id] = _port_spec(session, binding, port, network)
+        except ValueError as error:  # pydantic's ValidationError included
+            # Nothing valid to plug: unplugged, and DOWN.
+            log.warning("port %s: its binding cannot be plugged: %s", port.id, error)
+            statuses[port.id] = "DOWN"
+    # A record with no host is from before appliances had hosts: the local one.
+    placed = session.execute(select(ApplianceState.appliance_id, ApplianceState.host)).all()
+    routers: dict[str, str] = {}
+    for appliance_id, recorded in placed:
+        host = recorded or local
+        if host is None:
+            continue
+        network_id = dhcp_network_id(appliance_id)
+        if network_id is None:
+            routers[appliance_id] = host
+        elif only is None or network_id in only:
+            need(host, network_id)
+    if routers:
+        rows = session.execute(
+            restrict(
+                select(RouterPort.router_id, Port.network_id)
+                .join(Port, Port.id == RouterPort.port_id)
+                .where(RouterPort.router_id.in_(routers)),
+                Port.network_id,
+            )
+        ).all()
+        for router_id, network_id in rows:
+            need(routers[router_id], network_id)
+    wanted = set().union(*needs.values()) if needs else set()
+    segments = {
+        n.id: Segment(
+            n.id, n.mtu, n.external, n.network_type, n.physical_network, n.segmentation_id
+        )
+        for n in session.scalars(select(Network).where(Network.id.in_(wanted)))
+    }
+    return FabricView(hosts, segments, needs, ports, statuses)
 
 
 def _port_spec(

@@ -36,12 +36,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from astara.agent.client import AgentClient, AgentError
 from astara.db import history, outbox
@@ -49,21 +51,25 @@ from astara.db.engine import session_factory
 from astara.db.models import (
     ApplianceEvent,
     ApplianceState,
+    Network,
     OutboxEvent,
     PausedProject,
+    Router,
     dhcp_network_id,
 )
 from astara.drivers.appliance import AppliancePlan
-from astara.orchestrator import appliances, statuses
+from astara.orchestrator import appliances, placement, statuses
 from astara.orchestrator.events import affected, touches_l2
 from astara.orchestrator.failures import (
     Failure,
     FailureKind,
     config_invalid,
     from_agent,
+    no_host,
     unreachable,
 )
-from astara.orchestrator.l2 import L2
+from astara.orchestrator.hosts import DOWN_AFTER_S, HEARTBEAT_S, Hosts, infos
+from astara.orchestrator.l2 import L2, CannotCarry
 from astara.orchestrator.lifecycle import (
     BACKOFF_BASE,
     Action,
@@ -86,12 +92,27 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where an appliance runs now (None: no host can take it) and its
+    epoch; `previous`: the live host it was just moved off (an operator's
+    `move`), removed from before it is pushed to `host`."""
+
+    host: placement.HostInfo | None
+    epoch: int
+    previous: placement.HostInfo | None = None
+
+
 class Orchestrator:
     def __init__(
         self,
         engine: Engine,
-        agent: AgentClient,
+        agent: AgentClient | None = None,
         *,
+        connect: Callable[[str], AgentClient] = AgentClient,
+        host_name: str = "local",
+        heartbeat_s: float = HEARTBEAT_S,
+        down_after_s: float = DOWN_AFTER_S,
         workers: int = 8,
         resync_s: float = 20.0,
         poll_s: float = 0.2,
@@ -100,8 +121,18 @@ class Orchestrator:
         keep_events_for: timedelta = timedelta(days=1),
         prune_s: float = 600.0,
     ) -> None:
+        """`agent`: the local agent (a host named `host_name`), if any;
+        `connect` makes a client for a joined host's address."""
         self.sessions = session_factory(engine)
-        self.agent = agent
+        self.hosts = Hosts(
+            self.sessions,
+            connect,
+            heartbeat_s=heartbeat_s,
+            down_after_s=down_after_s,
+            clock=clock,
+        )
+        if agent is not None:
+            self.hosts.adopt(host_name, agent, agent.address)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
         self.resync_s, self.poll_s, self.clock = resync_s, poll_s, clock
         # Outbox events are pruned once read, keeping the newest `keep_events`
@@ -112,9 +143,10 @@ class Orchestrator:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._stop = threading.Event()
-        self.l2 = L2(self.sessions, agent, self._stop)
+        self.l2 = L2(self.sessions, self.hosts, self._stop)
         self._poked = threading.Event()
         self._thread: threading.Thread | None = None
+        self._heartbeat_thread: threading.Thread | None = None
         self.cursor = 0
         self.resyncs = 0
         self.reconciles = 0  # router reconciles finished since start
@@ -127,6 +159,10 @@ class Orchestrator:
             self.cursor = session.scalar(select(func.max(OutboxEvent.sequence))) or 0
         self._thread = threading.Thread(target=self._main, name="orchestrator", daemon=True)
         self._thread.start()
+        self._heartbeat_thread = threading.Thread(
+            target=self._heartbeats, name="heartbeats", daemon=True
+        )
+        self._heartbeat_thread.start()
         return self
 
     def stop(self) -> None:
@@ -134,7 +170,10 @@ class Orchestrator:
         self._poked.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=30)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.hosts.close()
 
     def poke(self) -> None:
         """Something was committed: read the outbox now, not at the next poll
@@ -165,6 +204,47 @@ class Orchestrator:
                 except Exception:
                     log.exception("pruning the outbox")
             self._poked.wait(self.poll_s)
+
+    def _heartbeats(self) -> None:
+        """Heartbeat every host; act on those marked down (their appliances
+        are placed elsewhere) and on those that answer again (their stale
+        appliances are removed before they count as up)."""
+        while not self._stop.wait(self.hosts.heartbeat_s):
+            try:
+                self.heartbeat()
+            except Exception:
+                log.exception("heartbeats")
+
+    def heartbeat(self) -> None:
+        """One heartbeat round and what follows from it."""
+        beat = self.hosts.beat()
+        changed = list(beat.down)
+        for name in beat.returning:
+            try:
+                self.sweep(name)
+            except (AgentError, httpx.HTTPError) as error:
+                log.warning("host %s: removing its stale appliances failed: %s", name, error)
+                continue
+            self.hosts.revive(name)
+            changed.append(name)
+        if not changed:
+            return
+        with self.sessions.begin() as session:
+            keys = set(
+                session.scalars(
+                    select(ApplianceState.appliance_id).where(ApplianceState.host.in_(changed))
+                )
+            )
+            if beat.returning:
+                # Those nobody could place while it was down may go there now.
+                keys.update(
+                    session.scalars(
+                        select(ApplianceState.appliance_id).where(ApplianceState.host.is_(None))
+                    )
+                )
+        for key in sorted(keys):
+            self.wake(key)
+        self.wake(L2_KEY)
 
     def idle(self) -> bool:
         with self._lock:
@@ -270,11 +350,7 @@ class Orchestrator:
     def resync(self) -> None:
         """Wake everything, and remove appliances nothing accounts for."""
         self.resyncs += 1
-        try:
-            self._remove_orphans()
-        except (AgentError, httpx.HTTPError) as error:
-            # The routers are woken all the same: each finds out for itself.
-            log.warning("listing the agent's appliances failed: %s", error)
+        self._remove_orphans()
         with self.sessions.begin() as session:
             known = appliances.known(session)
         for key in sorted(known):
@@ -282,26 +358,64 @@ class Orchestrator:
         self.wake(L2_KEY)
 
     def _remove_orphans(self, removed: list[str] | None = None) -> None:
-        """Delete appliances nothing accounts for (no router, no network's DHCP
-        port, no record). One that cannot be deleted is logged and left for
-        the next pass; the others are deleted."""
+        """Sweep every live host. A host that cannot be listed is logged: the
+        appliances are woken all the same, each finds out for itself."""
+        for name, host in sorted(self.hosts.infos().items()):
+            if host.alive and not self._stop.is_set():
+                try:
+                    self.sweep(name, removed)
+                except (AgentError, httpx.HTTPError) as error:
+                    log.warning("host %s: listing its appliances failed: %s", name, error)
+
+    def sweep(self, host_name: str, removed: list[str] | None = None) -> None:
+        """Delete from a host the appliances it should not run: those nothing
+        accounts for (no router, no network's DHCP port, no record), and
+        those placed on another host since (it was down, or they were moved:
+        deleted with their current epoch, which the stale copy's is below).
+        One that cannot be deleted is logged and left for the next pass.
+        AgentError or httpx.HTTPError when the host cannot be listed."""
+        host = self.hosts.infos().get(host_name)
+        if host is None:
+            return
+        client = self.hosts.client(host)
         # The agent first, then the database: an appliance is only ever pushed
-        # after its router row (or DHCP port) exists, so one listed here and
-        # unknown there is an orphan, never an appliance being born.
-        on_agent = {a["id"] for a in self.agent.appliances(observe=False)}
+        # after its router row (or DHCP port) exists and it is placed, so one
+        # listed here and unknown there is an orphan, never one being born.
+        on_agent = {a["id"]: a for a in client.appliances(observe=False)}
         with self.sessions.begin() as session:
             known = appliances.known(session)
-        for orphan in sorted(on_agent - known):
+            records = {
+                row.appliance_id: row
+                for row in session.scalars(
+                    select(ApplianceState).where(ApplianceState.appliance_id.in_(on_agent))
+                )
+            }
+            # A record with no host is from before appliances had hosts: its
+            # appliance is on the local host.
+            stale = {
+                appliance_id: (row.host or self.hosts.local, row.epoch)
+                for appliance_id, row in records.items()
+                if (row.host or self.hosts.local) != host_name
+            }
+        for appliance_id in sorted(on_agent):
             if self._stop.is_set():
                 return
-            log.warning("removing appliance %s: nothing accounts for it", orphan)
+            if appliance_id in known and appliance_id not in stale:
+                continue
+            if appliance_id in stale:
+                elsewhere, epoch = stale[appliance_id]
+                why = f"it runs on {elsewhere} now (epoch {epoch})"
+            else:
+                epoch = int(on_agent[appliance_id].get("epoch") or 0)
+                why = "nothing accounts for it"
+            log.warning("host %s: removing appliance %s: %s", host_name, appliance_id, why)
             try:
-                self._delete_appliance(orphan)
+                _delete(client, appliance_id, epoch)
             except (AgentError, httpx.HTTPError) as error:
-                log.warning("removing appliance %s failed: %s", orphan, error)
+                log.warning("removing appliance %s failed: %s", appliance_id, error)
                 continue
             if removed is not None:
-                removed.append(f"appliance {orphan}")
+                removed.append(f"appliance {appliance_id}")
 
     def cleanup(self) -> list[str]:
         """`astara cleanup`: remove orphans now; what was removed."""
@@ -320,7 +434,7 @@ class Orchestrator:
         for _ in range(MAX_STEPS):
             if self._stop.is_set():
                 return  # the record says where it stands: the next start continues
-            seen, record, plan, project_id = self._observe(appliance_id, failure, applied)
+            seen, record, plan, project_id, where = self._observe(appliance_id, failure, applied)
             if seen is None:
                 return
             decision = step(record, seen, self.clock())
@@ -332,7 +446,7 @@ class Orchestrator:
                 if command.action is Action.FORGET:
                     self._forget(appliance_id)
                     return
-                failure, applied = self._execute(appliance_id, command.action, plan)
+                failure, applied = self._execute(appliance_id, command.action, plan, where)
                 if failure is not None:
                     break
             if failure is None:
@@ -352,11 +466,12 @@ class Orchestrator:
 
     def _observe(
         self, appliance_id: str, failure: Failure | None, applied: dict[str, Any] | None = None
-    ) -> tuple[Observation | None, Record, AppliancePlan | None, str]:
-        """The appliance's record and plan from the database, its state from
-        the agent (or from the answer to the PUT just made: the same thing).
-        After a `failure` the agent is not asked: `present` then says nothing,
-        and the lifecycle concludes nothing from it."""
+    ) -> tuple[Observation | None, Record, AppliancePlan | None, str, Placement]:
+        """The appliance's record, plan and placement from the database (it
+        is placed, or placed anew, here: see `_place`), its state from its
+        host's agent (or from the answer to the PUT just made: the same
+        thing). After a `failure` the agent is not asked: `present` then says
+        nothing, and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
             subject = appliances.subject(session, appliance_id)
             row = session.get(ApplianceState, appliance_id)
@@ -365,7 +480,8 @@ class Orchestrator:
             elif row is not None:
                 project_id, make_plan = row.project_id, None
             else:
-                return None, Record(), None, ""  # nothing to do: never was, or forgotten
+                # Nothing to do: never was, or forgotten.
+                return None, Record(), None, "", Placement(None, 0)
             plan: AppliancePlan | None = None
             invalid: Failure | None = None
             if make_plan is not None:
@@ -380,13 +496,23 @@ class Orchestrator:
             )
             record = _record(row)
             rebuild = bool(row is not None and row.rebuild_requested)
+            wanted = plan is not None and plan.config is not None and not paused
+            where = self._place(session, appliance_id, project_id, row, plan, wanted)
+        if where.previous is not None:
+            self._move_off(appliance_id, where)
+            self.wake(L2_KEY)  # the old host's segments, and the flood lists
         observed: dict[str, Any] | None = applied
         failure = failure or invalid
         # An invalid config is still a wanted appliance: never "none needed".
         desired = plan.digest if plan is not None else ("invalid" if invalid else None)
-        if failure is None and observed is None:
+        if failure is None and observed is None and where.host is None:
+            if desired is not None:
+                failure = no_host()
+        elif failure is None and observed is None and where.host is not None:
             try:
-                observed = self.agent.request("GET", f"/v1/appliances/{appliance_id}", ok=(200,))
+                observed = self.hosts.client(where.host).request(
+                    "GET", f"/v1/appliances/{appliance_id}", ok=(200,)
+                )
             except AgentError as error:
                 if error.status_code == 404:
                     pass
@@ -409,39 +535,137 @@ class Orchestrator:
             paused=paused,
             rebuild_requested=rebuild,
         )
-        return seen, record, plan, project_id
+        return seen, record, plan, project_id, where
+
+    def _place(
+        self,
+        session: Session,
+        appliance_id: str,
+        project_id: str,
+        row: ApplianceState | None,
+        plan: AppliancePlan | None,
+        wanted: bool,
+    ) -> Placement:
+        """Where the appliance runs. A wanted one with no live host (never
+        placed, its host down or removed) is placed on one that can take it;
+        an operator's move is acted on. A new placement grows the epoch (and
+        makes the record, for a new appliance): every push carries it, and a
+        host refuses one older than it has seen. Without a host that can take
+        it, it stays where it was (a lone host that is down may come back)."""
+        hosts = infos(session)
+        # No host recorded: placed before appliances had hosts, on the local one.
+        recorded = (row.host or self.hosts.local) if row is not None else None
+        current = hosts.get(recorded) if recorded is not None else None
+        epoch = row.epoch if row is not None else 0
+        if not wanted:
+            return Placement(current, epoch)
+        target: placement.HostInfo | None = None
+        previous: placement.HostInfo | None = None
+        why = ""
+        move = row.move_to if row is not None else None
+        if row is not None and move is not None:
+            row.move_to = None
+            destination = hosts.get(move)
+            if destination is None or not destination.schedulable:
+                self._event(session, appliance_id, f"move to {move} dropped: it is not up")
+            elif current is None or destination.name != current.name:
+                target, previous = destination, current
+                why = f"moved from {current.name if current else 'nowhere'} by an operator"
+        if target is None and (current is None or not current.alive):
+            load: dict[str, int] = dict(
+                session.execute(  # type: ignore[arg-type]
+                    select(ApplianceState.host, func.count())
+                    .where(ApplianceState.host.is_not(None))
+                    .group_by(ApplianceState.host)
+                ).all()
+            )
+            router = session.get(Router, appliance_id)
+            physnets = set(
+                session.scalars(
+                    select(Network.physical_network).where(
+                        Network.id.in_(plan.networks if plan is not None else ()),
+                        Network.network_type == "flat",
+                    )
+                )
+            )
+            target = placement.choose(
+                hosts.values(),
+                load,
+                hints=router.availability_zone_hints if router is not None else (),
+                physnets={p for p in physnets if p},
+            )
+            if target is not None:
+                why = f"host {current.name} is down" if current is not None else "placed"
+        if target is None:
+            return Placement(current, epoch)
+        if row is None:
+            row = ApplianceState(
+                appliance_id=appliance_id,
+                kind=appliances.kind(appliance_id),
+                project_id=project_id,
+                state=State.CREATING.value,
+                attempts=0,
+                removing=False,
+                paused=False,
+                rebuild_requested=False,
+                updated_at=self.clock(),
+            )
+            session.add(row)
+        row.host, row.epoch = target.name, epoch + 1
+        self._event(session, appliance_id, f"on host {target.name} (epoch {row.epoch}): {why}")
+        return Placement(target, row.epoch, previous if previous and previous.alive else None)
+
+    def _event(self, session: Session, appliance_id: str, message: str) -> None:
+        log.info("appliance %s: %s", appliance_id, message)
+        session.add(ApplianceEvent(appliance_id=appliance_id, at=self.clock(), message=message))
+
+    def _move_off(self, appliance_id: str, where: Placement) -> None:
+        """The clean cut-over of a move: the old copy goes before the new one
+        is pushed (never one address on two hosts). If it cannot be deleted
+        now, sweeping its host removes it later."""
+        assert where.previous is not None
+        try:
+            _delete(self.hosts.client(where.previous), appliance_id, where.epoch)
+        except (AgentError, httpx.HTTPError) as error:
+            log.warning(
+                "appliance %s: removing it from %s failed: %s",
+                appliance_id,
+                where.previous.name,
+                error,
+            )
 
     def _execute(
-        self, appliance_id: str, action: Action, plan: AppliancePlan | None
+        self,
+        appliance_id: str,
+        action: Action,
+        plan: AppliancePlan | None,
+        where: Placement,
     ) -> tuple[Failure | None, dict[str, Any] | None]:
         """Run one command: (its failure or None, the agent's answer to a PUT)."""
         applied: dict[str, Any] | None = None
+        if where.host is None:
+            return no_host(), None
+        client = self.hosts.client(where.host)
         try:
             if action in (Action.DELETE, Action.REBUILD):
-                self._delete_appliance(appliance_id)
+                _delete(client, appliance_id, where.epoch)
             if action in (Action.PUSH, Action.REBUILD):
                 if plan is None or plan.config is None:
                     return Failure(FailureKind.NO_CONFIG), None
-                for network_id, need in sorted(plan.networks.items()):
-                    self.l2.ensure_network(network_id, need.mtu, need.external)
+                self.l2.sync_networks(plan.networks)
                 config = plan.config.model_dump(mode="json")
-                applied = self.agent.put_appliance(appliance_id, config)
+                applied = client.put_appliance(appliance_id, config, epoch=where.epoch)
                 with self._lock:
                     self.pushes += 1
+        except CannotCarry as error:
+            return Failure(FailureKind.REFUSED, str(error)), None
         except AgentError as error:
-            self.l2.forget_segments(plan.networks if plan is not None else {})
+            self.l2.forget_segments(plan.networks if plan is not None else {}, where.host.name)
             return from_agent(error.status_code, error.body), None
         except httpx.HTTPError as error:
-            self.l2.forget_segments(None)
+            self.l2.forget_segments(None, where.host.name)
             return unreachable(str(error)), None
         return None, applied
-
-    def _delete_appliance(self, appliance_id: str) -> None:
-        try:
-            self.agent.delete_appliance(appliance_id)
-        except AgentError as error:
-            if error.status_code != 404:
-                raise
 
     def _store(
         self,
@@ -497,6 +721,15 @@ class Orchestrator:
             )
         log.info("appliance %s: removed, record dropped", appliance_id)
         self.wake(L2_KEY)
+
+
+def _delete(client: AgentClient, appliance_id: str, epoch: int) -> None:
+    """DELETE an appliance (gone already is fine)."""
+    try:
+        client.delete_appliance(appliance_id, epoch=epoch)
+    except AgentError as error:
+        if error.status_code != 404:
+            raise
 
 
 def _record(row: ApplianceState | None) -> Record:

@@ -77,12 +77,23 @@ async def with_agent_view(shown: dict[str, Any], appliance_id: str, found: Servi
     """Add what the agent shows of the appliance: its observed state and the
     exact texts it runs (extra: when the agent cannot say, say why)."""
     shown["appliance"] = shown["rendered"] = None
-    if found.agent is not None:
+    agent = await run_in_threadpool(appliance_agent, found, shown.get("host"))
+    if agent is not None:
         try:
-            shown["appliance"] = await run_in_threadpool(found.agent.get_appliance, appliance_id)
-            shown["rendered"] = await run_in_threadpool(found.agent.rendered, appliance_id)
+            shown["appliance"] = await run_in_threadpool(agent.get_appliance, appliance_id)
+            shown["rendered"] = await run_in_threadpool(agent.rendered, appliance_id)
         except (AgentError, OSError, httpx.HTTPError) as error:
             shown["agent_error"] = str(error)
+
+
+def appliance_agent(found: Services, host_name: str | None) -> Any:
+    """The agent of the host an appliance is placed on (the orchestrator
+    knows the hosts), else the local agent."""
+    if found.orchestrator is not None and host_name:
+        host = found.orchestrator.hosts.infos().get(host_name)
+        if host is not None:
+            return found.orchestrator.hosts.client(host)
+    return found.agent
 
 
 @router.get("/routers/{router_id}")

@@ -1,0 +1,201 @@
+"""The hosts the orchestrator drives, and whether each is alive.
+
+Every host runs an astara-agent: the local one of `astara serve` (a unix
+socket) or one that joined over mutual TLS (`https://ADDR:PORT`). The
+controller heartbeats them (it must reach them to push anyway: one
+direction, one failure detector): `GET /v1/health` every `heartbeat_s`. A
+host that has not answered for `down_after_s` is marked down, and its
+appliances are placed elsewhere. A host that answers again is not alive at
+once: the orchestrator first removes what it no longer should run (its
+stale appliances, see `Orchestrator.sweep`), then marks it alive. The agent
+side of the bargain: an agent that has not heard from a controller for its
+`--fence-after` (shorter than `down_after_s`) takes its appliances off the
+provider network by itself, so an address never answers from two hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from astara.agent.client import AgentClient, AgentError
+from astara.db.models import Host
+from astara.orchestrator.placement import HostInfo
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+DOWN_AFTER_S = 3.0
+
+
+def info(row: Host) -> HostInfo:
+    return HostInfo(
+        name=row.name,
+        address=row.address,
+        underlay_address=row.underlay_address,
+        physnets=dict(row.physnets or {}),
+        availability_zone=row.availability_zone,
+        drained=row.drained,
+        alive=row.alive,
+    )
+
+
+def infos(session: Session) -> dict[str, HostInfo]:
+    return {row.name: info(row) for row in session.scalars(select(Host).order_by(Host.name))}
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One heartbeat round: hosts marked down now, and hosts that answer
+    again while marked down (the orchestrator sweeps them, then `revive`s)."""
+
+    down: tuple[str, ...] = ()
+    returning: tuple[str, ...] = ()
+
+
+class Hosts:
+    """An agent client per host, and the heartbeats."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        connect: Callable[[str], AgentClient] = AgentClient,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        down_after_s: float = DOWN_AFTER_S,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sessions, self.connect = sessions, connect
+        self.heartbeat_s, self.down_after_s = heartbeat_s, down_after_s
+        self.clock, self.monotonic = clock, monotonic
+        self.local: str | None = None  # the host a binding without one means
+        self._lock = threading.Lock()
+        self._clients: dict[str, tuple[str, AgentClient]] = {}  # name → (address, client)
+        self._last_ok: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="heartbeat")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def adopt(self, name: str, client: AgentClient, address: str) -> None:
+        """Register a host whose client is already made (the local agent):
+        its row is created or updated (address), alive until heartbeats say
+        otherwise."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = session.scalar(select(Host).where(Host.name == name))
+            if row is None:
+                session.add(
+                    Host(
+                        id=str(uuid.uuid4()),
+                        name=name,
+                        address=address,
+                        physnets={},
+                        availability_zone="nova",
+                        drained=False,
+                        alive=True,
+                        last_heartbeat=now,
+                        reported={},
+                        created_at=now,
+                    )
+                )
+            else:
+                row.address = address
+        with self._lock:
+            self._clients[name] = (address, client)
+            self._last_ok[name] = self.monotonic()
+        self.local = name
+
+    def client(self, host: HostInfo) -> AgentClient:
+        """The client for `host` (made on first use, again if its address changed)."""
+        with self._lock:
+            known = self._clients.get(host.name)
+            if known is not None and known[0] == host.address:
+                return known[1]
+        client = self.connect(host.address)
+        with self._lock:
+            self._clients[host.name] = (host.address, client)
+        return client
+
+    def infos(self) -> dict[str, HostInfo]:
+        with self.sessions.begin() as session:
+            return infos(session)
+
+    # --- heartbeats ---------------------------------------------------------------------
+
+    def beat(self) -> Beat:
+        """One round: ask every host for its health (in parallel, each within
+        a heartbeat), record the answers, and mark down the hosts silent for
+        longer than `down_after_s`."""
+        hosts = self.infos()
+        with self._lock:
+            for name in set(self._last_ok) - set(hosts):
+                del self._last_ok[name]  # removed
+        futures = {name: self._pool.submit(self._health, host) for name, host in hosts.items()}
+        answers: dict[str, dict[str, Any] | None] = {}
+        for name, future in futures.items():
+            try:
+                answers[name] = future.result(timeout=self.heartbeat_s * 2 + 1)
+            except Exception:
+                answers[name] = None
+        now_s, now = self.monotonic(), self.clock()
+        down: list[str] = []
+        returning: list[str] = []
+        with self.sessions.begin() as session:
+            for name, health in answers.items():
+                host = hosts[name]
+                with self._lock:
+                    if health is not None:
+                        self._last_ok[name] = now_s
+                    last = self._last_ok.setdefault(name, now_s)
+                if health is not None:
+                    values: dict[str, Any] = {"last_heartbeat": now, "reported": _reported(health)}
+                    session.execute(update(Host).where(Host.name == name).values(**values))
+                    if not host.alive:
+                        returning.append(name)
+                elif host.alive and now_s - last > self.down_after_s:
+                    session.execute(update(Host).where(Host.name == name).values(alive=False))
+                    log.warning("host %s: no heartbeat for %.1f s, marked down", name, now_s - last)
+                    down.append(name)
+        return Beat(tuple(down), tuple(returning))
+
+    def revive(self, name: str) -> None:
+        """Mark a returning host alive (after its stale appliances are gone)."""
+        with self.sessions.begin() as session:
+            session.execute(update(Host).where(Host.name == name).values(alive=True))
+        log.warning("host %s: answers again, marked up", name)
+
+    def _health(self, host: HostInfo) -> dict[str, Any] | None:
+        try:
+            health: dict[str, Any] = self.client(host).health(timeout_s=self.heartbeat_s)
+        except (AgentError, httpx.HTTPError, OSError) as error:
+            log.debug("host %s: heartbeat failed: %s", host.name, error)
+            return None
+        return health
+
+
+def _reported(health: dict[str, Any]) -> dict[str, Any]:
+    """What a host's row keeps of its health: version and capacity."""
+    keep = (
+        "version",
+        "status",
+        "capacity",
+        "fenced",
+        "fenced_since",
+        "underlay_address",
+        "physnets",
+        "availability_zone",
+    )
+    return {key: health[key] for key in keep if key in health}
