@@ -562,7 +562,9 @@ def netns_client(
     the controller's API at http://192.0.2.1:PORT from a test in the root
     namespace). `verify`/`cert` are the TLS settings (httpx's forms); other
     keyword arguments go to httpx.Client. Proxies from the environment are
-    ignored unless `trust_env=True` (they are not reachable from a lab)."""
+    ignored unless `trust_env=True` (they are not reachable from a lab).
+    Close the client (`with`): its thread keeps the namespace alive, so a
+    host killed while a client into it is open would linger unnamed."""
     client_kwargs.setdefault("trust_env", False)
     transport = NetnsTransport(namespace, verify=verify, cert=cert)
     return httpx.Client(base_url=base_url, transport=transport, **client_kwargs)
