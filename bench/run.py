@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.api import bench_api
 from bench.create import bench_create
+from bench.fabric import bench_fabric
 from bench.floating_ips import bench_floating_ips
 from bench.harness import Report, Settings, log
 from bench.orchestrator import bench_orchestrator
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "create": bench_create,
     "api": bench_api,
     "orchestrator": bench_orchestrator,
+    "fabric": bench_fabric,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
