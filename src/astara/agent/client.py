@@ -77,8 +77,8 @@ class AgentClient:
     def delete_port(self, port_id: str) -> None:
         self.request("DELETE", f"/v1/ports/{port_id}")
 
-    def put_appliance(self, appliance_id: str, config: dict[str, Any]) -> Any:
-        return self.request("PUT", f"/v1/appliances/{appliance_id}", config)
+    def put_appliance(self, appliance_id: str, config: dict[str, Any], epoch: int = 0) -> Any:
+        return self.request("PUT", f"/v1/appliances/{appliance_id}?epoch={epoch}", config)
 
     def get_appliance(self, appliance_id: str) -> Any:
         return self.request("GET", f"/v1/appliances/{appliance_id}")
@@ -86,5 +86,5 @@ class AgentClient:
     def rendered(self, appliance_id: str) -> Any:
         return self.request("GET", f"/v1/appliances/{appliance_id}/rendered")
 
-    def delete_appliance(self, appliance_id: str) -> None:
-        self.request("DELETE", f"/v1/appliances/{appliance_id}")
+    def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
+        self.request("DELETE", f"/v1/appliances/{appliance_id}?epoch={epoch}")
