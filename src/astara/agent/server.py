@@ -204,7 +204,9 @@ def create_app(settings: AgentSettings) -> FastAPI:
         """Every network; `observe=false`: the stored specs only (cheap at scale)."""
         if not observe:
             ids = agent.store.ids("networks")
-            return {"networks": [{"id": n, **agent.network(n).model_dump()} for n in ids]}
+            return {
+                "networks": [{"id": n, **agent.network(n).model_dump(mode="json")} for n in ids]
+            }
         return {"networks": [agent.observe_network(n) for n in agent.store.ids("networks")]}
 
     @app.put("/v1/networks/{network_id}")
