@@ -60,6 +60,11 @@ class Names:
     def bridge(self, network_id: str) -> str:
         return self._link("b", network_id)
 
+    def vxlan(self, network_id: str) -> str:
+        """The network's VXLAN device (made in the host's namespace, then
+        moved beside the bridge)."""
+        return self._link("v", network_id)
+
     def appliance_fabric_link(self, appliance_id: str, mac: str) -> str:
         return self._link("a", appliance_id, mac_hex(mac))
 

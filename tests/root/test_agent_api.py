@@ -44,7 +44,11 @@ def test_network_is_a_bridge_with_its_mtu(lab: Lab, agent: AgentProcess) -> None
     assert lab.client.http.put("/v1/networks/n1", json={"mtu": 1400}).status_code == 200
     # Listed with what the host shows, or (cheaply) the stored specs alone.
     assert lab.client.networks()[0]["bridge"] == names.bridge("n1")
-    assert lab.client.networks(observe=False) == [{"id": "n1", "mtu": 1400, "external": False}]
+    local = {"type": "local", "vni": None, "physnet": None, "remotes": []}
+    assert lab.client.networks(observe=False) == [
+        {"id": "n1", "mtu": 1400, "external": False, "segment": local}
+    ]
+    assert lab.client.networks()[0]["segment_link"] is None
     assert lab.client.appliances(observe=False) == []
 
     # A workload plugged into it gets the network's MTU.

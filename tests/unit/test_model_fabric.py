@@ -8,9 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from astara.fabric.dhcpv6 import render_conf
-from astara.model.fabric import PortSpec, check_ifname, check_netns_name, check_workload_netns
+from astara.model.fabric import (
+    NetworkSpec,
+    PortSpec,
+    SegmentSpec,
+    check_ifname,
+    check_netns_name,
+    check_workload_netns,
+)
 from astara.naming import Names
 
 
@@ -93,3 +101,57 @@ def test_dhcpcd_conf_forms_slaac_addresses_only_when_asked(slaac: bool, line: st
         "env ASTARA_RESOLV_CONF=/etc/netns/ast-w1/resolv.conf",
     ):
         assert expected in lines
+
+
+# --- segments ---------------------------------------------------------------------------
+
+
+def test_a_network_is_local_by_default() -> None:
+    spec = NetworkSpec()
+    assert spec.segment == SegmentSpec(type="local")
+    assert spec.model_dump(mode="json")["segment"] == {
+        "type": "local",
+        "vni": None,
+        "physnet": None,
+        "remotes": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        {"type": "vxlan", "vni": 1},
+        {"type": "vxlan", "vni": 16777215, "remotes": ["192.0.2.2", "2001:db8::2"]},
+        {"type": "flat", "physnet": "public"},
+        {"type": "local"},
+    ],
+)
+def test_valid_segments(segment: dict[str, object]) -> None:
+    spec = NetworkSpec.model_validate({"mtu": 1450, "segment": segment})
+    assert spec.segment.type == segment["type"]
+    # What the agent stores reads back the same.
+    assert NetworkSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+@pytest.mark.parametrize(
+    ("segment", "reason"),
+    [
+        ({"type": "vxlan"}, "needs a vni"),
+        ({"type": "vxlan", "vni": 0}, "greater than or equal to 1"),
+        ({"type": "vxlan", "vni": 16777216}, "less than or equal to 16777215"),
+        ({"type": "vxlan", "vni": 5, "physnet": "public"}, "has no physnet"),
+        ({"type": "vxlan", "vni": 5, "remotes": ["192.0.2.2", "192.0.2.2"]}, "unique"),
+        ({"type": "vxlan", "vni": 5, "remotes": ["host-b"]}, "remotes"),
+        ({"type": "flat"}, "needs a physnet"),
+        ({"type": "flat", "physnet": "public", "vni": 5}, "no vni and no remotes"),
+        ({"type": "flat", "physnet": "public", "remotes": ["192.0.2.2"]}, "no vni"),
+        ({"type": "flat", "physnet": "a b"}, "physnet"),
+        ({"type": "local", "vni": 5}, "a local segment"),
+        ({"type": "local", "remotes": ["192.0.2.2"]}, "a local segment"),
+        ({"type": "vlan", "vni": 5}, "type"),
+        ({"type": "vxlan", "vni": 5, "group": "239.1.1.1"}, "Extra inputs"),
+    ],
+)
+def test_invalid_segments(segment: dict[str, object], reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        NetworkSpec.model_validate({"segment": segment})

@@ -21,6 +21,7 @@ LinkOf = Callable[[Names, str], str]
 LINK_KINDS: dict[str, LinkOf] = {
     "bridge": lambda names, object_id: names.bridge(object_id),
     "port": lambda names, object_id: names.port_fabric_link(object_id),
+    "vxlan": lambda names, object_id: names.vxlan(object_id),
     "appliance": lambda names, object_id: names.appliance_fabric_link(
         object_id, "fa:16:3e:00:00:01"
     ),
@@ -35,6 +36,7 @@ LINK_KINDS: dict[str, LinkOf] = {
         ("ast", "bridge", "net-a", "astb1d509e1a7b4"),
         ("ast", "port", "port-1", "astp133c41404c7"),
         ("ast", "appliance", "r1", "asta7eee6a1a0bd"),
+        ("ast", "vxlan", "net-a", "astv1d509e1a7b4"),
         ("t1x9zz", "bridge", "net-a", "t1x9zzb1d509e1a"),
         ("t1x9zz", "port", "port-1", "t1x9zzp133c4140"),
         ("t1x9zz", "appliance", "r1", "t1x9zza7eee6a1a"),
@@ -59,6 +61,7 @@ def test_every_link_name_fits_ifnamsiz_and_carries_the_prefix(
     for name in (
         names.bridge(object_id),
         names.port_fabric_link(object_id),
+        names.vxlan(object_id),
         names.appliance_fabric_link(object_id, mac),
     ):
         assert len(name) <= IFNAMSIZ

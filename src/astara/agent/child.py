@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -41,9 +42,15 @@ class AgentChild:
         die_with_parent: bool = False,
         operators_group: str | None = None,
         env: dict[str, str] | None = None,
+        netns: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         """`operators_group`: NAME or GID whose members may use the socket
-        besides root; `env`: the agent's environment (default: ours)."""
+        besides root; `env`: the agent's environment (default: ours);
+        `netns`: the network namespace to run it in (a simulated host);
+        `args`: more options (`--underlay-address`, `--physnet`, …)."""
+        self.netns = netns
+        self.args = list(args)
         self.state_dir = state_dir
         self.prefix = prefix
         self.socket = state_dir / "agent.sock"
@@ -101,8 +108,13 @@ class AgentChild:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         log = open(self.state_dir / "agent.log", "ab")  # noqa: SIM115 - lives as long as the process
+        # nsenter, not `ip netns exec`: only the network namespace changes. In
+        # a mount namespace of its own (what `ip netns exec` makes) the
+        # namespaces the agent creates would not be visible to anyone else.
+        enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         process = subprocess.Popen(
             [
+                *enter,
                 sys.executable,
                 "-m",
                 "astara.agent",
@@ -119,6 +131,7 @@ class AgentChild:
                     if self.operators_group is not None
                     else []
                 ),
+                *self.args,
             ],
             env=self.env,
             stdout=log,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -20,6 +21,7 @@ from astara.agent.access import (
 from astara.agent.listen import Listen, parse_listen
 from astara.agent.server import AgentSettings, create_app
 from astara.linux.process import become_subreaper
+from astara.model.fabric import check_ifname, check_physnet
 
 cli = typer.Typer(add_completion=False, help="Astara's per-host agent.")
 
@@ -49,6 +51,21 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
+    underlay_address: Annotated[
+        str | None, typer.Option(help="This host's VXLAN endpoint address (in its namespace)")
+    ] = None,
+    physnet: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=IFACE: the host interface of provider network NAME (repeatable)"),
+    ] = None,
+    availability_zone: Annotated[str, typer.Option()] = "nova",
+    fence_after: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds without a request before appliances are withdrawn from the provider"
+            " networks (0: never; default 2 on tcp, never on unix)"
+        ),
+    ] = None,
 ) -> None:
     """Serve the agent API until interrupted."""
     try:
@@ -59,6 +76,9 @@ def serve(
         policy = AccessPolicy(None if operators_group is None else parse_group(operators_group))
     except UnknownGroup as error:
         raise typer.BadParameter(str(error), param_hint="--operators-group") from error
+    uplinks = _uplinks(underlay_address, physnet or [])
+    if fence_after is None:
+        fence_after = 2.0 if where.path is None else 0.0
     if os.geteuid() != 0:
         typer.echo(
             "astara-agent needs root: it creates namespaces, links and nftables rules", err=True
@@ -72,13 +92,44 @@ def serve(
     # Bound here, not by uvicorn (which leaves it 0666), and before anything
     # could start a thread (the bind sets the umask): see agent/access.py.
     listener = bind_unix_socket(where.path, policy) if where.path is not None else None
-    app = create_app(AgentSettings(state_dir=state_dir.resolve(), prefix=prefix, run_dir=run_dir))
+    app = create_app(
+        AgentSettings(
+            state_dir=state_dir.resolve(),
+            prefix=prefix,
+            run_dir=run_dir,
+            underlay_address=uplinks[0],
+            physnets=uplinks[1],
+            availability_zone=availability_zone,
+            fence_after_s=fence_after or None,
+        )
+    )
     if listener is not None:
         uvicorn.run(
             app, fd=listener.fileno(), http=peer_checked_protocol(policy), log_level=log_level
         )
     else:
         uvicorn.run(app, host=where.host, port=where.port, log_level=log_level)
+
+
+def _uplinks(
+    underlay: str | None, physnets: list[str]
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, dict[str, str]]:
+    try:
+        address = ipaddress.ip_address(underlay) if underlay is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--underlay-address") from error
+    mappings: dict[str, str] = {}
+    for mapping in physnets:
+        name, _, interface = mapping.partition("=")
+        try:
+            check_physnet(name)
+            check_ifname(interface)
+        except ValueError as error:
+            raise typer.BadParameter(f"{mapping!r}: {error}", param_hint="--physnet") from error
+        if name in mappings or interface in mappings.values():
+            raise typer.BadParameter(f"{mapping!r}: given twice", param_hint="--physnet")
+        mappings[name] = interface
+    return address, mappings
 
 
 def main() -> None:

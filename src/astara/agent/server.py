@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from astara import __version__
-from astara.agent.service import Agent, AgentSettings, Conflict, Invalid, NotFound
+from astara.agent.service import Agent, AgentSettings, Conflict, Invalid, NotFound, StaleEpoch
 from astara.appliance.apply import ApplyFailed, ValidationFailed
 from astara.appliance.checks import TOOLS
 from astara.appliance.schema import ApplianceConfig
@@ -31,6 +32,14 @@ from astara.naming import ID_PATTERN
 log = logging.getLogger(__name__)
 
 ObjectId = Annotated[str, PathParam(pattern=ID_PATTERN.pattern, description="Object id")]
+Epoch = Annotated[
+    int,
+    Query(
+        ge=0,
+        description="The orchestrator's epoch of this appliance; one older than the newest"
+        " seen is refused (409 stale_epoch)",
+    ),
+]
 
 __all__ = ["AgentSettings", "create_app"]
 
@@ -70,6 +79,19 @@ def missing_tool_response(error: MissingTool, applied_part: bool = False) -> JSO
     )
 
 
+def watchdog(agent: Agent, stop: threading.Event) -> None:
+    """Self-fencing: check, several times per bound, whether the agent has
+    gone `fence_after_s` without contact."""
+    bound = agent.settings.fence_after_s
+    assert bound
+    interval_s = min(0.1, bound / 10)
+    while not stop.wait(interval_s):
+        try:
+            agent.check_fence()
+        except Exception:
+            log.exception("fencing failed; trying again")
+
+
 def create_app(settings: AgentSettings) -> FastAPI:
     agent = Agent(settings)
     metrics = Metrics()
@@ -78,7 +100,16 @@ def create_app(settings: AgentSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Blocking netlink work runs in a thread, never on the event loop.
         await asyncio.to_thread(agent.start)
-        yield
+        agent.note_contact()  # the bound counts from when the agent is ready
+        stop = threading.Event()
+        if settings.fence_after_s:
+            threading.Thread(
+                target=watchdog, args=(agent, stop), name="fence-watchdog", daemon=True
+            ).start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     app = FastAPI(
         title="astara-agent",
@@ -87,6 +118,15 @@ def create_app(settings: AgentSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.agent = agent
+
+    @app.middleware("http")
+    async def contact(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Every request that reaches the app was admitted (the unix socket's
+        # peer check and TLS's client certificate come before): it is contact.
+        with agent.request():
+            return await call_next(request)
 
     def detail(status: int) -> Any:
         async def handler(_: Request, error: Exception) -> JSONResponse:
@@ -97,6 +137,13 @@ def create_app(settings: AgentSettings) -> FastAPI:
     app.add_exception_handler(NotFound, detail(404))
     app.add_exception_handler(Conflict, detail(409))
     app.add_exception_handler(Invalid, detail(422))
+
+    @app.exception_handler(StaleEpoch)
+    async def stale_epoch(_: Request, error: StaleEpoch) -> JSONResponse:
+        return JSONResponse(
+            status_code=409,
+            content={"detail": {"kind": "stale_epoch", "epoch": error.epoch, "seen": error.seen}},
+        )
 
     @app.exception_handler(MissingTool)
     async def missing_tool(_: Request, error: MissingTool) -> JSONResponse:
@@ -157,7 +204,9 @@ def create_app(settings: AgentSettings) -> FastAPI:
         """Every network; `observe=false`: the stored specs only (cheap at scale)."""
         if not observe:
             ids = agent.store.ids("networks")
-            return {"networks": [{"id": n, **agent.network(n).model_dump()} for n in ids]}
+            return {
+                "networks": [{"id": n, **agent.network(n).model_dump(mode="json")} for n in ids]
+            }
         return {"networks": [agent.observe_network(n) for n in agent.store.ids("networks")]}
 
     @app.put("/v1/networks/{network_id}")
@@ -198,16 +247,18 @@ def create_app(settings: AgentSettings) -> FastAPI:
     def list_appliances(observe: bool = True) -> dict[str, Any]:
         """Every appliance; `observe=false`: their ids only (cheap at scale)."""
         if not observe:
-            return {"appliances": [{"id": a} for a in agent.appliances.ids()]}
+            return {
+                "appliances": [{"id": a, "epoch": agent.epoch(a)} for a in agent.appliances.ids()]
+            }
         return {"appliances": agent.observe_appliances()}
 
     @app.put("/v1/appliances/{appliance_id}")
     def put_appliance(
-        appliance_id: ObjectId, config: ApplianceConfig, response: Response
+        appliance_id: ObjectId, config: ApplianceConfig, response: Response, epoch: Epoch = 0
     ) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            new, result, observed = agent.put_appliance(appliance_id, config)
+            new, result, observed = agent.put_appliance(appliance_id, config, epoch)
         except ApplyFailed:
             metrics.applies.labels("failed").inc()
             raise
@@ -225,7 +276,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
         return agent.rendered(appliance_id)
 
     @app.delete("/v1/appliances/{appliance_id}", status_code=204)
-    def delete_appliance(appliance_id: ObjectId) -> None:
-        agent.delete_appliance(appliance_id)
+    def delete_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
+        agent.delete_appliance(appliance_id, epoch)
 
     return app

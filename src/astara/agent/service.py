@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +24,13 @@ from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
 from astara.fabric import ports as fabric_ports
+from astara.fabric.networks import SegmentError, Uplinks
 from astara.fabric.ports import PortError, PortPaths
-from astara.linux import netns
+from astara.linux import netlink, netns
 from astara.linux.cleanup import default_run_dir
 from astara.linux.run import MissingTool, find_tool
-from astara.model.fabric import NetworkSpec, PortSpec
-from astara.naming import Names
+from astara.model.fabric import NetworkSpec, PortSpec, UnderlayAddress
+from astara.naming import Names, appliance_interface
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +50,30 @@ class Invalid(ValueError):
     pass
 
 
+class StaleEpoch(Exception):
+    """A push older than one this agent has already accepted for the appliance."""
+
+    def __init__(self, appliance_id: str, epoch: int, seen: int) -> None:
+        self.epoch = epoch
+        self.seen = seen
+        super().__init__(f"appliance {appliance_id}: epoch {epoch} is older than {seen}")
+
+
 @dataclass
 class AgentSettings:
     state_dir: Path
     prefix: str = "ast"
     run_dir: Path | None = None
+    underlay_address: UnderlayAddress | None = None
+    physnets: dict[str, str] = field(default_factory=dict)
+    availability_zone: str = "nova"
+    # Seconds without an admitted request before the agent withdraws its
+    # appliances from the provider networks; None: never.
+    fence_after_s: float | None = None
+
+    @property
+    def uplinks(self) -> Uplinks:
+        return Uplinks(self.underlay_address, dict(self.physnets))
 
     @property
     def runtime_dir(self) -> Path:
@@ -77,6 +101,14 @@ class Agent:
         self.l2_lock = SharedLock()
         # Each tool's version, probed once per path it is found at.
         self._tools: dict[str, checks.Found] = {}
+        # Contact and self-fencing (see `note_contact`, `check_fence`).
+        self._contact = threading.Lock()
+        self._last_contact = time.monotonic()
+        self._in_flight = 0
+        self._outage_fenced = False  # this outage has been fenced already
+        fence = self.store.get("fence", "state") or {}
+        self.fenced_since: float | None = fence.get("since")
+        self.fenced_ids: set[str] = set(fence.get("appliances", []))
 
     def start(self) -> None:
         """Take stock of the tools, then bring the fabric back after a restart
@@ -88,8 +120,10 @@ class Agent:
         with self.l2_lock.exclusive():
             for network_id in self.store.ids("networks"):
                 try:
-                    fabric_networks.ensure_network(self.names, network_id, self.network(network_id))
-                except MissingTool as error:
+                    fabric_networks.ensure_network(
+                        self.names, network_id, self.network(network_id), self.settings.uplinks
+                    )
+                except (MissingTool, SegmentError) as error:
                     log.error("network %s not restored: %s", network_id, error)
 
     def tools(self) -> dict[str, checks.Found | None]:
@@ -136,6 +170,15 @@ class Agent:
                 "ports": len(self.store.ids("ports")),
                 "appliances": len(self.appliances.ids()),
             },
+            "underlay_address": (
+                str(self.settings.underlay_address) if self.settings.underlay_address else None
+            ),
+            "physnets": dict(self.settings.physnets),
+            "availability_zone": self.settings.availability_zone,
+            "fence_after_s": self.settings.fence_after_s,
+            "fenced": self.fenced_since is not None,
+            "fenced_since": self.fenced_since,
+            "fenced_appliances": sorted(self.fenced_ids),
         }
 
     # --- networks ----------------------------------------------------------------------
@@ -168,15 +211,22 @@ class Agent:
         # Observations hold the L2 lock shared: a delete cannot pull the
         # namespace away between checking it and looking inside.
         with self.l2_lock.shared():
+            spec = self.network(network_id)
             return {
                 "id": network_id,
-                **self.network(network_id).model_dump(),
-                **fabric_networks.observe_network(self.names, network_id),
+                **spec.model_dump(mode="json"),
+                **fabric_networks.observe_network(
+                    self.names, network_id, spec, self.settings.uplinks
+                ),
             }
 
     def put_network(self, network_id: str, spec: NetworkSpec) -> bool:
         """Create or update a network; True if it was new."""
         checks.require(FABRIC_TOOLS)
+        try:
+            fabric_networks.check_segment(spec, self.settings.uplinks)
+        except SegmentError as error:
+            raise Invalid(f"network {network_id}: {error}") from error
         with self.l2_lock.exclusive():
             existing = self.network_info(network_id)
             if existing is not None and existing.mtu != spec.mtu:
@@ -186,8 +236,19 @@ class Agent:
                         f"network {network_id} has attachments ({', '.join(users)});"
                         " remove them before changing its MTU"
                     )
-            fabric_networks.ensure_network(self.names, network_id, spec)
-            self.store.put("networks", network_id, spec.model_dump())
+            if spec.segment.type == "flat":
+                for other_id in self.store.ids("networks"):
+                    other = self.network(other_id).segment
+                    if other_id != network_id and other.physnet == spec.segment.physnet:
+                        raise Conflict(
+                            f"physnet {spec.segment.physnet!r} is network {other_id}'s segment"
+                            " on this host: one flat network per physnet"
+                        )
+            try:
+                fabric_networks.ensure_network(self.names, network_id, spec, self.settings.uplinks)
+            except SegmentError as error:
+                raise Invalid(f"network {network_id}: {error}") from error
+            self.store.put("networks", network_id, spec.model_dump(mode="json"))
             return existing is None
 
     def delete_network(self, network_id: str) -> None:
@@ -306,7 +367,142 @@ class Agent:
         with self.appliances.lock(appliance_id):
             if not self.appliances.exists(appliance_id):
                 raise NotFound(f"appliance {appliance_id} not found")
-            return self.appliances.observe(appliance_id)
+            return self._with_fencing(appliance_id, self.appliances.observe(appliance_id))
+
+    def _with_fencing(self, appliance_id: str, observed: dict[str, Any]) -> dict[str, Any]:
+        """The observation with the appliance's epoch and, while it is
+        fenced, why its external interfaces are down (not drift: the agent
+        withdrew them, and only a PUT brings them back)."""
+        fenced = appliance_id in self.fenced_ids
+        observed = {**observed, "epoch": self.epoch(appliance_id), "fenced": fenced}
+        if fenced:
+            observed["problems"] = [
+                *observed.get("problems", []),
+                f"fenced since {self.fenced_since}: external interfaces withdrawn"
+                " (no contact with the controller); a PUT brings them back",
+            ]
+        return observed
+
+    # --- epochs ------------------------------------------------------------------------
+
+    def epoch(self, appliance_id: str) -> int:
+        """The highest epoch seen for the appliance (kept after its deletion)."""
+        document = self.store.get("epochs", appliance_id)
+        return int(document["epoch"]) if document else 0
+
+    def _admit_epoch(self, appliance_id: str, epoch: int) -> None:
+        """Refuse a push older than the newest seen, else record it: from now
+        on, pushes older than this one are refused (the fencing token).
+        Called under the appliance's lock."""
+        seen = self.epoch(appliance_id)
+        if epoch < seen:
+            raise StaleEpoch(appliance_id, epoch, seen)
+        if epoch > seen:
+            self.store.put("epochs", appliance_id, {"epoch": epoch})
+
+    # --- contact and self-fencing ------------------------------------------------------
+
+    def note_contact(self) -> None:
+        """An admitted request arrived: the controller can reach us."""
+        with self._contact:
+            self._last_contact = time.monotonic()
+            self._outage_fenced = False
+            if self.fenced_since is not None and not self.fenced_ids:
+                self._unfenced()
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Around every admitted request: contact at its start and its end,
+        and no fencing while one runs (an apply may take longer than the
+        fencing bound)."""
+        self.note_contact()
+        with self._contact:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._contact:
+                self._in_flight -= 1
+            self.note_contact()
+
+    def check_fence(self, now: float | None = None) -> bool:
+        """The watchdog's tick: fence if `fence_after_s` passed without
+        contact (once per outage). True if it fenced now."""
+        bound = self.settings.fence_after_s
+        if not bound:
+            return False
+        now = time.monotonic() if now is None else now
+        with self._contact:
+            if self._in_flight or self._outage_fenced or now - self._last_contact < bound:
+                return False
+            self._outage_fenced = True
+            silent_s = now - self._last_contact
+        self.fence(silent_s)
+        return True
+
+    def fence(self, silent_s: float = 0.0) -> None:
+        """Withdraw every appliance from the provider networks: its external
+        interfaces go link-down inside its namespace. Stops at once if
+        contact comes back meanwhile (a PUT after it must not be undone)."""
+        withdrawn = []
+        for appliance_id in self.appliances.ids():
+            with self.l2_lock.shared(), self.appliances.lock(appliance_id):
+                with self._contact:
+                    if not self._outage_fenced:
+                        break
+                config = self.appliances.config(appliance_id)
+                if config is None:
+                    continue
+                namespace = self.names.appliance_netns(appliance_id)
+                external = [
+                    appliance_interface(i.role.value, i.mac)
+                    for i in config.interfaces
+                    if i.role.value == "external"
+                ]
+                if netns.exists(namespace) and external:
+                    with netlink.netns(namespace) as ns:
+                        for name in external:
+                            if netlink.link_index(ns, name) is not None:
+                                netlink.set_link(ns, name, state="down")
+                with self._contact:
+                    self.fenced_ids.add(appliance_id)
+                    if self.fenced_since is None:
+                        self.fenced_since = time.time()
+                    self._save_fence()
+                withdrawn.append(appliance_id)
+        with self._contact:
+            if self._outage_fenced and self.fenced_since is None:
+                self.fenced_since = time.time()  # nothing to withdraw, but fenced
+                self._save_fence()
+        log.warning(
+            "fenced: no request for %.1f s (bound %s s); appliances withdrawn from the"
+            " provider networks: %s",
+            silent_s,
+            self.settings.fence_after_s,
+            ", ".join(withdrawn) or "none",
+        )
+
+    def _unfence(self, appliance_id: str) -> None:
+        """The appliance was accepted (PUT) or deleted: no longer fenced."""
+        with self._contact:
+            if appliance_id not in self.fenced_ids:
+                return
+            self.fenced_ids.discard(appliance_id)
+            log.warning("appliance %s unfenced", appliance_id)
+            if not self.fenced_ids:
+                self._unfenced()
+            self._save_fence()
+
+    def _unfenced(self) -> None:
+        """Called with `_contact` held, once nothing is fenced any more."""
+        log.warning("unfenced (fenced since %s)", self.fenced_since)
+        self.fenced_since = None
+        self._save_fence()
+
+    def _save_fence(self) -> None:
+        self.store.put(
+            "fence", "state", {"since": self.fenced_since, "appliances": sorted(self.fenced_ids)}
+        )
 
     def observe_appliances(self) -> list[dict[str, Any]]:
         """Every appliance; one deleted while listing is left out, not an error."""
@@ -324,11 +520,14 @@ class Agent:
         return {"id": appliance_id, **self.appliances.rendered_texts(appliance_id)}
 
     def put_appliance(
-        self, appliance_id: str, config: ApplianceConfig
+        self, appliance_id: str, config: ApplianceConfig, epoch: int = 0
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
-        """Validate, then apply; (new, result, observed state). Raises
-        ValidationFailed, MissingTool (before anything changed) or ApplyFailed."""
+        """Check the epoch, validate, then apply; (new, result, observed
+        state). Raises StaleEpoch, ValidationFailed, MissingTool (before
+        anything changed) or ApplyFailed. The apply also brings a fenced
+        appliance's links back up (it converges them whatever the hash)."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
+            self._admit_epoch(appliance_id, epoch)
             new = not self.appliances.exists(appliance_id)
             prepared = self.appliances.prepare(appliance_id, config)
             # Also when the config is the one in force (whose tool checks
@@ -336,16 +535,21 @@ class Agent:
             previous = self.appliances.config(appliance_id)
             checks.require(checks.appliance_tools(config, prepared.rendered, previous))
             result = self.appliances.apply(appliance_id, prepared)
+            self._unfence(appliance_id)
             observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
-            return new, result, observed
+            return new, result, self._with_fencing(appliance_id, observed)
 
-    def delete_appliance(self, appliance_id: str) -> None:
+    def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
+            # Recorded even for an appliance this host no longer has: an
+            # older push arriving late must not bring it back.
+            self._admit_epoch(appliance_id, epoch)
             if not self.appliances.exists(appliance_id) and not netns.exists(
                 self.names.appliance_netns(appliance_id)
             ):
                 raise NotFound(f"appliance {appliance_id} not found")
             self.appliances.delete(appliance_id)
+            self._unfence(appliance_id)
 
 
 def _meminfo() -> dict[str, int]:

@@ -13,9 +13,10 @@ from typing import Any
 
 from astara.linux.files import write_atomic
 
-# What an agent keeps in its state dir: networks and ports (this store) and
-# appliances (their configs and statuses, appliance/apply.py).
-STATE_KINDS = ("networks", "ports", "appliances")
+# What an agent keeps in its state dir: networks and ports (this store),
+# appliances (their configs and statuses, appliance/apply.py), the highest
+# epoch seen per appliance id and whether it has fenced itself (this store).
+STATE_KINDS = ("networks", "ports", "appliances", "epochs", "fence")
 
 
 def remove_state(state_dir: Path) -> list[str]:

@@ -8,20 +8,28 @@ nothing. Handles are not shared between threads.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import NetNS
+from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 ENODEV = 19
+ENOENT = 2
 EEXIST = 17
 EADDRNOTAVAIL = 99
 IFA_F_PERMANENT = 0x80
+IFF_UP = 1
+VXLAN_PORT = 4789
+# The all-zero MAC in a VXLAN device's forwarding database: where frames with
+# no learned destination (broadcast, unknown unicast, multicast) are flooded.
+FLOOD_MAC = "00:00:00:00:00:00"
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @contextmanager
@@ -29,6 +37,17 @@ def netns(name: str) -> Iterator[Any]:
     """A handle in an existing namespace (never creates one: a missing
     namespace is an error, not an empty new one)."""
     handle = NetNS(name, flags=0)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@contextmanager
+def own_netns() -> Iterator[Any]:
+    """A handle in the namespace this process runs in (the host's: where the
+    underlay address and the host's NICs live)."""
+    handle = IPRoute()
     try:
         yield handle
     finally:
@@ -190,3 +209,122 @@ def sync_addresses(
                 "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
             )
     return len(want - have), len(have - want)
+
+
+def set_link(ns: Any, name: str, **settings: Any) -> None:
+    index = link_index(ns, name)
+    if index is None:
+        raise RuntimeError(f"link {name} is missing")
+    ns.link("set", index=index, **settings)
+
+
+def enslave(ns: Any, name: str, bridge: str, mtu: int | None = None) -> None:
+    """Attach `name` to `bridge` and set it up (and its MTU, if given)."""
+    bridge_index = link_index(ns, bridge)
+    if bridge_index is None:
+        raise RuntimeError(f"bridge {bridge} is missing")
+    settings: dict[str, Any] = {"master": bridge_index, "state": "up"}
+    if mtu is not None:
+        settings["mtu"] = mtu
+    set_link(ns, name, **settings)
+
+
+def bridge_members(ns: Any, bridge: str) -> list[str]:
+    index = link_index(ns, bridge)
+    if index is None:
+        return []
+    return sorted(str(link.get("ifname")) for link in ns.get_links() if link.get("master") == index)
+
+
+def move_link(ns: Any, name: str, target_netns: str | None) -> None:
+    """Move a link from `ns` into the namespace named `target_netns`, or, with
+    None, into this process's own namespace (the host's)."""
+    if target_netns is None:
+        # By pid: the handle may run in a helper process, so /proc/self is not ours.
+        set_link(ns, name, net_ns_pid=os.getpid())
+    else:
+        set_link(ns, name, net_ns_fd=target_netns)
+
+
+@dataclass(frozen=True)
+class VxlanState:
+    vni: int
+    local: Address | None
+    port: int
+    learning: bool
+
+
+def vxlan_state(ns: Any, name: str) -> VxlanState | None:
+    """The VXLAN settings of link `name`; None if it is missing or no VXLAN."""
+    index = link_index(ns, name)
+    if index is None:
+        return None
+    info = ns.get_links(index)[0].get("linkinfo")
+    if info is None or info.get("kind") != "vxlan":
+        return None
+    data = info.get("data")
+    local = data.get("vxlan_local") or data.get("vxlan_local6")
+    return VxlanState(
+        vni=int(data.get("vxlan_id")),
+        local=ipaddress.ip_address(local) if local else None,
+        port=int(data.get("vxlan_port") or 0),
+        learning=bool(data.get("vxlan_learning")),
+    )
+
+
+def create_vxlan(ns: Any, name: str, vni: int, local: Address, mtu: int) -> None:
+    """A VXLAN device in `ns` (whose namespace its UDP socket stays in, even
+    once the device is moved): VNI `vni`, source `local`, IANA port 4789,
+    MAC learning on, flooding only to the remotes added to its FDB."""
+    family = "vxlan_local" if local.version == 4 else "vxlan_local6"
+    ns.link(
+        "add",
+        ifname=name,
+        kind="vxlan",
+        vxlan_id=vni,
+        vxlan_port=VXLAN_PORT,
+        vxlan_learning=1,
+        mtu=mtu,
+        **{family: str(local)},
+    )
+
+
+def _fdb_entries(ns: Any, index: int) -> list[tuple[str, Address]]:
+    """(MAC, remote) of the device's FDB entries that point at a remote."""
+    found = []
+    for entry in ns.fdb("dump", ifindex=index):
+        if entry.get("ifindex") != index:
+            continue
+        dst = entry.get("dst")
+        if dst:
+            found.append((str(entry.get("lladdr")), ipaddress.ip_address(dst)))
+    return found
+
+
+def flood_remotes(ns: Any, name: str) -> set[Address]:
+    """The remotes a VXLAN device floods to (its all-zero FDB entries)."""
+    index = link_index(ns, name)
+    if index is None:
+        return set()
+    return {dst for mac, dst in _fdb_entries(ns, index) if mac == FLOOD_MAC}
+
+
+def sync_flood_remotes(ns: Any, name: str, remotes: Iterable[Address]) -> tuple[int, int]:
+    """Make the device's flood list exactly `remotes` (`bridge fdb append
+    00:00:00:00:00:00 dev NAME dst REMOTE` for each); entries learned behind
+    a removed remote go too, so nothing is sent there any more. (added, removed)."""
+    index = link_index(ns, name)
+    if index is None:
+        raise RuntimeError(f"link {name} is missing")
+    entries = _fdb_entries(ns, index)
+    want = set(remotes)
+    have = {dst for mac, dst in entries if mac == FLOOD_MAC}
+    gone = have - want
+    for mac, dst in entries:
+        if dst in gone:
+            with tolerate(ENOENT):
+                ns.fdb("del", ifindex=index, lladdr=mac, dst=str(dst))
+    for dst in sorted(want - have, key=lambda a: (a.version, int(a))):
+        with tolerate(EEXIST):
+            ns.fdb("append", ifindex=index, lladdr=FLOOD_MAC, dst=str(dst))
+    return len(want - have), len(gone)

@@ -7,8 +7,9 @@ without importing anything that talks to the kernel.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +45,56 @@ def check_workload_netns(names: Names, netns: str) -> str:
     return netns
 
 
+VNI_MAX = 2**24 - 1
+_PHYSNET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+
+UnderlayAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def check_physnet(value: str) -> str:
+    if not _PHYSNET.fullmatch(value):
+        raise ValueError("must be 1-64 letters, digits, '_', '.', ':' or '-'")
+    return value
+
+
+class SegmentSpec(BaseModel):
+    """How a network's bridge reaches beyond this host: `local` (a bridge
+    only), `vxlan` (a VXLAN device with `vni`, flooding to `remotes`, the
+    other hosts' underlay addresses) or `flat` (the host's interface for the
+    provider network `physnet`, enslaved to the bridge)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["local", "vxlan", "flat"] = "local"
+    vni: int | None = Field(default=None, ge=1, le=VNI_MAX, description="VXLAN network identifier")
+    physnet: Annotated[str, AfterValidator(check_physnet)] | None = Field(
+        default=None, description="Provider network name (the agent's --physnet NAME=IFACE)"
+    )
+    remotes: list[UnderlayAddress] = Field(
+        default_factory=list,
+        description="vxlan: the underlay addresses of the other hosts on this network"
+        " (head-end replication list)",
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_the_type(self) -> SegmentSpec:
+        if self.type == "vxlan":
+            if self.vni is None:
+                raise ValueError("a vxlan segment needs a vni (1-16777215)")
+            if self.physnet is not None:
+                raise ValueError("a vxlan segment has no physnet")
+        elif self.type == "flat":
+            if self.physnet is None:
+                raise ValueError("a flat segment needs a physnet")
+            if self.vni is not None or self.remotes:
+                raise ValueError("a flat segment has no vni and no remotes")
+        elif self.vni is not None or self.physnet is not None or self.remotes:
+            raise ValueError("a local segment has no vni, physnet or remotes")
+        if len(set(self.remotes)) != len(self.remotes):
+            raise ValueError("remotes must be unique")
+        return self
+
+
 class NetworkSpec(BaseModel):
     """Desired state of an L2 segment."""
 
@@ -51,6 +102,9 @@ class NetworkSpec(BaseModel):
 
     mtu: int = Field(default=1500, ge=1280, le=9000)
     external: bool = Field(default=False, description="A provider network routers use as gateway")
+    segment: SegmentSpec = Field(
+        default_factory=SegmentSpec, description="How the bridge reaches other hosts"
+    )
 
 
 class PortSpec(BaseModel):

@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -30,9 +31,16 @@ class AgentProcess(AgentChild):
         *,
         operators_group: str | None = None,
         env: dict[str, str] | None = None,
+        netns: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         super().__init__(
-            state_dir, prefix or unique_prefix(), operators_group=operators_group, env=env
+            state_dir,
+            prefix or unique_prefix(),
+            operators_group=operators_group,
+            env=env,
+            netns=netns,
+            args=args,
         )
 
     def kill(self) -> None:
