@@ -346,14 +346,17 @@ class MultiHostLab:
         log_path: Path,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A background process in `namespace` (`ip netns exec`, which execs
+        """A background process in `namespace` (`nsenter --net`, which execs
         it: the pid is the process's own), in its own process group, its
         stdout and stderr appended to `log_path`. Stopped when the lab closes
-        (or by `stop`), killed with its host."""
+        (or by `stop`), killed with its host. Only the network namespace
+        changes (not `ip netns exec`, which also gives the process a mount
+        namespace of its own: the namespaces an agent creates there would
+        be invisible to everyone else)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                in_netns(namespace, argv),
+                ["nsenter", f"--net=/run/netns/{namespace}", *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
