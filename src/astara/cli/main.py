@@ -437,16 +437,30 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
+    control_listen: Annotated[
+        str,
+        typer.Option(
+            envvar="ASTARA_CONTROL_LISTEN",
+            help="HOST:PORT of the control listener (TLS: agents join and renew there), or 'none'",
+        ),
+    ] = "127.0.0.1:9697",
+    agent_cert_lifetime_s: Annotated[
+        int, typer.Option(min=10, help="Lifetime of the certificates agents get (seconds)")
+    ] = 30 * 86400,
 ) -> None:
     """Serve the Neutron v2.0 tenant API, the orchestrator and a local agent."""
     import logging
+    from datetime import timedelta
 
     import uvicorn
 
+    from astara import pki
     from astara.agent.child import AgentChild
     from astara.agent.client import AgentClient
     from astara.api.app import create_app, now
     from astara.api.bootstrap import ensure_admin
+    from astara.api.control import ControlListener, control_context
+    from astara.api.trust import Authority
     from astara.db.engine import make_engine, sqlite_url
     from astara.db.migrate import upgrade
     from astara.linux.process import become_subreaper
@@ -457,6 +471,9 @@ def serve(
         raise typer.BadParameter("expected HOST:PORT", param_hint="--listen")
     if orchestrate and agent == "none":
         raise typer.BadParameter("the orchestrator needs an agent", param_hint="--agent")
+    control_host, _, control_port = control_listen.rpartition(":")
+    if control_listen != "none" and (not control_host or not control_port.isdigit()):
+        raise typer.BadParameter("expected HOST:PORT or none", param_hint="--control-listen")
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -465,6 +482,35 @@ def serve(
     upgrade(engine)
     ensure_admin(engine, state_dir, f"http://{host}:{port}", now())
     console.print(f"astara: admin credential in {state_dir / 'clouds.yaml'} (cloud 'astara')")
+    # The deployment CA (made on first start) and the orchestrator's client
+    # certificate for agents that joined: see astara/pki.py.
+    pki_dir = state_dir.resolve() / "pki"
+    try:
+        ca = pki.ensure_ca(pki_dir, now())
+        pki.ensure_controller_cert(pki_dir, ca, now())
+    except (pki.InvalidCertificate, OSError) as error:
+        console.print(f"[red]error:[/red] the deployment CA in {pki_dir}: {error}")
+        raise typer.Exit(1) from error
+    authority = Authority(ca, timedelta(seconds=agent_cert_lifetime_s))
+    control: ControlListener | None = None
+    if control_listen != "none":
+        bare = control_host.strip("[]")
+        try:
+            control = ControlListener(
+                engine,
+                authority,
+                control_context(pki_dir, ca, bare, now()),
+                bare,
+                int(control_port),
+                log_level,
+            )
+        except OSError as error:
+            console.print(f"[red]error:[/red] cannot listen on {control_listen}: {error}")
+            raise typer.Exit(1) from error
+        control.start()
+        console.print(
+            f"astara: control listener on https://{control_listen} (CA hash {authority.ca_hash})"
+        )
     child: AgentChild | None = None
     client: AgentClient | None = None
     if agent == "local":
@@ -492,7 +538,7 @@ def serve(
         if orchestrator is not None:
             orchestrator.start()
         uvicorn.run(
-            create_app(engine, agent=client, orchestrator=orchestrator),
+            create_app(engine, agent=client, orchestrator=orchestrator, ca_hash=authority.ca_hash),
             host=host,
             port=int(port),
             log_level=log_level,
@@ -502,6 +548,8 @@ def serve(
         # crash to restart (the orchestrator can take a while to stop).
         if child is not None:
             child.stop_supervising()
+        if control is not None:
+            control.stop()
         if orchestrator is not None:
             orchestrator.stop()
         if child is not None:

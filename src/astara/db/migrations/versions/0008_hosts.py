@@ -61,18 +61,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("networks") as batch:
         batch.add_column(
-            sa.Column(
-                "network_type", sa.String(length=16), nullable=False, server_default="vxlan"
-            )
+            sa.Column("network_type", sa.String(length=16), nullable=False, server_default="vxlan")
         )
         batch.add_column(sa.Column("physical_network", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("segmentation_id", sa.Integer(), nullable=True))
-        batch.create_unique_constraint(
-            "uq_networks_segment", ["network_type", "segmentation_id"]
-        )
-        batch.create_unique_constraint(
-            "uq_networks_physnet", ["network_type", "physical_network"]
-        )
+        batch.create_unique_constraint("uq_networks_segment", ["network_type", "segmentation_id"])
+        batch.create_unique_constraint("uq_networks_physnet", ["network_type", "physical_network"])
     with op.batch_alter_table("routers") as batch:
         batch.add_column(
             sa.Column("availability_zone_hints", sa.JSON(), nullable=False, server_default="[]")
