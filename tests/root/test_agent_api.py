@@ -242,7 +242,7 @@ def test_agent_listens_on_tcp(tmp_path: Path) -> None:
     ("listen", "message"),
     [
         ("udp:1.2.3.4", "expected unix:PATH or tcp:HOST:PORT"),
-        ("tcp:0.0.0.0:9697", "TCP listeners must be on loopback"),
+        ("tcp:0.0.0.0:9697", "a TCP listener off loopback needs TLS"),
     ],
 )
 def test_bad_listen_address_is_a_clear_error(listen: str, message: str) -> None:

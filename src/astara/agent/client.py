@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from astara.agent.listen import parse_listen
+from astara.agent.tls import ClientTLS, client_context
 
 
 class AgentError(RuntimeError):
@@ -23,8 +24,17 @@ class AgentError(RuntimeError):
 
 
 class AgentClient:
-    def __init__(self, listen: str, timeout_s: float = 120.0) -> None:
+    """An agent at `unix:PATH`, `tcp:HOST:PORT` (loopback, no TLS) or
+    `https://ADDR:PORT` (a joined host: mutual TLS with `tls`, the
+    controller's certificate; the agent's must carry ADDR)."""
+
+    def __init__(self, listen: str, timeout_s: float = 120.0, tls: ClientTLS | None = None) -> None:
         self.address = listen
+        if listen.startswith("https://"):
+            if tls is None or tls.cert is None:
+                raise ValueError(f"{listen}: an https agent needs tls=ClientTLS(ca, cert, key)")
+            self.http = httpx.Client(base_url=listen, verify=client_context(tls), timeout=timeout_s)
+            return
         where = parse_listen(listen)
         transport = httpx.HTTPTransport(uds=str(where.path)) if where.path is not None else None
         self.http = httpx.Client(base_url=where.base_url, transport=transport, timeout=timeout_s)

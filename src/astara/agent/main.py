@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 import uvicorn
@@ -18,10 +19,16 @@ from astara.agent.access import (
     parse_group,
     peer_checked_protocol,
 )
-from astara.agent.listen import Listen, parse_listen
+from astara.agent.join import Joined, JoinError, JoinRequest, Renewer, TlsFiles, read_joined
+from astara.agent.join import join as join_deployment
+from astara.agent.listen import Listen, parse_advertise, parse_listen, url_host
 from astara.agent.server import AgentSettings, create_app
+from astara.agent.tls import bound_socket, only_role, peer_protocol, server_context, tls_server
 from astara.linux.process import become_subreaper
 from astara.model.fabric import check_ifname, check_physnet
+from astara.pki import check_host_name
+
+log = logging.getLogger(__name__)
 
 cli = typer.Typer(add_completion=False, help="Astara's per-host agent.")
 
@@ -51,6 +58,21 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
+    # -- joining a deployment (trust: agent/join.py) --
+    join: Annotated[
+        str | None,
+        typer.Option(help="https://CONTROLLER:PORT: join its deployment (with --token)"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="A join token (astara host join-token)", envvar="ASTARA_JOIN_TOKEN"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="This host's name (default: hostname)")] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(help="ADDR:PORT the controller reaches this agent at (default: --listen's)"),
+    ] = None,
+    # -- this host in the fabric --
     underlay_address: Annotated[
         str | None, typer.Option(help="This host's VXLAN endpoint address (in its namespace)")
     ] = None,
@@ -58,7 +80,7 @@ def serve(
         list[str] | None,
         typer.Option(help="NAME=IFACE: the host interface of provider network NAME (repeatable)"),
     ] = None,
-    availability_zone: Annotated[str, typer.Option()] = "nova",
+    availability_zone: Annotated[str, typer.Option(help="This host's availability zone")] = "nova",
     fence_after: Annotated[
         float | None,
         typer.Option(
@@ -68,15 +90,19 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the agent API until interrupted."""
+    files = TlsFiles(state_dir / "tls")
+    joining = join is not None or token is not None or files.joined.exists()
     try:
-        where: Listen = parse_listen(listen)
+        where: Listen = parse_listen(listen, tls=joining)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--listen") from error
+    if joining and where.path is not None:
+        raise typer.BadParameter("a joined agent listens on tcp:ADDR:PORT", param_hint="--listen")
     try:
         policy = AccessPolicy(None if operators_group is None else parse_group(operators_group))
     except UnknownGroup as error:
         raise typer.BadParameter(str(error), param_hint="--operators-group") from error
-    uplinks = _uplinks(underlay_address, physnet or [])
+    underlay, physnets = _uplinks(underlay_address, physnet or [])
     if fence_after is None:
         fence_after = 2.0 if where.path is None else 0.0
     if os.geteuid() != 0:
@@ -88,6 +114,20 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     state_dir.mkdir(parents=True, exist_ok=True)
+    joined = (
+        joined_or_join(
+            files,
+            join,
+            token,
+            name,
+            advertise or f"{url_host(where.host)}:{where.port}",
+            underlay_address,
+            physnets,
+            availability_zone,
+        )
+        if joining
+        else None
+    )
     become_subreaper()
     # Bound here, not by uvicorn (which leaves it 0666), and before anything
     # could start a thread (the bind sets the umask): see agent/access.py.
@@ -97,8 +137,8 @@ def serve(
             state_dir=state_dir.resolve(),
             prefix=prefix,
             run_dir=run_dir,
-            underlay_address=uplinks[0],
-            physnets=uplinks[1],
+            underlay_address=underlay,
+            physnets=physnets,
             availability_zone=availability_zone,
             fence_after_s=fence_after or None,
         )
@@ -107,8 +147,70 @@ def serve(
         uvicorn.run(
             app, fd=listener.fileno(), http=peer_checked_protocol(policy), log_level=log_level
         )
+    elif joined is not None:
+        serve_tls(app, files, joined, where, log_level)
     else:
         uvicorn.run(app, host=where.host, port=where.port, log_level=log_level)
+
+
+def joined_or_join(
+    files: TlsFiles,
+    controller: str | None,
+    token: str | None,
+    name: str | None,
+    advertise: str,
+    underlay_address: str | None,
+    physnets: dict[str, str],
+    availability_zone: str,
+) -> Joined:
+    """What join.json says, or a join now. Once joined, --join and --token
+    are not used (a token is spent); --name and --join, given, must match."""
+    joined = read_joined(files)
+    if joined is not None:
+        if (name is not None and name != joined.name) or (
+            controller is not None and controller.rstrip("/") != joined.controller
+        ):
+            fail(
+                f"this agent joined {joined.controller} as {joined.name} ({files.joined}):"
+                " remove that directory to join again (after `astara host remove`)"
+            )
+        if token is not None:
+            log.info("already joined as %s: --token is not used", joined.name)
+        return joined
+    if controller is None or token is None:
+        fail("joining needs --join https://CONTROLLER:PORT and --token")
+    try:
+        parse_advertise(advertise)
+        request = JoinRequest(
+            controller,
+            token,
+            check_host_name(name or socket.gethostname()),
+            advertise,
+            underlay_address,
+            physnets,
+            availability_zone,
+        )
+        return join_deployment(files, request)
+    except (ValueError, JoinError) as error:
+        fail(str(error))
+
+
+def serve_tls(app: Any, files: TlsFiles, joined: Joined, where: Listen, log_level: str) -> None:
+    """The agent API over mutual TLS: clients must present a certificate of
+    the deployment's CA with OU=controller; renewed in the background."""
+    context = server_context(files.cert, files.key, files.ca, require_client=True)
+    # Every admitted request is contact with the controller (Agent.note_contact,
+    # the fence's clock, where the Agent has one).
+    contact = getattr(app.state.agent, "note_contact", None)
+    protocol = peer_protocol(only_role("controller"), contact)
+    renewer = Renewer(files, joined, context)
+    renewer.start()
+    try:
+        tls_server(app, context, protocol, log_level).run(
+            sockets=[bound_socket(where.host, where.port)]
+        )
+    finally:
+        renewer.stop()
 
 
 def _uplinks(
@@ -130,6 +232,11 @@ def _uplinks(
             raise typer.BadParameter(f"{mapping!r}: given twice", param_hint="--physnet")
         mappings[name] = interface
     return address, mappings
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"astara-agent: {message}", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

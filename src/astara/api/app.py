@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from astara import __version__
 from astara.api import floatingips, networks, ports, routers, subnets
 from astara.api.errors import NeutronError
-from astara.api.http import operators, quotas, router_actions, versions
+from astara.api.http import join_tokens, operators, quotas, router_actions, versions
 from astara.api.http.authentication import Authentication
 from astara.api.http.collection import collection_router
 from astara.api.http.dependencies import Services, now
@@ -52,12 +52,15 @@ class JsonSuffix:
         await self.app(scope, receive, send)
 
 
-def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> FastAPI:
+def create_app(
+    engine: Engine, agent: Any = None, orchestrator: Any = None, ca_hash: str | None = None
+) -> FastAPI:
     """The API; with `agent` (an AgentClient) `router show` includes what the
-    appliance runs, and with `orchestrator` `cleanup` can run a resync now."""
+    appliance runs, with `orchestrator` `cleanup` can run a resync now, and
+    with `ca_hash` (the deployment CA's, `pki.ca_hash`) admins make join tokens."""
     sessions = session_factory(engine)
     app = FastAPI(title="astara", version=__version__, description="Neutron v2.0 tenant API")
-    app.state.services = Services(sessions, agent, orchestrator)
+    app.state.services = Services(sessions, agent, orchestrator, ca_hash=ca_hash)
     # The last added runs first: authentication, before anything reads the request.
     app.add_middleware(JsonSuffix)
     app.add_middleware(Authentication, sessions=sessions)
@@ -97,6 +100,7 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
     app.include_router(versions.version_document)
     app.include_router(versions.router)
     app.include_router(operators.router)
+    app.include_router(join_tokens.router)
     for controller in (networks, subnets, ports, routers, floatingips):
         app.include_router(collection_router(controller))
     app.include_router(quotas.router)

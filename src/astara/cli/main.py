@@ -454,17 +454,32 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
+    control_listen: Annotated[
+        str,
+        typer.Option(
+            envvar="ASTARA_CONTROL_LISTEN",
+            help="HOST:PORT of the control listener (TLS: agents join and renew there), or 'none'",
+        ),
+    ] = "127.0.0.1:9697",
+    agent_cert_lifetime_s: Annotated[
+        int, typer.Option(min=10, help="Lifetime of the certificates agents get (seconds)")
+    ] = 30 * 86400,
 ) -> None:
     """Serve the Neutron v2.0 tenant API, the orchestrator and a local agent."""
     import logging
     import socket
+    from datetime import timedelta
 
     import uvicorn
 
+    from astara import pki
     from astara.agent.child import AgentChild
     from astara.agent.client import AgentClient
+    from astara.agent.tls import ClientTLS
     from astara.api.app import create_app, now
     from astara.api.bootstrap import ensure_admin
+    from astara.api.control import ControlListener, control_context
+    from astara.api.trust import Authority
     from astara.db.engine import make_engine, sqlite_url
     from astara.db.migrate import upgrade
     from astara.linux.process import become_subreaper
@@ -477,6 +492,9 @@ def serve(
         raise typer.BadParameter(
             "expected 0 < --heartbeat-s < --down-after-s", param_hint="--down-after-s"
         )
+    control_host, _, control_port = control_listen.rpartition(":")
+    if control_listen != "none" and (not control_host or not control_port.isdigit()):
+        raise typer.BadParameter("expected HOST:PORT or none", param_hint="--control-listen")
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -485,6 +503,35 @@ def serve(
     upgrade(engine)
     ensure_admin(engine, state_dir, f"http://{host}:{port}", now())
     console.print(f"astara: admin credential in {state_dir / 'clouds.yaml'} (cloud 'astara')")
+    # The deployment CA (made on first start) and the orchestrator's client
+    # certificate for agents that joined: see astara/pki.py.
+    pki_dir = state_dir.resolve() / "pki"
+    try:
+        ca = pki.ensure_ca(pki_dir, now())
+        controller_cert, controller_key = pki.ensure_controller_cert(pki_dir, ca, now())
+    except (pki.InvalidCertificate, OSError) as error:
+        console.print(f"[red]error:[/red] the deployment CA in {pki_dir}: {error}")
+        raise typer.Exit(1) from error
+    authority = Authority(ca, timedelta(seconds=agent_cert_lifetime_s))
+    control: ControlListener | None = None
+    if control_listen != "none":
+        bare = control_host.strip("[]")
+        try:
+            control = ControlListener(
+                engine,
+                authority,
+                control_context(pki_dir, ca, bare, now()),
+                bare,
+                int(control_port),
+                log_level,
+            )
+        except OSError as error:
+            console.print(f"[red]error:[/red] cannot listen on {control_listen}: {error}")
+            raise typer.Exit(1) from error
+        control.start()
+        console.print(
+            f"astara: control listener on https://{control_listen} (CA hash {authority.ca_hash})"
+        )
     child: AgentChild | None = None
     client: AgentClient | None = None
     if agent == "local":
@@ -505,10 +552,17 @@ def serve(
         child.supervise()
     elif agent != "none":
         client = AgentClient(agent)
+    tls = ClientTLS(ca=pki_dir / "ca.crt", cert=controller_cert, key=controller_key)
+
+    def connect(address: str) -> AgentClient:
+        """A joined host's agent: mutual TLS with the controller's certificate."""
+        return AgentClient(address, tls=tls if address.startswith("https://") else None)
+
     orchestrator = (
         Orchestrator(
             engine,
             client,
+            connect=connect,
             host_name=host_name or socket.gethostname(),
             heartbeat_s=heartbeat_s,
             down_after_s=down_after_s,
@@ -521,7 +575,7 @@ def serve(
         if orchestrator is not None:
             orchestrator.start()
         uvicorn.run(
-            create_app(engine, agent=client, orchestrator=orchestrator),
+            create_app(engine, agent=client, orchestrator=orchestrator, ca_hash=authority.ca_hash),
             host=host,
             port=int(port),
             log_level=log_level,
@@ -531,6 +585,8 @@ def serve(
         # crash to restart (the orchestrator can take a while to stop).
         if child is not None:
             child.stop_supervising()
+        if control is not None:
+            control.stop()
         if orchestrator is not None:
             orchestrator.stop()
         if child is not None:

@@ -30,6 +30,11 @@ class Server:
         self.prefix = prefix
         self.extra = extra
         self.url = f"http://127.0.0.1:{self.port}"
+        # Its own control listener port, so servers can run side by side.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.control_port = probe.getsockname()[1]
+        self.control_url = f"https://127.0.0.1:{self.control_port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -46,6 +51,11 @@ class Server:
             "--listen",
             f"127.0.0.1:{self.port}",
             *roles,
+            *(
+                []
+                if "--control-listen" in self.extra
+                else ["--control-listen", f"127.0.0.1:{self.control_port}"]
+            ),
             *self.extra,
         ]
 

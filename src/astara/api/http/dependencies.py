@@ -42,6 +42,8 @@ class Services:
     sessions: sessionmaker[Session]
     agent: Any = None  # an AgentClient, or None
     orchestrator: Any = None  # an Orchestrator, or None
+    # The deployment CA's hash (pki.ca_hash), for join tokens; None: no CA.
+    ca_hash: str | None = None
     # The agent's naming, once it told us its prefix (see `operators.agent_names`).
     agent_names: list[Names] = field(default_factory=list)
 
