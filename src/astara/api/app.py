@@ -26,11 +26,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from astara import __version__
 from astara.api import floatingips, networks, ports, routers, subnets
 from astara.api.errors import NeutronError
-from astara.api.http import operators, quotas, router_actions, versions
+from astara.api.http import agents, hosts, operators, quotas, router_actions, versions
 from astara.api.http.authentication import Authentication
 from astara.api.http.collection import collection_router
 from astara.api.http.dependencies import Services, now
 from astara.api.http.transaction import internal_error
+from astara.api.settings import ApiSettings
 from astara.db.engine import session_factory
 
 __all__ = ["create_app", "now"]
@@ -52,12 +53,19 @@ class JsonSuffix:
         await self.app(scope, receive, send)
 
 
-def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> FastAPI:
+def create_app(
+    engine: Engine,
+    agent: Any = None,
+    orchestrator: Any = None,
+    settings: ApiSettings | None = None,
+) -> FastAPI:
     """The API; with `agent` (an AgentClient) `router show` includes what the
-    appliance runs, and with `orchestrator` `cleanup` can run a resync now."""
+    appliance runs, and with `orchestrator` `cleanup` can run a resync now.
+    `settings`: the deployment's VNI range and path MTU (defaults otherwise)."""
+    settings = settings or ApiSettings()
     sessions = session_factory(engine)
     app = FastAPI(title="astara", version=__version__, description="Neutron v2.0 tenant API")
-    app.state.services = Services(sessions, agent, orchestrator)
+    app.state.services = Services(sessions, agent, orchestrator, settings=settings)
     # The last added runs first: authentication, before anything reads the request.
     app.add_middleware(JsonSuffix)
     app.add_middleware(Authentication, sessions=sessions)
@@ -97,8 +105,11 @@ def create_app(engine: Engine, agent: Any = None, orchestrator: Any = None) -> F
     app.include_router(versions.version_document)
     app.include_router(versions.router)
     app.include_router(operators.router)
-    for controller in (networks, subnets, ports, routers, floatingips):
+    app.include_router(hosts.router)
+    app.include_router(collection_router(networks.Networks(settings)))
+    for controller in (subnets, ports, routers, floatingips):
         app.include_router(collection_router(controller))
+    app.include_router(agents.router)
     app.include_router(quotas.router)
     # After the collections: `PUT /v2.0/routers/{id}/tags` is a route of its own.
     app.include_router(router_actions.router)
