@@ -271,3 +271,85 @@ def test_events_follow_prints_new_events_as_they_commit(server: Server) -> None:
         deadline.cancel()
         follower.kill()
         follower.wait()
+
+
+def _joined_host(server: Server, name: str, zone: str) -> str:
+    """A host as a join records it (what `POST /v1/join` writes), in the
+    running server's database."""
+    import uuid
+    from datetime import datetime
+
+    from sqlalchemy.orm import Session
+
+    from astara.db.engine import make_engine, sqlite_url
+    from astara.db.models import Host
+
+    host_id = str(uuid.uuid4())
+    engine = make_engine(sqlite_url(server.state_dir.resolve()))
+    try:
+        with Session(engine) as session, session.begin():
+            session.add(
+                Host(
+                    id=host_id,
+                    name=name,
+                    address="https://192.0.2.12:9698",
+                    underlay_address="198.51.100.12",
+                    physnets={"public": "eth1"},
+                    availability_zone=zone,
+                    alive=True,
+                    last_heartbeat=datetime(2026, 11, 25, 12, 0),
+                    cert_serial="12ab",
+                    cert_not_after=datetime(2027, 11, 25, 12, 0),
+                    created_at=datetime(2026, 11, 25, 12, 0),
+                )
+            )
+    finally:
+        engine.dispose()
+    return host_id
+
+
+def test_openstack_cli_agents_zones_and_provider_networks(server: Server) -> None:
+    host_id = _joined_host(server, "h2", "az2")
+    agents = json.loads(value(osc(server, "network", "agent", "list", "-f", "json")))
+    assert [(a["ID"], a["Agent Type"], a["Host"], a["Binary"]) for a in agents] == [
+        (host_id, "L3 agent", "h2", "astara-agent")
+    ]
+    assert agents[0]["Availability Zone"] == "az2" and agents[0]["Alive"] is True
+    assert agents[0]["State"] is True
+    shown = json.loads(value(osc(server, "network", "agent", "show", host_id, "-f", "json")))
+    assert shown["host"] == "h2" and shown["configuration"]["physnets"] == {"public": "eth1"}
+    value(osc(server, "network", "agent", "set", "--disable", host_id))
+    assert value(
+        osc(server, "network", "agent", "show", host_id, "-f", "value", "-c", "admin_state_up")
+    ) in ("False", "DOWN")
+    zones = json.loads(
+        value(osc(server, "availability", "zone", "list", "--network", "-f", "json"))
+    )
+    assert {(z["Zone Name"], z["Zone Status"]) for z in zones} == {("az2", "not available")}
+    created = json.loads(
+        value(
+            osc(
+                server,
+                "network",
+                "create",
+                "--external",
+                "--provider-network-type",
+                "flat",
+                "--provider-physical-network",
+                "public",
+                "public",
+                "-f",
+                "json",
+            )
+        )
+    )
+    assert created["provider:network_type"] == "flat"
+    assert created["provider:physical_network"] == "public"
+    value(osc(server, "network", "create", "private"))
+    shown = json.loads(value(osc(server, "network", "show", "private", "-f", "json")))
+    assert shown["provider:network_type"] == "vxlan"
+    assert 1 <= shown["provider:segmentation_id"] <= 65535 and shown["mtu"] == 1450
+    vlan = osc(server, "network", "create", "--provider-network-type", "vlan", "v")
+    assert vlan.returncode != 0 and "802.1Q" in vlan.stderr
+    value(osc(server, "network", "agent", "delete", host_id))
+    assert json.loads(value(osc(server, "network", "agent", "list", "-f", "json"))) == []

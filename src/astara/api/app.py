@@ -26,11 +26,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from astara import __version__
 from astara.api import floatingips, networks, ports, routers, subnets
 from astara.api.errors import NeutronError
-from astara.api.http import join_tokens, operators, quotas, router_actions, versions
+from astara.api.http import (
+    agents,
+    hosts,
+    join_tokens,
+    operators,
+    quotas,
+    router_actions,
+    versions,
+)
 from astara.api.http.authentication import Authentication
 from astara.api.http.collection import collection_router
 from astara.api.http.dependencies import Services, now
 from astara.api.http.transaction import internal_error
+from astara.api.settings import ApiSettings
 from astara.db.engine import session_factory
 
 __all__ = ["create_app", "now"]
@@ -53,14 +62,21 @@ class JsonSuffix:
 
 
 def create_app(
-    engine: Engine, agent: Any = None, orchestrator: Any = None, ca_hash: str | None = None
+    engine: Engine,
+    agent: Any = None,
+    orchestrator: Any = None,
+    settings: ApiSettings | None = None,
+    ca_hash: str | None = None,
 ) -> FastAPI:
     """The API; with `agent` (an AgentClient) `router show` includes what the
     appliance runs, with `orchestrator` `cleanup` can run a resync now, and
-    with `ca_hash` (the deployment CA's, `pki.ca_hash`) admins make join tokens."""
+    with `ca_hash` (the deployment CA's, `pki.ca_hash`) admins make join
+    tokens. `settings`: the deployment's VNI range and path MTU (defaults
+    otherwise)."""
+    settings = settings or ApiSettings()
     sessions = session_factory(engine)
     app = FastAPI(title="astara", version=__version__, description="Neutron v2.0 tenant API")
-    app.state.services = Services(sessions, agent, orchestrator, ca_hash=ca_hash)
+    app.state.services = Services(sessions, agent, orchestrator, settings=settings, ca_hash=ca_hash)
     # The last added runs first: authentication, before anything reads the request.
     app.add_middleware(JsonSuffix)
     app.add_middleware(Authentication, sessions=sessions)
@@ -100,9 +116,12 @@ def create_app(
     app.include_router(versions.version_document)
     app.include_router(versions.router)
     app.include_router(operators.router)
-    app.include_router(join_tokens.router)
-    for controller in (networks, subnets, ports, routers, floatingips):
+    app.include_router(join_tokens.router)  # before hosts': /hosts/join-tokens
+    app.include_router(hosts.router)
+    app.include_router(collection_router(networks.Networks(settings)))
+    for controller in (subnets, ports, routers, floatingips):
         app.include_router(collection_router(controller))
+    app.include_router(agents.router)
     app.include_router(quotas.router)
     # After the collections: `PUT /v2.0/routers/{id}/tags` is a route of its own.
     app.include_router(router_actions.router)

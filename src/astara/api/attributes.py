@@ -19,6 +19,8 @@ Converter = Callable[[str, Any], Any]
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f"}
 NOT_GIVEN = object()
+# Neutron's policy names: `create_network:shared`, `update_network:shared`.
+_ACTIONS = {"POST": "create", "PUT": "update"}
 
 
 def bad_input(name: str, reason: str) -> NeutronError:
@@ -66,7 +68,8 @@ class Attribute:
     allow_put: bool = True
     filter: bool = True
     sort: bool = True
-    admin_only: bool = False
+    admin_only: bool = False  # only admins may set it (403 otherwise)
+    admin_visible: bool = False  # only admins see it: omitted for others (§5.2)
 
     @property
     def required(self) -> bool:
@@ -137,7 +140,8 @@ def prepare_body(
             raise NeutronError(
                 403,
                 "PolicyNotAuthorized",
-                f"(rule:{method.lower()}_{resource.member}:{name}) is disallowed by policy",
+                f"(rule:{_ACTIONS.get(method, method.lower())}_{resource.member}:{name})"
+                " is disallowed by policy",
             )
         result[name] = attribute.convert(name, value)
     if method == "POST":
@@ -179,6 +183,15 @@ def _resolve_project(values: dict[str, Any], project_id: str, is_admin: bool) ->
             "is not allowed for the current user.",
         )
     values["project_id"] = values["tenant_id"] = chosen if chosen is not None else project_id
+
+
+def readable(resource: Resource, item: dict[str, Any], is_admin: bool) -> dict[str, Any]:
+    """`item` without the attributes only admins may read, for anyone else
+    (Neutron omits them rather than refusing, §5.2)."""
+    if is_admin:
+        return item
+    hidden = {a.name for a in resource.attributes if a.admin_visible}
+    return {k: v for k, v in item.items() if k not in hidden}
 
 
 def select_fields(item: Mapping[str, Any], fields: list[str]) -> dict[str, Any]:

@@ -96,6 +96,23 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
             "Provides validation on filter parameters.",
         ),
         _extension(
+            "provider",
+            "Provider Network",
+            "Expose mapping of virtual networks to physical networks",
+        ),
+        _extension(
+            "net-mtu-writable",
+            "Network MTU (writable)",
+            "Provides a writable MTU attribute for a network resource.",
+        ),
+        _extension("agent", "agent", "The agent management extension."),
+        _extension("availability_zone", "Availability Zone", "The availability zone extension."),
+        _extension(
+            "router_availability_zone",
+            "Router Availability Zone",
+            "Availability zone support for router.",
+        ),
+        _extension(
             "sort-key-validation",
             "Sort keys validation",
             "Require sort_key to be sort-able attribute",

@@ -9,11 +9,31 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import access, changes, dhcp, zones
-from astara.api.attributes import Attribute, Resource, standard_attributes, to_bool, to_int
+from astara.api import access, changes, dhcp, segments, zones
+from astara.api.attributes import (
+    Attribute,
+    Resource,
+    bad_input,
+    standard_attributes,
+    to_bool,
+    to_int,
+    to_string,
+)
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
+from astara.api.settings import MIN_MTU, ApiSettings
 from astara.db.models import ROUTER_GATEWAY, Network, Port
+
+IPV6_MIN_MTU = 1280  # RFC 8200
+
+
+def _optional_int(name: str, value: Any) -> int | None:
+    return None if value is None else to_int(name, value)
+
+
+def _optional_string(name: str, value: Any) -> str | None:
+    return None if value is None else to_string(segments.PHYSNET_MAX)(name, value)
+
 
 RESOURCE = Resource(
     "networks",
@@ -26,15 +46,32 @@ RESOURCE = Resource(
         Attribute("subnets", allow_post=False, allow_put=False, sort=False),
         Attribute("shared", to_bool, default=False, admin_only=True),
         Attribute("router:external", to_bool, default=False, admin_only=True),
-        Attribute("mtu", to_int, allow_post=False, allow_put=False),
+        # net-mtu-writable: at most what the segment carries over the path MTU.
+        Attribute("mtu", _optional_int, default=None),
         Attribute("port_security_enabled", to_bool, default=True, filter=False),
         Attribute(
             "availability_zone_hints",
-            zones.hints,
+            zones.names,
             default=[],
             allow_put=False,
             filter=False,
             sort=False,
+        ),
+        # Neutron's provider extension: set by admins on create, read by admins.
+        *(
+            Attribute(
+                name,
+                convert,
+                default=None,
+                admin_only=True,
+                admin_visible=True,
+                sort=False,
+            )
+            for name, convert in (
+                (segments.NETWORK_TYPE, to_string(16)),
+                (segments.PHYSICAL_NETWORK, _optional_string),
+                (segments.SEGMENTATION_ID, _optional_int),
+            )
         ),
     ),
 )
@@ -57,6 +94,7 @@ def view(network: Network) -> dict[str, Any]:
         "ipv6_address_scope": None,
         "l2_adjacency": True,
         "is_default": False,
+        **segments.provider_view(network),
     }
 
 
@@ -85,7 +123,33 @@ def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
     return [view(n) for n in session.scalars(select(Network)) if visible(n, caller)]
 
 
-def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Network:
+def _check_mtu(mtu: int, maximum: int) -> None:
+    if mtu > maximum:
+        raise segments.invalid(f"Requested MTU is too big, maximum is {maximum}")
+    if mtu < MIN_MTU:
+        raise bad_input("mtu", f"'{mtu}' is smaller than the minimum of {MIN_MTU}")
+
+
+def create(
+    session: Session,
+    caller: Caller,
+    values: dict[str, Any],
+    now: datetime,
+    settings: ApiSettings | None = None,
+) -> Network:
+    """A network on a segment: a VNI allocated from the range unless an
+    admin asked for a given one, or a flat physnet; its MTU what the segment
+    carries (or a smaller one asked for)."""
+    settings = settings or ApiSettings()
+    if zones.check(session, values["availability_zone_hints"]):
+        raise segments.invalid(
+            "availability_zone_hints are not supported on networks: a network spans every"
+            " host (its routers take hints)"
+        )
+    segment = segments.reserve(session, segments.requested(values), settings)
+    maximum = settings.max_mtu(segment.network_type)
+    if values["mtu"] is not None:
+        _check_mtu(values["mtu"], maximum)
     network = Network(
         id=str(uuid.uuid4()),
         project_id=values["project_id"],
@@ -95,18 +159,36 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         shared=values["shared"],
         external=values["router:external"],
         port_security_enabled=values["port_security_enabled"],
+        mtu=values["mtu"] if values["mtu"] is not None else maximum,
         created_at=now,
         updated_at=now,
         revision_number=1,
     )
+    segments.apply(network, segment)
     session.add(network)
     changes.record(session, "network", network, "create", now)
     return network
 
 
 def update(
-    session: Session, caller: Caller, network: Network, values: dict[str, Any], now: datetime
+    session: Session,
+    caller: Caller,
+    network: Network,
+    values: dict[str, Any],
+    now: datetime,
+    settings: ApiSettings | None = None,
 ) -> Network:
+    settings = settings or ApiSettings()
+    if any(name in values for name in segments.PROVIDER_ATTRIBUTES):
+        raise segments.invalid("Plugin does not support updating provider attributes")
+    if values.get("mtu") is None:
+        values.pop("mtu", None)
+    else:
+        _check_mtu(values["mtu"], settings.max_mtu(network.network_type))
+        if values["mtu"] < IPV6_MIN_MTU and any(s.ip_version == 6 for s in network.subnets):
+            raise segments.invalid(
+                f"network {network.id} has an IPv6 subnet: its MTU must be at least {IPV6_MIN_MTU}"
+            )
     if values.get("router:external") is False and network.external:
         gateways = session.scalar(
             select(Port.id).where(
@@ -155,3 +237,37 @@ def delete(session: Session, caller: Caller, network: Network, now: datetime) ->
         session.delete(subnet)
     session.delete(network)
     changes.record(session, "network", network, "delete", now)
+
+
+class Networks:
+    """The networks collection (a `collection.Controller`) with the
+    deployment's settings: the VNI range and the path MTU."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.RESOURCE = RESOURCE
+        self.settings = settings
+
+    def view(self, row: Network) -> dict[str, Any]:
+        return view(row)
+
+    def listing(self, session: Session, caller: Caller) -> list[dict[str, Any]]:
+        return listing(session, caller)
+
+    def get(self, session: Session, caller: Caller, object_id: str) -> Network:
+        return get(session, caller, object_id)
+
+    def owned(self, session: Session, caller: Caller, object_id: str) -> Network:
+        return owned(session, caller, object_id)
+
+    def create(
+        self, session: Session, caller: Caller, values: dict[str, Any], now: datetime
+    ) -> Network:
+        return create(session, caller, values, now, self.settings)
+
+    def update(
+        self, session: Session, caller: Caller, row: Network, values: dict[str, Any], now: datetime
+    ) -> Network:
+        return update(session, caller, row, values, now, self.settings)
+
+    def delete(self, session: Session, caller: Caller, row: Network, now: datetime) -> None:
+        delete(session, caller, row, now)

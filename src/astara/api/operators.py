@@ -23,6 +23,7 @@ from astara.db.models import (
     DHCP,
     ApplianceEvent,
     ApplianceState,
+    Host,
     Network,
     PausedProject,
     Port,
@@ -83,6 +84,10 @@ def router_view(
         "last_error": state.last_error if state is not None else None,
         "paused": bool(state is not None and state.paused) or paused_project,
         "config_hash": state.applied_hash if state is not None else None,
+        # Where its appliance runs, its fencing token, and a move asked for.
+        "host": state.host if state is not None else None,
+        "epoch": state.epoch if state is not None else 0,
+        "move_to": state.move_to if state is not None else None,
     }
 
 
@@ -154,6 +159,48 @@ def router_request(
     target = _router(session, router_id)
     _request(session, _state_row(session, target, now), action, now, "router", target.id)
     return show_router(session, caller, target.id)
+
+
+def move_router(
+    session: Session, caller: Caller, router_id: str, body: Any, now: datetime
+) -> dict[str, Any]:
+    """`router move --host`: ask the orchestrator to move the router's
+    appliance to an up, undrained host (it sets `move_to`; the orchestrator
+    acts on it and clears it)."""
+    require_admin(caller)
+    if not isinstance(body, dict) or not isinstance(body.get("host"), str):
+        raise NeutronError(400, "HTTPBadRequest", 'Body must be {"host": NAME}')
+    target = _router(session, router_id)
+    host = _host(session, body["host"])
+    if not host.alive or host.drained:
+        raise NeutronError(
+            409,
+            "HostUnavailable",
+            f"Host {host.name} is {'down' if not host.alive else 'drained'}:"
+            " routers move only to an up, undrained host.",
+        )
+    row = _state_row(session, target, now)
+    if row.host != host.name or row.move_to is not None:
+        row.move_to = host.name
+        history.record(session, row.appliance_id, now, f"operator: move to {host.name}")
+        outbox.record(
+            session,
+            resource_type="router",
+            resource_id=target.id,
+            project_id=target.project_id,
+            action="move",
+            now=now,
+            detail={"host": host.name},
+        )
+        session.flush()
+    return show_router(session, caller, target.id)
+
+
+def _host(session: Session, name: str) -> Host:
+    host = session.scalar(select(Host).where(Host.name == name))
+    if host is None:
+        raise NeutronError(404, "HostNotFound", f"Host {name} could not be found.")
+    return host
 
 
 def _request(
@@ -327,6 +374,12 @@ def plug(
             400, "HTTPBadRequest", 'Body must be {"netns": NAME, "ifname": NAME, "dhcp": BOOL}'
         )
     netns, ifname, dhcp = body["netns"], body.get("ifname", "eth0"), body.get("dhcp", False)
+    # The host to plug it on (binding:host_id); none: the local host.
+    host = body.get("host")
+    if host is not None:
+        if not isinstance(host, str):
+            raise NeutronError(400, "HTTPBadRequest", "host: must be a host's name")
+        host = _host(session, host).name
     if not isinstance(ifname, str):
         raise NeutronError(400, "HTTPBadRequest", "ifname: must be a string")
     if not isinstance(dhcp, bool):
@@ -352,7 +405,11 @@ def plug(
         raise NeutronError(409, "PortInUse", f"Port {port.id} belongs to {port.device_owner}.")
     taken = session.scalar(
         select(PortBinding).where(
-            PortBinding.netns == netns, PortBinding.ifname == ifname, PortBinding.port_id != port.id
+            PortBinding.netns == netns,
+            PortBinding.ifname == ifname,
+            PortBinding.port_id != port.id,
+            # Namespaces are per host: the same name on two hosts is two namespaces.
+            PortBinding.host.is_(None) if host is None else PortBinding.host == host,
         )
     )
     if taken is not None:
@@ -364,6 +421,7 @@ def plug(
         binding = PortBinding(port_id=port.id, created_at=now)
         session.add(binding)
     binding.netns, binding.ifname, binding.dhcp = netns, ifname, dhcp
+    binding.host = host
     outbox.record(
         session,
         resource_type="port",
@@ -372,7 +430,7 @@ def plug(
         action="plug",
         now=now,
     )
-    return {"port_id": port.id, "netns": netns, "ifname": ifname, "dhcp": dhcp}
+    return {"port_id": port.id, "netns": netns, "ifname": ifname, "dhcp": dhcp, "host": host}
 
 
 def unplug(session: Session, caller: Caller, port_id: str, now: datetime) -> None:

@@ -29,7 +29,17 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.db.models import DHCP, FloatingIp, IpAllocation, Network, Port, RouterPort, Subnet
+from astara.db.models import (
+    DHCP,
+    FloatingIp,
+    Host,
+    IpAllocation,
+    Network,
+    Port,
+    PortBinding,
+    RouterPort,
+    Subnet,
+)
 from astara.model import rules
 
 SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
@@ -67,11 +77,31 @@ RESOURCE = Resource(
         Attribute("status", allow_post=False, allow_put=False),
         # Not given: the network's (§3.3).
         Attribute("port_security_enabled", to_bool, default=None, filter=False),
+        # Where `astara port plug` bound it; set by that command, not through Neutron's API.
+        Attribute(
+            "binding:host_id", allow_post=False, allow_put=False, admin_visible=True, sort=False
+        ),
     ),
 )
 
 
+def host_id(session: Session, port_id: str) -> str:
+    """`binding:host_id`: the host the port is plugged on; the local host
+    (the agent `astara serve` runs, on a unix socket) for a binding that
+    names none; "" while it is not plugged (Neutron's default)."""
+    binding = session.get(PortBinding, port_id)
+    if binding is None:
+        return ""
+    if binding.host is not None:
+        return binding.host
+    local = session.scalar(
+        select(Host.name).where(Host.address.startswith("unix:")).order_by(Host.name).limit(1)
+    )
+    return local or ""
+
+
 def view(port: Port) -> dict[str, Any]:
+    session = Session.object_session(port)
     return {
         **changes.standard_view(port),
         "name": port.name,
@@ -89,6 +119,7 @@ def view(port: Port) -> dict[str, Any]:
         "allowed_address_pairs": [],
         "extra_dhcp_opts": [],
         "binding:vnic_type": "normal",
+        "binding:host_id": host_id(session, port.id) if session is not None else "",
         "ip_allocation": "immediate",
     }
 

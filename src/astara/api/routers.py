@@ -12,7 +12,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api import changes, dhcp, networks, ports, subnets
+from astara.api import changes, dhcp, networks, ports, subnets, zones
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -50,6 +50,15 @@ RESOURCE = Resource(
         Attribute("status", allow_post=False, allow_put=False, filter=False),
         Attribute("external_gateway_info", to_any, default=None, filter=False, sort=False),
         Attribute("routes", to_any, allow_post=False, filter=False, sort=False),
+        # router_availability_zone: where its appliance may be placed (not updatable).
+        Attribute(
+            "availability_zone_hints",
+            zones.names,
+            default=[],
+            allow_put=False,
+            filter=False,
+            sort=False,
+        ),
     ),
 )
 
@@ -83,8 +92,8 @@ def view(router: Router) -> dict[str, Any]:
         "status": router.status,
         "external_gateway_info": info,
         "routes": router.routes,
-        "availability_zone_hints": [],
-        "availability_zones": [],
+        "availability_zone_hints": list(router.availability_zone_hints or []),
+        "availability_zones": zones.of_appliance(session, router.id),
     }
 
 
@@ -361,6 +370,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         updated_at=now,
         revision_number=1,
         routes=[],
+        availability_zone_hints=zones.check(session, values["availability_zone_hints"]),
     )
     session.add(router)
     session.flush()

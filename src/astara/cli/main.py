@@ -16,6 +16,7 @@ from astara import __version__
 from astara.agent.client import AgentClient, AgentError
 from astara.appliance.schema import ApplianceConfig
 from astara.cli import api_client
+from astara.cli.hosts import host_cli
 
 cli = typer.Typer(add_completion=False, help="Astara: open network-service orchestration.")
 agent_cli = typer.Typer(add_completion=False, help="Inspect an astara-agent directly.")
@@ -32,6 +33,7 @@ appliance_cli = typer.Typer(
     help="Every appliance: routers' and networks' DHCP appliances (dhcp-NETWORK_ID).",
 )
 cli.add_typer(appliance_cli, name="appliance")
+cli.add_typer(host_cli, name="host")
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="The server (env ASTARA_URL)")]
 TokenOption = Annotated[
@@ -179,6 +181,20 @@ def _router_action(action: str, help_text: str) -> None:
     router_cli.command(action)(command)
 
 
+@router_cli.command("move")
+def router_move(
+    router: str,
+    host: Annotated[str, typer.Option("--host", help="An up, undrained host")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Move a router's appliance to another host (the orchestrator cuts over)."""
+    path = f"/astara/v1/routers/{router}/move"
+    shown = _api(url, token, state_dir, "POST", path, {"host": host})["router"]
+    console.print(f"router {shown['id']}: move from {shown['host'] or '-'} to {host} requested")
+
+
 _router_action("rebuild", "Rebuild a router's appliance from scratch (also out of ERROR).")
 _router_action("debug", "Pause management of a router: the orchestrator leaves it alone.")
 _router_action("manage", "Resume management of a router.")
@@ -261,13 +277,18 @@ def port_plug(
     netns: Annotated[str, typer.Option("--netns", help="Namespace (under the agent's prefix)")],
     ifname: Annotated[str, typer.Option(help="Interface name inside it")] = "eth0",
     dhcp: Annotated[bool, typer.Option(help="Take the IPv4 address by DHCP")] = False,
+    host: Annotated[
+        str | None, typer.Option("--host", help="The host to plug it on (default: the local one)")
+    ] = None,
     wait_s: Annotated[float, typer.Option(help="Wait this long for the port to be ACTIVE")] = 60,
     url: UrlOption = None,
     token: TokenOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Stand up a workload on a port: a veth with its MAC and addresses in NETNS."""
-    body = {"netns": netns, "ifname": ifname, "dhcp": dhcp}
+    body: dict[str, Any] = {"netns": netns, "ifname": ifname, "dhcp": dhcp}
+    if host is not None:
+        body["host"] = host
     bound = _api(url, token, state_dir, "PUT", f"/astara/v1/ports/{port}/binding", body)
     port_id = bound["binding"]["port_id"]
     deadline = time.monotonic() + wait_s
@@ -275,7 +296,8 @@ def port_plug(
         shown = _api(url, token, state_dir, "GET", f"/v2.0/ports/{port_id}")["port"]
         if shown["status"] == "ACTIVE":
             addresses = ", ".join(f["ip_address"] for f in shown["fixed_ips"])
-            console.print(f"port {port_id} plugged into {netns} as {ifname} ({addresses})")
+            where = f" on {host}" if host is not None else ""
+            console.print(f"port {port_id} plugged into {netns}{where} as {ifname} ({addresses})")
             return
         if time.monotonic() > deadline:
             console.print(f"[red]error:[/red] port {port_id} is not ACTIVE after {wait_s:g}s")
@@ -453,6 +475,13 @@ def serve(
             " (default: root only)",
         ),
     ] = None,
+    vni_range: Annotated[
+        str, typer.Option(help="MIN:MAX: the VXLAN VNIs tenant networks are given")
+    ] = "1:65535",
+    path_mtu: Annotated[
+        int,
+        typer.Option(help="The underlay's MTU: a flat network's; a VXLAN network's is 50 less"),
+    ] = 1500,
     log_level: Annotated[str, typer.Option()] = "info",
     control_listen: Annotated[
         str,
@@ -479,8 +508,10 @@ def serve(
     from astara.api.app import create_app, now
     from astara.api.bootstrap import ensure_admin
     from astara.api.control import ControlListener, control_context
+    from astara.api.segments import ensure_segments
+    from astara.api.settings import ApiSettings, parse_vni_range
     from astara.api.trust import Authority
-    from astara.db.engine import make_engine, sqlite_url
+    from astara.db.engine import make_engine, session_factory, sqlite_url
     from astara.db.migrate import upgrade
     from astara.linux.process import become_subreaper
     from astara.orchestrator.reconciler import Orchestrator
@@ -495,12 +526,18 @@ def serve(
     control_host, _, control_port = control_listen.rpartition(":")
     if control_listen != "none" and (not control_host or not control_port.isdigit()):
         raise typer.BadParameter("expected HOST:PORT or none", param_hint="--control-listen")
+    try:
+        settings = ApiSettings(*parse_vni_range(vni_range), path_mtu=path_mtu)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--vni-range/--path-mtu") from error
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(db_url or sqlite_url(state_dir.resolve()))
     upgrade(engine)
+    with session_factory(engine).begin() as session:
+        ensure_segments(session, settings)  # networks from before segments get their VNIs
     ensure_admin(engine, state_dir, f"http://{host}:{port}", now())
     console.print(f"astara: admin credential in {state_dir / 'clouds.yaml'} (cloud 'astara')")
     # The deployment CA (made on first start) and the orchestrator's client
@@ -575,7 +612,13 @@ def serve(
         if orchestrator is not None:
             orchestrator.start()
         uvicorn.run(
-            create_app(engine, agent=client, orchestrator=orchestrator, ca_hash=authority.ca_hash),
+            create_app(
+                engine,
+                agent=client,
+                orchestrator=orchestrator,
+                settings=settings,
+                ca_hash=authority.ca_hash,
+            ),
             host=host,
             port=int(port),
             log_level=log_level,

@@ -12,7 +12,13 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
 from astara.api import changes, quotas
-from astara.api.attributes import Resource, bulk_members, prepare_body, select_fields
+from astara.api.attributes import (
+    Resource,
+    bulk_members,
+    prepare_body,
+    readable,
+    select_fields,
+)
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import (
@@ -92,7 +98,15 @@ def collection_router(controller: Controller) -> APIRouter:
     @router.get("")
     async def list_items(request: Request, run: TransactionDep) -> dict[str, Any]:
         query = parse_query(resource, list(request.query_params.multi_items()))
-        items = await run(controller.listing)
+
+        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
+            # Hidden before filtering: a filter on what the caller may not
+            # read matches nothing rather than telling it apart.
+            return [
+                readable(resource, i, caller.is_admin) for i in controller.listing(session, caller)
+            ]
+
+        items = await run(work)
         body = run_query(resource, items, query, str(request.url))
         body[resource.collection] = [
             select_fields(i, query.fields) for i in body[resource.collection]
@@ -119,7 +133,7 @@ def collection_router(controller: Controller) -> APIRouter:
                 row = controller.create(session, caller, values, now())
                 session.flush()
                 session.refresh(row)
-                created.append(controller.view(row))
+                created.append(readable(resource, controller.view(row), caller.is_admin))
             return created
 
         created = await run(work)
@@ -128,7 +142,11 @@ def collection_router(controller: Controller) -> APIRouter:
     @router.get("/{object_id}")
     async def show_item(request: Request, object_id: str, run: TransactionDep) -> dict[str, Any]:
         fields = request.query_params.getlist("fields")
-        shown = await run(lambda s, c: controller.view(controller.get(s, c, object_id)))
+        shown = await run(
+            lambda s, c: readable(
+                resource, controller.view(controller.get(s, c, object_id)), c.is_admin
+            )
+        )
         return {resource.member: select_fields(shown, fields)}
 
     @router.put("/{object_id}")
@@ -144,7 +162,7 @@ def collection_router(controller: Controller) -> APIRouter:
             )
             row = controller.update(session, caller, row, values, now())
             session.flush()
-            return controller.view(row)
+            return readable(resource, controller.view(row), caller.is_admin)
 
         return {resource.member: await run(work)}
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from astara.api.auth import Caller, unauthorized
 from astara.api.errors import NeutronError
 from astara.api.http.transaction import run_transaction
+from astara.api.settings import ApiSettings
 from astara.naming import Names
 
 T = TypeVar("T")
@@ -46,6 +47,7 @@ class Services:
     ca_hash: str | None = None
     # The agent's naming, once it told us its prefix (see `operators.agent_names`).
     agent_names: list[Names] = field(default_factory=list)
+    settings: ApiSettings = field(default_factory=ApiSettings)
 
 
 def services(request: Request) -> Services:

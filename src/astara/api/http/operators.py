@@ -103,6 +103,14 @@ async def show_router(router_id: str, run: TransactionDep, found: ServicesDep) -
     return {"router": shown}
 
 
+@router.post("/routers/{router_id}/move")
+async def move_router(request: Request, router_id: str, run: TransactionDep) -> Any:
+    """Move a router's appliance to another host: body {"host": NAME}."""
+    body = await json_body(request)
+    shown = await run(lambda s, c: operators.move_router(s, c, router_id, body, now()))
+    return {"router": shown}
+
+
 @router.post("/routers/{router_id}/{action}")
 async def router_action(router_id: str, action: str, run: TransactionDep) -> Any:
     shown = await run(lambda s, c: operators.router_request(s, c, router_id, action, now()))

@@ -64,6 +64,8 @@ RACES = frozenset(
         "pk_port_bindings",  # one port plugged twice at once
         "pk_paused_projects",  # one project paused twice at once
         "pk_appliance_states",  # an appliance's state row: an operator and the orchestrator
+        "uq_networks_segment",  # two networks, one VNI
+        "uq_networks_physnet",  # two flat networks, one physnet
     }
 )
 
