@@ -154,10 +154,27 @@ def agent_names(found: Services) -> Names | None:
     return found.agent_names[0] if found.agent_names else None
 
 
+def host_names(found: Services, host: Any) -> Names | None:
+    """The naming of the host a port is plugged on: a joined host's agent
+    says its prefix (asked each time: plugs are rare); no host named, the
+    local agent's. None while it cannot say (the agent checks it anyway)."""
+    if not isinstance(host, str) or found.orchestrator is None:
+        return agent_names(found)
+    agent = appliance_agent(found, host)
+    if agent is None or agent is found.agent:
+        return agent_names(found)
+    try:
+        return Names(agent.health(timeout_s=5)["prefix"])
+    except (AgentError, OSError, httpx.HTTPError, KeyError, TypeError, ValueError) as error:
+        log.warning("host %s: its agent's prefix is unknown for now: %s", host, error)
+        return None
+
+
 @router.put("/ports/{port_id}/binding")
 async def plug(request: Request, port_id: str, run: TransactionDep, found: ServicesDep) -> Any:
     body = await json_body(request)
-    known = await run_in_threadpool(agent_names, found)
+    host = body.get("host") if isinstance(body, dict) else None
+    known = await run_in_threadpool(host_names, found, host)
     return {"binding": await run(lambda s, c: operators.plug(s, c, port_id, body, now(), known))}
 
 
