@@ -10,6 +10,9 @@ from astara.agent.listen import parse_listen
 from astara.agent.tls import ClientTLS, client_context
 
 
+CONNECT_TIMEOUT_S = 3.0
+
+
 class AgentError(RuntimeError):
     def __init__(self, response: httpx.Response) -> None:
         self.status_code = response.status_code
@@ -28,16 +31,26 @@ class AgentClient:
     `https://ADDR:PORT` (a joined host: mutual TLS with `tls`, the
     controller's certificate; the agent's must carry ADDR)."""
 
-    def __init__(self, listen: str, timeout_s: float = 120.0, tls: ClientTLS | None = None) -> None:
+    def __init__(
+        self,
+        listen: str,
+        timeout_s: float = 120.0,
+        tls: ClientTLS | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        """`timeout_s`: for an answer (an apply may take long); a host that
+        does not even accept the connection (dead, cut off) is given up on
+        after `connect_timeout_s`, so nothing waits long on it."""
         self.address = listen
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, connect_timeout_s))
         if listen.startswith("https://"):
             if tls is None or tls.cert is None:
                 raise ValueError(f"{listen}: an https agent needs tls=ClientTLS(ca, cert, key)")
-            self.http = httpx.Client(base_url=listen, verify=client_context(tls), timeout=timeout_s)
+            self.http = httpx.Client(base_url=listen, verify=client_context(tls), timeout=timeout)
             return
         where = parse_listen(listen)
         transport = httpx.HTTPTransport(uds=str(where.path)) if where.path is not None else None
-        self.http = httpx.Client(base_url=where.base_url, transport=transport, timeout=timeout_s)
+        self.http = httpx.Client(base_url=where.base_url, transport=transport, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()

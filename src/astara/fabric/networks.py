@@ -77,9 +77,13 @@ def physnet_interface(spec: NetworkSpec, uplinks: Uplinks) -> str | None:
     return uplinks.physnets.get(spec.segment.physnet)
 
 
-def ensure_network(names: Names, network_id: str, spec: NetworkSpec, uplinks: Uplinks) -> None:
+def ensure_network(
+    names: Names, network_id: str, spec: NetworkSpec, uplinks: Uplinks | None = None
+) -> None:
     """Converge the network's bridge and segment on `spec`: what another
-    segment type left (a VXLAN device, a host NIC) goes."""
+    segment type left (a VXLAN device, a host NIC) goes. `uplinks`: what the
+    host offers (none: a local segment only)."""
+    uplinks = uplinks or Uplinks()
     check_segment(spec, uplinks)
     nic = physnet_interface(spec, uplinks)
     ensure_fabric(names)

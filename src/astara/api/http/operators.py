@@ -78,19 +78,30 @@ async def with_agent_view(shown: dict[str, Any], appliance_id: str, found: Servi
     exact texts it runs (extra: when the agent cannot say, say why)."""
     shown["appliance"] = shown["rendered"] = None
     agent = await run_in_threadpool(appliance_agent, found, shown.get("host"))
-    if agent is not None:
+    if isinstance(agent, str):
+        shown["agent_error"] = agent
+    elif agent is not None:
         try:
-            shown["appliance"] = await run_in_threadpool(agent.get_appliance, appliance_id)
-            shown["rendered"] = await run_in_threadpool(agent.rendered, appliance_id)
+            shown["appliance"] = await run_in_threadpool(
+                lambda: agent.request("GET", f"/v1/appliances/{appliance_id}", timeout_s=10)
+            )
+            shown["rendered"] = await run_in_threadpool(
+                lambda: agent.request(
+                    "GET", f"/v1/appliances/{appliance_id}/rendered", timeout_s=10
+                )
+            )
         except (AgentError, OSError, httpx.HTTPError) as error:
             shown["agent_error"] = str(error)
 
 
 def appliance_agent(found: Services, host_name: str | None) -> Any:
     """The agent of the host an appliance is placed on (the orchestrator
-    knows the hosts), else the local agent."""
+    knows the hosts), else the local agent; a string saying why not when
+    its host is down (not asked: it would not answer)."""
     if found.orchestrator is not None and host_name:
         host = found.orchestrator.hosts.infos().get(host_name)
+        if host is not None and not host.alive:
+            return f"host {host_name} is down"
         if host is not None:
             return found.orchestrator.hosts.client(host)
     return found.agent
@@ -161,7 +172,7 @@ def host_names(found: Services, host: Any) -> Names | None:
     if not isinstance(host, str) or found.orchestrator is None:
         return agent_names(found)
     agent = appliance_agent(found, host)
-    if agent is None or agent is found.agent:
+    if agent is None or isinstance(agent, str) or agent is found.agent:
         return agent_names(found)
     try:
         return Names(agent.health(timeout_s=5)["prefix"])
