@@ -29,17 +29,21 @@ import itertools
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from astara.linux import netns
 from astara.linux.run import in_netns, run
+from astara.testing.deployment import Deployment
 from astara.testing.hosts import LabHost, MultiHostLab
 from astara.testing.net import wait_for_ping, wait_until
 from bench.harness import Report, Settings, log, median, ratio
-from bench.throughput import Path, Transfer, iperf
+from bench.throughput import Path as IperfPath
+from bench.throughput import Transfer, iperf
 
 HAND_BUILT_VNI = 4242
 VXLAN_PORT = 4789
@@ -63,7 +67,7 @@ Pair = tuple[Endpoint, Endpoint]  # (client, server): the client sends
 
 def transfer(client: Endpoint, server: Endpoint, duration_s: int) -> Transfer:
     """One iperf3 TCP run, `client` sending to `server`."""
-    return iperf(Path("pair", client.netns, server.netns, server.address), duration_s)
+    return iperf(IperfPath("pair", client.netns, server.netns, server.address), duration_s)
 
 
 def gbit_per_s(client: Endpoint, server: Endpoint, duration_s: int) -> float:
@@ -286,51 +290,74 @@ def pings_lost(
 
 
 def bench_fabric(settings: Settings, report: Report) -> None:
-    with MultiHostLab(hosts=2) as lab:
+    from bench.hosts import astara_pairs, bench_failover, bench_router_move, tenant
+
+    with MultiHostLab(hosts=3) as lab, tempfile.TemporaryDirectory() as state:
         hand_built = build_vxlan_pair(lab, "h1", "h2")
-        pairs: dict[str, Pair] = {
-            "underlay": underlay_pair(lab, "h1", "h2"),
-            "hand_built_vxlan": hand_built,
-            # Astara's fabric between the same two hosts goes here, measured in
-            # the same interleaved run, and is emitted against "hand_built_vxlan".
-        }
-        measured = measure(pairs, settings)
-        emit_throughput(
-            report,
-            settings,
-            measured,
-            "hand_built_vxlan",
-            baseline="underlay",
-            baseline_description="the underlay itself between the same two hosts (no VXLAN)",
-        )
-
-        cut_s = 0.5 if settings.quick else 1.0
-
-        def cut() -> None:
-            lab.cut_underlay("h2")
-            time.sleep(cut_s)
-            lab.restore_underlay("h2")
-
-        losses = [
-            pings_lost(hand_built[0].netns, hand_built[1].address, cut)
-            for _ in range(settings.repeats)
-        ]
-        for loss in losses:
-            log(f"fabric ping loss, underlay cut {cut_s}s: {loss}")
-        outage = median([loss.longest_gap_s for loss in losses])
-        report.emit(
-            {
-                "name": "fabric.ping_loss_underlay_cut",
-                "outage_s": outage,
-                "runs_outage_s": [loss.longest_gap_s for loss in losses],
-                "pings_lost": median([loss.lost for loss in losses]),
-                "runs_pings_lost": [loss.lost for loss in losses],
-                "runs_pings_sent": [loss.sent for loss in losses],
-                "restored": all(loss.restored for loss in losses),
-                "baseline": "the cut itself (underlay link down for this long)",
-                "baseline_s": cut_s,
-                "ratio": ratio(outage, cut_s),
-                "interval_s": PING_INTERVAL_S,
-                "repeats": settings.repeats,
+        cloud = Deployment(lab, Path(state))
+        try:
+            cloud.start()
+            world = tenant(cloud)
+            pairs: dict[str, Pair] = {
+                "underlay": underlay_pair(lab, "h1", "h2"),
+                "hand_built_vxlan": hand_built,
+                **astara_pairs(world),
             }
-        )
+            measured = measure(pairs, settings)
+            emit_throughput(
+                report,
+                settings,
+                measured,
+                "hand_built_vxlan",
+                baseline="underlay",
+                baseline_description="the underlay itself between the same two hosts (no VXLAN)",
+            )
+            for name in ("astara_vxlan", "astara_routed"):
+                emit_throughput(
+                    report,
+                    settings,
+                    measured,
+                    name,
+                    baseline="hand_built_vxlan",
+                    baseline_description="a VXLAN pair built by hand between the same two"
+                    " host namespaces, in the same run",
+                )
+            bench_underlay_cut(lab, hand_built, settings, report)
+            bench_router_move(world, settings, report)
+            bench_failover(world, report)
+        finally:
+            cloud.close()
+
+
+def bench_underlay_cut(lab: MultiHostLab, pair: Pair, settings: Settings, report: Report) -> None:
+    """Pings between the hand-built pair while h2's underlay is cut a while."""
+    hand_built = pair
+    cut_s = 0.5 if settings.quick else 1.0
+
+    def cut() -> None:
+        lab.cut_underlay("h2")
+        time.sleep(cut_s)
+        lab.restore_underlay("h2")
+
+    losses = [
+        pings_lost(hand_built[0].netns, hand_built[1].address, cut) for _ in range(settings.repeats)
+    ]
+    for loss in losses:
+        log(f"fabric ping loss, underlay cut {cut_s}s: {loss}")
+    outage = median([loss.longest_gap_s for loss in losses])
+    report.emit(
+        {
+            "name": "fabric.ping_loss_underlay_cut",
+            "outage_s": outage,
+            "runs_outage_s": [loss.longest_gap_s for loss in losses],
+            "pings_lost": median([loss.lost for loss in losses]),
+            "runs_pings_lost": [loss.lost for loss in losses],
+            "runs_pings_sent": [loss.sent for loss in losses],
+            "restored": all(loss.restored for loss in losses),
+            "baseline": "the cut itself (underlay link down for this long)",
+            "baseline_s": cut_s,
+            "ratio": ratio(outage, cut_s),
+            "interval_s": PING_INTERVAL_S,
+            "repeats": settings.repeats,
+        }
+    )

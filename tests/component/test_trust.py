@@ -277,13 +277,6 @@ def _joined(listener: Listener, engine: Engine, tmp_path: Path) -> tuple[Path, P
     return cert_path, key_path, key
 
 
-@pytest.fixture
-def sqlite_only(engine: Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("the TLS parts run once, on SQLite: the database work is the same")
-
-
-@pytest.mark.usefixtures("sqlite_only")
 def test_a_host_renews_with_its_current_certificate_and_only_with_it(
     listener: Listener, engine: Engine, tmp_path: Path
 ) -> None:
@@ -309,7 +302,6 @@ def test_a_host_renews_with_its_current_certificate_and_only_with_it(
     assert response.json()["detail"]["kind"] == "CertificateRevoked"
 
 
-@pytest.mark.usefixtures("sqlite_only")
 def test_renewal_needs_an_agent_certificate_of_this_ca(
     listener: Listener, engine: Engine, tmp_path: Path
 ) -> None:

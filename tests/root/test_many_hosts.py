@@ -55,7 +55,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     state = tmp_path_factory.mktemp("many-hosts")
-    with deployment(state, hosts=3, serve_args=["--resync-s", "5"]) as cloud:
+    with deployment(state, hosts=3, serve_args=["--resync-s", "5"], zones={"h3": "az3"}) as cloud:
         public, public_subnet = cloud.public_network()
         network = cloud.create("networks", "network", name="n1")
         subnet = cloud.create(
@@ -142,6 +142,9 @@ def test_a_tenant_network_spans_hosts_over_vxlan(world: World) -> None:
     outside, over VXLAN with the network's VNI."""
     shown = world.cloud.wait_router(world.router["id"], host="h1")
     assert shown["epoch"] >= 1
+    # The VXLAN network's MTU is the path MTU's (1500) minus 50, and DHCP says so.
+    assert world.network["mtu"] == 1450
+    assert "option:mtu,1450" in json.dumps(shown["rendered"])
     traffic_flows(world)
     segment = vni(world, world.network["id"])
     with Capture(*underlay(world, "h2"), "udp port 4789") as capture:
@@ -191,6 +194,27 @@ def test_projects_with_one_cidr_stay_apart_and_only_their_hosts_see_them(
     # Same CIDR, no leak either way.
     assert never_pings(world.w2, B1)
     assert never_pings(namespaces["b2"], W2)
+
+
+def test_availability_zone_hints_place_a_router(world: World) -> None:
+    cloud = world.cloud
+    zones = cloud.api("GET", "/v2.0/availability_zones?resource=router")["availability_zones"]
+    assert {(z["name"], z["state"]) for z in zones} == {("nova", "available"), ("az3", "available")}
+    router = cloud.create(
+        "routers",
+        "router",
+        name="r-az3",
+        availability_zone_hints=["az3"],
+        external_gateway_info={"network_id": world.public["id"]},
+    )
+    cloud.wait_router(router["id"], host="h3")
+    shown = cloud.api("GET", f"/v2.0/routers/{router['id']}")["router"]
+    assert shown["availability_zones"] == ["az3"]
+    cloud.api("DELETE", f"/v2.0/routers/{router['id']}")
+    prefix = cloud.host("h3").agent_prefix
+    wait_until(
+        lambda: not _netns_exists(f"{prefix}-appliance-{router['id']}"), 30, 0.2, "its removal"
+    )
 
 
 def test_a_dead_host_s_router_is_rebuilt_elsewhere_and_it_comes_back_clean(

@@ -9,7 +9,6 @@ import httpx
 from astara.agent.listen import parse_listen
 from astara.agent.tls import ClientTLS, client_context
 
-
 CONNECT_TIMEOUT_S = 3.0
 
 

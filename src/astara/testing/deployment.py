@@ -37,8 +37,16 @@ class Deployment:
     """A controller and the lab's hosts, joined. `api(...)` calls the
     controller's API as the admin."""
 
-    def __init__(self, lab: MultiHostLab, state_dir: Path, serve_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        lab: MultiHostLab,
+        state_dir: Path,
+        serve_args: Sequence[str] = (),
+        zones: dict[str, str] | None = None,
+    ) -> None:
+        """`zones`: hosts' availability zones (default: nova)."""
         self.lab = lab
+        self.zones = dict(zones or {})
         self.state_dir = state_dir
         self.serve_args = tuple(serve_args)
         self.url = f"http://{lab.controller_address}:{API_PORT}"
@@ -158,6 +166,8 @@ class Deployment:
                 host.underlay_address,
                 "--physnet",
                 host.physnet,
+                "--availability-zone",
+                self.zones.get(name, "nova"),
                 "--prefix",
                 host.agent_prefix,
                 "--state-dir",
@@ -248,12 +258,15 @@ class Deployment:
 
 @contextmanager
 def deployment(
-    state_dir: Path, hosts: int = 3, serve_args: Sequence[str] = ()
+    state_dir: Path,
+    hosts: int = 3,
+    serve_args: Sequence[str] = (),
+    zones: dict[str, str] | None = None,
 ) -> Iterator[Deployment]:
     """A lab with `hosts` hosts, its controller, and every host joined;
     everything removed afterwards, however the block ends."""
     with MultiHostLab(hosts) as lab:
-        found = Deployment(lab, state_dir, serve_args)
+        found = Deployment(lab, state_dir, serve_args, zones)
         try:
             found.start()
             yield found
