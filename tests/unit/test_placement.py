@@ -50,3 +50,11 @@ def test_the_chosen_host_is_schedulable_and_least_loaded(
     else:
         assert chosen is not None and chosen.schedulable
         assert load[chosen.name] == min(load[h.name] for h in up)
+
+
+def test_once_hosts_have_an_underlay_a_host_without_one_takes_nothing() -> None:
+    local = host("local")
+    joined = host("h2", underlay_address="192.0.2.12")
+    assert choose([local, joined], {"h2": 9}) == joined
+    assert choose([local], {}) == local, "the single-host default"
+    assert choose([local, host("h3", underlay_address="192.0.2.13", alive=False)], {}) == local

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -453,9 +454,22 @@ def serve(
             help="The local agent's host name (default: this machine's hostname)",
         ),
     ] = None,
+    underlay_address: Annotated[
+        str | None,
+        typer.Option(
+            help="The local agent's VXLAN endpoint address (needed once other hosts join)"
+        ),
+    ] = None,
+    physnet: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=IFACE: the local host's interface for provider network NAME"),
+    ] = None,
+    availability_zone: Annotated[
+        str, typer.Option(help="The local host's availability zone")
+    ] = "nova",
     heartbeat_s: Annotated[
         float, typer.Option(help="Seconds between heartbeats to each host's agent")
-    ] = 1.0,
+    ] = 0.5,
     down_after_s: Annotated[
         float,
         typer.Option(
@@ -579,6 +593,12 @@ def serve(
             log_level=log_level,
             die_with_parent=True,
             operators_group=operators_group,
+            args=[
+                *(["--underlay-address", underlay_address] if underlay_address else []),
+                *(arg for item in physnet or [] for arg in ("--physnet", item)),
+                "--availability-zone",
+                availability_zone,
+            ],
         )
         try:
             client = child.start()
@@ -600,7 +620,7 @@ def serve(
             engine,
             client,
             connect=connect,
-            host_name=host_name or socket.gethostname(),
+            host_name=host_name or local_host_name(socket.gethostname()),
             heartbeat_s=heartbeat_s,
             down_after_s=down_after_s,
             resync_s=resync_s,
@@ -634,6 +654,13 @@ def serve(
             orchestrator.stop()
         if child is not None:
             child.stop()  # the appliances keep running; the next start adopts them
+
+
+def local_host_name(hostname: str) -> str:
+    """The local host's default name: the hostname's first label, as a host
+    name may be (pki.check_host_name: at most 64 of [A-Za-z0-9.-])."""
+    label = re.sub(r"[^A-Za-z0-9-]", "-", hostname.split(".")[0])[:64].strip("-")
+    return label or "local"
 
 
 @cli.command("appliance-schema")

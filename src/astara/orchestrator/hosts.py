@@ -30,12 +30,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from astara.agent.client import AgentClient, AgentError
-from astara.db.models import Host
+from astara.db.models import ApplianceState, Host, PortBinding
 from astara.orchestrator.placement import HostInfo
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 0.5
 DOWN_AFTER_S = 3.0
 
 
@@ -57,11 +57,14 @@ def infos(session: Session) -> dict[str, HostInfo]:
 
 @dataclass(frozen=True)
 class Beat:
-    """One heartbeat round: hosts marked down now, and hosts that answer
-    again while marked down (the orchestrator sweeps them, then `revive`s)."""
+    """One heartbeat round: hosts marked down now, hosts that answer again
+    while marked down (the orchestrator sweeps them, then `revive`s), and
+    live hosts whose agent says it fenced itself (their appliances are
+    pushed again, which unfences them)."""
 
     down: tuple[str, ...] = ()
     returning: tuple[str, ...] = ()
+    fenced: tuple[str, ...] = ()
 
 
 class Hosts:
@@ -91,11 +94,14 @@ class Hosts:
 
     def adopt(self, name: str, client: AgentClient, address: str) -> None:
         """Register a host whose client is already made (the local agent):
-        its row is created or updated (address), alive until heartbeats say
-        otherwise."""
+        its row is created, or updated (address). The local host is known
+        by its address: renamed (a new hostname, `--host-name`), its row is
+        renamed with what is placed and bound there, never duplicated."""
         now = self.clock()
         with self.sessions.begin() as session:
-            row = session.scalar(select(Host).where(Host.name == name))
+            row = session.scalar(select(Host).where(Host.address == address)) or session.scalar(
+                select(Host).where(Host.name == name)
+            )
             if row is None:
                 session.add(
                     Host(
@@ -112,6 +118,13 @@ class Hosts:
                     )
                 )
             else:
+                if row.name != name:
+                    log.warning("the local host %s is now called %s", row.name, name)
+                    for table in (ApplianceState, PortBinding):
+                        session.execute(
+                            update(table).where(table.host == row.name).values(host=name)
+                        )
+                    row.name = name
                 row.address = address
         with self._lock:
             self._clients[name] = (address, client)
@@ -153,6 +166,7 @@ class Hosts:
         now_s, now = self.monotonic(), self.clock()
         down: list[str] = []
         returning: list[str] = []
+        fenced: list[str] = []
         with self.sessions.begin() as session:
             for name, health in answers.items():
                 host = hosts[name]
@@ -162,14 +176,17 @@ class Hosts:
                     last = self._last_ok.setdefault(name, now_s)
                 if health is not None:
                     values: dict[str, Any] = {"last_heartbeat": now, "reported": _reported(health)}
+                    values.update(_settings(health, host))
                     session.execute(update(Host).where(Host.name == name).values(**values))
                     if not host.alive:
                         returning.append(name)
+                    elif health.get("fenced"):
+                        fenced.append(name)
                 elif host.alive and now_s - last > self.down_after_s:
                     session.execute(update(Host).where(Host.name == name).values(alive=False))
                     log.warning("host %s: no heartbeat for %.1f s, marked down", name, now_s - last)
                     down.append(name)
-        return Beat(tuple(down), tuple(returning))
+        return Beat(tuple(down), tuple(returning), tuple(fenced))
 
     def revive(self, name: str) -> None:
         """Mark a returning host alive (after its stale appliances are gone)."""
@@ -184,6 +201,22 @@ class Hosts:
             log.debug("host %s: heartbeat failed: %s", host.name, error)
             return None
         return health
+
+
+def _settings(health: dict[str, Any], host: HostInfo) -> dict[str, Any]:
+    """The host's own settings as its agent reports them now (it may have
+    been restarted with others than it joined with): what changed."""
+    changed: dict[str, Any] = {}
+    underlay = health.get("underlay_address")
+    if "underlay_address" in health and underlay != host.underlay_address:
+        changed["underlay_address"] = underlay
+    physnets = health.get("physnets")
+    if isinstance(physnets, dict) and physnets != dict(host.physnets):
+        changed["physnets"] = physnets
+    zone = health.get("availability_zone")
+    if isinstance(zone, str) and zone and zone != host.availability_zone:
+        changed["availability_zone"] = zone
+    return changed
 
 
 def _reported(health: dict[str, Any]) -> dict[str, Any]:

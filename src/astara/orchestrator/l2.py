@@ -216,22 +216,28 @@ class L2:
 
     # --- one appliance's networks -------------------------------------------------------
 
-    def sync_networks(self, network_ids: Collection[str]) -> None:
-        """Before an appliance is pushed: its networks' segments on every
-        live host that needs them (its own, whose placement is recorded,
-        and the others, whose flood lists now include it). Raises the
-        first failure on the appliance's host's agent; the others' are
-        logged (the L2 pass repairs them)."""
+    def sync_networks(self, network_ids: Collection[str], host: str) -> None:
+        """Before an appliance is pushed to `host`: its networks' segments on
+        every live host that needs them (its own, whose placement is
+        recorded, and the others, whose flood lists now include it). A
+        failure on `host` is raised (the push cannot work without them); on
+        another host it is logged, and the L2 pass repairs it."""
         if not network_ids:
             return
         with self.sessions.begin() as session:
             view = fabric_view(session, self.hosts.local, network_ids)
-        for name, needed in sorted(view.needs.items()):
-            host = view.hosts[name]
-            if not host.alive:
+        for name, needed in sorted(view.needs.items(), key=lambda item: item[0] != host):
+            other = view.hosts[name]
+            if not other.alive:
                 continue
             for network_id in sorted(needed & set(network_ids)):
-                self.ensure_network(host, network_id, view)
+                try:
+                    self.ensure_network(other, network_id, view)
+                except (AgentError, CannotCarry, httpx.HTTPError) as error:
+                    if name == host:
+                        raise
+                    log.warning("host %s: segment %s failed: %s", name, network_id, error)
+                    self.forget_segments([network_id], name)
 
     def ensure_network(self, host: HostInfo, network_id: str, view: FabricView) -> None:
         """PUT the segment unless it was already PUT there with this spec (a
@@ -246,12 +252,17 @@ class L2:
         with self._lock:
             if self._segments.get(key) == spec:
                 return
+        client = self.hosts.client(host)
         try:
-            self.hosts.client(host).put_network(network_id, **spec)
+            client.put_network(network_id, **spec)
         except AgentError as error:
-            if error.status_code != 409:  # an MTU change under attachments: keep it
+            if error.status_code != 409 or "MTU" not in str(error.body):
                 raise
-            return
+            # An MTU change under attachments (a network from before path
+            # MTUs, lowered to the VXLAN maximum): the segment still changes
+            # (flood lists), at the MTU the host has until nothing is plugged.
+            seen = client.request("GET", f"/v1/networks/{network_id}", ok=(200,))
+            client.put_network(network_id, **{**spec, "mtu": seen.get("mtu") or spec["mtu"]})
         with self._lock:
             self._segments[key] = spec
 

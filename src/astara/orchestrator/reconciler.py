@@ -49,6 +49,7 @@ from astara.agent.client import AgentClient, AgentError
 from astara.db import history, outbox
 from astara.db.engine import session_factory
 from astara.db.models import (
+    ApplianceEpoch,
     ApplianceEvent,
     ApplianceState,
     Network,
@@ -95,12 +96,11 @@ def utcnow() -> datetime:
 @dataclass(frozen=True)
 class Placement:
     """Where an appliance runs now (None: no host can take it) and its
-    epoch; `previous`: the live host it was just moved off (an operator's
-    `move`), removed from before it is pushed to `host`."""
+    epoch; `moving_to`: an operator's move to carry out (see `_move`)."""
 
     host: placement.HostInfo | None
     epoch: int
-    previous: placement.HostInfo | None = None
+    moving_to: placement.HostInfo | None = None
 
 
 class Orchestrator:
@@ -141,6 +141,7 @@ class Orchestrator:
         self._lock = threading.Lock()
         self._gaps: dict[int, float] = {}  # skipped sequences → until when to look for them
         self._running: set[str] = set()
+        self._returning: set[str] = set()  # hosts being swept before they count as up
         self._again: set[str] = set()
         self._stop = threading.Event()
         self.l2 = L2(self.sessions, self.hosts, self._stop)
@@ -206,45 +207,72 @@ class Orchestrator:
             self._poked.wait(self.poll_s)
 
     def _heartbeats(self) -> None:
-        """Heartbeat every host; act on those marked down (their appliances
-        are placed elsewhere) and on those that answer again (their stale
-        appliances are removed before they count as up)."""
-        while not self._stop.wait(self.hosts.heartbeat_s):
+        """Heartbeat every host at a fixed rate (a slow round never stretches
+        the gap an agent's fence timer sees); act on what a round finds."""
+        due = time.monotonic()
+        while not self._stop.is_set():
+            due += self.hosts.heartbeat_s
             try:
                 self.heartbeat()
             except Exception:
                 log.exception("heartbeats")
+            late = time.monotonic() - due
+            if late > 0:  # fell behind: start afresh rather than burst
+                due = time.monotonic()
+            self._stop.wait(max(0.0, -late))
 
     def heartbeat(self) -> None:
-        """One heartbeat round and what follows from it."""
+        """One heartbeat round. Hosts marked down: their appliances are woken
+        (and placed elsewhere). Hosts answering again: swept, then revived,
+        on a worker (never on this thread). Fenced hosts that were never
+        marked down (a short cut, a controller restart): their appliances
+        are woken, and the push unfences them."""
         beat = self.hosts.beat()
-        changed = list(beat.down)
         for name in beat.returning:
-            try:
-                self.sweep(name)
-            except (AgentError, httpx.HTTPError) as error:
-                log.warning("host %s: removing its stale appliances failed: %s", name, error)
-                continue
-            self.hosts.revive(name)
-            changed.append(name)
-        if not changed:
+            self._return_soon(name)
+        self._wake_hosts([*beat.down, *beat.fenced])
+
+    def _wake_hosts(self, names: list[str], unplaced: bool = False) -> None:
+        """Wake the appliances placed on `names` (and those on no host)."""
+        if not names and not unplaced:
             return
         with self.sessions.begin() as session:
-            keys = set(
-                session.scalars(
-                    select(ApplianceState.appliance_id).where(ApplianceState.host.in_(changed))
-                )
-            )
-            if beat.returning:
-                # Those nobody could place while it was down may go there now.
-                keys.update(
-                    session.scalars(
-                        select(ApplianceState.appliance_id).where(ApplianceState.host.is_(None))
-                    )
-                )
+            placed = ApplianceState.host.in_(names)
+            where = or_(placed, ApplianceState.host.is_(None)) if unplaced else placed
+            keys = set(session.scalars(select(ApplianceState.appliance_id).where(where)))
         for key in sorted(keys):
             self.wake(key)
         self.wake(L2_KEY)
+
+    def _return_soon(self, name: str) -> None:
+        with self._lock:
+            if name in self._returning:
+                return
+            self._returning.add(name)
+        try:
+            self.pool.submit(self._return_host, name)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._returning.discard(name)
+
+    def _return_host(self, name: str) -> None:
+        """A host marked down answers again: it counts as up only once every
+        appliance it should no longer run is gone (else the next heartbeat
+        tries again)."""
+        try:
+            if not self.sweep(name):
+                log.warning("host %s: stale appliances remain; it stays down for now", name)
+                return
+            self.hosts.revive(name)
+            # What runs there, and what nobody could place while it was down.
+            self._wake_hosts([name], unplaced=True)
+        except (AgentError, httpx.HTTPError) as error:
+            log.warning("host %s: removing its stale appliances failed: %s", name, error)
+        except Exception:
+            log.exception("host %s: returning", name)
+        finally:
+            with self._lock:
+                self._returning.discard(name)
 
     def idle(self) -> bool:
         with self._lock:
@@ -367,16 +395,17 @@ class Orchestrator:
                 except (AgentError, httpx.HTTPError) as error:
                     log.warning("host %s: listing its appliances failed: %s", name, error)
 
-    def sweep(self, host_name: str, removed: list[str] | None = None) -> None:
+    def sweep(self, host_name: str, removed: list[str] | None = None) -> bool:
         """Delete from a host the appliances it should not run: those nothing
         accounts for (no router, no network's DHCP port, no record), and
         those placed on another host since (it was down, or they were moved:
         deleted with their current epoch, which the stale copy's is below).
         One that cannot be deleted is logged and left for the next pass.
-        AgentError or httpx.HTTPError when the host cannot be listed."""
+        Whether every one went; AgentError or httpx.HTTPError when the host
+        cannot be listed."""
         host = self.hosts.infos().get(host_name)
         if host is None:
-            return
+            return False
         client = self.hosts.client(host)
         # The agent first, then the database: an appliance is only ever pushed
         # after its router row (or DHCP port) exists and it is placed, so one
@@ -397,9 +426,10 @@ class Orchestrator:
                 for appliance_id, row in records.items()
                 if (row.host or self.hosts.local) != host_name
             }
+        clean = True
         for appliance_id in sorted(on_agent):
             if self._stop.is_set():
-                return
+                return False
             if appliance_id in known and appliance_id not in stale:
                 continue
             if appliance_id in stale:
@@ -413,9 +443,11 @@ class Orchestrator:
                 _delete(client, appliance_id, epoch)
             except (AgentError, httpx.HTTPError) as error:
                 log.warning("removing appliance %s failed: %s", appliance_id, error)
+                clean = False
                 continue
             if removed is not None:
                 removed.append(f"appliance {appliance_id}")
+        return clean
 
     def cleanup(self) -> list[str]:
         """`astara cleanup`: remove orphans now; what was removed."""
@@ -498,9 +530,8 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
             wanted = plan is not None and plan.config is not None and not paused
             where = self._place(session, appliance_id, project_id, row, plan, wanted)
-        if where.previous is not None:
-            self._move_off(appliance_id, where)
-            self.wake(L2_KEY)  # the old host's segments, and the flood lists
+        if where.moving_to is not None and failure is None:
+            where, failure = self._move(appliance_id, where)
         observed: dict[str, Any] | None = applied
         failure = failure or invalid
         # An invalid config is still a wanted appliance: never "none needed".
@@ -556,21 +587,25 @@ class Orchestrator:
         # No host recorded: placed before appliances had hosts, on the local one.
         recorded = (row.host or self.hosts.local) if row is not None else None
         current = hosts.get(recorded) if recorded is not None else None
-        epoch = row.epoch if row is not None else 0
+        if row is not None:
+            epoch = row.epoch
+        else:  # a new record: above what an earlier one of this id reached
+            dropped = session.get(ApplianceEpoch, appliance_id)
+            epoch = dropped.epoch if dropped is not None else 0
         if not wanted:
             return Placement(current, epoch)
         target: placement.HostInfo | None = None
-        previous: placement.HostInfo | None = None
         why = ""
         move = row.move_to if row is not None else None
         if row is not None and move is not None:
-            row.move_to = None
             destination = hosts.get(move)
             if destination is None or not destination.schedulable:
+                row.move_to = None
                 self._event(session, appliance_id, f"move to {move} dropped: it is not up")
-            elif current is None or destination.name != current.name:
-                target, previous = destination, current
-                why = f"moved from {current.name if current else 'nowhere'} by an operator"
+            elif current is not None and current.alive and destination.name != current.name:
+                return Placement(current, epoch, moving_to=destination)
+            else:
+                row.move_to = None  # already there; or its host is down (placed below)
         if target is None and (current is None or not current.alive):
             load: dict[str, int] = dict(
                 session.execute(  # type: ignore[arg-type]
@@ -613,26 +648,41 @@ class Orchestrator:
             session.add(row)
         row.host, row.epoch = target.name, epoch + 1
         self._event(session, appliance_id, f"on host {target.name} (epoch {row.epoch}): {why}")
-        return Placement(target, row.epoch, previous if previous and previous.alive else None)
+        return Placement(target, row.epoch)
 
     def _event(self, session: Session, appliance_id: str, message: str) -> None:
         log.info("appliance %s: %s", appliance_id, message)
         session.add(ApplianceEvent(appliance_id=appliance_id, at=self.clock(), message=message))
 
-    def _move_off(self, appliance_id: str, where: Placement) -> None:
-        """The clean cut-over of a move: the old copy goes before the new one
-        is pushed (never one address on two hosts). If it cannot be deleted
-        now, sweeping its host removes it later."""
-        assert where.previous is not None
+    def _move(self, appliance_id: str, where: Placement) -> tuple[Placement, Failure | None]:
+        """An operator's move, cut over cleanly: the old copy is deleted with
+        the next epoch (so nothing can push it again) before the move is
+        recorded and the new one pushed; never one address on two hosts. If
+        the delete fails, the move waits (and is tried again shortly)."""
+        assert where.host is not None and where.moving_to is not None
+        epoch = where.epoch + 1
         try:
-            _delete(self.hosts.client(where.previous), appliance_id, where.epoch)
+            _delete(self.hosts.client(where.host), appliance_id, epoch)
         except (AgentError, httpx.HTTPError) as error:
-            log.warning(
-                "appliance %s: removing it from %s failed: %s",
-                appliance_id,
-                where.previous.name,
-                error,
+            return where, unreachable(f"removing it from {where.host.name} to move it: {error}")
+        with self.sessions.begin() as session:
+            moved = session.execute(
+                update(ApplianceState)
+                .where(
+                    ApplianceState.appliance_id == appliance_id, ApplianceState.epoch == where.epoch
+                )
+                .values(host=where.moving_to.name, epoch=epoch, move_to=None)
             )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                return where, unreachable("its record changed while it moved: looking again")
+            self._event(
+                session,
+                appliance_id,
+                f"on host {where.moving_to.name} (epoch {epoch}):"
+                f" moved from {where.host.name} by an operator",
+            )
+        self.wake(L2_KEY)  # the old host's segments, and the flood lists
+        return Placement(where.moving_to, epoch), None
 
     def _execute(
         self,
@@ -652,7 +702,7 @@ class Orchestrator:
             if action in (Action.PUSH, Action.REBUILD):
                 if plan is None or plan.config is None:
                     return Failure(FailureKind.NO_CONFIG), None
-                self.l2.sync_networks(plan.networks)
+                self.l2.sync_networks(plan.networks, where.host.name)
                 config = plan.config.model_dump(mode="json")
                 applied = client.put_appliance(appliance_id, config, epoch=where.epoch)
                 with self._lock:
@@ -713,6 +763,10 @@ class Orchestrator:
 
     def _forget(self, appliance_id: str) -> None:
         with self.sessions.begin() as session:
+            row = session.get(ApplianceState, appliance_id)
+            if row is not None and row.epoch and dhcp_network_id(appliance_id) is not None:
+                # A DHCP appliance's id comes back with its network's next DHCP port.
+                session.merge(ApplianceEpoch(appliance_id=appliance_id, epoch=row.epoch))
             session.execute(
                 delete(ApplianceState).where(ApplianceState.appliance_id == appliance_id)
             )
