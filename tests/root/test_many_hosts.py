@@ -307,3 +307,38 @@ def _json(text: str) -> Any:
 
 def _netns_exists(name: str) -> bool:
     return Path(f"/run/netns/{name}").exists()
+
+
+def test_a_short_cut_fences_a_host_and_the_controller_brings_it_back(world: World) -> None:
+    """A cut longer than the host's fence bound but shorter than the
+    controller's mark-down: the router is withdrawn from the provider
+    network, never rebuilt elsewhere, and pushed back (unfenced) once the
+    host answers again."""
+    cloud = world.cloud
+    router_id = world.router["id"]
+    # h1's agent restarts (without joining again) with a 1 s fence bound.
+    cloud.stop_agent("h1")
+    cloud.start_agent("h1", ["--fence-after", "1"])
+    cloud.wait_alive("h1")
+    cloud.api("POST", f"/astara/v1/routers/{router_id}/move", {"host": "h1"}, ok=200)
+    before = cloud.wait_router(router_id, host="h1", timeout_s=60)
+    traffic_flows(world)
+    namespace = f"{cloud.host('h1').agent_prefix}-appliance-{router_id}"
+
+    def external_up() -> bool:
+        links = subprocess.run(
+            ["ip", "-n", namespace, "-br", "link"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        (line,) = [line for line in links if line.startswith("ext")]
+        return line.split()[1] == "UP"  # the operational state
+
+    assert external_up()
+    cloud.lab.cut_underlay("h1")
+    try:
+        wait_until(lambda: not external_up(), 2.5, 0.05, "h1 to fence itself")
+    finally:
+        cloud.lab.restore_underlay("h1")
+    wait_until(external_up, 30, 0.1, "the controller to push the router back")
+    traffic_flows(world)
+    after = cloud.router(router_id)
+    assert (after["host"], after["epoch"]) == ("h1", before["epoch"]), "not rebuilt elsewhere"
