@@ -39,7 +39,7 @@ from astara.db.models import (
     dhcp_network_id,
 )
 from astara.drivers.appliance import ipv6_mode
-from astara.model.fabric import PortSpec
+from astara.model.fabric import NetworkSpec, PortSpec
 from astara.orchestrator.hosts import Hosts, infos
 from astara.orchestrator.placement import HostInfo
 
@@ -149,11 +149,14 @@ class L2:
                 del self._segments[key]  # gone behind our back
         needed = view.needs.get(host.name, set())
         specs = view.ports.get(host.name, {})
+        stored = {s["id"]: s for s in segments}
         for network_id in sorted(needed):
             if self.stopping.is_set():
                 return removed
             try:
-                self.ensure_network(host, network_id, view)
+                # Against what the agent holds, not the cache: a push's
+                # segment computed before a later change never sticks.
+                self.ensure_network(host, network_id, view, stored.get(network_id, {}))
             except (AgentError, CannotCarry) as error:  # its ports fail below, and are DOWN
                 log.warning("host %s: segment %s failed: %s", host.name, network_id, error)
         plugged = {p["id"]: p for p in agent.ports()}
@@ -216,32 +219,45 @@ class L2:
 
     # --- one appliance's networks -------------------------------------------------------
 
-    def sync_networks(self, network_ids: Collection[str], host: str) -> None:
+    def sync_networks(self, network_ids: Collection[str], host: str) -> bool:
         """Before an appliance is pushed to `host`: its networks' segments on
         every live host that needs them (its own, whose placement is
         recorded, and the others, whose flood lists now include it). A
         failure on `host` is raised (the push cannot work without them); on
-        another host it is logged, and the L2 pass repairs it."""
+        another host it is logged, and the L2 pass repairs it. Whether
+        anything was PUT (the caller then has the L2 pass run: it re-reads
+        everything and compares with what the agents hold, so a segment
+        computed here before a later change is corrected at once)."""
         if not network_ids:
-            return
+            return False
         with self.sessions.begin() as session:
             view = fabric_view(session, self.hosts.local, network_ids)
+        changed = False
         for name, needed in sorted(view.needs.items(), key=lambda item: item[0] != host):
             other = view.hosts[name]
             if not other.alive:
                 continue
             for network_id in sorted(needed & set(network_ids)):
                 try:
-                    self.ensure_network(other, network_id, view)
+                    changed |= self.ensure_network(other, network_id, view)
                 except (AgentError, CannotCarry, httpx.HTTPError) as error:
                     if name == host:
                         raise
                     log.warning("host %s: segment %s failed: %s", name, network_id, error)
                     self.forget_segments([network_id], name)
+        return changed
 
-    def ensure_network(self, host: HostInfo, network_id: str, view: FabricView) -> None:
-        """PUT the segment unless it was already PUT there with this spec (a
-        PUT takes the agent's exclusive L2 lock, which applies wait for)."""
+    def ensure_network(
+        self,
+        host: HostInfo,
+        network_id: str,
+        view: FabricView,
+        current: dict[str, Any] | None = None,
+    ) -> bool:
+        """PUT the segment unless the host has it already: as `current` (what
+        the agent listed, `{}` for nothing) says, or else as the cache of
+        what was PUT says (a PUT takes the agent's exclusive L2 lock, which
+        applies wait for). Whether it was PUT."""
         spec = view.spec(host.name, network_id)
         if spec is None:
             raise CannotCarry(
@@ -249,9 +265,15 @@ class L2:
                 f"{view.segments[network_id].physical_network} (network {network_id})"
             )
         key = (host.name, network_id)
-        with self._lock:
-            if self._segments.get(key) == spec:
-                return
+        if current is not None:
+            if current and _normal(current) == _normal(spec):
+                with self._lock:
+                    self._segments[key] = spec
+                return False
+        else:
+            with self._lock:
+                if self._segments.get(key) == spec:
+                    return False
         client = self.hosts.client(host)
         try:
             client.put_network(network_id, **spec)
@@ -265,6 +287,7 @@ class L2:
             client.put_network(network_id, **{**spec, "mtu": seen.get("mtu") or spec["mtu"]})
         with self._lock:
             self._segments[key] = spec
+        return True
 
     def forget_segments(self, network_ids: Iterable[str] | None, host: str | None = None) -> None:
         """After a failure, ask the agent again rather than trust the cache."""
@@ -274,6 +297,13 @@ class L2:
                     network_ids is None or key[1] in network_ids
                 ):
                     del self._segments[key]
+
+
+def _normal(spec: dict[str, Any]) -> dict[str, Any]:
+    """A network spec in the agent's normal form (so equal ones compare equal)."""
+    fields = {k: spec[k] for k in ("mtu", "external", "segment") if k in spec}
+    normal: dict[str, Any] = NetworkSpec.model_validate(fields).model_dump(mode="json")
+    return normal
 
 
 def fabric_view(

@@ -702,7 +702,8 @@ class Orchestrator:
             if action in (Action.PUSH, Action.REBUILD):
                 if plan is None or plan.config is None:
                     return Failure(FailureKind.NO_CONFIG), None
-                self.l2.sync_networks(plan.networks, where.host.name)
+                if self.l2.sync_networks(plan.networks, where.host.name):
+                    self.wake(L2_KEY)
                 config = plan.config.model_dump(mode="json")
                 applied = client.put_appliance(appliance_id, config, epoch=where.epoch)
                 with self._lock:
