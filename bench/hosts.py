@@ -68,6 +68,7 @@ class Tenant:
 
 
 def tenant(cloud: Deployment) -> Tenant:
+    cloud.unlimited_quotas()
     public, _ = cloud.public_network()
     return Tenant(cloud, public["id"])
 

@@ -580,3 +580,25 @@ def _young_sequences(engine: Engine, since: datetime) -> list[int]:
         return list(
             session.scalars(select(OutboxEvent.sequence).where(OutboxEvent.created_at >= since))
         )
+
+
+def test_the_l2_pass_repairs_a_segment_whatever_its_cache_says(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """A segment PUT from a stale view (a push racing a later change) is
+    corrected by the next pass: it compares with what the agent holds."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    router, _ = routed(api, "10.7.0.0/24")
+    orchestrator = orchestrators(engine, agent.client).start()
+    settle(engine, orchestrator, router["id"])
+    (network,) = [n for n in agent.client.networks(observe=False)]
+    wanted = {k: network[k] for k in ("mtu", "external")}
+    # A stale write lands after the right one: the cache still says "right".
+    agent.client.put_network(network["id"], mtu=network["mtu"], external=not network["external"])
+    orchestrator.l2.reconcile()
+    (repaired,) = agent.client.networks(observe=False)
+    assert {k: repaired[k] for k in ("mtu", "external")} == wanted

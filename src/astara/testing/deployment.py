@@ -135,6 +135,12 @@ class Deployment:
         created: dict[str, Any] = self.api("POST", f"/v2.0/{collection}", {member: fields})[member]
         return created
 
+    def unlimited_quotas(self) -> None:
+        """The admin project may create as much as a benchmark needs."""
+        own = self.api("GET", "/v2.0/quotas/project")["project"]["project_id"]
+        names = ("network", "subnet", "port", "router", "floatingip")
+        self.api("PUT", f"/v2.0/quotas/{own}", {"quota": dict.fromkeys(names, -1)})
+
     # --- hosts --------------------------------------------------------------------------
 
     def agent_dir(self, name: str) -> Path:
