@@ -22,8 +22,8 @@ hand-built VXLAN pair of `bench.fabric` on the same host namespaces.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from astara.testing.deployment import Deployment
 from astara.testing.hosts import OUTSIDE
@@ -73,14 +73,18 @@ def tenant(cloud: Deployment) -> Tenant:
     return Tenant(cloud, public["id"])
 
 
-def place_on(cloud: Deployment, host: str, make: Any) -> Any:
-    """Run `make` with every other host drained, so what it creates is
-    placed on `host`; the others are undrained afterwards."""
+def place_on(cloud: Deployment, host: str, make: Callable[[], list[str]]) -> list[str]:
+    """Run `make` (it makes routers: their ids) with every other host
+    drained, so the routers are placed on `host` (they are active there
+    before the others are undrained)."""
     others = [h.name for h in cloud.lab.hosts if h.name != host]
     for name in others:
         cloud.api("POST", f"/astara/v1/hosts/{name}/drain", ok=200)
     try:
-        return make()
+        made = make()
+        for router in made:
+            cloud.wait_router(router, host=host, timeout_s=120)
+        return made
     finally:
         for name in others:
             cloud.api("POST", f"/astara/v1/hosts/{name}/undrain", ok=200)
@@ -90,8 +94,7 @@ def astara_pairs(world: Tenant) -> dict[str, Pair]:
     """The workloads the throughput figures run between, once they ping."""
     a_id, a_subnet = world.network("bench-a", "10.61.0.0/24")
     b_id, b_subnet = world.network("bench-b", "10.62.0.0/24")
-    router = place_on(world.cloud, "h3", lambda: world.router("bench-r", a_subnet, b_subnet))
-    world.cloud.wait_router(router, host="h3")
+    place_on(world.cloud, "h3", lambda: [world.router("bench-r", a_subnet, b_subnet)])
     a1 = world.workload("ta1", a_id, "h1")
     a2 = world.workload("ta2", a_id, "h2")
     b2 = world.workload("tb2", b_id, "h2")
@@ -103,8 +106,7 @@ def astara_pairs(world: Tenant) -> dict[str, Pair]:
 def bench_router_move(world: Tenant, settings: Settings, report: Report) -> None:
     cloud = world.cloud
     network_id, subnet = world.network("bench-m", "10.63.0.0/24")
-    router = place_on(cloud, "h1", lambda: world.router("bench-move", subnet))
-    cloud.wait_router(router, host="h1")
+    (router,) = place_on(cloud, "h1", lambda: [world.router("bench-move", subnet)])
     workload = world.workload("tm", network_id, "h2")
     wait_for_ping(workload.netns, OUTSIDE, 60)
     losses = []
@@ -140,16 +142,17 @@ def bench_router_move(world: Tenant, settings: Settings, report: Report) -> None
 def bench_failover(world: Tenant, report: Report) -> None:
     cloud = world.cloud
 
-    def routers() -> list[tuple[str, str]]:
+    networks: list[str] = []
+
+    def routers() -> list[str]:
         made = []
         for index in range(FAILOVER_ROUTERS):
             network_id, subnet = world.network(f"bench-f{index}", f"10.64.{index}.0/24")
-            made.append((world.router(f"bench-f{index}", subnet), network_id))
+            made.append(world.router(f"bench-f{index}", subnet))
+            networks.append(network_id)
         return made
 
-    made = place_on(cloud, "h1", routers)
-    for router, _ in made:
-        cloud.wait_router(router, host="h1")
+    made = list(zip(place_on(cloud, "h1", routers), networks, strict=True))
     workloads = [
         world.workload(f"tf{index}", network_id, "h2" if index % 2 else "h3")
         for index, (_, network_id) in enumerate(made)

@@ -301,6 +301,18 @@ def test_the_real_openstack_cli_lists_agents_and_provider_attributes(world: Worl
     assert shown["provider:segmentation_id"] == vni(world, world.network["id"])
 
 
+def test_the_astara_cli_shows_hosts_and_makes_join_tokens(world: World) -> None:
+    cloud = world.cloud
+    astara = [bin_path("astara"), "host"]
+    where = ["--url", cloud.url, "--token", cloud.token]
+    listed = run_cli(cloud.lab.controller_netns, [*astara, "list", *where]).stdout
+    assert all(name in listed for name in ("h1", "h2", "h3")), listed
+    shown = run_cli(cloud.lab.controller_netns, [*astara, "show", "h1", *where]).stdout
+    assert "192.0.2.11" in shown, shown
+    token = run_cli(cloud.lab.controller_netns, [*astara, "join-token", *where]).stdout
+    assert re.search(r"\S+\.\S+\.[0-9a-f]{64}", token), token
+
+
 def _json(text: str) -> Any:
     return json.loads(text)
 
