@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, select
 
 from astara.agent.client import AgentClient
@@ -45,6 +46,36 @@ def test_a_renamed_local_host_is_one_host_with_what_it_runs(engine: Engine, tmp_
             assert state is not None and (state.host, state.epoch) == ("new-name", 1)
         assert hosts.local == "new-name"
         assert set(hosts.infos()) == {"new-name"}
+    finally:
+        hosts.close()
+        client.close()
+
+
+def test_the_local_host_never_takes_a_joined_host_s_name(engine: Engine, tmp_path: Path) -> None:
+    sessions = session_factory(engine)
+    with sessions.begin() as session:
+        session.add(
+            Host(
+                id="00000000-0000-0000-0000-000000000002",
+                name="h2",
+                address="https://192.0.2.12:9698",
+                physnets={},
+                availability_zone="nova",
+                drained=False,
+                alive=True,
+                reported={},
+                created_at=NOW,
+            )
+        )
+    address = f"unix:{tmp_path / 'agent.sock'}"
+    client = AgentClient(address)
+    hosts = Hosts(sessions, clock=lambda: NOW)
+    try:
+        with pytest.raises(ValueError, match="joined host"):
+            hosts.adopt("h2", client, address)
+        with sessions.begin() as session:
+            (row,) = session.scalars(select(Host)).all()
+            assert (row.name, row.address) == ("h2", "https://192.0.2.12:9698")
     finally:
         hosts.close()
         client.close()

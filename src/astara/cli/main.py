@@ -615,19 +615,23 @@ def serve(
         """A joined host's agent: mutual TLS with the controller's certificate."""
         return AgentClient(address, tls=tls if address.startswith("https://") else None)
 
-    orchestrator = (
-        Orchestrator(
-            engine,
-            client,
-            connect=connect,
-            host_name=host_name or local_host_name(socket.gethostname()),
-            heartbeat_s=heartbeat_s,
-            down_after_s=down_after_s,
-            resync_s=resync_s,
+    try:
+        orchestrator = (
+            Orchestrator(
+                engine,
+                client,
+                connect=connect,
+                host_name=host_name or local_host_name(socket.gethostname()),
+                heartbeat_s=heartbeat_s,
+                down_after_s=down_after_s,
+                resync_s=resync_s,
+            )
+            if orchestrate
+            else None
         )
-        if orchestrate
-        else None
-    )
+    except ValueError as error:  # the local host's name is a joined host's
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
     try:
         if orchestrator is not None:
             orchestrator.start()

@@ -99,9 +99,19 @@ class Hosts:
         renamed with what is placed and bound there, never duplicated."""
         now = self.clock()
         with self.sessions.begin() as session:
-            row = session.scalar(select(Host).where(Host.address == address)) or session.scalar(
-                select(Host).where(Host.name == name)
-            )
+            named = session.scalar(select(Host).where(Host.name == name))
+            row = session.scalar(select(Host).where(Host.address == address))
+            if named is not None and named is not row:
+                if not named.address.startswith("unix:"):
+                    raise ValueError(
+                        f"host name {name} belongs to a joined host ({named.address}):"
+                        " give the local host another name (--host-name)"
+                    )
+                if row is None:
+                    row = named  # the local host, its socket moved
+                else:
+                    session.delete(named)  # an older local host's row
+                    session.flush()
             if row is None:
                 session.add(
                     Host(
