@@ -38,12 +38,28 @@ def test_a_renamed_local_host_is_one_host_with_what_it_runs(engine: Engine, tmp_
                     epoch=1,
                 )
             )
+            # Applied before appliances had hosts (migration 0008): on the local one.
+            session.add(
+                ApplianceState(
+                    appliance_id="r0",
+                    kind="router",
+                    project_id="p",
+                    state="active",
+                    attempts=0,
+                    updated_at=NOW,
+                    paused=False,
+                    rebuild_requested=False,
+                    applied_hash="0" * 64,
+                )
+            )
         hosts.adopt("new-name", client, address)
         hosts.adopt("new-name", client, address)  # a restart changes nothing
         with sessions.begin() as session:
             assert list(session.scalars(select(Host.name))) == ["new-name"]
             state = session.get(ApplianceState, "r1")
             assert state is not None and (state.host, state.epoch) == ("new-name", 1)
+            legacy = session.get(ApplianceState, "r0")
+            assert legacy is not None and legacy.host == "new-name"
         assert hosts.local == "new-name"
         assert set(hosts.infos()) == {"new-name"}
     finally:

@@ -58,3 +58,6 @@ def test_once_hosts_have_an_underlay_a_host_without_one_takes_nothing() -> None:
     assert choose([local, joined], {"h2": 9}) == joined
     assert choose([local], {}) == local, "the single-host default"
     assert choose([local, host("h3", underlay_address="192.0.2.13", alive=False)], {}) == local
+    # Drained, the host with an underlay still carries the tenant networks.
+    drained = host("h2", underlay_address="192.0.2.12", drained=True)
+    assert choose([local, drained], {}) is None

@@ -25,7 +25,12 @@ class Caller:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """32 random bytes, URL-safe, never starting with '-' (a command line
+    would take `--os-token -abc…` for an option: one token in 64 did)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def digest(token: str) -> str:

@@ -305,17 +305,6 @@ class ApplianceState(Base):
     move_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-class ApplianceEpoch(Base):
-    """The epoch of an appliance whose record was dropped, for an id that
-    can come back (a network's DHCP appliance, `dhcp-<network id>`): agents
-    keep the highest epoch they have seen, so a new record starts above it."""
-
-    __tablename__ = "appliance_epochs"
-
-    appliance_id: Mapped[str] = mapped_column(APPLIANCE_ID, primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer)
-
-
 class ApplianceEvent(Base):
     """An appliance's history: every transition and why, for `astara router
     show` and `astara appliance show`."""

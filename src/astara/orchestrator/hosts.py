@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -64,7 +64,7 @@ class Beat:
 
     down: tuple[str, ...] = ()
     returning: tuple[str, ...] = ()
-    fenced: tuple[str, ...] = ()
+    fenced: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host → newly fenced
 
 
 class Hosts:
@@ -87,6 +87,7 @@ class Hosts:
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[str, AgentClient]] = {}  # name → (address, client)
         self._last_ok: dict[str, float] = {}
+        self._fenced: dict[str, set[str]] = {}  # host → appliances it said were fenced
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="heartbeat")
 
     def close(self) -> None:
@@ -134,8 +135,19 @@ class Hosts:
                         session.execute(
                             update(table).where(table.host == row.name).values(host=name)
                         )
+                    session.execute(
+                        update(ApplianceState)
+                        .where(ApplianceState.move_to == row.name)
+                        .values(move_to=name)
+                    )
                     row.name = name
                 row.address = address
+            # Appliances applied before they had hosts (migration 0008) run here.
+            session.execute(
+                update(ApplianceState)
+                .where(ApplianceState.host.is_(None), ApplianceState.applied_hash.is_not(None))
+                .values(host=name)
+            )
         with self._lock:
             self._clients[name] = (address, client)
             self._last_ok[name] = self.monotonic()
@@ -176,7 +188,7 @@ class Hosts:
         now_s, now = self.monotonic(), self.clock()
         down: list[str] = []
         returning: list[str] = []
-        fenced: list[str] = []
+        fenced: dict[str, tuple[str, ...]] = {}
         with self.sessions.begin() as session:
             for name, health in answers.items():
                 host = hosts[name]
@@ -190,13 +202,17 @@ class Hosts:
                     session.execute(update(Host).where(Host.name == name).values(**values))
                     if not host.alive:
                         returning.append(name)
-                    elif health.get("fenced"):
-                        fenced.append(name)
+                    now_fenced = set(health.get("fenced_appliances") or ())
+                    with self._lock:
+                        new = now_fenced - self._fenced.get(name, set())
+                        self._fenced[name] = now_fenced
+                    if new and host.alive:
+                        fenced[name] = tuple(sorted(new))
                 elif host.alive and now_s - last > self.down_after_s:
                     session.execute(update(Host).where(Host.name == name).values(alive=False))
                     log.warning("host %s: no heartbeat for %.1f s, marked down", name, now_s - last)
                     down.append(name)
-        return Beat(tuple(down), tuple(returning), tuple(fenced))
+        return Beat(tuple(down), tuple(returning), fenced)
 
     def revive(self, name: str) -> None:
         """Mark a returning host alive (after its stale appliances are gone)."""
@@ -219,6 +235,12 @@ def _settings(health: dict[str, Any], host: HostInfo) -> dict[str, Any]:
     changed: dict[str, Any] = {}
     underlay = health.get("underlay_address")
     if "underlay_address" in health and underlay != host.underlay_address:
+        log.warning(
+            "host %s: its underlay address is now %s (was %s)",
+            host.name,
+            underlay,
+            host.underlay_address,
+        )
         changed["underlay_address"] = underlay
     physnets = health.get("physnets")
     if isinstance(physnets, dict) and physnets != dict(host.physnets):

@@ -111,6 +111,8 @@ class L2:
         self._pass_lock = threading.Lock()  # one pass at a time (the worker's or cleanup's)
         # (host, network) → the spec last PUT there
         self._segments: dict[tuple[str, str], dict[str, Any]] = {}
+        # (host, network) → an MTU the host could not take yet (attachments)
+        self._mtu_kept: dict[tuple[str, str], int] = {}
 
     # --- the whole pass -----------------------------------------------------------------
 
@@ -245,6 +247,8 @@ class L2:
                         raise
                     log.warning("host %s: segment %s failed: %s", name, network_id, error)
                     self.forget_segments([network_id], name)
+                    if isinstance(error, httpx.HTTPError):
+                        break  # it does not answer: not once per network
         return changed
 
     def ensure_network(
@@ -266,10 +270,15 @@ class L2:
             )
         key = (host.name, network_id)
         if current is not None:
-            if current and _normal(current) == _normal(spec):
+            held, wanted = _normal(current) if current else None, _normal(spec)
+            if held is not None and held == wanted:
                 with self._lock:
                     self._segments[key] = spec
                 return False
+            with self._lock:
+                kept = self._mtu_kept.get(key)
+            if held is not None and kept == spec["mtu"] and {**held, "mtu": kept} == wanted:
+                return False  # only the MTU differs, and the host cannot change it yet
         else:
             with self._lock:
                 if self._segments.get(key) == spec:
@@ -285,6 +294,8 @@ class L2:
             # (flood lists), at the MTU the host has until nothing is plugged.
             seen = client.request("GET", f"/v1/networks/{network_id}", ok=(200,))
             client.put_network(network_id, **{**spec, "mtu": seen.get("mtu") or spec["mtu"]})
+            with self._lock:
+                self._mtu_kept[key] = spec["mtu"]
         with self._lock:
             self._segments[key] = spec
         return True
@@ -299,10 +310,14 @@ class L2:
                     del self._segments[key]
 
 
-def _normal(spec: dict[str, Any]) -> dict[str, Any]:
-    """A network spec in the agent's normal form (so equal ones compare equal)."""
+def _normal(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """A network spec in the agent's normal form (so equal ones compare
+    equal); None if it is not one (it then differs from any)."""
     fields = {k: spec[k] for k in ("mtu", "external", "segment") if k in spec}
-    normal: dict[str, Any] = NetworkSpec.model_validate(fields).model_dump(mode="json")
+    try:
+        normal: dict[str, Any] = NetworkSpec.model_validate(fields).model_dump(mode="json")
+    except ValueError:
+        return None
     return normal
 
 
@@ -347,16 +362,16 @@ def fabric_view(
             # Nothing valid to plug: unplugged, and DOWN.
             log.warning("port %s: its binding cannot be plugged: %s", port.id, error)
             statuses[port.id] = "DOWN"
-    # A record with no host is from before appliances had hosts: the local one.
-    placed = session.execute(select(ApplianceState.appliance_id, ApplianceState.host)).all()
+    placed = session.execute(
+        select(ApplianceState.appliance_id, ApplianceState.host).where(
+            ApplianceState.host.is_not(None)
+        )
+    ).all()
     routers: dict[str, str] = {}
-    for appliance_id, recorded in placed:
-        host = recorded or local
-        if host is None:
-            continue
+    for appliance_id, host in placed:
         network_id = dhcp_network_id(appliance_id)
         if network_id is None:
-            routers[appliance_id] = host
+            routers[appliance_id] = str(host)
         elif only is None or network_id in only:
             need(host, network_id)
     if routers:

@@ -1,7 +1,7 @@
 """Where an appliance runs (pure: no I/O).
 
 A host can take appliances while it is alive (its heartbeats answer) and
-not drained; once any such host has an underlay address (VXLAN), only
+not drained; once any live host has an underlay address (VXLAN), only
 those with one: a host without could not reach the tenant networks of the
 others (the single-host default has none, and is then the only host). Among
 those, an appliance goes to a host in one of its
@@ -41,12 +41,14 @@ def candidates(
     exclude: Collection[str] = (),
 ) -> list[HostInfo]:
     """Hosts that may take an appliance, in no particular order."""
-    up = [host for host in hosts if host.schedulable]
-    overlay = any(host.underlay_address for host in up)
+    known = list(hosts)
+    # Drained or not: a live host with an underlay carries tenant networks.
+    overlay = any(host.underlay_address for host in known if host.alive)
     return [
         host
-        for host in up
-        if (host.underlay_address or not overlay)
+        for host in known
+        if host.schedulable
+        and (host.underlay_address or not overlay)
         and host.name not in exclude
         and (not hints or host.availability_zone in hints)
         and all(physnet in host.physnets for physnet in physnets)

@@ -49,7 +49,6 @@ from astara.agent.client import AgentClient, AgentError
 from astara.db import history, outbox
 from astara.db.engine import session_factory
 from astara.db.models import (
-    ApplianceEpoch,
     ApplianceEvent,
     ApplianceState,
     Network,
@@ -224,13 +223,27 @@ class Orchestrator:
     def heartbeat(self) -> None:
         """One heartbeat round. Hosts marked down: their appliances are woken
         (and placed elsewhere). Hosts answering again: swept, then revived,
-        on a worker (never on this thread). Fenced hosts that were never
-        marked down (a short cut, a controller restart): their appliances
-        are woken, and the push unfences them."""
+        on a worker (never on this thread). Appliances a live host says it
+        fenced (a cut shorter than the mark-down, a controller restart): each
+        is woken once, and its push unfences it; one placed elsewhere since
+        is a stale copy, and the host is swept."""
         beat = self.hosts.beat()
         for name in beat.returning:
             self._return_soon(name)
-        self._wake_hosts([*beat.down, *beat.fenced])
+        self._wake_hosts(list(beat.down))
+        for name, fenced in beat.fenced.items():
+            with self.sessions.begin() as session:
+                here = set(
+                    session.scalars(
+                        select(ApplianceState.appliance_id).where(
+                            ApplianceState.appliance_id.in_(fenced), ApplianceState.host == name
+                        )
+                    )
+                )
+            for key in sorted(here):
+                self.wake(key)
+            if set(fenced) - here:
+                self._return_soon(name, revive=False)
 
     def _wake_hosts(self, names: list[str], unplaced: bool = False) -> None:
         """Wake the appliances placed on `names` (and those on no host)."""
@@ -244,26 +257,31 @@ class Orchestrator:
             self.wake(key)
         self.wake(L2_KEY)
 
-    def _return_soon(self, name: str) -> None:
+    def _return_soon(self, name: str, revive: bool = True) -> None:
         with self._lock:
             if name in self._returning:
                 return
             self._returning.add(name)
         try:
-            self.pool.submit(self._return_host, name)
+            self.pool.submit(self._return_host, name, revive)
         except RuntimeError:  # shutting down
             with self._lock:
                 self._returning.discard(name)
 
-    def _return_host(self, name: str) -> None:
+    def _return_host(self, name: str, revive: bool = True) -> None:
         """A host marked down answers again: it counts as up only once every
-        appliance it should no longer run is gone (else the next heartbeat
-        tries again)."""
+        copy of an appliance placed elsewhere is gone from it (else the next
+        heartbeat tries again), and is swept once more after (a placement
+        that changed meanwhile). `revive=False`: a sweep only."""
         try:
             if not self.sweep(name):
-                log.warning("host %s: stale appliances remain; it stays down for now", name)
+                if revive:
+                    log.warning("host %s: stale appliances remain; it stays down for now", name)
+                return
+            if not revive:
                 return
             self.hosts.revive(name)
+            self.sweep(name)
             # What runs there, and what nobody could place while it was down.
             self._wake_hosts([name], unplaced=True)
         except (AgentError, httpx.HTTPError) as error:
@@ -401,8 +419,8 @@ class Orchestrator:
         those placed on another host since (it was down, or they were moved:
         deleted with their current epoch, which the stale copy's is below).
         One that cannot be deleted is logged and left for the next pass.
-        Whether every one went; AgentError or httpx.HTTPError when the host
-        cannot be listed."""
+        Whether every copy of an appliance placed elsewhere went; AgentError
+        or httpx.HTTPError when the host cannot be listed."""
         host = self.hosts.infos().get(host_name)
         if host is None:
             return False
@@ -419,12 +437,10 @@ class Orchestrator:
                     select(ApplianceState).where(ApplianceState.appliance_id.in_(on_agent))
                 )
             }
-            # A record with no host is from before appliances had hosts: its
-            # appliance is on the local host.
             stale = {
-                appliance_id: (row.host or self.hosts.local, row.epoch)
+                appliance_id: (row.host or "no host", row.epoch)
                 for appliance_id, row in records.items()
-                if (row.host or self.hosts.local) != host_name
+                if row.host != host_name
             }
         clean = True
         for appliance_id in sorted(on_agent):
@@ -443,7 +459,9 @@ class Orchestrator:
                 _delete(client, appliance_id, epoch)
             except (AgentError, httpx.HTTPError) as error:
                 log.warning("removing appliance %s failed: %s", appliance_id, error)
-                clean = False
+                # An orphan left behind is retried at the next resync; a copy
+                # of one placed elsewhere must go before the host counts.
+                clean = clean and appliance_id not in stale
                 continue
             if removed is not None:
                 removed.append(f"appliance {appliance_id}")
@@ -579,19 +597,14 @@ class Orchestrator:
     ) -> Placement:
         """Where the appliance runs. A wanted one with no live host (never
         placed, its host down or removed) is placed on one that can take it;
-        an operator's move is acted on. A new placement grows the epoch (and
-        makes the record, for a new appliance): every push carries it, and a
-        host refuses one older than it has seen. Without a host that can take
-        it, it stays where it was (a lone host that is down may come back)."""
+        an operator's move is begun (see `_move`). A new placement grows the
+        epoch (and makes the record, for a new appliance): every push carries
+        it, and a host refuses one older than it has seen. Without a host
+        that can take it, it stays where it was (a lone host that is down may
+        come back)."""
         hosts = infos(session)
-        # No host recorded: placed before appliances had hosts, on the local one.
-        recorded = (row.host or self.hosts.local) if row is not None else None
-        current = hosts.get(recorded) if recorded is not None else None
-        if row is not None:
-            epoch = row.epoch
-        else:  # a new record: above what an earlier one of this id reached
-            dropped = session.get(ApplianceEpoch, appliance_id)
-            epoch = dropped.epoch if dropped is not None else 0
+        current = hosts.get(row.host) if row is not None and row.host else None
+        epoch = row.epoch if row is not None else 0
         if not wanted:
             return Placement(current, epoch)
         target: placement.HostInfo | None = None
@@ -602,10 +615,18 @@ class Orchestrator:
             if destination is None or not destination.schedulable:
                 row.move_to = None
                 self._event(session, appliance_id, f"move to {move} dropped: it is not up")
-            elif current is not None and current.alive and destination.name != current.name:
-                return Placement(current, epoch, moving_to=destination)
-            else:
-                row.move_to = None  # already there; or its host is down (placed below)
+            elif current is not None and destination.name == current.name:
+                row.move_to = None  # there already
+            elif current is not None and current.alive:
+                # The next epoch first, committed with this observation: the
+                # old copy is deleted with it, so whatever happens next (a
+                # lost answer, a crash, the move dropped), the record is
+                # never below what a host has seen.
+                row.epoch = epoch + 1
+                return Placement(current, row.epoch, moving_to=destination)
+            else:  # its host is down: it goes where the operator said
+                row.move_to = None
+                target, why = destination, "moved by an operator (its host is down)"
         if target is None and (current is None or not current.alive):
             load: dict[str, int] = dict(
                 session.execute(  # type: ignore[arg-type]
@@ -656,33 +677,59 @@ class Orchestrator:
 
     def _move(self, appliance_id: str, where: Placement) -> tuple[Placement, Failure | None]:
         """An operator's move, cut over cleanly: the old copy is deleted with
-        the next epoch (so nothing can push it again) before the move is
-        recorded and the new one pushed; never one address on two hosts. If
-        the delete fails, the move waits (and is tried again shortly)."""
+        the move's epoch (already recorded: see `_place`) before the new host
+        is recorded and the new copy pushed; never one address on two hosts.
+        If the delete fails, the move waits (and is tried again shortly)."""
         assert where.host is not None and where.moving_to is not None
-        epoch = where.epoch + 1
         try:
-            _delete(self.hosts.client(where.host), appliance_id, epoch)
+            _delete(self.hosts.client(where.host), appliance_id, where.epoch)
         except (AgentError, httpx.HTTPError) as error:
             return where, unreachable(f"removing it from {where.host.name} to move it: {error}")
         with self.sessions.begin() as session:
             moved = session.execute(
                 update(ApplianceState)
                 .where(
-                    ApplianceState.appliance_id == appliance_id, ApplianceState.epoch == where.epoch
+                    ApplianceState.appliance_id == appliance_id,
+                    ApplianceState.epoch == where.epoch,
+                    ApplianceState.move_to == where.moving_to.name,
                 )
-                .values(host=where.moving_to.name, epoch=epoch, move_to=None)
+                .values(host=where.moving_to.name, move_to=None)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 return where, unreachable("its record changed while it moved: looking again")
             self._event(
                 session,
                 appliance_id,
-                f"on host {where.moving_to.name} (epoch {epoch}):"
+                f"on host {where.moving_to.name} (epoch {where.epoch}):"
                 f" moved from {where.host.name} by an operator",
             )
         self.wake(L2_KEY)  # the old host's segments, and the flood lists
-        return Placement(where.moving_to, epoch), None
+        return Placement(where.moving_to, where.epoch), None
+
+    def _catch_up(self, appliance_id: str, epoch: int, body: object) -> None:
+        """A host refused a push or delete as older than an epoch it has seen
+        (a record dropped and made anew, a DHCP appliance's id coming back,
+        an answer lost): the record takes the next epoch, if nothing changed
+        it meanwhile (an orchestrator that lost the record to another one
+        changes nothing), and the next step uses it."""
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if not isinstance(detail, dict) or detail.get("kind") != "stale_epoch":
+            return
+        seen = detail.get("seen")
+        if not isinstance(seen, int) or seen < epoch:
+            return
+        with self.sessions.begin() as session:
+            raised = session.execute(
+                update(ApplianceState)
+                .where(ApplianceState.appliance_id == appliance_id, ApplianceState.epoch == epoch)
+                .values(epoch=seen + 1)
+            )
+            if raised.rowcount == 1:  # type: ignore[attr-defined]
+                self._event(
+                    session,
+                    appliance_id,
+                    f"epoch {epoch} refused (a host saw {seen}): now {seen + 1}",
+                )
 
     def _execute(
         self,
@@ -712,6 +759,8 @@ class Orchestrator:
             return Failure(FailureKind.REFUSED, str(error)), None
         except AgentError as error:
             self.l2.forget_segments(plan.networks if plan is not None else {}, where.host.name)
+            if error.status_code == 409:
+                self._catch_up(appliance_id, where.epoch, error.body)
             return from_agent(error.status_code, error.body), None
         except httpx.HTTPError as error:
             self.l2.forget_segments(None, where.host.name)
@@ -764,10 +813,6 @@ class Orchestrator:
 
     def _forget(self, appliance_id: str) -> None:
         with self.sessions.begin() as session:
-            row = session.get(ApplianceState, appliance_id)
-            if row is not None and row.epoch and dhcp_network_id(appliance_id) is not None:
-                # A DHCP appliance's id comes back with its network's next DHCP port.
-                session.merge(ApplianceEpoch(appliance_id=appliance_id, epoch=row.epoch))
             session.execute(
                 delete(ApplianceState).where(ApplianceState.appliance_id == appliance_id)
             )

@@ -1,7 +1,7 @@
-"""Many hosts: hosts, join tokens and revoked certificates; the epochs of
-dropped appliance records; networks' provider attributes (network_type,
-physical_network, segmentation_id); routers' availability_zone_hints; an
-appliance's host, epoch and move; a port binding's host
+"""Many hosts: hosts, join tokens and revoked certificates; networks'
+provider attributes (network_type, physical_network, segmentation_id);
+routers' availability_zone_hints; an appliance's host, epoch and move; a
+port binding's host
 
 Networks that existed before become `vxlan` with no VNI yet: `astara
 serve` gives each one a VNI from its range at start (see
@@ -59,12 +59,6 @@ def upgrade() -> None:
         sa.Column("not_after", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("serial", name=op.f("pk_revoked_certificates")),
     )
-    op.create_table(
-        "appliance_epochs",
-        sa.Column("appliance_id", sa.String(length=64), nullable=False),
-        sa.Column("epoch", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("appliance_id", name=op.f("pk_appliance_epochs")),
-    )
     with op.batch_alter_table("networks") as batch:
         batch.add_column(
             sa.Column("network_type", sa.String(length=16), nullable=False, server_default="vxlan")
@@ -102,7 +96,6 @@ def downgrade() -> None:
         batch.drop_column("segmentation_id")
         batch.drop_column("physical_network")
         batch.drop_column("network_type")
-    op.drop_table("appliance_epochs")
     op.drop_table("revoked_certificates")
     op.drop_table("join_tokens")
     op.drop_table("hosts")
