@@ -364,6 +364,8 @@ def test_a_rebuild_asked_for_while_the_agent_is_down_is_kept(
                 updated_at=now(),
                 paused=False,
                 rebuild_requested=True,
+                host="local",  # the orchestrator's local host (`host_name`)
+                epoch=1,
             )
         )
     orchestrators(engine, nobody(tmp_path)).reconcile_appliance(router["id"])
@@ -602,3 +604,30 @@ def test_the_l2_pass_repairs_a_segment_whatever_its_cache_says(
     orchestrator.l2.reconcile()
     (repaired,) = agent.client.networks(observe=False)
     assert {k: repaired[k] for k in ("mtu", "external")} == wanted
+
+
+def test_a_refused_stale_epoch_catches_up_and_the_appliance_comes_back(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """A host saw a higher epoch than the record holds (a record made anew,
+    a DHCP appliance's id coming back, an answer lost): the push it refuses
+    raises the record's epoch above it, and the next push goes through."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    router, _ = routed(api, "10.6.0.0/24")
+    orchestrator = orchestrators(engine, agent.client).start()
+    settle(engine, orchestrator, router["id"])
+    row = router_state(engine, router["id"])
+    assert row is not None and row.epoch == 1
+    agent.client.delete_appliance(router["id"], epoch=5)  # the host now holds 5
+    orchestrator.wake(router["id"])
+
+    def caught_up() -> bool:
+        state = router_state(engine, router["id"])
+        return state is not None and state.epoch == 6 and state.state == "active"
+
+    wait_until(caught_up, 60, 0.1, "the record to catch up and the router to be back")
+    assert agent.client.get_appliance(router["id"])["epoch"] == 6
