@@ -309,6 +309,10 @@ def test_the_astara_cli_shows_hosts_and_makes_join_tokens(world: World) -> None:
     assert all(name in listed for name in ("h1", "h2", "h3")), listed
     shown = run_cli(cloud.lab.controller_netns, [*astara, "show", "h1", *where]).stdout
     assert "192.0.2.11" in shown, shown
+    run_cli(cloud.lab.controller_netns, [*astara, "drain", "h3", *where])
+    assert cloud.hosts()["h3"]["drained"] is True
+    run_cli(cloud.lab.controller_netns, [*astara, "undrain", "h3", *where])
+    assert cloud.hosts()["h3"]["drained"] is False
     token = run_cli(cloud.lab.controller_netns, [*astara, "join-token", *where]).stdout
     assert re.search(r"\S+\.\S+\.[0-9a-f]{64}", token), token
 

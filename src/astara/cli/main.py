@@ -10,13 +10,12 @@ from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from astara import __version__
 from astara.agent.client import AgentClient, AgentError
 from astara.appliance.schema import ApplianceConfig
-from astara.cli import api_client
+from astara.cli.common import StateDirOption, TokenOption, UrlOption, api, console
 from astara.cli.hosts import host_cli
 
 cli = typer.Typer(add_completion=False, help="Astara: open network-service orchestration.")
@@ -36,30 +35,6 @@ appliance_cli = typer.Typer(
 cli.add_typer(appliance_cli, name="appliance")
 cli.add_typer(host_cli, name="host")
 
-UrlOption = Annotated[str | None, typer.Option("--url", help="The server (env ASTARA_URL)")]
-TokenOption = Annotated[
-    str | None, typer.Option("--token", help="An admin token (env ASTARA_TOKEN)")
-]
-StateDirOption = Annotated[
-    Path | None, typer.Option("--state-dir", help="A server's state dir (env ASTARA_STATE_DIR)")
-]
-
-
-def _api(
-    url: str | None,
-    token: str | None,
-    state_dir: Path | None,
-    method: str,
-    path: str,
-    body: Any = None,
-) -> Any:
-    try:
-        return api_client.request(api_client.resolve(url, token, state_dir), method, path, body)
-    except api_client.ApiError as error:
-        prefix = f"{error.status} " if error.status else ""
-        console.print(f"[red]error:[/red] {prefix}{error}", markup=True, highlight=False)
-        raise typer.Exit(1) from error
-
 
 @project_cli.command("create")
 def project_create(
@@ -72,7 +47,7 @@ def project_create(
     state_dir: StateDirOption = None,
 ) -> None:
     """Create a project; its token is printed once (only its digest is kept)."""
-    created = _api(
+    created = api(
         url, token, state_dir, "POST", "/astara/v1/projects", {"name": name, "admin": admin}
     )
     console.print(f"project {created['project']['name']} ({created['project']['id']})")
@@ -85,7 +60,7 @@ def project_list(
 ) -> None:
     """Projects, with their ids."""
     table = Table("name", "id", "admin", "created")
-    for project in _api(url, token, state_dir, "GET", "/astara/v1/projects")["projects"]:
+    for project in api(url, token, state_dir, "GET", "/astara/v1/projects")["projects"]:
         table.add_row(
             project["name"], project["id"], "yes" if project["admin"] else "", project["created_at"]
         )
@@ -97,7 +72,7 @@ def project_delete(
     name: str, url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
 ) -> None:
     """Delete a project (and its credentials); refused while it owns resources."""
-    _api(url, token, state_dir, "DELETE", f"/astara/v1/projects/{name}")
+    api(url, token, state_dir, "DELETE", f"/astara/v1/projects/{name}")
     console.print(f"project {name} deleted")
 
 
@@ -125,7 +100,7 @@ def events(
 ) -> None:
     """The outbox: every committed change, in order."""
     while True:
-        found = _api(url, token, state_dir, "GET", f"/astara/v1/events?since={since}")["events"]
+        found = api(url, token, state_dir, "GET", f"/astara/v1/events?since={since}")["events"]
         if found or not follow:
             console.print(_event_rows(found))
         if found:
@@ -141,7 +116,7 @@ def router_list(
 ) -> None:
     """Every router: its Neutron status, lifecycle state and last error."""
     table = Table("id", "name", "project", "status", "state", "attempts", "last error")
-    for r in _api(url, token, state_dir, "GET", "/astara/v1/routers")["routers"]:
+    for r in api(url, token, state_dir, "GET", "/astara/v1/routers")["routers"]:
         state = r["state"] + (" (paused)" if r["paused"] and r["state"] != "paused" else "")
         table.add_row(
             r["id"],
@@ -164,7 +139,7 @@ def router_show(
 ) -> None:
     """One router: state, last error, event history, and what its appliance runs."""
     console.print_json(
-        json.dumps(_api(url, token, state_dir, "GET", f"/astara/v1/routers/{router}")["router"])
+        json.dumps(api(url, token, state_dir, "GET", f"/astara/v1/routers/{router}")["router"])
     )
 
 
@@ -175,7 +150,7 @@ def _router_action(action: str, help_text: str) -> None:
         token: TokenOption = None,
         state_dir: StateDirOption = None,
     ) -> None:
-        shown = _api(url, token, state_dir, "POST", f"/astara/v1/routers/{router}/{action}")
+        shown = api(url, token, state_dir, "POST", f"/astara/v1/routers/{router}/{action}")
         console.print(f"router {shown['router']['id']}: {action} requested")
 
     command.__doc__ = help_text
@@ -192,7 +167,7 @@ def router_move(
 ) -> None:
     """Move a router's appliance to another host (the orchestrator cuts over)."""
     path = f"/astara/v1/routers/{router}/move"
-    shown = _api(url, token, state_dir, "POST", path, {"host": host})["router"]
+    shown = api(url, token, state_dir, "POST", path, {"host": host})["router"]
     console.print(f"router {shown['id']}: move from {shown['host'] or '-'} to {host} requested")
 
 
@@ -207,7 +182,7 @@ def appliance_list(
 ) -> None:
     """Every appliance (kind router or dhcp): its status, lifecycle state and last error."""
     table = Table("id", "kind", "name", "project", "status", "state", "attempts", "last error")
-    for a in _api(url, token, state_dir, "GET", "/astara/v1/appliances")["appliances"]:
+    for a in api(url, token, state_dir, "GET", "/astara/v1/appliances")["appliances"]:
         state = a["state"] + (" (paused)" if a["paused"] and a["state"] != "paused" else "")
         table.add_row(
             a["id"],
@@ -230,7 +205,7 @@ def appliance_show(
     state_dir: StateDirOption = None,
 ) -> None:
     """One appliance (a router's id or name, or dhcp-NETWORK_ID): state, last error, history."""
-    shown = _api(url, token, state_dir, "GET", f"/astara/v1/appliances/{appliance}")
+    shown = api(url, token, state_dir, "GET", f"/astara/v1/appliances/{appliance}")
     console.print_json(json.dumps(shown["appliance"]))
 
 
@@ -242,7 +217,7 @@ def _appliance_action(action: str, help_text: str) -> None:
         state_dir: StateDirOption = None,
     ) -> None:
         path = f"/astara/v1/appliances/{appliance}/{action}"
-        shown = _api(url, token, state_dir, "POST", path)
+        shown = api(url, token, state_dir, "POST", path)
         console.print(f"appliance {shown['appliance']['id']}: {action} requested")
 
     command.__doc__ = help_text
@@ -261,7 +236,7 @@ def _project_action(action: str, help_text: str) -> None:
         token: TokenOption = None,
         state_dir: StateDirOption = None,
     ) -> None:
-        _api(url, token, state_dir, "POST", f"/astara/v1/projects/{project}/{action}")
+        api(url, token, state_dir, "POST", f"/astara/v1/projects/{project}/{action}")
         console.print(f"project {project}: {action}")
 
     command.__doc__ = help_text
@@ -290,11 +265,11 @@ def port_plug(
     body: dict[str, Any] = {"netns": netns, "ifname": ifname, "dhcp": dhcp}
     if host is not None:
         body["host"] = host
-    bound = _api(url, token, state_dir, "PUT", f"/astara/v1/ports/{port}/binding", body)
+    bound = api(url, token, state_dir, "PUT", f"/astara/v1/ports/{port}/binding", body)
     port_id = bound["binding"]["port_id"]
     deadline = time.monotonic() + wait_s
     while True:
-        shown = _api(url, token, state_dir, "GET", f"/v2.0/ports/{port_id}")["port"]
+        shown = api(url, token, state_dir, "GET", f"/v2.0/ports/{port_id}")["port"]
         if shown["status"] == "ACTIVE":
             addresses = ", ".join(f["ip_address"] for f in shown["fixed_ips"])
             where = f" on {host}" if host is not None else ""
@@ -311,7 +286,7 @@ def port_unplug(
     port: str, url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
 ) -> None:
     """Take a port out of its workload namespace."""
-    _api(url, token, state_dir, "DELETE", f"/astara/v1/ports/{port}/binding")
+    api(url, token, state_dir, "DELETE", f"/astara/v1/ports/{port}/binding")
     console.print(f"port {port} unplugged")
 
 
@@ -347,7 +322,7 @@ def cleanup_command(
         return
     if prefix is not None or agent_state_dir is not None:
         _fail("--prefix and --agent-state-dir go with --offline")
-    removed = _api(url, token, state_dir, "POST", "/astara/v1/cleanup")["removed"]
+    removed = api(url, token, state_dir, "POST", "/astara/v1/cleanup")["removed"]
     console.print("\n".join(removed) if removed else "nothing to remove")
 
 
@@ -403,8 +378,6 @@ def _cleanup_offline(
         highlight=False,
     )
 
-
-console = Console()
 
 AgentOption = Annotated[
     str, typer.Option("--agent", envvar="ASTARA_AGENT", help="unix:PATH or tcp:HOST:PORT")
