@@ -27,6 +27,7 @@ from bench.create import bench_create
 from bench.fabric import bench_fabric
 from bench.floating_ips import bench_floating_ips
 from bench.harness import Report, Settings, log
+from bench.hollow import bench_hollow
 from bench.orchestrator import bench_orchestrator
 from bench.throughput import bench_throughput
 
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "api": bench_api,
     "orchestrator": bench_orchestrator,
     "fabric": bench_fabric,
+    "hollow": bench_hollow,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

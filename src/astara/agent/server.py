@@ -92,8 +92,9 @@ def watchdog(agent: Agent, stop: threading.Event) -> None:
             log.exception("fencing failed; trying again")
 
 
-def create_app(settings: AgentSettings) -> FastAPI:
-    agent = Agent(settings)
+def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
+    """The agent API over `agent` (default: the real one on `settings`)."""
+    agent = agent or Agent(settings)
     metrics = Metrics()
 
     @asynccontextmanager
