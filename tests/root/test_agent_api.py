@@ -275,3 +275,55 @@ def test_port_with_a_new_mac_is_replugged_and_leases_again(lab: Lab) -> None:
     assert port["dhcp_client"]["pid"] != before
     wait_until(lambda: "10.2.0.11/24" in lab.client.get_port("w2")["addresses"], what="new lease")
     wait_for_ping(lab.netns("w2"), "10.1.0.10")
+
+
+def _children(pid: int) -> dict[int, tuple[str, str]]:
+    """The direct children of `pid`: their states (R, S, Z, ...) and names."""
+    found: dict[int, tuple[str, str]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                stat = Path(f"/proc/{child}/stat").read_text()
+            except FileNotFoundError:
+                continue  # collected meanwhile
+            name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+            found[int(child)] = (stat.rsplit(")", 1)[1].split()[0], name)
+    return found
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_no_zombie_and_no_daemon_left_after_many_appliances(lab: Lab, agent: AgentProcess) -> None:
+    """Every child the agent starts is collected (dnsmasq's daemonizing
+    parents included, which the agent adopts as subreaper), and a deleted
+    appliance leaves no daemon behind."""
+    assert agent.process is not None
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    routers = [f"r{i}" for i in range(10)]
+    for router in routers:
+        observed = lab.router(router, router_config(floating_ips={}))
+        assert observed["daemons"]["dnsmasq"]["running"], observed
+    run_directory = f"/run/astara/{agent.prefix}/"
+    assert len(_processes_mentioning(run_directory + "appliances/")) >= 10
+    for router in routers:
+        lab.client.delete_appliance(router)
+    pid = agent.process.pid
+
+    def zombies() -> dict[int, tuple[str, str]]:
+        return {child: found for child, found in _children(pid).items() if found[0] == "Z"}
+
+    # Some exit after their daemon is killed (radvd's helper): collected
+    # within the reaper's round, not necessarily by the time DELETE answers.
+    wait_until(lambda: not zombies(), 10, 0.1, "the agent to collect its dead children")
+    assert _processes_mentioning(run_directory + "appliances/") == []

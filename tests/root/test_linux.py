@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from astara.linux import netlink, netns, routes
-from astara.linux.process import Daemon, reap_orphans
+from astara.linux.process import Daemon, reap_adopted, reap_orphans
 from astara.linux.run import in_netns, run
 from astara.testing.agent import unique_prefix
 from astara.testing.net import wait_until
@@ -189,3 +189,22 @@ def test_bridge_members_decode_only_the_members(namespace: str) -> None:
         assert counting.decoded == 3  # not the 120-odd links beside them
         assert netlink.bridge_members(counting, "brother") == ["a2"]
         assert netlink.bridge_members(counting, "missing") == []
+
+
+def test_reap_adopted_collects_other_sessions_dead_and_leaves_our_own() -> None:
+    """What a daemon leaves us runs in a session of its own (it detached):
+    collected. A dead child in our session is someone's Popen (or pyroute2's
+    helper) to wait for: left alone, or its owner would get no exit status."""
+    ours = subprocess.Popen(["sh", "-c", "exit 3"])
+    adopted = subprocess.Popen(["true"], start_new_session=True)
+    wait_until(
+        lambda: _state(ours.pid) == "Z" and _state(adopted.pid) == "Z",
+        10,
+        0.01,
+        "both children to exit",
+    )
+    assert reap_adopted() >= 1
+    assert _state(adopted.pid) is None  # collected
+    assert _state(ours.pid) == "Z"  # still its owner's
+    assert ours.wait(timeout=5) == 3
+    adopted.returncode = 0  # collected above: Popen must not wait for it again
