@@ -4,6 +4,7 @@ changes nothing, and the objects each call creates or removes."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from astara.appliance.render.dnsmasq import DnsmasqFiles
 from astara.appliance.render.nftables import NftRuleset
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import cleanup, netlink, netns
+from astara.linux.run import run
 from astara.naming import Names
 from astara.testing.agent import AgentProcess
 from astara.testing.lab import Lab
@@ -327,3 +329,35 @@ def test_no_zombie_and_no_daemon_left_after_many_appliances(lab: Lab, agent: Age
     # within the reaper's round, not necessarily by the time DELETE answers.
     wait_until(lambda: not zombies(), 10, 0.1, "the agent to collect its dead children")
     assert _processes_mentioning(run_directory + "appliances/") == []
+
+
+def test_a_ruleset_edited_by_hand_is_reported_and_repaired(lab: Lab) -> None:
+    """With the cheap observation (the nft genid) in place, a rule added or
+    deleted by hand inside the namespace is still drift, and the next PUT of
+    the same config puts the table back."""
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    lab.router("r1", router_config())
+    namespace = lab.router_netns("r1")
+    drift = "nftables table differs from the applied ruleset"
+    assert lab.client.get_appliance("r1")["problems"] == []
+    listing = run(["nft", "-a", "list", "table", "inet", "astara"], netns=namespace).stdout
+    chain = re.findall(r"chain (\w+) \{", listing)[0]
+
+    run(
+        ["nft", "add", "rule", "inet", "astara", chain, "ip saddr 203.0.113.7 drop"],
+        netns=namespace,
+    )
+    assert drift in lab.client.get_appliance("r1")["problems"]
+    repaired = lab.router("r1", router_config())
+    assert repaired["actions"] == ["nftables: table replaced"]
+    assert lab.client.get_appliance("r1")["problems"] == []
+    assert "203.0.113.7" not in run(["nft", "list", "ruleset"], netns=namespace).stdout
+
+    rules = run(["nft", "-a", "list", "chain", "inet", "astara", chain], netns=namespace).stdout
+    handle = re.findall(r"# handle (\d+)", rules)[-1]
+    run(["nft", "delete", "rule", "inet", "astara", chain, "handle", handle], netns=namespace)
+    assert drift in lab.client.get_appliance("r1")["problems"]
+    assert lab.router("r1", router_config())["actions"] == ["nftables: table replaced"]
+    assert lab.client.get_appliance("r1")["problems"] == []

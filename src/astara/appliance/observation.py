@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from astara.appliance.actions import RULESET_LISTING, RULESET_LOADED
+from astara.appliance.actions import RULESET_LOADED
 from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.genid import observe_table
 from astara.appliance.plan import (
     FabricEndObserved,
     LinkObserved,
@@ -49,9 +50,10 @@ def observe_for_apply(
             state = netlink.link_state(inside, name)
             if state is not None:
                 links[name] = LinkObserved(mac=state.mac, mtu=state.mtu, up=state.up)
+        live, saved_listing = observe_table(namespace, run_directory)
         ruleset = RulesetObserved(
-            live=nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace),
-            saved_listing=_read(run_directory / RULESET_LISTING),
+            live=live,
+            saved_listing=saved_listing,
             saved_text=_read(run_directory / RULESET_LOADED),
         )
     fabric_ends: dict[str, FabricEndObserved] = {}
@@ -123,8 +125,7 @@ def observe_running(
                     }
                 )
         if not nftables_verified:
-            live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-            applied = _read(run_directory / RULESET_LISTING)
+            live, applied = observe_table(namespace, run_directory)
             if not live:
                 problems.append("nftables table is missing")
             elif applied != live:
