@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from astara.linux.nssocket import socket_in
+
+NETLINK_ROUTE = 0
 ENODEV = 19
 ENOENT = 2
 EEXIST = 17
@@ -35,12 +39,20 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 @contextmanager
 def netns(name: str) -> Iterator[Any]:
     """A handle in an existing namespace (never creates one: a missing
-    namespace is an error, not an empty new one)."""
-    handle = NetNS(name, flags=0)
+    namespace is FileNotFoundError, not an empty new one). Its socket is made
+    inside the namespace by this thread (`nssocket`), not by a forked helper
+    as pyroute2's `NetNS` does; like every handle, it is this thread's only."""
+    sock, _ = socket_in(name, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    try:
+        handle = IPRoute(use_socket=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         yield handle
     finally:
         handle.close()
+        sock.close()
 
 
 @contextmanager

@@ -3,19 +3,15 @@ namespace's nftables generation id (the "nft genid") through netlink."""
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from astara.linux.nssocket import socket_in
 from astara.linux.run import run
 
-NETNS_DIR = Path("/var/run/netns")
-CLONE_NEWNET = 0x40000000
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETGEN = 16
@@ -81,40 +77,13 @@ def _parse_genid(reply: bytes) -> int:
     raise GenidUnavailable("no NFTA_GEN_ID in the reply to NFT_MSG_GETGEN")
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
 @contextmanager
 def _netfilter_socket(netns: str) -> Iterator[tuple[socket.socket, int]]:
-    """A NETLINK_NETFILTER socket made inside `netns` (a socket stays in the
-    namespace it was created in), and that namespace's inode. Only this
-    thread enters the namespace, and leaves it before anything else runs;
-    the socket is closed at the end, so it never keeps a deleted namespace
-    alive."""
-    libc = _libc()
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            inode = os.fstat(target).st_ino
-            if libc.setns(target, CLONE_NEWNET) != 0:
-                errno = ctypes.get_errno()
-                raise GenidUnavailable(errno, f"setns into {netns}: {os.strerror(errno)}")
-            try:
-                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-            finally:
-                if libc.setns(own, CLONE_NEWNET) != 0:
-                    # This thread would go on in the wrong namespace: nothing may.
-                    os.abort()
-        finally:
-            os.close(target)
-    finally:
-        os.close(own)
+    """A NETLINK_NETFILTER socket inside `netns` and the namespace's inode;
+    closed at the end, so it never keeps a deleted namespace alive."""
+    sock, inode = socket_in(netns, socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
         sock.settimeout(5.0)
-        sock.bind((0, 0))
         yield sock, inode
     finally:
         sock.close()
