@@ -361,3 +361,27 @@ def test_a_ruleset_edited_by_hand_is_reported_and_repaired(lab: Lab) -> None:
     assert drift in lab.client.get_appliance("r1")["problems"]
     assert lab.router("r1", router_config())["actions"] == ["nftables: table replaced"]
     assert lab.client.get_appliance("r1")["problems"] == []
+
+
+def test_list_without_observing_gives_what_a_resync_compares(lab: Lab) -> None:
+    """`?observe=false`: per appliance its id, epoch, generation and config
+    hash, from the agent's records alone: a namespace removed behind the
+    agent's back changes nothing in it (an observation would report it)."""
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    lab.client.put_appliance("r1", router_config(), epoch=3)
+    lab.client.put_appliance("r1", router_config(snat=False), epoch=3)
+    lab.client.put_appliance("r2", router_config(floating_ips={}))
+    observed = {a["id"]: a for a in lab.client.appliances()}
+    run(["ip", "netns", "del", lab.router_netns("r2")])
+    recorded = lab.client.appliances(observe=False)
+    assert [a["id"] for a in recorded] == ["r1", "r2"]
+    for appliance in recorded:
+        same = observed[appliance["id"]]
+        assert {k: appliance[k] for k in ("epoch", "generation", "config_hash")} == {
+            k: same[k] for k in ("epoch", "generation", "config_hash")
+        }
+        assert "problems" not in appliance and "interfaces" not in appliance
+    assert [(a["epoch"], a["generation"]) for a in recorded] == [(3, 2), (0, 1)]
+    assert "namespace" in " ".join(lab.client.get_appliance("r2")["problems"])

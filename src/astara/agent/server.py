@@ -245,11 +245,11 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @app.get("/v1/appliances")
     def list_appliances(observe: bool = True) -> dict[str, Any]:
-        """Every appliance; `observe=false`: their ids only (cheap at scale)."""
+        """Every appliance; `observe=false`: what the agent recorded of each
+        (id, epoch, generation, config hash), without looking at the host:
+        the orchestrator's batched resync."""
         if not observe:
-            return {
-                "appliances": [{"id": a, "epoch": agent.epoch(a)} for a in agent.appliances.ids()]
-            }
+            return {"appliances": agent.recorded_appliances()}
         return {"appliances": agent.observe_appliances()}
 
     @app.put("/v1/appliances/{appliance_id}")

@@ -514,6 +514,25 @@ class Agent:
                 continue
         return found
 
+    def recorded_appliances(self) -> list[dict[str, Any]]:
+        """Every appliance as the agent recorded it (files only, no kernel,
+        no process): id, epoch, generation, config hash, when applied, and
+        whether it is fenced."""
+        found = []
+        for appliance_id in self.appliances.ids():
+            status = self.appliances.status(appliance_id)
+            found.append(
+                {
+                    "id": appliance_id,
+                    "epoch": self.epoch(appliance_id),
+                    "generation": status.generation,
+                    "config_hash": status.config_hash,
+                    "applied_at": status.applied_at,
+                    "fenced": appliance_id in self.fenced_ids,
+                }
+            )
+        return found
+
     def rendered(self, appliance_id: str) -> dict[str, Any]:
         if not self.appliances.exists(appliance_id):
             raise NotFound(f"appliance {appliance_id} not found")
