@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -539,24 +539,63 @@ class Agent:
         return {"id": appliance_id, **self.appliances.rendered_texts(appliance_id)}
 
     def put_appliance(
-        self, appliance_id: str, config: ApplianceConfig, epoch: int = 0
+        self,
+        appliance_id: str,
+        config: ApplianceConfig,
+        epoch: int = 0,
+        body_digest: str | None = None,
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Check the epoch, validate, then apply; (new, result, observed
         state). Raises StaleEpoch, ValidationFailed, MissingTool (before
         anything changed) or ApplyFailed. The apply also brings a fenced
-        appliance's links back up (it converges them whatever the hash)."""
+        appliance's links back up (it converges them whatever the hash).
+        The config in force, found as the last apply left it, is neither
+        validated nor rendered again: nothing to do. `body_digest`: that of
+        the raw body `config` was parsed from, remembered for `put_unchanged`."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
-            new = not self.appliances.exists(appliance_id)
-            prepared = self.appliances.prepare(appliance_id, config)
-            # Also when the config is the one in force (whose tool checks
-            # `prepare` skips): its daemons may need starting again.
-            previous = self.appliances.config(appliance_id)
-            checks.require(checks.appliance_tools(config, prepared.rendered, previous))
-            result = self.appliances.apply(appliance_id, prepared)
-            self._unfence(appliance_id)
+            if appliance_id not in self.fenced_ids and self.appliances.unchanged(
+                appliance_id, config, None
+            ):
+                result = ApplyResult(changed=False)
+            else:
+                result = self._apply(appliance_id, config)
+            if body_digest is not None:
+                self.appliances.remember_body(appliance_id, body_digest)
             observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
-            return new, result, self._with_fencing(appliance_id, observed)
+            return result.new, result, self._with_fencing(appliance_id, observed)
+
+    def put_unchanged(
+        self, appliance_id: str, body_digest: str, epoch: int = 0
+    ) -> tuple[ApplyResult, dict[str, Any]] | None:
+        """A PUT whose raw body is the one the config in force was applied
+        from, answered without parsing it, if the appliance stands as that
+        apply left it (see `put_appliance`); None: parse it and put it.
+        Raises StaleEpoch."""
+        with self.l2_lock.shared(), self.appliances.lock(appliance_id):
+            self._admit_epoch(appliance_id, epoch)
+            if appliance_id in self.fenced_ids:
+                return None
+            config = self.appliances.in_force(appliance_id, body_digest)
+            if config is None:
+                return None
+            in_force = self.appliances.status(appliance_id).config_hash
+            if not self.appliances.unchanged(appliance_id, config, in_force):
+                return None
+            observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
+            return ApplyResult(changed=False), self._with_fencing(appliance_id, observed)
+
+    def _apply(self, appliance_id: str, config: ApplianceConfig) -> ApplyResult:
+        """Validate and apply (under the appliance's lock)."""
+        new = not self.appliances.exists(appliance_id)
+        prepared = self.appliances.prepare(appliance_id, config)
+        # Also when the config is the one in force (whose tool checks
+        # `prepare` skips): its daemons may need starting again.
+        previous = self.appliances.config(appliance_id)
+        checks.require(checks.appliance_tools(config, prepared.rendered, previous))
+        result = self.appliances.apply(appliance_id, prepared)
+        self._unfence(appliance_id)
+        return replace(result, new=new)
 
     def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):

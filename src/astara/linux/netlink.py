@@ -92,13 +92,31 @@ class LinkState:
 
 
 def link_state(ns: Any, name: str) -> LinkState | None:
-    index = link_index(ns, name)
-    if index is None:
-        return None
-    link = ns.get_links(index)[0]
+    """The link named `name`, read in one request; None if it is missing."""
+    try:
+        found = ns.link("get", ifname=name)
+    except NetlinkError as error:
+        if error.code in (ENODEV, ENOENT):
+            return None
+        raise
+    return _link_state(found[0]) if found else None
+
+
+def link_states(ns: Any, prefix: str | tuple[str, ...]) -> dict[str, LinkState]:
+    """Every link whose name starts with `prefix`, by name, from one dump
+    (for a namespace of a few links: an appliance's)."""
+    found = {}
+    for message in ns.get_links():
+        name = message.get("ifname")
+        if name and str(name).startswith(prefix):
+            found[str(name)] = _link_state(message)
+    return found
+
+
+def _link_state(link: Any) -> LinkState:
     stats = link.get("stats64") or {}
     return LinkState(
-        name=name,
+        name=str(link.get("ifname")),
         mac=str(link.get("address")),
         mtu=int(link.get("mtu")),
         up=link.get("operstate") in ("UP", "UNKNOWN") or bool(link["flags"] & 1),
