@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from astara.appliance.checks import tool_checks
 from astara.appliance.render import Rendered, render
@@ -385,3 +386,43 @@ def test_list_without_observing_gives_what_a_resync_compares(lab: Lab) -> None:
         assert "problems" not in appliance and "interfaces" not in appliance
     assert [(a["epoch"], a["generation"]) for a in recorded] == [(3, 2), (0, 1)]
     assert "namespace" in " ".join(lab.client.get_appliance("r2")["problems"])
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, parsed by prometheus-client's own parser."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_parse_and_hold_phases_states_rebuilds_and_failures(lab: Lab) -> None:
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    lab.client.put_appliance("r1", router_config(), epoch=2)
+    lab.client.put_appliance("r1", router_config(), epoch=2)  # unchanged
+    lab.client.put_appliance("r2", router_config(floating_ips={}))
+    assert lab.client.http.put("/v1/appliances/r1?epoch=1", json=router_config()).status_code == 409
+    bad = {**router_config(), "kind": "toaster"}
+    assert lab.client.http.put("/v1/appliances/r1?epoch=2", json=bad).status_code == 422
+    run(["ip", "netns", "del", lab.router_netns("r2")])
+    assert lab.client.get_appliance("r2")["state"] == "degraded"
+    rebuilt = lab.client.put_appliance("r2", router_config(floating_ips={}))
+    assert rebuilt["actions"][0].startswith("created namespace"), rebuilt["actions"]
+    lab.client.get_appliance("r1")
+
+    samples = _samples(lab.client.http.get("/metrics").text)
+    phases = {
+        dict(labels)["phase"]
+        for (name, labels) in samples
+        if name == "astara_agent_appliance_apply_phase_seconds_count"
+    }
+    expected = {"parse", "check", "validate", "render", "observe", "plan", "execute", "report"}
+    assert expected <= phases
+    assert samples[("astara_agent_appliances", (("state", "active"),))] == 2
+    assert samples[("astara_agent_appliances", (("state", "degraded"),))] == 0
+    assert samples[("astara_agent_appliance_rebuilds_total", ())] == 1
+    assert samples[("astara_agent_failures_total", (("kind", "stale_epoch"),))] == 1
+    assert samples[("astara_agent_failures_total", (("kind", "invalid"),))] == 1

@@ -21,6 +21,7 @@ from astara.agent.locks import SharedLock
 from astara.agent.store import JsonStore
 from astara.appliance import checks
 from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
+from astara.appliance.phases import phase
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
 from astara.fabric import ports as fabric_ports
@@ -99,6 +100,9 @@ class Agent:
         # shared (a network cannot vanish under an apply) plus a lock of
         # their own each (in ApplianceManager), so they apply in parallel.
         self.l2_lock = SharedLock()
+        # Each appliance's state at its last observation (active, degraded,
+        # fenced): the metrics' appliances by state, without observing.
+        self.states: dict[str, str] = {}
         # Each tool's version, probed once per path it is found at.
         self._tools: dict[str, checks.Found] = {}
         # Contact and self-fencing (see `note_contact`, `check_fence`).
@@ -375,6 +379,7 @@ class Agent:
         withdrew them, and only a PUT brings them back)."""
         fenced = appliance_id in self.fenced_ids
         observed = {**observed, "epoch": self.epoch(appliance_id), "fenced": fenced}
+        self.states[appliance_id] = "fenced" if fenced else str(observed.get("state"))
         if fenced:
             observed["problems"] = [
                 *observed.get("problems", []),
@@ -554,15 +559,15 @@ class Agent:
         the raw body `config` was parsed from, remembered for `put_unchanged`."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
-            if appliance_id not in self.fenced_ids and self.appliances.unchanged(
-                appliance_id, config, None
-            ):
-                result = ApplyResult(changed=False)
-            else:
-                result = self._apply(appliance_id, config)
+            with phase("check"):
+                unchanged = appliance_id not in self.fenced_ids and self.appliances.unchanged(
+                    appliance_id, config, None
+                )
+            result = ApplyResult(changed=False) if unchanged else self._apply(appliance_id, config)
             if body_digest is not None:
                 self.appliances.remember_body(appliance_id, body_digest)
-            observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
+            with phase("report"):
+                observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return result.new, result, self._with_fencing(appliance_id, observed)
 
     def put_unchanged(
@@ -576,13 +581,15 @@ class Agent:
             self._admit_epoch(appliance_id, epoch)
             if appliance_id in self.fenced_ids:
                 return None
-            config = self.appliances.in_force(appliance_id, body_digest)
-            if config is None:
-                return None
-            in_force = self.appliances.status(appliance_id).config_hash
-            if not self.appliances.unchanged(appliance_id, config, in_force):
-                return None
-            observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
+            with phase("check"):
+                config = self.appliances.in_force(appliance_id, body_digest)
+                if config is None:
+                    return None
+                in_force = self.appliances.status(appliance_id).config_hash
+                if not self.appliances.unchanged(appliance_id, config, in_force):
+                    return None
+            with phase("report"):
+                observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return ApplyResult(changed=False), self._with_fencing(appliance_id, observed)
 
     def _apply(self, appliance_id: str, config: ApplianceConfig) -> ApplyResult:
@@ -607,6 +614,7 @@ class Agent:
             ):
                 raise NotFound(f"appliance {appliance_id} not found")
             self.appliances.delete(appliance_id)
+            self.states.pop(appliance_id, None)
             self._unfence(appliance_id)
 
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astara.appliance.actions import APPLIANCE_SYSCTLS, DaemonName, Done, Plan
+from astara.appliance.actions import APPLIANCE_SYSCTLS, CreateNamespace, DaemonName, Done, Plan
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.execute import Target, execute, remove_appliance
 from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
+from astara.appliance.phases import phase
 from astara.appliance.plan import plan_apply, settled
 from astara.appliance.render import Rendered, render
 from astara.appliance.render.dnsmasq import dhcp_subnets
@@ -99,6 +100,11 @@ class ApplyResult:
     plan: Plan = ()
     done: tuple[Done, ...] = ()
     new: bool = False  # the appliance did not exist before
+
+    @property
+    def rebuilt(self) -> bool:
+        """An appliance that existed had to be made again from its namespace up."""
+        return not self.new and any(isinstance(d.action, CreateNamespace) for d in self.done)
 
 
 class ApplianceManager:
@@ -185,13 +191,16 @@ class ApplianceManager:
         The tools' checks are skipped for the config already in force: it
         passed them, and rendering is a pure function of it."""
         mtus = self._network_mtus(config)
-        errors = validate_semantics(config, known_networks=set(mtus), network_mtus=mtus)
+        with phase("validate"):
+            errors = validate_semantics(config, known_networks=set(mtus), network_mtus=mtus)
         if errors:
             raise ValidationFailed(errors)
-        rendered = self._render(appliance_id, config)
+        with phase("render"):
+            rendered = self._render(appliance_id, config)
         digest = config_hash(config)
         if digest != self.status(appliance_id).config_hash:
-            errors = tool_checks(rendered, self.names.fabric_netns)
+            with phase("validate"):
+                errors = tool_checks(rendered, self.names.fabric_netns)
             if errors:
                 raise ValidationFailed(errors)
         return Prepared(config, rendered, digest)
@@ -304,23 +313,25 @@ class ApplianceManager:
         make_readable_dir(run_directory)
         daemons = self._daemons(appliance_id)
         with NetlinkHandles() as handles:
-            observation = observe_for_apply(
-                names=self.names,
-                appliance_id=appliance_id,
-                config=config,
-                handles=handles,
-                run_directory=run_directory,
-                daemons=daemons,
-            )
-            plan = plan_apply(
-                names=self.names,
-                appliance_id=appliance_id,
-                previous=previous,
-                config=config,
-                rendered=rendered,
-                observation=observation,
-                network_mtus=self._network_mtus(config),
-            )
+            with phase("observe"):
+                observation = observe_for_apply(
+                    names=self.names,
+                    appliance_id=appliance_id,
+                    config=config,
+                    handles=handles,
+                    run_directory=run_directory,
+                    daemons=daemons,
+                )
+            with phase("plan"):
+                plan = plan_apply(
+                    names=self.names,
+                    appliance_id=appliance_id,
+                    previous=previous,
+                    config=config,
+                    rendered=rendered,
+                    observation=observation,
+                    network_mtus=self._network_mtus(config),
+                )
             log.debug("appliance %s plan: %s", appliance_id, plan)
             target = Target(
                 namespace=self.names.appliance_netns(appliance_id),
@@ -328,7 +339,8 @@ class ApplianceManager:
                 run_directory=run_directory,
                 daemons=daemons,
             )
-            return plan, execute(plan, target, handles)
+            with phase("execute"):
+                return plan, execute(plan, target, handles)
 
     # --- delete and observe ------------------------------------------------------------
 
