@@ -19,8 +19,10 @@ NETNS_DIR = Path("/var/run/netns")
 CLONE_NEWNET = 0x40000000
 
 
-def socket_in(netns: str, kind: int, protocol: int) -> tuple[socket.socket, int]:
-    """An AF_NETLINK socket (`kind`, `protocol`) inside the namespace named
+def socket_in(
+    netns: str, kind: int, protocol: int, family: int = socket.AF_NETLINK
+) -> tuple[socket.socket, int]:
+    """A socket (`family`, `kind`, `protocol`) inside the namespace named
     `netns`, and the namespace's inode (which identifies it while it lives).
     FileNotFoundError if the namespace does not exist; never creates one."""
     libc = _libc()
@@ -33,7 +35,7 @@ def socket_in(netns: str, kind: int, protocol: int) -> tuple[socket.socket, int]
                 errno = ctypes.get_errno()
                 raise OSError(errno, f"setns into {netns}: {os.strerror(errno)}")
             try:
-                made = socket.socket(socket.AF_NETLINK, kind, protocol)
+                made = socket.socket(family, kind, protocol)
             finally:
                 if libc.setns(own, CLONE_NEWNET) != 0:
                     # This thread would go on in the wrong namespace: nothing may.
