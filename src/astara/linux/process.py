@@ -115,14 +115,10 @@ def reap_orphans(keep: set[int]) -> int:
     (whose owners collect them): the daemons a restarted agent left to us, when
     we are their subreaper."""
     reaped = 0
-    me = str(os.getpid())
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        if fields[0] == "Z" and fields[1] == me and pid not in keep and reap(pid):
+    # Our children only (every thread's list), not every process on the host.
+    for pid in _children():
+        stat = _stat(pid)
+        if stat is not None and stat[0] == "Z" and pid not in keep and reap(pid):
             reaped += 1
     return reaped
 
