@@ -9,11 +9,12 @@ import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from astara.linux import netns, routes
-from astara.linux.process import Daemon, reap_orphans
+from astara.linux import netlink, netns, routes
+from astara.linux.process import Daemon, reap_adopted, reap_orphans
 from astara.linux.run import in_netns, run
 from astara.testing.agent import unique_prefix
 from astara.testing.net import wait_until
@@ -147,3 +148,63 @@ def _state(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return None
+
+
+class _CountingHandle:
+    """A real netlink handle that counts the link messages it hands back
+    (each one decoded by pyroute2): the cost of a dump, without a clock."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.decoded = 0
+
+    def link(self, command: str, **kwargs: Any) -> Any:
+        found = list(self.handle.link(command, **kwargs))
+        self.decoded += len(found)
+        return found
+
+    def get_links(self, *args: Any, **kwargs: Any) -> Any:
+        found = list(self.handle.get_links(*args, **kwargs))
+        self.decoded += len(found)
+        return found
+
+    def link_lookup(self, **kwargs: Any) -> Any:
+        return self.handle.link_lookup(**kwargs)
+
+
+def test_bridge_members_decode_only_the_members(namespace: str) -> None:
+    """Finding one bridge's members must not decode every link of the
+    namespace (the fabric holds one bridge per network and a veth end per
+    appliance interface): the kernel filters the dump by master."""
+    run(["ip", "-n", namespace, "link", "add", "br0", "type", "bridge"])
+    run(["ip", "-n", namespace, "link", "add", "brother", "type", "bridge"])
+    batch = "".join(f"link add a{i} type veth peer name b{i}\n" for i in range(60))
+    run(["ip", "-n", namespace, "-batch", "-"], input_text=batch)
+    for member in ("a1", "b7", "v1"):
+        run(["ip", "-n", namespace, "link", "set", member, "master", "br0"])
+    run(["ip", "-n", namespace, "link", "set", "a2", "master", "brother"])
+    with netlink.netns(namespace) as handle:
+        counting = _CountingHandle(handle)
+        assert netlink.bridge_members(counting, "br0") == ["a1", "b7", "v1"]
+        assert counting.decoded == 3  # not the 120-odd links beside them
+        assert netlink.bridge_members(counting, "brother") == ["a2"]
+        assert netlink.bridge_members(counting, "missing") == []
+
+
+def test_reap_adopted_collects_other_sessions_dead_and_leaves_our_own() -> None:
+    """What a daemon leaves us runs in a session of its own (it detached):
+    collected. A dead child in our session is someone's Popen (or pyroute2's
+    helper) to wait for: left alone, or its owner would get no exit status."""
+    ours = subprocess.Popen(["sh", "-c", "exit 3"])
+    adopted = subprocess.Popen(["true"], start_new_session=True)
+    wait_until(
+        lambda: _state(ours.pid) == "Z" and _state(adopted.pid) == "Z",
+        10,
+        0.01,
+        "both children to exit",
+    )
+    assert reap_adopted() >= 1
+    assert _state(adopted.pid) is None  # collected
+    assert _state(ours.pid) == "Z"  # still its owner's
+    assert ours.wait(timeout=5) == 3
+    adopted.returncode = 0  # collected above: Popen must not wait for it again

@@ -45,6 +45,7 @@ from astara.appliance.plan import (
     Observation,
     RulesetObserved,
     plan_apply,
+    settled,
 )
 from astara.appliance.render import Rendered, render
 from astara.appliance.schema import ApplianceConfig
@@ -561,3 +562,44 @@ def test_an_appliance_that_must_not_forward_has_forwarding_off_in_the_kernel() -
     off = appliance_sysctls(False)
     assert off["net.ipv4.ip_forward"] == off["net.ipv6.conf.all.forwarding"] == "0"
     assert appliance_sysctls(True)["net.ipv4.ip_forward"] == "1"
+
+
+def is_settled(cfg: ApplianceConfig, observation: Observation) -> bool:
+    texts = rendered(cfg)
+    return settled(
+        names=NAMES,
+        appliance_id=APPLIANCE,
+        config=cfg,
+        observation=observation,
+        network_mtus=NETWORK_MTUS,
+        daemons_expected={
+            DaemonName.dnsmasq: texts.dnsmasq.enabled,
+            DaemonName.radvd: bool(texts.radvd),
+        },
+    )
+
+
+def test_an_unchanged_config_is_settled_only_as_the_last_apply_left_it() -> None:
+    """What lets an unchanged PUT answer without rendering: every drift the
+    cheap observation can see sends it to a full apply."""
+    current = config()
+    observation = converged(current)
+    assert is_settled(current, observation)
+    links = dict(observation.links)
+    links[EXTERNAL] = replace(links[EXTERNAL], up=False)
+    ends = {name: replace(end, on_bridge=False) for name, end in observation.fabric_ends.items()}
+    drifted = [
+        replace(observation, namespace_exists=False),
+        replace(observation, links=links),
+        replace(observation, links={**observation.links, "intstray": links[EXTERNAL]}),
+        replace(observation, fabric_ends=ends),
+        replace(observation, ruleset=replace(observation.ruleset, live="table edited\n")),
+        replace(observation, ruleset=RulesetObserved()),
+        with_daemon(observation, DaemonName.dnsmasq, running=False),
+        with_daemon(observation, DaemonName.radvd, files={}),
+    ]
+    for observed in drifted:
+        assert not is_settled(current, observed), observed
+    # A daemon running with nothing to serve is drift too.
+    without_dhcp = config(lambda d: [s.update(enable_dhcp=False) for s in d["subnets"]])
+    assert not is_settled(without_dhcp, observation)

@@ -24,7 +24,7 @@ from astara.agent.join import join as join_deployment
 from astara.agent.listen import Listen, parse_advertise, parse_listen, url_host
 from astara.agent.server import AgentSettings, create_app
 from astara.agent.tls import bound_socket, only_role, peer_protocol, server_context, tls_server
-from astara.linux.process import become_subreaper
+from astara.linux.process import become_subreaper, start_reaper
 from astara.model.fabric import check_ifname, check_physnet
 from astara.pki import check_host_name
 
@@ -129,6 +129,7 @@ def serve(
         else None
     )
     become_subreaper()
+    start_reaper()
     # Bound here, not by uvicorn (which leaves it 0666), and before anything
     # could start a thread (the bind sets the umask): see agent/access.py.
     listener = bind_unix_socket(where.path, policy) if where.path is not None else None

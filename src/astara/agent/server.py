@@ -8,6 +8,7 @@ returns what is observed afterwards (201 if the object was new, else 200).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -17,13 +18,17 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import ValidationError
 
 from astara import __version__
 from astara.agent.service import Agent, AgentSettings, Conflict, Invalid, NotFound, StaleEpoch
 from astara.appliance.apply import ApplyFailed, ValidationFailed
 from astara.appliance.checks import TOOLS
+from astara.appliance.phases import phase, recording
 from astara.appliance.schema import ApplianceConfig
 from astara.linux.run import CommandError, MissingTool
 from astara.model.fabric import NetworkSpec, PortSpec
@@ -58,6 +63,57 @@ class Metrics:
             "Time to validate and apply an appliance config",
             registry=self.registry,
         )
+        self.apply_phase_seconds = Histogram(
+            "astara_agent_appliance_apply_phase_seconds",
+            "Time an appliance PUT spent in each phase (astara.appliance.phases)",
+            ["phase"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.appliances = Gauge(
+            "astara_agent_appliances",
+            "Appliances on this agent by state at their last observation"
+            " (active, degraded, fenced; unobserved: not since the agent started)",
+            ["state"],
+            registry=self.registry,
+        )
+        self.rebuilds = Counter(
+            "astara_agent_appliance_rebuilds",
+            "Applies that had to make an existing appliance again from its namespace up",
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "astara_agent_failures",
+            "Requests refused or failed, by kind (invalid, stale_epoch, missing_tool,"
+            " apply_failed, command_failed, internal_error)",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def observe_phases(self, spent: dict[str, float]) -> None:
+        for name, seconds in spent.items():
+            self.apply_phase_seconds.labels(name).observe(seconds)
+
+    def count_appliances(self, agent: Agent) -> None:
+        """Set the gauge from the agent's last observations (at scrape time)."""
+        counts = dict.fromkeys(("active", "degraded", "fenced", "unobserved"), 0)
+        for appliance_id in agent.appliances.ids():
+            state = agent.states.get(appliance_id, "unobserved")
+            counts[state] = counts.get(state, 0) + 1
+        for state, count in counts.items():
+            self.appliances.labels(state).set(count)
+
+
+def _parse_config(body: bytes) -> ApplianceConfig:
+    """The body as an appliance config; errors as FastAPI reports a body's
+    (422, each error's `loc` starting with "body")."""
+    try:
+        return ApplianceConfig.model_validate_json(body)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)],
+            body=body,
+        ) from error
 
 
 def _created(response: Response, new: bool) -> None:
@@ -141,6 +197,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
 
     @app.exception_handler(StaleEpoch)
     async def stale_epoch(_: Request, error: StaleEpoch) -> JSONResponse:
+        metrics.failures.labels("stale_epoch").inc()
         return JSONResponse(
             status_code=409,
             content={"detail": {"kind": "stale_epoch", "epoch": error.epoch, "seen": error.seen}},
@@ -148,10 +205,12 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
 
     @app.exception_handler(MissingTool)
     async def missing_tool(_: Request, error: MissingTool) -> JSONResponse:
+        metrics.failures.labels("missing_tool").inc()
         return missing_tool_response(error)
 
     @app.exception_handler(ApplyFailed)
     async def apply_failed(_: Request, error: ApplyFailed) -> JSONResponse:
+        metrics.failures.labels("apply_failed").inc()
         if isinstance(error.__cause__, MissingTool):
             return missing_tool_response(error.__cause__, applied_part=True)
         return JSONResponse(status_code=500, content={"detail": str(error)})
@@ -161,6 +220,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
         # A bug, not a foreseeable condition (those have their own handlers):
         # the traceback goes to the agent's log, the caller gets the error's
         # type and text instead of a bare "Internal Server Error".
+        metrics.failures.labels("internal_error").inc()
         return JSONResponse(
             status_code=500,
             content={
@@ -170,6 +230,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
 
     @app.exception_handler(CommandError)
     async def command_failed(_: Request, error: CommandError) -> JSONResponse:
+        metrics.failures.labels("command_failed").inc()
         log.error("%s", error)
         return JSONResponse(
             status_code=500,
@@ -186,6 +247,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     @app.exception_handler(ValidationFailed)
     async def validation_failed(_: Request, failure: ValidationFailed) -> JSONResponse:
         metrics.applies.labels("invalid").inc()
+        metrics.failures.labels("invalid").inc()
         return JSONResponse(
             status_code=422, content={"detail": [e.as_dict() for e in failure.errors]}
         )
@@ -196,6 +258,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> str:
+        metrics.count_appliances(agent)
         return generate_latest(metrics.registry).decode()
 
     # --- networks ----------------------------------------------------------------------
@@ -246,27 +309,61 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
 
     @app.get("/v1/appliances")
     def list_appliances(observe: bool = True) -> dict[str, Any]:
-        """Every appliance; `observe=false`: their ids only (cheap at scale)."""
+        """Every appliance; `observe=false`: what the agent recorded of each
+        (id, epoch, generation, config hash), without looking at the host:
+        the orchestrator's batched resync."""
         if not observe:
-            return {
-                "appliances": [{"id": a, "epoch": agent.epoch(a)} for a in agent.appliances.ids()]
-            }
+            return {"appliances": agent.recorded_appliances()}
         return {"appliances": agent.observe_appliances()}
 
-    @app.put("/v1/appliances/{appliance_id}")
-    def put_appliance(
-        appliance_id: ObjectId, config: ApplianceConfig, response: Response, epoch: Epoch = 0
+    def apply_body(
+        appliance_id: str, body: bytes, response: Response, epoch: int
     ) -> dict[str, Any]:
         started = time.monotonic()
-        try:
-            new, result, observed = agent.put_appliance(appliance_id, config, epoch)
-        except ApplyFailed:
-            metrics.applies.labels("failed").inc()
-            raise
+        # The body the config in force came from, byte for byte, is not even
+        # parsed again (a router with 10,000 floating IPs takes a tenth of a
+        # second to parse, and as long to hash).
+        digest = hashlib.sha256(body).hexdigest()
+        with recording() as spent:
+            try:
+                found = agent.put_unchanged(appliance_id, digest, epoch)
+                if found is not None:
+                    result, observed = found
+                    new = False
+                else:
+                    with phase("parse"):
+                        config = _parse_config(body)
+                    new, result, observed = agent.put_appliance(appliance_id, config, epoch, digest)
+            except ApplyFailed:
+                metrics.applies.labels("failed").inc()
+                raise
+            except RequestValidationError:
+                metrics.failures.labels("invalid").inc()
+                raise
+            finally:
+                metrics.observe_phases(spent)
         metrics.applies.labels("changed" if result.changed else "unchanged").inc()
+        if result.rebuilt:
+            metrics.rebuilds.inc()
         metrics.apply_seconds.observe(time.monotonic() - started)
         _created(response, new)
         return {**observed, "changed": result.changed, "actions": result.actions}
+
+    @app.put(
+        "/v1/appliances/{appliance_id}",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "An appliance config (docs/appliance-config.md)",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def put_appliance(
+        appliance_id: ObjectId, request: Request, response: Response, epoch: Epoch = 0
+    ) -> dict[str, Any]:
+        body = await request.body()
+        return await run_in_threadpool(apply_body, appliance_id, body, response, epoch)
 
     @app.get("/v1/appliances/{appliance_id}")
     def get_appliance(appliance_id: ObjectId) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from astara.agent.locks import SharedLock
 from astara.agent.store import JsonStore
 from astara.appliance import checks
 from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
+from astara.appliance.phases import phase
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
 from astara.fabric import ports as fabric_ports
@@ -99,6 +100,9 @@ class Agent:
         # shared (a network cannot vanish under an apply) plus a lock of
         # their own each (in ApplianceManager), so they apply in parallel.
         self.l2_lock = SharedLock()
+        # Each appliance's state at its last observation (active, degraded,
+        # fenced): the metrics' appliances by state, without observing.
+        self.states: dict[str, str] = {}
         # Each tool's version, probed once per path it is found at.
         self._tools: dict[str, checks.Found] = {}
         # Contact and self-fencing (see `note_contact`, `check_fence`).
@@ -375,6 +379,7 @@ class Agent:
         withdrew them, and only a PUT brings them back)."""
         fenced = appliance_id in self.fenced_ids
         observed = {**observed, "epoch": self.epoch(appliance_id), "fenced": fenced}
+        self.states[appliance_id] = "fenced" if fenced else str(observed.get("state"))
         if fenced:
             observed["problems"] = [
                 *observed.get("problems", []),
@@ -514,30 +519,90 @@ class Agent:
                 continue
         return found
 
+    def recorded_appliances(self) -> list[dict[str, Any]]:
+        """Every appliance as the agent recorded it (files only, no kernel,
+        no process): id, epoch, generation, config hash, when applied, and
+        whether it is fenced."""
+        found = []
+        for appliance_id in self.appliances.ids():
+            status = self.appliances.status(appliance_id)
+            found.append(
+                {
+                    "id": appliance_id,
+                    "epoch": self.epoch(appliance_id),
+                    "generation": status.generation,
+                    "config_hash": status.config_hash,
+                    "applied_at": status.applied_at,
+                    "fenced": appliance_id in self.fenced_ids,
+                }
+            )
+        return found
+
     def rendered(self, appliance_id: str) -> dict[str, Any]:
         if not self.appliances.exists(appliance_id):
             raise NotFound(f"appliance {appliance_id} not found")
         return {"id": appliance_id, **self.appliances.rendered_texts(appliance_id)}
 
     def put_appliance(
-        self, appliance_id: str, config: ApplianceConfig, epoch: int = 0
+        self,
+        appliance_id: str,
+        config: ApplianceConfig,
+        epoch: int = 0,
+        body_digest: str | None = None,
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Check the epoch, validate, then apply; (new, result, observed
         state). Raises StaleEpoch, ValidationFailed, MissingTool (before
         anything changed) or ApplyFailed. The apply also brings a fenced
-        appliance's links back up (it converges them whatever the hash)."""
+        appliance's links back up (it converges them whatever the hash).
+        The config in force, found as the last apply left it, is neither
+        validated nor rendered again: nothing to do. `body_digest`: that of
+        the raw body `config` was parsed from, remembered for `put_unchanged`."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
-            new = not self.appliances.exists(appliance_id)
-            prepared = self.appliances.prepare(appliance_id, config)
-            # Also when the config is the one in force (whose tool checks
-            # `prepare` skips): its daemons may need starting again.
-            previous = self.appliances.config(appliance_id)
-            checks.require(checks.appliance_tools(config, prepared.rendered, previous))
-            result = self.appliances.apply(appliance_id, prepared)
-            self._unfence(appliance_id)
-            observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
-            return new, result, self._with_fencing(appliance_id, observed)
+            with phase("check"):
+                unchanged = appliance_id not in self.fenced_ids and self.appliances.unchanged(
+                    appliance_id, config, None
+                )
+            result = ApplyResult(changed=False) if unchanged else self._apply(appliance_id, config)
+            if body_digest is not None:
+                self.appliances.remember_body(appliance_id, body_digest)
+            with phase("report"):
+                observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
+            return result.new, result, self._with_fencing(appliance_id, observed)
+
+    def put_unchanged(
+        self, appliance_id: str, body_digest: str, epoch: int = 0
+    ) -> tuple[ApplyResult, dict[str, Any]] | None:
+        """A PUT whose raw body is the one the config in force was applied
+        from, answered without parsing it, if the appliance stands as that
+        apply left it (see `put_appliance`); None: parse it and put it.
+        Raises StaleEpoch."""
+        with self.l2_lock.shared(), self.appliances.lock(appliance_id):
+            self._admit_epoch(appliance_id, epoch)
+            if appliance_id in self.fenced_ids:
+                return None
+            with phase("check"):
+                config = self.appliances.in_force(appliance_id, body_digest)
+                if config is None:
+                    return None
+                in_force = self.appliances.status(appliance_id).config_hash
+                if not self.appliances.unchanged(appliance_id, config, in_force):
+                    return None
+            with phase("report"):
+                observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
+            return ApplyResult(changed=False), self._with_fencing(appliance_id, observed)
+
+    def _apply(self, appliance_id: str, config: ApplianceConfig) -> ApplyResult:
+        """Validate and apply (under the appliance's lock)."""
+        new = not self.appliances.exists(appliance_id)
+        prepared = self.appliances.prepare(appliance_id, config)
+        # Also when the config is the one in force (whose tool checks
+        # `prepare` skips): its daemons may need starting again.
+        previous = self.appliances.config(appliance_id)
+        checks.require(checks.appliance_tools(config, prepared.rendered, previous))
+        result = self.appliances.apply(appliance_id, prepared)
+        self._unfence(appliance_id)
+        return replace(result, new=new)
 
     def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
@@ -549,6 +614,7 @@ class Agent:
             ):
                 raise NotFound(f"appliance {appliance_id} not found")
             self.appliances.delete(appliance_id)
+            self.states.pop(appliance_id, None)
             self._unfence(appliance_id)
 
 

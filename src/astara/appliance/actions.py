@@ -43,9 +43,12 @@ def appliance_sysctls(forwarding: bool) -> dict[str, str]:
 
 
 # The files of the run directory the last load of the ruleset left: the text
-# loaded, then the kernel's listing of the table right after.
+# loaded, then the kernel's listing of the table right after, then the
+# namespace's nft genid read just before that listing (while it has not
+# moved, the table is still exactly that listing).
 RULESET_LOADED = "nftables.nft"
 RULESET_LISTING = "nftables.live"
+RULESET_GENID = "nftables.genid"
 
 
 class DaemonName(StrEnum):

@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astara.appliance.actions import APPLIANCE_SYSCTLS, Done, Plan
+from astara.appliance.actions import APPLIANCE_SYSCTLS, CreateNamespace, DaemonName, Done, Plan
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.execute import Target, execute, remove_appliance
 from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
-from astara.appliance.plan import plan_apply
+from astara.appliance.phases import phase
+from astara.appliance.plan import plan_apply, settled
 from astara.appliance.render import Rendered, render
+from astara.appliance.render.dnsmasq import dhcp_subnets
+from astara.appliance.render.radvd import ra_subnets
 from astara.appliance.schema import (
     ApplianceConfig,
     FieldError,
@@ -96,6 +99,12 @@ class ApplyResult:
     actions: list[str] = field(default_factory=list)
     plan: Plan = ()
     done: tuple[Done, ...] = ()
+    new: bool = False  # the appliance did not exist before
+
+    @property
+    def rebuilt(self) -> bool:
+        """An appliance that existed had to be made again from its namespace up."""
+        return not self.new and any(isinstance(d.action, CreateNamespace) for d in self.done)
 
 
 class ApplianceManager:
@@ -112,6 +121,8 @@ class ApplianceManager:
         self.networks = networks
         self._locks: dict[str, threading.Lock] = {}
         self._configs: dict[str, tuple[int, ApplianceConfig]] = {}
+        # appliance id → (digest of the PUT body, config hash) it was applied from
+        self._bodies: dict[str, tuple[str, str | None]] = {}
         self._locks_guard = threading.Lock()
 
     # --- bookkeeping -----------------------------------------------------------------
@@ -180,16 +191,66 @@ class ApplianceManager:
         The tools' checks are skipped for the config already in force: it
         passed them, and rendering is a pure function of it."""
         mtus = self._network_mtus(config)
-        errors = validate_semantics(config, known_networks=set(mtus), network_mtus=mtus)
+        with phase("validate"):
+            errors = validate_semantics(config, known_networks=set(mtus), network_mtus=mtus)
         if errors:
             raise ValidationFailed(errors)
-        rendered = self._render(appliance_id, config)
+        with phase("render"):
+            rendered = self._render(appliance_id, config)
         digest = config_hash(config)
         if digest != self.status(appliance_id).config_hash:
-            errors = tool_checks(rendered, self.names.fabric_netns)
+            with phase("validate"):
+                errors = tool_checks(rendered, self.names.fabric_netns)
             if errors:
                 raise ValidationFailed(errors)
         return Prepared(config, rendered, digest)
+
+    # --- an unchanged config -----------------------------------------------------------
+
+    def in_force(self, appliance_id: str, body_digest: str) -> ApplianceConfig | None:
+        """The config in force if `body_digest` (of a PUT's raw body) is that
+        of the body it was last applied from, so that an identical body needs
+        no parsing; else None."""
+        known = self._bodies.get(appliance_id)
+        status = self.status(appliance_id)
+        if known is None or known != (body_digest, status.config_hash) or status.last_error:
+            return None
+        return self.config(appliance_id)
+
+    def remember_body(self, appliance_id: str, body_digest: str) -> None:
+        """The config in force was applied from a body with this digest."""
+        self._bodies[appliance_id] = (body_digest, self.status(appliance_id).config_hash)
+
+    def unchanged(self, appliance_id: str, config: ApplianceConfig, digest: str | None) -> bool:
+        """Whether a PUT of `config` (whose hash is `digest`, if known) has
+        nothing to do: it is the config in force, the last apply succeeded,
+        and the cheap observation finds everything as that apply left it
+        (`plan.settled`). Neither renders nor validates."""
+        status = self.status(appliance_id)
+        if status.config_hash is None or status.last_error:
+            return False
+        if (digest or config_hash(config)) != status.config_hash:
+            return False
+        with NetlinkHandles() as handles:
+            observation = observe_for_apply(
+                names=self.names,
+                appliance_id=appliance_id,
+                config=config,
+                handles=handles,
+                run_directory=self.run_directory(appliance_id),
+                daemons=self._daemons(appliance_id),
+            )
+        return settled(
+            names=self.names,
+            appliance_id=appliance_id,
+            config=config,
+            observation=observation,
+            network_mtus=self._network_mtus(config),
+            daemons_expected={
+                DaemonName.dnsmasq: bool(dhcp_subnets(config)),
+                DaemonName.radvd: bool(ra_subnets(config)),
+            },
+        )
 
     # --- apply -------------------------------------------------------------------------
 
@@ -252,23 +313,25 @@ class ApplianceManager:
         make_readable_dir(run_directory)
         daemons = self._daemons(appliance_id)
         with NetlinkHandles() as handles:
-            observation = observe_for_apply(
-                names=self.names,
-                appliance_id=appliance_id,
-                config=config,
-                handles=handles,
-                run_directory=run_directory,
-                daemons=daemons,
-            )
-            plan = plan_apply(
-                names=self.names,
-                appliance_id=appliance_id,
-                previous=previous,
-                config=config,
-                rendered=rendered,
-                observation=observation,
-                network_mtus=self._network_mtus(config),
-            )
+            with phase("observe"):
+                observation = observe_for_apply(
+                    names=self.names,
+                    appliance_id=appliance_id,
+                    config=config,
+                    handles=handles,
+                    run_directory=run_directory,
+                    daemons=daemons,
+                )
+            with phase("plan"):
+                plan = plan_apply(
+                    names=self.names,
+                    appliance_id=appliance_id,
+                    previous=previous,
+                    config=config,
+                    rendered=rendered,
+                    observation=observation,
+                    network_mtus=self._network_mtus(config),
+                )
             log.debug("appliance %s plan: %s", appliance_id, plan)
             target = Target(
                 namespace=self.names.appliance_netns(appliance_id),
@@ -276,13 +339,15 @@ class ApplianceManager:
                 run_directory=run_directory,
                 daemons=daemons,
             )
-            return plan, execute(plan, target, handles)
+            with phase("execute"):
+                return plan, execute(plan, target, handles)
 
     # --- delete and observe ------------------------------------------------------------
 
     def delete(self, appliance_id: str, config: ApplianceConfig | None = None) -> None:
         """Remove the namespace, its links, daemons and files."""
         config = config or self.config(appliance_id)
+        self._bodies.pop(appliance_id, None)
         remove_appliance(
             namespace=self.names.appliance_netns(appliance_id),
             fabric_netns=self.names.fabric_netns,

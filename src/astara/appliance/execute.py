@@ -34,6 +34,7 @@ from astara.appliance.actions import (
     appliance_sysctls,
 )
 from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.genid import read_genid, remember_genid
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
 from astara.linux import garp, netlink, netns, nft, routes
 from astara.linux.files import write_atomic
@@ -73,8 +74,12 @@ def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None
             # The listing last: a crash before it leaves a mismatch, so the next
             # apply replaces the table instead of trusting a delta.
             write_atomic(target.run_directory / RULESET_LOADED, action.ruleset)
+            # The genid before the listing: a commit by anyone in between
+            # moves it past the remembered one, so it is never trusted wrongly.
+            genid = read_genid(namespace)
             listing = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
             write_atomic(target.run_directory / RULESET_LISTING, listing)
+            remember_genid(target.run_directory, genid)
             return Done(action)
         case RemoveLink():
             netlink.delete_link(handles(namespace), action.name)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from astara.appliance.actions import RULESET_LISTING, RULESET_LOADED
+from astara.appliance.actions import RULESET_LOADED
 from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.genid import observe_table
 from astara.appliance.plan import (
     FabricEndObserved,
     LinkObserved,
@@ -45,24 +46,28 @@ def observe_for_apply(
     ruleset = RulesetObserved()
     if exists:
         inside = handles(namespace)
-        for name in netlink.links_with_prefix(inside, tuple(ROLE_ABBREVIATION.values())):
-            state = netlink.link_state(inside, name)
-            if state is not None:
-                links[name] = LinkObserved(mac=state.mac, mtu=state.mtu, up=state.up)
+        for name, found in netlink.link_states(inside, tuple(ROLE_ABBREVIATION.values())).items():
+            links[name] = LinkObserved(mac=found.mac, mtu=found.mtu, up=found.up)
+        live, saved_listing = observe_table(namespace, run_directory)
         ruleset = RulesetObserved(
-            live=nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace),
-            saved_listing=_read(run_directory / RULESET_LISTING),
+            live=live,
+            saved_listing=saved_listing,
             saved_text=_read(run_directory / RULESET_LOADED),
         )
     fabric_ends: dict[str, FabricEndObserved] = {}
     if netns.exists(names.fabric_netns):
         fabric = handles(names.fabric_netns)
+        bridges: dict[str, int | None] = {}
         for interface in config.interfaces:
             link = names.appliance_fabric_link(appliance_id, interface.mac)
             state = netlink.link_state(fabric, link)
             if state is None:
                 continue
-            bridge = netlink.link_index(fabric, names.bridge(interface.network_id))
+            if interface.network_id not in bridges:
+                bridges[interface.network_id] = netlink.link_index(
+                    fabric, names.bridge(interface.network_id)
+                )
+            bridge = bridges[interface.network_id]
             fabric_ends[link] = FabricEndObserved(
                 mtu=state.mtu,
                 up=state.up,
@@ -123,8 +128,7 @@ def observe_running(
                     }
                 )
         if not nftables_verified:
-            live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-            applied = _read(run_directory / RULESET_LISTING)
+            live, applied = observe_table(namespace, run_directory)
             if not live:
                 problems.append("nftables table is missing")
             elif applied != live:

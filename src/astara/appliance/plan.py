@@ -242,6 +242,39 @@ def plan_links(
     return actions
 
 
+def settled(
+    *,
+    names: Names,
+    appliance_id: str,
+    config: ApplianceConfig,
+    observation: Observation,
+    network_mtus: Mapping[str, int],
+    daemons_expected: Mapping[DaemonName, bool],
+) -> bool:
+    """Whether the appliance, already converged on `config`, still stands as
+    it was left, by what an observation reads cheaply: its namespace, every
+    interface (and its fabric end) as `plan_links` wants it, the ruleset the
+    last load left (the genid tells, without a listing), and each daemon
+    running exactly when expected, with its files. Addresses and routes are
+    not read here (a full converge reads them). True: an unchanged PUT has
+    nothing to do."""
+    if not observation.namespace_exists:
+        return False
+    try:
+        if plan_links(names, appliance_id, config, observation, network_mtus):
+            return False
+    except NetworkMissing:
+        return False
+    ruleset = observation.ruleset
+    if not ruleset.live or ruleset.live != ruleset.saved_listing:
+        return False
+    for name, expected in daemons_expected.items():
+        daemon = observation.daemon(name)
+        if daemon.running != expected or (expected and not daemon.files):
+            return False
+    return True
+
+
 def plan_daemons(
     rendered: Rendered, observation: Observation
 ) -> list[StartDaemon | ReloadDaemon | StopDaemon]:

@@ -14,7 +14,7 @@ import struct
 import threading
 from collections.abc import Iterable
 
-from pyroute2.netns import setns
+from astara.linux.nssocket import socket_in
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
@@ -31,26 +31,25 @@ def garp_frame(mac: str, address: ipaddress.IPv4Address) -> bytes:
 
 
 def _packet_socket(netns: str, ifname: str) -> socket.socket:
-    """A raw socket bound to `ifname` inside `netns`, opened from a thread of
-    its own: setns changes only the calling thread, which then ends."""
-    result: list[socket.socket | BaseException] = []
+    """A raw packet socket inside `netns` (made by this thread, which enters
+    the namespace and comes back: `nssocket`), bound to `ifname` to send.
+    Protocol 0: it receives nothing, so the kernel has no receive hook to
+    register and remove again (each waits for an RCU grace period, tens of
+    milliseconds)."""
+    sock, _ = socket_in(netns, socket.SOCK_RAW, 0, socket.AF_PACKET)
+    try:
+        sock.bind((ifname, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
-    def open_in_netns() -> None:
-        try:
-            setns(netns, flags=0)
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-            sock.bind((ifname, 0))
-            result.append(sock)
-        except BaseException as error:  # re-raised in the caller's thread
-            result.append(error)
 
-    thread = threading.Thread(target=open_in_netns, name=f"garp-{netns}")
-    thread.start()
-    thread.join()
-    outcome = result[0]
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
+def _close_later(sock: socket.socket) -> None:
+    """Close a packet socket off the caller's path: the kernel waits for an
+    RCU grace period on closing one (tens of milliseconds), which an apply's
+    answer need not wait for. The frames were sent already."""
+    threading.Thread(target=sock.close, name="garp-close", daemon=True).start()
 
 
 def announce(
@@ -68,5 +67,5 @@ def announce(
                 sock.send(frame)
                 sent += 1
     finally:
-        sock.close()
+        _close_later(sock)
     return sent

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from astara.linux.nssocket import socket_in
+
+NETLINK_ROUTE = 0
 ENODEV = 19
 ENOENT = 2
 EEXIST = 17
@@ -35,12 +39,20 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 @contextmanager
 def netns(name: str) -> Iterator[Any]:
     """A handle in an existing namespace (never creates one: a missing
-    namespace is an error, not an empty new one)."""
-    handle = NetNS(name, flags=0)
+    namespace is FileNotFoundError, not an empty new one). Its socket is made
+    inside the namespace by this thread (`nssocket`), not by a forked helper
+    as pyroute2's `NetNS` does; like every handle, it is this thread's only."""
+    sock, _ = socket_in(name, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    try:
+        handle = IPRoute(use_socket=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         yield handle
     finally:
         handle.close()
+        sock.close()
 
 
 @contextmanager
@@ -80,13 +92,31 @@ class LinkState:
 
 
 def link_state(ns: Any, name: str) -> LinkState | None:
-    index = link_index(ns, name)
-    if index is None:
-        return None
-    link = ns.get_links(index)[0]
+    """The link named `name`, read in one request; None if it is missing."""
+    try:
+        found = ns.link("get", ifname=name)
+    except NetlinkError as error:
+        if error.code in (ENODEV, ENOENT):
+            return None
+        raise
+    return _link_state(found[0]) if found else None
+
+
+def link_states(ns: Any, prefix: str | tuple[str, ...]) -> dict[str, LinkState]:
+    """Every link whose name starts with `prefix`, by name, from one dump
+    (for a namespace of a few links: an appliance's)."""
+    found = {}
+    for message in ns.get_links():
+        name = message.get("ifname")
+        if name and str(name).startswith(prefix):
+            found[str(name)] = _link_state(message)
+    return found
+
+
+def _link_state(link: Any) -> LinkState:
     stats = link.get("stats64") or {}
     return LinkState(
-        name=name,
+        name=str(link.get("ifname")),
         mac=str(link.get("address")),
         mtu=int(link.get("mtu")),
         up=link.get("operstate") in ("UP", "UNKNOWN") or bool(link["flags"] & 1),
@@ -230,10 +260,22 @@ def enslave(ns: Any, name: str, bridge: str, mtu: int | None = None) -> None:
 
 
 def bridge_members(ns: Any, bridge: str) -> list[str]:
+    """The links enslaved to `bridge`, by name. The kernel filters the dump
+    (IFLA_MASTER in the request): only the members come back to be decoded,
+    not every link of the namespace, so the cost follows the bridge's size,
+    not the number of networks beside it."""
     index = link_index(ns, bridge)
     if index is None:
         return []
-    return sorted(str(link.get("ifname")) for link in ns.get_links() if link.get("master") == index)
+    # `dump_filter` given, pyroute2 puts the other keywords in the request
+    # (without it, it dumps everything and filters here). The check on
+    # `master` stays for a kernel that would ignore the attribute.
+    members = ns.link("dump", master=index, dump_filter=_every_message)
+    return sorted(str(link.get("ifname")) for link in members if link.get("master") == index)
+
+
+def _every_message(_: Any) -> bool:
+    return True
 
 
 def move_link(ns: Any, name: str, target_netns: str | None) -> None:

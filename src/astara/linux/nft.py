@@ -1,8 +1,30 @@
-"""nftables: check and load rulesets with the real `nft`."""
+"""nftables: check and load rulesets with the real `nft`, and read a
+namespace's nftables generation id (the "nft genid") through netlink."""
 
 from __future__ import annotations
 
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from astara.linux.nssocket import socket_in
 from astara.linux.run import run
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_GETGEN = 16
+NFT_MSG_NEWGEN = 15
+NFTA_GEN_ID = 1
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_ATTRIBUTE = struct.Struct("=HH")  # nlattr: length, type
+
+
+class GenidUnavailable(OSError):
+    """The kernel did not tell the namespace's nftables generation."""
 
 
 def check(text: str, netns: str) -> None:
@@ -18,3 +40,50 @@ def load(text: str, netns: str) -> None:
 def list_table(family: str, table: str, netns: str) -> str:
     result = run(["nft", "list", "table", family, table], netns=netns, check=False)
     return result.stdout if result.returncode == 0 else ""
+
+
+def genid(netns: str) -> tuple[int, int]:
+    """(namespace, generation): the namespace's inode and its nftables
+    generation id (NFT_MSG_GETGEN), which every nftables commit in that
+    namespace moves, by anyone. Equal pairs read at two moments: nothing was
+    committed in between. Raises GenidUnavailable (or FileNotFoundError for
+    a missing namespace). Costs a socket and one message, no process."""
+    with _netfilter_socket(netns) as (sock, inode):
+        nfgenmsg = struct.pack("!BBH", socket.AF_UNSPEC, 0, 0)
+        kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
+        sock.send(_HEADER.pack(_HEADER.size + len(nfgenmsg), kind, NLM_F_REQUEST, 1, 0) + nfgenmsg)
+        reply = sock.recv(65536)
+    return inode, _parse_genid(reply)
+
+
+def _parse_genid(reply: bytes) -> int:
+    if len(reply) < _HEADER.size:
+        raise GenidUnavailable("short reply to NFT_MSG_GETGEN")
+    length, kind, _, _, _ = _HEADER.unpack_from(reply)
+    if kind == NLMSG_ERROR:
+        (error,) = struct.unpack_from("=i", reply, _HEADER.size)
+        raise GenidUnavailable(-error, f"NFT_MSG_GETGEN: {os.strerror(-error)}")
+    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+        raise GenidUnavailable(f"unexpected reply {kind} to NFT_MSG_GETGEN")
+    offset = _HEADER.size + 4  # after the nfgenmsg
+    while offset + _ATTRIBUTE.size <= min(length, len(reply)):
+        size, attribute = _ATTRIBUTE.unpack_from(reply, offset)
+        if size < _ATTRIBUTE.size:
+            break
+        if attribute & 0x3FFF == NFTA_GEN_ID:
+            (value,) = struct.unpack_from("!I", reply, offset + _ATTRIBUTE.size)
+            return int(value)
+        offset += (size + 3) & ~3
+    raise GenidUnavailable("no NFTA_GEN_ID in the reply to NFT_MSG_GETGEN")
+
+
+@contextmanager
+def _netfilter_socket(netns: str) -> Iterator[tuple[socket.socket, int]]:
+    """A NETLINK_NETFILTER socket inside `netns` and the namespace's inode;
+    closed at the end, so it never keeps a deleted namespace alive."""
+    sock, inode = socket_in(netns, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.settimeout(5.0)
+        yield sock, inode
+    finally:
+        sock.close()

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from astara.linux.run import in_netns, reap_unless_running, require_tools, run
+
+log = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -26,6 +30,78 @@ def become_subreaper() -> None:
     whose init does not reap, dead daemons would otherwise linger as zombies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def start_reaper(interval_s: float = 1.0) -> threading.Thread:
+    """Collect, in the background, the dead processes we adopt as subreaper:
+    the parents a daemon leaves behind when it detaches (dnsmasq's starter),
+    its helpers once it is killed (radvd's privilege-separated child). None
+    of them is anyone's to wait for. Returns the (daemon) thread."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                reap_adopted()
+            except Exception:  # a reaper that stops would let zombies pile up
+                log.exception("reaping adopted children failed; trying again")
+
+    thread = threading.Thread(target=loop, name="reaper", daemon=True)
+    thread.start()
+    return thread
+
+
+def reap_adopted() -> int:
+    """Collect our dead children that belong to another session: processes we
+    adopted (a daemon detaches with setsid, so what it leaves behind is in a
+    session of its own). Our own forks share our session and are left to
+    whoever forked them (`run`'s commands, pyroute2's helpers). Usually costs
+    a syscall or two: only when a child of ours is dead and not yet collected
+    by its owner are our children listed one by one. How many were collected."""
+    reaped = 0
+    own_session = os.getsid(0)
+    while True:
+        try:
+            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return reaped  # no children at all
+        if found is None:
+            return reaped  # none dead
+        if _session(found.si_pid) == own_session or not reap(found.si_pid):
+            # Someone's to collect, and first in the kernel's list: look past it.
+            return reaped + _reap_adopted_by_listing(own_session)
+        reaped += 1
+
+
+def _reap_adopted_by_listing(own_session: int) -> int:
+    reaped = 0
+    for pid in _children():
+        stat = _stat(pid)
+        if stat is not None and stat[0] == "Z" and int(stat[3]) != own_session and reap(pid):
+            reaped += 1
+    return reaped
+
+
+def _children() -> list[int]:
+    """Our direct children, from every thread's list (needs CONFIG_PROC_CHILDREN)."""
+    found: list[int] = []
+    for children in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += map(int, children.read_text().split())
+    return found
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state, ppid, pgrp, session, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _session(pid: int) -> int | None:
+    stat = _stat(pid)
+    return int(stat[3]) if stat is not None else None
 
 
 def reap(pid: int) -> bool:
@@ -39,14 +115,10 @@ def reap_orphans(keep: set[int]) -> int:
     (whose owners collect them): the daemons a restarted agent left to us, when
     we are their subreaper."""
     reaped = 0
-    me = str(os.getpid())
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        if fields[0] == "Z" and fields[1] == me and pid not in keep and reap(pid):
+    # Our children only (every thread's list), not every process on the host.
+    for pid in _children():
+        stat = _stat(pid)
+        if stat is not None and stat[0] == "Z" and pid not in keep and reap(pid):
             reaped += 1
     return reaped
 

@@ -1,0 +1,68 @@
+"""Cheap truth about an appliance's ruleset: the namespace's nft genid.
+
+Every nftables commit in a namespace moves its generation id, whoever
+commits. The agent remembers the genid read just before it listed the table
+it had loaded (or verified); while the namespace's genid has not moved, the
+table is still exactly that listing, so it need not be listed again. Once it
+moved (a hand edit, another table, the agent's own next load), the table is
+listed and compared in full, and the genid remembered again if it matched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from astara.appliance.actions import RULESET_GENID, RULESET_LISTING
+from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
+from astara.linux import nft
+from astara.linux.files import write_atomic
+
+Genid = tuple[int, int]  # (namespace inode, nftables generation)
+
+
+def read_genid(namespace: str) -> Genid | None:
+    """The namespace's genid now; None if the kernel would not say (then
+    everything is listed, as before genids)."""
+    try:
+        return nft.genid(namespace)
+    except OSError:
+        return None
+
+
+def remembered_genid(run_directory: Path) -> Genid | None:
+    try:
+        inode, generation = (run_directory / RULESET_GENID).read_text().split()
+        return int(inode), int(generation)
+    except (OSError, ValueError):
+        return None
+
+
+def remember_genid(run_directory: Path, genid: Genid | None) -> None:
+    """Remember `genid` as the one the saved listing is true for (None: forget)."""
+    path = run_directory / RULESET_GENID
+    if genid is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, f"{genid[0]} {genid[1]}\n")
+
+
+def observe_table(namespace: str, run_directory: Path) -> tuple[str, str | None]:
+    """(live, saved): the table as the kernel holds it ("" if missing) and
+    the listing saved after the agent's last load. Listed only if the
+    namespace's genid moved since it was remembered; a full listing equal
+    to the saved one remembers the genid read before it."""
+    saved = _read(run_directory / RULESET_LISTING)
+    now = read_genid(namespace)
+    if saved is not None and now is not None and now == remembered_genid(run_directory):
+        return saved, saved
+    live = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
+    if saved is not None and live == saved and now is not None:
+        remember_genid(run_directory, now)
+    return live, saved
+
+
+def _read(path: Path) -> str | None:
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text()
+    return None
