@@ -50,6 +50,12 @@ class HollowAppliances(ApplianceManager):
             raise ValidationFailed(errors)
         return Prepared(config, self._render(appliance_id, config), config_hash(config))
 
+    def unchanged(self, appliance_id: str, config: ApplianceConfig, digest: str | None) -> bool:
+        status = self.status(appliance_id)
+        if status.config_hash is None or status.last_error:
+            return False
+        return (digest or config_hash(config)) == status.config_hash
+
     def _converge(
         self,
         appliance_id: str,
@@ -163,6 +169,11 @@ class HollowAgent(Agent):
     def observe_appliance(self, appliance_id: str) -> dict[str, Any]:
         self.checks.saw([appliance_id])
         return super().observe_appliance(appliance_id)
+
+    def recorded_appliances(self) -> list[dict[str, Any]]:
+        found = super().recorded_appliances()
+        self.checks.saw(a["id"] for a in found)
+        return found
 
     def start(self) -> None:
         pass  # nothing to restore: nothing was built
