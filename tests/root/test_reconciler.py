@@ -631,3 +631,63 @@ def test_a_refused_stale_epoch_catches_up_and_the_appliance_comes_back(
 
     wait_until(caught_up, 60, 0.1, "the record to catch up and the router to be back")
     assert agent.client.get_appliance(router["id"])["epoch"] == 6
+
+
+# --- one apply per burst ------------------------------------------------------------------
+
+
+def test_a_router_made_in_one_burst_is_applied_once(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """A router created with its gateway, then given two interfaces, a few
+    ms apart through the API (which pokes the orchestrator after each
+    write, as in `astara serve`): its wakes fold into one reconcile, so
+    the agent applies it once (generation 1), not once per call. The
+    settle time is generous here so that a slow machine still folds the
+    burst; how short it can be is a benchmark figure."""
+    assert agent.client is not None
+    orchestrator = orchestrators(engine, agent.client, settle_s=0.5).start()
+    token = ensure_admin(engine, tmp_path, "http://testserver", now())
+    api = Api(engine, tmp_path)
+    api.client = TestClient(create_app(engine, agent.client, orchestrator))
+    api.headers = {"X-Auth-Token": token}
+    public = api.create("networks", "network", name="public", **{"router:external": True})
+    api.create(
+        "subnets",
+        "subnet",
+        network_id=public["id"],
+        cidr="198.51.100.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    subnets = []
+    for n in (1, 2):
+        network = api.create("networks", "network", name=f"n{n}")
+        subnets.append(
+            api.create(
+                "subnets",
+                "subnet",
+                network_id=network["id"],
+                cidr=f"10.8.{n}.0/24",
+                ip_version=4,
+                enable_dhcp=False,
+            )
+        )
+    pushes = orchestrator.pushes
+    router = api.create(
+        "routers", "router", name="r1", external_gateway_info={"network_id": public["id"]}
+    )
+    for subnet in subnets:
+        api(
+            "PUT",
+            f"/v2.0/routers/{router['id']}/add_router_interface",
+            {"subnet_id": subnet["id"]},
+        )
+    settle(engine, orchestrator, router["id"])
+    shown = agent.client.get_appliance(router["id"])
+    assert len(shown["interfaces"]) == 3  # the gateway and both interfaces
+    assert shown["generation"] == 1
+    assert orchestrator.pushes == pushes + 1
