@@ -691,3 +691,88 @@ def test_a_router_made_in_one_burst_is_applied_once(
     assert len(shown["interfaces"]) == 3  # the gateway and both interfaces
     assert shown["generation"] == 1
     assert orchestrator.pushes == pushes + 1
+
+
+class Counting(httpx.BaseTransport):
+    """The agent's own transport, keeping every request's method and path."""
+
+    def __init__(self, socket: Path) -> None:
+        self.inner = httpx.HTTPTransport(uds=str(socket))
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.requests.append((request.method, request.url.path))
+        return self.inner.handle_request(request)
+
+    def taken(self) -> list[tuple[str, str]]:
+        with self.lock:
+            taken, self.requests = self.requests, []
+        return taken
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_resync_lists_each_host_once_and_observes_only_what_changed(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """Three routers, settled. Then resyncs (every 2 s) ask the agent for one
+    listing (generations and config hashes) per resync, and observe none
+    of the appliances it lists unchanged. One changed behind Astara's back
+    (another config PUT straight to the agent) lists another hash: only it
+    is observed, and the resync puts it right."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    routers = [routed(api, f"10.9.{n}.0/24")[0] for n in range(3)]
+    counting = Counting(agent.socket)
+    orchestrator = orchestrators(
+        engine, through(agent, counting), resync_s=2.0, health_s=600.0
+    ).start()
+    for router in routers:
+        settle(engine, orchestrator, router["id"])
+
+    def resyncs_done(count: int) -> None:
+        target = orchestrator.resyncs + count
+        wait_until(
+            lambda: orchestrator.resyncs >= target and orchestrator.idle(),
+            60,
+            0.05,
+            f"{count} more resyncs",
+        )
+
+    resyncs_done(1)
+    counting.taken()
+    resyncs_done(3)
+    taken = counting.taken()
+    observed = [path for method, path in taken if path.startswith("/v1/appliances/")]
+    assert observed == []
+    assert taken.count(("GET", "/v1/appliances")) >= 3
+
+    changed = routers[0]["id"]
+    before = agent.client.get_appliance(changed)
+    agent.client.put_network("stray-net")
+    stray = {
+        "interfaces": [
+            {
+                "mac": "fa:16:3e:99:99:01",
+                "network_id": "stray-net",
+                "role": "internal",
+                "addresses": ["10.99.1.1/24"],
+            }
+        ]
+    }
+    agent.client.put_appliance(changed, stray, epoch=before["epoch"])
+
+    def put_right() -> bool:
+        shown = agent.client.get_appliance(changed)  # type: ignore[union-attr]
+        return bool(shown["config_hash"] == before["config_hash"])
+
+    wait_until(put_right, 60, 0.1, "the resync to put the changed appliance right")
+    resyncs_done(1)
+    observed = [p for _, p in counting.taken() if p.startswith("/v1/appliances/")]
+    assert observed and {p.split("/")[3] for p in observed} == {changed}

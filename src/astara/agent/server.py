@@ -245,11 +245,22 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @app.get("/v1/appliances")
     def list_appliances(observe: bool = True) -> dict[str, Any]:
-        """Every appliance; `observe=false`: their ids only (cheap at scale)."""
+        """Every appliance; `observe=false`: their ids, epochs, generations
+        and config hashes only, from what is stored (cheap at scale)."""
         if not observe:
-            return {
-                "appliances": [{"id": a, "epoch": agent.epoch(a)} for a in agent.appliances.ids()]
-            }
+            listed = []
+            for a in agent.appliances.ids():
+                status = agent.appliances.status(a)
+                generation, config_hash = status.generation, status.config_hash
+                listed.append(
+                    {
+                        "id": a,
+                        "epoch": agent.epoch(a),
+                        "generation": generation,
+                        "config_hash": config_hash,
+                    }
+                )
+            return {"appliances": listed}
         return {"appliances": agent.observe_appliances()}
 
     @app.put("/v1/appliances/{appliance_id}")

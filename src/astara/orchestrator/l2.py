@@ -226,10 +226,14 @@ class L2:
         every live host that needs them (its own, whose placement is
         recorded, and the others, whose flood lists now include it). A
         failure on `host` is raised (the push cannot work without them); on
-        another host it is logged, and the L2 pass repairs it. Whether
-        anything was PUT (the caller then has the L2 pass run: it re-reads
-        everything and compares with what the agents hold, so a segment
-        computed here before a later change is corrected at once)."""
+        another host it is logged, and the L2 pass repairs it. Whether a
+        flood list was PUT (on a host with an underlay address: the caller
+        then has the L2 pass run: it re-reads everything and compares with
+        what the agents hold, so a flood list computed here before a
+        placement changed is corrected at once). A host without an underlay
+        floods nowhere: nothing its segments hold changes with placements,
+        and the pass (which reads every port and segment) is left to the
+        events that concern it and the resync, so a push costs what changed."""
         if not network_ids:
             return False
         with self.sessions.begin() as session:
@@ -241,7 +245,8 @@ class L2:
                 continue
             for network_id in sorted(needed & set(network_ids)):
                 try:
-                    changed |= self.ensure_network(other, network_id, view)
+                    put = self.ensure_network(other, network_id, view)
+                    changed |= put and bool(other.underlay_address)
                 except (AgentError, CannotCarry, httpx.HTTPError) as error:
                     if name == host:
                         raise
