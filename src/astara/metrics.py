@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from astara.orchestrator.failures import FailureKind
+from astara.orchestrator.lifecycle import State
+
 REGISTRY = CollectorRegistry()
 
 # Reconciles are a few ms (nothing to do) to seconds (a first apply).
@@ -71,3 +74,14 @@ REQUEST_SECONDS = Histogram(
     buckets=_REQUEST_BUCKETS,
     registry=REGISTRY,
 )
+
+# Every known label value from the start, so that a series exists (at 0)
+# before its first event and a rate over it is never "no data".
+for _kind in ("router", "dhcp", "l2"):
+    RECONCILE_SECONDS.labels(_kind)
+for _source in ("agent", "listed"):
+    OBSERVATIONS.labels(_source)
+for _failure in FailureKind:
+    FAILURES.labels(_failure.value)
+for _state in State:
+    APPLIANCES.labels(_state.value)
