@@ -168,11 +168,13 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
             lambda router=router: api.router(router["id"])["state"] == "paused", 60, 0.05, "pausing"
         )
         config = _plan(server.state_dir, router["id"])
-        agent.delete_appliance(router["id"])
+        # With the epoch the host holds (it refuses an older one).
+        epoch = int(agent.get_appliance(router["id"])["epoch"])
+        agent.delete_appliance(router["id"], epoch=epoch)
         forget_neighbours(workload, outside)
         with first_reply(workload, OUTSIDE) as wait:
             started = time.time()
-            agent.put_appliance(router["id"], config)
+            agent.put_appliance(router["id"], config, epoch=epoch)
             direct_runs.append(wait() - started)
         api("POST", f"/astara/v1/routers/{router['id']}/manage")
         log(
@@ -312,15 +314,16 @@ def scale(
     api("POST", f"/astara/v1/projects/{own}/debug")
     wait_until(lambda: all(r["state"] == "paused" for r in api.routers()), 600, 0.2, "pausing")
     configs = {router_id: _plan(server.state_dir, router_id) for router_id in ids}
+    epochs = {a["id"]: int(a["epoch"]) for a in agent.appliances(observe=False)}
     for router_id in ids:
-        agent.delete_appliance(router_id)
+        agent.delete_appliance(router_id, epoch=epochs[router_id])
     lock = threading.Lock()
     direct_started = time.monotonic()
 
     def put(router_id: str) -> None:
         with lock:
             config = configs[router_id]
-        agent.put_appliance(router_id, config)
+        agent.put_appliance(router_id, config, epoch=epochs[router_id])
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, ids))
