@@ -209,6 +209,7 @@ class Orchestrator:
         # What each host listed at the last sweep (appliance → (host, entry)),
         # and what this orchestrator last saw of each appliance.
         self._listed: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._swept: dict[str, float] = {}  # host → when its last listing was answered
         self._seen: dict[str, _Seen] = {}
         self._stop = threading.Event()
         self.l2 = L2(self.sessions, self.hosts, self._stop)
@@ -580,6 +581,7 @@ class Orchestrator:
             for appliance_id in [k for k, (h, _) in self._listed.items() if h == host_name]:
                 del self._listed[appliance_id]
             self._listed.update({k: (host_name, entry) for k, entry in on_agent.items()})
+            self._swept[host_name] = time.monotonic()
         with self.sessions.begin() as session:
             known = appliances.known(session)
             records = {
@@ -784,27 +786,33 @@ class Orchestrator:
     def _trusted_listing(
         self, appliance_id: str, where: Placement, desired: str | None, record: Record
     ) -> dict[str, Any] | None:
-        """What the host listed at the last sweep, as an observation, when
-        it can stand for one: the appliance is ACTIVE on the config wanted
-        now, this orchestrator saw it within `health_s` on this host and
-        epoch, and the host lists it with that very epoch, generation (no
-        apply since: the agent counts each) and config hash, and with no
-        problem it knows of. Else None: the agent is asked."""
+        """What this orchestrator last saw of the appliance, as an
+        observation, when it can stand for one: the appliance is ACTIVE on
+        the config wanted now, was seen within `health_s` on this host and
+        epoch running it, and the host's last listing, if answered after
+        that, lists it with that very epoch, generation (no apply since: the
+        agent counts each) and config hash, and no problem it knows of.
+        Else None: the agent is asked."""
         assert where.host is not None
         if desired is None or record.state is not State.ACTIVE or record.applied_hash != desired:
             return None
         with self._lock:
             listed = self._listed.get(appliance_id)
             seen = self._seen.get(appliance_id)
-        if listed is None or seen is None or time.monotonic() - seen.at >= self.health_s:
+            swept = self._swept.get(where.host.name)
+        if seen is None or swept is None or time.monotonic() - seen.at >= self.health_s:
             return None
-        host, entry = listed
-        if entry.get("problems") or entry.get("fenced"):
+        if (seen.host, seen.epoch, seen.config_hash) != (where.host.name, where.epoch, desired):
             return None
-        now = (host, entry.get("epoch"), entry.get("generation"), entry.get("config_hash"))
-        then = (seen.host, seen.epoch, seen.generation, seen.config_hash)
-        if now != then or then != (where.host.name, where.epoch, seen.generation, desired):
-            return None
+        if seen.at < swept:  # listed since: the listing must agree
+            if listed is None:
+                return None  # gone from the host
+            host, entry = listed
+            if entry.get("problems") or entry.get("fenced"):
+                return None
+            now = (host, entry.get("epoch"), entry.get("generation"), entry.get("config_hash"))
+            if now != (seen.host, seen.epoch, seen.generation, seen.config_hash):
+                return None
         return {"config_hash": desired, "generation": seen.generation, "problems": []}
 
     def _place(
