@@ -9,18 +9,30 @@ the same router: the operator pauses it (`debug`), its appliance is deleted
 through the agent, and the very config the orchestrator built is PUT straight
 to the agent API, timed the same way; then it is handed back (`manage`).
 
-Scale: M routers (gateway + one interface each) created through the API;
-time until all are ACTIVE, and the host's memory per appliance (MemAvailable
-before and after, divided by M). Then `astara serve` is stopped and started
-again: the time until the orchestrator has reconciled every router, with no
-config pushed (the data plane untouched: every appliance's generation is
-unchanged). Baseline for the convergence: the same M configs PUT directly to
-the agent, 8 at a time (the orchestrator's parallelism), after deleting them.
+Scale: M routers (gateway + one interface each; M = 200, 30 with `--quick`,
+or `--scale M`) created through the API; time until all are ACTIVE (read
+from the server's own `/metrics`: appliances by state), and the host's
+memory per appliance (MemAvailable before and after, divided by M). Then
+`astara serve` is stopped and started again: the time until the
+orchestrator has reconciled every router, with no config pushed (the data
+plane untouched: every appliance's generation is unchanged), and what one
+steady resync after that costs (appliances observed through the agent, and
+those whose listing stood for an observation). Baseline for the
+convergence: the same M configs PUT directly to the agent, 8 at a time (the
+orchestrator's parallelism), after deleting them. The orchestrator's own
+figures (pushes, rebuilds, reconciles and their mean time, the deepest
+queue seen, failures) come from its `/metrics`.
+
+    python -m bench.orchestrator --scale 1000      # the scale part only, 1,000 routers
+    python -m bench.run --only orchestrator        # both parts, as `make bench` runs them
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from astara.agent.client import AgentClient
@@ -42,6 +55,29 @@ from bench.create import first_reply, forget_neighbours, quick_arp
 from bench.harness import Report, Settings, log, ratio, seconds
 
 OUTSIDE = "198.51.100.1"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(api: Cloud) -> Samples:
+    """The server's `/metrics`, parsed by prometheus-client's own parser."""
+    response = api.http.get("/metrics")
+    response.raise_for_status()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, found), v in samples.items() if n == name and wanted <= found)
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return total(after, name, **labels) - total(before, name, **labels)
 
 
 def _setup(api: Cloud, prefix: str) -> str:
@@ -95,6 +131,7 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
     count = 5 if settings.quick else 20
     api_runs: list[float] = []
     direct_runs: list[float] = []
+    pushes = 0.0
     for n in range(count):
         network = api.create("networks", "network", name=f"p{n}")
         subnet = api.create(
@@ -111,6 +148,7 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
         outside = f"{prefix}-outside"
         quick_arp(workload, outside)  # measure the router, not ARP's 1 s timer
         forget_neighbours(workload, outside)
+        before = scrape(api)
         with first_reply(workload, OUTSIDE) as wait:
             started = time.time()
             router = api.create(
@@ -122,17 +160,21 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
                 {"subnet_id": subnet["id"]},
             )
             api_runs.append(wait() - started)
+        wait_until(lambda router=router: api.router(router["id"])["state"] == "active", 60, 0.05)
+        pushes += moved(before, scrape(api), "astara_pushes_total")
         # The same appliance, straight through the agent API.
         api("POST", f"/astara/v1/routers/{router['id']}/debug")
         wait_until(
             lambda router=router: api.router(router["id"])["state"] == "paused", 60, 0.05, "pausing"
         )
         config = _plan(server.state_dir, router["id"])
-        agent.delete_appliance(router["id"])
+        # With the epoch the host holds (it refuses an older one).
+        epoch = int(agent.get_appliance(router["id"])["epoch"])
+        agent.delete_appliance(router["id"], epoch=epoch)
         forget_neighbours(workload, outside)
         with first_reply(workload, OUTSIDE) as wait:
             started = time.time()
-            agent.put_appliance(router["id"], config)
+            agent.put_appliance(router["id"], config, epoch=epoch)
             direct_runs.append(wait() - started)
         api("POST", f"/astara/v1/routers/{router['id']}/manage")
         log(
@@ -140,6 +182,13 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
         )
     agent.close()
     p50, direct_p50 = statistics.median(api_runs), statistics.median(direct_runs)
+    samples = scrape(api)
+
+    def mean_request_s(method: str, route: str) -> float:
+        labels = {"method": method, "route": route}
+        count = total(samples, "astara_api_request_seconds_count", **labels)
+        return seconds(total(samples, "astara_api_request_seconds_sum", **labels) / max(count, 1))
+
     report.emit(
         {
             "name": "orchestrator.provisioning",
@@ -152,6 +201,10 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
             "baseline_p95_s": seconds(_percentile(direct_runs, 0.95)),
             "baseline_runs_s": [seconds(s) for s in direct_runs],
             "ratio": ratio(p50, direct_p50),
+            # 1.0: each router applied once (its gateway and interface in one push).
+            "pushes_per_router": round(pushes / count, 2),
+            "api_router_create_mean_s": mean_request_s("POST", "/v2.0/routers"),
+            "api_add_interface_mean_s": mean_request_s("PUT", "/v2.0/routers/{router_id}/{action}"),
         }
     )
 
@@ -163,12 +216,16 @@ def _mem_available() -> int:
     return 0
 
 
-def scale(settings: Settings, report: Report, server: Server, api: Cloud) -> None:
+def scale(
+    settings: Settings, report: Report, server: Server, api: Cloud, count: int | None = None
+) -> None:
     prefix = server.prefix
     assert prefix is not None
     public_id = _setup(api, prefix)
-    count = 30 if settings.quick else 200
+    count = count or (30 if settings.quick else 200)
     memory_before = _mem_available()
+    metrics_before = scrape(api)
+    deepest = 0.0
     started = time.monotonic()
 
     def make(n: int) -> str:
@@ -178,13 +235,41 @@ def scale(settings: Settings, report: Report, server: Server, api: Cloud) -> Non
     with ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(make, range(count)))
     api_done = time.monotonic() - started
-    wait_until(
-        lambda: sum(r["status"] == "ACTIVE" for r in api.routers()) == count,
-        1800,
-        0.2,
-        "all routers ACTIVE",
-    )
+
+    def all_active() -> bool:
+        # One grouped count per look, not a list of every router.
+        nonlocal deepest
+        samples = scrape(api)
+        deepest = max(deepest, total(samples, "astara_reconcile_queue_depth"))
+        return total(samples, "astara_appliances", state="active") >= count
+
+    wait_until(all_active, 1800, 0.2, "all routers ACTIVE")
     converged = time.monotonic() - started
+    assert sum(r["status"] == "ACTIVE" for r in api.routers()) == count
+    metrics_after = scrape(api)
+
+    def delta(name: str, **labels: str) -> float:
+        return moved(metrics_before, metrics_after, name, **labels)
+
+    reconciles = delta("astara_reconcile_seconds_count", kind="router")
+    orchestrator = {
+        "pushes": delta("astara_pushes_total"),
+        "rebuilds": delta("astara_rebuilds_total"),
+        "router_reconciles": reconciles,
+        "router_reconcile_mean_s": seconds(
+            delta("astara_reconcile_seconds_sum", kind="router") / max(reconciles, 1)
+        ),
+        "l2_passes": delta("astara_reconcile_seconds_count", kind="l2"),
+        "l2_pass_total_s": seconds(delta("astara_reconcile_seconds_sum", kind="l2")),
+        "failures": delta("astara_reconcile_failures_total"),
+        "deepest_queue": deepest,
+        "api_requests": delta("astara_api_request_seconds_count"),
+        "api_request_mean_s": seconds(
+            delta("astara_api_request_seconds_sum")
+            / max(delta("astara_api_request_seconds_count"), 1)
+        ),
+    }
+    log(f"orchestrator while converging: {orchestrator}")
     time.sleep(2)
     memory_per_appliance = (memory_before - _mem_available()) / count
     log(f"{count} routers: API {api_done:.1f} s, all ACTIVE after {converged:.1f} s")
@@ -208,20 +293,37 @@ def scale(settings: Settings, report: Report, server: Server, api: Cloud) -> Non
     untouched = generations == {a["id"]: a["generation"] for a in agent.appliances()}
     log(f"restart: resynced in {resync:.1f} s, {status['pushes']} pushes, untouched={untouched}")
 
+    # One steady resync (every appliance seen since the restart): what it observes.
+    steady_before = scrape(api)
+    target = status["resyncs"] + 2  # the one under way may have started before the restart's end
+    wait_until(
+        lambda: api.orchestrator()["resyncs"] >= target and api.orchestrator()["busy"] == 0,
+        600,
+        0.2,
+        "a steady resync",
+    )
+    steady_after = scrape(api)
+    steady = {
+        source: moved(steady_before, steady_after, "astara_observations_total", source=source)
+        for source in ("agent", "listed")
+    }
+    log(f"a steady resync (2 counted): observations {steady}")
+
     # Baseline: the same configs straight to the agent, 8 at a time.
     own = api("GET", "/v2.0/quotas/project")["project"]["project_id"]
     api("POST", f"/astara/v1/projects/{own}/debug")
     wait_until(lambda: all(r["state"] == "paused" for r in api.routers()), 600, 0.2, "pausing")
     configs = {router_id: _plan(server.state_dir, router_id) for router_id in ids}
+    epochs = {a["id"]: int(a["epoch"]) for a in agent.appliances(observe=False)}
     for router_id in ids:
-        agent.delete_appliance(router_id)
+        agent.delete_appliance(router_id, epoch=epochs[router_id])
     lock = threading.Lock()
     direct_started = time.monotonic()
 
     def put(router_id: str) -> None:
         with lock:
             config = configs[router_id]
-        agent.put_appliance(router_id, config)
+        agent.put_appliance(router_id, config, epoch=epochs[router_id])
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, ids))
@@ -241,18 +343,52 @@ def scale(settings: Settings, report: Report, server: Server, api: Cloud) -> Non
             "restart_resync_s": seconds(resync),
             "restart_pushes": status["pushes"],
             "restart_data_plane_untouched": untouched,
+            "orchestrator_while_converging": orchestrator,
+            "two_steady_resyncs_observations": steady,
         }
     )
 
 
-def bench_orchestrator(settings: Settings, report: Report) -> None:
-    for part in (provisioning, scale):
+def bench_orchestrator(
+    settings: Settings,
+    report: Report,
+    parts: tuple[str, ...] = ("provisioning", "scale"),
+    count: int | None = None,
+) -> None:
+    for name in parts:
         prefix = unique_prefix("b")
         with tempfile.TemporaryDirectory(prefix="astara-bench-") as scratch:
             server = Server(Path(scratch) / "var", prefix, "--log-level", "warning")
             try:
                 server.start()
-                part(settings, report, server, Cloud(server))
+                if name == "scale":
+                    scale(settings, report, server, Cloud(server), count)
+                else:
+                    provisioning(settings, report, server, Cloud(server))
             finally:
                 server.stop()
                 cleanup.remove_all(prefix)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.orchestrator", description=__doc__)
+    parser.add_argument("--scale", type=int, metavar="N", help="routers for the scale part")
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=("provisioning", "scale"),
+        help="run only this part (repeatable); default: scale with --scale, else both",
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer routers")
+    parser.add_argument("--output", type=Path, help="also write the results here (JSON)")
+    args = parser.parse_args(argv)
+    parts = tuple(args.part or (("scale",) if args.scale else ("provisioning", "scale")))
+    report = Report()
+    bench_orchestrator(Settings(quick=args.quick), report, parts, args.scale)
+    if args.output is not None:
+        args.output.write_text(json.dumps(report.results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

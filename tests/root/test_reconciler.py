@@ -631,3 +631,148 @@ def test_a_refused_stale_epoch_catches_up_and_the_appliance_comes_back(
 
     wait_until(caught_up, 60, 0.1, "the record to catch up and the router to be back")
     assert agent.client.get_appliance(router["id"])["epoch"] == 6
+
+
+# --- one apply per burst ------------------------------------------------------------------
+
+
+def test_a_router_made_in_one_burst_is_applied_once(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """A router created with its gateway, then given two interfaces, a few
+    ms apart through the API (which pokes the orchestrator after each
+    write, as in `astara serve`): its wakes fold into one reconcile, so
+    the agent applies it once (generation 1), not once per call. The
+    settle time is generous here so that a slow machine still folds the
+    burst; how short it can be is a benchmark figure."""
+    assert agent.client is not None
+    orchestrator = orchestrators(engine, agent.client, settle_s=0.5).start()
+    token = ensure_admin(engine, tmp_path, "http://testserver", now())
+    api = Api(engine, tmp_path)
+    api.client = TestClient(create_app(engine, agent.client, orchestrator))
+    api.headers = {"X-Auth-Token": token}
+    public = api.create("networks", "network", name="public", **{"router:external": True})
+    api.create(
+        "subnets",
+        "subnet",
+        network_id=public["id"],
+        cidr="198.51.100.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    subnets = []
+    for n in (1, 2):
+        network = api.create("networks", "network", name=f"n{n}")
+        subnets.append(
+            api.create(
+                "subnets",
+                "subnet",
+                network_id=network["id"],
+                cidr=f"10.8.{n}.0/24",
+                ip_version=4,
+                enable_dhcp=False,
+            )
+        )
+    pushes = orchestrator.pushes
+    router = api.create(
+        "routers", "router", name="r1", external_gateway_info={"network_id": public["id"]}
+    )
+    for subnet in subnets:
+        api(
+            "PUT",
+            f"/v2.0/routers/{router['id']}/add_router_interface",
+            {"subnet_id": subnet["id"]},
+        )
+    settle(engine, orchestrator, router["id"])
+    shown = agent.client.get_appliance(router["id"])
+    assert len(shown["interfaces"]) == 3  # the gateway and both interfaces
+    assert shown["generation"] == 1
+    assert orchestrator.pushes == pushes + 1
+
+
+class Counting(httpx.BaseTransport):
+    """The agent's own transport, keeping every request's method and path."""
+
+    def __init__(self, socket: Path) -> None:
+        self.inner = httpx.HTTPTransport(uds=str(socket))
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            self.requests.append((request.method, request.url.path))
+        return self.inner.handle_request(request)
+
+    def taken(self) -> list[tuple[str, str]]:
+        with self.lock:
+            taken, self.requests = self.requests, []
+        return taken
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_resync_lists_each_host_once_and_observes_only_what_changed(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """Three routers, settled. Then resyncs (every 2 s) ask the agent for one
+    listing (generations and config hashes) per resync, and observe none
+    of the appliances it lists unchanged. One changed behind Astara's back
+    (another config PUT straight to the agent) lists another hash: only it
+    is observed, and the resync puts it right."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    routers = [routed(api, f"10.9.{n}.0/24")[0] for n in range(3)]
+    counting = Counting(agent.socket)
+    orchestrator = orchestrators(
+        engine, through(agent, counting), resync_s=2.0, health_s=600.0
+    ).start()
+    for router in routers:
+        settle(engine, orchestrator, router["id"])
+
+    def resyncs_done(count: int) -> None:
+        target = orchestrator.resyncs + count
+        wait_until(
+            lambda: orchestrator.resyncs >= target and orchestrator.idle(),
+            60,
+            0.05,
+            f"{count} more resyncs",
+        )
+
+    resyncs_done(1)
+    counting.taken()
+    resyncs_done(3)
+    taken = counting.taken()
+    observed = [path for method, path in taken if path.startswith("/v1/appliances/")]
+    assert observed == []
+    assert taken.count(("GET", "/v1/appliances")) >= 3
+
+    changed = routers[0]["id"]
+    before = agent.client.get_appliance(changed)
+    agent.client.put_network("stray-net")
+    stray = {
+        "interfaces": [
+            {
+                "mac": "fa:16:3e:99:99:01",
+                "network_id": "stray-net",
+                "role": "internal",
+                "addresses": ["10.99.1.1/24"],
+            }
+        ]
+    }
+    agent.client.put_appliance(changed, stray, epoch=before["epoch"])
+
+    def put_right() -> bool:
+        shown = agent.client.get_appliance(changed)  # type: ignore[union-attr]
+        return bool(shown["config_hash"] == before["config_hash"])
+
+    wait_until(put_right, 60, 0.1, "the resync to put the changed appliance right")
+    resyncs_done(1)
+    observed = [p for _, p in counting.taken() if p.startswith("/v1/appliances/")]
+    assert observed and {p.split("/")[3] for p in observed} == {changed}

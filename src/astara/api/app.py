@@ -8,23 +8,28 @@ transaction per request (`http.transaction`); every write commits its outbox
 event in the same transaction.
 
 The routes live in `astara.api.http`, one APIRouter per resource; this
-module builds the app: services, middleware, error handlers, routers.
+module builds the app: services, middleware, error handlers, routers, and
+`GET /metrics` (Prometheus text, `astara.metrics`: admins only, like the
+operators' API) with every request's latency by route template.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, func, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from astara import __version__
+from astara import __version__, metrics
 from astara.api import floatingips, networks, ports, routers, subnets
+from astara.api.admin import require_admin
 from astara.api.errors import NeutronError
 from astara.api.http import (
     agents,
@@ -37,10 +42,12 @@ from astara.api.http import (
 )
 from astara.api.http.authentication import Authentication
 from astara.api.http.collection import collection_router
-from astara.api.http.dependencies import Services, now
+from astara.api.http.dependencies import CallerDep, Services, now
 from astara.api.http.transaction import internal_error
 from astara.api.settings import ApiSettings
 from astara.db.engine import session_factory
+from astara.db.models import ApplianceState
+from astara.orchestrator.lifecycle import State
 
 __all__ = ["create_app", "now"]
 
@@ -61,6 +68,31 @@ class JsonSuffix:
         await self.app(scope, receive, send)
 
 
+class RequestLatency:
+    """Every routed request's latency, by method and route template (the
+    route's path as declared, `/v2.0/routers/{router_id}`, never the raw
+    path: the label stays bounded whatever the callers send; `unmatched`
+    when no route took it). Inside authentication: a refused request is
+    not timed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            # The router records the route it matched in the scope it was given.
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.REQUEST_SECONDS.labels(scope["method"], template).observe(
+                time.monotonic() - started
+            )
+
+
 def create_app(
     engine: Engine,
     agent: Any = None,
@@ -78,6 +110,7 @@ def create_app(
     app = FastAPI(title="astara", version=__version__, description="Neutron v2.0 tenant API")
     app.state.services = Services(sessions, agent, orchestrator, settings=settings, ca_hash=ca_hash)
     # The last added runs first: authentication, before anything reads the request.
+    app.add_middleware(RequestLatency)
     app.add_middleware(JsonSuffix)
     app.add_middleware(Authentication, sessions=sessions)
 
@@ -112,6 +145,22 @@ def create_app(
         log.error("unexpected error in a request", exc_info=error)
         failure = internal_error()
         return JSONResponse(status_code=failure.status, content=failure.body())
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(caller: CallerDep) -> Response:
+        """The control plane's metrics, for an admin (Prometheus sends the
+        token as HTTP Basic, `basic_auth`, see docs/operations.md); the
+        appliances by state read from the database now (one grouped count)."""
+        require_admin(caller)
+        with sessions.begin() as session:
+            counts: dict[str, int] = dict(
+                session.execute(
+                    select(ApplianceState.state, func.count()).group_by(ApplianceState.state)
+                ).all()
+            )
+        for state in State:
+            metrics.APPLIANCES.labels(state.value).set(counts.get(state.value, 0))
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(versions.version_document)
     app.include_router(versions.router)

@@ -36,6 +36,7 @@ from astara.db.models import (
     PortBinding,
     RouterPort,
     Subnet,
+    dhcp_appliance_id,
     dhcp_network_id,
 )
 from astara.drivers.appliance import ipv6_mode
@@ -226,10 +227,14 @@ class L2:
         every live host that needs them (its own, whose placement is
         recorded, and the others, whose flood lists now include it). A
         failure on `host` is raised (the push cannot work without them); on
-        another host it is logged, and the L2 pass repairs it. Whether
-        anything was PUT (the caller then has the L2 pass run: it re-reads
-        everything and compares with what the agents hold, so a segment
-        computed here before a later change is corrected at once)."""
+        another host it is logged, and the L2 pass repairs it. Whether a
+        flood list was PUT (on a host with an underlay address: the caller
+        then has the L2 pass run: it re-reads everything and compares with
+        what the agents hold, so a flood list computed here before a
+        placement changed is corrected at once). A host without an underlay
+        floods nowhere: nothing its segments hold changes with placements,
+        and the pass (which reads every port and segment) is left to the
+        events that concern it and the resync, so a push costs what changed."""
         if not network_ids:
             return False
         with self.sessions.begin() as session:
@@ -241,7 +246,8 @@ class L2:
                 continue
             for network_id in sorted(needed & set(network_ids)):
                 try:
-                    changed |= self.ensure_network(other, network_id, view)
+                    put = self.ensure_network(other, network_id, view)
+                    changed |= put and bool(other.underlay_address)
                 except (AgentError, CannotCarry, httpx.HTTPError) as error:
                     if name == host:
                         raise
@@ -362,6 +368,26 @@ def fabric_view(
             # Nothing valid to plug: unplugged, and DOWN.
             log.warning("port %s: its binding cannot be plugged: %s", port.id, error)
             statuses[port.id] = "DOWN"
+    if only is not None:
+        # Only the appliances on these networks (a push's networks): what a
+        # push costs grows with what it touches, not with every appliance.
+        for host, on_network in session.execute(
+            select(ApplianceState.host, Port.network_id)
+            .join(RouterPort, RouterPort.router_id == ApplianceState.appliance_id)
+            .join(Port, Port.id == RouterPort.port_id)
+            .where(ApplianceState.host.is_not(None), Port.network_id.in_(only))
+        ).all():
+            need(host, on_network)
+        for appliance_id, host in session.execute(
+            select(ApplianceState.appliance_id, ApplianceState.host).where(
+                ApplianceState.host.is_not(None),
+                ApplianceState.appliance_id.in_([dhcp_appliance_id(n) for n in only]),
+            )
+        ).all():
+            served = dhcp_network_id(appliance_id)
+            if served is not None:
+                need(host, served)
+        return _view(session, hosts, needs, {}, statuses)
     placed = session.execute(
         select(ApplianceState.appliance_id, ApplianceState.host).where(
             ApplianceState.host.is_not(None)
@@ -385,6 +411,17 @@ def fabric_view(
         ).all()
         for router_id, network_id in rows:
             need(routers[router_id], network_id)
+    return _view(session, hosts, needs, ports, statuses)
+
+
+def _view(
+    session: Session,
+    hosts: dict[str, HostInfo],
+    needs: dict[str, set[str]],
+    ports: dict[str, dict[str, dict[str, Any]]],
+    statuses: dict[str, str],
+) -> FabricView:
+    """The view, with the segments of the networks needed."""
     wanted = set().union(*needs.values()) if needs else set()
     segments = {
         n.id: Segment(

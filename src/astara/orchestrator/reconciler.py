@@ -30,10 +30,13 @@ from what was observed) and `failures` (why a step failed, typed).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from astara import metrics
 from astara.agent.client import AgentClient, AgentError
 from astara.db import history, outbox
 from astara.db.engine import session_factory
@@ -86,10 +90,51 @@ L2_KEY = "l2"  # the work key of L2 segments and workload plugs
 MAX_STEPS = 6
 GAP_WAIT_S = 30.0  # how long a skipped sequence may still commit (then the resync covers it)
 MAX_GAPS = 1000  # skipped sequences looked for at once
+SETTLE_S = 0.04  # how long a woken key waits for more wakes to fold into its reconcile
+SETTLE_MAX_FACTOR = 5  # wakes keep folding in for at most this many settle times
+EVENT, RESYNC = 0, 1  # wake priorities: an event's wake goes before a resync's
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass
+class _Wake:
+    """A key woken and not running yet (or woken again while it runs): when
+    its reconcile is due, since when events settle it (None: only resync
+    wakes), whether only the resync woke it (its priority, and whether what
+    the host listed may stand for an observation), and its place in the
+    scheduler's heaps (`seq`; an older entry is stale)."""
+
+    due: float
+    first_event: float | None
+    resync: bool
+    seq: int = 0
+    ready: bool = False
+
+    @property
+    def priority(self) -> int:
+        return RESYNC if self.resync else EVENT
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """An appliance as its agent last showed it to this orchestrator (an
+    observation or a PUT's answer), and when (monotonic seconds)."""
+
+    host: str
+    epoch: int
+    generation: int
+    config_hash: str | None
+    at: float
+
+
+def _phase(key: str) -> float:
+    """A key's fixed place in [0, 1): where in a resync's spread it is woken,
+    so a resync's wakes (and health checks) are spread evenly, each key at
+    a steady interval."""
+    return zlib.crc32(key.encode()) / 2**32
 
 
 @dataclass(frozen=True)
@@ -114,6 +159,8 @@ class Orchestrator:
         down_after_s: float = DOWN_AFTER_S,
         workers: int = 8,
         resync_s: float = 20.0,
+        settle_s: float = SETTLE_S,
+        health_s: float | None = None,
         poll_s: float = 0.2,
         clock: Callable[[], datetime] = utcnow,
         keep_events: int = 10_000,
@@ -121,7 +168,11 @@ class Orchestrator:
         prune_s: float = 600.0,
     ) -> None:
         """`agent`: the local agent (a host named `host_name`), if any;
-        `connect` makes a client for a joined host's address."""
+        `connect` makes a client for a joined host's address. `settle_s`:
+        how long a woken key waits for more wakes (a router created with
+        its gateway and interfaces a few ms apart is applied once);
+        `health_s`: how often a resync asks the agent to observe an
+        appliance it lists unchanged (default: every third resync)."""
         self.sessions = session_factory(engine)
         self.hosts = Hosts(
             self.sessions,
@@ -132,16 +183,34 @@ class Orchestrator:
         )
         if agent is not None:
             self.hosts.adopt(host_name, agent, agent.address)
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
+        # One more thread than keys run at once: a returning host's sweep.
+        self.pool = ThreadPoolExecutor(workers + 1, thread_name_prefix="reconcile")
+        self.workers = workers
         self.resync_s, self.poll_s, self.clock = resync_s, poll_s, clock
+        self.settle_s, self.settle_max_s = settle_s, settle_s * SETTLE_MAX_FACTOR
+        self.health_s = health_s if health_s is not None else 3 * resync_s
         # Outbox events are pruned once read, keeping the newest `keep_events`
         # or those younger than `keep_events_for`, whichever keeps more.
         self.keep_events, self.keep_events_for, self.prune_s = keep_events, keep_events_for, prune_s
         self._lock = threading.Lock()
         self._gaps: dict[int, float] = {}  # skipped sequences → until when to look for them
-        self._running: set[str] = set()
         self._returning: set[str] = set()  # hosts being swept before they count as up
-        self._again: set[str] = set()
+        # The scheduler (see `wake`): keys woken and not running (`_pending`),
+        # in a heap by due time (`_timers`) until due, then in a heap by
+        # priority (`_ready`) until a worker is free; keys running, and those
+        # woken again meanwhile (they are scheduled anew when the run ends).
+        self._wakes = threading.Condition(self._lock)
+        self._pending: dict[str, _Wake] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._ready: list[tuple[int, int, str]] = []
+        self._running: set[str] = set()
+        self._again: dict[str, _Wake] = {}
+        self._sequence = itertools.count()
+        # What each host listed at the last sweep (appliance → (host, entry)),
+        # and what this orchestrator last saw of each appliance.
+        self._listed: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._swept: dict[str, float] = {}  # host → when its last listing was answered
+        self._seen: dict[str, _Seen] = {}
         self._stop = threading.Event()
         self.l2 = L2(self.sessions, self.hosts, self._stop)
         self._poked = threading.Event()
@@ -151,6 +220,8 @@ class Orchestrator:
         self.resyncs = 0
         self.reconciles = 0  # router reconciles finished since start
         self.pushes = 0  # configs sent to the agent since start
+        self._dispatcher = threading.Thread(target=self._dispatch, name="wakes", daemon=True)
+        self._dispatcher.start()
 
     # --- running ------------------------------------------------------------------------
 
@@ -168,6 +239,9 @@ class Orchestrator:
     def stop(self) -> None:
         self._stop.set()
         self._poked.set()
+        with self._wakes:
+            self._wakes.notify_all()
+        self._dispatcher.join(timeout=30)
         if self._thread is not None:
             self._thread.join(timeout=30)
         if self._heartbeat_thread is not None:
@@ -293,53 +367,119 @@ class Orchestrator:
                 self._returning.discard(name)
 
     def idle(self) -> bool:
+        """Nothing runs, and nothing is woken."""
         with self._lock:
-            return not self._running
+            return not self._running and not self._pending
 
     def status(self) -> dict[str, Any]:
-        """What `GET /astara/v1/orchestrator` shows."""
+        """What `GET /astara/v1/orchestrator` shows (`busy`: keys running or
+        woken; `queued`: of those, the ones woken and not running yet)."""
         with self._lock:
-            busy = len(self._running)
+            queued = len(self._pending)
+            busy = len(self._running) + queued
         return {
             "cursor": self.cursor,
             "resyncs": self.resyncs,
             "reconciles": self.reconciles,
             "pushes": self.pushes,
             "busy": busy,
-            "workers": self.pool._max_workers,
+            "queued": queued,
+            "workers": self.workers,
             "resync_s": self.resync_s,
         }
 
-    def wake(self, key: str) -> None:
-        """Run `key`'s reconcile soon; never two of one key at once."""
-        with self._lock:
+    def wake(self, key: str, *, resync: bool = False, delay_s: float | None = None) -> None:
+        """Run `key`'s reconcile soon; never two of one key at once (a wake
+        while it runs makes it run again after). An event's wake (neither
+        `resync` nor `delay_s`) waits `settle_s`, and wakes that come
+        meanwhile fold into it (each moving it to `settle_s` after itself,
+        never further than `settle_max_s` after the first): one reconcile
+        per burst, and an isolated change delayed by `settle_s` at most.
+        `delay_s`: due then, without settling. `resync`: woken by the
+        resync only: it runs after every event's wake that is due, and what
+        its host listed may stand for asking the agent."""
+        now = time.monotonic()
+        with self._wakes:
+            if self._stop.is_set():
+                return
             if key in self._running:
-                self._again.add(key)
+                self._again[key] = self._fold(self._again.get(key), now, resync, delay_s)
                 return
-            self._running.add(key)
-        try:
-            self.pool.submit(self._run, key)
-        except RuntimeError:  # shutting down
-            with self._lock:
-                self._running.discard(key)
+            self._schedule(key, self._fold(self._pending.get(key), now, resync, delay_s), now)
+            self._wakes.notify()
 
-    def _run(self, key: str) -> None:
-        while True:
-            try:
-                if key == L2_KEY:
-                    self.l2.reconcile()
-                else:
-                    self.reconcile_appliance(key)
-                    with self._lock:
-                        self.reconciles += 1
-            except Exception:
-                log.exception("reconciling %s", key)
-            with self._lock:
-                if key in self._again and not self._stop.is_set():
-                    self._again.discard(key)
-                    continue
-                self._running.discard(key)
-                return
+    def _fold(self, wake: _Wake | None, now: float, resync: bool, delay_s: float | None) -> _Wake:
+        """A key's pending wake with one more folded into it."""
+        settles = not resync and delay_s is None
+        first = wake.first_event if wake is not None else None
+        if settles:
+            first = now if first is None else first
+            due = min(first + self.settle_max_s, now + self.settle_s)
+        else:
+            due = now + (delay_s or 0.0)
+        if wake is None:
+            return _Wake(due, first if settles else None, resync)
+        if not (settles and wake.first_event is not None):
+            due = min(wake.due, due)  # a settling wake alone slides later
+        return _Wake(due, first, wake.resync and resync, ready=wake.ready)
+
+    def _schedule(self, key: str, wake: _Wake, now: float) -> None:
+        """Put a key's wake in the heaps (under the lock); older entries go stale."""
+        wake.seq = next(self._sequence)
+        self._pending[key] = wake
+        if wake.ready or wake.due <= now:
+            wake.ready = True
+            heapq.heappush(self._ready, (wake.priority, wake.seq, key))
+        else:
+            heapq.heappush(self._timers, (wake.due, wake.seq, key))
+
+    def _dispatch(self) -> None:
+        """The scheduler's thread: due keys to the ready heap, ready keys to
+        free workers (events' first), until stopped."""
+        with self._wakes:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, seq, key = heapq.heappop(self._timers)
+                    wake = self._pending.get(key)
+                    if wake is not None and wake.seq == seq:
+                        wake.ready = True
+                        heapq.heappush(self._ready, (wake.priority, seq, key))
+                while self._ready and len(self._running) < self.workers:
+                    _, seq, key = heapq.heappop(self._ready)
+                    wake = self._pending.get(key)
+                    if wake is None or wake.seq != seq:
+                        continue  # stale: folded into a newer entry
+                    del self._pending[key]
+                    self._running.add(key)
+                    try:
+                        self.pool.submit(self._run, key, wake.resync)
+                    except RuntimeError:  # shutting down
+                        self._running.discard(key)
+                        return
+                metrics.QUEUE_DEPTH.set(len(self._pending))
+                metrics.RUNNING.set(len(self._running))
+                self._wakes.wait(self._timers[0][0] - now if self._timers else None)
+
+    def _run(self, key: str, resync: bool = False) -> None:
+        started = time.monotonic()
+        try:
+            if key == L2_KEY:
+                self.l2.reconcile()
+            else:
+                self.reconcile_appliance(key, resync=resync)
+                with self._lock:
+                    self.reconciles += 1
+        except Exception:
+            log.exception("reconciling %s", key)
+        kind = L2_KEY if key == L2_KEY else appliances.kind(key)
+        metrics.RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
+        with self._wakes:
+            self._running.discard(key)
+            again = self._again.pop(key, None)
+            if again is not None and not self._stop.is_set():
+                self._schedule(key, again, time.monotonic())
+            self._wakes.notify()
 
     def _poll(self) -> None:
         """Wake what new outbox events concern (and skipped ones that committed
@@ -360,16 +500,19 @@ class Orchestrator:
                 keys.update(affected(session, event))
                 if touches_l2(event):
                     keys.add(L2_KEY)
-            due = session.scalars(
-                select(ApplianceState.appliance_id).where(
-                    ApplianceState.retry_at.is_not(None),
-                    ApplianceState.retry_at <= self.clock(),
-                    ApplianceState.state.not_in((State.PAUSED.value, State.ERROR.value)),
+            due = set(
+                session.scalars(
+                    select(ApplianceState.appliance_id).where(
+                        ApplianceState.retry_at.is_not(None),
+                        ApplianceState.retry_at <= self.clock(),
+                        ApplianceState.state.not_in((State.PAUSED.value, State.ERROR.value)),
+                    )
                 )
             )
-            keys.update(due)
         for key in sorted(keys):
             self.wake(key)
+        for key in sorted(due - keys):
+            self.wake(key, delay_s=0.0)  # its back-off ended: nothing to settle
         cursor = self.cursor
         for event in events:
             gaps.pop(event.sequence, None)
@@ -394,14 +537,19 @@ class Orchestrator:
             )
 
     def resync(self) -> None:
-        """Wake everything, and remove appliances nothing accounts for."""
-        self.resyncs += 1
+        """Remove appliances nothing accounts for, listing each host once
+        (what it lists stands for an observation of an appliance it lists
+        unchanged, see `_trusted_listing`), and wake everything, with the
+        resync's priority, spread over half the resync period (each key at
+        its own phase; the first resync at once)."""
         self._remove_orphans()
         with self.sessions.begin() as session:
             known = appliances.known(session)
+        spread_s = self.resync_s / 2 if self.resyncs else 0.0
         for key in sorted(known):
-            self.wake(key)
-        self.wake(L2_KEY)
+            self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
+        self.wake(L2_KEY, resync=True, delay_s=0.0)
+        self.resyncs += 1  # counted once every key is woken (see `status`'s `busy`)
 
     def _remove_orphans(self, removed: list[str] | None = None) -> None:
         """Sweep every live host. A host that cannot be listed is logged: the
@@ -429,6 +577,11 @@ class Orchestrator:
         # after its router row (or DHCP port) exists and it is placed, so one
         # listed here and unknown there is an orphan, never one being born.
         on_agent = {a["id"]: a for a in client.appliances(observe=False)}
+        with self._lock:
+            for appliance_id in [k for k, (h, _) in self._listed.items() if h == host_name]:
+                del self._listed[appliance_id]
+            self._listed.update({k: (host_name, entry) for k, entry in on_agent.items()})
+            self._swept[host_name] = time.monotonic()
         with self.sessions.begin() as session:
             known = appliances.known(session)
             records = {
@@ -476,17 +629,24 @@ class Orchestrator:
 
     # --- one appliance ------------------------------------------------------------------
 
-    def reconcile_appliance(self, appliance_id: str) -> None:
+    def reconcile_appliance(self, appliance_id: str, *, resync: bool = False) -> None:
         """Observe → step → store → execute, for one router's or network's
-        DHCP appliance, until nothing is left to do (or the step budget)."""
+        DHCP appliance, until nothing is left to do (or the step budget).
+        `resync`: only the resync woke it, so what its host listed may
+        stand for the first observation (see `_trusted_listing`)."""
         failure: Failure | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
         for _ in range(MAX_STEPS):
             if self._stop.is_set():
                 return  # the record says where it stands: the next start continues
-            seen, record, plan, project_id, where = self._observe(appliance_id, failure, applied)
+            seen, record, plan, project_id, where = self._observe(
+                appliance_id, failure, applied, listed=resync
+            )
+            resync = False
             if seen is None:
                 return
+            if seen.failure is not None:
+                metrics.FAILURES.labels(seen.failure.kind.value).inc()
             decision = step(record, seen, self.clock())
             self._store(appliance_id, project_id, record, decision, plan, seen)
             if not decision.commands:
@@ -515,7 +675,11 @@ class Orchestrator:
             )
 
     def _observe(
-        self, appliance_id: str, failure: Failure | None, applied: dict[str, Any] | None = None
+        self,
+        appliance_id: str,
+        failure: Failure | None,
+        applied: dict[str, Any] | None = None,
+        listed: bool = False,
     ) -> tuple[Observation | None, Record, AppliancePlan | None, str, Placement]:
         """The appliance's record, plan and placement from the database (it
         is placed, or placed anew, here: see `_place`), its state from its
@@ -558,22 +722,16 @@ class Orchestrator:
             if desired is not None:
                 failure = no_host()
         elif failure is None and observed is None and where.host is not None:
-            try:
-                observed = self.hosts.client(where.host).request(
-                    "GET", f"/v1/appliances/{appliance_id}", ok=(200,)
-                )
-            except AgentError as error:
-                if error.status_code == 404:
-                    pass
-                elif desired is None:
-                    # No appliance is wanted and the agent cannot show this
-                    # one: remove it all the same (a DELETE of nothing is a
-                    # 404, ignored). Only a failed DELETE counts as a failure.
-                    observed = {}
-                else:
-                    failure = from_agent(error.status_code, error.body)
-            except httpx.HTTPError as error:
-                failure = unreachable(str(error))
+            if listed:
+                observed = self._trusted_listing(appliance_id, where, desired, record)
+            if observed is not None:
+                metrics.OBSERVATIONS.labels("listed").inc()
+            else:
+                metrics.OBSERVATIONS.labels("agent").inc()
+                observed, failure = self._ask(appliance_id, where.host, desired)
+                self._note_seen(appliance_id, where, observed)
+        if applied is not None:
+            self._note_seen(appliance_id, where, applied)
         seen = Observation(
             desired_hash=desired,
             present=observed is not None,
@@ -585,6 +743,77 @@ class Orchestrator:
             rebuild_requested=rebuild,
         )
         return seen, record, plan, project_id, where
+
+    def _ask(
+        self, appliance_id: str, host: placement.HostInfo, desired: str | None
+    ) -> tuple[dict[str, Any] | None, Failure | None]:
+        """The agent's observation of the appliance (None: it has none), or
+        why it could not be had."""
+        try:
+            observed: dict[str, Any] = self.hosts.client(host).request(
+                "GET", f"/v1/appliances/{appliance_id}", ok=(200,)
+            )
+        except AgentError as error:
+            if error.status_code == 404:
+                return None, None
+            if desired is None:
+                # No appliance is wanted and the agent cannot show this
+                # one: remove it all the same (a DELETE of nothing is a
+                # 404, ignored). Only a failed DELETE counts as a failure.
+                return {}, None
+            return None, from_agent(error.status_code, error.body)
+        except httpx.HTTPError as error:
+            return None, unreachable(str(error))
+        return observed, None
+
+    def _note_seen(
+        self, appliance_id: str, where: Placement, observed: dict[str, Any] | None
+    ) -> None:
+        """Keep what the agent just showed (an observation, a PUT's answer)."""
+        generation = (observed or {}).get("generation")
+        with self._lock:
+            if where.host is None or not isinstance(generation, int) or observed is None:
+                self._seen.pop(appliance_id, None)
+                return
+            self._seen[appliance_id] = _Seen(
+                where.host.name,
+                where.epoch,
+                generation,
+                observed.get("config_hash"),
+                time.monotonic(),
+            )
+
+    def _trusted_listing(
+        self, appliance_id: str, where: Placement, desired: str | None, record: Record
+    ) -> dict[str, Any] | None:
+        """What this orchestrator last saw of the appliance, as an
+        observation, when it can stand for one: the appliance is ACTIVE on
+        the config wanted now, was seen within `health_s` on this host and
+        epoch running it, and the host's last listing, if answered after
+        that, lists it with that very epoch, generation (no apply since: the
+        agent counts each) and config hash, and no problem it knows of.
+        Else None: the agent is asked."""
+        assert where.host is not None
+        if desired is None or record.state is not State.ACTIVE or record.applied_hash != desired:
+            return None
+        with self._lock:
+            listed = self._listed.get(appliance_id)
+            seen = self._seen.get(appliance_id)
+            swept = self._swept.get(where.host.name)
+        if seen is None or swept is None or time.monotonic() - seen.at >= self.health_s:
+            return None
+        if (seen.host, seen.epoch, seen.config_hash) != (where.host.name, where.epoch, desired):
+            return None
+        if seen.at < swept:  # listed since: the listing must agree
+            if listed is None:
+                return None  # gone from the host
+            host, entry = listed
+            if entry.get("problems") or entry.get("fenced"):
+                return None
+            now = (host, entry.get("epoch"), entry.get("generation"), entry.get("config_hash"))
+            if now != (seen.host, seen.epoch, seen.generation, seen.config_hash):
+                return None
+        return {"config_hash": desired, "generation": seen.generation, "problems": []}
 
     def _place(
         self,
@@ -755,6 +984,9 @@ class Orchestrator:
                 applied = client.put_appliance(appliance_id, config, epoch=where.epoch)
                 with self._lock:
                     self.pushes += 1
+                metrics.PUSHES.inc()
+            if action is Action.REBUILD:
+                metrics.REBUILDS.inc()
         except CannotCarry as error:
             return Failure(FailureKind.REFUSED, str(error)), None
         except AgentError as error:
@@ -820,6 +1052,9 @@ class Orchestrator:
                 delete(ApplianceEvent).where(ApplianceEvent.appliance_id == appliance_id)
             )
         log.info("appliance %s: removed, record dropped", appliance_id)
+        with self._lock:
+            self._seen.pop(appliance_id, None)
+            self._listed.pop(appliance_id, None)
         self.wake(L2_KEY)
 
 
