@@ -59,6 +59,7 @@ from astara.db.models import (
 )
 from astara.drivers.appliance import AppliancePlan
 from astara.orchestrator import appliances, placement, statuses
+from astara.orchestrator.coordination import host_key
 from astara.orchestrator.events import affected, touches_l2
 from astara.orchestrator.failures import (
     Failure,
@@ -119,16 +120,28 @@ class Orchestrator:
         keep_events: int = 10_000,
         keep_events_for: timedelta = timedelta(days=1),
         prune_s: float = 600.0,
+        owns: Callable[[str], bool] | None = None,
+        member: str = "",
     ) -> None:
         """`agent`: the local agent (a host named `host_name`), if any;
-        `connect` makes a client for a joined host's address."""
+        `connect` makes a client for a joined host's address. `owns`: with
+        several orchestrators, whether this one (`member`) owns a key (an
+        appliance id, `L2_KEY`, or `coordination.host_key(name)`); it acts
+        on those only (see `_holds`). None: it owns everything."""
         self.sessions = session_factory(engine)
+        self.owns: Callable[[str], bool] = owns or _everything
+        self.coordinated, self.member = owns is not None, member
+        # Appliance → the epoch this member took it over with (and has
+        # raised since); None: another member took it since, hands off until
+        # the next rebalance. Emptied at each membership change.
+        self._claims: dict[str, int | None] = {}
         self.hosts = Hosts(
             self.sessions,
             connect,
             heartbeat_s=heartbeat_s,
             down_after_s=down_after_s,
             clock=clock,
+            owns=lambda name: self.owns(host_key(name)),
         )
         if agent is not None:
             self.hosts.adopt(host_name, agent, agent.address)
@@ -311,7 +324,10 @@ class Orchestrator:
         }
 
     def wake(self, key: str) -> None:
-        """Run `key`'s reconcile soon; never two of one key at once."""
+        """Run `key`'s reconcile soon; never two of one key at once. A key
+        another member owns is left to it."""
+        if not self.owns(key):
+            return
         with self._lock:
             if key in self._running:
                 self._again.add(key)
@@ -322,6 +338,17 @@ class Orchestrator:
         except RuntimeError:  # shutting down
             with self._lock:
                 self._running.discard(key)
+
+    def rebalance(self) -> None:
+        """The members changed: take over afresh (a new epoch) every key
+        owned now, wake them, and leave the others."""
+        with self._lock:
+            self._claims.clear()
+        with self.sessions.begin() as session:
+            known = appliances.known(session)
+        for key in sorted(known):
+            self.wake(key)
+        self.wake(L2_KEY)
 
     def _run(self, key: str) -> None:
         while True:
@@ -407,7 +434,7 @@ class Orchestrator:
         """Sweep every live host. A host that cannot be listed is logged: the
         appliances are woken all the same, each finds out for itself."""
         for name, host in sorted(self.hosts.infos().items()):
-            if host.alive and not self._stop.is_set():
+            if host.alive and not self._stop.is_set() and self.owns(host_key(name)):
                 try:
                     self.sweep(name, removed)
                 except (AgentError, httpx.HTTPError) as error:
@@ -482,7 +509,7 @@ class Orchestrator:
         failure: Failure | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
         for _ in range(MAX_STEPS):
-            if self._stop.is_set():
+            if self._stop.is_set() or not self._holds(appliance_id):
                 return  # the record says where it stands: the next start continues
             seen, record, plan, project_id, where = self._observe(appliance_id, failure, applied)
             if seen is None:
@@ -495,6 +522,8 @@ class Orchestrator:
             for command in decision.commands:
                 if command.action is Action.FORGET:
                     self._forget(appliance_id)
+                    return
+                if not self._holds(appliance_id):
                     return
                 failure, applied = self._execute(appliance_id, command.action, plan, where)
                 if failure is not None:
@@ -524,7 +553,11 @@ class Orchestrator:
         nothing, and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
             subject = appliances.subject(session, appliance_id)
-            row = session.get(ApplianceState, appliance_id)
+            # Several members: the row locked, so a takeover waits for this
+            # observation's placement, or this observation sees it.
+            row = session.get(ApplianceState, appliance_id, with_for_update=self.coordinated)
+            if self.coordinated and not self._still_held(appliance_id, row):
+                return None, Record(), None, "", Placement(None, 0)
             if subject is not None:
                 project_id, make_plan = subject
             elif row is not None:
@@ -548,6 +581,9 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
             wanted = plan is not None and plan.config is not None and not paused
             where = self._place(session, appliance_id, project_id, row, plan, wanted)
+            if self.coordinated:
+                with self._lock:
+                    self._claims[appliance_id] = where.epoch
         if where.moving_to is not None and failure is None:
             where, failure = self._move(appliance_id, where)
         observed: dict[str, Any] | None = applied
@@ -725,6 +761,9 @@ class Orchestrator:
                 .values(epoch=seen + 1)
             )
             if raised.rowcount == 1:  # type: ignore[attr-defined]
+                with self._lock:
+                    if self._claims.get(appliance_id) == epoch:
+                        self._claims[appliance_id] = seen + 1
                 self._event(
                     session,
                     appliance_id,
@@ -820,7 +859,81 @@ class Orchestrator:
                 delete(ApplianceEvent).where(ApplianceEvent.appliance_id == appliance_id)
             )
         log.info("appliance %s: removed, record dropped", appliance_id)
+        with self._lock:
+            self._claims.pop(appliance_id, None)
         self.wake(L2_KEY)
+
+    # --- several orchestrators: fencing -------------------------------------------------
+
+    def _holds(self, appliance_id: str) -> bool:
+        """Whether this member may act on the appliance now: it owns it, and
+        has taken it over (raised its epoch: see `_take_over`) since the
+        members last changed, and nobody took it from it since."""
+        if not self.coordinated:
+            return True
+        if not self.owns(appliance_id):
+            return False
+        with self._lock:
+            if appliance_id in self._claims:
+                return self._claims[appliance_id] is not None
+        return self._take_over(appliance_id)
+
+    def _take_over(self, appliance_id: str) -> bool:
+        """Raise the appliance's epoch (compare-and-set on the one read):
+        from now on, whatever its previous owner sends with the older epoch
+        (a push decided before it paused) is refused by the agent once this
+        member has pushed or deleted. No record yet: the first placement
+        makes one (epoch 1), and a member that raced to it gets a conflict."""
+        for _ in range(3):
+            with self.sessions.begin() as session:
+                epoch = session.scalar(
+                    select(ApplianceState.epoch).where(ApplianceState.appliance_id == appliance_id)
+                )
+                if epoch is None:
+                    taken = 0
+                else:
+                    raised = session.execute(
+                        update(ApplianceState)
+                        .where(
+                            ApplianceState.appliance_id == appliance_id,
+                            ApplianceState.epoch == epoch,
+                        )
+                        .values(epoch=epoch + 1)
+                    )
+                    if raised.rowcount != 1:  # type: ignore[attr-defined]
+                        continue  # another member raised it meanwhile: read again
+                    taken = epoch + 1
+                    self._event(
+                        session, appliance_id, f"taken over by {self.member} (epoch {taken})"
+                    )
+            with self._lock:
+                self._claims[appliance_id] = taken
+            return True
+        return False
+
+    def _still_held(self, appliance_id: str, row: ApplianceState | None) -> bool:
+        """The record's epoch is still the one this member set: else another
+        member took the appliance over, and this one keeps its hands off it
+        until the members change again."""
+        with self._lock:
+            if appliance_id not in self._claims:
+                return False  # the members just changed: the rebalance's wake takes it over
+            held = self._claims[appliance_id]
+            now = row.epoch if row is not None else 0
+            if held == now:
+                return True
+            self._claims[appliance_id] = None
+        log.warning(
+            "appliance %s: taken over by another member (epoch %s, ours %s): leaving it",
+            appliance_id,
+            now,
+            held,
+        )
+        return False
+
+
+def _everything(key: str) -> bool:
+    return True
 
 
 def _delete(client: AgentClient, appliance_id: str, epoch: int) -> None:
