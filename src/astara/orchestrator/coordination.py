@@ -94,9 +94,14 @@ class Coordinator:
         self.url = url
         self.member = member or member_name()
         self.membership_timeout_s = float(round(membership_timeout_s))
-        self.refresh_s = self.membership_timeout_s / 4
+        self.refresh_s = self.membership_timeout_s / 6
         self.monotonic = monotonic
+        # Called on the coordination thread: `on_change` when the members
+        # changed (or this one was dropped and joined again: what it held may
+        # have been taken over); `on_resume` when it is confirmed again after
+        # a lapse short of being dropped (what it skipped meanwhile).
         self.on_change: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
         self.changes = 0  # membership changes seen since start
         self._ring = Ring(())
         self._confirmed = float("-inf")  # when membership was last confirmed
@@ -152,6 +157,8 @@ class Coordinator:
         from tooz import coordination
 
         started = self.monotonic()
+        lapsed = not self.confirmed()
+        rejoined = False
         self._tooz.heartbeat()
         try:
             members = {m.decode() for m in self._tooz.get_members(GROUP).get()}
@@ -166,8 +173,9 @@ class Coordinator:
             with contextlib.suppress(coordination.MemberAlreadyExist):
                 self._tooz.join_group(GROUP).get()
             members.add(self.member)
+            rejoined = True  # maybe with the same members: others may have taken over meanwhile
         with self._lock:
-            changed = set(self._ring.members) != members
+            changed = set(self._ring.members) != members or rejoined
             if changed:
                 self._ring = Ring(members)
                 self.changes += 1
@@ -178,6 +186,9 @@ class Coordinator:
             log.info("members now: %s", ", ".join(sorted(members)))
             if self.on_change is not None:
                 self.on_change()
+        elif lapsed and self.on_resume is not None:
+            log.warning("member %s: confirmed again after a lapse", self.member)
+            self.on_resume()
 
     def confirmed(self) -> bool:
         """Membership confirmed recently enough that nobody has taken over."""

@@ -135,6 +135,7 @@ class Orchestrator:
         # raised since); None: another member took it since, hands off until
         # the next rebalance. Emptied at each membership change.
         self._claims: dict[str, int | None] = {}
+        self.coordination: Callable[[], dict[str, Any]] | None = None  # its status, if any
         self.hosts = Hosts(
             self.sessions,
             connect,
@@ -321,6 +322,19 @@ class Orchestrator:
             "busy": busy,
             "workers": self.pool._max_workers,
             "resync_s": self.resync_s,
+            **self._ownership(),
+        }
+
+    def _ownership(self) -> dict[str, Any]:
+        """With several orchestrators: the membership, and which appliances
+        this one owns now."""
+        if not self.coordinated:
+            return {}
+        with self.sessions.begin() as session:
+            known = appliances.known(session)
+        return {
+            "coordination": self.coordination() if self.coordination is not None else {},
+            "owned": sorted(key for key in known if self.owns(key)),
         }
 
     def wake(self, key: str) -> None:
@@ -339,11 +353,14 @@ class Orchestrator:
             with self._lock:
                 self._running.discard(key)
 
-    def rebalance(self) -> None:
+    def rebalance(self, take_over: bool = True) -> None:
         """The members changed: take over afresh (a new epoch) every key
-        owned now, wake them, and leave the others."""
-        with self._lock:
-            self._claims.clear()
+        owned now, wake them, and leave the others. `take_over=False`: only
+        wake them (this member was out of touch for a moment, not dropped:
+        what it skipped meanwhile)."""
+        if take_over:
+            with self._lock:
+                self._claims.clear()
         with self.sessions.begin() as session:
             known = appliances.known(session)
         for key in sorted(known):
@@ -890,7 +907,7 @@ class Orchestrator:
                     select(ApplianceState.epoch).where(ApplianceState.appliance_id == appliance_id)
                 )
                 if epoch is None:
-                    taken = 0
+                    taken = 0  # the history says who placed it, all the same
                 else:
                     raised = session.execute(
                         update(ApplianceState)
@@ -903,9 +920,7 @@ class Orchestrator:
                     if raised.rowcount != 1:  # type: ignore[attr-defined]
                         continue  # another member raised it meanwhile: read again
                     taken = epoch + 1
-                    self._event(
-                        session, appliance_id, f"taken over by {self.member} (epoch {taken})"
-                    )
+                self._event(session, appliance_id, f"taken over by {self.member} (epoch {taken})")
             with self._lock:
                 self._claims[appliance_id] = taken
             return True
