@@ -25,13 +25,16 @@ from sqlalchemy import Engine, select
 
 from astara.agent.client import AgentClient, AgentError
 from astara.db.engine import make_engine
+from astara.db.migrate import upgrade
 from astara.db.models import ApplianceEvent, ApplianceState
 from astara.orchestrator.coordination import Ring
+from astara.orchestrator.reconciler import Orchestrator
 from astara.testing.agent import AgentProcess
 from astara.testing.coordination import CoordinationServer, EtcdServer, RedisServer
 from astara.testing.net import wait_until
 from astara.testing.postgres import PostgresServer
 from astara.testing.server import Cloud, Server
+from tests.root.test_reconciler import Api
 
 pytestmark = pytest.mark.root
 
@@ -119,7 +122,7 @@ def all_active(api: Cloud, routers: set[str]) -> bool:
     )
 
 
-def add_interface(api: Cloud, router_id: str, name: str, cidr: str) -> None:
+def add_interface(api: Cloud | Api, router_id: str, name: str, cidr: str) -> None:
     network = api.create("networks", "network", name=name)
     subnet = api.create(
         "subnets", "subnet", network_id=network["id"], cidr=cidr, ip_version=4, enable_dhcp=False
@@ -295,4 +298,58 @@ def test_three_orchestrators_share_routers_fail_over_and_fence(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(server.process.pid, signal.SIGCONT)
             server.stop()
+        engine.dispose()
+
+
+def test_a_member_whose_appliance_was_taken_over_leaves_it(
+    tmp_path: Path, agent: AgentProcess, postgres: PostgresServer
+) -> None:
+    """Two orchestrators in-process on PostgreSQL and one agent, each told
+    by its own `owns` what it owns. A still believes it owns the router (its
+    view of the ring is stale) after B took it over: A neither pushes the
+    router's change nor removes the appliance, and B's push of it stands."""
+    engine = make_engine(postgres.create_database())
+    upgrade(engine)
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    a_owns: set[str] = set()
+    b_owns: set[str] = set()
+    a = Orchestrator(
+        engine, agent.client, resync_s=600.0, owns=lambda key: key in a_owns, member="a"
+    )
+    b = Orchestrator(
+        engine, agent.client, resync_s=600.0, owns=lambda key: key in b_owns, member="b"
+    )
+    try:
+        router = api.create("routers", "router", name="r")
+        add_interface(api, router["id"], "n1", "10.1.0.0/24")
+        a_owns.add(router["id"])
+        a.reconcile_appliance(router["id"])
+        assert interfaces_on_agent(agent.client, router["id"]) == 1
+        assert taken_over_by(engine) == {router["id"]: "a"}
+        pushed_by_a = a.pushes
+
+        b_owns.add(router["id"])  # the ring moved it; A has not noticed
+        b.reconcile_appliance(router["id"])
+        assert taken_over_by(engine) == {router["id"]: "b"}
+        add_interface(api, router["id"], "n2", "10.2.0.0/24")
+        a.reconcile_appliance(router["id"])
+        assert a.pushes == pushed_by_a
+        assert interfaces_on_agent(agent.client, router["id"]) == 1
+        b.reconcile_appliance(router["id"])
+        assert interfaces_on_agent(agent.client, router["id"]) == 2
+
+        # Told of a new membership (its claims forgotten), A takes it over
+        # afresh when the ring gives it back, and acts again.
+        b_owns.clear()
+        a.rebalance()
+        b.rebalance()
+        api("PUT", f"/v2.0/routers/{router['id']}", {"router": {"name": "renamed"}})
+        a.reconcile_appliance(router["id"])
+        assert taken_over_by(engine) == {router["id"]: "a"}
+        on_agent = {x["id"]: x["epoch"] for x in agent.client.appliances(observe=False)}
+        assert on_agent[router["id"]] <= epochs(engine)[router["id"]]
+    finally:
+        a.stop()
+        b.stop()
         engine.dispose()
