@@ -81,12 +81,12 @@ def owners(members: list[Member]) -> dict[str, list[str]] | None:
     return owned
 
 
-def partitioned(members: list[Member], routers: set[str]) -> dict[str, str] | None:
+def partitioned(members: list[Member], routers: set[str]) -> dict[str, str]:
     """Router → its one owner, once every router has exactly one (by the
     ring of exactly these members)."""
     owned = owners(members)
     if owned is None or set(owned) != routers or any(len(o) != 1 for o in owned.values()):
-        return None
+        return {}
     ring = Ring(m.name() for m in members)
     single = {router: names[0] for router, names in owned.items()}
     assert all(ring.owner(router) == owner for router, owner in single.items())
