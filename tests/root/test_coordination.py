@@ -39,7 +39,7 @@ from tests.root.test_reconciler import Api
 pytestmark = pytest.mark.root
 
 ROUTERS = 60
-MEMBERSHIP_TIMEOUT_S = 3
+MEMBERSHIP_TIMEOUT_S = 5
 
 
 @pytest.fixture(params=["etcd", "redis"])
@@ -143,6 +143,7 @@ def agent_epochs_within(client: AgentClient, engine: Engine, routers: set[str]) 
     assert all(on_agent[r] <= held[r] for r in routers), (on_agent, held)
 
 
+@pytest.mark.timeout(1200)  # a loaded 2-core machine: the deadlines below are generous
 def test_three_orchestrators_share_routers_fail_over_and_fence(
     tmp_path: Path,
     agent: AgentProcess,
@@ -198,11 +199,11 @@ def test_three_orchestrators_share_routers_fail_over_and_fence(
 
         # Every router is owned by exactly one member, the one the ring
         # says, and that member took it over last (the history says who).
-        owner = wait_until(lambda: partitioned(members, routers), 30, 0.2, "one owner each")
+        owner = wait_until(lambda: partitioned(members, routers), 120, 0.2, "one owner each")
         assert len(set(owner.values())) == 3, "each member owns some of the routers"
         wait_until(
             lambda: {r: taken_over_by(engine).get(r) for r in routers} == owner,
-            30,
+            120,
             0.2,
             "each router taken over by its owner",
         )
@@ -218,17 +219,17 @@ def test_three_orchestrators_share_routers_fail_over_and_fence(
         killed_at = time.monotonic()
         victim.server.kill()
         add_interface(api, changed, "killed-window", "10.200.0.0/24")
-        owner = wait_until(lambda: partitioned(rest, routers), 60, 0.2, "the others to take over")
+        owner = wait_until(lambda: partitioned(rest, routers), 180, 0.2, "the others to take over")
         assert victim_name not in owner.values()
         wait_until(
             lambda: all(epochs(engine)[r] > before[r] for r in orphaned),
-            60,
+            180,
             0.2,
             "the killed member's routers taken over",
         )
         failover_s = time.monotonic() - killed_at
-        wait_until(lambda: interfaces_on_agent(client, changed) == 2, 60, 0.2, "the change")
-        wait_until(lambda: all_active(api, routers), 60, 0.5, "every router ACTIVE")
+        wait_until(lambda: interfaces_on_agent(client, changed) == 2, 120, 0.2, "the change")
+        wait_until(lambda: all_active(api, routers), 180, 0.5, "every router ACTIVE")
         print(f"\n{coordination.url().split(':')[0]}: failover after SIGKILL {failover_s:.1f} s")
 
         # SIGSTOP another: past the membership timeout the last one takes
@@ -249,13 +250,13 @@ def test_three_orchestrators_share_routers_fail_over_and_fence(
         try:
             wait_until(
                 lambda: all(epochs(engine)[r] > before[r] for r in mine),
-                60,
+                180,
                 0.2,
                 "the paused member's routers taken over",
             )
             pause_failover_s = time.monotonic() - paused_at
             add_interface(api, target, "paused-window", "10.201.0.0/24")
-            wait_until(lambda: interfaces_on_agent(client, target) == 2, 60, 0.2, "the change")
+            wait_until(lambda: interfaces_on_agent(client, target) == 2, 120, 0.2, "the change")
             now = client.request("GET", f"/v1/appliances/{target}", ok=(200,))
             with pytest.raises(AgentError) as refused:
                 client.put_appliance(target, stale_config, epoch=held_by_paused)
@@ -276,23 +277,30 @@ def test_three_orchestrators_share_routers_fail_over_and_fence(
         # what it lost: every router ends at the epoch its last owner set.
         wait_until(
             lambda: "not in the group" in paused.server.log(),
-            30,
+            120,
             0.2,
             "the paused member rejoining",
         )
-        owner = wait_until(lambda: partitioned(rest, routers), 60, 0.2, "one owner each again")
+        owner = wait_until(lambda: partitioned(rest, routers), 120, 0.2, "one owner each again")
         assert set(owner.values()) == {paused_name, last.name()}
         wait_until(
             lambda: {r: taken_over_by(engine).get(r) for r in routers} == owner,
-            60,
+            120,
             0.2,
             "each router taken over by its owner",
         )
-        wait_until(lambda: all_active(api, routers), 60, 0.5, "every router ACTIVE")
+        wait_until(lambda: all_active(api, routers), 180, 0.5, "every router ACTIVE")
         agent_epochs_within(client, engine, routers)
         assert interfaces_on_agent(client, target) == 2
         assert interfaces_on_agent(client, changed) == 2
     finally:
+        for server in servers[1:]:  # what the orchestrators went through, for the record
+            log = server.log()
+            print(
+                f"{server.state_dir.name}: {log.count('members now')} membership changes,"
+                f" {log.count('after a lapse')} lapses, {log.count('taken over by another')}"
+                " appliances left to another"
+            )
         for server in reversed(servers):
             if server.process is not None:
                 with contextlib.suppress(ProcessLookupError):
