@@ -411,15 +411,40 @@ def serve(
     db_url: Annotated[
         str | None, typer.Option(envvar="ASTARA_DB_URL", help="Default: SQLite in the state dir")
     ] = None,
-    agent: Annotated[
+    role: Annotated[
         str,
         typer.Option(
-            envvar="ASTARA_AGENT",
-            help="'local' (a child agent on STATE_DIR/agent.sock), unix:PATH or tcp:HOST:PORT"
-            " of a running agent, or 'none' (no local agent: hosts join it)",
+            envvar="ASTARA_ROLE",
+            help="'all' (the tenant API, an orchestrator and a local agent), 'api' (the API"
+            " alone) or 'orchestrator' (an orchestrator, and its status API); several"
+            " processes share one PostgreSQL (--db-url)",
         ),
-    ] = "local",
-    orchestrate: Annotated[bool, typer.Option(help="Run the orchestrator")] = True,
+    ] = "all",
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ASTARA_AGENT",
+            help="'local' (a child agent on STATE_DIR/agent.sock: --role all only), unix:PATH"
+            " or tcp:HOST:PORT of a running agent, or 'none' (no local agent: hosts join it)."
+            " Default: 'local' with --role all, else 'none'",
+        ),
+    ] = None,
+    coordination: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ASTARA_COORDINATION",
+            help="tooz URL shared by several orchestrators (etcd3+http://HOST:PORT,"
+            " redis://HOST:PORT or redis:///SOCKET); default: this one owns everything",
+        ),
+    ] = None,
+    membership_timeout_s: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Seconds after an orchestrator's last heartbeat to the coordination"
+            " server before the others take over its routers and hosts",
+        ),
+    ] = 10.0,
     host_name: Annotated[
         str | None,
         typer.Option(
@@ -485,6 +510,7 @@ def serve(
     import logging
     import socket
     from datetime import timedelta
+    from functools import partial
 
     import uvicorn
 
@@ -501,8 +527,24 @@ def serve(
     from astara.db.engine import make_engine, session_factory, sqlite_url
     from astara.db.migrate import upgrade
     from astara.linux.process import become_subreaper
+    from astara.orchestrator.coordination import Coordinator
     from astara.orchestrator.reconciler import Orchestrator
 
+    if role not in ("all", "api", "orchestrator"):
+        raise typer.BadParameter("expected all, api or orchestrator", param_hint="--role")
+    if agent is None:
+        agent = "local" if role == "all" else "none"
+    if agent == "local" and role != "all":
+        # A child agent dies with its parent: one orchestrator of several
+        # would take a host down with it. Hosts join instead.
+        raise typer.BadParameter(
+            "a local agent runs only with --role all: start astara-agent and join it,"
+            " or give its unix:PATH",
+            param_hint="--agent",
+        )
+    if coordination is not None and role == "api":
+        raise typer.BadParameter("only orchestrators coordinate", param_hint="--coordination")
+    orchestrate = role != "api"
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise typer.BadParameter("expected HOST:PORT", param_hint="--listen")
@@ -577,7 +619,7 @@ def serve(
             client = child.start()
         except (RuntimeError, OSError) as error:
             console.print(f"[red]error:[/red] the local agent did not start: {error}")
-            console.print("It needs root; `--agent none --no-orchestrate` serves the API alone.")
+            console.print("It needs root; `--role api` serves the API alone.")
             raise typer.Exit(1) from error
         child.supervise()
     elif agent != "none":
@@ -588,6 +630,11 @@ def serve(
         """A joined host's agent: mutual TLS with the controller's certificate."""
         return AgentClient(address, tls=tls if address.startswith("https://") else None)
 
+    coordinator = (
+        Coordinator(coordination, membership_timeout_s=membership_timeout_s)
+        if coordination is not None and orchestrate
+        else None
+    )
     try:
         orchestrator = (
             Orchestrator(
@@ -598,6 +645,8 @@ def serve(
                 heartbeat_s=heartbeat_s,
                 down_after_s=down_after_s,
                 resync_s=resync_s,
+                owns=coordinator.owns if coordinator is not None else None,
+                member=coordinator.member if coordinator is not None else "",
             )
             if orchestrate
             else None
@@ -607,7 +656,19 @@ def serve(
         raise typer.Exit(1) from error
     try:
         if orchestrator is not None:
+            # With a coordinator: owning nothing until it has joined, then
+            # told to take over its share (a membership change).
             orchestrator.start()
+        if coordinator is not None and orchestrator is not None:
+            orchestrator.coordination = coordinator.status
+            coordinator.on_change = orchestrator.rebalance
+            coordinator.on_resume = partial(orchestrator.rebalance, take_over=False)
+            try:
+                coordinator.start()
+            except Exception as error:  # tooz's errors: unreachable, bad URL, ...
+                console.print(f"[red]error:[/red] coordination at {coordination}: {error}")
+                raise typer.Exit(1) from error
+            console.print(f"astara: orchestrator {coordinator.member} at {coordination}")
         uvicorn.run(
             create_app(
                 engine,
@@ -629,6 +690,8 @@ def serve(
             control.stop()
         if orchestrator is not None:
             orchestrator.stop()
+        if coordinator is not None:
+            coordinator.stop()  # leaves the group: the others take over at once
         if child is not None:
             child.stop()  # the appliances keep running; the next start adopts them
 

@@ -79,8 +79,12 @@ class Hosts:
         down_after_s: float = DOWN_AFTER_S,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
+        owns: Callable[[str], bool] = lambda name: True,
     ) -> None:
+        """`owns`: whether this orchestrator heartbeats a host (with several,
+        each host has one owner: see `orchestrator.coordination`)."""
         self.sessions, self.connect = sessions, connect
+        self.owns = owns
         self.heartbeat_s, self.down_after_s = heartbeat_s, down_after_s
         self.clock, self.monotonic = clock, monotonic
         self.local: str | None = None  # the host a binding without one means
@@ -173,11 +177,12 @@ class Hosts:
     def beat(self) -> Beat:
         """One round: ask every host for its health (in parallel, each within
         a heartbeat), record the answers, and mark down the hosts silent for
-        longer than `down_after_s`."""
-        hosts = self.infos()
+        longer than `down_after_s`. Only the hosts this orchestrator owns:
+        one it did not own counts its silence from when it first asks."""
+        hosts = {name: host for name, host in self.infos().items() if self.owns(name)}
         with self._lock:
             for name in set(self._last_ok) - set(hosts):
-                del self._last_ok[name]  # removed
+                del self._last_ok[name]  # removed, or another orchestrator's
         futures = {name: self._pool.submit(self._health, host) for name, host in hosts.items()}
         answers: dict[str, dict[str, Any] | None] = {}
         for name, future in futures.items():

@@ -63,6 +63,7 @@ from astara.db.models import (
 )
 from astara.drivers.appliance import AppliancePlan
 from astara.orchestrator import appliances, placement, statuses
+from astara.orchestrator.coordination import host_key
 from astara.orchestrator.events import affected, touches_l2
 from astara.orchestrator.failures import (
     Failure,
@@ -166,20 +167,33 @@ class Orchestrator:
         keep_events: int = 10_000,
         keep_events_for: timedelta = timedelta(days=1),
         prune_s: float = 600.0,
+        owns: Callable[[str], bool] | None = None,
+        member: str = "",
     ) -> None:
         """`agent`: the local agent (a host named `host_name`), if any;
         `connect` makes a client for a joined host's address. `settle_s`:
         how long a woken key waits for more wakes (a router created with
         its gateway and interfaces a few ms apart is applied once);
         `health_s`: how often a resync asks the agent to observe an
-        appliance it lists unchanged (default: every third resync)."""
+        appliance it lists unchanged (default: every third resync). `owns`:
+        with several orchestrators, whether this one (`member`) owns a key
+        (an appliance id, `L2_KEY`, or `coordination.host_key(name)`); it
+        acts on those only (see `_holds`). None: it owns everything."""
         self.sessions = session_factory(engine)
+        self.owns: Callable[[str], bool] = owns or _everything
+        self.coordinated, self.member = owns is not None, member
+        # Appliance → the epoch this member took it over with (and has
+        # raised since); None: another member took it since, hands off until
+        # the next rebalance. Emptied at each membership change.
+        self._claims: dict[str, int | None] = {}
+        self.coordination: Callable[[], dict[str, Any]] | None = None  # its status, if any
         self.hosts = Hosts(
             self.sessions,
             connect,
             heartbeat_s=heartbeat_s,
             down_after_s=down_after_s,
             clock=clock,
+            owns=lambda name: self.owns(host_key(name)),
         )
         if agent is not None:
             self.hosts.adopt(host_name, agent, agent.address)
@@ -386,6 +400,19 @@ class Orchestrator:
             "queued": queued,
             "workers": self.workers,
             "resync_s": self.resync_s,
+            **self._ownership(),
+        }
+
+    def _ownership(self) -> dict[str, Any]:
+        """With several orchestrators: the membership, and which appliances
+        this one owns now."""
+        if not self.coordinated:
+            return {}
+        with self.sessions.begin() as session:
+            known = appliances.known(session)
+        return {
+            "coordination": self.coordination() if self.coordination is not None else {},
+            "owned": sorted(key for key in known if self.owns(key)),
         }
 
     def wake(self, key: str, *, resync: bool = False, delay_s: float | None = None) -> None:
@@ -397,7 +424,10 @@ class Orchestrator:
         per burst, and an isolated change delayed by `settle_s` at most.
         `delay_s`: due then, without settling. `resync`: woken by the
         resync only: it runs after every event's wake that is due, and what
-        its host listed may stand for asking the agent."""
+        its host listed may stand for asking the agent. A key another
+        member owns is left to it."""
+        if not self.owns(key):
+            return
         now = time.monotonic()
         with self._wakes:
             if self._stop.is_set():
@@ -481,6 +511,20 @@ class Orchestrator:
                 self._schedule(key, again, time.monotonic())
             self._wakes.notify()
 
+    def rebalance(self, take_over: bool = True) -> None:
+        """The members changed: take over afresh (a new epoch) every key
+        owned now, wake them, and leave the others. `take_over=False`: only
+        wake them (this member was out of touch for a moment, not dropped:
+        what it skipped meanwhile)."""
+        if take_over:
+            with self._lock:
+                self._claims.clear()
+        with self.sessions.begin() as session:
+            known = appliances.known(session)
+        for key in sorted(known):
+            self.wake(key)
+        self.wake(L2_KEY)
+
     def _poll(self) -> None:
         """Wake what new outbox events concern (and skipped ones that committed
         since), and routers whose back-off ended. The cursor moves only once
@@ -555,7 +599,7 @@ class Orchestrator:
         """Sweep every live host. A host that cannot be listed is logged: the
         appliances are woken all the same, each finds out for itself."""
         for name, host in sorted(self.hosts.infos().items()):
-            if host.alive and not self._stop.is_set():
+            if host.alive and not self._stop.is_set() and self.owns(host_key(name)):
                 try:
                     self.sweep(name, removed)
                 except (AgentError, httpx.HTTPError) as error:
@@ -637,7 +681,7 @@ class Orchestrator:
         failure: Failure | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
         for _ in range(MAX_STEPS):
-            if self._stop.is_set():
+            if self._stop.is_set() or not self._holds(appliance_id):
                 return  # the record says where it stands: the next start continues
             seen, record, plan, project_id, where = self._observe(
                 appliance_id, failure, applied, listed=resync
@@ -655,6 +699,8 @@ class Orchestrator:
             for command in decision.commands:
                 if command.action is Action.FORGET:
                     self._forget(appliance_id)
+                    return
+                if not self._holds(appliance_id):
                     return
                 failure, applied = self._execute(appliance_id, command.action, plan, where)
                 if failure is not None:
@@ -688,7 +734,11 @@ class Orchestrator:
         nothing, and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
             subject = appliances.subject(session, appliance_id)
-            row = session.get(ApplianceState, appliance_id)
+            # Several members: the row locked, so a takeover waits for this
+            # observation's placement, or this observation sees it.
+            row = session.get(ApplianceState, appliance_id, with_for_update=self.coordinated)
+            if self.coordinated and not self._still_held(appliance_id, row):
+                return None, Record(), None, "", Placement(None, 0)
             if subject is not None:
                 project_id, make_plan = subject
             elif row is not None:
@@ -712,6 +762,9 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
             wanted = plan is not None and plan.config is not None and not paused
             where = self._place(session, appliance_id, project_id, row, plan, wanted)
+            if self.coordinated:
+                with self._lock:
+                    self._claims[appliance_id] = where.epoch
         if where.moving_to is not None and failure is None:
             where, failure = self._move(appliance_id, where)
         observed: dict[str, Any] | None = applied
@@ -954,6 +1007,9 @@ class Orchestrator:
                 .values(epoch=seen + 1)
             )
             if raised.rowcount == 1:  # type: ignore[attr-defined]
+                with self._lock:
+                    if self._claims.get(appliance_id) == epoch:
+                        self._claims[appliance_id] = seen + 1
                 self._event(
                     session,
                     appliance_id,
@@ -1055,7 +1111,78 @@ class Orchestrator:
         with self._lock:
             self._seen.pop(appliance_id, None)
             self._listed.pop(appliance_id, None)
+            self._claims.pop(appliance_id, None)
         self.wake(L2_KEY)
+
+    # --- several orchestrators: fencing -------------------------------------------------
+
+    def _holds(self, appliance_id: str) -> bool:
+        """Whether this member may act on the appliance now: it owns it, and
+        has taken it over (raised its epoch: see `_take_over`) since the
+        members last changed, and nobody took it from it since."""
+        if not self.coordinated:
+            return True
+        if not self.owns(appliance_id):
+            return False
+        with self._lock:
+            if appliance_id in self._claims:
+                return self._claims[appliance_id] is not None
+        return self._take_over(appliance_id)
+
+    def _take_over(self, appliance_id: str) -> bool:
+        """Raise the appliance's epoch (compare-and-set on the one read):
+        from now on, whatever its previous owner sends with the older epoch
+        (a push decided before it paused) is refused by the agent once this
+        member has pushed or deleted. No record yet: the first placement
+        makes one (epoch 1), and a member that raced to it gets a conflict."""
+        for _ in range(3):
+            with self.sessions.begin() as session:
+                epoch = session.scalar(
+                    select(ApplianceState.epoch).where(ApplianceState.appliance_id == appliance_id)
+                )
+                if epoch is None:
+                    taken = 0  # the history says who placed it, all the same
+                else:
+                    raised = session.execute(
+                        update(ApplianceState)
+                        .where(
+                            ApplianceState.appliance_id == appliance_id,
+                            ApplianceState.epoch == epoch,
+                        )
+                        .values(epoch=epoch + 1)
+                    )
+                    if raised.rowcount != 1:  # type: ignore[attr-defined]
+                        continue  # another member raised it meanwhile: read again
+                    taken = epoch + 1
+                self._event(session, appliance_id, f"taken over by {self.member} (epoch {taken})")
+            with self._lock:
+                self._claims[appliance_id] = taken
+            return True
+        return False
+
+    def _still_held(self, appliance_id: str, row: ApplianceState | None) -> bool:
+        """The record's epoch is still the one this member set: else another
+        member took the appliance over, and this one keeps its hands off it
+        until the members change again."""
+        with self._lock:
+            if appliance_id not in self._claims:
+                return False  # the members just changed: the rebalance's wake takes it over
+            held = self._claims[appliance_id]
+            now = row.epoch if row is not None else 0
+            if held == now:
+                return True
+            self._claims[appliance_id] = None
+        log.warning(
+            "appliance %s: taken over by another member (epoch %s, ours %s): leaving it",
+            appliance_id,
+            now,
+            held,
+        )
+        return False
+
+
+def _everything(key: str) -> bool:
+    return True
 
 
 def _delete(client: AgentClient, appliance_id: str, epoch: int) -> None:

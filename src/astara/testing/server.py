@@ -20,15 +20,19 @@ BIN = Path(sys.executable).parent
 class Server:
     """`astara serve` in `state_dir`. Without `prefix` it serves the API only
     (no agent, no orchestrator); with one it runs everything, its local agent
-    making only objects under that prefix."""
+    making only objects under that prefix. `role`: `--role` (its agent and
+    coordination in `extra`), instead of either."""
 
-    def __init__(self, state_dir: Path, prefix: str | None = None, *extra: str) -> None:
+    def __init__(
+        self, state_dir: Path, prefix: str | None = None, *extra: str, role: str | None = None
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.state_dir = state_dir
         self.prefix = prefix
         self.extra = extra
+        self.role = role
         self.url = f"http://127.0.0.1:{self.port}"
         # Its own control listener port, so servers can run side by side.
         with socket.socket() as probe:
@@ -38,11 +42,12 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        roles = (
-            ["--agent", "none", "--no-orchestrate"]
-            if self.prefix is None
-            else ["--prefix", self.prefix, "--log-level", "info"]
-        )
+        if self.role is not None:
+            roles = ["--role", self.role, "--log-level", "info"]
+        elif self.prefix is None:
+            roles = ["--role", "api"]
+        else:
+            roles = ["--prefix", self.prefix, "--log-level", "info"]
         return [
             str(BIN / "astara"),
             "serve",
