@@ -58,6 +58,13 @@ class Metrics:
             "Time to validate and apply an appliance config",
             registry=self.registry,
         )
+        self.repairs = Counter(
+            "astara_agent_appliance_repairs",
+            "Appliances found drifted by the watch, by what was done (repaired, failed,"
+            " deferred while fenced)",
+            ["outcome"],
+            registry=self.registry,
+        )
 
 
 def _created(response: Response, new: bool) -> None:
@@ -100,6 +107,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Blocking netlink work runs in a thread, never on the event loop.
         await asyncio.to_thread(agent.start)
+        agent.start_watching(lambda outcome: metrics.repairs.labels(outcome).inc())
         agent.note_contact()  # the bound counts from when the agent is ready
         stop = threading.Event()
         if settings.fence_after_s:
@@ -110,6 +118,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
             yield
         finally:
             stop.set()
+            await asyncio.to_thread(agent.stop_watching)
 
     app = FastAPI(
         title="astara-agent",
