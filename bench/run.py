@@ -29,6 +29,7 @@ from bench.floating_ips import bench_floating_ips
 from bench.harness import Report, Settings, log
 from bench.orchestrator import bench_orchestrator
 from bench.throughput import bench_throughput
+from bench.watch import bench_watch
 
 BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "throughput": bench_throughput,
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "api": bench_api,
     "orchestrator": bench_orchestrator,
     "fabric": bench_fabric,
+    "watch": bench_watch,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
