@@ -145,27 +145,29 @@ def bench_watch(settings: Settings, report: Report) -> None:
                 ["ip", "-n", names.fabric_netns, "link", "del", fabric_end], check=True
             ),
         }
-        baseline_runs = []
+        # Interleaved, each run after a rebuild (which resets the repairs'
+        # back-off): what is measured is a fault's first repair.
+        baseline_runs: list[float] = []
+        runs: dict[str, list[float]] = {name: [] for name in faults}
         for _ in range(repeats):
             baseline_runs.append(measure(lab, w1, rebuild))
             log(f"watch: rebuild when told {baseline_runs[-1]:.3f} s")
-        baseline = median(baseline_runs)
-        for fault_name, fault in faults.items():
-            runs = []
-            for _ in range(repeats):
-                runs.append(measure(lab, w1, fault))
+            for fault_name, fault in faults.items():
+                runs[fault_name].append(measure(lab, w1, fault))
                 repair = lab.client.get_appliance("r1")["last_repair"] or {}
                 log(
-                    f"watch: {fault_name} back after {runs[-1]:.3f} s"
-                    f" (repair took {repair.get('seconds')} s)"
+                    f"watch: {fault_name} back after {runs[fault_name][-1]:.3f} s"
+                    f" (the repair took {repair.get('seconds')} s)"
                 )
-            figure = median(runs)
+        baseline = median(baseline_runs)
+        for fault_name, fault_runs in runs.items():
+            figure = median(fault_runs)
             report.emit(
                 {
                     "name": f"watch.{fault_name}_deleted_to_traffic",
                     "traffic_back_s": seconds(figure),
-                    "runs_s": [seconds(s) for s in runs],
-                    "max_s": seconds(max(runs)),
+                    "runs_s": [seconds(s) for s in fault_runs],
+                    "max_s": seconds(max(fault_runs)),
                     "goal_s": 2.0,
                     "baseline": "the agent rebuilding the same router when told"
                     " (DELETE + PUT) to the first reply",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from astara.agent.watch import BACKOFF_FIRST_S, BACKOFF_RESET_S, Schedule
+from astara.agent.watch import BACKOFF_FIRST_S, BACKOFF_FREE, BACKOFF_RESET_S, Schedule
 from astara.appliance.drift import Seen, compare, wanted_routes
 from astara.linux import monitor
 from astara.linux.monitor import Aspect, Change
@@ -47,21 +47,26 @@ def test_an_appliance_under_check_waits_and_a_cancel_drops_its_events() -> None:
 
 def test_repairs_back_off_and_a_quiet_spell_resets() -> None:
     schedule = Schedule(debounce_s=0.05)
-    schedule.repaired("r1", now=100.0)  # the first repair waits for nothing
-    schedule.mark("r1", LINK, now=100.0)
-    assert schedule.due_at("r1") == 100.05
-    schedule.take_due(100.05)
-    schedule.repaired("r1", now=100.1)  # again at once: wait
-    schedule.mark("r1", LINK, now=100.1)
-    assert schedule.due_at("r1") == 100.1 + BACKOFF_FIRST_S
-    schedule.take_due(101.0)
-    schedule.repaired("r1", now=101.0)
-    schedule.mark("r1", LINK, now=101.0)
-    assert schedule.due_at("r1") == 101.0 + 2 * BACKOFF_FIRST_S
-    schedule.take_due(200.0)
-    later = 101.0 + BACKOFF_RESET_S
-    schedule.repaired("r1", now=later)
-    schedule.mark("r1", LINK, now=later)
+    now = 100.0
+    for _ in range(BACKOFF_FREE - 1):  # the first ones wait for nothing
+        schedule.repaired("r1", now)
+        schedule.mark("r1", LINK, now)
+        assert schedule.due_at("r1") == now + 0.05
+        schedule.take_due(now + 1)
+        now += 1
+    waits = []
+    for _ in range(4):
+        schedule.repaired("r1", now)
+        schedule.mark("r1", LINK, now)
+        due = schedule.due_at("r1")
+        assert due is not None
+        waits.append(due - now)
+        schedule.take_due(due)
+        now = due
+    assert waits == [BACKOFF_FIRST_S, 2 * BACKOFF_FIRST_S, 4 * BACKOFF_FIRST_S, 8 * BACKOFF_FIRST_S]
+    later = now + BACKOFF_RESET_S
+    schedule.repaired("r1", later)
+    schedule.mark("r1", LINK, later)
     assert schedule.due_at("r1") == later + 0.05
     schedule.forget("r1")
     assert schedule.due_at("r1") is None and "r1" not in schedule.backoff

@@ -51,10 +51,12 @@ log = logging.getLogger(__name__)
 # checked after BURST_MAX_S all the same.
 DEBOUNCE_S = 0.05
 BURST_MAX_S = 0.25
-# Repairs of one appliance following each other within BACKOFF_RESET_S wait
-# longer each time (doubling, up to BACKOFF_MAX_S): a fault that comes back
-# at once is no hot loop.
-BACKOFF_FIRST_S = 0.5
+# The first BACKOFF_FREE repairs of one appliance run at once; after that,
+# until BACKOFF_RESET_S pass without a repair, each waits twice as long as
+# the one before (from BACKOFF_FIRST_S, up to BACKOFF_MAX_S) after it: a
+# fault that keeps coming back is no hot loop.
+BACKOFF_FREE = 3
+BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_S = 60.0
 REPAIR_WORKERS = 2
@@ -80,6 +82,7 @@ class _Marked:
 class _Backoff:
     last_repair: float
     delay_s: float
+    streak: int  # repairs with less than BACKOFF_RESET_S between them
 
 
 @dataclass
@@ -132,14 +135,19 @@ class Schedule:
         return due
 
     def repaired(self, key: str, now: float) -> None:
-        """A repair was made: the next one of this appliance waits longer,
-        unless it comes after a quiet spell."""
+        """A repair was made: past the free ones, the next one of this
+        appliance waits longer, unless it comes after a quiet spell."""
         previous = self.backoff.get(key)
         if previous is None or now - previous.last_repair >= BACKOFF_RESET_S:
-            delay = 0.0
-        else:
-            delay = min(max(2 * previous.delay_s, BACKOFF_FIRST_S), BACKOFF_MAX_S)
-        self.backoff[key] = _Backoff(now, delay)
+            self.backoff[key] = _Backoff(now, 0.0, 1)
+            return
+        streak = previous.streak + 1
+        delay = (
+            0.0
+            if streak < BACKOFF_FREE
+            else min(max(2 * previous.delay_s, BACKOFF_FIRST_S), BACKOFF_MAX_S)
+        )
+        self.backoff[key] = _Backoff(now, delay, streak)
 
 
 # --- what a check found and did --------------------------------------------------------
