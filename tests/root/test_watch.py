@@ -223,6 +223,33 @@ def test_deleted_appliances_leave_no_descriptor_behind(lab: Lab, agent: AgentPro
     wait_until(lambda: _fds(pid) == baseline, DEADLINE_S, 0.2, "the descriptors to be closed")
 
 
+def daemons_of(prefix: str) -> list[str]:
+    """Command lines of the processes left running for anything under `prefix`."""
+    marker = f"/run/astara/{prefix}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if entry.name.isdigit() and marker in cmdline:
+            found.append(entry.name + ": " + cmdline.replace(b"\0", b" ").decode())
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every daemon the test's agent started is gone after it (checked
+    after the agent's own teardown)."""
+    yield
+    used = request.node.funcargs
+    prefixes = {getattr(used.get(name), "prefix", None) for name in ("lab", "agent")}
+    if "in_process" in used:
+        prefixes.add(used["in_process"].names.prefix)
+    for prefix in prefixes - {None}:
+        assert daemons_of(prefix) == []
+
+
 @pytest.fixture
 def in_process(tmp_path: Path) -> Iterator[Agent]:
     """An Agent in this process (its watch inspectable), under a unique prefix."""
