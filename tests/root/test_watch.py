@@ -104,10 +104,18 @@ def test_deleted_namespace_is_rebuilt_without_a_call(lab: Lab) -> None:
     before = lab.client.get_appliance("r1")
     delete_namespace(lab.router_netns("r1"))
 
-    # No call to the agent until traffic through the router is back.
+    # No call to the agent until traffic through the rebuilt router is back
+    # (the old namespace may forward a moment longer: the kernel tears a
+    # namespace down in the background).
+    namespace = lab.router_netns("r1")
+    wait_until(lambda: netns.exists(namespace), DEADLINE_S, 0.05, "the namespace to be rebuilt")
     wait_for_ping(w1, OUTSIDE, DEADLINE_S)
     wait_for_ping(w1, ROUTER_INSIDE, DEADLINE_S)
 
+    def repaired() -> Any:
+        return lab.client.get_appliance("r1")["last_repair"]
+
+    wait_until(repaired, DEADLINE_S, 0.1, "the repair to end")
     after = lab.client.get_appliance("r1")
     assert after["state"] == "active", after["problems"]
     # The config in force again: the same hash, no new generation.
@@ -184,6 +192,26 @@ def test_deleted_route_and_killed_dnsmasq_come_back(lab: Lab) -> None:
         return "dnsmasq is not running" in repair["problems"]
 
     wait_until(reported, DEADLINE_S, 0.1, "the repair to be reported")
+
+
+def test_a_held_appliance_is_reported_not_repaired(lab: Lab) -> None:
+    """While an operator debugs an appliance (held: `astara router debug`
+    tells its agent), a fault is reported, not repaired; a PUT releases it."""
+    w1 = build(lab)
+    lab.client.hold_appliance("r1", True)
+    assert lab.client.get_appliance("r1")["held"] is True
+    delete_namespace(lab.router_netns("r1"))
+
+    def reported() -> Any:
+        return lab.client.get_appliance("r1")["last_repair"]
+
+    repair = wait_until(reported, DEADLINE_S, 0.1, "the fault to be reported")
+    assert repair["outcome"] == "held"
+    assert f"namespace {lab.router_netns('r1')} is missing" in repair["problems"]
+    assert not netns.exists(lab.router_netns("r1"))
+
+    assert lab.router("r1", small_router())["held"] is False
+    wait_for_ping(w1, OUTSIDE, DEADLINE_S)
 
 
 def _fds(pid: int) -> list[str]:

@@ -288,4 +288,13 @@ def create_app(settings: AgentSettings) -> FastAPI:
     def delete_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
         agent.delete_appliance(appliance_id, epoch)
 
+    @app.put("/v1/appliances/{appliance_id}/hold", status_code=204)
+    def hold_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
+        """An operator debugs it: the agent repairs nothing on its own."""
+        agent.hold(appliance_id, True, epoch)
+
+    @app.delete("/v1/appliances/{appliance_id}/hold", status_code=204)
+    def release_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
+        agent.hold(appliance_id, False, epoch)
+
     return app

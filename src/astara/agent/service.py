@@ -387,6 +387,7 @@ class Agent:
         fenced = appliance_id in self.fenced_ids
         observed = {**observed, "epoch": self.epoch(appliance_id), "fenced": fenced}
         observed["last_repair"] = self.watch.last_repair(appliance_id) if self.watch else None
+        observed["held"] = self.held(appliance_id)
         if fenced:
             observed["problems"] = [
                 *observed.get("problems", []),
@@ -550,6 +551,7 @@ class Agent:
             if self.watch is not None:
                 self.watch.settled(appliance_id)
             self._unfence(appliance_id)
+            self.store.delete("holds", appliance_id)
             observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return new, result, self._with_fencing(appliance_id, observed)
 
@@ -566,6 +568,7 @@ class Agent:
                 self.watch.forget(appliance_id)  # or its socket keeps the namespace alive
             self.appliances.delete(appliance_id)
             self._unfence(appliance_id)
+            self.store.delete("holds", appliance_id)
 
     # --- the watch: repairs without waiting for the orchestrator ----------------------
 
@@ -578,13 +581,29 @@ class Agent:
         if self.watch is not None:
             self.watch.stop()
 
+    def held(self, appliance_id: str) -> bool:
+        return self.store.get("holds", appliance_id) is not None
+
+    def hold(self, appliance_id: str, held: bool, epoch: int = 0) -> None:
+        """Hold (or release) the appliance: while held (an operator debugs
+        it), the watch reports its drift but repairs nothing. An accepted
+        PUT or DELETE of the appliance releases it too."""
+        with self.appliances.lock(appliance_id):
+            self._admit_epoch(appliance_id, epoch)
+            if not self.appliances.exists(appliance_id):
+                raise NotFound(f"appliance {appliance_id} not found")
+            if held:
+                self.store.put("holds", appliance_id, {"since": time.time()})
+            else:
+                self.store.delete("holds", appliance_id)
+
     def repair(self, appliance_id: str, drifted: Check) -> Repair | None:
         """Under the appliance's lock: if `drifted` finds it drifted from its
         config in force, converge it on that config, as a PUT of it would
         (same hash: generation and epoch stay). A fenced appliance is left
         as it is: its external links are down on purpose, and rebuilding
-        them would announce it; the PUT that unfences it converges it. None
-        if it is gone or nothing drifted."""
+        them would announce it; the PUT that unfences it converges it. So is
+        a held one (`hold`). None if it is gone or nothing drifted."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             config = self.appliances.config(appliance_id)
             if config is None:
@@ -600,6 +619,8 @@ class Agent:
                 return None
             if fenced:
                 return Repair("deferred", problems, time.time())
+            if self.held(appliance_id):
+                return Repair("held", problems, time.time())
             try:
                 stop_misplaced(
                     ApplianceDaemons(
