@@ -118,7 +118,7 @@ def held_on_its_agent(cloud: Cloud, appliance_id: str) -> None:
     """Hold the appliance on the local agent, whose watch would otherwise
     repair it first: the orchestrator's own healing is what is shown."""
     with AgentClient(f"unix:{cloud.server.state_dir / 'agent.sock'}") as agent:
-        agent.hold_appliance(appliance_id, True)
+        agent.hold_appliance(appliance_id, True, agent.get_appliance(appliance_id)["epoch"])
 
 
 def test_healing_after_the_namespace_is_deleted_behind_astaras_back(cloud: Cloud) -> None:
