@@ -61,7 +61,7 @@ class Metrics:
         self.repairs = Counter(
             "astara_agent_appliance_repairs",
             "Appliances found drifted by the watch, by what was done (repaired, failed,"
-            " deferred while fenced)",
+            " deferred while fenced, held while an operator debugs them)",
             ["outcome"],
             registry=self.registry,
         )

@@ -156,7 +156,8 @@ class Schedule:
 @dataclass(frozen=True)
 class Repair:
     """One check that found drift: what, and what was done about it
-    (`repaired`, `failed`, or `deferred` while the appliance is fenced)."""
+    (`repaired`, `failed`; `deferred` while the appliance is fenced, `held`
+    while an operator debugs it)."""
 
     outcome: str
     problems: tuple[str, ...]
@@ -438,10 +439,13 @@ class Watch:
                         self._dispatch(fd, now)
                     except Exception:
                         log.exception("watch: handling an event failed")
+                assert self._pool is not None
                 for appliance_id, aspects in self.schedule.take_due(now, self._busy):
                     self._busy.add(appliance_id)
-                    assert self._pool is not None
-                    self._pool.submit(self._check, appliance_id, aspects)
+                    try:
+                        self._pool.submit(self._check, appliance_id, aspects)
+                    except RuntimeError:  # the pool is shut down: stopping
+                        return
 
     def _dispatch(self, fd: int, now: float) -> None:
         kind, appliance_id = self._fds.get(fd, ("", ""))
