@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
@@ -99,6 +101,29 @@ def watchdog(agent: Agent, stop: threading.Event) -> None:
             log.exception("fencing failed; trying again")
 
 
+def quiesce_on_exit_signals(agent: Agent) -> None:
+    """Stop the watch's repairs as soon as SIGTERM or SIGINT arrives, not
+    once the server has drained its connections: what is removed after a
+    shutdown began must not be rebuilt. Wraps the server's own handlers
+    (uvicorn installs them before the lifespan starts); only possible on
+    the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if not callable(previous):
+            continue
+
+        def handler(
+            sig: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            if agent.watch is not None:
+                agent.watch.quiesce()
+            previous(sig, frame)
+
+        signal.signal(number, handler)
+
+
 def create_app(settings: AgentSettings) -> FastAPI:
     agent = Agent(settings)
     metrics = Metrics()
@@ -108,6 +133,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
         # Blocking netlink work runs in a thread, never on the event loop.
         await asyncio.to_thread(agent.start)
         agent.start_watching(lambda outcome: metrics.repairs.labels(outcome).inc())
+        quiesce_on_exit_signals(agent)
         agent.note_contact()  # the bound counts from when the agent is ready
         stop = threading.Event()
         if settings.fence_after_s:

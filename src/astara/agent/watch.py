@@ -216,6 +216,7 @@ class Watch:
         self._busy: set[str] = set()
         self._last: dict[str, Repair] = {}
         self._stopping = False
+        self._quiet = False  # shutting down: notice, but repair nothing
         self._epoll: select.epoll | None = None
         self._directory: monitor.NamespaceDirectory | None = None
         self._wake = -1
@@ -242,6 +243,12 @@ class Watch:
     def wait_ready(self, timeout_s: float | None = None) -> bool:
         """Whether every appliance the agent had at start is tracked."""
         return self._ready.wait(timeout_s)
+
+    def quiesce(self) -> None:
+        """Repair nothing from now on: the agent is shutting down, and what
+        goes now (an operator's or a test's cleanup after it) must stay gone."""
+        with self._mutex:
+            self._quiet = True
 
     def stop(self) -> None:
         """Stop the thread, let the checks under way finish, close everything."""
@@ -441,6 +448,8 @@ class Watch:
                         log.exception("watch: handling an event failed")
                 assert self._pool is not None
                 for appliance_id, aspects in self.schedule.take_due(now, self._busy):
+                    if self._quiet:
+                        continue
                     self._busy.add(appliance_id)
                     try:
                         self._pool.submit(self._check, appliance_id, aspects)
