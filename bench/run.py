@@ -30,6 +30,7 @@ from bench.harness import Report, Settings, log
 from bench.hollow import bench_hollow
 from bench.orchestrator import bench_orchestrator
 from bench.throughput import bench_throughput
+from bench.watch import bench_watch
 
 BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "throughput": bench_throughput,
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "orchestrator": bench_orchestrator,
     "fabric": bench_fabric,
     "hollow": bench_hollow,
+    "watch": bench_watch,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

@@ -73,6 +73,7 @@ def test_agent_restart_leaves_the_data_plane_alone(lab: Lab, agent: AgentProcess
 def test_killed_dnsmasq_is_restarted_by_the_next_apply(lab: Lab) -> None:
     build_standard(lab)
     before = lab.client.get_appliance("r1")
+    lab.client.hold_appliance("r1", True)  # or the agent's watch repairs it first
     os.kill(before["daemons"]["dnsmasq"]["pid"], signal.SIGKILL)
     degraded = wait_until(
         lambda: (a := lab.client.get_appliance("r1"))["state"] == "degraded" and a, what="degraded"
@@ -95,6 +96,7 @@ def test_a_lost_interface_is_replugged_and_served_again(lab: Lab) -> None:
     build_standard(lab)
     before = lab.client.get_appliance("r1")
     lost = appliance_interface("internal", MAC["router_n1"])
+    lab.client.hold_appliance("r1", True)  # or the agent's watch repairs it first
     with netlink.netns(lab.router_netns("r1")) as inside:
         netlink.delete_link(inside, lost)
     assert f"interface {lost} is missing" in lab.client.get_appliance("r1")["problems"]
@@ -113,12 +115,13 @@ def test_deleted_namespace_is_rebuilt_by_the_next_apply(lab: Lab) -> None:
     build_standard(lab)
     old = lab.client.get_appliance("r1")
     old_namespace = os.stat(f"{netns.NETNS_DIR}/{lab.router_netns('r1')}").st_ino
+    lab.client.hold_appliance("r1", True)  # or the agent's watch repairs it first
     netns.delete(lab.router_netns("r1"))
     degraded = lab.client.get_appliance("r1")
     assert degraded["state"] == "degraded"
     assert f"namespace {lab.router_netns('r1')} is missing" in degraded["problems"]
     rebuilt = lab.client.put_appliance("r1", router_config())
-    assert rebuilt["state"] == "active"
+    assert rebuilt["state"] == "active" and rebuilt["held"] is False
     assert os.stat(f"{netns.NETNS_DIR}/{lab.router_netns('r1')}").st_ino != old_namespace
     assert rebuilt["daemons"]["dnsmasq"]["pid"] != old["daemons"]["dnsmasq"]["pid"]
     with WhoAmI(lab.netns("outside")) as server:

@@ -114,10 +114,18 @@ def test_a_router_from_the_api_forwards_nats_and_floats(cloud: Cloud) -> None:
     assert fip["status"] == "DOWN"
 
 
+def held_on_its_agent(cloud: Cloud, appliance_id: str) -> None:
+    """Hold the appliance on the local agent, whose watch would otherwise
+    repair it first: the orchestrator's own healing is what is shown."""
+    with AgentClient(f"unix:{cloud.server.state_dir / 'agent.sock'}") as agent:
+        agent.hold_appliance(appliance_id, True, agent.get_appliance(appliance_id)["epoch"])
+
+
 def test_healing_after_the_namespace_is_deleted_behind_astaras_back(cloud: Cloud) -> None:
     setup = standard(cloud)
     router_id = setup["router"]["id"]
     namespace = f"{cloud.server.prefix}-appliance-{router_id}"
+    held_on_its_agent(cloud, router_id)
     netns.delete(namespace)
     assert not netns.exists(namespace)
 
@@ -264,6 +272,7 @@ def test_a_killed_dnsmasq_comes_back_and_the_history_says_why(cloud: Cloud) -> N
     router_id = setup["router"]["id"]
     appliance = cloud.router(router_id)["appliance"]
     pid = appliance["daemons"]["dnsmasq"]["pid"]
+    held_on_its_agent(cloud, router_id)
     os.kill(pid, signal.SIGKILL)
 
     def restarted() -> bool:

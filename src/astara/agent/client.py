@@ -126,3 +126,9 @@ class AgentClient:
 
     def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
         self.request("DELETE", f"/v1/appliances/{appliance_id}?epoch={epoch}")
+
+    def hold_appliance(self, appliance_id: str, held: bool, epoch: int = 0) -> None:
+        """Hold (an operator debugs it: no repair on the agent's own) or release."""
+        self.request(
+            "PUT" if held else "DELETE", f"/v1/appliances/{appliance_id}/hold?epoch={epoch}"
+        )

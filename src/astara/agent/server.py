@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
@@ -90,6 +92,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.repairs = Counter(
+            "astara_agent_appliance_repairs",
+            "Appliances found drifted by the watch, by what was done (repaired, failed,"
+            " deferred while fenced, held while an operator debugs them)",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def observe_phases(self, spent: dict[str, float]) -> None:
         for name, seconds in spent.items():
             self.apply_phase_seconds.labels(name).observe(seconds)
@@ -148,6 +158,29 @@ def watchdog(agent: Agent, stop: threading.Event) -> None:
             log.exception("fencing failed; trying again")
 
 
+def quiesce_on_exit_signals(agent: Agent) -> None:
+    """Stop the watch's repairs as soon as SIGTERM or SIGINT arrives, not
+    once the server has drained its connections: what is removed after a
+    shutdown began must not be rebuilt. Wraps the server's own handlers
+    (uvicorn installs them before the lifespan starts); only possible on
+    the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if not callable(previous):
+            continue
+
+        def handler(
+            sig: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            if agent.watch is not None:
+                agent.watch.quiesce()
+            previous(sig, frame)
+
+        signal.signal(number, handler)
+
+
 def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     """The agent API over `agent` (default: the real one on `settings`)."""
     agent = agent or Agent(settings)
@@ -157,6 +190,8 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Blocking netlink work runs in a thread, never on the event loop.
         await asyncio.to_thread(agent.start)
+        agent.start_watching(lambda outcome: metrics.repairs.labels(outcome).inc())
+        quiesce_on_exit_signals(agent)
         agent.note_contact()  # the bound counts from when the agent is ready
         stop = threading.Event()
         if settings.fence_after_s:
@@ -167,6 +202,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
             yield
         finally:
             stop.set()
+            await asyncio.to_thread(agent.stop_watching)
 
     app = FastAPI(
         title="astara-agent",
@@ -376,5 +412,14 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     @app.delete("/v1/appliances/{appliance_id}", status_code=204)
     def delete_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
         agent.delete_appliance(appliance_id, epoch)
+
+    @app.put("/v1/appliances/{appliance_id}/hold", status_code=204)
+    def hold_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
+        """An operator debugs it: the agent repairs nothing on its own."""
+        agent.hold(appliance_id, True, epoch)
+
+    @app.delete("/v1/appliances/{appliance_id}/hold", status_code=204)
+    def release_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
+        agent.hold(appliance_id, False, epoch)
 
     return app

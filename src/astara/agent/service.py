@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,8 +19,17 @@ from typing import Any
 from astara import __version__
 from astara.agent.locks import SharedLock
 from astara.agent.store import JsonStore
+from astara.agent.watch import Check, Repair, Watch
 from astara.appliance import checks
-from astara.appliance.apply import ApplianceManager, ApplyResult, NetworkInfo
+from astara.appliance.apply import (
+    ApplianceManager,
+    ApplyFailed,
+    ApplyResult,
+    NetworkInfo,
+    ValidationFailed,
+)
+from astara.appliance.daemons import ApplianceDaemons
+from astara.appliance.drift import stop_misplaced
 from astara.appliance.phases import phase
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
@@ -113,6 +122,8 @@ class Agent:
         fence = self.store.get("fence", "state") or {}
         self.fenced_since: float | None = fence.get("since")
         self.fenced_ids: set[str] = set(fence.get("appliances", []))
+        # Repairs what drifts behind the agent's back (`start_watching`).
+        self.watch: Watch | None = None
 
     def start(self) -> None:
         """Take stock of the tools, then bring the fabric back after a restart
@@ -380,6 +391,8 @@ class Agent:
         fenced = appliance_id in self.fenced_ids
         observed = {**observed, "epoch": self.epoch(appliance_id), "fenced": fenced}
         self.states[appliance_id] = "fenced" if fenced else str(observed.get("state"))
+        observed["last_repair"] = self.watch.last_repair(appliance_id) if self.watch else None
+        observed["held"] = self.held(appliance_id)
         if fenced:
             observed["problems"] = [
                 *observed.get("problems", []),
@@ -566,6 +579,7 @@ class Agent:
             result = ApplyResult(changed=False) if unchanged else self._apply(appliance_id, config)
             if body_digest is not None:
                 self.appliances.remember_body(appliance_id, body_digest)
+            self.store.delete("holds", appliance_id)  # a PUT releases an operator's hold
             with phase("report"):
                 observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return result.new, result, self._with_fencing(appliance_id, observed)
@@ -588,6 +602,7 @@ class Agent:
                 in_force = self.appliances.status(appliance_id).config_hash
                 if not self.appliances.unchanged(appliance_id, config, in_force):
                     return None
+            self.store.delete("holds", appliance_id)  # a PUT releases an operator's hold
             with phase("report"):
                 observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
             return ApplyResult(changed=False), self._with_fencing(appliance_id, observed)
@@ -601,6 +616,8 @@ class Agent:
         previous = self.appliances.config(appliance_id)
         checks.require(checks.appliance_tools(config, prepared.rendered, previous))
         result = self.appliances.apply(appliance_id, prepared)
+        if self.watch is not None:
+            self.watch.settled(appliance_id)  # its own events are no drift
         self._unfence(appliance_id)
         return replace(result, new=new)
 
@@ -613,9 +630,81 @@ class Agent:
                 self.names.appliance_netns(appliance_id)
             ):
                 raise NotFound(f"appliance {appliance_id} not found")
+            if self.watch is not None:
+                self.watch.forget(appliance_id)  # or its socket keeps the namespace alive
             self.appliances.delete(appliance_id)
             self.states.pop(appliance_id, None)
             self._unfence(appliance_id)
+            self.store.delete("holds", appliance_id)
+
+    # --- the watch: repairs without waiting for the orchestrator ----------------------
+
+    def start_watching(self, on_repair: Callable[[str], None] | None = None) -> None:
+        """Watch every appliance; `on_repair(outcome)` after each repair."""
+        self.watch = Watch(self, on_repair)
+        self.watch.start()
+
+    def stop_watching(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+
+    def held(self, appliance_id: str) -> bool:
+        return self.store.get("holds", appliance_id) is not None
+
+    def hold(self, appliance_id: str, held: bool, epoch: int = 0) -> None:
+        """Hold (or release) the appliance: while held (an operator debugs
+        it), the watch reports its drift but repairs nothing. An accepted
+        PUT or DELETE of the appliance releases it too."""
+        with self.appliances.lock(appliance_id):
+            self._admit_epoch(appliance_id, epoch)
+            if not self.appliances.exists(appliance_id):
+                raise NotFound(f"appliance {appliance_id} not found")
+            if held:
+                self.store.put("holds", appliance_id, {"since": time.time()})
+            else:
+                self.store.delete("holds", appliance_id)
+
+    def repair(self, appliance_id: str, drifted: Check) -> Repair | None:
+        """Under the appliance's lock: if `drifted` finds it drifted from its
+        config in force, converge it on that config, as a PUT of it would
+        (same hash: generation and epoch stay). A fenced appliance is left
+        as it is: its external links are down on purpose, and rebuilding
+        them would announce it; the PUT that unfences it converges it. So is
+        a held one (`hold`). None if it is gone or nothing drifted."""
+        with self.l2_lock.shared(), self.appliances.lock(appliance_id):
+            config = self.appliances.config(appliance_id)
+            if config is None:
+                return None
+            fenced = appliance_id in self.fenced_ids
+            external = [
+                appliance_interface(i.role.value, i.mac)
+                for i in config.interfaces
+                if i.role.value == "external"
+            ]
+            problems = tuple(drifted(config, external if fenced else ()))
+            if not problems:
+                return None
+            if fenced:
+                return Repair("deferred", problems, time.time())
+            if self.held(appliance_id):
+                return Repair("held", problems, time.time())
+            try:
+                stop_misplaced(
+                    ApplianceDaemons(
+                        self.names.appliance_netns(appliance_id),
+                        self.appliances.run_directory(appliance_id),
+                    ),
+                    self.names.appliance_netns(appliance_id),
+                )
+                prepared = self.appliances.prepare(appliance_id, config)
+                checks.require(checks.appliance_tools(config, prepared.rendered, config))
+                result = self.appliances.apply(appliance_id, prepared)
+            except (ApplyFailed, MissingTool, ValidationFailed) as error:
+                return Repair("failed", problems, time.time(), error=str(error))
+            finally:
+                if self.watch is not None:
+                    self.watch.settled(appliance_id)
+            return Repair("repaired", problems, time.time(), tuple(result.actions))
 
 
 def _meminfo() -> dict[str, int]:

@@ -693,6 +693,9 @@ class Orchestrator:
                 metrics.FAILURES.labels(seen.failure.kind.value).inc()
             decision = step(record, seen, self.clock())
             self._store(appliance_id, project_id, record, decision, plan, seen)
+            paused = decision.record.state is State.PAUSED
+            if paused != (record.state is State.PAUSED):
+                self._hold(appliance_id, where, paused)
             if not decision.commands:
                 return
             failure, applied = None, None
@@ -1054,6 +1057,17 @@ class Orchestrator:
             self.l2.forget_segments(None, where.host.name)
             return unreachable(str(error)), None
         return None, applied
+
+    def _hold(self, appliance_id: str, where: Placement, held: bool) -> None:
+        """Tell the appliance's agent that an operator debugs it (its watch
+        then repairs nothing on its own), or no longer. Best effort: an agent
+        without the appliance has nothing to hold."""
+        if where.host is None:
+            return
+        try:
+            self.hosts.client(where.host).hold_appliance(appliance_id, held, where.epoch)
+        except (AgentError, httpx.HTTPError) as error:
+            log.info("appliance %s: hold=%s not told to its agent: %s", appliance_id, held, error)
 
     def _store(
         self,

@@ -17,7 +17,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -177,6 +177,9 @@ class HollowAgent(Agent):
 
     def start(self) -> None:
         pass  # nothing to restore: nothing was built
+
+    def start_watching(self, on_repair: Callable[[str], None] | None = None) -> None:
+        pass  # nothing in the kernel to watch
 
     def observe_network(self, network_id: str) -> dict[str, Any]:
         spec = self.network(network_id)
