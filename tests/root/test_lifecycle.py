@@ -114,7 +114,9 @@ def test_a_lost_interface_is_replugged_and_served_again(lab: Lab) -> None:
 def test_deleted_namespace_is_rebuilt_by_the_next_apply(lab: Lab) -> None:
     build_standard(lab)
     old = lab.client.get_appliance("r1")
-    old_namespace = os.stat(f"{netns.NETNS_DIR}/{lab.router_netns('r1')}").st_ino
+    # A mark only the old namespace has (inode numbers are reused once freed).
+    with netlink.netns(lab.router_netns("r1")) as inside:
+        inside.link("add", ifname="oldmark", kind="veth", peer="oldmark1")
     lab.client.hold_appliance("r1", True)  # or the agent's watch repairs it first
     netns.delete(lab.router_netns("r1"))
     degraded = lab.client.get_appliance("r1")
@@ -122,7 +124,8 @@ def test_deleted_namespace_is_rebuilt_by_the_next_apply(lab: Lab) -> None:
     assert f"namespace {lab.router_netns('r1')} is missing" in degraded["problems"]
     rebuilt = lab.client.put_appliance("r1", router_config())
     assert rebuilt["state"] == "active" and rebuilt["held"] is False
-    assert os.stat(f"{netns.NETNS_DIR}/{lab.router_netns('r1')}").st_ino != old_namespace
+    with netlink.netns(lab.router_netns("r1")) as inside:
+        assert netlink.link_index(inside, "oldmark") is None
     assert rebuilt["daemons"]["dnsmasq"]["pid"] != old["daemons"]["dnsmasq"]["pid"]
     with WhoAmI(lab.netns("outside")) as server:
         seen = wait_until(lambda: seen_source(lab.netns("w2"), OUTSIDE, server.port), what="SNAT")
