@@ -142,6 +142,8 @@ class Port(StandardAttributes, Base):
     fixed_ips: Mapped[list[IpAllocation]] = relationship(
         back_populates="port", cascade="all, delete-orphan", order_by="IpAllocation.position"
     )
+    # Read by lists only (loaded with the port): `astara port plug` writes bindings.
+    binding: Mapped[PortBinding | None] = relationship(viewonly=True)
 
 
 class IpAllocation(Base):
@@ -177,6 +179,9 @@ class Router(StandardAttributes, Base):
     availability_zone_hints: Mapped[list[str]] = mapped_column(
         JSON, default=list, server_default="[]"
     )
+
+    # Read by lists only (loaded with the router): the gateway is set through `gateway_port_id`.
+    gateway_port: Mapped[Port | None] = relationship(viewonly=True)
 
 
 # Device owners of a router's own ports (Neutron's names).

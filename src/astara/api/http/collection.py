@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 
-from astara.api import changes, quotas
+from astara.api import changes, quotas, sql_query
 from astara.api.attributes import (
     Resource,
     bulk_members,
@@ -27,7 +27,8 @@ from astara.api.http.dependencies import (
     json_body,
     now,
 )
-from astara.api.query import parse_query, run_query
+from astara.api.query import parse_query
+from astara.api.sql_query import Listing
 
 
 class Controller(Protocol):
@@ -36,7 +37,8 @@ class Controller(Protocol):
     RESOURCE: Resource
 
     def view(self, row: Any) -> dict[str, Any]: ...
-    def listing(self, session: Session, caller: Caller) -> list[dict[str, Any]]: ...
+    @property
+    def LISTING(self) -> Listing: ...
     def get(self, session: Session, caller: Caller, object_id: str) -> Any: ...
     def owned(self, session: Session, caller: Caller, object_id: str) -> Any: ...
     def create(
@@ -99,15 +101,10 @@ def collection_router(controller: Controller) -> APIRouter:
     async def list_items(request: Request, run: TransactionDep) -> dict[str, Any]:
         query = parse_query(resource, list(request.query_params.multi_items()))
 
-        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
-            # Hidden before filtering: a filter on what the caller may not
-            # read matches nothing rather than telling it apart.
-            return [
-                readable(resource, i, caller.is_admin) for i in controller.listing(session, caller)
-            ]
-
-        items = await run(work)
-        body = run_query(resource, items, query, str(request.url))
+        url = str(request.url)
+        # Hidden before filtering (`sql_query.run`): a filter on what the
+        # caller may not read matches nothing rather than telling it apart.
+        body = await run(lambda s, c: sql_query.run(s, c, controller.LISTING, query, url))
         body[resource.collection] = [
             select_fields(i, query.fields) for i in body[resource.collection]
         ]
