@@ -29,6 +29,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     literal_column,
     not_,
     or_,
@@ -87,15 +88,14 @@ def run(
             left[key] = wanted
         else:
             statement = statement.where(clause)
-    in_sql = all(key in listing.columns for key, _ in query.sorts)
-    if left or not in_sql:
-        # The reference path over what SQL could narrow down.
-        rows = session.scalars(statement).all()
-        items = [readable(resource, v, caller.is_admin) for v in listing.views(session, rows)]
-        return run_query(resource, items, replace(query, filters=left), url)
     sorts = list(query.sorts)
     if (sorts or query.limit) and not any(key == "id" for key, _ in sorts):
         sorts.append(("id", True))  # a total order: the id breaks ties
+    if left or not all(key in listing.columns for key, _ in sorts):
+        # The reference path over what SQL could narrow down.
+        rows = session.scalars(statement).all()
+        items = [readable(resource, v, caller.is_admin) for v in listing.views(session, rows)]
+        return run_query(resource, items, replace(query, filters=left, sorts=sorts), url)
     if query.limit and query.page_reverse:
         sorts = [(key, not ascending) for key, ascending in sorts]
     ordering = [(_sortable(listing.columns[key], dialect), ascending) for key, ascending in sorts]
@@ -195,10 +195,15 @@ def _equal(column: Clause[Any], value: Any) -> ColumnElement[bool]:
 
 def _beyond(column: Clause[Any], ascending: bool, value: Any) -> ColumnElement[bool]:
     if ascending:  # nulls first
-        return column.is_not(None) if value is None else column > value
+        return column.is_not(None) if value is None else column > _bound(column, value)
     if value is None:  # descending: nulls last, nothing comes after one
         return false()
-    return or_(column < value, column.is_(None))
+    return or_(column < _bound(column, value), column.is_(None))
+
+
+def _bound(column: Clause[Any], value: Any) -> Any:
+    # A parameter, also for booleans (false < true in both databases).
+    return literal(value, column.type)
 
 
 STANDARD = ("id", "project_id", "description", "created_at", "updated_at", "revision_number")
