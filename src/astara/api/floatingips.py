@@ -75,7 +75,7 @@ LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=FloatingIp,
     statement=_visible_rows,
-    views=lambda _, rows: [view(f) for f in rows],
+    views=sql_query.orm_views(view),
     columns={
         **sql_query.standard_columns(FloatingIp),
         "floating_network_id": FloatingIp.floating_network_id,

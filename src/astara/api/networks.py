@@ -127,7 +127,7 @@ def visible_clause(caller: Caller) -> ColumnElement[bool]:
 
 
 def _visible_rows(caller: Caller) -> Select[Network]:
-    return select(Network).options(selectinload(Network.subnets)).where(visible_clause(caller))
+    return select(Network).where(visible_clause(caller))
 
 
 def _with_subnet(wanted: list[Any]) -> ColumnElement[bool]:
@@ -138,7 +138,7 @@ LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=Network,
     statement=_visible_rows,
-    views=lambda _, rows: [view(n) for n in rows],
+    views=sql_query.orm_views(view, selectinload(Network.subnets)),
     columns={
         **sql_query.standard_columns(Network),
         "name": Network.name,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session
 
 from astara import ipam
 from astara.api import access, changes, dhcp, networks, sql_query
@@ -106,19 +106,19 @@ def host_id(session: Session, port_id: str) -> str:
 
 def view(port: Port) -> dict[str, Any]:
     session = Session.object_session(port)
-    return _view(port, host_id(session, port.id) if session is not None else "")
+    fixed_ips = [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips]
+    return _view(port, fixed_ips, host_id(session, port.id) if session is not None else "")
 
 
-def _view(port: Port, bound_to: str) -> dict[str, Any]:
+def _view(port: Any, fixed_ips: list[dict[str, str]], bound_to: str) -> dict[str, Any]:
+    """A port's view from its row (an ORM object or a plain row)."""
     return {
         **changes.standard_view(port),
         "name": port.name,
         "network_id": port.network_id,
         "admin_state_up": port.admin_state_up,
         "mac_address": port.mac_address,
-        "fixed_ips": [
-            {"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips
-        ],
+        "fixed_ips": fixed_ips,
         "device_id": port.device_id,
         "device_owner": port.device_owner,
         "status": port.status,
@@ -132,21 +132,42 @@ def _view(port: Port, bound_to: str) -> dict[str, Any]:
     }
 
 
-def views(session: Session, rows: Sequence[Port]) -> list[dict[str, Any]]:
-    """The views of ports loaded with `LISTING` (their fixed IPs and bindings
-    with them): the local host's name is read once, and only when needed."""
+def views(session: Session, statement: Select[Port]) -> list[dict[str, Any]]:
+    """The views of the ports `statement` selects, in its order, from plain
+    rows (no ORM objects: a list may hold 100,000 ports) in two statements:
+    the ports with their bindings, then their fixed IPs; the local host's
+    name is read once, and only when a binding names none."""
+    # Through the connection: plain rows, without the ORM's result processing.
+    connection = session.connection()
+    rows = connection.execute(
+        statement.outerjoin(PortBinding, PortBinding.port_id == Port.id).with_only_columns(
+            *Port.__table__.columns,
+            PortBinding.port_id.label("bound"),
+            PortBinding.host.label("bound_host"),
+        )
+    ).all()
+    if not rows:
+        return []
+    fixed_ips: dict[str, list[dict[str, str]]] = {}
+    addresses = connection.execute(
+        select(IpAllocation.port_id, IpAllocation.subnet_id, IpAllocation.ip_address)
+        .where(IpAllocation.port_id.in_(statement.with_only_columns(Port.id)))
+        .order_by(IpAllocation.port_id, IpAllocation.position)
+    )
+    for port_id, subnet_id, ip_address in addresses:
+        fixed_ips.setdefault(port_id, []).append({"subnet_id": subnet_id, "ip_address": ip_address})
     local: list[str] = []
 
-    def bound_to(port: Port) -> str:
-        if port.binding is None:
+    def bound_to(row: Any) -> str:
+        if row.bound is None:
             return ""
-        if port.binding.host is not None:
-            return port.binding.host
+        if row.bound_host is not None:
+            return str(row.bound_host)
         if not local:
             local.append(_local_host(session))
         return local[0]
 
-    return [_view(port, bound_to(port)) for port in rows]
+    return [_view(row, fixed_ips.get(row.id, []), bound_to(row)) for row in rows]
 
 
 def visible(port: Port, network: Network | None, caller: Caller) -> bool:
@@ -169,7 +190,7 @@ def owned(session: Session, caller: Caller, port_id: str) -> Port:
 
 
 def _visible_rows(caller: Caller) -> Select[Port]:
-    statement = select(Port).options(selectinload(Port.fixed_ips), joinedload(Port.binding))
+    statement = select(Port)
     if caller.is_admin:
         return statement
     own_networks = select(Network.id).where(Network.project_id == caller.project_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -102,10 +101,13 @@ def _view(router: Router, gateway: Port | None, availability_zones: list[str]) -
     }
 
 
-def views(session: Session, rows: Sequence[Router]) -> list[dict[str, Any]]:
-    """The views of routers loaded with `LISTING` (gateway ports and their
-    fixed IPs with them), with their appliances' zones in one statement per
-    `zones.CHUNK` routers."""
+def views(session: Session, statement: Select[Router]) -> list[dict[str, Any]]:
+    """The views of the routers `statement` selects, loaded with their
+    gateway ports and those ports' fixed IPs, and their appliances' zones in
+    one statement per `zones.CHUNK` routers."""
+    rows = session.scalars(
+        statement.options(selectinload(Router.gateway_port).selectinload(Port.fixed_ips))
+    ).all()
     placed = zones.of_appliances(session, [r.id for r in rows])
     return [_view(r, r.gateway_port, placed.get(r.id, [])) for r in rows]
 
@@ -121,9 +123,7 @@ owned = get  # routers are visible to their owner (and admins) only
 
 
 def _visible_rows(caller: Caller) -> Select[Router]:
-    statement = select(Router).options(
-        selectinload(Router.gateway_port).selectinload(Port.fixed_ips)
-    )
+    statement = select(Router)
     if caller.is_admin:
         return statement
     return statement.where(Router.project_id == caller.project_id)

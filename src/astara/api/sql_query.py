@@ -16,7 +16,7 @@ the tie-breaker, so a page costs the same on page 1 and on page 1,000.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,10 +37,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm.interfaces import ORMOption
 from sqlalchemy.sql import ColumnElement as Clause
 from sqlalchemy.sql.expression import cast
 
-from astara.api.attributes import Resource, readable
+from astara.api.attributes import Resource
 from astara.api.auth import Caller
 from astara.api.query import TAG_FILTERS, Query, marker_not_found, page_links, run_query
 
@@ -53,18 +54,19 @@ class Listing:
     """How one resource's collection is listed in SQL.
 
     `statement(caller)`: the visible rows (a `select` of the model, with any
-    joins visibility needs and the eager loading the views need).
-    `columns`: API attribute -> the column that holds it (filters use
-    equality, `IN`, sorting orders by it). `filters`: API filter keys with a
-    clause of their own (a list attribute: `subnets`, `fixed_ips.subnet_id`).
-    `views(session, rows)`: the rows' views, in order, without a statement
-    per row.
+    joins visibility needs). `columns`: API attribute -> the column that
+    holds it (filters use equality, `IN`, sorting orders by it). `filters`:
+    API filter keys with a clause of their own (a list attribute: `subnets`,
+    `fixed_ips.subnet_id`). `views(session, statement)`: the views of the
+    rows `statement` (filtered, ordered, limited) selects, in its order, in a
+    bounded number of statements (`orm_views` loads ORM rows with eager
+    loading; a large collection may read plain rows instead).
     """
 
     resource: Resource
     model: Any
     statement: Callable[[Caller], Select[Any]]
-    views: Callable[[Session, Sequence[Any]], list[dict[str, Any]]]
+    views: Callable[[Session, Select[Any]], list[dict[str, Any]]]
     columns: Mapping[str, InstrumentedAttribute[Any]] = field(default_factory=dict)
     filters: Mapping[str, FilterClause] = field(default_factory=dict)
 
@@ -93,8 +95,7 @@ def run(
         sorts.append(("id", True))  # a total order: the id breaks ties
     if left or not all(key in listing.columns for key, _ in sorts):
         # The reference path over what SQL could narrow down.
-        rows = session.scalars(statement).all()
-        items = [readable(resource, v, caller.is_admin) for v in listing.views(session, rows)]
+        items = _readable(resource, listing.views(session, statement), caller)
         return run_query(resource, items, replace(query, filters=left, sorts=sorts), url)
     if query.limit and query.page_reverse:
         sorts = [(key, not ascending) for key, ascending in sorts]
@@ -111,14 +112,38 @@ def run(
     statement = statement.order_by(*(_order(column, ascending) for column, ascending in ordering))
     if query.limit:
         statement = statement.limit(query.limit)
-    rows = list(session.scalars(statement).all())
+    found = _readable(resource, listing.views(session, statement), caller)
     if query.limit and query.page_reverse:
-        rows.reverse()
-    found = [readable(resource, v, caller.is_admin) for v in listing.views(session, rows)]
+        found.reverse()
     body: dict[str, Any] = {resource.collection: found}
     if query.limit:
         body[f"{resource.collection}_links"] = page_links(found, query, url)
     return body
+
+
+def orm_views(
+    view: Callable[[Any], dict[str, Any]], *options: ORMOption
+) -> Callable[[Session, Select[Any]], list[dict[str, Any]]]:
+    """`Listing.views` for ORM rows: loaded with `options` (selectinload of
+    what `view` reads), each shown by `view`."""
+
+    def views(session: Session, statement: Select[Any]) -> list[dict[str, Any]]:
+        return [view(row) for row in session.scalars(statement.options(*options)).unique()]
+
+    return views
+
+
+def _readable(
+    resource: Resource, items: list[dict[str, Any]], caller: Caller
+) -> list[dict[str, Any]]:
+    """`attributes.readable` of each item, the hidden names worked out once."""
+    if caller.is_admin:
+        return items
+    hidden = [a.name for a in resource.attributes if a.admin_visible]
+    for item in items:  # each a view of its own, made for this list
+        for name in hidden:
+            item.pop(name, None)
+    return items
 
 
 def _filter(

@@ -110,7 +110,7 @@ def owned(session: Session, caller: Caller, subnet_id: str) -> Subnet:
 
 
 def _visible_rows(caller: Caller) -> Select[Subnet]:
-    statement = select(Subnet).join(Subnet.network).options(contains_eager(Subnet.network))
+    statement = select(Subnet).join(Subnet.network)
     if caller.is_admin:
         return statement
     return statement.where(
@@ -122,7 +122,7 @@ LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=Subnet,
     statement=_visible_rows,
-    views=lambda _, rows: [view(s) for s in rows],
+    views=sql_query.orm_views(view, contains_eager(Subnet.network)),
     columns={
         **sql_query.standard_columns(Subnet),
         "name": Subnet.name,

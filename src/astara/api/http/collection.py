@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from astara.api import changes, quotas, sql_query
@@ -98,17 +99,19 @@ def collection_router(controller: Controller) -> APIRouter:
     router = authenticated_router(prefix=f"/v2.0/{resource.collection}")
 
     @router.get("")
-    async def list_items(request: Request, run: TransactionDep) -> dict[str, Any]:
+    async def list_items(request: Request, run: TransactionDep) -> Response:
         query = parse_query(resource, list(request.query_params.multi_items()))
-
         url = str(request.url)
         # Hidden before filtering (`sql_query.run`): a filter on what the
         # caller may not read matches nothing rather than telling it apart.
         body = await run(lambda s, c: sql_query.run(s, c, controller.LISTING, query, url))
-        body[resource.collection] = [
-            select_fields(i, query.fields) for i in body[resource.collection]
-        ]
-        return body
+        if query.fields:
+            body[resource.collection] = [
+                select_fields(i, query.fields) for i in body[resource.collection]
+            ]
+        # Plain JSON values already: encoded as they are, not walked value by
+        # value first (FastAPI's encoder takes seconds over 10,000 ports).
+        return JSONResponse(body)
 
     @router.post("", status_code=201)
     async def create_item(request: Request, run: TransactionDep) -> dict[str, Any]:
@@ -129,7 +132,6 @@ def collection_router(controller: Controller) -> APIRouter:
                 quotas.check(session, resource.member, values["project_id"])
                 row = controller.create(session, caller, values, now())
                 session.flush()
-                session.refresh(row)
                 created.append(readable(resource, controller.view(row), caller.is_admin))
             return created
 
