@@ -42,8 +42,8 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, joinedload
 
 from astara.api import changes, ports
 from astara.db.models import (
@@ -70,45 +70,64 @@ def dhcp_port(session: Session, network_id: str) -> Port | None:
     )
 
 
+def _current_dhcp_port(session: Session, network_id: str) -> Port | None:
+    """The DHCP port with its fixed IPs as committed now (one statement): read
+    under the network's lock, what another transaction committed counts."""
+    return (
+        session.scalars(
+            select(Port)
+            .where(
+                Port.network_id == network_id,
+                Port.device_owner == DHCP,
+                Port.device_id == dhcp_appliance_id(network_id),
+            )
+            .options(joinedload(Port.fixed_ips))
+            .execution_options(populate_existing=True)
+        )
+        .unique()
+        .first()
+    )
+
+
 def needed_subnets(
     session: Session, network_id: str, leaving: Collection[str] = ()
 ) -> list[Subnet]:
     """The network's subnets its DHCP port must be on (see the module's rule),
-    oldest first; `leaving` are subnets about to go (never needed)."""
-    candidates = [
-        s
-        for s in session.scalars(
-            select(Subnet)
-            .where(Subnet.network_id == network_id, Subnet.enable_dhcp.is_(True))
-            .order_by(Subnet.created_at, Subnet.id)
+    oldest first; `leaving` are subnets about to go (never needed). One
+    statement: each rule's test is an EXISTS that stops at its first row,
+    however many ports the subnet has."""
+    on_subnet = IpAllocation.subnet_id == Subnet.id
+    # A port's fixed IPs are on its network's subnets: the network's router
+    # interfaces (an index away, and few) are the only ports to look at.
+    served = (
+        exists()
+        .where(
+            Port.network_id == network_id,
+            Port.device_owner == ROUTER_INTERFACE,
+            IpAllocation.port_id == Port.id,
+            on_subnet,
         )
-        if s.id not in leaving and leased_by_dhcp(s)
+        .label("served")
+    )
+    with_workloads = (
+        exists()
+        .where(
+            on_subnet,
+            Port.id == IpAllocation.port_id,
+            Port.device_owner.not_like("network:%"),
+        )
+        .label("with_workloads")
+    )
+    rows = session.execute(
+        select(Subnet, served, with_workloads)
+        .where(Subnet.network_id == network_id, Subnet.enable_dhcp.is_(True))
+        .order_by(Subnet.created_at, Subnet.id)
+    )
+    return [
+        subnet
+        for subnet, is_served, has_workloads in rows
+        if subnet.id not in leaving and leased_by_dhcp(subnet) and not is_served and has_workloads
     ]
-    if not candidates:
-        return []
-    ids = [s.id for s in candidates]
-    served = set(
-        session.scalars(
-            select(IpAllocation.subnet_id)
-            .join(Port, Port.id == IpAllocation.port_id)
-            .where(IpAllocation.subnet_id.in_(ids), Port.device_owner == ROUTER_INTERFACE)
-        )
-    )
-    unserved = [i for i in ids if i not in served]
-    if not unserved:
-        return []
-    with_workloads = set(
-        session.scalars(
-            select(IpAllocation.subnet_id)
-            .join(Port, Port.id == IpAllocation.port_id)
-            .where(
-                IpAllocation.subnet_id.in_(unserved),
-                Port.device_owner.not_like("network:%"),
-            )
-            .distinct()
-        )
-    )
-    return [s for s in candidates if s.id in with_workloads]
 
 
 def sync(session: Session, network_id: str, now: datetime, leaving: Collection[str] = ()) -> None:
@@ -125,10 +144,7 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
     network = session.get(Network, network_id, with_for_update=True, populate_existing=True)
     if network is None:
         return
-    port = dhcp_port(session, network_id)
-    if port is not None:
-        # Loaded before the lock: what another transaction committed since counts.
-        session.refresh(port, ["fixed_ips"])
+    port = _current_dhcp_port(session, network_id)
     wanted = needed_subnets(session, network_id, leaving)
     # A full subnet has no address for the DHCP port: it goes unserved (said
     # in the log) rather than failing the caller's change (a router leaving it).

@@ -12,10 +12,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from astara.api import changes, networks, ports, routers
+from astara.api import changes, networks, ports, routers, sql_query
 from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_any
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -64,12 +64,28 @@ def get(session: Session, caller: Caller, floating_id: str) -> FloatingIp:
 owned = get
 
 
-def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
-    return [
-        view(f)
-        for f in session.scalars(select(FloatingIp))
-        if caller.is_admin or f.project_id == caller.project_id
-    ]
+def _visible_rows(caller: Caller) -> Select[FloatingIp]:
+    statement = select(FloatingIp)
+    if caller.is_admin:
+        return statement
+    return statement.where(FloatingIp.project_id == caller.project_id)
+
+
+LISTING = sql_query.Listing(
+    resource=RESOURCE,
+    model=FloatingIp,
+    statement=_visible_rows,
+    views=sql_query.orm_views(view),
+    columns={
+        **sql_query.standard_columns(FloatingIp),
+        "floating_network_id": FloatingIp.floating_network_id,
+        "floating_ip_address": FloatingIp.floating_ip_address,
+        "port_id": FloatingIp.fixed_port_id,
+        "fixed_ip_address": FloatingIp.fixed_ip_address,
+        "router_id": FloatingIp.router_id,
+        "status": FloatingIp.status,
+    },
+)
 
 
 def _associate(

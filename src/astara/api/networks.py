@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, exists, or_, select, true
+from sqlalchemy.orm import Session, selectinload
 
-from astara.api import access, changes, dhcp, segments, zones
+from astara.api import access, changes, dhcp, segments, sql_query, zones
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -22,7 +22,7 @@ from astara.api.attributes import (
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.settings import MIN_MTU, ApiSettings
-from astara.db.models import ROUTER_GATEWAY, Network, Port
+from astara.db.models import ROUTER_GATEWAY, Network, Port, Subnet
 
 IPV6_MIN_MTU = 1280  # RFC 8200
 
@@ -119,8 +119,41 @@ def owned(session: Session, caller: Caller, network_id: str) -> Network:
     return access.changeable(get(session, caller, network_id), caller, "Network")
 
 
-def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
-    return [view(n) for n in session.scalars(select(Network)) if visible(n, caller)]
+def visible_clause(caller: Caller) -> ColumnElement[bool]:
+    """`visible` in SQL."""
+    if caller.is_admin:
+        return true()
+    return or_(Network.project_id == caller.project_id, Network.shared, Network.external)
+
+
+def _visible_rows(caller: Caller) -> Select[Network]:
+    return select(Network).where(visible_clause(caller))
+
+
+def _with_subnet(wanted: list[Any]) -> ColumnElement[bool]:
+    return exists().where(Subnet.network_id == Network.id, Subnet.id.in_(wanted))
+
+
+LISTING = sql_query.Listing(
+    resource=RESOURCE,
+    model=Network,
+    statement=_visible_rows,
+    views=sql_query.orm_views(view, selectinload(Network.subnets)),
+    columns={
+        **sql_query.standard_columns(Network),
+        "name": Network.name,
+        "admin_state_up": Network.admin_state_up,
+        "status": Network.status,
+        "shared": Network.shared,
+        "router:external": Network.external,
+        "mtu": Network.mtu,
+        "port_security_enabled": Network.port_security_enabled,
+        segments.NETWORK_TYPE: Network.network_type,
+        segments.PHYSICAL_NETWORK: Network.physical_network,
+        segments.SEGMENTATION_ID: Network.segmentation_id,
+    },
+    filters={"subnets": _with_subnet},
+)
 
 
 def _check_mtu(mtu: int, maximum: int) -> None:
@@ -245,13 +278,11 @@ class Networks:
 
     def __init__(self, settings: ApiSettings) -> None:
         self.RESOURCE = RESOURCE
+        self.LISTING = LISTING
         self.settings = settings
 
     def view(self, row: Network) -> dict[str, Any]:
         return view(row)
-
-    def listing(self, session: Session, caller: Caller) -> list[dict[str, Any]]:
-        return listing(session, caller)
 
     def get(self, session: Session, caller: Caller, object_id: str) -> Network:
         return get(session, caller, object_id)

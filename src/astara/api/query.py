@@ -183,17 +183,26 @@ def run_query(
     return body
 
 
+def marker_not_found(resource: Resource, marker: str) -> NeutronError:
+    kind, noun = NOT_FOUND.get(resource.member, (resource.member.capitalize(),) * 2)
+    return NeutronError(404, f"{kind}NotFound", f"{noun} {marker} could not be found.")
+
+
 def _page(
     items: list[dict[str, Any]], query: Query, url: str, resource: Resource
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     ids = [item["id"] for item in items]
     if query.marker is not None:
         if query.marker not in ids:
-            kind, noun = NOT_FOUND.get(resource.member, (resource.member.capitalize(),) * 2)
-            raise NeutronError(404, f"{kind}NotFound", f"{noun} {query.marker} could not be found.")
+            raise marker_not_found(resource, query.marker)
         index = ids.index(query.marker)
         items = items[:index] if query.page_reverse else items[index + 1 :]
     page = items[-query.limit :] if query.page_reverse else items[: query.limit]
+    return page, page_links(page, query, url)
+
+
+def page_links(page: list[dict[str, Any]], query: Query, url: str) -> list[dict[str, str]]:
+    """`<collection>_links` of one page of a paginated list (§2.4)."""
     links = []
     base, _, original = url.partition("?")
     kept = [(k, v) for k, v in parse_qsl(original) if k not in ("marker", "page_reverse")]
@@ -209,4 +218,4 @@ def _page(
         links.append({"rel": "next", "href": href(page[-1]["id"], False)})
     if page and (full or not query.page_reverse) and query.marker is not None:
         links.append({"rel": "previous", "href": href(page[0]["id"], True)})
-    return page, links
+    return links

@@ -8,11 +8,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Select, select
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from astara.api import changes, dhcp, networks, ports, subnets, zones
+from astara.api import changes, dhcp, networks, ports, sql_query, subnets, zones
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -76,6 +76,10 @@ def view(router: Router) -> dict[str, Any]:
     session = Session.object_session(router)
     assert session is not None
     gateway = session.get(Port, router.gateway_port_id) if router.gateway_port_id else None
+    return _view(router, gateway, zones.of_appliance(session, router.id))
+
+
+def _view(router: Router, gateway: Port | None, availability_zones: list[str]) -> dict[str, Any]:
     info = None
     if gateway is not None:
         info = {
@@ -93,8 +97,19 @@ def view(router: Router) -> dict[str, Any]:
         "external_gateway_info": info,
         "routes": router.routes,
         "availability_zone_hints": list(router.availability_zone_hints or []),
-        "availability_zones": zones.of_appliance(session, router.id),
+        "availability_zones": availability_zones,
     }
+
+
+def views(session: Session, statement: Select[Router]) -> list[dict[str, Any]]:
+    """The views of the routers `statement` selects, loaded with their
+    gateway ports and those ports' fixed IPs, and their appliances' zones in
+    one statement per `zones.CHUNK` routers."""
+    rows = session.scalars(
+        statement.options(selectinload(Router.gateway_port).selectinload(Port.fixed_ips))
+    ).all()
+    placed = zones.of_appliances(session, [r.id for r in rows])
+    return [_view(r, r.gateway_port, placed.get(r.id, [])) for r in rows]
 
 
 def get(session: Session, caller: Caller, router_id: str) -> Router:
@@ -107,12 +122,25 @@ def get(session: Session, caller: Caller, router_id: str) -> Router:
 owned = get  # routers are visible to their owner (and admins) only
 
 
-def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
-    return [
-        view(r)
-        for r in session.scalars(select(Router))
-        if caller.is_admin or r.project_id == caller.project_id
-    ]
+def _visible_rows(caller: Caller) -> Select[Router]:
+    statement = select(Router)
+    if caller.is_admin:
+        return statement
+    return statement.where(Router.project_id == caller.project_id)
+
+
+LISTING = sql_query.Listing(
+    resource=RESOURCE,
+    model=Router,
+    statement=_visible_rows,
+    views=views,
+    columns={
+        **sql_query.standard_columns(Router),
+        "name": Router.name,
+        "admin_state_up": Router.admin_state_up,
+        "status": Router.status,
+    },
+)
 
 
 def _router_subnets(

@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session, contains_eager
 
 from astara import ipam
-from astara.api import access, changes, dhcp, networks, ports
+from astara.api import access, changes, dhcp, networks, ports, sql_query
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -109,8 +109,32 @@ def owned(session: Session, caller: Caller, subnet_id: str) -> Subnet:
     return access.changeable(get(session, caller, subnet_id), caller, "Subnet")
 
 
-def listing(session: Session, caller: Caller) -> list[dict[str, Any]]:
-    return [view(s) for s in session.scalars(select(Subnet)) if visible(s, caller)]
+def _visible_rows(caller: Caller) -> Select[Subnet]:
+    statement = select(Subnet).join(Subnet.network)
+    if caller.is_admin:
+        return statement
+    return statement.where(
+        or_(Subnet.project_id == caller.project_id, networks.visible_clause(caller))
+    )
+
+
+LISTING = sql_query.Listing(
+    resource=RESOURCE,
+    model=Subnet,
+    statement=_visible_rows,
+    views=sql_query.orm_views(view, contains_eager(Subnet.network)),
+    columns={
+        **sql_query.standard_columns(Subnet),
+        "name": Subnet.name,
+        "network_id": Subnet.network_id,
+        "ip_version": Subnet.ip_version,
+        "cidr": Subnet.cidr,
+        "gateway_ip": Subnet.gateway_ip,
+        "enable_dhcp": Subnet.enable_dhcp,
+        "ipv6_ra_mode": Subnet.ipv6_ra_mode,
+        "ipv6_address_mode": Subnet.ipv6_address_mode,
+    },
+)
 
 
 def _ip(name: str, value: Any, version: int) -> ipam.IPAddress:

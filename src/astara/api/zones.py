@@ -75,3 +75,21 @@ def of_appliance(session: Session, appliance_id: str) -> list[str]:
         return []
     zone = session.scalar(select(Host.availability_zone).where(Host.name == state.host))
     return [zone] if zone is not None else []
+
+
+CHUNK = 500  # ids per `IN (...)`: well under every backend's limit on parameters
+
+
+def of_appliances(session: Session, appliance_ids: list[str]) -> dict[str, list[str]]:
+    """`of_appliance` for many routers at once: id -> `availability_zones`
+    (absent: not placed)."""
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(appliance_ids), CHUNK):
+        rows = session.execute(
+            select(ApplianceState.appliance_id, Host.availability_zone)
+            .join(Host, Host.name == ApplianceState.host)
+            .where(ApplianceState.appliance_id.in_(appliance_ids[start : start + CHUNK]))
+        )
+        for appliance_id, zone in rows:
+            found[appliance_id] = [zone]
+    return found

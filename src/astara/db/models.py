@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -128,7 +129,12 @@ class Subnet(StandardAttributes, Base):
 
 class Port(StandardAttributes, Base):
     __tablename__ = "ports"
-    __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
+    __table_args__ = (
+        UniqueConstraint("network_id", "mac_address"),
+        # A network's ports of one kind: its DHCP port, its router interfaces
+        # (which subnets a router serves), its gateways.
+        Index("ix_ports_network_id_device_owner", "network_id", "device_owner"),
+    )
 
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
     name: Mapped[str] = mapped_column(NAME, default="")
@@ -178,6 +184,9 @@ class Router(StandardAttributes, Base):
         JSON, default=list, server_default="[]"
     )
 
+    # Read by lists only (loaded with the router): the gateway is set through `gateway_port_id`.
+    gateway_port: Mapped[Port | None] = relationship(viewonly=True)
+
 
 # Device owners of a router's own ports (Neutron's names).
 ROUTER_GATEWAY = "network:router_gateway"
@@ -224,13 +233,13 @@ class FloatingIp(StandardAttributes, Base):
 
     floating_network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
     floating_ip_address: Mapped[str] = mapped_column(String(64))
-    floating_port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"))
+    floating_port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"), index=True)
     fixed_port_id: Mapped[str | None] = mapped_column(
         ForeignKey("ports.id", ondelete="SET NULL"), nullable=True
     )
     fixed_ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     router_id: Mapped[str | None] = mapped_column(
-        ForeignKey("routers.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("routers.id", ondelete="SET NULL"), nullable=True, index=True
     )
     status: Mapped[str] = mapped_column(String(16), default="DOWN")
 
