@@ -649,7 +649,7 @@ def test_a_router_made_in_one_burst_is_applied_once(
     settle time is generous here so that a slow machine still folds the
     burst; how short it can be is a benchmark figure."""
     assert agent.client is not None
-    orchestrator = orchestrators(engine, agent.client, settle_s=0.5).start()
+    orchestrator = orchestrators(engine, agent.client, settle_s=2.0).start()
     token = ensure_admin(engine, tmp_path, "http://testserver", now())
     api = Api(engine, tmp_path)
     api.client = TestClient(create_app(engine, agent.client, orchestrator))

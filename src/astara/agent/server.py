@@ -289,7 +289,10 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
         )
 
     @app.get("/v1/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
+        # On the event loop, not in the thread pool that applies fill: a
+        # heartbeat is answered at once however busy the agent is (it reads
+        # memory and a few files; the tools were probed at start).
         return agent.health()
 
     @app.get("/metrics", response_class=PlainTextResponse)

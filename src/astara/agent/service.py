@@ -573,8 +573,12 @@ class Agent:
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
             with phase("check"):
-                unchanged = appliance_id not in self.fenced_ids and self.appliances.unchanged(
-                    appliance_id, config, None
+                # Fenced or held (an operator may have changed what the cheap
+                # check does not read): applied in full.
+                unchanged = (
+                    appliance_id not in self.fenced_ids
+                    and not self.held(appliance_id)
+                    and self.appliances.unchanged(appliance_id, config, None)
                 )
             result = ApplyResult(changed=False) if unchanged else self._apply(appliance_id, config)
             if body_digest is not None:
@@ -593,7 +597,7 @@ class Agent:
         Raises StaleEpoch."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
-            if appliance_id in self.fenced_ids:
+            if appliance_id in self.fenced_ids or self.held(appliance_id):
                 return None
             with phase("check"):
                 config = self.appliances.in_force(appliance_id, body_digest)
@@ -610,6 +614,15 @@ class Agent:
     def _apply(self, appliance_id: str, config: ApplianceConfig) -> ApplyResult:
         """Validate and apply (under the appliance's lock)."""
         new = not self.appliances.exists(appliance_id)
+        # A daemon left running in a namespace deleted from under it keeps
+        # that namespace alive and looks like it runs: it goes first.
+        stop_misplaced(
+            ApplianceDaemons(
+                self.names.appliance_netns(appliance_id),
+                self.appliances.run_directory(appliance_id),
+            ),
+            self.names.appliance_netns(appliance_id),
+        )
         prepared = self.appliances.prepare(appliance_id, config)
         # Also when the config is the one in force (whose tool checks
         # `prepare` skips): its daemons may need starting again.
@@ -661,8 +674,10 @@ class Agent:
                 raise NotFound(f"appliance {appliance_id} not found")
             if held:
                 self.store.put("holds", appliance_id, {"since": time.time()})
-            else:
+            elif self.held(appliance_id):
                 self.store.delete("holds", appliance_id)
+                if self.watch is not None:
+                    self.watch.check_soon(appliance_id)  # what changed while held
 
     def repair(self, appliance_id: str, drifted: Check) -> Repair | None:
         """Under the appliance's lock: if `drifted` finds it drifted from its

@@ -290,6 +290,15 @@ class Watch:
                 self._read_fabric(time.monotonic(), ignore=appliance_id)
             self.schedule.cancel(appliance_id)
 
+    def check_soon(self, appliance_id: str) -> None:
+        """Check the appliance in full soon, as if events had been lost (an
+        operator's hold ended: what changed meanwhile was only reported)."""
+        with self._mutex:
+            if self._stopping:
+                return
+            self.schedule.mark(appliance_id, {Aspect.lost}, time.monotonic())
+        self._poke()
+
     def forget(self, appliance_id: str) -> None:
         """The appliance is being deleted (called under its lock, before its
         namespace goes): let go of it."""
@@ -572,7 +581,7 @@ class Watch:
             self._busy.discard(appliance_id)
             if repair is not None and appliance_id in self._watched:
                 self._last[appliance_id] = repair
-                if repair.outcome != "deferred":
+                if repair.outcome not in ("deferred", "held"):  # only real repairs back off
                     self.repairs += 1
                     self.schedule.repaired(appliance_id, time.monotonic())
         self._poke()  # a mark that waited for this check may be due

@@ -68,6 +68,10 @@ class JsonSuffix:
         await self.app(scope, receive, send)
 
 
+# The methods a label may carry (any other is "other": a caller cannot make series).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestLatency:
     """Every routed request's latency, by method and route template (the
     route's path as declared, `/v2.0/routers/{router_id}`, never the raw
@@ -88,9 +92,8 @@ class RequestLatency:
         finally:
             # The router records the route it matched in the scope it was given.
             template = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.REQUEST_SECONDS.labels(scope["method"], template).observe(
-                time.monotonic() - started
-            )
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            metrics.REQUEST_SECONDS.labels(method, template).observe(time.monotonic() - started)
 
 
 def create_app(

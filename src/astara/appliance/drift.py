@@ -123,7 +123,7 @@ def drift(
     links: dict[str, netlink.LinkState] = {}
     addresses: dict[str, frozenset[Address]] = {}
     try:
-        with monitor.handle_in(namespace) as inside:
+        with netlink.netns(namespace) as inside:
             for interface in config.interfaces:
                 name = appliance_interface(interface.role.value, interface.mac)
                 state = netlink.link_state(inside, name)
@@ -136,7 +136,7 @@ def drift(
         return [f"namespace {namespace} is missing"]
     fabric_ends: dict[str, tuple[netlink.LinkState, bool]] = {}
     if netns.exists(names.fabric_netns):
-        with monitor.handle_in(names.fabric_netns) as fabric:
+        with netlink.netns(names.fabric_netns) as fabric:
             for interface in config.interfaces:
                 link = names.appliance_fabric_link(appliance_id, interface.mac)
                 end = netlink.link_state(fabric, link)

@@ -18,7 +18,7 @@ from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
 from astara.linux import nft
 from astara.linux.files import write_atomic
 
-Genid = tuple[int, int]  # (namespace inode, nftables generation)
+Genid = tuple[int, int]  # (namespace cookie, nftables generation)
 
 
 def read_genid(namespace: str) -> Genid | None:
@@ -32,8 +32,8 @@ def read_genid(namespace: str) -> Genid | None:
 
 def remembered_genid(run_directory: Path) -> Genid | None:
     try:
-        inode, generation = (run_directory / RULESET_GENID).read_text().split()
-        return int(inode), int(generation)
+        cookie, generation = (run_directory / RULESET_GENID).read_text().split()
+        return int(cookie), int(generation)
     except (OSError, ValueError):
         return None
 

@@ -666,9 +666,9 @@ def serve(
             try:
                 coordinator.start()
             except Exception as error:  # tooz's errors: unreachable, bad URL, ...
-                console.print(f"[red]error:[/red] coordination at {coordination}: {error}")
+                console.print(f"[red]error:[/red] coordination at {coordinator.shown_url}: {error}")
                 raise typer.Exit(1) from error
-            console.print(f"astara: orchestrator {coordinator.member} at {coordination}")
+            console.print(f"astara: orchestrator {coordinator.member} at {coordinator.shown_url}")
         uvicorn.run(
             create_app(
                 engine,

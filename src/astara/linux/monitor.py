@@ -16,23 +16,17 @@ name goes (`NamespaceDirectory` tells).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import resource
 import socket
 import struct
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
-from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
@@ -47,9 +41,9 @@ from pyroute2.netlink.rtnl import (
     RTMGRP_LINK,
 )
 
+from astara.linux import nssocket
 from astara.linux.netns import NETNS_DIR
 
-CLONE_NEWNET = 0x40000000
 NETLINK_ROUTE = 0
 IFLA_IFNAME = 3
 NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -64,8 +58,6 @@ LINKS = RTMGRP_LINK
 # A namespace shared by many (the fabric) sees bursts: room for them, so
 # that an overflow (which makes every appliance suspect) stays rare.
 LARGE_BUFFER_BYTES = 4 * 1024 * 1024
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class Aspect(StrEnum):
@@ -114,55 +106,19 @@ def identity(namespace: str) -> tuple[int, int] | None:
 
 
 def socket_in(namespace: str, kind: int = socket.SOCK_RAW, groups: int = 0) -> socket.socket:
-    """A netlink route socket inside `namespace`, bound to multicast
-    `groups`, non-blocking and close-on-exec. FileNotFoundError if the
-    namespace is gone; OSError if the name is not (yet) a namespace."""
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def enter_and_make() -> None:
-        try:
-            fd = os.open(netns_path(namespace), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns into {namespace}: {os.strerror(code)}")
-            finally:
-                os.close(fd)
-            sock = socket.socket(
-                socket.AF_NETLINK, kind | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, NETLINK_ROUTE
-            )
-            try:
-                sock.bind((0, groups))
-            except OSError:
-                sock.close()
-                raise
-            made.append(sock)
-        except BaseException as error:
-            failed.append(error)
-
-    thread = threading.Thread(target=enter_and_make, name=f"enter {namespace}")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
-
-
-@contextmanager
-def handle_in(namespace: str) -> Iterator[Any]:
-    """A pyroute2 handle inside `namespace`, for a few requests from the
-    calling thread. Made on a socket from `socket_in`: about 2 ms, where
-    pyroute2's own NetNS forks a helper process (about 40 ms)."""
-    sock = socket_in(namespace, socket.SOCK_DGRAM)
-    sock.setblocking(True)
-    # pyroute2 takes the descriptor over (it keeps a duplicate and closes
-    # this one): ours must not be closed again.
-    handle = IPRoute(fileno=sock.detach())
+    """A netlink route socket inside `namespace` (made as `nssocket` makes
+    every socket in a namespace), bound to multicast `groups`, non-blocking
+    and close-on-exec. FileNotFoundError if the namespace is gone; OSError
+    if the name is not (yet) a namespace."""
+    sock, _ = nssocket.socket_in(
+        namespace, kind | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, NETLINK_ROUTE
+    )
     try:
-        yield handle
-    finally:
-        handle.close()
+        sock.bind((0, groups))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def parse(data: bytes) -> list[Change]:

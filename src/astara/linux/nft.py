@@ -42,18 +42,22 @@ def list_table(family: str, table: str, netns: str) -> str:
     return result.stdout if result.returncode == 0 else ""
 
 
+SO_NETNS_COOKIE = 71  # linux/asm-generic/socket.h (5.14+)
+
+
 def genid(netns: str) -> tuple[int, int]:
-    """(namespace, generation): the namespace's inode and its nftables
+    """(namespace, generation): the namespace's cookie (SO_NETNS_COOKIE,
+    never reused while the machine runs, unlike its inode) and its nftables
     generation id (NFT_MSG_GETGEN), which every nftables commit in that
     namespace moves, by anyone. Equal pairs read at two moments: nothing was
     committed in between. Raises GenidUnavailable (or FileNotFoundError for
     a missing namespace). Costs a socket and one message, no process."""
-    with _netfilter_socket(netns) as (sock, inode):
+    with _netfilter_socket(netns) as (sock, cookie):
         nfgenmsg = struct.pack("!BBH", socket.AF_UNSPEC, 0, 0)
         kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
         sock.send(_HEADER.pack(_HEADER.size + len(nfgenmsg), kind, NLM_F_REQUEST, 1, 0) + nfgenmsg)
         reply = sock.recv(65536)
-    return inode, _parse_genid(reply)
+    return cookie, _parse_genid(reply)
 
 
 def _parse_genid(reply: bytes) -> int:
@@ -79,11 +83,15 @@ def _parse_genid(reply: bytes) -> int:
 
 @contextmanager
 def _netfilter_socket(netns: str) -> Iterator[tuple[socket.socket, int]]:
-    """A NETLINK_NETFILTER socket inside `netns` and the namespace's inode;
+    """A NETLINK_NETFILTER socket inside `netns` and the namespace's cookie;
     closed at the end, so it never keeps a deleted namespace alive."""
-    sock, inode = socket_in(netns, socket.SOCK_RAW, NETLINK_NETFILTER)
+    sock, _ = socket_in(netns, socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
         sock.settimeout(5.0)
-        yield sock, inode
+        try:
+            (cookie,) = struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))
+        except OSError as error:
+            raise GenidUnavailable(f"SO_NETNS_COOKIE: {error}") from error
+        yield sock, int(cookie)
     finally:
         sock.close()

@@ -92,6 +92,7 @@ class Coordinator:
         if membership_timeout_s < 1:
             raise ValueError("the membership timeout must be at least 1 s")
         self.url = url
+        self.shown_url = redacted(url)  # what logs show: never a password
         self.member = member or member_name()
         self.membership_timeout_s = float(round(membership_timeout_s))
         self.refresh_s = self.membership_timeout_s / 6
@@ -123,7 +124,7 @@ class Coordinator:
         self.refresh()
         self._thread = threading.Thread(target=self._run, name="coordination", daemon=True)
         self._thread.start()
-        log.info("member %s of %s: %s", self.member, self.url, ", ".join(self.members()))
+        log.info("member %s of %s: %s", self.member, self.shown_url, ", ".join(self.members()))
         return self
 
     def stop(self) -> None:
@@ -149,7 +150,7 @@ class Coordinator:
             try:
                 self.refresh()
             except Exception as error:
-                log.warning("coordination (%s): %s", self.url, error)
+                log.warning("coordination (%s): %s", self.shown_url, error)
 
     def refresh(self) -> None:
         """Heartbeat, read the members (joining again if dropped: after a
@@ -214,3 +215,11 @@ class Coordinator:
             "membership_changes": self.changes,
             "membership_timeout_s": self.membership_timeout_s,
         }
+
+
+def redacted(url: str) -> str:
+    """The URL without the credentials it may carry (`redis://:PASSWORD@…`)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
