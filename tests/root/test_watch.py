@@ -214,6 +214,40 @@ def test_a_held_appliance_is_reported_not_repaired(lab: Lab) -> None:
     wait_for_ping(w1, OUTSIDE, DEADLINE_S)
 
 
+def test_what_changed_while_held_is_put_right_when_released(lab: Lab) -> None:
+    """A route deleted by hand while the appliance is held (the watch only
+    reports it) comes back when the hold ends, whether an operator releases
+    it or a PUT of the unchanged config does: neither trusts the cheap
+    check, which reads no routes."""
+    w1 = build(lab)
+    router = lab.router_netns("r1")
+    for release in ("hold", "put"):
+        lab.client.hold_appliance("r1", True)
+        subprocess.run(["ip", "-n", router, "route", "del", "default"], check=True)
+        wait_until(
+            lambda: (lab.client.get_appliance("r1")["last_repair"] or {}).get("outcome") == "held",
+            DEADLINE_S,
+            0.1,
+            "the held fault to be reported",
+        )
+        if release == "hold":
+            lab.client.hold_appliance("r1", False)
+        else:
+            assert lab.router("r1", small_router())["held"] is False
+
+        def default_route() -> bool:
+            shown = subprocess.run(
+                ["ip", "-n", router, "route", "show", "default"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            return OUTSIDE in shown
+
+        wait_until(default_route, DEADLINE_S, 0.1, f"the default route back ({release})")
+        wait_for_ping(w1, OUTSIDE, DEADLINE_S)
+
+
 def _fds(pid: int) -> list[str]:
     """What the process's descriptors are (`socket:`, `anon_inode:[pidfd]`,
     a path), without their numbers or inodes."""
