@@ -704,16 +704,7 @@ class Agent:
             if self.held(appliance_id):
                 return Repair("held", problems, time.time())
             try:
-                stop_misplaced(
-                    ApplianceDaemons(
-                        self.names.appliance_netns(appliance_id),
-                        self.appliances.run_directory(appliance_id),
-                    ),
-                    self.names.appliance_netns(appliance_id),
-                )
-                prepared = self.appliances.prepare(appliance_id, config)
-                checks.require(checks.appliance_tools(config, prepared.rendered, config))
-                result = self.appliances.apply(appliance_id, prepared)
+                result = self._apply(appliance_id, config)  # as a PUT of it would
             except (ApplyFailed, MissingTool, ValidationFailed) as error:
                 return Repair("failed", problems, time.time(), error=str(error))
             finally:

@@ -123,15 +123,7 @@ def show_host(session: Session, caller: Caller, name_or_id: str) -> dict[str, An
 
 
 def _event(session: Session, host: Host, action: str, now: datetime) -> None:
-    outbox.record(
-        session,
-        resource_type="host",
-        resource_id=host.id,
-        project_id="",
-        action=action,
-        now=now,
-        detail={"name": host.name},
-    )
+    outbox.record_host(session, host.id, host.name, action, now)
 
 
 def set_drained(

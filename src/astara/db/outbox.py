@@ -37,6 +37,20 @@ def record(
     return event
 
 
+def record_host(session: Session, host_id: str, name: str, action: str, now: datetime) -> None:
+    """A host's event (drained, removed, down, up, fenced): every orchestrator
+    wakes its own appliances there from it."""
+    record(
+        session,
+        resource_type="host",
+        resource_id=host_id,
+        project_id="",
+        action=action,
+        now=now,
+        detail={"name": name},
+    )
+
+
 def since(session: Session, sequence: int, limit: int = 1000) -> list[OutboxEvent]:
     """Committed events after `sequence`, oldest first."""
     query = (

@@ -349,15 +349,7 @@ class Orchestrator:
             keys = set(session.scalars(select(ApplianceState.appliance_id).where(where)))
             if self.coordinated:
                 for host in session.scalars(select(Host).where(Host.name.in_(names))):
-                    outbox.record(
-                        session,
-                        resource_type="host",
-                        resource_id=host.id,
-                        project_id="",
-                        action=action,
-                        now=self.clock(),
-                        detail={"name": host.name},
-                    )
+                    outbox.record_host(session, host.id, host.name, action, self.clock())
         for key in sorted(keys):
             self.wake(key)
         self._wake_l2()
