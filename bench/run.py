@@ -38,6 +38,10 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     "create": bench_create,
     "api": bench_api,
     "orchestrator": bench_orchestrator,
+    # Issue 10's figure: 1,000 routers through `astara serve` (about 17 minutes).
+    "scale": lambda settings, report: bench_orchestrator(
+        settings, report, parts=("scale",), count=100 if settings.quick else 1_000
+    ),
     "fabric": bench_fabric,
     "hollow": bench_hollow,
     "watch": bench_watch,
