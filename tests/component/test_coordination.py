@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from astara.db.engine import make_engine, session_factory, sqlite_url
-from astara.db.migrate import upgrade
-from astara.db.models import ApplianceState, Host
 from astara.orchestrator.coordination import Coordinator, Ring, host_key
-from astara.orchestrator.reconciler import Orchestrator
 from astara.testing.coordination import CoordinationServer, EtcdServer, RedisServer
 from astara.testing.net import wait_until
 
@@ -143,32 +137,3 @@ def test_serve_refuses_roles_that_do_not_fit(
     result = serve("--state-dir", str(tmp_path), *args)
     assert result.returncode == 2
     assert complaint in " ".join((result.stdout + result.stderr).split())
-
-
-def test_what_a_host_s_owner_finds_wakes_the_other_members_appliances(tmp_path: Path) -> None:
-    """Each member wakes only what it owns. When the owner of a host marks
-    it down (or back, or finds appliances fenced there), the routers on it
-    that another member owns are woken all the same: through a host event
-    in the outbox, which every member reads."""
-    engine = make_engine(sqlite_url(tmp_path))
-    upgrade(engine)
-    now = datetime(2026, 12, 3, 12, 0)
-    with session_factory(engine).begin() as session:
-        session.add(Host(id=str(uuid.uuid4()), name="h1", address="unix:/nowhere", created_at=now))
-        session.add(
-            ApplianceState(
-                appliance_id="r1", project_id="p", state="active", updated_at=now, host="h1"
-            )
-        )
-    owner = Orchestrator(engine, owns=lambda key: key == host_key("h1"), member="a")
-    other = Orchestrator(engine, owns=lambda key: key == "r1", member="b")
-    try:
-        other._poll()  # up to date
-        owner._wake_hosts(["h1"])  # what marking h1 down does
-        assert "r1" not in owner._pending  # not its own
-        other._poll()
-        assert "r1" in other._pending
-    finally:
-        owner.stop()
-        other.stop()
-        engine.dispose()

@@ -340,11 +340,6 @@ def test_a_member_whose_appliance_was_taken_over_leaves_it(
         b_owns.add(router["id"])  # the ring moved it; A has not noticed
         b.reconcile_appliance(router["id"])
         assert taken_over_by(engine) == {router["id"]: "b"}
-        # B had nothing to push, yet the agent has its epoch already: what A
-        # decided before (at its older epoch) is refused from now on.
-        assert b.pushes == 0
-        on_agent = {x["id"]: x["epoch"] for x in agent.client.appliances(observe=False)}
-        assert on_agent[router["id"]] == epochs(engine)[router["id"]]
         add_interface(api, router["id"], "n2", "10.2.0.0/24")
         a.reconcile_appliance(router["id"])
         assert a.pushes == pushed_by_a

@@ -26,7 +26,7 @@ def touches_l2(event: OutboxEvent) -> bool:
     """Events that can change plugs or leave a segment unused: any port change,
     and what detaches a router from a network. (Segments in use are pushed
     with their router; the resync catches anything else.)"""
-    if event.resource_type in ("port", "host", "l2"):
+    if event.resource_type in ("port", "host"):
         return True
     if event.resource_type == "network":
         return event.action == "delete"
@@ -46,8 +46,6 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     detail = event.detail if isinstance(event.detail, dict) else {}
     if kind == "router":
         return {object_id}
-    if kind == "l2":
-        return set()  # the L2 pass only (`touches_l2`), which its owner runs
     if kind == "host":
         # Drained, undrained or removed: what runs there may move, and what
         # nobody could place may go there now.

@@ -81,7 +81,7 @@ class Hosts:
         monotonic: Callable[[], float] = time.monotonic,
         owns: Callable[[str], bool] = lambda name: True,
     ) -> None:
-        """`owns`: whether this orchestrator acts on a host's heartbeats (with several,
+        """`owns`: whether this orchestrator heartbeats a host (with several,
         each host has one owner: see `orchestrator.coordination`)."""
         self.sessions, self.connect = sessions, connect
         self.owns = owns
@@ -177,14 +177,12 @@ class Hosts:
     def beat(self) -> Beat:
         """One round: ask every host for its health (in parallel, each within
         a heartbeat), record the answers, and mark down the hosts silent for
-        longer than `down_after_s`. Every orchestrator asks every host (an
-        agent fences itself only when no orchestrator reaches it, and a new
-        owner knows how long a host has been silent), but only the host's
-        owner records and acts on the answers."""
-        hosts = self.infos()
+        longer than `down_after_s`. Only the hosts this orchestrator owns:
+        one it did not own counts its silence from when it first asks."""
+        hosts = {name: host for name, host in self.infos().items() if self.owns(name)}
         with self._lock:
             for name in set(self._last_ok) - set(hosts):
-                del self._last_ok[name]  # removed
+                del self._last_ok[name]  # removed, or another orchestrator's
         futures = {name: self._pool.submit(self._health, host) for name, host in hosts.items()}
         answers: dict[str, dict[str, Any] | None] = {}
         for name, future in futures.items():
@@ -203,8 +201,6 @@ class Hosts:
                     if health is not None:
                         self._last_ok[name] = now_s
                     last = self._last_ok.setdefault(name, now_s)
-                if not self.owns(name):
-                    continue  # another orchestrator's to record and act on
                 if health is not None:
                     values: dict[str, Any] = {"last_heartbeat": now, "reported": _reported(health)}
                     values.update(_settings(health, host))

@@ -55,7 +55,6 @@ from astara.db.engine import session_factory
 from astara.db.models import (
     ApplianceEvent,
     ApplianceState,
-    Host,
     Network,
     OutboxEvent,
     PausedProject,
@@ -329,46 +328,22 @@ class Orchestrator:
                         )
                     )
                 )
-            if self.coordinated and here:
-                self._wake_hosts([name], action="fenced")  # every member's, there
             for key in sorted(here):
                 self.wake(key)
             if set(fenced) - here:
                 self._return_soon(name, revive=False)
 
-    def _wake_hosts(self, names: list[str], unplaced: bool = False, action: str = "down") -> None:
-        """Wake the appliances placed on `names` (and those on no host).
-        With several orchestrators, this one owns only some of them: an
-        outbox event per host (`action`) wakes the others' on their next
-        poll, in the same way a drain does."""
+    def _wake_hosts(self, names: list[str], unplaced: bool = False) -> None:
+        """Wake the appliances placed on `names` (and those on no host)."""
         if not names and not unplaced:
             return
         with self.sessions.begin() as session:
             placed = ApplianceState.host.in_(names)
             where = or_(placed, ApplianceState.host.is_(None)) if unplaced else placed
             keys = set(session.scalars(select(ApplianceState.appliance_id).where(where)))
-            if self.coordinated:
-                for host in session.scalars(select(Host).where(Host.name.in_(names))):
-                    outbox.record_host(session, host.id, host.name, action, self.clock())
         for key in sorted(keys):
             self.wake(key)
-        self._wake_l2()
-
-    def _wake_l2(self) -> None:
-        """The L2 pass, wherever it runs: here if this orchestrator owns it,
-        else through the outbox (every member reads it; its owner runs it)."""
-        if self.owns(L2_KEY):
-            self.wake(L2_KEY)
-            return
-        with self.sessions.begin() as session:
-            outbox.record(
-                session,
-                resource_type="l2",
-                resource_id=L2_KEY,
-                project_id="",
-                action="needed",
-                now=self.clock(),
-            )
+        self.wake(L2_KEY)
 
     def _return_soon(self, name: str, revive: bool = True) -> None:
         with self._lock:
@@ -396,7 +371,7 @@ class Orchestrator:
             self.hosts.revive(name)
             self.sweep(name)
             # What runs there, and what nobody could place while it was down.
-            self._wake_hosts([name], unplaced=True, action="up")
+            self._wake_hosts([name], unplaced=True)
         except (AgentError, httpx.HTTPError) as error:
             log.warning("host %s: removing its stale appliances failed: %s", name, error)
         except Exception:
@@ -790,12 +765,9 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
             wanted = plan is not None and plan.config is not None and not paused
             where = self._place(session, appliance_id, project_id, row, plan, wanted)
-        if self.coordinated:
-            # Only once committed: a placement rolled back (or a racing
-            # member's insert that lost) must not leave a claim the database
-            # never held.
-            with self._lock:
-                self._claims[appliance_id] = where.epoch
+            if self.coordinated:
+                with self._lock:
+                    self._claims[appliance_id] = where.epoch
         if where.moving_to is not None and failure is None:
             where, failure = self._move(appliance_id, where)
         observed: dict[str, Any] | None = applied
@@ -1016,7 +988,7 @@ class Orchestrator:
                 f"on host {where.moving_to.name} (epoch {where.epoch}):"
                 f" moved from {where.host.name} by an operator",
             )
-        self._wake_l2()  # the old host's segments, and the flood lists
+        self.wake(L2_KEY)  # the old host's segments, and the flood lists
         return Placement(where.moving_to, where.epoch), None
 
     def _catch_up(self, appliance_id: str, epoch: int, body: object) -> None:
@@ -1037,17 +1009,15 @@ class Orchestrator:
                 .where(ApplianceState.appliance_id == appliance_id, ApplianceState.epoch == epoch)
                 .values(epoch=seen + 1)
             )
-            caught_up = raised.rowcount == 1  # type: ignore[attr-defined]
-            if caught_up:
+            if raised.rowcount == 1:  # type: ignore[attr-defined]
+                with self._lock:
+                    if self._claims.get(appliance_id) == epoch:
+                        self._claims[appliance_id] = seen + 1
                 self._event(
                     session,
                     appliance_id,
                     f"epoch {epoch} refused (a host saw {seen}): now {seen + 1}",
                 )
-        if caught_up:  # committed: the claim follows
-            with self._lock:
-                if self._claims.get(appliance_id) == epoch:
-                    self._claims[appliance_id] = seen + 1
 
     def _execute(
         self,
@@ -1068,7 +1038,7 @@ class Orchestrator:
                 if plan is None or plan.config is None:
                     return Failure(FailureKind.NO_CONFIG), None
                 if self.l2.sync_networks(plan.networks, where.host.name):
-                    self._wake_l2()
+                    self.wake(L2_KEY)
                 config = plan.config.model_dump(mode="json")
                 applied = client.put_appliance(appliance_id, config, epoch=where.epoch)
                 with self._lock:
@@ -1156,7 +1126,7 @@ class Orchestrator:
             self._seen.pop(appliance_id, None)
             self._listed.pop(appliance_id, None)
             self._claims.pop(appliance_id, None)
-        self._wake_l2()
+        self.wake(L2_KEY)
 
     # --- several orchestrators: fencing -------------------------------------------------
 
@@ -1181,12 +1151,9 @@ class Orchestrator:
         makes one (epoch 1), and a member that raced to it gets a conflict."""
         for _ in range(3):
             with self.sessions.begin() as session:
-                row = session.execute(
-                    select(ApplianceState.epoch, ApplianceState.host, ApplianceState.state).where(
-                        ApplianceState.appliance_id == appliance_id
-                    )
-                ).first()
-                epoch = row.epoch if row is not None else None
+                epoch = session.scalar(
+                    select(ApplianceState.epoch).where(ApplianceState.appliance_id == appliance_id)
+                )
                 if epoch is None:
                     taken = 0  # the history says who placed it, all the same
                 else:
@@ -1204,14 +1171,6 @@ class Orchestrator:
                 self._event(session, appliance_id, f"taken over by {self.member} (epoch {taken})")
             with self._lock:
                 self._claims[appliance_id] = taken
-            # The agent learns the new epoch now, not at the next push (there
-            # may be none for a while): from here on it refuses whatever the
-            # previous owner decided before it lost the appliance. The call
-            # states the hold this orchestrator wants (held while paused).
-            host = self.hosts.infos().get(row.host) if row is not None and row.host else None
-            if host is not None:
-                paused = row is not None and row.state == State.PAUSED.value
-                self._hold(appliance_id, Placement(host, taken), paused)
             return True
         return False
 
