@@ -776,3 +776,59 @@ def test_a_resync_lists_each_host_once_and_observes_only_what_changed(
     resyncs_done(1)
     observed = [p for _, p in counting.taken() if p.startswith("/v1/appliances/")]
     assert observed and {p.split("/")[3] for p in observed} == {changed}
+
+
+def test_a_restarted_orchestrator_trusts_what_the_host_lists_as_recorded(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """Three routers, settled by one orchestrator, which stops. While none
+    runs, one router's appliance is changed behind Astara's back. A new
+    orchestrator (nothing seen yet) lists the host once and observes only
+    that one: the listing vouches for every other appliance, as the record
+    has it (host, epoch, config hash). It puts the changed one right and
+    pushes nothing else."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    routers = [routed(api, f"10.10.{n}.0/24")[0] for n in range(3)]
+    first = orchestrators(engine, agent.client).start()
+    for router in routers:
+        settle(engine, first, router["id"])
+    first.stop()
+    listed = agent.client.appliances(observe=False)
+    assert len(listed) == 3
+
+    changed = routers[0]["id"]
+    before = agent.client.get_appliance(changed)
+    agent.client.put_network("stray-net")
+    stray = {
+        "interfaces": [
+            {
+                "mac": "fa:16:3e:99:99:02",
+                "network_id": "stray-net",
+                "role": "internal",
+                "addresses": ["10.99.2.1/24"],
+            }
+        ]
+    }
+    agent.client.put_appliance(changed, stray, epoch=before["epoch"])
+
+    counting = Counting(agent.socket)
+    second = orchestrators(engine, through(agent, counting), resync_s=600.0).start()
+
+    def put_right() -> bool:
+        shown = agent.client.get_appliance(changed)  # type: ignore[union-attr]
+        return bool(shown["config_hash"] == before["config_hash"])
+
+    wait_until(put_right, 60, 0.1, "the new orchestrator to put the changed appliance right")
+    wait_until(lambda: second.reconciles >= 3 and second.idle(), 60, 0.05, "every appliance")
+    taken = counting.taken()
+    asked = {path.split("/")[3] for _, path in taken if path.startswith("/v1/appliances/")}
+    assert asked == {changed}
+    assert taken.count(("GET", "/v1/appliances")) == 1
+    assert second.pushes == 1
+    generations = {a["id"]: a["generation"] for a in listed}
+    now = {a["id"]: a["generation"] for a in agent.client.appliances(observe=False)}
+    assert {k for k in now if now[k] != generations[k]} == {changed}

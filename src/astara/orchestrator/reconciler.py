@@ -765,9 +765,9 @@ class Orchestrator:
             rebuild = bool(row is not None and row.rebuild_requested)
             wanted = plan is not None and plan.config is not None and not paused
             where = self._place(session, appliance_id, project_id, row, plan, wanted)
-            if self.coordinated:
-                with self._lock:
-                    self._claims[appliance_id] = where.epoch
+        if self.coordinated:  # committed: the epoch placed (or kept) is this member's
+            with self._lock:
+                self._claims[appliance_id] = where.epoch
         if where.moving_to is not None and failure is None:
             where, failure = self._move(appliance_id, where)
         observed: dict[str, Any] | None = applied
@@ -848,7 +848,12 @@ class Orchestrator:
         epoch running it, and the host's last listing, if answered after
         that, lists it with that very epoch, generation (no apply since: the
         agent counts each) and config hash, and no problem it knows of.
-        Else None: the agent is asked."""
+        One this orchestrator has not seen yet (it just started, or the key
+        just came to it) stands on the listing alone when the listing agrees
+        with the record: this host, the record's epoch, the config hash the
+        record says was applied (the agent's watch repairs or reports what
+        drifts meanwhile); its full observation comes `health_s` after that
+        listing. Else None: the agent is asked."""
         assert where.host is not None
         if desired is None or record.state is not State.ACTIVE or record.applied_hash != desired:
             return None
@@ -856,6 +861,21 @@ class Orchestrator:
             listed = self._listed.get(appliance_id)
             seen = self._seen.get(appliance_id)
             swept = self._swept.get(where.host.name)
+        fresh = swept is not None and time.monotonic() - swept < self.health_s
+        if seen is None and fresh and listed is not None:
+            host, entry = listed
+            generation = entry.get("generation")
+            now = (host, entry.get("epoch"), entry.get("config_hash"), bool(entry.get("fenced")))
+            if now != (where.host.name, where.epoch, desired, False) or not isinstance(
+                generation, int
+            ):
+                return None
+            assert swept is not None
+            with self._lock:
+                self._seen.setdefault(
+                    appliance_id, _Seen(host, where.epoch, generation, desired, swept)
+                )
+            return {"config_hash": desired, "generation": generation, "problems": []}
         if seen is None or swept is None or time.monotonic() - seen.at >= self.health_s:
             return None
         if (seen.host, seen.epoch, seen.config_hash) != (where.host.name, where.epoch, desired):
@@ -1009,15 +1029,17 @@ class Orchestrator:
                 .where(ApplianceState.appliance_id == appliance_id, ApplianceState.epoch == epoch)
                 .values(epoch=seen + 1)
             )
-            if raised.rowcount == 1:  # type: ignore[attr-defined]
-                with self._lock:
-                    if self._claims.get(appliance_id) == epoch:
-                        self._claims[appliance_id] = seen + 1
+            caught_up = raised.rowcount == 1  # type: ignore[attr-defined]
+            if caught_up:
                 self._event(
                     session,
                     appliance_id,
                     f"epoch {epoch} refused (a host saw {seen}): now {seen + 1}",
                 )
+        if caught_up:  # committed: only now is the new epoch this member's
+            with self._lock:
+                if self._claims.get(appliance_id) == epoch:
+                    self._claims[appliance_id] = seen + 1
 
     def _execute(
         self,
