@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.orm import Session
 
 from astara.agent.client import AgentClient
@@ -232,9 +232,11 @@ def test_an_agent_that_does_not_answer_never_stops_the_outbox(
     engine: Engine, tmp_path: Path, orchestrators: Callable[..., Orchestrator]
 ) -> None:
     """Every resync fails (the agent cannot be listed); events are read all
-    the same and the routers they concern are looked at."""
+    the same and the routers they concern are looked at. (The host is not
+    marked down meanwhile: the router is then found placed on it and its
+    agent unreachable, however slowly the API runs here.)"""
     api = Api(engine, tmp_path)
-    orchestrator = orchestrators(engine, nobody(tmp_path)).start()
+    orchestrator = orchestrators(engine, nobody(tmp_path), down_after_s=600.0).start()
     router, _ = routed(api, "10.9.0.0/24")  # with a port: it needs an appliance
     wait_until(
         lambda: orchestrator.cursor >= last_sequence(engine), 30, 0.05, "the outbox to be read"
@@ -722,8 +724,8 @@ def test_a_resync_lists_each_host_once_and_observes_only_what_changed(
     orchestrators: Callable[..., Orchestrator],
 ) -> None:
     """Three routers, settled. Then resyncs (every 2 s) ask the agent for one
-    listing (generations and config hashes) per resync, and observe none
-    of the appliances it lists unchanged. One changed behind Astara's back
+    listing (generations and config hashes) per resync, and neither observe
+    the appliances it lists unchanged nor read them from the database. One changed behind Astara's back
     (another config PUT straight to the agent) lists another hash: only it
     is observed, and the resync puts it right."""
     assert agent.client is not None
@@ -747,11 +749,20 @@ def test_a_resync_lists_each_host_once_and_observes_only_what_changed(
 
     resyncs_done(1)
     counting.taken()
+    statements: list[str] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", keep)
     resyncs_done(3)
+    event.remove(engine, "before_cursor_execute", keep)
     taken = counting.taken()
     observed = [path for method, path in taken if path.startswith("/v1/appliances/")]
     assert observed == []
     assert taken.count(("GET", "/v1/appliances")) >= 3
+    # Nor does it read them from the database: no record is read one by one.
+    assert not [q for q in statements if "appliance_states.appliance_id = " in q]
 
     changed = routers[0]["id"]
     before = agent.client.get_appliance(changed)

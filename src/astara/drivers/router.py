@@ -14,7 +14,7 @@ import ipaddress
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from astara.appliance.schema import ApplianceConfig
 from astara.db.models import (
@@ -41,6 +41,7 @@ def plan(session: Session, router: Router) -> AppliancePlan:
         .join(RouterPort, RouterPort.port_id == Port.id)
         .where(RouterPort.router_id == router.id)
         .order_by(RouterPort.port_type, Port.id)
+        .options(selectinload(Port.fixed_ips))
     ).all()
     result = AppliancePlan(router.id, None, ports=[p.id for p, _ in attached])
     if not attached:

@@ -225,6 +225,10 @@ class Orchestrator:
         self._listed: dict[str, tuple[str, dict[str, Any]]] = {}
         self._swept: dict[str, float] = {}  # host → when its last listing was answered
         self._seen: dict[str, _Seen] = {}
+        # Appliances whose last reconcile found them ACTIVE with nothing to
+        # do, and no wake but the resync's since: a resync checks them
+        # against their host's listing alone (see `_unchanged_since`).
+        self._clean: set[str] = set()
         self._stop = threading.Event()
         self.l2 = L2(self.sessions, self.hosts, self._stop)
         self._poked = threading.Event()
@@ -432,6 +436,8 @@ class Orchestrator:
         with self._wakes:
             if self._stop.is_set():
                 return
+            if not resync:
+                self._clean.discard(key)  # something may have changed: look in full
             if key in self._running:
                 self._again[key] = self._fold(self._again.get(key), now, resync, delay_s)
                 return
@@ -516,8 +522,9 @@ class Orchestrator:
         owned now, wake them, and leave the others. `take_over=False`: only
         wake them (this member was out of touch for a moment, not dropped:
         what it skipped meanwhile)."""
-        if take_over:
-            with self._lock:
+        with self._lock:
+            self._clean.clear()
+            if take_over:
                 self._claims.clear()
         with self.sessions.begin() as session:
             known = appliances.known(session)
@@ -680,6 +687,11 @@ class Orchestrator:
         stand for the first observation (see `_trusted_listing`)."""
         failure: Failure | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
+        if resync and self._unchanged_since(appliance_id):
+            metrics.OBSERVATIONS.labels("listed").inc()
+            return
+        with self._lock:
+            self._clean.discard(appliance_id)
         for _ in range(MAX_STEPS):
             if self._stop.is_set() or not self._holds(appliance_id):
                 return  # the record says where it stands: the next start continues
@@ -697,6 +709,9 @@ class Orchestrator:
             if paused != (record.state is State.PAUSED):
                 self._hold(appliance_id, where, paused)
             if not decision.commands:
+                if decision.record.state is State.ACTIVE and seen.failure is None:
+                    with self._lock:
+                        self._clean.add(appliance_id)
                 return
             failure, applied = None, None
             for command in decision.commands:
@@ -838,6 +853,29 @@ class Orchestrator:
                 observed.get("config_hash"),
                 time.monotonic(),
             )
+
+    def _unchanged_since(self, appliance_id: str) -> bool:
+        """Whether a resync may check the appliance by its host's listing
+        alone, without reading the database: its last reconcile found it
+        ACTIVE with nothing to do and nothing but the resync woke it since
+        (every change to what it should run comes as an event, whose wake
+        makes it look in full), it was last observed in full within
+        `health_s`, and its host, listed since, lists it with that very
+        epoch, generation and config hash, unfenced. A full look still
+        comes every `health_s`, and catches what no event announced."""
+        with self._lock:
+            seen = self._seen.get(appliance_id)
+            listed = self._listed.get(appliance_id)
+            if appliance_id not in self._clean or seen is None or listed is None:
+                return False
+            swept = self._swept.get(seen.host)
+        if swept is None or swept <= seen.at or time.monotonic() - seen.at >= self.health_s:
+            return False
+        host, entry = listed
+        if entry.get("fenced"):
+            return False
+        now = (host, entry.get("epoch"), entry.get("generation"), entry.get("config_hash"))
+        return now == (seen.host, seen.epoch, seen.generation, seen.config_hash)
 
     def _trusted_listing(
         self, appliance_id: str, where: Placement, desired: str | None, record: Record
@@ -1148,6 +1186,7 @@ class Orchestrator:
             self._seen.pop(appliance_id, None)
             self._listed.pop(appliance_id, None)
             self._claims.pop(appliance_id, None)
+            self._clean.discard(appliance_id)
         self.wake(L2_KEY)
 
     # --- several orchestrators: fencing -------------------------------------------------

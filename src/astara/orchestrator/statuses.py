@@ -38,10 +38,13 @@ def write_statuses(
     session.expire_all()
     router = session.get(Router, router_id)
     # The API may have changed what the router should run since we looked (and
-    # marked it BUILD): ACTIVE only if what runs is still current.
+    # marked it BUILD): ACTIVE only if what runs is still current. A router
+    # ACTIVE already stays so without that check: writing ACTIVE again
+    # changes nothing, and a change since (marked or not) has its own event.
     if (
         status == "ACTIVE"
         and router is not None
+        and router.status != "ACTIVE"
         and plan is not None
         and driver.plan(session, router).digest != plan.digest
     ):
