@@ -725,9 +725,9 @@ def test_a_resync_lists_each_host_once_and_observes_only_what_changed(
 ) -> None:
     """Three routers, settled. Then resyncs (every 2 s) ask the agent for one
     listing (generations and config hashes) per resync, and neither observe
-    the appliances it lists unchanged nor read them from the database. One changed behind Astara's back
-    (another config PUT straight to the agent) lists another hash: only it
-    is observed, and the resync puts it right."""
+    the appliances it lists unchanged nor read them from the database. One
+    changed behind Astara's back (another config PUT straight to the agent)
+    lists another hash: only it is observed, and the resync puts it right."""
     assert agent.client is not None
     api = Api(engine, tmp_path)
     routers = [routed(api, f"10.9.{n}.0/24")[0] for n in range(3)]
