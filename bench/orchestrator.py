@@ -360,6 +360,21 @@ def _scale(
     memory["orchestrator_pss"] = round((pss_bytes(serve_pid) - serve_pss_before) / count)
     memory["host_memavailable"] = round(host_per_appliance)
     log(f"memory per appliance (bytes): {memory}")
+    # On its own too, at once: the restart below may fail on a loaded machine.
+    report.emit(
+        {
+            "name": "orchestrator.memory_per_appliance",
+            "routers": count,
+            "bytes": memory.get("total", memory["host_memavailable"]),
+            "measured_by": "the agent's memory cgroup" if "total" in memory else "MemAvailable",
+            "detail_bytes": memory,
+            "baseline": "the host's MemAvailable before and after, per appliance",
+            "baseline_bytes": memory["host_memavailable"],
+            "ratio": ratio(
+                memory.get("total", memory["host_memavailable"]), memory["host_memavailable"]
+            ),
+        }
+    )
     log(f"{count} routers: API {api_done:.1f} s, all ACTIVE after {converged:.1f} s")
 
     agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
