@@ -3,9 +3,11 @@
 Ten hollow agents (`astara.testing.hollow`: the real agent API, join and
 mutual TLS, no kernel) join a real `astara serve --agent none` on
 PostgreSQL (SQLite when PostgreSQL is not installed), all on loopback. N
-routers (gateway + one interface each) are created through the tenant API
-(networks, subnets and routers by bulk POSTs of 100, then each interface
-added) and placed over the ten hosts. Once every router is `ACTIVE`, the steady
+routers (gateway + one interface each, or a gateway only) are created by
+the tenant API's own code run in the benchmark's process on the same
+database (`--over-http`: through the API over HTTP, by bulk POSTs), and the
+orchestrator places them over the ten hosts from the outbox events that
+makes. Once every router is `ACTIVE` (or `--active-timeout` ran out), the steady
 state is watched for a window: the serve process's CPU (utime + stime of all
 its threads, from /proc) and memory (its resident set, and PSS from
 smaps_rollup), and, from the hollow agents, the longest gap between two

@@ -123,15 +123,16 @@ class Checks:
     longest gap between two such reads of each appliance since the last
     reset (a read is a list entry or a GET)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._since = time.monotonic()
+        self._since = clock()
         self._last: dict[str, float] = {}
         self._longest: dict[str, float] = {}
         self._reads = 0
 
     def saw(self, appliance_ids: Iterable[str]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for appliance_id in appliance_ids:
                 gap = now - self._last.get(appliance_id, self._since)
@@ -142,7 +143,7 @@ class Checks:
 
     def reset(self) -> None:
         with self._lock:
-            self._since = time.monotonic()
+            self._since = self._clock()
             self._last.clear()
             self._longest.clear()
             self._reads = 0
@@ -152,7 +153,7 @@ class Checks:
         counting the time before its first read and since its last one (so
         an appliance never read has the whole window as its gap): the
         longest of all, and the 50th and 99th percentiles over appliances."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             gaps = sorted(
                 max(self._longest.get(a, 0.0), now - self._last.get(a, self._since))
