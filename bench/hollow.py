@@ -458,6 +458,9 @@ def bench_hollow(
                         "--rate",
                         "50",
                         "--threads",
+                        # Only threads holding the GIL: where its CPU goes,
+                        # not its waits on PostgreSQL and the agents.
+                        "--gil",
                         "--output",
                         str(profile),
                         "--format",
