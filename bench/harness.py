@@ -237,8 +237,11 @@ class MemoryCgroup:
     accounts for us still accounts for it), named `astara-bench-<name>`; on
     the way out every process still in it is moved back where it came from
     (or to the parent) and it is removed. Charges made inside stay with it
-    until then (memory.move_charge_at_immigrate is 0): move a process in
-    before it makes what is to be measured."""
+    until then, and a process's pages from before its move stay charged
+    where they were (moving them, memory.move_charge_at_immigrate, is
+    deprecated and refused by recent kernels): move a process in before it
+    makes what is to be measured. What it frees and takes again afterwards
+    is charged here, so the growth is an upper bound by a fixed amount."""
 
     def __init__(self, name: str, parent: Path | None = None) -> None:
         self.parent = parent if parent is not None else own_memory_cgroup()
