@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,3 +169,166 @@ def background(netns_name: str, argv: Sequence[str]) -> Iterator[subprocess.Pope
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+# --- memory per appliance: a cgroup of our own ----------------------------------------
+
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
+
+
+def own_memory_cgroup(pid: int | str = "self", root: Path = CGROUP_MEMORY) -> Path:
+    """The cgroup v1 memory cgroup `pid` is in (from /proc/PID/cgroup)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return root / path.lstrip("/")
+    raise RuntimeError(f"process {pid} is in no cgroup v1 memory cgroup")
+
+
+def pss_bytes(pid: int) -> int:
+    """A process's proportional set size (smaps_rollup), 0 once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return "?"
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """A memory cgroup at one moment, in bytes. `usage` is everything charged
+    to it (memory.usage_in_bytes: user pages and, on cgroup v1, kernel memory
+    too); `kernel` is memory.kmem.usage_in_bytes (slab: namespaces, links,
+    nftables objects, sockets, page tables of its processes); `rss` and
+    `cache` come from memory.stat (anonymous memory, page cache and tmpfs);
+    `pss`: each process's PSS (smaps_rollup), by pid."""
+
+    usage: int
+    kernel: int
+    rss: int
+    cache: int
+    pss: dict[int, int]
+    commands: dict[int, str]
+
+    @property
+    def user(self) -> int:
+        return self.rss + self.cache
+
+    def pss_except(self, pids: set[int]) -> int:
+        return sum(v for pid, v in self.pss.items() if pid not in pids)
+
+
+class MemoryCgroup:
+    """A cgroup v1 memory cgroup of our own for the duration of a block, to
+    measure what a set of processes (and everything they start, and the kernel
+    memory their commands allocate) costs: the kernel charges an allocation to
+    the memory cgroup of the process making it, and children start in their
+    parent's. It is made under the cgroup this process is in (so whatever
+    accounts for us still accounts for it), named `astara-bench-<name>`; on
+    the way out every process still in it is moved back where it came from
+    (or to the parent) and it is removed. Charges made inside stay with it
+    until then, and a process's pages from before its move stay charged
+    where they were (moving them, memory.move_charge_at_immigrate, is
+    deprecated and refused by recent kernels): move a process in before it
+    makes what is to be measured. What it frees and takes again afterwards
+    is charged here, so the growth is an upper bound by a fixed amount."""
+
+    def __init__(self, name: str, parent: Path | None = None) -> None:
+        self.parent = parent if parent is not None else own_memory_cgroup()
+        self.path = self.parent / f"astara-bench-{name}"
+        self._origins: dict[int, Path] = {}
+
+    @staticmethod
+    def available(root: Path = CGROUP_MEMORY) -> bool:
+        return (root / "memory.kmem.usage_in_bytes").exists()
+
+    def create(self) -> MemoryCgroup:
+        self.path.mkdir()
+        return self
+
+    def __enter__(self) -> MemoryCgroup:
+        return self.create()
+
+    def __exit__(self, *_: object) -> None:
+        self.remove()
+
+    def add(self, pid: int, *, with_children: bool = True) -> None:
+        """Move `pid` (and, with `with_children`, its descendants living now)
+        into the cgroup."""
+        for each in [pid, *(descendants(pid) if with_children else [])]:
+            try:
+                self._origins.setdefault(each, own_memory_cgroup(each))
+                (self.path / "cgroup.procs").write_text(f"{each}\n")
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # gone meanwhile
+
+    def pids(self) -> list[int]:
+        return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
+
+    def _read(self, name: str) -> int:
+        return int((self.path / name).read_text())
+
+    def read(self) -> MemoryReading:
+        stat = {}
+        for line in (self.path / "memory.stat").read_text().splitlines():
+            key, value = line.split()
+            stat[key] = int(value)
+        pids = self.pids()
+        return MemoryReading(
+            usage=self._read("memory.usage_in_bytes"),
+            kernel=self._read("memory.kmem.usage_in_bytes"),
+            rss=stat.get("rss", 0),
+            cache=stat.get("cache", 0),
+            pss={pid: pss_bytes(pid) for pid in pids},
+            commands={pid: command_name(pid) for pid in pids},
+        )
+
+    def remove(self) -> None:
+        """Every process back where it came from, then the cgroup removed
+        (retried while a process is still exiting)."""
+        if not self.path.exists():
+            return
+        deadline = time.monotonic() + 10
+        while True:
+            for pid in self.pids():
+                target = self._origins.get(pid, self.parent)
+                if not (target / "cgroup.procs").exists():
+                    target = self.parent
+                with suppress(FileNotFoundError, ProcessLookupError):
+                    (target / "cgroup.procs").write_text(f"{pid}\n")
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of `pid` (from /proc/*/stat's parent field)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found

@@ -11,8 +11,17 @@ to the agent API, timed the same way; then it is handed back (`manage`).
 
 Scale: M routers (gateway + one interface each; M = 200, 30 with `--quick`,
 or `--scale M`) created through the API; time until all are ACTIVE (read
-from the server's own `/metrics`: appliances by state), and the host's
-memory per appliance (MemAvailable before and after, divided by M). Then
+from the server's own `/metrics`: appliances by state), and the memory
+per appliance, measured on the agent alone: before any router is made, the
+local agent (`astara serve`'s child) is moved into a memory cgroup of its
+own (cgroup v1, `bench.harness.MemoryCgroup`), so that what it and its
+children (dnsmasq, radvd, `ip`, `nft`) allocate, kernel memory included
+(namespaces, links, nftables objects, sockets), is charged there; the
+figure is the cgroup's growth over M routers divided by M, split into kernel
+(kmem) and user (rss + cache) memory, with the daemons' own share (their
+PSS) beside it. `astara serve` stays outside: its Python memory is the
+orchestrator's and the API's, not the appliance's; its growth is reported
+apart. The host's MemAvailable before and after is kept as a cross-check. Then
 `astara serve` is stopped and started again: the time until the
 orchestrator has reconciled every router, with no config pushed (the data
 plane untouched: every appliance's generation is unchanged), and what one
@@ -52,7 +61,16 @@ from astara.testing.agent import unique_prefix
 from astara.testing.net import wait_until
 from astara.testing.server import Cloud, Server
 from bench.create import first_reply, forget_neighbours, quick_arp
-from bench.harness import Report, Settings, log, ratio, seconds
+from bench.harness import (
+    MemoryCgroup,
+    MemoryReading,
+    Report,
+    Settings,
+    log,
+    pss_bytes,
+    ratio,
+    seconds,
+)
 
 OUTSIDE = "198.51.100.1"
 
@@ -216,6 +234,37 @@ def _mem_available() -> int:
     return 0
 
 
+def per_appliance_memory(
+    before: MemoryReading, after: MemoryReading, agent_pid: int, count: int
+) -> dict[str, Any]:
+    """The agent's cgroup's growth over `count` appliances, per appliance
+    (bytes): `total` (everything charged), `kernel` (kmem) and `user` (rss +
+    cache: anonymous memory, and page cache such as the files it writes);
+    `daemons_pss`: the PSS of every process in it but the agent (its
+    daemons: none run before the first appliance), `agent_pss`: the agent
+    process's own growth."""
+    return {
+        "total": round((after.usage - before.usage) / count),
+        "kernel": round((after.kernel - before.kernel) / count),
+        "user": round((after.user - before.user) / count),
+        "user_rss": round((after.rss - before.rss) / count),
+        "user_cache": round((after.cache - before.cache) / count),
+        "daemons_pss": round(
+            (after.pss_except({agent_pid}) - before.pss_except({agent_pid})) / count
+        ),
+        "agent_pss": round((after.pss.get(agent_pid, 0) - before.pss.get(agent_pid, 0)) / count),
+    }
+
+
+def _daemons(reading: MemoryReading, agent_pid: int) -> dict[str, int]:
+    """How many processes of each command run in the cgroup, the agent apart."""
+    found: dict[str, int] = {}
+    for pid, name in reading.commands.items():
+        if pid != agent_pid:
+            found[name] = found.get(name, 0) + 1
+    return found
+
+
 def scale(
     settings: Settings, report: Report, server: Server, api: Cloud, count: int | None = None
 ) -> None:
@@ -223,6 +272,35 @@ def scale(
     assert prefix is not None
     public_id = _setup(api, prefix)
     count = count or (30 if settings.quick else 200)
+    cgroup = MemoryCgroup(prefix) if MemoryCgroup.available() else None
+    try:
+        _scale(settings, report, server, api, count, public_id, cgroup)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+
+
+def _scale(
+    settings: Settings,
+    report: Report,
+    server: Server,
+    api: Cloud,
+    count: int,
+    public_id: str,
+    cgroup: MemoryCgroup | None,
+) -> None:
+    assert server.process is not None
+    serve_pid = server.process.pid
+    agent_pid = int((server.state_dir / "agent.pid").read_text())
+    cgroup_before: MemoryReading | None = None
+    if cgroup is not None:
+        cgroup.create()
+        cgroup.add(agent_pid)
+        time.sleep(1)
+        cgroup_before = cgroup.read()
+    else:
+        log("no cgroup v1 memory controller with kmem: memory from MemAvailable only")
+    serve_pss_before = pss_bytes(serve_pid)
     memory_before = _mem_available()
     metrics_before = scrape(api)
     deepest = 0.0
@@ -271,7 +349,32 @@ def scale(
     }
     log(f"orchestrator while converging: {orchestrator}")
     time.sleep(2)
-    memory_per_appliance = (memory_before - _mem_available()) / count
+    host_per_appliance = (memory_before - _mem_available()) / count
+    memory: dict[str, Any] = {}
+    if cgroup is not None and cgroup_before is not None:
+        cgroup_after = cgroup.read()
+        memory = per_appliance_memory(cgroup_before, cgroup_after, agent_pid, count)
+        memory["daemons"] = _daemons(cgroup_after, agent_pid)
+        # The restart below must find every process back where it was.
+        cgroup.remove()
+    memory["orchestrator_pss"] = round((pss_bytes(serve_pid) - serve_pss_before) / count)
+    memory["host_memavailable"] = round(host_per_appliance)
+    log(f"memory per appliance (bytes): {memory}")
+    # On its own too, at once: the restart below may fail on a loaded machine.
+    report.emit(
+        {
+            "name": "orchestrator.memory_per_appliance",
+            "routers": count,
+            "bytes": memory.get("total", memory["host_memavailable"]),
+            "measured_by": "the agent's memory cgroup" if "total" in memory else "MemAvailable",
+            "detail_bytes": memory,
+            "baseline": "the host's MemAvailable before and after, per appliance",
+            "baseline_bytes": memory["host_memavailable"],
+            "ratio": ratio(
+                memory.get("total", memory["host_memavailable"]), memory["host_memavailable"]
+            ),
+        }
+    )
     log(f"{count} routers: API {api_done:.1f} s, all ACTIVE after {converged:.1f} s")
 
     agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
@@ -339,7 +442,9 @@ def scale(
             "baseline": f"the same {count} configs PUT directly to the agent, 8 at a time",
             "baseline_s": seconds(direct),
             "ratio": ratio(converged, direct),
-            "memory_per_appliance_bytes": round(memory_per_appliance),
+            # The agent's cgroup (MemAvailable's figure without a cgroup).
+            "memory_per_appliance_bytes": memory.get("total", memory["host_memavailable"]),
+            "memory_per_appliance_detail_bytes": memory,
             "restart_resync_s": seconds(resync),
             "restart_pushes": status["pushes"],
             "restart_data_plane_untouched": untouched,

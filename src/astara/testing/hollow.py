@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import shutil
 import threading
 import time
@@ -119,40 +120,63 @@ class HollowAppliances(ApplianceManager):
 
 class Checks:
     """When the orchestrator last read each appliance's state, and the
-    longest gap between two such reads since the last reset."""
+    longest gap between two such reads of each appliance since the last
+    reset (a read is a list entry or a GET)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._since = time.monotonic()
+        self._since = clock()
         self._last: dict[str, float] = {}
-        self._longest = 0.0
+        self._longest: dict[str, float] = {}
+        self._reads = 0
 
     def saw(self, appliance_ids: Iterable[str]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for appliance_id in appliance_ids:
-                previous = self._last.get(appliance_id, self._since)
-                self._longest = max(self._longest, now - previous)
+                gap = now - self._last.get(appliance_id, self._since)
+                if gap > self._longest.get(appliance_id, 0.0):
+                    self._longest[appliance_id] = gap
                 self._last[appliance_id] = now
+                self._reads += 1
 
     def reset(self) -> None:
         with self._lock:
-            self._since = time.monotonic()
+            self._since = self._clock()
             self._last.clear()
-            self._longest = 0.0
+            self._longest.clear()
+            self._reads = 0
 
     def report(self, appliance_ids: list[str]) -> dict[str, Any]:
-        """`longest_gap_s` counts an appliance not read since the reset as
-        unread until now."""
-        now = time.monotonic()
+        """Each appliance's longest gap between two reads since the reset,
+        counting the time before its first read and since its last one (so
+        an appliance never read has the whole window as its gap): the
+        longest of all, and the 50th and 99th percentiles over appliances."""
+        now = self._clock()
         with self._lock:
-            waiting = [now - self._last.get(a, self._since) for a in appliance_ids]
+            gaps = sorted(
+                max(self._longest.get(a, 0.0), now - self._last.get(a, self._since))
+                for a in appliance_ids
+            )
             return {
                 "appliances": len(appliance_ids),
                 "unchecked": sum(1 for a in appliance_ids if a not in self._last),
-                "longest_gap_s": max([self._longest, *waiting]),
+                "reads": self._reads,
+                "longest_gap_s": gaps[-1] if gaps else 0.0,
+                "gap_p50_s": percentile(gaps, 0.50),
+                "gap_p99_s": percentile(gaps, 0.99),
+                # Every appliance's gap, for percentiles over several agents.
+                "gaps_s": [round(g, 3) for g in gaps],
                 "window_s": now - self._since,
             }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The nearest-rank percentile of an ascending list (0.0 when empty)."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class HollowAgent(Agent):
