@@ -478,7 +478,20 @@ def serve(
     prefix: Annotated[
         str, typer.Option(envvar="ASTARA_PREFIX", help="Prefix of the local agent's objects")
     ] = "ast",
-    resync_s: Annotated[float, typer.Option(help="Seconds between full resyncs")] = 20.0,
+    resync_s: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between resyncs (each lists every host once and checks every"
+            " appliance against the listing)"
+        ),
+    ] = 20.0,
+    health_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between two full looks at an appliance (its agent's observation"
+            " and its record in the database; default: 3 resyncs)"
+        ),
+    ] = None,
     operators_group: Annotated[
         str | None,
         typer.Option(
@@ -645,6 +658,7 @@ def serve(
                 heartbeat_s=heartbeat_s,
                 down_after_s=down_after_s,
                 resync_s=resync_s,
+                health_s=health_s,
                 owns=coordinator.owns if coordinator is not None else None,
                 member=coordinator.member if coordinator is not None else "",
             )

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.5
 DOWN_AFTER_S = 3.0
+# A host's `last_heartbeat` (shown, whole seconds) is written at most this
+# often while nothing else about it changes: no database write per round.
+HEARTBEAT_RECORD_S = 5.0
 
 
 def info(row: Host) -> HostInfo:
@@ -92,6 +95,9 @@ class Hosts:
         self._clients: dict[str, tuple[str, AgentClient]] = {}  # name → (address, client)
         self._last_ok: dict[str, float] = {}
         self._fenced: dict[str, set[str]] = {}  # host → appliances it said were fenced
+        # host → what its row was last given (besides the time), and when: a
+        # round writes a host only when that changed or the time is stale.
+        self._written: dict[str, tuple[dict[str, Any], float]] = {}
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="heartbeat")
 
     def close(self) -> None:
@@ -183,6 +189,7 @@ class Hosts:
         with self._lock:
             for name in set(self._last_ok) - set(hosts):
                 del self._last_ok[name]  # removed, or another orchestrator's
+                self._written.pop(name, None)
         futures = {name: self._pool.submit(self._health, host) for name, host in hosts.items()}
         answers: dict[str, dict[str, Any] | None] = {}
         for name, future in futures.items():
@@ -202,9 +209,18 @@ class Hosts:
                         self._last_ok[name] = now_s
                     last = self._last_ok.setdefault(name, now_s)
                 if health is not None:
-                    values: dict[str, Any] = {"last_heartbeat": now, "reported": _reported(health)}
+                    values: dict[str, Any] = {"reported": _reported(health)}
                     values.update(_settings(health, host))
-                    session.execute(update(Host).where(Host.name == name).values(**values))
+                    with self._lock:
+                        written, at = self._written.get(name, (None, -HEARTBEAT_RECORD_S))
+                    if values != written or now_s - at >= HEARTBEAT_RECORD_S or not host.alive:
+                        session.execute(
+                            update(Host)
+                            .where(Host.name == name)
+                            .values(last_heartbeat=now, **values)
+                        )
+                        with self._lock:
+                            self._written[name] = (values, now_s)
                     if not host.alive:
                         returning.append(name)
                     now_fenced = set(health.get("fenced_appliances") or ())

@@ -593,24 +593,43 @@ class Orchestrator:
         unchanged, see `_trusted_listing`), and wake everything, with the
         resync's priority, spread over half the resync period (each key at
         its own phase; the first resync at once)."""
-        self._remove_orphans()
-        with self.sessions.begin() as session:
-            known = appliances.known(session)
+        known = self._remove_orphans()
         spread_s = self.resync_s / 2 if self.resyncs else 0.0
         for key in sorted(known):
             self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
         self.wake(L2_KEY, resync=True, delay_s=0.0)
         self.resyncs += 1  # counted once every key is woken (see `status`'s `busy`)
 
-    def _remove_orphans(self, removed: list[str] | None = None) -> None:
-        """Sweep every live host. A host that cannot be listed is logged: the
-        appliances are woken all the same, each finds out for itself."""
-        for name, host in sorted(self.hosts.infos().items()):
-            if host.alive and not self._stop.is_set() and self.owns(host_key(name)):
+    def _remove_orphans(self, removed: list[str] | None = None) -> set[str]:
+        """Sweep every live host this member owns: all listed at once, then
+        the database read once for all of them. A host that cannot be
+        listed is logged: the appliances are woken all the same, each finds
+        out for itself. The appliances known, as read after the listings."""
+        hosts = [
+            name
+            for name, host in sorted(self.hosts.infos().items())
+            if host.alive and self.owns(host_key(name))
+        ]
+        listings: dict[str, tuple[AgentClient, dict[str, dict[str, Any]]]] = {}
+        if hosts and not self._stop.is_set():
+            with ThreadPoolExecutor(min(len(hosts), 8), thread_name_prefix="sweep") as pool:
+                futures = {name: pool.submit(self._list, name) for name in hosts}
+            for name, future in futures.items():
                 try:
-                    self.sweep(name, removed)
+                    listed = future.result()
                 except (AgentError, httpx.HTTPError) as error:
                     log.warning("host %s: listing its appliances failed: %s", name, error)
+                    continue
+                if listed is not None:
+                    listings[name] = listed
+        # The agents first, then the database: see `sweep`.
+        with self.sessions.begin() as session:
+            known = appliances.known(session)
+        for name, (client, on_agent) in listings.items():
+            if self._stop.is_set():
+                break
+            self._sweep_listed(name, client, on_agent, known, removed)
+        return known
 
     def sweep(self, host_name: str, removed: list[str] | None = None) -> bool:
         """Delete from a host the appliances it should not run: those nothing
@@ -620,31 +639,50 @@ class Orchestrator:
         One that cannot be deleted is logged and left for the next pass.
         Whether every copy of an appliance placed elsewhere went; AgentError
         or httpx.HTTPError when the host cannot be listed."""
-        host = self.hosts.infos().get(host_name)
-        if host is None:
+        listed = self._list(host_name)
+        if listed is None:
             return False
-        client = self.hosts.client(host)
         # The agent first, then the database: an appliance is only ever pushed
         # after its router row (or DHCP port) exists and it is placed, so one
         # listed here and unknown there is an orphan, never one being born.
+        with self.sessions.begin() as session:
+            known = appliances.known(session)
+        return self._sweep_listed(host_name, *listed, known, removed)
+
+    def _list(self, host_name: str) -> tuple[AgentClient, dict[str, dict[str, Any]]] | None:
+        """A host's appliances as its agent recorded them (kept for
+        `_trusted_listing` and `_unchanged_since`), and its client; None:
+        no such host."""
+        host = self.hosts.infos().get(host_name)
+        if host is None:
+            return None
+        client = self.hosts.client(host)
         on_agent = {a["id"]: a for a in client.appliances(observe=False)}
         with self._lock:
             for appliance_id in [k for k, (h, _) in self._listed.items() if h == host_name]:
                 del self._listed[appliance_id]
             self._listed.update({k: (host_name, entry) for k, entry in on_agent.items()})
             self._swept[host_name] = time.monotonic()
+        return client, on_agent
+
+    def _sweep_listed(
+        self,
+        host_name: str,
+        client: AgentClient,
+        on_agent: dict[str, dict[str, Any]],
+        known: set[str],
+        removed: list[str] | None,
+    ) -> bool:
+        """`sweep`'s removals, from a listing and the appliances known since."""
         with self.sessions.begin() as session:
-            known = appliances.known(session)
-            records = {
-                row.appliance_id: row
-                for row in session.scalars(
-                    select(ApplianceState).where(ApplianceState.appliance_id.in_(on_agent))
-                )
-            }
             stale = {
-                appliance_id: (row.host or "no host", row.epoch)
-                for appliance_id, row in records.items()
-                if row.host != host_name
+                appliance_id: (host or "no host", epoch)
+                for appliance_id, host, epoch in session.execute(
+                    select(
+                        ApplianceState.appliance_id, ApplianceState.host, ApplianceState.epoch
+                    ).where(ApplianceState.appliance_id.in_(on_agent))
+                )
+                if host != host_name
             }
         clean = True
         for appliance_id in sorted(on_agent):
@@ -903,8 +941,13 @@ class Orchestrator:
         if seen is None and fresh and listed is not None:
             host, entry = listed
             generation = entry.get("generation")
-            now = (host, entry.get("epoch"), entry.get("config_hash"), bool(entry.get("fenced")))
-            if now != (where.host.name, where.epoch, desired, False) or not isinstance(
+            vouched = (
+                host,
+                entry.get("epoch"),
+                entry.get("config_hash"),
+                bool(entry.get("fenced")),
+            )
+            if vouched != (where.host.name, where.epoch, desired, False) or not isinstance(
                 generation, int
             ):
                 return None
