@@ -85,7 +85,8 @@ def _write_sysctls(name: str, sysctls: dict[str, str]) -> None:
             with open(path, "w") as file:
                 file.write(value)
         except OSError as error:
-            raise OSError(error.errno, f"sysctl {key}={value} in {name}: {error.strerror}") from None
+            message = f"sysctl {key}={value} in {name}: {error.strerror}"
+            raise OSError(error.errno, message) from None
 
 
 def pids(name: str) -> list[int]:
