@@ -85,6 +85,10 @@ def _switched(enter: object) -> Iterator[None]:
 def _setns(fd: int, netns: str) -> None:
     if _libc().setns(fd, CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
+        if code == errno.EINVAL:
+            # The name is there but no namespace is bound to it: one being
+            # made or removed (`ip netns del` unmounts, then unlinks).
+            raise FileNotFoundError(errno.ENOENT, f"namespace {netns} is not there")
         raise OSError(code, f"setns into {netns}: {os.strerror(code)}")
 
 

@@ -7,6 +7,7 @@ nothing. Handles are not shared between threads.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -200,6 +201,17 @@ class Handle:
             self._iproute.close()
 
 
+def _socket_in(name: str) -> socket.socket:
+    try:
+        return socket_in(name, socket.SOCK_DGRAM, NETLINK_ROUTE)[0]
+    except OSError as error:
+        if error.errno == errno.EINVAL:
+            # The name is there but no namespace is bound to it: one being
+            # made or removed (`ip netns del` unmounts, then unlinks).
+            raise FileNotFoundError(errno.ENOENT, f"namespace {name} is not there") from error
+        raise
+
+
 @contextmanager
 def netns(name: str) -> Iterator[Any]:
     """A handle in an existing namespace (never creates one: a missing
@@ -207,9 +219,9 @@ def netns(name: str) -> Iterator[Any]:
     made inside the namespace by this thread (`nssocket`), not by a forked
     helper as pyroute2's `NetNS` does; like every handle, it is this thread's
     only."""
-    route_socket, _ = socket_in(name, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    route_socket = _socket_in(name)
     try:
-        plain_socket, _ = socket_in(name, socket.SOCK_DGRAM, NETLINK_ROUTE)
+        plain_socket = _socket_in(name)
     except BaseException:
         route_socket.close()
         raise

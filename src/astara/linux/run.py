@@ -136,24 +136,27 @@ def run(
     full = in_netns(netns, argv) if mounts else list(argv)
     require_tools(full)
     entered = inside.entered(netns) if netns and not mounts else contextlib.nullcontext()
-    if netns and not mounts and not (inside.NETNS_DIR / netns).exists():
-        # What `ip netns exec` answers for a namespace that is not there.
-        message = f'Cannot open network namespace "{netns}": No such file or directory\n'
-        if check:
-            raise CommandError(full, 1, "", message)
-        return subprocess.CompletedProcess(full, 1, "", message)
     with _spawn():
-        with entered:
-            try:
-                process = subprocess.Popen(
-                    full,
-                    stdin=subprocess.PIPE if input_text is not None else None,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            except FileNotFoundError as error:  # removed since require_tools looked
-                raise MissingTool(full[0]) from error
+        try:
+            with entered:
+                try:
+                    process = subprocess.Popen(
+                        full,
+                        stdin=subprocess.PIPE if input_text is not None else None,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                except FileNotFoundError as error:  # removed since require_tools looked
+                    raise MissingTool(full[0]) from error
+        except MissingTool:
+            raise
+        except FileNotFoundError:
+            # The namespace is not there: what `ip netns exec` answers then.
+            message = f'Cannot open network namespace "{netns}": No such file or directory\n'
+            if check:
+                raise CommandError(full, 1, "", message) from None
+            return subprocess.CompletedProcess(full, 1, "", message)
         with _running_lock:
             _running.add(process.pid)
     try:
