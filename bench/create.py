@@ -18,20 +18,40 @@ Between runs (untimed) the router is removed and the workload's and outside
 host's neighbour caches are flushed, so every run resolves ARP afresh. The
 workload retries ARP every 10 ms instead of every second, so a run measures
 the router, not the client's ARP timer. Runs alternate, median of each.
+
+`create.burst` (`python -m bench.create --burst N`): the agent's own create
+at scale, as the orchestrator drives it for issue 10's 1,000-router figure.
+N routers, each a tenant network PUT and then its router appliance PUT (a
+gateway on one shared external network, one interface on the tenant
+network, DHCP served there by dnsmasq), 8 clients at a time straight to the
+agent. Figures: the wall time, the mean time of each kind of PUT, and where
+the appliance PUTs' time went, by phase, from the agent's own
+`astara_agent_appliance_apply_phase_seconds`. No baseline: the figure is
+compared with itself across commits (and the kernel's share by hand).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import queue
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from astara.agent.client import AgentClient
 from astara.appliance.render.nftables import render_nftables
 from astara.linux.run import run
 from astara.naming import Names, appliance_interface
+from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.lab import Lab
 from bench import topology
 from bench.harness import (
@@ -237,3 +257,163 @@ def bench_create(settings: Settings, report: Report) -> None:
                 "repeats": settings.create_repeats,
             }
         )
+
+
+BURST_EXTERNAL = "pub"
+BURST_CLIENTS = 8
+
+
+def burst_router(n: int) -> tuple[str, dict[str, Any]]:
+    """Router number `n` of a burst: its tenant network's id and its config,
+    shaped as the orchestrator's router driver builds it."""
+    network_id = f"t{n}"
+    internal_mac = f"fa:16:3e:01:{n // 256:02x}:{n % 256:02x}"
+    cidr = f"10.{n // 250}.{n % 250}.0/24"
+    gateway = f"10.{n // 250}.{n % 250}.1"
+    external = f"100.64.{4 + n // 250}.{n % 250 + 1}"
+    config = {
+        "schema_version": 1,
+        "kind": "router",
+        "interfaces": [
+            {
+                "mac": f"fa:16:3e:02:{n // 256:02x}:{n % 256:02x}",
+                "network_id": BURST_EXTERNAL,
+                "role": "external",
+                "addresses": [f"{external}/16"],
+                "mtu": 1500,
+            },
+            {
+                "mac": internal_mac,
+                "network_id": network_id,
+                "role": "internal",
+                "addresses": [f"{gateway}/24"],
+                "mtu": 1500,
+            },
+        ],
+        "subnets": [
+            {
+                "cidr": cidr,
+                "interface_mac": internal_mac,
+                "gateway_ip": gateway,
+                "enable_dhcp": True,
+                "dns_nameservers": [],
+                "host_routes": [],
+            }
+        ],
+        "dhcp_hosts": [],
+        "routes": [{"destination": "0.0.0.0/0", "nexthop": topology.OUTSIDE}],
+        "snat": {"enabled": True},
+        "floating_ips": [],
+        "forwarding": True,
+    }
+    return network_id, config
+
+
+def _phase_sums(client: AgentClient) -> dict[str, tuple[float, float]]:
+    """phase → (seconds in all, count), from the agent's `/metrics`."""
+    response = client.http.get("/metrics")
+    response.raise_for_status()
+    found: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        if family.name != "astara_agent_appliance_apply_phase_seconds":
+            continue
+        for sample in family.samples:
+            name = sample.labels.get("phase", "")
+            total, count = found.get(name, (0.0, 0.0))
+            if sample.name.endswith("_sum"):
+                found[name] = (sample.value, count)
+            elif sample.name.endswith("_count"):
+                found[name] = (total, sample.value)
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of `pid` and of the children it collected (its commands)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_burst(report: Report, count: int, clients: int = BURST_CLIENTS) -> None:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="astara-bench-") as work:
+        agent = AgentProcess(Path(work), unique_prefix("b"))
+        try:
+            _burst(report, Lab(agent.start(), agent.prefix), agent, count, clients, load_before)
+        finally:
+            agent.remove_everything()
+
+
+def _burst(
+    report: Report,
+    lab: Lab,
+    agent: AgentProcess,
+    count: int,
+    clients: int,
+    load_before: tuple[float, float, float],
+) -> None:
+    assert agent.process is not None
+    pid = agent.process.pid
+    lab.network(BURST_EXTERNAL, external=True)
+    plans = [burst_router(n) for n in range(count)]
+    network_s: list[float] = []
+    appliance_s: list[float] = []
+    lock = threading.Lock()
+
+    def create(plan: tuple[str, dict[str, Any]]) -> None:
+        network_id, config = plan
+        started = time.monotonic()
+        lab.client.put_network(network_id)
+        put = time.monotonic()
+        lab.client.put_appliance(f"r{network_id}", config)
+        with lock:
+            network_s.append(put - started)
+            appliance_s.append(time.monotonic() - put)
+
+    cpu_before = _cpu_s(pid)
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(create, plans))
+    wall = time.monotonic() - started
+    cpu = _cpu_s(pid) - cpu_before
+    load_after = os.getloadavg()
+    phases = _phase_sums(lab.client)
+    log(f"burst of {count}: {wall:.1f} s, agent CPU {cpu:.1f} s; load {load_before} → {load_after}")
+    report.emit(
+        {
+            "name": "create.burst",
+            "routers": count,
+            "clients": clients,
+            "wall_s": seconds(wall),
+            "per_router_s": seconds(wall / count),
+            # The agent's own CPU and its commands': steadier than the wall
+            # time on a shared machine.
+            "agent_cpu_s": seconds(cpu),
+            "agent_cpu_per_router_s": seconds(cpu / count),
+            "network_put_mean_s": seconds(sum(network_s) / count),
+            "appliance_put_mean_s": seconds(sum(appliance_s) / count),
+            "appliance_phases_s": {
+                name: {"total": seconds(total), "mean": seconds(total / max(n, 1))}
+                for name, (total, n) in sorted(phases.items())
+            },
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_after),
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.create", description=__doc__)
+    parser.add_argument("--burst", type=int, metavar="N", help="only the N-router burst")
+    parser.add_argument("--clients", type=int, default=BURST_CLIENTS)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    report = Report()
+    if args.burst:
+        bench_burst(report, args.burst, args.clients)
+    else:
+        bench_create(Settings(quick=args.quick), report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -375,6 +375,9 @@ def test_list_without_observing_gives_what_a_resync_compares(lab: Lab) -> None:
     lab.client.put_appliance("r1", router_config(snat=False), epoch=3)
     lab.client.put_appliance("r2", router_config(floating_ips={}))
     observed = {a["id"]: a for a in lab.client.appliances()}
+    # Held, so that the watch reports the deletion instead of repairing it
+    # before the GET below looks (a repair takes milliseconds).
+    lab.client.hold_appliance("r2", True)
     run(["ip", "netns", "del", lab.router_netns("r2")])
     recorded = lab.client.appliances(observe=False)
     assert [a["id"] for a in recorded] == ["r1", "r2"]
@@ -407,9 +410,10 @@ def test_metrics_parse_and_hold_phases_states_rebuilds_and_failures(lab: Lab) ->
     assert lab.client.http.put("/v1/appliances/r1?epoch=1", json=router_config()).status_code == 409
     bad = {**router_config(), "kind": "toaster"}
     assert lab.client.http.put("/v1/appliances/r1?epoch=2", json=bad).status_code == 422
+    lab.client.hold_appliance("r2", True)  # the watch must leave the rebuild to the PUT
     run(["ip", "netns", "del", lab.router_netns("r2")])
     assert lab.client.get_appliance("r2")["state"] == "degraded"
-    rebuilt = lab.client.put_appliance("r2", router_config(floating_ips={}))
+    rebuilt = lab.client.put_appliance("r2", router_config(floating_ips={}))  # releases the hold
     assert rebuilt["actions"][0].startswith("created namespace"), rebuilt["actions"]
     lab.client.get_appliance("r1")
 

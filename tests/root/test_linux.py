@@ -208,3 +208,35 @@ def test_reap_adopted_collects_other_sessions_dead_and_leaves_our_own() -> None:
     assert _state(ours.pid) == "Z"  # still its owner's
     assert ours.wait(timeout=5) == 3
     adopted.returncode = 0  # collected above: Popen must not wait for it again
+
+
+def test_plain_netlink_requests_read_and_set_links_as_pyroute2_does(namespace: str) -> None:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with netlink.netns(namespace) as handle:
+        assert isinstance(handle.requests, netlink.Requests)
+        netlink.ensure_bridge(handle, "br9", 1400)
+        netlink.enslave(handle, "v1", "br9", 1400)
+        bridge = netlink.link_index(handle, "br9")
+        assert bridge is not None and netlink.link_index(handle, "nope") is None
+        assert netlink.link_state(handle, "nope") is None
+        with IPRoute() as host:  # pyroute2's own decoding, for comparison
+            assert netlink.link_state(host, "lo") is not None
+        plain = netlink.link_state(handle, "v1")
+        decoded = netlink._link_state(handle.link("get", ifname="v1")[0])
+        assert plain is not None
+        assert (plain.name, plain.mac, plain.mtu, plain.up, plain.master) == (
+            decoded.name,
+            decoded.mac,
+            decoded.mtu,
+            decoded.up,
+            decoded.master,
+        )
+        assert (plain.mtu, plain.up, plain.master) == (1400, True, bridge)
+        assert set(plain.counters) == set(decoded.counters)
+        netlink.set_link(handle, "v1", master=0, state="down")
+        released = netlink.link_state(handle, "v1")
+        assert released is not None and released.master is None and not released.up
+        with pytest.raises(NetlinkError):
+            netlink.set_link(handle, "v1", mtu=10)  # below any veth's minimum

@@ -109,6 +109,8 @@ class Agent:
         # shared (a network cannot vanish under an apply) plus a lock of
         # their own each (in ApplianceManager), so they apply in parallel.
         self.l2_lock = SharedLock()
+        self._network_locks: dict[str, threading.Lock] = {}
+        self._network_locks_guard = threading.Lock()
         # Each appliance's state at its last observation (active, degraded,
         # fenced): the metrics' appliances by state, without observing.
         self.states: dict[str, str] = {}
@@ -235,14 +237,35 @@ class Agent:
                 ),
             }
 
+    def network_lock(self, network_id: str) -> threading.Lock:
+        """Serializes the changes of one network (two PUTs of it)."""
+        with self._network_locks_guard:
+            return self._network_locks.setdefault(network_id, threading.Lock())
+
     def put_network(self, network_id: str, spec: NetworkSpec) -> bool:
-        """Create or update a network; True if it was new."""
+        """Create or update a network; True if it was new.
+
+        A new network, or one PUT again as it is, holds the L2 lock shared
+        and its own lock: networks are made in parallel with each other and
+        with applies (each touches its own bridge; the fabric namespace is
+        made once, `netns.create`). A change of an existing network's spec,
+        which checks who uses it, and a flat segment, which checks the other
+        networks' physnets, hold the L2 lock exclusively, as a delete does."""
         checks.require(FABRIC_TOOLS)
         try:
             fabric_networks.check_segment(spec, self.settings.uplinks)
         except SegmentError as error:
             raise Invalid(f"network {network_id}: {error}") from error
-        with self.l2_lock.exclusive():
+        document = spec.model_dump(mode="json")
+        if spec.segment.type != "flat":
+            with self.l2_lock.shared(), self.network_lock(network_id):
+                stored = self.store.get("networks", network_id)
+                if stored is None or stored == document:
+                    self._ensure_network(network_id, spec)
+                    if stored is None:
+                        self.store.put("networks", network_id, document)
+                    return stored is None
+        with self.l2_lock.exclusive(), self.network_lock(network_id):
             existing = self.network_info(network_id)
             if existing is not None and existing.mtu != spec.mtu:
                 users = self.network_users(network_id)
@@ -259,15 +282,18 @@ class Agent:
                             f"physnet {spec.segment.physnet!r} is network {other_id}'s segment"
                             " on this host: one flat network per physnet"
                         )
-            try:
-                fabric_networks.ensure_network(self.names, network_id, spec, self.settings.uplinks)
-            except SegmentError as error:
-                raise Invalid(f"network {network_id}: {error}") from error
-            self.store.put("networks", network_id, spec.model_dump(mode="json"))
+            self._ensure_network(network_id, spec)
+            self.store.put("networks", network_id, document)
             return existing is None
 
+    def _ensure_network(self, network_id: str, spec: NetworkSpec) -> None:
+        try:
+            fabric_networks.ensure_network(self.names, network_id, spec, self.settings.uplinks)
+        except SegmentError as error:
+            raise Invalid(f"network {network_id}: {error}") from error
+
     def delete_network(self, network_id: str) -> None:
-        with self.l2_lock.exclusive():
+        with self.l2_lock.exclusive(), self.network_lock(network_id):
             self.network(network_id)
             users = self.network_users(network_id)
             if users:

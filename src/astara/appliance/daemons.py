@@ -39,13 +39,14 @@ class ApplianceDaemons:
             )
         return observed
 
-    def start(self, name: DaemonName, files: tuple[DaemonFile, ...]) -> None:
-        """Write `files`, stop the daemon if it runs, start it."""
+    def start(self, name: DaemonName, files: tuple[DaemonFile, ...], fresh: bool = False) -> None:
+        """Write `files`, stop the daemon if it runs, start it. `fresh`: the
+        namespace was made just now (see `Daemon.start`)."""
         self._write(files)
         daemon = self._daemon(name)
         daemon.stop()
         if name is DaemonName.dnsmasq:
-            daemon.start(["dnsmasq", f"--conf-file={self.directory / 'dnsmasq.conf'}"])
+            daemon.start(["dnsmasq", f"--conf-file={self.directory / 'dnsmasq.conf'}"], fresh=fresh)
         else:
             conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
             daemon.start(
@@ -59,7 +60,8 @@ class ApplianceDaemons:
                     "logfile",
                     "-l",
                     str(log),
-                ]
+                ],
+                fresh=fresh,
             )
 
     def reload(self, name: DaemonName, files: tuple[DaemonFile, ...]) -> None:
@@ -83,4 +85,6 @@ class ApplianceDaemons:
 
     def _write(self, files: tuple[DaemonFile, ...]) -> None:
         for file in files:
-            write_atomic(self.directory / file.name, file.text)
+            # Runtime files, rewritten from the config when they differ:
+            # not flushed to disk (see write_atomic).
+            write_atomic(self.directory / file.name, file.text, durable=False)

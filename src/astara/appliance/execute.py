@@ -54,14 +54,16 @@ class Target:
 
 def execute(plan: Plan, target: Target, handles: NetlinkHandles) -> list[Done]:
     done: list[Done] = []
+    fresh = False  # the namespace was made by this run: nothing else runs in it
     for action in plan:
-        outcome = _run(action, target, handles)
+        outcome = _run(action, target, handles, fresh)
         if outcome is not None:
             done.append(outcome)
+            fresh = fresh or isinstance(outcome.action, CreateNamespace)
     return done
 
 
-def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None:
+def _run(action: Action, target: Target, handles: NetlinkHandles, fresh: bool) -> Done | None:
     namespace = target.namespace
     match action:
         case CreateNamespace() | ConfigureNamespace():
@@ -73,12 +75,13 @@ def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None
             nft.load(action.commands, namespace)
             # The listing last: a crash before it leaves a mismatch, so the next
             # apply replaces the table instead of trusting a delta.
-            write_atomic(target.run_directory / RULESET_LOADED, action.ruleset)
+            # Runtime files (here and the daemons'): not durable, see write_atomic.
+            write_atomic(target.run_directory / RULESET_LOADED, action.ruleset, durable=False)
             # The genid before the listing: a commit by anyone in between
             # moves it past the remembered one, so it is never trusted wrongly.
             genid = read_genid(namespace)
             listing = nft.list_table(TABLE_FAMILY, TABLE_NAME, namespace)
-            write_atomic(target.run_directory / RULESET_LISTING, listing)
+            write_atomic(target.run_directory / RULESET_LISTING, listing, durable=False)
             remember_genid(target.run_directory, genid)
             return Done(action)
         case RemoveLink():
@@ -106,13 +109,13 @@ def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None
                 routes.Route.via(destination, nexthop, onlink_device)
                 for destination, nexthop, onlink_device in action.routes
             ]
-            return _changed(action, *routes.sync(namespace, "main", main))
+            return _changed(action, *_sync_routes(namespace, "main", main, fresh))
         case SyncFloatingRoutes():
             device = action.device
             local = [routes.Route.local(a, device) for a in action.addresses] if device else []
-            return _changed(action, *routes.sync(namespace, "local", local))
+            return _changed(action, *_sync_routes(namespace, "local", local, fresh))
         case StartDaemon():
-            target.daemons.start(action.daemon, action.files)
+            target.daemons.start(action.daemon, action.files, fresh=fresh)
             return Done(action)
         case ReloadDaemon():
             target.daemons.reload(action.daemon, action.files)
@@ -130,6 +133,20 @@ def _run(action: Action, target: Target, handles: NetlinkHandles) -> Done | None
         case Announce():
             garp.announce(namespace, action.interface, action.mac, action.addresses)
             return Done(action)
+
+
+def _sync_routes(
+    namespace: str, table: str, desired: list[routes.Route], fresh: bool
+) -> tuple[int, int]:
+    """`routes.sync`, except in a namespace this run made: it holds no route
+    of Astara's yet, so there is nothing to read (two `ip` commands per
+    table) and what is wanted goes in as one batch, or nothing runs."""
+    if not fresh:
+        return routes.sync(namespace, table, desired)
+    commands = [route.command("replace", table) for route in sorted(set(desired))]
+    if commands:
+        run(["ip", "-n", namespace, "-batch", "-"], input_text="\n".join(commands) + "\n")
+    return len(commands), 0
 
 
 def _changed(action: Action, added: int, removed: int) -> Done | None:

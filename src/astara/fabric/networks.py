@@ -13,6 +13,7 @@ how it reaches other hosts (its segment):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,7 +89,13 @@ def ensure_network(
     nic = physnet_interface(spec, uplinks)
     ensure_fabric(names)
     bridge = names.bridge(network_id)
-    with netlink.netns(names.fabric_netns) as fabric, netlink.own_netns() as host:
+    # The host's own handle only for what lives there (a NIC, a VXLAN device
+    # made there): opening one costs milliseconds, and most segments are local.
+    needs_host = nic is not None or spec.segment.type == "vxlan"
+    with (
+        netlink.netns(names.fabric_netns) as fabric,
+        netlink.own_netns() if needs_host else contextlib.nullcontext() as host,
+    ):
         if (
             nic is not None
             and netlink.link_index(fabric, nic) is None

@@ -6,10 +6,14 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o644, durable: bool = True) -> None:
     """Write `text` to `path` through a temporary file renamed over it. The
     temporary file is created with `mode` (never wider), so a secret is never
-    readable by others, not even between its creation and the rename. One
+    readable by others, not even between its creation and the rename.
+    `durable`: flushed to disk before the rename (a power cut leaves the old
+    or the new text); without, atomic for readers and for a crash of the
+    writer only: for runtime files that describe the kernel's state, which a
+    power cut takes away with them (tens of ms saved per file on a busy disk). One
     writer per path at a time (callers hold the appliance's lock, or write
     once at start): the temporary file's name is the path's own, so a crash
     leaves one stale file to replace, never a trail of them."""
@@ -25,7 +29,8 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
             os.fchmod(handle.fileno(), mode)
             handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

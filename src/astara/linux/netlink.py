@@ -7,9 +7,11 @@ nothing. Handles are not shared between threads.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
+import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,23 +38,200 @@ Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+NLM_F_ACK = 4
+RTM_GETLINK = 18
+RTM_SETLINK = 19
+IFLA_ADDRESS = 1
+IFLA_IFNAME = 3
+IFLA_MTU = 4
+IFLA_MASTER = 10
+IFLA_OPERSTATE = 16
+IFLA_STATS64 = 23
+IFLA_EXT_MASK = 29
+IF_OPER_UNKNOWN = 0
+IF_OPER_UP = 6
+# struct rtnl_link_stats64, its first fields (u64 each)
+_STATS64_NAMES = (
+    "rx_packets",
+    "tx_packets",
+    "rx_bytes",
+    "tx_bytes",
+    "rx_errors",
+    "tx_errors",
+    "rx_dropped",
+    "tx_dropped",
+)
+_STATS64 = struct.Struct("=8Q")
+_COUNTERS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
+_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+_ATTRIBUTE = struct.Struct("=HH")  # rtattr: length, type
+_U32 = struct.Struct("=I")
+_ERROR = struct.Struct("=i")
+
+
+class Requests:
+    """The two requests every apply makes most of (a link's index by name,
+    and setting a link's master, MTU and state), sent as plain netlink
+    messages on a socket of their own: a request through pyroute2 costs
+    about a millisecond of Python, this a few microseconds. Errors are
+    pyroute2's NetlinkError, as through the handle."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sequence = 0
+
+    def link_index(self, name: str) -> int | None:
+        payload = self._get_link(name, stats=False)
+        return None if payload is None else int(_IFINFO.unpack_from(payload)[2])
+
+    def link_state(self, name: str) -> LinkState | None:
+        payload = self._get_link(name, stats=True)
+        if payload is None:
+            return None
+        flags = _IFINFO.unpack_from(payload)[3]
+        attributes = dict(_attributes(payload, _IFINFO.size))
+        stats = attributes.get(IFLA_STATS64, b"")
+        counters = (
+            dict(zip(_STATS64_NAMES, _STATS64.unpack_from(stats), strict=True))
+            if len(stats) >= _STATS64.size
+            else {}
+        )
+        operstate = attributes.get(IFLA_OPERSTATE, b"\0")[0]
+        master = attributes.get(IFLA_MASTER)
+        return LinkState(
+            name=attributes.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(),
+            mac=":".join(f"{b:02x}" for b in attributes.get(IFLA_ADDRESS, b"")),
+            mtu=_U32.unpack(attributes[IFLA_MTU])[0],
+            up=operstate in (IF_OPER_UP, IF_OPER_UNKNOWN) or bool(flags & IFF_UP),
+            master=_U32.unpack(master)[0] if master else None,
+            counters={k: counters[k] for k in _COUNTERS if k in counters},
+        )
+
+    def _get_link(self, name: str, stats: bool) -> bytes | None:
+        body = _IFINFO.pack(0, 0, 0, 0, 0)
+        body += _attribute(IFLA_IFNAME, name.encode() + b"\0")
+        if not stats:
+            body += _attribute(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
+        try:
+            return self._request(RTM_GETLINK, 0, body)
+        except NetlinkError as error:
+            if error.code in (ENODEV, ENOENT):
+                return None
+            raise
+
+    def set_link(
+        self,
+        index: int,
+        *,
+        master: int | None = None,
+        mtu: int | None = None,
+        up: bool | None = None,
+    ) -> None:
+        change = IFF_UP if up is not None else 0
+        body = _IFINFO.pack(0, 0, index, IFF_UP if up else 0, change)
+        if mtu is not None:
+            body += _attribute(IFLA_MTU, _U32.pack(mtu))
+        if master is not None:
+            body += _attribute(IFLA_MASTER, _U32.pack(master))
+        self._request(RTM_SETLINK, NLM_F_ACK, body)
+
+    def _request(self, kind: int, flags: int, body: bytes) -> bytes | None:
+        """Send one request; its answer's payload (None for an acknowledgement)."""
+        self.sequence += 1
+        header = _HEADER.pack(
+            _HEADER.size + len(body), kind, NLM_F_REQUEST | flags, self.sequence, 0
+        )
+        self.sock.send(header + body)
+        while True:
+            data = self.sock.recv(65536)
+            offset = 0
+            while offset + _HEADER.size <= len(data):
+                length, answer, _, sequence, _ = _HEADER.unpack_from(data, offset)
+                if length < _HEADER.size:
+                    break
+                if sequence == self.sequence:
+                    payload = data[offset + _HEADER.size : offset + length]
+                    if answer != NLMSG_ERROR:
+                        return payload
+                    code = -_ERROR.unpack_from(payload)[0]
+                    if code:
+                        raise NetlinkError(code)
+                    return None
+                offset += (length + 3) & ~3
+
+
+def _attributes(payload: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
+    while offset + _ATTRIBUTE.size <= len(payload):
+        length, kind = _ATTRIBUTE.unpack_from(payload, offset)
+        if length < _ATTRIBUTE.size:
+            return
+        yield kind & 0x3FFF, payload[offset + _ATTRIBUTE.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+def _attribute(kind: int, value: bytes) -> bytes:
+    length = _ATTRIBUTE.size + len(value)
+    return _ATTRIBUTE.pack(length, kind) + value + b"\0" * (-length % 4)
+
+
+class Handle:
+    """A netlink handle in one namespace: `requests` for the most frequent
+    requests (see `Requests`), and everything else of pyroute2's IPRoute,
+    which is set up on first use only (about 2 ms of Python: an observation
+    that only reads links never pays it). Both sockets are made when the
+    handle is, inside the namespace."""
+
+    def __init__(self, route_socket: socket.socket, plain_socket: socket.socket) -> None:
+        self.requests = Requests(plain_socket)
+        self._route_socket = route_socket
+        self._iproute: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the handle itself lacks: pyroute2's methods.
+        if self._iproute is None:
+            self._iproute = IPRoute(use_socket=self._route_socket)
+        return getattr(self._iproute, name)
+
+    def close(self) -> None:
+        if self._iproute is not None:
+            self._iproute.close()
+
+
+def _socket_in(name: str) -> socket.socket:
+    try:
+        return socket_in(name, socket.SOCK_DGRAM, NETLINK_ROUTE)[0]
+    except OSError as error:
+        if error.errno == errno.EINVAL:
+            # The name is there but no namespace is bound to it: one being
+            # made or removed (`ip netns del` unmounts, then unlinks).
+            raise FileNotFoundError(errno.ENOENT, f"namespace {name} is not there") from error
+        raise
+
+
 @contextmanager
 def netns(name: str) -> Iterator[Any]:
     """A handle in an existing namespace (never creates one: a missing
-    namespace is FileNotFoundError, not an empty new one). Its socket is made
-    inside the namespace by this thread (`nssocket`), not by a forked helper
-    as pyroute2's `NetNS` does; like every handle, it is this thread's only."""
-    sock, _ = socket_in(name, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    namespace is FileNotFoundError, not an empty new one). Its sockets are
+    made inside the namespace by this thread (`nssocket`), not by a forked
+    helper as pyroute2's `NetNS` does; like every handle, it is this thread's
+    only."""
+    route_socket = _socket_in(name)
     try:
-        handle = IPRoute(use_socket=sock)
+        plain_socket = _socket_in(name)
     except BaseException:
-        sock.close()
+        route_socket.close()
         raise
+    handle = Handle(route_socket, plain_socket)
     try:
         yield handle
     finally:
         handle.close()
-        sock.close()
+        route_socket.close()
+        plain_socket.close()
 
 
 @contextmanager
@@ -77,6 +256,9 @@ def tolerate(code: int) -> Iterator[None]:
 
 
 def link_index(ns: Any, name: str) -> int | None:
+    requests = getattr(ns, "requests", None)
+    if isinstance(requests, Requests):
+        return requests.link_index(name)
     found = ns.link_lookup(ifname=name)
     return int(found[0]) if found else None
 
@@ -93,13 +275,22 @@ class LinkState:
 
 def link_state(ns: Any, name: str) -> LinkState | None:
     """The link named `name`, read in one request; None if it is missing."""
+    requests = getattr(ns, "requests", None)
+    if isinstance(requests, Requests):
+        return requests.link_state(name)
+    found = _get_link(ns, name)
+    return _link_state(found) if found is not None else None
+
+
+def _get_link(ns: Any, name: str) -> Any:
+    """The kernel's message for the link named `name`, or None."""
     try:
         found = ns.link("get", ifname=name)
     except NetlinkError as error:
         if error.code in (ENODEV, ENOENT):
             return None
         raise
-    return _link_state(found[0]) if found else None
+    return found[0] if found else None
 
 
 def link_states(ns: Any, prefix: str | tuple[str, ...]) -> dict[str, LinkState]:
@@ -141,7 +332,25 @@ def ensure_bridge(ns: Any, name: str, mtu: int) -> None:
     if index is None:
         ns.link("add", ifname=name, kind="bridge", br_forward_delay=0, br_mcast_snooping=0, mtu=mtu)
         index = link_index(ns, name)
-    ns.link("set", index=index, mtu=mtu, state="up")
+        if index is None:
+            raise RuntimeError(f"bridge {name} vanished as it was made")
+    _set(ns, index, mtu=mtu, state="up")
+
+
+def _set(ns: Any, index: int, **settings: Any) -> None:
+    """Set a link's `master`, `mtu` and/or `state` ("up", "down"), or
+    anything else pyroute2 knows (through it)."""
+    requests = getattr(ns, "requests", None)
+    if isinstance(requests, Requests) and set(settings) <= {"master", "mtu", "state"}:
+        state = settings.get("state")
+        requests.set_link(
+            index,
+            master=settings.get("master"),
+            mtu=settings.get("mtu"),
+            up=None if state is None else state == "up",
+        )
+    else:
+        ns.link("set", index=index, **settings)
 
 
 def delete_link(ns: Any, name: str) -> bool:
@@ -173,17 +382,21 @@ def ensure_veth(
     mtu: int,
 ) -> bool:
     """A veth pair from the bridge (in `fabric`) into `peer_netns`, the peer
-    named and addressed as asked. Returns True if the pair was (re)created."""
+    named and addressed as asked. Returns True if the pair was (re)created.
+    Each link is looked up once: a new pair costs eight requests."""
     bridge_index = link_index(fabric, bridge)
     if bridge_index is None:
         raise RuntimeError(f"bridge {bridge} is missing")
     fabric_index = link_index(fabric, fabric_name)
     peer_state = link_state(peer, peer_name)
+    peer_index = link_index(peer, peer_name) if peer_state is not None else None
     created = False
     if fabric_index is None or peer_state is None or peer_state.mac != mac:
         if fabric_index is not None:
             fabric.link("del", index=fabric_index)
-        delete_link(peer, peer_name)
+        if peer_index is not None:
+            with tolerate(ENODEV):
+                peer.link("del", index=peer_index)
         fabric.link(
             "add",
             ifname=fabric_name,
@@ -192,9 +405,12 @@ def ensure_veth(
             peer={"ifname": peer_name, "net_ns_fd": peer_netns, "address": mac, "mtu": mtu},
         )
         fabric_index = link_index(fabric, fabric_name)
+        peer_index = link_index(peer, peer_name)
         created = True
-    fabric.link("set", index=fabric_index, master=bridge_index, mtu=mtu, state="up")
-    peer.link("set", index=link_index(peer, peer_name), mtu=mtu, state="up")
+    if fabric_index is None or peer_index is None:
+        raise RuntimeError(f"veth {fabric_name} / {peer_name} vanished as it was made")
+    _set(fabric, fabric_index, master=bridge_index, mtu=mtu, state="up")
+    _set(peer, peer_index, mtu=mtu, state="up")
     return created
 
 
@@ -245,7 +461,7 @@ def set_link(ns: Any, name: str, **settings: Any) -> None:
     index = link_index(ns, name)
     if index is None:
         raise RuntimeError(f"link {name} is missing")
-    ns.link("set", index=index, **settings)
+    _set(ns, index, **settings)
 
 
 def enslave(ns: Any, name: str, bridge: str, mtu: int | None = None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from astara.linux.run import in_netns, reap_unless_running, require_tools, run
+from astara.linux.run import in_netns, needs_mounts, reap_unless_running, require_tools, run
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +164,15 @@ class Daemon:
                 found.append(pid)
         return found
 
-    def start(self, argv: Sequence[str], timeout_s: float = 30.0) -> int:
+    def start(self, argv: Sequence[str], timeout_s: float = 30.0, fresh: bool = False) -> int:
         """Run a program that daemonizes and writes `pidfile`; return its pid.
-        One instance per namespace and marker: strays are killed first.
+        One instance per namespace and marker: strays are killed first,
+        unless the namespace is `fresh` (made by the caller just now: nothing
+        runs in it, and looking would scan every process on the host).
         Raises MissingTool, before touching anything, if the program is not
         installed."""
-        require_tools(in_netns(self.netns, argv))
-        for stray in self.strays():
+        require_tools(in_netns(self.netns, argv) if needs_mounts(argv) else argv)
+        for stray in [] if fresh else self.strays():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stray, signal.SIGKILL)
             reap(stray)
