@@ -9,7 +9,10 @@ minutes to fill it): a project `bench` with one network, a /16 subnet and
 of 50 other projects on 50 networks of their own, which `bench` cannot see.
 Then, timed through the API: `GET /v2.0/ports` as `bench` (one client, one
 request at a time: p50 and p99), and `POST /v2.0/ports` on `bench`'s network
-from eight client threads (creates per second).
+from eight client threads (creates per second). On PostgreSQL the largest
+case runs again with `astara serve --workers 4` (four API processes on one
+socket). `python -m bench.api --others 100000 --workers 4` runs one
+PostgreSQL case alone.
 
 Baselines, in the same run against the same database: for the list, the raw
 SQL SELECT of the same rows (the ports and their fixed IPs, as two plain
@@ -20,6 +23,7 @@ same clients.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import socket
 import statistics
@@ -45,6 +49,7 @@ from astara.testing.postgres import PostgresServer, binaries
 from bench.harness import Report, Settings, log, ratio
 
 CLIENTS = 8
+WORKERS = 4  # API processes (`astara serve --workers`) of the several-process run
 BIN = Path(sys.executable).parent
 VISIBLE = 10_000
 OTHERS = 100_000
@@ -246,7 +251,9 @@ def _raw_select(url: str, project_id: str) -> Iterator[Callable[[], int]]:
         engine.dispose()
 
 
-def _measure(backend: str, url: str, others: int, settings: Settings, report: Report) -> None:
+def _measure(
+    backend: str, url: str, others: int, settings: Settings, report: Report, workers: int = 1
+) -> None:
     state = Path(tempfile.mkdtemp(prefix="astara-bench-api-"))
     engine = make_engine(url)
     upgrade(engine)
@@ -266,6 +273,8 @@ def _measure(backend: str, url: str, others: int, settings: Settings, report: Re
             "api",
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -290,7 +299,7 @@ def _measure(backend: str, url: str, others: int, settings: Settings, report: Re
         httpx.put(f"{base}/v2.0/quotas/{project_id}", json=unlimited, headers=admin, timeout=30)
         network_id = _populate(url, project_id, others)
         _serve_and_measure(
-            backend, base, url, token, project_id, network_id, others, settings, report
+            backend, base, url, token, project_id, network_id, others, settings, report, workers
         )
     finally:
         server.terminate()
@@ -308,6 +317,7 @@ def _serve_and_measure(
     others: int,
     settings: Settings,
     report: Report,
+    workers: int = 1,
 ) -> None:
     lists = 5 if settings.quick else 20
     creates = 100 if settings.quick else 400
@@ -328,7 +338,12 @@ def _serve_and_measure(
         floor_rps, floor_p99 = _load(client, creates, lambda c: c.get("/"))
         body = {"port": {"network_id": network_id}}
         create_rps, create_p99 = _load(client, creates, lambda c: c.post("/v2.0/ports", json=body))
-    common = {"backend": backend, "visible_ports": VISIBLE, "other_ports": others}
+    common = {
+        "backend": backend,
+        "visible_ports": VISIBLE,
+        "other_ports": others,
+        "api_workers": workers,
+    }
     report.emit(
         {
             "name": "api.port_list",
@@ -356,7 +371,8 @@ def _serve_and_measure(
         }
     )
     log(
-        f"api {backend}, {VISIBLE} ports + {others} others: list p50 {list_p50 * 1000:.0f} ms"
+        f"api {backend} ({workers} workers), {VISIBLE} ports + {others} others:"
+        f" list p50 {list_p50 * 1000:.0f} ms"
         f" p99 {list_p99 * 1000:.0f} ms (raw SQL p50 {raw_p50 * 1000:.0f} ms);"
         f" create {create_rps:.0f}/s"
     )
@@ -373,9 +389,31 @@ def bench_api(settings: Settings, report: Report) -> None:
     if binaries() is None:
         log("api: PostgreSQL is not installed; skipping its half (make test installs it)")
         return
+    # PostgreSQL: one API process, then several (`--workers`) on the largest case.
+    runs = [(others, 1) for others in cases] + [(cases[-1], WORKERS)]
+    bench_postgresql(settings, report, runs)
+
+
+def bench_postgresql(settings: Settings, report: Report, runs: list[tuple[int, int]]) -> None:
+    """Each (other ports, API workers) run on a fresh database of one
+    throwaway PostgreSQL server."""
     postgres = PostgresServer().start()
     try:
-        for others in cases:
-            _measure("postgresql", postgres.create_database(), others, settings, report)
+        for others, workers in runs:
+            _measure("postgresql", postgres.create_database(), others, settings, report, workers)
     finally:
         postgres.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Only PostgreSQL, one case: `python -m bench.api --others 100000 --workers 4`."""
+    parser = argparse.ArgumentParser(prog="bench.api", description=main.__doc__)
+    parser.add_argument("--others", type=int, default=OTHERS, help="other projects' ports")
+    parser.add_argument("--workers", type=int, default=1, help="astara serve --workers")
+    parser.add_argument("--quick", action="store_true", help="5 lists, 100 creates")
+    args = parser.parse_args(argv)
+    bench_postgresql(Settings(quick=args.quick), Report(), [(args.others, args.workers)])
+
+
+if __name__ == "__main__":
+    main()
