@@ -278,6 +278,18 @@ class _Cpu:
                 ticks += int(stat[11]) + int(stat[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Until the processes are idle: workers still starting (importing,
+        building the app) after the first one answers are not measured."""
+        deadline = time.monotonic() + timeout_s
+        last = self.seconds()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.seconds()
+            if now - last < 0.05:
+                return
+            last = now
+
 
 def _measure(
     backend: str, url: str, others: int, settings: Settings, report: Report, workers: int = 1
@@ -372,6 +384,7 @@ def _serve_and_measure(
             assert len(response.json()["ports"]) == VISIBLE
 
         full_list()  # warm: connections, caches
+        cpu.settle()
         started = cpu.seconds()
         list_p50, list_p99 = _quantiles(_timed(lists, full_list))
         list_cpu = (cpu.seconds() - started) / lists
