@@ -9,7 +9,10 @@ minutes to fill it): a project `bench` with one network, a /16 subnet and
 of 50 other projects on 50 networks of their own, which `bench` cannot see.
 Then, timed through the API: `GET /v2.0/ports` as `bench` (one client, one
 request at a time: p50 and p99), and `POST /v2.0/ports` on `bench`'s network
-from eight client threads (creates per second).
+from eight client threads (creates per second). On PostgreSQL the largest
+case runs again with `astara serve --workers 4` (four API processes on one
+socket). `python -m bench.api --others 100000 --workers 4` runs one
+PostgreSQL case alone.
 
 Baselines, in the same run against the same database: for the list, the raw
 SQL SELECT of the same rows (the ports and their fixed IPs, as two plain
@@ -20,7 +23,9 @@ same clients.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import os
 import socket
 import statistics
 import subprocess
@@ -45,6 +50,7 @@ from astara.testing.postgres import PostgresServer, binaries
 from bench.harness import Report, Settings, log, ratio
 
 CLIENTS = 8
+WORKERS = 4  # API processes (`astara serve --workers`) of the several-process run
 BIN = Path(sys.executable).parent
 VISIBLE = 10_000
 OTHERS = 100_000
@@ -246,7 +252,48 @@ def _raw_select(url: str, project_id: str) -> Iterator[Callable[[], int]]:
         engine.dispose()
 
 
-def _measure(backend: str, url: str, others: int, settings: Settings, report: Report) -> None:
+class _Cpu:
+    """CPU time of the server's processes (`astara serve` and its workers)
+    and of PostgreSQL's backends for the database: on a machine shared with
+    other work, the cost of a request however long it waited for a core."""
+
+    def __init__(self, server: int, database: str) -> None:
+        self.server, self.database = server, database
+
+    def seconds(self) -> float:
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            ours = int(entry.name) == self.server or int(stat[1]) == self.server
+            backend = bool(self.database) and command.startswith(
+                f"postgres: postgres {self.database} ".encode()
+            )
+            if ours or backend:
+                ticks += int(stat[11]) + int(stat[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Until the processes are idle: workers still starting (importing,
+        building the app) after the first one answers are not measured."""
+        deadline = time.monotonic() + timeout_s
+        last = self.seconds()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.seconds()
+            if now - last < 0.05:
+                return
+            last = now
+
+
+def _measure(
+    backend: str, url: str, others: int, settings: Settings, report: Report, workers: int = 1
+) -> None:
     state = Path(tempfile.mkdtemp(prefix="astara-bench-api-"))
     engine = make_engine(url)
     upgrade(engine)
@@ -266,6 +313,7 @@ def _measure(backend: str, url: str, others: int, settings: Settings, report: Re
             "api",
             "--log-level",
             "warning",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -289,8 +337,19 @@ def _measure(backend: str, url: str, others: int, settings: Settings, report: Re
         unlimited = {"quota": {"port": -1}}
         httpx.put(f"{base}/v2.0/quotas/{project_id}", json=unlimited, headers=admin, timeout=30)
         network_id = _populate(url, project_id, others)
+        cpu = _Cpu(server.pid, url.rsplit("/", 1)[1].split("?")[0] if backend != "sqlite" else "")
         _serve_and_measure(
-            backend, base, url, token, project_id, network_id, others, settings, report
+            backend,
+            base,
+            url,
+            token,
+            project_id,
+            network_id,
+            others,
+            settings,
+            report,
+            workers,
+            cpu,
         )
     finally:
         server.terminate()
@@ -308,6 +367,8 @@ def _serve_and_measure(
     others: int,
     settings: Settings,
     report: Report,
+    workers: int,
+    cpu: _Cpu,
 ) -> None:
     lists = 5 if settings.quick else 20
     creates = 100 if settings.quick else 400
@@ -323,18 +384,29 @@ def _serve_and_measure(
             assert len(response.json()["ports"]) == VISIBLE
 
         full_list()  # warm: connections, caches
+        cpu.settle()
+        started = cpu.seconds()
         list_p50, list_p99 = _quantiles(_timed(lists, full_list))
+        list_cpu = (cpu.seconds() - started) / lists
         raw_p50, raw_p99 = _quantiles(_timed(lists, raw))
         floor_rps, floor_p99 = _load(client, creates, lambda c: c.get("/"))
         body = {"port": {"network_id": network_id}}
+        started = cpu.seconds()
         create_rps, create_p99 = _load(client, creates, lambda c: c.post("/v2.0/ports", json=body))
-    common = {"backend": backend, "visible_ports": VISIBLE, "other_ports": others}
+        create_cpu = (cpu.seconds() - started) / creates
+    common = {
+        "backend": backend,
+        "visible_ports": VISIBLE,
+        "other_ports": others,
+        "api_workers": workers,
+    }
     report.emit(
         {
             "name": "api.port_list",
             **common,
             "p50_s": round(list_p50, 4),
             "p99_s": round(list_p99, 4),
+            "cpu_s_per_list": round(list_cpu, 4),
             "requests": lists,
             "baseline": "the same rows by raw SQL SELECT (ports, fixed IPs) through the driver",
             "baseline_p50_s": round(raw_p50, 4),
@@ -348,6 +420,7 @@ def _serve_and_measure(
             **common,
             "requests_per_s": round(create_rps, 1),
             "p99_s": round(create_p99, 4),
+            "cpu_ms_per_create": round(create_cpu * 1000, 2),
             "clients": CLIENTS,
             "baseline": "GET / (version document, no database) on the same server",
             "baseline_requests_per_s": round(floor_rps, 1),
@@ -356,9 +429,11 @@ def _serve_and_measure(
         }
     )
     log(
-        f"api {backend}, {VISIBLE} ports + {others} others: list p50 {list_p50 * 1000:.0f} ms"
-        f" p99 {list_p99 * 1000:.0f} ms (raw SQL p50 {raw_p50 * 1000:.0f} ms);"
-        f" create {create_rps:.0f}/s"
+        f"api {backend} ({workers} workers), {VISIBLE} ports + {others} others:"
+        f" list p50 {list_p50 * 1000:.0f} ms"
+        f" p99 {list_p99 * 1000:.0f} ms (raw SQL p50 {raw_p50 * 1000:.0f} ms,"
+        f" CPU {list_cpu * 1000:.0f} ms a list); create {create_rps:.0f}/s"
+        f" (CPU {create_cpu * 1000:.1f} ms each)"
     )
 
 
@@ -373,9 +448,31 @@ def bench_api(settings: Settings, report: Report) -> None:
     if binaries() is None:
         log("api: PostgreSQL is not installed; skipping its half (make test installs it)")
         return
+    # PostgreSQL: one API process, then several (`--workers`) on the largest case.
+    runs = [(others, 1) for others in cases] + [(cases[-1], WORKERS)]
+    bench_postgresql(settings, report, runs)
+
+
+def bench_postgresql(settings: Settings, report: Report, runs: list[tuple[int, int]]) -> None:
+    """Each (other ports, API workers) run on a fresh database of one
+    throwaway PostgreSQL server."""
     postgres = PostgresServer().start()
     try:
-        for others in cases:
-            _measure("postgresql", postgres.create_database(), others, settings, report)
+        for others, workers in runs:
+            _measure("postgresql", postgres.create_database(), others, settings, report, workers)
     finally:
         postgres.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Only PostgreSQL, one case: `python -m bench.api --others 100000 --workers 4`."""
+    parser = argparse.ArgumentParser(prog="bench.api", description=main.__doc__)
+    parser.add_argument("--others", type=int, default=OTHERS, help="other projects' ports")
+    parser.add_argument("--workers", type=int, default=1, help="astara serve --workers")
+    parser.add_argument("--quick", action="store_true", help="5 lists, 100 creates")
+    args = parser.parse_args(argv)
+    bench_postgresql(Settings(quick=args.quick), Report(), [(args.others, args.workers)])
+
+
+if __name__ == "__main__":
+    main()

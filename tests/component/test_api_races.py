@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from threading import Barrier, Thread
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,7 +25,8 @@ from astara.api.http import races
 from astara.api.http.dependencies import TransactionDep, authenticated_router
 from astara.api.http.races import Constraint, Violation
 from astara.api.http.transaction import INTERNAL_ERROR, run_transaction
-from astara.db.engine import session_factory
+from astara.db.engine import make_engine, session_factory
+from astara.db.migrate import upgrade
 from astara.db.models import (
     ApplianceState,
     Credential,
@@ -247,6 +249,54 @@ def test_a_row_changed_under_the_transaction_runs_it_again(engine: Engine) -> No
         return len(calls)
 
     assert run_transaction(sessions, CALLER, work) == 2
+
+
+def test_a_deadlock_postgresql_broke_runs_again(postgres: Any) -> None:
+    """Two transactions that lock two rows in opposite orders: PostgreSQL
+    ends one of them (a real deadlock), and that one is a lost race, run
+    again; it then succeeds."""
+    engine = make_engine(postgres.create_database())
+    try:
+        upgrade(engine)
+        sessions = session_factory(engine)
+        with sessions.begin() as session:
+            for name in ("a", "b"):
+                session.execute(
+                    text("INSERT INTO quota_locks (project_id, creates) VALUES (:p, 0)"),
+                    {"p": name},
+                )
+        both_hold_one = Barrier(2)
+        runs: dict[str, int] = {"a": 0, "b": 0}
+        failures: list[BaseException] = []
+
+        def crossing(first: str, second: str) -> None:
+            def work(session: Session, caller: Caller) -> None:
+                runs[first] += 1
+                bump = text("UPDATE quota_locks SET creates = creates + 1 WHERE project_id = :p")
+                session.execute(bump, {"p": first})
+                if runs[first] == 1:
+                    both_hold_one.wait(10)  # each holds its first row; then each wants the other's
+                session.execute(bump, {"p": second})
+
+            try:
+                run_transaction(sessions, CALLER, work)
+            except BaseException as failure:  # reported below
+                failures.append(failure)
+
+        threads = [Thread(target=crossing, args=pair) for pair in (("a", "b"), ("b", "a"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        assert sorted(runs.values()) == [1, 2]  # one was ended, and ran again
+        with sessions.begin() as session:
+            counts = dict(
+                session.execute(text("SELECT project_id, creates FROM quota_locks")).all()
+            )
+        assert counts == {"a": 2, "b": 2}
+    finally:
+        engine.dispose()
 
 
 # --- through the app ------------------------------------------------------------------------

@@ -141,7 +141,13 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
     # lock on SQLite), always: two changes of one network judged apart (a first
     # workload, a router joining its subnet) would each miss the other's and
     # leave two DHCP servers, or one serving nobody.
-    network = session.get(Network, network_id, with_for_update=True, populate_existing=True)
+    # FOR NO KEY UPDATE: the writes that refer to the network (a port, its
+    # fixed IPs) hold its key-share lock until they commit, and FOR UPDATE
+    # waits for those: two creates on one network would each hold theirs and
+    # wait for the other's (a deadlock). The judges still wait for each other.
+    network = session.get(
+        Network, network_id, with_for_update={"key_share": True}, populate_existing=True
+    )
     if network is None:
         return
     port = _current_dhcp_port(session, network_id)

@@ -98,10 +98,16 @@ def check(session: Session, resource: str, project_id: str) -> None:
     """Refuse a create that would go past the project's limit (-1: unlimited)."""
     if resource not in MODELS:
         return
-    lock(session, project_id)
     # Only the resource being created: the others' counts cannot change its answer.
     limit = limit_of(session, project_id, resource)
-    if limit >= 0 and used_of(session, project_id, resource, up_to=limit) >= limit:
+    if limit < 0:
+        # Unlimited: nothing to count, so no lock either. Concurrent creates
+        # in the project no longer wait for each other's whole transaction.
+        # (A limit set meanwhile counts from the creates that read it on, as
+        # it did with the lock: changing a limit does not take the lock.)
+        return
+    lock(session, project_id)
+    if used_of(session, project_id, resource, up_to=limit) >= limit:
         raise NeutronError(409, "OverQuota", f"Quota exceeded for resources: ['{resource}'].")
 
 

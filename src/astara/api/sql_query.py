@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Select,
     String,
@@ -36,10 +37,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.orm.interfaces import ORMOption
 from sqlalchemy.sql import ColumnElement as Clause
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import cast
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from astara.api.attributes import Resource
 from astara.api.auth import Caller
@@ -238,3 +242,35 @@ def standard_columns(model: Any) -> dict[str, InstrumentedAttribute[Any]]:
     """The standard attributes' columns (§1.3); `tenant_id` is `project_id`."""
     columns = {name: getattr(model, name) for name in STANDARD}
     return {**columns, "tenant_id": model.project_id, "tags": model.tags}
+
+
+class InSubquery(ColumnElement[bool]):
+    """`column IN (subquery)`; on PostgreSQL `column = ANY(ARRAY(subquery))`,
+    which an index serves inside an OR (a bitmap OR of two index scans): the
+    IN form makes `a = x OR b IN (...)` a scan of the whole table."""
+
+    type = Boolean()
+    inherit_cache = True
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy's declaration)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("subquery", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], subquery: Select[Any]) -> None:
+        self.column = column
+        self.subquery = subquery.scalar_subquery()
+
+
+def in_subquery(column: Any, subquery: Select[Any]) -> ColumnElement[bool]:
+    return InSubquery(column.expression if hasattr(column, "expression") else column, subquery)
+
+
+@compiles(InSubquery)
+def _in_subquery(element: InSubquery, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} IN {compiler.process(element.subquery, **kw)}"
+
+
+@compiles(InSubquery, "postgresql")
+def _any_array(element: InSubquery, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    return f"{column} = ANY(ARRAY{compiler.process(element.subquery, **kw)})"

@@ -508,6 +508,15 @@ def serve(
         typer.Option(help="The underlay's MTU: a flat network's; a VXLAN network's is 50 less"),
     ] = 1500,
     log_level: Annotated[str, typer.Option()] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="ASTARA_WORKERS",
+            help="API processes accepting on the one --listen socket (--role api only):"
+            " one process serves on one core",
+        ),
+    ] = 1,
     control_listen: Annotated[
         str,
         typer.Option(
@@ -531,6 +540,7 @@ def serve(
     from astara.agent.child import AgentChild
     from astara.agent.client import AgentClient
     from astara.agent.tls import ClientTLS
+    from astara.api import workers as api_workers
     from astara.api.app import create_app, now
     from astara.api.bootstrap import ensure_admin
     from astara.api.control import ControlListener, control_context
@@ -557,6 +567,9 @@ def serve(
         )
     if coordination is not None and role == "api":
         raise typer.BadParameter("only orchestrators coordinate", param_hint="--coordination")
+    if workers > 1 and role != "api":
+        # The orchestrator is poked in its own process; workers run the API alone.
+        raise typer.BadParameter("several workers serve --role api only", param_hint="--workers")
     orchestrate = role != "api"
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
@@ -576,7 +589,8 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     state_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(db_url or sqlite_url(state_dir.resolve()))
+    db_url = db_url or sqlite_url(state_dir.resolve())
+    engine = make_engine(db_url)
     upgrade(engine)
     with session_factory(engine).begin() as session:
         ensure_segments(session, settings)  # networks from before segments get their VNIs
@@ -683,18 +697,24 @@ def serve(
                 console.print(f"[red]error:[/red] coordination at {coordinator.shown_url}: {error}")
                 raise typer.Exit(1) from error
             console.print(f"astara: orchestrator {coordinator.member} at {coordinator.shown_url}")
-        uvicorn.run(
-            create_app(
-                engine,
-                agent=client,
-                orchestrator=orchestrator,
-                settings=settings,
-                ca_hash=authority.ca_hash,
-            ),
-            host=host,
-            port=int(port),
-            log_level=log_level,
+        app = create_app(
+            engine,
+            agent=client,
+            orchestrator=orchestrator,
+            settings=settings,
+            ca_hash=authority.ca_hash,
         )
+        if workers == 1:
+            uvicorn.run(app, host=host, port=int(port), log_level=log_level)
+        else:
+            sock = api_workers.listening_socket(host, int(port))
+            others = api_workers.start(
+                sock, workers - 1, db_url, settings, authority.ca_hash, log_level
+            )
+            try:
+                uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+            finally:
+                api_workers.stop(others)
     finally:
         # First of all: the agent ending from here on is the shutdown, not a
         # crash to restart (the orchestrator can take a while to stop).

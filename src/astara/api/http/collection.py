@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from astara.api import changes, quotas, sql_query
@@ -109,9 +109,10 @@ def collection_router(controller: Controller) -> APIRouter:
             body[resource.collection] = [
                 select_fields(i, query.fields) for i in body[resource.collection]
             ]
-        # Plain JSON values already: encoded as they are, not walked value by
-        # value first (FastAPI's encoder takes seconds over 10,000 ports).
-        return JSONResponse(body)
+        # Plain JSON values already: encoded as they are (orjson, in C), not
+        # walked value by value first (FastAPI's encoder takes seconds over
+        # 10,000 ports).
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @router.post("", status_code=201)
     async def create_item(request: Request, run: TransactionDep) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import psycopg
 from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
 from astara.db.models import Base
@@ -145,10 +145,19 @@ def violation(error: IntegrityError) -> Violation:
     return Violation(Constraint.OTHER, None)
 
 
+DEADLOCK_DETECTED = "40P01"
+SERIALIZATION_FAILURE = "40001"
+
+
 def is_lost_race(error: BaseException) -> bool:
     """True for what a fresh run of the same transaction can get past: a
-    unique constraint concurrent requests collide on, or a row another writer
-    changed or deleted under this one (`StaleDataError`)."""
+    unique constraint concurrent requests collide on, a row another writer
+    changed or deleted under this one (`StaleDataError`), or a deadlock
+    PostgreSQL broke by ending this transaction."""
     if isinstance(error, StaleDataError):
         return True
+    if isinstance(error, OperationalError) and isinstance(error.orig, psycopg.Error):
+        # PostgreSQL ended the transaction to break a deadlock, or a
+        # serialization failure: the transaction may run again as it is.
+        return error.orig.sqlstate in (DEADLOCK_DETECTED, SERIALIZATION_FAILURE)
     return isinstance(error, IntegrityError) and violation(error).lost_race

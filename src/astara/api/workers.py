@@ -1,0 +1,122 @@
+"""Several API worker processes on one listening socket: `astara serve
+--role api --workers N`.
+
+One process serves the API on one core: its requests' Python (routing,
+Neutron's checks, the ORM) is the bound, not the database. `--workers N`
+runs N processes that accept on the same socket (bound once, by the first
+process, and inherited): the kernel hands each connection to one of them.
+Each worker has its own engine and connection pool on the same database;
+every request is still one transaction, and what a write means for the
+orchestrators reaches them through the outbox table, which they read
+whichever process wrote it (`--role api` has no orchestrator to poke).
+
+A worker is `python -m astara.api.workers --fd FD ...`, started by the first
+process and ended with it (the kernel's parent-death signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from astara.api.settings import ApiSettings
+
+PR_SET_PDEATHSIG = 1
+DB_URL_ENV = "ASTARA_DB_URL"  # the URL may hold a password: not on the command line
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The API's socket, bound and listening, to share with the workers."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def start(
+    sock: socket.socket,
+    count: int,
+    db_url: str,
+    settings: ApiSettings,
+    ca_hash: str | None,
+    log_level: str,
+) -> list[subprocess.Popen[bytes]]:
+    """`count` worker processes serving on `sock`."""
+    argv = [
+        sys.executable,
+        "-m",
+        "astara.api.workers",
+        "--fd",
+        str(sock.fileno()),
+        "--vni-range",
+        f"{settings.vni_min}:{settings.vni_max}",
+        "--path-mtu",
+        str(settings.path_mtu),
+        "--log-level",
+        log_level,
+        "--parent",
+        str(os.getpid()),
+        *(["--ca-hash", ca_hash] if ca_hash else []),
+    ]
+    environment = {**os.environ, DB_URL_ENV: db_url}
+    return [subprocess.Popen(argv, pass_fds=[sock.fileno()], env=environment) for _ in range(count)]
+
+
+def stop(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _die_with(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        sys.exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="astara.api.workers")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--vni-range", required=True)
+    parser.add_argument("--path-mtu", type=int, required=True)
+    parser.add_argument("--ca-hash")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args(argv)
+    _die_with(args.parent)
+
+    import logging
+
+    import uvicorn
+
+    from astara.api.app import create_app
+    from astara.api.settings import parse_vni_range
+    from astara.db.engine import make_engine
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = ApiSettings(*parse_vni_range(args.vni_range), path_mtu=args.path_mtu)
+    app = create_app(make_engine(os.environ[DB_URL_ENV]), settings=settings, ca_hash=args.ca_hash)
+    sock = socket.socket(fileno=args.fd)
+    uvicorn.Server(uvicorn.Config(app, log_level=args.log_level)).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
