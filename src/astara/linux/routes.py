@@ -118,3 +118,13 @@ def sync(netns: str, table: str, desired: Iterable[Route]) -> tuple[int, int]:
     if commands:
         run(["ip", "-n", netns, "-batch", "-"], input_text="\n".join(commands) + "\n")
     return len(added), len(removed)
+
+
+def change(netns: str, table: str, added: Iterable[Route], removed: Iterable[Route]) -> None:
+    """Remove and add these routes of `table`, in one batch, without reading
+    the table: a route to remove that is missing fails the batch
+    (CommandError), as drift must be repaired by `sync`."""
+    commands = [r.command("del", table) for r in removed]
+    commands += [r.command("replace", table) for r in added]
+    if commands:
+        run(["ip", "-n", netns, "-batch", "-"], input_text="\n".join(commands) + "\n")
