@@ -226,14 +226,14 @@ def _plan(
         commands.append(f"add element {where} floating_dnat {{ {dnat} }}")
         commands.append(f"add element {where} floating_snat {{ {snat} }}")
     # A floating IP that moved to another fixed IP keeps its local route.
-    kept = {floating for floating, _ in pairs}
     gone = sorted({floating for floating, _ in removed})
+    new = sorted({floating for floating, _ in added})
     actions: list[DeltaAction] = [
         ChangeFloatingElements("\n".join(commands) + "\n", ruleset.text()),
         ChangeFloatingRoutes(
             device,
-            added=tuple(sorted({floating for floating, _ in added})),
-            removed=tuple(f for f in gone if f not in kept),
+            added=tuple(f for f in new if f not in gone),
+            removed=tuple(f for f in gone if f not in new),
         ),
     ]
     if gone:
