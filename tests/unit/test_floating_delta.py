@@ -7,6 +7,7 @@ for cheaply goes to the full path (None).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from typing import Any
@@ -21,7 +22,7 @@ from astara.appliance.actions import (
 )
 from astara.appliance.floating import Change, Known, plan_change, read_body
 from astara.appliance.render.nftables import render_nftables
-from astara.appliance.schema import ApplianceConfig, config_hash, config_hash_of
+from astara.appliance.schema import ApplianceConfig, config_hash
 from astara.naming import appliance_interface
 from tests.unit.configs import EXTERNAL_MAC, NETWORK_MTUS, representative
 
@@ -63,14 +64,14 @@ def assert_as_full_path(change: Change, document: dict[str, Any]) -> None:
         assert elements[0].ruleset == render_nftables(parsed).text()
 
 
-def test_the_spliced_hash_and_the_rendering_from_text_pairs_are_the_full_ones() -> None:
+def test_the_texts_kept_make_the_full_hash_and_rendering() -> None:
     config = ApplianceConfig.model_validate(representative())
-    pairs = [(str(f.floating_ip), str(f.fixed_ip)) for f in config.floating_ips]
-    rest = config.model_dump(mode="json", exclude={"floating_ips"})
-    assert config_hash_of(rest, pairs) == config_hash(config)
-    assert render_nftables(config, pairs).text() == render_nftables(config).text()
-    empty = config.model_copy(update={"floating_ips": []})
-    assert config_hash_of(rest, []) == config_hash(empty)
+    base = Known.of(config, config_hash(config))
+    head, tail = base.hash_text
+    canonical = head + ",".join(base.floating.hashed) + tail
+    assert hashlib.sha256(canonical.encode()).hexdigest() == config_hash(config)
+    elements = (base.floating.dnat, base.floating.snat)
+    assert render_nftables(config, elements).text() == render_nftables(config).text()
 
 
 def test_one_floating_ip_added_is_one_element_one_route_one_announcement() -> None:
@@ -157,7 +158,16 @@ def test_any_other_change_goes_to_the_full_path() -> None:
     document["snat"] = {"enabled": not document.get("snat", {}).get("enabled", False)}
     assert planned(document) is None
     assert read_body(b"[]") is None and read_body(b"{") is None
-    assert read_body(b'{"floating_ips": [{"floating_ip": "203.0.113.12"}]}') is None
+    assert read_body(b'{"floating_ips": {}}') is None
+    for entry in (
+        {"floating_ip": "203.0.113.12"},
+        {"floating_ip": "203.0.113.12", "fixed_ip": "10.0.1.6", "extra": 1},
+        {"floating_ip": "203.0.113.12", "fixed_ip": 167772422},
+        ["203.0.113.12", "10.0.1.6"],
+    ):
+        document = representative()
+        document["floating_ips"].append(entry)
+        assert planned(document) is None, entry
 
 
 def test_the_other_fields_may_be_spelled_as_the_schema_reads_them() -> None:

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -194,19 +194,6 @@ def config_hash(config: ApplianceConfig) -> str:
 
 
 FloatingPair = tuple[str, str]  # (floating IP, fixed IP), each as `str(IPv4Address)` writes it
-
-
-def config_hash_of(rest: dict[str, Any], floating_pairs: Iterable[FloatingPair]) -> str:
-    """`config_hash` of the config whose dump (`model_dump(mode="json")`)
-    without "floating_ips" is `rest` and whose floating IPs are these
-    canonical text pairs, in order, without dumping 10,000 floating IPs
-    through pydantic: the same canonical text, spliced."""
-    canonical = json.dumps({**rest, "floating_ips": []}, sort_keys=True, separators=(",", ":"))
-    # The key is written once, at the top level: a string holding these
-    # characters would have its quotes escaped.
-    entries = ",".join(f'{{"fixed_ip":"{x}","floating_ip":"{f}"}}' for f, x in floating_pairs)
-    canonical = canonical.replace('"floating_ips":[]', f'"floating_ips":[{entries}]', 1)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from astara.appliance.schema import ApplianceConfig, FloatingPair, Role
+from astara.appliance.schema import ApplianceConfig, Role
 from astara.naming import appliance_interface
 
 TABLE_FAMILY = "inet"
@@ -97,13 +97,17 @@ class NftRuleset:
 
 
 def render_nftables(
-    config: ApplianceConfig, floating_pairs: Sequence[FloatingPair] | None = None
+    config: ApplianceConfig, floating_elements: tuple[Sequence[str], Sequence[str]] | None = None
 ) -> NftRuleset:
-    """The ruleset of `config`. `floating_pairs`: its floating IPs as
-    canonical text pairs, in order, when the caller has them (writing 20,000
-    addresses out again costs tens of milliseconds)."""
-    if floating_pairs is None:
-        floating_pairs = [(str(f.floating_ip), str(f.fixed_ip)) for f in config.floating_ips]
+    """The ruleset of `config`. `floating_elements`: the elements of its
+    two floating IP maps, "floating : fixed" and "fixed : floating" in the
+    config's order, when the caller has them (writing 20,000 addresses out
+    again costs tens of milliseconds)."""
+    if floating_elements is None:
+        floating_elements = (
+            [f"{f.floating_ip} : {f.fixed_ip}" for f in config.floating_ips],
+            [f"{f.fixed_ip} : {f.floating_ip}" for f in config.floating_ips],
+        )
     internal_v4 = sorted(
         {
             address.network
@@ -127,13 +131,13 @@ def render_nftables(
             "map",
             "floating_dnat",
             "type ipv4_addr : ipv4_addr;",
-            tuple(f"{floating} : {fixed}" for floating, fixed in floating_pairs),
+            tuple(floating_elements[0]),
         ),
         NftSet(
             "map",
             "floating_snat",
             "type ipv4_addr : ipv4_addr;",
-            tuple(f"{fixed} : {floating}" for floating, fixed in floating_pairs),
+            tuple(floating_elements[1]),
         ),
     )
     return NftRuleset(sets=sets, chains=_chains(config))
