@@ -34,7 +34,7 @@ from astara.appliance.actions import (
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.execute import Target, execute, remove_appliance
-from astara.appliance.floating_execute import execute_change
+from astara.appliance.floating_execute import NotAsLeft, execute_change
 from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
 from astara.appliance.phases import phase
 from astara.appliance.plan import plan_apply, settled
@@ -300,9 +300,13 @@ class ApplianceManager:
         )
         try:
             done = execute_change(change.plan, target)
+        except NotAsLeft as drifted:  # drift: repaired by the full apply
+            log.info("appliance %s: applied in full: %s", appliance_id, drifted)
+            return None
         except Exception as error:  # a full apply converges whatever this left
             log.warning("appliance %s: floating IP delta not applied: %s", appliance_id, error)
             return None
+        changed = bool(done) or change.digest != status.config_hash
         if change.digest != status.config_hash:
             status.generation += 1
             status.config_hash = change.digest
@@ -317,9 +321,7 @@ class ApplianceManager:
         log.info(
             "appliance %s generation %d: %s", appliance_id, status.generation, "; ".join(actions)
         )
-        result = ApplyResult(
-            changed=bool(done), actions=actions, plan=change.plan, done=tuple(done)
-        )
+        result = ApplyResult(changed=changed, actions=actions, plan=change.plan, done=tuple(done))
         return result, change.config
 
     # --- apply -------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Carry out a floating IP delta (`appliance.floating`) in an appliance's
 namespace (the edge).
 
-The elements go in by one `nft -f` transaction over the table as the agent
-last left it: the namespace's nft genid must be the one remembered before,
-and after the commit it must be the very next one (only this commit
-happened in between), or the genid is forgotten and the next observation
-lists the table and repairs it in full. Local routes are removed and added
-by one `ip -batch`, without reading the others; conntrack and gratuitous
-ARP as a full apply does them (`appliance.execute`).
+The elements go in by one transaction (libnftables, `nft.run_commands`)
+over the table as the agent last left it: the namespace's nft genid must be
+the one remembered before, and after the commit it must be the very next
+one (only this commit happened in between), or the genid is forgotten and
+the next observation lists the table and repairs it in full. Local routes
+are removed and added over netlink (or by one `ip -batch` when many),
+without reading the others; conntrack and gratuitous ARP as a full apply
+does them (`appliance.execute`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from astara.appliance.genid import (
 from astara.linux import nft, routes
 from astara.linux.handles import NetlinkHandles
 
+# Up to this many local routes go one netlink request each; more, in one
+# `ip -batch` (one process, whatever the number).
+FEW_ROUTES = 64
+
 
 class NotAsLeft(RuntimeError):
     """The table is not vouched for as the agent left it: apply in full."""
@@ -49,17 +54,20 @@ def execute_change(plan: DeltaPlan, target: Target) -> list[Done]:
     for action in plan:
         match action:
             case ChangeFloatingElements():
-                nft.load(action.commands, namespace)
+                nft.run_commands(action.commands, namespace)
                 save_ruleset_text(target.run_directory, action.ruleset)
                 remember_own_commit(target.run_directory, before, read_genid(namespace))
                 done.append(Done(action))
             case ChangeFloatingRoutes():
-                routes.change(
-                    namespace,
-                    "local",
-                    added=[_local(a, action.device) for a in action.added],
-                    removed=[_local(a, action.device) for a in action.removed],
-                )
+                if len(action.added) + len(action.removed) <= FEW_ROUTES:
+                    routes.change_local(namespace, action.device, action.added, action.removed)
+                else:
+                    routes.change(
+                        namespace,
+                        "local",
+                        added=[_local(a, action.device) for a in action.added],
+                        removed=[_local(a, action.device) for a in action.removed],
+                    )
                 if action.added or action.removed:
                     done.append(Done(action))
             case ForgetConntrack() | Announce():
