@@ -145,6 +145,17 @@ def test_a_delta_leaves_what_a_full_apply_of_the_same_config_makes(
     observed = by_delta.observe_appliance("r1")
     assert observed["state"] == "active" and observed["floating_ips"] == 3, observed["problems"]
 
+    # A second delta is read by its difference from the first's body.
+    again = {**after, "198.51.100.63": "10.1.0.13"}
+    del again[FLOATING_IP]
+    expensive.update(check=0, list=0, routes=0)
+    result = put_body(by_delta, "r1", floating(again))
+    assert isinstance(result.plan[0], ChangeFloatingElements), result.actions
+    assert expensive == {"check": 0, "list": 0, "routes": 0}
+    put_body(in_full, "r1", floating(again))
+    assert kernel_state(by_delta, "r1") == kernel_state(in_full, "r1")
+    after = again
+
     # A full apply after it (another route) trusts the table the delta left:
     # no table replaced, and still the same kernel state as applied in full.
     routed = floating(after)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -178,3 +179,73 @@ def test_the_other_fields_may_be_spelled_as_the_schema_reads_them() -> None:
     change = planned(explicit)
     assert change is not None
     assert_as_full_path(change, document)
+
+
+def _through_body(document: dict[str, Any], indent: int | None) -> Known:
+    """The representative config in force, applied from this body by a
+    delta (so the body's bytes are known)."""
+    base = known()
+    body = read_body(json.dumps(document, indent=indent).encode(), base)
+    assert body is not None and body.raw is not None
+    change = plan_change(base, body, known_networks=set(NETWORK_MTUS), network_mtus=NETWORK_MTUS)
+    assert change is not None
+    return base.with_change(change)
+
+
+MANY = [(f"203.0.113.{20 + i}", f"10.0.1.{20 + i}") for i in range(40)]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize(
+    ("why", "edit"),
+    [
+        ("one added at the end", lambda p: [*p, ("203.0.113.90", "10.0.2.90")]),
+        ("one added at the start", lambda p: [("203.0.113.90", "10.0.2.90"), *p]),
+        ("one added in the middle", lambda p: [*p[:7], ("203.0.113.90", "10.0.2.90"), *p[7:]]),
+        ("the first removed", lambda p: p[1:]),
+        ("the last removed", lambda p: p[:-1]),
+        ("one in the middle removed", lambda p: p[:5] + p[6:]),
+        ("one moved", lambda p: [*p[:3], (p[3][0], "10.0.2.93"), *p[4:]]),
+        ("two swapped", lambda p: [*p[:2], p[3], p[2], *p[4:]]),
+        ("all removed", lambda p: []),
+        ("all replaced", lambda p: [("203.0.113.90", "10.0.2.90")]),
+    ],
+)
+def test_a_body_read_by_its_difference_is_read_as_the_whole_would_be(
+    why: str, edit: Any, indent: int | None
+) -> None:
+    document = with_floating_ips(MANY)
+    by_bytes_base = _through_body(document, indent)
+    by_json_base = replace(by_bytes_base, raw=None)
+    changed = with_floating_ips(edit(MANY))
+    body = json.dumps(changed, indent=indent).encode()
+    by_bytes, by_json = read_body(body, by_bytes_base), read_body(body, by_json_base)
+    assert by_bytes is not None and by_json is not None
+    assert by_bytes.rest is None, why  # read by the difference alone
+    assert by_bytes.entries == by_json.entries
+    assert by_bytes.raw is not None and by_bytes.raw == by_json.raw
+    kwargs: dict[str, Any] = {"known_networks": set(NETWORK_MTUS), "network_mtus": NETWORK_MTUS}
+    from_bytes = plan_change(by_bytes_base, by_bytes, **kwargs)
+    from_json = plan_change(by_json_base, by_json, **kwargs)
+    assert from_bytes is not None and from_json is not None
+    assert (from_bytes.config, from_bytes.digest, from_bytes.plan) == (
+        from_json.config,
+        from_json.digest,
+        from_json.plan,
+    )
+    assert_as_full_path(from_bytes, changed)
+
+
+def test_a_difference_outside_the_floating_ips_is_read_whole() -> None:
+    document = with_floating_ips(MANY)
+    base = _through_body(document, None)
+    changed = with_floating_ips([*MANY, ("203.0.113.90", "10.0.2.90")])
+    changed["routes"] = changed["routes"][:1]
+    body = read_body(json.dumps(changed).encode(), base)
+    assert body is not None and body.rest is not None  # parsed whole
+    assert (
+        plan_change(base, body, known_networks=set(NETWORK_MTUS), network_mtus=NETWORK_MTUS) is None
+    )
+    broken = json.dumps(document).encode().replace(b'"}]', b'"},]')
+    body = read_body(broken, base)
+    assert body is None

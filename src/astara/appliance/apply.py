@@ -286,7 +286,7 @@ class ApplianceManager:
         if known is None or status.last_error or known.digest != status.config_hash:
             return None
         mtus = self._network_mtus(known.config)
-        body_read = floating.read_body(body)
+        body_read = floating.read_body(body, known)
         change = body_read and floating.plan_change(
             known, body_read, known_networks=set(mtus), network_mtus=mtus
         )

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,11 +68,26 @@ _HASH_SLOT = '"floating_ips":[]'
 
 
 @dataclass(frozen=True)
-class Body:
-    """A PUT body read as plain JSON."""
+class Raw:
+    """A body byte for byte, with where its floating IPs' array is: the
+    offsets of its `[` and its `]`. Only for a body the schema took, whose
+    strings hold no brace, bracket or unescaped quote: its entries are the
+    flat objects between those offsets."""
 
-    rest: dict[str, Any]  # every field but the floating IPs, as sent
+    data: bytes = field(repr=False)
+    open: int
+    close: int
+
+
+@dataclass(frozen=True)
+class Body:
+    """A PUT body read as plain JSON, or by its difference from the body in
+    force (`rest` is then None: the other fields are that body's, byte for
+    byte)."""
+
+    rest: dict[str, Any] | None  # every field but the floating IPs, as sent
     entries: list[Any]  # the floating IPs, as sent
+    raw: Raw | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class Known:
     floating: Floating = field(repr=False)
     fixed_of: Mapping[str, str] = field(repr=False)  # floating IP → fixed IP
     floating_of: Mapping[str, str] = field(repr=False)  # fixed IP → floating IP
+    raw: Raw | None = None  # the body it was applied from, if a delta read it
 
     @staticmethod
     def of(config: ApplianceConfig, digest: str) -> Known:
@@ -150,6 +167,7 @@ class Known:
             change.floating,
             fixed_of,
             floating_of,
+            change.raw,
         )
 
 
@@ -163,11 +181,21 @@ class Change:
     added: Mapping[FloatingPair, FloatingIp]
     removed: frozenset[FloatingPair]
     plan: DeltaPlan
+    raw: Raw | None = None
 
 
-def read_body(body: bytes) -> Body | None:
+_ARRAY = re.compile(rb'"floating_ips"\s*:\s*\[')
+
+
+def read_body(body: bytes, known: Known | None = None) -> Body | None:
     """The body's fields and floating IP entries; None if it is not an
-    object, or its floating IPs not a list (for the full parse to judge)."""
+    object, or its floating IPs not a list (for the full parse to judge).
+    Given the body in force (`known.raw`), a body that differs from it only
+    inside the floating IPs' array is read by that difference alone."""
+    if known is not None and known.raw is not None:
+        found = _read_difference(body, known.raw, known.floating.entries)
+        if found is not None:
+            return found
     try:
         document = json.loads(body)
     except ValueError:
@@ -177,7 +205,61 @@ def read_body(body: bytes) -> Body | None:
     entries = document.pop(FLOATING_IPS, [])
     if type(entries) is not list:
         return None
-    return Body(document, entries)
+    return Body(document, entries, _raw(body))
+
+
+def _raw(body: bytes) -> Raw | None:
+    """Where the floating IPs' array is (see `Raw`: trusted only once the
+    body is known good)."""
+    found = _ARRAY.search(body)
+    if found is None or _ARRAY.search(body, found.end()) is not None:
+        return None
+    close = body.find(b"]", found.end())
+    return Raw(body, found.end() - 1, close) if close >= 0 else None
+
+
+def _read_difference(body: bytes, raw: Raw, entries: list[Any]) -> Body | None:
+    """The body as the one in force (`raw`, whose entries are `entries`)
+    with the entries between the first and the last byte that differ
+    replaced by what the new body holds there, parsed alone; None if the
+    difference is not inside the floating IPs' array, or not whole entries."""
+    old = raw.data
+    start = _common_prefix(old, body)
+    shortest = min(len(old), len(body))
+    tail = _common_prefix(old[::-1][: shortest - start], body[::-1][: shortest - start])
+    if start <= raw.open or len(old) - tail > raw.close:
+        return None
+    # Widen to whole entries of the old body (entries are flat objects).
+    first = old.rfind(b"{", raw.open, start)
+    begin = raw.open + 1 if first < 0 else first
+    last = old.find(b"}", len(old) - tail, raw.close)
+    end = raw.close if last < 0 else last + 1
+    before = old.count(b"{", raw.open, begin)  # entries kept in front
+    replaced = old.count(b"{", begin, end)
+    if before + replaced > len(entries):
+        return None
+    try:
+        window = json.loads(b"[" + body[begin : len(body) - (len(old) - end)] + b"]")
+    except ValueError:
+        return None
+    after = len(entries) - before - replaced
+    if not window and (before or after):
+        return None  # a separator would be left dangling: not JSON
+    spliced = entries[:before] + window + entries[before + replaced :]
+    return Body(None, spliced, Raw(body, raw.open, raw.close + len(body) - len(old)))
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """How many bytes `a` and `b` start with alike (compared in blocks)."""
+    shortest = min(len(a), len(b))
+    count, step = 0, 4096
+    while step:
+        while count + step <= shortest and a[count : count + step] == b[count : count + step]:
+            count += step
+        step //= 8
+    while count < shortest and a[count] == b[count]:
+        count += 1
+    return count
 
 
 def plan_change(
@@ -193,7 +275,7 @@ def plan_change(
     external = config.external_interface()
     if external is None or len(body.entries) > MAX_FLOATING_IPS:
         return None
-    if not _same_rest(known, body.rest):
+    if body.rest is not None and not _same_rest(known, body.rest):
         return None
     # Only the window between what both lists start and end with alike
     # changed: outside it are the entries in force (valid, each once), and
@@ -243,7 +325,7 @@ def plan_change(
     canonical = head + ",".join(now.hashed) + rest_tail
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     plan = _plan(new_config, now, sorted(added), sorted(removed))
-    return Change(new_config, digest, now, added, removed, plan)
+    return Change(new_config, digest, now, added, removed, plan, body.raw)
 
 
 def _plan(

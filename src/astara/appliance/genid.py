@@ -72,7 +72,13 @@ def remember_own_commit(run_directory: Path, before: Genid, after: Genid | None)
     if _read(path) != STALE_LISTING:
         _write_fast(path, STALE_LISTING)
     ours = after is not None and after == next_genid(before)
-    remember_genid(run_directory, after if ours else None)
+    if ours:
+        assert after is not None
+        # Without fsync: lost in a crash, the old genid no longer matches
+        # the namespace's, and the next observation lists the table.
+        _write_fast(run_directory / RULESET_GENID, f"{after[0]} {after[1]}\n")
+    else:
+        remember_genid(run_directory, None)
     return ours
 
 
