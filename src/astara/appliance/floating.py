@@ -49,6 +49,7 @@ from astara.appliance.actions import (
     DeltaAction,
     DeltaPlan,
     ForgetConntrack,
+    ruleset_digest,
 )
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
 from astara.appliance.schema import (
@@ -359,7 +360,7 @@ def _plan(
     gone = sorted({floating for floating, _ in removed})
     new = sorted({floating for floating, _ in added})
     actions: list[DeltaAction] = [
-        ChangeFloatingElements("\n".join(commands) + "\n", ruleset.text()),
+        ChangeFloatingElements("\n".join(commands) + "\n", ruleset_digest(ruleset.text())),
         ChangeFloatingRoutes(
             device,
             added=tuple(f for f in new if f not in gone),

@@ -91,8 +91,8 @@ def _write_fast(path: Path, text: str) -> None:
 
 
 def save_ruleset_text(run_directory: Path, text: str) -> None:
-    """The full ruleset text in force (`RULESET_LOADED`), after a commit of
-    elements; without fsync (see `_write_fast`)."""
+    """What stands for the ruleset in force (`RULESET_LOADED`), after a
+    commit of elements; without fsync (see `_write_fast`)."""
     _write_fast(run_directory / RULESET_LOADED, text)
 
 
