@@ -6,8 +6,12 @@
   table, so the kernel answers ARP for it), the nftables table with its two
   maps, gratuitous ARPs, and the observed state the agent answers with.
 - `floating_ips.add_one`: the PUT that adds one floating IP to the appliance
-  that already has the largest N (an element delta over the verified live
-  table, not a table reload).
+  that already has the largest N (`appliance.floating`: an element delta and
+  one local route, over the table the agent's nft genid vouches for), five
+  times in a row; then the PUT that removes the last one, the same config
+  PUT again (`unchanged_put_s`) and a GET (`get_s`), five times each. These
+  bodies are encoded before the clock starts, as an orchestrator holds its
+  body: the figure is the agent's answer, not the client's JSON encoding.
 
 Baselines, measured in the same run in a scratch namespace:
 - the same rendered ruleset text loaded with a bare `nft -f` (the required
@@ -20,6 +24,8 @@ Baselines, measured in the same run in a scratch namespace:
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Any
 
@@ -50,6 +56,35 @@ def put_timed(lab: Lab, appliance_id: str, config: dict[str, Any]) -> tuple[floa
     if result["state"] != "active" or result["floating_ips"] != count:
         raise RuntimeError(f"appliance {appliance_id} is not active with {count} floating IPs")
     return elapsed, result
+
+
+def put_body_timed(lab: Lab, appliance_id: str, config: dict[str, Any]) -> tuple[float, Any]:
+    """A PUT of `config` encoded beforehand: the time of the request alone."""
+    body = json.dumps(config).encode()
+    started = time.perf_counter()
+    response = lab.client.http.request(
+        "PUT",
+        f"/v1/appliances/{appliance_id}?epoch=0",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    elapsed = time.perf_counter() - started
+    if response.status_code not in (200, 201):
+        raise RuntimeError(f"PUT {appliance_id}: {response.status_code} {response.text[:300]}")
+    result = response.json()
+    count = len(config["floating_ips"])
+    if result["state"] != "active" or result["floating_ips"] != count:
+        raise RuntimeError(f"appliance {appliance_id} is not active with {count} floating IPs")
+    return elapsed, result
+
+
+def get_timed(lab: Lab, appliance_id: str) -> float:
+    started = time.perf_counter()
+    response = lab.client.http.get(f"/v1/appliances/{appliance_id}")
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200 or response.json()["state"] != "active":
+        raise RuntimeError(f"GET {appliance_id}: {response.status_code} {response.text[:300]}")
+    return elapsed
 
 
 def ruleset_text(config: dict[str, Any]) -> str:
@@ -133,6 +168,9 @@ def bench_floating_ips(settings: Settings, report: Report) -> None:
         bench_add_one(lab, settings, report, largest, *kept)
 
 
+ADD_ONE_REPEATS = 5
+
+
 def bench_add_one(
     lab: Lab, settings: Settings, report: Report, count: int, appliance_id: str, namespace: str
 ) -> None:
@@ -141,11 +179,12 @@ def bench_add_one(
     element_runs: list[float] = []
     route_runs: list[float] = []
     actions: list[str] = []
-    for repeat in range(settings.repeats):
+    repeats = ADD_ONE_REPEATS if not settings.quick else 2
+    for repeat in range(repeats):
         total = count + repeat + 1
         floating = topology.floating_ips(total)
         new_floating, new_fixed = list(floating.items())[-1]
-        apply_s, result = put_timed(lab, appliance_id, topology.router_config(floating))
+        apply_s, result = put_body_timed(lab, appliance_id, topology.router_config(floating))
         actions = result["actions"]
         element = f"{{ {new_floating} : {new_fixed} }}"
         element_s = run_timed(
@@ -156,14 +195,26 @@ def bench_add_one(
         element_runs.append(element_s)
         route_runs.append(route_s)
         log(
-            f"floating_ips add one to {total - 1} #{repeat + 1}: {apply_s:.3f} s"
+            f"floating_ips add one to {total - 1} #{repeat + 1}: {apply_s:.4f} s"
             f" (nft add element {element_s:.4f} s, ip route add local {route_s:.4f} s)"
         )
-    unchanged_s, unchanged = put_timed(
-        lab, appliance_id, topology.router_config(topology.floating_ips(count + settings.repeats))
+    last = topology.router_config(topology.floating_ips(count + repeats - 1))
+    remove_s, removed = put_body_timed(lab, appliance_id, last)
+    log(f"floating_ips remove one from {count + repeats}: {remove_s:.4f} s {removed['actions']}")
+    unchanged_runs: list[float] = []
+    for _ in range(repeats):
+        unchanged_s, unchanged = put_body_timed(lab, appliance_id, last)
+        if unchanged["changed"]:
+            raise RuntimeError(f"re-applying the same config changed {appliance_id}")
+        unchanged_runs.append(unchanged_s)
+    get_runs = [get_timed(lab, appliance_id) for _ in range(repeats)]
+    log(
+        "floating_ips unchanged PUT: "
+        + ", ".join(f"{s:.4f}" for s in unchanged_runs)
+        + " s; GET: "
+        + ", ".join(f"{s:.4f}" for s in get_runs)
+        + " s"
     )
-    if unchanged["changed"]:
-        raise RuntimeError(f"re-applying the same config changed {appliance_id}")
     apply_s, element_s, route_s = median(apply_runs), median(element_runs), median(route_runs)
     report.emit(
         {
@@ -177,8 +228,14 @@ def bench_add_one(
             "baseline_ip_route_add_local_s": seconds(route_s),
             "baseline_kernel_floor_s": seconds(element_s + route_s),
             "ratio_to_kernel_floor": ratio(apply_s, element_s + route_s),
-            "unchanged_put_s": seconds(unchanged_s),
+            "remove_one_s": seconds(remove_s),
+            "remove_one_actions": removed["actions"],
+            "unchanged_put_s": seconds(median(unchanged_runs)),
+            "unchanged_put_runs_s": [seconds(s) for s in unchanged_runs],
+            "get_s": seconds(median(get_runs)),
+            "get_runs_s": [seconds(s) for s in get_runs],
             "actions": actions,
-            "repeats": settings.repeats,
+            "repeats": repeats,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
     )

@@ -365,7 +365,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
         digest = hashlib.sha256(body).hexdigest()
         with recording() as spent:
             try:
-                found = agent.put_unchanged(appliance_id, digest, epoch)
+                found = agent.put_unchanged(appliance_id, digest, epoch, body)
                 if found is not None:
                     result, observed = found
                     new = False

@@ -615,27 +615,39 @@ class Agent:
             return result.new, result, self._with_fencing(appliance_id, observed)
 
     def put_unchanged(
-        self, appliance_id: str, body_digest: str, epoch: int = 0
+        self, appliance_id: str, body_digest: str, epoch: int = 0, body: bytes | None = None
     ) -> tuple[ApplyResult, dict[str, Any]] | None:
         """A PUT whose raw body is the one the config in force was applied
         from, answered without parsing it, if the appliance stands as that
-        apply left it (see `put_appliance`); None: parse it and put it.
-        Raises StaleEpoch."""
+        apply left it (see `put_appliance`); or, given the `body`, one that
+        changes only floating IPs, applied as a delta (`appliance.floating`)
+        on the same condition. None: parse it and put it. Raises StaleEpoch."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
             if appliance_id in self.fenced_ids or self.held(appliance_id):
                 return None
             with phase("check"):
                 config = self.appliances.in_force(appliance_id, body_digest)
-                if config is None:
-                    return None
                 in_force = self.appliances.status(appliance_id).config_hash
-                if not self.appliances.unchanged(appliance_id, config, in_force):
+                if config is not None and not self.appliances.unchanged(
+                    appliance_id, config, in_force
+                ):
                     return None
+            result = ApplyResult(changed=False)
+            if config is None:
+                if body is None:
+                    return None
+                with phase("delta"):
+                    found = self.appliances.apply_floating_change(appliance_id, body, body_digest)
+                if found is None:
+                    return None
+                result, config = found
+                if self.watch is not None:
+                    self.watch.settled(appliance_id)  # its own events are no drift
             self.store.delete("holds", appliance_id)  # a PUT releases an operator's hold
             with phase("report"):
                 observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
-            return ApplyResult(changed=False), self._with_fencing(appliance_id, observed)
+            return result, self._with_fencing(appliance_id, observed)
 
     def _apply(self, appliance_id: str, config: ApplianceConfig) -> ApplyResult:
         """Validate and apply (under the appliance's lock)."""

@@ -22,10 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astara.appliance.actions import APPLIANCE_SYSCTLS, CreateNamespace, DaemonName, Done, Plan
+from astara.appliance import floating
+from astara.appliance.actions import (
+    APPLIANCE_SYSCTLS,
+    CreateNamespace,
+    DaemonName,
+    DeltaPlan,
+    Done,
+    Plan,
+)
 from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.execute import Target, execute, remove_appliance
+from astara.appliance.floating_execute import NotAsLeft, execute_change
 from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
 from astara.appliance.phases import phase
 from astara.appliance.plan import plan_apply, settled
@@ -97,7 +106,7 @@ class ApplyResult:
 
     changed: bool
     actions: list[str] = field(default_factory=list)
-    plan: Plan = ()
+    plan: Plan | DeltaPlan = ()
     done: tuple[Done, ...] = ()
     new: bool = False  # the appliance did not exist before
 
@@ -123,6 +132,8 @@ class ApplianceManager:
         self._configs: dict[str, tuple[int, ApplianceConfig]] = {}
         # appliance id → (digest of the PUT body, config hash) it was applied from
         self._bodies: dict[str, tuple[str, str | None]] = {}
+        # appliance id → the config in force as floating IP deltas compare it
+        self._floating: dict[str, floating.Known] = {}
         self._locks_guard = threading.Lock()
 
     # --- bookkeeping -----------------------------------------------------------------
@@ -219,7 +230,16 @@ class ApplianceManager:
 
     def remember_body(self, appliance_id: str, body_digest: str) -> None:
         """The config in force was applied from a body with this digest."""
-        self._bodies[appliance_id] = (body_digest, self.status(appliance_id).config_hash)
+        in_force = self.status(appliance_id).config_hash
+        self._bodies[appliance_id] = (body_digest, in_force)
+        known = self._floating.get(appliance_id)
+        config = self.config(appliance_id)
+        if (
+            in_force is not None
+            and config is not None
+            and (known is None or known.digest != in_force)
+        ):
+            self._floating[appliance_id] = floating.Known.of(config, in_force)
 
     def unchanged(self, appliance_id: str, config: ApplianceConfig, digest: str | None) -> bool:
         """Whether a PUT of `config` (whose hash is `digest`, if known) has
@@ -251,6 +271,58 @@ class ApplianceManager:
                 DaemonName.radvd: bool(ra_subnets(config)),
             },
         )
+
+    # --- floating IPs changed alone ----------------------------------------------------
+
+    def apply_floating_change(
+        self, appliance_id: str, body: bytes, body_digest: str
+    ) -> tuple[ApplyResult, ApplianceConfig] | None:
+        """A PUT body that changes only floating IPs, applied as a delta
+        (`appliance.floating`) if the appliance stands as its last apply
+        left it (`unchanged`'s cheap observation); the result and the new
+        config, or None: apply it in full."""
+        status = self.status(appliance_id)
+        known = self._floating.get(appliance_id)
+        if known is None or status.last_error or known.digest != status.config_hash:
+            return None
+        mtus = self._network_mtus(known.config)
+        body_read = floating.read_body(body, known)
+        change = body_read and floating.plan_change(
+            known, body_read, known_networks=set(mtus), network_mtus=mtus
+        )
+        if not change or not self.unchanged(appliance_id, known.config, known.digest):
+            return None
+        target = Target(
+            namespace=self.names.appliance_netns(appliance_id),
+            fabric_netns=self.names.fabric_netns,
+            run_directory=self.run_directory(appliance_id),
+            daemons=self._daemons(appliance_id),
+        )
+        try:
+            done = execute_change(change.plan, target)
+        except NotAsLeft as drifted:  # drift: repaired by the full apply
+            log.info("appliance %s: applied in full: %s", appliance_id, drifted)
+            return None
+        except Exception as error:  # a full apply converges whatever this left
+            log.warning("appliance %s: floating IP delta not applied: %s", appliance_id, error)
+            return None
+        changed = bool(done) or change.digest != status.config_hash
+        if change.digest != status.config_hash:
+            status.generation += 1
+            status.config_hash = change.digest
+            status.applied_at = time.time()
+            path = self.directory(appliance_id) / "config.json"
+            write_atomic(path, body.decode())
+            self._configs[appliance_id] = (path.stat().st_mtime_ns, change.config)
+            self._save_status(appliance_id, status)
+        self._floating[appliance_id] = known.with_change(change)
+        self._bodies[appliance_id] = (body_digest, change.digest)
+        actions = [str(d) for d in done]
+        log.info(
+            "appliance %s generation %d: %s", appliance_id, status.generation, "; ".join(actions)
+        )
+        result = ApplyResult(changed=changed, actions=actions, plan=change.plan, done=tuple(done))
+        return result, change.config
 
     # --- apply -------------------------------------------------------------------------
 
@@ -348,6 +420,7 @@ class ApplianceManager:
         """Remove the namespace, its links, daemons and files."""
         config = config or self.config(appliance_id)
         self._bodies.pop(appliance_id, None)
+        self._floating.pop(appliance_id, None)
         remove_appliance(
             namespace=self.names.appliance_netns(appliance_id),
             fabric_netns=self.names.fabric_netns,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from astara.appliance.actions import RULESET_GENID, RULESET_LISTING
+from astara.appliance.actions import RULESET_GENID, RULESET_LISTING, RULESET_LOADED
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
 from astara.linux import nft
 from astara.linux.files import write_atomic
@@ -45,6 +45,55 @@ def remember_genid(run_directory: Path, genid: Genid | None) -> None:
         path.unlink(missing_ok=True)
     else:
         write_atomic(path, f"{genid[0]} {genid[1]}\n")
+
+
+def next_genid(genid: Genid) -> Genid:
+    """The genid one commit after `genid`: the kernel adds one per
+    committed transaction (skipping 0 when it wraps); one refused changes
+    nothing."""
+    generation = (genid[1] + 1) & 0xFFFFFFFF
+    return genid[0], generation or 1
+
+
+# What the saved listing becomes once elements were committed after it: no
+# listing of nft's starts so, so it never equals a live one again, and the
+# table is vouched for by its genid alone until the next full listing.
+STALE_LISTING = "# element deltas were committed after this listing: vouched for by the genid\n"
+
+
+def remember_own_commit(run_directory: Path, before: Genid, after: Genid | None) -> bool:
+    """After the agent committed one transaction over the table it had left
+    (genid `before`): remember `after` if it is the very next genid, so only
+    that commit happened in between, and mark the saved listing stale. Else
+    someone else committed too: forget the genid, so the next observation
+    lists the table and finds it differs (a full apply repairs it). True if
+    the genid was remembered."""
+    path = run_directory / RULESET_LISTING
+    if _read(path) != STALE_LISTING:
+        _write_fast(path, STALE_LISTING)
+    ours = after is not None and after == next_genid(before)
+    if ours:
+        assert after is not None
+        # Without fsync: lost in a crash, the old genid no longer matches
+        # the namespace's, and the next observation lists the table.
+        _write_fast(run_directory / RULESET_GENID, f"{after[0]} {after[1]}\n")
+    else:
+        remember_genid(run_directory, None)
+    return ours
+
+
+def _write_fast(path: Path, text: str) -> None:
+    """Atomically but without fsync: after a crash the text may be lost,
+    which makes the next apply compare in full and replace the table."""
+    temporary = path.with_name(f".{path.name}.new")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def save_ruleset_text(run_directory: Path, text: str) -> None:
+    """What stands for the ruleset in force (`RULESET_LOADED`), after a
+    commit of elements; without fsync (see `_write_fast`)."""
+    _write_fast(run_directory / RULESET_LOADED, text)
 
 
 def observe_table(namespace: str, run_directory: Path) -> tuple[str, str | None]:

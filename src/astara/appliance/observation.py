@@ -6,6 +6,9 @@ namespace exists, its interfaces (name, MAC, MTU, up), the fabric ends of the
 configured interfaces, the live nftables table beside the text and listing
 the last load saved, and each daemon's state and files. Addresses and routes
 are not read here: the actions that converge them read them when they run.
+Links are read over raw rtnetlink (`linux.rtlink`: a few attributes each,
+where pyroute2 decodes every one in Python); `observe_for_apply`'s
+`handles` are left for the apply that follows.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from astara.appliance.render.dnsmasq import dhcp_subnets
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
 from astara.appliance.render.radvd import ra_subnets
 from astara.appliance.schema import ApplianceConfig
-from astara.linux import netlink, netns, nft
+from astara.linux import netns, nft, rtlink
 from astara.linux.handles import NetlinkHandles
 from astara.naming import ROLE_ABBREVIATION, Names, appliance_interface
 
@@ -45,9 +48,11 @@ def observe_for_apply(
     links: dict[str, LinkObserved] = {}
     ruleset = RulesetObserved()
     if exists:
-        inside = handles(namespace)
-        for name, found in netlink.link_states(inside, tuple(ROLE_ABBREVIATION.values())).items():
-            links[name] = LinkObserved(mac=found.mac, mtu=found.mtu, up=found.up)
+        roles = tuple(ROLE_ABBREVIATION.values())
+        for name, found in rtlink.links(namespace).items():
+            if name.startswith(roles):
+                state = found.state
+                links[name] = LinkObserved(mac=state.mac, mtu=state.mtu, up=state.up)
         live, saved_listing = observe_table(namespace, run_directory)
         ruleset = RulesetObserved(
             live=live,
@@ -56,22 +61,21 @@ def observe_for_apply(
         )
     fabric_ends: dict[str, FabricEndObserved] = {}
     if netns.exists(names.fabric_netns):
-        fabric = handles(names.fabric_netns)
+        fabric = names.fabric_netns
         bridges: dict[str, int | None] = {}
         for interface in config.interfaces:
             link = names.appliance_fabric_link(appliance_id, interface.mac)
-            state = netlink.link_state(fabric, link)
-            if state is None:
+            end = rtlink.link(fabric, link)
+            if end is None:
                 continue
             if interface.network_id not in bridges:
-                bridges[interface.network_id] = netlink.link_index(
-                    fabric, names.bridge(interface.network_id)
-                )
+                bridge_link = rtlink.link(fabric, names.bridge(interface.network_id))
+                bridges[interface.network_id] = bridge_link.index if bridge_link else None
             bridge = bridges[interface.network_id]
             fabric_ends[link] = FabricEndObserved(
-                mtu=state.mtu,
-                up=state.up,
-                on_bridge=bridge is not None and state.master == bridge,
+                mtu=end.state.mtu,
+                up=end.state.up,
+                on_bridge=bridge is not None and end.state.master == bridge,
             )
     return Observation(
         namespace_exists=exists,
@@ -107,26 +111,26 @@ def observe_running(
     if not present:
         problems.append(f"namespace {namespace} is missing")
     if config is not None and present:
-        with netlink.netns(namespace) as ns:
-            for interface in config.interfaces:
-                name = appliance_interface(interface.role.value, interface.mac)
-                state = netlink.link_state(ns, name)
-                if state is None or state.mac != interface.mac:
-                    problems.append(f"interface {name} is missing")
-                elif not state.up:
-                    problems.append(f"interface {name} is down")
-                interfaces.append(
-                    {
-                        "name": name,
-                        "mac": interface.mac,
-                        "role": interface.role.value,
-                        "network_id": interface.network_id,
-                        "present": state is not None,
-                        "up": bool(state and state.up),
-                        "mtu": state.mtu if state else None,
-                        "counters": state.counters if state else {},
-                    }
-                )
+        found = rtlink.links(namespace)
+        for interface in config.interfaces:
+            name = appliance_interface(interface.role.value, interface.mac)
+            state = found[name].state if name in found else None
+            if state is None or state.mac != interface.mac:
+                problems.append(f"interface {name} is missing")
+            elif not state.up:
+                problems.append(f"interface {name} is down")
+            interfaces.append(
+                {
+                    "name": name,
+                    "mac": interface.mac,
+                    "role": interface.role.value,
+                    "network_id": interface.network_id,
+                    "present": state is not None,
+                    "up": bool(state and state.up),
+                    "mtu": state.mtu if state else None,
+                    "counters": state.counters if state else {},
+                }
+            )
         if not nftables_verified:
             live, applied = observe_table(namespace, run_directory)
             if not live:

@@ -48,6 +48,7 @@ from astara.appliance.actions import (
     SyncAddresses,
     SyncFloatingRoutes,
     SyncRoutes,
+    ruleset_digest,
 )
 from astara.appliance.render import Rendered
 from astara.appliance.render.nftables import NftRuleset, render_nftables
@@ -184,7 +185,8 @@ def plan_ruleset(
     live = observed.live
     if previous is not None and live and observed.saved_listing == live:
         before = render_nftables(previous)
-        if observed.saved_text == before.text():
+        text = before.text()
+        if observed.saved_text in (text, ruleset_digest(text)):
             delta = ruleset.delta(before)
             if delta == "":
                 return None

@@ -193,6 +193,9 @@ def config_hash(config: ApplianceConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+FloatingPair = tuple[str, str]  # (floating IP, fixed IP), each as `str(IPv4Address)` writes it
+
+
 @dataclass(frozen=True)
 class FieldError:
     """A problem with one field, in the shape FastAPI uses for 422 bodies."""

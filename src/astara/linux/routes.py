@@ -10,12 +10,17 @@ kernel and sends a batch in one process (see docs/performance.md).
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
+import os
+import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from astara.linux.nssocket import socket_in
 from astara.linux.run import run
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -118,3 +123,81 @@ def sync(netns: str, table: str, desired: Iterable[Route]) -> tuple[int, int]:
     if commands:
         run(["ip", "-n", netns, "-batch", "-"], input_text="\n".join(commands) + "\n")
     return len(added), len(removed)
+
+
+def change(netns: str, table: str, added: Iterable[Route], removed: Iterable[Route]) -> None:
+    """Remove and add these routes of `table`, in one batch, without reading
+    the table: a route to remove that is missing fails the batch
+    (CommandError), as drift must be repaired by `sync`."""
+    commands = [r.command("del", table) for r in removed]
+    commands += [r.command("replace", table) for r in added]
+    if commands:
+        run(["ip", "-n", netns, "-batch", "-"], input_text="\n".join(commands) + "\n")
+
+
+# --- a few local routes over netlink, without starting `ip` ----------------------------
+
+RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
+RT_TABLE_LOCAL, RTPROT_STATIC, RTN_LOCAL = 255, 4, 2
+RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 254, 255
+RTA_DST, RTA_OIF = 1, 4
+SIOCGIFINDEX = 0x8933
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr
+_RTMSG = struct.Struct(
+    "=BBBBBBBBI"
+)  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+
+
+def change_local(netns: str, device: str, added: Iterable[str], removed: Iterable[str]) -> None:
+    """Remove and add (replace) the local routes of these IPv4 addresses on
+    `device` in the local table, as `ip route del|replace local A/32 dev
+    DEVICE proto static table local` would (the same route, read back alike),
+    one netlink request each on one socket made in `netns`: for the few
+    routes of a floating IP delta, where starting `ip` costs more than the
+    kernel's work. Raises OSError (ESRCH: a route to remove is missing)."""
+    requests = [(RTM_DELROUTE, address) for address in removed]
+    requests += [(RTM_NEWROUTE, address) for address in added]
+    if not requests:
+        return
+    probe, _ = socket_in(netns, socket.SOCK_DGRAM, 0, socket.AF_INET)
+    try:
+        request = struct.pack("16si", device.encode(), 0)
+        index = struct.unpack("16si", fcntl.ioctl(probe.fileno(), SIOCGIFINDEX, request))[1]
+    finally:
+        probe.close()
+    sock, _ = socket_in(netns, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        sock.settimeout(5.0)
+        for sequence, (kind, address) in enumerate(requests, start=1):
+            flags = NLM_F_REQUEST | NLM_F_ACK
+            scope = RT_SCOPE_NOWHERE  # a deletion matches any scope, as `ip` asks
+            if kind == RTM_NEWROUTE:
+                flags |= NLM_F_CREATE | NLM_F_REPLACE
+                scope = RT_SCOPE_HOST
+            body = _RTMSG.pack(
+                socket.AF_INET, 32, 0, 0, RT_TABLE_LOCAL, RTPROT_STATIC, scope, RTN_LOCAL, 0
+            )
+            body += _attribute(RTA_DST, ipaddress.IPv4Address(address).packed)
+            body += _attribute(RTA_OIF, struct.pack("=I", index))
+            sock.send(_HEADER.pack(_HEADER.size + len(body), kind, flags, sequence, 0) + body)
+            _acknowledged(sock.recv(65536), f"{address} on {device} in {netns}")
+    finally:
+        sock.close()
+
+
+def _attribute(kind: int, value: bytes) -> bytes:
+    length = 4 + len(value)
+    return struct.pack("=HH", length, kind) + value + b"\0" * ((4 - length % 4) % 4)
+
+
+def _acknowledged(reply: bytes, what: str) -> None:
+    if len(reply) < _HEADER.size + 4:
+        raise OSError(f"short netlink reply for the local route of {what}")
+    _, kind, _, _, _ = _HEADER.unpack_from(reply)
+    if kind != NLMSG_ERROR:
+        raise OSError(f"unexpected netlink reply {kind} for the local route of {what}")
+    (error,) = struct.unpack_from("=i", reply, _HEADER.size)
+    if error:
+        raise OSError(-error, f"local route of {what}: {os.strerror(-error)}")
