@@ -590,13 +590,22 @@ class Orchestrator:
     def resync(self) -> None:
         """Remove appliances nothing accounts for, listing each host once
         (what it lists stands for an observation of an appliance it lists
-        unchanged, see `_trusted_listing`), and wake everything, with the
+        unchanged, see `_trusted_listing`), and wake everything the listing
+        cannot vouch for on its own (see `_unchanged_since`), with the
         resync's priority, spread over half the resync period (each key at
-        its own phase; the first resync at once)."""
+        its own phase; the first resync at once). A steady resync thus costs
+        a listing per host and a comparison per appliance."""
         known = self._remove_orphans()
         spread_s = self.resync_s / 2 if self.resyncs else 0.0
+        checked = 0
         for key in sorted(known):
+            if not self.owns(key):
+                continue
+            if self._unchanged_since(key):
+                checked += 1  # the listing just taken vouches for it: nothing to run
+                continue
             self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
+        metrics.OBSERVATIONS.labels("listed").inc(checked)
         self.wake(L2_KEY, resync=True, delay_s=0.0)
         self.resyncs += 1  # counted once every key is woken (see `status`'s `busy`)
 
