@@ -485,11 +485,20 @@ def serve(
             " appliance against the listing)"
         ),
     ] = 20.0,
+    settle_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds a woken router waits for more changes to fold into one apply"
+            " (at most 5 times as long after the first)",
+        ),
+    ] = 0.04,
     health_s: Annotated[
         float | None,
         typer.Option(
+            min=1.0,
             help="Seconds between two full looks at an appliance (its agent's observation"
-            " and its record in the database; default: 3 resyncs)"
+            " and its record in the database; default: 3 resyncs)",
         ),
     ] = None,
     operators_group: Annotated[
@@ -673,6 +682,7 @@ def serve(
                 down_after_s=down_after_s,
                 resync_s=resync_s,
                 health_s=health_s,
+                settle_s=settle_s,
                 owns=coordinator.owns if coordinator is not None else None,
                 member=coordinator.member if coordinator is not None else "",
             )
