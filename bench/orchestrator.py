@@ -378,7 +378,7 @@ def _scale(
     log(f"{count} routers: API {api_done:.1f} s, all ACTIVE after {converged:.1f} s")
 
     agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
-    generations = {a["id"]: a["generation"] for a in agent.appliances()}
+    generations = {a["id"]: a["generation"] for a in agent.appliances(observe=False)}
     agent.close()
     server.stop()
     restarted = time.monotonic()
@@ -387,13 +387,14 @@ def _scale(
 
     def resynced() -> bool:
         status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
-        return bool(status["reconciles"] >= count)
+        # Every appliance: the routers' and their networks' DHCP appliances.
+        return bool(status["reconciles"] >= len(generations))
 
     wait_until(resynced, 1800, 0.2, "the restarted orchestrator to resync")
     resync = time.monotonic() - restarted
     status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
     agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
-    untouched = generations == {a["id"]: a["generation"] for a in agent.appliances()}
+    untouched = generations == {a["id"]: a["generation"] for a in agent.appliances(observe=False)}
     log(f"restart: resynced in {resync:.1f} s, {status['pushes']} pushes, untouched={untouched}")
 
     # One steady resync (every appliance seen since the restart): what it observes.

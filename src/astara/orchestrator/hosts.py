@@ -201,6 +201,7 @@ class Hosts:
         down: list[str] = []
         returning: list[str] = []
         fenced: dict[str, tuple[str, ...]] = {}
+        written_now: dict[str, dict[str, Any]] = {}
         with self.sessions.begin() as session:
             for name, health in answers.items():
                 host = hosts[name]
@@ -211,16 +212,21 @@ class Hosts:
                 if health is not None:
                     values: dict[str, Any] = {"reported": _reported(health)}
                     values.update(_settings(health, host))
+                    # The capacity (free memory, load) moves at every answer:
+                    # refreshed with the time, not a reason to write.
+                    steady = {k: v for k, v in values.items() if k != "reported"}
+                    steady["reported"] = {
+                        k: v for k, v in values["reported"].items() if k != "capacity"
+                    }
                     with self._lock:
                         written, at = self._written.get(name, (None, -HEARTBEAT_RECORD_S))
-                    if values != written or now_s - at >= HEARTBEAT_RECORD_S or not host.alive:
+                    if steady != written or now_s - at >= HEARTBEAT_RECORD_S or not host.alive:
                         session.execute(
                             update(Host)
                             .where(Host.name == name)
                             .values(last_heartbeat=now, **values)
                         )
-                        with self._lock:
-                            self._written[name] = (values, now_s)
+                        written_now[name] = steady
                     if not host.alive:
                         returning.append(name)
                     now_fenced = set(health.get("fenced_appliances") or ())
@@ -233,6 +239,8 @@ class Hosts:
                     session.execute(update(Host).where(Host.name == name).values(alive=False))
                     log.warning("host %s: no heartbeat for %.1f s, marked down", name, now_s - last)
                     down.append(name)
+        with self._lock:  # committed: what the rows hold now
+            self._written.update({name: (steady, now_s) for name, steady in written_now.items()})
         return Beat(tuple(down), tuple(returning), fenced)
 
     def revive(self, name: str) -> None:

@@ -6,15 +6,17 @@ DHCP appliance (`dhcp-<network id>`, while the network has a DHCP port, see
 runs on one worker at a time (its serial queue: a wake while it runs makes
 it run once more afterwards); different keys run in parallel on a bounded
 pool. Outbox events wake the keys they concern; a periodic, jittered resync
-wakes every key, so correctness never depends on an event arriving.
+lists every host and wakes every key its listing cannot vouch for, and each
+key is looked at in full every `health_s`, so correctness never depends on
+an event arriving (a lost one costs at most `health_s`).
 Appliances back off between failed attempts (`retry_at`). One appliance or
 port that fails never stops the others, nor the loop: errors are caught per
 item, logged, and the item retried later.
 
 The outbox is read by sequence. On PostgreSQL a sequence is taken at INSERT,
 not at commit, so a lower one can commit after a higher one was read: a
-sequence skipped over is looked for again for `GAP_WAIT_S` (then the resync
-covers it). Events older than what is kept (`keep_events`, `keep_events_for`)
+sequence skipped over is looked for again for `GAP_WAIT_S` (then the full
+looks cover it). Events older than what is kept (`keep_events`, `keep_events_for`)
 are pruned once read.
 
 Per appliance: observe (the driver's plan from the database — `drivers.router`
@@ -89,7 +91,7 @@ log = logging.getLogger(__name__)
 
 L2_KEY = "l2"  # the work key of L2 segments and workload plugs
 MAX_STEPS = 6
-GAP_WAIT_S = 30.0  # how long a skipped sequence may still commit (then the resync covers it)
+GAP_WAIT_S = 30.0  # how long a skipped sequence may still commit (then the full looks cover it)
 MAX_GAPS = 1000  # skipped sequences looked for at once
 SETTLE_S = 0.04  # how long a woken key waits for more wakes to fold into its reconcile
 SETTLE_MAX_FACTOR = 5  # wakes keep folding in for at most this many settle times
@@ -229,6 +231,9 @@ class Orchestrator:
         # do, and no wake but the resync's since: a resync checks them
         # against their host's listing alone (see `_unchanged_since`).
         self._clean: set[str] = set()
+        # Appliances this process has asked an agent about, or pushed: the
+        # listing alone vouches only for the others (see `_trusted_listing`).
+        self._looked: set[str] = set()
         self._stop = threading.Event()
         self.l2 = L2(self.sessions, self.hosts, self._stop)
         self._poked = threading.Event()
@@ -595,13 +600,13 @@ class Orchestrator:
         resync's priority, spread over half the resync period (each key at
         its own phase; the first resync at once). A steady resync thus costs
         a listing per host and a comparison per appliance."""
-        known = self._remove_orphans()
+        known, listed_now = self._remove_orphans()
         spread_s = self.resync_s / 2 if self.resyncs else 0.0
         checked = 0
         for key in sorted(known):
             if not self.owns(key):
                 continue
-            if self._unchanged_since(key):
+            if self._unchanged_since(key, listed_now):
                 checked += 1  # the listing just taken vouches for it: nothing to run
                 continue
             self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
@@ -609,11 +614,12 @@ class Orchestrator:
         self.wake(L2_KEY, resync=True, delay_s=0.0)
         self.resyncs += 1  # counted once every key is woken (see `status`'s `busy`)
 
-    def _remove_orphans(self, removed: list[str] | None = None) -> set[str]:
+    def _remove_orphans(self, removed: list[str] | None = None) -> tuple[set[str], set[str]]:
         """Sweep every live host this member owns: all listed at once, then
         the database read once for all of them. A host that cannot be
         listed is logged: the appliances are woken all the same, each finds
-        out for itself. The appliances known, as read after the listings."""
+        out for itself. The appliances known, as read after the listings,
+        and the hosts listed."""
         hosts = [
             name
             for name, host in sorted(self.hosts.infos().items())
@@ -638,7 +644,7 @@ class Orchestrator:
             if self._stop.is_set():
                 break
             self._sweep_listed(name, client, on_agent, known, removed)
-        return known
+        return known, set(listings)
 
     def sweep(self, host_name: str, removed: list[str] | None = None) -> bool:
         """Delete from a host the appliances it should not run: those nothing
@@ -890,34 +896,45 @@ class Orchestrator:
         """Keep what the agent just showed (an observation, a PUT's answer)."""
         generation = (observed or {}).get("generation")
         with self._lock:
+            self._looked.add(appliance_id)
             if where.host is None or not isinstance(generation, int) or observed is None:
                 self._seen.pop(appliance_id, None)
                 return
+            # The epoch the agent holds (below the record's after another
+            # member's takeover, until it pushes): what its listings show.
+            epoch = observed.get("epoch")
             self._seen[appliance_id] = _Seen(
                 where.host.name,
-                where.epoch,
+                epoch if isinstance(epoch, int) else where.epoch,
                 generation,
                 observed.get("config_hash"),
                 time.monotonic(),
             )
 
-    def _unchanged_since(self, appliance_id: str) -> bool:
+    def _unchanged_since(self, appliance_id: str, listed_now: set[str] | None = None) -> bool:
         """Whether a resync may check the appliance by its host's listing
         alone, without reading the database: its last reconcile found it
         ACTIVE with nothing to do and nothing but the resync woke it since
         (every change to what it should run comes as an event, whose wake
         makes it look in full), it was last observed in full within
-        `health_s`, and its host, listed since, lists it with that very
-        epoch, generation and config hash, unfenced. A full look still
-        comes every `health_s`, and catches what no event announced."""
+        `health_s`, and its host, listed since and in this resync (among
+        `listed_now`, the hosts the resync just listed, if given), lists it
+        with that very epoch, generation and config hash, unfenced. A full
+        look still comes every `health_s`, and catches what no event
+        announced."""
         with self._lock:
             seen = self._seen.get(appliance_id)
             listed = self._listed.get(appliance_id)
             if appliance_id not in self._clean or seen is None or listed is None:
                 return False
             swept = self._swept.get(seen.host)
-        if swept is None or swept <= seen.at or time.monotonic() - seen.at >= self.health_s:
+        if listed_now is not None and seen.host not in listed_now:
             return False
+        now_s = time.monotonic()
+        if swept is None or swept <= seen.at or now_s - seen.at >= self.health_s:
+            return False
+        if now_s - swept >= 0.75 * self.resync_s:
+            return False  # not this resync's listing (the host could not be listed since)
         host, entry = listed
         if entry.get("fenced"):
             return False
@@ -933,12 +950,13 @@ class Orchestrator:
         epoch running it, and the host's last listing, if answered after
         that, lists it with that very epoch, generation (no apply since: the
         agent counts each) and config hash, and no problem it knows of.
-        One this orchestrator has not seen yet (it just started, or the key
-        just came to it) stands on the listing alone when the listing agrees
-        with the record: this host, the record's epoch, the config hash the
-        record says was applied (the agent's watch repairs or reports what
-        drifts meanwhile); its full observation comes `health_s` after that
-        listing. Else None: the agent is asked."""
+        One this process has never asked an agent about (it just started,
+        or the key just came to it), on a live host, stands on the listing
+        alone when the listing agrees with the record: this host, the
+        record's epoch, the config hash the record says was applied (the
+        agent's watch repairs or reports what drifts meanwhile); its full
+        observation comes within `health_s`, at its own phase. Else None:
+        the agent is asked."""
         assert where.host is not None
         if desired is None or record.state is not State.ACTIVE or record.applied_hash != desired:
             return None
@@ -947,7 +965,13 @@ class Orchestrator:
             seen = self._seen.get(appliance_id)
             swept = self._swept.get(where.host.name)
         fresh = swept is not None and time.monotonic() - swept < self.health_s
-        if seen is None and fresh and listed is not None:
+        if (
+            seen is None
+            and fresh
+            and listed is not None
+            and where.host.alive
+            and appliance_id not in self._looked
+        ):
             host, entry = listed
             generation = entry.get("generation")
             vouched = (
@@ -961,9 +985,12 @@ class Orchestrator:
             ):
                 return None
             assert swept is not None
+            # Its first full look comes within `health_s`, at its own phase:
+            # not every appliance of a host at once.
+            at = swept - _phase(appliance_id) * self.health_s
             with self._lock:
                 self._seen.setdefault(
-                    appliance_id, _Seen(host, where.epoch, generation, desired, swept)
+                    appliance_id, _Seen(host, where.epoch, generation, desired, at)
                 )
             return {"config_hash": desired, "generation": generation, "problems": []}
         if seen is None or swept is None or time.monotonic() - seen.at >= self.health_s:
@@ -1239,6 +1266,7 @@ class Orchestrator:
             self._listed.pop(appliance_id, None)
             self._claims.pop(appliance_id, None)
             self._clean.discard(appliance_id)
+            self._looked.discard(appliance_id)
         self.wake(L2_KEY)
 
     # --- several orchestrators: fencing -------------------------------------------------
