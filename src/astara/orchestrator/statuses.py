@@ -37,14 +37,20 @@ def write_statuses(
     session.execute(update(Router).where(Router.id == router_id).values(status=Router.status))
     session.expire_all()
     router = session.get(Router, router_id)
-    # The API may have changed what the router should run since we looked (and
-    # marked it BUILD): ACTIVE only if what runs is still current. A router
-    # ACTIVE already stays so without that check: writing ACTIVE again
-    # changes nothing, and a change since (marked or not) has its own event.
     if (
         status == "ACTIVE"
         and router is not None
-        and router.status != "ACTIVE"
+        and router.admin_state_up
+        and router.status == "ACTIVE"
+    ):
+        # As the last write left it: its ports and floating IPs were made
+        # ACTIVE with it, and a change to them marks it BUILD.
+        return
+    # The API may have changed what the router should run since we looked (and
+    # marked it BUILD): ACTIVE only if what runs is still current.
+    if (
+        status == "ACTIVE"
+        and router is not None
         and plan is not None
         and driver.plan(session, router).digest != plan.digest
     ):
