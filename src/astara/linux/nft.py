@@ -17,8 +17,8 @@ import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from astara.linux.inside import entered
 from astara.linux.nssocket import socket_in
 from astara.linux.run import run
 
@@ -51,10 +51,6 @@ class NftRefused(RuntimeError):
     """libnftables refused the commands (nothing changed: one transaction)."""
 
 
-NETNS_DIR = Path("/var/run/netns")
-CLONE_NEWNET = 0x40000000
-
-
 def run_commands(text: str, netns: str) -> None:
     """Run `text` as `nft -f` would, in one transaction, through libnftables
     in this thread (entered into `netns` for the call, and back); through
@@ -64,32 +60,16 @@ def run_commands(text: str, netns: str) -> None:
     if library is None:
         load(text, netns)
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
+    with entered(netns):
+        # The context (and its netlink socket) is made and freed in the
+        # namespace: nothing of it outlives the call.
+        context = library.nft_ctx_new(0)
         try:
-            if libc.setns(target, CLONE_NEWNET) != 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, f"setns into {netns}: {os.strerror(errno)}")
-            try:
-                # The context (and its netlink socket) is made and freed in
-                # the namespace: nothing of it outlives the call.
-                context = library.nft_ctx_new(0)
-                try:
-                    library.nft_ctx_buffer_error(context)
-                    status = library.nft_run_cmd_from_buffer(context, text.encode())
-                    error = library.nft_ctx_get_error_buffer(context) or b""
-                finally:
-                    library.nft_ctx_free(context)
-            finally:
-                if libc.setns(own, CLONE_NEWNET) != 0:
-                    # This thread would go on in the wrong namespace: nothing may.
-                    os.abort()
+            library.nft_ctx_buffer_error(context)
+            status = library.nft_run_cmd_from_buffer(context, text.encode())
+            error = library.nft_ctx_get_error_buffer(context) or b""
         finally:
-            os.close(target)
-    finally:
-        os.close(own)
+            library.nft_ctx_free(context)
     if status != 0:
         raise NftRefused(f"nft refused in {netns}: {error.decode(errors='replace').strip()}")
 
