@@ -204,8 +204,9 @@ def _create(
     bulk call for that). Without `interfaces`: the routers only, each with
     its gateway (one bulk POST)."""
     indices = range(first, first + count)
-    if not interfaces:
-        routers = api(
+
+    def routers() -> list[dict[str, Any]]:
+        made: list[dict[str, Any]] = api(
             "POST",
             "/v2.0/routers",
             {
@@ -216,7 +217,10 @@ def _create(
             },
             201,
         )["routers"]
-        return [str(r["id"]) for r in routers]
+        return made
+
+    if not interfaces:
+        return [str(r["id"]) for r in routers()]
     networks = api(
         "POST", "/v2.0/networks", {"networks": [{"name": f"n{i}"} for i in indices]}, 201
     )["networks"]
@@ -236,18 +240,7 @@ def _create(
         },
         201,
     )["subnets"]
-    routers = api(
-        "POST",
-        "/v2.0/routers",
-        {
-            "routers": [
-                {"name": f"r{i}", "external_gateway_info": {"network_id": public_id}}
-                for i in indices
-            ]
-        },
-        201,
-    )["routers"]
-    for router, subnet in zip(routers, subnets, strict=True):
+    for router, subnet in zip(routers(), subnets, strict=True):
         api(
             "PUT",
             f"/v2.0/routers/{router['id']}/add_router_interface",
