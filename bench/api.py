@@ -8,11 +8,14 @@ minutes to fill it): a project `bench` with one network, a /16 subnet and
 10,000 ports, each with a fixed IP; in the larger case 100,000 more ports
 of 50 other projects on 50 networks of their own, which `bench` cannot see.
 Then, timed through the API: `GET /v2.0/ports` as `bench` (one client, one
-request at a time: p50 and p99), and `POST /v2.0/ports` on `bench`'s network
+request at a time: p50 and p99, to the body's last byte; the client's own
+decoding of the 7 MB is reported apart), and `POST /v2.0/ports` on `bench`'s network
 from eight client threads (creates per second). On PostgreSQL the largest
 case runs again with `astara serve --workers 4` (four API processes on one
 socket). `python -m bench.api --others 100000 --workers 4` runs one
-PostgreSQL case alone.
+PostgreSQL case alone; `--baseline-src DIR` serves another source tree
+(say, the code before a change) on the same database beside it, the lists
+of the two alternated, one each in turn.
 
 Baselines, in the same run against the same database: for the list, the raw
 SQL SELECT of the same rows (the ports and their fixed IPs, as two plain
@@ -252,6 +255,10 @@ def _raw_select(url: str, project_id: str) -> Iterator[Callable[[], int]]:
         engine.dispose()
 
 
+def _client(base: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base, headers={"X-Auth-Token": token}, timeout=120)
+
+
 class _Cpu:
     """CPU time of the server's processes (`astara serve` and its workers)
     and of PostgreSQL's backends for the database: on a machine shared with
@@ -261,7 +268,11 @@ class _Cpu:
         self.server, self.database = server, database
 
     def seconds(self) -> float:
-        ticks = 0
+        return sum(self.parts())
+
+    def parts(self) -> tuple[float, float]:
+        """(the server's processes, the database's backends), in seconds."""
+        ticks = [0, 0]
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -275,8 +286,9 @@ class _Cpu:
                 f"postgres: postgres {self.database} ".encode()
             )
             if ours or backend:
-                ticks += int(stat[11]) + int(stat[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+                ticks[0 if ours else 1] += int(stat[11]) + int(stat[12])
+        hertz = os.sysconf("SC_CLK_TCK")
+        return ticks[0] / hertz, ticks[1] / hertz
 
     def settle(self, timeout_s: float = 60.0) -> None:
         """Until the processes are idle: workers still starting (importing,
@@ -292,43 +304,25 @@ class _Cpu:
 
 
 def _measure(
-    backend: str, url: str, others: int, settings: Settings, report: Report, workers: int = 1
+    backend: str,
+    url: str,
+    others: int,
+    settings: Settings,
+    report: Report,
+    workers: int = 1,
+    baseline_src: str | None = None,
 ) -> None:
     state = Path(tempfile.mkdtemp(prefix="astara-bench-api-"))
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
     port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(BIN / "astara"),
-            "serve",
-            "--state-dir",
-            str(state),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--db-url",
-            url,
-            "--role",
-            "api",
-            "--log-level",
-            "warning",
-            *(["--workers", str(workers)] if workers > 1 else []),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = _serve(state, port, url, workers)
+    baseline_server: subprocess.Popen[bytes] | None = None
+    baseline_state = Path(tempfile.mkdtemp(prefix="astara-bench-api-base-"))
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        _wait_up(base)
         admin = {"X-Auth-Token": (state / "admin-token").read_text().strip()}
         made = httpx.post(
             f"{base}/astara/v1/projects", json={"name": "bench"}, headers=admin, timeout=30
@@ -337,7 +331,15 @@ def _measure(
         unlimited = {"quota": {"port": -1}}
         httpx.put(f"{base}/v2.0/quotas/{project_id}", json=unlimited, headers=admin, timeout=30)
         network_id = _populate(url, project_id, others)
-        cpu = _Cpu(server.pid, url.rsplit("/", 1)[1].split("?")[0] if backend != "sqlite" else "")
+        database = url.rsplit("/", 1)[1].split("?")[0] if backend != "sqlite" else ""
+        cpu = _Cpu(server.pid, database)
+        baseline: tuple[str, _Cpu] | None = None
+        if baseline_src is not None:
+            # The same database served by another source tree, lists alternated.
+            baseline_port = _free_port()
+            baseline_server = _serve(baseline_state, baseline_port, url, workers, baseline_src)
+            _wait_up(f"http://127.0.0.1:{baseline_port}")
+            baseline = (f"http://127.0.0.1:{baseline_port}", _Cpu(baseline_server.pid, database))
         _serve_and_measure(
             backend,
             base,
@@ -350,11 +352,57 @@ def _measure(
             report,
             workers,
             cpu,
+            baseline,
         )
     finally:
-        server.terminate()
-        server.wait(30)
-        subprocess.run(["rm", "-rf", str(state)], check=False)
+        for process in (server, baseline_server):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+        subprocess.run(["rm", "-rf", str(state), str(baseline_state)], check=False)
+
+
+def _serve(
+    state: Path, port: int, url: str, workers: int, src: str | None = None
+) -> subprocess.Popen[bytes]:
+    """`astara serve --role api` on `url` (from the source tree `src`, if given)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    return subprocess.Popen(
+        [
+            str(BIN / "astara"),
+            "serve",
+            "--state-dir",
+            str(state),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--control-listen",
+            f"127.0.0.1:{_free_port()}",
+            "--db-url",
+            url,
+            "--role",
+            "api",
+            "--log-level",
+            "warning",
+            *(["--workers", str(workers)] if workers > 1 else []),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def _wait_up(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _serve_and_measure(
@@ -369,25 +417,71 @@ def _serve_and_measure(
     report: Report,
     workers: int,
     cpu: _Cpu,
+    baseline: tuple[str, _Cpu] | None = None,
 ) -> None:
     lists = 5 if settings.quick else 20
     creates = 100 if settings.quick else 400
     with (
         _raw_select(url, project_id) as raw,
-        httpx.Client(base_url=base, headers={"X-Auth-Token": token}, timeout=120) as client,
+        _client(base, token) as client,
     ):
         assert raw() == VISIBLE
 
-        def full_list() -> None:
-            response = client.get("/v2.0/ports")
+        servers = [("", client, cpu)]
+        if baseline is not None:
+            servers.append(("baseline ", _client(baseline[0], token), baseline[1]))
+        for _, one, _ in servers:  # warm: connections, caches; the body checked
+            response = one.get("/v2.0/ports")
             assert response.status_code == 200, response.text
             assert len(response.json()["ports"]) == VISIBLE
-
-        full_list()  # warm: connections, caches
-        cpu.settle()
-        started = cpu.seconds()
-        list_p50, list_p99 = _quantiles(_timed(lists, full_list))
-        list_cpu = (cpu.seconds() - started) / lists
+        for _, _, load in servers:
+            load.settle()
+        # Alternated, one list each in turn; timed to the body's last byte
+        # (what the server answers), its decoding by the client apart. CPU:
+        # the database's backends (both servers') over the request, the
+        # server's own process from one of its requests to its next (what
+        # it does after answering, freeing the list, counts too).
+        timings: dict[str, tuple[list[float], list[float], list[float]]] = {
+            name: ([], [], []) for name, _, _ in servers
+        }
+        last = {name: load.parts()[0] for name, _, load in servers}
+        for round_ in range(lists + 1):
+            for name, one, load in servers:
+                latencies, decodes, cpus = timings[name]
+                server_cpu, database_cpu = load.parts()
+                if round_:
+                    cpus[-1] += server_cpu - last[name]
+                last[name] = server_cpu
+                if round_ == lists:
+                    continue  # the last requests' server CPU, read
+                started = time.perf_counter()
+                response = one.get("/v2.0/ports")
+                latencies.append(time.perf_counter() - started)
+                cpus.append(load.parts()[1] - database_cpu)
+                assert response.status_code == 200, response.text
+                started = time.perf_counter()
+                response.json()
+                decodes.append(time.perf_counter() - started)
+        latencies, decodes, cpus = timings[""]
+        list_p50, list_p99 = _quantiles(latencies)
+        list_cpu = statistics.mean(cpus)
+        decode_p50 = statistics.median(decodes)
+        compared: dict[str, Any] = {}
+        if baseline is not None:
+            before, _, before_cpus = timings["baseline "]
+            before_p50, before_p99 = _quantiles(before)
+            compared = {
+                "baseline_tree_p50_s": round(before_p50, 4),
+                "baseline_tree_p99_s": round(before_p99, 4),
+                "baseline_tree_cpu_s_per_list": round(statistics.mean(before_cpus), 4),
+            }
+            log(
+                f"api: the baseline source tree, alternated: list p50 {before_p50 * 1000:.0f} ms"
+                f" p99 {before_p99 * 1000:.0f} ms, CPU {statistics.mean(before_cpus) * 1000:.0f}"
+                f" ms a list (this tree: p50 {list_p50 * 1000:.0f} ms, p99"
+                f" {list_p99 * 1000:.0f} ms, CPU {list_cpu * 1000:.0f} ms)"
+            )
+            servers[1][1].close()
         raw_p50, raw_p99 = _quantiles(_timed(lists, raw))
         floor_rps, floor_p99 = _load(client, creates, lambda c: c.get("/"))
         body = {"port": {"network_id": network_id}}
@@ -407,6 +501,8 @@ def _serve_and_measure(
             "p50_s": round(list_p50, 4),
             "p99_s": round(list_p99, 4),
             "cpu_s_per_list": round(list_cpu, 4),
+            "client_decode_p50_s": round(decode_p50, 4),
+            **compared,
             "requests": lists,
             "baseline": "the same rows by raw SQL SELECT (ports, fixed IPs) through the driver",
             "baseline_p50_s": round(raw_p50, 4),
@@ -432,7 +528,8 @@ def _serve_and_measure(
         f"api {backend} ({workers} workers), {VISIBLE} ports + {others} others:"
         f" list p50 {list_p50 * 1000:.0f} ms"
         f" p99 {list_p99 * 1000:.0f} ms (raw SQL p50 {raw_p50 * 1000:.0f} ms,"
-        f" CPU {list_cpu * 1000:.0f} ms a list); create {create_rps:.0f}/s"
+        f" CPU {list_cpu * 1000:.0f} ms a list; the client's decoding p50"
+        f" {decode_p50 * 1000:.0f} ms apart); create {create_rps:.0f}/s"
         f" (CPU {create_cpu * 1000:.1f} ms each)"
     )
 
@@ -453,13 +550,19 @@ def bench_api(settings: Settings, report: Report) -> None:
     bench_postgresql(settings, report, runs)
 
 
-def bench_postgresql(settings: Settings, report: Report, runs: list[tuple[int, int]]) -> None:
+def bench_postgresql(
+    settings: Settings,
+    report: Report,
+    runs: list[tuple[int, int]],
+    baseline_src: str | None = None,
+) -> None:
     """Each (other ports, API workers) run on a fresh database of one
     throwaway PostgreSQL server."""
     postgres = PostgresServer().start()
     try:
         for others, workers in runs:
-            _measure("postgresql", postgres.create_database(), others, settings, report, workers)
+            url = postgres.create_database()
+            _measure("postgresql", url, others, settings, report, workers, baseline_src)
     finally:
         postgres.stop()
 
@@ -470,8 +573,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--others", type=int, default=OTHERS, help="other projects' ports")
     parser.add_argument("--workers", type=int, default=1, help="astara serve --workers")
     parser.add_argument("--quick", action="store_true", help="5 lists, 100 creates")
+    parser.add_argument(
+        "--baseline-src",
+        help="another source tree (a `src` directory) served on the same database:"
+        " its lists alternate with this tree's (base and change in one run)",
+    )
     args = parser.parse_args(argv)
-    bench_postgresql(Settings(quick=args.quick), Report(), [(args.others, args.workers)])
+    bench_postgresql(
+        Settings(quick=args.quick), Report(), [(args.others, args.workers)], args.baseline_src
+    )
 
 
 if __name__ == "__main__":

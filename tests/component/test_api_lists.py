@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session
 
-from astara.api import networks, ports, subnets
+from astara.api import floatingips, networks, ports, subnets
 from astara.api.attributes import Resource, readable
 from astara.api.auth import Caller
 from astara.api.query import Query, parse_query, run_query
@@ -91,6 +91,22 @@ port_rows = st.lists(
         }
     ),
     max_size=10,
+)
+floating_rows = st.lists(
+    st.fixed_dictionaries(
+        {
+            "owner": st.integers(0, 3),
+            "network": st.integers(0, 3),
+            "port": st.integers(0, 9),
+            "fixed": st.booleans(),
+            "description": st.sampled_from(NAMES),
+            "status": st.sampled_from(["DOWN", "ACTIVE"]),
+            "tags": st.lists(st.sampled_from(TAGS), unique=True, max_size=2),
+            "revision_number": st.integers(1, 3),
+            "updated_at": st.sampled_from(TIMES),
+        }
+    ),
+    max_size=5,
 )
 
 
@@ -173,6 +189,41 @@ def write_rows(
                 )
 
 
+def write_floating_ips(engine: Engine, owners: list[str], specs: list[Any]) -> None:
+    """Floating IPs on the networks and ports `write_rows` made (none without ports)."""
+    with session_factory(engine).begin() as session:
+        found_networks = list(session.scalars(select(Network).order_by(Network.segmentation_id)))
+        found_ports = list(session.scalars(select(Port).order_by(Port.mac_address)))
+        if not found_ports:
+            return
+        associated = set()  # one floating IP per fixed IP and network
+        for index, spec in enumerate(specs):
+            port = found_ports[spec["port"] % len(found_ports)]
+            network = found_networks[spec["network"] % len(found_networks)]
+            fixed = port.fixed_ips[0].ip_address if spec["fixed"] and port.fixed_ips else None
+            if (port.id, network.id) in associated:
+                fixed = None
+            elif fixed is not None:
+                associated.add((port.id, network.id))
+            session.add(
+                FloatingIp(
+                    id=str(uuid.uuid4()),
+                    project_id=owners[spec["owner"]],
+                    description=spec["description"],
+                    floating_network_id=network.id,
+                    floating_ip_address=f"172.16.0.{index + 1}",
+                    floating_port_id=port.id,
+                    fixed_port_id=port.id if fixed else None,
+                    fixed_ip_address=fixed,
+                    status=spec["status"],
+                    tags=spec["tags"],
+                    revision_number=spec["revision_number"],
+                    created_at=NOW,
+                    updated_at=spec["updated_at"],
+                )
+            )
+
+
 def clear_rows(engine: Engine) -> None:
     with session_factory(engine).begin() as session:
         for model in (
@@ -219,6 +270,11 @@ def _visible_views(session: Session, caller: Caller) -> dict[str, list[dict[str,
             for p in session.scalars(select(Port))
             if ports.visible(p, owners.get(p.network_id), caller)
         ],
+        "floatingips": [
+            floatingips.view(f)
+            for f in session.scalars(select(FloatingIp))
+            if caller.is_admin or f.project_id == caller.project_id
+        ],
     }
 
 
@@ -255,6 +311,16 @@ SORTABLE = {
         "ipv6_ra_mode",
         "subnetpool_id",
     ],
+    "floatingips": [
+        "floating_ip_address",
+        "fixed_ip_address",
+        "port_id",
+        "status",
+        "floating_network_id",
+        "revision_number",
+        "updated_at",
+        "description",
+    ],
 }
 FILTERS = {
     "ports": {
@@ -279,6 +345,13 @@ FILTERS = {
         "gateway_ip": ["10.0.0.1", "10.1.1.1"],
         "cidr": ["10.0.0.0/24", "10.1.0.0/24"],
         "subnetpool_id": ["x"],
+    },
+    "floatingips": {
+        "status": ["DOWN", "ACTIVE"],
+        "floating_ip_address": ["172.16.0.1", "172.16.0.2"],
+        "fixed_ip_address": ["10.0.0.10", "10.1.0.11"],
+        "description": NAMES,
+        "revision_number": ["1", "3"],
     },
 }
 COMMON = {
@@ -307,7 +380,12 @@ def list_queries(draw: st.DrawFn, collection: str) -> list[tuple[str, str]]:
     return params
 
 
-RESOURCES = {"ports": ports.RESOURCE, "networks": networks.RESOURCE, "subnets": subnets.RESOURCE}
+RESOURCES = {
+    "ports": ports.RESOURCE,
+    "networks": networks.RESOURCE,
+    "subnets": subnets.RESOURCE,
+    "floatingips": floatingips.RESOURCE,
+}
 
 
 def compare(
@@ -354,6 +432,7 @@ def _params(url: str) -> list[tuple[str, str]]:
 @given(
     networks_=network_rows,
     ports_=port_rows,
+    floating_=floating_rows,
     queries=st.lists(
         st.sampled_from(sorted(RESOURCES)).flatmap(
             lambda c: st.tuples(st.just(c), list_queries(c))
@@ -369,13 +448,15 @@ def test_lists_give_what_the_in_python_reference_gives(
     callers: dict[str, tuple[Api, Caller]],
     networks_: list[Any],
     ports_: list[Any],
+    floating_: list[Any],
     queries: list[Any],
     who: str,
 ) -> None:
     api, caller = callers[who]
     owners = [callers["p1"][1].project_id, callers["p2"][1].project_id, OTHER, ""]
-    write_rows(engine, owners, networks_, ports_)
     try:
+        write_rows(engine, owners, networks_, ports_)
+        write_floating_ips(engine, owners, floating_)
         for collection, params in queries:
             compare(engine, api, caller, collection, params)
     finally:
@@ -543,12 +624,13 @@ def test_a_port_list_is_one_statement_on_postgresql(
         assert len(costs["ports"]) == len(costs["floatingips"]), (who, costs["ports"])
 
 
-def test_a_port_list_is_byte_for_byte_what_the_views_encode(
+def test_port_and_floating_ip_lists_are_byte_for_byte_what_the_views_encode(
     admin: Api, engine: Engine, callers: dict[str, tuple[Api, Caller]]
 ) -> None:
     """The body is the views encoded by orjson, byte for byte, on both
-    backends: names to escape, several fixed IPs out of address order,
-    ports not plugged, plugged on a named host and on the local host."""
+    backends (on PostgreSQL, partly JSON the database wrote): names to
+    escape, several fixed IPs out of address order, ports not plugged,
+    plugged on a named host and on the local host, tags."""
     with session_factory(engine).begin() as session:
         session.add(
             Host(id=str(uuid.uuid4()), name="local é", address="unix:/run/a.sock", created_at=NOW)
@@ -586,15 +668,32 @@ def test_a_port_list_is_byte_for_byte_what_the_views_encode(
         }
         for index in range(12)
     ]
-    write_rows(engine, [p1, callers["p2"][1].project_id, OTHER, ""], networks_, ports_)
-    path = "/v2.0/ports?sort_key=revision_number&sort_dir=desc"
-    for who in ("admin", "p1"):
-        api, caller = callers[who]
-        response = api("GET", path)
-        assert response.status_code == 200, response.text
-        url = f"http://testserver{path}"
-        expected = reference(
-            engine, ports.RESOURCE, caller, parse_query(ports.RESOURCE, _params(url)), url
-        )
-        assert len(expected["ports"]) >= 6
-        assert response.content == orjson.dumps(expected), who
+    owners = [p1, callers["p2"][1].project_id, OTHER, ""]
+    write_rows(engine, owners, networks_, ports_)
+    floating_ = [
+        {
+            "owner": index % 2,
+            "network": index,
+            "port": index,
+            "fixed": index % 3 != 0,
+            "description": NAMES[-1 - index % len(NAMES)],
+            "status": "ACTIVE",
+            "tags": TAGS[: index % 3],
+            "revision_number": 1,
+            "updated_at": NOW,
+        }
+        for index in range(6)
+    ]
+    write_floating_ips(engine, owners, floating_)
+    for collection, key in (("ports", "revision_number"), ("floatingips", "floating_ip_address")):
+        resource = RESOURCES[collection]
+        path = f"/v2.0/{collection}?sort_key={key}&sort_dir=desc"
+        for who in ("admin", "p1"):
+            api, caller = callers[who]
+            response = api("GET", path)
+            assert response.status_code == 200, response.text
+            url = f"http://testserver{path}"
+            query = parse_query(resource, _params(url))
+            expected = reference(engine, resource, caller, query, url)
+            assert len(expected[collection]) >= 3
+            assert response.content == orjson.dumps(expected), (collection, who)

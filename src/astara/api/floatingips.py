@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, String, cast, select
 from sqlalchemy.orm import Session
 
 from astara.api import changes, networks, ports, routers, sql_query
@@ -71,11 +71,78 @@ def _visible_rows(caller: Caller) -> Select[FloatingIp]:
     return statement.where(FloatingIp.project_id == caller.project_id)
 
 
+_views = sql_query.orm_views(view)
+
+
+def listed(session: Session, statement: Select[FloatingIp]) -> list[dict[str, Any]]:
+    """`view`s for a list's response: on PostgreSQL from the driver's rows
+    (no ORM objects), streamed (`sql_query.streamed`), the times formatted
+    and the tags given as text by the database; elsewhere `_views`."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return _views(session, statement)
+    rows = sql_query.streamed(
+        connection,
+        statement.with_only_columns(
+            FloatingIp.id,
+            FloatingIp.project_id,
+            FloatingIp.description,
+            cast(FloatingIp.tags, String),
+            sql_query.timestamp_text(FloatingIp.created_at),
+            sql_query.timestamp_text(FloatingIp.updated_at),
+            FloatingIp.revision_number,
+            FloatingIp.floating_network_id,
+            FloatingIp.floating_ip_address,
+            FloatingIp.fixed_port_id,
+            FloatingIp.fixed_ip_address,
+            FloatingIp.router_id,
+            FloatingIp.status,
+        ),
+    )
+    tags_view = sql_query.tags_view
+    with sql_query.collector_paused():
+        return [
+            {
+                "id": floating_id,
+                "tenant_id": project_id,
+                "project_id": project_id,
+                "description": description,
+                "tags": tags_view(tags),
+                "created_at": created_at,
+                "updated_at": updated_at,
+                "revision_number": revision_number,
+                "floating_network_id": network_id,
+                "floating_ip_address": address,
+                "port_id": port_id,
+                "fixed_ip_address": fixed_ip_address,
+                "router_id": router_id,
+                "status": status,
+                "port_forwardings": (),
+            }
+            for (
+                floating_id,
+                project_id,
+                description,
+                tags,
+                created_at,
+                updated_at,
+                revision_number,
+                network_id,
+                address,
+                port_id,
+                fixed_ip_address,
+                router_id,
+                status,
+            ) in rows
+        ]
+
+
 LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=FloatingIp,
     statement=_visible_rows,
-    views=sql_query.orm_views(view),
+    views=_views,
+    listed=listed,
     columns={
         **sql_query.standard_columns(FloatingIp),
         "floating_network_id": FloatingIp.floating_network_id,

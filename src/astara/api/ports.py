@@ -8,13 +8,11 @@ layer runs it again from the start, so two ports never share an address.
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -190,16 +188,12 @@ def _rows(connection: Connection, statement: Executable) -> Sequence[Any]:
 
 
 def _time(column: Any, postgres: bool) -> Any:
-    """`changes.timestamp` of a time column, in PostgreSQL itself (a string
-    per row instead of a datetime object to make, then format)."""
-    if postgres:
-        return func.to_char(column, literal('YYYY-MM-DD"T"HH24:MI:SS"Z"', String))
-    return column
+    return sql_query.timestamp_text(column) if postgres else column
 
 
 def views(session: Session, statement: Select[Port]) -> list[dict[str, Any]]:
-    """`_views`, without cyclic garbage collection (`_collector_paused`)."""
-    with _collector_paused():
+    """`_views`, without cyclic garbage collection (`sql_query.collector_paused`)."""
+    with sql_query.collector_paused():
         return _views(session, statement, encoded=False)
 
 
@@ -207,7 +201,7 @@ def listed(session: Session, statement: Select[Port]) -> list[dict[str, Any]]:
     """`views` for a list's response: on PostgreSQL each port's fixed IPs
     come in the ports' statement, as the JSON text the database built
     (`orjson.Fragment`), instead of a second statement and a dict per address."""
-    with _collector_paused():
+    with sql_query.collector_paused():
         return _views(session, statement, encoded=True)
 
 
@@ -321,21 +315,6 @@ def _host_id() -> Any:
         (PortBinding.port_id.is_(None), literal("", String)),
         else_=func.coalesce(PortBinding.host, local, literal("", String)),
     )
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a list's views are built: their
-    tens of thousands of new dicts and lists would set off collections that walk the whole heap
-    again and again (3-5 times the building's own cost). Nothing it builds
-    is a cycle; reference counting frees it all the same."""
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _build(

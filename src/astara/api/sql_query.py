@@ -16,8 +16,11 @@ the tie-breaker, so a page costs the same on page 1 and on page 1,000.
 
 from __future__ import annotations
 
+import gc
+import json
 import typing
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -173,6 +176,33 @@ def streamed(connection: Connection, statement: ClauseElement, chunk: int = 1_00
         yield from cursor.stream(sql, parameters, size=chunk)
     finally:
         cursor.close()
+
+
+def timestamp_text(column: Any) -> ColumnElement[str]:
+    """`changes.timestamp` of a time column, in PostgreSQL itself (a string
+    per row instead of a datetime object to make, then format)."""
+    return func.to_char(column, literal('YYYY-MM-DD"T"HH24:MI:SS"Z"', String))
+
+
+def tags_view(text: str | None) -> Any:
+    """The standard `tags` from the column's JSON text: sorted, and most
+    often `[]`, not decoded (one shared empty tuple: orjson writes it `[]`)."""
+    return () if text is None or text == "[]" else sorted(json.loads(text))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a list's views are built: their
+    tens of thousands of new dicts and lists would set off collections that walk the whole heap
+    again and again (3-5 times the building's own cost). Nothing it builds
+    is a cycle; reference counting frees it all the same."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _readable(
