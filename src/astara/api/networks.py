@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, or_, select, true
+from orjson import Fragment
+from sqlalchemy import ColumnElement, Select, String, cast, exists, func, literal, or_, select, true
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, selectinload
 
 from astara.api import access, changes, dhcp, segments, sql_query, zones
@@ -134,11 +136,116 @@ def _with_subnet(wanted: list[Any]) -> ColumnElement[bool]:
     return exists().where(Subnet.network_id == Network.id, Subnet.id.in_(wanted))
 
 
+_views = sql_query.orm_views(view, selectinload(Network.subnets))
+
+
+def _subnet_ids_json() -> Any:
+    """A network's `subnets` (their ids, in `Network.subnets`' order) as
+    JSON text, in PostgreSQL: what `view` shows, as orjson writes it."""
+
+    def text(value: str) -> Any:
+        return literal(value, String)
+
+    ids = func.string_agg(
+        cast(func.to_json(Subnet.id), String), aggregate_order_by(text(","), Subnet.created_at)
+    )
+    return (
+        select(func.coalesce(text("[") + ids + text("]"), text("[]")))
+        .where(Subnet.network_id == Network.id)
+        .scalar_subquery()
+    )
+
+
+def listed(session: Session, statement: Select[Network]) -> list[dict[str, Any]]:
+    """`view`s for a list's response: on PostgreSQL from the driver's rows
+    (no ORM objects), in one statement, streamed (`sql_query.streamed`),
+    the subnets' ids as JSON text the database wrote (`orjson.Fragment`);
+    elsewhere `_views`."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return _views(session, statement)
+    rows = sql_query.streamed(
+        connection,
+        statement.with_only_columns(
+            Network.id,
+            Network.project_id,
+            Network.description,
+            cast(Network.tags, String),
+            sql_query.timestamp_text(Network.created_at),
+            sql_query.timestamp_text(Network.updated_at),
+            Network.revision_number,
+            Network.name,
+            Network.admin_state_up,
+            Network.status,
+            _subnet_ids_json(),
+            Network.shared,
+            Network.external,
+            Network.mtu,
+            Network.port_security_enabled,
+            Network.network_type,
+            Network.physical_network,
+            Network.segmentation_id,
+        ),
+    )
+    tags_view = sql_query.tags_view
+    with sql_query.collector_paused():
+        return [
+            {
+                "id": network_id,
+                "tenant_id": project_id,
+                "project_id": project_id,
+                "description": description,
+                "tags": tags_view(tags),
+                "created_at": created_at,
+                "updated_at": updated_at,
+                "revision_number": revision_number,
+                "name": name,
+                "admin_state_up": admin_state_up,
+                "status": status,
+                "subnets": Fragment(subnet_ids),
+                "shared": shared,
+                "router:external": external,
+                "mtu": mtu,
+                "port_security_enabled": port_security_enabled,
+                "availability_zone_hints": (),
+                "availability_zones": (),
+                "ipv4_address_scope": None,
+                "ipv6_address_scope": None,
+                "l2_adjacency": True,
+                "is_default": False,
+                segments.NETWORK_TYPE: network_type,
+                segments.PHYSICAL_NETWORK: physical_network,
+                segments.SEGMENTATION_ID: segmentation_id,
+            }
+            for (
+                network_id,
+                project_id,
+                description,
+                tags,
+                created_at,
+                updated_at,
+                revision_number,
+                name,
+                admin_state_up,
+                status,
+                subnet_ids,
+                shared,
+                external,
+                mtu,
+                port_security_enabled,
+                network_type,
+                physical_network,
+                segmentation_id,
+            ) in rows
+        ]
+
+
 LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=Network,
     statement=_visible_rows,
-    views=sql_query.orm_views(view, selectinload(Network.subnets)),
+    views=_views,
+    listed=listed,
     columns={
         **sql_query.standard_columns(Network),
         "name": Network.name,
