@@ -144,6 +144,20 @@ def test_vnis_are_unique_and_a_full_range_is_503(engine: Engine, tmp_path: Path)
     assert _create(api).json()["network"][PROVIDER[2]] == gone[PROVIDER[2]]
 
 
+def test_a_range_wider_than_the_draw_is_filled_to_its_last_vni(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """VNIs are drawn at random and checked in one query; when every draw is
+    taken (a nearly full range), an exact scan still finds the last ones."""
+    api = _api(engine, tmp_path, ApiSettings(vni_min=100, vni_max=169))
+    with ThreadPoolExecutor(4) as pool:
+        created = list(pool.map(lambda i: _create(api, name=f"n{i}"), range(70)))
+    assert [c.status_code for c in created] == [201] * 70, [c.text for c in created]
+    vnis = sorted(c.json()["network"][PROVIDER[2]] for c in created)
+    assert vnis == list(range(100, 170))
+    assert error(_create(api))[:2] == (503, "NoNetworkAvailable")
+
+
 def test_mtu_follows_the_path_mtu_and_stays_under_it(engine: Engine, tmp_path: Path) -> None:
     api = _api(engine, tmp_path, ApiSettings(path_mtu=9000))
     assert _create(api).json()["network"]["mtu"] == 8950

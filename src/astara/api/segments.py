@@ -29,7 +29,7 @@ PROVIDER_ATTRIBUTES = (NETWORK_TYPE, PHYSICAL_NETWORK, SEGMENTATION_ID)
 
 VXLAN, FLAT = "vxlan", "flat"
 PHYSNET_MAX = 64  # the column's length
-CANDIDATES = 64  # a new VNI is drawn among the first free ones, so that racers rarely collide
+CANDIDATES = 64  # VNIs drawn at random and checked in one query, so that racers rarely collide
 _random = random.SystemRandom()
 
 
@@ -116,9 +116,37 @@ def reserve(session: Session, wanted: Segment, settings: ApiSettings) -> Segment
 
 
 def allocate_vni(session: Session, settings: ApiSettings) -> int:
-    """A VNI of the range no network has: random among the first free ones
-    (a concurrent request drawing the same loses on `uq_networks_segment`
-    and runs again). A full range is Neutron's 503 NoNetworkAvailable."""
+    """A VNI of the range no network has: a few drawn at random and checked
+    in one query (cheap however many networks exist), and for a nearly full
+    range, random among the first free ones of an exact scan. A concurrent
+    request drawing the same loses on `uq_networks_segment` and runs again.
+    A full range is Neutron's 503 NoNetworkAvailable."""
+    size = settings.vni_max - settings.vni_min + 1
+    probes = (
+        range(settings.vni_min, settings.vni_max + 1)
+        if size <= CANDIDATES
+        else {settings.vni_min + _random.randrange(size) for _ in range(CANDIDATES)}
+    )
+    taken = set(
+        session.scalars(
+            select(Network.segmentation_id).where(
+                Network.network_type == VXLAN, Network.segmentation_id.in_(list(probes))
+            )
+        )
+    )
+    free = [vni for vni in probes if vni not in taken]
+    if not free and size > CANDIDATES:
+        free = _first_free(session, settings)
+    if not free:
+        raise NeutronError(
+            503,
+            "NoNetworkAvailable",
+            "Unable to create the network. No tenant network is available for allocation.",
+        )
+    return _random.choice(free)
+
+
+def _first_free(session: Session, settings: ApiSettings) -> list[int]:
     used = set(
         session.scalars(
             select(Network.segmentation_id).where(
@@ -134,13 +162,7 @@ def allocate_vni(session: Session, settings: ApiSettings) -> int:
             free.append(vni)
             if len(free) == CANDIDATES:
                 break
-    if not free:
-        raise NeutronError(
-            503,
-            "NoNetworkAvailable",
-            "Unable to create the network. No tenant network is available for allocation.",
-        )
-    return _random.choice(free)
+    return free
 
 
 def apply(network: Network, segment: Segment) -> None:
