@@ -242,3 +242,46 @@ def test_packets_follow_a_delta_both_ways(standard: Lab) -> None:
     assert ping(outside, FLOATING_IP)  # the control: the floating IP kept still answers
     metrics = lab.client.http.get("/metrics").text
     assert 'astara_agent_appliance_apply_phase_seconds_count{phase="delta"}' in metrics
+
+
+def checks_settled(agent: Agent) -> int:
+    """The watch's count of checks once it is idle and stayed so for a
+    while (late events of an apply, such as IPv6 DAD, come and go)."""
+    watch = agent.watch
+    assert watch is not None
+    seen: list[int] = []
+
+    def quiet() -> bool:
+        status = watch.status()
+        seen.append(status["checks"] if status["idle"] else -1)
+        return len(seen) >= 30 and len(set(seen[-30:])) == 1 and seen[-1] >= 0
+
+    wait_until(quiet, 60, 0.1, "the watch to stay idle")
+    return seen[-1]
+
+
+def test_a_delta_makes_the_watch_check_nothing(tmp_path: Path) -> None:
+    """The routes a delta adds and removes cause netlink events; they are
+    the delta's own, so the watch must not check the appliance for them (a
+    check waits for the appliance's lock and reads every route: the next
+    PUT would wait for it). The watch reacts at once here (no debounce),
+    so any event left to it would be checked."""
+    agent = make_agent(tmp_path / "agent")
+    try:
+        agent.start_watching()
+        assert agent.watch is not None
+        agent.watch.schedule.debounce_s = 0.0
+        pairs = {f"198.51.100.{60 + n}": f"10.1.0.{20 + n}" for n in range(8)}
+        put_body(agent, "r1", floating(pairs))
+        before = checks_settled(agent)
+        for floating_ip in list(pairs)[:4]:
+            del pairs[floating_ip]  # removals also forget conntrack: the delta lasts
+            assert put_body(agent, "r1", floating(pairs)).actions[0] == DELTA
+            pairs[floating_ip.replace("198.51.100.", "198.51.100.1")] = "10.2.0.30"
+            assert put_body(agent, "r1", floating(pairs)).actions[0] == DELTA
+            pairs.popitem()
+        assert checks_settled(agent) == before
+        assert agent.watch.status()["repairs"] == 0
+    finally:
+        agent.stop_watching()
+        cleanup.remove_all(agent.names.prefix)
