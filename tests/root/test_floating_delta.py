@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 
 from astara.agent.service import Agent, AgentSettings
+from astara.appliance import record
 from astara.appliance.actions import ChangeFloatingElements
 from astara.appliance.apply import ApplyResult
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import cleanup, nft, routes
 from astara.linux.run import run
 from astara.model.fabric import NetworkSpec
-from astara.testing.agent import unique_prefix
+from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.lab import Lab
 from astara.testing.net import WhoAmI, never_pings, ping, seen_source, sh, wait_until
 from tests.root.conftest import FLOATING_IP, OUTSIDE, router_config
@@ -285,3 +286,39 @@ def test_a_delta_makes_the_watch_check_nothing(tmp_path: Path) -> None:
     finally:
         agent.stop_watching()
         cleanup.remove_all(agent.names.prefix)
+
+
+def test_a_delta_acknowledged_survives_a_crash(agent: AgentProcess, lab: Lab) -> None:
+    """A delta is recorded as one journal line (the 600 KB config is not
+    written again), and is on disk when the PUT answers: an agent killed
+    right after comes back with that config, and serves it."""
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    pairs = {FLOATING_IP: "10.1.0.10", "198.51.100.61": "10.1.0.11"}
+    lab.router("r1", floating(pairs))
+    stored = agent.state_dir / "agent" / "appliances" / "r1"
+    whole = (stored / record.CONFIG).stat()
+
+    pairs[NEW_FLOATING_IP] = "10.2.0.10"
+    answered = lab.router("r1", floating(pairs))
+    assert answered["actions"][0] == DELTA, answered["actions"]
+    assert answered["config_hash"] and answered["generation"] == 2
+    assert (stored / record.CONFIG).stat().st_ino == whole.st_ino  # not written again
+    assert (stored / record.JOURNAL).read_bytes().count(b"\n") == 1
+
+    agent.kill()  # SIGKILL, right after the answer
+    client = agent.start()
+    after = client.request("GET", "/v1/appliances/r1", ok=(200,))
+    assert (after["config_hash"], after["generation"]) == (
+        answered["config_hash"],
+        answered["generation"],
+    )
+    assert after["state"] == "active" and after["floating_ips"] == 3, after["problems"]
+    # The same body again is the config in force: nothing to do.
+    again = lab.router("r1", floating(pairs))
+    assert not again["changed"], again["actions"]
+    assert again["config_hash"] == answered["config_hash"]
+    # And the next delta builds on it.
+    del pairs[FLOATING_IP]
+    assert lab.router("r1", floating(pairs))["floating_ips"] == 2

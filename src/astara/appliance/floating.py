@@ -51,6 +51,7 @@ from astara.appliance.actions import (
     ForgetConntrack,
     ruleset_digest,
 )
+from astara.appliance.record import Splice
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
 from astara.appliance.schema import (
     ApplianceConfig,
@@ -182,6 +183,7 @@ class Change:
     added: Mapping[FloatingPair, FloatingIp]
     removed: frozenset[FloatingPair]
     plan: DeltaPlan
+    splice: Splice  # what replaced what in the list in force (the record's journal)
     raw: Raw | None = None
 
 
@@ -326,7 +328,8 @@ def plan_change(
     canonical = head + ",".join(now.hashed) + rest_tail
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     plan = _plan(new_config, now, sorted(added), sorted(removed))
-    return Change(new_config, digest, now, added, removed, plan, body.raw)
+    splice = Splice(start, old_end, tuple(window_pairs))
+    return Change(new_config, digest, now, added, removed, plan, splice, body.raw)
 
 
 def _plan(
