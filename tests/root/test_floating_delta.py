@@ -81,7 +81,7 @@ def put_body(agent: Agent, appliance_id: str, document: dict[str, Any]) -> Apply
     if found is not None:
         return found[0]
     config = ApplianceConfig.model_validate_json(body)
-    return agent.put_appliance(appliance_id, config, body_digest=digest)[1]
+    return agent.put_appliance(appliance_id, config, body_digest=digest, body=body)[1]
 
 
 def _normalized(value: Any) -> Any:

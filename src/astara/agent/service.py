@@ -588,6 +588,7 @@ class Agent:
         config: ApplianceConfig,
         epoch: int = 0,
         body_digest: str | None = None,
+        body: bytes | None = None,
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Check the epoch, validate, then apply; (new, result, observed
         state). Raises StaleEpoch, ValidationFailed, MissingTool (before
@@ -595,7 +596,8 @@ class Agent:
         appliance's links back up (it converges them whatever the hash).
         The config in force, found as the last apply left it, is neither
         validated nor rendered again: nothing to do. `body_digest`: that of
-        the raw body `config` was parsed from, remembered for `put_unchanged`."""
+        the raw body `config` was parsed from (`body`), remembered for
+        `put_unchanged`."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
             with phase("check"):
@@ -608,7 +610,7 @@ class Agent:
                 )
             result = ApplyResult(changed=False) if unchanged else self._apply(appliance_id, config)
             if body_digest is not None:
-                self.appliances.remember_body(appliance_id, body_digest)
+                self.appliances.remember_body(appliance_id, body_digest, body)
             self.store.delete("holds", appliance_id)  # a PUT releases an operator's hold
             with phase("report"):
                 observed = self.appliances.observe(appliance_id, config, nftables_verified=True)

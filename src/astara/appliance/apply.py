@@ -256,18 +256,20 @@ class ApplianceManager:
             return None
         return self.config(appliance_id)
 
-    def remember_body(self, appliance_id: str, body_digest: str) -> None:
-        """The config in force was applied from a body with this digest."""
+    def remember_body(self, appliance_id: str, body_digest: str, body: bytes | None = None) -> None:
+        """The config in force was applied from a body with this digest
+        (`body`: that body, parsed by the schema into the config in force,
+        from which the next floating IP delta is read by difference)."""
         in_force = self.status(appliance_id).config_hash
         self._bodies[appliance_id] = (body_digest, in_force)
         known = self._floating.get(appliance_id)
         config = self.config(appliance_id)
-        if (
-            in_force is not None
-            and config is not None
-            and (known is None or known.digest != in_force)
-        ):
-            self._floating[appliance_id] = floating.Known.of(config, in_force)
+        if in_force is None or config is None:
+            return
+        if known is None or known.digest != in_force:
+            self._floating[appliance_id] = floating.Known.of(config, in_force, body)
+        elif body is not None and known.raw is None:
+            self._floating[appliance_id] = known.from_body(body)
 
     def unchanged(self, appliance_id: str, config: ApplianceConfig, digest: str | None) -> bool:
         """Whether a PUT of `config` (whose hash is `digest`, if known) has
