@@ -315,6 +315,8 @@ def test_a_delta_acknowledged_survives_a_crash(agent: AgentProcess, lab: Lab) ->
         answered["generation"],
     )
     assert after["state"] == "active" and after["floating_ips"] == 3, after["problems"]
+    held = client.request("GET", "/v1/appliances/r1/rendered", ok=(200,))["config"]
+    assert held == ApplianceConfig.model_validate(floating(pairs)).model_dump(mode="json")
     # The same body again is the config in force: nothing to do.
     again = lab.router("r1", floating(pairs))
     assert not again["changed"], again["actions"]

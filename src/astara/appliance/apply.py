@@ -491,12 +491,15 @@ class ApplianceManager:
         }
 
     def rendered_texts(self, appliance_id: str) -> dict[str, Any]:
-        """The exact texts in force, and the live nftables table for comparison."""
+        """The config in force (with the floating IP deltas of its record's
+        journal), the exact texts in force, and the live nftables table for
+        comparison."""
         config = self.config(appliance_id)
         if config is None:
             return {}
         texts = self._render(appliance_id, config).texts()
         return {
+            "config": config.model_dump(mode="json"),
             "files": texts,
             "nftables_live": live_ruleset(self.names.appliance_netns(appliance_id)),
         }
