@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 
 from astara.agent.service import Agent, AgentSettings
+from astara.appliance import record
 from astara.appliance.actions import ChangeFloatingElements
 from astara.appliance.apply import ApplyResult
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import cleanup, nft, routes
 from astara.linux.run import run
 from astara.model.fabric import NetworkSpec
-from astara.testing.agent import unique_prefix
+from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.lab import Lab
 from astara.testing.net import WhoAmI, never_pings, ping, seen_source, sh, wait_until
 from tests.root.conftest import FLOATING_IP, OUTSIDE, router_config
@@ -80,7 +81,7 @@ def put_body(agent: Agent, appliance_id: str, document: dict[str, Any]) -> Apply
     if found is not None:
         return found[0]
     config = ApplianceConfig.model_validate_json(body)
-    return agent.put_appliance(appliance_id, config, body_digest=digest)[1]
+    return agent.put_appliance(appliance_id, config, body_digest=digest, body=body)[1]
 
 
 def _normalized(value: Any) -> Any:
@@ -242,3 +243,84 @@ def test_packets_follow_a_delta_both_ways(standard: Lab) -> None:
     assert ping(outside, FLOATING_IP)  # the control: the floating IP kept still answers
     metrics = lab.client.http.get("/metrics").text
     assert 'astara_agent_appliance_apply_phase_seconds_count{phase="delta"}' in metrics
+
+
+def checks_settled(agent: Agent) -> int:
+    """The watch's count of checks once it is idle and stayed so for a
+    while (late events of an apply, such as IPv6 DAD, come and go)."""
+    watch = agent.watch
+    assert watch is not None
+    seen: list[int] = []
+
+    def quiet() -> bool:
+        status = watch.status()
+        seen.append(status["checks"] if status["idle"] else -1)
+        return len(seen) >= 30 and len(set(seen[-30:])) == 1 and seen[-1] >= 0
+
+    wait_until(quiet, 60, 0.1, "the watch to stay idle")
+    return seen[-1]
+
+
+def test_a_delta_makes_the_watch_check_nothing(tmp_path: Path) -> None:
+    """The routes a delta adds and removes cause netlink events; they are
+    the delta's own, so the watch must not check the appliance for them (a
+    check waits for the appliance's lock and reads every route: the next
+    PUT would wait for it). The watch reacts at once here (no debounce),
+    so any event left to it would be checked."""
+    agent = make_agent(tmp_path / "agent")
+    try:
+        agent.start_watching()
+        assert agent.watch is not None
+        agent.watch.schedule.debounce_s = 0.0
+        pairs = {f"198.51.100.{60 + n}": f"10.1.0.{20 + n}" for n in range(8)}
+        put_body(agent, "r1", floating(pairs))
+        before = checks_settled(agent)
+        for floating_ip in list(pairs)[:4]:
+            del pairs[floating_ip]  # removals also forget conntrack: the delta lasts
+            assert put_body(agent, "r1", floating(pairs)).actions[0] == DELTA
+            pairs[floating_ip.replace("198.51.100.", "198.51.100.1")] = "10.2.0.30"
+            assert put_body(agent, "r1", floating(pairs)).actions[0] == DELTA
+            pairs.popitem()
+        assert checks_settled(agent) == before
+        assert agent.watch.status()["repairs"] == 0
+    finally:
+        agent.stop_watching()
+        cleanup.remove_all(agent.names.prefix)
+
+
+def test_a_delta_acknowledged_survives_a_crash(agent: AgentProcess, lab: Lab) -> None:
+    """A delta is recorded as one journal line (the 600 KB config is not
+    written again), and is on disk when the PUT answers: an agent killed
+    right after comes back with that config, and serves it."""
+    lab.network("ext", external=True)
+    for network in ("n1", "n2", "n6"):
+        lab.network(network)
+    pairs = {FLOATING_IP: "10.1.0.10", "198.51.100.61": "10.1.0.11"}
+    lab.router("r1", floating(pairs))
+    stored = agent.state_dir / "agent" / "appliances" / "r1"
+    whole = (stored / record.CONFIG).stat()
+
+    pairs[NEW_FLOATING_IP] = "10.2.0.10"
+    answered = lab.router("r1", floating(pairs))
+    assert answered["actions"][0] == DELTA, answered["actions"]
+    assert answered["config_hash"] and answered["generation"] == 2
+    assert (stored / record.CONFIG).stat().st_ino == whole.st_ino  # not written again
+    assert (stored / record.JOURNAL).read_bytes().count(b"\n") == 1
+
+    agent.kill()  # SIGKILL, right after the answer
+    client = agent.start()
+    after = client.request("GET", "/v1/appliances/r1", ok=(200,))
+    assert (after["config_hash"], after["generation"]) == (
+        answered["config_hash"],
+        answered["generation"],
+    )
+    assert after["state"] == "active" and after["floating_ips"] == 3, after["problems"]
+    held = client.request("GET", "/v1/appliances/r1/rendered", ok=(200,))["config"]
+    assert held == ApplianceConfig.model_validate(floating(pairs)).model_dump(mode="json")
+    # The same body again is the config in force: nothing to do.
+    again = lab.router("r1", floating(pairs))
+    assert not again["changed"], again["actions"]
+    assert again["config_hash"] == answered["config_hash"]
+    # And the next delta builds on it.
+    del pairs[FLOATING_IP]
+    assert lab.router("r1", floating(pairs))["floating_ips"] == 2

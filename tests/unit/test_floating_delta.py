@@ -237,6 +237,27 @@ def test_a_body_read_by_its_difference_is_read_as_the_whole_would_be(
     assert_as_full_path(from_bytes, changed)
 
 
+@pytest.mark.parametrize("indent", [None, 2])
+def test_the_body_of_a_full_apply_is_read_by_difference_too(indent: int | None) -> None:
+    """The config in force applied in full from a body (parsed by the
+    schema): the next body is read by its difference from that one, as
+    after a delta, and plans the same change as when read whole."""
+    body = json.dumps(with_floating_ips(MANY), indent=indent).encode()
+    config = ApplianceConfig.model_validate_json(body)
+    from_full = Known.of(config, config_hash(config), body)
+    read_whole = Known.of(config, config_hash(config))
+    changed = with_floating_ips([*MANY[:5], *MANY[6:], ("203.0.113.90", "10.0.2.90")])
+    new_body = json.dumps(changed, indent=indent).encode()
+    by_bytes, by_json = read_body(new_body, from_full), read_body(new_body, read_whole)
+    assert by_bytes is not None and by_bytes.rest is None  # by the difference alone
+    assert by_json is not None and by_json.rest is not None
+    kwargs: dict[str, Any] = {"known_networks": set(NETWORK_MTUS), "network_mtus": NETWORK_MTUS}
+    from_bytes = plan_change(from_full, by_bytes, **kwargs)
+    assert from_bytes is not None
+    assert from_bytes == plan_change(read_whole, by_json, **kwargs)
+    assert_as_full_path(from_bytes, changed)
+
+
 def test_a_difference_outside_the_floating_ips_is_read_whole() -> None:
     document = with_floating_ips(MANY)
     base = _through_body(document, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import os
@@ -144,6 +145,11 @@ def serve(
             fence_after_s=fence_after or None,
         )
     )
+    # What exists now (modules, the app: about 90,000 objects) lives as
+    # long as the agent: out of the collector's sight, so that a full
+    # collection walks only what applies made (a 10,000-floating-IP config:
+    # 50,000 objects), not those too (about 80 ms of CPU each time).
+    gc.freeze()
     if listener is not None:
         uvicorn.run(
             app, fd=listener.fileno(), http=peer_checked_protocol(policy), log_level=log_level

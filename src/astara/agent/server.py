@@ -372,7 +372,9 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
                 else:
                     with phase("parse"):
                         config = _parse_config(body)
-                    new, result, observed = agent.put_appliance(appliance_id, config, epoch, digest)
+                    new, result, observed = agent.put_appliance(
+                        appliance_id, config, epoch, digest, body
+                    )
             except ApplyFailed:
                 metrics.applies.labels("failed").inc()
                 raise

@@ -588,6 +588,7 @@ class Agent:
         config: ApplianceConfig,
         epoch: int = 0,
         body_digest: str | None = None,
+        body: bytes | None = None,
     ) -> tuple[bool, ApplyResult, dict[str, Any]]:
         """Check the epoch, validate, then apply; (new, result, observed
         state). Raises StaleEpoch, ValidationFailed, MissingTool (before
@@ -595,7 +596,8 @@ class Agent:
         appliance's links back up (it converges them whatever the hash).
         The config in force, found as the last apply left it, is neither
         validated nor rendered again: nothing to do. `body_digest`: that of
-        the raw body `config` was parsed from, remembered for `put_unchanged`."""
+        the raw body `config` was parsed from (`body`), remembered for
+        `put_unchanged`."""
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
             with phase("check"):
@@ -608,7 +610,7 @@ class Agent:
                 )
             result = ApplyResult(changed=False) if unchanged else self._apply(appliance_id, config)
             if body_digest is not None:
-                self.appliances.remember_body(appliance_id, body_digest)
+                self.appliances.remember_body(appliance_id, body_digest, body)
             self.store.delete("holds", appliance_id)  # a PUT releases an operator's hold
             with phase("report"):
                 observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
@@ -637,13 +639,13 @@ class Agent:
             if config is None:
                 if body is None:
                     return None
-                with phase("delta"):
+                with phase("delta"), self._applying(appliance_id):
                     found = self.appliances.apply_floating_change(appliance_id, body, body_digest)
+                    if found is not None and self.watch is not None:
+                        self.watch.settled(appliance_id)  # its own events are no drift
                 if found is None:
                     return None
                 result, config = found
-                if self.watch is not None:
-                    self.watch.settled(appliance_id)  # its own events are no drift
             self.store.delete("holds", appliance_id)  # a PUT releases an operator's hold
             with phase("report"):
                 observed = self.appliances.observe(appliance_id, config, nftables_verified=True)
@@ -666,11 +668,25 @@ class Agent:
         # `prepare` skips): its daemons may need starting again.
         previous = self.appliances.config(appliance_id)
         checks.require(checks.appliance_tools(config, prepared.rendered, previous))
-        result = self.appliances.apply(appliance_id, prepared)
-        if self.watch is not None:
-            self.watch.settled(appliance_id)  # its own events are no drift
+        with self._applying(appliance_id):
+            result = self.appliances.apply(appliance_id, prepared)
+            if self.watch is not None:
+                self.watch.settled(appliance_id)  # its own events are no drift
         self._unfence(appliance_id)
         return replace(result, new=new)
+
+    @contextmanager
+    def _applying(self, appliance_id: str) -> Iterator[None]:
+        """Around an apply (under the appliance's lock): the watch does not
+        check the appliance meanwhile (`Watch.applying`)."""
+        if self.watch is None:
+            yield
+            return
+        self.watch.applying(appliance_id, True)
+        try:
+            yield
+        finally:
+            self.watch.applying(appliance_id, False)
 
     def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
         with self.l2_lock.shared(), self.appliances.lock(appliance_id):

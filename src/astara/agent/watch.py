@@ -213,7 +213,9 @@ class Watch:
         self._fabric: monitor.EventSocket | None = None
         self._fabric_links: dict[str, str] = {}  # fabric link name → appliance id
         self._fds: dict[int, tuple[str, str]] = {}  # fd → (kind, appliance id or "")
-        self._busy: set[str] = set()
+        self._busy: set[str] = set()  # being checked
+        self._applying: set[str] = set()  # being applied (`applying`)
+        self.checks = 0  # checks run
         self._last: dict[str, Repair] = {}
         self._stopping = False
         self._quiet = False  # shutting down: notice, but repair nothing
@@ -290,6 +292,21 @@ class Watch:
                 self._read_fabric(time.monotonic(), ignore=appliance_id)
             self.schedule.cancel(appliance_id)
 
+    def applying(self, appliance_id: str, under_way: bool) -> None:
+        """An apply of the appliance starts or ends (called under its lock).
+        While it runs, the appliance is not checked: the events it causes
+        would only make a check that waits for the lock and then reads what
+        the apply just left (10,000 routes: a few hundred ms, which the next
+        PUT would wait for). Its events stay marked; `settled` drops them
+        when it succeeds, and if it fails they are checked after it."""
+        with self._mutex:
+            if under_way:
+                self._applying.add(appliance_id)
+            else:
+                self._applying.discard(appliance_id)
+        if not under_way:
+            self._poke()  # a mark left by a failed apply may be due
+
     def check_soon(self, appliance_id: str) -> None:
         """Check the appliance in full soon, as if events had been lost (an
         operator's hold ended: what changed meanwhile was only reported)."""
@@ -327,6 +344,7 @@ class Watch:
                 "marked": sorted(self.schedule.marked),
                 "idle": not self.schedule.marked and not self._busy,
                 "repairs": self.repairs,
+                "checks": self.checks,
             }
 
     # --- tracking (with the mutex held) ----------------------------------------------
@@ -443,7 +461,7 @@ class Watch:
             with self._mutex:
                 if self._stopping:
                     return
-                deadline = self.schedule.next_deadline(self._busy)
+                deadline = self.schedule.next_deadline(self._busy | self._applying)
             timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
             ready = epoll.poll(timeout)
             with self._mutex:
@@ -456,7 +474,8 @@ class Watch:
                     except Exception:
                         log.exception("watch: handling an event failed")
                 assert self._pool is not None
-                for appliance_id, aspects in self.schedule.take_due(now, self._busy):
+                waiting = self._busy | self._applying
+                for appliance_id, aspects in self.schedule.take_due(now, waiting):
                     if self._quiet:
                         continue
                     self._busy.add(appliance_id)
@@ -579,6 +598,7 @@ class Watch:
                 self.on_repair(repair.outcome)
         with self._mutex:
             self._busy.discard(appliance_id)
+            self.checks += 1
             if repair is not None and appliance_id in self._watched:
                 self._last[appliance_id] = repair
                 if repair.outcome not in ("deferred", "held"):  # only real repairs back off

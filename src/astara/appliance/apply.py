@@ -12,17 +12,16 @@ table replace, daemons by SIGHUP or restart only when their files changed.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from astara.appliance import floating
+from astara.appliance import floating, record
 from astara.appliance.actions import (
     APPLIANCE_SYSCTLS,
     CreateNamespace,
@@ -38,6 +37,7 @@ from astara.appliance.floating_execute import NotAsLeft, execute_change
 from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
 from astara.appliance.phases import phase
 from astara.appliance.plan import plan_apply, settled
+from astara.appliance.record import ApplianceStatus
 from astara.appliance.render import Rendered, render
 from astara.appliance.render.dnsmasq import dhcp_subnets
 from astara.appliance.render.radvd import ra_subnets
@@ -47,13 +47,20 @@ from astara.appliance.schema import (
     config_hash,
     validate_semantics,
 )
-from astara.linux.files import make_readable_dir, write_atomic
+from astara.linux.files import make_readable_dir
 from astara.linux.handles import NetlinkHandles
 from astara.naming import Names
 
 log = logging.getLogger(__name__)
 
-__all__ = ["APPLIANCE_SYSCTLS", "ApplianceManager", "ApplyFailed", "ApplyResult", "NetworkInfo"]
+__all__ = [
+    "APPLIANCE_SYSCTLS",
+    "ApplianceManager",
+    "ApplianceStatus",
+    "ApplyFailed",
+    "ApplyResult",
+    "NetworkInfo",
+]
 
 
 class ValidationFailed(Exception):
@@ -72,22 +79,6 @@ class NetworkInfo:
 
 
 NetworkLookup = Callable[[str], NetworkInfo | None]
-
-
-@dataclass
-class ApplianceStatus:
-    config_hash: str | None = None
-    generation: int = 0
-    applied_at: float | None = None
-    last_error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "config_hash": self.config_hash,
-            "generation": self.generation,
-            "applied_at": self.applied_at,
-            "last_error": self.last_error,
-        }
 
 
 @dataclass(frozen=True)
@@ -129,7 +120,9 @@ class ApplianceManager:
         self.run_root = run_dir / "appliances"
         self.networks = networks
         self._locks: dict[str, threading.Lock] = {}
-        self._configs: dict[str, tuple[int, ApplianceConfig]] = {}
+        # appliance id → (its record's version, what was read from it)
+        self._configs: dict[str, tuple[record.Version, ApplianceConfig]] = {}
+        self._statuses: dict[str, tuple[record.Version, ApplianceStatus]] = {}
         # appliance id → (digest of the PUT body, config hash) it was applied from
         self._bodies: dict[str, tuple[str, str | None]] = {}
         # appliance id → the config in force as floating IP deltas compare it
@@ -156,28 +149,63 @@ class ApplianceManager:
         return sorted(p.name for p in self.root.iterdir() if (p / "config.json").exists())
 
     def config(self, appliance_id: str) -> ApplianceConfig | None:
-        """The last good config. Parsed once per version of the file: a router
-        with 10,000 floating IPs takes a tenth of a second to parse."""
-        path = self.directory(appliance_id) / "config.json"
-        try:
-            version = path.stat().st_mtime_ns
-        except FileNotFoundError:
+        """The last good config (`appliance.record`). Read once per version
+        of the record: a router with 10,000 floating IPs takes a tenth of a
+        second to parse."""
+        directory = self.directory(appliance_id)
+        version = record.version(directory)
+        if version is None:
             return None
         cached = self._configs.get(appliance_id)
         if cached is not None and cached[0] == version:
             return cached[1]
-        config = ApplianceConfig.model_validate_json(path.read_text())
+        config = record.read_config(directory)
+        if config is None:
+            return None
         self._configs[appliance_id] = (version, config)
         return config
 
     def status(self, appliance_id: str) -> ApplianceStatus:
-        path = self.directory(appliance_id) / "status.json"
-        if not path.exists():
-            return ApplianceStatus()
-        return ApplianceStatus(**json.loads(path.read_text()))
+        """The apply status (a copy: the caller may change it)."""
+        directory = self.directory(appliance_id)
+        version = record.version(directory)
+        cached = self._statuses.get(appliance_id)
+        if version is not None and cached is not None and cached[0] == version:
+            return replace(cached[1])
+        status = record.read_status(directory)
+        if version is not None:
+            self._statuses[appliance_id] = (version, replace(status))
+        return status
 
     def _save_status(self, appliance_id: str, status: ApplianceStatus) -> None:
-        write_atomic(self.directory(appliance_id) / "status.json", json.dumps(status.as_dict()))
+        self._save(appliance_id, status, None)
+
+    def _save(
+        self, appliance_id: str, status: ApplianceStatus, config: ApplianceConfig | None
+    ) -> None:
+        """The record written whole: `status`, and `config` if it changed
+        (or the one in force, if a journal of deltas stands on top of it)."""
+        directory = self.directory(appliance_id)
+        text = None
+        if config is None and (directory / record.JOURNAL).exists():
+            config = self.config(appliance_id)
+        if config is not None:
+            text = config.model_dump_json(indent=2)
+        record.write_whole(directory, status, text)
+        self._remember(appliance_id, status, config)
+
+    def _remember(
+        self, appliance_id: str, status: ApplianceStatus, config: ApplianceConfig | None
+    ) -> None:
+        """What the record holds now that this agent wrote it."""
+        version = record.version(self.directory(appliance_id))
+        if version is None:
+            return
+        self._statuses[appliance_id] = (version, replace(status))
+        if config is not None:
+            self._configs[appliance_id] = (version, config)
+        elif appliance_id in self._configs:
+            self._configs[appliance_id] = (version, self._configs[appliance_id][1])
 
     def _network_mtus(self, config: ApplianceConfig) -> dict[str, int]:
         """The MTU of each of the config's networks that is on this host."""
@@ -228,18 +256,20 @@ class ApplianceManager:
             return None
         return self.config(appliance_id)
 
-    def remember_body(self, appliance_id: str, body_digest: str) -> None:
-        """The config in force was applied from a body with this digest."""
+    def remember_body(self, appliance_id: str, body_digest: str, body: bytes | None = None) -> None:
+        """The config in force was applied from a body with this digest
+        (`body`: that body, parsed by the schema into the config in force,
+        from which the next floating IP delta is read by difference)."""
         in_force = self.status(appliance_id).config_hash
         self._bodies[appliance_id] = (body_digest, in_force)
         known = self._floating.get(appliance_id)
         config = self.config(appliance_id)
-        if (
-            in_force is not None
-            and config is not None
-            and (known is None or known.digest != in_force)
-        ):
-            self._floating[appliance_id] = floating.Known.of(config, in_force)
+        if in_force is None or config is None:
+            return
+        if known is None or known.digest != in_force:
+            self._floating[appliance_id] = floating.Known.of(config, in_force, body)
+        elif body is not None and known.raw is None:
+            self._floating[appliance_id] = known.from_body(body)
 
     def unchanged(self, appliance_id: str, config: ApplianceConfig, digest: str | None) -> bool:
         """Whether a PUT of `config` (whose hash is `digest`, if known) has
@@ -308,13 +338,16 @@ class ApplianceManager:
             return None
         changed = bool(done) or change.digest != status.config_hash
         if change.digest != status.config_hash:
+            before = replace(status)
             status.generation += 1
             status.config_hash = change.digest
             status.applied_at = time.time()
-            path = self.directory(appliance_id) / "config.json"
-            write_atomic(path, body.decode())
-            self._configs[appliance_id] = (path.stat().st_mtime_ns, change.config)
-            self._save_status(appliance_id, status)
+            # One line in the journal, flushed; the whole record (the body
+            # as sent) once the journal is full.
+            directory = self.directory(appliance_id)
+            if not record.append(directory, before, status, change.splice):
+                record.write_whole(directory, status, body.decode())
+            self._remember(appliance_id, status, change.config)
         self._floating[appliance_id] = known.with_change(change)
         self._bodies[appliance_id] = (body_digest, change.digest)
         actions = [str(d) for d in done]
@@ -354,15 +387,13 @@ class ApplianceManager:
             raise ApplyFailed(status.last_error) from error
         actions = [str(d) for d in done]
         changed = bool(done) or new_hash != status.config_hash
-        if new_hash != status.config_hash:
+        changed_config = new_hash != status.config_hash
+        if changed_config:
             status.generation += 1
             status.config_hash = new_hash
             status.applied_at = time.time()
-            path = self.directory(appliance_id) / "config.json"
-            write_atomic(path, config.model_dump_json(indent=2))
-            self._configs[appliance_id] = (path.stat().st_mtime_ns, config)
         status.last_error = None
-        self._save_status(appliance_id, status)
+        self._save(appliance_id, status, config if changed_config else None)
         if actions:
             log.info(
                 "appliance %s generation %d: %s",
@@ -421,6 +452,8 @@ class ApplianceManager:
         config = config or self.config(appliance_id)
         self._bodies.pop(appliance_id, None)
         self._floating.pop(appliance_id, None)
+        self._configs.pop(appliance_id, None)
+        self._statuses.pop(appliance_id, None)
         remove_appliance(
             namespace=self.names.appliance_netns(appliance_id),
             fabric_netns=self.names.fabric_netns,
@@ -458,12 +491,15 @@ class ApplianceManager:
         }
 
     def rendered_texts(self, appliance_id: str) -> dict[str, Any]:
-        """The exact texts in force, and the live nftables table for comparison."""
+        """The config in force (with the floating IP deltas of its record's
+        journal), the exact texts in force, and the live nftables table for
+        comparison."""
         config = self.config(appliance_id)
         if config is None:
             return {}
         texts = self._render(appliance_id, config).texts()
         return {
+            "config": config.model_dump(mode="json"),
             "files": texts,
             "nftables_live": live_ruleset(self.names.appliance_netns(appliance_id)),
         }

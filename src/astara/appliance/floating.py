@@ -37,7 +37,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -51,6 +51,7 @@ from astara.appliance.actions import (
     ForgetConntrack,
     ruleset_digest,
 )
+from astara.appliance.record import Splice
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME, render_nftables
 from astara.appliance.schema import (
     ApplianceConfig,
@@ -139,7 +140,9 @@ class Known:
     raw: Raw | None = None  # the body it was applied from, if a delta read it
 
     @staticmethod
-    def of(config: ApplianceConfig, digest: str) -> Known:
+    def of(config: ApplianceConfig, digest: str, body: bytes | None = None) -> Known:
+        """`body`: the one `config` was parsed from (taken by the schema),
+        so that the next body is read by its difference from it."""
         pairs = [(str(f.floating_ip), str(f.fixed_ip)) for f in config.floating_ips]
         rest = config.model_dump(mode="json", exclude={FLOATING_IPS})
         return Known(
@@ -150,7 +153,12 @@ class Known:
             Floating.of(pairs, config.floating_ips),
             dict(pairs),
             {fixed: floating for floating, fixed in pairs},
+            None if body is None else _raw(body),
         )
+
+    def from_body(self, body: bytes) -> Known:
+        """The same config, known to have been parsed from `body` too."""
+        return replace(self, raw=_raw(body))
 
     def with_change(self, change: Change) -> Known:
         fixed_of, floating_of = dict(self.fixed_of), dict(self.floating_of)
@@ -182,6 +190,7 @@ class Change:
     added: Mapping[FloatingPair, FloatingIp]
     removed: frozenset[FloatingPair]
     plan: DeltaPlan
+    splice: Splice  # what replaced what in the list in force (the record's journal)
     raw: Raw | None = None
 
 
@@ -326,7 +335,8 @@ def plan_change(
     canonical = head + ",".join(now.hashed) + rest_tail
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     plan = _plan(new_config, now, sorted(added), sorted(removed))
-    return Change(new_config, digest, now, added, removed, plan, body.raw)
+    splice = Splice(start, old_end, tuple(window_pairs))
+    return Change(new_config, digest, now, added, removed, plan, splice, body.raw)
 
 
 def _plan(

@@ -11,6 +11,7 @@ listed and compared in full, and the genid remembered again if it matched.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from astara.appliance.actions import RULESET_GENID, RULESET_LISTING, RULESET_LOADED
@@ -83,11 +84,19 @@ def remember_own_commit(run_directory: Path, before: Genid, after: Genid | None)
 
 
 def _write_fast(path: Path, text: str) -> None:
-    """Atomically but without fsync: after a crash the text may be lost,
-    which makes the next apply compare in full and replace the table."""
-    temporary = path.with_name(f".{path.name}.new")
-    temporary.write_text(text)
-    temporary.replace(path)
+    """Overwritten in place, without fsync: after a crash the text may be
+    lost or torn, which makes the next apply compare in full and replace
+    the table. Its readers hold the appliance's lock, as its writer does,
+    so none sees it half written. Not renamed over, nor truncated to
+    nothing first: on ext4 either starts writing the file back at once
+    (auto_da_alloc), about 1 ms each and up to 10 on a busy disk."""
+    data = text.encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.pwrite(descriptor, data, 0)
+        os.ftruncate(descriptor, len(data))
+    finally:
+        os.close(descriptor)
 
 
 def save_ruleset_text(run_directory: Path, text: str) -> None:

@@ -11,7 +11,6 @@ import errno
 import ipaddress
 import os
 import socket
-import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,14 +20,38 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from astara.linux.nssocket import socket_in
+from astara.linux.rtnetlink import (
+    IF_OPER_UNKNOWN,
+    IF_OPER_UP,
+    IFF_UP,
+    IFINFO,
+    IFLA_ADDRESS,
+    IFLA_EXT_MASK,
+    IFLA_IFNAME,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_OPERSTATE,
+    IFLA_STATS64,
+    NETLINK_ROUTE,
+    NLM_F_ACK,
+    NLMSG_ERROR,
+    RTEXT_FILTER_SKIP_STATS,
+    RTM_GETLINK,
+    RTM_SETLINK,
+    U32,
+    attribute,
+    attributes,
+    counters,
+    error_code,
+    messages,
+    request,
+)
 
-NETLINK_ROUTE = 0
 ENODEV = 19
 ENOENT = 2
 EEXIST = 17
 EADDRNOTAVAIL = 99
 IFA_F_PERMANENT = 0x80
-IFF_UP = 1
 VXLAN_PORT = 4789
 # The all-zero MAC in a VXLAN device's forwarding database: where frames with
 # no learned destination (broadcast, unknown unicast, multicast) are flooded.
@@ -36,41 +59,6 @@ FLOOD_MAC = "00:00:00:00:00:00"
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 1
-NLM_F_ACK = 4
-RTM_GETLINK = 18
-RTM_SETLINK = 19
-IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
-IFLA_MTU = 4
-IFLA_MASTER = 10
-IFLA_OPERSTATE = 16
-IFLA_STATS64 = 23
-IFLA_EXT_MASK = 29
-IF_OPER_UNKNOWN = 0
-IF_OPER_UP = 6
-# struct rtnl_link_stats64, its first fields (u64 each)
-_STATS64_NAMES = (
-    "rx_packets",
-    "tx_packets",
-    "rx_bytes",
-    "tx_bytes",
-    "rx_errors",
-    "tx_errors",
-    "rx_dropped",
-    "tx_dropped",
-)
-_STATS64 = struct.Struct("=8Q")
-_COUNTERS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")
-RTEXT_FILTER_SKIP_STATS = 1 << 3
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
-_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
-_ATTRIBUTE = struct.Struct("=HH")  # rtattr: length, type
-_U32 = struct.Struct("=I")
-_ERROR = struct.Struct("=i")
 
 
 class Requests:
@@ -86,36 +74,30 @@ class Requests:
 
     def link_index(self, name: str) -> int | None:
         payload = self._get_link(name, stats=False)
-        return None if payload is None else int(_IFINFO.unpack_from(payload)[2])
+        return None if payload is None else int(IFINFO.unpack_from(payload)[2])
 
     def link_state(self, name: str) -> LinkState | None:
         payload = self._get_link(name, stats=True)
         if payload is None:
             return None
-        flags = _IFINFO.unpack_from(payload)[3]
-        attributes = dict(_attributes(payload, _IFINFO.size))
-        stats = attributes.get(IFLA_STATS64, b"")
-        counters = (
-            dict(zip(_STATS64_NAMES, _STATS64.unpack_from(stats), strict=True))
-            if len(stats) >= _STATS64.size
-            else {}
-        )
-        operstate = attributes.get(IFLA_OPERSTATE, b"\0")[0]
-        master = attributes.get(IFLA_MASTER)
+        flags = IFINFO.unpack_from(payload)[3]
+        found = dict(attributes(payload, IFINFO.size))
+        operstate = found.get(IFLA_OPERSTATE, b"\0")[0]
+        master = found.get(IFLA_MASTER)
         return LinkState(
-            name=attributes.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(),
-            mac=":".join(f"{b:02x}" for b in attributes.get(IFLA_ADDRESS, b"")),
-            mtu=_U32.unpack(attributes[IFLA_MTU])[0],
+            name=found.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(),
+            mac=":".join(f"{b:02x}" for b in found.get(IFLA_ADDRESS, b"")),
+            mtu=U32.unpack(found[IFLA_MTU])[0],
             up=operstate in (IF_OPER_UP, IF_OPER_UNKNOWN) or bool(flags & IFF_UP),
-            master=_U32.unpack(master)[0] if master else None,
-            counters={k: counters[k] for k in _COUNTERS if k in counters},
+            master=U32.unpack(master)[0] if master else None,
+            counters=counters(found.get(IFLA_STATS64, b"")),
         )
 
     def _get_link(self, name: str, stats: bool) -> bytes | None:
-        body = _IFINFO.pack(0, 0, 0, 0, 0)
-        body += _attribute(IFLA_IFNAME, name.encode() + b"\0")
+        body = IFINFO.pack(0, 0, 0, 0, 0)
+        body += attribute(IFLA_IFNAME, name.encode() + b"\0")
         if not stats:
-            body += _attribute(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
+            body += attribute(IFLA_EXT_MASK, U32.pack(RTEXT_FILTER_SKIP_STATS))
         try:
             return self._request(RTM_GETLINK, 0, body)
         except NetlinkError as error:
@@ -132,50 +114,26 @@ class Requests:
         up: bool | None = None,
     ) -> None:
         change = IFF_UP if up is not None else 0
-        body = _IFINFO.pack(0, 0, index, IFF_UP if up else 0, change)
+        body = IFINFO.pack(0, 0, index, IFF_UP if up else 0, change)
         if mtu is not None:
-            body += _attribute(IFLA_MTU, _U32.pack(mtu))
+            body += attribute(IFLA_MTU, U32.pack(mtu))
         if master is not None:
-            body += _attribute(IFLA_MASTER, _U32.pack(master))
+            body += attribute(IFLA_MASTER, U32.pack(master))
         self._request(RTM_SETLINK, NLM_F_ACK, body)
 
     def _request(self, kind: int, flags: int, body: bytes) -> bytes | None:
         """Send one request; its answer's payload (None for an acknowledgement)."""
         self.sequence += 1
-        header = _HEADER.pack(
-            _HEADER.size + len(body), kind, NLM_F_REQUEST | flags, self.sequence, 0
-        )
-        self.sock.send(header + body)
+        self.sock.send(request(kind, flags, self.sequence, body))
         while True:
-            data = self.sock.recv(65536)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, answer, _, sequence, _ = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
-                    break
+            for answer, sequence, payload in messages(self.sock.recv(65536)):
                 if sequence == self.sequence:
-                    payload = data[offset + _HEADER.size : offset + length]
                     if answer != NLMSG_ERROR:
                         return payload
-                    code = -_ERROR.unpack_from(payload)[0]
+                    code = error_code(payload)
                     if code:
                         raise NetlinkError(code)
                     return None
-                offset += (length + 3) & ~3
-
-
-def _attributes(payload: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
-    while offset + _ATTRIBUTE.size <= len(payload):
-        length, kind = _ATTRIBUTE.unpack_from(payload, offset)
-        if length < _ATTRIBUTE.size:
-            return
-        yield kind & 0x3FFF, payload[offset + _ATTRIBUTE.size : offset + length]
-        offset += (length + 3) & ~3
-
-
-def _attribute(kind: int, value: bytes) -> bytes:
-    length = _ATTRIBUTE.size + len(value)
-    return _ATTRIBUTE.pack(length, kind) + value + b"\0" * (-length % 4)
 
 
 class Handle:

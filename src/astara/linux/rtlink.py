@@ -13,33 +13,31 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from dataclasses import dataclass
 
 from astara.linux.netlink import LinkState
 from astara.linux.nssocket import socket_in
-
-RTM_NEWLINK, RTM_GETLINK = 16, 18
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-IFF_UP = 0x1
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_STATS64, IFLA_EXT_MASK = 23, 29
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr
-_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
-_ATTRIBUTE = struct.Struct("=HH")
-_STATS64 = struct.Struct("=8Q")  # the first eight counters of rtnl_link_stats64
-_COUNTERS = (
-    "rx_packets",
-    "tx_packets",
-    "rx_bytes",
-    "tx_bytes",
-    "rx_errors",
-    "tx_errors",
-    "rx_dropped",
-    "tx_dropped",
+from astara.linux.rtnetlink import (
+    IFF_UP,
+    IFINFO,
+    IFLA_ADDRESS,
+    IFLA_IFNAME,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_STATS64,
+    NLM_F_DUMP,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    U32,
+    attribute,
+    attributes,
+    counters,
+    error_code,
+    messages,
+    request,
 )
-_KEPT = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")
 
 
 @dataclass(frozen=True)
@@ -54,14 +52,10 @@ def links(netns: str) -> dict[str, Link]:
     sock, _ = socket_in(netns, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         sock.settimeout(5.0)
-        request = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        sock.send(
-            _HEADER.pack(_HEADER.size + len(request), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-            + request
-        )
+        sock.send(request(RTM_GETLINK, NLM_F_DUMP, 1, IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)))
         found: dict[str, Link] = {}
         while True:
-            for kind, message in _messages(sock.recv(1 << 16)):
+            for kind, _, message in messages(sock.recv(1 << 16)):
                 if kind == NLMSG_DONE:
                     return found
                 if kind == NLMSG_ERROR:
@@ -78,16 +72,13 @@ def link(netns: str, name: str) -> Link | None:
     sock, _ = socket_in(netns, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         sock.settimeout(5.0)
-        request = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attribute(
+        body = IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attribute(
             IFLA_IFNAME, name.encode() + b"\0"
         )
-        sock.send(
-            _HEADER.pack(_HEADER.size + len(request), RTM_GETLINK, NLM_F_REQUEST, 1, 0) + request
-        )
-        for kind, message in _messages(sock.recv(1 << 16)):
+        sock.send(request(RTM_GETLINK, 0, 1, body))
+        for kind, _, message in messages(sock.recv(1 << 16)):
             if kind == NLMSG_ERROR:
-                (code,) = struct.unpack_from("=i", message)
-                if -code in (errno.ENODEV, errno.ENOENT):
+                if error_code(message) in (errno.ENODEV, errno.ENOENT):
                     return None
                 _raise(message, f"link {name} in {netns}")
             if kind == RTM_NEWLINK:
@@ -97,49 +88,24 @@ def link(netns: str, name: str) -> Link | None:
         sock.close()
 
 
-def _messages(data: bytes) -> list[tuple[int, bytes]]:
-    out = []
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
-        if length < _HEADER.size:
-            break
-        out.append((kind, data[offset + _HEADER.size : offset + length]))
-        offset += (length + 3) & ~3
-    return out
-
-
 def _raise(message: bytes, what: str) -> None:
-    (code,) = struct.unpack_from("=i", message)
-    raise OSError(-code, f"{what}: {os.strerror(-code)}")
+    code = error_code(message)
+    raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
 def _link(message: bytes) -> Link:
-    _, _, index, flags, _ = _IFINFO.unpack_from(message)
+    _, _, index, flags, _ = IFINFO.unpack_from(message)
     name, mac, mtu, master = "", "", 0, None
-    counters: dict[str, int] = {}
-    offset = _IFINFO.size
-    while offset + _ATTRIBUTE.size <= len(message):
-        size, kind = _ATTRIBUTE.unpack_from(message, offset)
-        if size < _ATTRIBUTE.size:
-            break
-        value = message[offset + _ATTRIBUTE.size : offset + size]
-        kind &= 0x3FFF
+    found: dict[str, int] = {}
+    for kind, value in attributes(message, IFINFO.size):
         if kind == IFLA_IFNAME:
             name = value.split(b"\0", 1)[0].decode()
         elif kind == IFLA_ADDRESS:
             mac = ":".join(f"{b:02x}" for b in value)
         elif kind == IFLA_MTU:
-            (mtu,) = struct.unpack_from("=I", value)
+            (mtu,) = U32.unpack_from(value)
         elif kind == IFLA_MASTER:
-            (master,) = struct.unpack_from("=I", value)
-        elif kind == IFLA_STATS64 and len(value) >= _STATS64.size:
-            every = dict(zip(_COUNTERS, _STATS64.unpack_from(value), strict=True))
-            counters = {k: every[k] for k in _KEPT}
-        offset += (size + 3) & ~3
-    return Link(index, LinkState(name, mac, mtu, bool(flags & IFF_UP), master, counters))
-
-
-def _attribute(kind: int, value: bytes) -> bytes:
-    length = _ATTRIBUTE.size + len(value)
-    return _ATTRIBUTE.pack(length, kind) + value + b"\0" * ((4 - length % 4) % 4)
+            (master,) = U32.unpack_from(value)
+        elif kind == IFLA_STATS64:
+            found = counters(value)
+    return Link(index, LinkState(name, mac, mtu, bool(flags & IFF_UP), master, found))
