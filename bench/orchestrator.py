@@ -23,10 +23,14 @@ PSS) beside it. `astara serve` stays outside: its Python memory is the
 orchestrator's and the API's, not the appliance's; its growth is reported
 apart. The host's MemAvailable before and after is kept as a cross-check. Then
 `astara serve` is stopped and started again: the time until the
-orchestrator has reconciled every router, with no config pushed (the data
-plane untouched: every appliance's generation is unchanged), and what one
-steady resync after that costs (appliances observed through the agent, and
-those whose listing stood for an observation). Baseline for the
+orchestrator has converged on every appliance (routers' and DHCP: each
+found running the config planned from the database now, as its record has
+it, on its host at the recorded epoch; the status's `converged`), with no
+config pushed (the data plane untouched: every appliance's generation is
+unchanged), each stage's end and the CPU seconds spent (`astara serve`'s
+and its agent's), and what one steady resync after that costs (appliances
+observed through the agent, and those whose listing stood for an
+observation). Baseline for the
 convergence: the same M configs PUT directly to the agent, 8 at a time (the
 orchestrator's parallelism), after deleting them. The orchestrator's own
 figures (pushes, rebuilds, reconciles and their mean time, the deepest

@@ -857,23 +857,28 @@ def test_a_router_changed_while_no_orchestrator_runs_is_pushed_at_the_restart(
     tmp_path: Path,
     orchestrators: Callable[..., Orchestrator],
 ) -> None:
-    """Three routers, settled by one orchestrator, which stops. While none
-    runs, a tenant gives one router an extra route (its outbox event is
-    written then, and a new orchestrator reads the outbox from its newest
-    event on: it never sees that one). The new orchestrator's first resync
-    plans every appliance from the database: that router's plan differs from
-    what its record says was applied, so it is pushed at once, without
-    waiting for its full look; the two others are vouched for by the plan,
-    the record and the listing together, and left untouched."""
+    """Three routers and a network's DHCP appliance, settled by one
+    orchestrator, which stops. While none runs, a tenant gives one router
+    an extra route (its outbox event is written then, and a new
+    orchestrator reads the outbox from its newest event on: it never sees
+    that one). The new orchestrator's first resync plans every appliance
+    from the database: that router's plan differs from what its record says
+    was applied, so it is pushed at once, without waiting for its full
+    look; the others are vouched for by the plan, the record, the Neutron
+    statuses and the listing together, and left untouched."""
     assert agent.client is not None
     api = Api(engine, tmp_path)
     made = [routed(api, f"10.12.{n}.0/24")[0] for n in range(3)]
+    isolated = api.create("networks", "network", name="isolated")
+    api.create("subnets", "subnet", network_id=isolated["id"], cidr="10.12.9.0/24", ip_version=4)
+    api.create("ports", "port", network_id=isolated["id"])  # a workload: DHCP serves it
+    dhcp = f"dhcp-{isolated['id']}"
     first = orchestrators(engine, agent.client).start()
-    for router in made:
-        settle(engine, first, router["id"])
+    for appliance_id in [*(r["id"] for r in made), dhcp]:
+        settle(engine, first, appliance_id)
     first.stop()
     generations = {a["id"]: a["generation"] for a in agent.client.appliances(observe=False)}
-    assert len(generations) == 3
+    assert set(generations) == {*(r["id"] for r in made), dhcp}
 
     changed = made[0]["id"]
     routes = [{"destination": "10.200.0.0/24", "nexthop": "10.12.0.5"}]
@@ -894,7 +899,7 @@ def test_a_router_changed_while_no_orchestrator_runs_is_pushed_at_the_restart(
 
     wait_until(pushed, 60, 0.1, "the change made while no orchestrator ran to be pushed")
     wait_until(
-        lambda: second.status()["converged"] >= 3 and second.idle(), 60, 0.05, "every appliance"
+        lambda: second.status()["converged"] >= 4 and second.idle(), 60, 0.05, "every appliance"
     )
     assert second.resyncs == 1
     assert second.pushes == 1
