@@ -8,7 +8,13 @@ it run once more afterwards); different keys run in parallel on a bounded
 pool. Outbox events wake the keys they concern; a periodic, jittered resync
 lists every host and wakes every key its listing cannot vouch for, and each
 key is looked at in full every `health_s`, so correctness never depends on
-an event arriving (a lost one costs at most `health_s`).
+an event arriving (a lost one costs at most `health_s`). A started
+orchestrator reads the outbox from its newest event on, so what changed
+while none ran comes to it through its first resync instead: every
+appliance it has not seen yet is planned from the database in one batch
+and compared with its record and its host's listing (`_check_unseen`);
+those that agree need nothing (their full looks follow within `health_s`),
+those whose plan moved are woken at once.
 Appliances back off between failed attempts (`retry_at`). One appliance or
 port that fails never stops the others, nor the loop: errors are caught per
 item, logged, and the item retried later.
