@@ -23,10 +23,14 @@ PSS) beside it. `astara serve` stays outside: its Python memory is the
 orchestrator's and the API's, not the appliance's; its growth is reported
 apart. The host's MemAvailable before and after is kept as a cross-check. Then
 `astara serve` is stopped and started again: the time until the
-orchestrator has reconciled every router, with no config pushed (the data
-plane untouched: every appliance's generation is unchanged), and what one
-steady resync after that costs (appliances observed through the agent, and
-those whose listing stood for an observation). Baseline for the
+orchestrator has converged on every appliance (routers' and DHCP: each
+found running the config planned from the database now, as its record has
+it, on its host at the recorded epoch; the status's `converged`), with no
+config pushed (the data plane untouched: every appliance's generation is
+unchanged), each stage's end and the CPU seconds spent (`astara serve`'s
+and its agent's), and what one steady resync after that costs (appliances
+observed through the agent, and those whose listing stood for an
+observation). Baseline for the
 convergence: the same M configs PUT directly to the agent, 8 at a time (the
 orchestrator's parallelism), after deleting them. The orchestrator's own
 figures (pushes, rebuilds, reconciles and their mean time, the deepest
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -381,21 +386,14 @@ def _scale(
     generations = {a["id"]: a["generation"] for a in agent.appliances(observe=False)}
     agent.close()
     server.stop()
-    restarted = time.monotonic()
-    server.start()
+    restart = _restart(server, len(generations))
+    resync, status = restart["converged_s"], restart["status"]
     api = Cloud(server)
-
-    def resynced() -> bool:
-        status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
-        # Every appliance: the routers' and their networks' DHCP appliances.
-        return bool(status["reconciles"] >= len(generations))
-
-    wait_until(resynced, 1800, 0.2, "the restarted orchestrator to resync")
-    resync = time.monotonic() - restarted
-    status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
     agent = AgentClient(f"unix:{server.state_dir / 'agent.sock'}")
     untouched = generations == {a["id"]: a["generation"] for a in agent.appliances(observe=False)}
-    log(f"restart: resynced in {resync:.1f} s, {status['pushes']} pushes, untouched={untouched}")
+    log(f"restart: converged in {resync:.1f} s, {status['pushes']} pushes, untouched={untouched}")
+    log(f"restart, stage by stage (s after the spawn): {restart['stages_s']}")
+    log(f"restart, CPU seconds: {restart['cpu_s']}; what checked each appliance: {restart['how']}")
 
     # One steady resync (every appliance seen since the restart): what it observes.
     steady_before = scrape(api)
@@ -447,12 +445,84 @@ def _scale(
             "memory_per_appliance_bytes": memory.get("total", memory["host_memavailable"]),
             "memory_per_appliance_detail_bytes": memory,
             "restart_resync_s": seconds(resync),
+            "restart_stages_s": restart["stages_s"],
+            "restart_cpu_s": restart["cpu_s"],
+            "restart_checked_by": restart["how"],
             "restart_pushes": status["pushes"],
             "restart_data_plane_untouched": untouched,
             "orchestrator_while_converging": orchestrator,
             "two_steady_resyncs_observations": steady,
         }
     )
+
+
+def _proc_started(pid: int) -> float:
+    """When a process started (wall clock)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    boot = next(
+        float(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime")
+    )
+    return boot + int(fields[19]) / ticks
+
+
+def _cpu_s(pid: int) -> float:
+    """A process's own CPU seconds (user + system, its children apart)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _restart(server: Server, appliances: int) -> dict[str, Any]:
+    """Start `astara serve` again and wait until its orchestrator has
+    converged on all `appliances` (its status's `converged`: each found
+    running the config planned from the database now, as recorded, on its
+    host at the recorded epoch). Each stage's end in seconds after the
+    spawn: the local agent's process started, the orchestrator made (the
+    agent answering), its first resync's listing, check and wakes, the API
+    answering, every appliance converged; the CPU seconds `astara serve`
+    and its agent spent until then; and how the appliances were checked
+    (the resync's check against the listing, reconciles, agent calls)."""
+    spawned = time.time()
+    server.start()
+    answering = time.time()
+    assert server.process is not None
+    serve_pid = server.process.pid
+    agent_pid = int((server.state_dir / "agent.pid").read_text())
+    api = Cloud(server)
+
+    def converged() -> bool:
+        status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
+        # (Before `converged` existed: the reconciles, one per appliance.)
+        return bool(status.get("converged", status["reconciles"]) >= appliances)
+
+    wait_until(converged, 1800, 0.1, "the restarted orchestrator to converge")
+    done = time.time()
+    cpu: dict[str, float] = {
+        "serve": round(_cpu_s(serve_pid), 2),
+        "agent": round(_cpu_s(agent_pid), 2),
+    }
+    status = api("GET", "/astara/v1/orchestrator")["orchestrator"]
+    samples = scrape(api)
+    stages = {"agent_process": _proc_started(agent_pid)}
+    stages.update(status.get("timeline", {}))
+    cpu.update({f"serve_at_{k}": v for k, v in status.get("timeline_cpu_s", {}).items()})
+    stages.update(api_answering=answering, converged=done)
+    how = {
+        "reconciles": status["reconciles"],
+        **{
+            f"observations_{source}": total(samples, "astara_observations_total", source=source)
+            for source in ("agent", "listed")
+        },
+    }
+    return {
+        "converged_s": done - spawned,
+        "stages_s": {name: round(at - spawned, 2) for name, at in stages.items()},
+        "cpu_s": cpu,
+        "how": how,
+        "status": status,
+    }
 
 
 def bench_orchestrator(

@@ -26,7 +26,8 @@ from astara.api.bootstrap import ensure_admin
 from astara.db import outbox
 from astara.db.engine import make_engine, session_factory, sqlite_url
 from astara.db.migrate import upgrade
-from astara.db.models import ApplianceState, OutboxEvent, PortBinding
+from astara.db.models import ApplianceState, OutboxEvent, PortBinding, Router
+from astara.drivers import router as router_driver
 from astara.linux import netns
 from astara.orchestrator.reconciler import Orchestrator
 from astara.testing.agent import AgentProcess
@@ -834,12 +835,135 @@ def test_a_restarted_orchestrator_trusts_what_the_host_lists_as_recorded(
         return bool(shown["config_hash"] == before["config_hash"])
 
     wait_until(put_right, 60, 0.1, "the new orchestrator to put the changed appliance right")
-    wait_until(lambda: second.reconciles >= 3 and second.idle(), 60, 0.05, "every appliance")
+    wait_until(lambda: second.resyncs >= 1 and second.idle(), 60, 0.05, "every appliance")
     taken = counting.taken()
     asked = {path.split("/")[3] for _, path in taken if path.startswith("/v1/appliances/")}
     assert asked == {changed}
     assert taken.count(("GET", "/v1/appliances")) == 1
     assert second.pushes == 1
+    # The others were checked by the first resync (planned, compared with
+    # their records and the listing), not reconciled one by one.
+    assert second.reconciles == 1
+    assert second.status()["converged"] == 3
     generations = {a["id"]: a["generation"] for a in listed}
     now = {a["id"]: a["generation"] for a in agent.client.appliances(observe=False)}
     assert {k for k in now if now[k] != generations[k]} == {changed}
+
+
+def test_a_router_changed_while_no_orchestrator_runs_is_pushed_at_the_restart(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """Three routers and a network's DHCP appliance, settled by one
+    orchestrator, which stops. While none runs, a tenant gives one router
+    an extra route (its outbox event is written then, and a new
+    orchestrator reads the outbox from its newest event on: it never sees
+    that one). The new orchestrator's first resync plans every appliance
+    from the database: that router's plan differs from what its record says
+    was applied, so it is pushed at once, without waiting for its full
+    look; the others are vouched for by the plan, the record, the Neutron
+    statuses and the listing together, and left untouched."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    made = [routed(api, f"10.12.{n}.0/24")[0] for n in range(3)]
+    isolated = api.create("networks", "network", name="isolated")
+    api.create("subnets", "subnet", network_id=isolated["id"], cidr="10.12.9.0/24", ip_version=4)
+    api.create("ports", "port", network_id=isolated["id"])  # a workload: DHCP serves it
+    dhcp = f"dhcp-{isolated['id']}"
+    first = orchestrators(engine, agent.client).start()
+    for appliance_id in [*(r["id"] for r in made), dhcp]:
+        settle(engine, first, appliance_id)
+    first.stop()
+    generations = {a["id"]: a["generation"] for a in agent.client.appliances(observe=False)}
+    assert set(generations) == {*(r["id"] for r in made), dhcp}
+
+    changed = made[0]["id"]
+    routes = [{"destination": "10.200.0.0/24", "nexthop": "10.12.0.5"}]
+    api("PUT", f"/v2.0/routers/{changed}", {"router": {"routes": routes}})
+    with Session(engine) as session:
+        router = session.get(Router, changed)
+        assert router is not None
+        wanted = router_driver.plan(session, router).digest
+
+    counting = Counting(agent.socket)
+    # No resync but the first, no full look for 10 minutes: only the
+    # first resync's check can find the change.
+    second = orchestrators(engine, through(agent, counting), resync_s=600.0, health_s=600.0).start()
+
+    def pushed() -> bool:
+        shown = agent.client.get_appliance(changed)  # type: ignore[union-attr]
+        return bool(shown["config_hash"] == wanted)
+
+    wait_until(pushed, 60, 0.1, "the change made while no orchestrator ran to be pushed")
+    wait_until(lambda: second.resyncs >= 1 and second.idle(), 60, 0.05, "every appliance")
+    assert second.resyncs == 1
+    assert second.pushes == 1
+    assert second.reconciles == 1
+    assert second.status()["converged"] == 4
+    asked = {p.split("/")[3] for _, p in counting.taken() if p.startswith("/v1/appliances/")}
+    assert asked == {changed}
+    now = {a["id"]: a["generation"] for a in agent.client.appliances(observe=False)}
+    assert {k for k in now if now[k] != generations[k]} == {changed}
+    assert router_state(engine, changed).applied_hash == wanted  # type: ignore[union-attr]
+
+
+def test_a_new_appliance_is_pushed_without_asking_the_agent_first(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """An appliance never placed (no record, or the record of a router
+    without ports) has never been pushed under this database: the reconcile
+    that places it pushes it without a GET first (the agent's round trip
+    would only delay provisioning)."""
+    assert agent.client is not None
+    counting = Counting(agent.socket)
+    orchestrator = orchestrators(engine, through(agent, counting)).start()
+    api = Api(engine, tmp_path)
+    router, _ = routed(api, "10.13.0.0/24")
+    wait_until(lambda: orchestrator.pushes >= 1, 60, 0.05, "the push")
+    settle(engine, orchestrator, router["id"])
+    about = [r for r in counting.taken() if r[1] == f"/v1/appliances/{router['id']}"]
+    assert about[0] == ("PUT", f"/v1/appliances/{router['id']}")
+    assert orchestrator.pushes == 1
+
+
+def test_a_new_record_for_an_appliance_a_host_still_holds_is_put_right_by_its_push(
+    agent: AgentProcess,
+    engine: Engine,
+    tmp_path: Path,
+    orchestrators: Callable[..., Orchestrator],
+) -> None:
+    """The host holds an appliance under a router's id (epoch 3, another
+    config: a record lost, an id used before) that the database has no
+    record of. The first reconcile does not ask the agent: its push (epoch 1)
+    is refused as stale, the record catches up (epoch 4), and the next push
+    replaces the config."""
+    assert agent.client is not None
+    api = Api(engine, tmp_path)
+    router, _ = routed(api, "10.14.0.0/24")
+    agent.client.put_network("stray-net")
+    stray = {
+        "interfaces": [
+            {
+                "mac": "fa:16:3e:99:99:03",
+                "network_id": "stray-net",
+                "role": "internal",
+                "addresses": ["10.99.3.1/24"],
+            }
+        ]
+    }
+    agent.client.put_appliance(router["id"], stray, epoch=3)
+    with Session(engine) as session:
+        row = session.get(Router, router["id"])
+        assert row is not None
+        wanted = router_driver.plan(session, row).digest
+    orchestrator = orchestrators(engine, agent.client).start()
+    settle(engine, orchestrator, router["id"])
+    shown = agent.client.get_appliance(router["id"])
+    assert (shown["config_hash"], shown["epoch"]) == (wanted, 4)
+    record = router_state(engine, router["id"])
+    assert record is not None and (record.epoch, record.applied_hash) == (4, wanted)

@@ -5,14 +5,12 @@ appliances build alike (a served subnet, the DHCP host entries)."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from astara.appliance.schema import ApplianceConfig, Ipv6RaMode, config_hash
-from astara.db.models import IpAllocation, Port, Subnet
+from astara.db.models import Subnet
 
 
 @dataclass(frozen=True)
@@ -93,18 +91,11 @@ def subnet_entry(subnet: Subnet, mac: str, default_gateway: str | None) -> dict[
     return entry
 
 
-def dhcp_hosts(session: Session, subnet_ids: set[str], own_macs: set[str]) -> list[dict[str, str]]:
+def dhcp_hosts(rows: Sequence[tuple[str, str]], own_macs: set[str]) -> list[dict[str, str]]:
     """A static DHCP entry for every other port with an address on a subnet the
     appliance leases addresses on (IPv4 DHCP, DHCPv6-stateful), one per port
-    and IP version (by subnet id: overlapping CIDRs elsewhere are not its)."""
-    if not subnet_ids:
-        return []
-    rows = session.execute(
-        select(Port.mac_address, IpAllocation.ip_address)
-        .join(IpAllocation, IpAllocation.port_id == Port.id)
-        .where(IpAllocation.subnet_id.in_(subnet_ids))
-        .order_by(IpAllocation.ip_address)
-    ).all()
+    and IP version (by subnet id: overlapping CIDRs elsewhere are not its):
+    from those subnets' (MAC, address) rows, by address (`Reads.host_rows`)."""
     hosts = []
     seen = set()
     for mac, address in rows:

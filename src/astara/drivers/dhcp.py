@@ -13,12 +13,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from astara.api.dhcp import dhcp_port
 from astara.appliance.schema import ApplianceConfig
-from astara.db.models import Network, Subnet, dhcp_appliance_id
+from astara.db.models import dhcp_appliance_id
 from astara.drivers.appliance import (
     AppliancePlan,
     NetworkNeed,
@@ -27,12 +25,16 @@ from astara.drivers.appliance import (
     serves_hosts,
     subnet_entry,
 )
+from astara.drivers.reads import Reads
 
 
-def plan(session: Session, network_id: str) -> AppliancePlan:
+def plan(session: Session, network_id: str, reads: Reads | None = None) -> AppliancePlan:
+    """The network's DHCP appliance plan; `reads`: where its rows come from
+    (a `Batch` read for many at once; default: a statement each)."""
+    reads = reads if reads is not None else Reads(session)
     appliance_id = dhcp_appliance_id(network_id)
-    network = session.get(Network, network_id)
-    port = dhcp_port(session, network_id) if network is not None else None
+    network = reads.network(network_id)
+    port = reads.dhcp_port(network_id) if network is not None else None
     if network is None or port is None or not port.fixed_ips:
         return AppliancePlan(appliance_id, None)
     result = AppliancePlan(
@@ -41,12 +43,7 @@ def plan(session: Session, network_id: str) -> AppliancePlan:
         networks={network.id: NetworkNeed(network.mtu, network.external)},
         ports=[port.id],
     )
-    subnet_rows = {
-        s.id: s
-        for s in session.scalars(
-            select(Subnet).where(Subnet.id.in_({a.subnet_id for a in port.fixed_ips}))
-        )
-    }
+    subnet_rows = reads.subnets({a.subnet_id for a in port.fixed_ips})
     addresses: list[str] = []
     subnets: list[dict[str, Any]] = []
     served: set[str] = set()
@@ -72,7 +69,7 @@ def plan(session: Session, network_id: str) -> AppliancePlan:
             }
         ],
         "subnets": subnets,
-        "dhcp_hosts": dhcp_hosts(session, served, {port.mac_address}),
+        "dhcp_hosts": dhcp_hosts(reads.host_rows(served), {port.mac_address}),
     }
     result.config = ApplianceConfig.model_validate(config)
     return result

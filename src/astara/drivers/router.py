@@ -13,19 +13,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from astara.appliance.schema import ApplianceConfig
-from astara.db.models import (
-    ROUTER_GATEWAY,
-    FloatingIp,
-    Network,
-    Port,
-    Router,
-    RouterPort,
-    Subnet,
-)
+from astara.db.models import ROUTER_GATEWAY, Router, Subnet
 from astara.drivers.appliance import (
     AppliancePlan,
     NetworkNeed,
@@ -33,16 +24,14 @@ from astara.drivers.appliance import (
     serves_hosts,
     subnet_entry,
 )
+from astara.drivers.reads import Reads
 
 
-def plan(session: Session, router: Router) -> AppliancePlan:
-    attached = session.execute(
-        select(Port, RouterPort.port_type)
-        .join(RouterPort, RouterPort.port_id == Port.id)
-        .where(RouterPort.router_id == router.id)
-        .order_by(RouterPort.port_type, Port.id)
-        .options(selectinload(Port.fixed_ips))
-    ).all()
+def plan(session: Session, router: Router, reads: Reads | None = None) -> AppliancePlan:
+    """The router's appliance plan; `reads`: where its rows come from (a
+    `Batch` read for many routers at once; default: a statement each)."""
+    reads = reads if reads is not None else Reads(session)
+    attached = reads.attached(router.id)
     result = AppliancePlan(router.id, None, ports=[p.id for p, _ in attached])
     if not attached:
         return result  # nothing to run
@@ -51,13 +40,8 @@ def plan(session: Session, router: Router) -> AppliancePlan:
     # keeps serving too), but it forwards, translates and routes nothing.
     up = router.admin_state_up
     network_ids = {port.network_id for port, _ in attached}
-    networks = {
-        n.id: n for n in session.scalars(select(Network).where(Network.id.in_(network_ids)))
-    }
-    subnet_ids = {a.subnet_id for port, _ in attached for a in port.fixed_ips}
-    subnet_rows = {
-        s.id: s for s in session.scalars(select(Subnet).where(Subnet.id.in_(subnet_ids)))
-    }
+    networks = reads.networks(network_ids)
+    subnet_rows = reads.subnets({a.subnet_id for port, _ in attached for a in port.fixed_ips})
     interfaces: list[dict[str, Any]] = []
     subnets: list[dict[str, Any]] = []
     routes: list[dict[str, Any]] = []
@@ -109,10 +93,15 @@ def plan(session: Session, router: Router) -> AppliancePlan:
         "kind": "router",
         "interfaces": interfaces,
         "subnets": subnets,
-        "dhcp_hosts": dhcp_hosts(session, dhcp_subnets, own_macs),
+        "dhcp_hosts": dhcp_hosts(reads.host_rows(dhcp_subnets), own_macs),
         "routes": routes if up else [],
         "snat": {"enabled": bool(up and gateway and router.enable_snat)},
-        "floating_ips": _floating_ips(session, router) if up and gateway else [],
+        "floating_ips": [
+            {"floating_ip": floating, "fixed_ip": fixed or ""}
+            for floating, fixed in reads.floating_ips(router.id)
+        ]
+        if up and gateway
+        else [],
         "forwarding": up,
     }
     result.config = ApplianceConfig.model_validate(config)
@@ -130,14 +119,3 @@ def _default_route(subnet: Subnet) -> dict[str, Any]:
     if ipaddress.ip_address(subnet.gateway_ip) not in ipaddress.ip_network(subnet.cidr):
         route["onlink"] = True
     return route
-
-
-def _floating_ips(session: Session, router: Router) -> list[dict[str, str]]:
-    rows = session.scalars(
-        select(FloatingIp)
-        .where(FloatingIp.router_id == router.id, FloatingIp.fixed_ip_address.is_not(None))
-        .order_by(FloatingIp.floating_ip_address)
-    )
-    return [
-        {"floating_ip": f.floating_ip_address, "fixed_ip": f.fixed_ip_address or ""} for f in rows
-    ]

@@ -8,7 +8,13 @@ it run once more afterwards); different keys run in parallel on a bounded
 pool. Outbox events wake the keys they concern; a periodic, jittered resync
 lists every host and wakes every key its listing cannot vouch for, and each
 key is looked at in full every `health_s`, so correctness never depends on
-an event arriving (a lost one costs at most `health_s`).
+an event arriving (a lost one costs at most `health_s`). A started
+orchestrator reads the outbox from its newest event on, so what changed
+while none ran comes to it through its first resync instead: every
+appliance it has not seen yet is planned from the database in one batch
+and compared with its record and its host's listing (`_check_unseen`);
+those that agree need nothing (their full looks follow within `health_s`),
+those whose plan moved are woken at once.
 Appliances back off between failed attempts (`retry_at`). One appliance or
 port that fails never stops the others, nor the loop: errors are caught per
 item, logged, and the item retried later.
@@ -63,7 +69,10 @@ from astara.db.models import (
     Router,
     dhcp_network_id,
 )
+from astara.drivers import dhcp as dhcp_driver
+from astara.drivers import router as router_driver
 from astara.drivers.appliance import AppliancePlan
+from astara.drivers.reads import Batch, chunks
 from astara.orchestrator import appliances, placement, statuses
 from astara.orchestrator.coordination import host_key
 from astara.orchestrator.events import affected, touches_l2
@@ -234,6 +243,15 @@ class Orchestrator:
         # Appliances this process has asked an agent about, or pushed: the
         # listing alone vouches only for the others (see `_trusted_listing`).
         self._looked: set[str] = set()
+        # Appliances found running what the database wants since this
+        # process started (see `status`'s `converged`).
+        self._converged: set[str] = set()
+        # When each stage of the start and the first resync ended (wall
+        # clock, `time.time()`), and the process's CPU seconds then (all
+        # its threads): what a restart's time goes to.
+        self.timeline: dict[str, float] = {}
+        self.timeline_cpu: dict[str, float] = {}
+        self._mark("constructed")
         self._stop = threading.Event()
         self.l2 = L2(self.sessions, self.hosts, self._stop)
         self._poked = threading.Event()
@@ -249,6 +267,7 @@ class Orchestrator:
     # --- running ------------------------------------------------------------------------
 
     def start(self) -> Orchestrator:
+        self._mark("started")
         with self.sessions.begin() as session:
             self.cursor = session.scalar(select(func.max(OutboxEvent.sequence))) or 0
         self._thread = threading.Thread(target=self._main, name="orchestrator", daemon=True)
@@ -258,6 +277,10 @@ class Orchestrator:
         )
         self._heartbeat_thread.start()
         return self
+
+    def _mark(self, stage: str) -> None:
+        self.timeline[stage] = time.time()
+        self.timeline_cpu[stage] = round(time.process_time(), 3)
 
     def stop(self) -> None:
         self._stop.set()
@@ -396,14 +419,26 @@ class Orchestrator:
 
     def status(self) -> dict[str, Any]:
         """What `GET /astara/v1/orchestrator` shows (`busy`: keys running or
-        woken; `queued`: of those, the ones woken and not running yet)."""
+        woken; `queued`: of those, the ones woken and not running yet;
+        `reconciles`: appliance reconciles run since the start;
+        `converged`: appliances found, since the start, running what the
+        database wants: the config planned from the database now, recorded
+        as applied, run by their host at the recorded epoch, as the agent
+        showed it or as its listing has it (see `_check_unseen`), whether
+        or not a push was needed first; `timeline`: when the start's
+        stages ended, wall clock, and `timeline_cpu_s` the process's CPU
+        seconds then)."""
         with self._lock:
             queued = len(self._pending)
             busy = len(self._running) + queued
+            converged = len(self._converged)
         return {
             "cursor": self.cursor,
             "resyncs": self.resyncs,
             "reconciles": self.reconciles,
+            "converged": converged,
+            "timeline": dict(self.timeline),
+            "timeline_cpu_s": dict(self.timeline_cpu),
             "pushes": self.pushes,
             "busy": busy,
             "queued": queued,
@@ -596,23 +631,137 @@ class Orchestrator:
         """Remove appliances nothing accounts for, listing each host once
         (what it lists stands for an observation of an appliance it lists
         unchanged, see `_trusted_listing`), and wake everything the listing
-        cannot vouch for on its own (see `_unchanged_since`), with the
-        resync's priority, spread over half the resync period (each key at
-        its own phase; the first resync at once). A steady resync thus costs
-        a listing per host and a comparison per appliance."""
+        cannot vouch for on its own (see `_unchanged_since` and, for
+        appliances this process has not seen yet, such as every one after a
+        restart, `_check_unseen`), with the resync's priority, spread over
+        half the resync period (each key at its own phase; the first resync
+        at once). What `_check_unseen` finds changed since it was applied is
+        woken at once, like an event's key. A steady resync thus costs a
+        listing per host and a comparison per appliance."""
+        first = not self.resyncs
         known, listed_now = self._remove_orphans()
+        if first:
+            self._mark("listed")
         spread_s = self.resync_s / 2 if self.resyncs else 0.0
         checked = 0
+        unseen: list[str] = []
         for key in sorted(known):
             if not self.owns(key):
                 continue
             if self._unchanged_since(key, listed_now):
                 checked += 1  # the listing just taken vouches for it: nothing to run
                 continue
-            self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
-        metrics.OBSERVATIONS.labels("listed").inc(checked)
+            unseen.append(key)
+        vouched, changed = self._check_unseen(unseen, listed_now)
+        if first:
+            self._mark("checked")
+        for key in unseen:
+            if key in changed:
+                self.wake(key, delay_s=0.0)
+            elif key not in vouched:
+                self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
+        metrics.OBSERVATIONS.labels("listed").inc(checked + len(vouched))
         self.wake(L2_KEY, resync=True, delay_s=0.0)
+        if first:
+            self._mark("woken")
         self.resyncs += 1  # counted once every key is woken (see `status`'s `busy`)
+
+    def _check_unseen(self, keys: list[str], listed_now: set[str]) -> tuple[set[str], set[str]]:
+        """Appliances this process has neither seen nor asked about (after a
+        restart: all of them), checked together, in one transaction of about
+        a dozen statements: each planned from the database now (`Batch`),
+        and compared with its record and its host's listing just taken. One
+        whose plan, record (ACTIVE on that config, nothing pending: no
+        failure, back-off, pause, rebuild or move), Neutron statuses (the
+        router ACTIVE and up, the DHCP port ACTIVE) and listing (that host,
+        the record's epoch, that config hash, unfenced, no problem) all
+        agree is vouched for: nothing to run, as a reconcile would conclude
+        (no agent call, no push, no write), its full look coming within
+        `health_s` at its own phase (`_trusted_listing`'s rule). The plan is
+        what makes it sound: whatever changed in the database while no
+        orchestrator ran (the outbox is read from its newest event on at a
+        start, not from where the last process stopped) changes the plan,
+        and such an appliance is returned as changed, to be woken at once.
+        Several orchestrators: none (a takeover raises the epoch anyway).
+        (vouched, changed)."""
+        if self.coordinated or not keys:
+            return set(), set()
+        with self._lock:
+            listed = {
+                key: self._listed[key]
+                for key in keys
+                if key in self._listed
+                and key not in self._seen
+                and key not in self._looked
+                and self._listed[key][0] in listed_now
+            }
+            swept = dict(self._swept)
+        if not listed:
+            return set(), set()
+        vouched: dict[str, _Seen] = {}
+        changed: set[str] = set()
+        with self.sessions.begin() as session:
+            rows: dict[str, ApplianceState] = {}
+            for chunk in chunks(listed):
+                rows.update(
+                    (row.appliance_id, row)
+                    for row in session.scalars(
+                        select(ApplianceState).where(ApplianceState.appliance_id.in_(chunk))
+                    )
+                )
+            hosts = infos(session)
+            paused = set(session.scalars(select(PausedProject.project_id)))
+            networks = {k: n for k in listed if (n := dhcp_network_id(k)) is not None}
+            batch = Batch(session).load([k for k in listed if k not in networks], networks.values())
+            for key, (host_name, entry) in sorted(listed.items()):
+                row = rows.get(key)
+                if row is None or row.state != State.ACTIVE.value:
+                    continue
+                try:
+                    found = _plan_from(session, batch, key, networks.get(key))
+                except ValidationError:
+                    continue  # a config no appliance can run: the reconcile says why
+                if found is None:
+                    continue
+                plan, project_id, statuses_agree = found
+                if plan.digest is None:
+                    continue
+                if plan.digest != row.applied_hash:
+                    changed.add(key)  # the database changed since it was applied
+                    continue
+                host = hosts.get(host_name)
+                generation = entry.get("generation")
+                agree = (
+                    statuses_agree
+                    and host is not None
+                    and host.alive
+                    and row.host == host_name
+                    and not (row.paused or row.rebuild_requested or row.removing)
+                    and row.move_to is None
+                    and row.retry_at is None
+                    and row.last_error is None
+                    and row.attempts == 0
+                    and project_id not in paused
+                    and entry.get("epoch") == row.epoch
+                    and entry.get("config_hash") == plan.digest
+                    and not entry.get("fenced")
+                    and not entry.get("problems")
+                    and isinstance(generation, int)
+                )
+                if agree:
+                    assert isinstance(generation, int)
+                    at = swept.get(host_name, time.monotonic()) - _phase(key) * self.health_s
+                    vouched[key] = _Seen(host_name, row.epoch, generation, plan.digest, at)
+        with self._wakes:
+            for key, seen in list(vouched.items()):
+                busy = key in self._pending or key in self._running or key in self._again
+                if busy or key in self._looked or key in self._seen:
+                    del vouched[key]  # an event woke it meanwhile: its reconcile looks in full
+                    continue
+                self._seen[key] = seen
+                self._clean.add(key)
+                self._converged.add(key)
+        return set(vouched), changed
 
     def _remove_orphans(self, removed: list[str] | None = None) -> tuple[set[str], set[str]]:
         """Sweep every live host this member owns: all listed at once, then
@@ -765,6 +914,7 @@ class Orchestrator:
                 if decision.record.state is State.ACTIVE and seen.failure is None:
                     with self._lock:
                         self._clean.add(appliance_id)
+                        self._converged.add(appliance_id)
                 return
             failure, applied = None, None
             for command in decision.commands:
@@ -801,7 +951,8 @@ class Orchestrator:
         """The appliance's record, plan and placement from the database (it
         is placed, or placed anew, here: see `_place`), its state from its
         host's agent (or from the answer to the PUT just made: the same
-        thing). After a `failure` the agent is not asked: `present` then says
+        thing; or, for one never placed before, absent without asking).
+        After a `failure` the agent is not asked: `present` then says
         nothing, and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
             subject = appliances.subject(session, appliance_id)
@@ -830,6 +981,9 @@ class Orchestrator:
                 session.get(PausedProject, project_id) is not None
             )
             record = _record(row)
+            # Never placed (no record, or a record of no appliance yet):
+            # every push carries an epoch of 1 or more, given by a placement.
+            unplaced = row is None or row.epoch == 0
             rebuild = bool(row is not None and row.rebuild_requested)
             wanted = plan is not None and plan.config is not None and not paused
             where = self._place(session, appliance_id, project_id, row, plan, wanted)
@@ -845,6 +999,14 @@ class Orchestrator:
         if failure is None and observed is None and where.host is None:
             if desired is not None:
                 failure = no_host()
+        elif failure is None and observed is None and where.host is not None and unplaced:
+            # Placed by this very observation: no orchestrator has pushed it
+            # under this database, so no host runs it (one that holds a copy
+            # anyway, of an id used before or a record lost, is put right by
+            # the push: it replaces the config, and a host that saw a higher
+            # epoch refuses it, see `_catch_up`). Asking would only cost the
+            # first push an agent round trip.
+            pass
         elif failure is None and observed is None and where.host is not None:
             if listed:
                 observed = self._trusted_listing(appliance_id, where, desired, record)
@@ -1347,6 +1509,26 @@ def _delete(client: AgentClient, appliance_id: str, epoch: int) -> None:
     except AgentError as error:
         if error.status_code != 404:
             raise
+
+
+def _plan_from(
+    session: Session, batch: Batch, appliance_id: str, network_id: str | None
+) -> tuple[AppliancePlan, str, bool] | None:
+    """An appliance's plan from a batch's rows, its project, and whether its
+    Neutron statuses are as a settled reconcile leaves them (`statuses`:
+    the router ACTIVE and up, the DHCP port ACTIVE); None: nothing is
+    wanted of it (its router or DHCP port is gone)."""
+    if network_id is None:
+        router = batch.routers.get(appliance_id)
+        if router is None:
+            return None
+        plan = router_driver.plan(session, router, batch)
+        return plan, router.project_id, router.admin_state_up and router.status == "ACTIVE"
+    port = batch.dhcp_port(network_id)
+    if port is None:
+        return None
+    plan = dhcp_driver.plan(session, network_id, batch)
+    return plan, port.project_id, plan.ports == [port.id] and port.status == "ACTIVE"
 
 
 def _record(row: ApplianceState | None) -> Record:
