@@ -261,7 +261,12 @@ class _Cpu:
         self.server, self.database = server, database
 
     def seconds(self) -> float:
-        ticks = 0
+        server, database = self.split()
+        return server + database
+
+    def split(self) -> tuple[float, float]:
+        """(the server's processes, the database's backends), in seconds."""
+        ticks = [0, 0]
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -275,8 +280,8 @@ class _Cpu:
                 f"postgres: postgres {self.database} ".encode()
             )
             if ours or backend:
-                ticks += int(stat[11]) + int(stat[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+                ticks[1 if backend else 0] += int(stat[11]) + int(stat[12])
+        return ticks[0] / os.sysconf("SC_CLK_TCK"), ticks[1] / os.sysconf("SC_CLK_TCK")
 
     def settle(self, timeout_s: float = 60.0) -> None:
         """Until the processes are idle: workers still starting (importing,
@@ -307,6 +312,9 @@ def _measure(
             str(state),
             "--listen",
             f"127.0.0.1:{port}",
+            # Not the default 9697: another server on the machine may hold it.
+            "--control-listen",
+            f"127.0.0.1:{_free_port()}",
             "--db-url",
             url,
             "--role",
@@ -320,7 +328,7 @@ def _measure(
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a loaded machine can take minutes to start it
         while True:
             try:
                 if httpx.get(base, timeout=1).status_code == 200:
@@ -337,7 +345,9 @@ def _measure(
         unlimited = {"quota": {"port": -1}}
         httpx.put(f"{base}/v2.0/quotas/{project_id}", json=unlimited, headers=admin, timeout=30)
         network_id = _populate(url, project_id, others)
-        cpu = _Cpu(server.pid, url.rsplit("/", 1)[1].split("?")[0] if backend != "sqlite" else "")
+        # The database's name: the URL's path (its query names the socket's directory).
+        database = url.split("?")[0].rsplit("/", 1)[1] if backend != "sqlite" else ""
+        cpu = _Cpu(server.pid, database)
         _serve_and_measure(
             backend,
             base,
@@ -391,9 +401,12 @@ def _serve_and_measure(
         raw_p50, raw_p99 = _quantiles(_timed(lists, raw))
         floor_rps, floor_p99 = _load(client, creates, lambda c: c.get("/"))
         body = {"port": {"network_id": network_id}}
-        started = cpu.seconds()
+        before = cpu.split()
         create_rps, create_p99 = _load(client, creates, lambda c: c.post("/v2.0/ports", json=body))
-        create_cpu = (cpu.seconds() - started) / creates
+        after = cpu.split()
+        create_server_cpu = (after[0] - before[0]) / creates
+        create_database_cpu = (after[1] - before[1]) / creates
+        create_cpu = create_server_cpu + create_database_cpu
     common = {
         "backend": backend,
         "visible_ports": VISIBLE,
@@ -421,6 +434,8 @@ def _serve_and_measure(
             "requests_per_s": round(create_rps, 1),
             "p99_s": round(create_p99, 4),
             "cpu_ms_per_create": round(create_cpu * 1000, 2),
+            "server_cpu_ms_per_create": round(create_server_cpu * 1000, 2),
+            "database_cpu_ms_per_create": round(create_database_cpu * 1000, 2),
             "clients": CLIENTS,
             "baseline": "GET / (version document, no database) on the same server",
             "baseline_requests_per_s": round(floor_rps, 1),
@@ -433,7 +448,8 @@ def _serve_and_measure(
         f" list p50 {list_p50 * 1000:.0f} ms"
         f" p99 {list_p99 * 1000:.0f} ms (raw SQL p50 {raw_p50 * 1000:.0f} ms,"
         f" CPU {list_cpu * 1000:.0f} ms a list); create {create_rps:.0f}/s"
-        f" (CPU {create_cpu * 1000:.1f} ms each)"
+        f" (CPU {create_cpu * 1000:.1f} ms each: server {create_server_cpu * 1000:.1f},"
+        f" database {create_database_cpu * 1000:.1f})"
     )
 
 
