@@ -11,9 +11,14 @@ import uuid
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, delete
 
+from astara.api.app import create_app
+from astara.api.auth import Caller, TokenCache, digest
 from astara.api.bootstrap import ADMIN_PROJECT
-from tests.component.conftest import Api, error
+from astara.db.models import Credential
+from tests.component.conftest import Api, error, project
 
 GARBAGE_BODIES: list[Any] = [None, b"{not json", {"network": {"name": 7}}, [1, 2], "x" * 300]
 GARBAGE_QUERIES = [
@@ -160,3 +165,62 @@ def test_http_basic_with_the_project_name_and_its_token_is_accepted(admin: Api) 
     other = base64.b64encode(f"someone-else:{admin.token}".encode()).decode()
     response = admin.client.get("/v2.0/networks", headers={"Authorization": f"Basic {other}"})
     assert_unauthorized(response, "Basic with another project's name")
+
+
+def test_a_token_revoked_by_another_process_stops_working_within_the_cache_bound(
+    admin: Api, engine: Engine
+) -> None:
+    """A token found valid is trusted `ttl_s` without the database
+    (`auth.TokenCache`); a credential removed behind this process's back
+    (another API process, an operator's SQL) is refused once that is over.
+    The cache's clock is the test's, so that a slow machine cannot blur it."""
+    clock = [1000.0]
+    ttl_s = 5.0
+    tokens = TokenCache(ttl_s=ttl_s, clock=lambda: clock[0])
+    served = Api(TestClient(create_app(engine, tokens=tokens)), admin.token)
+    bob = project(served, "bob")
+    assert bob("GET", "/v2.0/networks").status_code == 200  # found valid: cached
+    with engine.begin() as connection:
+        connection.execute(delete(Credential).where(Credential.token_sha256 == digest(bob.token)))
+    clock[0] += ttl_s - 0.1
+    # Still trusted from the cache (the database was not asked again) ...
+    assert bob("GET", "/v2.0/networks").status_code == 200
+    # ... never with another project's name as HTTP Basic ...
+    wrong = base64.b64encode(f"admin:{bob.token}".encode()).decode()
+    response = served.client.get("/v2.0/networks", headers={"Authorization": f"Basic {wrong}"})
+    assert_unauthorized(response, "a cached token with another project's name")
+    # ... and refused once the bound is over, however it is presented.
+    clock[0] += 0.1
+    assert_unauthorized(bob("GET", "/v2.0/networks"), "a revoked token past the cache bound")
+    basic = base64.b64encode(f"bob:{bob.token}".encode()).decode()
+    response = served.client.get("/v2.0/networks", headers={"Authorization": f"Basic {basic}"})
+    assert_unauthorized(response, "a revoked token as HTTP Basic")
+
+
+def test_a_token_cache_of_zero_asks_the_database_every_time(admin: Api, engine: Engine) -> None:
+    served = Api(TestClient(create_app(engine, tokens=TokenCache(ttl_s=0))), admin.token)
+    bob = project(served, "bob")
+    assert bob("GET", "/v2.0/networks").status_code == 200
+    with engine.begin() as connection:
+        connection.execute(delete(Credential).where(Credential.token_sha256 == digest(bob.token)))
+    assert_unauthorized(bob("GET", "/v2.0/networks"), "a revoked token, no cache")
+
+
+def test_the_token_cache_forgets_the_least_recently_used_and_the_expired() -> None:
+    now = [100.0]
+    tokens = TokenCache(ttl_s=5.0, size=2, clock=lambda: now[0])
+    callers = {name: Caller(name, name, False) for name in "abc"}
+    for name in "ab":
+        tokens.put((name, None), callers[name], since=now[0])
+    assert tokens.get(("a", None)) == callers["a"]  # now the most recently used
+    tokens.put(("c", None), callers["c"], since=now[0])
+    assert tokens.get(("b", None)) is None
+    assert tokens.get(("a", None)) == callers["a"] and tokens.get(("c", None)) == callers["c"]
+    assert tokens.get(("a", "someone")) is None  # HTTP Basic's name is part of the key
+    now[0] = 104.9
+    assert tokens.get(("a", None)) == callers["a"]
+    now[0] = 105.0  # trusted for 5 s from when the database was asked
+    assert tokens.get(("a", None)) is None and tokens.get(("c", None)) is None
+    tokens.put(("a", None), callers["a"], since=now[0])
+    tokens.clear()
+    assert tokens.get(("a", None)) is None

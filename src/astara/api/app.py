@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from astara import __version__, metrics
 from astara.api import floatingips, networks, ports, routers, subnets
 from astara.api.admin import require_admin
+from astara.api.auth import TokenCache
 from astara.api.errors import NeutronError
 from astara.api.http import (
     agents,
@@ -102,20 +103,26 @@ def create_app(
     orchestrator: Any = None,
     settings: ApiSettings | None = None,
     ca_hash: str | None = None,
+    tokens: TokenCache | None = None,
 ) -> FastAPI:
     """The API; with `agent` (an AgentClient) `router show` includes what the
     appliance runs, with `orchestrator` `cleanup` can run a resync now, and
     with `ca_hash` (the deployment CA's, `pki.ca_hash`) admins make join
     tokens. `settings`: the deployment's VNI range and path MTU (defaults
-    otherwise)."""
+    otherwise). `tokens`: the tokens found valid lately, trusted a while
+    without the database (`auth.TokenCache`, by default for
+    `auth.TOKEN_CACHE_S`)."""
     settings = settings or ApiSettings()
+    tokens = tokens if tokens is not None else TokenCache()
     sessions = session_factory(engine)
     app = FastAPI(title="astara", version=__version__, description="Neutron v2.0 tenant API")
-    app.state.services = Services(sessions, agent, orchestrator, settings=settings, ca_hash=ca_hash)
+    app.state.services = Services(
+        sessions, agent, orchestrator, settings=settings, ca_hash=ca_hash, tokens=tokens
+    )
     # The last added runs first: authentication, before anything reads the request.
     app.add_middleware(RequestLatency)
     app.add_middleware(JsonSuffix)
-    app.add_middleware(Authentication, sessions=sessions)
+    app.add_middleware(Authentication, sessions=sessions, tokens=tokens)
 
     @app.exception_handler(NeutronError)
     async def neutron_error(_: Request, error: NeutronError) -> JSONResponse:

@@ -41,9 +41,11 @@ import logging
 import uuid
 from collections.abc import Collection
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import exists, select
+from sqlalchemy import String, bindparam, exists, select
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.sql import Executable
 
 from astara.api import changes, ports
 from astara.db.models import (
@@ -130,6 +132,80 @@ def needed_subnets(
     ]
 
 
+# The network's row, locked (see `sync`): built once, compiled once.
+_LOCK = (
+    select(Network.id).where(Network.id == bindparam("network_id")).with_for_update(key_share=True)
+)
+
+
+def _judgement() -> Executable:
+    """Whether the network has a DHCP port, and each of its subnets (none:
+    one row of NULLs) with what the rule asks of it: the subnet's kind, a
+    router interface on it (`served`), a workload on it, and whether the
+    DHCP port holds an address on it. One statement, built once."""
+    network_id = bindparam("network_id", type_=String)
+    dhcp_ports = select(Port.id).where(
+        Port.network_id == network_id,
+        Port.device_owner == DHCP,
+        Port.device_id == bindparam("device_id"),
+    )
+    on_subnet = IpAllocation.subnet_id == Subnet.id
+    served = exists().where(
+        Port.network_id == network_id,
+        Port.device_owner == ROUTER_INTERFACE,
+        IpAllocation.port_id == Port.id,
+        on_subnet,
+    )
+    with_workloads = exists().where(
+        on_subnet, Port.id == IpAllocation.port_id, Port.device_owner.not_like("network:%")
+    )
+    held = exists().where(on_subnet, IpAllocation.port_id.in_(dhcp_ports.scalar_subquery()))
+    return (
+        select(
+            exists(dhcp_ports).label("has_port"),
+            Subnet.id,
+            Subnet.ip_version,
+            Subnet.enable_dhcp,
+            Subnet.ipv6_address_mode,
+            Subnet.ipv6_ra_mode,
+            served.label("served"),
+            with_workloads.label("with_workloads"),
+            held.label("held"),
+        )
+        .select_from(Network)
+        .outerjoin(Subnet, Subnet.network_id == Network.id)
+        .where(Network.id == network_id)
+    )
+
+
+_JUDGEMENT = _judgement()
+
+
+def _right_already(session: Session, network_id: str, leaving: Collection[str]) -> bool:
+    """Whether the DHCP port is what the rule says already (absent where no
+    subnet needs it; holding exactly the needed subnets' addresses
+    otherwise), read in one statement of plain rows: the common case of
+    every change that calls `sync`. (False: let the full judgement decide.)"""
+    rows = session.execute(
+        _JUDGEMENT, {"network_id": network_id, "device_id": dhcp_appliance_id(network_id)}
+    ).all()
+    has_port = bool(rows[0].has_port) if rows else False
+    needed = {
+        row.id
+        for row in rows
+        if row.id is not None
+        and row.enable_dhcp
+        and row.id not in leaving
+        and leased_by_dhcp(cast(Subnet, row))  # the columns it reads
+        and not row.served
+        and row.with_workloads
+    }
+    held = {row.id for row in rows if row.id is not None and row.held}
+    if not has_port:
+        return not needed
+    return bool(needed) and held == needed
+
+
 def sync(session: Session, network_id: str, now: datetime, leaving: Collection[str] = ()) -> None:
     """Make the network's DHCP port what the module's rule says: created,
     given or relieved of fixed IPs, or deleted. `leaving`: subnets being
@@ -145,9 +221,13 @@ def sync(session: Session, network_id: str, now: datetime, leaving: Collection[s
     # fixed IPs) hold its key-share lock until they commit, and FOR UPDATE
     # waits for those: two creates on one network would each hold theirs and
     # wait for the other's (a deadlock). The judges still wait for each other.
-    network = session.get(
-        Network, network_id, with_for_update={"key_share": True}, populate_existing=True
-    )
+    # The lock is a statement of its own: what is read after it sees every
+    # change committed before it was granted (PostgreSQL's read committed).
+    if session.execute(_LOCK, {"network_id": network_id}).first() is None:
+        return
+    if _right_already(session, network_id, leaving):
+        return
+    network = session.get(Network, network_id, populate_existing=True)
     if network is None:
         return
     port = _current_dhcp_port(session, network_id)

@@ -322,11 +322,14 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
     if request is None:
         holder.fixed_ips = []
         for subnet in v4:
-            chosen = (
-                ports.allocate(session, network, holder.mac_address, [{"subnet_id": subnet.id}])
-                if ports.has_free(session, subnet)
-                else []
-            )
+            try:
+                chosen = ports.allocate(
+                    session, network, holder.mac_address, [{"subnet_id": subnet.id}]
+                )
+            except NeutronError as full:
+                if full.kind != ports.EXHAUSTED:
+                    raise
+                chosen = []  # this subnet is full: the next one
             if chosen:
                 holder.fixed_ips = chosen
                 break

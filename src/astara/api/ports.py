@@ -22,16 +22,19 @@ from sqlalchemy import (
     Connection,
     Select,
     String,
+    any_,
+    bindparam,
     case,
     cast,
     exists,
     func,
+    insert,
     literal,
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.orm import Session
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql import Executable
 
 from astara import ipam
@@ -49,6 +52,7 @@ from astara.api.errors import NeutronError
 from astara.api.query import FIXED_IP_KEYS
 from astara.db.models import (
     DHCP,
+    Base,
     FloatingIp,
     Host,
     IpAllocation,
@@ -63,8 +67,6 @@ from astara.model import rules
 SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
 _random = random.SystemRandom()
 PROBES = 32  # random candidates checked per query
-# `Session.info` key: the ids of the ports created in the session's transaction.
-CREATED = "astara.ports.created"
 
 
 def _mac(name: str, value: Any) -> str:
@@ -116,8 +118,6 @@ def _local_host(session: Session) -> str:
 def host_id(session: Session, port_id: str) -> str:
     """`binding:host_id`: the host the port is plugged on; the local host
     for a binding that names none; "" while it is not plugged (Neutron's default)."""
-    if port_id in session.info.get(CREATED, ()):
-        return ""  # made in this transaction: nothing has plugged it yet
     binding = session.get(PortBinding, port_id)
     if binding is None:
         return ""
@@ -449,6 +449,35 @@ LISTING = sql_query.Listing(
 )
 
 
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _among(column: InstrumentedAttribute[str], postgres: bool) -> ColumnElement[bool]:
+    """`column` is one of the `candidates` parameter's values: on PostgreSQL
+    `= ANY(array)`, one parameter (an IN list is rendered anew, value by
+    value, for each execution), elsewhere an IN list."""
+    if postgres:
+        return column == any_(bindparam("candidates", type_=ARRAY(String)))
+    return column.in_(bindparam("candidates", expanding=True))
+
+
+# Which of the candidates are taken: built once, by backend (see `_among`).
+_TAKEN_ADDRESSES = {
+    postgres: select(IpAllocation.ip_address).where(
+        IpAllocation.subnet_id == bindparam("subnet_id"),
+        _among(IpAllocation.ip_address, postgres),
+    )
+    for postgres in (False, True)
+}
+_TAKEN_MACS = {
+    postgres: select(Port.mac_address).where(
+        Port.network_id == bindparam("network_id"), _among(Port.mac_address, postgres)
+    )
+    for postgres in (False, True)
+}
+
+
 def _used(session: Session, subnet_id: str) -> set[ipam.IPAddress]:
     rows = session.scalars(
         select(IpAllocation.ip_address).where(IpAllocation.subnet_id == subnet_id)
@@ -465,10 +494,8 @@ def _free(session: Session, subnet: Subnet) -> ipam.IPAddress | None:
     probes = ipam.sample_addresses(pools, _random, PROBES)
     taken = set(
         session.scalars(
-            select(IpAllocation.ip_address).where(
-                IpAllocation.subnet_id == subnet.id,
-                IpAllocation.ip_address.in_([str(a) for a in probes]),
-            )
+            _TAKEN_ADDRESSES[_postgres(session)],
+            {"subnet_id": subnet.id, "candidates": [str(a) for a in probes]},
         )
     )
     free = [a for a in probes if str(a) not in taken]
@@ -489,10 +516,13 @@ def has_free(session: Session, subnet: Subnet) -> bool:
     return _free(session, subnet) is not None
 
 
+EXHAUSTED = "IpAddressGenerationFailure"
+
+
 def _exhausted(network: Network) -> NeutronError:
     return NeutronError(
         409,
-        "IpAddressGenerationFailure",
+        EXHAUSTED,
         f"No more IP addresses available on network {network.id}.",
     )
 
@@ -616,9 +646,8 @@ def free_mac(session: Session, network: Network) -> str:
         macs = {ipam.generate_mac(_random) for _ in range(PROBES)}
         taken = set(
             session.scalars(
-                select(Port.mac_address).where(
-                    Port.network_id == network.id, Port.mac_address.in_(sorted(macs))
-                )
+                _TAKEN_MACS[_postgres(session)],
+                {"network_id": network.id, "candidates": sorted(macs)},
             )
         )
         if macs - taken:
@@ -696,16 +725,40 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
             if values["port_security_enabled"] is None
             else values["port_security_enabled"]
         ),
+        status="DOWN",
         created_at=now,
         updated_at=now,
         revision_number=1,
+        tags=[],
     )
     port.fixed_ips = allocate(session, network, mac, values["fixed_ips"])
-    session.add(port)
-    session.info.setdefault(CREATED, set()).add(port.id)
+    insert_new(session, port)
     changes.record(session, "port", port, "create", now)
     dhcp.sync(session, network.id, now)
     return port
+
+
+# Core inserts into the tables, built once (see `insert_new`).
+_INSERT_PORT = insert(Base.metadata.tables[Port.__tablename__])
+_INSERT_ADDRESSES = insert(Base.metadata.tables[IpAllocation.__tablename__])
+_PORT_COLUMNS = tuple(column.key for column in Port.__table__.columns)
+_ADDRESS_COLUMNS = tuple(column.key for column in IpAllocation.__table__.columns)
+
+
+def insert_new(session: Session, port: Port) -> None:
+    """Write a new port and its fixed IPs (`port` with every column set, not
+    in the session) by two Core inserts, at once: the unit of work's
+    bookkeeping was most of a create's cost. `port` stays out of the
+    session, a plain record of what was written, for the answer."""
+    session.execute(_INSERT_PORT, {key: getattr(port, key) for key in _PORT_COLUMNS})
+    if port.fixed_ips:
+        session.execute(
+            _INSERT_ADDRESSES,
+            [
+                {key: getattr(allocation, key) for key in _ADDRESS_COLUMNS} | {"port_id": port.id}
+                for allocation in port.fixed_ips
+            ],
+        )
 
 
 def update(

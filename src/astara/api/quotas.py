@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
@@ -74,10 +74,13 @@ def used_of(session: Session, project_id: str, resource: str, up_to: int | None 
 
 def limit_of(session: Session, project_id: str, resource: str) -> int:
     """The project's limit for `resource` (its own, or the default)."""
-    found = session.scalar(
-        select(Quota.limit).where(Quota.project_id == project_id, Quota.resource == resource)
-    )
+    found = session.scalar(_LIMIT, {"project_id": project_id, "resource": resource})
     return DEFAULTS[resource] if found is None else found
+
+
+_LIMIT = select(Quota.limit).where(
+    Quota.project_id == bindparam("project_id"), Quota.resource == bindparam("resource")
+)
 
 
 def lock(session: Session, project_id: str) -> None:

@@ -275,6 +275,7 @@ def _service_port(
         created_at=now,
         updated_at=now,
         revision_number=1,
+        fixed_ips=[],  # new: nothing to load when the caller sets them
     )
     session.add(port)
     session.add(RouterPort(router_id=router.id, port_id=port.id, port_type=owner))

@@ -8,10 +8,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from astara.db.models import OutboxEvent
+from astara.db.models import Base, OutboxEvent
+
+# A Core insert into the table, built once: the event is written at once,
+# in the session's transaction, without the unit of work's bookkeeping
+# (every write of the API records one).
+_INSERT = insert(Base.metadata.tables[OutboxEvent.__tablename__])
 
 
 def record(
@@ -23,18 +28,20 @@ def record(
     action: str,
     now: datetime,
     detail: dict[str, Any] | None = None,
-) -> OutboxEvent:
-    """Add an event to the session's transaction (committed with it, or not at all)."""
-    event = OutboxEvent(
-        resource_type=resource_type,
-        resource_id=resource_id,
-        project_id=project_id,
-        action=action,
-        created_at=now,
-        detail=detail or {},
+) -> None:
+    """Write an event in the session's transaction (committed with it, or
+    not at all). Events are numbered in the order they are recorded."""
+    session.execute(
+        _INSERT,
+        {
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "project_id": project_id,
+            "action": action,
+            "created_at": now,
+            "detail": detail or {},
+        },
     )
-    session.add(event)
-    return event
 
 
 def record_host(session: Session, host_id: str, name: str, action: str, now: datetime) -> None:

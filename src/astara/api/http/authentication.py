@@ -8,6 +8,10 @@ before it solves dependencies, and routing itself answers 404/405.)
 
 Only `GET /` (and `HEAD /`) is open: the version document clients read
 before they authenticate.
+
+A token found valid is trusted a few seconds from `auth.TokenCache` (on the
+event loop: no thread, no transaction); past that, or when the cache does
+not know it, the database is asked again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from astara.api.auth import Caller, authenticate
+from astara.api.auth import Caller, Credentials, TokenCache, caller_of, credentials
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import CALLER_KEY
 
@@ -26,8 +30,11 @@ OPEN = frozenset({("GET", "/"), ("HEAD", "/")})
 
 
 class Authentication:
-    def __init__(self, app: ASGIApp, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, app: ASGIApp, sessions: sessionmaker[Session], tokens: TokenCache | None = None
+    ) -> None:
         self.app, self.sessions = app, sessions
+        self.tokens = tokens if tokens is not None else TokenCache(ttl_s=0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["method"], scope["path"]) in OPEN:
@@ -35,10 +42,11 @@ class Authentication:
             return
         headers = Headers(scope=scope)
         try:
-            # The token lookup is blocking database I/O: off the event loop.
-            caller = await run_in_threadpool(
-                self.lookup, headers.get("x-auth-token"), headers.get("authorization")
-            )
+            presented = credentials(headers.get("x-auth-token"), headers.get("authorization"))
+            caller = self.tokens.get(presented)
+            if caller is None:
+                # The token lookup is blocking database I/O: off the event loop.
+                caller = await run_in_threadpool(self.lookup, presented)
         except NeutronError as refused:
             response = JSONResponse(status_code=refused.status, content=refused.body())
             await response(scope, receive, send)
@@ -46,6 +54,9 @@ class Authentication:
         scope[CALLER_KEY] = caller
         await self.app(scope, receive, send)
 
-    def lookup(self, token: str | None, authorization: str | None) -> Caller:
+    def lookup(self, presented: Credentials) -> Caller:
+        asked = self.tokens.clock()
         with self.sessions.begin() as session:
-            return authenticate(session, token, authorization)
+            caller = caller_of(session, presented)
+        self.tokens.put(presented, caller, asked)
+        return caller

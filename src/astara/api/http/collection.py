@@ -84,6 +84,12 @@ def if_match(request: Request) -> int | None:
     return int(number)
 
 
+def json_response(body: Any, status: int = 200) -> Response:
+    """`body` (plain JSON values: a view) encoded as it is, by orjson, not
+    validated and walked value by value first by FastAPI's encoder."""
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
 def check_revision(row: Any, expected: int | None) -> None:
     if expected is not None and row.revision_number != expected:
         raise NeutronError(
@@ -115,7 +121,7 @@ def collection_router(controller: Controller) -> APIRouter:
         return Response(orjson.dumps(body), media_type="application/json")
 
     @router.post("", status_code=201)
-    async def create_item(request: Request, run: TransactionDep) -> dict[str, Any]:
+    async def create_item(request: Request, run: TransactionDep) -> Response:
         """One member, or a bulk of them in one transaction: all or none."""
         body = await json_body(request)
         bulk = bulk_members(resource, body)
@@ -137,7 +143,10 @@ def collection_router(controller: Controller) -> APIRouter:
             return created
 
         created = await run(work)
-        return {resource.collection: created} if bulk is not None else {resource.member: created[0]}
+        answer = (
+            {resource.collection: created} if bulk is not None else {resource.member: created[0]}
+        )
+        return json_response(answer, 201)
 
     @router.get("/{object_id}")
     async def show_item(request: Request, object_id: str, run: TransactionDep) -> dict[str, Any]:
@@ -150,7 +159,7 @@ def collection_router(controller: Controller) -> APIRouter:
         return {resource.member: select_fields(shown, fields)}
 
     @router.put("/{object_id}")
-    async def update_item(request: Request, object_id: str, run: TransactionDep) -> dict[str, Any]:
+    async def update_item(request: Request, object_id: str, run: TransactionDep) -> Response:
         body = await json_body(request)
         expected = if_match(request)
 
@@ -164,7 +173,7 @@ def collection_router(controller: Controller) -> APIRouter:
             session.flush()
             return readable(resource, controller.view(row), caller.is_admin)
 
-        return {resource.member: await run(work)}
+        return json_response({resource.member: await run(work)})
 
     @router.delete("/{object_id}", status_code=204)
     async def delete_item(request: Request, object_id: str, run: TransactionDep) -> Response:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from astara.api.auth import Caller, unauthorized
+from astara.api.auth import Caller, TokenCache, unauthorized
 from astara.api.errors import NeutronError
 from astara.api.http.transaction import run_transaction
 from astara.api.settings import ApiSettings
@@ -48,6 +48,8 @@ class Services:
     # The agent's naming, once it told us its prefix (see `operators.agent_names`).
     agent_names: list[Names] = field(default_factory=list)
     settings: ApiSettings = field(default_factory=ApiSettings)
+    # Tokens found valid lately (`auth.TokenCache`): forgotten when a project goes.
+    tokens: TokenCache = field(default_factory=TokenCache)
 
 
 def services(request: Request) -> Services:

@@ -54,8 +54,9 @@ async def list_projects(run: TransactionDep) -> dict[str, Any]:
 
 
 @router.delete("/projects/{name_or_id}", status_code=204)
-async def delete_project(name_or_id: str, run: TransactionDep) -> Response:
+async def delete_project(name_or_id: str, run: TransactionDep, found: ServicesDep) -> Response:
     await run(lambda s, c: admin.delete_project(s, c, name_or_id, now()))
+    found.tokens.clear()  # its tokens stop working here at once (others: auth.TOKEN_CACHE_S)
     return Response(status_code=204)
 
 

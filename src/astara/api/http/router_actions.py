@@ -3,12 +3,11 @@ and `.../remove_router_interface` (rules in `astara.api.routers`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import Request
+from fastapi import Request, Response
 
 from astara.api import routers
 from astara.api.errors import NeutronError
+from astara.api.http.collection import json_response
 from astara.api.http.dependencies import TransactionDep, authenticated_router, json_body, now
 
 router = authenticated_router(prefix="/v2.0/routers")
@@ -22,8 +21,8 @@ ACTIONS = {
 @router.put("/{router_id}/{action}")
 async def router_action(
     request: Request, router_id: str, action: str, run: TransactionDep
-) -> dict[str, Any]:
+) -> Response:
     if action not in ACTIONS:
         raise NeutronError(404, "HTTPNotFound", "The resource could not be found.")
     body = await json_body(request)
-    return await run(lambda s, c: ACTIONS[action](s, c, router_id, body, now()))
+    return json_response(await run(lambda s, c: ACTIONS[action](s, c, router_id, body, now())))
