@@ -9,19 +9,23 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session
 
 from astara.api import floatingips, networks, ports, subnets
+from astara.api.app import create_app
 from astara.api.attributes import Resource, readable
-from astara.api.auth import Caller
+from astara.api.auth import Caller, TokenCache
+from astara.api.bootstrap import ensure_admin
 from astara.api.query import Query, parse_query, run_query
 from astara.db.engine import session_factory
 from astara.db.models import (
@@ -461,6 +465,14 @@ def test_lists_give_what_the_in_python_reference_gives(
             compare(engine, api, caller, collection, params)
     finally:
         clear_rows(engine)
+
+
+@pytest.fixture
+def admin(engine: Engine, tmp_path: Path) -> Api:
+    """Every request authenticated against the database (no token cache),
+    so that a list's statements are the same from the first request on."""
+    token = ensure_admin(engine, tmp_path, "http://testserver", NOW)
+    return Api(TestClient(create_app(engine, tokens=TokenCache(ttl_s=0))), token)
 
 
 @pytest.fixture
