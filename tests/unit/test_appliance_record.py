@@ -12,6 +12,7 @@ from astara.appliance import record
 from astara.appliance.floating import Change, Known, plan_change, read_body
 from astara.appliance.record import ApplianceStatus
 from astara.appliance.schema import ApplianceConfig, config_hash
+from astara.linux.files import write_atomic
 from tests.unit.configs import NETWORK_MTUS, representative
 
 
@@ -122,3 +123,22 @@ def test_a_journal_left_by_a_cut_short_compaction_follows_nothing(tmp_path: Path
     assert appended
     assert record.read_status(tmp_path) == status
     assert record.read_config(tmp_path) == ApplianceConfig.model_validate(document(added))
+
+
+def test_a_journal_indexes_only_the_config_it_was_written_against(tmp_path: Path) -> None:
+    """A compaction writes config.json (the deltas folded in), then
+    status.json: a crash between the two leaves the old status and a journal
+    that still follows it. Its splices index the old list, not the new one:
+    applied to it they would add an entry twice. The journal then follows
+    nothing; the status is the one status.json has (the orchestrator sees
+    a config hash that is not the one it pushed, and pushes again)."""
+    known, status = start(tmp_path)
+    base = status
+    added = [*PAIRS, ("203.0.113.99", "10.0.2.9")]
+    known, status, _ = delta(tmp_path, known, status, added)
+    folded = ApplianceConfig.model_validate(document(added))
+    assert record.read_config(tmp_path) == folded
+    # The compaction's first write, then the crash.
+    write_atomic(tmp_path / record.CONFIG, folded.model_dump_json())
+    assert record.read_config(tmp_path) == folded  # not the new entry twice
+    assert record.read_status(tmp_path) == base

@@ -110,6 +110,8 @@ class TokenCache:
         self.ttl_s, self.size, self.clock = ttl_s, size, clock
         self._found: OrderedDict[Credentials, tuple[float, Caller]] = OrderedDict()
         self._lock = threading.Lock()
+        # Moved by `clear`: a lookup that began before it is not kept.
+        self.generation = 0
 
     def get(self, presented: Credentials) -> Caller | None:
         with self._lock:
@@ -122,12 +124,18 @@ class TokenCache:
             self._found.move_to_end(presented)
             return found[1]
 
-    def put(self, presented: Credentials, caller: Caller, since: float) -> None:
+    def put(
+        self, presented: Credentials, caller: Caller, since: float, generation: int | None = None
+    ) -> None:
         """Trust `caller` until `ttl_s` after `since`, the clock's time when
-        the database was asked (not when it answered)."""
+        the database was asked (not when it answered); not if the cache was
+        cleared since `generation` was read (before the database was asked:
+        its answer may predate the delete that cleared it)."""
         if self.ttl_s <= 0:
             return
         with self._lock:
+            if generation is not None and generation != self.generation:
+                return
             self._found[presented] = (since + self.ttl_s, caller)
             self._found.move_to_end(presented)
             while len(self._found) > self.size:
@@ -137,3 +145,4 @@ class TokenCache:
         """Forget every token (a project was deleted here)."""
         with self._lock:
             self._found.clear()
+            self.generation += 1

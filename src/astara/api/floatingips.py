@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from contextlib import closing
 from datetime import datetime
 from typing import Any
 
@@ -100,7 +101,7 @@ def listed(session: Session, statement: Select[FloatingIp]) -> list[dict[str, An
         ),
     )
     tags_view = sql_query.tags_view
-    with sql_query.collector_paused():
+    with sql_query.collector_paused(), closing(rows):
         return [
             {
                 "id": floating_id,

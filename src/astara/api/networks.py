@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import closing
 from datetime import datetime
 from typing import Any
 
@@ -188,7 +189,7 @@ def listed(session: Session, statement: Select[Network]) -> list[dict[str, Any]]
         ),
     )
     tags_view = sql_query.tags_view
-    with sql_query.collector_paused():
+    with sql_query.collector_paused(), closing(rows):
         return [
             {
                 "id": network_id,

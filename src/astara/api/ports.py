@@ -13,6 +13,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from datetime import datetime
 from typing import Any
 
@@ -251,18 +252,12 @@ def _views(session: Session, statement: Select[Port], encoded: bool) -> list[dic
     if postgres and encoded:
         # One statement, streamed: the host's name and the fixed IPs' JSON in SQL.
         columns[-1] = _host_id()
-        _build(
-            found,
-            sql_query.streamed(
-                connection,
-                joined.with_only_columns(*columns, cast(Port.tags, String), _fixed_ips_json()),
-            ),
-            {},
-            _named,
-            stamp,
-            postgres,
-            encoded=True,
+        streamed = sql_query.streamed(
+            connection,
+            joined.with_only_columns(*columns, cast(Port.tags, String), _fixed_ips_json()),
         )
+        with closing(streamed):  # the cursor let go even if building fails
+            _build(found, streamed, {}, _named, stamp, postgres, encoded=True)
         return found
     rows = _rows(
         connection, joined.with_only_columns(*columns, cast(Port.tags, String), literal(None))

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -149,7 +150,9 @@ def orm_views(
     return views
 
 
-def streamed(connection: Connection, statement: ClauseElement, chunk: int = 1_000) -> Iterator[Any]:
+def streamed(
+    connection: Connection, statement: ClauseElement, chunk: int = 1_000
+) -> Generator[Any, None, None]:
     """The rows `statement` selects, as the driver's plain tuples (their
     values as PostgreSQL gives them), streamed in chunks of `chunk` rows
     (libpq's chunked rows mode): the database goes on producing rows while
@@ -190,19 +193,34 @@ def tags_view(text: str | None) -> Any:
     return () if text is None or text == "[]" else sorted(json.loads(text))
 
 
+_paused_lock = threading.Lock()
+_paused = 0  # lists building their views now; the collector is off while any is
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while a list's views are built: their
     tens of thousands of new dicts and lists would set off collections that walk the whole heap
     again and again (3-5 times the building's own cost). Nothing it builds
-    is a cycle; reference counting frees it all the same."""
-    paused = gc.isenabled()
-    gc.disable()
+    is a cycle; reference counting frees it all the same. Several lists at
+    once: the first disables the collector, the last one out enables it
+    again (if it was enabled before the first)."""
+    global _paused, _was_enabled
+    with _paused_lock:
+        if _paused == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _paused += 1
     try:
         yield
     finally:
-        if paused:
-            gc.enable()
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _was_enabled:
+                gc.enable()
+
+
+_was_enabled = True
 
 
 def _readable(

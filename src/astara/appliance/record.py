@@ -14,7 +14,10 @@ Each line names the record it follows (the generation and config hash
 before it); reading applies lines only as long as each follows the record
 so far. A journal left by a compaction that crashed before removing it
 follows nothing (its first line names an older record), and a line torn
-by a crash is no line (it has no newline): neither is applied. A delta is
+by a crash is no line (it has no newline): neither is applied. Each line
+also names the `config.json` (inode, time, size) whose list its splice
+indexes: one written whole since (a crash between `config.json` and
+`status.json`) makes the journal follow nothing. A delta is
 answered only after its line is on disk, so after a crash the agent comes
 back with the last config it acknowledged.
 """
@@ -71,6 +74,7 @@ class Splice:
 @dataclass(frozen=True)
 class _Line:
     base: tuple[int, str | None]  # (generation, config hash) it follows
+    config: tuple[int, int, int]  # the identity of the config.json its splice indexes
     status: ApplianceStatus
     splice: Splice
 
@@ -158,6 +162,7 @@ def append(
         path.unlink(missing_ok=True)  # left by a compaction cut short: follows nothing
     line = {
         "base": [before.generation, before.config_hash],
+        "config": list(_identity(directory / CONFIG)),
         "status": after.as_dict(),
         "start": splice.start,
         "end": splice.end,
@@ -199,6 +204,10 @@ def _journal(directory: Path, status: ApplianceStatus) -> tuple[list[_Line], boo
         return [], True
     lines: list[_Line] = []
     at = (status.generation, status.config_hash)
+    try:
+        config = _identity(directory / CONFIG)
+    except FileNotFoundError:
+        return [], not data
     raws = data.split(b"\n")
     for raw in raws[:-1]:  # what follows the last newline is torn
         try:
@@ -206,7 +215,9 @@ def _journal(directory: Path, status: ApplianceStatus) -> tuple[list[_Line], boo
         except (ValueError, TypeError, KeyError):
             log.warning("%s: a journal line that cannot be read ends it", directory)
             break
-        if line.base != at:
+        if line.base != at or line.config != config:
+            # (A config.json written whole after the line, and a crash
+            # before status.json followed: its splices index another list.)
             if lines:
                 log.warning("%s: a journal line that does not follow ends it", directory)
             break
@@ -218,9 +229,11 @@ def _journal(directory: Path, status: ApplianceStatus) -> tuple[list[_Line], boo
 def _parse(raw: bytes) -> _Line:
     document = json.loads(raw)
     generation, config_hash = document["base"]
+    inode, mtime, size = document["config"]
     window = tuple((str(f), str(x)) for f, x in document["window"])
     return _Line(
         (int(generation), config_hash),
+        (int(inode), int(mtime), int(size)),
         ApplianceStatus(**document["status"]),
         Splice(int(document["start"]), int(document["end"]), window),
     )

@@ -652,7 +652,11 @@ class Orchestrator:
                 checked += 1  # the listing just taken vouches for it: nothing to run
                 continue
             unseen.append(key)
-        vouched, changed = self._check_unseen(unseen, listed_now)
+        try:
+            vouched, changed = self._check_unseen(unseen, listed_now)
+        except Exception:  # the batch itself: every key is woken as in any resync
+            log.exception("checking the appliances not seen yet")
+            vouched, changed = set(), set()
         if first:
             self._mark("checked")
         for key in unseen:
@@ -721,6 +725,9 @@ class Orchestrator:
                     found = _plan_from(session, batch, key, networks.get(key))
                 except ValidationError:
                     continue  # a config no appliance can run: the reconcile says why
+                except Exception:  # one appliance's anomaly: its own reconcile meets it
+                    log.exception("%s: planning it in the restart's batch", key)
+                    continue
                 if found is None:
                     continue
                 plan, project_id, statuses_agree = found

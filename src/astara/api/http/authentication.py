@@ -55,8 +55,8 @@ class Authentication:
         await self.app(scope, receive, send)
 
     def lookup(self, presented: Credentials) -> Caller:
-        asked = self.tokens.clock()
+        asked, generation = self.tokens.clock(), self.tokens.generation
         with self.sessions.begin() as session:
             caller = caller_of(session, presented)
-        self.tokens.put(presented, caller, asked)
+        self.tokens.put(presented, caller, asked, generation)
         return caller
