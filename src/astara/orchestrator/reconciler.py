@@ -639,6 +639,14 @@ class Orchestrator:
         woken at once, like an event's key. A steady resync thus costs a
         listing per host and a comparison per appliance."""
         first = not self.resyncs
+        with self._lock:
+            # A key another member took from this one is left alone until
+            # the next resync, not until the members change again: two
+            # members whose views of the members differed for a moment
+            # (both took it over while members joined) both leave it, and
+            # the views have agreed since, so its owner takes it back now.
+            for key in [k for k, held in self._claims.items() if held is None]:
+                del self._claims[key]
         known, listed_now = self._remove_orphans()
         if first:
             self._mark("listed")
@@ -1487,7 +1495,7 @@ class Orchestrator:
     def _still_held(self, appliance_id: str, row: ApplianceState | None) -> bool:
         """The record's epoch is still the one this member set: else another
         member took the appliance over, and this one keeps its hands off it
-        until the members change again."""
+        until the members change again or its next resync (see `resync`)."""
         with self._lock:
             if appliance_id not in self._claims:
                 return False  # the members just changed: the rebalance's wake takes it over
