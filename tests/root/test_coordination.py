@@ -184,6 +184,19 @@ def test_three_orchestrators_share_routers_fail_over_and_fence(
             server.start()  # one after the other: each registers the agent's host
             members.append(Member(server))
 
+        # The members agree on the group before the routers come: while a
+        # member has not seen the last one join, it takes over what the
+        # whole ring gives another (fenced, and left when it sees the join;
+        # the churn this test makes on purpose comes below).
+        wait_until(
+            lambda: (
+                all(len(m.status()["coordination"]["members"]) == 3 for m in members)
+                and owners(members) is not None
+            ),
+            120,
+            0.2,
+            "the three members to agree on the group",
+        )
         started = time.monotonic()
         routers: set[str] = set()
         for index in range(ROUTERS):
