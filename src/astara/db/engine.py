@@ -30,8 +30,22 @@ def make_engine(url: str) -> Engine:
         return engine
     # No JIT compilation: it pays off for long analytical queries, and made
     # a 10,000-row list (whose estimated cost crosses jit_above_cost) spend
-    # 1.5 s compiling before its 10 ms of work.
-    return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c jit=off"})
+    # 1.5 s compiling before its 10 ms of work. A session left idle inside a
+    # transaction for a minute is ended by the server: a process paused or
+    # hung there (an orchestrator stopped mid-transaction) would otherwise
+    # hold its row locks, and the member taking its routers over would wait
+    # on them for as long as it stays stopped. No transaction here waits
+    # that long between two statements.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={
+            "options": f"-c jit=off -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+        },
+    )
+
+
+IDLE_IN_TRANSACTION_MS = 60_000
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
