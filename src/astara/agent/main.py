@@ -24,7 +24,14 @@ from astara.agent.join import Joined, JoinError, JoinRequest, Renewer, TlsFiles,
 from astara.agent.join import join as join_deployment
 from astara.agent.listen import Listen, parse_advertise, parse_listen, url_host
 from astara.agent.server import AgentSettings, create_app
-from astara.agent.tls import bound_socket, only_role, peer_protocol, server_context, tls_server
+from astara.agent.tls import (
+    AGENT_LOOP,
+    bound_socket,
+    only_role,
+    peer_protocol,
+    server_context,
+    tls_server,
+)
 from astara.linux.process import become_subreaper, start_reaper
 from astara.model.fabric import check_ifname, check_physnet
 from astara.pki import check_host_name
@@ -152,12 +159,18 @@ def serve(
     gc.freeze()
     if listener is not None:
         uvicorn.run(
-            app, fd=listener.fileno(), http=peer_checked_protocol(policy), log_level=log_level
+            app,
+            fd=listener.fileno(),
+            http=peer_checked_protocol(policy),
+            loop=AGENT_LOOP,
+            log_level=log_level,
         )
     elif joined is not None:
         serve_tls(app, files, joined, where, log_level)
     else:
-        uvicorn.run(app, host=where.host, port=where.port, log_level=log_level)
+        uvicorn.run(
+            app, host=where.host, port=where.port, http="h11", loop=AGENT_LOOP, log_level=log_level
+        )
 
 
 def joined_or_join(

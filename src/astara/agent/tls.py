@@ -132,6 +132,13 @@ def peer_protocol(
     return TlsPeerProtocol
 
 
+# The agent's event loop: asyncio's own, whatever else is installed (uvloop
+# is, for the tenant API): the agent's protocols read each peer's
+# certificate from asyncio's TLS transport, and its watch and children were
+# written and tested against asyncio.
+AGENT_LOOP = "asyncio"
+
+
 def tls_server(
     app: Any,
     context: ssl.SSLContext,
@@ -141,7 +148,7 @@ def tls_server(
     """A uvicorn server for `app` serving `context` (this very object, so a
     renewal's `load_cert_chain` on it takes effect): run it with
     `.run(sockets=[bound_socket(...)])`."""
-    config = uvicorn.Config(app, http=protocol, log_level=log_level)
+    config = uvicorn.Config(app, http=protocol, loop=AGENT_LOOP, log_level=log_level)
     config.load()
     config.ssl = context
     return uvicorn.Server(config)

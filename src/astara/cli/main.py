@@ -543,8 +543,6 @@ def serve(
     from datetime import timedelta
     from functools import partial
 
-    import uvicorn
-
     from astara import pki
     from astara.agent.child import AgentChild
     from astara.agent.client import AgentClient
@@ -715,14 +713,14 @@ def serve(
             ca_hash=authority.ca_hash,
         )
         if workers == 1:
-            uvicorn.run(app, host=host, port=int(port), log_level=log_level)
+            api_workers.serve(app, log_level, host=host, port=int(port))
         else:
             sock = api_workers.listening_socket(host, int(port))
             others = api_workers.start(
                 sock, workers - 1, db_url, settings, authority.ca_hash, log_level
             )
             try:
-                uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+                api_workers.serve(app, log_level, sock)
             finally:
                 api_workers.stop(others)
     finally:
