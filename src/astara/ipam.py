@@ -272,5 +272,7 @@ def eui64(cidr: IPNetwork, mac: str) -> ipaddress.IPv6Address:
 def generate_mac(rng: random.Random, base: str = BASE_MAC) -> str:
     """A MAC under Neutron's base prefix with random remaining octets."""
     octets = base.split(":")
-    octets += [f"{rng.randrange(256):02x}" for _ in range(6 - len(octets))]
+    free = 6 - len(octets)
+    drawn = rng.getrandbits(8 * free)  # one draw (a system call for SystemRandom)
+    octets += [f"{(drawn >> (8 * i)) & 0xFF:02x}" for i in range(free)]
     return ":".join(octets)
