@@ -371,11 +371,15 @@ def fabric_view(
     if only is not None:
         # Only the appliances on these networks (a push's networks): what a
         # push costs grows with what it touches, not with every appliance.
+        # Each (host, network) once: every router of a cloud is on its
+        # external network, and a push read all of their rows (10,000 at
+        # 10,000 routers) to learn the few hosts they are on.
         for host, on_network in session.execute(
             select(ApplianceState.host, Port.network_id)
             .join(RouterPort, RouterPort.router_id == ApplianceState.appliance_id)
             .join(Port, Port.id == RouterPort.port_id)
             .where(ApplianceState.host.is_not(None), Port.network_id.in_(only))
+            .distinct()
         ).all():
             need(host, on_network)
         for appliance_id, host in session.execute(
