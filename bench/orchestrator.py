@@ -309,6 +309,7 @@ def _scale(
     memory_before = _mem_available()
     metrics_before = scrape(api)
     deepest = 0.0
+    cpu_before = _cpu_split(serve_pid, agent_pid)
     started = time.monotonic()
 
     def make(n: int) -> str:
@@ -328,6 +329,12 @@ def _scale(
 
     wait_until(all_active, 1800, 0.2, "all routers ACTIVE")
     converged = time.monotonic() - started
+    cpu_spent = {
+        name: round(after - before, 1)
+        for (name, after), before in zip(
+            _cpu_split(serve_pid, agent_pid).items(), cpu_before.values(), strict=True
+        )
+    }
     assert sum(r["status"] == "ACTIVE" for r in api.routers()) == count
     metrics_after = scrape(api)
 
@@ -346,6 +353,8 @@ def _scale(
         "l2_pass_total_s": seconds(delta("astara_reconcile_seconds_sum", kind="l2")),
         "failures": delta("astara_reconcile_failures_total"),
         "deepest_queue": deepest,
+        # CPU seconds from the first API call to the last router ACTIVE.
+        "cpu_s": cpu_spent,
         "api_requests": delta("astara_api_request_seconds_count"),
         "api_request_mean_s": seconds(
             delta("astara_api_request_seconds_sum")
@@ -466,6 +475,19 @@ def _proc_started(pid: int) -> float:
         if line.startswith("btime")
     )
     return boot + int(fields[19]) / ticks
+
+
+def _cpu_split(serve_pid: int, agent_pid: int) -> dict[str, float]:
+    """CPU seconds so far: `astara serve`, the agent, the agent's reaped
+    children (its `nft`, `ip`, `dnsmasq` starters...), this benchmark."""
+    fields = Path(f"/proc/{agent_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {
+        "serve": _cpu_s(serve_pid),
+        "agent": _cpu_s(agent_pid),
+        "agent_children": (int(fields[13]) + int(fields[14])) / ticks,
+        "benchmark": time.process_time(),
+    }
 
 
 def _cpu_s(pid: int) -> float:
