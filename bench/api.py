@@ -271,8 +271,12 @@ class _Cpu:
         return sum(self.split())
 
     def split(self) -> tuple[float, float]:
-        """(the server's processes, the database's backends), in seconds."""
+        """(the server's processes, the database's backends), in seconds.
+        The backends that exited count too (the pool closes the connections
+        it opened beyond its size): their CPU is in their parent's, the
+        postmaster's, reaped children's time (cutime, cstime)."""
         ticks = [0, 0]
+        postmasters: set[int] = set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -285,8 +289,16 @@ class _Cpu:
             backend = bool(self.database) and command.startswith(
                 f"postgres: postgres {self.database} ".encode()
             )
+            if backend:
+                postmasters.add(int(stat[1]))
             if ours or backend:
                 ticks[1 if backend else 0] += int(stat[11]) + int(stat[12])
+        for pid in postmasters:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks[1] += int(stat[13]) + int(stat[14])
         return ticks[0] / os.sysconf("SC_CLK_TCK"), ticks[1] / os.sysconf("SC_CLK_TCK")
 
     def settle(self, timeout_s: float = 60.0) -> None:
