@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Engine, event
+
 from tests.component.conftest import Api, error, project
 
 
@@ -190,3 +192,29 @@ def test_interfaces_only_on_own_or_shared_subnets(admin: Api) -> None:
     # Bob's private subnet stays invisible to alice.
     _, bobs = tenant_subnet(bob, "10.5.0.0/24")
     assert error(alice("PUT", interface, {"subnet_id": bobs}))[0] == 404
+
+
+def test_an_interface_costs_the_same_statements_however_many_the_router_has(
+    admin: Api, engine: Engine
+) -> None:
+    """Its overlap check reads the router's subnets in one statement, not
+    one read per address it holds."""
+    public_id, _ = external(admin)
+    made = router(admin, external_gateway_info={"network_id": public_id})
+    path = f"/v2.0/routers/{made['id']}/add_router_interface"
+    statements: list[str] = []
+
+    def keep(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    counts = []
+    for n in range(6):
+        _, subnet_id = tenant_subnet(admin, f"10.{n}.0.0/24", name=f"n{n}")
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            assert admin("PUT", path, {"subnet_id": subnet_id}).status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
+        counts.append(len(statements))
+        statements.clear()
+    assert len(set(counts[1:])) == 1, counts

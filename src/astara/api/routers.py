@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session, selectinload
 
@@ -146,20 +146,21 @@ LISTING = sql_query.Listing(
 def _router_subnets(
     session: Session, router: Router, interfaces_only: bool = False
 ) -> list[Subnet]:
-    """Subnets the router is connected to: its interfaces' and its gateway network's."""
-    found: dict[str, Subnet] = {}
-    for port in _ports(session, router, INTERFACE):
-        for allocation in port.fixed_ips:
-            subnet = session.get(Subnet, allocation.subnet_id)
-            if subnet is not None:
-                found[subnet.id] = subnet
+    """Subnets the router is connected to: its interfaces' and its gateway
+    network's, in one statement (not a read per address: a router with 100
+    interfaces cost 100 reads for each interface added)."""
+    on_interfaces = (
+        select(IpAllocation.subnet_id)
+        .join(RouterPort, RouterPort.port_id == IpAllocation.port_id)
+        .where(RouterPort.router_id == router.id, RouterPort.port_type == INTERFACE)
+    )
+    connected: ColumnElement[bool] = Subnet.id.in_(on_interfaces)
     if router.gateway_port_id and not interfaces_only:
-        gateway = session.get(Port, router.gateway_port_id)
-        if gateway is not None:
-            network = session.get(Network, gateway.network_id)
-            for subnet in network.subnets if network else []:
-                found[subnet.id] = subnet
-    return list(found.values())
+        gateway_network = (
+            select(Port.network_id).where(Port.id == router.gateway_port_id).scalar_subquery()
+        )
+        connected = or_(connected, Subnet.network_id == gateway_network)
+    return list(session.scalars(select(Subnet).where(connected)))
 
 
 def _set_gateway(
@@ -244,8 +245,9 @@ def _refuse_overlap(
     session: Session, router: Router, new_subnets: list[Subnet], interfaces_only: bool = False
 ) -> None:
     """A router joins no subnet twice and no two overlapping CIDRs (§4.1, §4.3)."""
+    connected = _router_subnets(session, router, interfaces_only) if new_subnets else []
     for new in new_subnets:
-        for existing in _router_subnets(session, router, interfaces_only):
+        for existing in connected:
             if existing.id == new.id:
                 raise NeutronError(
                     400,
