@@ -90,11 +90,24 @@ def actions(decision: object) -> list[Action]:
 def test_transitions(
     state: State, observation: Observation, after: State, commands: list[Action]
 ) -> None:
-    decision = step(Record(state=state), observation, NOW)
+    # As it was running it (the hash it applied): only a router that never
+    # ran an appliance has none.
+    decision = step(Record(state=state, applied_hash=OLD), observation, NOW)
     assert decision.record.state is after
     assert actions(decision) == commands
     if after is not state:
         assert decision.events, "every change of state says why"
+
+
+def test_a_router_that_ran_nothing_is_created_not_rebuilt() -> None:
+    """Made without ports (active, no appliance), then given one: its
+    first push creates the appliance; nothing went missing."""
+    idle = step(Record(state=State.CONFIGURING), seen(desired_hash=None, present=False), NOW)
+    assert idle.record == Record(state=State.ACTIVE)
+    decision = step(idle.record, seen(present=False, observed_hash=None), NOW)
+    assert decision.record.state is State.BOOTING
+    assert actions(decision) == [Action.PUSH]
+    assert decision.events == ("active -> booting: creating the appliance",)
 
 
 def test_failures_back_off_exponentially_then_end_in_error() -> None:

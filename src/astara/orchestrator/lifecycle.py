@@ -196,7 +196,10 @@ def _decide_known(record: Record, seen: Observation, now: datetime) -> Decision:
     if record.retry_at is not None and now < record.retry_at:
         return Decision(record)  # backing off
     if not seen.present:
-        if state in (State.CREATING, State.BOOTING):
+        # Never applied: a new router's, or one that ran nothing until now
+        # (no ports: active without an appliance), is made, not missing.
+        never = state is State.ACTIVE and record.applied_hash is None
+        if state in (State.CREATING, State.BOOTING) or never:
             return _move(record, State.BOOTING, Action.PUSH, "creating the appliance")
         return _move(record, State.REBUILDING, Action.PUSH, "the appliance is missing")
     if seen.problems:
