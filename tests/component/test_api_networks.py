@@ -378,8 +378,9 @@ def test_tags_are_set_listed_filtered_and_bump_the_revision(admin: Api) -> None:
     assert admin("GET", tags).json() == {"tags": []}
     # Bad tags change nothing; tags are not a body attribute; others' resources are 404.
     admin("PUT", tags, {"tags": ["keep"]})
-    for bad in (["a,b"], [""], [7], ["x" * 256], [f"t{i}" for i in range(51)]):
+    for bad in (["a,b"], [""], [7], ["x" * 256], [f"t{i}" for i in range(51)], ["a\x00"]):
         assert error(admin("PUT", tags, {"tags": bad}))[0] == 400
+    assert error(admin("PUT", f"{tags}/a%00"))[0] == 400
     assert admin("GET", tags).json() == {"tags": ["keep"]}
     status, _, message = error(admin("POST", "/v2.0/networks", {"network": {"tags": ["x"]}}))
     assert (status, message) == (400, "Attribute 'tags' not allowed in POST")

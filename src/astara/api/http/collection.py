@@ -58,7 +58,8 @@ TagChange = Callable[[set[str]], set[str]]
 def valid_tags(tags: list[Any]) -> set[str]:
     """Tags are non-empty strings of at most 255 characters, 50 per resource."""
     for tag in tags:
-        if not isinstance(tag, str) or not tag or len(tag) > 255 or "," in tag:
+        # No NUL: PostgreSQL's JSON functions cannot read it back as text.
+        if not isinstance(tag, str) or not tag or len(tag) > 255 or "," in tag or "\x00" in tag:
             raise NeutronError(400, "HTTPBadRequest", f"Invalid input: {tag!r} is not a valid tag")
     if len(set(tags)) > MAX_TAGS:
         raise NeutronError(400, "HTTPBadRequest", f"Invalid input: more than {MAX_TAGS} tags")
