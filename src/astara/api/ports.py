@@ -234,51 +234,6 @@ def _fixed_ips_json() -> Any:
     )
 
 
-def encoded(session: Session, statement: Select[Port], admin: bool) -> list[Fragment]:
-    """`listed` (then `readable`) encoded, by PostgreSQL: one statement,
-    streamed, a port's whole JSON object a row."""
-    column = _port_json(admin)
-    connection = session.connection()
-    rows = sql_query.streamed(
-        connection,
-        statement.outerjoin(PortBinding, PortBinding.port_id == Port.id).with_only_columns(column),
-    )
-    with sql_query.collector_paused(), closing(rows):
-        return [Fragment(text) for (text,) in rows]
-
-
-def _port_json(admin: bool) -> Any:
-    """A port's view as JSON text, in PostgreSQL (`_build`'s keys, in its order)."""
-    value = sql_query.json_value
-    members: list[tuple[str, Any]] = [
-        ("id", value(Port.id)),
-        ("tenant_id", value(Port.project_id)),
-        ("project_id", value(Port.project_id)),
-        ("description", value(Port.description)),
-        ("tags", sql_query.json_tags(Port.tags)),
-        ("created_at", sql_query.json_timestamp(Port.created_at)),
-        ("updated_at", sql_query.json_timestamp(Port.updated_at)),
-        ("revision_number", value(Port.revision_number)),
-        ("name", value(Port.name)),
-        ("network_id", value(Port.network_id)),
-        ("admin_state_up", value(Port.admin_state_up)),
-        ("mac_address", value(Port.mac_address)),
-        ("fixed_ips", _fixed_ips_json()),
-        ("device_id", value(Port.device_id)),
-        ("device_owner", value(Port.device_owner)),
-        ("status", value(Port.status)),
-        ("security_groups", "[]"),
-        ("port_security_enabled", value(Port.port_security_enabled)),
-        ("allowed_address_pairs", "[]"),
-        ("extra_dhcp_opts", "[]"),
-        ("binding:vnic_type", '"normal"'),
-        ("binding:host_id", value(_host_id())),
-        ("ip_allocation", '"immediate"'),
-    ]
-    hidden = () if admin else {a.name for a in RESOURCE.attributes if a.admin_visible}
-    return sql_query.json_object([m for m in members if m[0] not in hidden])
-
-
 def _views(session: Session, statement: Select[Port], encoded: bool) -> list[dict[str, Any]]:
     """The views of the ports `statement` selects, in its order, from plain
     rows (no ORM objects: a list may hold 100,000 ports): the ports with
@@ -476,7 +431,6 @@ LISTING = sql_query.Listing(
     statement=_visible_rows,
     views=views,
     listed=listed,
-    encoded=encoded,
     columns={
         **sql_query.standard_columns(Port),
         "name": Port.name,

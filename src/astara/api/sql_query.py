@@ -20,13 +20,12 @@ import gc
 import json
 import threading
 import typing
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     Boolean,
     ColumnElement,
@@ -43,7 +42,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.orm.interfaces import ORMOption
@@ -77,10 +76,6 @@ class Listing:
     (nothing reads them again but the encoder), so some of their values may
     be JSON text the database built (`orjson.Fragment`); `views` when not
     given. The reference path (a filter or sort in Python) reads `views`.
-    `encoded(session, statement, admin)`: on PostgreSQL, for a whole list
-    (no page, no `fields`), each item as the JSON text the database wrote
-    (`orjson.Fragment`), what `listed` and `readable` give encoded, byte
-    for byte; `admin`: with the attributes only admins read.
     """
 
     resource: Resource
@@ -90,7 +85,6 @@ class Listing:
     columns: Mapping[str, InstrumentedAttribute[Any]] = field(default_factory=dict)
     filters: Mapping[str, FilterClause] = field(default_factory=dict)
     listed: Callable[[Session, Select[Any]], list[dict[str, Any]]] | None = None
-    encoded: Callable[[Session, Select[Any], bool], list[Any]] | None = None
 
 
 def run(
@@ -134,8 +128,6 @@ def run(
     statement = statement.order_by(*(_order(column, ascending) for column, ascending in ordering))
     if query.limit:
         statement = statement.limit(query.limit)
-    elif listing.encoded is not None and dialect == "postgresql" and not query.fields:
-        return {resource.collection: listing.encoded(session, statement, caller.is_admin)}
     listed = listing.listed or listing.views
     found = _readable(resource, listed(session, statement), caller)
     if query.limit and query.page_reverse:
@@ -193,55 +185,6 @@ def timestamp_text(column: Any) -> ColumnElement[str]:
     """`changes.timestamp` of a time column, in PostgreSQL itself (a string
     per row instead of a datetime object to make, then format)."""
     return func.to_char(column, literal('YYYY-MM-DD"T"HH24:MI:SS"Z"', String))
-
-
-# JSON text built by PostgreSQL, byte for byte what orjson writes of the
-# same values (`to_json` escapes a string as orjson does: no spaces, raw
-# UTF-8, the short escapes, `\\u00XX` for other control characters).
-
-
-def json_value(column: Any) -> ColumnElement[str]:
-    """A string, number or boolean column as JSON text (`null` for NULL)."""
-    return func.coalesce(cast(func.to_json(column), String), literal("null", String))
-
-
-def json_timestamp(column: Any) -> ColumnElement[str]:
-    """`changes.timestamp` of a time column, as a JSON string."""
-    return literal('"', String) + timestamp_text(column) + literal('"', String)
-
-
-def json_tags(column: Any) -> ColumnElement[str]:
-    """`tags_view` of a JSON list column: its strings sorted by code point
-    (collation "C": the bytes of UTF-8 sort as their code points), as
-    Python's `sorted` orders them."""
-    tag = func.json_array_elements_text(column).table_valued("value").alias("tag")
-    ordered = aggregate_order_by(literal(",", String), literal_column('tag.value COLLATE "C"'))
-    entries = func.string_agg(cast(func.to_json(tag.c.value), String), ordered)
-    return func.coalesce(
-        select(literal("[", String) + entries + literal("]", String))
-        .select_from(tag)
-        .scalar_subquery(),
-        literal("[]", String),
-    )
-
-
-def json_object(members: Sequence[tuple[str, ColumnElement[str] | str]]) -> ColumnElement[str]:
-    """A JSON object as text, its members in order: each value JSON text
-    (an expression, or a constant given as its JSON)."""
-    pieces: list[Any] = []
-    text = "{"
-    for index, (name, value) in enumerate(members):
-        text += ("," if index else "") + orjson.dumps(name).decode() + ":"
-        if isinstance(value, str):
-            text += value
-        else:
-            pieces += [literal(text, String), value]
-            text = ""
-    pieces.append(literal(text + "}", String))
-    joined = pieces[0]
-    for piece in pieces[1:]:
-        joined = joined + piece
-    return typing.cast(ColumnElement[str], joined)
 
 
 def tags_view(text: str | None) -> Any:
