@@ -112,3 +112,30 @@ def test_ctrl_c_stops_serve_and_its_agent_without_a_restart(tmp_path: Path) -> N
     assert _agents_on(state_dir) == []
     assert "starting it again" not in server.log()
     assert (state_dir / "agent.pid").read_text() == str(agent)
+
+
+def test_sigterm_stops_serve_after_it_has_stopped_its_agent(tmp_path: Path) -> None:
+    """A supervisor stops `astara serve` with SIGTERM to its process alone:
+    serve ends its API gracefully, then stops what it started (the local
+    agent, last) and exits 0, rather than dying of the signal with its
+    cleanup undone."""
+    prefix = unique_prefix()
+    server = Server(tmp_path / "var", prefix)
+    state_dir = server.state_dir.resolve()
+    state_dir.mkdir(parents=True)
+    with open(state_dir / "serve.log", "ab") as log:
+        serve = subprocess.Popen(
+            server.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_until(lambda: _agents_on(state_dir) != [], 60, 0.1, "the local agent")
+        wait_until(lambda: "Uvicorn running" in server.log(), 60, 0.1, "the API")
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0, server.log()[-3000:]
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+        cleanup.remove_all(prefix)
+    assert _agents_on(state_dir) == []
+    assert "starting it again" not in server.log()

@@ -17,13 +17,15 @@ process and ended with it (the kernel's parent-death signal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from astara.api.settings import ApiSettings
@@ -42,7 +44,35 @@ def serve(app: Any, log_level: str, sock: socket.socket | None = None, **where: 
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level, http="h11", loop="uvloop", **where)
-    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
+    server = uvicorn.Server(config)
+    with _signals_stop(server):
+        server.run(sockets=[sock] if sock is not None else None)
+
+
+@contextlib.contextmanager
+def _signals_stop(server: Any) -> Iterator[None]:
+    """SIGINT and SIGTERM end the server gracefully, and then return here:
+    the caller still stops what it started (orchestrator, coordination, the
+    local agent) and exits 0. uvicorn handles both while it serves, then
+    restores the handlers it found and raises the signal again "for the
+    expected behaviour": with Python's own handlers that is a
+    KeyboardInterrupt (exit 130) or, for SIGTERM, death before any cleanup.
+    The handlers it finds are these, which only ask the server to stop: at
+    once if the signal comes before it serves, and nothing more after.
+    (Only the main thread may set handlers; a server elsewhere is left be.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():  # a second Ctrl-C now interrupts the cleanup
+            signal.signal(sig, handler)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
