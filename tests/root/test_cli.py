@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -58,20 +60,17 @@ def _agents_on(state_dir: Path) -> list[int]:
     return found
 
 
-def test_ctrl_c_stops_serve_and_its_agent_without_a_restart(tmp_path: Path) -> None:
-    """Ctrl-C in a terminal signals the whole foreground process group. The
-    agent must be stopped by `astara serve`, last, and never restarted as if
-    it had crashed while serve shuts down."""
+@contextlib.contextmanager
+def _serving(tmp_path: Path) -> Iterator[tuple[Server, subprocess.Popen[bytes]]]:
+    """`astara serve` in its own process group (as a shell runs a foreground
+    command), answering; killed and its objects removed whatever happens."""
     prefix = unique_prefix()
     server = Server(tmp_path / "var", prefix)
-    state_dir = server.state_dir.resolve()
-    state_dir.mkdir(parents=True)
-    with open(state_dir / "serve.log", "ab") as log:
-        # Its own process group, as a shell runs a foreground command.
+    server.state_dir.resolve().mkdir(parents=True)
+    with open(server.state_dir / "serve.log", "ab") as log:
         serve = subprocess.Popen(
             server.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    held: socket.socket | None = None
     try:
 
         def answering() -> bool:
@@ -82,33 +81,40 @@ def test_ctrl_c_stops_serve_and_its_agent_without_a_restart(tmp_path: Path) -> N
                 return False
 
         wait_until(answering, 60, 0.1, "astara serve to answer")
+        yield server, serve
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+        cleanup.remove_all(prefix)
+
+
+def test_ctrl_c_stops_serve_and_its_agent_without_a_restart(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group. The
+    agent must be stopped by `astara serve`, last, and never restarted as if
+    it had crashed while serve shuts down."""
+    with _serving(tmp_path) as (server, serve):
+        state_dir = server.state_dir.resolve()
         (agent,) = _agents_on(state_dir)
         # A request whose body is still coming holds serve in its graceful
         # shutdown: long enough for a supervisor to restart a dead agent.
         token = (state_dir / "admin-token").read_text().strip()
         body = b'{"netns": "x"}'
-        held = socket.create_connection(("127.0.0.1", server.port))
-        held.sendall(
-            b"PUT /astara/v1/ports/none/binding HTTP/1.1\r\nHost: astara\r\n"
-            + f"X-Auth-Token: {token}\r\nContent-Length: {len(body)}\r\n".encode()
-            + b"Content-Type: application/json\r\n\r\n"
-            + body[:1]
-        )
-        os.killpg(serve.pid, signal.SIGINT)
-        wait_until(lambda: "Waiting for" in server.log(), 30, 0.05, "serve to shut down")
-        with pytest.raises(AssertionError, match="timed out"):
-            # Any change to the agent is wrong here; none within five
-            # supervisor intervals is taken as none at all.
-            wait_until(lambda: _agents_on(state_dir) != [agent], 5, 0.05, "the agent to change")
-        held.sendall(body[1:])
-        assert serve.wait(timeout=60) == 0, server.log()[-3000:]
-    finally:
-        if held is not None:
-            held.close()
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
-        cleanup.remove_all(prefix)
+        with socket.create_connection(("127.0.0.1", server.port)) as held:
+            held.sendall(
+                b"PUT /astara/v1/ports/none/binding HTTP/1.1\r\nHost: astara\r\n"
+                + f"X-Auth-Token: {token}\r\nContent-Length: {len(body)}\r\n".encode()
+                + b"Content-Type: application/json\r\n\r\n"
+                + body[:1]
+            )
+            os.killpg(serve.pid, signal.SIGINT)
+            wait_until(lambda: "Waiting for" in server.log(), 30, 0.05, "serve to shut down")
+            with pytest.raises(AssertionError, match="timed out"):
+                # Any change to the agent is wrong here; none within five
+                # supervisor intervals is taken as none at all.
+                wait_until(lambda: _agents_on(state_dir) != [agent], 5, 0.05, "the agent to change")
+            held.sendall(body[1:])
+            assert serve.wait(timeout=60) == 0, server.log()[-3000:]
     assert _agents_on(state_dir) == []
     assert "starting it again" not in server.log()
     assert (state_dir / "agent.pid").read_text() == str(agent)
@@ -119,23 +125,11 @@ def test_sigterm_stops_serve_after_it_has_stopped_its_agent(tmp_path: Path) -> N
     serve ends its API gracefully, then stops what it started (the local
     agent, last) and exits 0, rather than dying of the signal with its
     cleanup undone."""
-    prefix = unique_prefix()
-    server = Server(tmp_path / "var", prefix)
-    state_dir = server.state_dir.resolve()
-    state_dir.mkdir(parents=True)
-    with open(state_dir / "serve.log", "ab") as log:
-        serve = subprocess.Popen(
-            server.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        wait_until(lambda: _agents_on(state_dir) != [], 60, 0.1, "the local agent")
-        wait_until(lambda: "Uvicorn running" in server.log(), 60, 0.1, "the API")
+    with _serving(tmp_path) as (server, serve):
+        state_dir = server.state_dir.resolve()
+        (agent,) = _agents_on(state_dir)
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0, server.log()[-3000:]
-    finally:
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
-        cleanup.remove_all(prefix)
     assert _agents_on(state_dir) == []
     assert "starting it again" not in server.log()
+    assert (state_dir / "agent.pid").read_text() == str(agent)
