@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from sqlalchemy import Engine, insert, text
 from astara.db.engine import make_engine, sqlite_url
 from astara.db.migrate import upgrade
 from astara.db.models import IpAllocation, Network, Port, Subnet
+from astara.testing.net import free_ports
 from astara.testing.postgres import PostgresServer, binaries
 from bench.harness import Report, Settings, log, ratio
 
@@ -59,12 +59,6 @@ VISIBLE = 10_000
 OTHERS = 100_000
 OTHER_NETWORKS = 50  # 2,000 ports each, on a /20
 BATCH = 5_000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _network(
@@ -327,8 +321,7 @@ def _measure(
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    port = _free_port()
-    server = _serve(state, port, url, workers)
+    server, port = _serve(state, url, workers)
     baseline_server: subprocess.Popen[bytes] | None = None
     baseline_state = Path(tempfile.mkdtemp(prefix="astara-bench-api-base-"))
     try:
@@ -348,8 +341,7 @@ def _measure(
         baseline: tuple[str, _Cpu] | None = None
         if baseline_src is not None:
             # The same database served by another source tree, lists alternated.
-            baseline_port = _free_port()
-            baseline_server = _serve(baseline_state, baseline_port, url, workers, baseline_src)
+            baseline_server, baseline_port = _serve(baseline_state, url, workers, baseline_src)
             _wait_up(f"http://127.0.0.1:{baseline_port}")
             baseline = (f"http://127.0.0.1:{baseline_port}", _Cpu(baseline_server.pid, database))
         _serve_and_measure(
@@ -375,9 +367,11 @@ def _measure(
 
 
 def _serve(
-    state: Path, port: int, url: str, workers: int, src: str | None = None
-) -> subprocess.Popen[bytes]:
-    """`astara serve --role api` on `url` (from the source tree `src`, if given)."""
+    state: Path, url: str, workers: int, src: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`astara serve --role api` on `url` (from the source tree `src`, if
+    given), and the port its API listens on."""
+    port, control = free_ports(2)
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = src
@@ -390,7 +384,7 @@ def _serve(
             "--listen",
             f"127.0.0.1:{port}",
             "--control-listen",
-            f"127.0.0.1:{_free_port()}",
+            f"127.0.0.1:{control}",
             "--db-url",
             url,
             "--role",

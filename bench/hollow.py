@@ -47,7 +47,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,7 +60,7 @@ from astara.agent.client import AgentClient
 from astara.agent.tls import ClientTLS
 from astara.db.engine import sqlite_url
 from astara.testing.hollow import percentile
-from astara.testing.net import wait_until
+from astara.testing.net import free_port, wait_until
 from astara.testing.postgres import PostgresServer, binaries
 from astara.testing.server import Cloud, Server
 from bench.harness import Report, Settings, log, ratio, seconds
@@ -75,12 +74,6 @@ SETTLE_S = 900.0
 HEALTH_S = 300.0
 CLIENTS = 4
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Controller(Server):
@@ -144,7 +137,7 @@ class Hollows:
         for index in range(count):
             name = f"hollow{index + 1}"
             token = self.api("POST", "/astara/v1/hosts/join-tokens", {"ttl_s": 600})["token"]
-            port = _free_port()
+            port = free_port()
             directory = self.root / name
             directory.mkdir(parents=True)
             with (directory / "agent.log").open("wb") as output:

@@ -8,7 +8,6 @@ ports other projects have."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,8 @@ from astara.api import ports
 from astara.api.auth import Caller
 from astara.db.engine import make_engine
 from astara.db.migrate import upgrade
-from astara.testing.net import wait_until
+from astara.testing.net import free_port, wait_until
 from astara.testing.postgres import PostgresServer
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _serve(*args: str) -> list[str]:
@@ -56,7 +49,7 @@ def test_workers_serve_one_socket_and_end_with_the_first(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
     url = postgres.create_database()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         _serve(

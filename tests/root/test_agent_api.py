@@ -204,7 +204,6 @@ def test_metrics_count_applies(lab: Lab) -> None:
 
 def test_agent_listens_on_tcp(tmp_path: Path) -> None:
     """`--listen tcp:HOST:PORT` serves the same API (loopback only here)."""
-    import socket
     import subprocess
     import sys
 
@@ -212,11 +211,9 @@ def test_agent_listens_on_tcp(tmp_path: Path) -> None:
 
     from astara.agent.client import AgentClient
     from astara.testing.agent import unique_prefix
-    from astara.testing.net import wait_until
+    from astara.testing.net import free_port, wait_until
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     prefix = unique_prefix()
     process = subprocess.Popen(
         [

@@ -24,7 +24,7 @@ from astara.db.engine import make_engine, sqlite_url
 from astara.db.models import Host, RevokedCertificate
 from astara.linux import cleanup
 from astara.testing.agent import unique_prefix
-from astara.testing.net import wait_until
+from astara.testing.net import free_port, wait_until
 from astara.testing.server import BIN, Cloud, Server
 
 pytestmark = pytest.mark.root
@@ -34,13 +34,6 @@ LIFETIME_S = 20  # agents' certificates: renewed about every 13 s
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Agent:

@@ -14,14 +14,7 @@ from typing import IO, Protocol
 
 import httpx
 
-from astara.testing.net import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from astara.testing.net import free_ports, wait_until
 
 
 class CoordinationServer(Protocol):
@@ -81,7 +74,7 @@ class EtcdServer(_Process):
         if shutil.which("etcd") is None:
             raise RuntimeError("etcd is not installed (apt-get install etcd-server)")
         super().__init__()
-        self.port, self.peer_port = _free_port(), _free_port()
+        self.port, self.peer_port = free_ports(2)
 
     def start(self) -> EtcdServer:
         client = f"http://127.0.0.1:{self.port}"

@@ -5,12 +5,15 @@
   saw (SNAT and floating IPs are asserted on that);
 - `EchoServer` + `Connection`: a long-lived TCP connection to check that it
   survives a change;
-- `Capture`: tcpdump in a namespace, waiting for a matching packet.
+- `Capture`: tcpdump in a namespace, waiting for a matching packet;
+- `free_ports`: local TCP ports for the servers a test starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import socket
 import subprocess
 import threading
 import time
@@ -21,6 +24,23 @@ from typing import TypeVar
 from astara.linux.run import in_netns, run
 
 T = TypeVar("T")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct local TCP ports, free now, for the servers one test
+    starts together. They are chosen with every probe held open: a port
+    probed and closed is free again, so two probes in a row may name the same
+    port (a server's API and control listener collided that way in CI)."""
+    with contextlib.ExitStack() as held:
+        probes = [held.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
+def free_port() -> int:
+    """One local TCP port, free now (`free_ports`)."""
+    return free_ports(1)[0]
 
 
 def wait_until(

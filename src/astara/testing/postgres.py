@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from astara.testing.net import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
 
@@ -27,9 +28,7 @@ class PostgresServer:
         self.bin = found
         self.root = Path(tempfile.mkdtemp(prefix="astara-pg-"))
         self.data = self.root / "data"
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
 
     def _as_postgres(self, *argv: str) -> None:
         subprocess.run(

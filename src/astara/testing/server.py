@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from astara.testing.net import wait_until
+from astara.testing.net import free_ports, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -26,18 +25,13 @@ class Server:
     def __init__(
         self, state_dir: Path, prefix: str | None = None, *extra: str, role: str | None = None
     ) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        # Its own control listener port too, so servers can run side by side.
+        self.port, self.control_port = free_ports(2)
         self.state_dir = state_dir
         self.prefix = prefix
         self.extra = extra
         self.role = role
         self.url = f"http://127.0.0.1:{self.port}"
-        # Its own control listener port, so servers can run side by side.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.control_port = probe.getsockname()[1]
         self.control_url = f"https://127.0.0.1:{self.control_port}"
         self.process: subprocess.Popen[bytes] | None = None
 
