@@ -396,7 +396,7 @@ def _serve(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
-    )
+    ), port
 
 
 def _wait_up(base: str) -> None:
@@ -491,11 +491,11 @@ def _serve_and_measure(
         raw_p50, raw_p99 = _quantiles(_timed(lists, raw))
         floor_rps, floor_p99 = _load(client, creates, lambda c: c.get("/"))
         body = {"port": {"network_id": network_id}}
-        before = cpu.split()
+        cpu_before = cpu.split()
         create_rps, create_p99 = _load(client, creates, lambda c: c.post("/v2.0/ports", json=body))
-        after = cpu.split()
-        create_server_cpu = (after[0] - before[0]) / creates
-        create_database_cpu = (after[1] - before[1]) / creates
+        cpu_after = cpu.split()
+        create_server_cpu = (cpu_after[0] - cpu_before[0]) / creates
+        create_database_cpu = (cpu_after[1] - cpu_before[1]) / creates
         create_cpu = create_server_cpu + create_database_cpu
     common = {
         "backend": backend,

@@ -236,13 +236,14 @@ def _create(
         },
         201,
     )["subnets"]
-    for router, subnet in zip(routers(), subnets, strict=True):
+    made = routers()
+    for router, subnet in zip(made, subnets, strict=True):
         api(
             "PUT",
             f"/v2.0/routers/{router['id']}/add_router_interface",
             {"subnet_id": subnet["id"]},
         )
-    return [str(r["id"]) for r in routers]
+    return [str(r["id"]) for r in made]
 
 
 def _create_in_process(

@@ -43,6 +43,7 @@ queue seen, failures) come from its `/metrics`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -141,6 +142,10 @@ def _plan(state_dir: Path, router_id: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def _in_state(api: Cloud, router_id: str, state: str) -> bool:
+    return bool(api.router(router_id)["state"] == state)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -183,13 +188,11 @@ def provisioning(settings: Settings, report: Report, server: Server, api: Cloud)
                 {"subnet_id": subnet["id"]},
             )
             api_runs.append(wait() - started)
-        wait_until(lambda router=router: api.router(router["id"])["state"] == "active", 60, 0.05)
+        wait_until(functools.partial(_in_state, api, router["id"], "active"), 60, 0.05)
         pushes += moved(before, scrape(api), "astara_pushes_total")
         # The same appliance, straight through the agent API.
         api("POST", f"/astara/v1/routers/{router['id']}/debug")
-        wait_until(
-            lambda router=router: api.router(router["id"])["state"] == "paused", 60, 0.05, "pausing"
-        )
+        wait_until(functools.partial(_in_state, api, router["id"], "paused"), 60, 0.05, "pausing")
         config = _plan(server.state_dir, router["id"])
         # With the epoch the host holds (it refuses an older one).
         epoch = int(agent.get_appliance(router["id"])["epoch"])

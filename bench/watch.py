@@ -139,11 +139,12 @@ def bench_watch(settings: Settings, report: Report) -> None:
             lab.client.delete_appliance("r1")
             lab.router("r1", router_config())
 
+        def delete_veth() -> None:
+            subprocess.run(["ip", "-n", names.fabric_netns, "link", "del", fabric_end], check=True)
+
         faults: dict[str, Callable[[], None]] = {
             "namespace": lambda: delete_namespace(lab.router_netns("r1")),
-            "veth": lambda: subprocess.run(
-                ["ip", "-n", names.fabric_netns, "link", "del", fabric_end], check=True
-            ),
+            "veth": delete_veth,
         }
         # Interleaved, each run after a rebuild (which resets the repairs'
         # back-off): what is measured is a fault's first repair.
