@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
 
+from astara.api.app import create_app
+from astara.api.auth import TokenCache
 from tests.component.conftest import Api, error, project
 
 
@@ -103,6 +109,74 @@ def test_exhausted_subnet_is_409_ip_address_generation_failure(admin: Api) -> No
     status, kind, message = error(port(admin, network_id))
     assert (status, kind) == (409, "IpAddressGenerationFailure")
     assert message == f"No more IP addresses available on network {network_id}."
+
+
+@contextmanager
+def statements_of(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements run while the block runs, one-line each."""
+    kept: list[str] = []
+
+    def keep(*args: Any) -> None:
+        kept.append(" ".join(str(args[2]).split()))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        yield kept
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+
+
+def _full_scans(statements: list[str]) -> list[str]:
+    """Reads of every address of a subnet (no candidates in them)."""
+    return [
+        s
+        for s in statements
+        if s.startswith("SELECT ip_allocations.ip_address FROM ip_allocations")
+        and "ANY" not in s
+        and " IN " not in s
+    ]
+
+
+def test_a_nearly_full_pool_is_filled_to_its_last_address_without_reading_it_all(
+    admin: Api, engine: Engine
+) -> None:
+    """20 addresses: random candidates find each free one (the second, wider
+    draw holds the whole pool), and the 21st create is refused by that draw,
+    never by reading every address in use."""
+    network_id, _ = network_with_subnets(
+        admin,
+        "10.0.0.0/24",
+        allocation_pools=[{"start": "10.0.0.10", "end": "10.0.0.29"}],
+        enable_dhcp=False,
+    )
+    with statements_of(engine) as statements:
+        given = {made(port(admin, network_id))["fixed_ips"][0]["ip_address"] for _ in range(20)}
+        assert given == {f"10.0.0.{n}" for n in range(10, 30)}
+        assert error(port(admin, network_id))[:2] == (409, "IpAddressGenerationFailure")
+    assert _full_scans(statements) == [], [s[:90] for s in statements]
+
+
+def test_a_port_create_reads_its_network_and_subnets_in_one_statement(
+    admin: Api, engine: Engine
+) -> None:
+    """And costs the same statements with 2 subnets' ports as with 40. (The
+    token trusted for the whole test: a lookup when the default 5 s ran out
+    would add its statements.)"""
+    admin = Api(TestClient(create_app(engine, tokens=TokenCache(ttl_s=3600))), admin.token)
+    network_id, _ = network_with_subnets(admin, "10.0.0.0/16", "fd00::/64")
+    counts = []
+    for n in range(40):
+        with statements_of(engine) as statements:
+            made(port(admin, network_id))
+        counts.append(len(statements))
+        if n == 0:
+            continue  # it makes the network's DHCP port too, with its own reads
+        # The network's row (its lock, `SELECT networks.id ...`, is not a read of it).
+        network_reads = [s for s in statements if s.startswith("SELECT networks.name")]
+        assert len(network_reads) == 1 and "JOIN subnets" in network_reads[0]
+        assert not [s for s in statements if s.startswith("SELECT subnets.")]
+    # The first makes the network's DHCP port (its own statements).
+    assert len(set(counts[1:])) == 1, counts
 
 
 @pytest.mark.parametrize("dhcp", [False, True], ids=["no-dhcp", "dhcp"])

@@ -10,7 +10,7 @@ from typing import Any
 from orjson import Fragment
 from sqlalchemy import ColumnElement, Select, String, cast, exists, func, literal, or_, select, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from astara.api import access, changes, dhcp, segments, sql_query, zones
 from astara.api.attributes import (
@@ -110,8 +110,14 @@ def visible(network: Network, caller: Caller) -> bool:
     )
 
 
-def get(session: Session, caller: Caller, network_id: str) -> Network:
-    network = session.get(Network, network_id)
+def get(
+    session: Session, caller: Caller, network_id: str, *, with_subnets: bool = False
+) -> Network:
+    """A network the caller sees; `with_subnets`: its subnets read with it,
+    in the same statement (a port create reads them all)."""
+    network = session.get(
+        Network, network_id, options=[joinedload(Network.subnets)] if with_subnets else ()
+    )
     if network is None or not visible(network, caller):
         raise NeutronError(404, "NetworkNotFound", f"Network {network_id} could not be found.")
     return network

@@ -67,7 +67,10 @@ from astara.model import rules
 
 SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
 _random = random.SystemRandom()
-PROBES = 32  # random candidates checked per query
+# Random candidates checked per query, a few, then more: each costs the
+# database an index lookup, and in a subnet a sixth full all 8 of the first
+# query are taken about once in 1.7 million creates.
+PROBES = (8, 64)
 # MACs: 2**24 per network, so a few suffice until a network holds millions.
 MAC_PROBES = 4
 
@@ -484,20 +487,24 @@ def _used(session: Session, subnet_id: str) -> set[ipam.IPAddress]:
 
 def _free(session: Session, subnet: Subnet) -> ipam.IPAddress | None:
     """A free address: first a few random ones checked in one query (cheap
-    however many ports the subnet has), then, for a nearly full subnet, an
-    exact scan of everything in use."""
+    however many ports the subnet has), then more, then, for a nearly full
+    subnet, an exact scan of everything in use."""
     cidr = ipaddress.ip_network(subnet.cidr)
     pools = ipam.parse_pools(cidr, subnet.allocation_pools)
-    probes = ipam.sample_addresses(pools, _random, PROBES)
-    taken = set(
-        session.scalars(
-            _TAKEN_ADDRESSES[_postgres(session)],
-            {"subnet_id": subnet.id, "candidates": [str(a) for a in probes]},
+    size = sum(pool.size for pool in pools)
+    for count in PROBES:
+        probes = ipam.sample_addresses(pools, _random, count)
+        taken = set(
+            session.scalars(
+                _TAKEN_ADDRESSES[_postgres(session)],
+                {"subnet_id": subnet.id, "candidates": [str(a) for a in probes]},
+            )
         )
-    )
-    free = [a for a in probes if str(a) not in taken]
-    if free:
-        return _random.choice(free)
+        free = [a for a in probes if str(a) not in taken]
+        if free:
+            return _random.choice(free)
+        if size <= count:  # that draw was every address of the pools
+            return None
     return ipam.choose_address(pools, _used(session, subnet.id), _random)
 
 
@@ -698,7 +705,7 @@ def _not_the_servers_own(values: dict[str, Any], current: str | None = None) -> 
 
 def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Port:
     _not_the_servers_own(values)
-    network = networks.get(session, caller, values["network_id"])
+    network = networks.get(session, caller, values["network_id"], with_subnets=True)
     if not caller.is_admin and network.project_id != caller.project_id and not network.shared:
         raise NeutronError(404, "NetworkNotFound", f"Network {network.id} could not be found.")
     _may_choose(caller, network, values, "create")
