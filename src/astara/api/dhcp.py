@@ -43,7 +43,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import String, bindparam, exists, select
+from sqlalchemy import ColumnElement, String, bindparam, exists, literal, select
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.sql import Executable
 
@@ -60,6 +60,15 @@ from astara.db.models import (
 from astara.drivers.appliance import leased_by_dhcp
 
 log = logging.getLogger(__name__)
+
+
+def _owner(kind: str) -> ColumnElement[str]:
+    """A device owner written into the statement, not bound: PostgreSQL plans
+    a prepared statement once for any parameters, and only a constant lets
+    its statistics say that few ports are router interfaces or DHCP ports
+    (bound, the planner scanned every port of the network, under the
+    network's lock, on every port create: 3 ms at 10,000 ports)."""
+    return literal(kind, literal_execute=True)
 
 
 def dhcp_port(session: Session, network_id: str) -> Port | None:
@@ -105,7 +114,7 @@ def needed_subnets(
         exists()
         .where(
             Port.network_id == network_id,
-            Port.device_owner == ROUTER_INTERFACE,
+            Port.device_owner == _owner(ROUTER_INTERFACE),
             IpAllocation.port_id == Port.id,
             on_subnet,
         )
@@ -116,7 +125,7 @@ def needed_subnets(
         .where(
             on_subnet,
             Port.id == IpAllocation.port_id,
-            Port.device_owner.not_like("network:%"),
+            Port.device_owner.not_like(_owner("network:%")),
         )
         .label("with_workloads")
     )
@@ -146,18 +155,18 @@ def _judgement() -> Executable:
     network_id = bindparam("network_id", type_=String)
     dhcp_ports = select(Port.id).where(
         Port.network_id == network_id,
-        Port.device_owner == DHCP,
+        Port.device_owner == _owner(DHCP),
         Port.device_id == bindparam("device_id"),
     )
     on_subnet = IpAllocation.subnet_id == Subnet.id
     served = exists().where(
         Port.network_id == network_id,
-        Port.device_owner == ROUTER_INTERFACE,
+        Port.device_owner == _owner(ROUTER_INTERFACE),
         IpAllocation.port_id == Port.id,
         on_subnet,
     )
     with_workloads = exists().where(
-        on_subnet, Port.id == IpAllocation.port_id, Port.device_owner.not_like("network:%")
+        on_subnet, Port.id == IpAllocation.port_id, Port.device_owner.not_like(_owner("network:%"))
     )
     held = exists().where(on_subnet, IpAllocation.port_id.in_(dhcp_ports.scalar_subquery()))
     return (
