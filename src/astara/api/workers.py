@@ -37,13 +37,14 @@ DB_URL_ENV = "ASTARA_DB_URL"  # the URL may hold a password: not on the command 
 def serve(app: Any, log_level: str, sock: socket.socket | None = None, **where: Any) -> None:
     """Serve the tenant API: on `sock`, or where `where` says (host, port),
     on uvloop's event loop rather than asyncio's (its loop and transports
-    are C). HTTP stays h11's: it bounds a request's head (16 KiB) before
-    anything reads it, where uvicorn's httptools protocol buffers headers
-    without limit, before authentication could refuse them. (The agent keeps
-    asyncio and its own h11 protocols: it checks each TLS peer in them.)"""
+    are C), HTTP parsed by httptools with a bound on a request's head
+    (`astara.api.http.protocol`). (The agent keeps asyncio and its own h11
+    protocols: it checks each TLS peer in them.)"""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, http="h11", loop="uvloop", **where)
+    from astara.api.http.protocol import BoundedHead
+
+    config = uvicorn.Config(app, log_level=log_level, http=BoundedHead, loop="uvloop", **where)
     server = uvicorn.Server(config)
     with _signals_stop(server):
         server.run(sockets=[sock] if sock is not None else None)
