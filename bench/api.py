@@ -10,7 +10,7 @@ of 50 other projects on 50 networks of their own, which `bench` cannot see.
 Then, timed through the API: `GET /v2.0/ports` as `bench` (one client, one
 request at a time: p50 and p99, to the body's last byte; the client's own
 decoding of the 7 MB is reported apart), and `POST /v2.0/ports` on `bench`'s network
-from eight client threads (creates per second). On PostgreSQL the largest
+from eight client threads (2,000 of them: creates per second). On PostgreSQL the largest
 case runs again with `astara serve --workers 4` (four API processes on one
 socket). `python -m bench.api --others 100000 --workers 4` runs one
 PostgreSQL case alone; `--baseline-src DIR` serves another source tree
@@ -426,7 +426,7 @@ def _serve_and_measure(
     baseline: tuple[str, _Cpu] | None = None,
 ) -> None:
     lists = 5 if settings.quick else 20
-    creates = 100 if settings.quick else 400
+    creates = 100 if settings.quick else 2000
     with (
         _raw_select(url, project_id) as raw,
         _client(base, token) as client,
