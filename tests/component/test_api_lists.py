@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete, event, select
+from sqlalchemy import Engine, delete, event, select, text
 from sqlalchemy.orm import Session
 
 from astara.api import floatingips, networks, ports, subnets
@@ -27,7 +27,8 @@ from astara.api.attributes import Resource, readable
 from astara.api.auth import Caller, TokenCache
 from astara.api.bootstrap import ensure_admin
 from astara.api.query import Query, parse_query, run_query
-from astara.db.engine import session_factory
+from astara.db.engine import make_engine, session_factory
+from astara.db.migrate import upgrade
 from astara.db.models import (
     ApplianceState,
     FloatingIp,
@@ -40,6 +41,7 @@ from astara.db.models import (
     RouterPort,
     Subnet,
 )
+from astara.testing.postgres import PostgresServer
 from tests.component.conftest import NOW, Api
 
 OTHER = "another-project"
@@ -717,3 +719,43 @@ def test_lists_are_byte_for_byte_what_the_views_encode(
             expected = reference(engine, resource, caller, query, url)
             assert len(expected[collection]) >= 2
             assert response.content == orjson.dumps(expected), (collection, who)
+
+
+def test_names_sort_by_code_point_whatever_the_databases_collation(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """On a PostgreSQL database whose default collation is ICU's en-US
+    (which orders "a" before "B"), a list sorted by name still comes in code
+    point order, as on SQLite and as Python compares, and its pages follow
+    one another from their markers."""
+    engine = make_engine(postgres.create_database(icu_locale="en-US"))
+    try:
+        upgrade(engine)
+        with engine.connect() as connection:
+            # The database's own order is not the code points' (else this proves nothing).
+            words = connection.execute(
+                text("SELECT w FROM (VALUES ('b'), ('B'), ('a')) AS v(w) ORDER BY w")
+            ).scalars()
+            assert list(words) == ["a", "b", "B"]
+        token = ensure_admin(engine, tmp_path, "http://testserver", NOW)
+        api = Api(TestClient(create_app(engine)), token)
+        names = ["b", "B", "a", "A", "_x", "Z", "ä", "aa"]
+        for name in names:
+            assert api("POST", "/v2.0/networks", {"network": {"name": name}}).status_code == 201
+        response = api("GET", "/v2.0/networks?sort_key=name&sort_dir=asc")
+        assert response.status_code == 200, response.text
+        listed = response.json()["networks"]
+        assert [n["name"] for n in listed] == sorted(names)
+        paged: list[str] = []
+        marker = ""
+        while True:
+            page = api("GET", f"/v2.0/networks?sort_key=name&sort_dir=asc&limit=3{marker}").json()[
+                "networks"
+            ]
+            if not page:
+                break
+            paged += [n["name"] for n in page]
+            marker = f"&marker={page[-1]['id']}"
+        assert paged == sorted(names)
+    finally:
+        engine.dispose()

@@ -68,15 +68,22 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.root}&port={self.port}"
 
-    def create_database(self) -> str:
-        """A fresh, empty database; returns its URL."""
+    def create_database(self, icu_locale: str | None = None) -> str:
+        """A fresh, empty database; returns its URL. `icu_locale`: its
+        default collation is ICU's for that locale (say `en-US`, which
+        orders "a" before "B", where code points put "B" first)."""
         import psycopg
 
         name = f"astara_{secrets.token_hex(6)}"
+        collation = (
+            f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+            if icu_locale is not None
+            else ""
+        )
         with psycopg.connect(
             host=str(self.root), port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"{collation}'.encode())
         return self.url(name)
 
     def stop(self) -> None:
