@@ -16,7 +16,7 @@ from astara.api.app import create_app
 from astara.api.http.protocol import HEAD_LIMIT, BoundedHead
 from astara.db.engine import make_engine, sqlite_url
 from astara.db.migrate import upgrade
-from astara.testing.net import free_port, wait_until
+from astara.testing.net import wait_until
 
 
 @pytest.fixture
@@ -24,19 +24,19 @@ def api(tmp_path: Path) -> Iterator[int]:
     """The API served by uvicorn with the protocol, in a thread: its port."""
     engine = make_engine(sqlite_url(tmp_path))
     upgrade(engine)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(engine), host="127.0.0.1", port=port, http=BoundedHead, log_level="warning"
-    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound before the server starts: no port to race for
+    config = uvicorn.Config(create_app(engine), http=BoundedHead, log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     thread.start()
     try:
         wait_until(lambda: server.started, 30, 0.02, "the API serving")
-        yield port
+        yield int(sock.getsockname()[1])
     finally:
         server.should_exit = True
         thread.join(30)
+        sock.close()
         engine.dispose()
 
 

@@ -73,17 +73,19 @@ class PostgresServer:
         default collation is ICU's for that locale (say `en-US`, which
         orders "a" before "B", where code points put "B" first)."""
         import psycopg
+        from psycopg import sql
 
         name = f"astara_{secrets.token_hex(6)}"
-        collation = (
-            f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
-            if icu_locale is not None
-            else ""
-        )
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if icu_locale is not None:
+            # ICU collations need UTF-8, which initdb's locale may not have given.
+            create += sql.SQL(
+                " TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE {}"
+            ).format(sql.Literal(icu_locale))
         with psycopg.connect(
             host=str(self.root), port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"{collation}'.encode())
+            connection.execute(create)
         return self.url(name)
 
     def stop(self) -> None:

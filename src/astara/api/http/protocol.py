@@ -1,16 +1,19 @@
 """The tenant API's HTTP/1.1: uvicorn's httptools protocol (llhttp, in C),
-with a bound on a request's head.
+with a bound on what a connection may send without the parser getting
+anywhere.
 
 httptools hands a header to uvicorn only once it is whole, and keeps what
 it has of it meanwhile without any limit: a client could send one endless
-header and the worker would hold all of it, before authentication could
-refuse anything. h11, which bounds a head at 16 KiB, parses in Python: a
-GET cost a third more CPU through it. So the bytes a connection sends
-while a request's head is incomplete are counted, and past `HEAD_LIMIT` the
-request is answered 431 and the connection closed. A read is counted
-when it was all one unfinished head; one that also held the end of the
-previous request is not, so the bound is `HEAD_LIMIT` plus one read of the
-transport (256 KiB at most), never the endless header."""
+header (or chunked body trailer, or chunk extension) and the worker would
+hold all of it, before authentication could refuse anything. h11, which
+bounds those at 16 KiB, parses in Python: a GET cost a third more CPU
+through it. So a read counts as progress when the parser completes a
+request's head, passes body to the application or ends a request in it;
+the bytes of the reads since the last progress are counted, and past
+`HEAD_LIMIT` the connection is answered 431 and closed. A read that made
+progress is not counted, and may also hold the start of an unfinished
+head: the bound is `HEAD_LIMIT` plus one read of the transport (256 KiB at
+most), never the endless header."""
 
 from __future__ import annotations
 
@@ -26,41 +29,47 @@ _TOO_LARGE = b"Request header fields too large"
 class BoundedHead(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._in_head = True  # a connection starts with a request's head
-        self._head_bytes = 0  # of the unfinished head, in the reads counted
-        self._heads = 0  # heads completed on this connection
+        self._progress = 0  # the parser's steps on this connection (see the module)
+        self._stalled = 0  # bytes read since the last step
 
     def data_received(self, data: bytes) -> None:
-        in_head, heads = self._in_head, self._heads
+        progress = self._progress
         super().data_received(data)
-        # Counted: a read that was all one unfinished head (it began in a
-        # head, no head ended in it, and it ends in one).
-        if in_head and self._in_head and self._heads == heads:
-            self._head_bytes += len(data)
-            if self._head_bytes > HEAD_LIMIT:
-                self._refuse()
+        if self._progress != progress:
+            self._stalled = 0
+            return
+        self._stalled += len(data)
+        if self._stalled > HEAD_LIMIT:
+            self._refuse()
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_bytes = 0
-        self._heads += 1
+        self._progress += 1
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._progress += 1
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        self._progress += 1
         super().on_message_complete()
-        self._in_head = True  # what comes next is the next request's head
 
     def _refuse(self) -> None:
-        self.logger.warning("A request's head passed %d bytes: refused", HEAD_LIMIT)
-        self.transport.write(
-            b"".join(
-                [
-                    STATUS_LINE[431],
-                    b"content-type: text/plain; charset=utf-8\r\n",
-                    b"content-length: %d\r\n" % len(_TOO_LARGE),
-                    b"connection: close\r\n\r\n",
-                    _TOO_LARGE,
-                ]
+        if self.transport.is_closing():
+            return  # refused already, as malformed say
+        self.logger.warning("%d bytes without a request's head ending: refused", self._stalled)
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            self.transport.write(
+                b"".join(
+                    [
+                        STATUS_LINE[431],
+                        b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-length: %d\r\n" % len(_TOO_LARGE),
+                        b"connection: close\r\n\r\n",
+                        _TOO_LARGE,
+                    ]
+                )
             )
-        )
+        # (An answer being written is cut: nothing may interleave with it.)
         self.transport.close()
