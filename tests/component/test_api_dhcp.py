@@ -6,6 +6,7 @@ blocking a delete, seen by the network's project). On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from typing import Any
 
@@ -292,6 +293,35 @@ def test_dhcpv6_on_an_unrouted_network_is_served_by_its_dhcp_appliance(
     assert {(h.mac, str(h.ip_address)) for h in config.dhcp_hosts} == {
         (workload["mac_address"], workload["fixed_ips"][0]["ip_address"])
     }
+
+
+def test_a_link_local_subnet_is_never_served_by_a_dhcp_appliance(
+    admin: Api, engine: Engine
+) -> None:
+    """A DHCPv6 subnet in fe80::/64 (accepted, as Neutron does) with a
+    workload on it: no appliance address can be on it (the kernel makes each
+    interface's own link-local address), so the network's DHCP appliance
+    serves only its other subnet. (Found by hypothesis in
+    test_every_router_the_api_accepts_is_served: the DHCP port took a
+    link-local address and the appliance's config was refused.)"""
+    network = admin.create_network(name="ll")
+    v4 = subnet(admin, network["id"], "10.0.0.0/24")
+    subnet(
+        admin,
+        network["id"],
+        "fe80::/64",
+        ip_version=6,
+        gateway_ip=None,
+        ipv6_ra_mode="dhcpv6-stateful",
+        ipv6_address_mode="dhcpv6-stateful",
+    )
+    port(admin, network["id"])
+    assert served(admin, network["id"]) == {v4["id"]}
+    with session_factory(engine).begin() as session:
+        config = dhcp_driver.plan(session, network["id"]).config
+    assert config is not None
+    assert validate_semantics(config) == []
+    assert [entry.cidr for entry in config.subnets] == [ipaddress.ip_network("10.0.0.0/24")]
 
 
 def test_a_full_subnet_does_not_stop_a_router_from_leaving_it(admin: Api) -> None:

@@ -174,6 +174,7 @@ def _judgement() -> Executable:
             exists(dhcp_ports).label("has_port"),
             Subnet.id,
             Subnet.ip_version,
+            Subnet.cidr,
             Subnet.enable_dhcp,
             Subnet.ipv6_address_mode,
             Subnet.ipv6_ra_mode,

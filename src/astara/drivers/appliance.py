@@ -58,11 +58,13 @@ def serves_hosts(subnet: Subnet) -> bool:
 
 def leased_by_dhcp(subnet: Subnet) -> bool:
     """Whether a DHCP server serves the subnet's hosts: IPv4 with DHCP, IPv6
-    with DHCPv6 (stateful: addresses; stateless: options such as DNS)."""
+    with DHCPv6 (stateful: addresses; stateless: options such as DNS). Never
+    a link-local IPv6 subnet: no appliance address can be on it (the kernel
+    makes each interface's own, see `model.rules.host_address_problem`)."""
     if subnet.ip_version == 4:
         return subnet.enable_dhcp
     mode = ipv6_mode(subnet)
-    return mode is not None and mode.dhcpv6
+    return mode is not None and mode.dhcpv6 and not ipaddress.ip_network(subnet.cidr).is_link_local
 
 
 def subnet_entry(subnet: Subnet, mac: str, default_gateway: str | None) -> dict[str, Any]:
