@@ -10,7 +10,16 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from astara.api import floatingips, networks, ports, routers, subnets
+from astara.api import (
+    address_groups,
+    floatingips,
+    networks,
+    ports,
+    routers,
+    security_group_rules,
+    security_groups,
+    subnets,
+)
 from astara.api.app import create_app
 from astara.db.engine import make_engine
 from tests.component.conftest import Api
@@ -21,6 +30,9 @@ RESOURCES = (
     ports.RESOURCE,
     routers.RESOURCE,
     floatingips.RESOURCE,
+    security_groups.RESOURCE,
+    security_group_rules.RESOURCE,
+    address_groups.RESOURCE,
 )
 
 scalars = st.one_of(
@@ -49,7 +61,7 @@ def bodies(draw: st.DrawFn) -> tuple[str, Any]:
         st.dictionaries(st.sampled_from(names) | st.text(max_size=6), json_values, max_size=5)
     )
     body = draw(st.sampled_from([{resource.member: member}, member, [member], "x"]))
-    return resource.collection, body
+    return resource.url_path, body
 
 
 # What fits in a URL as clients send it (they percent-encode the rest).
@@ -79,12 +91,12 @@ def test_random_creates_never_fail_on_the_server(admin: Api, case: tuple[str, An
 def test_random_queries_and_ids_never_fail_on_the_server(
     admin: Api, resource: Any, params: list[tuple[str, str]], object_id: str
 ) -> None:
-    listing = admin("GET", f"/v2.0/{resource.collection}", params=params)
+    listing = admin("GET", f"/v2.0/{resource.url_path}", params=params)
     assert listing.status_code in OK, (params, listing.text)
     for method in ("GET", "DELETE"):
         response = admin.client.request(
             method,
-            f"/v2.0/{resource.collection}/{object_id or 'x'}",
+            f"/v2.0/{resource.url_path}/{object_id or 'x'}",
             headers={"X-Auth-Token": admin.token},
         )
         assert response.status_code in OK, (method, object_id, response.text)
@@ -104,8 +116,12 @@ OPERATIONS = operations()
 def test_the_openapi_document_covers_every_collection_and_its_tags() -> None:
     paths = {path for _, path in OPERATIONS}
     for resource in RESOURCES:
-        assert f"/v2.0/{resource.collection}/{{object_id}}/tags/{{tag}}" in paths
-    assert ("PUT", "/v2.0/routers/{router_id}/{action}") in OPERATIONS
+        assert f"/v2.0/{resource.url_path}/{{object_id}}" in paths
+        tags = f"/v2.0/{resource.url_path}/{{object_id}}/tags/{{tag}}"
+        assert (tags in paths) == resource.taggable
+    assert not security_group_rules.RESOURCE.taggable  # Neutron's rules have no tags
+    for actions in ("routers", "address-groups"):
+        assert ("PUT", f"/v2.0/{actions}/{{object_id}}/{{action}}") in OPERATIONS
     assert len(OPERATIONS) > 60
 
 
@@ -132,15 +148,39 @@ def seeds(admin: Api) -> dict[str, str]:
         "port": made("ports", "port", network_id=network),
         "router": made("routers", "router", external_gateway_info={"network_id": public}),
         "floatingip": made("floatingips", "floatingip", floating_network_id=public),
+        "security_group": made("security-groups", "security_group", name="web"),
+        "address_group": made("address-groups", "address_group", addresses=["10.1.0.0/24"]),
         "project": "admin",
     }
+    found["security_group_rule"] = made(
+        "security-group-rules",
+        "security_group_rule",
+        security_group_id=found["security_group"],
+        direction="ingress",
+        protocol="tcp",
+        port_range_min=22,
+        port_range_max=22,
+    )
     admin.seeds = found  # type: ignore[attr-defined]
     return found
 
 
 SEGMENT = PRINTABLE.filter(lambda p: "/" not in p and p not in (".", ".."))
 SEEDED = st.sampled_from(
-    ["network", "subnet", "port", "router", "floatingip", "project", "add_router_interface"]
+    [
+        "network",
+        "subnet",
+        "port",
+        "router",
+        "floatingip",
+        "security_group",
+        "security_group_rule",
+        "address_group",
+        "project",
+        "add_router_interface",
+        "add_addresses",
+        "remove_addresses",
+    ]
 )
 
 

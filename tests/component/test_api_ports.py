@@ -315,10 +315,19 @@ def test_port_security_is_kept_and_ports_inherit_the_networks(admin: Api) -> Non
     inherited = made(port(admin, network["id"]))
     chosen = made(port(admin, network["id"], port_security_enabled=True))
     assert (inherited["port_security_enabled"], chosen["port_security_enabled"]) == (False, True)
+    # Without port security a port has no groups: the inherited one got none,
+    # the chosen one its project's default, which it must drop to turn it off.
+    assert (inherited["security_groups"], len(chosen["security_groups"])) == ([], 1)
+    kept = admin("PUT", f"/v2.0/ports/{chosen['id']}", {"port": {"port_security_enabled": False}})
+    assert kept.status_code == 409
+    assert kept.json()["NeutronError"]["type"] == "PortSecurityPortHasSecurityGroup"
     changed = admin(
-        "PUT", f"/v2.0/ports/{chosen['id']}", {"port": {"port_security_enabled": False}}
+        "PUT",
+        f"/v2.0/ports/{chosen['id']}",
+        {"port": {"port_security_enabled": False, "security_groups": []}},
     )
     assert changed.json()["port"]["port_security_enabled"] is False
+    assert changed.json()["port"]["security_groups"] == []
     changed = admin(
         "PUT", f"/v2.0/networks/{network['id']}", {"network": {"port_security_enabled": True}}
     )

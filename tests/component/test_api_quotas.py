@@ -98,10 +98,10 @@ def test_the_tenant_alias_creation_refused_and_limits_as_text(admin: Api) -> Non
 
 
 def test_what_astara_does_not_have_is_refused_not_ignored(admin: Api) -> None:
-    """Security-group quotas would mean nothing until security groups exist,
-    and no host is in an availability zone yet: both are refused, not stored."""
+    """Quotas of resources Astara does not have would mean nothing, and no
+    host is in an availability zone yet: both are refused, not stored."""
     alice_id = admin("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
-    for resource in ("security_group", "security_group_rule"):
+    for resource in ("subnetpool", "rbac_policy"):
         status, kind, message = error(
             admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {resource: 5}})
         )

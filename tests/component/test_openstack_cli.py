@@ -353,3 +353,194 @@ def test_openstack_cli_agents_zones_and_provider_networks(server: Server) -> Non
     assert vlan.returncode != 0 and "802.1Q" in vlan.stderr
     value(osc(server, "network", "agent", "delete", host_id))
     assert json.loads(value(osc(server, "network", "agent", "list", "-f", "json"))) == []
+
+
+def test_openstack_cli_security_groups_rules_and_address_groups(server: Server) -> None:
+    """`openstack security group …`, `security group rule …`, `address group …`
+    and a port's groups and address pairs, as a tenant runs them; openstacksdk's
+    security-group calls; another project sees none of it."""
+    created = subprocess.run(
+        [str(BIN / "astara"), "project", "create", "bob", "--state-dir", str(server.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    bob = created.stdout.strip().splitlines()[-1]
+    listed = json.loads(value(osc(server, "security", "group", "list", "-f", "json")))
+    assert [g["Name"] for g in listed] == ["default"]
+    web = json.loads(
+        value(
+            osc(
+                server, "security", "group", "create", "web", "--description", "front", "-f", "json"
+            )
+        )
+    )
+    assert web["name"] == "web" and web["stateful"] is True
+    value(
+        osc(
+            server,
+            "security",
+            "group",
+            "rule",
+            "create",
+            "web",
+            "--protocol",
+            "tcp",
+            "--dst-port",
+            "80:81",
+            "--remote-ip",
+            "10.0.0.0/8",
+        )
+    )
+    value(osc(server, "security", "group", "rule", "create", "web", "--protocol", "icmp"))
+    value(
+        osc(
+            server,
+            "security",
+            "group",
+            "rule",
+            "create",
+            "web",
+            "--ethertype",
+            "IPv6",
+            "--protocol",
+            "ipv6-icmp",
+            "--remote-group",
+            "default",
+        )
+    )
+    again = osc(
+        server,
+        "security",
+        "group",
+        "rule",
+        "create",
+        "web",
+        "--protocol",
+        "tcp",
+        "--dst-port",
+        "80:81",
+        "--remote-ip",
+        "10.0.0.0/8",
+    )
+    assert again.returncode != 0 and "already exists" in again.stderr
+    rules = json.loads(value(osc(server, "security", "group", "rule", "list", "web", "-f", "json")))
+    ranges = {(r["IP Protocol"], r["Port Range"], r["IP Range"]) for r in rules}
+    assert ("tcp", "80:81", "10.0.0.0/8") in ranges and len(rules) == 5  # and the 2 egress
+    value(osc(server, "security", "group", "set", "--name", "frontend", "web"))
+    shown = json.loads(value(osc(server, "security", "group", "show", "frontend", "-f", "json")))
+    assert shown["id"] == web["id"] and len(shown["rules"]) == 5
+
+    offices = json.loads(
+        value(
+            osc(
+                server,
+                "address",
+                "group",
+                "create",
+                "offices",
+                "--address",
+                "192.0.2.0/24",
+                "--address",
+                "198.51.100.7",
+                "-f",
+                "json",
+            )
+        )
+    )
+    assert sorted(offices["addresses"]) == ["192.0.2.0/24", "198.51.100.7/32"]
+    value(osc(server, "address", "group", "set", "offices", "--address", "203.0.113.0/24"))
+    value(osc(server, "address", "group", "unset", "offices", "--address", "198.51.100.7/32"))
+    shown = json.loads(value(osc(server, "address", "group", "show", "offices", "-f", "json")))
+    assert sorted(shown["addresses"]) == ["192.0.2.0/24", "203.0.113.0/24"]
+    value(
+        osc(
+            server,
+            "security",
+            "group",
+            "rule",
+            "create",
+            "frontend",
+            "--protocol",
+            "tcp",
+            "--dst-port",
+            "22",
+            "--remote-address-group",
+            "offices",
+        )
+    )
+
+    value(osc(server, "network", "create", "private"))
+    value(
+        osc(
+            server,
+            "subnet",
+            "create",
+            "--network",
+            "private",
+            "--subnet-range",
+            "10.5.0.0/24",
+            "private-v4",
+        )
+    )
+    port = json.loads(
+        value(
+            osc(
+                server,
+                "port",
+                "create",
+                "--network",
+                "private",
+                "--security-group",
+                "frontend",
+                "--allowed-address",
+                "ip-address=10.5.0.200",
+                "vm1",
+                "-f",
+                "json",
+            )
+        )
+    )
+    assert port["security_group_ids"] == [web["id"]]
+    assert port["allowed_address_pairs"][0]["ip_address"] == "10.5.0.200"
+    in_use = osc(server, "security", "group", "delete", "frontend")
+    assert in_use.returncode != 0 and "in use" in in_use.stderr
+    value(
+        osc(
+            server,
+            "port",
+            "set",
+            "--no-security-group",
+            "--disable-port-security",
+            "--no-allowed-address",
+            "vm1",
+        )
+    )
+    bare = json.loads(value(osc(server, "port", "show", "vm1", "-f", "json")))
+    assert bare["security_group_ids"] == [] and bare["port_security_enabled"] is False
+
+    # openstacksdk, as tools use it; Bob sees none of the admin project's groups.
+    conn = openstack.connection.Connection(
+        auth_type="admin_token", auth={"endpoint": server.url, "token": bob}
+    )
+    assert [g.name for g in conn.network.security_groups()] == ["default"]
+    assert conn.network.find_security_group("frontend") is None
+    mine = conn.network.create_security_group(name="mine")
+    made = conn.network.create_security_group_rule(
+        security_group_id=mine.id,
+        direction="ingress",
+        protocol="udp",
+        port_range_min=53,
+        port_range_max=53,
+    )
+    assert (made.protocol, made.port_range_min) == ("udp", 53)
+    assert {r.id for r in conn.network.security_group_rules(security_group_id=mine.id)} >= {made.id}
+    seen = osc(server, "security", "group", "show", "mine")
+    assert seen.returncode == 0  # the admin sees every project's groups
+    hidden = osc(server, "security", "group", "show", web["id"], token=bob)
+    assert hidden.returncode != 0
+    conn.network.delete_security_group_rule(made.id)
+    conn.network.delete_security_group(mine.id)
+    value(osc(server, "port", "delete", "vm1"))
+    value(osc(server, "security", "group", "delete", "frontend"))
+    value(osc(server, "address", "group", "delete", "offices"))

@@ -28,7 +28,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from astara import __version__, metrics
-from astara.api import floatingips, networks, ports, routers, subnets
+from astara.api import (
+    address_groups,
+    floatingips,
+    networks,
+    ports,
+    routers,
+    security_group_rules,
+    security_groups,
+    subnets,
+)
 from astara.api.admin import require_admin
 from astara.api.auth import TokenCache
 from astara.api.errors import NeutronError
@@ -38,12 +47,12 @@ from astara.api.http import (
     join_tokens,
     operators,
     quotas,
-    router_actions,
     versions,
 )
 from astara.api.http.authentication import Authentication
 from astara.api.http.collection import collection_router
 from astara.api.http.dependencies import CallerDep, Services, now
+from astara.api.http.member_actions import action_router
 from astara.api.http.transaction import internal_error
 from astara.api.settings import ApiSettings
 from astara.db.engine import session_factory
@@ -178,10 +187,35 @@ def create_app(
     app.include_router(join_tokens.router)  # before hosts': /hosts/join-tokens
     app.include_router(hosts.router)
     app.include_router(collection_router(networks.Networks(settings)))
-    for controller in (subnets, ports, routers, floatingips):
+    for controller in (
+        subnets,
+        ports,
+        routers,
+        floatingips,
+        security_groups,
+        security_group_rules,
+        address_groups,
+    ):
         app.include_router(collection_router(controller))
     app.include_router(agents.router)
     app.include_router(quotas.router)
     # After the collections: `PUT /v2.0/routers/{id}/tags` is a route of its own.
-    app.include_router(router_actions.router)
+    app.include_router(
+        action_router(
+            "routers",
+            {
+                "add_router_interface": routers.add_interface,
+                "remove_router_interface": routers.remove_interface,
+            },
+        )
+    )
+    app.include_router(
+        action_router(
+            address_groups.RESOURCE.url_path,
+            {
+                "add_addresses": address_groups.add_addresses,
+                "remove_addresses": address_groups.remove_addresses,
+            },
+        )
+    )
     return app

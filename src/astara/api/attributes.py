@@ -70,6 +70,8 @@ class Attribute:
     sort: bool = True
     admin_only: bool = False  # only admins may set it (403 otherwise)
     admin_visible: bool = False  # only admins see it: omitted for others (§5.2)
+    # A filter's value, when not `convert`'s: one member of a list attribute.
+    filter_convert: Converter | None = None
 
     @property
     def required(self) -> bool:
@@ -92,14 +94,25 @@ def standard_attributes() -> list[Attribute]:
 
 @dataclass(frozen=True)
 class Resource:
-    """One Neutron collection: `networks` holds `network` members."""
+    """One Neutron collection: `networks` holds `network` members. `path`:
+    where it lives under `/v2.0/` when not at its collection's name
+    (`security-groups` holds `security_groups`)."""
 
     collection: str
     member: str
     attributes: tuple[Attribute, ...]
+    path: str = ""
 
     def attribute(self, name: str) -> Attribute | None:
         return next((a for a in self.attributes if a.name == name), None)
+
+    @property
+    def url_path(self) -> str:
+        return self.path or self.collection
+
+    @property
+    def taggable(self) -> bool:
+        return self.attribute("tags") is not None
 
 
 def prepare_body(

@@ -113,6 +113,41 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
             "Availability zone support for router.",
         ),
         _extension(
+            "security-group",
+            "security-group",
+            "The security groups extension.",
+        ),
+        _extension(
+            "port-security",
+            "Port Security",
+            "Provides port security",
+        ),
+        _extension(
+            "allowed-address-pairs",
+            "Allowed Address Pairs",
+            "Provides allowed address pairs",
+        ),
+        _extension(
+            "stateful-security-group",
+            "Stateful security group",
+            "Indicates if the security group is stateful or not",
+        ),
+        _extension(
+            "security-groups-normalized-cidr",
+            "Normalized CIDR field for security group rules",
+            "Add new field with normalized remote_ip_prefix cidr in SG rule",
+        ),
+        _extension(
+            "security-groups-remote-address-group",
+            "Remote address group id field for security group rules",
+            "Add new field of remote address group id in SG rules",
+        ),
+        _extension(
+            "address-group",
+            "Address group",
+            "Support address group",
+        ),
+        _extension(
             "sort-key-validation",
             "Sort keys validation",
             "Require sort_key to be sort-able attribute",

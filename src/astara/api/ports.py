@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from orjson import Fragment
 from sqlalchemy import (
@@ -39,7 +40,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql import Executable
 
 from astara import ipam
-from astara.api import access, changes, dhcp, networks, sql_query
+from astara.api import access, changes, dhcp, networks, port_security, sql_query
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -47,6 +48,7 @@ from astara.api.attributes import (
     standard_attributes,
     to_any,
     to_bool,
+    to_string,
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -104,7 +106,22 @@ RESOURCE = Resource(
         Attribute("device_owner", _device, default=""),
         Attribute("status", allow_post=False, allow_put=False),
         # Not given: the network's (§3.3).
-        Attribute("port_security_enabled", to_bool, default=None, filter=False),
+        Attribute("port_security_enabled", to_bool, default=None),
+        # Not given: the project's default group (`port_security`).
+        Attribute(
+            "security_groups",
+            port_security.GROUPS,
+            default=None,
+            sort=False,
+            filter_convert=to_string(),
+        ),
+        Attribute(
+            "allowed_address_pairs",
+            port_security.address_pairs,
+            default=None,
+            filter=False,
+            sort=False,
+        ),
         # Where `astara port plug` bound it; set by that command, not through Neutron's API.
         Attribute(
             "binding:host_id", allow_post=False, allow_put=False, admin_visible=True, sort=False
@@ -130,13 +147,31 @@ def host_id(session: Session, port_id: str) -> str:
     return binding.host if binding.host is not None else _local_host(session)
 
 
+# What a create wrote of a new port's security, for its answer: the port is
+# written by Core inserts (`insert_new`) and stays out of the session.
+_CREATED: WeakKeyDictionary[Port, port_security.Security] = WeakKeyDictionary()
+
+
 def view(port: Port) -> dict[str, Any]:
     session = Session.object_session(port)
     fixed_ips = [{"subnet_id": a.subnet_id, "ip_address": a.ip_address} for a in port.fixed_ips]
-    return _view(port, fixed_ips, host_id(session, port.id) if session is not None else "")
+    if session is None:
+        security = _CREATED.get(port) or port_security.Security([], [])
+        groups, pairs = security.groups, security.pairs
+    else:
+        groups = port_security.groups_of(session, [port.id]).get(port.id, [])
+        pairs = port_security.pairs_of(session, [port.id]).get(port.id, [])
+    bound_to = host_id(session, port.id) if session is not None else ""
+    return _view(port, fixed_ips, bound_to, sorted(groups), pairs)
 
 
-def _view(port: Any, fixed_ips: list[dict[str, str]], bound_to: str) -> dict[str, Any]:
+def _view(
+    port: Any,
+    fixed_ips: list[dict[str, str]],
+    bound_to: str,
+    groups: list[str],
+    pairs: list[dict[str, str]],
+) -> dict[str, Any]:
     """A port's view from its row (an ORM object or a plain row)."""
     return {
         **changes.standard_view(port),
@@ -148,9 +183,9 @@ def _view(port: Any, fixed_ips: list[dict[str, str]], bound_to: str) -> dict[str
         "device_id": port.device_id,
         "device_owner": port.device_owner,
         "status": port.status,
-        "security_groups": [],
+        "security_groups": groups,
         "port_security_enabled": port.port_security_enabled,
-        "allowed_address_pairs": [],
+        "allowed_address_pairs": pairs,
         "extra_dhcp_opts": [],
         "binding:vnic_type": "normal",
         "binding:host_id": bound_to,
@@ -259,16 +294,28 @@ def _views(session: Session, statement: Select[Port], encoded: bool) -> list[dic
         columns[-1] = _host_id()
         streamed = sql_query.streamed(
             connection,
-            joined.with_only_columns(*columns, cast(Port.tags, String), _fixed_ips_json()),
+            joined.with_only_columns(
+                *columns,
+                cast(Port.tags, String),
+                _fixed_ips_json(),
+                port_security.groups_json(),
+                port_security.pairs_json(),
+            ),
         )
         with closing(streamed):  # the cursor let go even if building fails
             _build(found, streamed, {}, _named, stamp, postgres, encoded=True)
         return found
     rows = _rows(
-        connection, joined.with_only_columns(*columns, cast(Port.tags, String), literal(None))
+        connection,
+        joined.with_only_columns(
+            *columns, cast(Port.tags, String), literal(None), literal(None), literal(None)
+        ),
     )
     if not rows:
         return []
+    listed_ids = statement.with_only_columns(Port.id)
+    groups = port_security.groups_of(session, listed_ids)
+    pairs = port_security.pairs_of(session, listed_ids)
     fixed_ips: dict[str, list[dict[str, str]]] = {}
     addresses = _rows(
         connection,
@@ -293,7 +340,7 @@ def _views(session: Session, statement: Select[Port], encoded: bool) -> list[dic
             local.append(_local_host(session))
         return local[0]
 
-    _build(found, rows, fixed_ips, bound_to, stamp, postgres)
+    _build(found, rows, fixed_ips, bound_to, stamp, postgres, security=(groups, pairs))
     return found
 
 
@@ -325,12 +372,15 @@ def _build(
     stamp: Callable[[Any], str],
     postgres: bool,
     encoded: bool = False,
+    security: tuple[dict[str, list[str]], dict[str, list[dict[str, str]]]] = ({}, {}),
 ) -> None:
     """The views of `rows` appended to `found`. `encoded` (for a response
     alone): the fixed IPs are JSON text, the host's name is worked out, and
     the constant empty lists are one shared empty tuple (orjson writes it
     `[]`): fewer objects to make, and fewer for the garbage collector to
-    track (a dict of atomic values and tuples is not)."""
+    track (a dict of atomic values and tuples is not). Otherwise the
+    ports' groups and pairs come in `security`."""
+    groups, pairs = security
     for (
         port_id,
         project_id,
@@ -350,6 +400,8 @@ def _build(
         bound_host,
         tags,
         fixed_json,
+        groups_json,
+        pairs_json,
     ) in rows:
         found.append(
             {
@@ -375,9 +427,11 @@ def _build(
                 "device_id": device_id,
                 "device_owner": device_owner,
                 "status": status,
-                "security_groups": () if encoded else [],
+                "security_groups": (Fragment(groups_json) if encoded else groups.get(port_id, [])),
                 "port_security_enabled": port_security_enabled,
-                "allowed_address_pairs": () if encoded else [],
+                "allowed_address_pairs": (
+                    Fragment(pairs_json) if encoded else pairs.get(port_id, [])
+                ),
                 "extra_dhcp_opts": () if encoded else [],
                 "binding:vnic_type": "normal",
                 "binding:host_id": bound_host if encoded else bound_to(bound, bound_host),
@@ -445,7 +499,10 @@ LISTING = sql_query.Listing(
         "status": Port.status,
         "port_security_enabled": Port.port_security_enabled,
     },
-    filters={f"fixed_ips.{member}": _with_fixed_ip(member) for member in FIXED_IP_KEYS},
+    filters={
+        **{f"fixed_ips.{member}": _with_fixed_ip(member) for member in FIXED_IP_KEYS},
+        "security_groups": port_security.with_group,
+    },
 )
 
 
@@ -736,7 +793,10 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         tags=[],
     )
     port.fixed_ips = allocate(session, network, mac, values["fixed_ips"])
+    security = port_security.for_new_port(session, port, values)
     insert_new(session, port)
+    port_security.write(session, port.id, security)
+    _CREATED[port] = security
     changes.record(session, "port", port, "create", now)
     dhcp.sync(session, network.id, now)
     return port
@@ -802,6 +862,7 @@ def update(
         port.fixed_ips = []
         session.flush()  # release what is dropped before claiming the new set
         port.fixed_ips = wanted
+    port_security.update(session, port, values)
     changes.update(session, "port", port, values, now)
     dhcp.sync(session, port.network_id, now)
     return port

@@ -91,7 +91,8 @@ def parse_query(resource: Resource, params: list[tuple[str, str]]) -> Query:
             if value == "":
                 continue  # empty filters are dropped (no empty-string-filtering)
             name = "project_id" if key == "tenant_id" else key
-            filters.setdefault(name, []).append(attribute.convert(key, value))
+            convert = attribute.filter_convert or attribute.convert
+            filters.setdefault(name, []).append(convert(key, value))
     if len(sort_keys) != len(sort_dirs):
         raise NeutronError(
             400, "HTTPBadRequest", "The number of sort_keys and sort_dirs must be same"

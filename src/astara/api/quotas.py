@@ -20,18 +20,22 @@ from astara.db.models import (
     Quota,
     QuotaLock,
     Router,
+    SecurityGroup,
+    SecurityGroupRule,
     Subnet,
 )
 
-# Only what Astara has: a limit on a resource that does not exist yet (security
-# groups come with the firewall work) would be accepted and mean nothing, so
-# it is refused like any unknown resource, as Neutron does without the extension.
+# Only what Astara has: a limit on a resource that does not exist yet would be
+# accepted and mean nothing, so it is refused like any unknown resource, as
+# Neutron does without the extension.
 DEFAULTS = {
     "network": 100,
     "subnet": 100,
     "port": 500,
     "router": 10,
     "floatingip": 50,
+    "security_group": 10,
+    "security_group_rule": 100,
 }
 MODELS: dict[str, Any] = {
     "network": Network,
@@ -39,6 +43,8 @@ MODELS: dict[str, Any] = {
     "port": Port,
     "router": Router,
     "floatingip": FloatingIp,
+    "security_group": SecurityGroup,
+    "security_group_rule": SecurityGroupRule,
 }
 MAX_LIMIT = 2**31 - 1
 

@@ -89,7 +89,7 @@ class Network(StandardAttributes, Base):
     shared: Mapped[bool] = mapped_column(Boolean, default=False)
     external: Mapped[bool] = mapped_column(Boolean, default=False)
     mtu: Mapped[int] = mapped_column(Integer, default=1500)
-    # Stored and shown; enforced with security groups, which are not built yet.
+    # The default of its ports' own (`Port.port_security_enabled`).
     port_security_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # Neutron's provider extension: how the network reaches every host.
     # "vxlan" (a VNI from the configured range; segmentation_id) or "flat"
@@ -186,6 +186,115 @@ class Router(StandardAttributes, Base):
 
     # Read by lists only (loaded with the router): the gateway is set through `gateway_port_id`.
     gateway_port: Mapped[Port | None] = relationship(viewonly=True)
+
+
+# --- security groups -------------------------------------------------------------------
+
+
+class SecurityGroup(StandardAttributes, Base):
+    """A project's set of allow rules for the ports bound to it (§3.6)."""
+
+    __tablename__ = "security_groups"
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+    stateful: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    rules: Mapped[list[SecurityGroupRule]] = relationship(
+        back_populates="security_group",
+        foreign_keys="SecurityGroupRule.security_group_id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="(SecurityGroupRule.created_at, SecurityGroupRule.id)",
+    )
+
+
+class DefaultSecurityGroup(Base):
+    """Which group is a project's `default`: the primary key makes its lazy
+    creation safe when two first requests of a project race (one inserts,
+    the other runs again and finds it)."""
+
+    __tablename__ = "default_security_groups"
+
+    project_id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    security_group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), unique=True
+    )
+
+
+class SecurityGroupRule(StandardAttributes, Base):
+    """One allow rule (§3.7). A rule whose remote group is deleted goes with
+    it (Neutron's cascade); an address group a rule refers to is in use."""
+
+    __tablename__ = "security_group_rules"
+
+    security_group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(8))
+    ethertype: Mapped[str] = mapped_column(String(8))
+    protocol: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    port_range_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_range_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    remote_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    remote_address_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("address_groups.id"), nullable=True, index=True
+    )
+
+    security_group: Mapped[SecurityGroup] = relationship(
+        back_populates="rules", foreign_keys=[security_group_id]
+    )
+
+
+class PortSecurityGroup(Base):
+    """A port bound to a group: a group with ports is in use (no cascade)."""
+
+    __tablename__ = "port_security_groups"
+
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True
+    )
+    security_group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id"), primary_key=True, index=True
+    )
+
+
+class AllowedAddressPair(Base):
+    """An address (or CIDR) and MAC a port may also send from (§3.3)."""
+
+    __tablename__ = "allowed_address_pairs"
+
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True
+    )
+    ip_address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mac_address: Mapped[str] = mapped_column(String(17), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AddressGroup(StandardAttributes, Base):
+    """A named set of CIDRs that rules refer to (`remote_address_group_id`)."""
+
+    __tablename__ = "address_groups"
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+
+    addresses: Mapped[list[AddressGroupAddress]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="AddressGroupAddress.address",
+    )
+
+
+class AddressGroupAddress(Base):
+    __tablename__ = "address_group_addresses"
+
+    address_group_id: Mapped[str] = mapped_column(
+        ForeignKey("address_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 # Device owners of a router's own ports (Neutron's names).

@@ -103,7 +103,7 @@ def check_revision(row: Any, expected: int | None) -> None:
 def collection_router(controller: Controller) -> APIRouter:
     """The routes of `controller`'s collection, under `/v2.0/<collection>`."""
     resource = controller.RESOURCE
-    router = authenticated_router(prefix=f"/v2.0/{resource.collection}")
+    router = authenticated_router(prefix=f"/v2.0/{resource.url_path}")
 
     @router.get("")
     async def list_items(request: Request, run: TransactionDep) -> Response:
@@ -111,7 +111,14 @@ def collection_router(controller: Controller) -> APIRouter:
         url = str(request.url)
         # Hidden before filtering (`sql_query.run`): a filter on what the
         # caller may not read matches nothing rather than telling it apart.
-        body = await run(lambda s, c: sql_query.run(s, c, controller.LISTING, query, url))
+        listing = controller.LISTING
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            if listing.prepare is not None:
+                listing.prepare(session, caller, now())
+            return sql_query.run(session, caller, listing, query, url)
+
+        body = await run(work)
         if query.fields:
             body[resource.collection] = [
                 select_fields(i, query.fields) for i in body[resource.collection]
@@ -189,6 +196,9 @@ def collection_router(controller: Controller) -> APIRouter:
 
         await run(work)
         return Response(status_code=204)
+
+    if not resource.taggable:
+        return router
 
     async def change_tags(run: TransactionDep, object_id: str, change: TagChange) -> list[str]:
         def work(session: Session, caller: Caller) -> list[str]:

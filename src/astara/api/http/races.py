@@ -66,6 +66,7 @@ RACES = frozenset(
         "pk_appliance_states",  # an appliance's state row: an operator and the orchestrator
         "uq_networks_segment",  # two networks, one VNI
         "uq_networks_physnet",  # two flat networks, one physnet
+        "pk_default_security_groups",  # a project's first two requests make its default group
     }
 )
 

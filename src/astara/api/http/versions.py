@@ -7,7 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from astara.api import floatingips, networks, ports, routers, subnets
+from astara.api import (
+    address_groups,
+    floatingips,
+    networks,
+    ports,
+    routers,
+    security_group_rules,
+    security_groups,
+    subnets,
+)
 from astara.api.errors import NeutronError
 from astara.api.extensions import EXTENSIONS
 from astara.api.http.dependencies import authenticated_router
@@ -42,7 +51,7 @@ def resources(request: Request) -> dict[str, Any]:
             {
                 "name": r.member,
                 "collection": r.collection,
-                "links": [{"rel": "self", "href": f"{base}/v2.0/{r.collection}"}],
+                "links": [{"rel": "self", "href": f"{base}/v2.0/{r.url_path}"}],
             }
             for r in (
                 networks.RESOURCE,
@@ -50,6 +59,9 @@ def resources(request: Request) -> dict[str, Any]:
                 ports.RESOURCE,
                 routers.RESOURCE,
                 floatingips.RESOURCE,
+                security_groups.RESOURCE,
+                security_group_rules.RESOURCE,
+                address_groups.RESOURCE,
             )
         ]
     }
