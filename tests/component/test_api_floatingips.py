@@ -133,17 +133,21 @@ def test_the_fixed_ip_a_floating_ip_uses_cannot_be_changed_away(admin: Api) -> N
     alice = project(admin, "alice")
     public_id, subnet_id, _, port = topology(admin, alice)
     fip = made(floating(alice, public_id, port_id=port["id"]))
+    # Another address than the port's (allocated at random: it may be .77).
+    other = next(
+        f"10.0.0.{n}" for n in (77, 78) if f"10.0.0.{n}" != port["fixed_ips"][0]["ip_address"]
+    )
     moved = alice(
         "PUT",
         f"/v2.0/ports/{port['id']}",
-        {"port": {"fixed_ips": [{"subnet_id": subnet_id, "ip_address": "10.0.0.77"}]}},
+        {"port": {"fixed_ips": [{"subnet_id": subnet_id, "ip_address": other}]}},
     )
     status, kind, message = error(moved)
     assert (status, kind) == (400, "BadRequest") and fip["id"] in message
     shown = alice("GET", f"/v2.0/ports/{port['id']}").json()["port"]
     assert shown["fixed_ips"] == port["fixed_ips"]
     # Adding an address while keeping the used one is fine.
-    kept = [*port["fixed_ips"], {"subnet_id": subnet_id, "ip_address": "10.0.0.77"}]
+    kept = [*port["fixed_ips"], {"subnet_id": subnet_id, "ip_address": other}]
     response = alice("PUT", f"/v2.0/ports/{port['id']}", {"port": {"fixed_ips": kept}})
     assert response.status_code == 200, response.text
 

@@ -95,7 +95,7 @@ def test_metrics_are_scraped_and_move_after_a_router_create(
             for name, labels in after
             if name == "astara_api_request_seconds_count"
         }
-        assert {"/v2.0/routers/{object_id}", "/v2.0/routers/{router_id}/{action}"} <= routes
+        assert {"/v2.0/routers/{object_id}", "/v2.0/routers/{object_id}/{action}"} <= routes
         assert not any(router["id"] in route for route in routes)
         assert moved("astara_reconcile_seconds_count", kind="router") >= 1
         assert moved("astara_pushes_total") >= 1
