@@ -115,6 +115,26 @@ class AgentClient:
     def delete_port(self, port_id: str) -> None:
         self.request("DELETE", f"/v1/ports/{port_id}")
 
+    def put_security_group(self, group_id: str, spec: dict[str, Any]) -> Any:
+        return self.request("PUT", f"/v1/security-groups/{group_id}", spec)
+
+    def delete_security_group(self, group_id: str) -> None:
+        self.request("DELETE", f"/v1/security-groups/{group_id}", ok=(204, 404))
+
+    def security_groups(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/v1/security-groups")["security_groups"]
+        return found
+
+    def put_address_set(self, set_id: str, spec: dict[str, Any]) -> Any:
+        return self.request("PUT", f"/v1/address-sets/{set_id}", spec)
+
+    def delete_address_set(self, set_id: str) -> None:
+        self.request("DELETE", f"/v1/address-sets/{set_id}", ok=(204, 404))
+
+    def address_sets(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.request("GET", "/v1/address-sets")["address_sets"]
+        return found
+
     def put_appliance(self, appliance_id: str, config: dict[str, Any], epoch: int = 0) -> Any:
         return self.request("PUT", f"/v1/appliances/{appliance_id}?epoch={epoch}", config)
 

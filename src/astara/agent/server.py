@@ -32,8 +32,9 @@ from astara.appliance.apply import ApplyFailed, ValidationFailed
 from astara.appliance.checks import TOOLS
 from astara.appliance.phases import phase, recording
 from astara.appliance.schema import ApplianceConfig
+from astara.fabric.firewall import FirewallUnavailable
 from astara.linux.run import CommandError, MissingTool
-from astara.model.fabric import NetworkSpec, PortSpec
+from astara.model.fabric import AddressSetSpec, NetworkSpec, PortSpec, SecurityGroupSpec
 from astara.naming import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     app.add_exception_handler(NotFound, detail(404))
     app.add_exception_handler(Conflict, detail(409))
     app.add_exception_handler(Invalid, detail(422))
+    app.add_exception_handler(FirewallUnavailable, detail(503))
 
     @app.exception_handler(StaleEpoch)
     async def stale_epoch(_: Request, error: StaleEpoch) -> JSONResponse:
@@ -343,6 +345,50 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     @app.delete("/v1/ports/{port_id}", status_code=204)
     def delete_port(port_id: ObjectId) -> None:
         agent.delete_port(port_id)
+
+    # --- security groups and address sets ----------------------------------------------
+
+    @app.get("/v1/security-groups")
+    def list_security_groups() -> dict[str, Any]:
+        return {
+            "security_groups": [
+                {"id": g, **spec.model_dump(mode="json")}
+                for g, spec in sorted(agent.security.groups().items())
+            ]
+        }
+
+    @app.put("/v1/security-groups/{group_id}")
+    def put_security_group(
+        group_id: ObjectId, spec: SecurityGroupSpec, response: Response
+    ) -> dict[str, Any]:
+        _created(response, agent.put_security_group(group_id, spec))
+        return {"id": group_id, **spec.model_dump(mode="json")}
+
+    @app.delete("/v1/security-groups/{group_id}", status_code=204)
+    def delete_security_group(group_id: ObjectId) -> None:
+        agent.delete_security_group(group_id)
+
+    @app.get("/v1/address-sets")
+    def list_address_sets() -> dict[str, Any]:
+        held = {s: agent.security.address_set(s) for s in agent.store.ids("address-sets")}
+        return {
+            "address_sets": [
+                {"id": s, **spec.model_dump(mode="json")}
+                for s, spec in sorted(held.items())
+                if spec is not None
+            ]
+        }
+
+    @app.put("/v1/address-sets/{set_id}")
+    def put_address_set(
+        set_id: ObjectId, spec: AddressSetSpec, response: Response
+    ) -> dict[str, Any]:
+        _created(response, agent.put_address_set(set_id, spec))
+        return {"id": set_id, **spec.model_dump(mode="json")}
+
+    @app.delete("/v1/address-sets/{set_id}", status_code=204)
+    def delete_address_set(set_id: ObjectId) -> None:
+        agent.delete_address_set(set_id)
 
     # --- appliances --------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from astara import __version__
 from astara.agent.locks import SharedLock
+from astara.agent.security import PortSecurityManager, SecurityInUse
 from astara.agent.store import JsonStore
 from astara.agent.watch import Check, Repair, Watch
 from astara.appliance import checks
@@ -34,12 +35,19 @@ from astara.appliance.phases import phase
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
 from astara.fabric import ports as fabric_ports
+from astara.fabric.firewall import FirewallUnavailable
 from astara.fabric.networks import SegmentError, Uplinks
 from astara.fabric.ports import PortError, PortPaths
 from astara.linux import netlink, netns
 from astara.linux.cleanup import default_run_dir
 from astara.linux.run import MissingTool, find_tool
-from astara.model.fabric import NetworkSpec, PortSpec, UnderlayAddress
+from astara.model.fabric import (
+    AddressSetSpec,
+    NetworkSpec,
+    PortSpec,
+    SecurityGroupSpec,
+    UnderlayAddress,
+)
 from astara.naming import Names, appliance_interface
 
 log = logging.getLogger(__name__)
@@ -126,6 +134,8 @@ class Agent:
         self.fenced_ids: set[str] = set(fence.get("appliances", []))
         # Repairs what drifts behind the agent's back (`start_watching`).
         self.watch: Watch | None = None
+        # The plugged ports' security groups, address sets and chains.
+        self.security = PortSecurityManager(self.names, self.store, self._port_specs)
 
     def start(self) -> None:
         """Take stock of the tools, then bring the fabric back after a restart
@@ -142,6 +152,10 @@ class Agent:
                     )
                 except (MissingTool, SegmentError) as error:
                     log.error("network %s not restored: %s", network_id, error)
+            try:
+                self.security.restore()
+            except (FirewallUnavailable, MissingTool, RuntimeError) as error:
+                log.error("port security not restored: %s", error)
 
     def tools(self) -> dict[str, checks.Found | None]:
         """Every tool the agent runs: where it is and its version, or None."""
@@ -298,6 +312,7 @@ class Agent:
             users = self.network_users(network_id)
             if users:
                 raise Conflict(f"network {network_id} is in use by {', '.join(users)}")
+            self.security.network_removed(network_id)
             fabric_networks.delete_network(self.names, network_id)
             self.store.delete("networks", network_id)
             if not self.store.ids("networks"):
@@ -376,7 +391,16 @@ class Agent:
                 raise
             created = {k: created.get(k, False) or v for k, v in made.items()}
             self._save_port(port_id, PortRecord(spec, created))
+            try:
+                self.security.port_changed(port_id, spec)
+            except Exception:
+                # Closed, not open: a port whose filter failed passes nothing.
+                fabric_ports.block(self.names, port_id)
+                raise
             return previous is None
+
+    def _port_specs(self) -> dict[str, PortSpec]:
+        return {p: self.port(p).spec for p in self.store.ids("ports")}
 
     def delete_port(self, port_id: str) -> None:
         with self.l2_lock.exclusive():
@@ -392,6 +416,7 @@ class Agent:
                 heir = self.port(sharing[0])
                 inherited = {k: heir.created.get(k, False) or v for k, v in record.created.items()}
                 self._save_port(sharing[0], PortRecord(heir.spec, inherited))
+            self.security.port_changed(port_id, None)
             fabric_ports.unplug(
                 self.names,
                 port_id,
@@ -401,6 +426,31 @@ class Agent:
                 netns_still_used=bool(sharing),
             )
             self.store.delete("ports", port_id)
+
+    # --- security groups and address sets ----------------------------------------------
+
+    def put_security_group(self, group_id: str, spec: SecurityGroupSpec) -> bool:
+        with self.l2_lock.exclusive():
+            return self.security.put_group(group_id, spec)
+
+    def delete_security_group(self, group_id: str) -> None:
+        with self.l2_lock.exclusive():
+            if self.security.group(group_id) is None:
+                raise NotFound(f"security group {group_id} not found")
+            self.security.delete_group(group_id)
+
+    def put_address_set(self, set_id: str, spec: AddressSetSpec) -> bool:
+        with self.l2_lock.exclusive():
+            return self.security.put_set(set_id, spec)
+
+    def delete_address_set(self, set_id: str) -> None:
+        with self.l2_lock.exclusive():
+            if self.security.address_set(set_id) is None:
+                raise NotFound(f"address set {set_id} not found")
+            try:
+                self.security.delete_set(set_id)
+            except SecurityInUse as error:
+                raise Conflict(str(error)) from error
 
     # --- appliances --------------------------------------------------------------------
 

@@ -165,6 +165,16 @@ def _converge(
     dhcpv6.converge(spec, paths.dhcpv6, resolv_conf(spec.netns), restart=replugged)
 
 
+def block(names: Names, port_id: str) -> None:
+    """The port's end at the bridge down: nothing passes it (a port whose
+    security could not be applied is closed, not open)."""
+    if netns.exists(names.fabric_netns):
+        with netlink.netns(names.fabric_netns) as fabric:
+            link = names.port_fabric_link(port_id)
+            if netlink.link_index(fabric, link) is not None:
+                netlink.set_link(fabric, link, state="down")
+
+
 def unplug(
     names: Names,
     port_id: str,

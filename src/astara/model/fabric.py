@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from astara.appliance.schema import Identifier, IPInterface, MacAddress, Route
+from astara.appliance.schema import Identifier, IPInterface, IPNetwork, MacAddress, Route
 from astara.naming import Names
 
 # No '.': sysctl keys (net.ipv6.conf.<ifname>.…) use it as a separator.
@@ -107,6 +107,73 @@ class NetworkSpec(BaseModel):
     )
 
 
+# --- port security: what a port may send, and which traffic reaches it --------------
+
+
+class AllowedAddress(BaseModel):
+    """A source a port may send from: its MAC with one of its addresses (a
+    fixed IP as a host prefix, or an allowed address pair's CIDR)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mac: MacAddress
+    ip: IPNetwork
+
+
+class PortSecurity(BaseModel):
+    """A port's filtering: anti-spoofing by `allowed`, and the rules of its
+    `groups` (security groups the agent holds), which allow traffic; the
+    rest is dropped. Stateful: replies to allowed traffic pass."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    groups: list[Identifier] = Field(default_factory=list)
+    allowed: list[AllowedAddress] = Field(default_factory=list)
+    stateful: bool = True
+
+
+class SecurityRuleSpec(BaseModel):
+    """One allow rule of a security group, as the fabric enforces it: the
+    protocol by number; a port range (or ICMP type and code); the remote as
+    a prefix or an address set the agent holds (a remote group's members, an
+    address group's CIDRs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    direction: Literal["ingress", "egress"]
+    ethertype: Literal["IPv4", "IPv6"]
+    protocol: int | None = Field(default=None, ge=0, le=255)
+    port_range_min: int | None = Field(default=None, ge=0, le=65535)
+    port_range_max: int | None = Field(default=None, ge=0, le=65535)
+    remote_prefix: IPNetwork | None = None
+    remote_set: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _one_remote_of_its_family(self) -> SecurityRuleSpec:
+        if self.remote_prefix is not None and self.remote_set is not None:
+            raise ValueError("a rule has a remote prefix or a remote set, not both")
+        if self.remote_prefix is not None and (self.remote_prefix.version == 4) != (
+            self.ethertype == "IPv4"
+        ):
+            raise ValueError(f"remote_prefix {self.remote_prefix} is not {self.ethertype}")
+        return self
+
+
+class SecurityGroupSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: list[SecurityRuleSpec] = Field(default_factory=list)
+
+
+class AddressSetSpec(BaseModel):
+    """A named set of prefixes, shared by every rule that names it: a change
+    of its members is a change of set elements, not of rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    addresses: list[IPNetwork] = Field(default_factory=list)
+
+
 class PortSpec(BaseModel):
     """Desired state of a workload port."""
 
@@ -131,6 +198,9 @@ class PortSpec(BaseModel):
         ),
     )
     mtu: int | None = Field(default=None, ge=1280, le=9000)
+    security: PortSecurity | None = Field(
+        default=None, description="Anti-spoofing and security groups; none: unfiltered"
+    )
 
     @model_validator(mode="after")
     def _dhcpv6_owns_ipv6_addresses(self) -> PortSpec:

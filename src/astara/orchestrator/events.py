@@ -21,12 +21,15 @@ from astara.db.models import (
     dhcp_appliance_id,
 )
 
+# What workload ports' filtering follows, and no appliance: the L2 pass's alone.
+SECURITY = ("security_group", "security_group_rule", "address_group")
+
 
 def touches_l2(event: OutboxEvent) -> bool:
     """Events that can change plugs or leave a segment unused: any port change,
     and what detaches a router from a network. (Segments in use are pushed
     with their router; the resync catches anything else.)"""
-    if event.resource_type in ("port", "host"):
+    if event.resource_type in ("port", "host", *SECURITY):
         return True
     if event.resource_type == "network":
         return event.action == "delete"
@@ -44,6 +47,8 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     project (the resync catches anything this misses)."""
     kind, object_id = event.resource_type, event.resource_id
     detail = event.detail if isinstance(event.detail, dict) else {}
+    if kind in SECURITY:
+        return set()
     if kind == "router":
         return {object_id}
     if kind == "host":

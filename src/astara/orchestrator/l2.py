@@ -40,9 +40,10 @@ from astara.db.models import (
     dhcp_network_id,
 )
 from astara.drivers.appliance import ipv6_mode
-from astara.model.fabric import NetworkSpec, PortSpec
+from astara.model.fabric import AddressSetSpec, NetworkSpec, PortSpec, SecurityGroupSpec
 from astara.orchestrator.hosts import Hosts, infos
 from astara.orchestrator.placement import HostInfo
+from astara.orchestrator.security import SecurityView, security_view
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class FabricView:
     needs: dict[str, set[str]] = field(default_factory=dict)  # host → network ids
     ports: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # host → specs
     statuses: dict[str, str] = field(default_factory=dict)  # port id → status
+    security: SecurityView = field(default_factory=SecurityView)
 
     def spec(self, host: str, network_id: str) -> dict[str, Any] | None:
         """The agent's network spec for `network_id` on `host`; None when
@@ -162,6 +164,17 @@ class L2:
                 self.ensure_network(host, network_id, view, stored.get(network_id, {}))
             except (AgentError, CannotCarry) as error:  # its ports fail below, and are DOWN
                 log.warning("host %s: segment %s failed: %s", host.name, network_id, error)
+        wanted_groups = view.security.groups_of(specs)
+        wanted_sets = view.security.sets_of(wanted_groups)
+        # The sets first (the groups' rules name them), then the groups.
+        held_sets = {s.pop("id"): s for s in agent.address_sets()}
+        for set_id, set_spec in wanted_sets.items():
+            if held_sets.get(set_id) != _normal_of(AddressSetSpec, set_spec):
+                agent.put_address_set(set_id, set_spec)
+        held_groups = {g.pop("id"): g for g in agent.security_groups()}
+        for group_id, group_spec in wanted_groups.items():
+            if held_groups.get(group_id) != _normal_of(SecurityGroupSpec, group_spec):
+                agent.put_security_group(group_id, group_spec)
         plugged = {p["id"]: p for p in agent.ports()}
         for port_id in sorted(set(plugged) - set(specs)):
             if self.stopping.is_set():
@@ -185,6 +198,13 @@ class L2:
             except AgentError as error:
                 log.warning("plugging port %s failed: %s", port_id, error)
                 view.statuses[port_id] = "DOWN"
+        # What no port here needs any more: the groups, then the sets.
+        for group_id in sorted(set(held_groups) - set(wanted_groups)):
+            agent.delete_security_group(group_id)
+            removed.append(f"security group {group_id}")
+        for set_id in sorted(set(held_sets) - set(wanted_sets)):
+            agent.delete_address_set(set_id)
+            removed.append(f"address set {set_id}")
         for segment in segments:
             if segment["id"] in needed:
                 continue
@@ -316,6 +336,11 @@ class L2:
                     del self._segments[key]
 
 
+def _normal_of(model: type[AddressSetSpec] | type[SecurityGroupSpec], spec: dict[str, Any]) -> Any:
+    """`spec` as the agent holds and lists it (so equal ones compare equal)."""
+    return model.model_validate(spec).model_dump(mode="json")
+
+
 def _normal(spec: dict[str, Any]) -> dict[str, Any] | None:
     """A network spec in the agent's normal form (so equal ones compare
     equal); None if it is not one (it then differs from any)."""
@@ -392,6 +417,7 @@ def fabric_view(
             if served is not None:
                 need(host, served)
         return _view(session, hosts, needs, {}, statuses)
+    security = _with_security(session, ports, statuses)
     placed = session.execute(
         select(ApplianceState.appliance_id, ApplianceState.host).where(
             ApplianceState.host.is_not(None)
@@ -415,7 +441,28 @@ def fabric_view(
         ).all()
         for router_id, network_id in rows:
             need(routers[router_id], network_id)
-    return _view(session, hosts, needs, ports, statuses)
+    found = _view(session, hosts, needs, ports, statuses)
+    found.security = security
+    return found
+
+
+def _with_security(
+    session: Session, ports: dict[str, dict[str, dict[str, Any]]], statuses: dict[str, str]
+) -> SecurityView:
+    """The bound ports' security, each in its spec (the agent's normal form);
+    a port whose security cannot be expressed is unplugged and DOWN."""
+    security = security_view(session, [p for specs in ports.values() for p in specs])
+    for specs in ports.values():
+        for port_id in list(specs):
+            try:
+                specs[port_id] = PortSpec.model_validate(
+                    {**specs[port_id], "security": security.ports.get(port_id)}
+                ).model_dump(mode="json")
+            except ValueError as error:
+                log.warning("port %s: its security cannot be applied: %s", port_id, error)
+                del specs[port_id]
+                statuses[port_id] = "DOWN"
+    return security
 
 
 def _view(

@@ -1,0 +1,290 @@
+"""Workload ports' security as nftables scripts for the host's fabric
+namespace (pure: text in, text out; `astara.fabric.firewall` runs them).
+
+Why this shape (docs/architecture.md, "Port security"): this kernel has no
+conntrack in the bridge family, but br_netfilter hands bridged IP packets to
+the inet hooks, where conntrack works. There the bridge is both the input
+and the output device, so the bridge family tells the inet family which
+ports a packet crosses, in its mark:
+
+- bridge `prerouting`: by input port (`iifname`), a port's `from_N` chain
+  sets the mark's high 16 bits to N and drops what the port may not send
+  (another MAC or address, ARP for another's address, router
+  advertisements, DHCP server replies, other ethertypes);
+- bridge `forward`: by output port, its `to_N` chain ORs N into the low bits;
+- inet `prerouting`: the bridge's conntrack zone (tenant networks may use
+  the same addresses);
+- inet `forward`: the sender's `out_N` (its egress rules: allowed traffic
+  returns, the rest is dropped) and the receiver's `in_N` (its ingress rules:
+  allowed traffic is accepted), each after `ct state established,related`.
+
+Ports without security (routers, DHCP appliances, ports with port security
+off) have no chains: their bits stay 0 and nothing filters them. Remote
+groups and address groups are named interval sets (`s<hash>4`, `s<hash>6`)
+shared by every rule that names them: a member added or removed is one
+element, and the rules stay as they are.
+
+Every script is one nftables transaction: it applies whole or not at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from astara.ipam import eui64
+from astara.model.fabric import AddressSetSpec, PortSecurity, SecurityGroupSpec, SecurityRuleSpec
+from astara.naming import short_hash
+
+BRIDGE = "bridge astara_ports"
+INET = "inet astara_sg"
+MAX_PORTS = 0xFFFF  # a port's index fills 16 bits of the mark
+PORT_PROTOCOLS = {6, 17, 33, 132, 136}  # tcp, udp, dccp, sctp, udplite: ports to match
+ICMP, ICMPV6 = 1, 58
+# What a workload needs whatever its groups say (Neutron's firewall allows the same).
+_OUT_ALWAYS = (
+    "meta nfproto ipv4 udp sport 68 udp dport 67 return",
+    "meta nfproto ipv6 udp sport 546 udp dport 547 return",
+    "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert,"
+    " mld-listener-report, mld-listener-done, mld2-listener-report } return",
+)
+_IN_ALWAYS = (
+    "meta nfproto ipv4 udp sport 67 udp dport 68 accept",
+    "meta nfproto ipv6 udp sport 547 udp dport 546 accept",
+    "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert,"
+    " mld-listener-query } accept",
+)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def skeleton() -> str:
+    """The tables, hooks and dispatch maps, made if missing (idempotent)."""
+    return "\n".join(
+        [
+            f"add table {BRIDGE}",
+            f"add map {BRIDGE} from_port {{ type ifname : verdict; }}",
+            f"add map {BRIDGE} to_port {{ type ifname : verdict; }}",
+            f"add chain {BRIDGE} prerouting"
+            " { type filter hook prerouting priority -300; policy accept; }",
+            f"add chain {BRIDGE} forward"
+            " { type filter hook forward priority -300; policy accept; }",
+            f"add table {INET}",
+            f"add map {INET} zone_of {{ type ifname : verdict; }}",
+            f"add map {INET} out_of {{ type mark : verdict; }}",
+            f"add map {INET} in_of {{ type mark : verdict; }}",
+            f"add chain {INET} prerouting"
+            " { type filter hook prerouting priority -300; policy accept; }",
+            f"add chain {INET} forward {{ type filter hook forward priority 0; policy accept; }}",
+            # The base chains' one rule each, written anew (flushed first).
+            f"flush chain {BRIDGE} prerouting",
+            f"add rule {BRIDGE} prerouting iifname vmap @from_port",
+            f"flush chain {BRIDGE} forward",
+            f"add rule {BRIDGE} forward oifname vmap @to_port",
+            f"flush chain {INET} prerouting",
+            f"add rule {INET} prerouting iifname vmap @zone_of",
+            f"flush chain {INET} forward",
+            f"add rule {INET} forward meta mark and 0xffff0000 vmap @out_of",
+            f"add rule {INET} forward meta mark and 0x0000ffff vmap @in_of",
+            "",
+        ]
+    )
+
+
+def zone(bridge: str, number: int) -> str:
+    """The conntrack zone of a bridge's traffic."""
+    return "\n".join(
+        [
+            f"add chain {INET} zone_{number}",
+            f"flush chain {INET} zone_{number}",
+            f"add rule {INET} zone_{number} ct zone set {number}",
+            f'add element {INET} zone_of {{ "{bridge}" : jump zone_{number} }}',
+            "",
+        ]
+    )
+
+
+def remove_zone(bridge: str, number: int) -> str:
+    return "\n".join(
+        [
+            f'delete element {INET} zone_of {{ "{bridge}" }}',
+            f"delete chain {INET} zone_{number}",
+            "",
+        ]
+    )
+
+
+def set_name(set_id: str, version: int) -> str:
+    return f"s{short_hash(set_id, length=12)}{version}"
+
+
+def collapsed(addresses: Iterable[Network], version: int) -> set[str]:
+    """A set's elements: its prefixes of one family, overlaps merged (an
+    interval set refuses overlapping elements)."""
+    found = [a for a in addresses if a.version == version]
+    return {str(n) for n in ipaddress.collapse_addresses(found)}  # type: ignore[type-var]
+
+
+def address_set(set_id: str, wanted: AddressSetSpec, held: AddressSetSpec | None = None) -> str:
+    """Make the set's two families hold `wanted`: from `held` (what they
+    hold now), only the elements that differ; removals first."""
+    lines = []
+    for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+        name = set_name(set_id, version)
+        lines.append(f"add set {INET} {name} {{ type {kind}; flags interval; }}")
+        new = collapsed(wanted.addresses, version)
+        old = collapsed(held.addresses, version) if held is not None else set()
+        if held is None:
+            lines.append(f"flush set {INET} {name}")
+        if old - new:
+            lines.append(f"delete element {INET} {name} {{ {', '.join(sorted(old - new))} }}")
+        if new - old:
+            lines.append(f"add element {INET} {name} {{ {', '.join(sorted(new - old))} }}")
+    return "\n".join([*lines, ""])
+
+
+def remove_address_set(set_id: str) -> str:
+    return "\n".join(f"delete set {INET} {set_name(set_id, v)}" for v in (4, 6)) + "\n"
+
+
+def _mark(index: int, high: bool) -> str:
+    return f"0x{index << 16:08x}" if high else f"0x{index:08x}"
+
+
+def _anti_spoofing(index: int, security: PortSecurity) -> list[str]:
+    """The `from_N` rules: what the port may send at all."""
+    macs = sorted({a.mac for a in security.allowed})
+    v4 = sorted(collapsed((a.ip for a in security.allowed), 4))
+    # IPv6: its addresses, and the link-local addresses its MACs form.
+    link_local = ipaddress.IPv6Network("fe80::/64")
+    v6 = sorted(
+        collapsed(
+            [a.ip for a in security.allowed]
+            + [ipaddress.IPv6Network(f"{eui64(link_local, m)}/128") for m in macs],
+            6,
+        )
+    )
+    chain = f"add rule {BRIDGE} from_{index}"
+    rules = [f"{chain} meta mark set {_mark(index, high=True)}"]
+    if not macs:
+        return [*rules, f"{chain} drop"]
+    mac_set = "{ " + ", ".join(macs) + " }"
+    rules += [
+        f"{chain} ether saddr != {mac_set} drop",
+        f"{chain} ether type != {{ ip, ip6, arp }} drop",
+        f"{chain} arp saddr ether != {mac_set} drop",
+        # Router advertisements and DHCP answers are the network's to send.
+        f"{chain} icmpv6 type nd-router-advert drop",
+        f"{chain} udp sport 67 drop",
+        f"{chain} udp sport 547 drop",
+        # DHCP and ARP probes come from no address yet; DAD from ::.
+        f"{chain} ip saddr 0.0.0.0 udp sport 68 udp dport 67 return",
+        f"{chain} arp saddr ip 0.0.0.0 return",
+        f"{chain} ip6 saddr :: icmpv6 type {{ nd-neighbor-solicit, mld2-listener-report }} return",
+    ]
+    if v4:
+        v4_set = "{ " + ", ".join(v4) + " }"
+        rules += [f"{chain} arp saddr ip != {v4_set} drop", f"{chain} ip saddr != {v4_set} drop"]
+    else:
+        rules += [f"{chain} ether type {{ ip, arp }} drop"]
+    v6_set = "{ " + ", ".join(v6) + " }"
+    rules.append(f"{chain} ip6 saddr != {v6_set} drop")
+    return rules
+
+
+def _rule(rule: SecurityRuleSpec) -> str | None:
+    """One rule's match (without its verdict); None if it can never match
+    (it names a set this host does not hold)."""
+    version = 4 if rule.ethertype == "IPv4" else 6
+    parts = [f"meta nfproto ipv{version}"]
+    family = "ip" if version == 4 else "ip6"
+    side = "saddr" if rule.direction == "ingress" else "daddr"
+    if rule.remote_prefix is not None and rule.remote_prefix.prefixlen > 0:
+        parts.append(f"{family} {side} {rule.remote_prefix}")
+    if rule.remote_set is not None:
+        parts.append(f"{family} {side} @{set_name(rule.remote_set, version)}")
+    if rule.protocol is not None:
+        parts.append(f"meta l4proto {rule.protocol}")
+        low, high = rule.port_range_min, rule.port_range_max
+        if rule.protocol in PORT_PROTOCOLS and low is not None:
+            span = str(low) if high in (None, low) else f"{low}-{high}"
+            parts.append(f"th dport {span}")
+        elif rule.protocol in (ICMP, ICMPV6) and low is not None:
+            icmp = "icmp" if rule.protocol == ICMP else "icmpv6"
+            if (rule.protocol == ICMP) != (version == 4):
+                return None  # ICMP of the other family: nothing to match
+            parts.append(f"{icmp} type {low}")
+            if high is not None:
+                parts.append(f"{icmp} code {high}")
+    return " ".join(parts)
+
+
+def port(
+    index: int,
+    link: str,
+    security: PortSecurity,
+    groups: Mapping[str, SecurityGroupSpec],
+    sets: Iterable[str],
+) -> str:
+    """Make (or remake) port `index`'s chains for its fabric link `link`:
+    its anti-spoofing, its groups' rules (a group this host does not hold
+    yet adds none: the port is closed until it comes), and its dispatch."""
+    if not 1 <= index <= MAX_PORTS:
+        raise ValueError(f"port index {index} is out of 1-{MAX_PORTS}")
+    held_sets = set(sets)
+    lines = []
+    for table, chain in ((BRIDGE, f"from_{index}"), (BRIDGE, f"to_{index}")):
+        lines += [f"add chain {table} {chain}", f"flush chain {table} {chain}"]
+    lines += _anti_spoofing(index, security)
+    lines.append(f"add rule {BRIDGE} to_{index} meta mark set meta mark or {_mark(index, False)}")
+    out, into = f"out_{index}", f"in_{index}"
+    for chain in (out, into):
+        lines += [f"add chain {INET} {chain}", f"flush chain {INET} {chain}"]
+    if security.stateful:
+        for chain, verdict in ((out, "return"), (into, "accept")):
+            lines += [
+                f"add rule {INET} {chain} ct state established,related {verdict}",
+                f"add rule {INET} {chain} ct state invalid drop",
+            ]
+    lines += [f"add rule {INET} {out} {rule}" for rule in _OUT_ALWAYS]
+    lines += [f"add rule {INET} {into} {rule}" for rule in _IN_ALWAYS]
+    seen: set[tuple[str, str]] = set()
+    for group_id in security.groups:
+        group = groups.get(group_id)
+        for rule in group.rules if group is not None else []:
+            if rule.remote_set is not None and rule.remote_set not in held_sets:
+                continue
+            match = _rule(rule)
+            if match is None or (rule.direction, match) in seen:
+                continue
+            seen.add((rule.direction, match))
+            chain, verdict = (out, "return") if rule.direction == "egress" else (into, "accept")
+            lines.append(f"add rule {INET} {chain} {match} {verdict}")
+    lines += [f"add rule {INET} {out} drop", f"add rule {INET} {into} drop"]
+    lines += [
+        f'add element {BRIDGE} from_port {{ "{link}" : jump from_{index} }}',
+        f'add element {BRIDGE} to_port {{ "{link}" : jump to_{index} }}',
+        f"add element {INET} out_of {{ {_mark(index, True)} : jump {out} }}",
+        f"add element {INET} in_of {{ {_mark(index, False)} : jump {into} }}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def remove_port(index: int, link: str) -> str:
+    """Port `index`'s chains and dispatch gone (its elements first: a chain
+    a map still jumps to cannot be deleted)."""
+    return "\n".join(
+        [
+            f'delete element {BRIDGE} from_port {{ "{link}" }}',
+            f'delete element {BRIDGE} to_port {{ "{link}" }}',
+            f"delete element {INET} out_of {{ {_mark(index, True)} }}",
+            f"delete element {INET} in_of {{ {_mark(index, False)} }}",
+            *(f"delete chain {BRIDGE} {c}_{index}" for c in ("from", "to")),
+            *(f"delete chain {INET} {c}_{index}" for c in ("out", "in")),
+            "",
+        ]
+    )
+
+
+def sets_of(groups: Iterable[SecurityGroupSpec]) -> set[str]:
+    return {r.remote_set for g in groups for r in g.rules if r.remote_set is not None}

@@ -1,0 +1,206 @@
+"""Security groups and port security with real packets: `astara serve`
+turns the tenant API's groups, rules and ports into each plugged port's
+filter in the fabric, and follows every change (a rule, a member of a
+remote group, port security turned off) without anyone watching."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from astara.agent.client import AgentClient
+from astara.testing.net import (
+    Capture,
+    Connection,
+    EchoServer,
+    never_pings,
+    ping,
+    sh,
+    tcp_request,
+    wait_for_ping,
+    wait_until,
+)
+from astara.testing.server import Cloud
+
+pytestmark = pytest.mark.root
+
+SG, RULES = "/v2.0/security-groups", "/v2.0/security-group-rules"
+
+
+def group(cloud: Cloud, name: str, *rules: dict[str, Any]) -> str:
+    made = cloud.create("security-groups", "security_group", name=name)["id"]
+    for rule in rules:
+        cloud.create("security-group-rules", "security_group_rule", security_group_id=made, **rule)
+    return str(made)
+
+
+def workload(
+    cloud: Cloud, network_id: str, name: str, address: str, groups: list[str]
+) -> tuple[dict[str, Any], str]:
+    port = cloud.create(
+        "ports",
+        "port",
+        network_id=network_id,
+        name=name,
+        fixed_ips=[{"ip_address": address}],
+        security_groups=groups,
+    )
+    namespace = f"{cloud.server.prefix}-{name}"
+    cloud.plug(port["id"], namespace)
+    return port, namespace
+
+
+def set_groups(cloud: Cloud, port_id: str, **fields: Any) -> None:
+    cloud("PUT", f"/v2.0/ports/{port_id}", {"port": fields})
+
+
+def answers(namespace: str, address: str, port: int) -> bool:
+    return tcp_request(namespace, address, port, timeout_s=1.0) is not None
+
+
+def test_groups_rules_remote_groups_and_port_security_on_one_network(cloud: Cloud) -> None:
+    network = cloud.create("networks", "network", name="t")
+    cloud.create(
+        "subnets",
+        "subnet",
+        network_id=network["id"],
+        cidr="10.20.0.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    clients = group(cloud, "clients")
+    web = group(
+        cloud,
+        "web",
+        {"direction": "ingress", "protocol": "tcp", "port_range_min": 7001, "port_range_max": 7001},
+        {
+            "direction": "ingress",
+            "protocol": "tcp",
+            "port_range_min": 7002,
+            "port_range_max": 7002,
+            "remote_group_id": clients,
+        },
+        {"direction": "ingress", "protocol": "icmp", "remote_group_id": clients},
+    )
+    other = group(cloud, "other")
+    _, server_ns = workload(cloud, network["id"], "server", "10.20.0.10", [web])
+    c1, c1_ns = workload(cloud, network["id"], "c1", "10.20.0.11", [clients])
+    c2, c2_ns = workload(cloud, network["id"], "c2", "10.20.0.12", [other])
+
+    with EchoServer(server_ns, 7001), EchoServer(server_ns, 7002), EchoServer(server_ns, 7003):
+        # By port: 7001 from anyone; 7002 and ICMP from the remote group's
+        # members only; 7003 from no one.
+        wait_until(lambda: answers(c2_ns, "10.20.0.10", 7001), 30, 0.2, "tcp 7001 to open")
+        assert answers(c1_ns, "10.20.0.10", 7002)
+        assert not answers(c2_ns, "10.20.0.10", 7002)
+        assert not answers(c1_ns, "10.20.0.10", 7003)
+        wait_for_ping(c1_ns, "10.20.0.10")
+        assert never_pings(c2_ns, "10.20.0.10", attempts=2)
+        # The clients' own ingress allows nothing: the server cannot reach in.
+        assert not ping(server_ns, "10.20.0.11")
+
+        # A member added to the remote group: its traffic passes.
+        set_groups(cloud, c2["id"], security_groups=[clients])
+        wait_for_ping(c2_ns, "10.20.0.10", timeout_s=30)
+        assert answers(c2_ns, "10.20.0.10", 7002)
+
+        # A member removed: its new traffic fails, and the flows only its
+        # membership allowed end (as Neutron does); the rest carry on.
+        with (
+            Connection(c1_ns, "10.20.0.10", 7002) as member_only,
+            Connection(c1_ns, "10.20.0.10", 7001) as anyone,
+        ):
+            assert member_only.exchange("before") == "before"
+            assert anyone.exchange("before") == "before"
+            set_groups(cloud, c1["id"], security_groups=[other])
+            wait_until(lambda: not ping(c1_ns, "10.20.0.10"), 30, 0.2, "c1's pings to stop")
+            assert member_only.exchange("after", timeout_s=3) is None
+            assert anyone.exchange("after") == "after"
+        assert not answers(c1_ns, "10.20.0.10", 7002)
+
+        # A rule removed closes its traffic.
+        tcp = next(
+            r["id"]
+            for r in cloud("GET", f"{RULES}?security_group_id={web}&port_range_min=7001")[
+                "security_group_rules"
+            ]
+        )
+        cloud("DELETE", f"{RULES}/{tcp}", ok=204)
+        wait_until(lambda: not answers(c2_ns, "10.20.0.10", 7001), 30, 0.2, "7001 to close")
+
+
+def test_spoofing_is_dropped_with_port_security_and_passes_without(cloud: Cloud) -> None:
+    network = cloud.create("networks", "network", name="s")
+    cloud.create(
+        "subnets",
+        "subnet",
+        network_id=network["id"],
+        cidr="10.21.0.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    everyone = group(
+        cloud, "open", {"direction": "ingress"}, {"direction": "ingress", "ethertype": "IPv6"}
+    )
+    _, victim_ns = workload(cloud, network["id"], "victim", "10.21.0.10", [everyone])
+    bad, bad_ns = workload(cloud, network["id"], "bad", "10.21.0.11", [everyone])
+    wait_for_ping(bad_ns, "10.21.0.10", timeout_s=30)
+
+    def spoofs() -> dict[str, bool]:
+        """Each kind of spoofing from `bad`, and whether it reached the victim."""
+        found: dict[str, bool] = {}
+        sh(bad_ns, ["ip", "addr", "replace", "10.21.0.99/24", "dev", "eth0"])
+        found["source IP"] = _ping_from(bad_ns, "10.21.0.99", "10.21.0.10")
+        sh(bad_ns, ["ip", "addr", "del", "10.21.0.99/24", "dev", "eth0"], check=False)
+        with Capture(victim_ns, "eth0", "arp and host 10.21.0.50") as arp:
+            # An unsolicited ARP claiming another's address.
+            sh(bad_ns, ["ip", "addr", "add", "10.21.0.50/32", "dev", "eth0"])
+            sh(bad_ns, ["arping", "-U", "-c", "2", "-I", "eth0", "10.21.0.50"], check=False)
+            sh(bad_ns, ["ip", "addr", "del", "10.21.0.50/32", "dev", "eth0"])
+            found["ARP for another's address"] = bool(_settled(arp.lines))
+        with Capture(victim_ns, "eth0", "udp src port 67") as dhcp:
+            offer = "echo offer | socat -u - UDP4-SENDTO:10.21.0.10:68,sp=67"
+            sh(bad_ns, ["sh", "-c", offer], check=False)
+            found["DHCP server"] = bool(_settled(dhcp.lines))
+        mac = sh(bad_ns, ["cat", "/sys/class/net/eth0/address"]).strip()
+        sh(bad_ns, ["ip", "link", "set", "eth0", "address", "fa:16:3e:66:66:66"])
+        sh(bad_ns, ["ip", "neigh", "flush", "all"])
+        found["MAC"] = ping(bad_ns, "10.21.0.10")
+        sh(bad_ns, ["ip", "link", "set", "eth0", "address", mac])
+        # The agent may have seen the wrong MAC and plugged the port anew.
+        wait_until(lambda: _ping_from(bad_ns, "10.21.0.11", "10.21.0.10"), 30, 0.2, "healed")
+        return found
+
+    assert spoofs() == dict.fromkeys(
+        ["source IP", "ARP for another's address", "DHCP server", "MAC"], False
+    )
+    set_groups(cloud, bad["id"], port_security_enabled=False, security_groups=[])
+    wait_filtered(cloud, bad["id"], False)
+    assert spoofs() == dict.fromkeys(
+        ["source IP", "ARP for another's address", "DHCP server", "MAC"], True
+    )
+
+
+def wait_filtered(cloud: Cloud, port_id: str, filtered: bool) -> None:
+    """Until the host's agent holds the port with (or without) its filter."""
+    with AgentClient(f"unix:{cloud.server.state_dir / 'agent.sock'}") as agent:
+        wait_until(
+            lambda: (agent.get_port(port_id)["spec"]["security"] is not None) == filtered,
+            30,
+            0.1,
+            f"port {port_id} {'filtered' if filtered else 'unfiltered'} on its host",
+        )
+
+
+def _ping_from(namespace: str, source: str, address: str) -> bool:
+    result = sh(namespace, ["ping", "-c", "1", "-W", "1", "-I", source, address], check=False)
+    return " 0% packet loss" in result
+
+
+def _settled(lines: list[str]) -> list[str]:
+    """What a capture saw, once the sender had time to send."""
+    import time
+
+    time.sleep(0.5)
+    return list(lines)
