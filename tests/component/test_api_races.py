@@ -30,6 +30,7 @@ from astara.db.migrate import upgrade
 from astara.db.models import (
     ApplianceState,
     Credential,
+    DefaultSecurityGroup,
     FloatingIp,
     IpAllocation,
     Project,
@@ -94,6 +95,29 @@ def test_a_second_insert_of_a_project_s_quota_lock_is_a_lost_race(engine: Engine
         session.add_all(quota_lock("p1")())
     found = races.violation(integrity_error(engine, quota_lock("p1")))
     assert found == Violation(Constraint.UNIQUE, "pk_quota_locks") and found.lost_race
+
+
+def test_a_projects_second_default_security_group_is_a_lost_race(
+    admin: Api, engine: Engine
+) -> None:
+    """Two first requests of a project each make its default group: the
+    second row for the project breaks the primary key, and runs again."""
+    groups = admin("GET", "/v2.0/security-groups").json()["security_groups"]
+    (default,) = [g for g in groups if g["name"] == "default"]
+    other = admin("POST", "/v2.0/security-groups", {"security_group": {"name": "x"}}).json()
+    found = races.violation(
+        integrity_error(
+            engine,
+            lambda: [
+                DefaultSecurityGroup(
+                    project_id=default["project_id"],
+                    security_group_id=other["security_group"]["id"],
+                )
+            ],
+        )
+    )
+    assert found == Violation(Constraint.UNIQUE, "pk_default_security_groups")
+    assert found.lost_race
 
 
 def test_a_dangling_foreign_key_is_not_a_race(admin: Api, engine: Engine) -> None:

@@ -248,3 +248,77 @@ def test_router_records_become_appliance_records_and_back(
             assert [m[0] for m in messages] == ["one", "two", "three"]
     finally:
         engine.dispose()
+
+
+def test_ports_made_before_security_groups_are_bound_to_their_projects_default(
+    tmp_path: Path,
+) -> None:
+    """Upgrading to 0010: each project with filtered ports gets its default
+    group (Neutron's four rules) and those ports are bound to it; the
+    service's ports and ports without port security are not."""
+    engine = make_engine(sqlite_url(tmp_path))
+    try:
+        command.upgrade(alembic_config(engine), "0009")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO networks (id, project_id, description, created_at, updated_at,"
+                    " revision_number, tags, name, admin_state_up, status, shared, external, mtu,"
+                    " port_security_enabled, network_type) VALUES ('n1', 'p1', '', :now, :now,"
+                    " 1, '[]', 'n', 1, 'ACTIVE', 0, 0, 1500, 1, 'vxlan')"
+                ),
+                {"now": NOW},
+            )
+            for port_id, project, owner, secured, mac in (
+                ("vm1", "p1", "compute:nova", 1, "fa:16:3e:00:00:01"),
+                ("vm2", "p1", "", 1, "fa:16:3e:00:00:02"),
+                ("open", "p1", "", 0, "fa:16:3e:00:00:03"),
+                ("gw", "p1", "network:router_interface", 1, "fa:16:3e:00:00:04"),
+                ("other", "p2", "", 1, "fa:16:3e:00:00:05"),
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO ports (id, project_id, description, created_at, updated_at,"
+                        " revision_number, tags, network_id, name, admin_state_up, status,"
+                        " mac_address, device_id, device_owner, port_security_enabled)"
+                        " VALUES (:id, :project, '', :now, :now, 1, '[]', 'n1', '', 1, 'DOWN',"
+                        " :mac, '', :owner, :secured)"
+                    ),
+                    {
+                        "id": port_id,
+                        "project": project,
+                        "now": NOW,
+                        "mac": mac,
+                        "owner": owner,
+                        "secured": secured,
+                    },
+                )
+        command.upgrade(alembic_config(engine), "head")
+        with engine.connect() as connection:
+            defaults = dict(
+                connection.execute(
+                    text("SELECT project_id, security_group_id FROM default_security_groups")
+                ).all()
+            )
+            assert set(defaults) == {"p1", "p2"}
+            bound = dict(
+                connection.execute(
+                    text("SELECT port_id, security_group_id FROM port_security_groups")
+                ).all()
+            )
+            assert bound == {"vm1": defaults["p1"], "vm2": defaults["p1"], "other": defaults["p2"]}
+            rules = connection.execute(
+                text(
+                    "SELECT direction, ethertype, remote_group_id FROM security_group_rules"
+                    " WHERE security_group_id = :g"
+                ),
+                {"g": defaults["p1"]},
+            ).all()
+            assert sorted(rules) == [
+                ("egress", "IPv4", None),
+                ("egress", "IPv6", None),
+                ("ingress", "IPv4", defaults["p1"]),
+                ("ingress", "IPv6", defaults["p1"]),
+            ]
+    finally:
+        engine.dispose()

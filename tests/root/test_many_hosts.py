@@ -33,6 +33,7 @@ from astara.testing.net import (
     wait_for_ping,
     wait_until,
 )
+from astara.testing.server import open_security_group
 
 pytestmark = pytest.mark.root
 
@@ -79,6 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         namespaces = {}
         ports = {}
+        reachable = open_security_group(cloud.create)
         for name, host, address in (("w2", "h2", W2), ("w3", "h3", W3)):
             port = cloud.create(
                 "ports",
@@ -86,6 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 network_id=network["id"],
                 name=name,
                 fixed_ips=[{"subnet_id": subnet["id"], "ip_address": address}],
+                security_groups=[reachable],
             )
             namespaces[name] = f"{cloud.host(host).agent_prefix}-{name}"
             cloud.plug(port["id"], host, namespaces[name])

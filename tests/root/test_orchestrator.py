@@ -26,7 +26,7 @@ from astara.testing.net import (
     wait_for_ping,
     wait_until,
 )
-from astara.testing.server import BIN, Cloud
+from astara.testing.server import BIN, Cloud, open_security_group
 from tests.root.conftest import astara
 
 pytestmark = pytest.mark.root
@@ -56,17 +56,26 @@ def standard(
             ip_version=4,
             enable_dhcp=False,
         )
+        # The outside stands in for the Internet: no port security.
         outside = cloud.create(
             "ports",
             "port",
             network_id=public_id,
             name="outside",
             fixed_ips=[{"ip_address": "198.51.100.1"}],
+            port_security_enabled=False,
         )
         cloud.plug(outside["id"], f"{prefix}-outside")
     owner = {"project_id": project_id} if project_id else {}
     network, subnet, router = cloud.routed_network(name, cidr, public_id, **owner)
-    vm = cloud.create("ports", "port", network_id=network["id"], name=f"{name}-vm", **owner)
+    vm = cloud.create(
+        "ports",
+        "port",
+        network_id=network["id"],
+        name=f"{name}-vm",
+        security_groups=[open_security_group(cloud.create, **owner)],
+        **owner,
+    )
     cloud.plug(vm["id"], f"{prefix}-{name}")
     floating = cloud.create(
         "floatingips", "floatingip", floating_network_id=public_id, port_id=vm["id"], **owner
@@ -247,7 +256,13 @@ def test_updates_apply_in_place_and_keep_established_connections(cloud: Cloud) -
         cloud.wait_active(router_id)
         assert connection.exchange("after an interface") == "after an interface"
         # A floating IP for a second workload.
-        other = cloud.create("ports", "port", network_id=setup["network"]["id"], name="other")
+        other = cloud.create(
+            "ports",
+            "port",
+            network_id=setup["network"]["id"],
+            name="other",
+            security_groups=setup["vm"]["security_groups"],
+        )
         cloud.plug(other["id"], f"{cloud.server.prefix}-other")
         second = cloud.create(
             "floatingips", "floatingip", floating_network_id=public_id, port_id=other["id"]
@@ -568,6 +583,7 @@ def test_a_dual_stack_workload_reaches_out_over_ipv4_and_ipv6(cloud: Cloud) -> N
         "port",
         network_id=public["id"],
         fixed_ips=[{"ip_address": "198.51.100.1"}, {"ip_address": "2001:db8:ff::1"}],
+        port_security_enabled=False,
     )
     cloud.plug(outside["id"], f"{prefix}-outside")
     network = cloud.create("networks", "network", name="dual")
@@ -592,7 +608,13 @@ def test_a_dual_stack_workload_reaches_out_over_ipv4_and_ipv6(cloud: Cloud) -> N
             f"/v2.0/routers/{router['id']}/add_router_interface",
             {"subnet_id": subnet["id"]},
         )
-    vm = cloud.create("ports", "port", network_id=network["id"], name="dual-vm")
+    vm = cloud.create(
+        "ports",
+        "port",
+        network_id=network["id"],
+        name="dual-vm",
+        security_groups=[open_security_group(cloud.create)],
+    )
     cloud.plug(vm["id"], f"{prefix}-dual")
     shown = cloud.wait_active(router["id"])
     interfaces = shown["appliance"]["interfaces"]

@@ -9,7 +9,6 @@ a rule refers to is in use and cannot be deleted.
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from datetime import datetime
 from typing import Any
@@ -22,35 +21,29 @@ from astara.api.attributes import Attribute, Resource, bad_input, standard_attri
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db.models import AddressGroup, AddressGroupAddress, SecurityGroupRule
+from astara.model import rules
 
 # A set in the fabric holds at most this many elements per group (each is a
 # range in an interval set): far beyond what a person types.
 MAX_ADDRESSES = 10_000
 
 
-def canonical(name: str, value: Any) -> str:
-    """An address or CIDR as Neutron stores it: a CIDR with its length (a
-    plain address is a /32 or /128), host bits kept as given."""
-    if not isinstance(value, str):
-        raise bad_input(name, f"'{value}' is not a valid IP address or CIDR")
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-        address = ipaddress.ip_address(value.partition("/")[0])
-    except ValueError:
-        raise bad_input(name, f"'{value}' is not a valid IP address or CIDR") from None
-    return f"{address}/{network.prefixlen}"
-
-
 def address_list(name: str, value: Any) -> list[str]:
+    """CIDRs as Neutron stores them: each the network of what was given (a
+    plain address a host prefix), repeats merged, in the order given."""
+    if value is None:
+        return []
     if not isinstance(value, list):
         raise bad_input(name, f"'{value}' is not a list")
     if len(value) > MAX_ADDRESSES:
         raise bad_input(name, f"more than {MAX_ADDRESSES} addresses")
-    found = [canonical(name, item) for item in value]
-    if len(set(found)) != len(found):
-        duplicates = sorted({a for a in found if found.count(a) > 1})
-        raise bad_input(name, f"Duplicate items in the list: '{', '.join(duplicates)}'")
-    return found
+    found: dict[str, None] = {}
+    for item in value:
+        try:
+            found[rules.prefix(item, network=True)] = None
+        except ValueError as error:
+            raise bad_input(name, str(error)) from None
+    return list(found)
 
 
 RESOURCE = Resource(
@@ -59,7 +52,9 @@ RESOURCE = Resource(
     (
         *standard_attributes(),
         Attribute("name", default=""),
-        Attribute("addresses", address_list, default=[], allow_put=False, filter=False, sort=False),
+        Attribute(
+            "addresses", address_list, default=None, allow_put=False, filter=False, sort=False
+        ),
     ),
     path="address-groups",
 )
@@ -116,7 +111,7 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         revision_number=1,
         tags=[],
     )
-    group.addresses = [AddressGroupAddress(address=a) for a in values["addresses"]]
+    group.addresses = [AddressGroupAddress(address=a) for a in values["addresses"] or []]
     session.add(group)
     session.flush()
     changes.record(session, "address_group", group, "create", now)

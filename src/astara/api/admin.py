@@ -11,18 +11,20 @@ from typing import Any
 from sqlalchemy import BigInteger, delete, literal, select
 from sqlalchemy.orm import Session
 
-from astara.api import quotas
+from astara.api import quotas, security_groups
 from astara.api.auth import Caller, digest, new_token
 from astara.api.bootstrap import ADMIN_PROJECT
 from astara.api.errors import NeutronError
 from astara.db import outbox
 from astara.db.models import (
+    AddressGroup,
     Credential,
     OutboxEvent,
     PausedProject,
     Project,
     Quota,
     QuotaLock,
+    SecurityGroup,
 )
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -97,10 +99,22 @@ def delete_project(session: Session, caller: Caller, name_or_id: str, now: datet
     project = find_project(session, name_or_id)
     if project.name == ADMIN_PROJECT:
         raise NeutronError(409, "ProjectInUse", "The admin project cannot be deleted.")
-    owned = {name: n for name, n in quotas.used(session, project.id).items() if n}
+    used = quotas.used(session, project.id)
+    default = session.get(SecurityGroup, security_groups.default_of(session, project.id) or "")
+    if default is not None:
+        # Made by the API on the project's first use, not by the project:
+        # it goes with the project (unless a port still uses it).
+        used["security_group"] -= 1
+        used["security_group_rule"] -= len(default.rules)
+    used["address_group"] = len(
+        session.scalars(select(AddressGroup.id).where(AddressGroup.project_id == project.id)).all()
+    )
+    owned = {name: n for name, n in used.items() if n}
     if owned:
         listed = ", ".join(f"{n} {name}(s)" for name, n in sorted(owned.items()))
         raise NeutronError(409, "ProjectInUse", f"Project {project.name} still owns {listed}.")
+    if default is not None:
+        security_groups.remove(session, default, now)
     session.execute(delete(Quota).where(Quota.project_id == project.id))
     session.execute(delete(QuotaLock).where(QuotaLock.project_id == project.id))
     session.execute(delete(Credential).where(Credential.project_id == project.id))

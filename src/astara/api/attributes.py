@@ -40,7 +40,7 @@ def to_int(name: str, value: Any) -> int:
         raise bad_input(name, f"'{value}' is not an integer")
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise bad_input(name, f"'{value}' is not an integer") from None
 
 

@@ -13,7 +13,6 @@ address pairs, and how both depend on `port_security_enabled` (Neutron's
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -76,45 +75,36 @@ def address_pairs(name: str, value: Any) -> list[dict[str, str | None]]:
             raise NeutronError(
                 400, "AllowedAddressPairsMissingIP", "AllowedAddressPair must contain ip_address"
             )
-        address = pair["ip_address"]
-        if any(p["ip_address"] == address and p["mac_address"] == mac for p in found):
-            raise NeutronError(
-                400,
-                "DuplicateAddressPairInRequest",
-                f"Request contains duplicate address pair: mac_address {mac} ip_address {address}.",
-            )
         unknown = sorted(set(pair) - {"mac_address", "ip_address"})
         if unknown:
             raise NeutronError(
                 400, "HTTPBadRequest", f"Unrecognized attribute(s) '{', '.join(unknown)}'"
             )
-        found.append({"ip_address": _pair_address(address), "mac_address": mac})
+        found.append({"ip_address": _pair_address(pair["ip_address"]), "mac_address": mac})
+        _unique(found)
     return found
 
 
+def _unique(pairs: list[dict[str, str | None]]) -> None:
+    """The last pair is none of the others (by address and MAC as stored)."""
+    last = pairs[-1]
+    if last in pairs[:-1]:
+        raise NeutronError(
+            400,
+            "DuplicateAddressPairInRequest",
+            f"Request contains duplicate address pair: mac_address {last['mac_address']}"
+            f" ip_address {last['ip_address']}.",
+        )
+
+
 def _pair_address(value: Any) -> str:
-    if not isinstance(value, str):
-        raise NeutronError(400, "HTTPBadRequest", f"'{value}' is not a valid IP address")
-    if "/" in value:
-        try:
-            network = ipaddress.ip_network(value)
-        except ValueError:
-            try:
-                suggested = ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                raise NeutronError(
-                    400, "HTTPBadRequest", f"'{value}' is not a valid IP subnet"
-                ) from None
-            raise NeutronError(
-                400,
-                "HTTPBadRequest",
-                f"'{value}' isn't a recognized IP subnet cidr, '{suggested}' is recommended",
-            ) from None
-        return str(network)
+    """An address pair's address as shown: a plain address, or a CIDR (its
+    host bits kept, as neutron-lib's validate_subnet allows), canonical."""
     try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise NeutronError(400, "HTTPBadRequest", f"'{value}' is not a valid IP address") from None
+        found = rules.prefix(value)
+    except ValueError as error:
+        raise NeutronError(400, "HTTPBadRequest", str(error)) from None
+    return found if "/" in str(value) else found.partition("/")[0]
 
 
 GROUPS: Converter = security_groups.uuid_list
@@ -150,17 +140,15 @@ def for_new_port(session: Session, port: Port, values: dict[str, Any]) -> Securi
     `["allowed_address_pairs"]` None when not given)."""
     wanted_groups, wanted_pairs = values["security_groups"], values["allowed_address_pairs"]
     if not port.port_security_enabled:
-        if wanted_groups:
-            raise _refuse_groups()
         if wanted_pairs:
             raise _refuse_pairs()
+        if wanted_groups:
+            raise _refuse_groups()
         return Security([], [])
-    if wanted_groups is None:
-        default = (
-            None
-            if _trusted(port.device_owner)
-            else security_groups.ensure_default(session, port.project_id, port.created_at)
-        )
+    if _trusted(port.device_owner):
+        groups = []  # the service's own ports: no groups, whatever is asked (Neutron's)
+    elif wanted_groups is None:
+        default = security_groups.ensure_default(session, port.project_id, port.created_at)
         groups = [default] if default is not None else []
     else:
         groups = security_groups.port_groups(session, port.project_id, wanted_groups)
@@ -168,8 +156,13 @@ def for_new_port(session: Session, port: Port, values: dict[str, Any]) -> Securi
 
 
 def _with_macs(pairs: list[dict[str, str | None]], mac: str) -> list[dict[str, str]]:
+    """The pairs with the port's MAC where they name none (then unique again)."""
+    found: list[dict[str, str | None]] = []
+    for pair in pairs:
+        found.append({"ip_address": pair["ip_address"], "mac_address": pair["mac_address"] or mac})
+        _unique(found)
     return [
-        {"ip_address": str(p["ip_address"]), "mac_address": p["mac_address"] or mac} for p in pairs
+        {"ip_address": str(p["ip_address"]), "mac_address": str(p["mac_address"])} for p in found
     ]
 
 
@@ -190,9 +183,9 @@ def write(session: Session, port_id: str, security: Security) -> None:
 def update(session: Session, port: Port, values: dict[str, Any]) -> None:
     """Apply a port update's `port_security_enabled`, `security_groups` and
     `allowed_address_pairs` (popped from `values`), checked together."""
+    if not {"port_security_enabled", "security_groups", "allowed_address_pairs"} & set(values):
+        return
     enabled = values.pop("port_security_enabled", port.port_security_enabled)
-    if enabled is None:
-        raise bad_input("port_security_enabled", "None is not a valid boolean")
     groups = groups_of(session, [port.id]).get(port.id, [])
     groups_given = "security_groups" in values
     if groups_given:
@@ -203,7 +196,11 @@ def update(session: Session, port: Port, values: dict[str, Any]) -> None:
     pairs_given = "allowed_address_pairs" in values
     if pairs_given:
         pairs = _with_macs(values.pop("allowed_address_pairs") or [], port.mac_address)
+    if _trusted(port.device_owner):
+        groups = []
     if not enabled:
+        if pairs:
+            raise _refuse_pairs()
         if groups and groups_given:
             raise _refuse_groups()
         if groups:
@@ -213,8 +210,6 @@ def update(session: Session, port: Port, values: dict[str, Any]) -> None:
                 "Port has security group associated. Cannot disable port security or ip"
                 " address until security group is removed",
             )
-        if pairs:
-            raise _refuse_pairs()
     values["port_security_enabled"] = enabled
     if groups_given:
         session.execute(delete(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id))

@@ -279,15 +279,15 @@ def create(
 def update(
     session: Session, caller: Caller, group: SecurityGroup, values: dict[str, Any], now: datetime
 ) -> SecurityGroup:
-    if "name" in values and values["name"] != group.name:
+    if "name" in values:
+        if _is_default_name(values["name"]):
+            raise _default_exists()
         if default_of(session, group.project_id) == group.id:
             raise NeutronError(
                 409,
                 "SecurityGroupCannotUpdateDefault",
                 "Updating default security group not allowed.",
             )
-        if _is_default_name(values["name"]):
-            raise _default_exists()
     if "stateful" in values and values["stateful"] != group.stateful and in_use(session, group.id):
         raise _in_use_error(group.id)
     changes.update(session, "security_group", group, values, now)
@@ -295,14 +295,34 @@ def update(
 
 
 def delete(session: Session, caller: Caller, group: SecurityGroup, now: datetime) -> None:
+    if in_use(session, group.id):
+        raise _in_use_error(group.id)
     if default_of(session, group.project_id) == group.id and not caller.is_admin:
         raise NeutronError(
             409,
             "SecurityGroupCannotRemoveDefault",
             "Insufficient rights for removing default security group.",
         )
-    if in_use(session, group.id):
-        raise _in_use_error(group.id)
+    remove(session, group, now)
+
+
+def remove(session: Session, group: SecurityGroup, now: datetime) -> None:
+    """The group and its rules gone, and the other groups' rules that name it
+    as their remote (Neutron's cascade), each such group changed: its
+    revision and its event, which the fabric's rulesets follow."""
+    naming = session.scalars(
+        select(SecurityGroupRule).where(
+            SecurityGroupRule.remote_group_id == group.id,
+            SecurityGroupRule.security_group_id != group.id,
+        )
+    ).all()
+    for rule in naming:
+        other = rule.security_group
+        other.rules.remove(rule)
+        changes.record(
+            session, "security_group_rule", rule, "delete", now, {"security_group_id": other.id}
+        )
+        changes.update(session, "security_group", other, {}, now)
     session.delete(group)
     session.flush()
     changes.record(session, "security_group", group, "delete", now)
@@ -311,21 +331,26 @@ def delete(session: Session, caller: Caller, group: SecurityGroup, now: datetime
 # --- a port's groups ------------------------------------------------------------------------
 
 
-def uuid_list(name: str, value: Any) -> list[str]:
-    """A list of group ids, each once (Neutron's `convert_to_uuid_list_or_none`)."""
+# More groups than any project may have (its quota) can never all be found.
+MAX_PORT_GROUPS = 1_000
+
+
+def uuid_list(name: str, value: Any) -> list[str] | None:
+    """A port's group ids, each once in the order given (Neutron merges
+    repeats); None when not given (the default group, on a create)."""
     if value is None:
-        return []
+        return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise bad_input(name, f"'{value}' is not a list of security group ids")
-    if len(set(value)) != len(value):
-        duplicates = sorted({v for v in value if value.count(v) > 1})
-        raise bad_input(name, f"Duplicate items in the list: '{', '.join(duplicates)}'")
-    for item in value:
+    if len(value) > MAX_PORT_GROUPS:
+        raise bad_input(name, f"more than {MAX_PORT_GROUPS} security groups")
+    unique = list(dict.fromkeys(value))
+    for item in unique:
         try:
             uuid.UUID(item)
         except ValueError:
             raise bad_input(name, f"'{item}' is not a valid UUID") from None
-    return list(value)
+    return unique
 
 
 def port_groups(session: Session, project_id: str, wanted: list[str]) -> list[str]:

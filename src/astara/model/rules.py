@@ -35,6 +35,33 @@ def mac_address(value: str) -> str:
     return mac
 
 
+_ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+_LENGTH_TEXT = re.compile(r"[0-9]{1,3}")
+
+
+def prefix(value: object, network: bool = False) -> str:
+    """An address or CIDR typed by a tenant, as the fabric will use it:
+    `address/length` (a plain address a host prefix), the address written
+    canonically, its host bits kept unless `network`. Only an address and a
+    decimal length: no IPv6 scope (`%...`), no netmask spelling, nothing a
+    ruleset could not take as it is."""
+    if not isinstance(value, str):
+        raise ValueError(f"'{value}' is not a valid IP address or CIDR")
+    address_text, slash, length_text = value.partition("/")
+    if not _ADDRESS_TEXT.fullmatch(address_text) or (
+        slash and not _LENGTH_TEXT.fullmatch(length_text)
+    ):
+        raise ValueError(f"'{value}' is not a valid IP address or CIDR")
+    try:
+        address = ipaddress.ip_address(address_text)
+        found = ipaddress.ip_network(
+            f"{address}/{length_text or address.max_prefixlen}", strict=False
+        )
+    except ValueError:
+        raise ValueError(f"'{value}' is not a valid IP address or CIDR") from None
+    return str(found) if network else f"{address}/{found.prefixlen}"
+
+
 def host_address_problem(address: IPAddress, network: IPNetwork) -> str | None:
     """Why `address` cannot be an interface's own address on `network`, or
     None. IPv6's all-zero interface identifier is the subnet-router anycast

@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from astara.model import rules
+
 IPV4, IPV6 = "IPv4", "IPv6"
 ETHERTYPES = (IPV4, IPV6)
 DIRECTIONS = ("ingress", "egress")
@@ -69,7 +71,9 @@ def protocol(value: Any) -> str | None:
         return None
     if isinstance(value, bool):
         raise _invalid_protocol(value)
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, int) or (
+        isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
+    ):
         number = int(value)
         if 0 <= number <= 255:
             return str(number)
@@ -110,9 +114,11 @@ def port_value(value: Any) -> int | None:
         return None
     if isinstance(value, bool):
         raise _invalid_port(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise _invalid_port(value)
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _invalid_port(value) from None
     if not 0 <= number <= 65535:
         raise _invalid_port(value)
@@ -131,17 +137,14 @@ def number_of(protocol_value: str | None) -> int | None:
 
 
 def ip_prefix(value: Any) -> str | None:
-    """A remote prefix as given (host bits kept), a plain address as a /32 or /128."""
-    if value is None:
+    """A remote prefix, canonical (host bits kept, as Neutron keeps them); a
+    plain address a /32 or /128; empty or None: no prefix."""
+    if value is None or value == "":
         return None
     try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        network = ipaddress.ip_network(value, strict=False)
+        return rules.prefix(value)
     except ValueError:
         raise RuleError("InvalidCIDR", f"Invalid CIDR {value} given as IP prefix.") from None
-    address, _, length = value.partition("/")
-    return f"{ipaddress.ip_address(address)}/{length or network.max_prefixlen}"
 
 
 def normalized_cidr(prefix: str | None) -> str | None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,22 @@ class Server:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.state_dir / "clouds.yaml")}
+
+
+def open_security_group(create: Callable[..., dict[str, Any]], **owner: Any) -> str:
+    """A security group that lets any traffic in (IPv4 and IPv6), in the
+    owner's project: what a tenant makes for a workload the outside must
+    reach. `create(collection, member, **fields)` makes one resource."""
+    made: str = create("security-groups", "security_group", name="open", **owner)["id"]
+    for ethertype in ("IPv4", "IPv6"):
+        create(
+            "security-group-rules",
+            "security_group_rule",
+            security_group_id=made,
+            direction="ingress",
+            ethertype=ethertype,
+        )
+    return made
 
 
 class Cloud:

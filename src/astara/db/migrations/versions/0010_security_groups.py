@@ -1,11 +1,18 @@
 """Security groups and their rules, ports' groups and allowed address pairs,
 address groups.
 
+Ports made before carry on as Neutron's would have been: each project with
+filtered ports gets its `default` group (Neutron's four rules), and those
+ports are bound to it (docs/operations.md, "Upgrading to security groups").
+
 Revision ID: 0010
 Revises: 0009
 """
 
 from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -120,6 +127,66 @@ def upgrade() -> None:
         sa.Column("mac_address", sa.String(17), primary_key=True),
         sa.Column("position", sa.Integer(), nullable=False),
     )
+    _backfill()
+
+
+def _backfill() -> None:
+    """Each project's filtered ports bound to its new default group."""
+    bind = op.get_bind()
+    meta = sa.MetaData()
+    ports = sa.Table("ports", meta, autoload_with=bind)
+    groups = sa.Table("security_groups", meta, autoload_with=bind)
+    rules = sa.Table("security_group_rules", meta, autoload_with=bind)
+    defaults = sa.Table("default_security_groups", meta, autoload_with=bind)
+    bindings = sa.Table("port_security_groups", meta, autoload_with=bind)
+    filtered = sa.and_(
+        ports.c.port_security_enabled.is_(sa.true()),
+        ports.c.project_id != "",
+        sa.not_(ports.c.device_owner.startswith("network:")),
+    )
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    projects = bind.execute(sa.select(ports.c.project_id).where(filtered).distinct()).scalars()
+    for project_id in sorted(projects):
+        group_id = str(uuid.uuid4())
+        standard = {
+            "project_id": project_id,
+            "created_at": now,
+            "updated_at": now,
+            "tags": [],
+        }
+        bind.execute(
+            groups.insert().values(
+                id=group_id,
+                name="default",
+                description="Default security group",
+                stateful=True,
+                revision_number=1,
+                **standard,
+            )
+        )
+        bind.execute(defaults.insert().values(project_id=project_id, security_group_id=group_id))
+        for direction in ("egress", "ingress"):
+            for ethertype in ("IPv4", "IPv6"):
+                bind.execute(
+                    rules.insert().values(
+                        id=str(uuid.uuid4()),
+                        description="",
+                        revision_number=0,
+                        security_group_id=group_id,
+                        direction=direction,
+                        ethertype=ethertype,
+                        remote_group_id=group_id if direction == "ingress" else None,
+                        **standard,
+                    )
+                )
+        bind.execute(
+            bindings.insert().from_select(
+                ["port_id", "security_group_id"],
+                sa.select(ports.c.id, sa.literal(group_id)).where(
+                    filtered, ports.c.project_id == project_id
+                ),
+            )
+        )
 
 
 def downgrade() -> None:
