@@ -29,6 +29,7 @@ from bench.floating_ips import bench_floating_ips
 from bench.harness import Report, Settings, log
 from bench.hollow import bench_hollow
 from bench.orchestrator import bench_orchestrator
+from bench.security import bench_security
 from bench.throughput import bench_throughput
 from bench.watch import bench_watch
 
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
         settings, report, interfaces=settings.quick, active_timeout_s=1800
     ),
     "watch": bench_watch,
+    "security": bench_security,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

@@ -2,12 +2,12 @@
 control plane pushes, and the chains of every plugged port that has
 security (`astara.model.port_firewall` has the mechanism).
 
-A group's rules changed: the chains of the ports in it are remade. A set's
-members changed: only its elements change (the rules name the set), and the
-flows of the members that left are ended. A port gets a small number (its
-16 bits of the packet mark) when it is first filtered, and each bridge a
-conntrack zone; both are kept in the agent's store, so that a restart
-remakes the same chains.
+A group's rules changed: its one pair of chains is rewritten (the ports in
+it jump there). A set's members changed: only its elements change (the
+rules name the set), and the flows of the members that left are ended.
+A port gets a small number (its 16 bits of the packet mark) when it is
+first filtered, and each bridge a conntrack zone; both are kept in the
+agent's store, so that a restart remakes the same chains.
 
 Every method here is called with the agent's L2 lock held exclusively.
 """
@@ -41,9 +41,10 @@ class PortSecurityManager:
         self, names: Names, store: JsonStore, ports: Callable[[], dict[str, PortSpec]]
     ) -> None:
         self.names, self.store, self.ports = names, store, ports
-        # The sets the kernel holds now (made with the first filtered port
-        # that names them; all again after a restart).
+        # The sets and groups' chains the kernel holds now (made with the
+        # first filtered port that needs them; all again after a restart).
         self._in_kernel: set[str] = set()
+        self._groups_in_kernel: set[str] = set()
 
     # --- what is held ---------------------------------------------------------------------
 
@@ -75,15 +76,29 @@ class PortSecurityManager:
     def put_group(self, group_id: str, spec: SecurityGroupSpec) -> bool:
         held = self.group(group_id)
         self.store.put(GROUPS, group_id, spec.model_dump(mode="json"))
-        if held != spec:
-            self._remake({group_id})
+        if held != spec and group_id in self._groups_in_kernel:
+            script = self._sets_script(_sets_of(spec))
+            firewall.apply(
+                self.names, script + port_firewall.group(group_id, spec, self._in_kernel)
+            )
         return held is None
 
     def delete_group(self, group_id: str) -> None:
         if self.group(group_id) is None:
             return
         self.store.delete(GROUPS, group_id)
-        self._remake({group_id})
+        if group_id not in self._groups_in_kernel:
+            return
+        users = [
+            p
+            for p, spec in self.ports().items()
+            if spec.security is not None and group_id in spec.security.groups
+        ]
+        if users:  # its ports still jump there: emptied, it allows nothing
+            firewall.apply(self.names, port_firewall.group(group_id, None, ()))
+            return
+        firewall.apply(self.names, port_firewall.remove_group(group_id))
+        self._groups_in_kernel.discard(group_id)
 
     def put_set(self, set_id: str, spec: AddressSetSpec) -> bool:
         held = self.address_set(set_id)
@@ -95,8 +110,18 @@ class PortSecurityManager:
                 gone = {str(a) for a in held.addresses} - {str(a) for a in spec.addresses}
                 firewall.forget_flows(self.names, gone)
         self.store.put(SETS, set_id, spec.model_dump(mode="json"))
-        if held is None:  # rules naming it were left out until now
-            self._remake({g for g, s in self.groups().items() if set_id in _sets_of(s)})
+        naming = {
+            g: s
+            for g, s in self.groups().items()
+            if g in self._groups_in_kernel and set_id in _sets_of(s)
+        }
+        if set_id not in self._in_kernel and naming:  # their rules were left out until now
+            script = self._sets_script({set_id})
+            script += "".join(
+                port_firewall.group(g, s, self._in_kernel | {set_id}) for g, s in naming.items()
+            )
+            firewall.apply(self.names, script)
+            self._in_kernel.add(set_id)
         return held is None
 
     def delete_set(self, set_id: str) -> None:
@@ -141,13 +166,16 @@ class PortSecurityManager:
             zone = next(i for i in range(1, 65536) if i not in taken)
             allocations["zones"][bridge] = zone
             script += port_firewall.zone(bridge, zone)
-        made = self._missing_sets(spec)
-        script += "".join(port_firewall.address_set(s, held) for s, held in made.items())
-        script += port_firewall.port(
-            index, link, spec.security, self.groups(), self.store.ids(SETS)
-        )
+        missing = [g for g in spec.security.groups if g not in self._groups_in_kernel]
+        specs = {g: self.group(g) for g in missing}
+        sets = set().union(*(_sets_of(s) for s in specs.values() if s is not None))
+        script += self._sets_script(sets)
+        held_sets = self._in_kernel | {s for s in sets if self.address_set(s) is not None}
+        script += "".join(port_firewall.group(g, s, held_sets) for g, s in specs.items())
+        script += port_firewall.port(index, link, spec.security)
         firewall.apply(self.names, script)
-        self._in_kernel |= set(made)
+        self._in_kernel = held_sets
+        self._groups_in_kernel |= set(missing)
         self._save_allocations(allocations)
 
     def network_removed(self, network_id: str) -> None:
@@ -169,6 +197,7 @@ class PortSecurityManager:
             return
         firewall.ensure(self.names)
         self._in_kernel.clear()
+        self._groups_in_kernel.clear()
         script = "".join(port_firewall.zone(b, z) for b, z in allocations["zones"].items())
         firewall.apply(self.names, script)
         ports = self.ports()
@@ -177,26 +206,22 @@ class PortSecurityManager:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _missing_sets(self, spec: PortSpec) -> dict[str, AddressSetSpec]:
-        """The sets the port's rules name that the kernel lacks (a set is
-        only stored until a filtered port names it)."""
-        assert spec.security is not None
-        missing: dict[str, AddressSetSpec] = {}
-        for group_id in spec.security.groups:
-            group = self.group(group_id)
-            for set_id in sorted(_sets_of(group) if group is not None else set()):
-                held = self.address_set(set_id)
-                if held is not None and set_id not in self._in_kernel:
-                    missing[set_id] = held
-        return missing
+    def _sets_script(self, set_ids: set[str]) -> str:
+        """Make the held sets of `set_ids` the kernel lacks (a set is only
+        stored until a group's chains on this host name it)."""
+        script = ""
+        for set_id in sorted(set_ids - self._in_kernel):
+            held = self.address_set(set_id)
+            if held is not None:
+                script += port_firewall.address_set(set_id, held)
+        return script
 
-    def _remake(self, group_ids: set[str]) -> None:
-        """The chains of the filtered ports in any of `group_ids` made anew."""
-        allocations = self._allocations()
+    def remake_ports(self) -> None:
+        """Every filtered port's chains made anew (what a design with the
+        rules in each port's chain pays on every change: the benchmark's
+        baseline)."""
         for port_id, spec in sorted(self.ports().items()):
-            if port_id not in allocations["ports"] or spec.security is None:
-                continue
-            if group_ids & set(spec.security.groups):
+            if port_id in self._allocations()["ports"]:
                 self.port_changed(port_id, spec)
 
 

@@ -14,9 +14,15 @@ ports a packet crosses, in its mark:
 - bridge `forward`: by output port, its `to_N` chain ORs N into the low bits;
 - inet `prerouting`: the bridge's conntrack zone (tenant networks may use
   the same addresses);
-- inet `forward`: the sender's `out_N` (its egress rules: allowed traffic
-  returns, the rest is dropped) and the receiver's `in_N` (its ingress rules:
-  allowed traffic is accepted), each after `ct state established,related`.
+- inet `forward`: the sender's `out_N` (its egress: what its groups allow
+  goes on to `allowed_out`, which hands it to the receiver; the rest is
+  dropped) and the receiver's `in_N` (its ingress: what its groups allow is
+  accepted, the rest dropped), each after `ct state established,related`.
+
+A group's rules are one pair of chains on the host (`g<hash>_in`,
+`g<hash>_out`), which every port in the group jumps to: a port costs a few
+rules whatever its groups hold, and a group's rule changed is one chain
+rewritten, not one per port.
 
 Ports without security (routers, DHCP appliances, ports with port security
 off) have no chains: their bits stay 0 and nothing filters them. Remote
@@ -30,7 +36,7 @@ Every script is one nftables transaction: it applies whole or not at all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from astara.ipam import eui64
 from astara.model.fabric import AddressSetSpec, PortSecurity, SecurityGroupSpec, SecurityRuleSpec
@@ -38,22 +44,24 @@ from astara.naming import short_hash
 
 BRIDGE = "bridge astara_ports"
 INET = "inet astara_sg"
+ALLOWED_OUT = "allowed_out"
 MAX_PORTS = 0xFFFF  # a port's index fills 16 bits of the mark
 PORT_PROTOCOLS = {6, 17, 33, 132, 136}  # tcp, udp, dccp, sctp, udplite: ports to match
 ICMP, ICMPV6 = 1, 58
 # What a workload needs whatever its groups say (Neutron's firewall allows the same).
 _OUT_ALWAYS = (
-    "meta nfproto ipv4 udp sport 68 udp dport 67 return",
-    "meta nfproto ipv6 udp sport 546 udp dport 547 return",
+    "meta nfproto ipv4 udp sport 68 udp dport 67",
+    "meta nfproto ipv6 udp sport 546 udp dport 547",
     "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert,"
-    " mld-listener-report, mld-listener-done, mld2-listener-report } return",
+    " mld-listener-report, mld-listener-done, mld2-listener-report }",
 )
 _IN_ALWAYS = (
-    "meta nfproto ipv4 udp sport 67 udp dport 68 accept",
-    "meta nfproto ipv6 udp sport 547 udp dport 546 accept",
-    "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert,"
-    " mld-listener-query } accept",
+    "meta nfproto ipv4 udp sport 67 udp dport 68",
+    "meta nfproto ipv6 udp sport 547 udp dport 546",
+    "icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }",
 )
+# What each direction's allowed traffic does (see the module's doc).
+_VERDICT = {"egress": f"goto {ALLOWED_OUT}", "ingress": "accept"}
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -85,6 +93,11 @@ def skeleton() -> str:
             f"flush chain {INET} forward",
             f"add rule {INET} forward meta mark and 0xffff0000 vmap @out_of",
             f"add rule {INET} forward meta mark and 0x0000ffff vmap @in_of",
+            # The sender's egress allowed it: the receiver's ingress decides.
+            f"add chain {INET} {ALLOWED_OUT}",
+            f"flush chain {INET} {ALLOWED_OUT}",
+            f"add rule {INET} {ALLOWED_OUT} meta mark and 0x0000ffff vmap @in_of",
+            f"add rule {INET} {ALLOWED_OUT} accept",
             "",
         ]
     )
@@ -218,19 +231,46 @@ def _rule(rule: SecurityRuleSpec) -> str | None:
     return " ".join(parts)
 
 
-def port(
-    index: int,
-    link: str,
-    security: PortSecurity,
-    groups: Mapping[str, SecurityGroupSpec],
-    sets: Iterable[str],
-) -> str:
+def group_chains(group_id: str) -> tuple[str, str]:
+    """A group's (ingress, egress) chains."""
+    name = f"g{short_hash(group_id, length=12)}"
+    return f"{name}_in", f"{name}_out"
+
+
+def group(group_id: str, spec: SecurityGroupSpec | None, sets: Iterable[str]) -> str:
+    """Make (or remake) the group's chains: its rules, each sending what it
+    matches on (`accept` in, `goto allowed_out` out). A rule naming a set
+    this host does not hold is left out until the set comes; no spec (a
+    group not held yet): empty chains, which allow nothing."""
+    held_sets = set(sets)
+    into, out = group_chains(group_id)
+    lines = []
+    for chain in (into, out):
+        lines += [f"add chain {INET} {chain}", f"flush chain {INET} {chain}"]
+    seen: set[tuple[str, str]] = set()
+    for rule in spec.rules if spec is not None else []:
+        if rule.remote_set is not None and rule.remote_set not in held_sets:
+            continue
+        match = _rule(rule)
+        if match is None or (rule.direction, match) in seen:
+            continue
+        seen.add((rule.direction, match))
+        chain = into if rule.direction == "ingress" else out
+        lines.append(f"add rule {INET} {chain} {match} {_VERDICT[rule.direction]}")
+    return "\n".join([*lines, ""])
+
+
+def remove_group(group_id: str) -> str:
+    """The group's chains gone (no port may jump to them any more)."""
+    return "".join(f"delete chain {INET} {chain}\n" for chain in group_chains(group_id))
+
+
+def port(index: int, link: str, security: PortSecurity) -> str:
     """Make (or remake) port `index`'s chains for its fabric link `link`:
-    its anti-spoofing, its groups' rules (a group this host does not hold
-    yet adds none: the port is closed until it comes), and its dispatch."""
+    its anti-spoofing, a jump to each of its groups' chains (which must
+    exist: `group`), and its dispatch."""
     if not 1 <= index <= MAX_PORTS:
         raise ValueError(f"port index {index} is out of 1-{MAX_PORTS}")
-    held_sets = set(sets)
     lines = []
     for table, chain in ((BRIDGE, f"from_{index}"), (BRIDGE, f"to_{index}")):
         lines += [f"add chain {table} {chain}", f"flush chain {table} {chain}"]
@@ -239,26 +279,21 @@ def port(
     out, into = f"out_{index}", f"in_{index}"
     for chain in (out, into):
         lines += [f"add chain {INET} {chain}", f"flush chain {INET} {chain}"]
+    verdicts = ((out, _VERDICT["egress"]), (into, _VERDICT["ingress"]))
     if security.stateful:
-        for chain, verdict in ((out, "return"), (into, "accept")):
+        for chain, verdict in verdicts:
             lines += [
                 f"add rule {INET} {chain} ct state established,related {verdict}",
                 f"add rule {INET} {chain} ct state invalid drop",
             ]
-    lines += [f"add rule {INET} {out} {rule}" for rule in _OUT_ALWAYS]
-    lines += [f"add rule {INET} {into} {rule}" for rule in _IN_ALWAYS]
-    seen: set[tuple[str, str]] = set()
-    for group_id in security.groups:
-        group = groups.get(group_id)
-        for rule in group.rules if group is not None else []:
-            if rule.remote_set is not None and rule.remote_set not in held_sets:
-                continue
-            match = _rule(rule)
-            if match is None or (rule.direction, match) in seen:
-                continue
-            seen.add((rule.direction, match))
-            chain, verdict = (out, "return") if rule.direction == "egress" else (into, "accept")
-            lines.append(f"add rule {INET} {chain} {match} {verdict}")
+    lines += [f"add rule {INET} {out} {rule} {_VERDICT['egress']}" for rule in _OUT_ALWAYS]
+    lines += [f"add rule {INET} {into} {rule} {_VERDICT['ingress']}" for rule in _IN_ALWAYS]
+    for group_id in dict.fromkeys(security.groups):
+        group_in, group_out = group_chains(group_id)
+        lines += [
+            f"add rule {INET} {out} jump {group_out}",
+            f"add rule {INET} {into} jump {group_in}",
+        ]
     lines += [f"add rule {INET} {out} drop", f"add rule {INET} {into} drop"]
     lines += [
         f'add element {BRIDGE} from_port {{ "{link}" : jump from_{index} }}',
