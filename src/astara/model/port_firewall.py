@@ -239,17 +239,25 @@ def group_chains(group_id: str) -> tuple[str, str]:
 
 def group(group_id: str, spec: SecurityGroupSpec | None, sets: Iterable[str]) -> str:
     """Make (or remake) the group's chains: its rules, each sending what it
-    matches on (`accept` in, `goto allowed_out` out). A rule naming a set
-    this host does not hold is left out until the set comes; no spec (a
-    group not held yet): empty chains, which allow nothing."""
+    matches on (`accept` in, `goto allowed_out` out). Rules of one shape (a
+    prefix or none, a port protocol, a port range) are one lookup in a
+    concatenated interval set, however many there are; the rest are rules
+    of their own. A rule naming a set this host does not hold is left out
+    until the set comes; no spec (a group not held yet): empty chains,
+    which allow nothing."""
     held_sets = set(sets)
     into, out = group_chains(group_id)
     lines = []
     for chain in (into, out):
         lines += [f"add chain {INET} {chain}", f"flush chain {INET} {chain}"]
     seen: set[tuple[str, str]] = set()
+    batched: dict[tuple[str, int], list[tuple[Network, int, int, int]]] = {}
     for rule in spec.rules if spec is not None else []:
         if rule.remote_set is not None and rule.remote_set not in held_sets:
+            continue
+        key = _batchable(rule)
+        if key is not None:
+            batched.setdefault((rule.direction, key[0].version), []).append(key)
             continue
         match = _rule(rule)
         if match is None or (rule.direction, match) in seen:
@@ -257,7 +265,59 @@ def group(group_id: str, spec: SecurityGroupSpec | None, sets: Iterable[str]) ->
         seen.add((rule.direction, match))
         chain = into if rule.direction == "ingress" else out
         lines.append(f"add rule {INET} {chain} {match} {_VERDICT[rule.direction]}")
+    for (direction, version), keys in sorted(batched.items()):
+        chain = into if direction == "ingress" else out
+        family = "ip" if version == 4 else "ip6"
+        side = "saddr" if direction == "ingress" else "daddr"
+        disjoint, overlapping = _disjoint(keys)
+        if disjoint:
+            elements = ", ".join(f"{n} . {p} . {low}-{high}" for n, p, low, high in disjoint)
+            lines.append(
+                f"add rule {INET} {chain} meta nfproto ipv{version}"
+                f" {family} {side} . meta l4proto . th dport {{ {elements} }}"
+                f" {_VERDICT[direction]}"
+            )
+        for network, protocol, low, high in overlapping:
+            match = f"meta nfproto ipv{version} meta l4proto {protocol} th dport {low}-{high}"
+            if network.prefixlen:
+                match += f" {family} {side} {network}"
+            lines.append(f"add rule {INET} {chain} {match} {_VERDICT[direction]}")
     return "\n".join([*lines, ""])
+
+
+def _batchable(rule: SecurityRuleSpec) -> tuple[Network, int, int, int] | None:
+    """A rule's (prefix, protocol, first port, last port), if it is of the
+    shape one set lookup serves: a port protocol, no remote set."""
+    if rule.protocol not in PORT_PROTOCOLS or rule.remote_set is not None:
+        return None
+    version = 4 if rule.ethertype == "IPv4" else 6
+    network = rule.remote_prefix or ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
+    low = rule.port_range_min if rule.port_range_min is not None else 0
+    high = rule.port_range_max if rule.port_range_max is not None else 65535
+    return network, rule.protocol, low, max(low, high)
+
+
+def _disjoint(
+    keys: list[tuple[Network, int, int, int]],
+) -> tuple[list[tuple[Network, int, int, int]], list[tuple[Network, int, int, int]]]:
+    """The keys split into those that can share one interval set (no two
+    overlap: the kernel refuses overlapping elements) and the rest. A sweep
+    over each protocol's port ranges compares only keys whose ranges meet."""
+    kept: list[tuple[Network, int, int, int]] = []
+    rest: list[tuple[Network, int, int, int]] = []
+    unique = sorted(
+        set(keys), key=lambda k: (k[1], k[2], k[3], int(k[0].network_address), k[0].prefixlen)
+    )
+    active: list[tuple[Network, int, int, int]] = []
+    for key in unique:
+        network, protocol, low, _ = key
+        active = [a for a in active if a[1] == protocol and a[3] >= low]
+        if any(a[0].overlaps(network) for a in active):  # type: ignore[arg-type,unused-ignore]
+            rest.append(key)
+            continue
+        kept.append(key)
+        active.append(key)
+    return kept, rest
 
 
 def remove_group(group_id: str) -> str:
