@@ -734,8 +734,12 @@ def test_addresses_are_an_address_and_a_decimal_length_and_nothing_else(
 
 @settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    protocol=st.one_of(st.text(max_size=6), st.integers(), st.floats()),
-    low=st.one_of(st.floats(allow_nan=False), st.text(max_size=6), st.integers()),
+    protocol=st.one_of(
+        st.text(max_size=6), st.integers(), st.floats(allow_nan=False, allow_infinity=False)
+    ),
+    low=st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=6), st.integers()
+    ),
     prefix=st.one_of(st.none(), st.text(max_size=20)),
 )
 def test_no_rule_input_is_a_server_error(admin: Api, protocol: Any, low: Any, prefix: Any) -> None:

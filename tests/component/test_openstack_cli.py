@@ -38,6 +38,18 @@ def value(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout.strip()
 
 
+def new_project(server: Server, name: str) -> str:
+    """A project made with `astara project create`; its token."""
+    created = subprocess.run(
+        [str(BIN / "astara"), "project", "create", name, "--state-dir", str(server.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    return created.stdout.strip().splitlines()[-1]
+
+
 def test_credentials_are_written_private(server: Server) -> None:
     for name in ("admin-token", "clouds.yaml"):
         assert (server.state_dir / name).stat().st_mode & 0o777 == 0o600
@@ -68,14 +80,7 @@ def test_openstack_cli_network_session_by_name_and_id(server: Server) -> None:
 
 
 def test_projects_are_isolated_through_the_real_clients(server: Server) -> None:
-    astara = [str(BIN / "astara")]
-    created = subprocess.run(
-        [*astara, "project", "create", "alice", "--state-dir", str(server.state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    alice = created.stdout.strip().splitlines()[-1]
+    alice = new_project(server, "alice")
     value(osc(server, "network", "create", "--external", "public"))
     value(osc(server, "network", "create", "admins-only"))
     value(osc(server, "network", "create", "alices", token=alice))
@@ -359,13 +364,7 @@ def test_openstack_cli_security_groups_rules_and_address_groups(server: Server) 
     """`openstack security group …`, `security group rule …`, `address group …`
     and a port's groups and address pairs, as a tenant runs them; openstacksdk's
     security-group calls; another project sees none of it."""
-    created = subprocess.run(
-        [str(BIN / "astara"), "project", "create", "bob", "--state-dir", str(server.state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    bob = created.stdout.strip().splitlines()[-1]
+    bob = new_project(server, "bob")
     listed = json.loads(value(osc(server, "security", "group", "list", "-f", "json")))
     assert [g["Name"] for g in listed] == ["default"]
     web = json.loads(

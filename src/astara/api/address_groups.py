@@ -13,10 +13,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, selectinload
 
-from astara.api import changes, sql_query
+from astara.api import access, changes, sql_query
 from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -75,26 +75,16 @@ def view(group: AddressGroup) -> dict[str, Any]:
 
 
 def get(session: Session, caller: Caller, group_id: str) -> AddressGroup:
-    group = session.get(AddressGroup, group_id)
-    if group is None or not (caller.is_admin or group.project_id == caller.project_id):
-        raise not_found(group_id)
-    return group
+    return access.project_row(session, caller, AddressGroup, group_id, not_found)
 
 
 owned = get
 
 
-def _visible_rows(caller: Caller) -> Select[AddressGroup]:
-    statement = select(AddressGroup)
-    if caller.is_admin:
-        return statement
-    return statement.where(AddressGroup.project_id == caller.project_id)
-
-
 LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=AddressGroup,
-    statement=_visible_rows,
+    statement=access.project_rows(AddressGroup),
     views=sql_query.orm_views(view, selectinload(AddressGroup.addresses)),
     columns={**sql_query.standard_columns(AddressGroup), "name": AddressGroup.name},
 )

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, String, cast, select
 from sqlalchemy.orm import Session
 
-from astara.api import changes, networks, ports, routers, sql_query
+from astara.api import access, changes, networks, ports, routers, sql_query
 from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_any
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -53,23 +53,15 @@ def view(floating: FloatingIp) -> dict[str, Any]:
     }
 
 
+def not_found(floating_id: str) -> NeutronError:
+    return NeutronError(404, "FloatingIPNotFound", f"Floating IP {floating_id} could not be found")
+
+
 def get(session: Session, caller: Caller, floating_id: str) -> FloatingIp:
-    floating = session.get(FloatingIp, floating_id)
-    if floating is None or not (caller.is_admin or floating.project_id == caller.project_id):
-        raise NeutronError(
-            404, "FloatingIPNotFound", f"Floating IP {floating_id} could not be found"
-        )
-    return floating
+    return access.project_row(session, caller, FloatingIp, floating_id, not_found)
 
 
 owned = get
-
-
-def _visible_rows(caller: Caller) -> Select[FloatingIp]:
-    statement = select(FloatingIp)
-    if caller.is_admin:
-        return statement
-    return statement.where(FloatingIp.project_id == caller.project_id)
 
 
 _views = sql_query.orm_views(view)
@@ -141,7 +133,7 @@ def listed(session: Session, statement: Select[FloatingIp]) -> list[dict[str, An
 LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=FloatingIp,
-    statement=_visible_rows,
+    statement=access.project_rows(FloatingIp),
     views=_views,
     listed=listed,
     columns={

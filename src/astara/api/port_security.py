@@ -20,18 +20,14 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    String,
     delete,
     exists,
-    func,
     insert,
-    literal,
     select,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
-from astara.api import security_groups
+from astara.api import security_groups, sql_query
 from astara.api.attributes import Converter, bad_input
 from astara.api.errors import NeutronError
 from astara.db.models import AllowedAddressPair, Port, PortSecurityGroup
@@ -261,39 +257,25 @@ def with_group(wanted: list[Any]) -> ColumnElement[bool]:
     )
 
 
-def _text(value: str) -> Any:
-    return literal(value, String)
-
-
-def _json_string(column: Any) -> Any:
-    return func.to_json(column).cast(String)
-
-
 def groups_json() -> Any:
     """A port's `security_groups` as JSON text, in PostgreSQL (as `groups_of` orders them)."""
-    entries = func.string_agg(
-        _json_string(PortSecurityGroup.security_group_id),
-        aggregate_order_by(_text(","), PortSecurityGroup.security_group_id),
-    )
-    return (
-        select(func.coalesce(_text("[") + entries + _text("]"), _text("[]")))
-        .where(PortSecurityGroup.port_id == Port.id)
-        .scalar_subquery()
+    return sql_query.json_array(
+        sql_query.json_string(PortSecurityGroup.security_group_id),
+        PortSecurityGroup.security_group_id,
+        PortSecurityGroup.port_id == Port.id,
     )
 
 
 def pairs_json() -> Any:
     """A port's `allowed_address_pairs` as JSON text, in PostgreSQL."""
+    text, string = sql_query.sql_text, sql_query.json_string
     entry = (
-        _text('{"ip_address":')
-        + _json_string(AllowedAddressPair.ip_address)
-        + _text(',"mac_address":')
-        + _json_string(AllowedAddressPair.mac_address)
-        + _text("}")
+        text('{"ip_address":')
+        + string(AllowedAddressPair.ip_address)
+        + text(',"mac_address":')
+        + string(AllowedAddressPair.mac_address)
+        + text("}")
     )
-    entries = func.string_agg(entry, aggregate_order_by(_text(","), AllowedAddressPair.position))
-    return (
-        select(func.coalesce(_text("[") + entries + _text("]"), _text("[]")))
-        .where(AllowedAddressPair.port_id == Port.id)
-        .scalar_subquery()
+    return sql_query.json_array(
+        entry, AllowedAddressPair.position, AllowedAddressPair.port_id == Port.id
     )

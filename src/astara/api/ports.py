@@ -35,7 +35,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql import Executable
 
@@ -248,15 +248,8 @@ def listed(session: Session, statement: Select[Port]) -> list[dict[str, Any]]:
 
 def _fixed_ips_json() -> Any:
     """A port's `fixed_ips` as JSON text, in PostgreSQL: what `view` shows
-    (in `position` order), as orjson writes it (`to_json` escapes strings as
-    orjson does: no spaces, raw UTF-8, `\\u00XX` for control characters)."""
-
-    def text(value: str) -> Any:
-        return literal(value, String)
-
-    def string(column: Any) -> Any:
-        return cast(func.to_json(column), String)
-
+    (in `position` order), as orjson writes it."""
+    text, string = sql_query.sql_text, sql_query.json_string
     entry = (
         text('{"subnet_id":')
         + string(IpAllocation.subnet_id)
@@ -264,12 +257,7 @@ def _fixed_ips_json() -> Any:
         + string(IpAllocation.ip_address)
         + text("}")
     )
-    entries = func.string_agg(entry, aggregate_order_by(text(","), IpAllocation.position))
-    return (
-        select(func.coalesce(text("[") + entries + text("]"), text("[]")))
-        .where(IpAllocation.port_id == Port.id)
-        .scalar_subquery()
-    )
+    return sql_query.json_array(entry, IpAllocation.position, IpAllocation.port_id == Port.id)
 
 
 def _views(session: Session, statement: Select[Port], encoded: bool) -> list[dict[str, Any]]:

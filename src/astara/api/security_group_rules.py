@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from astara.api import address_groups, changes, security_groups, sql_query
+from astara.api import access, address_groups, changes, security_groups, sql_query
 from astara.api.attributes import (
     Attribute,
     Converter,
@@ -134,20 +134,10 @@ def view(rule: SecurityGroupRule) -> dict[str, Any]:
 
 
 def get(session: Session, caller: Caller, rule_id: str) -> SecurityGroupRule:
-    rule = session.get(SecurityGroupRule, rule_id)
-    if rule is None or not (caller.is_admin or rule.project_id == caller.project_id):
-        raise not_found(rule_id)
-    return rule
+    return access.project_row(session, caller, SecurityGroupRule, rule_id, not_found)
 
 
 owned = get
-
-
-def _visible_rows(caller: Caller) -> Select[SecurityGroupRule]:
-    statement = select(SecurityGroupRule)
-    if caller.is_admin:
-        return statement
-    return statement.where(SecurityGroupRule.project_id == caller.project_id)
 
 
 def views(session: Session, statement: Select[SecurityGroupRule]) -> list[dict[str, Any]]:
@@ -167,7 +157,7 @@ def views(session: Session, statement: Select[SecurityGroupRule]) -> list[dict[s
 LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=SecurityGroupRule,
-    statement=_visible_rows,
+    statement=access.project_rows(SecurityGroupRule),
     views=views,
     columns={
         **{

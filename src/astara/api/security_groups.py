@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session, selectinload
 
-from astara.api import changes, sql_query
+from astara.api import access, changes, sql_query
 from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_bool
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -117,20 +117,10 @@ def new_rule(
 
 
 def get(session: Session, caller: Caller, group_id: str) -> SecurityGroup:
-    group = session.get(SecurityGroup, group_id)
-    if group is None or not (caller.is_admin or group.project_id == caller.project_id):
-        raise not_found(group_id)
-    return group
+    return access.project_row(session, caller, SecurityGroup, group_id, not_found)
 
 
 owned = get
-
-
-def _visible_rows(caller: Caller) -> Select[SecurityGroup]:
-    statement = select(SecurityGroup)
-    if caller.is_admin:
-        return statement
-    return statement.where(SecurityGroup.project_id == caller.project_id)
 
 
 def views(session: Session, statement: Select[SecurityGroup]) -> list[dict[str, Any]]:
@@ -153,7 +143,7 @@ def _before_list(session: Session, caller: Caller, now: datetime) -> None:
 LISTING = sql_query.Listing(
     resource=RESOURCE,
     model=SecurityGroup,
-    statement=_visible_rows,
+    statement=access.project_rows(SecurityGroup),
     views=views,
     columns={
         **sql_query.standard_columns(SecurityGroup),

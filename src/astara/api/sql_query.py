@@ -42,7 +42,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.orm.interfaces import ORMOption
@@ -363,3 +363,26 @@ def _in_subquery(element: InSubquery, compiler: SQLCompiler, **kw: Any) -> str:
 def _any_array(element: InSubquery, compiler: SQLCompiler, **kw: Any) -> str:
     column = compiler.process(element.column, **kw)
     return f"{column} = ANY(ARRAY{compiler.process(element.subquery, **kw)})"
+
+
+def sql_text(value: str) -> Any:
+    """A literal piece of JSON text, in SQL."""
+    return literal(value, String)
+
+
+def json_string(column: Any) -> Any:
+    """`column` as a JSON string (`to_json` escapes as orjson does: no
+    spaces, raw UTF-8, `\\u00XX` for control characters)."""
+    return cast(func.to_json(column), String)
+
+
+def json_array(entry: Any, order_by: Any, where: Any) -> Any:
+    """A PostgreSQL scalar subquery: the JSON array (as text, `[]` when
+    none) of `entry` (JSON text) over the rows `where` selects, in
+    `order_by` order."""
+    entries = func.string_agg(entry, aggregate_order_by(sql_text(","), order_by))
+    return (
+        select(func.coalesce(sql_text("[") + entries + sql_text("]"), sql_text("[]")))
+        .where(where)
+        .scalar_subquery()
+    )
