@@ -204,3 +204,110 @@ def _settled(lines: list[str]) -> list[str]:
 
     time.sleep(0.5)
     return list(lines)
+
+
+def test_rules_hold_across_a_router_through_a_floating_ip_and_over_ipv6(cloud: Cloud) -> None:
+    """The same group, seen from a workload behind the router (IPv4 and
+    IPv6), from its own network, and from the outside through its floating
+    IP: each flow the rules name passes, every other is dropped."""
+    prefix = cloud.server.prefix
+    public = cloud.create("networks", "network", name="public", **{"router:external": True})
+    cloud.create(
+        "subnets",
+        "subnet",
+        network_id=public["id"],
+        cidr="198.51.100.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    outside = cloud.create(
+        "ports",
+        "port",
+        network_id=public["id"],
+        name="outside",
+        fixed_ips=[{"ip_address": "198.51.100.1"}],
+        port_security_enabled=False,
+    )
+    cloud.plug(outside["id"], f"{prefix}-outside")
+    router = cloud.create(
+        "routers", "router", name="r", external_gateway_info={"network_id": public["id"]}
+    )
+    networks = {}
+    for name, v4, v6 in (
+        ("front", "10.40.0.0/24", "2001:db8:40::/64"),
+        ("back", "10.41.0.0/24", "2001:db8:41::/64"),
+    ):
+        network = cloud.create("networks", "network", name=name)
+        for cidr, version, modes in (
+            (v4, 4, {}),
+            (v6, 6, {"ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac"}),
+        ):
+            subnet = cloud.create(
+                "subnets",
+                "subnet",
+                network_id=network["id"],
+                cidr=cidr,
+                ip_version=version,
+                enable_dhcp=version == 6,
+                **modes,
+            )
+            cloud(
+                "PUT",
+                f"/v2.0/routers/{router['id']}/add_router_interface",
+                {"subnet_id": subnet["id"]},
+            )
+        networks[name] = network["id"]
+    web = group(
+        cloud,
+        "web",
+        {
+            "direction": "ingress",
+            "protocol": "tcp",
+            "port_range_min": 7001,
+            "port_range_max": 7001,
+            "remote_ip_prefix": "0.0.0.0/0",
+        },
+        {
+            "direction": "ingress",
+            "ethertype": "IPv6",
+            "protocol": "tcp",
+            "port_range_min": 7001,
+            "port_range_max": 7001,
+            "remote_ip_prefix": "2001:db8:41::/64",
+        },
+    )
+    other = group(cloud, "other")
+
+    def plugged(name: str, network: str, groups: list[str]) -> tuple[str, str, str]:
+        port = cloud.create(
+            "ports", "port", network_id=networks[network], name=name, security_groups=groups
+        )
+        cloud.plug(port["id"], f"{prefix}-{name}")
+        v4 = next(a["ip_address"] for a in port["fixed_ips"] if ":" not in a["ip_address"])
+        v6 = next(a["ip_address"] for a in port["fixed_ips"] if ":" in a["ip_address"])
+        return f"{prefix}-{name}", v4, v6
+
+    server_ns, server_v4, server_v6 = plugged("server", "front", [web])
+    client_ns, _, _ = plugged("client", "back", [other])
+    peer_ns, _, _ = plugged("peer", "front", [other])
+    server_port = cloud("GET", "/v2.0/ports?name=server")["ports"][0]
+    floating = cloud.create(
+        "floatingips", "floatingip", floating_network_id=public["id"], port_id=server_port["id"]
+    )["floating_ip_address"]
+    cloud.wait_active(router["id"])
+
+    with EchoServer(server_ns, 7001), EchoServer(server_ns, 7002):
+        wait_until(lambda: answers(client_ns, server_v4, 7001), 30, 0.2, "7001 across the router")
+        wait_until(lambda: answers(client_ns, server_v6, 7001), 30, 0.2, "7001 over IPv6")
+        wait_until(
+            lambda: answers(f"{prefix}-outside", floating, 7001), 30, 0.2, "7001 via the FIP"
+        )
+        assert answers(peer_ns, server_v4, 7001)  # its own network, IPv4: any source
+        # Dropped: a port no rule names, ICMP nobody allowed, IPv6 from outside the prefix.
+        assert not answers(client_ns, server_v4, 7002)
+        assert not answers(client_ns, server_v6, 7002)
+        assert not answers(f"{prefix}-outside", floating, 7002)
+        assert not ping(f"{prefix}-outside", floating)
+        assert not answers(peer_ns, server_v6, 7001)
+        # The server's own egress: its default group sends anywhere.
+        assert ping(server_ns, "198.51.100.1")
