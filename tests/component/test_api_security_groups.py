@@ -839,3 +839,19 @@ def test_null_groups_mean_the_default_and_service_ports_get_none(admin: Api) -> 
     assert service["security_groups"] == []
     named = admin("PUT", f"{SG}/{default['id']}", {"security_group": {"name": "default"}})
     assert error(named)[:2] == (409, "SecurityGroupDefaultAlreadyExists")
+
+
+def test_an_admins_list_for_a_project_makes_that_projects_default_group(admin: Api) -> None:
+    alice = project(admin, "alice")
+    alice_id = alice("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
+    listed = admin("GET", SG, params={"project_id": alice_id}).json()["security_groups"]
+    assert [(g["name"], g["project_id"]) for g in listed] == [("default", alice_id)]
+    assert admin("GET", SG, params={"project_id": "nobody"}).json()["security_groups"] == []
+
+
+def test_a_new_groups_egress_rules_count_against_the_rule_quota(admin: Api) -> None:
+    alice = project(admin, "alice")
+    alice_id = defaults(alice)["project_id"]  # default: 4 rules
+    admin("PUT", f"/v2.0/quotas/{alice_id}", {"quota": {"security_group_rule": 5}})
+    assert error(alice("POST", SG, {"security_group": {"name": "web"}}))[:2] == (409, "OverQuota")
+    assert [g["name"] for g in alice("GET", SG).json()["security_groups"]] == ["default"]

@@ -16,6 +16,7 @@ from astara.testing.net import (
     EchoServer,
     never_pings,
     ping,
+    send_frame,
     sh,
     tcp_request,
     wait_for_ping,
@@ -119,15 +120,18 @@ def test_groups_rules_remote_groups_and_port_security_on_one_network(cloud: Clou
             assert anyone.exchange("after") == "after"
         assert not answers(c1_ns, "10.20.0.10", 7002)
 
-        # A rule removed closes its traffic.
+        # A rule removed closes its traffic, the flows it allowed included.
         tcp = next(
             r["id"]
             for r in cloud("GET", f"{RULES}?security_group_id={web}&port_range_min=7001")[
                 "security_group_rules"
             ]
         )
-        cloud("DELETE", f"{RULES}/{tcp}", ok=204)
-        wait_until(lambda: not answers(c2_ns, "10.20.0.10", 7001), 30, 0.2, "7001 to close")
+        with Connection(c2_ns, "10.20.0.10", 7001) as open_flow:
+            assert open_flow.exchange("before") == "before"
+            cloud("DELETE", f"{RULES}/{tcp}", ok=204)
+            wait_until(lambda: not answers(c2_ns, "10.20.0.10", 7001), 30, 0.2, "7001 to close")
+            assert open_flow.exchange("after", timeout_s=3) is None
 
 
 def test_spoofing_is_dropped_with_port_security_and_passes_without(cloud: Cloud) -> None:
@@ -140,12 +144,30 @@ def test_spoofing_is_dropped_with_port_security_and_passes_without(cloud: Cloud)
         ip_version=4,
         enable_dhcp=False,
     )
+    cloud.create(
+        "subnets",
+        "subnet",
+        network_id=network["id"],
+        cidr="2001:db8:21::/64",
+        ip_version=6,
+        enable_dhcp=False,
+    )
     everyone = group(
         cloud, "open", {"direction": "ingress"}, {"direction": "ingress", "ethertype": "IPv6"}
     )
-    _, victim_ns = workload(cloud, network["id"], "victim", "10.21.0.10", [everyone])
+    victim, victim_ns = workload(cloud, network["id"], "victim", "10.21.0.10", [everyone])
+    victim_v6 = "2001:db8:21::10"
+    cloud(
+        "PUT",
+        f"/v2.0/ports/{victim['id']}",
+        {"port": {"fixed_ips": [*victim["fixed_ips"], {"ip_address": victim_v6}]}},
+    )
     bad, bad_ns = workload(cloud, network["id"], "bad", "10.21.0.11", [everyone])
+    closed, closed_ns = workload(cloud, network["id"], "closed", "10.21.0.12", [])
     wait_for_ping(bad_ns, "10.21.0.10", timeout_s=30)
+    wait_until(lambda: victim_v6 in sh(victim_ns, ["ip", "-6", "addr"]), 30, 0.2, "IPv6")
+    bad_mac = bad["mac_address"]
+    bad_lla = sh(bad_ns, ["ip", "-6", "-br", "addr", "show", "eth0"]).split()[-1].split("/")[0]
 
     def spoofs() -> dict[str, bool]:
         """Each kind of spoofing from `bad`, and whether it reached the victim."""
@@ -163,6 +185,21 @@ def test_spoofing_is_dropped_with_port_security_and_passes_without(cloud: Cloud)
             offer = "echo offer | socat -u - UDP4-SENDTO:10.21.0.10:68,sp=67"
             sh(bad_ns, ["sh", "-c", offer], check=False)
             found["DHCP server"] = bool(_settled(dhcp.lines))
+        with Capture(victim_ns, "eth0", "icmp6 and ip6[40] == 136") as na:
+            # A neighbour advertisement claiming the victim's own IPv6 address.
+            send_frame(
+                bad_ns, "na", "eth0", "33:33:00:00:00:01", bad_mac, bad_lla, "ff02::1", victim_v6
+            )
+            found["NA for another's address"] = any(
+                victim_v6 in line for line in _settled(na.lines)
+            )
+        with Capture(closed_ns, "eth0", "icmp") as tagged:
+            # An echo request tagged with VLAN 0, to a port that lets nothing in.
+            closed_mac = closed["mac_address"]
+            send_frame(
+                bad_ns, "vlan0-echo", "eth0", closed_mac, bad_mac, "10.21.0.11", "10.21.0.12"
+            )
+            found["tagged frame past the ingress"] = bool(_settled(tagged.lines))
         mac = sh(bad_ns, ["cat", "/sys/class/net/eth0/address"]).strip()
         sh(bad_ns, ["ip", "link", "set", "eth0", "address", "fa:16:3e:66:66:66"])
         sh(bad_ns, ["ip", "neigh", "flush", "all"])
@@ -172,14 +209,13 @@ def test_spoofing_is_dropped_with_port_security_and_passes_without(cloud: Cloud)
         wait_until(lambda: _ping_from(bad_ns, "10.21.0.11", "10.21.0.10"), 30, 0.2, "healed")
         return found
 
-    assert spoofs() == dict.fromkeys(
-        ["source IP", "ARP for another's address", "DHCP server", "MAC"], False
-    )
+    kinds = ["source IP", "ARP for another's address", "DHCP server", "NA for another's address"]
+    assert spoofs() == dict.fromkeys([*kinds, "tagged frame past the ingress", "MAC"], False)
     set_groups(cloud, bad["id"], port_security_enabled=False, security_groups=[])
     wait_filtered(cloud, bad["id"], False)
-    assert spoofs() == dict.fromkeys(
-        ["source IP", "ARP for another's address", "DHCP server", "MAC"], True
-    )
+    # Unfiltered, it spoofs at will; the closed port still gets no tagged frame.
+    found = spoofs()
+    assert found == {**dict.fromkeys([*kinds, "MAC"], True), "tagged frame past the ingress": False}
 
 
 def wait_filtered(cloud: Cloud, port_id: str, filtered: bool) -> None:

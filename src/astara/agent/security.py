@@ -42,9 +42,12 @@ class PortSecurityManager:
     ) -> None:
         self.names, self.store, self.ports = names, store, ports
         # The sets and groups' chains the kernel holds now (made with the
-        # first filtered port that needs them; all again after a restart).
+        # first filtered port that needs them), in the fabric namespace
+        # `_fabric` names: a new namespace (a restart's, a reboot's, one made
+        # again after the last network went) holds none of them.
         self._in_kernel: set[str] = set()
         self._groups_in_kernel: set[str] = set()
+        self._fabric: int | None = None
 
     # --- what is held ---------------------------------------------------------------------
 
@@ -74,54 +77,57 @@ class PortSecurityManager:
     # --- groups and sets ------------------------------------------------------------------
 
     def put_group(self, group_id: str, spec: SecurityGroupSpec) -> bool:
+        """Store the group; if its chains are in the kernel, rewrite them
+        (first: a refused rewrite leaves the stored group as it was, and the
+        next push tries again), and end its ports' flows, so that what the
+        new rules no longer allow stops."""
         held = self.group(group_id)
-        self.store.put(GROUPS, group_id, spec.model_dump(mode="json"))
+        self._check_fabric()
         if held != spec and group_id in self._groups_in_kernel:
-            script = self._sets_script(_sets_of(spec))
-            firewall.apply(
-                self.names, script + port_firewall.group(group_id, spec, self._in_kernel)
-            )
+            sets = self._held(_sets_of(spec))
+            script = self._sets_script(sets) + port_firewall.group(group_id, spec, sets)
+            firewall.apply(self.names, script)
+            self._in_kernel |= sets
+            firewall.forget_zones(self.names, self._zones_of({group_id}))
+        self.store.put(GROUPS, group_id, spec.model_dump(mode="json"))
         return held is None
 
     def delete_group(self, group_id: str) -> None:
         if self.group(group_id) is None:
             return
+        self._check_fabric()
+        if group_id in self._groups_in_kernel:
+            users = self._zones_of({group_id})
+            if users:  # its ports still jump there: emptied, it allows nothing
+                firewall.apply(self.names, port_firewall.group(group_id, None, ()))
+                firewall.forget_zones(self.names, users)
+            else:
+                firewall.apply(self.names, port_firewall.remove_group(group_id))
+                self._groups_in_kernel.discard(group_id)
         self.store.delete(GROUPS, group_id)
-        if group_id not in self._groups_in_kernel:
-            return
-        users = [
-            p
-            for p, spec in self.ports().items()
-            if spec.security is not None and group_id in spec.security.groups
-        ]
-        if users:  # its ports still jump there: emptied, it allows nothing
-            firewall.apply(self.names, port_firewall.group(group_id, None, ()))
-            return
-        firewall.apply(self.names, port_firewall.remove_group(group_id))
-        self._groups_in_kernel.discard(group_id)
 
     def put_set(self, set_id: str, spec: AddressSetSpec) -> bool:
         held = self.address_set(set_id)
         if held == spec:
             return False
-        if set_id in self._in_kernel:
-            firewall.apply(self.names, port_firewall.address_set(set_id, spec, held))
-            if held is not None:
-                gone = {str(a) for a in held.addresses} - {str(a) for a in spec.addresses}
-                firewall.forget_flows(self.names, gone)
-        self.store.put(SETS, set_id, spec.model_dump(mode="json"))
+        self._check_fabric()
         naming = {
             g: s
             for g, s in self.groups().items()
             if g in self._groups_in_kernel and set_id in _sets_of(s)
         }
-        if set_id not in self._in_kernel and naming:  # their rules were left out until now
-            script = self._sets_script({set_id})
-            script += "".join(
-                port_firewall.group(g, s, self._in_kernel | {set_id}) for g, s in naming.items()
-            )
+        if set_id in self._in_kernel:
+            firewall.apply(self.names, port_firewall.address_set(set_id, spec, held))
+        elif naming:  # the rules naming it were left out until now
+            script = port_firewall.address_set(set_id, spec)
+            sets = self._in_kernel | {set_id}
+            script += "".join(port_firewall.group(g, s, sets) for g, s in naming.items())
             firewall.apply(self.names, script)
             self._in_kernel.add(set_id)
+        self.store.put(SETS, set_id, spec.model_dump(mode="json"))
+        if held is not None and set_id in self._in_kernel:
+            gone = {str(a) for a in held.addresses} - {str(a) for a in spec.addresses}
+            firewall.forget_flows(self.names, gone)
         return held is None
 
     def delete_set(self, set_id: str) -> None:
@@ -130,26 +136,31 @@ class PortSecurityManager:
         users = [g for g, s in self.groups().items() if set_id in _sets_of(s)]
         if users:
             raise SecurityInUse(f"address set {set_id} is named by groups {', '.join(users)}")
-        self.store.delete(SETS, set_id)
+        self._check_fabric()
         if set_id in self._in_kernel:
             firewall.apply(self.names, port_firewall.remove_address_set(set_id))
             self._in_kernel.discard(set_id)
+        self.store.delete(SETS, set_id)
 
     # --- ports ----------------------------------------------------------------------------
 
-    def port_changed(self, port_id: str, spec: PortSpec | None) -> None:
-        """After a port is plugged (`spec`) or unplugged (None): its chains
-        made, remade or removed."""
+    def port_changed(self, port_id: str, spec: PortSpec | None, changed: bool = False) -> None:
+        """Before a port is plugged (`spec`: its chains made first, so its
+        link is never up unfiltered) or after it is unplugged (None: its
+        chains removed). `changed`: a plugged port's security changed, so
+        its network's flows end (what is still allowed passes again)."""
         allocations = self._allocations()
         index = allocations["ports"].get(port_id)
         link = self.names.port_fabric_link(port_id)
         if spec is None or spec.security is None:
             if index is not None:
-                firewall.apply(self.names, port_firewall.remove_port(index, link))
+                self._check_fabric()
+                if self._fabric is not None:
+                    firewall.apply(self.names, port_firewall.remove_port(index, link))
                 del allocations["ports"][port_id]
                 self._save_allocations(allocations)
             return
-        firewall.ensure(self.names)
+        script = self._ready(allocations)
         if index is None:
             taken = set(allocations["ports"].values())
             index = next(i for i in range(1, port_firewall.MAX_PORTS + 2) if i not in taken)
@@ -160,7 +171,6 @@ class PortSecurityManager:
             allocations["ports"][port_id] = index
         bridge = self.names.bridge(spec.network_id)
         zone = allocations["zones"].get(bridge)
-        script = ""
         if zone is None:
             taken = set(allocations["zones"].values())
             zone = next(i for i in range(1, 65536) if i not in taken)
@@ -168,15 +178,18 @@ class PortSecurityManager:
             script += port_firewall.zone(bridge, zone)
         missing = [g for g in spec.security.groups if g not in self._groups_in_kernel]
         specs = {g: self.group(g) for g in missing}
-        sets = set().union(*(_sets_of(s) for s in specs.values() if s is not None))
+        sets = self._held(set().union(*(_sets_of(s) for s in specs.values() if s is not None)))
         script += self._sets_script(sets)
-        held_sets = self._in_kernel | {s for s in sets if self.address_set(s) is not None}
-        script += "".join(port_firewall.group(g, s, held_sets) for g, s in specs.items())
+        script += "".join(
+            port_firewall.group(g, s, self._in_kernel | sets) for g, s in specs.items()
+        )
         script += port_firewall.port(index, link, spec.security)
         firewall.apply(self.names, script)
-        self._in_kernel = held_sets
+        self._in_kernel |= sets
         self._groups_in_kernel |= set(missing)
         self._save_allocations(allocations)
+        if changed:
+            firewall.forget_zones(self.names, [zone])
 
     def network_removed(self, network_id: str) -> None:
         allocations = self._allocations()
@@ -190,21 +203,56 @@ class PortSecurityManager:
             self._save_allocations(allocations)
 
     def restore(self) -> None:
-        """After a restart (or a reboot: the kernel's tables gone), every
-        held set, zone and filtered port's chains made again."""
+        """After a restart (or a reboot: the kernel's tables gone), the zones
+        and every filtered port's chains (with their groups and sets) made
+        again; a port that fails is logged, and the others go on."""
         allocations = self._allocations()
-        if not allocations["ports"]:
+        if not allocations["ports"] and not allocations["zones"]:
             return
-        firewall.ensure(self.names)
-        self._in_kernel.clear()
-        self._groups_in_kernel.clear()
-        script = "".join(port_firewall.zone(b, z) for b, z in allocations["zones"].items())
-        firewall.apply(self.names, script)
+        self._fabric = None
+        firewall.apply(self.names, self._ready(allocations))
         ports = self.ports()
-        for port_id in list(allocations["ports"]):
-            self.port_changed(port_id, ports.get(port_id))
+        for port_id in sorted(allocations["ports"]):
+            try:
+                self.port_changed(port_id, ports.get(port_id))
+            except (NftRefused, CommandError, firewall.FirewallUnavailable) as error:
+                log.error("port %s: its filter was not restored: %s", port_id, error)
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _check_fabric(self) -> None:
+        """Forget what the kernel held if the fabric namespace is not the
+        one it was made in (cheap: one stat)."""
+        if self._fabric is not None and firewall.fabric_inode(self.names) != self._fabric:
+            self._fabric = None
+        if self._fabric is None:
+            self._in_kernel.clear()
+            self._groups_in_kernel.clear()
+
+    def _ready(self, allocations: dict[str, dict[str, int]]) -> str:
+        """The tables and hooks made; for a fabric namespace new to this
+        manager, the script that makes every allocated zone again."""
+        self._check_fabric()
+        firewall.ensure(self.names)
+        if self._fabric is not None:
+            return ""
+        self._fabric = firewall.fabric_inode(self.names)
+        return "".join(port_firewall.zone(b, z) for b, z in allocations["zones"].items())
+
+    def _held(self, set_ids: set[str]) -> set[str]:
+        return {s for s in set_ids if self.address_set(s) is not None}
+
+    def _zones_of(self, group_ids: set[str]) -> set[int]:
+        """The conntrack zones of the filtered ports in any of `group_ids`."""
+        allocations = self._allocations()
+        return {
+            allocations["zones"][bridge]
+            for port_id, spec in self.ports().items()
+            if port_id in allocations["ports"]
+            and spec.security is not None
+            and group_ids & set(spec.security.groups)
+            and (bridge := self.names.bridge(spec.network_id)) in allocations["zones"]
+        }
 
     def _sets_script(self, set_ids: set[str]) -> str:
         """Make the held sets of `set_ids` the kernel lacks (a set is only

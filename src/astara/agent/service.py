@@ -374,6 +374,16 @@ class Agent:
                 # knows which namespace and files were the agent's to remove.
                 created = fabric_ports.would_create(spec)
                 self._save_port(port_id, PortRecord(spec, created))
+            # The filter first: a port's link is never up on the bridge unfiltered.
+            changed = previous is not None and previous.spec.security != spec.security
+            try:
+                self.security.port_changed(port_id, spec, changed=changed)
+            except Exception:
+                if previous is None:
+                    self.store.delete("ports", port_id)  # nothing was plugged
+                else:
+                    fabric_ports.block(self.names, port_id)  # closed, not open
+                raise
             try:
                 made = fabric_ports.plug(
                     self.names,
@@ -386,17 +396,12 @@ class Agent:
             except Exception as error:
                 if previous is None:
                     self.store.delete("ports", port_id)  # plug removed what it made
+                    self.security.port_changed(port_id, None)
                 if isinstance(error, PortError):
                     raise Invalid(str(error)) from error
                 raise
             created = {k: created.get(k, False) or v for k, v in made.items()}
             self._save_port(port_id, PortRecord(spec, created))
-            try:
-                self.security.port_changed(port_id, spec)
-            except Exception:
-                # Closed, not open: a port whose filter failed passes nothing.
-                fabric_ports.block(self.names, port_id)
-                raise
             return previous is None
 
     def _port_specs(self) -> dict[str, PortSpec]:
@@ -416,7 +421,6 @@ class Agent:
                 heir = self.port(sharing[0])
                 inherited = {k: heir.created.get(k, False) or v for k, v in record.created.items()}
                 self._save_port(sharing[0], PortRecord(heir.spec, inherited))
-            self.security.port_changed(port_id, None)
             fabric_ports.unplug(
                 self.names,
                 port_id,
@@ -425,6 +429,8 @@ class Agent:
                 record.created,
                 netns_still_used=bool(sharing),
             )
+            # After: a port whose unplug failed is still filtered.
+            self.security.port_changed(port_id, None)
             self.store.delete("ports", port_id)
 
     # --- security groups and address sets ----------------------------------------------

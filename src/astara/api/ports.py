@@ -723,9 +723,14 @@ def _check_mac(session: Session, network: Network, mac: str, port_id: str | None
 
 def _may_choose(caller: Caller, network: Network, values: dict[str, Any], action: str) -> None:
     """Only an admin or the network's owner picks a port's MAC or address on
-    it: on a shared network, a chosen gateway IP would block its owner (§3.3)."""
+    it (on a shared network, a chosen gateway IP would block its owner), or
+    makes it a `network:*` port, which security groups do not apply to
+    (Neutron's `network_device` policy, §3.3)."""
     if caller.is_admin or network.project_id == caller.project_id:
         return
+    owner = values.get("device_owner")
+    if isinstance(owner, str) and owner.startswith("network:"):
+        raise access.forbidden(f"rule:{action}_port:device_owner")
     if values.get("mac_address") is not None:
         raise access.forbidden(f"rule:{action}_port:mac_address")
     requested = values.get("fixed_ips")

@@ -103,8 +103,9 @@ def lock(session: Session, project_id: str) -> None:
         session.flush()
 
 
-def check(session: Session, resource: str, project_id: str) -> None:
-    """Refuse a create that would go past the project's limit (-1: unlimited)."""
+def check(session: Session, resource: str, project_id: str, count: int = 1) -> None:
+    """Refuse a create of `count` that would go past the project's limit
+    (-1: unlimited)."""
     if resource not in MODELS:
         return
     # Only the resource being created: the others' counts cannot change its answer.
@@ -116,7 +117,7 @@ def check(session: Session, resource: str, project_id: str) -> None:
         # it did with the lock: changing a limit does not take the lock.)
         return
     lock(session, project_id)
-    if used_of(session, project_id, resource, up_to=limit) >= limit:
+    if used_of(session, project_id, resource, up_to=limit) + count > limit:
         raise NeutronError(409, "OverQuota", f"Quota exceeded for resources: ['{resource}'].")
 
 

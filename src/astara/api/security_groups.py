@@ -16,13 +16,15 @@ from typing import Any
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session, selectinload
 
-from astara.api import access, changes, sql_query
+from astara.api import access, changes, quotas, sql_query
 from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_bool
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
+from astara.api.query import Query
 from astara.db.models import (
     DefaultSecurityGroup,
     PortSecurityGroup,
+    Project,
     SecurityGroup,
     SecurityGroupRule,
 )
@@ -135,9 +137,15 @@ def views(session: Session, statement: Select[SecurityGroup]) -> list[dict[str, 
     return [_view(group, group.id in defaults) for group in groups]
 
 
-def _before_list(session: Session, caller: Caller, now: datetime) -> None:
-    """Listing groups makes the caller's project's default group (Neutron's rule)."""
-    ensure_default(session, caller.project_id, now)
+def _before_list(session: Session, caller: Caller, query: Query, now: datetime) -> None:
+    """Listing groups makes the default group of the project listed (the
+    caller's, or the projects an admin's `project_id` filter names), as
+    Neutron does."""
+    named = {str(p) for p in query.filters.get("project_id", [])} if caller.is_admin else set()
+    if named:  # only projects that exist: a mistyped filter makes nothing
+        named = set(session.scalars(select(Project.id).where(Project.id.in_(named))))
+    for project_id in sorted(named or {caller.project_id}):
+        ensure_default(session, project_id, now)
 
 
 LISTING = sql_query.Listing(
@@ -257,6 +265,8 @@ def create(
     ensure_default(session, values["project_id"], now)
     if _is_default_name(values["name"]):
         raise _default_exists()
+    # Its two egress rules count against the rule quota (Neutron reserves them).
+    quotas.check(session, "security_group_rule", values["project_id"], count=2)
     group = _new_group(
         values["project_id"], values["name"], values["description"], values["stateful"], now
     )

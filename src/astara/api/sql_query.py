@@ -85,9 +85,10 @@ class Listing:
     columns: Mapping[str, InstrumentedAttribute[Any]] = field(default_factory=dict)
     filters: Mapping[str, FilterClause] = field(default_factory=dict)
     listed: Callable[[Session, Select[Any]], list[dict[str, Any]]] | None = None
-    # Run before a list, in its transaction, with the request's time (security
-    # groups: a project's first list makes its default group).
-    prepare: Callable[[Session, Caller, datetime], None] | None = None
+    # Run before a list, in its transaction, with the list's query and the
+    # request's time (security groups: a project's first list makes its
+    # default group).
+    prepare: Callable[[Session, Caller, Query, datetime], None] | None = None
 
 
 def run(

@@ -11,18 +11,23 @@ security rather than pretending to enforce it.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from astara.linux import netns, nft
-from astara.linux.inside import entered
-from astara.linux.run import run
+from astara.linux.inside import NETNS_DIR, entered
+from astara.linux.run import CommandError, run
 from astara.model import port_firewall
 from astara.naming import Names
+
+log = logging.getLogger(__name__)
 
 BRIDGE_NETFILTER = {
     "net.bridge.bridge-nf-call-iptables": "1",
     "net.bridge.bridge-nf-call-ip6tables": "1",
+    # Tagged frames through the inet hooks too (the ports' chains drop them).
+    "net.bridge.bridge-nf-filter-vlan-tagged": "1",
 }
 
 
@@ -54,26 +59,39 @@ def apply(names: Names, script: str) -> None:
         nft.run_commands(script, names.fabric_netns)
 
 
-def forget_flows(names: Names, addresses: Iterable[str]) -> None:
-    """End the tracked flows from and to `addresses` (prefixes: each of their
-    addresses, for a host prefix; a wider one's flows by its network): what
-    other rules still allow is picked up again as new by the next packet."""
-    for prefix in sorted(set(addresses)):
+def forget_flows(names: Names, prefixes: Iterable[str]) -> None:
+    """End the tracked flows from and to `prefixes`: what other rules still
+    allow is picked up again as new by its next packet (conntrack's loose
+    TCP pickup; UDP and ICMP start anew), the rest is dropped. Best effort:
+    a flow left is one the next rule check would still have to allow."""
+    for prefix in sorted(set(prefixes)):
         network = ipaddress.ip_network(prefix, strict=False)
         family = "ipv4" if network.version == 4 else "ipv6"
-        target = (
-            str(network.network_address)
-            if network.num_addresses == 1
-            else f"{network.network_address}/{network.prefixlen}"
-        )
-        if network.num_addresses != 1:
-            # conntrack -D takes addresses only: a wider prefix ends every
-            # flow of its family (rare: an address group's range left).
-            run(["conntrack", "-D", "-f", family], netns=names.fabric_netns, check=False)
-            continue
+        target = str(network.network_address) if network.num_addresses == 1 else str(network)
         for side in ("-s", "-d"):
-            run(
-                ["conntrack", "-D", "-f", family, side, target],
-                netns=names.fabric_netns,
-                check=False,
-            )
+            _conntrack(names, ["-D", "-f", family, side, target])
+
+
+def forget_zones(names: Names, zones: Iterable[int]) -> None:
+    """End every tracked flow of the networks with these conntrack zones
+    (after a rule or a port's groups changed: what is still allowed passes
+    again, as in `forget_flows`)."""
+    for zone in sorted(set(zones)):
+        for family in ("ipv4", "ipv6"):
+            _conntrack(names, ["-D", "-f", family, "-w", str(zone)])
+
+
+def _conntrack(names: Names, argv: list[str]) -> None:
+    try:
+        run(["conntrack", *argv], netns=names.fabric_netns, check=False)
+    except (OSError, CommandError) as error:  # missing, or the namespace gone
+        log.warning("conntrack %s failed: %s", " ".join(argv), error)
+
+
+def fabric_inode(names: Names) -> int | None:
+    """The fabric namespace's identity (None: there is none): a new one
+    holds none of the tables, sets or chains an earlier one did."""
+    try:
+        return (NETNS_DIR / names.fabric_netns).stat().st_ino
+    except FileNotFoundError:
+        return None

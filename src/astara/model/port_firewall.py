@@ -201,7 +201,16 @@ def _anti_spoofing(index: int, security: PortSecurity) -> list[str]:
         rules += [f"{chain} ether type {{ ip, arp }} drop"]
     v6_set = "{ " + ", ".join(v6) + " }"
     rules.append(f"{chain} ip6 saddr != {v6_set} drop")
+    # A neighbour advertisement for an address not its own would take it over
+    # (the ARP rules' IPv6 twin). nft has no name for the target: its bytes.
+    targets = ", ".join(_integer_range(ipaddress.IPv6Network(n)) for n in v6)
+    rules.append(f"{chain} icmpv6 type nd-neighbor-advert @th,64,128 != {{ {targets} }} drop")
     return rules
+
+
+def _integer_range(network: ipaddress.IPv6Network) -> str:
+    first, last = int(network.network_address), int(network.broadcast_address)
+    return f"0x{first:032x}" if first == last else f"0x{first:032x}-0x{last:032x}"
 
 
 def _rule(rule: SecurityRuleSpec) -> str | None:
@@ -335,6 +344,9 @@ def port(index: int, link: str, security: PortSecurity) -> str:
     for table, chain in ((BRIDGE, f"from_{index}"), (BRIDGE, f"to_{index}")):
         lines += [f"add chain {table} {chain}", f"flush chain {table} {chain}"]
     lines += _anti_spoofing(index, security)
+    # Only what the inet hooks see reaches the port: a VLAN-tagged frame
+    # would pass its ingress unfiltered (and its guest take it as untagged).
+    lines.append(f"add rule {BRIDGE} to_{index} ether type != {{ ip, ip6, arp }} drop")
     lines.append(f"add rule {BRIDGE} to_{index} meta mark set meta mark or {_mark(index, False)}")
     out, into = f"out_{index}", f"in_{index}"
     for chain in (out, into):

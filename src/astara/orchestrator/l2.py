@@ -167,14 +167,16 @@ class L2:
         wanted_groups = view.security.groups_of(specs)
         wanted_sets = view.security.sets_of(wanted_groups)
         # The sets first (the groups' rules name them), then the groups.
+        # One that fails is logged: its ports stay closed to what it would
+        # allow, and the other groups, sets and ports go on.
         held_sets = {s.pop("id"): s for s in agent.address_sets()}
         for set_id, set_spec in wanted_sets.items():
             if held_sets.get(set_id) != _normal_of(AddressSetSpec, set_spec):
-                agent.put_address_set(set_id, set_spec)
+                _logged(agent.put_address_set, set_id, set_spec)
         held_groups = {g.pop("id"): g for g in agent.security_groups()}
         for group_id, group_spec in wanted_groups.items():
             if held_groups.get(group_id) != _normal_of(SecurityGroupSpec, group_spec):
-                agent.put_security_group(group_id, group_spec)
+                _logged(agent.put_security_group, group_id, group_spec)
         plugged = {p["id"]: p for p in agent.ports()}
         for port_id in sorted(set(plugged) - set(specs)):
             if self.stopping.is_set():
@@ -200,11 +202,11 @@ class L2:
                 view.statuses[port_id] = "DOWN"
         # What no port here needs any more: the groups, then the sets.
         for group_id in sorted(set(held_groups) - set(wanted_groups)):
-            agent.delete_security_group(group_id)
-            removed.append(f"security group {group_id}")
+            if _logged(agent.delete_security_group, group_id):
+                removed.append(f"security group {group_id}")
         for set_id in sorted(set(held_sets) - set(wanted_sets)):
-            agent.delete_address_set(set_id)
-            removed.append(f"address set {set_id}")
+            if _logged(agent.delete_address_set, set_id):
+                removed.append(f"address set {set_id}")
         for segment in segments:
             if segment["id"] in needed:
                 continue
@@ -334,6 +336,16 @@ class L2:
                     network_ids is None or key[1] in network_ids
                 ):
                     del self._segments[key]
+
+
+def _logged(call: Any, *args: Any) -> bool:
+    """`call(*args)`; False (and a warning) if the agent refused it."""
+    try:
+        call(*args)
+    except AgentError as error:
+        log.warning("%s%s failed: %s", call.__name__, args[:1], error)
+        return False
+    return True
 
 
 def _normal_of(model: type[AddressSetSpec] | type[SecurityGroupSpec], spec: dict[str, Any]) -> Any:

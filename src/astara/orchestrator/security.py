@@ -92,7 +92,9 @@ def security_view(session: Session, port_ids: Collection[str]) -> SecurityView:
         ).all()
     )
     for port_id, port in sorted(ports.items()):
-        if not port.port_security_enabled or port.device_owner.startswith("network:"):
+        # Bound: a workload, filtered whatever its owner says (a `network:*`
+        # owner has no groups in the API, so such a port passes little).
+        if not port.port_security_enabled:
             view.ports[port_id] = None
             continue
         groups = bindings.get(port_id, [])

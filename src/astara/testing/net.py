@@ -15,6 +15,7 @@ import contextlib
 import ipaddress
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -260,3 +261,49 @@ class Capture:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_FRAMES = r"""
+import socket, struct, sys
+
+
+def checksum(data):
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+def mac(text):
+    return bytes.fromhex(text.replace(":", ""))
+
+
+kind, ifname, dst_mac, src_mac, src, dst = sys.argv[1:7]
+if kind == "vlan0-echo":  # an ICMP echo request in an 802.1Q header with VLAN id 0
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 0x4153, 1) + b"astara" * 4
+    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    frame = mac(dst_mac) + mac(src_mac) + struct.pack("!HHH", 0x8100, 0, 0x0800) + ip + icmp
+else:  # "na": an unsolicited neighbour advertisement for address `sys.argv[7]`
+    target = socket.inet_pton(socket.AF_INET6, sys.argv[7])
+    body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + target + b"\x02\x01" + mac(src_mac)
+    s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    pseudo = s6 + d6 + struct.pack("!I3xB", len(body), 58)
+    body = body[:2] + struct.pack("!H", checksum(pseudo + body)) + body[4:]
+    ip = struct.pack("!IHBB", 0x60000000, len(body), 58, 255) + s6 + d6
+    frame = mac(dst_mac) + mac(src_mac) + struct.pack("!H", 0x86DD) + ip + body
+sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sender.bind((ifname, 0))
+for _ in range(2):
+    sender.send(frame)
+"""
+
+
+def send_frame(netns: str, kind: str, *args: str) -> None:
+    """Send a hand-made frame from a namespace's interface, twice: `kind`
+    `vlan0-echo` (ifname, dst MAC, src MAC, src IPv4, dst IPv4) is an echo
+    request tagged with VLAN 0; `na` (ifname, dst MAC, src MAC, src IPv6,
+    dst IPv6, target) an unsolicited neighbour advertisement."""
+    run([sys.executable, "-c", _FRAMES, kind, *args], netns=netns)

@@ -115,7 +115,7 @@ def collection_router(controller: Controller) -> APIRouter:
 
         def work(session: Session, caller: Caller) -> dict[str, Any]:
             if listing.prepare is not None:
-                listing.prepare(session, caller, now())
+                listing.prepare(session, caller, query, now())
             return sql_query.run(session, caller, listing, query, url)
 
         body = await run(work)
