@@ -264,7 +264,14 @@ def test_extensions_list_only_what_is_implemented(admin: Api) -> None:
         "extraroute",
         "pagination",
     } <= aliases
-    assert {"security-group", "port-security", "allowed-address-pairs", "address-group"} <= aliases
+    assert {
+        "security-group",
+        "port-security",
+        "allowed-address-pairs",
+        "address-group",
+        "security-groups-rules-belongs-to-default-sg",
+        "port-security-groups-filtering",
+    } <= aliases
     # Not implemented, so not advertised: clients change behaviour on what they find.
     assert not {"external-gateway-multihoming", "fwaas_v2", "dns-integration"} & aliases
     one = admin("GET", "/v2.0/extensions/net-mtu").json()["extension"]

@@ -143,6 +143,17 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
             "Add new field of remote address group id in SG rules",
         ),
         _extension(
+            "security-groups-rules-belongs-to-default-sg",
+            "Security group rule belongs to the project's default security group",
+            "Flag to determine if the security group rule belongs to the project's default"
+            " security group",
+        ),
+        _extension(
+            "port-security-groups-filtering",
+            "Port filtering on security groups",
+            "Provides security groups filtering when listing ports",
+        ),
+        _extension(
             "address-group",
             "Address group",
             "Support address group",
