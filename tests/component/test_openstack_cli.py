@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,11 @@ def osc(server: Server, *args: str, token: str | None = None) -> subprocess.Comp
     return subprocess.run(
         [str(BIN / "openstack"), *auth, *args], capture_output=True, text=True, env=env, timeout=120
     )
+
+
+def cli(server: Server, line: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`osc` with the command written as one line (its words split like a shell's)."""
+    return osc(server, *shlex.split(line), token=token)
 
 
 def value(result: subprocess.CompletedProcess[str]) -> str:
@@ -365,157 +371,72 @@ def test_openstack_cli_security_groups_rules_and_address_groups(server: Server) 
     and a port's groups and address pairs, as a tenant runs them; openstacksdk's
     security-group calls; another project sees none of it."""
     bob = new_project(server, "bob")
-    listed = json.loads(value(osc(server, "security", "group", "list", "-f", "json")))
+    listed = json.loads(value(cli(server, "security group list -f json")))
     assert [g["Name"] for g in listed] == ["default"]
-    web = json.loads(
-        value(
-            osc(
-                server, "security", "group", "create", "web", "--description", "front", "-f", "json"
-            )
-        )
-    )
+    web = json.loads(value(cli(server, "security group create web --description front -f json")))
     assert web["name"] == "web" and web["stateful"] is True
+    http_rule = (
+        "security group rule create web --protocol tcp --dst-port 80:81 --remote-ip 10.0.0.0/8"
+    )
+    value(cli(server, http_rule))
+    value(cli(server, "security group rule create web --protocol icmp"))
     value(
-        osc(
+        cli(
             server,
-            "security",
-            "group",
-            "rule",
-            "create",
-            "web",
-            "--protocol",
-            "tcp",
-            "--dst-port",
-            "80:81",
-            "--remote-ip",
-            "10.0.0.0/8",
+            "security group rule create web "
+            "--ethertype IPv6 --protocol ipv6-icmp --remote-group default",
         )
     )
-    value(osc(server, "security", "group", "rule", "create", "web", "--protocol", "icmp"))
-    value(
-        osc(
-            server,
-            "security",
-            "group",
-            "rule",
-            "create",
-            "web",
-            "--ethertype",
-            "IPv6",
-            "--protocol",
-            "ipv6-icmp",
-            "--remote-group",
-            "default",
-        )
-    )
-    again = osc(
-        server,
-        "security",
-        "group",
-        "rule",
-        "create",
-        "web",
-        "--protocol",
-        "tcp",
-        "--dst-port",
-        "80:81",
-        "--remote-ip",
-        "10.0.0.0/8",
-    )
+    again = cli(server, http_rule)
     assert again.returncode != 0 and "already exists" in again.stderr
-    rules = json.loads(value(osc(server, "security", "group", "rule", "list", "web", "-f", "json")))
+    rules = json.loads(value(cli(server, "security group rule list web -f json")))
     ranges = {(r["IP Protocol"], r["Port Range"], r["IP Range"]) for r in rules}
     assert ("tcp", "80:81", "10.0.0.0/8") in ranges and len(rules) == 5  # and the 2 egress
-    value(osc(server, "security", "group", "set", "--name", "frontend", "web"))
-    shown = json.loads(value(osc(server, "security", "group", "show", "frontend", "-f", "json")))
+    value(cli(server, "security group set --name frontend web"))
+    shown = json.loads(value(cli(server, "security group show frontend -f json")))
     assert shown["id"] == web["id"] and len(shown["rules"]) == 5
 
     offices = json.loads(
         value(
-            osc(
+            cli(
                 server,
-                "address",
-                "group",
-                "create",
-                "offices",
-                "--address",
-                "192.0.2.0/24",
-                "--address",
-                "198.51.100.7",
-                "-f",
-                "json",
+                "address group create offices --address "
+                "192.0.2.0/24 --address 198.51.100.7 -f json",
             )
         )
     )
     assert sorted(offices["addresses"]) == ["192.0.2.0/24", "198.51.100.7/32"]
-    value(osc(server, "address", "group", "set", "offices", "--address", "203.0.113.0/24"))
-    value(osc(server, "address", "group", "unset", "offices", "--address", "198.51.100.7/32"))
-    shown = json.loads(value(osc(server, "address", "group", "show", "offices", "-f", "json")))
+    value(cli(server, "address group set offices --address 203.0.113.0/24"))
+    value(cli(server, "address group unset offices --address 198.51.100.7/32"))
+    shown = json.loads(value(cli(server, "address group show offices -f json")))
     assert sorted(shown["addresses"]) == ["192.0.2.0/24", "203.0.113.0/24"]
     value(
-        osc(
+        cli(
             server,
-            "security",
-            "group",
-            "rule",
-            "create",
-            "frontend",
-            "--protocol",
-            "tcp",
-            "--dst-port",
-            "22",
-            "--remote-address-group",
-            "offices",
+            "security group rule create frontend "
+            "--protocol tcp --dst-port 22 --remote-address-group offices",
         )
     )
 
-    value(osc(server, "network", "create", "private"))
-    value(
-        osc(
-            server,
-            "subnet",
-            "create",
-            "--network",
-            "private",
-            "--subnet-range",
-            "10.5.0.0/24",
-            "private-v4",
-        )
-    )
+    value(cli(server, "network create private"))
+    value(cli(server, "subnet create --network private --subnet-range 10.5.0.0/24 private-v4"))
     port = json.loads(
         value(
-            osc(
+            cli(
                 server,
-                "port",
-                "create",
-                "--network",
-                "private",
-                "--security-group",
-                "frontend",
-                "--allowed-address",
-                "ip-address=10.5.0.200",
-                "vm1",
-                "-f",
-                "json",
+                "port create --network private --security-group "
+                "frontend --allowed-address ip-address=10.5.0.200 vm1 -f json",
             )
         )
     )
     assert port["security_group_ids"] == [web["id"]]
     assert port["allowed_address_pairs"][0]["ip_address"] == "10.5.0.200"
-    in_use = osc(server, "security", "group", "delete", "frontend")
+    in_use = cli(server, "security group delete frontend")
     assert in_use.returncode != 0 and "in use" in in_use.stderr
     value(
-        osc(
-            server,
-            "port",
-            "set",
-            "--no-security-group",
-            "--disable-port-security",
-            "--no-allowed-address",
-            "vm1",
-        )
+        cli(server, "port set --no-security-group --disable-port-security --no-allowed-address vm1")
     )
-    bare = json.loads(value(osc(server, "port", "show", "vm1", "-f", "json")))
+    bare = json.loads(value(cli(server, "port show vm1 -f json")))
     assert bare["security_group_ids"] == [] and bare["port_security_enabled"] is False
 
     # openstacksdk, as tools use it; Bob sees none of the admin project's groups.
@@ -534,12 +455,12 @@ def test_openstack_cli_security_groups_rules_and_address_groups(server: Server) 
     )
     assert (made.protocol, made.port_range_min) == ("udp", 53)
     assert {r.id for r in conn.network.security_group_rules(security_group_id=mine.id)} >= {made.id}
-    seen = osc(server, "security", "group", "show", "mine")
+    seen = cli(server, "security group show mine")
     assert seen.returncode == 0  # the admin sees every project's groups
     hidden = osc(server, "security", "group", "show", web["id"], token=bob)
     assert hidden.returncode != 0
     conn.network.delete_security_group_rule(made.id)
     conn.network.delete_security_group(mine.id)
-    value(osc(server, "port", "delete", "vm1"))
-    value(osc(server, "security", "group", "delete", "frontend"))
-    value(osc(server, "address", "group", "delete", "offices"))
+    value(cli(server, "port delete vm1"))
+    value(cli(server, "security group delete frontend"))
+    value(cli(server, "address group delete offices"))
