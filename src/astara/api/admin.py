@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import BigInteger, delete, literal, select
 from sqlalchemy.orm import Session
 
-from astara.api import quotas, security_groups
+from astara.api import fwaas, quotas, security_groups
 from astara.api.auth import Caller, digest, new_token
 from astara.api.bootstrap import ADMIN_PROJECT
 from astara.api.errors import NeutronError
@@ -106,6 +106,9 @@ def delete_project(session: Session, caller: Caller, name_or_id: str, now: datet
         # it goes with the project (unless a port still uses it).
         used["security_group"] -= 1
         used["security_group_rule"] -= len(default.rules)
+    firewall = fwaas.default_parts(session, project.id)
+    for kind, rows in firewall.items():
+        used[kind] -= len(rows)
     used["address_group"] = len(
         session.scalars(select(AddressGroup.id).where(AddressGroup.project_id == project.id)).all()
     )
@@ -115,6 +118,7 @@ def delete_project(session: Session, caller: Caller, name_or_id: str, now: datet
         raise NeutronError(409, "ProjectInUse", f"Project {project.name} still owns {listed}.")
     if default is not None:
         security_groups.remove(session, default, now)
+    fwaas.remove_default(session, project.id, now)
     session.execute(delete(Quota).where(Quota.project_id == project.id))
     session.execute(delete(QuotaLock).where(QuotaLock.project_id == project.id))
     session.execute(delete(Credential).where(Credential.project_id == project.id))

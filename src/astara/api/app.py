@@ -30,6 +30,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from astara import __version__, metrics
 from astara.api import (
     address_groups,
+    firewall_groups,
+    firewall_policies,
+    firewall_rules,
     floatingips,
     networks,
     ports,
@@ -195,6 +198,9 @@ def create_app(
         security_groups,
         security_group_rules,
         address_groups,
+        firewall_rules,
+        firewall_policies,
+        firewall_groups,
     ):
         app.include_router(collection_router(controller))
     app.include_router(agents.router)
@@ -215,6 +221,15 @@ def create_app(
             {
                 "add_addresses": address_groups.add_addresses,
                 "remove_addresses": address_groups.remove_addresses,
+            },
+        )
+    )
+    app.include_router(
+        action_router(
+            firewall_policies.RESOURCE.url_path,
+            {
+                "insert_rule": firewall_policies.insert_rule,
+                "remove_rule": firewall_policies.remove_rule,
             },
         )
     )

@@ -96,12 +96,14 @@ def standard_attributes() -> list[Attribute]:
 class Resource:
     """One Neutron collection: `networks` holds `network` members. `path`:
     where it lives under `/v2.0/` when not at its collection's name
-    (`security-groups` holds `security_groups`)."""
+    (`security-groups` holds `security_groups`). `bulk`: whether one POST
+    may create several."""
 
     collection: str
     member: str
     attributes: tuple[Attribute, ...]
     path: str = ""
+    bulk: bool = True
 
     def attribute(self, name: str) -> Attribute | None:
         return next((a for a in self.attributes if a.name == name), None)
@@ -176,6 +178,8 @@ def bulk_members(resource: Resource, body: Any) -> list[dict[str, Any]] | None:
     None when `body` is a single POST."""
     if not isinstance(body, dict) or resource.collection not in body:
         return None
+    if not resource.bulk:
+        raise NeutronError(400, "HTTPBadRequest", "Bulk operation not supported")
     items = body[resource.collection]
     if not isinstance(items, list) or not items or len(body) != 1:
         raise NeutronError(400, "HTTPBadRequest", "Body contains invalid data")

@@ -159,6 +159,11 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
             "Support address group",
         ),
         _extension(
+            "fwaas_v2",
+            "FWaaS v2",
+            "Provides support for firewall-as-a-service version 2",
+        ),
+        _extension(
             "sort-key-validation",
             "Sort keys validation",
             "Require sort_key to be sort-able attribute",

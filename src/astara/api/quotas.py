@@ -14,6 +14,9 @@ from astara.api.errors import NeutronError
 from astara.db.models import (
     DHCP,
     DHCP_APPLIANCE_PREFIX,
+    FirewallGroup,
+    FirewallPolicy,
+    FirewallRule,
     FloatingIp,
     Network,
     Port,
@@ -36,6 +39,9 @@ DEFAULTS = {
     "floatingip": 50,
     "security_group": 10,
     "security_group_rule": 100,
+    "firewall_group": 10,
+    "firewall_policy": 10,
+    "firewall_rule": 100,
 }
 MODELS: dict[str, Any] = {
     "network": Network,
@@ -45,6 +51,9 @@ MODELS: dict[str, Any] = {
     "floatingip": FloatingIp,
     "security_group": SecurityGroup,
     "security_group_rule": SecurityGroupRule,
+    "firewall_group": FirewallGroup,
+    "firewall_policy": FirewallPolicy,
+    "firewall_rule": FirewallRule,
 }
 MAX_LIMIT = 2**31 - 1
 

@@ -268,12 +268,31 @@ class StopDaemon:
 
 @dataclass(frozen=True)
 class ForgetConntrack:
-    """Delete the conntrack entries to and from these floating IPs."""
+    """Delete the conntrack entries to and from these floating IPs, and
+    those from and to (the original source or the reply's) these networks."""
 
     addresses: tuple[ipaddress.IPv4Address, ...]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def commands(self) -> list[list[str]]:
+        """One `conntrack -D` per address or network and side."""
+        return [
+            ["conntrack", "-D", selector, str(address)]
+            for address in self.addresses
+            for selector in ("--orig-dst", "--reply-dst")
+        ] + [
+            ["conntrack", "-D", "-f", f"ipv{network.version}", selector, str(network)]
+            for network in self.networks
+            for selector in ("--orig-src", "--reply-src")
+        ]
 
     def describe(self, changes: Changes | None = None) -> str:
-        return f"conntrack: forgot {len(self.addresses)} floating IPs"
+        parts = []
+        if self.addresses:
+            parts.append(f"{len(self.addresses)} floating IPs")
+        if self.networks:
+            parts.append(f"the flows of {len(self.networks)} firewalled networks")
+        return f"conntrack: forgot {' and '.join(parts)}"
 
 
 @dataclass(frozen=True)

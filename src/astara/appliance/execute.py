@@ -133,11 +133,8 @@ def _run(action: Action, target: Target, handles: NetlinkHandles, fresh: bool) -
             # One `conntrack -D` per address and direction, forked in
             # parallel: each is a fork, an exec and a table walk, which on a
             # busy host take tens of ms, one after the other for nothing.
-            commands = [
-                ["conntrack", "-D", selector, str(address)]
-                for address in action.addresses
-                for selector in ("--orig-dst", "--reply-dst")
-            ]
+            # The same for the flows of networks whose firewall changed.
+            commands = action.commands()
             with ThreadPoolExecutor(min(len(commands), CONNTRACK_FORKS) or 1) as pool:
                 list(pool.map(lambda argv: run(argv, netns=namespace, check=False), commands))
             return Done(action)

@@ -167,8 +167,11 @@ def plan_apply(
     # Each floating IP as (floating, fixed): a moved one is both gone and added.
     now, before = _floating_pairs(config), _floating_pairs(previous)
     gone = before - now
-    if gone:
-        actions.append(ForgetConntrack(tuple(sorted({floating for floating, _ in gone}))))
+    firewalled = _refiltered_networks(config, previous)
+    if gone or firewalled:
+        actions.append(
+            ForgetConntrack(tuple(sorted({floating for floating, _ in gone})), firewalled)
+        )
     actions += plan_announcement(config, now - before, recreated)
     return tuple(actions)
 
@@ -354,3 +357,35 @@ def _floating_pairs(
     if config is None:
         return set()
     return {(f.floating_ip, f.fixed_ip) for f in config.floating_ips}
+
+
+def _refiltered_networks(
+    config: ApplianceConfig, previous: ApplianceConfig | None
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks behind interfaces whose firewall changed (added, changed,
+    set down or removed): their tracked flows end, so that what the new
+    rules refuse stops, as Neutron's driver ends them; what they still allow
+    is picked up again by its next packet."""
+    if previous is None:
+        return ()
+
+    def by_mac(of: ApplianceConfig) -> dict[str, object]:
+        return {
+            mac: firewall.model_copy(update={"interfaces": []})
+            for firewall in of.firewalls
+            for mac in firewall.interfaces
+        }
+
+    now, before = by_mac(config), by_mac(previous)
+    changed = {mac for mac in now.keys() | before.keys() if now.get(mac) != before.get(mac)}
+    return tuple(
+        sorted(
+            {
+                address.network
+                for interface in config.interfaces
+                if interface.mac in changed
+                for address in interface.addresses
+            },
+            key=lambda n: (n.version, n),
+        )
+    )

@@ -151,6 +151,43 @@ class FloatingIp(StrictModel):
     fixed_ip: ipaddress.IPv4Address
 
 
+class FirewallAction(StrEnum):
+    allow = "allow"
+    deny = "deny"
+    reject = "reject"
+
+
+class PortRange(StrictModel):
+    min: int = Field(ge=0, le=65535)
+    max: int = Field(ge=0, le=65535)
+
+
+class FirewallRule(StrictModel):
+    """One rule of a firewall policy (FWaaS v2): the first that matches decides."""
+
+    action: FirewallAction
+    ip_version: Literal[4, 6]
+    protocol: Literal["tcp", "udp", "icmp", "ipv6-icmp", "sctp", "dccp"] | None = None
+    source: IPNetwork | None = None
+    destination: IPNetwork | None = None
+    source_ports: PortRange | None = None
+    destination_ports: PortRange | None = None
+
+
+class Firewall(StrictModel):
+    """A firewall group on some internal interfaces (by MAC). `ingress`:
+    the rules for what is forwarded out through them (into their networks),
+    `egress` for what comes in through them; a connection no rule allows is
+    dropped, so a direction without rules lets nothing new through. Not
+    `enabled` (set down): nothing passes at all."""
+
+    id: Identifier
+    interfaces: list[MacAddress] = Field(min_length=1)
+    enabled: bool = True
+    ingress: list[FirewallRule] = Field(default_factory=list, max_length=10_000)
+    egress: list[FirewallRule] = Field(default_factory=list, max_length=10_000)
+
+
 class ApplianceConfig(StrictModel):
     """An appliance, schema version 1: a router (`kind` "router"), or a
     network's DHCP server (`kind` "dhcp": internal interfaces only, nothing
@@ -166,6 +203,7 @@ class ApplianceConfig(StrictModel):
     routes: list[ApplianceRoute] = Field(default_factory=list)
     snat: Snat = Field(default_factory=Snat)
     floating_ips: list[FloatingIp] = Field(default_factory=list, max_length=65536)
+    firewalls: list[Firewall] = Field(default_factory=list, max_length=64)
 
     def external_interface(self) -> Interface | None:
         return next((i for i in self.interfaces if i.role is Role.external), None)
@@ -249,6 +287,7 @@ class _SemanticCheck:
         self.check_routes()
         self.check_snat()
         self.check_floating_ips()
+        self.check_firewalls()
         return self.errors
 
     def check_kind(self) -> None:
@@ -488,3 +527,41 @@ class _SemanticCheck:
                 self.error(f"{entry.floating_ip} is inside an internal subnet", *loc, "floating_ip")
             if not any(entry.fixed_ip in network for network in internal):
                 self.error(f"{entry.fixed_ip} is in no internal subnet", *loc, "fixed_ip")
+
+    def check_firewalls(self) -> None:
+        """Firewalls apply to internal interfaces of a router, one firewall
+        to an interface; a rule's addresses are of its IP version, its ports
+        for TCP or UDP."""
+        for index, firewall in enumerate(self.config.firewalls):
+            loc = ("firewalls", index)
+            self.once("firewall", firewall.id, f"duplicate firewall {firewall.id}", *loc, "id")
+            if self.config.kind != "router":
+                self.error("only a router has firewalls", *loc)
+            for i_index, mac in enumerate(firewall.interfaces):
+                interface = self.config.interface_by_mac(mac)
+                if interface is None or interface.role is not Role.internal:
+                    self.error(f"no internal interface has MAC {mac}", *loc, "interfaces", i_index)
+                self.once(
+                    "firewall mac",
+                    mac,
+                    f"interface {mac} is in another firewall",
+                    *loc,
+                    "interfaces",
+                    i_index,
+                )
+            for direction in ("ingress", "egress"):
+                for r_index, rule in enumerate(getattr(firewall, direction)):
+                    self.check_firewall_rule(rule, (*loc, direction, r_index))
+
+    def check_firewall_rule(self, rule: FirewallRule, loc: tuple[str | int, ...]) -> None:
+        for side in ("source", "destination"):
+            network = getattr(rule, side)
+            if network is not None and network.version != rule.ip_version:
+                self.error(f"{network} is not an IPv{rule.ip_version} network", *loc, side)
+            ports = getattr(rule, f"{side}_ports")
+            if ports is None:
+                continue
+            if rule.protocol not in ("tcp", "udp"):
+                self.error("ports need protocol tcp or udp", *loc, f"{side}_ports")
+            if ports.min > ports.max:
+                self.error("min is above max", *loc, f"{side}_ports")

@@ -297,6 +297,105 @@ class AddressGroupAddress(Base):
     address: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
+class FirewallRule(StandardAttributes, Base):
+    """One FWaaS v2 rule: a match and an action. A rule in a policy is in use."""
+
+    __tablename__ = "firewall_rules"
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    protocol: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    ip_version: Mapped[int] = mapped_column(Integer, default=4)
+    source_ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    destination_ip_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source_port_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source_port_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    destination_port_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    destination_port_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(8), default="deny")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class FirewallPolicy(StandardAttributes, Base):
+    """An ordered list of rules; a policy a group uses is in use."""
+
+    __tablename__ = "firewall_policies"
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    audited: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    entries: Mapped[list[FirewallPolicyRule]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="FirewallPolicyRule.position",
+    )
+
+
+class FirewallPolicyRule(Base):
+    """A rule's place in a policy (1 is first)."""
+
+    __tablename__ = "firewall_policy_rules"
+
+    firewall_policy_id: Mapped[str] = mapped_column(
+        ForeignKey("firewall_policies.id", ondelete="CASCADE"), primary_key=True
+    )
+    firewall_rule_id: Mapped[str] = mapped_column(
+        ForeignKey("firewall_rules.id"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class FirewallGroup(StandardAttributes, Base):
+    """Policies for traffic into (`ingress`) and out of (`egress`) the
+    networks behind some router interfaces. `status` holds the kind of the
+    last change (PENDING_CREATE or PENDING_UPDATE); what the API shows is
+    derived from the routers that carry its ports (`api.firewall_groups`)."""
+
+    __tablename__ = "firewall_groups"
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="PENDING_CREATE")
+    ingress_firewall_policy_id: Mapped[str | None] = mapped_column(
+        ForeignKey("firewall_policies.id"), nullable=True, index=True
+    )
+    egress_firewall_policy_id: Mapped[str | None] = mapped_column(
+        ForeignKey("firewall_policies.id"), nullable=True, index=True
+    )
+
+    ports: Mapped[list[FirewallGroupPort]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="FirewallGroupPort.port_id"
+    )
+
+
+class FirewallGroupPort(Base):
+    """A router interface a group applies to: one group per port; a port
+    that goes (its interface removed) leaves its group."""
+
+    __tablename__ = "firewall_group_ports"
+
+    port_id: Mapped[str] = mapped_column(
+        ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True
+    )
+    firewall_group_id: Mapped[str] = mapped_column(
+        ForeignKey("firewall_groups.id", ondelete="CASCADE"), index=True
+    )
+
+
+class DefaultFirewallGroup(Base):
+    """Which group is a project's `default` (the key makes its lazy creation
+    race-safe, as `DefaultSecurityGroup`)."""
+
+    __tablename__ = "default_firewall_groups"
+
+    project_id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    firewall_group_id: Mapped[str] = mapped_column(
+        ForeignKey("firewall_groups.id", ondelete="CASCADE"), unique=True
+    )
+
+
 # Device owners of a router's own ports (Neutron's names).
 ROUTER_GATEWAY = "network:router_gateway"
 ROUTER_INTERFACE = "network:router_interface"

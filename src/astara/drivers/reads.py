@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -19,6 +20,10 @@ from sqlalchemy.orm import Session, selectinload
 from astara.api import dhcp
 from astara.db.models import (
     DHCP,
+    FirewallGroup,
+    FirewallGroupPort,
+    FirewallPolicyRule,
+    FirewallRule,
     FloatingIp,
     IpAllocation,
     Network,
@@ -34,6 +39,17 @@ ONE_STATEMENT = 20_000  # host rows are read in one ordered statement up to this
 
 HostRow = tuple[str, str]  # (MAC, IP address) of a port with an address on a served subnet
 FloatingRow = tuple[str, str | None]  # (floating IP, fixed IP)
+
+
+@dataclass(frozen=True)
+class FirewallRead:
+    """The firewall group of some router ports, with the enabled rules of
+    its policies in order."""
+
+    group_id: str
+    admin_state_up: bool
+    ingress: tuple[FirewallRule, ...]
+    egress: tuple[FirewallRule, ...]
 
 
 class Reads:
@@ -93,6 +109,43 @@ class Reads:
         """The network's DHCP port (`astara.api.dhcp`)."""
         return dhcp.dhcp_port(self.session, network_id)
 
+    def firewalls(self, port_ids: Collection[str]) -> dict[str, FirewallRead]:
+        """The firewall group of each of these ports that has one (three
+        statements: groups, their policies' enabled rules)."""
+        found: dict[str, FirewallRead] = {}
+        groups: dict[str, tuple[FirewallGroup, list[str]]] = {}
+        for chunk in chunks(port_ids):
+            for port_id, group in self.session.execute(
+                select(FirewallGroupPort.port_id, FirewallGroup)
+                .join(FirewallGroup, FirewallGroup.id == FirewallGroupPort.firewall_group_id)
+                .where(FirewallGroupPort.port_id.in_(chunk))
+            ):
+                groups.setdefault(group.id, (group, []))[1].append(port_id)
+        policy_ids = {
+            p
+            for group, _ in groups.values()
+            for p in (group.ingress_firewall_policy_id, group.egress_firewall_policy_id)
+            if p is not None
+        }
+        rules: dict[str, list[FirewallRule]] = defaultdict(list)
+        for chunk in chunks(policy_ids):
+            for policy_id, rule in self.session.execute(
+                select(FirewallPolicyRule.firewall_policy_id, FirewallRule)
+                .join(FirewallRule, FirewallRule.id == FirewallPolicyRule.firewall_rule_id)
+                .where(FirewallPolicyRule.firewall_policy_id.in_(chunk), FirewallRule.enabled)
+                .order_by(FirewallPolicyRule.firewall_policy_id, FirewallPolicyRule.position)
+            ):
+                rules[policy_id].append(rule)
+        for group, ports in groups.values():
+            read = FirewallRead(
+                group.id,
+                group.admin_state_up,
+                tuple(rules.get(group.ingress_firewall_policy_id or "", ())),
+                tuple(rules.get(group.egress_firewall_policy_id or "", ())),
+            )
+            found.update((port_id, read) for port_id in ports)
+        return found
+
 
 class Batch(Reads):
     """Many appliances' rows, read at once (`load`): about ten statements for
@@ -107,6 +160,8 @@ class Batch(Reads):
         self._subnets: dict[str, Subnet] = {}
         self._dhcp_ports: dict[str, Port | None] = {}
         self._floating: dict[str, list[FloatingRow]] = {}
+        self._firewalls: dict[str, FirewallRead] | None = None
+        self._firewall_ports: set[str] = set()
         # Host rows by subnet, each with its place in one statement's order.
         self._hosts: dict[str, list[tuple[int, HostRow]]] | None = None
 
@@ -152,6 +207,7 @@ class Batch(Reads):
             if len(found) <= 1:  # several: which one `dhcp_port` reads is its statement's choice
                 self._dhcp_ports[network_id] = found[0] if found else None
         ports = [p for rows in self._attached.values() for p, _ in rows]
+        self._firewall_ports = {p.id for p in ports}
         ports += [p for p in self._dhcp_ports.values() if p is not None]
         wanted_networks = {p.network_id for p in ports} | set(network_ids)
         for chunk in chunks(wanted_networks):
@@ -209,6 +265,13 @@ class Batch(Reads):
     def floating_ips(self, router_id: str) -> list[FloatingRow]:
         found = self._floating.get(router_id)
         return found if found is not None else super().floating_ips(router_id)
+
+    def firewalls(self, port_ids: Collection[str]) -> dict[str, FirewallRead]:
+        if not set(port_ids) <= self._firewall_ports:
+            return super().firewalls(port_ids)
+        if self._firewalls is None:  # read once, for every router loaded
+            self._firewalls = super().firewalls(self._firewall_ports)
+        return {p: self._firewalls[p] for p in port_ids if p in self._firewalls}
 
     def dhcp_port(self, network_id: str) -> Port | None:
         if network_id in self._dhcp_ports:

@@ -11,12 +11,13 @@ needs on the agent. Read-only: one consistent snapshot, no side effects.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from astara.appliance.schema import ApplianceConfig
-from astara.db.models import ROUTER_GATEWAY, Router, Subnet
+from astara.db.models import ROUTER_GATEWAY, FirewallRule, Port, Router, Subnet
 from astara.drivers.appliance import (
     AppliancePlan,
     NetworkNeed,
@@ -24,7 +25,8 @@ from astara.drivers.appliance import (
     serves_hosts,
     subnet_entry,
 )
-from astara.drivers.reads import Reads
+from astara.drivers.reads import FirewallRead, Reads
+from astara.model import rules
 
 
 def plan(session: Session, router: Router, reads: Reads | None = None) -> AppliancePlan:
@@ -103,9 +105,46 @@ def plan(session: Session, router: Router, reads: Reads | None = None) -> Applia
         if up and gateway
         else [],
         "forwarding": up,
+        "firewalls": _firewalls(reads, attached),
     }
     result.config = ApplianceConfig.model_validate(config)
     return result
+
+
+def _firewalls(reads: Reads, attached: Sequence[tuple[Port, str]]) -> list[dict[str, Any]]:
+    """The firewall groups on the router's interfaces, by group id."""
+    macs = {port.id: port.mac_address for port, kind in attached if kind != ROUTER_GATEWAY}
+    groups: dict[str, tuple[FirewallRead, list[str]]] = {}
+    for port_id, read in reads.firewalls(sorted(macs)).items():
+        groups.setdefault(read.group_id, (read, []))[1].append(macs[port_id])
+    return [
+        {
+            "id": group_id,
+            "interfaces": sorted(interfaces),
+            "enabled": read.admin_state_up,
+            "ingress": [_firewall_rule(r) for r in read.ingress],
+            "egress": [_firewall_rule(r) for r in read.egress],
+        }
+        for group_id, (read, interfaces) in sorted(groups.items())
+    ]
+
+
+def _firewall_rule(rule: FirewallRule) -> dict[str, Any]:
+    def network(value: str | None) -> str | None:
+        return rules.prefix(value, network=True) if value is not None else None
+
+    def ports(low: int | None, high: int | None) -> dict[str, int] | None:
+        return None if low is None or high is None else {"min": low, "max": high}
+
+    return {
+        "action": rule.action,
+        "ip_version": rule.ip_version,
+        "protocol": rule.protocol,
+        "source": network(rule.source_ip_address),
+        "destination": network(rule.destination_ip_address),
+        "source_ports": ports(rule.source_port_min, rule.source_port_max),
+        "destination_ports": ports(rule.destination_port_min, rule.destination_port_max),
+    }
 
 
 def _default_route(subnet: Subnet) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from astara.db.models import (
 
 # What workload ports' filtering follows, and no appliance: the L2 pass's alone.
 SECURITY = ("security_group", "security_group_rule", "address_group")
+# Firewall changes mark the routers that enforce them (a router event each),
+# so their own events wake nothing.
+FIREWALL = ("firewall_group", "firewall_policy", "firewall_rule")
 
 
 def touches_l2(event: OutboxEvent) -> bool:
@@ -47,7 +50,7 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     project (the resync catches anything this misses)."""
     kind, object_id = event.resource_type, event.resource_id
     detail = event.detail if isinstance(event.detail, dict) else {}
-    if kind in SECURITY:
+    if kind in SECURITY or kind in FIREWALL:
         return set()
     if kind == "router":
         return {object_id}

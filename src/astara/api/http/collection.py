@@ -38,6 +38,8 @@ class Controller(Protocol):
     RESOURCE: Resource
 
     def view(self, row: Any) -> dict[str, Any]: ...
+    # Optional: `show(session, row)`, what a GET of one member answers when
+    # it says more than `view` (a firewall rule's policies).
     @property
     def LISTING(self) -> Listing: ...
     def get(self, session: Session, caller: Caller, object_id: str) -> Any: ...
@@ -159,11 +161,14 @@ def collection_router(controller: Controller) -> APIRouter:
     @router.get("/{object_id}")
     async def show_item(request: Request, object_id: str, run: TransactionDep) -> dict[str, Any]:
         fields = request.query_params.getlist("fields")
-        shown = await run(
-            lambda s, c: readable(
-                resource, controller.view(controller.get(s, c, object_id)), c.is_admin
-            )
-        )
+        show = getattr(controller, "show", None)
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            row = controller.get(session, caller, object_id)
+            item = show(session, row) if show is not None else controller.view(row)
+            return readable(resource, item, caller.is_admin)
+
+        shown = await run(work)
         return {resource.member: select_fields(shown, fields)}
 
     @router.put("/{object_id}")

@@ -16,6 +16,16 @@ Policy, as a Neutron router behaves:
 
 An appliance with `forwarding` false (a network's DHCP appliance, a router
 set down) forwards nothing: its forward chain drops every packet.
+
+Firewall groups (FWaaS v2) come first in the forward chain: what is
+forwarded out through a firewalled interface goes through its group's
+ingress chain, what comes in through one through its egress chain. A chain
+lets established flows by, then its rules decide in order (allow returns to
+the forward chain, which still applies everything else; deny drops; reject
+answers port-unreachable), and what no rule allows is dropped. A packet
+between two firewalled interfaces passes both chains: each group must allow
+it (Neutron's iptables driver accepts on the first allow, so there the
+order of its jumps decides).
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from astara.appliance.schema import ApplianceConfig, Role
+from astara.appliance.schema import ApplianceConfig, Firewall, FirewallAction, FirewallRule, Role
 from astara.naming import appliance_interface
 
 TABLE_FAMILY = "inet"
@@ -167,6 +177,7 @@ def _chains(config: ApplianceConfig) -> str:
             # ever routed to or from it, so tenants cannot use it to reach each other.
             names = ", ".join(f'"{name}"' for name in management)
             forward += [f"\t\tiifname {{ {names} }} drop", f"\t\toifname {{ {names} }} drop"]
+        forward += _firewall_jumps(config)
         forward.append("\t\tct state established,related accept")
     else:
         # Nothing is routed, whatever else the config says (and the namespace
@@ -200,9 +211,69 @@ def _chains(config: ApplianceConfig) -> str:
         ("forward", forward),
         ("input", inbound),
     ]
+    if config.forwarding:
+        chains += _firewall_chains(config.firewalls)
     out: list[str] = []
     for name, body in chains:
         out.append(f"\tchain {name} {{")
         out.extend(body)
         out.append("\t}")
     return "\n".join(out) + "\n"
+
+
+def firewall_chain(index: int, direction: str) -> str:
+    return f"firewall{index}_{direction}"
+
+
+def _firewall_jumps(config: ApplianceConfig) -> list[str]:
+    """Into a group's ingress chain for what leaves through one of its
+    interfaces, its egress chain for what enters through one."""
+    jumps = []
+    for index, firewall in enumerate(config.firewalls):
+        for mac in firewall.interfaces:
+            name = appliance_interface(Role.internal.value, mac)
+            jumps.append(f'\t\toifname "{name}" jump {firewall_chain(index, "ingress")}')
+            jumps.append(f'\t\tiifname "{name}" jump {firewall_chain(index, "egress")}')
+    return jumps
+
+
+def _firewall_chains(firewalls: Sequence[Firewall]) -> list[tuple[str, list[str]]]:
+    chains = []
+    for index, firewall in enumerate(firewalls):
+        for direction in ("ingress", "egress"):
+            body = []
+            if firewall.enabled:
+                body.append("\t\tct state established,related return")
+                body += [f"\t\t{_rule(rule)}" for rule in getattr(firewall, direction)]
+            body.append("\t\tdrop")
+            chains.append((firewall_chain(index, direction), body))
+    return chains
+
+
+_VERDICTS = {
+    FirewallAction.allow: "return",
+    FirewallAction.deny: "drop",
+    FirewallAction.reject: "reject",
+}
+
+
+def _rule(rule: FirewallRule) -> str:
+    """One rule as one nftables rule: its IP version, protocol (ICMP of
+    IPv6 is ipv6-icmp, as Neutron's driver reads it), addresses, ports."""
+    family = "ip" if rule.ip_version == 4 else "ip6"
+    parts = [f"meta nfproto ipv{rule.ip_version}"]
+    protocol = rule.protocol
+    if protocol == "icmp" and rule.ip_version == 6:
+        protocol = "ipv6-icmp"
+    if protocol is not None:
+        parts.append(f"meta l4proto {protocol}")
+    if rule.source is not None:
+        parts.append(f"{family} saddr {rule.source}")
+    if rule.destination is not None:
+        parts.append(f"{family} daddr {rule.destination}")
+    for side, ports in (("sport", rule.source_ports), ("dport", rule.destination_ports)):
+        if ports is not None:
+            span = str(ports.min) if ports.min == ports.max else f"{ports.min}-{ports.max}"
+            parts.append(f"th {side} {span}")
+    parts.append(_VERDICTS[rule.action])
+    return " ".join(parts)
