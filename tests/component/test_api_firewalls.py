@@ -169,9 +169,7 @@ def test_rules_are_read_and_refused_as_neutron_does(admin: Api) -> None:
     bulk = admin("POST", RULES, {"firewall_rules": [{"name": "a"}]})
     assert error(bulk) == (400, "HTTPBadRequest", "Bulk operation not supported")
     # An update is checked merged with what the rule was.
-    mixed = admin(
-        "PUT", f"{RULES}/{made_rule['id']}", {"firewall_rule": {"protocol": "icmp"}}
-    )
+    mixed = admin("PUT", f"{RULES}/{made_rule['id']}", {"firewall_rule": {"protocol": "icmp"}})
     assert error(mixed)[1] == "FirewallRuleInvalidICMPParameter"
     assert admin("GET", f"{RULES}/{made_rule['id']}").json()["firewall_rule"]["protocol"] == "tcp"
 
@@ -191,9 +189,12 @@ def test_policies_order_their_rules_and_the_actions_reorder_them(admin: Api) -> 
     assert answer.status_code == 200, answer.text
     assert answer.json()["firewall_rules"] == [c, a, b] and answer.json()["audited"] is False
     # insert_before wins over insert_after (OSC sends "" for what is not given).
-    assert insert(firewall_rule_id=d, insert_before=b, insert_after=c).json()[
-        "firewall_rules"
-    ] == [c, a, d, b]
+    assert insert(firewall_rule_id=d, insert_before=b, insert_after=c).json()["firewall_rules"] == [
+        c,
+        a,
+        d,
+        b,
+    ]
     removed = alice("PUT", f"{url}/remove_rule", {"firewall_rule_id": a})
     assert removed.json()["firewall_rules"] == [c, d, b]
     assert insert(firewall_rule_id=a, insert_before="", insert_after=b).json()[

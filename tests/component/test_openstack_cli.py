@@ -464,3 +464,86 @@ def test_openstack_cli_security_groups_rules_and_address_groups(server: Server) 
     value(cli(server, "port delete vm1"))
     value(cli(server, "security group delete frontend"))
     value(cli(server, "address group delete offices"))
+
+
+def test_openstack_cli_firewall_groups_policies_and_rules(server: Server) -> None:
+    """`openstack firewall group …`, `… policy …` and `… rule …` as a tenant
+    runs them on a router interface; openstacksdk's FWaaS calls; another
+    project sees none of it."""
+    bob = new_project(server, "bob")
+    listed = json.loads(value(cli(server, "firewall group list -f json")))
+    assert [g["Name"] for g in listed] == ["default"]  # made on the first list
+    web = json.loads(
+        value(
+            cli(
+                server,
+                "firewall group rule create web --protocol tcp --destination-port 80 "
+                "--action allow -f json",
+            )
+        )
+    )
+    assert (web["Protocol"], web["Destination Port"], web["Action"]) == ("tcp", "80", "allow")
+    value(cli(server, "firewall group rule create ssh --protocol TCP --destination-port 22:23"))
+    value(
+        cli(
+            server, "firewall group rule create block --action deny --source-ip-address 10.9.0.0/16"
+        )
+    )
+    rules = json.loads(value(cli(server, "firewall group rule list -f json")))
+    summaries = {r["Name"]: r["Summary"] for r in rules}
+    assert "TCP" in summaries["ssh"] and "22:23" in summaries["ssh"]
+
+    value(
+        cli(server, "firewall group policy create inbound --firewall-rule web --firewall-rule ssh")
+    )
+    value(cli(server, "firewall group policy add rule inbound block --insert-before ssh"))
+    shown = json.loads(value(cli(server, "firewall group policy show inbound -f json")))
+    ids = {r["Name"]: r["ID"] for r in rules}
+    assert shown["Firewall Rules"] == [ids["web"], ids["block"], ids["ssh"]]
+    value(cli(server, "firewall group policy remove rule inbound ssh"))
+    value(cli(server, "firewall group policy add rule inbound ssh"))  # first, by default
+    shown = json.loads(value(cli(server, "firewall group policy show inbound -f json")))
+    assert shown["Firewall Rules"] == [ids["ssh"], ids["web"], ids["block"]]
+
+    value(cli(server, "network create private"))
+    value(cli(server, "subnet create --network private --subnet-range 10.6.0.0/24 private-v4"))
+    value(cli(server, "router create r"))
+    value(cli(server, "router add subnet r private-v4"))
+    port_id = value(cli(server, "port list --device-owner network:router_interface -f value -c ID"))
+    edge = f"firewall group create edge --ingress-firewall-policy inbound --port {port_id}"
+    group = json.loads(value(cli(server, f"{edge} -f json")))
+    assert group["Ports"] == [port_id] and group["Status"] in ("PENDING_CREATE", "ACTIVE")
+    in_use = cli(server, "firewall group policy delete inbound")
+    assert in_use.returncode != 0 and "is being used" in in_use.stderr
+    taken = cli(server, f"firewall group create other --port {port_id}")
+    assert taken.returncode != 0 and "already associated" in taken.stderr
+    value(cli(server, "firewall group set edge --disable --egress-firewall-policy inbound"))
+    shown = json.loads(value(cli(server, "firewall group show edge -f json")))
+    assert shown["State"] is False
+    assert shown["Egress Policy ID"] == shown["Ingress Policy ID"]
+    value(cli(server, "firewall group unset edge --all-port --egress-firewall-policy"))
+    shown = json.loads(value(cli(server, "firewall group show edge -f json")))
+    assert shown["Ports"] == [] and shown["Status"] == "INACTIVE"
+
+    # openstacksdk, as tools use it; Bob sees none of the admin project's objects.
+    conn = openstack.connection.Connection(
+        auth_type="admin_token", auth={"endpoint": server.url, "token": bob}
+    )
+    assert [g.name for g in conn.network.firewall_groups()] == ["default"]
+    assert conn.network.find_firewall_policy("inbound") is None
+    first = conn.network.create_firewall_rule(name="a", protocol="udp", action="allow")
+    second = conn.network.create_firewall_rule(name="b", protocol="icmp")
+    mine = conn.network.create_firewall_policy(name="mine", firewall_rules=[first.id])
+    conn.network.insert_rule_into_policy(mine.id, second.id, insert_before=first.id)
+    assert conn.network.get_firewall_policy(mine.id).firewall_rules == [second.id, first.id]
+    conn.network.remove_rule_from_policy(mine.id, second.id)
+    assert conn.network.get_firewall_policy(mine.id).firewall_rules == [first.id]
+    inbound = shown["Ingress Policy ID"]
+    hidden = osc(server, "firewall", "group", "policy", "show", inbound, token=bob)
+    assert hidden.returncode != 0
+    conn.network.delete_firewall_policy(mine.id)
+    conn.network.delete_firewall_rule(first.id)
+    conn.network.delete_firewall_rule(second.id)
+    value(cli(server, "firewall group delete edge"))
+    value(cli(server, "firewall group policy delete inbound"))
+    value(cli(server, "firewall group rule delete web ssh block"))

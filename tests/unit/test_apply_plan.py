@@ -503,6 +503,37 @@ def test_a_moved_floating_ip_is_forgotten_and_announced() -> None:
     assert actions.index(one(actions, ForgetConntrack)) < actions.index(one(actions, Announce))
 
 
+# --- firewall groups: the flows of the networks they filter ------------------------------
+
+
+def _firewall(action: str) -> Callable[[Doc], None]:
+    def mutate(doc: Doc) -> None:
+        doc["firewalls"] = [
+            {
+                "id": "fw",
+                "interfaces": [NET_A_MAC],
+                "ingress": [{"action": action, "ip_version": 4, "protocol": "tcp"}],
+            }
+        ]
+
+    return mutate
+
+
+def test_a_changed_firewall_ends_the_flows_of_its_networks_only() -> None:
+    previous, new = config(_firewall("allow")), config(_firewall("deny"))
+    forget = one(plan(previous, new, converged(previous)), ForgetConntrack)
+    # The networks behind the interface, and the floating IP of a host on them.
+    assert forget == ForgetConntrack(
+        (ip("203.0.113.10"),),
+        (ipaddress.ip_network("10.0.1.0/24"), ipaddress.ip_network("2001:db8:1::/64")),
+    )
+    assert ["conntrack", "-D", "-f", "ipv4", "--orig-dst", "10.0.1.0/24"] in forget.commands()
+    # Added or removed, the same; unchanged, nothing.
+    assert one(plan(config(), new, converged(config())), ForgetConntrack) == forget
+    assert one(plan(new, config(), converged(new)), ForgetConntrack) == forget
+    assert of(plan(new, new, converged(new)), ForgetConntrack) == []
+
+
 def test_a_recreated_external_interface_announces_all_its_addresses() -> None:
     current = config()
     observation = converged(current)

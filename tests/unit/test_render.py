@@ -22,7 +22,9 @@ from astara.appliance.render import Rendered, render
 from astara.appliance.render.dnsmasq import render_dnsmasq
 from astara.appliance.render.nftables import render_nftables
 from astara.appliance.render.radvd import render_radvd
-from astara.appliance.schema import ApplianceConfig
+from astara.appliance.schema import ApplianceConfig, validate_semantics
+from astara.naming import appliance_interface
+from tests.unit import configs
 from tests.unit.configs import (
     NET_A_MAC,
     NET_B_MAC,
@@ -249,7 +251,43 @@ def _no_floating_ips(doc: Doc) -> None:
     doc["floating_ips"] = []
 
 
+def _firewalls(doc: Doc) -> None:
+    """One group with every kind of rule on net A, one set down on net B."""
+    doc["firewalls"] = [
+        {
+            "id": "11111111-1111-1111-1111-111111111111",
+            "interfaces": [configs.NET_A_MAC],
+            "ingress": [
+                {
+                    "action": "allow",
+                    "ip_version": 4,
+                    "protocol": "tcp",
+                    "source": "192.0.2.0/24",
+                    "destination_ports": {"min": 80, "max": 80},
+                },
+                {
+                    "action": "reject",
+                    "ip_version": 4,
+                    "protocol": "udp",
+                    "destination": "10.0.1.5/32",
+                    "source_ports": {"min": 1000, "max": 2000},
+                },
+                {"action": "allow", "ip_version": 6, "protocol": "icmp"},
+                {"action": "deny", "ip_version": 6, "source": "2001:db8::/32"},
+                {"action": "allow", "ip_version": 4, "protocol": "sctp"},
+            ],
+            "egress": [{"action": "allow", "ip_version": 4}],
+        },
+        {
+            "id": "22222222-2222-2222-2222-222222222222",
+            "interfaces": [configs.NET_B_MAC],
+            "enabled": False,
+        },
+    ]
+
+
 RULESET_VARIANTS: dict[str, Callable[[Doc], None]] = {
+    "firewalls": _firewalls,
     "forwarding off": lambda doc: doc.update(forwarding=False),
     "SNAT disabled": _snat_disabled,
     "SNAT explicit address": _snat_explicit,
@@ -703,3 +741,65 @@ def test_dhcpv6_without_dns_servers_sends_none(tmp_path: Path) -> None:
     assert "dhcp-option=tag:subnet2,option6:dns-server" in conf.splitlines()
     (tmp_path / "dnsmasq.conf").write_text(conf)
     assert_accepted(dnsmasq_test(tmp_path / "dnsmasq.conf"))
+
+
+def test_firewall_groups_filter_their_interfaces_in_order() -> None:
+    text = render_nftables(config_from(_firewalls)).text()
+    forward = chain_lines(text, "forward")
+    net_a = appliance_interface("internal", configs.NET_A_MAC)
+    net_b = appliance_interface("internal", configs.NET_B_MAC)
+    jumps = [
+        f'oifname "{net_a}" jump firewall0_ingress',
+        f'iifname "{net_a}" jump firewall0_egress',
+        f'oifname "{net_b}" jump firewall1_ingress',
+        f'iifname "{net_b}" jump firewall1_egress',
+    ]
+    # Before established flows are let by: a group set down stops those too.
+    at = forward.index(jumps[0])
+    assert forward[at : at + 4] == jumps
+    assert at < forward.index("ct state established,related accept")
+    assert chain_lines(text, "firewall0_ingress") == [
+        "ct state established,related return",
+        "meta nfproto ipv4 meta l4proto tcp ip saddr 192.0.2.0/24 th dport 80 return",
+        "meta nfproto ipv4 meta l4proto udp ip daddr 10.0.1.5/32 th sport 1000-2000 reject",
+        "meta nfproto ipv6 meta l4proto ipv6-icmp return",
+        "meta nfproto ipv6 ip6 saddr 2001:db8::/32 drop",
+        "meta nfproto ipv4 meta l4proto sctp return",
+        "drop",
+    ]
+    assert chain_lines(text, "firewall0_egress") == [
+        "ct state established,related return",
+        "meta nfproto ipv4 return",
+        "drop",
+    ]
+    assert chain_lines(text, "firewall1_ingress") == ["drop"]
+    assert chain_lines(text, "firewall1_egress") == ["drop"]
+
+
+def test_a_firewall_is_refused_on_what_is_not_an_internal_interface() -> None:
+    def external(doc: Doc) -> None:
+        _firewalls(doc)
+        doc["firewalls"][1]["interfaces"] = [configs.EXTERNAL_MAC, configs.NET_A_MAC]
+        doc["firewalls"][0]["ingress"][0]["source"] = "2001:db8::/64"
+        doc["firewalls"][0]["egress"] = [
+            {
+                "action": "allow",
+                "ip_version": 4,
+                "protocol": "icmp",
+                "source_ports": {"min": 1, "max": 2},
+            }
+        ]
+
+    errors = {(e.loc, e.msg) for e in validate_semantics(config_from(external))}
+    assert errors == {
+        (
+            ("firewalls", 1, "interfaces", 0),
+            f"no internal interface has MAC {configs.EXTERNAL_MAC}",
+        ),
+        (
+            ("firewalls", 1, "interfaces", 1),
+            f"interface {configs.NET_A_MAC} is in another firewall",
+        ),
+        (("firewalls", 0, "ingress", 0, "source"), "2001:db8::/64 is not an IPv4 network"),
+        (("firewalls", 0, "egress", 0, "source_ports"), "ports need protocol tcp or udp"),
+    }

@@ -269,7 +269,8 @@ class StopDaemon:
 @dataclass(frozen=True)
 class ForgetConntrack:
     """Delete the conntrack entries to and from these floating IPs, and
-    those from and to (the original source or the reply's) these networks."""
+    those from and to these networks (a flow's original direction: what one
+    of their hosts reaches through a floating IP is the floating IP's)."""
 
     addresses: tuple[ipaddress.IPv4Address, ...]
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -283,7 +284,7 @@ class ForgetConntrack:
         ] + [
             ["conntrack", "-D", "-f", f"ipv{network.version}", selector, str(network)]
             for network in self.networks
-            for selector in ("--orig-src", "--reply-src")
+            for selector in ("--orig-src", "--orig-dst")  # only these take a CIDR
         ]
 
     def describe(self, changes: Changes | None = None) -> str:

@@ -167,11 +167,16 @@ def plan_apply(
     # Each floating IP as (floating, fixed): a moved one is both gone and added.
     now, before = _floating_pairs(config), _floating_pairs(previous)
     gone = before - now
+    forgotten = {floating for floating, _ in gone}
     firewalled = _refiltered_networks(config, previous)
-    if gone or firewalled:
-        actions.append(
-            ForgetConntrack(tuple(sorted({floating for floating, _ in gone})), firewalled)
-        )
+    # A flow through a floating IP is known by it, not by the network's address.
+    forgotten |= {
+        floating
+        for floating, fixed in now
+        if any(fixed in network for network in firewalled if network.version == 4)
+    }
+    if forgotten or firewalled:
+        actions.append(ForgetConntrack(tuple(sorted(forgotten)), firewalled))
     actions += plan_announcement(config, now - before, recreated)
     return tuple(actions)
 
