@@ -120,6 +120,38 @@ def subnet_body() -> st.SearchStrategy[dict[str, Any]]:
     return v4_body() | v6
 
 
+@st.composite
+def firewall_rule(draw: st.DrawFn) -> dict[str, Any]:
+    """A FWaaS rule body, mostly one the API takes (now and then one whose
+    fields disagree, which it refuses)."""
+    version = draw(st.sampled_from([4, 6]))
+    addresses = (
+        ["10.0.0.5", "192.0.2.0/24", "10.0.0.1/8"]
+        if version == 4
+        else ["2001:db8::/64", "2001:db8::1", "fd00::/8"]
+    )
+    protocol = draw(st.sampled_from([None, "tcp", "udp", "icmp", "ipv6-icmp", "sctp", "dccp"]))
+    body: dict[str, Any] = {
+        "action": draw(st.sampled_from(["allow", "deny", "reject"])),
+        "ip_version": version,
+        "protocol": protocol,
+        "enabled": draw(st.booleans() | st.just(True)),
+    }
+    for side in ("source_ip_address", "destination_ip_address"):
+        body[side] = draw(st.none() | st.sampled_from(addresses))
+    if protocol in ("tcp", "udp") or draw(st.integers(0, 9)) == 0:
+        body["destination_port"] = draw(st.none() | st.sampled_from(["80", "1000:2000", "0"]))
+        body["source_port"] = draw(st.none() | st.sampled_from(["53", "1:65535"]))
+    return body
+
+
+FIREWALL = st.tuples(
+    st.just("firewall"),
+    st.integers(0, 2),
+    st.lists(firewall_rule(), max_size=4),
+    st.lists(firewall_rule(), max_size=2),
+    st.booleans(),
+)
 # One step of a scenario: (what, arguments). Objects are named by index into
 # what the scenario made so far, so steps can refer to earlier ones.
 STEP = st.one_of(
@@ -140,6 +172,7 @@ STEP = st.one_of(
     st.tuples(st.just("uninterface"), st.integers(0, 2), st.integers(0, 5)),
     st.tuples(st.just("unport"), st.integers(0, 5)),
     st.tuples(st.just("router_state"), st.integers(0, 2), st.booleans()),
+    FIREWALL,
 )
 
 
@@ -173,8 +206,23 @@ def scenarios(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     # Interfaces to the tenant network's subnets (they come after the external ones).
     count = draw(st.integers(1, 3))
     steps += [("interface", 0, external_subnets + i, False) for i in range(count)]
+    if draw(st.booleans()):
+        steps.append(draw(FIREWALL))
     steps += draw(st.lists(STEP, max_size=8))
     return steps
+
+
+# What the module's one project makes more of than its default quotas allow.
+LIMITED = (
+    "network",
+    "subnet",
+    "port",
+    "router",
+    "floatingip",
+    "firewall_group",
+    "firewall_policy",
+    "firewall_rule",
+)
 
 
 class Scenario:
@@ -201,6 +249,31 @@ class Scenario:
         response = self.api("PUT", path, body)
         note(f"PUT {path} {body} -> {response.status_code} {response.text[:300]}")
         assert response.status_code < 500, response.text
+
+    def firewall(self, router_id: str, ingress: list[Any], egress: list[Any], up: bool) -> None:
+        """A firewall group on the router's interfaces, with a policy each way."""
+        query = {"device_id": router_id, "device_owner": "network:router_interface"}
+        ports = [p["id"] for p in self.api("GET", "/v2.0/ports", params=query).json()["ports"]]
+        policies = []
+        for rules in (ingress, egress):
+            ids = []
+            for body in rules:
+                made = self.api("POST", "/v2.0/fwaas/firewall_rules", {"firewall_rule": body})
+                note(f"POST firewall rule {body} -> {made.status_code} {made.text[:200]}")
+                assert made.status_code < 500, made.text
+                if made.status_code == 201:
+                    ids.append(made.json()["firewall_rule"]["id"])
+            body = {"firewall_rules": ids}
+            made = self.api("POST", "/v2.0/fwaas/firewall_policies", {"firewall_policy": body})
+            assert made.status_code == 201, made.text
+            policies.append(made.json()["firewall_policy"]["id"])
+        body = {
+            "ports": ports,
+            "ingress_firewall_policy_id": policies[0],
+            "egress_firewall_policy_id": policies[1] if egress else None,
+            "admin_state_up": up,
+        }
+        self.create("fwaas/firewall_groups", "firewall_group", body)
 
     def run(self, step: tuple[Any, ...]) -> None:
         kind, *args = step
@@ -252,6 +325,8 @@ class Scenario:
             assert response.status_code < 500, response.text
         elif kind == "router_state" and (router := self.pick("router", args[0])):
             self.put(f"/v2.0/routers/{router['id']}", {"router": {"admin_state_up": args[1]}})
+        elif kind == "firewall" and (router := self.pick("router", args[0])):
+            self.firewall(router["id"], args[1], args[2], args[3])
         elif kind == "floatingip":
             network = self.pick("network", args[0])
             port = self.pick("port", args[1])
@@ -275,7 +350,7 @@ def admin(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Api:
     token = ensure_admin(engine, tmp_path_factory.mktemp("state"), "http://testserver", NOW)
     api = Api(TestClient(create_app(engine)), token)
     own = api("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
-    limits = dict.fromkeys(("network", "subnet", "port", "router", "floatingip"), -1)
+    limits = dict.fromkeys(LIMITED, -1)
     assert api("PUT", f"/v2.0/quotas/{own}", {"quota": limits}).status_code == 200
     return api
 

@@ -24,7 +24,7 @@ from astara.drivers import router as router_driver
 from astara.drivers.appliance import AppliancePlan
 from astara.drivers.reads import Batch
 from tests.component.conftest import NOW, Api
-from tests.component.test_api_to_appliance import Scenario, scenarios
+from tests.component.test_api_to_appliance import LIMITED, Scenario, scenarios
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def admin(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Api:
     token = ensure_admin(engine, tmp_path_factory.mktemp("state"), "http://testserver", NOW)
     api = Api(TestClient(create_app(engine)), token)
     own = api("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
-    limits = dict.fromkeys(("network", "subnet", "port", "router", "floatingip"), -1)
+    limits = dict.fromkeys(LIMITED, -1)
     assert api("PUT", f"/v2.0/quotas/{own}", {"quota": limits}).status_code == 200
     return api
 

@@ -160,7 +160,7 @@ class Batch(Reads):
         self._subnets: dict[str, Subnet] = {}
         self._dhcp_ports: dict[str, Port | None] = {}
         self._floating: dict[str, list[FloatingRow]] = {}
-        self._firewalls: dict[str, FirewallRead] | None = None
+        self._firewalls: dict[str, FirewallRead] = {}
         self._firewall_ports: set[str] = set()
         # Host rows by subnet, each with its place in one statement's order.
         self._hosts: dict[str, list[tuple[int, HostRow]]] | None = None
@@ -208,6 +208,7 @@ class Batch(Reads):
                 self._dhcp_ports[network_id] = found[0] if found else None
         ports = [p for rows in self._attached.values() for p, _ in rows]
         self._firewall_ports = {p.id for p in ports}
+        self._firewalls = super().firewalls(self._firewall_ports)
         ports += [p for p in self._dhcp_ports.values() if p is not None]
         wanted_networks = {p.network_id for p in ports} | set(network_ids)
         for chunk in chunks(wanted_networks):
@@ -269,8 +270,6 @@ class Batch(Reads):
     def firewalls(self, port_ids: Collection[str]) -> dict[str, FirewallRead]:
         if not set(port_ids) <= self._firewall_ports:
             return super().firewalls(port_ids)
-        if self._firewalls is None:  # read once, for every router loaded
-            self._firewalls = super().firewalls(self._firewall_ports)
         return {p: self._firewalls[p] for p in port_ids if p in self._firewalls}
 
     def dhcp_port(self, network_id: str) -> Port | None:
