@@ -285,6 +285,8 @@ class Scenario:
             body: dict[str, Any] = {"network_id": network["id"]}
             if args[1] is not None:
                 body["mac_address"] = args[1]
+                # An instance's port: the metadata service answers for it.
+                body |= {"device_id": f"vm-{len(self.made['port'])}", "device_owner": "compute:x"}
             if args[2] is not None:
                 body["fixed_ips"] = [{"ip_address": a} for a in args[2]]
             self.create("ports", "port", body)

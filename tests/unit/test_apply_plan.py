@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 import pytest
@@ -47,7 +48,7 @@ from astara.appliance.plan import (
     plan_apply,
     settled,
 )
-from astara.appliance.render import Rendered, render
+from astara.appliance.render import MetadataProxy, Rendered, render
 from astara.appliance.schema import ApplianceConfig
 from astara.naming import Names, appliance_interface
 from tests.unit.configs import (
@@ -89,8 +90,12 @@ def config(mutate: Callable[[Doc], None] | None = None) -> ApplianceConfig:
     return ApplianceConfig.model_validate(doc)
 
 
+# A host that serves metadata: its appliances run haproxy too.
+METADATA = MetadataProxy(PurePath("/run/astara/test/metadata/proxy.sock"), APPLIANCE)
+
+
 def rendered(cfg: ApplianceConfig) -> Rendered:
-    return render(cfg, STATE_DIR, NETWORK_MTUS)
+    return render(cfg, STATE_DIR, NETWORK_MTUS, METADATA)
 
 
 def converged(cfg: ApplianceConfig) -> Observation:
@@ -116,6 +121,7 @@ def converged(cfg: ApplianceConfig) -> Observation:
         if texts.radvd
         else DaemonObserved()
     )
+    haproxy = DaemonObserved(running=True, files={"haproxy.cfg": texts.haproxy})
     return Observation(
         namespace_exists=True,
         links=links,
@@ -123,7 +129,7 @@ def converged(cfg: ApplianceConfig) -> Observation:
         ruleset=RulesetObserved(
             live=LISTING, saved_listing=LISTING, saved_text=texts.nftables.text()
         ),
-        daemons={DaemonName.dnsmasq: dnsmasq, DaemonName.radvd: radvd},
+        daemons={DaemonName.dnsmasq: dnsmasq, DaemonName.radvd: radvd, DaemonName.haproxy: haproxy},
     )
 
 
@@ -205,6 +211,7 @@ def test_first_apply_creates_everything_ruleset_before_any_link() -> None:
             ),
         ),
         StartDaemon(DaemonName.radvd, (DaemonFile("radvd.conf", texts.radvd),)),
+        StartDaemon(DaemonName.haproxy, (DaemonFile("haproxy.cfg", texts.haproxy),)),
     ]
     assert of(actions, ForgetConntrack) == []
     # A new external interface: its IPv4 address and every floating IP

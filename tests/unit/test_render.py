@@ -13,12 +13,12 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
 
-from astara.appliance.render import Rendered, render
+from astara.appliance.render import MetadataProxy, Rendered, render
 from astara.appliance.render.dnsmasq import render_dnsmasq
 from astara.appliance.render.nftables import render_nftables
 from astara.appliance.render.radvd import render_radvd
@@ -37,6 +37,7 @@ from tests.unit.configs import (
 from tests.unit.validators import (
     dnsmasq_hosts_test,
     dnsmasq_test,
+    haproxy_check,
     nft,
     nft_ok,
     radvd_configtest,
@@ -44,14 +45,16 @@ from tests.unit.validators import (
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
-GOLDEN_NAMES = ["nftables.nft", "dnsmasq.conf", "dnsmasq.hosts", "radvd.conf"]
+GOLDEN_NAMES = ["nftables.nft", "dnsmasq.conf", "dnsmasq.hosts", "radvd.conf", "haproxy.cfg"]
+# The representative router on a host that serves metadata.
+METADATA = MetadataProxy(PurePath("/run/astara/ast/metadata/proxy.sock"), "router-1")
 UPDATE_GOLDEN = os.environ.get("ASTARA_UPDATE_GOLDEN") == "1"
 
 Doc = dict[str, Any]
 
 
 def rendered_representative() -> Rendered:
-    return render(representative_config(), STATE_DIR, NETWORK_MTUS)
+    return render(representative_config(), STATE_DIR, NETWORK_MTUS, METADATA)
 
 
 def config_from(mutate: Callable[[Doc], None]) -> ApplianceConfig:
@@ -126,6 +129,30 @@ def test_dnsmasq_hosts_golden_passes_dnsmasq_test(tmp_path: Path) -> None:
 
 def test_radvd_golden_passes_radvd_configtest() -> None:
     assert_accepted(radvd_configtest(GOLDEN_DIR / "radvd.conf"))
+
+
+def test_haproxy_golden_passes_haproxy_check() -> None:
+    assert_accepted(haproxy_check(GOLDEN_DIR / "haproxy.cfg"))
+
+
+def test_haproxy_check_refuses_a_broken_config(tmp_path: Path) -> None:
+    broken = tmp_path / "haproxy.cfg"
+    broken.write_text((GOLDEN_DIR / "haproxy.cfg").read_text().replace("mode http", "mode htp"))
+    assert haproxy_check(broken).returncode != 0
+
+
+def test_the_metadata_proxy_speaks_for_its_appliance_only() -> None:
+    """Whatever a workload sends under the names the agent trusts or signs
+    with is dropped before haproxy sets its own; no host serving metadata,
+    no proxy."""
+    text = rendered_representative().haproxy
+    lines = [line.strip() for line in text.splitlines()]
+    sets = lines.index("http-request set-header X-Forwarded-For %[src]")
+    for name in ("X-Astara-Appliance-ID", "X-Forwarded-For", "X-Instance-ID", "X-Tenant-ID"):
+        assert lines.index(f"http-request del-header {name}") < sets
+    assert "http-request set-header X-Astara-Appliance-ID router-1" in lines
+    assert "server agent unix@/run/astara/ast/metadata/proxy.sock" in lines
+    assert render(representative_config(), STATE_DIR, NETWORK_MTUS).haproxy == ""
 
 
 # --- a network's DHCP appliance: its own goldens, judged by the same tools ----------------
@@ -327,10 +354,18 @@ def test_snat_with_an_explicit_address() -> None:
     assert not any("203.0.113.2" in line for line in postrouting)
 
 
+# Instances' metadata requests, from internal interfaces only, go to the proxy.
+METADATA_REDIRECT = (
+    'iifname { "intfa163e000101", "intfa163e000201" }'
+    " ip daddr 169.254.169.254 tcp dport 80 redirect to :9697"
+)
+
+
 def test_no_external_rules_without_an_external_interface() -> None:
     text = render_nftables(config_from(_internal_only)).text()
     assert chain_lines(text, "prerouting") == [
-        "type nat hook prerouting priority dstnat; policy accept;"
+        "type nat hook prerouting priority dstnat; policy accept;",
+        METADATA_REDIRECT,
     ]
     assert chain_lines(text, "postrouting") == [
         "type nat hook postrouting priority srcnat; policy accept;"
@@ -349,7 +384,10 @@ def test_no_external_rules_without_an_external_interface() -> None:
 
 def test_external_traffic_is_accepted_only_to_floating_ips() -> None:
     text = render_nftables(representative_config()).text()
-    assert chain_lines(text, "prerouting")[1:] == ["dnat ip to ip daddr map @floating_dnat"]
+    assert chain_lines(text, "prerouting")[1:] == [
+        METADATA_REDIRECT,
+        "dnat ip to ip daddr map @floating_dnat",
+    ]
     assert chain_lines(text, "forward")[3:] == [
         'iifname "extfa163e000001" meta nfproto ipv4 ct status dnat accept',
         'iifname "extfa163e000001" meta nfproto ipv4 drop',

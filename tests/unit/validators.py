@@ -86,5 +86,9 @@ def dnsmasq_hosts_test(hosts: Path, conf: Path, scratch: Path) -> subprocess.Com
     return dnsmasq_test(wrapper)
 
 
+def haproxy_check(conf: Path) -> subprocess.CompletedProcess[str]:
+    return run(["haproxy", "-c", "-f", str(conf)])
+
+
 def radvd_configtest(conf: Path) -> subprocess.CompletedProcess[str]:
     return run(["radvd", "--configtest", "-C", str(conf)])

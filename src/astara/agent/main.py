@@ -23,6 +23,7 @@ from astara.agent.access import (
 from astara.agent.join import Joined, JoinError, JoinRequest, Renewer, TlsFiles, read_joined
 from astara.agent.join import join as join_deployment
 from astara.agent.listen import Listen, parse_advertise, parse_listen, url_host
+from astara.agent.metadata import SecretError, load_secret
 from astara.agent.server import AgentSettings, create_app
 from astara.agent.tls import (
     AGENT_LOOP,
@@ -96,6 +97,22 @@ def serve(
             " networks (0: never; default 2 on tcp, never on unix)"
         ),
     ] = None,
+    metadata_url: Annotated[
+        str | None,
+        typer.Option(
+            help="http(s)://HOST:PORT of the metadata backend (Nova's metadata API) this host's"
+            " instances reach through 169.254.169.254 (default: no metadata service)",
+            envvar="ASTARA_METADATA_URL",
+        ),
+    ] = None,
+    metadata_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The file (mode 0600) of the secret metadata requests are signed with"
+            " (Nova's metadata_proxy_shared_secret)",
+            envvar="ASTARA_METADATA_SECRET_FILE",
+        ),
+    ] = None,
 ) -> None:
     """Serve the agent API until interrupted."""
     files = TlsFiles(state_dir / "tls")
@@ -111,6 +128,7 @@ def serve(
     except UnknownGroup as error:
         raise typer.BadParameter(str(error), param_hint="--operators-group") from error
     underlay, physnets = _uplinks(underlay_address, physnet or [])
+    _check_metadata(metadata_url, metadata_secret_file)
     if fence_after is None:
         fence_after = 2.0 if where.path is None else 0.0
     if os.geteuid() != 0:
@@ -150,6 +168,8 @@ def serve(
             physnets=physnets,
             availability_zone=availability_zone,
             fence_after_s=fence_after or None,
+            metadata_url=metadata_url,
+            metadata_secret_file=metadata_secret_file.resolve() if metadata_secret_file else None,
         )
     )
     # What exists now (modules, the app: about 90,000 objects) lives as
@@ -171,6 +191,26 @@ def serve(
         uvicorn.run(
             app, host=where.host, port=where.port, http="h11", loop=AGENT_LOOP, log_level=log_level
         )
+
+
+def _check_metadata(url: str | None, secret_file: Path | None) -> None:
+    """A metadata backend is an http(s) URL and comes with a usable secret."""
+    if url is None:
+        if secret_file is not None:
+            raise typer.BadParameter(
+                "goes with --metadata-url", param_hint="--metadata-secret-file"
+            )
+        return
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter("an http:// or https:// URL", param_hint="--metadata-url")
+    if secret_file is None:
+        raise typer.BadParameter(
+            "a metadata backend needs the shared secret", param_hint="--metadata-secret-file"
+        )
+    try:
+        load_secret(secret_file)
+    except SecretError as error:
+        raise typer.BadParameter(str(error), param_hint="--metadata-secret-file") from error
 
 
 def joined_or_join(

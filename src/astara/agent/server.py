@@ -191,6 +191,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Blocking netlink work runs in a thread, never on the event loop.
         await asyncio.to_thread(agent.start)
+        agent.start_metadata()
         agent.start_watching(lambda outcome: metrics.repairs.labels(outcome).inc())
         quiesce_on_exit_signals(agent)
         agent.note_contact()  # the bound counts from when the agent is ready
@@ -204,6 +205,7 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
         finally:
             stop.set()
             await asyncio.to_thread(agent.stop_watching)
+            await asyncio.to_thread(agent.stop_metadata)
 
     app = FastAPI(
         title="astara-agent",

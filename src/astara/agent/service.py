@@ -18,6 +18,7 @@ from typing import Any
 
 from astara import __version__
 from astara.agent.locks import SharedLock
+from astara.agent.metadata import MetadataProxy, load_secret
 from astara.agent.security import PortSecurityManager, SecurityInUse
 from astara.agent.store import JsonStore
 from astara.agent.watch import Check, Repair, Watch
@@ -29,7 +30,6 @@ from astara.appliance.apply import (
     NetworkInfo,
     ValidationFailed,
 )
-from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.drift import stop_misplaced
 from astara.appliance.phases import phase
 from astara.appliance.schema import ApplianceConfig
@@ -88,6 +88,11 @@ class AgentSettings:
     # Seconds without an admitted request before the agent withdraws its
     # appliances from the provider networks; None: never.
     fence_after_s: float | None = None
+    # The metadata backend instances' requests go to (Nova's metadata API),
+    # and the file of the secret requests are signed with; None: this host
+    # serves no metadata.
+    metadata_url: str | None = None
+    metadata_secret_file: Path | None = None
 
     @property
     def uplinks(self) -> Uplinks:
@@ -96,6 +101,13 @@ class AgentSettings:
     @property
     def runtime_dir(self) -> Path:
         return self.run_dir or default_run_dir(self.prefix)
+
+    @property
+    def metadata_socket(self) -> Path | None:
+        """Where the appliances' haproxy reaches the metadata proxy."""
+        if self.metadata_url is None:
+            return None
+        return self.runtime_dir / "metadata" / "proxy.sock"
 
 
 @dataclass(frozen=True)
@@ -110,8 +122,13 @@ class Agent:
         self.names = Names(settings.prefix)
         self.store = JsonStore(settings.state_dir)
         self.appliances = ApplianceManager(
-            self.names, settings.state_dir, settings.runtime_dir, self.network_info
+            self.names,
+            settings.state_dir,
+            settings.runtime_dir,
+            self.network_info,
+            settings.metadata_socket,
         )
+        self.metadata: MetadataProxy | None = None
         # Guards the L2 segments (networks) and the ports plugged into them.
         # Network and port changes hold it exclusively; appliances hold it
         # shared (a network cannot vanish under an apply) plus a lock of
@@ -713,11 +730,7 @@ class Agent:
         # A daemon left running in a namespace deleted from under it keeps
         # that namespace alive and looks like it runs: it goes first.
         stop_misplaced(
-            ApplianceDaemons(
-                self.names.appliance_netns(appliance_id),
-                self.appliances.run_directory(appliance_id),
-            ),
-            self.names.appliance_netns(appliance_id),
+            self.appliances.daemons(appliance_id), self.names.appliance_netns(appliance_id)
         )
         prepared = self.appliances.prepare(appliance_id, config)
         # Also when the config is the one in force (whose tool checks
@@ -770,6 +783,24 @@ class Agent:
     def stop_watching(self) -> None:
         if self.watch is not None:
             self.watch.stop()
+
+    def start_metadata(self) -> None:
+        """Serve instances' metadata requests, where this host has a backend."""
+        settings = self.settings
+        socket_path = settings.metadata_socket
+        if settings.metadata_url is None or socket_path is None:
+            return
+        if settings.metadata_secret_file is None:
+            raise ValueError("a metadata backend needs its shared secret's file")
+        secret = load_secret(settings.metadata_secret_file)
+        self.metadata = MetadataProxy(
+            settings.metadata_url, secret, socket_path, self.appliances.metadata_host
+        )
+        self.metadata.start()
+
+    def stop_metadata(self) -> None:
+        if self.metadata is not None:
+            self.metadata.stop()
 
     def held(self, appliance_id: str) -> bool:
         return self.store.get("holds", appliance_id) is not None

@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.drift import drift
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import monitor
@@ -389,10 +388,7 @@ class Watch:
             self._unregister(fd)
             os.close(fd)
         watched.exits.clear()
-        daemons = ApplianceDaemons(
-            self.names.appliance_netns(appliance_id),
-            self.agent.appliances.run_directory(appliance_id),
-        )
+        daemons = self.agent.appliances.daemons(appliance_id)
         for name, daemon in daemons.all().items():
             pid = daemon.pid()
             exit_fd = monitor.exit_fd(pid) if pid is not None else None
@@ -557,10 +553,7 @@ class Watch:
                     appliance_id=appliance_id,
                     config=config,
                     network_mtus=mtus,
-                    daemons=ApplianceDaemons(
-                        self.names.appliance_netns(appliance_id),
-                        self.agent.appliances.run_directory(appliance_id),
-                    ),
+                    daemons=self.agent.appliances.daemons(appliance_id),
                     withdrawn=withdrawn,
                     read_routes=read_routes,
                 )

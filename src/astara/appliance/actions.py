@@ -62,12 +62,14 @@ def ruleset_digest(text: str) -> str:
 class DaemonName(StrEnum):
     dnsmasq = "dnsmasq"
     radvd = "radvd"
+    haproxy = "haproxy"  # the metadata proxy
 
 
 # Each daemon's files in the run directory, written before it starts or reloads.
 DAEMON_FILES: dict[DaemonName, tuple[str, ...]] = {
     DaemonName.dnsmasq: ("dnsmasq.conf", "dnsmasq.hosts"),
     DaemonName.radvd: ("radvd.conf",),
+    DaemonName.haproxy: ("haproxy.cfg",),
 }
 
 

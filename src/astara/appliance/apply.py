@@ -12,6 +12,7 @@ table replace, daemons by SIGHUP or restart only when their files changed.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shutil
 import threading
@@ -25,7 +26,6 @@ from astara.appliance import floating, record
 from astara.appliance.actions import (
     APPLIANCE_SYSCTLS,
     CreateNamespace,
-    DaemonName,
     DeltaPlan,
     Done,
     Plan,
@@ -38,18 +38,17 @@ from astara.appliance.observation import live_ruleset, observe_for_apply, observ
 from astara.appliance.phases import phase
 from astara.appliance.plan import plan_apply, settled
 from astara.appliance.record import ApplianceStatus
-from astara.appliance.render import Rendered, render
-from astara.appliance.render.dnsmasq import dhcp_subnets
-from astara.appliance.render.radvd import ra_subnets
+from astara.appliance.render import MetadataProxy, Rendered, render
 from astara.appliance.schema import (
     ApplianceConfig,
     FieldError,
+    MetadataHost,
     config_hash,
     validate_semantics,
 )
 from astara.linux.files import make_readable_dir
 from astara.linux.handles import NetlinkHandles
-from astara.naming import Names
+from astara.naming import ID_PATTERN, Names
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +110,17 @@ class ApplianceManager:
     """All appliances of one agent: one lock per appliance, parallel across."""
 
     def __init__(
-        self, names: Names, state_dir: Path, run_dir: Path, networks: NetworkLookup
+        self,
+        names: Names,
+        state_dir: Path,
+        run_dir: Path,
+        networks: NetworkLookup,
+        metadata_socket: Path | None = None,
     ) -> None:
+        """`metadata_socket`: where this host's agent answers metadata
+        requests (`astara.agent.metadata`); None: it serves none."""
         self.names = names
+        self.metadata_socket = metadata_socket
         self.root = state_dir / "appliances"
         # Daemons' files live in the run directory, readable by the
         # unprivileged users they drop to (dnsmasq runs as nobody).
@@ -128,6 +135,10 @@ class ApplianceManager:
         # appliance id → the config in force as floating IP deltas compare it
         self._floating: dict[str, floating.Known] = {}
         self._locks_guard = threading.Lock()
+        # appliance id → (its config in force, its metadata hosts by address)
+        self._metadata: dict[
+            str, tuple[ApplianceConfig, dict[ipaddress.IPv4Address, MetadataHost]]
+        ] = {}
 
     # --- bookkeeping -----------------------------------------------------------------
 
@@ -164,6 +175,20 @@ class ApplianceManager:
             return None
         self._configs[appliance_id] = (version, config)
         return config
+
+    def metadata_host(
+        self, appliance_id: str, address: ipaddress.IPv4Address
+    ) -> MetadataHost | None:
+        """The instance with `address` behind this appliance, as its config
+        in force says (an index per version of the config)."""
+        config = self.config(appliance_id) if ID_PATTERN.fullmatch(appliance_id) else None
+        if config is None:
+            return None
+        known = self._metadata.get(appliance_id)
+        if known is None or known[0] is not config:
+            known = (config, {h.ip_address: h for h in config.metadata_hosts})
+            self._metadata[appliance_id] = known
+        return known[1].get(address)
 
     def status(self, appliance_id: str) -> ApplianceStatus:
         """The apply status (a copy: the caller may change it)."""
@@ -216,11 +241,20 @@ class ApplianceManager:
         }
 
     def _render(self, appliance_id: str, config: ApplianceConfig) -> Rendered:
-        return render(config, self.run_directory(appliance_id), self._network_mtus(config))
+        metadata = (
+            MetadataProxy(self.metadata_socket, appliance_id)
+            if self.metadata_socket is not None
+            else None
+        )
+        return render(
+            config, self.run_directory(appliance_id), self._network_mtus(config), metadata
+        )
 
-    def _daemons(self, appliance_id: str) -> ApplianceDaemons:
+    def daemons(self, appliance_id: str) -> ApplianceDaemons:
         return ApplianceDaemons(
-            self.names.appliance_netns(appliance_id), self.run_directory(appliance_id)
+            self.names.appliance_netns(appliance_id),
+            self.run_directory(appliance_id),
+            metadata=self.metadata_socket is not None,
         )
 
     # --- validation --------------------------------------------------------------------
@@ -288,7 +322,7 @@ class ApplianceManager:
                 config=config,
                 handles=handles,
                 run_directory=self.run_directory(appliance_id),
-                daemons=self._daemons(appliance_id),
+                daemons=self.daemons(appliance_id),
             )
         return settled(
             names=self.names,
@@ -296,10 +330,7 @@ class ApplianceManager:
             config=config,
             observation=observation,
             network_mtus=self._network_mtus(config),
-            daemons_expected={
-                DaemonName.dnsmasq: bool(dhcp_subnets(config)),
-                DaemonName.radvd: bool(ra_subnets(config)),
-            },
+            daemons_expected=self.daemons(appliance_id).expected(config),
         )
 
     # --- floating IPs changed alone ----------------------------------------------------
@@ -326,7 +357,7 @@ class ApplianceManager:
             namespace=self.names.appliance_netns(appliance_id),
             fabric_netns=self.names.fabric_netns,
             run_directory=self.run_directory(appliance_id),
-            daemons=self._daemons(appliance_id),
+            daemons=self.daemons(appliance_id),
         )
         try:
             done = execute_change(change.plan, target)
@@ -414,7 +445,7 @@ class ApplianceManager:
         self.directory(appliance_id).mkdir(parents=True, exist_ok=True)
         run_directory = self.run_directory(appliance_id)
         make_readable_dir(run_directory)
-        daemons = self._daemons(appliance_id)
+        daemons = self.daemons(appliance_id)
         with NetlinkHandles() as handles:
             with phase("observe"):
                 observation = observe_for_apply(
@@ -461,7 +492,7 @@ class ApplianceManager:
                 self.names.appliance_fabric_link(appliance_id, i.mac)
                 for i in (config.interfaces if config else [])
             ],
-            daemons=self._daemons(appliance_id),
+            daemons=self.daemons(appliance_id),
         )
         shutil.rmtree(self.run_directory(appliance_id), ignore_errors=True)
         shutil.rmtree(self.directory(appliance_id), ignore_errors=True)
@@ -485,7 +516,7 @@ class ApplianceManager:
                 config=config,
                 status=self.status(appliance_id).as_dict(),
                 run_directory=self.run_directory(appliance_id),
-                daemons=self._daemons(appliance_id),
+                daemons=self.daemons(appliance_id),
                 nftables_verified=nftables_verified,
             ),
         }

@@ -38,10 +38,11 @@ TOOLS = {
         Tool(
             "conntrack",
             ("conntrack", "--version"),
-            "forgetting the connections of removed floating IPs (conntrack-tools)",
+            "ending the flows of removed floating IPs and changed firewalls (conntrack-tools)",
         ),
         Tool("dnsmasq", ("dnsmasq", "--version"), "DHCP on appliance subnets"),
         Tool("radvd", ("radvd", "--version"), "IPv6 router advertisements (SLAAC)"),
+        Tool("haproxy", ("haproxy", "-v"), "the appliances' metadata proxy"),
         Tool("env", ("env", "--version"), "starting the DHCP client of ports (coreutils)"),
         Tool("busybox", ("busybox", "--help"), "the DHCP client (udhcpc) of ports with dhcp"),
         Tool("dhcpcd", ("dhcpcd", "--version"), "the DHCPv6 client of ports with dhcpv6"),
@@ -94,6 +95,7 @@ def rendered_tools(rendered: Rendered) -> list[str]:
         "nft",
         *(["dnsmasq"] if rendered.dnsmasq.enabled else []),
         *(["radvd"] if rendered.radvd else []),
+        *(["haproxy"] if rendered.haproxy else []),
     ]
 
 
@@ -101,8 +103,8 @@ def appliance_tools(
     config: ApplianceConfig, rendered: Rendered, previous: ApplianceConfig | None
 ) -> list[str]:
     """Every tool applying `config` over `previous` runs."""
-    floating = bool(config.floating_ips) or bool(previous and previous.floating_ips)
-    return ["ip", "sysctl", *rendered_tools(rendered), *(["conntrack"] if floating else [])]
+    forgets = any(c is not None and (c.floating_ips or c.firewalls) for c in (config, previous))
+    return ["ip", "sysctl", *rendered_tools(rendered), *(["conntrack"] if forgets else [])]
 
 
 def _refused(name: str, tool: str, message: str) -> FieldError:
@@ -122,6 +124,7 @@ def tool_checks(rendered: Rendered, netns: str) -> list[FieldError]:
         checks = [
             ("dnsmasq.conf", rendered.dnsmasq.conf, ["dnsmasq", "--test", "--conf-file={}"]),
             ("radvd.conf", rendered.radvd, ["radvd", "--configtest", "-C", "{}"]),
+            ("haproxy.cfg", rendered.haproxy, ["haproxy", "-c", "-q", "-f", "{}"]),
         ]
         for name, text, argv in checks:
             if not text:

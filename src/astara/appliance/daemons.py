@@ -1,5 +1,6 @@
-"""The appliance's daemons, dnsmasq (DHCP) and radvd (router advertisements):
-what they run now, and starting, reloading or stopping them as planned.
+"""The appliance's daemons, dnsmasq (DHCP), radvd (router advertisements) and
+haproxy (the metadata proxy): which should run, what they run now, and
+starting, reloading or stopping them as planned.
 
 Which of these to do is decided in `appliance.plan` (`plan_daemons`); this
 module only reads their state and carries the decisions out.
@@ -13,18 +14,28 @@ from pathlib import Path
 
 from astara.appliance.actions import DAEMON_FILES, DaemonFile, DaemonName
 from astara.appliance.plan import DaemonObserved
+from astara.appliance.render import expected_daemons
+from astara.appliance.schema import ApplianceConfig
 from astara.linux.files import write_atomic
 from astara.linux.process import Daemon
 
 
 class ApplianceDaemons:
-    def __init__(self, netns: str, directory: Path) -> None:
+    """`metadata`: whether this host serves metadata (its agent has a backend)."""
+
+    def __init__(self, netns: str, directory: Path, metadata: bool = False) -> None:
         self.directory = directory
+        self.metadata = metadata
         self.dnsmasq = Daemon(netns, directory / "dnsmasq.pid", str(directory / "dnsmasq.conf"))
         self.radvd = Daemon(netns, directory / "radvd.pid", str(directory / "radvd.conf"))
+        self.haproxy = Daemon(netns, directory / "haproxy.pid", str(directory / "haproxy.cfg"))
 
     def all(self) -> dict[str, Daemon]:
-        return {"dnsmasq": self.dnsmasq, "radvd": self.radvd}
+        return {"dnsmasq": self.dnsmasq, "radvd": self.radvd, "haproxy": self.haproxy}
+
+    def expected(self, config: ApplianceConfig) -> dict[DaemonName, bool]:
+        """Which daemons `config` runs here."""
+        return expected_daemons(config, self.metadata)
 
     def observe(self) -> dict[DaemonName, DaemonObserved]:
         """Whether each runs, and its files' contents (those present)."""
@@ -47,6 +58,9 @@ class ApplianceDaemons:
         daemon.stop()
         if name is DaemonName.dnsmasq:
             daemon.start(["dnsmasq", f"--conf-file={self.directory / 'dnsmasq.conf'}"], fresh=fresh)
+        elif name is DaemonName.haproxy:
+            conf = self.directory / "haproxy.cfg"
+            daemon.start(["haproxy", "-D", "-p", str(daemon.pidfile), "-f", str(conf)], fresh=fresh)
         else:
             conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
             daemon.start(
@@ -81,7 +95,7 @@ class ApplianceDaemons:
             daemon.stop()
 
     def _daemon(self, name: DaemonName) -> Daemon:
-        return self.dnsmasq if name is DaemonName.dnsmasq else self.radvd
+        return self.all()[name.value]
 
     def _write(self, files: tuple[DaemonFile, ...]) -> None:
         for file in files:

@@ -18,9 +18,9 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from astara.appliance.actions import DaemonName
 from astara.appliance.daemons import ApplianceDaemons
-from astara.appliance.render.dnsmasq import dhcp_subnets
-from astara.appliance.render.radvd import ra_subnets
+from astara.appliance.render import expected_daemons
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import monitor, netlink, netns, routes
 from astara.naming import Names, appliance_interface
@@ -69,9 +69,12 @@ def compare(
     seen: Seen,
     network_mtus: Mapping[str, int],
     withdrawn: Collection[str] = (),
+    daemons_expected: Mapping[DaemonName, bool] | None = None,
 ) -> list[str]:
     """What differs from the config in force, in words; [] if nothing.
-    `withdrawn`: interfaces meant to be down (fenced)."""
+    `withdrawn`: interfaces meant to be down (fenced). `daemons_expected`:
+    which daemons should run (default: as `config` alone says, on a host
+    that serves no metadata)."""
     problems = []
     for interface in config.interfaces:
         name = appliance_interface(interface.role.value, interface.mac)
@@ -99,8 +102,9 @@ def compare(
         problems.append("routes differ from the configured ones")
     if seen.local_routes is not None and not withdrawn and seen.local_routes != local:
         problems.append("floating IP routes differ from the configured ones")
-    expected = {"dnsmasq": bool(dhcp_subnets(config)), "radvd": bool(ra_subnets(config))}
-    for daemon, wanted in expected.items():
+    if daemons_expected is None:
+        daemons_expected = expected_daemons(config, metadata=False)
+    for daemon, wanted in daemons_expected.items():
         if wanted and not seen.daemons_running.get(daemon, False):
             problems.append(f"{daemon} is not running")
     return problems
@@ -155,7 +159,9 @@ def drift(
         main_routes=frozenset(routes.current(namespace, "main")) if read_routes else None,
         local_routes=frozenset(routes.current(namespace, "local")) if read_routes else None,
     )
-    return compare(names, appliance_id, config, seen, network_mtus, withdrawn)
+    return compare(
+        names, appliance_id, config, seen, network_mtus, withdrawn, daemons.expected(config)
+    )
 
 
 def stop_misplaced(daemons: ApplianceDaemons, namespace: str) -> list[str]:

@@ -25,9 +25,7 @@ from astara.appliance.plan import (
     Observation,
     RulesetObserved,
 )
-from astara.appliance.render.dnsmasq import dhcp_subnets
 from astara.appliance.render.nftables import TABLE_FAMILY, TABLE_NAME
-from astara.appliance.render.radvd import ra_subnets
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import netns, nft, rtlink
 from astara.linux.handles import NetlinkHandles
@@ -139,7 +137,7 @@ def observe_running(
                 problems.append("nftables table differs from the applied ruleset")
     running: dict[str, Any] = {}
     if config is not None:
-        expected = {"dnsmasq": bool(dhcp_subnets(config)), "radvd": bool(ra_subnets(config))}
+        expected = {name.value: wanted for name, wanted in daemons.expected(config).items()}
         for daemon_name, daemon in daemons.all().items():
             pid = daemon.pid()
             running[daemon_name] = {

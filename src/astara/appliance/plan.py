@@ -290,9 +290,11 @@ def plan_daemons(
 ) -> list[StartDaemon | ReloadDaemon | StopDaemon]:
     """dnsmasq: (re)started if its config changed or it is not running,
     SIGHUP if only its hosts changed. radvd: started if not running, SIGHUP
-    if its config changed. Either is stopped, and its files removed, when it
-    has nothing to serve. A recreated interface needs neither: both follow
-    their interfaces by name through netlink (tested with root)."""
+    if its config changed. haproxy (the metadata proxy): started if not
+    running or its config changed. Each is stopped, and its files removed,
+    when it has nothing to serve. A recreated interface needs none of them:
+    dnsmasq and radvd follow their interfaces by name through netlink (tested
+    with root), haproxy listens on every address."""
     actions: list[StartDaemon | ReloadDaemon | StopDaemon] = []
     dnsmasq = observation.daemon(DaemonName.dnsmasq)
     if not rendered.dnsmasq.enabled:
@@ -318,6 +320,15 @@ def plan_daemons(
             actions.append(StartDaemon(DaemonName.radvd, files))
         elif files:
             actions.append(ReloadDaemon(DaemonName.radvd, files))
+
+    haproxy = observation.daemon(DaemonName.haproxy)
+    if not rendered.haproxy:
+        if haproxy.running or haproxy.files:
+            actions.append(StopDaemon(DaemonName.haproxy, running=haproxy.running))
+    else:
+        files = _changed_files(haproxy, {"haproxy.cfg": rendered.haproxy})
+        if not haproxy.running or files:  # its config changes only with the host's setting
+            actions.append(StartDaemon(DaemonName.haproxy, files))
     return actions
 
 

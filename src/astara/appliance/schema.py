@@ -53,7 +53,18 @@ def _hostname(value: str) -> str:
     return value
 
 
+# What goes into an HTTP header as it is: printable ASCII, no spaces.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _header_value(value: str) -> str:
+    if not _HEADER_VALUE.fullmatch(value):
+        raise ValueError("must be 1-255 printable ASCII characters, without spaces")
+    return value
+
+
 MacAddress = Annotated[str, AfterValidator(_mac)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Hostname = Annotated[str, AfterValidator(_hostname)]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -188,6 +199,20 @@ class Firewall(StrictModel):
     egress: list[FirewallRule] = Field(default_factory=list, max_length=10_000)
 
 
+# Where instances find their metadata (Nova's and EC2's address).
+METADATA_ADDRESS = ipaddress.IPv4Address("169.254.169.254")
+
+
+class MetadataHost(StrictModel):
+    """A workload the appliance answers metadata requests of: its IPv4
+    address on an internal subnet, its instance (its port's `device_id`) and
+    project. A request from any other address is answered 404."""
+
+    ip_address: ipaddress.IPv4Address
+    instance_id: HeaderValue
+    project_id: HeaderValue
+
+
 class ApplianceConfig(StrictModel):
     """An appliance, schema version 1: a router (`kind` "router"), or a
     network's DHCP server (`kind` "dhcp": internal interfaces only, nothing
@@ -204,6 +229,7 @@ class ApplianceConfig(StrictModel):
     snat: Snat = Field(default_factory=Snat)
     floating_ips: list[FloatingIp] = Field(default_factory=list, max_length=65536)
     firewalls: list[Firewall] = Field(default_factory=list, max_length=64)
+    metadata_hosts: list[MetadataHost] = Field(default_factory=list, max_length=65536)
 
     def external_interface(self) -> Interface | None:
         return next((i for i in self.interfaces if i.role is Role.external), None)
@@ -288,6 +314,7 @@ class _SemanticCheck:
         self.check_snat()
         self.check_floating_ips()
         self.check_firewalls()
+        self.check_metadata_hosts()
         return self.errors
 
     def check_kind(self) -> None:
@@ -565,3 +592,11 @@ class _SemanticCheck:
                 self.error("ports need protocol tcp or udp", *loc, f"{side}_ports")
             if ports.min > ports.max:
                 self.error("min is above max", *loc, f"{side}_ports")
+
+    def check_metadata_hosts(self) -> None:
+        internal = self.connected_networks(Role.internal)
+        for index, host in enumerate(self.config.metadata_hosts):
+            loc = ("metadata_hosts", index, "ip_address")
+            self.once("metadata", host.ip_address, f"duplicate address {host.ip_address}", *loc)
+            if not any(host.ip_address in network for network in internal):
+                self.error(f"{host.ip_address} is in no internal subnet", *loc)

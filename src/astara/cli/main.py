@@ -536,6 +536,22 @@ def serve(
     agent_cert_lifetime_s: Annotated[
         int, typer.Option(min=10, help="Lifetime of the certificates agents get (seconds)")
     ] = 30 * 86400,
+    metadata_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ASTARA_METADATA_URL",
+            help="The local agent's metadata backend (Nova's metadata API), which instances"
+            " reach through 169.254.169.254 (default: none)",
+        ),
+    ] = None,
+    metadata_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ASTARA_METADATA_SECRET_FILE",
+            help="The file (mode 0600) of the secret the local agent signs metadata requests"
+            " with; read by the agent only",
+        ),
+    ] = None,
 ) -> None:
     """Serve the Neutron v2.0 tenant API, the orchestrator and a local agent."""
     import logging
@@ -571,6 +587,10 @@ def serve(
             "a local agent runs only with --role all: start astara-agent and join it,"
             " or give its unix:PATH",
             param_hint="--agent",
+        )
+    if (metadata_url or metadata_secret_file) and agent != "local":
+        raise typer.BadParameter(
+            "the local agent's: give other hosts' agents theirs", param_hint="--metadata-url"
         )
     if coordination is not None and role == "api":
         raise typer.BadParameter("only orchestrators coordinate", param_hint="--coordination")
@@ -647,6 +667,12 @@ def serve(
                 *(arg for item in physnet or [] for arg in ("--physnet", item)),
                 "--availability-zone",
                 availability_zone,
+                *(["--metadata-url", metadata_url] if metadata_url else []),
+                *(
+                    ["--metadata-secret-file", str(metadata_secret_file.resolve())]
+                    if metadata_secret_file
+                    else []
+                ),
             ],
         )
         try:

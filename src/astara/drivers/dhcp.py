@@ -15,13 +15,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from astara.appliance.schema import ApplianceConfig
+from astara.appliance.schema import METADATA_ADDRESS, ApplianceConfig
 from astara.db.models import dhcp_appliance_id
 from astara.drivers.appliance import (
     AppliancePlan,
     NetworkNeed,
     dhcp_hosts,
     leased_by_dhcp,
+    metadata_hosts,
     serves_hosts,
     subnet_entry,
 )
@@ -47,12 +48,18 @@ def plan(session: Session, network_id: str, reads: Reads | None = None) -> Appli
     addresses: list[str] = []
     subnets: list[dict[str, Any]] = []
     served: set[str] = set()
+    inside: set[str] = set()  # the IPv4 subnets: their instances' metadata
     for allocation in port.fixed_ips:
         subnet = subnet_rows[allocation.subnet_id]
         prefix = ipaddress.ip_network(subnet.cidr).prefixlen
         addresses.append(f"{allocation.ip_address}/{prefix}")
+        if subnet.ip_version == 4:
+            inside.add(subnet.id)
         if leased_by_dhcp(subnet):
-            subnets.append(subnet_entry(subnet, port.mac_address, None))
+            entry = subnet_entry(subnet, port.mac_address, None)
+            if subnet.ip_version == 4:
+                _metadata_route(entry, allocation.ip_address)
+            subnets.append(entry)
             if serves_hosts(subnet):  # hosts get their addresses (not only options) here
                 served.add(subnet.id)
     config = {
@@ -70,6 +77,16 @@ def plan(session: Session, network_id: str, reads: Reads | None = None) -> Appli
         ],
         "subnets": subnets,
         "dhcp_hosts": dhcp_hosts(reads.host_rows(served), {port.mac_address}),
+        "metadata_hosts": metadata_hosts(reads.instance_rows(inside)),
     }
     result.config = ApplianceConfig.model_validate(config)
     return result
+
+
+def _metadata_route(entry: dict[str, Any], address: str) -> None:
+    """Hosts on a network no router joins reach the metadata service through
+    the DHCP appliance: a host route to 169.254.169.254 by it (DHCP option
+    121), as Neutron's DHCP agent gives isolated networks."""
+    destination = f"{METADATA_ADDRESS}/32"
+    if not any(str(r["destination"]) == destination for r in entry["host_routes"]):
+        entry["host_routes"].append({"destination": destination, "nexthop": address})

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session, selectinload
 
 from astara.api import dhcp
@@ -38,6 +38,9 @@ CHUNK = 1000  # ids in one statement's IN list
 ONE_STATEMENT = 20_000  # host rows are read in one ordered statement up to this many subnets
 
 HostRow = tuple[str, str]  # (MAC, IP address) of a port with an address on a served subnet
+# (IP address, device_id, project_id) of an instance's port: one with a
+# device and not the service's own (`network:*`), which metadata answers for.
+InstanceRow = tuple[str, str, str]
 FloatingRow = tuple[str, str | None]  # (floating IP, fixed IP)
 
 
@@ -90,6 +93,20 @@ class Reads:
                 select(Port.mac_address, IpAllocation.ip_address)
                 .join(IpAllocation, IpAllocation.port_id == Port.id)
                 .where(IpAllocation.subnet_id.in_(subnet_ids))
+                .order_by(IpAllocation.ip_address)
+            ).all()
+        ]
+
+    def instance_rows(self, subnet_ids: Collection[str]) -> list[InstanceRow]:
+        """Every instance port's address on these subnets, by address."""
+        if not subnet_ids:
+            return []
+        return [
+            (address, device_id, project_id)
+            for address, device_id, project_id in self.session.execute(
+                select(IpAllocation.ip_address, Port.device_id, Port.project_id)
+                .join(IpAllocation, IpAllocation.port_id == Port.id)
+                .where(IpAllocation.subnet_id.in_(subnet_ids), *_instance_ports())
                 .order_by(IpAllocation.ip_address)
             ).all()
         ]
@@ -162,8 +179,10 @@ class Batch(Reads):
         self._floating: dict[str, list[FloatingRow]] = {}
         self._firewalls: dict[str, FirewallRead] = {}
         self._firewall_ports: set[str] = set()
-        # Host rows by subnet, each with its place in one statement's order.
+        # Host rows by subnet, each with its place in one statement's order;
+        # the instance rows among them (the same statement).
         self._hosts: dict[str, list[tuple[int, HostRow]]] | None = None
+        self._instances: dict[str, list[tuple[int, InstanceRow]]] = {}
 
     def load(self, router_ids: Collection[str], network_ids: Collection[str]) -> Batch:
         """Read what planning these routers and these networks' DHCP
@@ -250,18 +269,41 @@ class Batch(Reads):
         """The host rows of every subnet loaded, in one statement ordered as
         `Reads.host_rows` orders them (the database's order of addresses)."""
         served = {s.id for s in self._subnets.values()}
+        instance = and_(*_instance_ports())
         query = (
-            select(Port.mac_address, IpAllocation.ip_address, IpAllocation.subnet_id)
+            select(
+                Port.mac_address,
+                IpAllocation.ip_address,
+                IpAllocation.subnet_id,
+                Port.device_id,
+                Port.project_id,
+                instance,
+            )
             .join(IpAllocation, IpAllocation.port_id == Port.id)
             .order_by(IpAllocation.ip_address)
         )
         if len(served) <= ONE_STATEMENT:
             query = query.where(IpAllocation.subnet_id.in_(served))
         hosts: dict[str, list[tuple[int, HostRow]]] = {s: [] for s in served}
-        for rank, (mac, address, subnet_id) in enumerate(self.session.execute(query)):
+        self._instances = {s: [] for s in served}
+        for rank, (mac, address, subnet_id, device, project, is_instance) in enumerate(
+            self.session.execute(query)
+        ):
             if subnet_id in hosts:
                 hosts[subnet_id].append((rank, (mac, address)))
+                if is_instance:
+                    self._instances[subnet_id].append((rank, (address, device, project)))
         return hosts
+
+    def instance_rows(self, subnet_ids: Collection[str]) -> list[InstanceRow]:
+        if not subnet_ids:
+            return []
+        if self._hosts is None:
+            self._hosts = self._load_hosts()
+        if any(s not in self._instances for s in subnet_ids):
+            return super().instance_rows(subnet_ids)
+        ranked = sorted(row for s in set(subnet_ids) for row in self._instances[s])
+        return [row for _, row in ranked]
 
     def floating_ips(self, router_id: str) -> list[FloatingRow]:
         found = self._floating.get(router_id)
@@ -276,6 +318,12 @@ class Batch(Reads):
         if network_id in self._dhcp_ports:
             return self._dhcp_ports[network_id]
         return super().dhcp_port(network_id)
+
+
+def _instance_ports() -> tuple[ColumnElement[bool], ...]:
+    """An instance's port: it has a device, and is not one of the service's
+    own (a router's, a DHCP appliance's, a floating IP's)."""
+    return (Port.device_id != "", ~Port.device_owner.startswith("network:"))
 
 
 def chunks(ids: Iterable[str]) -> Iterable[list[str]]:

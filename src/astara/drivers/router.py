@@ -22,6 +22,7 @@ from astara.drivers.appliance import (
     AppliancePlan,
     NetworkNeed,
     dhcp_hosts,
+    metadata_hosts,
     serves_hosts,
     subnet_entry,
 )
@@ -50,6 +51,7 @@ def plan(session: Session, router: Router, reads: Reads | None = None) -> Applia
     defaults: dict[int, dict[str, Any]] = {}  # IP version → the gateway's default route
     own_macs = set()
     dhcp_subnets: set[str] = set()
+    inside: set[str] = set()  # the internal IPv4 subnets: their instances' metadata
     for port, port_type in attached:
         network = networks[port.network_id]
         external = port_type == ROUTER_GATEWAY
@@ -65,6 +67,8 @@ def plan(session: Session, router: Router, reads: Reads | None = None) -> Applia
                     defaults.setdefault(subnet.ip_version, _default_route(subnet))
                 continue
             subnets.append(subnet_entry(subnet, port.mac_address, allocation.ip_address))
+            if subnet.ip_version == 4:
+                inside.add(subnet.id)
             if serves_hosts(subnet):
                 dhcp_subnets.add(subnet.id)
         interfaces.append(
@@ -106,6 +110,7 @@ def plan(session: Session, router: Router, reads: Reads | None = None) -> Applia
         else [],
         "forwarding": up,
         "firewalls": _firewalls(reads, attached),
+        "metadata_hosts": metadata_hosts(reads.instance_rows(inside)),
     }
     result.config = ApplianceConfig.model_validate(config)
     return result

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from astara.appliance.render.dnsmasq import DnsmasqFiles, render_dnsmasq
-from astara.appliance.render.nftables import NftRuleset, render_nftables
-from astara.appliance.render.radvd import render_radvd
+from astara.appliance.actions import DaemonName
+from astara.appliance.render.dnsmasq import DnsmasqFiles, dhcp_subnets, render_dnsmasq
+from astara.appliance.render.haproxy import MetadataProxy, render_haproxy, serves_metadata
+from astara.appliance.render.nftables import METADATA_PORT, NftRuleset, render_nftables
+from astara.appliance.render.radvd import ra_subnets, render_radvd
 from astara.appliance.schema import ApplianceConfig
 
 
@@ -16,6 +18,7 @@ class Rendered:
     nftables: NftRuleset
     dnsmasq: DnsmasqFiles
     radvd: str
+    haproxy: str = ""  # the metadata proxy; "" where the host serves no metadata
 
     def texts(self) -> dict[str, str]:
         """What `GET /v1/appliances/{id}/rendered` shows: file name → text."""
@@ -24,17 +27,33 @@ class Rendered:
             "dnsmasq.conf": self.dnsmasq.conf,
             "dnsmasq.hosts": self.dnsmasq.hosts,
             "radvd.conf": self.radvd,
+            "haproxy.cfg": self.haproxy,
         }
 
 
 def render(
-    config: ApplianceConfig, state_dir: PurePath, network_mtus: dict[str, int] | None = None
+    config: ApplianceConfig,
+    state_dir: PurePath,
+    network_mtus: dict[str, int] | None = None,
+    metadata: MetadataProxy | None = None,
 ) -> Rendered:
+    """`metadata`: where the host's agent answers metadata requests (None:
+    this host serves none)."""
     return Rendered(
         nftables=render_nftables(config),
         dnsmasq=render_dnsmasq(config, state_dir, network_mtus),
         radvd=render_radvd(config, network_mtus),
+        haproxy=render_haproxy(config, metadata, METADATA_PORT),
     )
 
 
-__all__ = ["Rendered", "render"]
+def expected_daemons(config: ApplianceConfig, metadata: bool) -> dict[DaemonName, bool]:
+    """Which daemons `config` runs on a host that serves metadata or not."""
+    return {
+        DaemonName.dnsmasq: bool(dhcp_subnets(config)),
+        DaemonName.radvd: bool(ra_subnets(config)),
+        DaemonName.haproxy: metadata and serves_metadata(config),
+    }
+
+
+__all__ = ["MetadataProxy", "Rendered", "expected_daemons", "render"]

@@ -34,10 +34,19 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from astara.appliance.schema import ApplianceConfig, Firewall, FirewallAction, FirewallRule, Role
+from astara.appliance.schema import (
+    METADATA_ADDRESS,
+    ApplianceConfig,
+    Firewall,
+    FirewallAction,
+    FirewallRule,
+    Role,
+)
 from astara.naming import appliance_interface
 
 TABLE_FAMILY = "inet"
+# Where the appliance's metadata proxy listens (Neutron's port, 9697).
+METADATA_PORT = 9697
 TABLE_NAME = "astara"
 
 
@@ -166,6 +175,19 @@ def _chains(config: ApplianceConfig) -> str:
     )
 
     pre = ["\t\ttype nat hook prerouting priority dstnat; policy accept;"]
+    internal = sorted(
+        appliance_interface(i.role.value, i.mac)
+        for i in config.interfaces
+        if i.role is Role.internal
+    )
+    if internal:
+        # Instances' metadata requests go to the appliance's proxy (haproxy,
+        # when its host serves metadata: see render.haproxy).
+        names = ", ".join(f'"{name}"' for name in internal)
+        pre.append(
+            f"\t\tiifname {{ {names} }} ip daddr {METADATA_ADDRESS} tcp dport 80"
+            f" redirect to :{METADATA_PORT}"
+        )
     post = ["\t\ttype nat hook postrouting priority srcnat; policy accept;"]
     if config.forwarding:
         forward = [
