@@ -12,16 +12,11 @@ from sqlalchemy.orm import Session
 from astara.db.models import Router
 from astara.drivers import router as router_driver
 from tests.component.conftest import Api, error, project
+from tests.component.test_api_security_groups import made
 
 RULES = "/v2.0/fwaas/firewall_rules"
 POLICIES = "/v2.0/fwaas/firewall_policies"
 GROUPS = "/v2.0/fwaas/firewall_groups"
-
-
-def made(response: Any, member: str) -> dict[str, Any]:
-    assert response.status_code == 201, response.text
-    found: dict[str, Any] = response.json()[member]
-    return found
 
 
 def rule(api: Api, **fields: Any) -> dict[str, Any]:
@@ -291,6 +286,41 @@ def test_groups_take_router_interfaces_only_and_each_once(admin: Api) -> None:
     assert alice("GET", f"{GROUPS}/{again['id']}").json()["firewall_group"]["ports"] == []
 
 
+def test_a_networks_owner_cannot_filter_another_projects_router(admin: Api) -> None:
+    """The owner of a shared network sees other projects' ports on it, their
+    router interfaces too: it may not put them in its groups."""
+    alice, bob = project(admin, "alice"), project(admin, "bob")
+    shared = admin.create_network(name="shared", shared=True)
+    alice_id = alice("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
+    subnet = admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": shared["id"], "ip_version": 4, "cidr": "10.9.0.0/24"}},
+    ).json()["subnet"]
+    router = made(bob("POST", "/v2.0/routers", {"router": {"name": "r"}}), "router")
+    port = bob(
+        "POST",
+        "/v2.0/ports",
+        {"port": {"network_id": shared["id"], "fixed_ips": [{"subnet_id": subnet["id"]}]}},
+    ).json()["port"]
+    added = bob(
+        "PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"port_id": port["id"]}
+    )
+    assert added.status_code == 200, added.text
+    # The network's owner (the admin here) sees Bob's interface, and may not
+    # filter it for a project of its choosing; nor may Alice.
+    taken = admin(
+        "POST", GROUPS, {"firewall_group": {"ports": [port["id"]], "project_id": alice_id}}
+    )
+    assert error(taken) == (
+        409,
+        "FirewallGroupPortInvalidProject",
+        f"Operation cannot be performed as port {port['id']} is in an invalid project {alice_id}.",
+    )
+    assert error(group(alice, ports=[port["id"]]))[0] == 404
+    assert made(group(bob, ports=[port["id"]]), "firewall_group")["ports"] == [port["id"]]
+
+
 def test_sharing_is_an_admins_and_a_projects_objects_stay_its_own(admin: Api) -> None:
     alice, bob = project(admin, "alice"), project(admin, "bob")
     assert error(alice("POST", RULES, {"firewall_rule": {"shared": True}}))[:2] == (
@@ -361,6 +391,16 @@ def test_a_groups_rules_reach_its_routers_plan_in_order(admin: Api, engine: Engi
         session.commit()
     shown = alice("GET", f"{GROUPS}/{made_group['id']}").json()["firewall_group"]
     assert shown["status"] == "DOWN"
+    # Without a policy it filters nothing (INACTIVE), as Neutron's agent does.
+    body = {"firewall_group": {"admin_state_up": True, "ingress_firewall_policy_id": None}}
+    assert alice("PUT", f"{GROUPS}/{made_group['id']}", body).status_code == 200
+    shown = alice("GET", f"{GROUPS}/{made_group['id']}").json()["firewall_group"]
+    assert shown["status"] == "INACTIVE" and shown["ports"] == [port_id]
+    with Session(engine) as session:
+        router = session.get(Router, router_id)
+        assert router is not None
+        config = router_driver.plan(session, router).config
+        assert config is not None and config.firewalls == []
 
 
 def test_firewall_quotas_and_a_projects_removal(admin: Api) -> None:

@@ -30,6 +30,7 @@ from astara.db.migrate import upgrade
 from astara.db.models import (
     ApplianceState,
     Credential,
+    DefaultFirewallGroup,
     DefaultSecurityGroup,
     FloatingIp,
     IpAllocation,
@@ -117,6 +118,29 @@ def test_a_projects_second_default_security_group_is_a_lost_race(
         )
     )
     assert found == Violation(Constraint.UNIQUE, "pk_default_security_groups")
+    assert found.lost_race
+
+
+def test_a_projects_second_default_firewall_group_is_a_lost_race(
+    admin: Api, engine: Engine
+) -> None:
+    """The same for FWaaS: the second `default` group of a project runs again
+    (and finds the first)."""
+    groups = admin("GET", "/v2.0/fwaas/firewall_groups").json()["firewall_groups"]
+    (default,) = groups
+    other = admin("POST", "/v2.0/fwaas/firewall_groups", {"firewall_group": {"name": "x"}})
+    found = races.violation(
+        integrity_error(
+            engine,
+            lambda: [
+                DefaultFirewallGroup(
+                    project_id=default["project_id"],
+                    firewall_group_id=other.json()["firewall_group"]["id"],
+                )
+            ],
+        )
+    )
+    assert found == Violation(Constraint.UNIQUE, "pk_default_firewall_groups")
     assert found.lost_race
 
 

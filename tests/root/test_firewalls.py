@@ -41,25 +41,7 @@ def wait_status(cloud: Cloud, group_id: str, status: str) -> None:
 
 def test_a_firewall_group_filters_a_router_interface_by_its_ordered_rules(cloud: Cloud) -> None:
     prefix = cloud.server.prefix
-    public = cloud.create("networks", "network", name="public", **{"router:external": True})
-    cloud.create(
-        "subnets",
-        "subnet",
-        network_id=public["id"],
-        cidr="198.51.100.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-    )
-    outside = cloud.create(
-        "ports",
-        "port",
-        network_id=public["id"],
-        name="outside",
-        fixed_ips=[{"ip_address": "198.51.100.1"}],
-        port_security_enabled=False,
-    )
-    outside_ns = f"{prefix}-outside"
-    cloud.plug(outside["id"], outside_ns)
+    public, outside_ns = cloud.public_network()
     router = cloud.create(
         "routers", "router", name="r", external_gateway_info={"network_id": public["id"]}
     )

@@ -247,24 +247,7 @@ def test_rules_hold_across_a_router_through_a_floating_ip_and_over_ipv6(cloud: C
     IPv6), from its own network, and from the outside through its floating
     IP: each flow the rules name passes, every other is dropped."""
     prefix = cloud.server.prefix
-    public = cloud.create("networks", "network", name="public", **{"router:external": True})
-    cloud.create(
-        "subnets",
-        "subnet",
-        network_id=public["id"],
-        cidr="198.51.100.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-    )
-    outside = cloud.create(
-        "ports",
-        "port",
-        network_id=public["id"],
-        name="outside",
-        fixed_ips=[{"ip_address": "198.51.100.1"}],
-        port_security_enabled=False,
-    )
-    cloud.plug(outside["id"], f"{prefix}-outside")
+    public, _ = cloud.public_network()
     router = cloud.create(
         "routers", "router", name="r", external_gateway_info={"network_id": public["id"]}
     )

@@ -526,19 +526,34 @@ def _firewall(action: str) -> Callable[[Doc], None]:
     return mutate
 
 
-def test_a_changed_firewall_ends_the_flows_of_its_networks_only() -> None:
+def test_a_stricter_firewall_ends_the_flows_of_its_networks_only() -> None:
     previous, new = config(_firewall("allow")), config(_firewall("deny"))
-    forget = one(plan(previous, new, converged(previous)), ForgetConntrack)
+    actions = plan(previous, new, converged(previous))
+    forget = one(actions, ForgetConntrack)
     # The networks behind the interface, and the floating IP of a host on them.
     assert forget == ForgetConntrack(
         (ip("203.0.113.10"),),
         (ipaddress.ip_network("10.0.1.0/24"), ipaddress.ip_network("2001:db8:1::/64")),
     )
     assert ["conntrack", "-D", "-f", "ipv4", "--orig-dst", "10.0.1.0/24"] in forget.commands()
-    # Added or removed, the same; unchanged, nothing.
+    # After the new rules are in: a flow forgotten before would be tracked
+    # again under the old ones.
+    assert actions.index(forget) > actions.index(one(actions, LoadRuleset))
+    # Added: stricter too. Unchanged, removed, or only allows added: nothing.
     assert one(plan(config(), new, converged(config())), ForgetConntrack) == forget
-    assert one(plan(new, config(), converged(new)), ForgetConntrack) == forget
+    assert of(plan(new, config(), converged(new)), ForgetConntrack) == []
     assert of(plan(new, new, converged(new)), ForgetConntrack) == []
+
+    def more(action: str) -> Callable[[Doc], None]:
+        def mutate(doc: Doc) -> None:
+            _firewall("deny")(doc)
+            rules = doc["firewalls"][0]["ingress"]
+            rules.insert(0, {"action": action, "ip_version": 4, "protocol": "udp"})
+
+        return mutate
+
+    assert of(plan(new, config(more("allow")), converged(new)), ForgetConntrack) == []
+    assert one(plan(new, config(more("reject")), converged(new)), ForgetConntrack) == forget
 
 
 def test_a_recreated_external_interface_announces_all_its_addresses() -> None:

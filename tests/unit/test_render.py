@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from astara.appliance.render import MetadataProxy, Rendered, render
 from astara.appliance.render.dnsmasq import render_dnsmasq
@@ -838,6 +839,38 @@ def test_a_firewall_is_refused_on_what_is_not_an_internal_interface() -> None:
             ("firewalls", 1, "interfaces", 1),
             f"interface {configs.NET_A_MAC} is in another firewall",
         ),
-        (("firewalls", 0, "ingress", 0, "source"), "2001:db8::/64 is not an IPv4 network"),
-        (("firewalls", 0, "egress", 0, "source_ports"), "ports need protocol tcp or udp"),
+        (
+            ("firewalls", 0, "ingress", 0),
+            "Invalid input - IP addresses do not agree with IP Version.",
+        ),
+        (
+            ("firewalls", 0, "egress", 0),
+            "Source, destination port are not allowed when protocol is set to ICMP.",
+        ),
     }
+
+
+def test_metadata_hosts_are_on_internal_subnets_each_once() -> None:
+    def hosts(doc: Doc) -> None:
+        doc["metadata_hosts"] = [
+            {"ip_address": address, "instance_id": instance, "project_id": "p1"}
+            for address, instance in (
+                ("10.0.1.5", "vm-1"),
+                ("10.0.1.5", "vm-2"),
+                ("203.0.113.50", "vm-3"),
+            )
+        ]
+
+    errors = {(e.loc, e.msg) for e in validate_semantics(config_from(hosts))}
+    assert errors == {
+        (("metadata_hosts", 1, "ip_address"), "duplicate address 10.0.1.5"),
+        (("metadata_hosts", 2, "ip_address"), "203.0.113.50 is in no internal subnet"),
+    }
+
+    def unsafe(doc: Doc) -> None:
+        doc["metadata_hosts"] = [
+            {"ip_address": "10.0.1.5", "instance_id": "vm 1\r\nX-Tenant-ID: x", "project_id": "p"}
+        ]
+
+    with pytest.raises(ValidationError, match="printable ASCII"):
+        config_from(unsafe)

@@ -39,13 +39,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from astara.appliance.render.haproxy import APPLIANCE_HEADER
+from astara.appliance.render.haproxy import APPLIANCE_HEADER, MAX_BODY
 from astara.appliance.schema import MetadataHost
 
 log = logging.getLogger(__name__)
 
-# A metadata request's body (a password POST is 256 bytes): far above any.
-MAX_BODY = 64 * 1024
 # What the backend is told of the request beyond Neutron's headers.
 _PASSED = ("accept", "content-type", "user-agent")
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
@@ -66,6 +64,8 @@ def load_secret(path: Path) -> bytes:
         raise SecretError(f"{path}: {error.strerror}") from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretError(f"{path} must be readable by its owner only (chmod 600)")
+    if info.st_uid != os.geteuid():
+        raise SecretError(f"{path} must be owned by the user the agent runs as")
     secret = text.strip()
     if not secret:
         raise SecretError(f"{path} is empty")
@@ -112,8 +112,8 @@ class MetadataProxy:
         host = await asyncio.to_thread(self.lookup, appliance, address)
         if host is None:
             return PlainTextResponse("Not found: no instance has this address.\n", 404)
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await _body(request)
+        if body is None:
             return PlainTextResponse("Request body too large.\n", 413)
         headers = {
             "X-Forwarded-For": str(host.ip_address),
@@ -170,6 +170,19 @@ class MetadataProxy:
             self._thread.join(10)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+
+
+async def _body(request: Request) -> bytes | None:
+    """The request's body, or None past `MAX_BODY` (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)
 
 
 def _bind_private(path: Path) -> socket.socket:

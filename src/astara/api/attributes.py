@@ -9,6 +9,8 @@ conversion) and raises `NeutronError` with Neutron's type, message and status.
 
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +59,51 @@ def to_string(limit: int = 255) -> Converter:
 
 def to_any(name: str, value: Any) -> Any:
     return value
+
+
+def is_uuid(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def to_uuid(nullable: bool = False) -> Converter:
+    """neutron-lib's `type:uuid` (`uuid_or_none` when `nullable`)."""
+
+    def convert(name: str, value: Any) -> str | None:
+        if value is None and nullable:
+            return None
+        if not is_uuid(value):
+            raise bad_input(name, f"'{value}' is not a valid UUID")
+        return str(value)
+
+    return convert
+
+
+def to_uuid_list(limit: int) -> Converter:
+    """neutron-lib's `type:uuid_list`, None an empty list: ids, each once,
+    at most `limit`."""
+
+    def convert(name: str, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise bad_input(name, f"'{value}' is not a list")
+        if len(value) > limit:
+            raise bad_input(name, f"more than {limit} items")
+        for item in value:
+            if not is_uuid(item):
+                raise bad_input(name, f"'{item}' is not a valid UUID")
+        repeated = sorted(v for v, n in Counter(value).items() if n > 1)
+        if repeated:
+            raise bad_input(name, f"Duplicate items in the list: '{', '.join(repeated)}'")
+        return list(value)
+
+    return convert
 
 
 @dataclass(frozen=True)

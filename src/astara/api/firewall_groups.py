@@ -18,10 +18,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from astara.api import changes, fwaas, ports, sql_query
-from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_bool
+from astara.api.attributes import (
+    Attribute,
+    Resource,
+    standard_attributes,
+    to_bool,
+    to_uuid,
+    to_uuid_list,
+)
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.api.firewall_policies import is_uuid, uuid_list
 from astara.db.models import (
     ROUTER_INTERFACE,
     FirewallGroup,
@@ -35,12 +41,8 @@ POLICIES = ("ingress_firewall_policy_id", "egress_firewall_policy_id")
 _DEFAULT_FIXED = {"name", "description", "admin_state_up", *POLICIES}
 
 
-def _policy_id(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not is_uuid(value):
-        raise bad_input(name, f"'{value}' is not a valid UUID")
-    return str(value)
+# Router interfaces in one group: more than any router has.
+MAX_PORTS = 1000
 
 
 RESOURCE = Resource(
@@ -52,8 +54,8 @@ RESOURCE = Resource(
         Attribute("shared", to_bool, default=False, admin_only=True),
         Attribute("admin_state_up", to_bool, default=True),
         Attribute("status", allow_post=False, allow_put=False),
-        Attribute("ports", uuid_list, default=None, sort=False),
-        *(Attribute(name, _policy_id, default=None) for name in POLICIES),
+        Attribute("ports", to_uuid_list(MAX_PORTS), default=None, sort=False),
+        *(Attribute(name, to_uuid(nullable=True), default=None) for name in POLICIES),
     ),
     path="fwaas/firewall_groups",
     bulk=False,
@@ -120,10 +122,21 @@ def _check_policies(session: Session, project_id: str, values: dict[str, Any]) -
             )
 
 
-def _check_ports(session: Session, caller: Caller, wanted: list[str], group_id: str | None) -> None:
-    """Router interfaces the caller sees, in no other group."""
+def _check_ports(
+    session: Session, caller: Caller, wanted: list[str], group_id: str | None, project_id: str
+) -> None:
+    """Router interfaces the caller sees, of the group's project (a network's
+    owner sees other projects' ports on it, but may not filter their
+    routers), in no other group."""
     for port_id in wanted:
         port = ports.get(session, caller, port_id)
+        if port.project_id != project_id:
+            raise NeutronError(
+                409,
+                "FirewallGroupPortInvalidProject",
+                f"Operation cannot be performed as port {port_id} is in an invalid project"
+                f" {project_id}.",
+            )
         if port.device_owner.startswith("compute:"):
             raise NeutronError(
                 409,
@@ -159,7 +172,7 @@ def create(
         raise fwaas.reserved_name(fwaas.DEFAULT_GROUP, KIND)
     _check_policies(session, project_id, values)
     wanted = values["ports"] or []
-    _check_ports(session, caller, wanted, None)
+    _check_ports(session, caller, wanted, None, project_id)
     group = FirewallGroup(
         **fwaas.standard(
             project_id,
@@ -195,7 +208,7 @@ def update(
     before = [p.port_id for p in group.ports]
     if "ports" in values:
         wanted = values.pop("ports")
-        _check_ports(session, caller, wanted, group.id)
+        _check_ports(session, caller, wanted, group.id, group.project_id)
         group.ports = [FirewallGroupPort(port_id=p) for p in wanted]
     changes.update(session, "firewall_group", group, values, now)
     session.flush()

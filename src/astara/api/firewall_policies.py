@@ -8,14 +8,20 @@ a group uses is in use; changing it re-plans the routers that enforce it.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, selectinload
 
 from astara.api import changes, fwaas, sql_query
-from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_bool
+from astara.api.attributes import (
+    Attribute,
+    Resource,
+    is_uuid,
+    standard_attributes,
+    to_bool,
+    to_uuid_list,
+)
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.db.models import FirewallPolicy, FirewallPolicyRule, FirewallRule
@@ -23,27 +29,8 @@ from astara.db.models import FirewallPolicy, FirewallPolicyRule, FirewallRule
 KIND = "Firewall Policy"
 
 
-def is_uuid(value: Any) -> bool:
-    try:
-        uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return isinstance(value, str)
-
-
-def uuid_list(name: str, value: Any) -> list[str]:
-    """neutron-lib's `type:uuid_list`, None an empty list: ids, each once."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise bad_input(name, f"'{value}' is not a list")
-    for item in value:
-        if not is_uuid(item):
-            raise bad_input(name, f"'{item}' is not a valid UUID")
-    repeated = sorted({v for v in value if value.count(v) > 1})
-    if repeated:
-        raise bad_input(name, f"Duplicate items in the list: '{', '.join(repeated)}'")
-    return list(value)
+# Rules in one policy: beyond any quota's default, within what a router renders.
+MAX_RULES = 1000
 
 
 RESOURCE = Resource(
@@ -53,7 +40,7 @@ RESOURCE = Resource(
         *standard_attributes(),
         Attribute("name", default=""),
         Attribute("shared", to_bool, default=False, admin_only=True),
-        Attribute("firewall_rules", uuid_list, default=None, sort=False),
+        Attribute("firewall_rules", to_uuid_list(MAX_RULES), default=None, sort=False),
         Attribute("audited", to_bool, default=False),
     ),
     path="fwaas/firewall_policies",
@@ -127,13 +114,18 @@ def _rule_for(
     return rule
 
 
-def _set_rules(session: Session, policy: FirewallPolicy, rule_ids: list[str]) -> None:
-    for rule_id in rule_ids:
-        _rule_for(session, policy.id, policy.project_id, policy.shared, rule_id)
-    policy.entries = [
+def _entries(rule_ids: list[str]) -> list[FirewallPolicyRule]:
+    """A policy's rules in this order (positions from 1)."""
+    return [
         FirewallPolicyRule(firewall_rule_id=rule_id, position=position)
         for position, rule_id in enumerate(rule_ids, start=1)
     ]
+
+
+def _set_rules(session: Session, policy: FirewallPolicy, rule_ids: list[str]) -> None:
+    for rule_id in rule_ids:
+        _rule_for(session, policy.id, policy.project_id, policy.shared, rule_id)
+    policy.entries = _entries(rule_ids)
 
 
 def create(
@@ -233,10 +225,7 @@ def _not_in_policy(rule_id: str, policy_id: str) -> NeutronError:
 def _changed(
     session: Session, policy: FirewallPolicy, rule_ids: list[str], now: datetime
 ) -> dict[str, Any]:
-    policy.entries = [
-        FirewallPolicyRule(firewall_rule_id=rule_id, position=position)
-        for position, rule_id in enumerate(rule_ids, start=1)
-    ]
+    policy.entries = _entries(rule_ids)
     session.flush()
     changes.update(session, "firewall_policy", policy, {"audited": False}, now)
     fwaas.enforce(session, fwaas.groups_using(session, [policy.id]), now)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from astara.api import changes
@@ -93,7 +93,14 @@ def owned(
     action: str,
 ) -> Shared:
     """One the caller may change: its own (any, for an admin). Another
-    project's shared one is seen, so changing it is forbidden, not missing."""
+    project's shared one is seen, so changing it is forbidden, not missing.
+    Locked first (a row lock on PostgreSQL, the write lock on SQLite), then
+    read: two changes of one policy's rules or one group's ports run one
+    after the other, each on what the other left."""
+    session.execute(
+        update(model).where(model.id == object_id).values(revision_number=model.revision_number)
+    )
+    session.expire_all()
     row = visible(session, caller, model, object_id, missing)
     if not caller.is_admin and row.project_id != caller.project_id:
         raise NeutronError(403, "PolicyNotAuthorized", f"(rule:{action}) is disallowed by policy")

@@ -11,7 +11,6 @@ what the fabric's rulesets follow.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -28,6 +27,7 @@ from astara.api.attributes import (
     bad_input,
     standard_attributes,
     to_string,
+    to_uuid,
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -58,21 +58,6 @@ def _one_of(values: tuple[str, ...]) -> Converter:
     return converted
 
 
-def _uuid(nullable: bool) -> Converter:
-    def converted(name: str, value: Any) -> str | None:
-        if value is None and nullable:
-            return None
-        if isinstance(value, str):
-            try:
-                uuid.UUID(value)
-                return value
-            except ValueError:
-                pass
-        raise bad_input(name, f"'{value}' is not a valid UUID")
-
-    return converted
-
-
 def _read_only(name: str) -> Attribute:
     return Attribute(name, to_string(), allow_post=False, allow_put=False)
 
@@ -82,7 +67,7 @@ RESOURCE = Resource(
     "security_group_rule",
     (
         *(replace(a, allow_put=False) for a in standard_attributes() if a.name != "tags"),
-        Attribute("security_group_id", _uuid(nullable=False), allow_put=False),
+        Attribute("security_group_id", to_uuid(), allow_put=False),
         Attribute("direction", _one_of(security_rules.DIRECTIONS), allow_put=False),
         Attribute(
             "ethertype",
@@ -109,8 +94,8 @@ RESOURCE = Resource(
             default=None,
             allow_put=False,
         ),
-        Attribute("remote_group_id", _uuid(nullable=True), default=None, allow_put=False),
-        Attribute("remote_address_group_id", _uuid(nullable=True), default=None, allow_put=False),
+        Attribute("remote_group_id", to_uuid(nullable=True), default=None, allow_put=False),
+        Attribute("remote_address_group_id", to_uuid(nullable=True), default=None, allow_put=False),
         _read_only("normalized_cidr"),
         _read_only("belongs_to_default_sg"),
     ),

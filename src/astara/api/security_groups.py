@@ -17,7 +17,14 @@ from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session, selectinload
 
 from astara.api import access, changes, quotas, sql_query
-from astara.api.attributes import Attribute, Resource, bad_input, standard_attributes, to_bool
+from astara.api.attributes import (
+    Attribute,
+    Resource,
+    bad_input,
+    is_uuid,
+    standard_attributes,
+    to_bool,
+)
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.query import Query
@@ -346,10 +353,8 @@ def uuid_list(name: str, value: Any) -> list[str] | None:
         raise bad_input(name, f"more than {MAX_PORT_GROUPS} security groups")
     unique = list(dict.fromkeys(value))
     for item in unique:
-        try:
-            uuid.UUID(item)
-        except ValueError:
-            raise bad_input(name, f"'{item}' is not a valid UUID") from None
+        if not is_uuid(item):
+            raise bad_input(name, f"'{item}' is not a valid UUID")
     return unique
 
 

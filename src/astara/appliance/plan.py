@@ -52,7 +52,7 @@ from astara.appliance.actions import (
 )
 from astara.appliance.render import Rendered
 from astara.appliance.render.nftables import NftRuleset, render_nftables
-from astara.appliance.schema import ApplianceConfig
+from astara.appliance.schema import ApplianceConfig, Firewall, FirewallAction
 from astara.naming import Names, appliance_interface
 
 
@@ -378,30 +378,51 @@ def _floating_pairs(
 def _refiltered_networks(
     config: ApplianceConfig, previous: ApplianceConfig | None
 ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """The networks behind interfaces whose firewall changed (added, changed,
-    set down or removed): their tracked flows end, so that what the new
-    rules refuse stops, as Neutron's driver ends them; what they still allow
-    is picked up again by its next packet."""
+    """The networks behind interfaces whose firewall became stricter
+    (added, changed, set down): their tracked flows end, so that what the new
+    rules refuse stops, as Neutron's driver ends the flows of changed rules;
+    what they still allow is picked up again by its next packet. A change
+    that only lets more through (a firewall removed, allow rules added)
+    ends nothing."""
     if previous is None:
         return ()
-
-    def by_mac(of: ApplianceConfig) -> dict[str, object]:
-        return {
-            mac: firewall.model_copy(update={"interfaces": []})
-            for firewall in of.firewalls
-            for mac in firewall.interfaces
-        }
-
-    now, before = by_mac(config), by_mac(previous)
-    changed = {mac for mac in now.keys() | before.keys() if now.get(mac) != before.get(mac)}
+    before = {mac: f for f in previous.firewalls for mac in f.interfaces}
+    stricter = {
+        mac
+        for firewall in config.firewalls
+        for mac in firewall.interfaces
+        if not _only_looser(before.get(mac), firewall)
+    }
     return tuple(
         sorted(
             {
                 address.network
                 for interface in config.interfaces
-                if interface.mac in changed
+                if interface.mac in stricter
                 for address in interface.addresses
             },
             key=lambda n: (n.version, n),
         )
     )
+
+
+def _only_looser(before: Firewall | None, now: Firewall) -> bool:
+    """Whether `now` lets through all that `before` did: as enabled, and each
+    direction's rules `before`'s in order with allow rules added (an allow
+    only ever turns what a later rule or the final drop refused into a pass)."""
+    if before is None or before.enabled != now.enabled:
+        return False
+    for direction in ("ingress", "egress"):
+        old, new = getattr(before, direction), getattr(now, direction)
+        remaining = iter(new)
+        for rule in old:
+            for candidate in remaining:
+                if candidate == rule:
+                    break
+                if candidate.action is not FirewallAction.allow:
+                    return False
+            else:
+                return False
+        if any(rule.action is not FirewallAction.allow for rule in remaining):
+            return False
+    return True

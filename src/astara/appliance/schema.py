@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from astara.model import rules
+from astara.model import firewall_rules, rules
 from astara.naming import ID_PATTERN
 
 SCHEMA_VERSION = 1
@@ -57,8 +57,13 @@ def _hostname(value: str) -> str:
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]{1,255}")
 
 
+def header_safe(value: str) -> bool:
+    """Whether `value` can travel in an HTTP header as it is."""
+    return bool(_HEADER_VALUE.fullmatch(value))
+
+
 def _header_value(value: str) -> str:
-    if not _HEADER_VALUE.fullmatch(value):
+    if not header_safe(value):
         raise ValueError("must be 1-255 printable ASCII characters, without spaces")
     return value
 
@@ -171,6 +176,12 @@ class FirewallAction(StrEnum):
 class PortRange(StrictModel):
     min: int = Field(ge=0, le=65535)
     max: int = Field(ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PortRange:
+        if self.min > self.max:
+            raise ValueError("min is above max")
+        return self
 
 
 class FirewallRule(StrictModel):
@@ -581,17 +592,23 @@ class _SemanticCheck:
                     self.check_firewall_rule(rule, (*loc, direction, r_index))
 
     def check_firewall_rule(self, rule: FirewallRule, loc: tuple[str | int, ...]) -> None:
-        for side in ("source", "destination"):
-            network = getattr(rule, side)
-            if network is not None and network.version != rule.ip_version:
-                self.error(f"{network} is not an IPv{rule.ip_version} network", *loc, side)
-            ports = getattr(rule, f"{side}_ports")
-            if ports is None:
-                continue
-            if rule.protocol not in ("tcp", "udp"):
-                self.error("ports need protocol tcp or udp", *loc, f"{side}_ports")
-            if ports.min > ports.max:
-                self.error("min is above max", *loc, f"{side}_ports")
+        """The tenant API's own checks across a rule's fields (one place)."""
+
+        def span(ports: PortRange | None) -> tuple[int, int] | None:
+            return None if ports is None else (ports.min, ports.max)
+
+        found = firewall_rules.problem(
+            firewall_rules.FirewallRuleFields(
+                protocol=rule.protocol,
+                ip_version=rule.ip_version,
+                source_ip_address=str(rule.source) if rule.source else None,
+                destination_ip_address=str(rule.destination) if rule.destination else None,
+                source_port=span(rule.source_ports),
+                destination_port=span(rule.destination_ports),
+            )
+        )
+        if found is not None:
+            self.error(found.message, *loc)
 
     def check_metadata_hosts(self) -> None:
         internal = self.connected_networks(Role.internal)

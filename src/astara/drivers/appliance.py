@@ -5,12 +5,11 @@ appliances build alike (a served subnet, the DHCP host entries)."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from astara.appliance.schema import ApplianceConfig, Ipv6RaMode, config_hash
+from astara.appliance.schema import ApplianceConfig, Ipv6RaMode, config_hash, header_safe
 from astara.db.models import Subnet
 
 
@@ -110,10 +109,6 @@ def dhcp_hosts(rows: Sequence[tuple[str, str]], own_macs: set[str]) -> list[dict
     return hosts
 
 
-# What goes into a metadata request's headers as it is (`schema.HeaderValue`).
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,255}")
-
-
 def metadata_hosts(rows: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
     """The instances the metadata service answers for: from instance rows
     (`Reads.instance_rows`, by address), their IPv4 addresses, each once. A
@@ -123,7 +118,7 @@ def metadata_hosts(rows: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]
     for address, device_id, project_id in rows:
         if ":" in address or address in seen:
             continue
-        if not (_HEADER_SAFE.fullmatch(device_id) and _HEADER_SAFE.fullmatch(project_id)):
+        if not (header_safe(device_id) and header_safe(project_id)):
             continue
         seen.add(address)
         hosts.append({"ip_address": address, "instance_id": device_id, "project_id": project_id})

@@ -47,10 +47,12 @@ FloatingRow = tuple[str, str | None]  # (floating IP, fixed IP)
 @dataclass(frozen=True)
 class FirewallRead:
     """The firewall group of some router ports, with the enabled rules of
-    its policies in order."""
+    its policies in order. `enforced`: it has a policy (one without any is
+    INACTIVE, and filters nothing, as Neutron's)."""
 
     group_id: str
     admin_state_up: bool
+    enforced: bool
     ingress: tuple[FirewallRule, ...]
     egress: tuple[FirewallRule, ...]
 
@@ -157,6 +159,7 @@ class Reads:
             read = FirewallRead(
                 group.id,
                 group.admin_state_up,
+                bool(group.ingress_firewall_policy_id or group.egress_firewall_policy_id),
                 tuple(rules.get(group.ingress_firewall_policy_id or "", ())),
                 tuple(rules.get(group.egress_firewall_policy_id or "", ())),
             )

@@ -117,11 +117,12 @@ def plan(session: Session, router: Router, reads: Reads | None = None) -> Applia
 
 
 def _firewalls(reads: Reads, attached: Sequence[tuple[Port, str]]) -> list[dict[str, Any]]:
-    """The firewall groups on the router's interfaces, by group id."""
+    """The firewall groups with a policy on the router's interfaces, by group id."""
     macs = {port.id: port.mac_address for port, kind in attached if kind != ROUTER_GATEWAY}
     groups: dict[str, tuple[FirewallRead, list[str]]] = {}
     for port_id, read in reads.firewalls(sorted(macs)).items():
-        groups.setdefault(read.group_id, (read, []))[1].append(macs[port_id])
+        if read.enforced:
+            groups.setdefault(read.group_id, (read, []))[1].append(macs[port_id])
     return [
         {
             "id": group_id,

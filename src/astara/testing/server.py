@@ -159,6 +159,28 @@ class Cloud:
         assert shown is not None
         return shown
 
+    def public_network(
+        self, cidr: str = "198.51.100.0/24", outside: str = "198.51.100.1"
+    ) -> tuple[dict[str, Any], str]:
+        """An external network with an IPv4 subnet (no DHCP), and a host on
+        it at `outside` that stands in for the Internet (unfiltered): the
+        network and that host's namespace."""
+        public = self.create("networks", "network", name="public", **{"router:external": True})
+        self.create(
+            "subnets", "subnet", network_id=public["id"], cidr=cidr, ip_version=4, enable_dhcp=False
+        )
+        port = self.create(
+            "ports",
+            "port",
+            network_id=public["id"],
+            name="outside",
+            fixed_ips=[{"ip_address": outside}],
+            port_security_enabled=False,
+        )
+        namespace = f"{self.server.prefix}-outside"
+        self.plug(port["id"], namespace)
+        return public, namespace
+
     def plug(self, port_id: str, namespace: str) -> None:
         self("PUT", f"/astara/v1/ports/{port_id}/binding", {"netns": namespace})
         wait_until(

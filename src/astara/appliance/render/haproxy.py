@@ -20,6 +20,8 @@ from pathlib import PurePath
 
 from astara.appliance.schema import ApplianceConfig, Role
 
+# The largest request body passed on (the agent enforces it on chunked ones).
+MAX_BODY = 64 * 1024
 # The headers the agent reads (set here) and sends (signed there): never a workload's.
 APPLIANCE_HEADER = "X-Astara-Appliance-ID"
 _OWN_HEADERS = (
@@ -69,6 +71,8 @@ def render_haproxy(config: ApplianceConfig, proxy: MetadataProxy | None, port: i
         "frontend metadata\n"
         f"\tbind 0.0.0.0:{port}\n"
         "\tmaxconn 256\n"
+        # Metadata requests are small (a password POST is 256 bytes).
+        f"\thttp-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {MAX_BODY} }}\n"
         f"{dropped}"
         "\thttp-request set-header X-Forwarded-For %[src]\n"
         f"\thttp-request set-header {APPLIANCE_HEADER} {proxy.appliance_id}\n"
