@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from astara.linux.run import run
 from astara.testing.net import Connection, EchoServer, ping, tcp_request, wait_until
 from astara.testing.server import Cloud, open_security_group
 
@@ -20,6 +21,19 @@ FW = "/v2.0/fwaas"
 
 def answers(namespace: str, address: str, port: int) -> bool:
     return tcp_request(namespace, address, port, timeout_s=1.0) is not None
+
+
+def outcome(namespace: str, address: str, port: int) -> str:
+    """How a TCP connection attempt ends: "connected", "refused" (a reset or
+    port-unreachable came back) or "timed out" (nothing came back)."""
+    result = run(
+        ["socat", "-T", "1", "/dev/null", f"TCP:{address}:{port},connect-timeout=2"],
+        netns=namespace,
+        check=False,
+    )
+    if result.returncode == 0:
+        return "connected"
+    return "refused" if "refused" in result.stderr else "timed out"
 
 
 def rule(cloud: Cloud, name: str, **fields: Any) -> str:
@@ -146,6 +160,36 @@ def test_a_firewall_group_filters_a_router_interface_by_its_ordered_rules(cloud:
         wait_status(cloud, group["id"], "ACTIVE")
         assert answers(client_ns, "10.60.0.10", 7001)
         assert not answers(client_ns, "10.60.0.10", 7002)
+        # Dropped, a connection times out; rejected, it is refused at once.
+        assert outcome(client_ns, "10.60.0.10", 7002) == "timed out"
+        refuse = rule(cloud, "refuse", protocol="tcp", destination_port="7002", action="reject")
+        insert = f"{FW}/firewall_policies/{inbound}/insert_rule"
+        cloud("PUT", insert, {"firewall_rule_id": refuse})
+        wait_status(cloud, group["id"], "ACTIVE")
+        assert outcome(client_ns, "10.60.0.10", 7002) == "refused"
+
+        # Between two firewalled networks, each group must let a packet
+        # through: the back network's egress policy, empty, stops 7001 that
+        # the front's ingress allows; one allow there opens it again.
+        back_out = cloud.create(
+            "fwaas/firewall_policies", "firewall_policy", name="back-out", firewall_rules=[]
+        )["id"]
+        back = cloud.create(
+            "fwaas/firewall_groups",
+            "firewall_group",
+            name="back-edge",
+            ports=[interfaces["back"][1]],
+            egress_firewall_policy_id=back_out,
+        )
+        wait_status(cloud, back["id"], "ACTIVE")
+        assert not answers(client_ns, "10.60.0.10", 7001)
+        cloud(
+            "PUT", f"{FW}/firewall_policies/{back_out}/insert_rule", {"firewall_rule_id": anything}
+        )
+        wait_status(cloud, back["id"], "ACTIVE")
+        assert answers(client_ns, "10.60.0.10", 7001)
+        cloud("PUT", f"{FW}/firewall_groups/{back['id']}", {"firewall_group": {"ports": []}})
+        cloud("DELETE", f"{FW}/firewall_groups/{back['id']}", ok=204)
 
         # Without an egress policy nothing new leaves the network; what comes
         # in is still answered.

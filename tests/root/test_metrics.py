@@ -21,6 +21,7 @@ from astara.orchestrator.failures import FailureKind
 from astara.orchestrator.lifecycle import State
 from astara.orchestrator.reconciler import Orchestrator
 from astara.testing.agent import AgentProcess
+from astara.testing.net import wait_until
 from tests.root.test_reconciler import Api, routed, settle
 
 pytestmark = pytest.mark.root
@@ -98,7 +99,17 @@ def test_metrics_are_scraped_and_move_after_a_router_create(
         assert {"/v2.0/routers/{object_id}", "/v2.0/routers/{object_id}/{action}"} <= routes
         assert not any(router["id"] in route for route in routes)
         assert moved("astara_reconcile_seconds_count", kind="router") >= 1
-        assert moved("astara_pushes_total") >= 1
+        # Counted once the agent has answered the push, which may be just
+        # after the router was seen ACTIVE (its observation can come first).
+        wait_until(
+            lambda: (
+                value(scrape(client, admin), "astara_pushes_total")
+                > value(before, "astara_pushes_total")
+            ),
+            30,
+            0.05,
+            "the push to be counted",
+        )
         assert value(after, "astara_appliances", state="active") == 1
         assert value(after, "astara_reconcile_queue_depth") >= 0
 

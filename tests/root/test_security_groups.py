@@ -133,6 +133,29 @@ def test_groups_rules_remote_groups_and_port_security_on_one_network(cloud: Clou
             wait_until(lambda: not answers(c2_ns, "10.20.0.10", 7001), 30, 0.2, "7001 to close")
             assert open_flow.exchange("after", timeout_s=3) is None
 
+        # From an address group: its addresses, as they come and go.
+        office = cloud.create(
+            "address-groups", "address_group", name="office", addresses=["10.20.0.12/32"]
+        )["id"]
+        cloud.create(
+            "security-group-rules",
+            "security_group_rule",
+            security_group_id=web,
+            direction="ingress",
+            protocol="tcp",
+            port_range_min=7003,
+            port_range_max=7003,
+            remote_address_group_id=office,
+        )
+        wait_until(lambda: answers(c2_ns, "10.20.0.10", 7003), 30, 0.2, "7003 from the office")
+        assert not answers(c1_ns, "10.20.0.10", 7003)
+        cloud("PUT", f"/v2.0/address-groups/{office}/add_addresses", {"addresses": ["10.20.0.11"]})
+        wait_until(lambda: answers(c1_ns, "10.20.0.10", 7003), 30, 0.2, "7003 from c1 too")
+        body = {"addresses": ["10.20.0.12/32"]}
+        cloud("PUT", f"/v2.0/address-groups/{office}/remove_addresses", body)
+        wait_until(lambda: not answers(c2_ns, "10.20.0.10", 7003), 30, 0.2, "7003 closed to c2")
+        assert answers(c1_ns, "10.20.0.10", 7003)
+
 
 def test_spoofing_is_dropped_with_port_security_and_passes_without(cloud: Cloud) -> None:
     network = cloud.create("networks", "network", name="s")
@@ -211,7 +234,25 @@ def test_spoofing_is_dropped_with_port_security_and_passes_without(cloud: Cloud)
 
     kinds = ["source IP", "ARP for another's address", "DHCP server", "NA for another's address"]
     assert spoofs() == dict.fromkeys([*kinds, "tagged frame past the ingress", "MAC"], False)
-    set_groups(cloud, bad["id"], port_security_enabled=False, security_groups=[])
+
+    # An allowed address pair: that address may be sent from too (a VIP).
+    pair = {"port": {"allowed_address_pairs": [{"ip_address": "10.21.0.98"}]}}
+    cloud("PUT", f"/v2.0/ports/{bad['id']}", pair)
+
+    def from_pair() -> bool:
+        # Added each time: the port's change may plug its link anew.
+        sh(bad_ns, ["ip", "addr", "replace", "10.21.0.98/24", "dev", "eth0"])
+        return _ping_from(bad_ns, "10.21.0.98", "10.21.0.10")
+
+    wait_until(from_pair, 30, 0.2, "the pair's address")
+    sh(bad_ns, ["ip", "addr", "del", "10.21.0.98/24", "dev", "eth0"])
+    set_groups(
+        cloud,
+        bad["id"],
+        port_security_enabled=False,
+        security_groups=[],
+        allowed_address_pairs=[],
+    )
     wait_filtered(cloud, bad["id"], False)
     # Unfiltered, it spoofs at will; the closed port still gets no tagged frame.
     found = spoofs()
