@@ -396,6 +396,110 @@ class DefaultFirewallGroup(Base):
     )
 
 
+class LoadBalancerObject(StandardAttributes):
+    """What every Octavia object has beyond Neutron's standard attributes:
+    a name, an admin state and the two statuses (provisioning: where the
+    appliance stands with it; operating: what haproxy's checks say)."""
+
+    name: Mapped[str] = mapped_column(NAME, default="")
+    admin_state_up: Mapped[bool] = mapped_column(Boolean, default=True)
+    provisioning_status: Mapped[str] = mapped_column(String(16), default="PENDING_CREATE")
+    operating_status: Mapped[str] = mapped_column(String(16), default="OFFLINE")
+
+
+class LoadBalancer(LoadBalancerObject, Base):
+    """An Octavia load balancer: its VIP port on a tenant subnet, served by
+    an appliance of its own (`lb-<id>`)."""
+
+    __tablename__ = "load_balancers"
+
+    vip_port_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ports.id", ondelete="SET NULL"), nullable=True, unique=True
+    )
+    vip_subnet_id: Mapped[str] = mapped_column(UUID)
+    vip_network_id: Mapped[str] = mapped_column(UUID)
+    vip_address: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64), default="astara")
+
+
+class Listener(LoadBalancerObject, Base):
+    """A protocol and port the load balancer listens on; `port_family` (tcp,
+    udp, sctp) makes a port unique per family, as Octavia's check."""
+
+    __tablename__ = "listeners"
+    __table_args__ = (UniqueConstraint("load_balancer_id", "port_family", "protocol_port"),)
+
+    load_balancer_id: Mapped[str] = mapped_column(
+        ForeignKey("load_balancers.id", ondelete="CASCADE"), index=True
+    )
+    protocol: Mapped[str] = mapped_column(String(32))
+    protocol_port: Mapped[int] = mapped_column(Integer)
+    port_family: Mapped[str] = mapped_column(String(8))
+    connection_limit: Mapped[int] = mapped_column(Integer, default=-1)
+    default_pool_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pools.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    insert_headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    timeout_client_data: Mapped[int] = mapped_column(Integer, default=50000)
+    timeout_member_connect: Mapped[int] = mapped_column(Integer, default=5000)
+    timeout_member_data: Mapped[int] = mapped_column(Integer, default=50000)
+    timeout_tcp_inspect: Mapped[int] = mapped_column(Integer, default=0)
+    allowed_cidrs: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+class Pool(LoadBalancerObject, Base):
+    """A set of members, balanced by one algorithm, with optional persistence."""
+
+    __tablename__ = "pools"
+
+    load_balancer_id: Mapped[str] = mapped_column(
+        ForeignKey("load_balancers.id", ondelete="CASCADE"), index=True
+    )
+    protocol: Mapped[str] = mapped_column(String(32))
+    lb_algorithm: Mapped[str] = mapped_column(String(32))
+    session_persistence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    members: Mapped[list[Member]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="(Member.created_at, Member.id)",
+    )
+
+
+class Member(LoadBalancerObject, Base):
+    """A backend server of a pool: one address and port in it."""
+
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("pool_id", "address", "protocol_port"),)
+
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    protocol_port: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    backup: Mapped[bool] = mapped_column(Boolean, default=False)
+    subnet_id: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    monitor_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    monitor_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class HealthMonitor(LoadBalancerObject, Base):
+    """A pool's health check (one per pool)."""
+
+    __tablename__ = "health_monitors"
+
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), unique=True)
+    type: Mapped[str] = mapped_column(String(16))
+    delay: Mapped[int] = mapped_column(Integer)
+    timeout: Mapped[int] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    max_retries_down: Mapped[int] = mapped_column(Integer, default=3)
+    http_method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    url_path: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    expected_codes: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    http_version: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    domain_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
 # Device owners of a router's own ports (Neutron's names).
 ROUTER_GATEWAY = "network:router_gateway"
 ROUTER_INTERFACE = "network:router_interface"
