@@ -1,0 +1,7 @@
+"""The Octavia v2 load-balancer API (`/v2/lbaas/…` and `/v2.0/lbaas/…` on the
+tenant API's port): Octavia's envelopes, WSME-style validation messages and
+fault bodies (`errors`, `bodies`), and one module per resource.
+
+Work in progress for issue 12 (see /work/scratch/design-lb.md while it lasts):
+not mounted on the app yet.
+"""
