@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from astara.api.lbaas.errors import OctaviaError
 
@@ -63,7 +64,7 @@ _REASONS = {
 }
 
 
-def _message(key: str, error: dict[str, Any]) -> str:
+def _message(key: str, error: ErrorDetails) -> str:
     loc = [str(part) for part in error["loc"]]
     kind = error["type"]
     value = error.get("input")
@@ -71,7 +72,7 @@ def _message(key: str, error: dict[str, Any]) -> str:
         return f"Unknown attribute for argument {key}: {loc[-1]}"
     field = ".".join(part for part in loc if not part.isdigit()) or key
     reason = _REASONS.get(kind)
-    context = error.get("ctx") or {}
+    context: dict[str, Any] = dict(error.get("ctx") or {})
     if kind == "missing":
         value = None
     elif kind in ("literal_error", "enum"):
