@@ -48,6 +48,7 @@ from astara.api.http import (
     agents,
     hosts,
     join_tokens,
+    lbaas,
     operators,
     quotas,
     versions,
@@ -57,6 +58,7 @@ from astara.api.http.collection import collection_router
 from astara.api.http.dependencies import CallerDep, Services, now
 from astara.api.http.member_actions import action_router
 from astara.api.http.transaction import internal_error
+from astara.api.lbaas.errors import OctaviaError
 from astara.api.settings import ApiSettings
 from astara.db.engine import session_factory
 from astara.db.models import ApplianceState
@@ -136,6 +138,10 @@ def create_app(
     app.add_middleware(JsonSuffix)
     app.add_middleware(Authentication, sessions=sessions, tokens=tokens)
 
+    @app.exception_handler(OctaviaError)
+    async def octavia_error(_: Request, error: OctaviaError) -> JSONResponse:
+        return JSONResponse(status_code=error.status, content=error.body())
+
     @app.exception_handler(NeutronError)
     async def neutron_error(_: Request, error: NeutronError) -> JSONResponse:
         return JSONResponse(status_code=error.status, content=error.body())
@@ -205,6 +211,8 @@ def create_app(
         app.include_router(collection_router(controller))
     app.include_router(agents.router)
     app.include_router(quotas.router)
+    for octavia in lbaas.routers():
+        app.include_router(octavia)
     # After the collections: `PUT /v2.0/routers/{id}/tags` is a route of its own.
     app.include_router(
         action_router(

@@ -1,0 +1,286 @@
+"""Octavia load balancers: `/v2/lbaas/loadbalancers` (fact sheet §6.5).
+
+A load balancer has a VIP: a Neutron port on a tenant subnet (made here,
+`device_owner` `Octavia`, named `octavia-lb-<id>`, or a port the tenant
+names), whose address is `vip_address`. It is PENDING_CREATE until its
+appliance runs it, and immutable while PENDING_* (Octavia's rule: clients
+wait for ACTIVE between changes).
+
+Work in progress (issue 12): create, show, list, update and delete of the
+load balancer itself; no appliance yet, so nothing makes it ACTIVE.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, IPvAnyAddress
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.api import changes, ports
+from astara.api.attributes import prepare_body
+from astara.api.auth import Caller
+from astara.api.errors import NeutronError
+from astara.api.lbaas import errors
+from astara.api.lbaas.bodies import Body
+from astara.db.models import Listener, LoadBalancer, Network, Pool, Port, Subnet
+
+RESOURCE = "Load Balancer"
+OWNER = "Octavia"  # the VIP port's device_owner, as Octavia's
+PROVIDERS = ("astara",)
+PENDING = ("PENDING_CREATE", "PENDING_UPDATE", "PENDING_DELETE")
+DELETABLE = ("ACTIVE", "ERROR")
+
+
+class LoadBalancerPOST(Body):
+    name: str = Field(default="", max_length=255)
+    description: str = Field(default="", max_length=255)
+    admin_state_up: bool = True
+    project_id: str | None = Field(default=None, max_length=36)
+    tenant_id: str | None = Field(default=None, max_length=36)
+    vip_subnet_id: uuid.UUID | None = None
+    vip_network_id: uuid.UUID | None = None
+    vip_port_id: uuid.UUID | None = None
+    vip_address: IPvAnyAddress | None = None
+    provider: str | None = Field(default=None, max_length=64)
+    tags: list[str] = Field(default_factory=list)
+
+
+class LoadBalancerPUT(Body):
+    name: str | None = Field(default=None, max_length=255)
+    description: str | None = Field(default=None, max_length=255)
+    admin_state_up: bool | None = None
+    tags: list[str] | None = None
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """Octavia's time format: ISO 8601 without a zone."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") if value is not None else None
+
+
+def view(balancer: LoadBalancer, listeners: list[str], pools: list[str]) -> dict[str, Any]:
+    return {
+        "id": balancer.id,
+        "name": balancer.name,
+        "description": balancer.description,
+        "admin_state_up": balancer.admin_state_up,
+        "project_id": balancer.project_id,
+        "tenant_id": balancer.project_id,
+        "provisioning_status": balancer.provisioning_status,
+        "operating_status": balancer.operating_status,
+        "vip_address": balancer.vip_address,
+        "vip_port_id": balancer.vip_port_id,
+        "vip_subnet_id": balancer.vip_subnet_id,
+        "vip_network_id": balancer.vip_network_id,
+        "vip_qos_policy_id": None,
+        "vip_sg_ids": [],
+        "vip_vnic_type": "normal",
+        "additional_vips": [],
+        "provider": balancer.provider,
+        "flavor_id": None,
+        "availability_zone": None,
+        "listeners": [{"id": i} for i in listeners],
+        "pools": [{"id": i} for i in pools],
+        "tags": sorted(balancer.tags or []),
+        "created_at": timestamp(balancer.created_at),
+        "updated_at": timestamp(balancer.updated_at),
+    }
+
+
+def get(session: Session, caller: Caller, balancer_id: str) -> LoadBalancer:
+    """A load balancer the caller may see: another project's is 403 (Octavia
+    checks its policy after finding the object), a missing one 404."""
+    balancer = session.get(LoadBalancer, balancer_id)
+    if balancer is None or balancer.provisioning_status == "DELETED":
+        raise errors.not_found(RESOURCE, balancer_id)
+    if not caller.is_admin and balancer.project_id != caller.project_id:
+        raise errors.forbidden()
+    return balancer
+
+
+def _project(caller: Caller, body: LoadBalancerPOST) -> str:
+    named = body.project_id or body.tenant_id
+    if named is None or named == caller.project_id:
+        return caller.project_id
+    if not caller.is_admin:
+        raise errors.forbidden()
+    return named
+
+
+def _vip(session: Session, caller: Caller, body: LoadBalancerPOST) -> tuple[Subnet, Port | None]:
+    """The VIP's subnet, and the tenant's port when it named one."""
+    if body.vip_port_id is not None:
+        port = session.get(Port, str(body.vip_port_id))
+        if port is None or not ports.visible(port, session.get(Network, port.network_id), caller):
+            raise errors.OctaviaError(400, f"Port {body.vip_port_id} not found.")
+        if port.device_id:
+            raise errors.validation(f"Port {port.id} is already used by device {port.device_id} ")
+        subnet_ids = [a.subnet_id for a in port.fixed_ips]
+        if body.vip_address is not None:
+            subnet_ids = [
+                a.subnet_id for a in port.fixed_ips if a.ip_address == str(body.vip_address)
+            ]
+            if not subnet_ids:
+                raise errors.validation(
+                    "Specified VIP address not found on the specified VIP port."
+                )
+        if not subnet_ids:
+            raise errors.validation("No VIP address found on the specified VIP port.")
+        return _subnet(session, caller, subnet_ids[0]), port
+    if body.vip_subnet_id is not None:
+        return _subnet(session, caller, str(body.vip_subnet_id)), None
+    if body.vip_network_id is not None:
+        network = session.get(Network, str(body.vip_network_id))
+        if network is None or not (
+            caller.is_admin
+            or network.project_id == caller.project_id
+            or network.shared
+            or network.external
+        ):
+            raise errors.OctaviaError(400, f"Network {body.vip_network_id} not found.")
+        subnets = sorted(
+            session.scalars(select(Subnet).where(Subnet.network_id == network.id)),
+            key=lambda s: (s.ip_version, s.created_at, s.id),
+        )
+        if not subnets:
+            raise errors.validation("Supplied network does not contain a subnet.")
+        if body.vip_address is not None:
+            found = [s for s in subnets if body.vip_address in ipaddress.ip_network(s.cidr)]
+            if not found:
+                raise errors.validation(
+                    "Supplied network does not contain a subnet for VIP address specified."
+                )
+            return found[0], None
+        return subnets[0], None
+    raise errors.OctaviaError(
+        400,
+        "Validation failure: VIP must contain one of: vip_port_id, vip_network_id, vip_subnet_id.",
+    )
+
+
+def _subnet(session: Session, caller: Caller, subnet_id: str) -> Subnet:
+    subnet = session.get(Subnet, subnet_id)
+    network = session.get(Network, subnet.network_id) if subnet is not None else None
+    if (
+        subnet is None
+        or network is None
+        or not (
+            caller.is_admin
+            or network.project_id == caller.project_id
+            or network.shared
+            or network.external
+        )
+    ):
+        raise errors.OctaviaError(400, f"Subnet {subnet_id} not found.")
+    return subnet
+
+
+def _vip_port(
+    session: Session,
+    caller: Caller,
+    project_id: str,
+    balancer_id: str,
+    subnet: Subnet,
+    address: str | None,
+    now: datetime,
+) -> Port:
+    """The VIP port, made through the Neutron API's own port create (its
+    address allocation, checks and DHCP bookkeeping)."""
+    fixed: dict[str, Any] = {"subnet_id": subnet.id}
+    if address is not None:
+        fixed["ip_address"] = address
+    values = prepare_body(
+        ports.RESOURCE,
+        {
+            "port": {
+                "network_id": subnet.network_id,
+                "name": f"octavia-lb-{balancer_id}",
+                "device_owner": OWNER,
+                "device_id": f"lb-{balancer_id}",
+                "fixed_ips": [fixed],
+                "project_id": project_id,
+            }
+        },
+        method="POST",
+        project_id=project_id,
+        is_admin=True,  # made by the service, for the project
+    )
+    try:
+        return ports.create(session, caller, values, now)
+    except NeutronError as error:
+        raise errors.OctaviaError(
+            error.status if error.status < 500 else 500, error.message
+        ) from None
+
+
+def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: datetime) -> LoadBalancer:
+    project_id = _project(caller, body)
+    provider = body.provider or PROVIDERS[0]
+    if provider not in PROVIDERS:
+        raise errors.OctaviaError(400, f"Provider '{provider}' is not enabled.")
+    subnet, port = _vip(session, caller, body)
+    balancer_id = str(uuid.uuid4())
+    if port is None:
+        address = str(body.vip_address) if body.vip_address is not None else None
+        port = _vip_port(session, caller, project_id, balancer_id, subnet, address, now)
+    else:
+        port.device_owner, port.device_id = OWNER, f"lb-{balancer_id}"
+        changes.update(session, "port", port, {}, now)
+    vip = next(a.ip_address for a in port.fixed_ips if a.subnet_id == subnet.id)
+    balancer = LoadBalancer(
+        id=balancer_id,
+        project_id=project_id,
+        name=body.name,
+        description=body.description,
+        admin_state_up=body.admin_state_up,
+        provisioning_status="PENDING_CREATE",
+        operating_status="OFFLINE",
+        vip_port_id=port.id,
+        vip_subnet_id=subnet.id,
+        vip_network_id=subnet.network_id,
+        vip_address=vip,
+        provider=provider,
+        created_at=now,
+        updated_at=now,
+        revision_number=1,
+        tags=sorted(set(body.tags)),
+    )
+    session.add(balancer)
+    session.flush()
+    changes.record(session, "loadbalancer", balancer, "create", now)
+    return balancer
+
+
+def update(
+    session: Session, caller: Caller, balancer: LoadBalancer, body: LoadBalancerPUT, now: datetime
+) -> LoadBalancer:
+    if balancer.provisioning_status in PENDING:
+        raise errors.pending(balancer.provisioning_status, balancer.id)
+    values = body.model_dump(exclude_unset=True)
+    if values.get("admin_state_up") is None and "admin_state_up" in values:
+        values["admin_state_up"] = False  # Octavia reads null as false
+    if "tags" in values:
+        values["tags"] = sorted(set(values["tags"] or balancer.tags or []))
+    changes.update(session, "loadbalancer", balancer, values, now)
+    balancer.provisioning_status = "PENDING_UPDATE"
+    return balancer
+
+
+def delete(
+    session: Session, caller: Caller, balancer: LoadBalancer, cascade: bool, now: datetime
+) -> None:
+    """PENDING_DELETE: the orchestrator removes its appliance, its VIP port
+    (the one it made) and its rows. Children need `cascade`."""
+    children = session.scalar(
+        select(Listener.id).where(Listener.load_balancer_id == balancer.id).limit(1)
+    ) or session.scalar(select(Pool.id).where(Pool.load_balancer_id == balancer.id).limit(1))
+    if children is not None and not cascade:
+        raise errors.validation(f"Cannot delete Load Balancer {balancer.id} - it has children")
+    if balancer.provisioning_status not in DELETABLE:
+        raise errors.pending(balancer.provisioning_status, balancer.id)
+    balancer.provisioning_status = "PENDING_DELETE"
+    changes.update(session, "loadbalancer", balancer, {}, now)

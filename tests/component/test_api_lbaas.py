@@ -1,0 +1,129 @@
+"""The Octavia v2 API (work in progress, issue 12): load balancers, their VIP
+ports, Octavia's envelopes, statuses and faults, on both prefixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session
+
+from astara.db.models import LoadBalancer
+from tests.component.conftest import Api, project
+
+LBS = "/v2/lbaas/loadbalancers"
+
+
+def fault(response: Any) -> tuple[int, str, str]:
+    body = response.json()
+    return response.status_code, body["faultcode"], body["faultstring"]
+
+
+def tenant_subnet(api: Api, cidr: str = "10.0.0.0/24") -> dict[str, Any]:
+    network = api.create_network(name="net")
+    created = api(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": network["id"], "ip_version": 4, "cidr": cidr}},
+    )
+    assert created.status_code == 201, created.text
+    subnet: dict[str, Any] = created.json()["subnet"]
+    return subnet
+
+
+def activate(engine: Engine, balancer_id: str) -> None:
+    """What the orchestrator will do once the appliance runs it."""
+    with Session(engine) as session:
+        session.execute(
+            update(LoadBalancer)
+            .where(LoadBalancer.id == balancer_id)
+            .values(provisioning_status="ACTIVE", operating_status="ONLINE")
+        )
+        session.commit()
+
+
+def test_a_load_balancer_gets_its_vip_port_and_octavias_shape(admin: Api, engine: Engine) -> None:
+    alice = project(admin, "alice")
+    subnet = tenant_subnet(alice)
+    made = alice("POST", LBS, {"loadbalancer": {"name": "web", "vip_subnet_id": subnet["id"]}})
+    assert made.status_code == 201, made.text
+    balancer = made.json()["loadbalancer"]
+    assert (balancer["provisioning_status"], balancer["operating_status"]) == (
+        "PENDING_CREATE",
+        "OFFLINE",
+    )
+    assert balancer["provider"] == "astara" and balancer["listeners"] == []
+    assert balancer["tenant_id"] == balancer["project_id"]
+    assert "T" in balancer["created_at"] and not balancer["created_at"].endswith("Z")
+    port = alice("GET", f"/v2.0/ports/{balancer['vip_port_id']}").json()["port"]
+    assert port["device_owner"] == "Octavia" and port["name"] == f"octavia-lb-{balancer['id']}"
+    assert port["fixed_ips"][0]["ip_address"] == balancer["vip_address"]
+    # Both prefixes; the list's links key is always there.
+    listed = alice("GET", "/v2.0/lbaas/loadbalancers").json()
+    assert [b["id"] for b in listed["loadbalancers"]] == [balancer["id"]]
+    assert listed["loadbalancers_links"] == []
+    assert alice("GET", f"{LBS}?name=other").json()["loadbalancers"] == []
+
+    # Immutable while pending; changed once ACTIVE (and pending again).
+    url = f"{LBS}/{balancer['id']}"
+    assert fault(alice("PUT", url, {"loadbalancer": {"name": "x"}})) == (
+        409,
+        "Client",
+        f"Invalid state PENDING_CREATE of loadbalancer resource {balancer['id']}",
+    )
+    activate(engine, balancer["id"])
+    changed = alice("PUT", url, {"loadbalancer": {"name": "front"}}).json()["loadbalancer"]
+    assert (changed["name"], changed["provisioning_status"]) == ("front", "PENDING_UPDATE")
+
+    # Another project's: 403 (Octavia finds it, then its policy refuses); none: 404.
+    bob = project(admin, "bob")
+    assert fault(bob("GET", url))[0] == 403
+    assert fault(bob("GET", f"{LBS}/{'0' * 8}-0000-0000-0000-{'0' * 12}")) == (
+        404,
+        "Client",
+        f"Load Balancer {'0' * 8}-0000-0000-0000-{'0' * 12} not found.",
+    )
+    assert bob("GET", LBS).json()["loadbalancers"] == []
+    assert fault(bob("GET", f"{LBS}?project_id={balancer['project_id']}"))[0] == 403
+
+    activate(engine, balancer["id"])
+    assert alice("DELETE", url).status_code == 204
+    assert alice("GET", url).json()["loadbalancer"]["provisioning_status"] == "PENDING_DELETE"
+
+
+def test_the_vip_is_chosen_as_octavia_chooses_it_and_refused_in_its_words(admin: Api) -> None:
+    subnet = tenant_subnet(admin)
+    by_network = admin(
+        "POST",
+        LBS,
+        {"loadbalancer": {"vip_network_id": subnet["network_id"], "vip_address": "10.0.0.50"}},
+    ).json()["loadbalancer"]
+    assert (by_network["vip_subnet_id"], by_network["vip_address"]) == (subnet["id"], "10.0.0.50")
+    port = admin(
+        "POST", "/v2.0/ports", {"port": {"network_id": subnet["network_id"], "name": "vip"}}
+    ).json()["port"]
+    by_port = admin("POST", LBS, {"loadbalancer": {"vip_port_id": port["id"]}}).json()[
+        "loadbalancer"
+    ]
+    assert by_port["vip_port_id"] == port["id"]
+    assert by_port["vip_address"] == port["fixed_ips"][0]["ip_address"]
+    again = admin("POST", LBS, {"loadbalancer": {"vip_port_id": port["id"]}})
+    assert fault(again)[2] == (
+        f"Validation failure: Port {port['id']} is already used by device lb-{by_port['id']} "
+    )
+    assert fault(admin("POST", LBS, {"loadbalancer": {"name": "x"}})) == (
+        400,
+        "Client",
+        "Validation failure: VIP must contain one of: vip_port_id, vip_network_id, vip_subnet_id.",
+    )
+    unknown = "11111111-2222-3333-4444-555555555555"
+    assert fault(admin("POST", LBS, {"loadbalancer": {"vip_subnet_id": unknown}}))[2] == (
+        f"Subnet {unknown} not found."
+    )
+    assert fault(admin("POST", LBS, {"loadbalancer": {"vip_subnet_id": "x"}}))[2] == (
+        "Invalid input for field/attribute vip_subnet_id. Value: 'x'. Value should be UUID format"
+    )
+    provider = {"vip_subnet_id": subnet["id"], "provider": "octavia"}
+    assert fault(admin("POST", LBS, {"loadbalancer": provider}))[2] == (
+        "Provider 'octavia' is not enabled."
+    )
