@@ -127,3 +127,61 @@ def test_the_vip_is_chosen_as_octavia_chooses_it_and_refused_in_its_words(admin:
     assert fault(admin("POST", LBS, {"loadbalancer": provider}))[2] == (
         "Provider 'octavia' is not enabled."
     )
+
+
+LISTENERS = "/v2/lbaas/listeners"
+
+
+def active_balancer(api: Api, engine: Engine) -> dict[str, Any]:
+    subnet = tenant_subnet(api)
+    made = api("POST", LBS, {"loadbalancer": {"vip_subnet_id": subnet["id"]}})
+    balancer: dict[str, Any] = made.json()["loadbalancer"]
+    activate(engine, balancer["id"])
+    return balancer
+
+
+def test_listeners_take_a_port_per_family_and_refuse_what_is_not_served(
+    admin: Api, engine: Engine
+) -> None:
+    balancer = active_balancer(admin, engine)
+
+    def listener(**fields: Any) -> Any:
+        body = {"loadbalancer_id": balancer["id"], "protocol": "HTTP", "protocol_port": 80}
+        return admin("POST", LISTENERS, {"listener": {**body, **fields}})
+
+    made = listener(connection_limit="100", insert_headers={"X-Forwarded-For": "true"})
+    assert made.status_code == 201, made.text
+    shown = made.json()["listener"]
+    assert (shown["connection_limit"], shown["timeout_client_data"]) == (100, 50000)
+    assert shown["loadbalancers"] == [{"id": balancer["id"]}]
+    assert shown["provisioning_status"] == "PENDING_CREATE"
+    # The load balancer waits for its appliance: no other change meanwhile.
+    lb = admin("GET", f"{LBS}/{balancer['id']}").json()["loadbalancer"]
+    assert lb["provisioning_status"] == "PENDING_UPDATE"
+    assert lb["listeners"] == [{"id": shown["id"]}]
+    assert fault(listener(protocol_port=81)) == (
+        409,
+        "Client",
+        f"Load Balancer {balancer['id']} is immutable and cannot be updated.",
+    )
+    activate(engine, balancer["id"])
+    assert fault(listener(protocol="TCP")) == (
+        409,
+        "Client",
+        "Another Listener on this Load Balancer is already using protocol HTTP"
+        " and protocol_port 80",
+    )
+    for protocol in ("TERMINATED_HTTPS", "UDP", "SCTP", "PROMETHEUS"):
+        assert fault(listener(protocol=protocol, protocol_port=443))[2] == (
+            f"The selected protocol is not allowed in this deployment: {protocol}"
+        )
+    assert (
+        fault(listener(protocol="TCP", protocol_port=22, insert_headers={"X-Real-IP": "true"}))[2]
+        == "insert-headers is not a valid option for a TCP protocol listener."
+    )
+    assert fault(listener(protocol_port=8080, allowed_cidrs=["2001:db8::/64"]))[2] == (
+        "Validation failure: CIDR 2001:db8::/64 IP version incompatible with all VIPs"
+        f" ['{balancer['vip_address']}'] IP version."
+    )
+    narrowed = listener(protocol_port=8080, allowed_cidrs=["10.1.2.3/24", "10.1.2.0/24"])
+    assert narrowed.json()["listener"]["allowed_cidrs"] == ["10.1.2.0/24"]

@@ -2,11 +2,14 @@
 clients use either): Octavia's envelopes (`{"loadbalancers": [...],
 "loadbalancers_links": []}`), status codes and fault bodies.
 
-Work in progress (issue 12): load balancers only.
+Work in progress (issue 12): load balancers and listeners.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -18,7 +21,7 @@ from astara.api.attributes import to_bool
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import TransactionDep, authenticated_router, json_body, now
-from astara.api.lbaas import errors
+from astara.api.lbaas import errors, listeners
 from astara.api.lbaas import load_balancers as lbs
 from astara.api.lbaas.bodies import parse
 from astara.db.models import Listener, LoadBalancer, Pool
@@ -48,64 +51,115 @@ def _view(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
     return lbs.view(balancer, *_children(session, balancer.id))
 
 
-def router(prefix: str) -> APIRouter:
-    routes = authenticated_router(prefix=f"{prefix}/loadbalancers")
+@dataclass(frozen=True)
+class Spec:
+    """One Octavia collection: its path and keys, body models, and the
+    resource module's functions (each in the request's transaction)."""
+
+    path: str
+    collection: str
+    member: str
+    model: Any  # the ORM class (for lists)
+    post: Any
+    put: Any
+    get: Callable[[Session, Caller, str], Any]
+    view: Callable[[Session, Any], dict[str, Any]]
+    create: Callable[[Session, Caller, Any, datetime], Any]
+    update: Callable[[Session, Caller, Any, Any, datetime], Any]
+    delete: Callable[[Session, Caller, Any, bool, datetime], None]
+
+
+def collection(prefix: str, spec: Spec) -> APIRouter:
+    routes = authenticated_router(prefix=f"{prefix}/{spec.path}")
+    model = spec.model
 
     @routes.get("")
-    async def list_balancers(request: Request, run: TransactionDep) -> Response:
+    async def list_items(request: Request, run: TransactionDep) -> Response:
         wanted = dict(request.query_params)
 
         def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
-            rows = select(LoadBalancer).where(LoadBalancer.provisioning_status != "DELETED")
+            rows = select(model)
+            if model is LoadBalancer:
+                rows = rows.where(LoadBalancer.provisioning_status != "DELETED")
             if not caller.is_admin:
                 named = wanted.get("project_id")
                 if named is not None and named != caller.project_id:
                     raise errors.forbidden()
-                rows = rows.where(LoadBalancer.project_id == caller.project_id)
-            rows = rows.order_by(LoadBalancer.created_at, LoadBalancer.id)
-            found = [_view(session, b) for b in session.scalars(rows)]
+                rows = rows.where(model.project_id == caller.project_id)
+            rows = rows.order_by(model.created_at, model.id)
+            found = [spec.view(session, row) for row in session.scalars(rows)]
             filters = {k: v for k, v in wanted.items() if k not in ("fields", "limit", "sort")}
-            return [b for b in found if all(str(b.get(k)) == v for k, v in filters.items())]
+            return [i for i in found if all(str(i.get(k)) == v for k, v in filters.items())]
 
-        return answer({"loadbalancers": await run(work), "loadbalancers_links": []})
+        return answer({spec.collection: await run(work), f"{spec.collection}_links": []})
 
     @routes.post("", status_code=201)
-    async def create_balancer(request: Request, run: TransactionDep) -> Response:
-        body = parse(lbs.LoadBalancerPOST, await json_body(request), "loadbalancer")
+    async def create_item(request: Request, run: TransactionDep) -> Response:
+        body = parse(spec.post, await json_body(request), spec.member)
 
         def work(session: Session, caller: Caller) -> dict[str, Any]:
-            return _view(session, lbs.create(session, caller, body, now()))
+            return spec.view(session, spec.create(session, caller, body, now()))
 
-        return answer({"loadbalancer": await run(work)}, 201)
+        return answer({spec.member: await run(work)}, 201)
 
-    @routes.get("/{balancer_id}")
-    async def show_balancer(balancer_id: str, run: TransactionDep) -> Response:
+    @routes.get("/{object_id}")
+    async def show_item(object_id: str, run: TransactionDep) -> Response:
         def work(session: Session, caller: Caller) -> dict[str, Any]:
-            return _view(session, lbs.get(session, caller, balancer_id))
+            return spec.view(session, spec.get(session, caller, object_id))
 
-        return answer({"loadbalancer": await run(work)})
+        return answer({spec.member: await run(work)})
 
-    @routes.put("/{balancer_id}")
-    async def update_balancer(request: Request, balancer_id: str, run: TransactionDep) -> Response:
-        body = parse(lbs.LoadBalancerPUT, await json_body(request), "loadbalancer")
+    @routes.put("/{object_id}")
+    async def update_item(request: Request, object_id: str, run: TransactionDep) -> Response:
+        body = parse(spec.put, await json_body(request), spec.member)
 
         def work(session: Session, caller: Caller) -> dict[str, Any]:
-            balancer = lbs.get(session, caller, balancer_id)
-            return _view(session, lbs.update(session, caller, balancer, body, now()))
+            row = spec.get(session, caller, object_id)
+            return spec.view(session, spec.update(session, caller, row, body, now()))
 
-        return answer({"loadbalancer": await run(work)})
+        return answer({spec.member: await run(work)})
 
-    @routes.delete("/{balancer_id}", status_code=204)
-    async def delete_balancer(request: Request, balancer_id: str, run: TransactionDep) -> Response:
+    @routes.delete("/{object_id}", status_code=204)
+    async def delete_item(request: Request, object_id: str, run: TransactionDep) -> Response:
         cascade = _true(request.query_params.get("cascade"))
 
         def work(session: Session, caller: Caller) -> None:
-            lbs.delete(session, caller, lbs.get(session, caller, balancer_id), cascade, now())
+            spec.delete(session, caller, spec.get(session, caller, object_id), cascade, now())
 
         await run(work)
         return Response(status_code=204)
 
     return routes
+
+
+SPECS = (
+    Spec(
+        "loadbalancers",
+        "loadbalancers",
+        "loadbalancer",
+        LoadBalancer,
+        lbs.LoadBalancerPOST,
+        lbs.LoadBalancerPUT,
+        lbs.get,
+        _view,
+        lbs.create,
+        lbs.update,
+        lbs.delete,
+    ),
+    Spec(
+        "listeners",
+        "listeners",
+        "listener",
+        Listener,
+        listeners.ListenerPOST,
+        listeners.ListenerPUT,
+        listeners.get,
+        lambda _, row: listeners.view(row),
+        listeners.create,
+        listeners.update,
+        lambda session, caller, row, _, when: listeners.delete(session, caller, row, when),
+    ),
+)
 
 
 def _true(value: str | None) -> bool:
@@ -119,4 +173,4 @@ def _true(value: str | None) -> bool:
 
 
 def routers() -> list[APIRouter]:
-    return [router(prefix) for prefix in PREFIXES]
+    return [collection(prefix, spec) for prefix in PREFIXES for spec in SPECS]

@@ -1,0 +1,77 @@
+"""What every Octavia object shares: its common attributes and view, the
+load balancer's immutability while a change is on its way, and the statuses
+a change sets (the object's and its load balancer's)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from astara.api import changes
+from astara.api.auth import Caller
+from astara.api.lbaas import errors
+from astara.db.models import LoadBalancer, LoadBalancerObject
+
+PENDING = ("PENDING_CREATE", "PENDING_UPDATE", "PENDING_DELETE")
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """Octavia's time format: ISO 8601 without a zone."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") if value is not None else None
+
+
+def object_view(row: LoadBalancerObject) -> dict[str, Any]:
+    """The attributes every object shows (`tenant_id` is `project_id`, as Octavia's)."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "admin_state_up": row.admin_state_up,
+        "project_id": row.project_id,
+        "tenant_id": row.project_id,
+        "provisioning_status": row.provisioning_status,
+        "operating_status": row.operating_status,
+        "tags": sorted(row.tags or []),
+        "created_at": timestamp(row.created_at),
+        "updated_at": timestamp(row.updated_at),
+    }
+
+
+def balancer_for_change(session: Session, caller: Caller, balancer_id: str) -> LoadBalancer:
+    """The load balancer a child object's change goes through: locked (a row
+    lock on PostgreSQL, the write lock on SQLite), the caller's, and ACTIVE
+    (else 409: Octavia's clients wait for ACTIVE between changes)."""
+    session.execute(
+        update(LoadBalancer)
+        .where(LoadBalancer.id == balancer_id)
+        .values(revision_number=LoadBalancer.revision_number)
+    )
+    session.expire_all()
+    balancer = session.get(LoadBalancer, balancer_id)
+    if balancer is None or balancer.provisioning_status == "DELETED":
+        raise errors.not_found("Load Balancer", balancer_id)
+    if not caller.is_admin and balancer.project_id != caller.project_id:
+        raise errors.forbidden()
+    if balancer.provisioning_status in PENDING:
+        raise errors.immutable("Load Balancer", balancer.id)
+    return balancer
+
+
+def changed(
+    session: Session,
+    balancer: LoadBalancer,
+    row: LoadBalancerObject,
+    kind: str,
+    action: str,
+    now: datetime,
+) -> None:
+    """A child's change recorded: it is PENDING_<action>, its load balancer
+    PENDING_UPDATE, until the appliance runs the config that has it."""
+    row.provisioning_status = f"PENDING_{action.upper()}"
+    row.updated_at = now
+    balancer.provisioning_status = "PENDING_UPDATE"
+    changes.update(session, "loadbalancer", balancer, {}, now)
+    changes.record(session, kind, row, action, now)
