@@ -185,3 +185,122 @@ def test_listeners_take_a_port_per_family_and_refuse_what_is_not_served(
     )
     narrowed = listener(protocol_port=8080, allowed_cidrs=["10.1.2.3/24", "10.1.2.0/24"])
     assert narrowed.json()["listener"]["allowed_cidrs"] == ["10.1.2.0/24"]
+
+
+def test_pools_members_and_monitors_with_octavias_rules(admin: Api, engine: Engine) -> None:
+    balancer = active_balancer(admin, engine)
+    lb_id = balancer["id"]
+    listener = admin(
+        "POST",
+        LISTENERS,
+        {"listener": {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}},
+    ).json()["listener"]
+    activate(engine, lb_id)
+
+    def post(path: str, member: str, **fields: Any) -> Any:
+        return admin("POST", f"/v2/lbaas/{path}", {member: fields})
+
+    assert fault(post("pools", "pool", protocol="HTTP", lb_algorithm="ROUND_ROBIN"))[2] == (
+        "Validation failure: Must provide at least one of: loadbalancer_id, listener_id"
+    )
+    assert fault(
+        post("pools", "pool", listener_id=listener["id"], protocol="TCP", lb_algorithm="SOURCE_IP")
+    )[2] == (
+        "Validation failure: The pool protocol 'TCP' is invalid while the listener protocol"
+        " is 'HTTP'."
+    )
+    assert (
+        fault(
+            post(
+                "pools",
+                "pool",
+                loadbalancer_id=lb_id,
+                protocol="HTTP",
+                lb_algorithm="SOURCE_IP_PORT",
+            )
+        )[0]
+        == 501
+    )
+    cookie = {"type": "APP_COOKIE"}
+    assert fault(
+        post(
+            "pools",
+            "pool",
+            loadbalancer_id=lb_id,
+            protocol="HTTP",
+            lb_algorithm="ROUND_ROBIN",
+            session_persistence=cookie,
+        )
+    )[2] == (
+        'Validation failure: Field "cookie_name" must be specified when using the "APP_COOKIE"'
+        " session persistence type."
+    )
+    made = post(
+        "pools",
+        "pool",
+        listener_id=listener["id"],
+        protocol="HTTP",
+        lb_algorithm="LEAST_CONNECTIONS",
+        session_persistence={"type": "HTTP_COOKIE"},
+    )
+    assert made.status_code == 201, made.text
+    pool = made.json()["pool"]
+    assert pool["listeners"] == [{"id": listener["id"]}] and pool["healthmonitor_id"] is None
+    shown = admin("GET", f"{LISTENERS}/{listener['id']}").json()["listener"]
+    assert shown["default_pool_id"] == pool["id"]
+    activate(engine, lb_id)
+
+    members_url = f"/v2/lbaas/pools/{pool['id']}/members"
+    member = admin(
+        "POST", members_url, {"member": {"address": "10.0.0.21", "protocol_port": 8080}}
+    ).json()["member"]
+    assert (member["weight"], member["operating_status"]) == (1, "NO_MONITOR")
+    assert "pool_id" not in member
+    activate(engine, lb_id)
+    again = admin("POST", members_url, {"member": {"address": "10.0.0.21", "protocol_port": 8080}})
+    assert fault(again) == (
+        409,
+        "Client",
+        "Another member on this pool is already using ip 10.0.0.21 on protocol_port 8080",
+    )
+    reserved = {"member": {"address": "169.254.169.254", "protocol_port": 80}}
+    assert fault(admin("POST", members_url, reserved))[2] == (
+        "169.254.169.254 is not a valid option for member address"
+    )
+    listed = admin("GET", members_url).json()
+    assert [m["id"] for m in listed["members"]] == [member["id"]] and listed["members_links"] == []
+
+    monitor = {"pool_id": pool["id"], "type": "TCP", "delay": 3, "timeout": 1, "max_retries": 2}
+    assert fault(post("healthmonitors", "healthmonitor", **monitor, url_path="/health"))[2] == (
+        "url_path is not a valid option for health monitors of type TCP"
+    )
+    assert fault(post("healthmonitors", "healthmonitor", **{**monitor, "type": "PING"}))[2] == (
+        "The selected type is not allowed in this deployment: PING"
+    )
+    http = post("healthmonitors", "healthmonitor", **{**monitor, "type": "HTTP"})
+    assert http.status_code == 201, http.text
+    made_monitor = http.json()["healthmonitor"]
+    assert (
+        made_monitor["http_method"],
+        made_monitor["url_path"],
+        made_monitor["expected_codes"],
+    ) == (
+        "GET",
+        "/",
+        "200",
+    )
+    assert made_monitor["pools"] == [{"id": pool["id"]}]
+    activate(engine, lb_id)
+    assert fault(post("healthmonitors", "healthmonitor", **monitor)) == (
+        409,
+        "Client",
+        "This pool already has a health monitor",
+    )
+    assert (
+        admin("GET", f"/v2/lbaas/pools/{pool['id']}").json()["pool"]["healthmonitor_id"]
+        == (made_monitor["id"])
+    )
+    bad = post("healthmonitors", "healthmonitor", **{**monitor, "expected_codes": "2xx"})
+    assert fault(bad)[2].startswith(
+        "Invalid input for field/attribute expected_codes. Value: '2xx'."
+    )

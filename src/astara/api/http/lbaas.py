@@ -2,7 +2,8 @@
 clients use either): Octavia's envelopes (`{"loadbalancers": [...],
 "loadbalancers_links": []}`), status codes and fault bodies.
 
-Work in progress (issue 12): load balancers and listeners.
+Work in progress (issue 12): load balancers, listeners, pools, members,
+health monitors; no L7, status tree, stats, quotas or providers yet.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from astara.api.attributes import to_bool
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import TransactionDep, authenticated_router, json_body, now
-from astara.api.lbaas import errors, listeners
+from astara.api.lbaas import errors, health_monitors, listeners, members, pools
 from astara.api.lbaas import load_balancers as lbs
 from astara.api.lbaas.bodies import parse
-from astara.db.models import Listener, LoadBalancer, Pool
+from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
 
 PREFIXES = ("/v2/lbaas", "/v2.0/lbaas")
 
@@ -159,7 +160,91 @@ SPECS = (
         listeners.update,
         lambda session, caller, row, _, when: listeners.delete(session, caller, row, when),
     ),
+    Spec(
+        "pools",
+        "pools",
+        "pool",
+        Pool,
+        pools.PoolPOST,
+        pools.PoolPUT,
+        pools.get,
+        pools.view,
+        pools.create,
+        pools.update,
+        lambda session, caller, row, _, when: pools.delete(session, caller, row, when),
+    ),
+    Spec(
+        "healthmonitors",
+        "healthmonitors",
+        "healthmonitor",
+        HealthMonitor,
+        health_monitors.HealthMonitorPOST,
+        health_monitors.HealthMonitorPUT,
+        health_monitors.get,
+        lambda _, row: health_monitors.view(row),
+        health_monitors.create,
+        health_monitors.update,
+        lambda session, caller, row, _, when: health_monitors.delete(session, caller, row, when),
+    ),
 )
+
+
+def member_routes(prefix: str) -> APIRouter:
+    """A pool's members, under `/pools/{pool_id}/members` (an unknown pool: 404)."""
+    routes = authenticated_router(prefix=f"{prefix}/pools/{{pool_id}}/members")
+
+    @routes.get("")
+    async def list_members(request: Request, pool_id: str, run: TransactionDep) -> Response:
+        wanted = {k: v for k, v in request.query_params.items() if k not in ("fields", "limit")}
+
+        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
+            pool = pools.get(session, caller, pool_id)
+            found = [members.view(m) for m in pool.members]
+            return [m for m in found if all(str(m.get(k)) == v for k, v in wanted.items())]
+
+        return answer({"members": await run(work), "members_links": []})
+
+    @routes.post("", status_code=201)
+    async def create_member(request: Request, pool_id: str, run: TransactionDep) -> Response:
+        body = parse(members.MemberPOST, await json_body(request), "member")
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            pool = pools.get(session, caller, pool_id)
+            return members.view(members.create(session, caller, pool, body, now()))
+
+        return answer({"member": await run(work)}, 201)
+
+    @routes.get("/{member_id}")
+    async def show_member(pool_id: str, member_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            pool = pools.get(session, caller, pool_id)
+            return members.view(members.get(session, caller, pool, member_id))
+
+        return answer({"member": await run(work)})
+
+    @routes.put("/{member_id}")
+    async def update_member(
+        request: Request, pool_id: str, member_id: str, run: TransactionDep
+    ) -> Response:
+        body = parse(members.MemberPUT, await json_body(request), "member")
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            pool = pools.get(session, caller, pool_id)
+            member = members.get(session, caller, pool, member_id)
+            return members.view(members.update(session, caller, member, body, now()))
+
+        return answer({"member": await run(work)})
+
+    @routes.delete("/{member_id}", status_code=204)
+    async def delete_member(pool_id: str, member_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> None:
+            pool = pools.get(session, caller, pool_id)
+            members.delete(session, caller, members.get(session, caller, pool, member_id), now())
+
+        await run(work)
+        return Response(status_code=204)
+
+    return routes
 
 
 def _true(value: str | None) -> bool:
@@ -173,4 +258,6 @@ def _true(value: str | None) -> bool:
 
 
 def routers() -> list[APIRouter]:
-    return [collection(prefix, spec) for prefix in PREFIXES for spec in SPECS]
+    """Members first: `/pools/{id}/members` must not be read as a pool's id."""
+    found = [member_routes(prefix) for prefix in PREFIXES]
+    return found + [collection(prefix, spec) for prefix in PREFIXES for spec in SPECS]

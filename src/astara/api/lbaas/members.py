@@ -1,0 +1,157 @@
+"""Octavia members: `/v2/lbaas/pools/{pool_id}/members` (fact sheet §6.8,
+research §5.5). Work in progress (issue 12)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, IPvAnyAddress
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from astara.api.auth import Caller
+from astara.api.lbaas import common, errors
+from astara.api.lbaas.bodies import Body
+from astara.db.models import HealthMonitor, Member, Network, Pool, Subnet
+
+RESOURCE = "Member"
+# Addresses no member may have (Octavia's `[networking] reserved_ips`).
+RESERVED = ("169.254.169.254",)
+
+
+class MemberPUT(Body):
+    name: str | None = Field(default=None, max_length=255)
+    admin_state_up: bool | None = None
+    weight: int | None = Field(default=None, ge=0, le=256)
+    backup: bool | None = None
+    monitor_address: IPvAnyAddress | None = None
+    monitor_port: int | None = Field(default=None, ge=1, le=65535)
+    tags: list[str] | None = None
+
+
+class MemberPOST(MemberPUT):
+    address: IPvAnyAddress
+    protocol_port: int = Field(ge=1, le=65535)
+    subnet_id: uuid.UUID | None = None
+    project_id: str | None = Field(default=None, max_length=36)
+    tenant_id: str | None = Field(default=None, max_length=36)
+
+
+def view(member: Member) -> dict[str, Any]:
+    shown = common.object_view(member)
+    del shown["description"]  # Octavia's members have none
+    return {
+        **shown,
+        "address": member.address,
+        "protocol_port": member.protocol_port,
+        "weight": member.weight,
+        "backup": member.backup,
+        "subnet_id": member.subnet_id,
+        "monitor_address": member.monitor_address,
+        "monitor_port": member.monitor_port,
+        "vnic_type": "normal",
+    }
+
+
+def get(session: Session, caller: Caller, pool: Pool, member_id: str) -> Member:
+    member = session.get(Member, member_id)
+    if member is None or member.pool_id != pool.id:
+        raise errors.not_found(RESOURCE, member_id)
+    return member
+
+
+def _subnet(session: Session, caller: Caller, subnet_id: uuid.UUID | None) -> str | None:
+    if subnet_id is None:
+        return None
+    subnet = session.get(Subnet, str(subnet_id))
+    network = session.get(Network, subnet.network_id) if subnet is not None else None
+    if (
+        subnet is None
+        or network is None
+        or not (caller.is_admin or network.project_id == caller.project_id or network.shared)
+    ):
+        raise errors.OctaviaError(400, f"Subnet {subnet_id} not found.")
+    return subnet.id
+
+
+def create(session: Session, caller: Caller, pool: Pool, body: MemberPOST, now: datetime) -> Member:
+    balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
+    address = str(body.address)
+    if address in RESERVED:
+        raise errors.invalid_option(address, "member address")
+    taken = session.scalar(
+        select(Member.id).where(
+            Member.pool_id == pool.id,
+            Member.address == address,
+            Member.protocol_port == body.protocol_port,
+        )
+    )
+    if taken is not None:
+        raise errors.OctaviaError(
+            409,
+            f"Another member on this pool is already using ip {address} on protocol_port"
+            f" {body.protocol_port}",
+        )
+    monitored = session.scalar(select(HealthMonitor.id).where(HealthMonitor.pool_id == pool.id))
+    member = Member(
+        id=str(uuid.uuid4()),
+        project_id=pool.project_id,
+        pool_id=pool.id,
+        name=body.name or "",
+        description="",
+        admin_state_up=body.admin_state_up is not False,
+        provisioning_status="PENDING_CREATE",
+        operating_status="OFFLINE" if monitored else "NO_MONITOR",
+        address=address,
+        protocol_port=body.protocol_port,
+        weight=1 if body.weight is None else body.weight,
+        backup=bool(body.backup),
+        subnet_id=_subnet(session, caller, body.subnet_id),
+        monitor_address=str(body.monitor_address) if body.monitor_address else None,
+        monitor_port=body.monitor_port,
+        created_at=now,
+        updated_at=now,
+        revision_number=1,
+        tags=sorted(set(body.tags or [])),
+    )
+    session.add(member)
+    session.flush()
+    pool.provisioning_status = "PENDING_UPDATE"
+    common.changed(session, balancer, member, "member", "create", now)
+    return member
+
+
+def update(
+    session: Session, caller: Caller, member: Member, body: MemberPUT, now: datetime
+) -> Member:
+    pool = session.get(Pool, member.pool_id)
+    assert pool is not None
+    balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
+    values = body.model_dump(exclude_unset=True)
+    if "weight" in values:
+        member.weight = 1 if body.weight is None else body.weight
+    if "backup" in values:
+        member.backup = bool(body.backup)
+    if "monitor_address" in values:
+        member.monitor_address = str(body.monitor_address) if body.monitor_address else None
+    if "monitor_port" in values:
+        member.monitor_port = body.monitor_port
+    if "name" in values:
+        member.name = values["name"] or ""
+    if "admin_state_up" in values:
+        member.admin_state_up = values["admin_state_up"] is True
+    if values.get("tags") is not None:
+        member.tags = sorted(set(values["tags"]))
+    pool.provisioning_status = "PENDING_UPDATE"
+    common.changed(session, balancer, member, "member", "update", now)
+    return member
+
+
+def delete(session: Session, caller: Caller, member: Member, now: datetime) -> None:
+    pool = session.get(Pool, member.pool_id)
+    assert pool is not None
+    balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
+    pool.provisioning_status = "PENDING_UPDATE"
+    common.changed(session, balancer, member, "member", "delete", now)
