@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
@@ -36,6 +35,7 @@ from tests.unit.configs import (
     representative_config,
 )
 from tests.unit.validators import (
+    assert_accepted,
     dnsmasq_hosts_test,
     dnsmasq_test,
     haproxy_check,
@@ -79,10 +79,6 @@ def nft_check(text: str, scratch: Path) -> None:
         nft_ok(netns, "-c", "-f", str(path))
         # A check changes nothing.
         assert nft_ok(netns, "list", "ruleset") == ""
-
-
-def assert_accepted(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, f"refused:\n{result.stdout}{result.stderr}"
 
 
 # --- goldens -----------------------------------------------------------------------------

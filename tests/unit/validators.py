@@ -86,6 +86,10 @@ def dnsmasq_hosts_test(hosts: Path, conf: Path, scratch: Path) -> subprocess.Com
     return dnsmasq_test(wrapper)
 
 
+def assert_accepted(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"refused:\n{result.stdout}{result.stderr}"
+
+
 def haproxy_check(conf: Path) -> subprocess.CompletedProcess[str]:
     return run(["haproxy", "-c", "-f", str(conf)])
 

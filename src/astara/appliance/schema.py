@@ -224,6 +224,81 @@ class MetadataHost(StrictModel):
     project_id: HeaderValue
 
 
+class LbMonitor(StrictModel):
+    """A pool's health check, as haproxy runs it."""
+
+    type: Literal["HTTP", "HTTPS", "TCP", "TLS-HELLO"]
+    delay_s: int = Field(ge=0)
+    timeout_s: int = Field(ge=0)
+    rise: int = Field(ge=1, le=10)
+    fall: int = Field(ge=1, le=10)
+    http_method: str | None = Field(default=None, pattern=r"^[A-Z]{3,7}$")
+    url_path: str | None = Field(default=None, pattern=r"^/[^\s]*$", max_length=2048)
+    expected_codes: str | None = Field(
+        default=None, pattern=r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$"
+    )
+    http_version: Literal["1.0", "1.1"] | None = None
+    domain_name: Hostname | None = None
+    enabled: bool = True
+
+
+class LbMember(StrictModel):
+    id: Identifier
+    address: IPAddress
+    port: int = Field(ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=256)
+    backup: bool = False
+    enabled: bool = True
+    monitor_address: IPAddress | None = None
+    monitor_port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class LbPool(StrictModel):
+    id: Identifier
+    protocol: Literal["HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2"]
+    algorithm: Literal["ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP"]
+    persistence: Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"] | None = None
+    cookie_name: str | None = Field(default=None, pattern=r"^[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,255}$")
+    enabled: bool = True
+    members: list[LbMember] = Field(default_factory=list, max_length=10_000)
+    monitor: LbMonitor | None = None
+
+
+LbHeader = Literal["X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto"]
+
+
+class LbListener(StrictModel):
+    id: Identifier
+    protocol: Literal["HTTP", "HTTPS", "TCP"]
+    port: int = Field(ge=1, le=65535)
+    enabled: bool = True
+    connection_limit: int = Field(default=-1, ge=-1)
+    default_pool: Identifier | None = None
+    insert_headers: list[LbHeader] = Field(default_factory=list)
+    timeout_client_data_ms: int = Field(default=50000, ge=0)
+    timeout_member_connect_ms: int = Field(default=5000, ge=0)
+    timeout_member_data_ms: int = Field(default=50000, ge=0)
+    timeout_tcp_inspect_ms: int = Field(default=0, ge=0)
+    allowed_cidrs: list[IPNetwork] = Field(default_factory=list)
+
+
+# The pool protocols a listener's protocol carries (Octavia's matrix).
+LB_POOL_PROTOCOLS = {
+    "HTTP": ("HTTP", "PROXY", "PROXYV2"),
+    "HTTPS": ("HTTPS", "PROXY", "PROXYV2", "TCP"),
+    "TCP": ("HTTP", "HTTPS", "PROXY", "PROXYV2", "TCP"),
+}
+
+
+class LoadBalancerSection(StrictModel):
+    """A load balancer's listeners and pools, served by haproxy on `vip`."""
+
+    vip: IPAddress
+    enabled: bool = True
+    listeners: list[LbListener] = Field(default_factory=list, max_length=64)
+    pools: list[LbPool] = Field(default_factory=list, max_length=64)
+
+
 class ApplianceConfig(StrictModel):
     """An appliance, schema version 1: a router (`kind` "router"), or a
     network's DHCP server (`kind` "dhcp": internal interfaces only, nothing
@@ -231,7 +306,7 @@ class ApplianceConfig(StrictModel):
     nothing (its ruleset drops every forwarded packet)."""
 
     schema_version: Literal[1] = 1
-    kind: Literal["router", "dhcp"] = "router"
+    kind: Literal["router", "dhcp", "loadbalancer"] = "router"
     forwarding: bool = True
     interfaces: list[Interface] = Field(min_length=1, max_length=64)
     subnets: list[Subnet] = Field(default_factory=list)
@@ -241,6 +316,7 @@ class ApplianceConfig(StrictModel):
     floating_ips: list[FloatingIp] = Field(default_factory=list, max_length=65536)
     firewalls: list[Firewall] = Field(default_factory=list, max_length=64)
     metadata_hosts: list[MetadataHost] = Field(default_factory=list, max_length=65536)
+    loadbalancer: LoadBalancerSection | None = None
 
     def external_interface(self) -> Interface | None:
         return next((i for i in self.interfaces if i.role is Role.external), None)
@@ -326,6 +402,7 @@ class _SemanticCheck:
         self.check_floating_ips()
         self.check_firewalls()
         self.check_metadata_hosts()
+        self.check_loadbalancer()
         return self.errors
 
     def check_kind(self) -> None:
@@ -617,3 +694,67 @@ class _SemanticCheck:
             self.once("metadata", host.ip_address, f"duplicate address {host.ip_address}", *loc)
             if not any(host.ip_address in network for network in internal):
                 self.error(f"{host.ip_address} is in no internal subnet", *loc)
+
+    def check_loadbalancer(self) -> None:
+        """A load balancer appliance: internal interfaces, the VIP one of
+        their addresses, nothing routed or translated; listeners unique per
+        port, each default pool one of its pools with a protocol it carries."""
+        config, section = self.config, self.config.loadbalancer
+        if config.kind != "loadbalancer":
+            if section is not None:
+                self.error(
+                    "only a loadbalancer appliance has a loadbalancer section", "loadbalancer"
+                )
+            return
+        why = "a loadbalancer appliance routes nothing"
+        if section is None:
+            self.error("a loadbalancer appliance needs its loadbalancer section", "loadbalancer")
+            return
+        for index, interface in enumerate(config.interfaces):
+            if interface.role is not Role.internal:
+                self.error(f"{why}: internal interfaces only", "interfaces", index, "role")
+        for name in ("snat", "floating_ips", "firewalls", "metadata_hosts", "dhcp_hosts"):
+            value = getattr(config, name)
+            if value if name != "snat" else value.enabled:
+                self.error(f"{why}: no {name}", name)
+        if config.forwarding:
+            self.error(f"{why}: forwarding must be false", "forwarding")
+        if section.vip not in self.own_addresses():
+            self.error(f"{section.vip} is no address of the appliance", "loadbalancer", "vip")
+        pools = {pool.id: pool for pool in section.pools}
+        for index, pool in enumerate(section.pools):
+            loc = ("loadbalancer", "pools", index)
+            self.once("lb pool", pool.id, f"duplicate pool {pool.id}", *loc, "id")
+            if (pool.persistence == "APP_COOKIE") != (pool.cookie_name is not None):
+                self.error(
+                    "a cookie name goes with APP_COOKIE persistence only", *loc, "cookie_name"
+                )
+            for m_index, member in enumerate(pool.members):
+                self.once(
+                    "lb member",
+                    member.id,
+                    f"duplicate member {member.id}",
+                    *loc,
+                    "members",
+                    m_index,
+                )
+        for index, listener in enumerate(section.listeners):
+            loc = ("loadbalancer", "listeners", index)
+            self.once("lb listener", listener.id, f"duplicate listener {listener.id}", *loc, "id")
+            self.once("lb port", listener.port, f"port {listener.port} is taken", *loc, "port")
+            default = pools.get(listener.default_pool) if listener.default_pool else None
+            if listener.default_pool is not None and default is None:
+                self.error(f"no pool {listener.default_pool}", *loc, "default_pool")
+            if default is not None and default.protocol not in LB_POOL_PROTOCOLS[listener.protocol]:
+                self.error(
+                    f"a {listener.protocol} listener cannot use a {default.protocol} pool",
+                    *loc,
+                    "default_pool",
+                )
+            if listener.insert_headers and listener.protocol != "HTTP":
+                self.error("headers are inserted by HTTP listeners only", *loc, "insert_headers")
+            for c_index, cidr in enumerate(listener.allowed_cidrs):
+                if cidr.version != section.vip.version:
+                    self.error(
+                        f"{cidr} is not of the VIP's IP version", *loc, "allowed_cidrs", c_index
+                    )

@@ -44,8 +44,9 @@ class MetadataProxy:
 
 
 def serves_metadata(config: ApplianceConfig) -> bool:
-    """An appliance with an internal IPv4 address serves its instances."""
-    return any(
+    """A router or DHCP appliance with an internal IPv4 address serves its
+    instances (a load balancer serves its listeners only)."""
+    return config.kind in ("router", "dhcp") and any(
         address.version == 4
         for interface in config.interfaces
         if interface.role is Role.internal

@@ -180,7 +180,7 @@ def _chains(config: ApplianceConfig) -> str:
         for i in config.interfaces
         if i.role is Role.internal
     )
-    if internal:
+    if internal and config.kind != "loadbalancer":
         # Instances' metadata requests go to the appliance's proxy (haproxy,
         # when its host serves metadata: see render.haproxy).
         names = ", ".join(f'"{name}"' for name in internal)
