@@ -3,13 +3,19 @@ ports, Octavia's envelopes, statuses and faults, on both prefixes."""
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
+from astara.appliance.render.loadbalancer import render_loadbalancer
+from astara.appliance.schema import validate_semantics
 from astara.db.models import LoadBalancer
+from astara.drivers import loadbalancer as lb_driver
 from tests.component.conftest import Api, project
+from tests.unit.validators import haproxy_check
 
 LBS = "/v2/lbaas/loadbalancers"
 
@@ -304,3 +310,51 @@ def test_pools_members_and_monitors_with_octavias_rules(admin: Api, engine: Engi
     assert fault(bad)[2].startswith(
         "Invalid input for field/attribute expected_codes. Value: '2xx'."
     )
+
+
+def test_a_load_balancer_plans_an_appliance_haproxy_accepts(
+    admin: Api, engine: Engine, tmp_path: Path
+) -> None:
+    """What the API made becomes a config the appliance takes and a
+    rendering haproxy accepts (the appliance itself: issue 12, next)."""
+    balancer = active_balancer(admin, engine)
+    lb_id = balancer["id"]
+    body = {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80}
+    listener = admin("POST", LISTENERS, {"listener": body}).json()["listener"]
+    activate(engine, lb_id)
+    pool = admin(
+        "POST",
+        "/v2/lbaas/pools",
+        {
+            "pool": {
+                "listener_id": listener["id"],
+                "protocol": "HTTP",
+                "lb_algorithm": "ROUND_ROBIN",
+            }
+        },
+    ).json()["pool"]
+    activate(engine, lb_id)
+    for address in ("10.0.0.21", "10.0.0.22"):
+        made = admin(
+            "POST",
+            f"/v2/lbaas/pools/{pool['id']}/members",
+            {"member": {"address": address, "protocol_port": 8000}},
+        )
+        assert made.status_code == 201, made.text
+        activate(engine, lb_id)
+    monitor = {"pool_id": pool["id"], "type": "HTTP", "delay": 1, "timeout": 1, "max_retries": 2}
+    assert admin("POST", "/v2/lbaas/healthmonitors", {"healthmonitor": monitor}).status_code == 201
+    with Session(engine) as session:
+        row = session.get(LoadBalancer, lb_id)
+        assert row is not None
+        planned = lb_driver.plan(session, row)
+    assert planned.appliance_id == f"lb-{lb_id}" and planned.ports == [balancer["vip_port_id"]]
+    config = planned.config
+    assert config is not None and validate_semantics(config) == []
+    assert config.routes[0].nexthop == ipaddress.ip_address("10.0.0.1")
+    section = config.loadbalancer
+    assert section is not None and [p.id for p in section.pools] == [pool["id"]]
+    assert {str(m.address) for m in section.pools[0].members} == {"10.0.0.21", "10.0.0.22"}
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(render_loadbalancer(section, tmp_path))
+    assert haproxy_check(path).returncode == 0, path.read_text()

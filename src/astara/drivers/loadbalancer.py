@@ -1,0 +1,178 @@
+"""The load balancer driver: an Octavia load balancer's rows → its
+appliance's config (`lb-<id>`, kind "loadbalancer").
+
+One interface, the VIP port, with the VIP's address on its subnet; a
+default route through that subnet's gateway (members on other subnets, and
+clients from anywhere, are reached through the tenant's router); nothing
+forwarded. The loadbalancer section lists what haproxy serves: enabled
+listeners and their pools, members and monitors, without what is being
+deleted (PENDING_DELETE). Read-only, like the other drivers.
+
+Work in progress (issue 12): the VIP subnet only (Octavia plugs member
+subnets too), and no batch reads yet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from astara.appliance.schema import ApplianceConfig
+from astara.db.models import (
+    HealthMonitor,
+    Listener,
+    LoadBalancer,
+    Member,
+    Network,
+    Pool,
+    Port,
+    Subnet,
+)
+from astara.drivers.appliance import AppliancePlan, NetworkNeed
+
+PREFIX = "lb-"
+GONE = ("PENDING_DELETE", "DELETED")
+
+
+def appliance_id(balancer_id: str) -> str:
+    return PREFIX + balancer_id
+
+
+def balancer_id(appliance_id: str) -> str | None:
+    """The load balancer an appliance id stands for, or None."""
+    return appliance_id.removeprefix(PREFIX) if appliance_id.startswith(PREFIX) else None
+
+
+def plan(session: Session, balancer: LoadBalancer) -> AppliancePlan:
+    result = AppliancePlan(appliance_id(balancer.id), None)
+    if balancer.provisioning_status in GONE or balancer.vip_port_id is None:
+        return result  # being removed: no appliance
+    port = session.get(Port, balancer.vip_port_id, options=[selectinload(Port.fixed_ips)])
+    subnet = session.get(Subnet, balancer.vip_subnet_id)
+    network = session.get(Network, balancer.vip_network_id)
+    if port is None or subnet is None or network is None:
+        return result
+    result.ports = [port.id]
+    result.networks[network.id] = NetworkNeed(network.mtu, network.external)
+    prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+    routes = []
+    if subnet.gateway_ip and subnet.gateway_ip != balancer.vip_address:
+        default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
+        routes.append({"destination": default, "nexthop": subnet.gateway_ip})
+    config = {
+        "schema_version": 1,
+        "kind": "loadbalancer",
+        "forwarding": False,
+        "interfaces": [
+            {
+                "mac": port.mac_address,
+                "network_id": network.id,
+                "role": "internal",
+                "addresses": [f"{balancer.vip_address}/{prefix}"],
+                "mtu": network.mtu,
+            }
+        ],
+        "routes": routes,
+        "loadbalancer": _section(session, balancer),
+    }
+    result.config = ApplianceConfig.model_validate(config)
+    return result
+
+
+def _section(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
+    listeners = session.scalars(
+        select(Listener)
+        .where(Listener.load_balancer_id == balancer.id, Listener.provisioning_status.not_in(GONE))
+        .order_by(Listener.protocol_port, Listener.id)
+    ).all()
+    pools = session.scalars(
+        select(Pool)
+        .where(Pool.load_balancer_id == balancer.id, Pool.provisioning_status.not_in(GONE))
+        .order_by(Pool.created_at, Pool.id)
+    ).all()
+    pool_ids = [p.id for p in pools]
+    monitors = {
+        m.pool_id: m
+        for m in session.scalars(
+            select(HealthMonitor).where(
+                HealthMonitor.pool_id.in_(pool_ids), HealthMonitor.provisioning_status.not_in(GONE)
+            )
+        )
+    }
+    members: dict[str, list[Member]] = {p: [] for p in pool_ids}
+    for member in session.scalars(
+        select(Member)
+        .where(Member.pool_id.in_(pool_ids), Member.provisioning_status.not_in(GONE))
+        .order_by(Member.created_at, Member.id)
+    ):
+        members[member.pool_id].append(member)
+    served = set(pool_ids)
+    return {
+        "vip": balancer.vip_address,
+        "enabled": balancer.admin_state_up,
+        "listeners": [
+            {
+                "id": listener.id,
+                "protocol": listener.protocol,
+                "port": listener.protocol_port,
+                "enabled": listener.admin_state_up,
+                "connection_limit": listener.connection_limit,
+                "default_pool": listener.default_pool_id
+                if listener.default_pool_id in served
+                else None,
+                "insert_headers": sorted(
+                    k for k, v in (listener.insert_headers or {}).items() if v.lower() == "true"
+                ),
+                "timeout_client_data_ms": listener.timeout_client_data,
+                "timeout_member_connect_ms": listener.timeout_member_connect,
+                "timeout_member_data_ms": listener.timeout_member_data,
+                "timeout_tcp_inspect_ms": listener.timeout_tcp_inspect,
+                "allowed_cidrs": listener.allowed_cidrs or [],
+            }
+            for listener in listeners
+        ],
+        "pools": [_pool(pool, members[pool.id], monitors.get(pool.id)) for pool in pools],
+    }
+
+
+def _pool(pool: Pool, members: list[Member], monitor: HealthMonitor | None) -> dict[str, Any]:
+    persistence = pool.session_persistence or {}
+    return {
+        "id": pool.id,
+        "protocol": pool.protocol,
+        "algorithm": pool.lb_algorithm,
+        "persistence": persistence.get("type"),
+        "cookie_name": persistence.get("cookie_name"),
+        "enabled": pool.admin_state_up,
+        "members": [
+            {
+                "id": m.id,
+                "address": m.address,
+                "port": m.protocol_port,
+                "weight": m.weight,
+                "backup": m.backup,
+                "enabled": m.admin_state_up,
+                "monitor_address": m.monitor_address,
+                "monitor_port": m.monitor_port,
+            }
+            for m in members
+        ],
+        "monitor": None
+        if monitor is None
+        else {
+            "type": monitor.type,
+            "delay_s": max(1, monitor.delay),  # haproxy checks need an interval
+            "timeout_s": max(1, monitor.timeout),
+            "rise": monitor.max_retries,
+            "fall": monitor.max_retries_down,
+            "http_method": monitor.http_method,
+            "url_path": monitor.url_path,
+            "expected_codes": monitor.expected_codes,
+            "http_version": monitor.http_version,
+            "domain_name": monitor.domain_name,
+            "enabled": monitor.admin_state_up,
+        },
+    }
