@@ -94,7 +94,9 @@ def test_a_load_balancer_gets_its_vip_port_and_octavias_shape(admin: Api, engine
 
     activate(engine, balancer["id"])
     assert alice("DELETE", url).status_code == 204
-    assert alice("GET", url).json()["loadbalancer"]["provisioning_status"] == "PENDING_DELETE"
+    # Gone at once, with the VIP port it made.
+    assert fault(alice("GET", url))[0] == 404
+    assert alice("GET", f"/v2.0/ports/{balancer['vip_port_id']}").status_code == 404
 
 
 def test_the_vip_is_chosen_as_octavia_chooses_it_and_refused_in_its_words(admin: Api) -> None:
@@ -358,3 +360,33 @@ def test_a_load_balancer_plans_an_appliance_haproxy_accepts(
     path = tmp_path / "haproxy.cfg"
     path.write_text(render_loadbalancer(section, tmp_path))
     assert haproxy_check(path).returncode == 0, path.read_text()
+
+
+def test_deletes_cascade_or_wait_for_the_children(admin: Api, engine: Engine) -> None:
+    balancer = active_balancer(admin, engine)
+    lb_id = balancer["id"]
+    body = {"loadbalancer_id": lb_id, "protocol": "TCP", "protocol_port": 22}
+    listener = admin("POST", LISTENERS, {"listener": body}).json()["listener"]
+    activate(engine, lb_id)
+    pool = admin(
+        "POST",
+        "/v2/lbaas/pools",
+        {"pool": {"listener_id": listener["id"], "protocol": "TCP", "lb_algorithm": "SOURCE_IP"}},
+    ).json()["pool"]
+    activate(engine, lb_id)
+    assert fault(admin("DELETE", f"{LBS}/{lb_id}")) == (
+        400,
+        "Client",
+        f"Validation failure: Cannot delete Load Balancer {lb_id} - it has children",
+    )
+    # A pool deleted: its listener has no default pool any more.
+    assert admin("DELETE", f"/v2/lbaas/pools/{pool['id']}").status_code == 204
+    assert (
+        admin("GET", f"{LISTENERS}/{listener['id']}").json()["listener"]["default_pool_id"] is None
+    )
+    assert admin("GET", f"{LBS}/{lb_id}").json()["loadbalancer"]["provisioning_status"] == (
+        "PENDING_UPDATE"
+    )
+    activate(engine, lb_id)
+    assert admin("DELETE", f"{LBS}/{lb_id}?cascade=True").status_code == 204
+    assert fault(admin("GET", f"{LISTENERS}/{listener['id']}"))[0] == 404

@@ -75,3 +75,16 @@ def changed(
     balancer.provisioning_status = "PENDING_UPDATE"
     changes.update(session, "loadbalancer", balancer, {}, now)
     changes.record(session, kind, row, action, now)
+
+
+def removed(
+    session: Session, balancer: LoadBalancer, row: LoadBalancerObject, kind: str, now: datetime
+) -> None:
+    """A child gone from the API at once (a GET finds it no more, which is
+    what Octavia's clients wait for); its load balancer PENDING_UPDATE until
+    the appliance runs the config without it."""
+    session.delete(row)
+    session.flush()
+    balancer.provisioning_status = "PENDING_UPDATE"
+    changes.update(session, "loadbalancer", balancer, {}, now)
+    changes.record(session, kind, row, "delete", now, {"loadbalancer_id": balancer.id})

@@ -198,4 +198,4 @@ def delete(session: Session, caller: Caller, monitor: HealthMonitor, now: dateti
     assert pool is not None
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
     pool.provisioning_status = "PENDING_UPDATE"
-    common.changed(session, balancer, monitor, "healthmonitor", "delete", now)
+    common.removed(session, balancer, monitor, "healthmonitor", now)

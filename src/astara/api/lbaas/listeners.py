@@ -255,7 +255,6 @@ def update(
 
 
 def delete(session: Session, caller: Caller, listener: Listener, now: datetime) -> None:
-    """PENDING_DELETE until the appliance no longer serves it (its default
-    pool stays)."""
+    """Gone (its default pool stays); the appliance stops serving it."""
     balancer = common.balancer_for_change(session, caller, listener.load_balancer_id)
-    common.changed(session, balancer, listener, "listener", "delete", now)
+    common.removed(session, balancer, listener, "listener", now)

@@ -273,8 +273,9 @@ def update(
 def delete(
     session: Session, caller: Caller, balancer: LoadBalancer, cascade: bool, now: datetime
 ) -> None:
-    """PENDING_DELETE: the orchestrator removes its appliance, its VIP port
-    (the one it made) and its rows. Children need `cascade`."""
+    """Gone at once (Octavia's clients wait for a 404), with its children
+    when `cascade` (else refused while it has any) and the VIP port it made
+    (one the tenant gave is released); the orchestrator removes its appliance."""
     children = session.scalar(
         select(Listener.id).where(Listener.load_balancer_id == balancer.id).limit(1)
     ) or session.scalar(select(Pool.id).where(Pool.load_balancer_id == balancer.id).limit(1))
@@ -282,5 +283,16 @@ def delete(
         raise errors.validation(f"Cannot delete Load Balancer {balancer.id} - it has children")
     if balancer.provisioning_status not in DELETABLE:
         raise errors.pending(balancer.provisioning_status, balancer.id)
-    balancer.provisioning_status = "PENDING_DELETE"
-    changes.update(session, "loadbalancer", balancer, {}, now)
+    port = session.get(Port, balancer.vip_port_id) if balancer.vip_port_id else None
+    for model in (Listener, Pool):
+        for row in session.scalars(select(model).where(model.load_balancer_id == balancer.id)):
+            session.delete(row)
+    session.delete(balancer)
+    session.flush()
+    if port is not None and port.device_id == f"lb-{balancer.id}":
+        if port.name == f"octavia-lb-{balancer.id}":
+            ports.delete(session, caller, port, now)
+        else:
+            port.device_owner, port.device_id = "", ""
+            changes.update(session, "port", port, {}, now)
+    changes.record(session, "loadbalancer", balancer, "delete", now)

@@ -154,4 +154,4 @@ def delete(session: Session, caller: Caller, member: Member, now: datetime) -> N
     assert pool is not None
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
     pool.provisioning_status = "PENDING_UPDATE"
-    common.changed(session, balancer, member, "member", "delete", now)
+    common.removed(session, balancer, member, "member", now)

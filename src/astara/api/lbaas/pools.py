@@ -202,7 +202,7 @@ def update(session: Session, caller: Caller, pool: Pool, body: PoolPUT, now: dat
 
 
 def delete(session: Session, caller: Caller, pool: Pool, now: datetime) -> None:
-    """PENDING_DELETE, with its members and monitor, until the appliance no
-    longer serves it; listeners that had it as default lose it then."""
+    """Gone with its members and monitor; listeners that had it as their
+    default have none (the database's SET NULL)."""
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
-    common.changed(session, balancer, pool, "pool", "delete", now)
+    common.removed(session, balancer, pool, "pool", now)
