@@ -63,6 +63,7 @@ class DaemonName(StrEnum):
     dnsmasq = "dnsmasq"
     radvd = "radvd"
     haproxy = "haproxy"  # the metadata proxy
+    loadbalancer = "loadbalancer"  # a load balancer's haproxy (master-worker)
 
 
 # Each daemon's files in the run directory, written before it starts or reloads.
@@ -70,6 +71,7 @@ DAEMON_FILES: dict[DaemonName, tuple[str, ...]] = {
     DaemonName.dnsmasq: ("dnsmasq.conf", "dnsmasq.hosts"),
     DaemonName.radvd: ("radvd.conf",),
     DaemonName.haproxy: ("haproxy.cfg",),
+    DaemonName.loadbalancer: ("loadbalancer.cfg",),
 }
 
 

@@ -42,7 +42,7 @@ TOOLS = {
         ),
         Tool("dnsmasq", ("dnsmasq", "--version"), "DHCP on appliance subnets"),
         Tool("radvd", ("radvd", "--version"), "IPv6 router advertisements (SLAAC)"),
-        Tool("haproxy", ("haproxy", "-v"), "the appliances' metadata proxy"),
+        Tool("haproxy", ("haproxy", "-v"), "the metadata proxy and load balancers"),
         Tool("env", ("env", "--version"), "starting the DHCP client of ports (coreutils)"),
         Tool("busybox", ("busybox", "--help"), "the DHCP client (udhcpc) of ports with dhcp"),
         Tool("dhcpcd", ("dhcpcd", "--version"), "the DHCPv6 client of ports with dhcpv6"),
@@ -95,7 +95,7 @@ def rendered_tools(rendered: Rendered) -> list[str]:
         "nft",
         *(["dnsmasq"] if rendered.dnsmasq.enabled else []),
         *(["radvd"] if rendered.radvd else []),
-        *(["haproxy"] if rendered.haproxy else []),
+        *(["haproxy"] if rendered.haproxy or rendered.loadbalancer else []),
     ]
 
 
@@ -125,6 +125,7 @@ def tool_checks(rendered: Rendered, netns: str) -> list[FieldError]:
             ("dnsmasq.conf", rendered.dnsmasq.conf, ["dnsmasq", "--test", "--conf-file={}"]),
             ("radvd.conf", rendered.radvd, ["radvd", "--configtest", "-C", "{}"]),
             ("haproxy.cfg", rendered.haproxy, ["haproxy", "-c", "-q", "-f", "{}"]),
+            ("loadbalancer.cfg", rendered.loadbalancer, ["haproxy", "-c", "-q", "-f", "{}"]),
         ]
         for name, text, argv in checks:
             if not text:

@@ -29,9 +29,17 @@ class ApplianceDaemons:
         self.dnsmasq = Daemon(netns, directory / "dnsmasq.pid", str(directory / "dnsmasq.conf"))
         self.radvd = Daemon(netns, directory / "radvd.pid", str(directory / "radvd.conf"))
         self.haproxy = Daemon(netns, directory / "haproxy.pid", str(directory / "haproxy.cfg"))
+        self.loadbalancer = Daemon(
+            netns, directory / "loadbalancer.pid", str(directory / "loadbalancer.cfg")
+        )
 
     def all(self) -> dict[str, Daemon]:
-        return {"dnsmasq": self.dnsmasq, "radvd": self.radvd, "haproxy": self.haproxy}
+        return {
+            "dnsmasq": self.dnsmasq,
+            "radvd": self.radvd,
+            "haproxy": self.haproxy,
+            "loadbalancer": self.loadbalancer,
+        }
 
     def expected(self, config: ApplianceConfig) -> dict[DaemonName, bool]:
         """Which daemons `config` runs here."""
@@ -61,6 +69,15 @@ class ApplianceDaemons:
         elif name is DaemonName.haproxy:
             conf = self.directory / "haproxy.cfg"
             daemon.start(["haproxy", "-D", "-p", str(daemon.pidfile), "-f", str(conf)], fresh=fresh)
+        elif name is DaemonName.loadbalancer:
+            # Master-worker: a reload (SIGUSR2) forks a new worker that takes
+            # over the listening sockets; the old one finishes its connections.
+            conf = self.directory / "loadbalancer.cfg"
+            master = f"{self.directory / 'master.sock'},mode,600"
+            daemon.start(
+                ["haproxy", "-W", "-S", master, "-D", "-p", str(daemon.pidfile), "-f", str(conf)],
+                fresh=fresh,
+            )
         else:
             conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
             daemon.start(
@@ -79,10 +96,12 @@ class ApplianceDaemons:
             )
 
     def reload(self, name: DaemonName, files: tuple[DaemonFile, ...]) -> None:
-        """Write `files` and send SIGHUP: dnsmasq re-reads its dhcp-hostsfile,
-        radvd its config (and sets its interfaces up again)."""
+        """Write `files` and signal: SIGHUP makes dnsmasq re-read its
+        dhcp-hostsfile, radvd its config (and set its interfaces up again);
+        SIGUSR2 makes a load balancer's haproxy master reload hitlessly."""
         self._write(files)
-        self._daemon(name).signal(signal.SIGHUP)
+        reload = signal.SIGUSR2 if name is DaemonName.loadbalancer else signal.SIGHUP
+        self._daemon(name).signal(reload)
 
     def remove(self, name: DaemonName) -> None:
         """Stop the daemon if it runs and remove its files."""

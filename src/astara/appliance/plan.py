@@ -329,6 +329,17 @@ def plan_daemons(
         files = _changed_files(haproxy, {"haproxy.cfg": rendered.haproxy})
         if not haproxy.running or files:  # its config changes only with the host's setting
             actions.append(StartDaemon(DaemonName.haproxy, files))
+
+    balancer = observation.daemon(DaemonName.loadbalancer)
+    if not rendered.loadbalancer:
+        if balancer.running or balancer.files:
+            actions.append(StopDaemon(DaemonName.loadbalancer, running=balancer.running))
+    else:
+        files = _changed_files(balancer, {"loadbalancer.cfg": rendered.loadbalancer})
+        if not balancer.running:
+            actions.append(StartDaemon(DaemonName.loadbalancer, files))
+        elif files:  # a hitless reload: the listening sockets pass to the new worker
+            actions.append(ReloadDaemon(DaemonName.loadbalancer, files))
     return actions
 
 

@@ -8,6 +8,7 @@ from pathlib import PurePath
 from astara.appliance.actions import DaemonName
 from astara.appliance.render.dnsmasq import DnsmasqFiles, dhcp_subnets, render_dnsmasq
 from astara.appliance.render.haproxy import MetadataProxy, render_haproxy, serves_metadata
+from astara.appliance.render.loadbalancer import render_loadbalancer
 from astara.appliance.render.nftables import METADATA_PORT, NftRuleset, render_nftables
 from astara.appliance.render.radvd import ra_subnets, render_radvd
 from astara.appliance.schema import ApplianceConfig
@@ -19,6 +20,7 @@ class Rendered:
     dnsmasq: DnsmasqFiles
     radvd: str
     haproxy: str = ""  # the metadata proxy; "" where the host serves no metadata
+    loadbalancer: str = ""  # a load balancer's haproxy; "" for other appliances
 
     def texts(self) -> dict[str, str]:
         """What `GET /v1/appliances/{id}/rendered` shows: file name → text."""
@@ -28,6 +30,7 @@ class Rendered:
             "dnsmasq.hosts": self.dnsmasq.hosts,
             "radvd.conf": self.radvd,
             "haproxy.cfg": self.haproxy,
+            "loadbalancer.cfg": self.loadbalancer,
         }
 
 
@@ -44,6 +47,7 @@ def render(
         dnsmasq=render_dnsmasq(config, state_dir, network_mtus),
         radvd=render_radvd(config, network_mtus),
         haproxy=render_haproxy(config, metadata, METADATA_PORT),
+        loadbalancer=render_loadbalancer(config.loadbalancer, state_dir),
     )
 
 
@@ -53,6 +57,7 @@ def expected_daemons(config: ApplianceConfig, metadata: bool) -> dict[DaemonName
         DaemonName.dnsmasq: bool(dhcp_subnets(config)),
         DaemonName.radvd: bool(ra_subnets(config)),
         DaemonName.haproxy: metadata and serves_metadata(config),
+        DaemonName.loadbalancer: config.loadbalancer is not None,
     }
 
 
