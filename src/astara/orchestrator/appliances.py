@@ -1,6 +1,7 @@
 """What an appliance id stands for: a router's appliance (the router's id),
-or a network's DHCP appliance (`dhcp-<network id>`, while the network has a
-DHCP port, see `astara.api.dhcp`). The reconciler's keys are these ids."""
+a network's DHCP appliance (`dhcp-<network id>`, while the network has a
+DHCP port, see `astara.api.dhcp`), or a load balancer's (`lb-<id>`). The
+reconciler's keys are these ids."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara.api.dhcp import dhcp_port
-from astara.db.models import DHCP, ApplianceState, Port, Router, dhcp_network_id
+from astara.db.models import DHCP, ApplianceState, LoadBalancer, Port, Router, dhcp_network_id
 from astara.drivers import dhcp as dhcp_driver
+from astara.drivers import loadbalancer as lb_driver
 from astara.drivers import router as router_driver
 from astara.drivers.appliance import AppliancePlan
 
 
 def kind(appliance_id: str) -> str:
-    """ "router" or "dhcp" (`ApplianceState.kind`)."""
+    """ "router", "dhcp" or "loadbalancer" (`ApplianceState.kind`)."""
+    if lb_driver.balancer_id(appliance_id) is not None:
+        return "loadbalancer"
     return "router" if dhcp_network_id(appliance_id) is None else "dhcp"
 
 
@@ -28,6 +32,12 @@ def subject(session: Session, appliance_id: str) -> tuple[str, Callable[[], Appl
     no ports, or down); a network's DHCP appliance while the network has a
     DHCP port. None: gone (its appliance, if any, is removed, then its
     record)."""
+    balancer_id = lb_driver.balancer_id(appliance_id)
+    if balancer_id is not None:
+        balancer = session.get(LoadBalancer, balancer_id)
+        if balancer is None:
+            return None
+        return balancer.project_id, partial(lb_driver.plan, session, balancer)
     network_id = dhcp_network_id(appliance_id)
     if network_id is None:
         router = session.get(Router, appliance_id)
@@ -42,8 +52,9 @@ def subject(session: Session, appliance_id: str) -> tuple[str, Callable[[], Appl
 
 def known(session: Session) -> set[str]:
     """Every appliance the database accounts for: routers, networks with a
-    DHCP port, and the records of those not removed yet."""
+    DHCP port, load balancers, and the records of those not removed yet."""
     found = set(session.scalars(select(Router.id)))
     found.update(session.scalars(select(ApplianceState.appliance_id)))
     found.update(session.scalars(select(Port.device_id).where(Port.device_owner == DHCP)))
+    found.update(lb_driver.appliance_id(i) for i in session.scalars(select(LoadBalancer.id)))
     return found

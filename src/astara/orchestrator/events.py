@@ -20,12 +20,15 @@ from astara.db.models import (
     Subnet,
     dhcp_appliance_id,
 )
+from astara.drivers import loadbalancer as lb_driver
 
 # What workload ports' filtering follows, and no appliance: the L2 pass's alone.
 SECURITY = ("security_group", "security_group_rule", "address_group")
 # Firewall changes mark the routers that enforce them (a router event each),
-# so their own events wake nothing.
+# so their own events wake nothing; a load balancer's objects' changes come
+# with one of the load balancer itself.
 FIREWALL = ("firewall_group", "firewall_policy", "firewall_rule")
+LOAD_BALANCER_PARTS = ("listener", "pool", "member", "healthmonitor")
 
 
 def touches_l2(event: OutboxEvent) -> bool:
@@ -50,8 +53,10 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     project (the resync catches anything this misses)."""
     kind, object_id = event.resource_type, event.resource_id
     detail = event.detail if isinstance(event.detail, dict) else {}
-    if kind in SECURITY or kind in FIREWALL:
+    if kind in SECURITY or kind in FIREWALL or kind in LOAD_BALANCER_PARTS:
         return set()
+    if kind == "loadbalancer":
+        return {lb_driver.appliance_id(object_id)}
     if kind == "router":
         return {object_id}
     if kind == "host":

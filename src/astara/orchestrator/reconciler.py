@@ -63,6 +63,7 @@ from astara.db.engine import session_factory
 from astara.db.models import (
     ApplianceEvent,
     ApplianceState,
+    LoadBalancer,
     Network,
     OutboxEvent,
     PausedProject,
@@ -70,6 +71,7 @@ from astara.db.models import (
     dhcp_network_id,
 )
 from astara.drivers import dhcp as dhcp_driver
+from astara.drivers import loadbalancer as lb_driver
 from astara.drivers import router as router_driver
 from astara.drivers.appliance import AppliancePlan
 from astara.drivers.reads import Batch, chunks
@@ -1424,7 +1426,10 @@ class Orchestrator:
             if decision.events:
                 history.trim(session, appliance_id)
             if not seen.agent_down:  # nothing known: leave the statuses as they are
-                if dhcp_network_id(appliance_id) is None:
+                kind = appliances.kind(appliance_id)
+                if kind == "loadbalancer":
+                    statuses.write_lb_statuses(session, appliance_id, after.state, plan)
+                elif kind == "router":
                     statuses.write_statuses(session, appliance_id, after.state, plan)
                 else:
                     statuses.write_dhcp_statuses(session, after.state, plan)
@@ -1533,6 +1538,13 @@ def _plan_from(
     Neutron statuses are as a settled reconcile leaves them (`statuses`:
     the router ACTIVE and up, the DHCP port ACTIVE); None: nothing is
     wanted of it (its router or DHCP port is gone)."""
+    balancer_id = lb_driver.balancer_id(appliance_id)
+    if balancer_id is not None:
+        balancer = session.get(LoadBalancer, balancer_id)
+        if balancer is None:
+            return None
+        plan = lb_driver.plan(session, balancer)
+        return plan, balancer.project_id, balancer.provisioning_status == "ACTIVE"
     if network_id is None:
         router = batch.routers.get(appliance_id)
         if router is None:

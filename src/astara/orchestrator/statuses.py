@@ -8,7 +8,19 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from astara.db.models import FloatingIp, Port, Router, RouterPort
+from astara.db.models import (
+    FloatingIp,
+    HealthMonitor,
+    Listener,
+    LoadBalancer,
+    LoadBalancerObject,
+    Member,
+    Pool,
+    Port,
+    Router,
+    RouterPort,
+)
+from astara.drivers import loadbalancer as lb_driver
 from astara.drivers import router as driver
 from astara.drivers.appliance import AppliancePlan
 from astara.orchestrator.lifecycle import State
@@ -92,3 +104,58 @@ def write_dhcp_statuses(session: Session, state: State, plan: AppliancePlan | No
     session.execute(
         update(Port).where(Port.id.in_(plan.ports), Port.status != up).values(status=up)
     )
+
+
+def write_lb_statuses(
+    session: Session, appliance_id: str, state: State, plan: AppliancePlan | None
+) -> None:
+    """Octavia's statuses from what runs: the load balancer and its objects
+    ACTIVE once the appliance runs the config that has them (PENDING_*
+    until then), ERROR when it failed; operating statuses ONLINE, or
+    OFFLINE where set down (members NO_MONITOR without a monitor). Observed
+    values: no revision bump, no event.
+
+    Work in progress (issue 12): haproxy's own checks (its stats socket)
+    will give members ONLINE or ERROR, and pools and listeners DEGRADED."""
+    balancer_id = lb_driver.balancer_id(appliance_id)
+    if state is State.PAUSED or balancer_id is None:
+        return
+    # Locked first, then read (as `write_statuses`): an API change that marks
+    # it PENDING_UPDATE is seen here, or waits and lands after.
+    session.execute(
+        update(LoadBalancer)
+        .where(LoadBalancer.id == balancer_id)
+        .values(provisioning_status=LoadBalancer.provisioning_status)
+    )
+    session.expire_all()
+    balancer = session.get(LoadBalancer, balancer_id)
+    if balancer is None:
+        return
+    status = neutron_status(state)
+    if status == "ERROR":
+        balancer.provisioning_status = "ERROR"
+        return
+    if status != "ACTIVE" or plan is None:
+        return
+    if lb_driver.plan(session, balancer).digest != plan.digest:
+        return  # the API changed it since: still pending
+    pools = list(session.scalars(select(Pool).where(Pool.load_balancer_id == balancer.id)))
+    pool_ids = [p.id for p in pools]
+    monitors = list(
+        session.scalars(select(HealthMonitor).where(HealthMonitor.pool_id.in_(pool_ids)))
+    )
+    monitored = {m.pool_id for m in monitors if m.admin_state_up}
+    members = list(session.scalars(select(Member).where(Member.pool_id.in_(pool_ids))))
+    listeners = list(
+        session.scalars(select(Listener).where(Listener.load_balancer_id == balancer.id))
+    )
+    up = balancer.admin_state_up
+    rows: list[LoadBalancerObject] = [balancer, *listeners, *pools, *monitors, *members]
+    for row in rows:
+        if row.provisioning_status != "ACTIVE":
+            row.provisioning_status = "ACTIVE"
+        online = "ONLINE" if up and row.admin_state_up else "OFFLINE"
+        if isinstance(row, Member) and row.admin_state_up and row.pool_id not in monitored:
+            online = "NO_MONITOR"
+        if row.operating_status != online:
+            row.operating_status = online
