@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import resource
 import shutil
 import threading
 import time
@@ -104,6 +105,12 @@ class ApplyResult:
     def rebuilt(self) -> bool:
         """An appliance that existed had to be made again from its namespace up."""
         return not self.new and any(isinstance(d.action, CreateNamespace) for d in self.done)
+
+
+# The connections one load balancer's haproxy may hold on this host: a third
+# of the descriptors a process may open (haproxy needs about three per
+# connection, and will not start past its limit).
+MAX_CONNECTIONS = max(1000, resource.getrlimit(resource.RLIMIT_NOFILE)[1] // 3)
 
 
 class ApplianceManager:
@@ -247,7 +254,11 @@ class ApplianceManager:
             else None
         )
         return render(
-            config, self.run_directory(appliance_id), self._network_mtus(config), metadata
+            config,
+            self.run_directory(appliance_id),
+            self._network_mtus(config),
+            metadata,
+            MAX_CONNECTIONS,
         )
 
     def daemons(self, appliance_id: str) -> ApplianceDaemons:

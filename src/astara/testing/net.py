@@ -162,6 +162,46 @@ class EchoServer(_Server):
         )
 
 
+_NAMED_HTTP = """
+import http.server, socket, sys
+name = sys.argv[2].encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(name)))
+        self.end_headers()
+        self.wfile.write(name)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+server = Server(("::", int(sys.argv[1])), Handler)
+server.serve_forever()
+"""
+
+
+class NamedHttpServer(_Server):
+    """An HTTP server (IPv4 and IPv6) that answers every GET with its name:
+    a load balancer's member."""
+
+    def __init__(self, netns: str, name: str, port: int = 8000) -> None:
+        super().__init__(netns, [sys.executable, "-c", _NAMED_HTTP, str(port), name], port)
+
+
+def http_get(netns: str, url: str, timeout_s: float = 3.0) -> str | None:
+    """A GET's body from `netns` (curl), or None if it failed."""
+    result = run(
+        ["curl", "-s", "-f", "-m", str(timeout_s), url],
+        netns=netns,
+        check=False,
+        timeout_s=timeout_s + 5,
+    )
+    return result.stdout if result.returncode == 0 else None
+
+
 class Connection:
     """One TCP connection held open from `netns` (through socat's stdio)."""
 

@@ -39,15 +39,17 @@ def render(
     state_dir: PurePath,
     network_mtus: dict[str, int] | None = None,
     metadata: MetadataProxy | None = None,
+    max_connections: int = 10_000,
 ) -> Rendered:
     """`metadata`: where the host's agent answers metadata requests (None:
-    this host serves none)."""
+    this host serves none). `max_connections`: what one load balancer's
+    haproxy may hold on the host (see `render_loadbalancer`)."""
     return Rendered(
         nftables=render_nftables(config),
         dnsmasq=render_dnsmasq(config, state_dir, network_mtus),
         radvd=render_radvd(config, network_mtus),
         haproxy=render_haproxy(config, metadata, METADATA_PORT),
-        loadbalancer=render_loadbalancer(config.loadbalancer, state_dir),
+        loadbalancer=render_loadbalancer(config.loadbalancer, state_dir, max_connections),
     )
 
 
@@ -57,7 +59,9 @@ def expected_daemons(config: ApplianceConfig, metadata: bool) -> dict[DaemonName
         DaemonName.dnsmasq: bool(dhcp_subnets(config)),
         DaemonName.radvd: bool(ra_subnets(config)),
         DaemonName.haproxy: metadata and serves_metadata(config),
-        DaemonName.loadbalancer: config.loadbalancer is not None,
+        DaemonName.loadbalancer: config.loadbalancer is not None
+        and config.loadbalancer.enabled
+        and any(listener.enabled for listener in config.loadbalancer.listeners),
     }
 
 

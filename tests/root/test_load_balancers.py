@@ -1,0 +1,106 @@
+"""Load balancers with real packets (work in progress, issue 12): the Octavia
+API makes an appliance of its own (a namespace, the VIP port, haproxy) that
+spreads requests over members that name themselves, and reports ACTIVE only
+once it serves what was asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from astara.testing.net import NamedHttpServer, http_get, wait_until
+from astara.testing.server import Cloud
+
+pytestmark = pytest.mark.root
+
+LB = "/v2/lbaas"
+
+
+def wait_active(cloud: Cloud, balancer_id: str) -> dict[str, Any]:
+    def active() -> dict[str, Any] | None:
+        shown: dict[str, Any] = cloud("GET", f"{LB}/loadbalancers/{balancer_id}")["loadbalancer"]
+        assert shown["provisioning_status"] != "ERROR", shown
+        return shown if shown["provisioning_status"] == "ACTIVE" else None
+
+    found = wait_until(active, 90, 0.1, f"load balancer {balancer_id} to be ACTIVE")
+    assert found is not None
+    return found
+
+
+def test_a_load_balancer_spreads_requests_over_its_members(cloud: Cloud) -> None:
+    prefix = cloud.server.prefix
+    network = cloud.create("networks", "network", name="web")
+    subnet = cloud.create(
+        "subnets",
+        "subnet",
+        network_id=network["id"],
+        cidr="10.80.0.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    servers = []
+    addresses = {}
+    for name in ("m1", "m2", "m3", "client"):
+        port = cloud.create(
+            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
+        )
+        cloud.plug(port["id"], f"{prefix}-{name}")
+        addresses[name] = port["fixed_ips"][0]["ip_address"]
+    client_ns = f"{prefix}-client"
+    try:
+        for name in ("m1", "m2", "m3"):
+            servers.append(NamedHttpServer(f"{prefix}-{name}", name))
+        balancer = cloud.create(
+            "lbaas/loadbalancers", "loadbalancer", name="web", vip_subnet_id=subnet["id"]
+        )
+        lb_id, vip = balancer["id"], balancer["vip_address"]
+        wait_active(cloud, lb_id)
+        listener = cloud.create(
+            "lbaas/listeners",
+            "listener",
+            loadbalancer_id=lb_id,
+            protocol="HTTP",
+            protocol_port=80,
+        )
+        wait_active(cloud, lb_id)
+        pool = cloud.create(
+            "lbaas/pools",
+            "pool",
+            listener_id=listener["id"],
+            protocol="HTTP",
+            lb_algorithm="ROUND_ROBIN",
+        )
+        wait_active(cloud, lb_id)
+        for name in ("m1", "m2", "m3"):
+            cloud.create(
+                f"lbaas/pools/{pool['id']}/members",
+                "member",
+                address=addresses[name],
+                protocol_port=8000,
+                name=name,
+            )
+            wait_active(cloud, lb_id)
+        cloud.create(
+            "lbaas/healthmonitors",
+            "healthmonitor",
+            pool_id=pool["id"],
+            type="HTTP",
+            delay=1,
+            timeout=1,
+            max_retries=1,
+        )
+        wait_active(cloud, lb_id)
+        # Round robin: every member answers within a few requests.
+        seen = set()
+        wait_until(lambda: http_get(client_ns, f"http://{vip}/") is not None, 30, 0.2, "the VIP")
+        for _ in range(9):
+            answer = http_get(client_ns, f"http://{vip}/")
+            assert answer is not None
+            seen.add(answer)
+        assert seen == {"m1", "m2", "m3"}
+        statuses = cloud("GET", f"{LB}/pools/{pool['id']}/members")["members"]
+        assert {m["provisioning_status"] for m in statuses} == {"ACTIVE"}
+    finally:
+        for server in servers:
+            server.stop()
