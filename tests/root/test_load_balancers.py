@@ -5,16 +5,30 @@ once it serves what was asked."""
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
 from typing import Any
 
 import pytest
 
 from astara.testing.net import NamedHttpServer, http_get, wait_until
-from astara.testing.server import Cloud
+from astara.testing.server import BIN, Cloud
 
 pytestmark = pytest.mark.root
 
 LB = "/v2/lbaas"
+
+
+def openstack(cloud: Cloud, line: str) -> Any:
+    """The real `openstack` CLI (python-octaviaclient's commands) against
+    the cloud; its JSON output, if any."""
+    argv = [str(BIN / "openstack"), "--os-cloud", "astara", *shlex.split(line)]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=cloud.server.env(), timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout) if result.stdout.strip().startswith(("{", "[")) else None
 
 
 def wait_active(cloud: Cloud, balancer_id: str) -> dict[str, Any]:
@@ -101,6 +115,68 @@ def test_a_load_balancer_spreads_requests_over_its_members(cloud: Cloud) -> None
         assert seen == {"m1", "m2", "m3"}
         statuses = cloud("GET", f"{LB}/pools/{pool['id']}/members")["members"]
         assert {m["provisioning_status"] for m in statuses} == {"ACTIVE"}
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_the_openstack_loadbalancer_cli_builds_one_that_serves(cloud: Cloud) -> None:
+    """python-octaviaclient's commands, each with `--wait` (it polls the load
+    balancer until ACTIVE), as a tenant types them."""
+    prefix = cloud.server.prefix
+    network = cloud.create("networks", "network", name="web")
+    subnet = cloud.create(
+        "subnets",
+        "subnet",
+        network_id=network["id"],
+        cidr="10.81.0.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    addresses = {}
+    for name in ("a", "b", "client"):
+        port = cloud.create(
+            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
+        )
+        cloud.plug(port["id"], f"{prefix}-{name}")
+        addresses[name] = port["fixed_ips"][0]["ip_address"]
+    servers = [NamedHttpServer(f"{prefix}-{name}", name) for name in ("a", "b")]
+    try:
+        made = openstack(
+            cloud, f"loadbalancer create --name lb1 --vip-subnet-id {subnet['id']} --wait -f json"
+        )
+        vip = made["vip_address"]
+        openstack(
+            cloud,
+            "loadbalancer listener create --name l1 --protocol HTTP --protocol-port 80 --wait lb1",
+        )
+        openstack(
+            cloud,
+            "loadbalancer pool create --name p1 --lb-algorithm LEAST_CONNECTIONS --listener l1"
+            " --protocol HTTP --wait",
+        )
+        for name in ("a", "b"):
+            openstack(
+                cloud,
+                f"loadbalancer member create --name {name} --address {addresses[name]}"
+                f" --protocol-port 8000 --subnet-id {subnet['id']} --wait p1",
+            )
+        openstack(
+            cloud,
+            "loadbalancer healthmonitor create --name h1 --delay 1 --timeout 1 --max-retries 1"
+            " --type HTTP --url-path / --wait p1",
+        )
+        shown = openstack(cloud, "loadbalancer show lb1 -f json")
+        assert shown["provisioning_status"] == "ACTIVE"
+        members = openstack(cloud, "loadbalancer member list p1 -f json")
+        assert sorted(m["name"] for m in members) == ["a", "b"]
+        wait_until(
+            lambda: http_get(f"{prefix}-client", f"http://{vip}/") in ("a", "b"), 30, 0.2, "VIP"
+        )
+        seen = {http_get(f"{prefix}-client", f"http://{vip}/") for _ in range(6)}
+        assert seen == {"a", "b"}
+        openstack(cloud, "loadbalancer delete --cascade --wait lb1")
+        assert http_get(f"{prefix}-client", f"http://{vip}/", timeout_s=1) is None
     finally:
         for server in servers:
             server.stop()
