@@ -390,3 +390,40 @@ def test_deletes_cascade_or_wait_for_the_children(admin: Api, engine: Engine) ->
     activate(engine, lb_id)
     assert admin("DELETE", f"{LBS}/{lb_id}?cascade=True").status_code == 204
     assert fault(admin("GET", f"{LISTENERS}/{listener['id']}"))[0] == 404
+
+
+def test_the_status_tree_and_the_providers(admin: Api, engine: Engine) -> None:
+    balancer = active_balancer(admin, engine)
+    lb_id = balancer["id"]
+    body = {"loadbalancer_id": lb_id, "protocol": "HTTP", "protocol_port": 80, "name": "l"}
+    listener = admin("POST", LISTENERS, {"listener": body}).json()["listener"]
+    activate(engine, lb_id)
+    pool = admin(
+        "POST",
+        "/v2/lbaas/pools",
+        {"pool": {"listener_id": listener["id"], "protocol": "HTTP", "lb_algorithm": "SOURCE_IP"}},
+    ).json()["pool"]
+    activate(engine, lb_id)
+    member = admin(
+        "POST",
+        f"/v2/lbaas/pools/{pool['id']}/members",
+        {"member": {"address": "10.0.0.9", "protocol_port": 80}},
+    ).json()["member"]
+    tree = admin("GET", f"{LBS}/{lb_id}/status").json()["statuses"]["loadbalancer"]
+    assert tree["id"] == lb_id and tree["provisioning_status"] == "PENDING_UPDATE"
+    (shown_listener,) = tree["listeners"]
+    (shown_pool,) = shown_listener["pools"]
+    assert shown_pool["health_monitor"] is None
+    assert shown_pool["members"] == [
+        {
+            "id": member["id"],
+            "name": "",
+            "operating_status": "NO_MONITOR",
+            "provisioning_status": "PENDING_CREATE",
+            "address": "10.0.0.9",
+            "protocol_port": 80,
+        }
+    ]
+    assert admin("GET", f"{LBS}/{lb_id}/statuses").json() == {"statuses": {"loadbalancer": tree}}
+    providers = admin("GET", "/v2/lbaas/providers").json()
+    assert [p["name"] for p in providers["providers"]] == ["astara"]

@@ -189,6 +189,28 @@ SPECS = (
 )
 
 
+def extra_routes(prefix: str) -> APIRouter:
+    """A load balancer's status tree, the providers. (Statistics come with
+    reading haproxy's stats socket: not yet.)"""
+    routes = authenticated_router(prefix=prefix)
+
+    @routes.get("/loadbalancers/{balancer_id}/status")
+    @routes.get("/loadbalancers/{balancer_id}/statuses")
+    async def status_tree(balancer_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            return lbs.status_tree(session, lbs.get(session, caller, balancer_id))
+
+        return answer(await run(work))
+
+    @routes.get("/providers")
+    async def providers(run: TransactionDep) -> Response:
+        await run(lambda s, c: None)  # authenticated, like every route
+        found = [{"name": "astara", "description": "Astara's haproxy appliance."}]
+        return answer({"providers": found})
+
+    return routes
+
+
 def member_routes(prefix: str) -> APIRouter:
     """A pool's members, under `/pools/{pool_id}/members` (an unknown pool: 404)."""
     routes = authenticated_router(prefix=f"{prefix}/pools/{{pool_id}}/members")
@@ -259,5 +281,5 @@ def _true(value: str | None) -> bool:
 
 def routers() -> list[APIRouter]:
     """Members first: `/pools/{id}/members` must not be read as a pool's id."""
-    found = [member_routes(prefix) for prefix in PREFIXES]
+    found = [r(prefix) for prefix in PREFIXES for r in (extra_routes, member_routes)]
     return found + [collection(prefix, spec) for prefix in PREFIXES for spec in SPECS]

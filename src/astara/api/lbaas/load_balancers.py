@@ -27,7 +27,7 @@ from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.lbaas import errors
 from astara.api.lbaas.bodies import Body
-from astara.db.models import Listener, LoadBalancer, Network, Pool, Port, Subnet
+from astara.db.models import HealthMonitor, Listener, LoadBalancer, Network, Pool, Port, Subnet
 
 RESOURCE = "Load Balancer"
 OWNER = "Octavia"  # the VIP port's device_owner, as Octavia's
@@ -296,3 +296,42 @@ def delete(
             port.device_owner, port.device_id = "", ""
             changes.update(session, "port", port, {}, now)
     changes.record(session, "loadbalancer", balancer, "delete", now)
+
+
+def _statuses(row: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "operating_status": row.operating_status,
+        "provisioning_status": row.provisioning_status,
+        **extra,
+    }
+
+
+def status_tree(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
+    """`GET …/loadbalancers/{id}/status`: each listener with its default
+    pool, the pool's monitor (null without one) and members (Octavia's
+    shape: no pools outside listeners)."""
+    listeners = session.scalars(
+        select(Listener)
+        .where(Listener.load_balancer_id == balancer.id)
+        .order_by(Listener.created_at, Listener.id)
+    ).all()
+    shown = []
+    for listener in listeners:
+        pools = []
+        pool = session.get(Pool, listener.default_pool_id) if listener.default_pool_id else None
+        if pool is not None:
+            monitor = session.scalar(select(HealthMonitor).where(HealthMonitor.pool_id == pool.id))
+            pools.append(
+                _statuses(
+                    pool,
+                    health_monitor=_statuses(monitor, type=monitor.type) if monitor else None,
+                    members=[
+                        _statuses(m, address=m.address, protocol_port=m.protocol_port)
+                        for m in pool.members
+                    ],
+                )
+            )
+        shown.append(_statuses(listener, pools=pools))
+    return {"statuses": {"loadbalancer": _statuses(balancer, listeners=shown)}}
