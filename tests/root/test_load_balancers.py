@@ -115,6 +115,30 @@ def test_a_load_balancer_spreads_requests_over_its_members(cloud: Cloud) -> None
         assert seen == {"m1", "m2", "m3"}
         statuses = cloud("GET", f"{LB}/pools/{pool['id']}/members")["members"]
         assert {m["provisioning_status"] for m in statuses} == {"ACTIVE"}
+
+        def operating() -> dict[str, str]:
+            found = cloud("GET", f"{LB}/pools/{pool['id']}/members")["members"]
+            return {m["name"]: m["operating_status"] for m in found}
+
+        wait_until(lambda: set(operating().values()) == {"ONLINE"}, 30, 0.2, "checks to pass")
+        # A member whose server stops fails its checks: ERROR (Octavia's word
+        # for it), its pool and load balancer DEGRADED, and no requests.
+        servers[1].stop()
+        wait_until(lambda: operating()["m2"] == "ERROR", 30, 0.2, "m2 to be ERROR")
+        assert operating()["m1"] == "ONLINE"
+        shown = cloud("GET", f"{LB}/loadbalancers/{lb_id}")["loadbalancer"]
+        assert shown["operating_status"] == "DEGRADED"
+        answers = {http_get(client_ns, f"http://{vip}/") for _ in range(6)}
+        assert answers == {"m1", "m3"}
+        # Back: ONLINE again, and served.
+        servers[1] = NamedHttpServer(f"{prefix}-m2", "m2")
+        wait_until(lambda: operating()["m2"] == "ONLINE", 30, 0.2, "m2 to be ONLINE again")
+        wait_until(
+            lambda: "m2" in {http_get(client_ns, f"http://{vip}/") for _ in range(3)},
+            30,
+            0.2,
+            "m2 to be served again",
+        )
     finally:
         for server in servers:
             server.stop()

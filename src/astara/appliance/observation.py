@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from astara.appliance import lbstats
 from astara.appliance.actions import RULESET_LOADED
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.genid import observe_table
@@ -149,6 +150,9 @@ def observe_running(
                 problems.append(f"{daemon_name} is not running")
     if status.get("last_error"):
         problems.append(status["last_error"])
+    balancer: dict[str, Any] | None = None
+    if config is not None and config.loadbalancer is not None:
+        balancer = lbstats.health(lbstats.read_stat(run_directory / "stats.sock"))
     return {
         "namespace": namespace,
         "state": "active" if not problems else "degraded",
@@ -157,6 +161,7 @@ def observe_running(
         "interfaces": interfaces,
         "daemons": running,
         "floating_ips": len(config.floating_ips) if config else 0,
+        **({"loadbalancer": balancer} if balancer is not None else {}),
     }
 
 

@@ -31,9 +31,11 @@ attempt), so a stale `retry_at` never wakes a router over and over.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from astara.orchestrator.failures import Failure
 
@@ -93,6 +95,9 @@ class Observation:
     exists: bool = True
     paused: bool = False  # an operator debugs it (`astara router|project debug`)
     rebuild_requested: bool = False  # `astara router rebuild`
+    # A load balancer's operating statuses as its haproxy reports them
+    # (`appliance.lbstats.health`); None: not looked at this time.
+    health: Mapping[str, Any] | None = None
 
     @property
     def agent_down(self) -> bool:

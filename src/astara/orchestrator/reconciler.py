@@ -906,7 +906,10 @@ class Orchestrator:
         stand for the first observation (see `_trusted_listing`)."""
         failure: Failure | None = None
         applied: dict[str, Any] | None = None  # what the last PUT answered
-        if resync and self._unchanged_since(appliance_id):
+        # A load balancer is looked at on every resync: its members' health
+        # changes without any change of its config.
+        watched = appliances.kind(appliance_id) == "loadbalancer"
+        if resync and not watched and self._unchanged_since(appliance_id):
             metrics.OBSERVATIONS.labels("listed").inc()
             return
         with self._lock:
@@ -1025,7 +1028,7 @@ class Orchestrator:
             # first push an agent round trip.
             pass
         elif failure is None and observed is None and where.host is not None:
-            if listed:
+            if listed and appliances.kind(appliance_id) != "loadbalancer":
                 observed = self._trusted_listing(appliance_id, where, desired, record)
             if observed is not None:
                 metrics.OBSERVATIONS.labels("listed").inc()
@@ -1044,6 +1047,7 @@ class Orchestrator:
             exists=make_plan is not None,
             paused=paused,
             rebuild_requested=rebuild,
+            health=(observed or {}).get("loadbalancer"),
         )
         return seen, record, plan, project_id, where
 
@@ -1428,7 +1432,9 @@ class Orchestrator:
             if not seen.agent_down:  # nothing known: leave the statuses as they are
                 kind = appliances.kind(appliance_id)
                 if kind == "loadbalancer":
-                    statuses.write_lb_statuses(session, appliance_id, after.state, plan)
+                    statuses.write_lb_statuses(
+                        session, appliance_id, after.state, plan, seen.health
+                    )
                 elif kind == "router":
                     statuses.write_statuses(session, appliance_id, after.state, plan)
                 else:

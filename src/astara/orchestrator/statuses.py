@@ -5,6 +5,9 @@ values, not changes: no revision bump, no outbox event."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -107,7 +110,11 @@ def write_dhcp_statuses(session: Session, state: State, plan: AppliancePlan | No
 
 
 def write_lb_statuses(
-    session: Session, appliance_id: str, state: State, plan: AppliancePlan | None
+    session: Session,
+    appliance_id: str,
+    state: State,
+    plan: AppliancePlan | None,
+    health: Mapping[str, Any] | None = None,
 ) -> None:
     """Octavia's statuses from what runs: the load balancer and its objects
     ACTIVE once the appliance runs the config that has them (PENDING_*
@@ -115,8 +122,9 @@ def write_lb_statuses(
     OFFLINE where set down (members NO_MONITOR without a monitor). Observed
     values: no revision bump, no event.
 
-    Work in progress (issue 12): haproxy's own checks (its stats socket)
-    will give members ONLINE or ERROR, and pools and listeners DEGRADED."""
+    `health`: what haproxy's checks say (`appliance.lbstats.health`): a
+    member ONLINE or ERROR, a pool DEGRADED or ERROR by its members, the
+    load balancer DEGRADED or ERROR by its pools."""
     balancer_id = lb_driver.balancer_id(appliance_id)
     if state is State.PAUSED or balancer_id is None:
         return
@@ -150,12 +158,28 @@ def write_lb_statuses(
         session.scalars(select(Listener).where(Listener.load_balancer_id == balancer.id))
     )
     up = balancer.admin_state_up
-    rows: list[LoadBalancerObject] = [balancer, *listeners, *pools, *monitors, *members]
+    seen: dict[str, str] = {}
+    for part in ("listeners", "pools", "members"):
+        seen.update((health or {}).get(part) or {})
+    rows: list[LoadBalancerObject] = [*listeners, *pools, *monitors, *members]
     for row in rows:
         if row.provisioning_status != "ACTIVE":
             row.provisioning_status = "ACTIVE"
         online = "ONLINE" if up and row.admin_state_up else "OFFLINE"
         if isinstance(row, Member) and row.admin_state_up and row.pool_id not in monitored:
             online = "NO_MONITOR"
+        elif online == "ONLINE" and not isinstance(row, HealthMonitor):
+            online = seen.get(row.id, online)
         if row.operating_status != online:
             row.operating_status = online
+    pool_states = {p.operating_status for p in pools if p.admin_state_up}
+    overall = (
+        "OFFLINE"
+        if not up
+        else "ERROR"
+        if "ERROR" in pool_states
+        else ("DEGRADED" if "DEGRADED" in pool_states else "ONLINE")
+    )
+    balancer.provisioning_status = "ACTIVE"
+    if balancer.operating_status != overall:
+        balancer.operating_status = overall

@@ -1,0 +1,78 @@
+"""A load balancer's health as its haproxy sees it: `show stat` on the
+appliance's stats socket (root only), read into Octavia's operating
+statuses (octavia/amphorae/backends/health_daemon: the same mapping).
+
+- A member is ONLINE while its checks pass (haproxy's `UP`, also `UP 1/3`
+  on its way down), ERROR when they fail (`DOWN`), OFFLINE when set down
+  (`MAINT`), NO_MONITOR without a check, DRAINING when draining.
+- A pool is ERROR when none of its members is ONLINE (and it has some with
+  checks), DEGRADED when some are not, else ONLINE.
+- A listener is ONLINE while its frontend is `OPEN`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import socket
+from pathlib import Path
+from typing import Any
+
+_MEMBER = {"UP": "ONLINE", "DOWN": "ERROR", "MAINT": "OFFLINE", "DRAIN": "DRAINING"}
+
+
+def member_status(haproxy: str) -> str:
+    """Octavia's operating status of a server whose haproxy status is `haproxy`."""
+    if haproxy == "no check":
+        return "NO_MONITOR"
+    word = haproxy.split(" ")[0]
+    if word.startswith("NOLB"):
+        return "DRAINING"
+    return _MEMBER.get(word, "ERROR")
+
+
+def read_stat(path: Path, timeout_s: float = 2.0) -> list[dict[str, str]]:
+    """The rows of `show stat` (one per frontend, backend and server); [] if
+    haproxy does not answer (not running, or reloading)."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(timeout_s)
+    chunks = []
+    try:
+        client.connect(str(path))
+        client.sendall(b"show stat\n")
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    except OSError:
+        return []
+    finally:
+        with contextlib.suppress(OSError):
+            client.close()
+    text = b"".join(chunks).decode(errors="replace").lstrip("# ")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def health(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """Operating statuses by object id: listeners (frontends), pools
+    (backends, from their members), members (servers)."""
+    listeners: dict[str, str] = {}
+    members: dict[str, str] = {}
+    by_pool: dict[str, list[str]] = {}
+    for row in rows:
+        proxy, name, status = row.get("pxname", ""), row.get("svname", ""), row.get("status", "")
+        if name == "FRONTEND":
+            listeners[proxy] = "ONLINE" if status == "OPEN" else "OFFLINE"
+        elif name != "BACKEND":
+            members[name] = member_status(status)
+            by_pool.setdefault(proxy, []).append(members[name])
+    pools = {}
+    for pool, found in by_pool.items():
+        checked = [s for s in found if s in ("ONLINE", "ERROR", "DRAINING")]
+        if not checked:
+            pools[pool] = "ONLINE"
+        elif "ONLINE" not in checked:
+            pools[pool] = "ERROR"
+        elif "ERROR" in checked:
+            pools[pool] = "DEGRADED"
+        else:
+            pools[pool] = "ONLINE"
+    return {"listeners": listeners, "pools": pools, "members": members}
