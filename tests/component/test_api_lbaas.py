@@ -427,3 +427,44 @@ def test_the_status_tree_and_the_providers(admin: Api, engine: Engine) -> None:
     assert admin("GET", f"{LBS}/{lb_id}/statuses").json() == {"statuses": {"loadbalancer": tree}}
     providers = admin("GET", "/v2/lbaas/providers").json()
     assert [p["name"] for p in providers["providers"]] == ["astara"]
+
+
+def test_what_would_reach_haproxys_config_is_checked_first(admin: Api, engine: Engine) -> None:
+    """A check's path cannot quote, comment or expand a variable in haproxy's
+    config; a VIP port must be the load balancer's project's own."""
+    balancer = active_balancer(admin, engine)
+    pool = admin(
+        "POST",
+        "/v2/lbaas/pools",
+        {
+            "pool": {
+                "loadbalancer_id": balancer["id"],
+                "protocol": "HTTP",
+                "lb_algorithm": "ROUND_ROBIN",
+            }
+        },
+    ).json()["pool"]
+    activate(engine, balancer["id"])
+    for path in ('/"${ASTARA_JOIN_TOKEN}"', "/a#b", "/it's"):
+        monitor = {
+            "pool_id": pool["id"],
+            "type": "HTTP",
+            "delay": 1,
+            "timeout": 1,
+            "max_retries": 1,
+            "url_path": path,
+        }
+        refused = admin("POST", "/v2/lbaas/healthmonitors", {"healthmonitor": monitor})
+        assert fault(refused)[2].startswith("Invalid input for field/attribute url_path.")
+    # The admin owns the network; Bob's port on it is not the admin's to take.
+    shared = admin.create_network(name="shared", shared=True)
+    admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": shared["id"], "ip_version": 4, "cidr": "10.9.0.0/24"}},
+    )
+    bob = project(admin, "bob")
+    port = bob("POST", "/v2.0/ports", {"port": {"network_id": shared["id"]}}).json()["port"]
+    taken = admin("POST", LBS, {"loadbalancer": {"vip_port_id": port["id"]}})
+    assert fault(taken)[2] == f"Port {port['id']} not found."
+    assert bob("GET", f"/v2.0/ports/{port['id']}").json()["port"]["device_owner"] == ""

@@ -19,6 +19,10 @@ from astara.appliance.schema import ApplianceConfig
 from astara.linux.files import write_atomic
 from astara.linux.process import Daemon
 
+# haproxy expands "${NAME}" in its config from its environment: it gets none
+# of the agent's (a join token, an operator's credentials), only a PATH.
+CLEAN_ENV = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+
 
 class ApplianceDaemons:
     """`metadata`: whether this host serves metadata (its agent has a backend)."""
@@ -68,14 +72,28 @@ class ApplianceDaemons:
             daemon.start(["dnsmasq", f"--conf-file={self.directory / 'dnsmasq.conf'}"], fresh=fresh)
         elif name is DaemonName.haproxy:
             conf = self.directory / "haproxy.cfg"
-            daemon.start(["haproxy", "-D", "-p", str(daemon.pidfile), "-f", str(conf)], fresh=fresh)
+            daemon.start(
+                [*CLEAN_ENV, "haproxy", "-D", "-p", str(daemon.pidfile), "-f", str(conf)],
+                fresh=fresh,
+            )
         elif name is DaemonName.loadbalancer:
             # Master-worker: a reload (SIGUSR2) forks a new worker that takes
             # over the listening sockets; the old one finishes its connections.
             conf = self.directory / "loadbalancer.cfg"
             master = f"{self.directory / 'master.sock'},mode,600"
             daemon.start(
-                ["haproxy", "-W", "-S", master, "-D", "-p", str(daemon.pidfile), "-f", str(conf)],
+                [
+                    *CLEAN_ENV,
+                    "haproxy",
+                    "-W",
+                    "-S",
+                    master,
+                    "-D",
+                    "-p",
+                    str(daemon.pidfile),
+                    "-f",
+                    str(conf),
+                ],
                 fresh=fresh,
             )
         else:

@@ -31,9 +31,9 @@ def member_status(haproxy: str) -> str:
     return _MEMBER.get(word, "ERROR")
 
 
-def read_stat(path: Path, timeout_s: float = 2.0) -> list[dict[str, str]]:
-    """The rows of `show stat` (one per frontend, backend and server); [] if
-    haproxy does not answer (not running, or reloading)."""
+def read_stat(path: Path, timeout_s: float = 2.0) -> list[dict[str, str]] | None:
+    """The rows of `show stat` (one per frontend, backend and server); None
+    if haproxy does not answer (not running, or reloading): nothing known."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(timeout_s)
     chunks = []
@@ -43,7 +43,7 @@ def read_stat(path: Path, timeout_s: float = 2.0) -> list[dict[str, str]]:
         while chunk := client.recv(65536):
             chunks.append(chunk)
     except OSError:
-        return []
+        return None
     finally:
         with contextlib.suppress(OSError):
             client.close()
@@ -51,9 +51,11 @@ def read_stat(path: Path, timeout_s: float = 2.0) -> list[dict[str, str]]:
     return list(csv.DictReader(text.splitlines()))
 
 
-def health(rows: list[dict[str, str]]) -> dict[str, Any]:
+def health(rows: list[dict[str, str]] | None) -> dict[str, Any] | None:
     """Operating statuses by object id: listeners (frontends), pools
-    (backends, from their members), members (servers)."""
+    (backends, from their members), members (servers); None: not known."""
+    if rows is None:
+        return None
     listeners: dict[str, str] = {}
     members: dict[str, str] = {}
     by_pool: dict[str, list[str]] = {}

@@ -224,6 +224,18 @@ class MetadataHost(StrictModel):
     project_id: HeaderValue
 
 
+# A check's path: RFC 3986 path and query characters, without what haproxy's
+# config reads as quoting, comments or variables (`"`, `'`, `#`, `$`, `\`).
+URL_PATH = r"^/[A-Za-z0-9\-._~!&()*+,;=:@%/?]*$"
+# A cookie name: an RFC 6265 token.
+COOKIE_NAME = r"^[!%&*+\-.0-9A-Z^_`a-z|~]{1,255}$"
+# A domain name a check sends as its Host: labels of letters, digits and `-`.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_NAME = rf"^(?:{_LABEL}\.)*{_LABEL}\.?$"
+# The headers a listener may insert, as haproxy sets them.
+LB_HEADERS = ("X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto")
+
+
 class LbMonitor(StrictModel):
     """A pool's health check, as haproxy runs it."""
 
@@ -233,12 +245,12 @@ class LbMonitor(StrictModel):
     rise: int = Field(ge=1, le=10)
     fall: int = Field(ge=1, le=10)
     http_method: str | None = Field(default=None, pattern=r"^[A-Z]{3,7}$")
-    url_path: str | None = Field(default=None, pattern=r"^/[^\s]*$", max_length=2048)
+    url_path: str | None = Field(default=None, pattern=URL_PATH, max_length=2048)
     expected_codes: str | None = Field(
         default=None, pattern=r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$"
     )
     http_version: Literal["1.0", "1.1"] | None = None
-    domain_name: Hostname | None = None
+    domain_name: str | None = Field(default=None, pattern=DOMAIN_NAME, max_length=253)
     enabled: bool = True
 
 
@@ -258,13 +270,13 @@ class LbPool(StrictModel):
     protocol: Literal["HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2"]
     algorithm: Literal["ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP"]
     persistence: Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"] | None = None
-    cookie_name: str | None = Field(default=None, pattern=r"^[!#$%&'*+\-.0-9A-Z^_`a-z|~]{1,255}$")
+    cookie_name: str | None = Field(default=None, pattern=COOKIE_NAME)
     enabled: bool = True
     members: list[LbMember] = Field(default_factory=list, max_length=10_000)
     monitor: LbMonitor | None = None
 
 
-LbHeader = Literal["X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto"]
+LbHeader = Literal[LB_HEADERS]  # type: ignore[valid-type]
 
 
 class LbListener(StrictModel):

@@ -31,6 +31,7 @@ from astara.agent.client import AgentError
 from astara.db.models import (
     DHCP,
     ApplianceState,
+    LoadBalancer,
     Network,
     Port,
     PortBinding,
@@ -39,7 +40,9 @@ from astara.db.models import (
     dhcp_appliance_id,
     dhcp_network_id,
 )
+from astara.drivers import loadbalancer as lb_driver
 from astara.drivers.appliance import ipv6_mode
+from astara.drivers.loadbalancer import PREFIX as LB_PREFIX
 from astara.model.fabric import AddressSetSpec, NetworkSpec, PortSpec, SecurityGroupSpec
 from astara.orchestrator.hosts import Hosts, infos
 from astara.orchestrator.placement import HostInfo
@@ -428,6 +431,13 @@ def fabric_view(
             served = dhcp_network_id(appliance_id)
             if served is not None:
                 need(host, served)
+        for host, on_network in session.execute(
+            select(ApplianceState.host, LoadBalancer.vip_network_id)
+            .join(LoadBalancer, ApplianceState.appliance_id == LB_PREFIX + LoadBalancer.id)
+            .where(ApplianceState.host.is_not(None), LoadBalancer.vip_network_id.in_(only))
+            .distinct()
+        ).all():
+            need(host, on_network)
         return _view(session, hosts, needs, {}, statuses)
     security = _with_security(session, ports, statuses)
     placed = session.execute(
@@ -436,12 +446,25 @@ def fabric_view(
         )
     ).all()
     routers: dict[str, str] = {}
+    balancers: dict[str, str] = {}
     for appliance_id, host in placed:
         network_id = dhcp_network_id(appliance_id)
-        if network_id is None:
+        balancer_id = lb_driver.balancer_id(appliance_id)
+        if balancer_id is not None:
+            balancers[balancer_id] = str(host)
+        elif network_id is None:
             routers[appliance_id] = str(host)
         elif only is None or network_id in only:
             need(host, network_id)
+    if balancers:
+        # A load balancer's appliance is on its VIP's network.
+        for balancer_id, network_id in session.execute(
+            select(LoadBalancer.id, LoadBalancer.vip_network_id).where(
+                LoadBalancer.id.in_(balancers)
+            )
+        ).all():
+            if only is None or network_id in only:
+                need(balancers[balancer_id], network_id)
     if routers:
         rows = session.execute(
             restrict(

@@ -655,8 +655,12 @@ class Orchestrator:
         spread_s = self.resync_s / 2 if self.resyncs else 0.0
         checked = 0
         unseen: list[str] = []
+        watched: list[str] = []  # load balancers: their health is looked at each time
         for key in sorted(known):
             if not self.owns(key):
+                continue
+            if appliances.kind(key) == "loadbalancer":
+                watched.append(key)
                 continue
             if self._unchanged_since(key, listed_now):
                 checked += 1  # the listing just taken vouches for it: nothing to run
@@ -674,6 +678,8 @@ class Orchestrator:
                 self.wake(key, delay_s=0.0)
             elif key not in vouched:
                 self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
+        for key in watched:
+            self.wake(key, resync=True, delay_s=_phase(key) * spread_s)
         metrics.OBSERVATIONS.labels("listed").inc(checked + len(vouched))
         self.wake(L2_KEY, resync=True, delay_s=0.0)
         if first:

@@ -163,8 +163,11 @@ def write_lb_statuses(
         seen.update((health or {}).get(part) or {})
     rows: list[LoadBalancerObject] = [*listeners, *pools, *monitors, *members]
     for row in rows:
-        if row.provisioning_status != "ACTIVE":
+        applied_now = row.provisioning_status != "ACTIVE"
+        if applied_now:
             row.provisioning_status = "ACTIVE"
+        if health is None and not applied_now:
+            continue  # haproxy not read this time: what was known stands
         online = "ONLINE" if up and row.admin_state_up else "OFFLINE"
         if isinstance(row, Member) and row.admin_state_up and row.pool_id not in monitored:
             online = "NO_MONITOR"

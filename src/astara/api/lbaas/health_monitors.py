@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from astara.api.auth import Caller
 from astara.api.lbaas import common, errors, pools
 from astara.api.lbaas.bodies import Body
+from astara.appliance.schema import DOMAIN_NAME, URL_PATH
 from astara.db.models import HealthMonitor, Pool
 
 RESOURCE = "Health Monitor"
@@ -29,7 +30,6 @@ HTTP_TYPES = ("HTTP", "HTTPS")
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH")
 HTTP_DEFAULTS = {"http_method": "GET", "url_path": "/", "expected_codes": "200"}
 EXPECTED_CODES = r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$"
-URL_PATH = r"^/[^\s]*$"
 
 
 class HealthMonitorPUT(Body):
@@ -43,7 +43,7 @@ class HealthMonitorPUT(Body):
     url_path: str | None = Field(default=None, pattern=URL_PATH, max_length=2048)
     expected_codes: str | None = Field(default=None, pattern=EXPECTED_CODES)
     http_version: float | None = None  # 1.0 or 1.1 (`_http_fields`)
-    domain_name: str | None = Field(default=None, min_length=1, max_length=255)
+    domain_name: str | None = Field(default=None, pattern=DOMAIN_NAME, max_length=255)
     tags: list[str] | None = None
 
 

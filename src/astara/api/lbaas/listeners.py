@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
 from astara.api.lbaas import common, errors
 from astara.api.lbaas.bodies import Body
+from astara.appliance.schema import LB_HEADERS
 from astara.db.models import Listener, LoadBalancer, Pool
 
 RESOURCE = "Listener"
@@ -39,14 +40,11 @@ POOL_PROTOCOLS = {
     "SCTP": ("SCTP",),
     "PROMETHEUS": (),
 }
-HTTP_HEADERS = (
-    "X-Forwarded-For",
-    "X-Forwarded-Port",
-    "X-Forwarded-Proto",
-    "X-Forwarded-IP",
-    "X-Client-IP",
-    "X-Real-IP",
-)
+# The headers haproxy inserts here (Octavia's X-Forwarded-IP, X-Client-IP,
+# X-Real-IP: not yet, refused as options this deployment lacks).
+HTTP_HEADERS = LB_HEADERS
+# What one load balancer's appliance carries (`schema.LoadBalancerSection`).
+MAX_PER_BALANCER = 64
 MAX_TIMEOUT = 24 * 24 * 60 * 60 * 1000
 TIMEOUTS = {
     "timeout_client_data": 50000,
@@ -181,6 +179,11 @@ def create(session: Session, caller: Caller, body: ListenerPOST, now: datetime) 
     balancer = common.balancer_for_change(session, caller, str(body.loadbalancer_id))
     _served(body.protocol)
     family = FAMILY.get(body.protocol, "tcp")
+    count = session.scalar(
+        select(func.count()).select_from(Listener).where(Listener.load_balancer_id == balancer.id)
+    )
+    if (count or 0) >= MAX_PER_BALANCER:
+        raise errors.validation(f"A load balancer has at most {MAX_PER_BALANCER} listeners here.")
     taken = session.scalar(
         select(Listener.protocol).where(
             Listener.load_balancer_id == balancer.id,

@@ -115,7 +115,9 @@ def _vip(session: Session, caller: Caller, body: LoadBalancerPOST) -> tuple[Subn
     """The VIP's subnet, and the tenant's port when it named one."""
     if body.vip_port_id is not None:
         port = session.get(Port, str(body.vip_port_id))
-        if port is None or not ports.visible(port, session.get(Network, port.network_id), caller):
+        # The load balancer's project's own port: a network's owner sees
+        # others' ports on it, but may not take them.
+        if port is None or port.project_id != _project(caller, body):
             raise errors.OctaviaError(400, f"Port {body.vip_port_id} not found.")
         if port.device_id:
             raise errors.validation(f"Port {port.id} is already used by device {port.device_id} ")

@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
 from astara.api.lbaas import common, errors, listeners
 from astara.api.lbaas.bodies import Body
+from astara.appliance.schema import COOKIE_NAME
 from astara.db.models import HealthMonitor, Listener, Pool
 
 RESOURCE = "Pool"
@@ -29,8 +30,7 @@ PROTOCOLS = ("TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2", "UDP", "SCTP")
 SERVED = ("TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2")
 ALGORITHMS = ("ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE_IP_PORT")
 PERSISTENCE = ("SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE")
-# A cookie name: no control characters, separators or spaces (Octavia's check).
-_COOKIE = re.compile(r"[^\x00-\x20\"(),/:;<=>?@\[\\\]{}\x7f]+")
+_COOKIE = re.compile(COOKIE_NAME)
 
 
 class SessionPersistence(Body):
@@ -125,7 +125,7 @@ def _persistence(persistence: SessionPersistence | None) -> dict[str, Any] | Non
                 'Field "cookie_name" must be specified when using the "APP_COOKIE" session'
                 " persistence type."
             )
-        if not _COOKIE.fullmatch(name):
+        if not _COOKIE.match(name):
             raise errors.validation('Supplied "cookie_name" is invalid.')
     return {
         "type": persistence.type,
@@ -143,6 +143,13 @@ def create(session: Session, caller: Caller, body: PoolPOST, now: datetime) -> P
         listener = listeners.get(session, caller, str(body.listener_id))
     balancer_id = str(body.loadbalancer_id or (listener and listener.load_balancer_id))
     balancer = common.balancer_for_change(session, caller, balancer_id)
+    count = session.scalar(
+        select(func.count()).select_from(Pool).where(Pool.load_balancer_id == balancer.id)
+    )
+    if (count or 0) >= listeners.MAX_PER_BALANCER:
+        raise errors.validation(
+            f"A load balancer has at most {listeners.MAX_PER_BALANCER} pools here."
+        )
     if body.protocol not in SERVED:
         raise errors.OctaviaError(
             400, f"The selected protocol is not allowed in this deployment: {body.protocol}"
