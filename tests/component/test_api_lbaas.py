@@ -93,6 +93,8 @@ def test_a_load_balancer_gets_its_vip_port_and_octavias_shape(admin: Api, engine
     assert fault(bob("GET", f"{LBS}?project_id={balancer['project_id']}"))[0] == 403
 
     activate(engine, balancer["id"])
+    # Its VIP port is the service's while it exists.
+    assert alice("DELETE", f"/v2.0/ports/{balancer['vip_port_id']}").status_code == 409
     assert alice("DELETE", url).status_code == 204
     # Gone at once, with the VIP port it made.
     assert fault(alice("GET", url))[0] == 404

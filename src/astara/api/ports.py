@@ -59,6 +59,7 @@ from astara.db.models import (
     FloatingIp,
     Host,
     IpAllocation,
+    LoadBalancer,
     Network,
     Port,
     PortBinding,
@@ -67,7 +68,14 @@ from astara.db.models import (
 )
 from astara.model import rules
 
-SERVICE_OWNERS = ("network:router_interface", "network:router_gateway", "network:floatingip")
+# A load balancer's VIP port (Octavia's owner name).
+LB_OWNER = "Octavia"
+SERVICE_OWNERS = (
+    "network:router_interface",
+    "network:router_gateway",
+    "network:floatingip",
+    LB_OWNER,
+)
 _random = random.SystemRandom()
 # Random candidates checked per query, a few, then more: each costs the
 # database an index lookup, and in a subnet a sixth full all 8 of the first
@@ -862,8 +870,11 @@ def update(
 
 
 def _in_service(session: Session, port: Port) -> bool:
-    """A router's or floating IP's port while that router or floating IP exists."""
-    if port.device_owner == "network:floatingip":
+    """A router's, floating IP's or load balancer's port while that router,
+    floating IP or load balancer exists."""
+    if port.device_owner == LB_OWNER:
+        held = select(LoadBalancer.id).where(LoadBalancer.vip_port_id == port.id)
+    elif port.device_owner == "network:floatingip":
         held = select(FloatingIp.id).where(FloatingIp.floating_port_id == port.id)
     else:
         held = select(RouterPort.router_id).where(RouterPort.port_id == port.id)

@@ -140,8 +140,20 @@ def write_lb_statuses(
     if balancer is None:
         return
     status = neutron_status(state)
+    if plan is not None and plan.config is None:
+        status = "ERROR"  # it exists, and nothing can serve it (its VIP port is gone)
     if status == "ERROR":
         balancer.provisioning_status = "ERROR"
+        balancer.operating_status = "ERROR"
+        for model in (Listener, Pool):
+            session.execute(
+                update(model)
+                .where(
+                    model.load_balancer_id == balancer.id,
+                    model.provisioning_status.like("PENDING%"),
+                )
+                .values(provisioning_status="ERROR")
+            )
         return
     if status != "ACTIVE" or plan is None:
         return

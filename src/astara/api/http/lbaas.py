@@ -3,7 +3,7 @@ clients use either): Octavia's envelopes (`{"loadbalancers": [...],
 "loadbalancers_links": []}`), status codes and fault bodies.
 
 Work in progress (issue 12): load balancers, listeners, pools, members,
-health monitors; no L7, status tree, stats, quotas or providers yet.
+health monitors, the status tree, the providers; no L7, stats or quotas yet.
 """
 
 from __future__ import annotations

@@ -2,6 +2,5 @@
 tenant API's port): Octavia's envelopes, WSME-style validation messages and
 fault bodies (`errors`, `bodies`), and one module per resource.
 
-Work in progress for issue 12 (see /work/scratch/design-lb.md while it lasts):
-not mounted on the app yet.
+Work in progress (issue 12): see docs/api-compatibility.md, "Load balancers".
 """

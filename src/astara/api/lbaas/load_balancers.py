@@ -6,8 +6,7 @@ names), whose address is `vip_address`. It is PENDING_CREATE until its
 appliance runs it, and immutable while PENDING_* (Octavia's rule: clients
 wait for ACTIVE between changes).
 
-Work in progress (issue 12): create, show, list, update and delete of the
-load balancer itself; no appliance yet, so nothing makes it ACTIVE.
+Work in progress (issue 12).
 """
 
 from __future__ import annotations
@@ -19,9 +18,10 @@ from typing import Any
 
 from pydantic import Field, IPvAnyAddress
 from sqlalchemy import select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
-from astara.api import changes, ports
+from astara.api import changes, ports, quotas
 from astara.api.attributes import prepare_body
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
@@ -212,6 +212,7 @@ def _vip_port(
         is_admin=True,  # made by the service, for the project
     )
     try:
+        quotas.check(session, "port", project_id)
         return ports.create(session, caller, values, now)
     except NeutronError as error:
         raise errors.OctaviaError(
@@ -257,9 +258,22 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
     return balancer
 
 
+def _locked(session: Session, balancer: LoadBalancer) -> LoadBalancer:
+    """The load balancer's row locked, then read again: two changes of it
+    (or of it and a child) run one after the other."""
+    session.execute(
+        sql_update(LoadBalancer)
+        .where(LoadBalancer.id == balancer.id)
+        .values(revision_number=LoadBalancer.revision_number)
+    )
+    session.refresh(balancer)
+    return balancer
+
+
 def update(
     session: Session, caller: Caller, balancer: LoadBalancer, body: LoadBalancerPUT, now: datetime
 ) -> LoadBalancer:
+    balancer = _locked(session, balancer)
     if balancer.provisioning_status in PENDING:
         raise errors.pending(balancer.provisioning_status, balancer.id)
     values = body.model_dump(exclude_unset=True)
@@ -278,6 +292,7 @@ def delete(
     """Gone at once (Octavia's clients wait for a 404), with its children
     when `cascade` (else refused while it has any) and the VIP port it made
     (one the tenant gave is released); the orchestrator removes its appliance."""
+    balancer = _locked(session, balancer)
     children = session.scalar(
         select(Listener.id).where(Listener.load_balancer_id == balancer.id).limit(1)
     ) or session.scalar(select(Pool.id).where(Pool.load_balancer_id == balancer.id).limit(1))

@@ -4,8 +4,8 @@ the departures written here.
 
 - A frontend per enabled listener on the VIP, a backend per pool.
 - `allowed_cidrs` is enforced by haproxy itself (`tcp-request connection
-  reject`), where Octavia relies on the VIP port's security group. The
-  appliance's own group opens only the listeners' ports.
+  reject`), where Octavia relies on the VIP port's security group (the
+  VIP's own group: not yet).
 - Expected codes use haproxy's `http-check expect status` list and ranges,
   which 2.6 takes as they are, rather than Octavia's regex expansion.
 - The stats socket (`show stat`: operating statuses and counters) and the
