@@ -5,7 +5,7 @@ a change sets (the object's and its load balancer's)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from astara.api.lbaas import errors
 from astara.db.models import LoadBalancer, LoadBalancerObject
 
 PENDING = ("PENDING_CREATE", "PENDING_UPDATE", "PENDING_DELETE")
+Row = TypeVar("Row", bound=LoadBalancerObject)
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -38,6 +39,29 @@ def object_view(row: LoadBalancerObject) -> dict[str, Any]:
         "created_at": timestamp(row.created_at),
         "updated_at": timestamp(row.updated_at),
     }
+
+
+def get(session: Session, caller: Caller, model: type[Row], object_id: str, resource: str) -> Row:
+    """An object the caller may see: another project's is 403 (Octavia
+    finds it, then its policy refuses), a missing one 404."""
+    row = session.get(model, object_id)
+    if row is None:
+        raise errors.not_found(resource, object_id)
+    if not caller.is_admin and row.project_id != caller.project_id:
+        raise errors.forbidden()
+    return row
+
+
+def set_common(row: LoadBalancerObject, values: dict[str, Any]) -> None:
+    """A PUT's common attributes: a null name or description is empty, a
+    null admin state false (Octavia's reading), tags replaced when given."""
+    for name in ("name", "description"):
+        if name in values:
+            setattr(row, name, values[name] or "")
+    if "admin_state_up" in values:
+        row.admin_state_up = values["admin_state_up"] is True
+    if values.get("tags") is not None:
+        row.tags = sorted(set(values["tags"]))
 
 
 def balancer_for_change(session: Session, caller: Caller, balancer_id: str) -> LoadBalancer:

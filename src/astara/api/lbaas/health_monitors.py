@@ -77,12 +77,7 @@ def view(monitor: HealthMonitor) -> dict[str, Any]:
 
 
 def get(session: Session, caller: Caller, monitor_id: str) -> HealthMonitor:
-    monitor = session.get(HealthMonitor, monitor_id)
-    if monitor is None:
-        raise errors.not_found(RESOURCE, monitor_id)
-    if not caller.is_admin and monitor.project_id != caller.project_id:
-        raise errors.forbidden()
-    return monitor
+    return common.get(session, caller, HealthMonitor, monitor_id, RESOURCE)
 
 
 def _http_fields(
@@ -182,12 +177,7 @@ def update(
         )
     for name, value in _http_fields(monitor.type, values, monitor).items():
         setattr(monitor, name, value)
-    if "name" in values:
-        monitor.name = values["name"] or ""
-    if "admin_state_up" in values:
-        monitor.admin_state_up = values["admin_state_up"] is True
-    if values.get("tags") is not None:
-        monitor.tags = sorted(set(values["tags"]))
+    common.set_common(monitor, values)
     pool.provisioning_status = "PENDING_UPDATE"
     common.changed(session, balancer, monitor, "healthmonitor", "update", now)
     return monitor

@@ -106,12 +106,7 @@ def view(listener: Listener, l7policies: list[str] | None = None) -> dict[str, A
 
 
 def get(session: Session, caller: Caller, listener_id: str) -> Listener:
-    listener = session.get(Listener, listener_id)
-    if listener is None:
-        raise errors.not_found(RESOURCE, listener_id)
-    if not caller.is_admin and listener.project_id != caller.project_id:
-        raise errors.forbidden()
-    return listener
+    return common.get(session, caller, Listener, listener_id, RESOURCE)
 
 
 def _served(protocol: str) -> None:
@@ -246,13 +241,7 @@ def update(
     for name, default in TIMEOUTS.items():
         if name in values:
             setattr(listener, name, default if values[name] is None else values[name])
-    for name in ("name", "description"):
-        if name in values:
-            setattr(listener, name, values[name] or "")
-    if "admin_state_up" in values:
-        listener.admin_state_up = values["admin_state_up"] is True  # null reads as false
-    if values.get("tags") is not None:
-        listener.tags = sorted(set(values["tags"]))
+    common.set_common(listener, values)
     common.changed(session, balancer, listener, "listener", "update", now)
     return listener
 

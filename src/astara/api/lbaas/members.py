@@ -138,12 +138,7 @@ def update(
         member.monitor_address = str(body.monitor_address) if body.monitor_address else None
     if "monitor_port" in values:
         member.monitor_port = body.monitor_port
-    if "name" in values:
-        member.name = values["name"] or ""
-    if "admin_state_up" in values:
-        member.admin_state_up = values["admin_state_up"] is True
-    if values.get("tags") is not None:
-        member.tags = sorted(set(values["tags"]))
+    common.set_common(member, values)
     pool.provisioning_status = "PENDING_UPDATE"
     common.changed(session, balancer, member, "member", "update", now)
     return member

@@ -87,12 +87,7 @@ def view(session: Session, pool: Pool) -> dict[str, Any]:
 
 
 def get(session: Session, caller: Caller, pool_id: str) -> Pool:
-    pool = session.get(Pool, pool_id)
-    if pool is None:
-        raise errors.not_found(RESOURCE, pool_id)
-    if not caller.is_admin and pool.project_id != caller.project_id:
-        raise errors.forbidden()
-    return pool
+    return common.get(session, caller, Pool, pool_id, RESOURCE)
 
 
 def _algorithm(algorithm: str) -> str:
@@ -197,13 +192,7 @@ def update(session: Session, caller: Caller, pool: Pool, body: PoolPUT, now: dat
         pool.lb_algorithm = _algorithm(values["lb_algorithm"])
     if "session_persistence" in values:
         pool.session_persistence = _persistence(body.session_persistence)
-    for name in ("name", "description"):
-        if name in values:
-            setattr(pool, name, values[name] or "")
-    if "admin_state_up" in values:
-        pool.admin_state_up = values["admin_state_up"] is True
-    if values.get("tags") is not None:
-        pool.tags = sorted(set(values["tags"]))
+    common.set_common(pool, values)
     common.changed(session, balancer, pool, "pool", "update", now)
     return pool
 
