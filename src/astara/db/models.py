@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -420,6 +421,8 @@ class LoadBalancer(LoadBalancerObject, Base):
     vip_network_id: Mapped[str] = mapped_column(UUID)
     vip_address: Mapped[str] = mapped_column(String(64))
     provider: Mapped[str] = mapped_column(String(64), default="astara")
+    # A zone of the hosts (`astara host list`): its appliance is placed there.
+    availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class Listener(LoadBalancerObject, Base):
@@ -498,6 +501,61 @@ class HealthMonitor(LoadBalancerObject, Base):
     expected_codes: Mapped[str | None] = mapped_column(String(64), nullable=True)
     http_version: Mapped[str | None] = mapped_column(String(8), nullable=True)
     domain_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class L7Policy(LoadBalancerObject, Base):
+    """A listener's request policy: when all its rules match, it rejects,
+    redirects (to a URL, a prefix, or a pool of the same load balancer).
+    Policies are tried in `position` order (1 first)."""
+
+    __tablename__ = "l7policies"
+
+    listener_id: Mapped[str] = mapped_column(
+        ForeignKey("listeners.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer)
+    redirect_pool_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pools.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    redirect_url: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    redirect_prefix: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    redirect_http_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class L7Rule(LoadBalancerObject, Base):
+    """One condition of an L7 policy (all of a policy's rules must match)."""
+
+    __tablename__ = "l7rules"
+
+    l7policy_id: Mapped[str] = mapped_column(
+        ForeignKey("l7policies.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(36))
+    compare_type: Mapped[str] = mapped_column(String(36))
+    key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    value: Mapped[str] = mapped_column(String(255))
+    invert: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ListenerStatistics(Base):
+    """A listener's counters, as Octavia's `/stats` shows them: haproxy's
+    (its frontend's `bin`, `bout`, `scur`, `stot`, `ereq`), accumulated
+    here since a reload or restart starts haproxy's own at zero. `seen`:
+    the counters as last read, to tell a restart from traffic."""
+
+    __tablename__ = "listener_statistics"
+
+    listener_id: Mapped[str] = mapped_column(
+        ForeignKey("listeners.id", ondelete="CASCADE"), primary_key=True
+    )
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    active_connections: Mapped[int] = mapped_column(Integer, default=0)
+    total_connections: Mapped[int] = mapped_column(BigInteger, default=0)
+    request_errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    seen: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 # Device owners of a router's own ports (Neutron's names).
