@@ -19,6 +19,7 @@ from astara.db import outbox
 from astara.db.models import (
     AddressGroup,
     Credential,
+    LoadBalancer,
     OutboxEvent,
     PausedProject,
     Project,
@@ -111,6 +112,9 @@ def delete_project(session: Session, caller: Caller, name_or_id: str, now: datet
         used[kind] -= len(rows)
     used["address_group"] = len(
         session.scalars(select(AddressGroup.id).where(AddressGroup.project_id == project.id)).all()
+    )
+    used["load_balancer"] = len(
+        session.scalars(select(LoadBalancer.id).where(LoadBalancer.project_id == project.id)).all()
     )
     owned = {name: n for name, n in used.items() if n}
     if owned:

@@ -60,7 +60,8 @@ MAX_LIMIT = 2**31 - 1
 
 def limits(session: Session, project_id: str) -> dict[str, int]:
     found = dict(DEFAULTS)
-    for row in session.scalars(select(Quota).where(Quota.project_id == project_id)):
+    rows = select(Quota).where(Quota.project_id == project_id, Quota.resource.in_(DEFAULTS))
+    for row in session.scalars(rows):
         found[row.resource] = row.limit
     return found
 
@@ -157,7 +158,9 @@ def details(session: Session, caller: Caller, project_id: str) -> dict[str, Any]
 
 def listing(session: Session, caller: Caller) -> dict[str, Any]:
     _admin(caller)
-    projects = sorted(set(session.scalars(select(Quota.project_id))))
+    projects = sorted(
+        set(session.scalars(select(Quota.project_id).where(Quota.resource.in_(DEFAULTS))))
+    )
     return {"quotas": [{**limits(session, p), "project_id": p, "tenant_id": p} for p in projects]}
 
 
@@ -204,4 +207,7 @@ def update(session: Session, caller: Caller, project_id: str, body: Any) -> dict
 
 def reset(session: Session, caller: Caller, project_id: str) -> None:
     _admin(caller)
-    session.execute(delete(Quota).where(Quota.project_id == project_id))
+    # Neutron's own limits only (Octavia's are in the same table: `lbaas:<name>`).
+    session.execute(
+        delete(Quota).where(Quota.project_id == project_id, Quota.resource.in_(DEFAULTS))
+    )

@@ -8,6 +8,11 @@ statuses (octavia/amphorae/backends/health_daemon: the same mapping).
 - A pool is ERROR when none of its members is ONLINE (and it has some with
   checks), DEGRADED when some are not, else ONLINE.
 - A listener is ONLINE while its frontend is `OPEN`.
+
+Each listener's counters come from its frontend's row as they are (Octavia's
+names: `bin` bytes_in, `bout` bytes_out, `scur` active_connections, `stot`
+total_connections, `ereq` request_errors); they start at zero with each
+haproxy process, so the orchestrator accumulates them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from pathlib import Path
 from typing import Any
 
 _MEMBER = {"UP": "ONLINE", "DOWN": "ERROR", "MAINT": "OFFLINE", "DRAIN": "DRAINING"}
+COUNTERS = {
+    "bin": "bytes_in",
+    "bout": "bytes_out",
+    "scur": "active_connections",
+    "stot": "total_connections",
+    "ereq": "request_errors",
+}
 
 
 def member_status(haproxy: str) -> str:
@@ -57,12 +69,14 @@ def health(rows: list[dict[str, str]] | None) -> dict[str, Any] | None:
     if rows is None:
         return None
     listeners: dict[str, str] = {}
+    counters: dict[str, dict[str, int]] = {}
     members: dict[str, str] = {}
     by_pool: dict[str, list[str]] = {}
     for row in rows:
         proxy, name, status = row.get("pxname", ""), row.get("svname", ""), row.get("status", "")
         if name == "FRONTEND":
             listeners[proxy] = "ONLINE" if status == "OPEN" else "OFFLINE"
+            counters[proxy] = {name: _count(row.get(key)) for key, name in COUNTERS.items()}
         elif name != "BACKEND":
             members[name] = member_status(status)
             by_pool.setdefault(proxy, []).append(members[name])
@@ -77,4 +91,11 @@ def health(rows: list[dict[str, str]] | None) -> dict[str, Any] | None:
             pools[pool] = "DEGRADED"
         else:
             pools[pool] = "ONLINE"
-    return {"listeners": listeners, "pools": pools, "members": members}
+    return {"listeners": listeners, "pools": pools, "members": members, "counters": counters}
+
+
+def _count(text: str | None) -> int:
+    try:
+        return max(int(text or 0), 0)
+    except ValueError:
+        return 0

@@ -58,3 +58,15 @@ def known(session: Session) -> set[str]:
     found.update(session.scalars(select(Port.device_id).where(Port.device_owner == DHCP)))
     found.update(lb_driver.appliance_id(i) for i in session.scalars(select(LoadBalancer.id)))
     return found
+
+
+def zone_hints(session: Session, appliance_id: str) -> list[str]:
+    """The zones its appliance may be placed in (any when empty): a router's
+    `availability_zone_hints`, a load balancer's `availability_zone`."""
+    balancer_id = lb_driver.balancer_id(appliance_id)
+    if balancer_id is not None:
+        balancer = session.get(LoadBalancer, balancer_id)
+        zone = balancer.availability_zone if balancer is not None else None
+        return [zone] if zone else []
+    router = session.get(Router, appliance_id)
+    return list(router.availability_zone_hints) if router is not None else []

@@ -67,7 +67,6 @@ from astara.db.models import (
     Network,
     OutboxEvent,
     PausedProject,
-    Router,
     dhcp_network_id,
 )
 from astara.drivers import dhcp as dhcp_driver
@@ -1246,7 +1245,6 @@ class Orchestrator:
                     .group_by(ApplianceState.host)
                 ).all()
             )
-            router = session.get(Router, appliance_id)
             physnets = set(
                 session.scalars(
                     select(Network.physical_network).where(
@@ -1258,7 +1256,7 @@ class Orchestrator:
             target = placement.choose(
                 hosts.values(),
                 load,
-                hints=router.availability_zone_hints if router is not None else (),
+                hints=appliances.zone_hints(session, appliance_id),
                 physnets={p for p in physnets if p},
             )
             if target is not None:
@@ -1441,6 +1439,7 @@ class Orchestrator:
                     statuses.write_lb_statuses(
                         session, appliance_id, after.state, plan, seen.health
                     )
+                    statuses.write_lb_stats(session, appliance_id, seen.health, now)
                 elif kind == "router":
                     statuses.write_statuses(session, appliance_id, after.state, plan)
                 else:

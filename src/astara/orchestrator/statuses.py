@@ -6,6 +6,7 @@ values, not changes: no revision bump, no outbox event."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -15,6 +16,7 @@ from astara.db.models import (
     FloatingIp,
     HealthMonitor,
     Listener,
+    ListenerStatistics,
     LoadBalancer,
     LoadBalancerObject,
     Member,
@@ -198,3 +200,50 @@ def write_lb_statuses(
     balancer.provisioning_status = "ACTIVE"
     if balancer.operating_status != overall:
         balancer.operating_status = overall
+
+
+# Counters that only grow (kept across haproxy's restarts), and the one that is a level.
+_TOTALS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
+
+
+def accumulate(
+    totals: Mapping[str, int], seen: Mapping[str, int], read: Mapping[str, int]
+) -> dict[str, int]:
+    """The totals after a read of haproxy's counters: what they grew by since
+    `seen` (the last read), or all of them where one went down (a new haproxy
+    process started from zero)."""
+    found = {}
+    for name in _TOTALS:
+        now, before = read.get(name, 0), seen.get(name, 0)
+        found[name] = totals.get(name, 0) + (now - before if now >= before else now)
+    found["active_connections"] = read.get("active_connections", 0)
+    return found
+
+
+def write_lb_stats(
+    session: Session, appliance_id: str, health: Mapping[str, Any] | None, now: datetime
+) -> None:
+    """Each listener's statistics (Octavia's `/stats`) from haproxy's
+    counters, when they were read this time."""
+    balancer_id = lb_driver.balancer_id(appliance_id)
+    counters = (health or {}).get("counters")
+    if balancer_id is None or not counters:
+        return
+    known = set(
+        session.scalars(
+            select(Listener.id).where(
+                Listener.load_balancer_id == balancer_id, Listener.id.in_(list(counters))
+            )
+        )
+    )
+    for listener_id in sorted(known):
+        read = {k: int(v) for k, v in counters[listener_id].items()}
+        row = session.get(ListenerStatistics, listener_id)
+        if row is None:
+            row = ListenerStatistics(listener_id=listener_id, seen={}, updated_at=now)
+            session.add(row)
+        totals = {name: getattr(row, name) or 0 for name in _TOTALS}
+        for name, value in accumulate(totals, row.seen or {}, read).items():
+            setattr(row, name, value)
+        row.seen = read
+        row.updated_at = now

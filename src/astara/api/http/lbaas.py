@@ -2,8 +2,9 @@
 clients use either): Octavia's envelopes (`{"loadbalancers": [...],
 "loadbalancers_links": []}`), status codes and fault bodies.
 
-Work in progress (issue 12): load balancers, listeners, pools, members,
-health monitors, the status tree, the providers; no L7, stats or quotas yet.
+Load balancers (a fully populated create too), listeners, pools, members
+(one by one, or the batch update), health monitors, the status tree,
+statistics, failover, quotas, providers, and the empty flavor lists.
 """
 
 from __future__ import annotations
@@ -18,11 +19,21 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from astara.api import zones
 from astara.api.attributes import to_bool
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import TransactionDep, authenticated_router, json_body, now
-from astara.api.lbaas import errors, health_monitors, listeners, members, pools
+from astara.api.lbaas import (
+    errors,
+    graph,
+    health_monitors,
+    listeners,
+    members,
+    pools,
+    quotas,
+    stats,
+)
 from astara.api.lbaas import load_balancers as lbs
 from astara.api.lbaas.bodies import parse
 from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
@@ -68,6 +79,8 @@ class Spec:
     create: Callable[[Session, Caller, Any, datetime], Any]
     update: Callable[[Session, Caller, Any, Any, datetime], Any]
     delete: Callable[[Session, Caller, Any, bool, datetime], None]
+    # A create's answer, when it differs from a show's.
+    created: Callable[[Session, Any], dict[str, Any]] | None = None
 
 
 def collection(prefix: str, spec: Spec) -> APIRouter:
@@ -99,7 +112,8 @@ def collection(prefix: str, spec: Spec) -> APIRouter:
         body = parse(spec.post, await json_body(request), spec.member)
 
         def work(session: Session, caller: Caller) -> dict[str, Any]:
-            return spec.view(session, spec.create(session, caller, body, now()))
+            row = spec.create(session, caller, body, now())
+            return (spec.created or spec.view)(session, row)
 
         return answer({spec.member: await run(work)}, 201)
 
@@ -146,6 +160,7 @@ SPECS = (
         lbs.create,
         lbs.update,
         lbs.delete,
+        lambda session, row: graph.view(session, row, _view(session, row)),
     ),
     Spec(
         "listeners",
@@ -190,9 +205,90 @@ SPECS = (
 
 
 def extra_routes(prefix: str) -> APIRouter:
-    """A load balancer's status tree, the providers. (Statistics come with
-    reading haproxy's stats socket: not yet.)"""
+    """A load balancer's status tree, statistics and failover; a listener's
+    statistics; quotas; the providers, flavors and availability zones."""
     routes = authenticated_router(prefix=prefix)
+
+    @routes.get("/loadbalancers/{balancer_id}/stats")
+    async def balancer_stats(balancer_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            return stats.balancer(session, lbs.get(session, caller, balancer_id))
+
+        return answer(await run(work))
+
+    @routes.get("/listeners/{listener_id}/stats")
+    async def listener_stats(listener_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            return stats.listener(session, listeners.get(session, caller, listener_id))
+
+        return answer(await run(work))
+
+    @routes.put("/loadbalancers/{balancer_id}/failover", status_code=202)
+    async def failover(balancer_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> None:
+            lbs.failover(session, caller, lbs.get(session, caller, balancer_id), now())
+
+        await run(work)
+        return Response(status_code=202)
+
+    @routes.get("/quotas")
+    async def list_quotas(run: TransactionDep) -> Response:
+        return answer(await run(quotas.listing))
+
+    @routes.get("/quotas/{project_id}")
+    async def show_quota(project_id: str, run: TransactionDep) -> Response:
+        return answer(await run(lambda session, caller: quotas.show(session, caller, project_id)))
+
+    @routes.get("/quotas/{project_id}/default")
+    async def show_default_quota(project_id: str, run: TransactionDep) -> Response:
+        return answer(await run(lambda _, caller: quotas.show_defaults(caller, project_id)))
+
+    @routes.put("/quotas/{project_id}", status_code=202)
+    async def update_quota(request: Request, project_id: str, run: TransactionDep) -> Response:
+        body = await json_body(request)
+        shown = await run(lambda session, caller: quotas.update(session, caller, project_id, body))
+        return answer(shown, 202)
+
+    @routes.delete("/quotas/{project_id}", status_code=202)
+    async def reset_quota(project_id: str, run: TransactionDep) -> Response:
+        await run(lambda session, caller: quotas.reset(session, caller, project_id))
+        return Response(status_code=202)
+
+    @routes.get("/flavors")
+    @routes.get("/flavorprofiles")
+    @routes.get("/availabilityzoneprofiles")
+    async def no_flavors(request: Request, run: TransactionDep) -> Response:
+        """None defined: a deployment without flavors (the one appliance
+        shape) answers empty lists, with Octavia's keys."""
+        await run(lambda s, c: None)  # authenticated, like every route
+        key = {
+            "flavors": ("flavors", "flavors_links"),
+            "flavorprofiles": ("flavorprofiles", "flavorprofile_links"),
+            "availabilityzoneprofiles": (
+                "availability_zone_profiles",
+                "availability_zone_profile_links",
+            ),
+        }[request.url.path.rsplit("/", 1)[1]]
+        return answer({key[0]: [], key[1]: []})
+
+    @routes.get("/availabilityzones")
+    async def availability_zones(request: Request, run: TransactionDep) -> Response:
+        """The hosts' zones (`astara host list`), each enabled while an up,
+        undrained host is in it; `availability_zone` on a load balancer
+        places its appliance there."""
+        wanted = request.query_params.get("name")
+        found = await run(lambda session, _: zones.listing(session))
+        shown = [
+            {
+                "name": zone["name"],
+                "description": "",
+                "enabled": zone["state"] == "available",
+                "availability_zone_profile_id": None,
+            }
+            for zone in found
+            if zone["resource"] == "router" and wanted in (None, zone["name"])
+        ]
+        return answer({"availability_zones": shown, "availability_zones_links": []})
 
     @routes.get("/loadbalancers/{balancer_id}/status")
     @routes.get("/loadbalancers/{balancer_id}/statuses")
@@ -214,6 +310,21 @@ def extra_routes(prefix: str) -> APIRouter:
 def member_routes(prefix: str) -> APIRouter:
     """A pool's members, under `/pools/{pool_id}/members` (an unknown pool: 404)."""
     routes = authenticated_router(prefix=f"{prefix}/pools/{{pool_id}}/members")
+
+    @routes.put("", status_code=202)
+    async def replace_members(request: Request, pool_id: str, run: TransactionDep) -> Response:
+        body = await json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("members"), list):
+            raise errors.OctaviaError(400, 'Missing argument: "members"')
+        given = [parse(members.MemberPOST, {"member": m}, "member") for m in body["members"]]
+        additive = _true(request.query_params.get("additive_only"))
+
+        def work(session: Session, caller: Caller) -> None:
+            pool = pools.get(session, caller, pool_id)
+            members.replace_all(session, caller, pool, given, additive, now())
+
+        await run(work)
+        return Response(status_code=202)
 
     @routes.get("")
     async def list_members(request: Request, pool_id: str, run: TransactionDep) -> Response:

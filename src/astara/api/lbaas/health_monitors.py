@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
-from astara.api.lbaas import common, errors, pools
+from astara.api.lbaas import common, errors, pools, quotas
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import DOMAIN_NAME, URL_PATH
 from astara.db.models import HealthMonitor, Pool
@@ -47,14 +47,20 @@ class HealthMonitorPUT(Body):
     tags: list[str] | None = None
 
 
-class HealthMonitorPOST(HealthMonitorPUT):
-    pool_id: uuid.UUID
+class HealthMonitorFields(HealthMonitorPUT):
+    """A monitor's own attributes (in a fully populated load balancer's
+    create, where its pool is one being made)."""
+
     type: Literal[TYPES]  # type: ignore[valid-type]
     delay: int = Field(ge=0)
     timeout: int = Field(ge=0)
     max_retries: int = Field(ge=1, le=10)
     project_id: str | None = Field(default=None, max_length=36)
     tenant_id: str | None = Field(default=None, max_length=36)
+
+
+class HealthMonitorPOST(HealthMonitorFields):
+    pool_id: uuid.UUID
 
 
 def view(monitor: HealthMonitor) -> dict[str, Any]:
@@ -123,14 +129,24 @@ def create(
 ) -> HealthMonitor:
     pool = pools.get(session, caller, str(body.pool_id))
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
+    if session.scalar(select(HealthMonitor.id).where(HealthMonitor.pool_id == pool.id)):
+        raise errors.OctaviaError(409, "This pool already has a health monitor")
+    quotas.check(session, "health_monitor", balancer.project_id)
+    monitor = build(session, pool, body, now)
+    pool.provisioning_status = "PENDING_UPDATE"
+    common.changed(session, balancer, monitor, "healthmonitor", "create", now)
+    return monitor
+
+
+def build(session: Session, pool: Pool, body: HealthMonitorFields, now: datetime) -> HealthMonitor:
+    """A new monitor of `pool`, checked, PENDING_CREATE (its change not
+    recorded: the caller does)."""
     if body.type == "PING":
         raise errors.OctaviaError(400, "The selected type is not allowed in this deployment: PING")
     if body.type not in SERVED:
         raise errors.validation(
             f"The {body.type} type is only supported for pools of type UDP/SCTP."
         )
-    if session.scalar(select(HealthMonitor.id).where(HealthMonitor.pool_id == pool.id)):
-        raise errors.OctaviaError(409, "This pool already has a health monitor")
     fields = _http_fields(body.type, body.model_dump(exclude_unset=True), None)
     monitor = HealthMonitor(
         id=str(uuid.uuid4()),
@@ -154,8 +170,6 @@ def create(
     )
     session.add(monitor)
     session.flush()
-    pool.provisioning_status = "PENDING_UPDATE"
-    common.changed(session, balancer, monitor, "healthmonitor", "create", now)
     return monitor
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
-from astara.api.lbaas import common, errors
+from astara.api.lbaas import common, errors, quotas
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import LB_HEADERS
 from astara.db.models import Listener, LoadBalancer, Pool
@@ -71,12 +71,18 @@ class ListenerPUT(Body):
     tags: list[str] | None = None
 
 
-class ListenerPOST(ListenerPUT):
-    loadbalancer_id: uuid.UUID
+class ListenerFields(ListenerPUT):
+    """A listener's own attributes (in a fully populated load balancer's
+    create, where its load balancer is the one being made)."""
+
     protocol: Literal[PROTOCOLS]  # type: ignore[valid-type]
     protocol_port: int = Field(ge=1, le=65535)
     project_id: str | None = Field(default=None, max_length=36)
     tenant_id: str | None = Field(default=None, max_length=36)
+
+
+class ListenerPOST(ListenerFields):
+    loadbalancer_id: uuid.UUID
 
 
 def view(listener: Listener, l7policies: list[str] | None = None) -> dict[str, Any]:
@@ -172,6 +178,17 @@ def _default_pool(
 
 def create(session: Session, caller: Caller, body: ListenerPOST, now: datetime) -> Listener:
     balancer = common.balancer_for_change(session, caller, str(body.loadbalancer_id))
+    quotas.check(session, "listener", balancer.project_id)
+    listener = build(session, balancer, body, now)
+    common.changed(session, balancer, listener, "listener", "create", now)
+    return listener
+
+
+def build(
+    session: Session, balancer: LoadBalancer, body: ListenerFields, now: datetime
+) -> Listener:
+    """A new listener of `balancer`, checked, PENDING_CREATE (its change not
+    recorded: the caller does)."""
     _served(body.protocol)
     family = FAMILY.get(body.protocol, "tcp")
     count = session.scalar(
@@ -219,7 +236,6 @@ def create(session: Session, caller: Caller, body: ListenerPOST, now: datetime) 
     )
     session.add(listener)
     session.flush()
-    common.changed(session, balancer, listener, "listener", "create", now)
     return listener
 
 

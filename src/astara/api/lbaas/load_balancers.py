@@ -21,13 +21,25 @@ from sqlalchemy import select
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
-from astara.api import changes, ports, quotas
+from astara.api import changes, ports, zones
+from astara.api import quotas as neutron_quotas
 from astara.api.attributes import prepare_body
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.api.lbaas import errors
+from astara.api.lbaas import errors, graph, quotas
 from astara.api.lbaas.bodies import Body
-from astara.db.models import HealthMonitor, Listener, LoadBalancer, Network, Pool, Port, Subnet
+from astara.db import history
+from astara.db.models import (
+    ApplianceState,
+    HealthMonitor,
+    Listener,
+    LoadBalancer,
+    Network,
+    Pool,
+    Port,
+    Subnet,
+)
+from astara.drivers import loadbalancer as lb_driver
 
 RESOURCE = "Load Balancer"
 OWNER = "Octavia"  # the VIP port's device_owner, as Octavia's
@@ -47,7 +59,12 @@ class LoadBalancerPOST(Body):
     vip_port_id: uuid.UUID | None = None
     vip_address: IPvAnyAddress | None = None
     provider: str | None = Field(default=None, max_length=64)
+    availability_zone: str | None = Field(default=None, max_length=255)
+    flavor_id: uuid.UUID | None = None
     tags: list[str] = Field(default_factory=list)
+    # A fully populated create (Octavia's graph): its listeners and pools.
+    listeners: list[graph.ListenerSingle] = Field(default_factory=list)
+    pools: list[graph.PoolSingle] = Field(default_factory=list)
 
 
 class LoadBalancerPUT(Body):
@@ -82,7 +99,7 @@ def view(balancer: LoadBalancer, listeners: list[str], pools: list[str]) -> dict
         "additional_vips": [],
         "provider": balancer.provider,
         "flavor_id": None,
-        "availability_zone": None,
+        "availability_zone": balancer.availability_zone,
         "listeners": [{"id": i} for i in listeners],
         "pools": [{"id": i} for i in pools],
         "tags": sorted(balancer.tags or []),
@@ -212,7 +229,7 @@ def _vip_port(
         is_admin=True,  # made by the service, for the project
     )
     try:
-        quotas.check(session, "port", project_id)
+        neutron_quotas.check(session, "port", project_id)
         return ports.create(session, caller, values, now)
     except NeutronError as error:
         raise errors.OctaviaError(
@@ -225,7 +242,13 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
     provider = body.provider or PROVIDERS[0]
     if provider not in PROVIDERS:
         raise errors.OctaviaError(400, f"Provider '{provider}' is not enabled.")
+    if body.flavor_id is not None:
+        raise errors.validation("Invalid flavor_id.")  # no flavors here (`/flavors` is empty)
+    if body.availability_zone is not None and body.availability_zone not in zones.known(session):
+        raise errors.validation("Invalid availability zone.")
     subnet, port = _vip(session, caller, body)
+    pools, listeners = graph.check(body.pools, body.listeners)
+    quotas.check(session, "load_balancer", project_id)
     balancer_id = str(uuid.uuid4())
     if port is None:
         address = str(body.vip_address) if body.vip_address is not None else None
@@ -247,6 +270,7 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
         vip_network_id=subnet.network_id,
         vip_address=vip,
         provider=provider,
+        availability_zone=body.availability_zone,
         created_at=now,
         updated_at=now,
         revision_number=1,
@@ -255,6 +279,7 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
     session.add(balancer)
     session.flush()
     changes.record(session, "loadbalancer", balancer, "create", now)
+    graph.create(session, caller, balancer, pools, listeners, now)
     return balancer
 
 
@@ -352,3 +377,24 @@ def status_tree(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
             )
         shown.append(_statuses(listener, pools=pools))
     return {"statuses": {"loadbalancer": _statuses(balancer, listeners=shown)}}
+
+
+FAILOVERABLE = ("ACTIVE", "ERROR")
+
+
+def failover(session: Session, caller: Caller, balancer: LoadBalancer, now: datetime) -> None:
+    """`PUT …/failover` (admin only, as Octavia's policy): its appliance is
+    rebuilt from scratch, the load balancer PENDING_UPDATE until the new one
+    runs; the appliance's history says who asked."""
+    if not caller.is_admin:
+        raise errors.forbidden()
+    balancer = _locked(session, balancer)
+    if balancer.provisioning_status not in FAILOVERABLE:
+        raise errors.pending(balancer.provisioning_status, balancer.id)
+    appliance_id = lb_driver.appliance_id(balancer.id)
+    state = session.get(ApplianceState, appliance_id)
+    if state is not None:
+        state.rebuild_requested = True
+    history.record(session, appliance_id, now, "failover asked through the Octavia API")
+    balancer.provisioning_status = "PENDING_UPDATE"
+    changes.update(session, "loadbalancer", balancer, {}, now)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
-from astara.api.lbaas import common, errors
+from astara.api.lbaas import common, errors, quotas
 from astara.api.lbaas.bodies import Body
 from astara.db.models import HealthMonitor, Member, Network, Pool, Subnet
 
@@ -78,6 +78,16 @@ def _subnet(session: Session, caller: Caller, subnet_id: uuid.UUID | None) -> st
 
 def create(session: Session, caller: Caller, pool: Pool, body: MemberPOST, now: datetime) -> Member:
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
+    quotas.check(session, "member", balancer.project_id)
+    member = build(session, caller, pool, body, now)
+    pool.provisioning_status = "PENDING_UPDATE"
+    common.changed(session, balancer, member, "member", "create", now)
+    return member
+
+
+def build(session: Session, caller: Caller, pool: Pool, body: MemberPOST, now: datetime) -> Member:
+    """A new member of `pool`, checked, PENDING_CREATE (its change not
+    recorded: the caller does)."""
     address = str(body.address)
     if address in RESERVED:
         raise errors.invalid_option(address, "member address")
@@ -118,8 +128,6 @@ def create(session: Session, caller: Caller, pool: Pool, body: MemberPOST, now: 
     )
     session.add(member)
     session.flush()
-    pool.provisioning_status = "PENDING_UPDATE"
-    common.changed(session, balancer, member, "member", "create", now)
     return member
 
 
@@ -129,6 +137,14 @@ def update(
     pool = session.get(Pool, member.pool_id)
     assert pool is not None
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
+    _apply(member, body)
+    pool.provisioning_status = "PENDING_UPDATE"
+    common.changed(session, balancer, member, "member", "update", now)
+    return member
+
+
+def _apply(member: Member, body: MemberPUT) -> None:
+    """A PUT's attributes: null weight 1, null backup false (Octavia's)."""
     values = body.model_dump(exclude_unset=True)
     if "weight" in values:
         member.weight = 1 if body.weight is None else body.weight
@@ -139,9 +155,6 @@ def update(
     if "monitor_port" in values:
         member.monitor_port = body.monitor_port
     common.set_common(member, values)
-    pool.provisioning_status = "PENDING_UPDATE"
-    common.changed(session, balancer, member, "member", "update", now)
-    return member
 
 
 def delete(session: Session, caller: Caller, member: Member, now: datetime) -> None:
@@ -150,3 +163,58 @@ def delete(session: Session, caller: Caller, member: Member, now: datetime) -> N
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
     pool.provisioning_status = "PENDING_UPDATE"
     common.removed(session, balancer, member, "member", now)
+
+
+def replace_all(
+    session: Session,
+    caller: Caller,
+    pool: Pool,
+    given: list[MemberPOST],
+    additive_only: bool,
+    now: datetime,
+) -> None:
+    """`PUT /pools/{id}/members` (Octavia's batch update): the pool's
+    members become those given, matched by address and port: new ones made,
+    known ones updated, the others removed (kept with `additive_only`). All
+    checked before anything changes; nothing to do changes nothing."""
+    balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
+    keys = [(str(m.address), m.protocol_port) for m in given]
+    if len(set(keys)) != len(keys):
+        raise errors.validation("Member must be updated only once in the same request.")
+    current = {(m.address, m.protocol_port): m for m in pool.members}
+    new = [m for m, key in zip(given, keys, strict=True) if key not in current]
+    gone = [] if additive_only else [m for key, m in current.items() if key not in keys]
+    kept = [(current[key], m) for m, key in zip(given, keys, strict=True) if key in current]
+    quotas.check(session, "member", balancer.project_id, len(new) - len(gone))
+    for body in new:  # checked (subnets, reserved addresses) before anything is written
+        if str(body.address) in RESERVED:
+            raise errors.invalid_option(str(body.address), "member address")
+        _subnet(session, caller, body.subnet_id)
+    changed = False
+    for member in gone:
+        common.removed(session, balancer, member, "member", now)
+        changed = True
+    for member, body in kept:
+        values = body.model_dump(exclude_unset=True, exclude={"address", "protocol_port"})
+        if values.pop("subnet_id", None) not in (None, member.subnet_id):
+            raise errors.validation("Member subnet_id cannot be changed.")
+        values.pop("project_id", None), values.pop("tenant_id", None)
+        if any(_differs(member, name, value) for name, value in values.items()):
+            _apply(member, MemberPUT.model_validate(values))
+            common.changed(session, balancer, member, "member", "update", now)
+            changed = True
+    for body in new:
+        member = build(session, caller, pool, body, now)
+        common.changed(session, balancer, member, "member", "create", now)
+        changed = True
+    if changed:
+        pool.provisioning_status = "PENDING_UPDATE"
+
+
+def _differs(member: Member, name: str, value: object) -> bool:
+    current = getattr(member, name)
+    if name == "tags":
+        return sorted(set(value or [])) != sorted(current or [])  # type: ignore[call-overload]
+    return (str(value) if value is not None else None) != (
+        str(current) if current is not None else None
+    )

@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
-from astara.api.lbaas import common, errors, listeners
+from astara.api.lbaas import common, errors, listeners, quotas
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import COOKIE_NAME
-from astara.db.models import HealthMonitor, Listener, Pool
+from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
 
 RESOURCE = "Pool"
 PROTOCOLS = ("TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2", "UDP", "SCTP")
@@ -49,13 +49,19 @@ class PoolPUT(Body):
     tags: list[str] | None = None
 
 
-class PoolPOST(PoolPUT):
-    loadbalancer_id: uuid.UUID | None = None
-    listener_id: uuid.UUID | None = None
+class PoolFields(PoolPUT):
+    """A pool's own attributes (in a fully populated load balancer's create,
+    where its load balancer is the one being made)."""
+
     protocol: Literal[PROTOCOLS]  # type: ignore[valid-type]
     lb_algorithm: Literal[ALGORITHMS]  # type: ignore[valid-type]
     project_id: str | None = Field(default=None, max_length=36)
     tenant_id: str | None = Field(default=None, max_length=36)
+
+
+class PoolPOST(PoolFields):
+    loadbalancer_id: uuid.UUID | None = None
+    listener_id: uuid.UUID | None = None
 
 
 def view(session: Session, pool: Pool) -> dict[str, Any]:
@@ -138,6 +144,28 @@ def create(session: Session, caller: Caller, body: PoolPOST, now: datetime) -> P
         listener = listeners.get(session, caller, str(body.listener_id))
     balancer_id = str(body.loadbalancer_id or (listener and listener.load_balancer_id))
     balancer = common.balancer_for_change(session, caller, balancer_id)
+    if listener is not None:
+        if listener.load_balancer_id != balancer.id:
+            raise errors.not_found("Listener", listener.id)
+        if listener.default_pool_id is not None:
+            raise errors.OctaviaError(409, "This listener already has a default pool")
+        if body.protocol not in listeners.POOL_PROTOCOLS[listener.protocol]:
+            raise errors.validation(
+                f"The pool protocol '{body.protocol}' is invalid while the listener protocol"
+                f" is '{listener.protocol}'."
+            )
+    quotas.check(session, "pool", balancer.project_id)
+    pool = build(session, balancer, body, now)
+    if listener is not None:
+        listener.default_pool_id = pool.id
+        listener.provisioning_status = "PENDING_UPDATE"
+    common.changed(session, balancer, pool, "pool", "create", now)
+    return pool
+
+
+def build(session: Session, balancer: LoadBalancer, body: PoolFields, now: datetime) -> Pool:
+    """A new pool of `balancer`, checked, PENDING_CREATE (its change not
+    recorded: the caller does)."""
     count = session.scalar(
         select(func.count()).select_from(Pool).where(Pool.load_balancer_id == balancer.id)
     )
@@ -149,16 +177,6 @@ def create(session: Session, caller: Caller, body: PoolPOST, now: datetime) -> P
         raise errors.OctaviaError(
             400, f"The selected protocol is not allowed in this deployment: {body.protocol}"
         )
-    if listener is not None:
-        if listener.load_balancer_id != balancer.id:
-            raise errors.not_found("Listener", listener.id)
-        if listener.default_pool_id is not None:
-            raise errors.OctaviaError(409, "This listener already has a default pool")
-        if body.protocol not in listeners.POOL_PROTOCOLS[listener.protocol]:
-            raise errors.validation(
-                f"The pool protocol '{body.protocol}' is invalid while the listener protocol"
-                f" is '{listener.protocol}'."
-            )
     pool = Pool(
         id=str(uuid.uuid4()),
         project_id=balancer.project_id,
@@ -178,10 +196,6 @@ def create(session: Session, caller: Caller, body: PoolPOST, now: datetime) -> P
     )
     session.add(pool)
     session.flush()
-    if listener is not None:
-        listener.default_pool_id = pool.id
-        listener.provisioning_status = "PENDING_UPDATE"
-    common.changed(session, balancer, pool, "pool", "create", now)
     return pool
 
 
