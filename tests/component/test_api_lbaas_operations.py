@@ -469,3 +469,91 @@ def test_flavors_and_availability_zones(admin: Api, engine: Engine) -> None:
     assert fault(alice("POST", LBS, {"loadbalancer": flavored}))[2] == (
         "Validation failure: Invalid flavor_id."
     )
+
+
+def test_the_vip_port_gets_a_group_of_the_load_balancers_own(admin: Api, engine: Engine) -> None:
+    alice = project(admin, "alice")
+    subnet = tenant_subnet(alice)
+    balancer = alice("POST", LBS, {"loadbalancer": {"vip_subnet_id": subnet["id"]}}).json()[
+        "loadbalancer"
+    ]
+    port = alice("GET", f"/v2.0/ports/{balancer['vip_port_id']}").json()["port"]
+    [group_id] = port["security_groups"]  # its only group: not the project's default
+    # The service's: the tenant sees its id on the port, and nothing more.
+    assert alice("GET", f"/v2.0/security-groups/{group_id}").status_code == 404
+    group = admin("GET", f"/v2.0/security-groups/{group_id}").json()["security_group"]
+    assert group["name"] == f"lb-{balancer['id']}"
+
+    def ingress() -> set[tuple[str, int, str | None]]:
+        rules = admin("GET", f"/v2.0/security-group-rules?security_group_id={group_id}").json()
+        return {
+            (r["protocol"], r["port_range_min"], r["remote_ip_prefix"])
+            for r in rules["security_group_rules"]
+            if r["direction"] == "ingress"
+        }
+
+    def vip_security() -> list[dict[str, Any]] | None:
+        with Session(engine) as session:
+            row = session.get(LoadBalancer, balancer["id"])
+            assert row is not None
+            config = lb_driver.plan(session, row).config
+        assert config is not None and config.loadbalancer is not None
+        rules = config.loadbalancer.vip_security
+        return None if rules is None else [r.model_dump(mode="json") for r in rules]
+
+    assert ingress() == set() and vip_security() == []
+    activate(engine, balancer["id"])
+    body = {
+        "loadbalancer_id": balancer["id"],
+        "protocol": "HTTP",
+        "protocol_port": 80,
+        "allowed_cidrs": ["10.1.0.0/16", "10.2.0.0/16"],
+    }
+    listener = alice("POST", "/v2/lbaas/listeners", {"listener": body}).json()["listener"]
+    assert ingress() == {("tcp", 80, "10.1.0.0/16"), ("tcp", 80, "10.2.0.0/16")}
+    assert vip_security() == [
+        {
+            "ethertype": "IPv4",
+            "protocol": 6,
+            "port_range_min": 80,
+            "port_range_max": 80,
+            "remote_prefix": cidr,
+        }
+        for cidr in ("10.1.0.0/16", "10.2.0.0/16")
+    ]
+    activate(engine, balancer["id"])
+    url = f"/v2/lbaas/listeners/{listener['id']}"
+    alice("PUT", url, {"listener": {"allowed_cidrs": None}})
+    assert ingress() == {("tcp", 80, None)}
+    activate(engine, balancer["id"])
+    assert alice("DELETE", url).status_code == 204
+    assert ingress() == set()
+    activate(engine, balancer["id"])
+    assert alice("DELETE", f"{LBS}/{balancer['id']}").status_code == 204
+    assert admin("GET", f"/v2.0/security-groups/{group_id}").status_code == 404
+
+    # A port the tenant gave keeps its own groups beside the load balancer's, then alone.
+    own = alice(
+        "POST", "/v2.0/ports", {"port": {"network_id": subnet["network_id"], "name": "vip"}}
+    ).json()["port"]
+    given = alice("POST", LBS, {"loadbalancer": {"vip_port_id": own["id"]}}).json()["loadbalancer"]
+    groups = alice("GET", f"/v2.0/ports/{own['id']}").json()["port"]["security_groups"]
+    assert len(groups) == 2 and own["security_groups"][0] in groups
+    activate(engine, given["id"])
+    assert alice("DELETE", f"{LBS}/{given['id']}").status_code == 204
+    after = alice("GET", f"/v2.0/ports/{own['id']}").json()["port"]
+    assert after["security_groups"] == own["security_groups"]
+
+    # Port security off: no group, nothing filtered.
+    bare = alice(
+        "POST",
+        "/v2.0/ports",
+        {"port": {"network_id": subnet["network_id"], "port_security_enabled": False}},
+    ).json()["port"]
+    unfiltered = alice("POST", LBS, {"loadbalancer": {"vip_port_id": bare["id"]}}).json()
+    with Session(engine) as session:
+        row = session.get(LoadBalancer, unfiltered["loadbalancer"]["id"])
+        assert row is not None
+        planned = lb_driver.plan(session, row).config
+    assert planned is not None and planned.loadbalancer is not None
+    assert planned.loadbalancer.vip_security is None

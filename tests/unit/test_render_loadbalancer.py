@@ -7,8 +7,13 @@ from __future__ import annotations
 from pathlib import Path, PurePath
 from typing import Any
 
+import pytest
+
 from astara.appliance.render.loadbalancer import render_loadbalancer
+from astara.appliance.render.nftables import render_nftables
 from astara.appliance.schema import ApplianceConfig, validate_semantics
+from astara.naming import appliance_interface
+from tests.unit.test_render import chain_lines, nft_check
 from tests.unit.validators import assert_accepted, haproxy_check
 
 RUN = PurePath("/run/astara/ast/appliances/lb-1")
@@ -124,3 +129,34 @@ def test_what_a_load_balancer_section_may_not_say() -> None:
             "a HTTP listener cannot use a TCP pool",
         ),
     }
+
+
+def test_the_vip_admits_only_what_its_groups_allow(tmp_path: Path) -> None:
+    rules = [
+        {
+            "ethertype": "IPv4",
+            "protocol": 6,
+            "port_range_min": 80,
+            "port_range_max": 80,
+            "remote_prefix": "10.0.0.0/8",
+        },
+        {"ethertype": "IPv4", "protocol": 6, "port_range_min": 443, "port_range_max": 443},
+        {"ethertype": "IPv6", "protocol": 58},
+    ]
+    text = render_nftables(config(vip_security=rules)).text()
+    vip = appliance_interface("internal", VIP_MAC)
+    assert f'iifname "{vip}" jump vip_ingress' in chain_lines(text, "input")
+    assert chain_lines(text, "vip_ingress") == [
+        "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept",
+        "meta nfproto ipv4 ip saddr 10.0.0.0/8 meta l4proto 6 th dport 80 accept",
+        "meta nfproto ipv4 meta l4proto 6 th dport 443 accept",
+        "meta nfproto ipv6 meta l4proto 58 accept",
+        "drop",
+    ]
+    nft_check(text, tmp_path)
+    # No groups (port security off): nothing filtered; a group without rules: all dropped.
+    assert "vip_ingress" not in render_nftables(config()).text()
+    closed = render_nftables(config(vip_security=[])).text()
+    assert chain_lines(closed, "vip_ingress")[-1:] == ["drop"]
+    with pytest.raises(ValueError, match="is not IPv6"):
+        config(vip_security=[{"ethertype": "IPv6", "remote_prefix": "10.0.0.0/8"}])

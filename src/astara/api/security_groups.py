@@ -188,7 +188,7 @@ def ensure_default(session: Session, project_id: str, now: datetime) -> str | No
     found = default_of(session, project_id)
     if found is not None:
         return found
-    group = _new_group(project_id, DEFAULT_NAME, DEFAULT_DESCRIPTION, True, now)
+    group = new_group(project_id, DEFAULT_NAME, DEFAULT_DESCRIPTION, True, now)
     session.add(group)
     session.flush()
     session.add(DefaultSecurityGroup(project_id=project_id, security_group_id=group.id))
@@ -199,7 +199,7 @@ def ensure_default(session: Session, project_id: str, now: datetime) -> str | No
     return group.id
 
 
-def _new_group(
+def new_group(
     project_id: str, name: str, description: str, stateful: bool, now: datetime
 ) -> SecurityGroup:
     group = SecurityGroup(
@@ -274,7 +274,7 @@ def create(
         raise _default_exists()
     # Its two egress rules count against the rule quota (Neutron reserves them).
     quotas.check(session, "security_group_rule", values["project_id"], count=2)
-    group = _new_group(
+    group = new_group(
         values["project_id"], values["name"], values["description"], values["stateful"], now
     )
     session.add(group)

@@ -302,6 +302,26 @@ LB_POOL_PROTOCOLS = {
 }
 
 
+class VipRule(StrictModel):
+    """An ingress rule of the VIP port's security groups, as the fabric
+    takes a group's rule (`model.fabric.SecurityRuleSpec`), its remote a
+    prefix (a remote group's or address group's members, one rule each)."""
+
+    ethertype: Literal["IPv4", "IPv6"]
+    protocol: int | None = Field(default=None, ge=0, le=255)
+    port_range_min: int | None = Field(default=None, ge=0, le=65535)
+    port_range_max: int | None = Field(default=None, ge=0, le=65535)
+    remote_prefix: IPNetwork | None = None
+
+    @model_validator(mode="after")
+    def _remote_of_its_family(self) -> VipRule:
+        if self.remote_prefix is not None and (self.remote_prefix.version == 4) != (
+            self.ethertype == "IPv4"
+        ):
+            raise ValueError(f"remote_prefix {self.remote_prefix} is not {self.ethertype}")
+        return self
+
+
 class LoadBalancerSection(StrictModel):
     """A load balancer's listeners and pools, served by haproxy on `vip`."""
 
@@ -309,6 +329,12 @@ class LoadBalancerSection(StrictModel):
     enabled: bool = True
     listeners: list[LbListener] = Field(default_factory=list, max_length=64)
     pools: list[LbPool] = Field(default_factory=list, max_length=64)
+    vip_security: list[VipRule] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="What may reach the VIP: its port's security groups' ingress rules, each"
+        " remote as a prefix (None: port security off, nothing filtered)",
+    )
 
 
 class ApplianceConfig(StrictModel):

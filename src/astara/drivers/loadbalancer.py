@@ -8,13 +8,19 @@ forwarded. The loadbalancer section lists what haproxy serves: enabled
 listeners and their pools, members and monitors, without what is being
 deleted (PENDING_DELETE). Read-only, like the other drivers.
 
-Work in progress (issue 12): the VIP subnet only (Octavia plugs member
-subnets too), and no batch reads yet.
+The VIP port's security groups (the load balancer's own, `api.lbaas.
+vip_group`, and any of a port the tenant gave) are enforced by the
+appliance on what reaches the VIP.
+
+Not yet: ports on member subnets (Octavia plugs each member subnet; here
+members off the VIP's subnet are reached through its gateway), and no
+batch reads.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 from sqlalchemy import select
@@ -32,6 +38,7 @@ from astara.db.models import (
     Subnet,
 )
 from astara.drivers.appliance import AppliancePlan, NetworkNeed
+from astara.orchestrator.security import security_view
 
 PREFIX = "lb-"
 GONE = ("PENDING_DELETE", "DELETED")
@@ -76,7 +83,10 @@ def plan(session: Session, balancer: LoadBalancer) -> AppliancePlan:
             }
         ],
         "routes": routes,
-        "loadbalancer": _section(session, balancer),
+        "loadbalancer": {
+            **_section(session, balancer),
+            "vip_security": _vip_security(session, port.id),
+        },
     }
     result.config = ApplianceConfig.model_validate(config)
     return result
@@ -136,6 +146,31 @@ def _section(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
         ],
         "pools": [_pool(pool, members[pool.id], monitors.get(pool.id)) for pool in pools],
     }
+
+
+def _vip_security(session: Session, port_id: str) -> list[dict[str, Any]] | None:
+    """The VIP port's groups' ingress rules (None: port security off), a
+    remote group's or address group's members one prefix each: the
+    appliance drops what none of them allows before haproxy sees it."""
+    view = security_view(session, [port_id])
+    spec = view.ports.get(port_id)
+    if spec is None:
+        return None
+    found: dict[str, dict[str, Any]] = {}
+    for group_id in spec["groups"]:
+        for rule in view.groups.get(group_id, {}).get("rules", []):
+            if rule["direction"] != "ingress":
+                continue
+            shown = {k: v for k, v in rule.items() if k not in ("direction", "remote_set")}
+            remotes: list[str | None] = [shown.pop("remote_prefix", None)]
+            if rule.get("remote_set"):
+                addresses = view.sets.get(rule["remote_set"], {}).get("addresses", [])
+                version = "6" if rule["ethertype"] == "IPv6" else "4"
+                remotes = [a for a in addresses if (":" in a) == (version == "6")]
+            for remote in remotes:
+                one = {**shown, "remote_prefix": remote}
+                found[json.dumps(one, sort_keys=True)] = one
+    return [found[key] for key in sorted(found)]
 
 
 def _pool(pool: Pool, members: list[Member], monitor: HealthMonitor | None) -> dict[str, Any]:

@@ -213,7 +213,7 @@ def _integer_range(network: ipaddress.IPv6Network) -> str:
     return f"0x{first:032x}" if first == last else f"0x{first:032x}-0x{last:032x}"
 
 
-def _rule(rule: SecurityRuleSpec) -> str | None:
+def rule_match(rule: SecurityRuleSpec) -> str | None:
     """One rule's match (without its verdict); None if it can never match
     (it names a set this host does not hold)."""
     version = 4 if rule.ethertype == "IPv4" else 6
@@ -268,7 +268,7 @@ def group(group_id: str, spec: SecurityGroupSpec | None, sets: Iterable[str]) ->
         if key is not None:
             batched.setdefault((rule.direction, key[0].version), []).append(key)
             continue
-        match = _rule(rule)
+        match = rule_match(rule)
         if match is None or (rule.direction, match) in seen:
             continue
         seen.add((rule.direction, match))

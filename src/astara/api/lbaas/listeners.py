@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
-from astara.api.lbaas import common, errors, quotas
+from astara.api.lbaas import common, errors, quotas, vip_group
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import LB_HEADERS
 from astara.db.models import Listener, LoadBalancer, Pool
@@ -181,6 +181,7 @@ def create(session: Session, caller: Caller, body: ListenerPOST, now: datetime) 
     quotas.check(session, "listener", balancer.project_id)
     listener = build(session, balancer, body, now)
     common.changed(session, balancer, listener, "listener", "create", now)
+    vip_group.sync(session, balancer, now)
     return listener
 
 
@@ -259,6 +260,7 @@ def update(
             setattr(listener, name, default if values[name] is None else values[name])
     common.set_common(listener, values)
     common.changed(session, balancer, listener, "listener", "update", now)
+    vip_group.sync(session, balancer, now)
     return listener
 
 
@@ -266,3 +268,4 @@ def delete(session: Session, caller: Caller, listener: Listener, now: datetime) 
     """Gone (its default pool stays); the appliance stops serving it."""
     balancer = common.balancer_for_change(session, caller, listener.load_balancer_id)
     common.removed(session, balancer, listener, "listener", now)
+    vip_group.sync(session, balancer, now)

@@ -26,7 +26,7 @@ from astara.api import quotas as neutron_quotas
 from astara.api.attributes import prepare_body
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
-from astara.api.lbaas import errors, graph, quotas
+from astara.api.lbaas import errors, graph, quotas, vip_group
 from astara.api.lbaas.bodies import Body
 from astara.db import history
 from astara.db.models import (
@@ -250,6 +250,7 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
     pools, listeners = graph.check(body.pools, body.listeners)
     quotas.check(session, "load_balancer", project_id)
     balancer_id = str(uuid.uuid4())
+    made = port is None
     if port is None:
         address = str(body.vip_address) if body.vip_address is not None else None
         port = _vip_port(session, caller, project_id, balancer_id, subnet, address, now)
@@ -279,7 +280,10 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
     session.add(balancer)
     session.flush()
     changes.record(session, "loadbalancer", balancer, "create", now)
+    if port.port_security_enabled:
+        vip_group.attach(session, balancer, port.id, made, now)
     graph.create(session, caller, balancer, pools, listeners, now)
+    vip_group.sync(session, balancer, now)
     return balancer
 
 
@@ -326,6 +330,7 @@ def delete(
     if balancer.provisioning_status not in DELETABLE:
         raise errors.pending(balancer.provisioning_status, balancer.id)
     port = session.get(Port, balancer.vip_port_id) if balancer.vip_port_id else None
+    vip_group.detach(session, balancer.id, now)
     for model in (Listener, Pool):
         for row in session.scalars(select(model).where(model.load_balancer_id == balancer.id)):
             session.delete(row)

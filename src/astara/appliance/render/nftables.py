@@ -42,6 +42,8 @@ from astara.appliance.schema import (
     FirewallRule,
     Role,
 )
+from astara.model.fabric import SecurityRuleSpec
+from astara.model.port_firewall import rule_match
 from astara.naming import appliance_interface
 
 TABLE_FAMILY = "inet"
@@ -227,12 +229,17 @@ def _chains(config: ApplianceConfig) -> str:
             f'\t\tiifname "{ext_if}" meta l4proto {{ icmp, ipv6-icmp }} accept',
             f'\t\tiifname "{ext_if}" drop',
         ]
+    vip = _vip_ingress(config)
+    if vip is not None:
+        inbound.append(f'\t\tiifname "{vip[0]}" jump {VIP_CHAIN}')
     chains = [
         ("prerouting", pre),
         ("postrouting", post),
         ("forward", forward),
         ("input", inbound),
     ]
+    if vip is not None:
+        chains.append((VIP_CHAIN, vip[1]))
     if config.forwarding:
         chains += _firewall_chains(config.firewalls)
     out: list[str] = []
@@ -241,6 +248,31 @@ def _chains(config: ApplianceConfig) -> str:
         out.extend(body)
         out.append("\t}")
     return "\n".join(out) + "\n"
+
+
+VIP_CHAIN = "vip_ingress"
+# What an IPv6 VIP needs whatever its groups say (Neutron's firewall allows the same).
+_ND = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept"
+
+
+def _vip_ingress(config: ApplianceConfig) -> tuple[str, list[str]] | None:
+    """A load balancer's VIP interface and the chain of what may reach it
+    (its port's groups' rules, then drop); None when port security is off."""
+    section = config.loadbalancer
+    if section is None or section.vip_security is None:
+        return None
+    vip = next(
+        (i for i in config.interfaces if any(a.ip == section.vip for a in i.addresses)), None
+    )
+    if vip is None:
+        return None
+    body = [f"\t\t{_ND}"]
+    for rule in section.vip_security:
+        match = rule_match(SecurityRuleSpec(direction="ingress", **rule.model_dump()))
+        if match is not None:
+            body.append(f"\t\t{match} accept")
+    body.append("\t\tdrop")
+    return appliance_interface(vip.role.value, vip.mac), body
 
 
 def firewall_chain(index: int, direction: str) -> str:

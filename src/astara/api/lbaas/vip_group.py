@@ -1,0 +1,120 @@
+"""The VIP port's security group, as Octavia's: `lb-<load balancer id>`,
+owned by the service (the admin project, so the tenant sees its id on the
+port and cannot change it), opening each listener's port to its
+`allowed_cidrs` (anyone of the VIP's IP version without). It is the only
+group of a VIP port Astara made; a VIP port the tenant gave keeps its own
+groups beside it until the load balancer lets it go.
+
+The appliance enforces the VIP port's groups on what reaches it
+(`drivers.loadbalancer`): what no group allows never reaches haproxy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from astara.api import changes, security_groups
+from astara.api.bootstrap import ADMIN_PROJECT
+from astara.db.models import (
+    Listener,
+    LoadBalancer,
+    PortSecurityGroup,
+    Project,
+    SecurityGroup,
+)
+from astara.model import security_rules
+
+DESCRIPTION = "Astara load balancer: its listeners' ports (managed by the load balancer)"
+GONE = ("PENDING_DELETE", "DELETED")
+
+
+def name_of(balancer_id: str) -> str:
+    return f"lb-{balancer_id}"
+
+
+def _service(session: Session) -> str:
+    found = session.scalar(select(Project.id).where(Project.name == ADMIN_PROJECT))
+    assert found is not None, "the admin project is made at bootstrap"
+    return found
+
+
+def group_of(session: Session, balancer_id: str) -> SecurityGroup | None:
+    return session.scalar(
+        select(SecurityGroup).where(
+            SecurityGroup.name == name_of(balancer_id),
+            SecurityGroup.project_id == _service(session),
+        )
+    )
+
+
+def attach(
+    session: Session, balancer: LoadBalancer, port_id: str, only: bool, now: datetime
+) -> None:
+    """Make the load balancer's group and put the VIP port in it: its only
+    group when `only` (a port Astara made), else beside the port's own.
+    Not counted in any quota (the service's, as Octavia's)."""
+    group = security_groups.new_group(
+        _service(session), name_of(balancer.id), DESCRIPTION, True, now
+    )
+    session.add(group)
+    session.flush()
+    changes.record(session, "security_group", group, "create", now)
+    if only:
+        session.execute(delete(PortSecurityGroup).where(PortSecurityGroup.port_id == port_id))
+    session.add(PortSecurityGroup(port_id=port_id, security_group_id=group.id))
+    session.flush()
+
+
+def sync(session: Session, balancer: LoadBalancer, now: datetime) -> None:
+    """The group's ingress rules: one per listener port and allowed CIDR."""
+    group = group_of(session, balancer.id)
+    if group is None:
+        return
+    ethertype = "IPv6" if ":" in balancer.vip_address else "IPv4"
+    wanted: set[tuple[str, int, str | None]] = set()
+    for listener in session.scalars(
+        select(Listener).where(
+            Listener.load_balancer_id == balancer.id, Listener.provisioning_status.not_in(GONE)
+        )
+    ):
+        protocol = "udp" if listener.port_family == "udp" else "tcp"
+        cidrs: list[str | None] = list(listener.allowed_cidrs or []) or [None]
+        for cidr in cidrs:
+            wanted.add((protocol, listener.protocol_port, cidr))
+    held = {
+        (r.protocol, r.port_range_min, r.remote_ip_prefix): r
+        for r in group.rules
+        if r.direction == "ingress"
+    }
+    if set(held) == wanted:
+        return
+    for key, rule in held.items():
+        if key not in wanted:
+            group.rules.remove(rule)
+    for protocol, port, cidr in sorted(wanted - set(held), key=str):
+        matching = security_rules.rule(
+            direction="ingress",
+            ethertype=ethertype,
+            protocol=protocol,
+            port_range_min=port,
+            port_range_max=port,
+            remote_ip_prefix=cidr,
+            remote_group_id=None,
+            remote_address_group_id=None,
+        )
+        group.rules.append(security_groups.new_rule(group, matching, "", now))
+    changes.update(session, "security_group", group, {}, now)
+
+
+def detach(session: Session, balancer_id: str, now: datetime) -> None:
+    """The group gone with the load balancer (the port's other groups stay)."""
+    group = group_of(session, balancer_id)
+    if group is None:
+        return
+    session.execute(
+        delete(PortSecurityGroup).where(PortSecurityGroup.security_group_id == group.id)
+    )
+    security_groups.remove(session, group, now)

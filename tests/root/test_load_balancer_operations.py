@@ -1,0 +1,130 @@
+"""A load balancer made in one call, with real packets: it serves, its VIP
+admits only what its security group opens, its statistics count what it
+served, and a failover rebuilds it while it keeps its place."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from astara.testing.net import NamedHttpServer, http_get, wait_until
+from astara.testing.server import Cloud
+from tests.root.test_load_balancers import LB, wait_active
+
+pytestmark = pytest.mark.root
+
+
+def curl_code(netns: str, url: str, timeout_s: int = 2) -> int:
+    """curl's exit code: 0 served, 7 refused, 28 timed out (dropped), 52/56 closed."""
+    argv = ["ip", "netns", "exec", netns, "curl", "-s", "-o", "/dev/null", "-m", str(timeout_s)]
+    return subprocess.run([*argv, url], check=False, timeout=timeout_s + 10).returncode
+
+
+def pids(netns: str) -> set[str]:
+    found = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+    return set(found.stdout.split())
+
+
+def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_over(
+    cloud: Cloud,
+) -> None:
+    prefix = cloud.server.prefix
+    network = cloud.create("networks", "network", name="web")
+    subnet = cloud.create(
+        "subnets",
+        "subnet",
+        network_id=network["id"],
+        cidr="10.81.0.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+    )
+    addresses = {}
+    for name in ("m1", "m2", "client"):
+        port = cloud.create(
+            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
+        )
+        cloud.plug(port["id"], f"{prefix}-{name}")
+        addresses[name] = port["fixed_ips"][0]["ip_address"]
+    client = f"{prefix}-client"
+    servers = [NamedHttpServer(f"{prefix}-{name}", name) for name in ("m1", "m2")]
+    try:
+        pool: dict[str, Any] = {
+            "name": "web",
+            "protocol": "HTTP",
+            "lb_algorithm": "ROUND_ROBIN",
+            "healthmonitor": {"type": "HTTP", "delay": 1, "timeout": 1, "max_retries": 1},
+            "members": [
+                {"address": addresses[name], "protocol_port": 8000, "name": name}
+                for name in ("m1", "m2")
+            ],
+        }
+        body = {
+            "name": "one-call",
+            "vip_subnet_id": subnet["id"],
+            "listeners": [
+                {"name": "http", "protocol": "HTTP", "protocol_port": 80, "default_pool": pool}
+            ],
+        }
+        made = cloud("POST", f"{LB}/loadbalancers", {"loadbalancer": body}, ok=201)
+        balancer = made["loadbalancer"]
+        lb_id, vip = balancer["id"], balancer["vip_address"]
+        wait_active(cloud, lb_id)
+        wait_until(lambda: http_get(client, f"http://{vip}/") is not None, 30, 0.2, "the VIP")
+        served = [http_get(client, f"http://{vip}/") for _ in range(10)]
+        assert set(served) == {"m1", "m2"}
+
+        # The VIP's group opens the listener's port only: another port is
+        # dropped before anything answers (a refusal would be quick), and so
+        # is a ping (Octavia's group has no ICMP rule).
+        assert curl_code(client, f"http://{vip}:81/") == 28
+        ping = ["ip", "netns", "exec", client, "ping", "-c", "1", "-W", "1", vip]
+        assert subprocess.run(ping, capture_output=True, check=False).returncode != 0
+        # allowed_cidrs narrows the group: the client's address left out is
+        # dropped at the VIP (haproxy's own refusal would close the connection).
+        listener_id = balancer["listeners"][0]["id"]
+        elsewhere = {"listener": {"allowed_cidrs": ["192.0.2.0/24"]}}
+        cloud("PUT", f"{LB}/listeners/{listener_id}", elsewhere)
+        wait_active(cloud, lb_id)
+        assert curl_code(client, f"http://{vip}/") == 28
+        own = {"listener": {"allowed_cidrs": [f"{addresses['client']}/32"]}}
+        cloud("PUT", f"{LB}/listeners/{listener_id}", own)
+        wait_active(cloud, lb_id)
+        wait_until(lambda: http_get(client, f"http://{vip}/") is not None, 30, 0.2, "served")
+
+        # Statistics: haproxy's counters, read by the orchestrator.
+        for _ in range(5):
+            assert http_get(client, f"http://{vip}/") is not None
+
+        def counted() -> dict[str, int] | None:
+            stats: dict[str, int] = cloud("GET", f"{LB}/loadbalancers/{lb_id}/stats")["stats"]
+            return stats if stats["total_connections"] >= 5 and stats["bytes_out"] > 0 else None
+
+        stats = wait_until(counted, 30, 0.5, "the statistics to count the requests")
+        assert stats["bytes_in"] > 0 and stats["request_errors"] >= 0
+        listener_stats = cloud("GET", f"{LB}/listeners/{listener_id}/stats")["stats"]
+        assert listener_stats["total_connections"] >= stats["total_connections"]
+
+        # Failover: the appliance is made again (new processes in a new
+        # namespace), the load balancer PENDING_UPDATE until it serves.
+        netns = f"{prefix}-appliance-lb-{lb_id}"
+        before = pids(netns)
+        assert before
+        cloud("PUT", f"{LB}/loadbalancers/{lb_id}/failover", ok=202)
+        shown = cloud("GET", f"{LB}/loadbalancers/{lb_id}")["loadbalancer"]
+        assert shown["provisioning_status"] == "PENDING_UPDATE"
+        wait_active(cloud, lb_id)
+        wait_until(lambda: pids(netns) and not pids(netns) & before, 30, 0.2, "new processes")
+        deadline = time.monotonic() + 30
+        while http_get(client, f"http://{vip}/") is None:
+            assert time.monotonic() < deadline, "not served after the failover"
+            time.sleep(0.2)
+        # The counters go on from where they were (haproxy's began again).
+        after = cloud("GET", f"{LB}/loadbalancers/{lb_id}/stats")["stats"]
+        assert after["total_connections"] >= stats["total_connections"]
+        cloud("DELETE", f"{LB}/loadbalancers/{lb_id}?cascade=true", ok=204)
+    finally:
+        for server in servers:
+            server.stop()
