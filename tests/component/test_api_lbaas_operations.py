@@ -557,3 +557,69 @@ def test_the_vip_port_gets_a_group_of_the_load_balancers_own(admin: Api, engine:
         planned = lb_driver.plan(session, row).config
     assert planned is not None and planned.loadbalancer is not None
     assert planned.loadbalancer.vip_security is None
+
+
+def test_members_off_the_vip_network_get_the_appliance_a_port_there(
+    admin: Api, engine: Engine
+) -> None:
+    alice = project(admin, "alice")
+    lb_id, pool_id = member_pool(alice, engine)
+    balancer = alice("GET", f"{LBS}/{lb_id}").json()["loadbalancer"]
+    far = alice("POST", "/v2.0/networks", {"network": {"name": "far"}}).json()["network"]
+    far_subnet = alice(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": far["id"], "ip_version": 4, "cidr": "10.9.0.0/24"}},
+    ).json()["subnet"]
+    # A second subnet of the VIP's own network: reached through its gateway, no port.
+    near = {"network_id": balancer["vip_network_id"], "ip_version": 4, "cidr": "10.8.0.0/24"}
+    near_subnet = alice("POST", "/v2.0/subnets", {"subnet": near}).json()["subnet"]
+    members_url = f"/v2/lbaas/pools/{pool_id}/members"
+
+    def member_ports() -> list[dict[str, Any]]:
+        found = alice("GET", "/v2.0/ports?device_owner=Octavia").json()["ports"]
+        return [p for p in found if "-member-" in p["name"]]
+
+    def add(address: str, subnet_id: str) -> str:
+        body = {"address": address, "protocol_port": 80, "subnet_id": subnet_id}
+        made = alice("POST", members_url, {"member": body})
+        assert made.status_code == 201, made.text
+        activate(engine, lb_id)
+        member_id: str = made.json()["member"]["id"]
+        return member_id
+
+    first = add("10.9.0.10", far_subnet["id"])
+    second = add("10.9.0.11", far_subnet["id"])
+    add("10.8.0.10", near_subnet["id"])
+    [port] = member_ports()
+    assert port["name"] == f"octavia-lb-{lb_id}-member-{far_subnet['id']}"
+    assert (port["device_id"], port["port_security_enabled"]) == (f"lb-{lb_id}", False)
+    assert port["fixed_ips"][0]["subnet_id"] == far_subnet["id"]
+    # The service's while the load balancer needs it.
+    assert alice("DELETE", f"/v2.0/ports/{port['id']}").status_code == 409
+    with Session(engine) as session:
+        row = session.get(LoadBalancer, lb_id)
+        assert row is not None
+        planned = lb_driver.plan(session, row)
+    assert planned.config is not None
+    assert port["id"] in planned.ports and far["id"] in planned.networks
+    [member_side] = [i for i in planned.config.interfaces if i.mac == port["mac_address"]]
+    assert [str(a) for a in member_side.addresses] == [f"{port['fixed_ips'][0]['ip_address']}/24"]
+    # Gone with the last member on its subnet.
+    assert alice("DELETE", f"{members_url}/{first}").status_code == 204
+    activate(engine, lb_id)
+    assert len(member_ports()) == 1
+    assert alice("DELETE", f"{members_url}/{second}").status_code == 204
+    activate(engine, lb_id)
+    assert member_ports() == []
+
+    # The VIP's address changes with the load balancer, not under it.
+    moved = {"port": {"fixed_ips": [{"subnet_id": balancer["vip_subnet_id"]}]}}
+    refused = alice("PUT", f"/v2.0/ports/{balancer['vip_port_id']}", moved)
+    assert refused.status_code == 409 and "fixed_ips" in refused.json()["NeutronError"]["message"]
+
+    # A cascade delete takes the member ports too.
+    add("10.9.0.12", far_subnet["id"])
+    assert len(member_ports()) == 1
+    assert alice("DELETE", f"{LBS}/{lb_id}?cascade=true").status_code == 204
+    assert member_ports() == []

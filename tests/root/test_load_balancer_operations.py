@@ -1,6 +1,7 @@
-"""A load balancer made in one call, with real packets: it serves, its VIP
-admits only what its security group opens, its statistics count what it
-served, and a failover rebuilds it while it keeps its place."""
+"""A load balancer made in one call, with real packets: it serves (a
+member off the VIP's network through a port of its own), its VIP admits
+only what its security group opens, its statistics count what it served,
+and a failover rebuilds it while it keeps its place."""
 
 from __future__ import annotations
 
@@ -41,15 +42,28 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
         ip_version=4,
         enable_dhcp=False,
     )
+    # m3 is on a network of its own, which no router joins: the appliance
+    # reaches it through a port of its own on m3's subnet, as Octavia's amphora.
+    far = cloud.create("networks", "network", name="far")
+    far_subnet = cloud.create(
+        "subnets",
+        "subnet",
+        network_id=far["id"],
+        cidr="10.82.0.0/24",
+        ip_version=4,
+        enable_dhcp=False,
+        gateway_ip=None,
+    )
     addresses = {}
-    for name in ("m1", "m2", "client"):
+    for name in ("m1", "m2", "m3", "client"):
+        on = far if name == "m3" else network
         port = cloud.create(
-            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
+            "ports", "port", network_id=on["id"], name=name, port_security_enabled=False
         )
         cloud.plug(port["id"], f"{prefix}-{name}")
         addresses[name] = port["fixed_ips"][0]["ip_address"]
     client = f"{prefix}-client"
-    servers = [NamedHttpServer(f"{prefix}-{name}", name) for name in ("m1", "m2")]
+    servers = [NamedHttpServer(f"{prefix}-{name}", name) for name in ("m1", "m2", "m3")]
     try:
         pool: dict[str, Any] = {
             "name": "web",
@@ -59,6 +73,14 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
             "members": [
                 {"address": addresses[name], "protocol_port": 8000, "name": name}
                 for name in ("m1", "m2")
+            ]
+            + [
+                {
+                    "address": addresses["m3"],
+                    "protocol_port": 8000,
+                    "name": "m3",
+                    "subnet_id": far_subnet["id"],
+                }
             ],
         }
         body = {
@@ -73,8 +95,11 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
         lb_id, vip = balancer["id"], balancer["vip_address"]
         wait_active(cloud, lb_id)
         wait_until(lambda: http_get(client, f"http://{vip}/") is not None, 30, 0.2, "the VIP")
-        served = [http_get(client, f"http://{vip}/") for _ in range(10)]
-        assert set(served) == {"m1", "m2"}
+        served = [http_get(client, f"http://{vip}/") for _ in range(12)]
+        assert set(served) == {"m1", "m2", "m3"}
+        far_ports = cloud("GET", f"/v2.0/ports?network_id={far['id']}&device_owner=Octavia")
+        [member_side] = far_ports["ports"]
+        assert member_side["name"] == f"octavia-lb-{lb_id}-member-{far_subnet['id']}"
 
         # The VIP's group opens the listener's port only: another port is
         # dropped before anything answers (a refusal would be quick), and so
@@ -125,6 +150,8 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
         after = cloud("GET", f"{LB}/loadbalancers/{lb_id}/stats")["stats"]
         assert after["total_connections"] >= stats["total_connections"]
         cloud("DELETE", f"{LB}/loadbalancers/{lb_id}?cascade=true", ok=204)
+        gone = cloud("GET", f"/v2.0/ports?network_id={far['id']}&device_owner=Octavia")
+        assert gone["ports"] == []
     finally:
         for server in servers:
             server.stop()

@@ -70,6 +70,7 @@ from astara.model import rules
 
 # A load balancer's VIP port (Octavia's owner name).
 LB_OWNER = "Octavia"
+LB_DEVICE_PREFIX = "lb-"  # its device_id: `lb-<load balancer id>`, its appliance's id
 SERVICE_OWNERS = (
     "network:router_interface",
     "network:router_gateway",
@@ -846,6 +847,15 @@ def update(
         _check_mac(session, network, values["mac_address"], port.id)
         port.mac_address = values.pop("mac_address")
     if "fixed_ips" in values:
+        if port.device_owner == LB_OWNER and _in_service(session, port):
+            # A load balancer serves on these addresses (its VIP, its member
+            # side): they change with it, not under it.
+            raise NeutronError(
+                409,
+                "UnsupportedPortDeviceOwner",
+                f"Operation fixed_ips update is not supported for port {port.id}"
+                f" with device_owner {port.device_owner}.",
+            )
         wanted = allocate(
             session, network, port.mac_address, values.pop("fixed_ips"), list(port.fixed_ips)
         )
@@ -872,8 +882,9 @@ def update(
 def _in_service(session: Session, port: Port) -> bool:
     """A router's, floating IP's or load balancer's port while that router,
     floating IP or load balancer exists."""
-    if port.device_owner == LB_OWNER:
-        held = select(LoadBalancer.id).where(LoadBalancer.vip_port_id == port.id)
+    if port.device_owner == LB_OWNER:  # its VIP port, or one on a member subnet
+        balancer_id = port.device_id.removeprefix(LB_DEVICE_PREFIX)
+        held = select(LoadBalancer.id).where(LoadBalancer.id == balancer_id)
     elif port.device_owner == "network:floatingip":
         held = select(FloatingIp.id).where(FloatingIp.floating_port_id == port.id)
     else:
@@ -889,6 +900,12 @@ def delete(session: Session, caller: Caller, port: Port, now: datetime) -> None:
             f"Port {port.id} cannot be deleted directly via the port API:"
             f" has device owner {port.device_owner}.",
         )
+    remove(session, port, now)
+
+
+def remove(session: Session, port: Port, now: datetime) -> None:
+    """The port gone (checked by the caller: an API delete, or the service
+    that made it letting it go)."""
     # A floating IP pointing at the port lets go of it (§3.3), and its router
     # must stop translating to the address, which another port may get next.
     for floating in session.scalars(select(FloatingIp).where(FloatingIp.fixed_port_id == port.id)):

@@ -12,9 +12,9 @@ The VIP port's security groups (the load balancer's own, `api.lbaas.
 vip_group`, and any of a port the tenant gave) are enforced by the
 appliance on what reaches the VIP.
 
-Not yet: ports on member subnets (Octavia plugs each member subnet; here
-members off the VIP's subnet are reached through its gateway), and no
-batch reads.
+A port on each member subnet off the VIP's network is an interface of
+its own (Octavia plugs its amphora into each): those members are reached
+directly. Members elsewhere are reached through the VIP subnet's gateway.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from astara.drivers.appliance import AppliancePlan, NetworkNeed
 from astara.orchestrator.security import security_view
 
 PREFIX = "lb-"
+OWNER = "Octavia"  # its ports' device_owner (`api.ports.LB_OWNER`)
 GONE = ("PENDING_DELETE", "DELETED")
 
 
@@ -69,19 +70,34 @@ def plan(session: Session, balancer: LoadBalancer) -> AppliancePlan:
     if subnet.gateway_ip and subnet.gateway_ip != balancer.vip_address:
         default = "0.0.0.0/0" if subnet.ip_version == 4 else "::/0"
         routes.append({"destination": default, "nexthop": subnet.gateway_ip})
+    interfaces = [
+        {
+            "mac": port.mac_address,
+            "network_id": network.id,
+            "role": "internal",
+            "addresses": [f"{balancer.vip_address}/{prefix}"],
+            "mtu": network.mtu,
+        }
+    ]
+    for member_port, member_network, addresses in _member_ports(session, balancer, port.id):
+        result.ports.append(member_port.id)
+        result.networks[member_network.id] = NetworkNeed(
+            member_network.mtu, member_network.external
+        )
+        interfaces.append(
+            {
+                "mac": member_port.mac_address,
+                "network_id": member_network.id,
+                "role": "internal",
+                "addresses": addresses,
+                "mtu": member_network.mtu,
+            }
+        )
     config = {
         "schema_version": 1,
         "kind": "loadbalancer",
         "forwarding": False,
-        "interfaces": [
-            {
-                "mac": port.mac_address,
-                "network_id": network.id,
-                "role": "internal",
-                "addresses": [f"{balancer.vip_address}/{prefix}"],
-                "mtu": network.mtu,
-            }
-        ],
+        "interfaces": interfaces,
         "routes": routes,
         "loadbalancer": {
             **_section(session, balancer),
@@ -90,6 +106,35 @@ def plan(session: Session, balancer: LoadBalancer) -> AppliancePlan:
     }
     result.config = ApplianceConfig.model_validate(config)
     return result
+
+
+def _member_ports(
+    session: Session, balancer: LoadBalancer, vip_port_id: str
+) -> list[tuple[Port, Network, list[str]]]:
+    """Its ports on member subnets (`api.lbaas.appliance_ports`): each with
+    its network and its addresses (with their subnets' prefixes)."""
+    found = []
+    ports = session.scalars(
+        select(Port)
+        .where(
+            Port.device_id == appliance_id(balancer.id),
+            Port.device_owner == OWNER,
+            Port.id != vip_port_id,
+        )
+        .options(selectinload(Port.fixed_ips))
+        .order_by(Port.network_id, Port.id)
+    )
+    for port in ports:
+        network = session.get(Network, port.network_id)
+        addresses = []
+        for allocation in port.fixed_ips:
+            subnet = session.get(Subnet, allocation.subnet_id)
+            if subnet is not None:
+                prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+                addresses.append(f"{allocation.ip_address}/{prefix}")
+        if network is not None and addresses:
+            found.append((port, network, addresses))
+    return found
 
 
 def _section(session: Session, balancer: LoadBalancer) -> dict[str, Any]:

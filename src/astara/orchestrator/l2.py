@@ -31,7 +31,6 @@ from astara.agent.client import AgentError
 from astara.db.models import (
     DHCP,
     ApplianceState,
-    LoadBalancer,
     Network,
     Port,
     PortBinding,
@@ -42,6 +41,7 @@ from astara.db.models import (
 )
 from astara.drivers import loadbalancer as lb_driver
 from astara.drivers.appliance import ipv6_mode
+from astara.drivers.loadbalancer import OWNER as LB_OWNER
 from astara.drivers.loadbalancer import PREFIX as LB_PREFIX
 from astara.model.fabric import AddressSetSpec, NetworkSpec, PortSpec, SecurityGroupSpec
 from astara.orchestrator.hosts import Hosts, infos
@@ -431,10 +431,17 @@ def fabric_view(
             served = dhcp_network_id(appliance_id)
             if served is not None:
                 need(host, served)
+        # A load balancer's appliance is on the networks of its ports (its
+        # VIP's, its member subnets'): their device_id is its id.
         for host, on_network in session.execute(
-            select(ApplianceState.host, LoadBalancer.vip_network_id)
-            .join(LoadBalancer, ApplianceState.appliance_id == LB_PREFIX + LoadBalancer.id)
-            .where(ApplianceState.host.is_not(None), LoadBalancer.vip_network_id.in_(only))
+            select(ApplianceState.host, Port.network_id)
+            .join(Port, Port.device_id == ApplianceState.appliance_id)
+            .where(
+                ApplianceState.host.is_not(None),
+                ApplianceState.appliance_id.startswith(LB_PREFIX),
+                Port.device_owner == LB_OWNER,
+                Port.network_id.in_(only),
+            )
             .distinct()
         ).all():
             need(host, on_network)
@@ -457,13 +464,15 @@ def fabric_view(
         elif only is None or network_id in only:
             need(host, network_id)
     if balancers:
-        # A load balancer's appliance is on its VIP's network.
-        for balancer_id, network_id in session.execute(
-            select(LoadBalancer.id, LoadBalancer.vip_network_id).where(
-                LoadBalancer.id.in_(balancers)
+        # A load balancer's appliance is on the networks of its ports.
+        for device_id, network_id in session.execute(
+            select(Port.device_id, Port.network_id).where(
+                Port.device_owner == LB_OWNER,
+                Port.device_id.in_([LB_PREFIX + b for b in balancers]),
             )
         ).all():
-            if only is None or network_id in only:
+            balancer_id = lb_driver.balancer_id(device_id)
+            if balancer_id in balancers and (only is None or network_id in only):
                 need(balancers[balancer_id], network_id)
     if routers:
         rows = session.execute(

@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from astara.api import changes
 from astara.api.auth import Caller
-from astara.api.lbaas import errors, health_monitors, listeners, members, pools, quotas
+from astara.api.lbaas import (
+    appliance_ports,
+    errors,
+    health_monitors,
+    listeners,
+    members,
+    pools,
+    quotas,
+)
 from astara.api.lbaas.health_monitors import HealthMonitorFields
 from astara.api.lbaas.members import MemberPOST
 from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
@@ -111,6 +119,7 @@ def create(
         attributes = listeners.ListenerFields.model_validate(fields)
         listener = listeners.build(session, balancer, attributes, now)
         changes.record(session, "listener", listener, "create", now)
+    appliance_ports.sync_members(session, caller, balancer, now)
 
 
 def view(session: Session, balancer: LoadBalancer, shown: dict[str, Any]) -> dict[str, Any]:

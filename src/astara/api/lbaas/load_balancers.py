@@ -22,11 +22,8 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from astara.api import changes, ports, zones
-from astara.api import quotas as neutron_quotas
-from astara.api.attributes import prepare_body
 from astara.api.auth import Caller
-from astara.api.errors import NeutronError
-from astara.api.lbaas import errors, graph, quotas, vip_group
+from astara.api.lbaas import appliance_ports, errors, graph, quotas, vip_group
 from astara.api.lbaas.bodies import Body
 from astara.db import history
 from astara.db.models import (
@@ -198,45 +195,6 @@ def _subnet(session: Session, caller: Caller, subnet_id: str) -> Subnet:
     return subnet
 
 
-def _vip_port(
-    session: Session,
-    caller: Caller,
-    project_id: str,
-    balancer_id: str,
-    subnet: Subnet,
-    address: str | None,
-    now: datetime,
-) -> Port:
-    """The VIP port, made through the Neutron API's own port create (its
-    address allocation, checks and DHCP bookkeeping)."""
-    fixed: dict[str, Any] = {"subnet_id": subnet.id}
-    if address is not None:
-        fixed["ip_address"] = address
-    values = prepare_body(
-        ports.RESOURCE,
-        {
-            "port": {
-                "network_id": subnet.network_id,
-                "name": f"octavia-lb-{balancer_id}",
-                "device_owner": OWNER,
-                "device_id": f"lb-{balancer_id}",
-                "fixed_ips": [fixed],
-                "project_id": project_id,
-            }
-        },
-        method="POST",
-        project_id=project_id,
-        is_admin=True,  # made by the service, for the project
-    )
-    try:
-        neutron_quotas.check(session, "port", project_id)
-        return ports.create(session, caller, values, now)
-    except NeutronError as error:
-        raise errors.OctaviaError(
-            error.status if error.status < 500 else 500, error.message
-        ) from None
-
-
 def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: datetime) -> LoadBalancer:
     project_id = _project(caller, body)
     provider = body.provider or PROVIDERS[0]
@@ -253,9 +211,9 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
     made = port is None
     if port is None:
         address = str(body.vip_address) if body.vip_address is not None else None
-        port = _vip_port(session, caller, project_id, balancer_id, subnet, address, now)
+        port = appliance_ports.make(session, caller, project_id, balancer_id, subnet, address, now)
     else:
-        port.device_owner, port.device_id = OWNER, f"lb-{balancer_id}"
+        port.device_owner, port.device_id = OWNER, lb_driver.appliance_id(balancer_id)
         changes.update(session, "port", port, {}, now)
     vip = next(a.ip_address for a in port.fixed_ips if a.subnet_id == subnet.id)
     balancer = LoadBalancer(
@@ -334,11 +292,13 @@ def delete(
     for model in (Listener, Pool):
         for row in session.scalars(select(model).where(model.load_balancer_id == balancer.id)):
             session.delete(row)
+    session.flush()  # its children first: the database's cascade must not beat the session's
     session.delete(balancer)
     session.flush()
-    if port is not None and port.device_id == f"lb-{balancer.id}":
-        if port.name == f"octavia-lb-{balancer.id}":
-            ports.delete(session, caller, port, now)
+    appliance_ports.remove_members(session, balancer.id, now)
+    if port is not None and port.device_id == lb_driver.appliance_id(balancer.id):
+        if port.name == appliance_ports.vip_name(balancer.id):
+            ports.remove(session, port, now)
         else:
             port.device_owner, port.device_id = "", ""
             changes.update(session, "port", port, {}, now)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
-from astara.api.lbaas import common, errors, quotas
+from astara.api.lbaas import appliance_ports, common, errors, quotas
 from astara.api.lbaas.bodies import Body
 from astara.db.models import HealthMonitor, Member, Network, Pool, Subnet
 
@@ -82,6 +82,7 @@ def create(session: Session, caller: Caller, pool: Pool, body: MemberPOST, now: 
     member = build(session, caller, pool, body, now)
     pool.provisioning_status = "PENDING_UPDATE"
     common.changed(session, balancer, member, "member", "create", now)
+    appliance_ports.sync_members(session, caller, balancer, now)
     return member
 
 
@@ -163,6 +164,7 @@ def delete(session: Session, caller: Caller, member: Member, now: datetime) -> N
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
     pool.provisioning_status = "PENDING_UPDATE"
     common.removed(session, balancer, member, "member", now)
+    appliance_ports.sync_members(session, caller, balancer, now)
 
 
 def replace_all(
@@ -209,6 +211,7 @@ def replace_all(
         changed = True
     if changed:
         pool.provisioning_status = "PENDING_UPDATE"
+        appliance_ports.sync_members(session, caller, balancer, now)
 
 
 def _differs(member: Member, name: str, value: object) -> bool:

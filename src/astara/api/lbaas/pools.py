@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from astara.api.auth import Caller
-from astara.api.lbaas import common, errors, listeners, quotas
+from astara.api.lbaas import appliance_ports, common, errors, listeners, quotas
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import COOKIE_NAME
 from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
@@ -216,3 +216,4 @@ def delete(session: Session, caller: Caller, pool: Pool, now: datetime) -> None:
     default have none (the database's SET NULL)."""
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
     common.removed(session, balancer, pool, "pool", now)
+    appliance_ports.sync_members(session, caller, balancer, now)
