@@ -177,6 +177,7 @@ def _default_pool(
 
 
 def create(session: Session, caller: Caller, body: ListenerPOST, now: datetime) -> Listener:
+    _served(body.protocol)  # Octavia's order: a protocol refused before a pending state
     balancer = common.balancer_for_change(session, caller, str(body.loadbalancer_id))
     quotas.check(session, "listener", balancer.project_id)
     listener = build(session, balancer, body, now)
