@@ -401,7 +401,7 @@ def create_runs(settings: Settings, report: Report, topology: Topology) -> None:
             active_s = time.perf_counter() - started
             answer = prober.stdout.readline().split(maxsplit=1)
             prober.wait(PROBE_TIMEOUT_S + 5)
-        if answer[0] == "timeout" or answer[1].strip() not in MEMBERS:
+        if len(answer) != 2 or answer[1].strip() not in MEMBERS:
             raise RuntimeError(f"no request served through {vip}: {answer}")
         first_s = float(answer[0]) - wall
         log(f"loadbalancer: create ({creator.mode}) first request after {first_s:.3f} s")
