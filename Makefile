@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Real parts only: the appliance and the tests use these, never stand-ins.
 APT_PACKAGES := iproute2 nftables dnsmasq-base radvd busybox dhcpcd-base iputils-ping \
 	iputils-arping conntrack tcpdump socat iperf3 procps psmisc python3-venv \
-	postgresql util-linux strace etcd-server redis-server haproxy curl
+	postgresql util-linux strace etcd-server redis-server haproxy curl wrk
 
 .PHONY: deps apt run test lint bench clean
 

@@ -84,6 +84,25 @@ def create_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def loadbalancer_table(results: list[dict[str, Any]]) -> list[str]:
+    rows = [r for r in results if r["name"].startswith("loadbalancer.requests.")]
+    if not rows:
+        return []
+    lines = [
+        "| client | Astara, req/s (median) | hand haproxy, req/s | ratio (paired)"
+        " | Astara p99, ms | hand p99, ms | p99 ratio (paired) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name'].removeprefix('loadbalancer.requests.')} | {r['requests_per_s']:,}"
+            f" | {r['baseline_requests_per_s']:,} | {r['ratio']:.2f} ({r['paired_ratio']:.2f})"
+            f" | {r['p99_ms']:.1f} | {r['baseline_p99_ms']:.1f}"
+            f" | {r['p99_ratio']:.2f} ({r['paired_p99_ratio']:.2f}) |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     document = json.loads(Path(args[0] if args else RESULTS).read_text())
@@ -94,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         f"`{document['command']}`), {machine['nproc']} CPUs ({machine['cpu_model']}), "
         f"kernel {machine['kernel']}, load average at start {machine['load_average_at_start']}"
     )
-    for table in (throughput_table(results), floating_ip_table(results), create_table(results)):
+    tables = (
+        throughput_table(results),
+        floating_ip_table(results),
+        create_table(results),
+        loadbalancer_table(results),
+    )
+    for table in tables:
         if table:
             print()
             print("\n".join(table))

@@ -28,6 +28,7 @@ from bench.fabric import bench_fabric
 from bench.floating_ips import bench_floating_ips
 from bench.harness import Report, Settings, log
 from bench.hollow import bench_hollow
+from bench.loadbalancer import bench_loadbalancer
 from bench.orchestrator import bench_orchestrator
 from bench.security import bench_security
 from bench.throughput import bench_throughput
@@ -51,6 +52,9 @@ BENCHMARKS: dict[str, Callable[[Settings, Report], None]] = {
     ),
     "watch": bench_watch,
     "security": bench_security,
+    # Issue 12: requests through a load balancer beside hand-configured
+    # haproxy, and one fully populated create to the first served request.
+    "loadbalancer": bench_loadbalancer,
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
