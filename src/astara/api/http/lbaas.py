@@ -3,7 +3,8 @@ clients use either): Octavia's envelopes (`{"loadbalancers": [...],
 "loadbalancers_links": []}`), status codes and fault bodies.
 
 Work in progress (issue 12): load balancers, listeners, pools, members,
-health monitors, the status tree, the providers; no L7, stats or quotas yet.
+health monitors, L7 policies and rules, the status tree, the providers; no
+stats or quotas yet.
 """
 
 from __future__ import annotations
@@ -22,10 +23,18 @@ from astara.api.attributes import to_bool
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import TransactionDep, authenticated_router, json_body, now
-from astara.api.lbaas import errors, health_monitors, listeners, members, pools
+from astara.api.lbaas import (
+    errors,
+    health_monitors,
+    l7policies,
+    l7rules,
+    listeners,
+    members,
+    pools,
+)
 from astara.api.lbaas import load_balancers as lbs
 from astara.api.lbaas.bodies import parse
-from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
+from astara.db.models import HealthMonitor, L7Policy, L7Rule, Listener, LoadBalancer, Pool
 
 PREFIXES = ("/v2/lbaas", "/v2.0/lbaas")
 
@@ -155,7 +164,7 @@ SPECS = (
         listeners.ListenerPOST,
         listeners.ListenerPUT,
         listeners.get,
-        lambda _, row: listeners.view(row),
+        lambda session, row: listeners.view(row, l7policies.ids_of(session, row.id)),
         listeners.create,
         listeners.update,
         lambda session, caller, row, _, when: listeners.delete(session, caller, row, when),
@@ -185,6 +194,19 @@ SPECS = (
         health_monitors.create,
         health_monitors.update,
         lambda session, caller, row, _, when: health_monitors.delete(session, caller, row, when),
+    ),
+    Spec(
+        "l7policies",
+        "l7policies",
+        "l7policy",
+        L7Policy,
+        l7policies.L7PolicyPOST,
+        l7policies.L7PolicyPUT,
+        l7policies.get,
+        l7policies.view,
+        l7policies.create,
+        l7policies.update,
+        lambda session, caller, row, _, when: l7policies.delete(session, caller, row, when),
     ),
 )
 
@@ -269,6 +291,70 @@ def member_routes(prefix: str) -> APIRouter:
     return routes
 
 
+def rule_routes(prefix: str) -> APIRouter:
+    """An L7 policy's rules, under `/l7policies/{l7policy_id}/rules` (an
+    unknown policy: 404 `L7Policy <id> not found.`, Octavia's words)."""
+    routes = authenticated_router(prefix=f"{prefix}/l7policies/{{policy_id}}/rules")
+
+    @routes.get("")
+    async def list_rules(request: Request, policy_id: str, run: TransactionDep) -> Response:
+        wanted = {k: v for k, v in request.query_params.items() if k not in ("fields", "limit")}
+
+        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
+            policy = l7policies.parent(session, caller, policy_id)
+            rows = session.scalars(
+                select(L7Rule)
+                .where(L7Rule.l7policy_id == policy.id)
+                .order_by(L7Rule.created_at, L7Rule.id)
+            )
+            found = [l7rules.view(rule) for rule in rows]
+            return [r for r in found if all(str(r.get(k)) == v for k, v in wanted.items())]
+
+        return answer({"rules": await run(work), "rules_links": []})
+
+    @routes.post("", status_code=201)
+    async def create_rule(request: Request, policy_id: str, run: TransactionDep) -> Response:
+        body = parse(l7rules.L7RulePOST, await json_body(request), "rule")
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            policy = l7policies.parent(session, caller, policy_id)
+            return l7rules.view(l7rules.create(session, caller, policy, body, now()))
+
+        return answer({"rule": await run(work)}, 201)
+
+    @routes.get("/{rule_id}")
+    async def show_rule(policy_id: str, rule_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            policy = l7policies.parent(session, caller, policy_id)
+            return l7rules.view(l7rules.get(session, caller, policy, rule_id))
+
+        return answer({"rule": await run(work)})
+
+    @routes.put("/{rule_id}")
+    async def update_rule(
+        request: Request, policy_id: str, rule_id: str, run: TransactionDep
+    ) -> Response:
+        body = parse(l7rules.L7RulePUT, await json_body(request), "rule")
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            policy = l7policies.parent(session, caller, policy_id)
+            rule = l7rules.get(session, caller, policy, rule_id)
+            return l7rules.view(l7rules.update(session, caller, rule, body, now()))
+
+        return answer({"rule": await run(work)})
+
+    @routes.delete("/{rule_id}", status_code=204)
+    async def delete_rule(policy_id: str, rule_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> None:
+            policy = l7policies.parent(session, caller, policy_id)
+            l7rules.delete(session, caller, l7rules.get(session, caller, policy, rule_id), now())
+
+        await run(work)
+        return Response(status_code=204)
+
+    return routes
+
+
 def _true(value: str | None) -> bool:
     """oslo's bool_from_string: anything not true is false, never an error."""
     if value is None:
@@ -280,6 +366,7 @@ def _true(value: str | None) -> bool:
 
 
 def routers() -> list[APIRouter]:
-    """Members first: `/pools/{id}/members` must not be read as a pool's id."""
-    found = [r(prefix) for prefix in PREFIXES for r in (extra_routes, member_routes)]
+    """Members and rules first: `/pools/{id}/members` must not be read as a
+    pool's id."""
+    found = [r(prefix) for prefix in PREFIXES for r in (extra_routes, member_routes, rule_routes)]
     return found + [collection(prefix, spec) for prefix in PREFIXES for spec in SPECS]

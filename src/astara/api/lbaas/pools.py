@@ -23,7 +23,7 @@ from astara.api.auth import Caller
 from astara.api.lbaas import common, errors, listeners
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import COOKIE_NAME
-from astara.db.models import HealthMonitor, Listener, Pool
+from astara.db.models import HealthMonitor, L7Policy, Listener, Pool
 
 RESOURCE = "Pool"
 PROTOCOLS = ("TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2", "UDP", "SCTP")
@@ -199,6 +199,12 @@ def update(session: Session, caller: Caller, pool: Pool, body: PoolPUT, now: dat
 
 def delete(session: Session, caller: Caller, pool: Pool, now: datetime) -> None:
     """Gone with its members and monitor; listeners that had it as their
-    default have none (the database's SET NULL)."""
+    default have none (the database's SET NULL). Not while an L7 policy
+    redirects to it (Octavia's 409, checked before the load balancer's state)."""
+    policy = session.scalar(
+        select(L7Policy.id).where(L7Policy.redirect_pool_id == pool.id).limit(1)
+    )
+    if policy is not None:
+        raise errors.OctaviaError(409, f"Pool {pool.id} is in use by L7 policy {policy}")
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
     common.removed(session, balancer, pool, "pool", now)
