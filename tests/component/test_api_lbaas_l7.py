@@ -215,10 +215,12 @@ def test_actions_and_their_arguments_as_octavia_makes_them_consistent(lb: Balanc
     assert refused(
         action="REDIRECT_TO_URL", redirect_url="http://a.example", redirect_http_code=304
     ).startswith(
-        "Invalid input for field/attribute redirect_http_code. Value: '304'. Value should be one of:"
+        "Invalid input for field/attribute redirect_http_code. Value: '304'."
+        " Value should be one of:"
     )
     assert refused(action="REDIRECT_TO_POOL", redirect_pool_id=lb.tcp_pool["id"]) == (
-        "Validation failure: The pool protocol 'TCP' is invalid while the listener protocol is 'HTTP'."
+        "Validation failure: The pool protocol 'TCP' is invalid while the listener protocol"
+        " is 'HTTP'."
     )
     unknown = "11111111-2222-3333-4444-555555555555"
     assert fault(lb.policy(action="REDIRECT_TO_POOL", redirect_pool_id=unknown))[:3:2] == (
@@ -281,28 +283,40 @@ def test_actions_and_their_arguments_as_octavia_makes_them_consistent(lb: Balanc
     )
 
 
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"value": ""}, "Invalid L7 Rule: L7 rule type requires a value"),
-        ({"type": "HEADER"}, "Invalid L7 Rule: L7 rule type requires a key"),
-        ({"type": "COOKIE", "key": "a b"}, "Invalid characters in key"),
-        ({"type": "HEADER", "key": "a,1"}, "Invalid characters in key"),
-        ({"type": "HEADER", "key": "it's"}, "Invalid characters in key"),
-        ({"type": "HEADER", "key": "X-A", "value": "a b"}, "Invalid characters in header value"),
-        ({"type": "COOKIE", "key": "c", "value": "a;b"}, "Invalid characters in cookie value"),
-        ({"value": "/a b"}, "Invalid characters in comparison value"),
-        ({"type": "FILE_TYPE", "value": "jpg"}, "Invalid L7 Rule: invalid comparison type for rule type"),
-        ({"compare_type": "REGEX", "value": "(a"}, "Unable to parse regular expression: missing ), unterminated subpattern at position 0"),
-        ({"compare_type": "REGEX", "value": "\\u00e9"}, "Unable to parse regular expression: \\N{}, \\u, \\U and the a, L, u flags are Python's"),
-        ({"compare_type": "REGEX", "value": "(?a)x"}, "Unable to parse regular expression: \\N{}, \\u, \\U and the a, L, u flags are Python's"),
-        ({"compare_type": "REGEX", "value": f"(?P<{'n' * 33}>x)"}, "Unable to parse regular expression: group names are at most 32 characters"),
-        ({"compare_type": "REGEX", "value": "[[:nope:]]"}, "Unable to parse regular expression: unknown POSIX class [:nope:]"),
-        ({"compare_type": "REGEX", "value": "caf\u00e9"}, "Invalid characters in value: printable ASCII only"),
-        ({"value": "/a\tb\x01"}, "Invalid characters in value: printable ASCII only"),
-        ({"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "true"}, "Invalid L7 Rule: SSL_CONN_HAS_CERT rules need a TERMINATED_HTTPS listener that asks for client certificates, which this deployment does not offer"),
-    ],
-)  # fmt: skip
+NO_VALUE = "Invalid L7 Rule: L7 rule type requires a value"
+REGEX = "Unable to parse regular expression: "
+PYTHONS = f"{REGEX}\\N{{}}, \\u, \\U and the a, L, u flags are Python's"
+ASCII = "Invalid characters in value: printable ASCII only"
+COMPARISON = "Invalid L7 Rule: invalid comparison type for rule type"
+UNTERMINATED = f"{REGEX}missing ), unterminated subpattern at position 0"
+NAMES = f"{REGEX}group names are at most 32 characters"
+TLS = (
+    "Invalid L7 Rule: SSL_CONN_HAS_CERT rules need a TERMINATED_HTTPS listener that asks"
+    " for client certificates, which this deployment does not offer"
+)
+REFUSED_RULES = [
+    ({"value": ""}, NO_VALUE),
+    ({"type": "HEADER", "key": "X-A", "value": '""'}, NO_VALUE),
+    ({"type": "HEADER"}, "Invalid L7 Rule: L7 rule type requires a key"),
+    ({"type": "COOKIE", "key": "a b"}, "Invalid characters in key"),
+    ({"type": "HEADER", "key": "a,1"}, "Invalid characters in key"),
+    ({"type": "HEADER", "key": "it's"}, "Invalid characters in key"),
+    ({"type": "HEADER", "key": "X-A", "value": "a b"}, "Invalid characters in header value"),
+    ({"type": "COOKIE", "key": "c", "value": "a;b"}, "Invalid characters in cookie value"),
+    ({"value": "/a b"}, "Invalid characters in comparison value"),
+    ({"type": "FILE_TYPE", "value": "jpg"}, COMPARISON),
+    ({"compare_type": "REGEX", "value": "(a"}, UNTERMINATED),
+    ({"compare_type": "REGEX", "value": "\\u00e9"}, PYTHONS),
+    ({"compare_type": "REGEX", "value": "(?a)x"}, PYTHONS),
+    ({"compare_type": "REGEX", "value": f"(?P<{'n' * 33}>x)"}, NAMES),
+    ({"compare_type": "REGEX", "value": "[[:nope:]]"}, f"{REGEX}unknown POSIX class [:nope:]"),
+    ({"compare_type": "REGEX", "value": "caf\u00e9"}, ASCII),
+    ({"value": "/a\tb\x01"}, ASCII),
+    ({"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "true"}, TLS),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "message"), REFUSED_RULES)
 def test_rules_are_refused_in_octavias_words(
     lb: Balancer, fields: dict[str, Any], message: str
 ) -> None:

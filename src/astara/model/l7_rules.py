@@ -41,8 +41,8 @@ MAX_POLICIES = 1000  # a listener's, here (Octavia sets none)
 
 # An RFC 7230 token but `'`: a header or cookie name.
 TOKEN = r"^[A-Za-z0-9!#$%&*+\-.^_`|~]{1,255}$"
-# What a value may hold at all: printable ASCII and tab (empty: `""`'s content).
-VALUE = r"^[\t\x20-\x7e]{0,255}$"
+# What a value may hold at all: printable ASCII and tab.
+VALUE = r"^[\t\x20-\x7e]{1,255}$"
 _TOKEN = re.compile(TOKEN)
 _VALUE = re.compile(VALUE)
 # Octavia's HTTP_HEADER_VALUE_REGEX and HTTP_QUOTED_HEADER_VALUE_REGEX.
@@ -74,7 +74,8 @@ def token_problem(value: str) -> bool:
 def value_problem(rule_type: str, compare_type: str, value: str) -> str | None:
     """Octavia's `l7rule_data` for a rule's value (its `key` aside), in
     Octavia's words; None if the value is fine."""
-    if not value:
+    if not literal(compare_type, value):
+        # `""` too: haproxy keeps no empty pattern, and the rule would never match.
         return "Invalid L7 Rule: L7 rule type requires a value"
     if not _VALUE.fullmatch(value):
         return "Invalid characters in value: printable ASCII only"

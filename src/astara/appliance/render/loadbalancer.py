@@ -13,8 +13,10 @@ the departures written here.
   then redirects, then `use_backend`), each group in position order: the
   same precedence as Octavia's config, without haproxy's warnings about it.
   Rule values, header and cookie names and redirect URLs are strongly
-  quoted (`'…'`), so haproxy takes them as they are, where Octavia escapes
-  spaces and backslashes only (`model.l7_rules` says what may be in them).
+  quoted (`'…'`), and values follow `--`, so haproxy takes them as they
+  are, where Octavia escapes spaces and backslashes only, and reads a value
+  that starts with `-` as an option (`model.l7_rules` says what may be in
+  them).
 - The stats socket (`show stat`: operating statuses and counters) and the
   master socket (hitless reloads) are in the appliance's run directory,
   readable by root only.
@@ -126,7 +128,8 @@ def _acl(rule: LbRule) -> str:
     else:
         name = "req.hdr" if rule.type == "HEADER" else "req.cook"
         fetch = f"{name}({quoted(rule.key or '')}) {match}"
-    return f"\tacl {rule.id} {fetch} {quoted(rule.value)}"
+    # `--`: a value that starts with `-` is a pattern, not an ACL option.
+    return f"\tacl {rule.id} {fetch} -- {quoted(rule.value)}"
 
 
 def _condition(policy: LbPolicy) -> str:
