@@ -498,3 +498,25 @@ def test_what_the_api_accepts_haproxy_serves(lb: Balancer, tmp_path: Path) -> No
     assert f"backend {lb.api_pool['id']}\n" in text
     assert "\tredirect code 308 location 'https://a.example/p?q=1&r='\\''x'\\''#frag' if" in text
     assert "\tredirect code 302 prefix 'http://b.example/$HOME' if" in text
+
+
+def test_a_redirect_pool_is_in_the_status_tree_under_its_listener(lb: Balancer) -> None:
+    def tree_pools() -> list[str]:
+        tree = lb.api("GET", f"{LBS}/{lb.id}/status").json()["statuses"]["loadbalancer"]
+        listener = next(i for i in tree["listeners"] if i["id"] == lb.listener["id"])
+        return [p["id"] for p in listener["pools"]]
+
+    def pool_listeners() -> list[dict[str, str]]:
+        shown: list[dict[str, str]] = lb.api("GET", f"/v2/lbaas/pools/{lb.api_pool['id']}").json()[
+            "pool"
+        ]["listeners"]
+        return shown
+
+    # Without a rule, a policy redirects nothing (Octavia's `Listener.pools`).
+    policy = made(lb.policy(action="REDIRECT_TO_POOL", redirect_pool_id=lb.api_pool["id"]))
+    lb.activate()
+    assert tree_pools() == [lb.web["id"]] and pool_listeners() == []
+    made(lb.rule(policy["id"]), "rule")
+    lb.activate()
+    assert tree_pools() == [lb.web["id"], lb.api_pool["id"]]
+    assert pool_listeners() == [{"id": lb.listener["id"]}]

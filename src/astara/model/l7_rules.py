@@ -52,7 +52,7 @@ _QUOTED_HEADER_VALUE = re.compile(r"\"[A-Za-z0-9 \t!\"#$%&'()*+,\-./:;<=>?@\[\\\
 _COOKIE_VALUE = re.compile(r"[A-Za-z0-9!#$%&'()*+,\-./:<=>?@\[\]^_`{|}~]+")
 
 # Python regex syntax PCRE2 refuses.
-_PYTHON_ESCAPES = re.compile(r"\\(?:N\{|u|U)")
+_ESCAPE = re.compile(r"\\(N\{|.)", re.DOTALL)
 _FLAGS = re.compile(r"\(\?[aiLmsux-]*[aLu][aiLmsux-]*[:)]")
 _GROUP_NAME = re.compile(r"\(\?P?<([^>=!]*)>|\(\?P=([^)]*)\)")
 _POSIX_CLASS = re.compile(r"\[([:.=])\^?([A-Za-z]*)\1\]")
@@ -97,7 +97,8 @@ def regex_problem(value: str) -> str | None:
         re.compile(value)
     except re.error as error:
         return f"Unable to parse regular expression: {error}"
-    if _PYTHON_ESCAPES.search(value) or _FLAGS.search(value):
+    escapes = {m.group(1) for m in _ESCAPE.finditer(value)}
+    if escapes & {"N{", "u", "U"} or _FLAGS.search(value):
         return (
             "Unable to parse regular expression: \\N{}, \\u, \\U and the a, L, u flags are Python's"
         )

@@ -209,7 +209,8 @@ def _shift(session: Session, listener_id: str, low: int, high: int, by: int) -> 
 
 def create(session: Session, caller: Caller, body: L7PolicyPOST, now: datetime) -> L7Policy:
     """A policy at its position (last by default), with the rules it carries.
-    A create counts here: a quota check goes first."""
+    A create counts here (the policy, and each rule it carries): quota
+    checks go first."""
     listener = listeners.get(session, caller, str(body.listener_id))
     _served(listener)
     balancer = common.balancer_for_change(session, caller, listener.load_balancer_id)

@@ -23,7 +23,7 @@ from astara.api.auth import Caller
 from astara.api.lbaas import common, errors, listeners
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import COOKIE_NAME
-from astara.db.models import HealthMonitor, L7Policy, Listener, Pool
+from astara.db.models import HealthMonitor, L7Policy, L7Rule, Listener, Pool
 
 RESOURCE = "Pool"
 PROTOCOLS = ("TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2", "UDP", "SCTP")
@@ -59,13 +59,23 @@ class PoolPOST(PoolPUT):
 
 
 def view(session: Session, pool: Pool) -> dict[str, Any]:
-    using = list(
-        session.scalars(
-            select(Listener.id)
-            .where(Listener.default_pool_id == pool.id)
-            .order_by(Listener.created_at, Listener.id)
-        )
+    """`listeners`: those it is the default pool of, then those whose
+    enabled L7 policies with rules redirect to it (Octavia's `Pool.listeners`)."""
+    defaults = session.scalars(
+        select(Listener.id)
+        .where(Listener.default_pool_id == pool.id)
+        .order_by(Listener.created_at, Listener.id)
     )
+    redirecting = session.scalars(
+        select(L7Policy.listener_id)
+        .where(
+            L7Policy.redirect_pool_id == pool.id,
+            L7Policy.admin_state_up.is_(True),
+            select(L7Rule.id).where(L7Rule.l7policy_id == L7Policy.id).exists(),
+        )
+        .order_by(L7Policy.created_at, L7Policy.id)
+    )
+    using = list(dict.fromkeys([*defaults, *redirecting]))
     monitor = session.scalar(select(HealthMonitor.id).where(HealthMonitor.pool_id == pool.id))
     return {
         **common.object_view(pool),
