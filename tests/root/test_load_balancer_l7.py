@@ -8,7 +8,7 @@ import pytest
 
 from astara.testing.net import NamedHttpServer, http_get, sh, wait_until
 from astara.testing.server import Cloud
-from tests.root.test_load_balancers import LB, wait_active
+from tests.root.test_load_balancers import LB, openstack, wait_active
 
 pytestmark = pytest.mark.root
 
@@ -87,13 +87,21 @@ def test_l7_policies_route_redirect_and_reject_requests(cloud: Cloud) -> None:
             redirect_http_code=301,
             rules=[rule("PATH", "EQUAL_TO", "/old")],
         )
-        # Position 1, and a REJECT beats every redirect whatever its position (Octavia's order).
-        rejecting = policy(
-            action="REJECT",
-            position=1,
-            rules=[rule("HEADER", "EQUAL_TO", '"go away"', key="X-Block")],
+        # Position 1, and a REJECT beats every redirect whatever its position
+        # (Octavia's order); made with the real CLI, as a tenant types it.
+        rejecting = openstack(
+            cloud,
+            "loadbalancer l7policy create --name block --action REJECT --position 1"
+            f" --wait -f json {listener['id']}",
+        )
+        openstack(
+            cloud,
+            "loadbalancer l7rule create --type HEADER --key X-Block --compare-type EQUAL_TO"
+            " --value '\"go away\"' --wait block",
         )
         assert rejecting["position"] == 1
+        listed = openstack(cloud, "loadbalancer l7rule list block -f json")
+        assert [(r["type"], r["value"]) for r in listed] == [("HEADER", '"go away"')]
 
         wait_until(lambda: http_get(client, f"http://{vip}/") == "web", 30, 0.2, "the VIP")
         assert answer(client, f"http://{vip}/api/v1") == ("200", "", "api")
