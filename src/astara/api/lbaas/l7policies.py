@@ -292,13 +292,11 @@ def update(
 
 def _move(session: Session, policy: L7Policy, wanted: int) -> None:
     """To `wanted` (at most the last), the others between shifted."""
-    session.flush()
     old, new = policy.position, min(wanted, _count(session, policy.listener_id))
     if new < old:
         _shift(session, policy.listener_id, new, old - 1, 1)
     elif new > old:
         _shift(session, policy.listener_id, old + 1, new, -1)
-    session.expire(policy, ["position"])
     policy.position = new
 
 

@@ -96,8 +96,8 @@ def _parents(session: Session, caller: Caller, policy: L7Policy) -> tuple[LoadBa
     listener = session.get(Listener, policy.listener_id)
     if listener is None:
         raise errors.not_found("L7Policy", policy.id)
+    # Locked and read again (its status included) before this check.
     balancer = common.balancer_for_change(session, caller, listener.load_balancer_id)
-    session.refresh(policy)
     if policy.provisioning_status != "ACTIVE":
         raise errors.immutable("L7Policy", policy.id)
     return balancer, listener
