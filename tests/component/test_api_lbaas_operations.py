@@ -33,7 +33,7 @@ NOW = datetime(2026, 12, 4, 12, 0, 0)
 
 def graph_body(subnet_id: str) -> dict[str, Any]:
     """Octavia's own example of a fully populated load balancer, as far as
-    this deployment serves it (no TLS termination, no L7 in the body)."""
+    this deployment serves it (no TLS termination)."""
     return {
         "loadbalancer": {
             "name": "lb1",
@@ -62,6 +62,23 @@ def graph_body(subnet_id: str) -> dict[str, Any]:
                             {"address": "10.0.0.19", "protocol_port": 80, "weight": 5},
                         ],
                     },
+                    "l7policies": [
+                        {
+                            "name": "api",
+                            "action": "REDIRECT_TO_POOL",
+                            "redirect_pool": {"name": "spare"},
+                            "rules": [
+                                {"type": "PATH", "compare_type": "STARTS_WITH", "value": "/api"}
+                            ],
+                        },
+                        {
+                            "action": "REDIRECT_TO_URL",
+                            "redirect_url": "https://www.example.com/",
+                            "rules": [
+                                {"type": "PATH", "compare_type": "STARTS_WITH", "value": "/old"}
+                            ],
+                        },
+                    ],
                 },
                 {
                     "name": "tcp",
@@ -118,6 +135,18 @@ def test_a_fully_populated_create_makes_everything_in_one_call(
     assert listeners["http"]["default_pool_id"] == rr["id"]
     assert listeners["tcp"]["default_pool_id"] == by_name["tcp_pool"]["id"]
     assert "loadbalancers" not in listeners["http"]
+    api, old = listeners["http"]["l7policies"]  # in full, in position order, with their rules
+    assert (api["name"], api["position"], api["redirect_pool_id"]) == (
+        "api",
+        1,
+        by_name["spare"]["id"],
+    )
+    assert [r["value"] for r in api["rules"]] == ["/api"] and "type" in api["rules"][0]
+    assert (old["action"], old["position"], old["redirect_http_code"]) == (
+        "REDIRECT_TO_URL",
+        2,
+        302,
+    )
     every = [*balancer["listeners"], *balancer["pools"], *rr["members"]]
     assert {o["provisioning_status"] for o in every} == {"PENDING_CREATE"}
     # A show answers the usual shape.
@@ -130,6 +159,8 @@ def test_a_fully_populated_create_makes_everything_in_one_call(
         config = lb_driver.plan(session, row).config
     assert config is not None and config.loadbalancer is not None
     assert len(config.loadbalancer.listeners) == 2 and len(config.loadbalancer.pools) == 3
+    http = next(i for i in config.loadbalancer.listeners if i.port == 80)
+    assert [p.action for p in http.l7policies] == ["REDIRECT_TO_POOL", "REDIRECT_TO_URL"]
     path = tmp_path / "haproxy.cfg"
     path.write_text(render_loadbalancer(config.loadbalancer, tmp_path))
     assert haproxy_check(path).returncode == 0, path.read_text()
@@ -260,6 +291,7 @@ def member_pool(api: Api, engine: Engine) -> tuple[str, str]:
     body = graph_body(subnet["id"])
     body["loadbalancer"]["listeners"] = body["loadbalancer"]["listeners"][:1]
     body["loadbalancer"]["pools"] = []
+    del body["loadbalancer"]["listeners"][0]["l7policies"]  # (its redirect pool is gone)
     balancer = api("POST", LBS, body).json()["loadbalancer"]
     activate(engine, balancer["id"])
     return balancer["id"], balancer["pools"][0]["id"]

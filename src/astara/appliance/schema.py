@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from astara.model import firewall_rules, rules
+from astara.model import firewall_rules, l7_rules, rules
 from astara.naming import ID_PATTERN
 
 SCHEMA_VERSION = 1
@@ -279,6 +279,62 @@ class LbPool(StrictModel):
 LbHeader = Literal[LB_HEADERS]  # type: ignore[valid-type]
 
 
+def _l7_regex(rule: LbRule) -> LbRule:
+    problem = l7_rules.regex_problem(rule.value) if rule.compare_type == "REGEX" else None
+    if problem is not None:
+        raise ValueError(problem)
+    return rule
+
+
+class LbRule(StrictModel):
+    """One condition of an L7 policy; `value` is what haproxy matches, as
+    it is (the renderer quotes it)."""
+
+    id: Identifier
+    type: Literal[l7_rules.RULE_TYPES]  # type: ignore[valid-type]
+    compare_type: Literal[l7_rules.COMPARE_TYPES]  # type: ignore[valid-type]
+    key: str | None = Field(default=None, pattern=l7_rules.TOKEN)
+    value: str = Field(pattern=l7_rules.VALUE)
+    invert: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LbRule:
+        if (self.key is not None) != (self.type in l7_rules.KEYED):
+            raise ValueError("a key goes with HEADER and COOKIE rules only, and they need one")
+        if self.type == "FILE_TYPE" and self.compare_type not in ("REGEX", "EQUAL_TO"):
+            raise ValueError("a FILE_TYPE rule compares with REGEX or EQUAL_TO")
+        return _l7_regex(self)
+
+
+class LbPolicy(StrictModel):
+    """An L7 policy of a listener: when all its rules match, its action
+    (haproxy runs rejects, then redirects, then pools; each in order)."""
+
+    id: Identifier
+    action: Literal[l7_rules.ACTIONS]  # type: ignore[valid-type]
+    rules: list[LbRule] = Field(min_length=1, max_length=l7_rules.MAX_RULES)
+    redirect_pool: Identifier | None = None
+    redirect_url: str | None = Field(default=None, pattern=l7_rules.REDIRECT_URL, max_length=255)
+    redirect_prefix: str | None = Field(default=None, pattern=l7_rules.REDIRECT_URL, max_length=255)
+    redirect_http_code: Literal[l7_rules.REDIRECT_CODES] | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LbPolicy:
+        wanted = {
+            "REJECT": (),
+            "REDIRECT_TO_URL": ("redirect_url", "redirect_http_code"),
+            "REDIRECT_PREFIX": ("redirect_prefix", "redirect_http_code"),
+            "REDIRECT_TO_POOL": ("redirect_pool",),
+        }[self.action]
+        for name in ("redirect_pool", "redirect_url", "redirect_prefix", "redirect_http_code"):
+            if (getattr(self, name) is not None) != (name in wanted):
+                raise ValueError(f"a {self.action} policy has {' and '.join(wanted) or 'no'}")
+        for url in (self.redirect_url, self.redirect_prefix):
+            if url is not None and l7_rules.redirect_url_problem(url):
+                raise ValueError(f"{url} is no http(s) URL with a host")
+        return self
+
+
 class LbListener(StrictModel):
     id: Identifier
     protocol: Literal["HTTP", "HTTPS", "TCP"]
@@ -292,6 +348,8 @@ class LbListener(StrictModel):
     timeout_member_data_ms: int = Field(default=50000, ge=0)
     timeout_tcp_inspect_ms: int = Field(default=0, ge=0)
     allowed_cidrs: list[IPNetwork] = Field(default_factory=list)
+    # Tried in this order (Octavia's positions).
+    l7policies: list[LbPolicy] = Field(default_factory=list, max_length=l7_rules.MAX_POLICIES)
 
 
 # The pool protocols a listener's protocol carries (Octavia's matrix).
@@ -791,8 +849,35 @@ class _SemanticCheck:
                 )
             if listener.insert_headers and listener.protocol != "HTTP":
                 self.error("headers are inserted by HTTP listeners only", *loc, "insert_headers")
+            self.check_l7policies(listener, pools, loc)
             for c_index, cidr in enumerate(listener.allowed_cidrs):
                 if cidr.version != section.vip.version:
                     self.error(
                         f"{cidr} is not of the VIP's IP version", *loc, "allowed_cidrs", c_index
                     )
+
+    def check_l7policies(
+        self, listener: LbListener, pools: dict[str, LbPool], loc: tuple[str | int, ...]
+    ) -> None:
+        """L7 policies on HTTP listeners only, each id once, a redirect to a
+        pool of the load balancer with a protocol the listener carries."""
+        for index, policy in enumerate(listener.l7policies):
+            where = (*loc, "l7policies", index)
+            if listener.protocol != "HTTP":
+                self.error("L7 policies are for HTTP listeners only", *where)
+            self.once("lb l7policy", policy.id, f"duplicate L7 policy {policy.id}", *where, "id")
+            for r_index, rule in enumerate(policy.rules):
+                self.once(
+                    "lb l7rule", rule.id, f"duplicate L7 rule {rule.id}", *where, "rules", r_index
+                )
+            if policy.redirect_pool is None:
+                continue
+            pool = pools.get(policy.redirect_pool)
+            if pool is None:
+                self.error(f"no pool {policy.redirect_pool}", *where, "redirect_pool")
+            elif pool.protocol not in LB_POOL_PROTOCOLS[listener.protocol]:
+                self.error(
+                    f"a {listener.protocol} listener cannot use a {pool.protocol} pool",
+                    *where,
+                    "redirect_pool",
+                )

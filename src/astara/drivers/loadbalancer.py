@@ -6,7 +6,10 @@ default route through that subnet's gateway (members on other subnets, and
 clients from anywhere, are reached through the tenant's router); nothing
 forwarded. The loadbalancer section lists what haproxy serves: enabled
 listeners and their pools, members and monitors, without what is being
-deleted (PENDING_DELETE). Read-only, like the other drivers.
+deleted (PENDING_DELETE). A listener's L7 policies are those haproxy runs
+as Octavia's template does: enabled ones with at least one enabled rule, a
+redirect to a pool only while that pool is served and enabled. Read-only,
+like the other drivers.
 
 The VIP port's security groups (the load balancer's own, `api.lbaas.
 vip_group`, and any of a port the tenant gave) are enforced by the
@@ -29,6 +32,8 @@ from sqlalchemy.orm import Session, selectinload
 from astara.appliance.schema import ApplianceConfig
 from astara.db.models import (
     HealthMonitor,
+    L7Policy,
+    L7Rule,
     Listener,
     LoadBalancer,
     Member,
@@ -38,6 +43,7 @@ from astara.db.models import (
     Subnet,
 )
 from astara.drivers.appliance import AppliancePlan, NetworkNeed
+from astara.model import l7_rules
 from astara.orchestrator.security import security_view
 
 PREFIX = "lb-"
@@ -164,7 +170,9 @@ def _section(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
         .order_by(Member.created_at, Member.id)
     ):
         members[member.pool_id].append(member)
-    served = set(pool_ids)
+    served = {p.id for p in pools}
+    enabled_pools = {p.id for p in pools if p.admin_state_up}
+    policies = _l7policies(session, [listener.id for listener in listeners], enabled_pools)
     return {
         "vip": balancer.vip_address,
         "enabled": balancer.admin_state_up,
@@ -186,11 +194,71 @@ def _section(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
                 "timeout_member_data_ms": listener.timeout_member_data,
                 "timeout_tcp_inspect_ms": listener.timeout_tcp_inspect,
                 "allowed_cidrs": listener.allowed_cidrs or [],
+                "l7policies": policies.get(listener.id, []),
             }
             for listener in listeners
         ],
         "pools": [_pool(pool, members[pool.id], monitors.get(pool.id)) for pool in pools],
     }
+
+
+def _l7policies(
+    session: Session, listener_ids: list[str], enabled_pools: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each listener's L7 policies haproxy runs, in position order."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    policies = session.scalars(
+        select(L7Policy)
+        .where(
+            L7Policy.listener_id.in_(listener_ids),
+            L7Policy.admin_state_up.is_(True),
+            L7Policy.provisioning_status.not_in(GONE),
+        )
+        .order_by(L7Policy.listener_id, L7Policy.position, L7Policy.id)
+    ).all()
+    rules: dict[str, list[L7Rule]] = {p.id: [] for p in policies}
+    for rule in session.scalars(
+        select(L7Rule)
+        .where(
+            L7Rule.l7policy_id.in_(list(rules)),
+            L7Rule.admin_state_up.is_(True),
+            L7Rule.provisioning_status.not_in(GONE),
+        )
+        .order_by(L7Rule.created_at, L7Rule.id)
+    ):
+        rules[rule.l7policy_id].append(rule)
+    for policy in policies:
+        if not rules[policy.id]:
+            continue  # no rule: never matches (Octavia renders none)
+        if policy.action == "REDIRECT_TO_POOL" and policy.redirect_pool_id not in enabled_pools:
+            continue
+        redirect = policy.action in ("REDIRECT_TO_URL", "REDIRECT_PREFIX")
+        found.setdefault(policy.listener_id, []).append(
+            {
+                "id": policy.id,
+                "action": policy.action,
+                "rules": [
+                    {
+                        "id": rule.id,
+                        "type": rule.type,
+                        "compare_type": rule.compare_type,
+                        "key": rule.key if rule.type in l7_rules.KEYED else None,
+                        "value": l7_rules.literal(rule.compare_type, rule.value),
+                        "invert": rule.invert,
+                    }
+                    for rule in rules[policy.id]
+                ],
+                "redirect_pool": policy.redirect_pool_id
+                if policy.action == "REDIRECT_TO_POOL"
+                else None,
+                "redirect_url": policy.redirect_url if policy.action == "REDIRECT_TO_URL" else None,
+                "redirect_prefix": policy.redirect_prefix
+                if policy.action == "REDIRECT_PREFIX"
+                else None,
+                "redirect_http_code": (policy.redirect_http_code or 302) if redirect else None,
+            }
+        )
+    return found
 
 
 def _vip_security(session: Session, port_id: str) -> list[dict[str, Any]] | None:

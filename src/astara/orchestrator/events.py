@@ -28,7 +28,7 @@ SECURITY = ("security_group", "security_group_rule", "address_group")
 # so their own events wake nothing; a load balancer's objects' changes come
 # with one of the load balancer itself.
 FIREWALL = ("firewall_group", "firewall_policy", "firewall_rule")
-LOAD_BALANCER_PARTS = ("listener", "pool", "member", "healthmonitor")
+LOAD_BALANCER_PARTS = ("listener", "pool", "member", "healthmonitor", "l7policy", "l7rule")
 
 
 def touches_l2(event: OutboxEvent) -> bool:

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from astara.db.models import (
     FloatingIp,
     HealthMonitor,
+    L7Policy,
+    L7Rule,
     Listener,
     ListenerStatistics,
     LoadBalancer,
@@ -122,7 +124,9 @@ def write_lb_statuses(
     ACTIVE once the appliance runs the config that has them (PENDING_*
     until then), ERROR when it failed; operating statuses ONLINE, or
     OFFLINE where set down (members NO_MONITOR without a monitor). Observed
-    values: no revision bump, no event.
+    values: no revision bump, no event. L7 policies and rules are ONLINE
+    or OFFLINE by their admin state and their load balancer's (as Octavia
+    sets them once its amphora has them).
 
     `health`: what haproxy's checks say (`appliance.lbstats.health`): a
     member ONLINE or ERROR, a pool DEGRADED or ERROR by its members, the
@@ -156,6 +160,23 @@ def write_lb_statuses(
                 )
                 .values(provisioning_status="ERROR")
             )
+        own_listeners = select(Listener.id).where(Listener.load_balancer_id == balancer.id)
+        own_policies = select(L7Policy.id).where(L7Policy.listener_id.in_(own_listeners))
+        session.execute(
+            update(L7Policy)
+            .where(
+                L7Policy.listener_id.in_(own_listeners),
+                L7Policy.provisioning_status.like("PENDING%"),
+            )
+            .values(provisioning_status="ERROR")
+        )
+        session.execute(
+            update(L7Rule)
+            .where(
+                L7Rule.l7policy_id.in_(own_policies), L7Rule.provisioning_status.like("PENDING%")
+            )
+            .values(provisioning_status="ERROR")
+        )
         return
     if status != "ACTIVE" or plan is None:
         return
@@ -171,11 +192,24 @@ def write_lb_statuses(
     listeners = list(
         session.scalars(select(Listener).where(Listener.load_balancer_id == balancer.id))
     )
+    policies = list(
+        session.scalars(select(L7Policy).where(L7Policy.listener_id.in_([i.id for i in listeners])))
+    )
+    rules = list(
+        session.scalars(select(L7Rule).where(L7Rule.l7policy_id.in_([p.id for p in policies])))
+    )
     up = balancer.admin_state_up
     seen: dict[str, str] = {}
     for part in ("listeners", "pools", "members"):
         seen.update((health or {}).get(part) or {})
-    rows: list[LoadBalancerObject] = [*listeners, *pools, *monitors, *members]
+    rows: list[LoadBalancerObject] = [
+        *listeners,
+        *pools,
+        *monitors,
+        *members,
+        *policies,
+        *rules,
+    ]
     for row in rows:
         applied_now = row.provisioning_status != "ACTIVE"
         if applied_now:
@@ -185,7 +219,7 @@ def write_lb_statuses(
         online = "ONLINE" if up and row.admin_state_up else "OFFLINE"
         if isinstance(row, Member) and row.admin_state_up and row.pool_id not in monitored:
             online = "NO_MONITOR"
-        elif online == "ONLINE" and not isinstance(row, HealthMonitor):
+        elif online == "ONLINE" and not isinstance(row, (HealthMonitor, L7Policy, L7Rule)):
             online = seen.get(row.id, online)
         if row.operating_status != online:
             row.operating_status = online

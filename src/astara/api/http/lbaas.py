@@ -3,8 +3,9 @@ clients use either): Octavia's envelopes (`{"loadbalancers": [...],
 "loadbalancers_links": []}`), status codes and fault bodies.
 
 Load balancers (a fully populated create too), listeners, pools, members
-(one by one, or the batch update), health monitors, the status tree,
-statistics, failover, quotas, providers, and the empty flavor lists.
+(one by one, or the batch update), health monitors, L7 policies and rules,
+the status tree, statistics, failover, quotas, providers, and the empty
+flavor lists.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from astara.api.lbaas import (
     errors,
     graph,
     health_monitors,
+    l7policies,
+    l7rules,
     listeners,
     members,
     pools,
@@ -36,7 +39,7 @@ from astara.api.lbaas import (
 )
 from astara.api.lbaas import load_balancers as lbs
 from astara.api.lbaas.bodies import parse
-from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
+from astara.db.models import HealthMonitor, L7Policy, L7Rule, Listener, LoadBalancer, Pool
 
 PREFIXES = ("/v2/lbaas", "/v2.0/lbaas")
 
@@ -170,7 +173,7 @@ SPECS = (
         listeners.ListenerPOST,
         listeners.ListenerPUT,
         listeners.get,
-        lambda _, row: listeners.view(row),
+        lambda session, row: listeners.view(row, l7policies.ids_of(session, row.id)),
         listeners.create,
         listeners.update,
         lambda session, caller, row, _, when: listeners.delete(session, caller, row, when),
@@ -200,6 +203,19 @@ SPECS = (
         health_monitors.create,
         health_monitors.update,
         lambda session, caller, row, _, when: health_monitors.delete(session, caller, row, when),
+    ),
+    Spec(
+        "l7policies",
+        "l7policies",
+        "l7policy",
+        L7Policy,
+        l7policies.L7PolicyPOST,
+        l7policies.L7PolicyPUT,
+        l7policies.get,
+        l7policies.view,
+        l7policies.create,
+        l7policies.update,
+        lambda session, caller, row, _, when: l7policies.delete(session, caller, row, when),
     ),
 )
 
@@ -380,6 +396,70 @@ def member_routes(prefix: str) -> APIRouter:
     return routes
 
 
+def rule_routes(prefix: str) -> APIRouter:
+    """An L7 policy's rules, under `/l7policies/{l7policy_id}/rules` (an
+    unknown policy: 404 `L7Policy <id> not found.`, Octavia's words)."""
+    routes = authenticated_router(prefix=f"{prefix}/l7policies/{{policy_id}}/rules")
+
+    @routes.get("")
+    async def list_rules(request: Request, policy_id: str, run: TransactionDep) -> Response:
+        wanted = {k: v for k, v in request.query_params.items() if k not in ("fields", "limit")}
+
+        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
+            policy = l7policies.parent(session, caller, policy_id)
+            rows = session.scalars(
+                select(L7Rule)
+                .where(L7Rule.l7policy_id == policy.id)
+                .order_by(L7Rule.created_at, L7Rule.id)
+            )
+            found = [l7rules.view(rule) for rule in rows]
+            return [r for r in found if all(str(r.get(k)) == v for k, v in wanted.items())]
+
+        return answer({"rules": await run(work), "rules_links": []})
+
+    @routes.post("", status_code=201)
+    async def create_rule(request: Request, policy_id: str, run: TransactionDep) -> Response:
+        body = parse(l7rules.L7RulePOST, await json_body(request), "rule")
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            policy = l7policies.parent(session, caller, policy_id)
+            return l7rules.view(l7rules.create(session, caller, policy, body, now()))
+
+        return answer({"rule": await run(work)}, 201)
+
+    @routes.get("/{rule_id}")
+    async def show_rule(policy_id: str, rule_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            policy = l7policies.parent(session, caller, policy_id)
+            return l7rules.view(l7rules.get(session, caller, policy, rule_id))
+
+        return answer({"rule": await run(work)})
+
+    @routes.put("/{rule_id}")
+    async def update_rule(
+        request: Request, policy_id: str, rule_id: str, run: TransactionDep
+    ) -> Response:
+        body = parse(l7rules.L7RulePUT, await json_body(request), "rule")
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            policy = l7policies.parent(session, caller, policy_id)
+            rule = l7rules.get(session, caller, policy, rule_id)
+            return l7rules.view(l7rules.update(session, caller, rule, body, now()))
+
+        return answer({"rule": await run(work)})
+
+    @routes.delete("/{rule_id}", status_code=204)
+    async def delete_rule(policy_id: str, rule_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> None:
+            policy = l7policies.parent(session, caller, policy_id)
+            l7rules.delete(session, caller, l7rules.get(session, caller, policy, rule_id), now())
+
+        await run(work)
+        return Response(status_code=204)
+
+    return routes
+
+
 def _true(value: str | None) -> bool:
     """oslo's bool_from_string: anything not true is false, never an error."""
     if value is None:
@@ -391,6 +471,7 @@ def _true(value: str | None) -> bool:
 
 
 def routers() -> list[APIRouter]:
-    """Members first: `/pools/{id}/members` must not be read as a pool's id."""
-    found = [r(prefix) for prefix in PREFIXES for r in (extra_routes, member_routes)]
+    """Members and rules first: `/pools/{id}/members` must not be read as a
+    pool's id."""
+    found = [r(prefix) for prefix in PREFIXES for r in (extra_routes, member_routes, rule_routes)]
     return found + [collection(prefix, spec) for prefix in PREFIXES for spec in SPECS]

@@ -1,5 +1,6 @@
 """Octavia's fully populated load balancer: one `POST /loadbalancers` with
-its listeners, pools, members and monitors (research §6). All of it is made
+its listeners (and their L7 policies and rules), pools, members and
+monitors (research §6). All of it is made
 in the create's transaction, or nothing is (the first error answers).
 
 Pools are named and found by name: a listener's `default_pool` with more
@@ -22,14 +23,17 @@ from astara.api.lbaas import (
     appliance_ports,
     errors,
     health_monitors,
+    l7policies,
+    l7rules,
     listeners,
     members,
     pools,
     quotas,
 )
 from astara.api.lbaas.health_monitors import HealthMonitorFields
+from astara.api.lbaas.l7policies import L7PolicyFields
 from astara.api.lbaas.members import MemberPOST
-from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
+from astara.db.models import HealthMonitor, L7Policy, L7Rule, Listener, LoadBalancer, Pool
 
 
 class PoolSingle(pools.PoolPUT):
@@ -47,8 +51,15 @@ class PoolSingle(pools.PoolPUT):
         return bool(self.model_fields_set - {"name"})
 
 
+class L7PolicySingle(L7PolicyFields):
+    """A listener's L7 policy in a fully populated create: its pool by name."""
+
+    redirect_pool: PoolSingle | None = None
+
+
 class ListenerSingle(listeners.ListenerFields):
     default_pool: PoolSingle | None = None
+    l7policies: list[L7PolicySingle] | None = None  # (a field named as the module)
 
 
 def check(
@@ -58,6 +69,12 @@ def check(
     the listeners; Octavia's messages for what is not."""
     found: dict[str, PoolSingle] = {}
     wanted = [*defined, *(i.default_pool for i in given if i.default_pool is not None)]
+    wanted += [
+        policy.redirect_pool
+        for listener in given
+        for policy in listener.l7policies or []
+        if policy.redirect_pool is not None
+    ]
     for pool in wanted:
         if not pool.name:
             raise errors.validation(
@@ -100,6 +117,9 @@ def create(
     monitors = [p.healthmonitor for p in defined.values() if p.healthmonitor is not None]
     quotas.check(session, "health_monitor", project_id, len(monitors))
     quotas.check(session, "member", project_id, sum(len(p.members or []) for p in defined.values()))
+    policies = [p for listener in given for p in listener.l7policies or []]
+    quotas.check(session, "l7policy", project_id, len(policies))
+    quotas.check(session, "l7rule", project_id, sum(len(p.rules or []) for p in policies))
     made: dict[str, Pool] = {}
     for name, single in defined.items():
         fields = single.model_dump(exclude_unset=True, exclude={"healthmonitor", "members"})
@@ -113,12 +133,20 @@ def create(
             member = members.build(session, caller, pool, body, now)
             changes.record(session, "member", member, "create", now)
     for wanted in given:
-        fields = wanted.model_dump(exclude_unset=True, exclude={"default_pool"})
+        fields = wanted.model_dump(exclude_unset=True, exclude={"default_pool", "l7policies"})
         if wanted.default_pool is not None:
             fields["default_pool_id"] = made[wanted.default_pool.name or ""].id
         attributes = listeners.ListenerFields.model_validate(fields)
         listener = listeners.build(session, balancer, attributes, now)
         changes.record(session, "listener", listener, "create", now)
+        for asked in wanted.l7policies or []:
+            values = asked.model_dump(exclude_unset=True, exclude={"redirect_pool"})
+            if asked.redirect_pool is not None:
+                values["redirect_pool_id"] = made[asked.redirect_pool.name or ""].id
+            policy = l7policies.build(
+                session, balancer, listener, L7PolicyFields.model_validate(values), now
+            )
+            changes.record(session, "l7policy", policy, "create", now)
     appliance_ports.sync_members(session, caller, balancer, now)
 
 
@@ -130,6 +158,17 @@ def view(session: Session, balancer: LoadBalancer, shown: dict[str, Any]) -> dic
     for listener in session.scalars(found.order_by(Listener.created_at, Listener.id)):
         full = listeners.view(listener)
         del full["loadbalancers"]
+        full["l7policies"] = []
+        for policy_id in l7policies.ids_of(session, listener.id):
+            policy = session.get(L7Policy, policy_id)
+            assert policy is not None
+            policy_view = l7policies.view(session, policy)
+            rules = select(L7Rule).where(L7Rule.l7policy_id == policy_id)
+            policy_view["rules"] = [
+                l7rules.view(r)
+                for r in session.scalars(rules.order_by(L7Rule.created_at, L7Rule.id))
+            ]
+            full["l7policies"].append(policy_view)
         shown_listeners.append(full)
     shown_pools = []
     found_pools = select(Pool).where(Pool.load_balancer_id == balancer.id)

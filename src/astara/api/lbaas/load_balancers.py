@@ -29,6 +29,8 @@ from astara.db import history
 from astara.db.models import (
     ApplianceState,
     HealthMonitor,
+    L7Policy,
+    L7Rule,
     Listener,
     LoadBalancer,
     Network,
@@ -317,8 +319,9 @@ def _statuses(row: Any, **extra: Any) -> dict[str, Any]:
 
 def status_tree(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
     """`GET …/loadbalancers/{id}/status`: each listener with its default
-    pool, the pool's monitor (null without one) and members (Octavia's
-    shape: no pools outside listeners)."""
+    pool and the pools its enabled L7 policies with rules redirect to, each
+    pool's monitor (null without one) and members (Octavia's shape: no
+    pools outside listeners)."""
     listeners = session.scalars(
         select(Listener)
         .where(Listener.load_balancer_id == balancer.id)
@@ -327,8 +330,21 @@ def status_tree(session: Session, balancer: LoadBalancer) -> dict[str, Any]:
     shown = []
     for listener in listeners:
         pools = []
-        pool = session.get(Pool, listener.default_pool_id) if listener.default_pool_id else None
-        if pool is not None:
+        redirects = session.scalars(
+            select(L7Policy.redirect_pool_id)
+            .where(
+                L7Policy.listener_id == listener.id,
+                L7Policy.admin_state_up.is_(True),
+                L7Policy.redirect_pool_id.is_not(None),
+                select(L7Rule.id).where(L7Rule.l7policy_id == L7Policy.id).exists(),
+            )
+            .order_by(L7Policy.position)
+        )
+        pool_ids = dict.fromkeys([listener.default_pool_id, *redirects])
+        for pool_id in pool_ids:
+            pool = session.get(Pool, pool_id) if pool_id is not None else None
+            if pool is None:
+                continue
             monitor = session.scalar(select(HealthMonitor).where(HealthMonitor.pool_id == pool.id))
             pools.append(
                 _statuses(

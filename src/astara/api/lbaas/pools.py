@@ -23,7 +23,7 @@ from astara.api.auth import Caller
 from astara.api.lbaas import appliance_ports, common, errors, listeners, quotas
 from astara.api.lbaas.bodies import Body
 from astara.appliance.schema import COOKIE_NAME
-from astara.db.models import HealthMonitor, Listener, LoadBalancer, Pool
+from astara.db.models import HealthMonitor, L7Policy, L7Rule, Listener, LoadBalancer, Pool
 
 RESOURCE = "Pool"
 PROTOCOLS = ("TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2", "UDP", "SCTP")
@@ -65,13 +65,23 @@ class PoolPOST(PoolFields):
 
 
 def view(session: Session, pool: Pool) -> dict[str, Any]:
-    using = list(
-        session.scalars(
-            select(Listener.id)
-            .where(Listener.default_pool_id == pool.id)
-            .order_by(Listener.created_at, Listener.id)
-        )
+    """`listeners`: those it is the default pool of, then those whose
+    enabled L7 policies with rules redirect to it (Octavia's `Pool.listeners`)."""
+    defaults = session.scalars(
+        select(Listener.id)
+        .where(Listener.default_pool_id == pool.id)
+        .order_by(Listener.created_at, Listener.id)
     )
+    redirecting = session.scalars(
+        select(L7Policy.listener_id)
+        .where(
+            L7Policy.redirect_pool_id == pool.id,
+            L7Policy.admin_state_up.is_(True),
+            select(L7Rule.id).where(L7Rule.l7policy_id == L7Policy.id).exists(),
+        )
+        .order_by(L7Policy.created_at, L7Policy.id)
+    )
+    using = list(dict.fromkeys([*defaults, *redirecting]))
     monitor = session.scalar(select(HealthMonitor.id).where(HealthMonitor.pool_id == pool.id))
     return {
         **common.object_view(pool),
@@ -213,7 +223,13 @@ def update(session: Session, caller: Caller, pool: Pool, body: PoolPUT, now: dat
 
 def delete(session: Session, caller: Caller, pool: Pool, now: datetime) -> None:
     """Gone with its members and monitor; listeners that had it as their
-    default have none (the database's SET NULL)."""
+    default have none (the database's SET NULL). Not while an L7 policy
+    redirects to it (Octavia's 409, checked before the load balancer's state)."""
+    policy = session.scalar(
+        select(L7Policy.id).where(L7Policy.redirect_pool_id == pool.id).limit(1)
+    )
+    if policy is not None:
+        raise errors.OctaviaError(409, f"Pool {pool.id} is in use by L7 policy {policy}")
     balancer = common.balancer_for_change(session, caller, pool.load_balancer_id)
     common.removed(session, balancer, pool, "pool", now)
     appliance_ports.sync_members(session, caller, balancer, now)

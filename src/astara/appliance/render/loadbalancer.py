@@ -8,6 +8,15 @@ the departures written here.
   VIP's own group: not yet).
 - Expected codes use haproxy's `http-check expect status` list and ranges,
   which 2.6 takes as they are, rather than Octavia's regex expansion.
+- L7 policies: an `acl` per rule (named by its id), then the actions
+  grouped as haproxy runs them whatever their order in the file (denies,
+  then redirects, then `use_backend`), each group in position order: the
+  same precedence as Octavia's config, without haproxy's warnings about it.
+  Rule values, header and cookie names and redirect URLs are strongly
+  quoted (`'…'`), and values follow `--`, so haproxy takes them as they
+  are, where Octavia escapes spaces and backslashes only, and reads a value
+  that starts with `-` as an option (`model.l7_rules` says what may be in
+  them).
 - The stats socket (`show stat`: operating statuses and counters) and the
   master socket (hitless reloads) are in the appliance's run directory,
   readable by root only.
@@ -19,12 +28,19 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from astara.appliance.schema import LbListener, LbPool, LoadBalancerSection
+from astara.appliance.schema import LbListener, LbPolicy, LbPool, LbRule, LoadBalancerSection
 
 # Octavia's default when a listener sets no connection limit.
 DEFAULT_CONNECTIONS = 50000
 _BALANCE = {"ROUND_ROBIN": "roundrobin", "LEAST_CONNECTIONS": "leastconn", "SOURCE_IP": "source"}
 _MODE = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp"}
+_MATCH = {
+    "REGEX": "-m reg",
+    "STARTS_WITH": "-m beg",
+    "ENDS_WITH": "-m end",
+    "CONTAINS": "-m sub",
+    "EQUAL_TO": "-m str",
+}
 
 
 def render_loadbalancer(
@@ -58,7 +74,11 @@ def render_loadbalancer(
     for listener in listeners:
         lines += _frontend(listener, section)
     for pool in section.pools:
-        users = [u for u in listeners if u.default_pool == pool.id]
+        users = [
+            u
+            for u in listeners
+            if u.default_pool == pool.id or any(p.redirect_pool == pool.id for p in u.l7policies)
+        ]
         lines += _backend(pool, users)
     return "\n".join(lines) + "\n"
 
@@ -84,8 +104,55 @@ def _frontend(listener: LbListener, section: LoadBalancerSection) -> list[str]:
             f"\tacl allowed_cidr src {cidrs}",
             "\ttcp-request connection reject unless allowed_cidr",
         ]
+    lines += _l7policies(listener.l7policies)
     if listener.default_pool is not None:
         lines.append(f"\tdefault_backend {listener.default_pool}")
+    return lines
+
+
+def quoted(value: str) -> str:
+    """`value` as one word haproxy takes as it is: strong quotes, in which
+    nothing is interpreted, and a `'` as `\'` between two quoted parts."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _acl(rule: LbRule) -> str:
+    match = _MATCH[rule.compare_type]
+    if rule.type == "HOST_NAME":
+        fetch = f"req.hdr(host) -i {match}"
+    elif rule.type == "PATH":
+        fetch = f"path {match}"
+    elif rule.type == "FILE_TYPE":
+        # `path_end -m str` would compare the whole path (haproxy issue #2567).
+        fetch = "path_end" if rule.compare_type == "EQUAL_TO" else f"path_end {match}"
+    else:
+        name = "req.hdr" if rule.type == "HEADER" else "req.cook"
+        fetch = f"{name}({quoted(rule.key or '')}) {match}"
+    # `--`: a value that starts with `-` is a pattern, not an ACL option.
+    return f"\tacl {rule.id} {fetch} -- {quoted(rule.value)}"
+
+
+def _condition(policy: LbPolicy) -> str:
+    return " ".join(("!" if rule.invert else "") + rule.id for rule in policy.rules)
+
+
+def _l7policies(policies: list[LbPolicy]) -> list[str]:
+    lines = [_acl(rule) for policy in policies for rule in policy.rules]
+    for policy in policies:
+        if policy.action == "REJECT":
+            lines.append(f"\thttp-request deny if {_condition(policy)}")
+    for policy in policies:
+        code = f"redirect code {policy.redirect_http_code}"
+        if policy.action == "REDIRECT_TO_URL":
+            target = f"location {quoted(policy.redirect_url or '')}"
+        elif policy.action == "REDIRECT_PREFIX":
+            target = f"prefix {quoted(policy.redirect_prefix or '')}"
+        else:
+            continue
+        lines.append(f"\t{code} {target} if {_condition(policy)}")
+    for policy in policies:
+        if policy.action == "REDIRECT_TO_POOL":
+            lines.append(f"\tuse_backend {policy.redirect_pool} if {_condition(policy)}")
     return lines
 
 
