@@ -7,24 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from astara.testing.server import BIN, Server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "var")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def astara(server: Server, *args: str) -> subprocess.CompletedProcess[str]:

@@ -31,22 +31,7 @@ def test_lb_show_rendered_debug_manage_and_rebuild(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "300")  # table cells unfolded
     prefix = cloud.server.prefix
-    network = cloud.create("networks", "network", name="web")
-    subnet = cloud.create(
-        "subnets",
-        "subnet",
-        network_id=network["id"],
-        cidr="10.82.0.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-    )
-    addresses = {}
-    for name in ("m1", "client"):
-        port = cloud.create(
-            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
-        )
-        cloud.plug(port["id"], f"{prefix}-{name}")
-        addresses[name] = port["fixed_ips"][0]["ip_address"]
+    subnet, addresses = cloud.workload_network("web", "10.82.0.0/24", "m1", "client")
     server = NamedHttpServer(f"{prefix}-m1", "m1")
     try:
         balancer = cloud.create(
@@ -54,25 +39,20 @@ def test_lb_show_rendered_debug_manage_and_rebuild(
         )
         lb_id, vip = balancer["id"], balancer["vip_address"]
         wait_active(cloud, lb_id)
-        listener = cloud.create(
-            "lbaas/listeners", "listener", loadbalancer_id=lb_id, protocol="HTTP", protocol_port=80
+
+        def made(collection: str, member: str, **fields: Any) -> dict[str, Any]:
+            """One of its objects, once the load balancer is ACTIVE again."""
+            found = cloud.create(f"lbaas/{collection}", member, **fields)
+            wait_active(cloud, lb_id)
+            return found
+
+        listener = made(
+            "listeners", "listener", loadbalancer_id=lb_id, protocol="HTTP", protocol_port=80
         )
-        wait_active(cloud, lb_id)
-        pool = cloud.create(
-            "lbaas/pools",
-            "pool",
-            listener_id=listener["id"],
-            protocol="HTTP",
-            lb_algorithm="ROUND_ROBIN",
+        pool = made(
+            "pools", "pool", listener_id=listener["id"], protocol="HTTP", lb_algorithm="ROUND_ROBIN"
         )
-        wait_active(cloud, lb_id)
-        cloud.create(
-            f"lbaas/pools/{pool['id']}/members",
-            "member",
-            address=addresses["m1"],
-            protocol_port=8000,
-        )
-        wait_active(cloud, lb_id)
+        made(f"pools/{pool['id']}/members", "member", address=addresses["m1"], protocol_port=8000)
         client = f"{prefix}-client"
         wait_until(lambda: http_get(client, f"http://{vip}/") == "m1", 30, 0.2, "the VIP")
 

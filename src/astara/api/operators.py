@@ -1,9 +1,9 @@
 """The operators' view of the orchestrator under `/astara/v1`: appliance
 states and history (routers', networks' DHCP appliances `dhcp-<network id>`
 and load balancers' `lb-<load balancer id>`), rebuild, debug (pause) and
-manage (resume) of an appliance or a project, and port plugs. Requests are
-database writes plus an outbox event; the orchestrator acts on them (and
-would on its next resync without the event).
+manage (resume) of an appliance or a project, and a router's move. Requests
+are database writes plus an outbox event; the orchestrator acts on them (and
+would on its next resync without the event). Port plugs: `astara.api.plugs`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import String, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from astara.api import hosts
 from astara.api.admin import find_project, require_admin
 from astara.api.auth import Caller
 from astara.api.changes import timestamp
@@ -27,22 +28,14 @@ from astara.db.models import (
     DHCP,
     ApplianceEvent,
     ApplianceState,
-    Host,
     LoadBalancer,
     Network,
     PausedProject,
     Port,
-    PortBinding,
     Router,
     dhcp_network_id,
 )
 from astara.drivers import loadbalancer as lb_driver
-from astara.model.fabric import check_ifname, check_netns_name, check_workload_netns
-from astara.naming import Names
-
-# The binding table's column: a longer name passes PortSpec but does not fit.
-_NETNS_COLUMN = PortBinding.__table__.c.netns.type
-_NETNS_MAX = _NETNS_COLUMN.length if isinstance(_NETNS_COLUMN, String) else None
 
 ACTIONS = ("rebuild", "debug", "manage")
 
@@ -108,13 +101,6 @@ def _find(session: Session, kind: _Kind[Row], name_or_id: str) -> _Target[Row]:
         if record is not None and record.kind == kind.name:
             return _Target(record.appliance_id, record.project_id, None)
     raise kind.not_found(name_or_id)
-
-
-def _port(session: Session, port_id: str) -> Port:
-    port = session.get(Port, port_id) or session.scalar(select(Port).where(Port.name == port_id))
-    if port is None:
-        raise NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
-    return port
 
 
 def _lifecycle(state: ApplianceState | None, paused_project: bool) -> dict[str, Any]:
@@ -261,34 +247,38 @@ def _state_row(
 
 
 def _act(
-    session: Session, kind: _Kind[Row], name_or_id: str, action: str, now: datetime
-) -> _Target[Row]:
+    session: Session,
+    caller: Caller,
+    kind: _Kind[Row],
+    name_or_id: str,
+    action: str,
+    now: datetime,
+    show: Callable[[Session, Caller, str], dict[str, Any]],
+) -> dict[str, Any]:
     """rebuild, debug or manage the appliance of one resource, or the record
-    of a deleted one; its outbox event is the resource's (it wakes it)."""
+    of a deleted one (its outbox event is the resource's: it wakes it); then
+    what `show` shows of it."""
+    require_admin(caller)
     if action not in ACTIONS:
         raise NeutronError(404, "HTTPNotFound", f"Unknown {kind.name} action {action}")
     target = _find(session, kind, name_or_id)
     row = _state_row(session, target, now, kind.name)
     _request(session, row, action, now, kind.name, kind.resource_id(target.id) or target.id)
-    return target
+    return show(session, caller, target.id)
 
 
 def router_request(
     session: Session, caller: Caller, router_id: str, action: str, now: datetime
 ) -> dict[str, Any]:
     """rebuild, debug or manage one router, or the record of a deleted one."""
-    require_admin(caller)
-    target = _act(session, ROUTER, router_id, action, now)
-    return show_router(session, caller, target.id)
+    return _act(session, caller, ROUTER, router_id, action, now, show_router)
 
 
 def balancer_request(
     session: Session, caller: Caller, balancer_id: str, action: str, now: datetime
 ) -> dict[str, Any]:
     """rebuild, debug or manage one load balancer's appliance, as a router's."""
-    require_admin(caller)
-    target = _act(session, LOAD_BALANCER, balancer_id, action, now)
-    return show_balancer(session, caller, target.id)
+    return _act(session, caller, LOAD_BALANCER, balancer_id, action, now, show_balancer)
 
 
 def move_router(
@@ -301,7 +291,7 @@ def move_router(
     if not isinstance(body, dict) or not isinstance(body.get("host"), str):
         raise NeutronError(400, "HTTPBadRequest", 'Body must be {"host": NAME}')
     target = _find(session, ROUTER, router_id)
-    host = _host(session, body["host"])
+    host = hosts.find(session, body["host"])
     if not host.alive or host.drained:
         raise NeutronError(
             409,
@@ -324,13 +314,6 @@ def move_router(
         )
         session.flush()
     return show_router(session, caller, target.id)
-
-
-def _host(session: Session, name: str) -> Host:
-    host = session.scalar(select(Host).where(Host.name == name))
-    if host is None:
-        raise NeutronError(404, "HostNotFound", f"Host {name} could not be found.")
-    return host
 
 
 def _request(
@@ -498,95 +481,3 @@ def project_request(
         now=now,
     )
     return {"project": project.name, "paused": action == "debug"}
-
-
-def plug(
-    session: Session,
-    caller: Caller,
-    port_id: str,
-    body: Any,
-    now: datetime,
-    names: Names | None = None,
-) -> dict[str, Any]:
-    """Bind a port to a workload namespace; the orchestrator plugs it. With
-    the agent's `names`, the namespace is checked against its prefix too."""
-    require_admin(caller)
-    port = _port(session, port_id)
-    if not isinstance(body, dict) or not isinstance(body.get("netns"), str):
-        raise NeutronError(
-            400, "HTTPBadRequest", 'Body must be {"netns": NAME, "ifname": NAME, "dhcp": BOOL}'
-        )
-    netns, ifname, dhcp = body["netns"], body.get("ifname", "eth0"), body.get("dhcp", False)
-    # The host to plug it on (binding:host_id); none: the local host.
-    host = body.get("host")
-    if host is not None:
-        if not isinstance(host, str):
-            raise NeutronError(400, "HTTPBadRequest", "host: must be a host's name")
-        host = _host(session, host).name
-    if not isinstance(ifname, str):
-        raise NeutronError(400, "HTTPBadRequest", "ifname: must be a string")
-    if not isinstance(dhcp, bool):
-        raise NeutronError(400, "HTTPBadRequest", "dhcp: must be true or false")
-    # PortSpec's own rules: a binding the agent would refuse must never be
-    # stored, or every fabric pass of the orchestrator fails on it.
-    for field, value, check in (
-        ("netns", netns, check_netns_name),
-        ("ifname", ifname, check_ifname),
-    ):
-        try:
-            check(value)
-        except ValueError as error:
-            raise NeutronError(400, "HTTPBadRequest", f"{field}: {error}") from None
-    if names is not None:
-        try:
-            check_workload_netns(names, netns)
-        except ValueError as error:
-            raise NeutronError(400, "HTTPBadRequest", f"netns: {error}") from None
-    if _NETNS_MAX is not None and len(netns) > _NETNS_MAX:
-        raise NeutronError(400, "HTTPBadRequest", f"netns: at most {_NETNS_MAX} characters")
-    if port.device_owner.startswith("network:"):
-        raise NeutronError(409, "PortInUse", f"Port {port.id} belongs to {port.device_owner}.")
-    taken = session.scalar(
-        select(PortBinding).where(
-            PortBinding.netns == netns,
-            PortBinding.ifname == ifname,
-            PortBinding.port_id != port.id,
-            # Namespaces are per host: the same name on two hosts is two namespaces.
-            PortBinding.host.is_(None) if host is None else PortBinding.host == host,
-        )
-    )
-    if taken is not None:
-        raise NeutronError(
-            409, "PortInUse", f"{ifname} in {netns} is already port {taken.port_id}."
-        )
-    binding = session.get(PortBinding, port.id)
-    if binding is None:
-        binding = PortBinding(port_id=port.id, created_at=now)
-        session.add(binding)
-    binding.netns, binding.ifname, binding.dhcp = netns, ifname, dhcp
-    binding.host = host
-    outbox.record(
-        session,
-        resource_type="port",
-        resource_id=port.id,
-        project_id=port.project_id,
-        action="plug",
-        now=now,
-    )
-    return {"port_id": port.id, "netns": netns, "ifname": ifname, "dhcp": dhcp, "host": host}
-
-
-def unplug(session: Session, caller: Caller, port_id: str, now: datetime) -> None:
-    require_admin(caller)
-    port = _port(session, port_id)
-    if session.get(PortBinding, port.id) is None:
-        raise NeutronError(404, "PortNotFound", f"Port {port_id} is not plugged.")
-    session.execute(delete(PortBinding).where(PortBinding.port_id == port.id))
-    outbox.record(
-        session,
-        resource_type="port",
-        resource_id=port.id,
-        project_id=port.project_id,
-        action="unplug",
-        now=now,
-    )

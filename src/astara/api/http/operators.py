@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from astara.agent.client import AgentError
-from astara.api import admin, operators
+from astara.api import admin, operators, plugs
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import (
@@ -200,12 +200,12 @@ async def plug(request: Request, port_id: str, run: TransactionDep, found: Servi
     body = await json_body(request)
     host = body.get("host") if isinstance(body, dict) else None
     known = await run_in_threadpool(host_names, found, host)
-    return {"binding": await run(lambda s, c: operators.plug(s, c, port_id, body, now(), known))}
+    return {"binding": await run(lambda s, c: plugs.plug(s, c, port_id, body, now(), known))}
 
 
 @router.delete("/ports/{port_id}/binding", status_code=204)
 async def unplug(port_id: str, run: TransactionDep) -> Response:
-    await run(lambda s, c: operators.unplug(s, c, port_id, now()))
+    await run(lambda s, c: plugs.unplug(s, c, port_id, now()))
     return Response(status_code=204)
 
 
