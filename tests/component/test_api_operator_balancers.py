@@ -80,6 +80,7 @@ def test_list_and_show_a_load_balancer_with_its_parts_and_appliance(
     assert as_appliance["id"] == appliance_id and as_appliance["status"] == "ACTIVE"
     shown = admin("GET", f"/astara/v1/appliances/{appliance_id}").json()["appliance"]
     assert shown["id"] == appliance_id and shown["kind"] == "loadbalancer"
+    assert shown["loadbalancer_id"] == balancer["id"] and shown["events"] == []
 
 
 def test_rebuild_debug_and_manage_are_recorded_and_wake_its_appliance(

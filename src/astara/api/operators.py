@@ -388,12 +388,13 @@ def dhcp_view(
 
 
 def _balancer_appliance(view: dict[str, Any]) -> dict[str, Any]:
-    """A load balancer's view as an appliance's: `id` is the appliance's,
-    `status` its provisioning status."""
+    """A load balancer's view as an appliance's: `id` is the appliance's
+    (`loadbalancer_id` the load balancer's), `status` its provisioning status."""
     return {
         "kind": "loadbalancer",
         **view,
         "id": view["appliance_id"],
+        "loadbalancer_id": view["id"],
         "status": view["provisioning_status"],
     }
 
