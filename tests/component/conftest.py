@@ -16,6 +16,7 @@ from astara.api.app import create_app
 from astara.api.bootstrap import ensure_admin
 from astara.db.engine import make_engine, sqlite_url
 from astara.db.migrate import upgrade
+from astara.testing.server import Server
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).replace(tzinfo=None)
 
@@ -54,6 +55,17 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 def admin(engine: Engine, tmp_path: Path) -> Api:
     token = ensure_admin(engine, tmp_path, "http://testserver", NOW)
     return Api(TestClient(create_app(engine)), token)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """A live `astara serve --role api` (no agent, no orchestrator)."""
+    running = Server(tmp_path / "var")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def project(admin: Api, name: str) -> Api:

@@ -7,23 +7,11 @@ import os
 import shlex
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import openstack
-import pytest
 
 from astara.testing.server import BIN, Server
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "var")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def osc(server: Server, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:

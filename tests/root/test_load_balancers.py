@@ -44,23 +44,8 @@ def wait_active(cloud: Cloud, balancer_id: str) -> dict[str, Any]:
 
 def test_a_load_balancer_spreads_requests_over_its_members(cloud: Cloud) -> None:
     prefix = cloud.server.prefix
-    network = cloud.create("networks", "network", name="web")
-    subnet = cloud.create(
-        "subnets",
-        "subnet",
-        network_id=network["id"],
-        cidr="10.80.0.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-    )
+    subnet, addresses = cloud.workload_network("web", "10.80.0.0/24", "m1", "m2", "m3", "client")
     servers = []
-    addresses = {}
-    for name in ("m1", "m2", "m3", "client"):
-        port = cloud.create(
-            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
-        )
-        cloud.plug(port["id"], f"{prefix}-{name}")
-        addresses[name] = port["fixed_ips"][0]["ip_address"]
     client_ns = f"{prefix}-client"
     try:
         for name in ("m1", "m2", "m3"):
@@ -148,22 +133,7 @@ def test_the_openstack_loadbalancer_cli_builds_one_that_serves(cloud: Cloud) -> 
     """python-octaviaclient's commands, each with `--wait` (it polls the load
     balancer until ACTIVE), as a tenant types them."""
     prefix = cloud.server.prefix
-    network = cloud.create("networks", "network", name="web")
-    subnet = cloud.create(
-        "subnets",
-        "subnet",
-        network_id=network["id"],
-        cidr="10.81.0.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-    )
-    addresses = {}
-    for name in ("a", "b", "client"):
-        port = cloud.create(
-            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
-        )
-        cloud.plug(port["id"], f"{prefix}-{name}")
-        addresses[name] = port["fixed_ips"][0]["ip_address"]
+    subnet, addresses = cloud.workload_network("web", "10.81.0.0/24", "a", "b", "client")
     servers = [NamedHttpServer(f"{prefix}-{name}", name) for name in ("a", "b")]
     try:
         made = openstack(

@@ -1,84 +1,111 @@
 """The operators' view of the orchestrator under `/astara/v1`: appliance
-states and history (routers', and networks' DHCP appliances `dhcp-<network
-id>`), rebuild, debug (pause) and manage (resume) of an appliance or a
-project, and port plugs. Requests are database writes plus an outbox event;
-the orchestrator acts on them (and would on its next resync without the event).
+states and history (routers', networks' DHCP appliances `dhcp-<network id>`
+and load balancers' `lb-<load balancer id>`), rebuild, debug (pause) and
+manage (resume) of an appliance or a project, and a router's move. Requests
+are database writes plus an outbox event; the orchestrator acts on them (and
+would on its next resync without the event). Port plugs: `astara.api.plugs`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import String, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from astara.api import hosts
 from astara.api.admin import find_project, require_admin
 from astara.api.auth import Caller
 from astara.api.changes import timestamp
 from astara.api.errors import NeutronError
+from astara.api.lbaas.load_balancers import status_tree
 from astara.db import history, outbox
 from astara.db.models import (
     DHCP,
     ApplianceEvent,
     ApplianceState,
-    Host,
+    LoadBalancer,
     Network,
     PausedProject,
     Port,
-    PortBinding,
     Router,
     dhcp_network_id,
 )
-from astara.model.fabric import check_ifname, check_netns_name, check_workload_netns
-from astara.naming import Names
+from astara.drivers import loadbalancer as lb_driver
 
-# The binding table's column: a longer name passes PortSpec but does not fit.
-_NETNS_COLUMN = PortBinding.__table__.c.netns.type
-_NETNS_MAX = _NETNS_COLUMN.length if isinstance(_NETNS_COLUMN, String) else None
+ACTIONS = ("rebuild", "debug", "manage")
+
+Row = TypeVar("Row", Router, LoadBalancer)
 
 
 @dataclass(frozen=True)
-class _Target:
-    """A router an operator names: its Neutron row, or only the orchestrator's
-    record once its tenant deleted it (its appliance may still run, paused)."""
+class _Kind(Generic[Row]):
+    """A kind of appliance an operator names by the resource it serves (by
+    the resource's id or name): what differs between routers and load
+    balancers, so that one finding, listing and acting serves both."""
 
-    id: str
+    name: str  # `ApplianceState.kind`, and the outbox's resource type that wakes it
+    model: type[Row]
+    appliance_id: Callable[[str], str]  # of the resource's id
+    resource_id: Callable[[str], str | None]  # of an appliance id, if it is one
+    not_found: Callable[[str], NeutronError]
+
+
+ROUTER = _Kind(
+    "router",
+    Router,
+    lambda router_id: router_id,
+    lambda appliance_id: appliance_id,
+    lambda name: NeutronError(404, "RouterNotFound", f"Router {name} could not be found"),
+)
+LOAD_BALANCER = _Kind(
+    "loadbalancer",
+    LoadBalancer,
+    lb_driver.appliance_id,
+    lb_driver.balancer_id,
+    lambda name: NeutronError(
+        404, "LoadBalancerNotFound", f"Load balancer {name} could not be found."
+    ),
+)
+
+
+@dataclass(frozen=True)
+class _Target(Generic[Row]):
+    """An appliance an operator names: its resource's row, or only the
+    orchestrator's record once its tenant deleted it (its appliance may
+    still run, paused)."""
+
+    id: str  # the appliance's
     project_id: str
-    router: Router | None
+    row: Row | None
 
 
-def _router(session: Session, router_id: str) -> _Target:
-    router = session.get(Router, router_id) or session.scalar(
-        select(Router).where(Router.name == router_id)
+def _find(session: Session, kind: _Kind[Row], name_or_id: str) -> _Target[Row]:
+    """The resource by id or name (or by its appliance's id), else the record
+    of a deleted one whose appliance remains; else the kind's 404."""
+    model = kind.model
+    row = session.get(model, name_or_id) or session.scalar(
+        select(model).where(model.name == name_or_id)
     )
-    if router is not None:
-        return _Target(router.id, router.project_id, router)
-    record = session.get(ApplianceState, router_id)
-    if record is not None and record.kind == "router":
-        return _Target(record.appliance_id, record.project_id, None)
-    raise NeutronError(404, "RouterNotFound", f"Router {router_id} could not be found")
+    resource_id = kind.resource_id(name_or_id)
+    if row is None and resource_id not in (None, name_or_id):
+        row = session.get(model, resource_id)
+    if row is not None:
+        return _Target(kind.appliance_id(row.id), row.project_id, row)
+    for appliance_id in dict.fromkeys((kind.appliance_id(name_or_id), name_or_id)):
+        record = session.get(ApplianceState, appliance_id)
+        if record is not None and record.kind == kind.name:
+            return _Target(record.appliance_id, record.project_id, None)
+    raise kind.not_found(name_or_id)
 
 
-def _port(session: Session, port_id: str) -> Port:
-    port = session.get(Port, port_id) or session.scalar(select(Port).where(Port.name == port_id))
-    if port is None:
-        raise NeutronError(404, "PortNotFound", f"Port {port_id} could not be found.")
-    return port
-
-
-def router_view(
-    target: _Target, state: ApplianceState | None, paused_project: bool
-) -> dict[str, Any]:
-    router = target.router
+def _lifecycle(state: ApplianceState | None, paused_project: bool) -> dict[str, Any]:
+    """What the orchestrator's record says of any appliance."""
     return {
-        "id": target.id,
-        "name": router.name if router is not None else "",
-        "project_id": target.project_id,
-        # DELETED: its tenant deleted it; the orchestrator has not removed
-        # its appliance yet (a pause does not hold it).
-        "status": router.status if router is not None else "DELETED",
         "state": state.state if state is not None else "creating",
         "attempts": state.attempts if state is not None else 0,
         "last_error": state.last_error if state is not None else None,
@@ -91,34 +118,75 @@ def router_view(
     }
 
 
-def list_routers(session: Session, caller: Caller) -> list[dict[str, Any]]:
-    """Every router, and the records of deleted ones whose appliance remains."""
-    require_admin(caller)
+def router_view(
+    target: _Target[Router], state: ApplianceState | None, paused_project: bool
+) -> dict[str, Any]:
+    router = target.row
+    return {
+        "id": target.id,
+        "name": router.name if router is not None else "",
+        "project_id": target.project_id,
+        # DELETED: its tenant deleted it; the orchestrator has not removed
+        # its appliance yet (a pause does not hold it).
+        "status": router.status if router is not None else "DELETED",
+        **_lifecycle(state, paused_project),
+    }
+
+
+def balancer_view(
+    target: _Target[LoadBalancer], state: ApplianceState | None, paused_project: bool
+) -> dict[str, Any]:
+    """A load balancer (`id`: its own) and its appliance (`appliance_id`)."""
+    balancer = target.row
+    return {
+        "id": lb_driver.balancer_id(target.id),
+        "appliance_id": target.id,
+        "name": balancer.name if balancer is not None else "",
+        "project_id": target.project_id,
+        "vip_address": balancer.vip_address if balancer is not None else None,
+        # DELETED: as a router's.
+        "provisioning_status": balancer.provisioning_status if balancer is not None else "DELETED",
+        "operating_status": balancer.operating_status if balancer is not None else "OFFLINE",
+        **_lifecycle(state, paused_project),
+    }
+
+
+def _list(
+    session: Session,
+    kind: _Kind[Row],
+    view: Callable[[_Target[Row], ApplianceState | None, bool], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every resource of a kind, and the records of deleted ones whose
+    appliance remains."""
     states = {
         s.appliance_id: s
-        for s in session.scalars(select(ApplianceState).where(ApplianceState.kind == "router"))
+        for s in session.scalars(select(ApplianceState).where(ApplianceState.kind == kind.name))
     }
     paused = set(session.scalars(select(PausedProject.project_id)))
-    routers = session.scalars(select(Router).order_by(Router.project_id, Router.name, Router.id))
-    targets = [_Target(r.id, r.project_id, r) for r in routers]
+    model = kind.model
+    rows = session.scalars(select(model).order_by(model.project_id, model.name, model.id))
+    targets = [_Target(kind.appliance_id(r.id), r.project_id, r) for r in rows]
     listed = {t.id for t in targets}
     deleted = sorted(
         (
-            _Target(s.appliance_id, s.project_id, None)
+            _Target[Row](s.appliance_id, s.project_id, None)
             for s in states.values()
             if s.appliance_id not in listed
         ),
         key=lambda t: (t.project_id, t.id),
     )
-    return [router_view(t, states.get(t.id), t.project_id in paused) for t in targets + deleted]
+    return [view(t, states.get(t.id), t.project_id in paused) for t in targets + deleted]
 
 
-def show_router(session: Session, caller: Caller, router_id: str) -> dict[str, Any]:
-    require_admin(caller)
-    target = _router(session, router_id)
+def _shown(
+    session: Session,
+    target: _Target[Any] | _Appliance,
+    view: Callable[[ApplianceState | None, bool], dict[str, Any]],
+) -> dict[str, Any]:
+    """One appliance's view (of its record and its project's pause) and its history."""
     state = session.get(ApplianceState, target.id)
     paused = session.get(PausedProject, target.project_id) is not None
-    return {**router_view(target, state, paused), "events": _events(session, target.id)}
+    return {**view(state, paused), "events": _events(session, target.id)}
 
 
 def _events(session: Session, appliance_id: str) -> list[dict[str, str]]:
@@ -130,8 +198,37 @@ def _events(session: Session, appliance_id: str) -> list[dict[str, str]]:
     return [{"at": timestamp(e.at), "message": e.message} for e in events]
 
 
+def list_routers(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    """Every router, and the records of deleted ones whose appliance remains."""
+    require_admin(caller)
+    return _list(session, ROUTER, router_view)
+
+
+def show_router(session: Session, caller: Caller, router_id: str) -> dict[str, Any]:
+    require_admin(caller)
+    target = _find(session, ROUTER, router_id)
+    return _shown(session, target, partial(router_view, target))
+
+
+def list_balancers(session: Session, caller: Caller) -> list[dict[str, Any]]:
+    """Every load balancer, and the records of deleted ones whose appliance remains."""
+    require_admin(caller)
+    return _list(session, LOAD_BALANCER, balancer_view)
+
+
+def show_balancer(session: Session, caller: Caller, balancer_id: str) -> dict[str, Any]:
+    """One load balancer (by id, name or appliance id) with its listeners,
+    their pools, monitors and members (the status tree's), and its history."""
+    require_admin(caller)
+    target = _find(session, LOAD_BALANCER, balancer_id)
+    shown = _shown(session, target, partial(balancer_view, target))
+    balancer = target.row
+    tree = status_tree(session, balancer)["statuses"]["loadbalancer"] if balancer else {}
+    return {**shown, "listeners": tree.get("listeners", [])}
+
+
 def _state_row(
-    session: Session, target: _Target | _Appliance, now: datetime, kind: str = "router"
+    session: Session, target: _Target[Any] | _Appliance, now: datetime, kind: str
 ) -> ApplianceState:
     row = session.get(ApplianceState, target.id)
     if row is None:
@@ -149,16 +246,39 @@ def _state_row(
     return row
 
 
+def _act(
+    session: Session,
+    caller: Caller,
+    kind: _Kind[Row],
+    name_or_id: str,
+    action: str,
+    now: datetime,
+    show: Callable[[Session, Caller, str], dict[str, Any]],
+) -> dict[str, Any]:
+    """rebuild, debug or manage the appliance of one resource, or the record
+    of a deleted one (its outbox event is the resource's: it wakes it); then
+    what `show` shows of it."""
+    require_admin(caller)
+    if action not in ACTIONS:
+        raise NeutronError(404, "HTTPNotFound", f"Unknown {kind.name} action {action}")
+    target = _find(session, kind, name_or_id)
+    row = _state_row(session, target, now, kind.name)
+    _request(session, row, action, now, kind.name, kind.resource_id(target.id) or target.id)
+    return show(session, caller, target.id)
+
+
 def router_request(
     session: Session, caller: Caller, router_id: str, action: str, now: datetime
 ) -> dict[str, Any]:
     """rebuild, debug or manage one router, or the record of a deleted one."""
-    require_admin(caller)
-    if action not in ("rebuild", "debug", "manage"):
-        raise NeutronError(404, "HTTPNotFound", f"Unknown router action {action}")
-    target = _router(session, router_id)
-    _request(session, _state_row(session, target, now), action, now, "router", target.id)
-    return show_router(session, caller, target.id)
+    return _act(session, caller, ROUTER, router_id, action, now, show_router)
+
+
+def balancer_request(
+    session: Session, caller: Caller, balancer_id: str, action: str, now: datetime
+) -> dict[str, Any]:
+    """rebuild, debug or manage one load balancer's appliance, as a router's."""
+    return _act(session, caller, LOAD_BALANCER, balancer_id, action, now, show_balancer)
 
 
 def move_router(
@@ -170,8 +290,8 @@ def move_router(
     require_admin(caller)
     if not isinstance(body, dict) or not isinstance(body.get("host"), str):
         raise NeutronError(400, "HTTPBadRequest", 'Body must be {"host": NAME}')
-    target = _router(session, router_id)
-    host = _host(session, body["host"])
+    target = _find(session, ROUTER, router_id)
+    host = hosts.find(session, body["host"])
     if not host.alive or host.drained:
         raise NeutronError(
             409,
@@ -179,7 +299,7 @@ def move_router(
             f"Host {host.name} is {'down' if not host.alive else 'drained'}:"
             " routers move only to an up, undrained host.",
         )
-    row = _state_row(session, target, now)
+    row = _state_row(session, target, now, ROUTER.name)
     if row.host != host.name or row.move_to is not None:
         row.move_to = host.name
         history.record(session, row.appliance_id, now, f"operator: move to {host.name}")
@@ -194,13 +314,6 @@ def move_router(
         )
         session.flush()
     return show_router(session, caller, target.id)
-
-
-def _host(session: Session, name: str) -> Host:
-    host = session.scalar(select(Host).where(Host.name == name))
-    if host is None:
-        raise NeutronError(404, "HostNotFound", f"Host {name} could not be found.")
-    return host
 
 
 def _request(
@@ -270,17 +383,26 @@ def dhcp_view(
         "port_id": target.port.id if target.port is not None else None,
         # DELETED: no DHCP port any more; its appliance is not removed yet.
         "status": target.port.status if target.port is not None else "DELETED",
-        "state": state.state if state is not None else "creating",
-        "attempts": state.attempts if state is not None else 0,
-        "last_error": state.last_error if state is not None else None,
-        "paused": bool(state is not None and state.paused) or paused_project,
-        "config_hash": state.applied_hash if state is not None else None,
+        **_lifecycle(state, paused_project),
+    }
+
+
+def _balancer_appliance(view: dict[str, Any]) -> dict[str, Any]:
+    """A load balancer's view as an appliance's: `id` is the appliance's
+    (`loadbalancer_id` the load balancer's), `status` its provisioning status."""
+    return {
+        "kind": "loadbalancer",
+        **view,
+        "id": view["appliance_id"],
+        "loadbalancer_id": view["id"],
+        "status": view["provisioning_status"],
     }
 
 
 def list_appliances(session: Session, caller: Caller) -> list[dict[str, Any]]:
     """Every appliance: the routers' (as `list_routers`, with `kind`
-    "router") and the networks' DHCP appliances (`kind` "dhcp")."""
+    "router"), the networks' DHCP appliances (`kind` "dhcp") and the load
+    balancers' (as `list_balancers`, `kind` "loadbalancer")."""
     routers = [{"kind": "router", **view} for view in list_routers(session, caller)]
     states = {
         s.appliance_id: s
@@ -293,13 +415,17 @@ def list_appliances(session: Session, caller: Caller) -> list[dict[str, Any]]:
     targets = [t for t in (_dhcp_appliance(session, i) for i in ids) if t is not None]
     targets.sort(key=lambda t: (t.project_id, t.id))
     dhcp = [dhcp_view(t, states.get(t.id), t.project_id in paused) for t in targets]
-    return routers + dhcp
+    balancers = [_balancer_appliance(view) for view in list_balancers(session, caller)]
+    return routers + dhcp + balancers
 
 
 def show_appliance(session: Session, caller: Caller, appliance_id: str) -> dict[str, Any]:
-    """One appliance with its history: a router's (by id or name) or a
-    network's DHCP appliance (`dhcp-<network id>`)."""
+    """One appliance with its history: a router's (by id or name), a
+    network's DHCP appliance (`dhcp-<network id>`) or a load balancer's
+    (`lb-<load balancer id>`)."""
     require_admin(caller)
+    if lb_driver.balancer_id(appliance_id) is not None:
+        return _balancer_appliance(show_balancer(session, caller, appliance_id))
     target = _dhcp_appliance(session, appliance_id)
     if target is None:
         if dhcp_network_id(appliance_id) is not None:
@@ -307,19 +433,20 @@ def show_appliance(session: Session, caller: Caller, appliance_id: str) -> dict[
                 404, "ApplianceNotFound", f"Appliance {appliance_id} could not be found."
             )
         return {"kind": "router", **show_router(session, caller, appliance_id)}
-    state = session.get(ApplianceState, target.id)
-    paused = session.get(PausedProject, target.project_id) is not None
-    return {**dhcp_view(target, state, paused), "events": _events(session, target.id)}
+    return _shown(session, target, partial(dhcp_view, target))
 
 
 def appliance_request(
     session: Session, caller: Caller, appliance_id: str, action: str, now: datetime
 ) -> dict[str, Any]:
-    """rebuild, debug or manage one appliance (a router's: `router_request`)."""
+    """rebuild, debug or manage one appliance (a router's: `router_request`,
+    a load balancer's: `balancer_request`)."""
     require_admin(caller)
+    if lb_driver.balancer_id(appliance_id) is not None:
+        return _balancer_appliance(balancer_request(session, caller, appliance_id, action, now))
     if dhcp_network_id(appliance_id) is None:
         return {"kind": "router", **router_request(session, caller, appliance_id, action, now)}
-    if action not in ("rebuild", "debug", "manage"):
+    if action not in ACTIONS:
         raise NeutronError(404, "HTTPNotFound", f"Unknown appliance action {action}")
     target = _dhcp_appliance(session, appliance_id)
     if target is None:
@@ -355,95 +482,3 @@ def project_request(
         now=now,
     )
     return {"project": project.name, "paused": action == "debug"}
-
-
-def plug(
-    session: Session,
-    caller: Caller,
-    port_id: str,
-    body: Any,
-    now: datetime,
-    names: Names | None = None,
-) -> dict[str, Any]:
-    """Bind a port to a workload namespace; the orchestrator plugs it. With
-    the agent's `names`, the namespace is checked against its prefix too."""
-    require_admin(caller)
-    port = _port(session, port_id)
-    if not isinstance(body, dict) or not isinstance(body.get("netns"), str):
-        raise NeutronError(
-            400, "HTTPBadRequest", 'Body must be {"netns": NAME, "ifname": NAME, "dhcp": BOOL}'
-        )
-    netns, ifname, dhcp = body["netns"], body.get("ifname", "eth0"), body.get("dhcp", False)
-    # The host to plug it on (binding:host_id); none: the local host.
-    host = body.get("host")
-    if host is not None:
-        if not isinstance(host, str):
-            raise NeutronError(400, "HTTPBadRequest", "host: must be a host's name")
-        host = _host(session, host).name
-    if not isinstance(ifname, str):
-        raise NeutronError(400, "HTTPBadRequest", "ifname: must be a string")
-    if not isinstance(dhcp, bool):
-        raise NeutronError(400, "HTTPBadRequest", "dhcp: must be true or false")
-    # PortSpec's own rules: a binding the agent would refuse must never be
-    # stored, or every fabric pass of the orchestrator fails on it.
-    for field, value, check in (
-        ("netns", netns, check_netns_name),
-        ("ifname", ifname, check_ifname),
-    ):
-        try:
-            check(value)
-        except ValueError as error:
-            raise NeutronError(400, "HTTPBadRequest", f"{field}: {error}") from None
-    if names is not None:
-        try:
-            check_workload_netns(names, netns)
-        except ValueError as error:
-            raise NeutronError(400, "HTTPBadRequest", f"netns: {error}") from None
-    if _NETNS_MAX is not None and len(netns) > _NETNS_MAX:
-        raise NeutronError(400, "HTTPBadRequest", f"netns: at most {_NETNS_MAX} characters")
-    if port.device_owner.startswith("network:"):
-        raise NeutronError(409, "PortInUse", f"Port {port.id} belongs to {port.device_owner}.")
-    taken = session.scalar(
-        select(PortBinding).where(
-            PortBinding.netns == netns,
-            PortBinding.ifname == ifname,
-            PortBinding.port_id != port.id,
-            # Namespaces are per host: the same name on two hosts is two namespaces.
-            PortBinding.host.is_(None) if host is None else PortBinding.host == host,
-        )
-    )
-    if taken is not None:
-        raise NeutronError(
-            409, "PortInUse", f"{ifname} in {netns} is already port {taken.port_id}."
-        )
-    binding = session.get(PortBinding, port.id)
-    if binding is None:
-        binding = PortBinding(port_id=port.id, created_at=now)
-        session.add(binding)
-    binding.netns, binding.ifname, binding.dhcp = netns, ifname, dhcp
-    binding.host = host
-    outbox.record(
-        session,
-        resource_type="port",
-        resource_id=port.id,
-        project_id=port.project_id,
-        action="plug",
-        now=now,
-    )
-    return {"port_id": port.id, "netns": netns, "ifname": ifname, "dhcp": dhcp, "host": host}
-
-
-def unplug(session: Session, caller: Caller, port_id: str, now: datetime) -> None:
-    require_admin(caller)
-    port = _port(session, port_id)
-    if session.get(PortBinding, port.id) is None:
-        raise NeutronError(404, "PortNotFound", f"Port {port_id} is not plugged.")
-    session.execute(delete(PortBinding).where(PortBinding.port_id == port.id))
-    outbox.record(
-        session,
-        resource_type="port",
-        resource_id=port.id,
-        project_id=port.project_id,
-        action="unplug",
-        now=now,
-    )

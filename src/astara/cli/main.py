@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -30,9 +32,14 @@ port_cli = typer.Typer(add_completion=False, help="Plug ports into workload name
 cli.add_typer(port_cli, name="port")
 appliance_cli = typer.Typer(
     add_completion=False,
-    help="Every appliance: routers' and networks' DHCP appliances (dhcp-NETWORK_ID).",
+    help="Every appliance: routers', networks' DHCP appliances (dhcp-NETWORK_ID) and load"
+    " balancers' (lb-LOADBALANCER_ID).",
 )
 cli.add_typer(appliance_cli, name="appliance")
+balancer_cli = typer.Typer(
+    add_completion=False, help="Load balancers as the orchestrator sees them."
+)
+cli.add_typer(balancer_cli, name="lb")
 cli.add_typer(host_cli, name="host")
 
 
@@ -110,51 +117,179 @@ def events(
         time.sleep(1)
 
 
-@router_cli.command("list")
-def router_list(
-    url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
-) -> None:
-    """Every router: its Neutron status, lifecycle state and last error."""
-    table = Table("id", "name", "project", "status", "state", "attempts", "last error")
-    for r in api(url, token, state_dir, "GET", "/astara/v1/routers")["routers"]:
-        state = r["state"] + (" (paused)" if r["paused"] and r["state"] != "paused" else "")
-        table.add_row(
-            r["id"],
-            r["name"],
-            r["project_id"],
-            r["status"],
-            state,
-            str(r["attempts"]),
-            r["last_error"] or "",
-        )
-    console.print(table)
+NameArgument = Annotated[str, typer.Argument(help="Its id or name")]
+RenderedOption = Annotated[
+    bool,
+    typer.Option("--rendered", help="Only the exact files its appliance runs, as text"),
+]
 
 
-@router_cli.command("show")
-def router_show(
-    router: str,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """One router: state, last error, event history, and what its appliance runs."""
-    console.print_json(
-        json.dumps(api(url, token, state_dir, "GET", f"/astara/v1/routers/{router}")["router"])
+def _state(shown: dict[str, Any]) -> str:
+    """The lifecycle state, and whether an operator paused it (its project's pause included)."""
+    return str(shown["state"]) + (
+        " (paused)" if shown["paused"] and shown["state"] != "paused" else ""
     )
 
 
-def _router_action(action: str, help_text: str) -> None:
+def _list_command(
+    group: typer.Typer,
+    collection: str,
+    columns: dict[str, Callable[[dict[str, Any]], str]],
+    help_text: str,
+) -> None:
+    """`GROUP list`: a table of `/astara/v1/COLLECTION`, a row each."""
+
     def command(
-        router: str,
+        url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
+    ) -> None:
+        table = Table(*columns)
+        for shown in api(url, token, state_dir, "GET", f"/astara/v1/{collection}")[collection]:
+            table.add_row(*(cell(shown) for cell in columns.values()))
+        console.print(table)
+
+    command.__doc__ = help_text
+    group.command("list")(command)
+
+
+def _print_files(files: dict[str, str | None]) -> None:
+    """Each non-empty file under a rule with its name, as it is."""
+    for name, text in files.items():
+        if text:
+            console.rule(name)
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _show_command(group: typer.Typer, collection: str, member: str, help_text: str) -> None:
+    """`GROUP show NAME [--rendered]`: the operators' view as JSON, or only
+    the files its appliance runs as the agent rendered them."""
+
+    def command(
+        name: NameArgument,
+        rendered: RenderedOption = False,
         url: UrlOption = None,
         token: TokenOption = None,
         state_dir: StateDirOption = None,
     ) -> None:
-        shown = api(url, token, state_dir, "POST", f"/astara/v1/routers/{router}/{action}")
-        console.print(f"router {shown['router']['id']}: {action} requested")
+        shown = api(url, token, state_dir, "GET", f"/astara/v1/{collection}/{name}")[member]
+        if not rendered:
+            console.print_json(json.dumps(shown))
+        elif shown["rendered"] is None:
+            _fail(f"no rendered files: {shown.get('agent_error') or 'its agent has none'}")
+        else:
+            _print_files(shown["rendered"].get("files", {}))
 
     command.__doc__ = help_text
-    router_cli.command(action)(command)
+    group.command("show")(command)
+
+
+def _action_command(
+    group: typer.Typer, noun: str, collection: str, member: str, action: str, help_text: str
+) -> None:
+    """`GROUP ACTION NAME`: an operator's rebuild, debug or manage."""
+
+    def command(
+        name: NameArgument,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        path = f"/astara/v1/{collection}/{name}/{action}"
+        shown = api(url, token, state_dir, "POST", path)[member]
+        console.print(f"{noun} {shown['id']}: {action} requested")
+
+    command.__doc__ = help_text
+    group.command(action)(command)
+
+
+def _appliance_commands(
+    group: typer.Typer,
+    noun: str,
+    collection: str,
+    member: str,
+    columns: dict[str, Callable[[dict[str, Any]], str]],
+    help_texts: dict[str, str],
+) -> None:
+    """One kind's list, show, rebuild, debug and manage (the help of each in `help_texts`)."""
+    _list_command(group, collection, columns, help_texts["list"])
+    _show_command(group, collection, member, help_texts["show"])
+    for action in ("rebuild", "debug", "manage"):
+        _action_command(group, noun, collection, member, action, help_texts[action])
+
+
+_LIFECYCLE_COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "state": _state,
+    "attempts": lambda shown: str(shown["attempts"]),
+    "last error": lambda shown: shown["last_error"] or "",
+}
+_appliance_commands(
+    router_cli,
+    "router",
+    "routers",
+    "router",
+    {
+        "id": itemgetter("id"),
+        "name": itemgetter("name"),
+        "project": itemgetter("project_id"),
+        "status": itemgetter("status"),
+        **_LIFECYCLE_COLUMNS,
+    },
+    {
+        "list": "Every router: its Neutron status, lifecycle state and last error.",
+        "show": "One router: state, last error, event history, and what its appliance runs.",
+        "rebuild": "Rebuild a router's appliance from scratch (also out of ERROR).",
+        "debug": "Pause management of a router: the orchestrator leaves it alone.",
+        "manage": "Resume management of a router.",
+    },
+)
+_appliance_commands(
+    appliance_cli,
+    "appliance",
+    "appliances",
+    "appliance",
+    {
+        "id": itemgetter("id"),
+        "kind": itemgetter("kind"),
+        "name": itemgetter("name"),
+        "project": itemgetter("project_id"),
+        "status": itemgetter("status"),
+        **_LIFECYCLE_COLUMNS,
+    },
+    {
+        "list": "Every appliance (kind router, dhcp or loadbalancer): its status, lifecycle"
+        " state and last error.",
+        "show": "One appliance (a router's id or name, dhcp-NETWORK_ID or lb-LOADBALANCER_ID):"
+        " state, last error, history.",
+        "rebuild": "Rebuild an appliance from scratch (also out of ERROR).",
+        "debug": "Pause management of an appliance: the orchestrator leaves it alone.",
+        "manage": "Resume management of an appliance.",
+    },
+)
+_appliance_commands(
+    balancer_cli,
+    "load balancer",
+    "loadbalancers",
+    "loadbalancer",
+    {
+        "id": itemgetter("id"),
+        "name": itemgetter("name"),
+        "project": itemgetter("project_id"),
+        "vip": lambda shown: shown["vip_address"] or "",
+        "provisioning": itemgetter("provisioning_status"),
+        "operating": itemgetter("operating_status"),
+        "state": _state,
+        "host": lambda shown: shown["host"] or "",
+        "last error": lambda shown: shown["last_error"] or "",
+    },
+    {
+        "list": "Every load balancer: its VIP, Octavia statuses, its appliance's lifecycle"
+        " state, host and last error.",
+        "show": "One load balancer: its listeners, pools and members, its appliance's state,"
+        " host, history, and the haproxy config it runs.",
+        "rebuild": "Rebuild a load balancer's appliance from scratch (also out of ERROR).",
+        "debug": "Pause management of a load balancer: the orchestrator leaves it alone.",
+        "manage": "Resume management of a load balancer.",
+    },
+)
 
 
 @router_cli.command("move")
@@ -169,64 +304,6 @@ def router_move(
     path = f"/astara/v1/routers/{router}/move"
     shown = api(url, token, state_dir, "POST", path, {"host": host})["router"]
     console.print(f"router {shown['id']}: move from {shown['host'] or '-'} to {host} requested")
-
-
-_router_action("rebuild", "Rebuild a router's appliance from scratch (also out of ERROR).")
-_router_action("debug", "Pause management of a router: the orchestrator leaves it alone.")
-_router_action("manage", "Resume management of a router.")
-
-
-@appliance_cli.command("list")
-def appliance_list(
-    url: UrlOption = None, token: TokenOption = None, state_dir: StateDirOption = None
-) -> None:
-    """Every appliance (kind router or dhcp): its status, lifecycle state and last error."""
-    table = Table("id", "kind", "name", "project", "status", "state", "attempts", "last error")
-    for a in api(url, token, state_dir, "GET", "/astara/v1/appliances")["appliances"]:
-        state = a["state"] + (" (paused)" if a["paused"] and a["state"] != "paused" else "")
-        table.add_row(
-            a["id"],
-            a["kind"],
-            a["name"],
-            a["project_id"],
-            a["status"],
-            state,
-            str(a["attempts"]),
-            a["last_error"] or "",
-        )
-    console.print(table)
-
-
-@appliance_cli.command("show")
-def appliance_show(
-    appliance: str,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    state_dir: StateDirOption = None,
-) -> None:
-    """One appliance (a router's id or name, or dhcp-NETWORK_ID): state, last error, history."""
-    shown = api(url, token, state_dir, "GET", f"/astara/v1/appliances/{appliance}")
-    console.print_json(json.dumps(shown["appliance"]))
-
-
-def _appliance_action(action: str, help_text: str) -> None:
-    def command(
-        appliance: str,
-        url: UrlOption = None,
-        token: TokenOption = None,
-        state_dir: StateDirOption = None,
-    ) -> None:
-        path = f"/astara/v1/appliances/{appliance}/{action}"
-        shown = api(url, token, state_dir, "POST", path)
-        console.print(f"appliance {shown['appliance']['id']}: {action} requested")
-
-    command.__doc__ = help_text
-    appliance_cli.command(action)(command)
-
-
-_appliance_action("rebuild", "Rebuild an appliance from scratch (also out of ERROR).")
-_appliance_action("debug", "Pause management of an appliance: the orchestrator leaves it alone.")
-_appliance_action("manage", "Resume management of an appliance.")
 
 
 def _project_action(action: str, help_text: str) -> None:
@@ -805,11 +882,7 @@ def agent_appliances(agent: AgentOption = "unix:var/agent.sock") -> None:
 @agent_cli.command("rendered")
 def agent_rendered(appliance_id: str, agent: AgentOption = "unix:var/agent.sock") -> None:
     """The exact nftables ruleset and daemon configs an appliance runs."""
-    rendered = _call(agent, "GET", f"/v1/appliances/{appliance_id}/rendered")
-    for name, text in rendered["files"].items():
-        if text:
-            console.rule(name)
-            console.print(text, markup=False, highlight=False, soft_wrap=True)
+    _print_files(_call(agent, "GET", f"/v1/appliances/{appliance_id}/rendered")["files"])
 
 
 def main() -> None:

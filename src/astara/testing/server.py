@@ -190,6 +190,29 @@ class Cloud:
             f"port {port_id} to be plugged",
         )
 
+    def network(
+        self, name: str, cidr: str, **subnet_fields: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A network and an IPv4 subnet on it: (network, subnet)."""
+        network = self.create("networks", "network", name=name)
+        fields = {"network_id": network["id"], "cidr": cidr, "ip_version": 4, **subnet_fields}
+        return network, self.create("subnets", "subnet", **fields)
+
+    def workload_network(
+        self, name: str, cidr: str, *workloads: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """A network with a subnet without DHCP, and a workload per name in
+        its namespace `<prefix>-<name>` (no port security): the subnet, and
+        each workload's address."""
+        network, subnet = self.network(name, cidr, enable_dhcp=False)
+        addresses = {}
+        for workload in workloads:
+            fields = {"network_id": network["id"], "name": workload, "port_security_enabled": False}
+            port = self.create("ports", "port", **fields)
+            self.plug(port["id"], f"{self.server.prefix}-{workload}")
+            addresses[workload] = port["fixed_ips"][0]["ip_address"]
+        return subnet, addresses
+
     def orchestrator(self) -> dict[str, Any]:
         status: dict[str, Any] = self("GET", "/astara/v1/orchestrator")["orchestrator"]
         return status

@@ -1,10 +1,13 @@
 """The operators' API, `/astara/v1` (admin tokens; the `astara` CLI speaks
-it): projects, the event stream, routers and projects under maintenance,
-port binding, the orchestrator's status and cleanup."""
+it): projects, the event stream, routers, load balancers and every appliance
+and projects under maintenance, port binding, the orchestrator's status and
+cleanup."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
@@ -13,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from astara.agent.client import AgentError
-from astara.api import admin, operators
+from astara.api import admin, operators, plugs
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.http.dependencies import (
@@ -69,11 +72,6 @@ async def list_events(
     return {"events": await run(lambda s, c: admin.events(s, c, since, limit))}
 
 
-@router.get("/routers")
-async def list_routers(run: TransactionDep) -> dict[str, Any]:
-    return {"routers": await run(operators.list_routers)}
-
-
 async def with_agent_view(shown: dict[str, Any], appliance_id: str, found: Services) -> None:
     """Add what the agent shows of the appliance: its observed state and the
     exact texts it runs (extra: when the agent cannot say, say why)."""
@@ -108,13 +106,6 @@ def appliance_agent(found: Services, host_name: str | None) -> Any:
     return found.agent
 
 
-@router.get("/routers/{router_id}")
-async def show_router(router_id: str, run: TransactionDep, found: ServicesDep) -> dict[str, Any]:
-    shown: dict[str, Any] = await run(lambda s, c: operators.show_router(s, c, router_id))
-    await with_agent_view(shown, shown["id"], found)
-    return {"router": shown}
-
-
 @router.post("/routers/{router_id}/move")
 async def move_router(request: Request, router_id: str, run: TransactionDep) -> Any:
     """Move a router's appliance to another host: body {"host": NAME}."""
@@ -123,31 +114,53 @@ async def move_router(request: Request, router_id: str, run: TransactionDep) -> 
     return {"router": shown}
 
 
-@router.post("/routers/{router_id}/{action}")
-async def router_action(router_id: str, action: str, run: TransactionDep) -> Any:
-    shown = await run(lambda s, c: operators.router_request(s, c, router_id, action, now()))
-    return {"router": shown}
+def appliance_routes(
+    collection: str,
+    member: str,
+    listing: Callable[[Session, Caller], list[dict[str, Any]]],
+    showing: Callable[[Session, Caller, str], dict[str, Any]],
+    acting: Callable[[Session, Caller, str, str, datetime], dict[str, Any]],
+    appliance_key: str = "id",
+) -> None:
+    """One kind's `GET /COLLECTION`, `GET /COLLECTION/{id}` (with what the
+    agent shows of its appliance, whose id the view's `appliance_key` holds)
+    and `POST /COLLECTION/{id}/{rebuild,debug,manage}`."""
+
+    async def list_all(run: TransactionDep) -> dict[str, Any]:
+        return {collection: await run(listing)}
+
+    async def show(object_id: str, run: TransactionDep, found: ServicesDep) -> dict[str, Any]:
+        shown: dict[str, Any] = await run(lambda s, c: showing(s, c, object_id))
+        await with_agent_view(shown, shown[appliance_key], found)
+        return {member: shown}
+
+    async def act(object_id: str, action: str, run: TransactionDep) -> dict[str, Any]:
+        return {member: await run(lambda s, c: acting(s, c, object_id, action, now()))}
+
+    router.get(f"/{collection}", name=f"list_{collection}")(list_all)
+    router.get(f"/{collection}/{{object_id}}", name=f"show_{member}")(show)
+    router.post(f"/{collection}/{{object_id}}/{{action}}", name=f"{member}_action")(act)
 
 
-@router.get("/appliances")
-async def list_appliances(run: TransactionDep) -> dict[str, Any]:
-    """Every appliance the orchestrator keeps: routers' and networks' DHCP."""
-    return {"appliances": await run(operators.list_appliances)}
-
-
-@router.get("/appliances/{appliance_id}")
-async def show_appliance(
-    appliance_id: str, run: TransactionDep, found: ServicesDep
-) -> dict[str, Any]:
-    shown: dict[str, Any] = await run(lambda s, c: operators.show_appliance(s, c, appliance_id))
-    await with_agent_view(shown, shown["id"], found)
-    return {"appliance": shown}
-
-
-@router.post("/appliances/{appliance_id}/{action}")
-async def appliance_action(appliance_id: str, action: str, run: TransactionDep) -> Any:
-    shown = await run(lambda s, c: operators.appliance_request(s, c, appliance_id, action, now()))
-    return {"appliance": shown}
+# After `/routers/{id}/move`: a route matches in the order it was added.
+appliance_routes(
+    "routers", "router", operators.list_routers, operators.show_router, operators.router_request
+)
+appliance_routes(
+    "loadbalancers",
+    "loadbalancer",
+    operators.list_balancers,
+    operators.show_balancer,
+    operators.balancer_request,
+    appliance_key="appliance_id",
+)
+appliance_routes(
+    "appliances",
+    "appliance",
+    operators.list_appliances,
+    operators.show_appliance,
+    operators.appliance_request,
+)
 
 
 @router.post("/projects/{name_or_id}/{action}")
@@ -187,12 +200,12 @@ async def plug(request: Request, port_id: str, run: TransactionDep, found: Servi
     body = await json_body(request)
     host = body.get("host") if isinstance(body, dict) else None
     known = await run_in_threadpool(host_names, found, host)
-    return {"binding": await run(lambda s, c: operators.plug(s, c, port_id, body, now(), known))}
+    return {"binding": await run(lambda s, c: plugs.plug(s, c, port_id, body, now(), known))}
 
 
 @router.delete("/ports/{port_id}/binding", status_code=204)
 async def unplug(port_id: str, run: TransactionDep) -> Response:
-    await run(lambda s, c: operators.unplug(s, c, port_id, now()))
+    await run(lambda s, c: plugs.unplug(s, c, port_id, now()))
     return Response(status_code=204)
 
 
