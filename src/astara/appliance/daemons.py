@@ -12,6 +12,7 @@ import contextlib
 import signal
 from pathlib import Path
 
+from astara.appliance import lbreload
 from astara.appliance.actions import DAEMON_FILES, DaemonFile, DaemonName
 from astara.appliance.plan import DaemonObserved
 from astara.appliance.render import expected_daemons
@@ -96,6 +97,7 @@ class ApplianceDaemons:
                 ],
                 fresh=fresh,
             )
+            lbreload.wait_serving(self.directory / "master.sock", self.directory / "stats.sock")
         else:
             conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
             daemon.start(
@@ -115,11 +117,17 @@ class ApplianceDaemons:
 
     def reload(self, name: DaemonName, files: tuple[DaemonFile, ...]) -> None:
         """Write `files` and signal: SIGHUP makes dnsmasq re-read its
-        dhcp-hostsfile, radvd its config (and set its interfaces up again);
-        SIGUSR2 makes a load balancer's haproxy master reload hitlessly."""
+        dhcp-hostsfile, radvd its config (and set its interfaces up again).
+        A load balancer's haproxy master reloads hitlessly, and this returns
+        once its new worker serves (`lbreload`)."""
         self._write(files)
-        reload = signal.SIGUSR2 if name is DaemonName.loadbalancer else signal.SIGHUP
-        self._daemon(name).signal(reload)
+        if name is not DaemonName.loadbalancer:
+            self._daemon(name).signal(signal.SIGHUP)
+            return
+        master = self.loadbalancer.pid()
+        if master is None:
+            raise lbreload.ReloadFailed("haproxy is not running: nothing to reload")
+        lbreload.reload(master, self.directory / "master.sock", self.directory / "stats.sock")
 
     def remove(self, name: DaemonName) -> None:
         """Stop the daemon if it runs and remove its files."""
