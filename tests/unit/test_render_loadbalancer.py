@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path, PurePath
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from astara.appliance.render.loadbalancer import render_loadbalancer
 from astara.appliance.schema import ApplianceConfig, validate_semantics
 from tests.unit.validators import assert_accepted, haproxy_check
@@ -124,3 +127,36 @@ def test_what_a_load_balancer_section_may_not_say() -> None:
             "a HTTP listener cannot use a TCP pool",
         ),
     }
+
+
+def test_many_allowed_cidrs_render_lines_haproxy_reads_whole(tmp_path: Path) -> None:
+    """A listener may allow any number of CIDRs (Octavia sets no bound);
+    haproxy reads at most 64 words a line and refused one `acl` line of 100."""
+    cidrs = [f"10.{n}.0.0/16" for n in range(100)]
+    listener = {"id": "web", "protocol": "HTTP", "port": 80, "allowed_cidrs": cidrs}
+    made = config(listeners=[listener])
+    text = render_loadbalancer(made.loadbalancer, RUN)
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(text)
+    assert_accepted(haproxy_check(path))
+    acls = [line.split()[3:] for line in text.splitlines() if "acl allowed_cidr src" in line]
+    assert [cidr for line in acls for cidr in line] == cidrs
+
+
+def test_checks_haproxy_would_refuse_are_refused_by_the_schema(tmp_path: Path) -> None:
+    """haproxy refuses a timer past 2^31 - 1 ms and a range of codes that goes
+    down: the schema says so first, field by field."""
+    monitor = {"type": "HTTP", "delay_s": 1, "timeout_s": 1, "rise": 1, "fall": 1}
+    for wrong in ({"delay_s": 2_147_484}, {"timeout_s": 2_147_484}, {"expected_codes": "500-200"}):
+        pool = {"id": "p", "protocol": "HTTP", "algorithm": "ROUND_ROBIN"}
+        with pytest.raises(ValidationError) as refused:
+            config(pools=[{**pool, "monitor": {**monitor, **wrong}}], listeners=[])
+        assert refused.value.errors()[0]["loc"][-1] == next(iter(wrong))
+    pool = {"id": "p", "protocol": "HTTP", "algorithm": "ROUND_ROBIN"}
+    member = {"id": "m", "address": "10.0.0.21", "port": 80}
+    edge = {**monitor, "delay_s": 2_147_483, "timeout_s": 2_147_483, "expected_codes": "200-200"}
+    listener = {"id": "web", "protocol": "HTTP", "port": 80, "default_pool": "p"}
+    made = config(pools=[{**pool, "members": [member], "monitor": edge}], listeners=[listener])
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(render_loadbalancer(made.loadbalancer, RUN))
+    assert_accepted(haproxy_check(path))
