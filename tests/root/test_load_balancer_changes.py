@@ -27,7 +27,7 @@ from astara.agent.client import AgentClient
 from astara.appliance import lbstats
 from astara.linux import cleanup, netns
 from astara.linux.cleanup import default_run_dir
-from astara.linux.run import in_netns, run
+from astara.linux.run import CommandError, in_netns, run
 from astara.testing.agent import unique_prefix
 from astara.testing.load import HttpLoad, LoadResult
 from astara.testing.net import NamedHttpServer, http_get, wait_until
@@ -385,3 +385,90 @@ def test_changes_under_a_load_of_keep_alive_clients(web: Web) -> None:
     assert result.failed == []
     for made in changes:
         assert result.done_between(made.start, made.end) > 0, made
+
+
+# --- test 5: haproxy killed, the namespace deleted: back on its own ------------------
+
+
+def haproxy_pids(web: Web) -> tuple[int, list[int]]:
+    """The master's pid (its pid file) and its workers'."""
+    master = int((web.run_directory / "loadbalancer.pid").read_text())
+    workers = run(["pgrep", "-P", str(master)], check=False).stdout.split()
+    return master, [int(pid) for pid in workers]
+
+
+def appliance(web: Web) -> dict[str, Any]:
+    """The operators' view: the orchestrator's record and history, and what
+    the agent shows (its last repair)."""
+    shown: dict[str, Any] = web.cloud("GET", f"/astara/v1/appliances/{web.appliance_id}")[
+        "appliance"
+    ]
+    return shown
+
+
+def serves_every_member(web: Web) -> bool:
+    try:
+        return set(web.names(count=6)) == set(MEMBERS)
+    except CommandError:
+        return False
+
+
+def test_killed_haproxy_is_restarted_by_the_agent_and_its_repair_says_why(web: Web) -> None:
+    master, workers = haproxy_pids(web)
+    assert workers
+    for pid in (master, *workers):
+        os.kill(pid, signal.SIGKILL)
+
+    def repaired() -> dict[str, Any] | None:
+        repair = (appliance(web).get("appliance") or {}).get("last_repair")
+        return repair if repair and repair["outcome"] == "repaired" else None
+
+    repair = wait_until(repaired, 30, 0.1, "the agent to repair it")
+    assert "loadbalancer is not running" in repair["problems"]
+    assert "loadbalancer started" in repair["actions"]
+    wait_until(lambda: serves_every_member(web), 30, 0.1, "the load balancer to serve again")
+    assert haproxy_pids(web)[0] != master
+    web.active()
+
+
+def test_killed_haproxy_is_restarted_by_the_orchestrator_and_its_history_says_why(
+    web: Web,
+) -> None:
+    """With the agent's own repairs held (as an operator debugging it on the
+    host would), the orchestrator's resync finds it and rebuilds it."""
+    with web.agent() as agent:
+        epoch = agent.get_appliance(web.appliance_id)["epoch"]
+        agent.hold_appliance(web.appliance_id, True, epoch)
+        try:
+            master, workers = haproxy_pids(web)
+            for pid in (master, *workers):
+                os.kill(pid, signal.SIGKILL)
+
+            def noticed() -> list[str]:
+                messages = [e["message"] for e in appliance(web)["events"]]
+                return [m for m in messages if "loadbalancer is not running" in m]
+
+            print(wait_until(noticed, 60, 0.2, "the orchestrator to notice"))
+            wait_until(lambda: serves_every_member(web), 60, 0.2, "the load balancer to serve")
+            assert haproxy_pids(web)[0] != master
+        finally:
+            agent.hold_appliance(web.appliance_id, False, epoch)
+    web.active()
+
+
+def test_a_deleted_namespace_is_rebuilt_and_the_history_says_why(web: Web) -> None:
+    master, _ = haproxy_pids(web)
+    netns.delete(web.namespace)
+
+    def repaired() -> dict[str, Any] | None:
+        repair = (appliance(web).get("appliance") or {}).get("last_repair")
+        return repair if repair and "namespace" in " ".join(repair["problems"]) else None
+
+    repair = wait_until(repaired, 30, 0.1, "the agent to rebuild it")
+    assert repair["outcome"] == "repaired", repair
+    wait_until(lambda: serves_every_member(web), 30, 0.1, "the load balancer to serve again")
+    assert netns.exists(web.namespace) and haproxy_pids(web)[0] != master
+    # The floating IP on the VIP too.
+    url = f"http://{web.floating_ip}/"
+    wait_until(lambda: http_get(web.outside, url) in MEMBERS, 30, 0.2, "the floating IP")
+    web.active()

@@ -24,6 +24,7 @@ from astara.db.models import (
     ApplianceEvent,
     ApplianceState,
     Host,
+    LoadBalancer,
     Network,
     PausedProject,
     Port,
@@ -31,6 +32,7 @@ from astara.db.models import (
     Router,
     dhcp_network_id,
 )
+from astara.drivers import loadbalancer as lb_driver
 from astara.model.fabric import check_ifname, check_netns_name, check_workload_netns
 from astara.naming import Names
 
@@ -296,10 +298,50 @@ def list_appliances(session: Session, caller: Caller) -> list[dict[str, Any]]:
     return routers + dhcp
 
 
+def balancer_view(session: Session, appliance_id: str) -> dict[str, Any] | None:
+    """A load balancer's appliance (`lb-<id>`) with its history, while the
+    load balancer or the orchestrator's record of it exists; None for
+    another kind of id."""
+    balancer_id = lb_driver.balancer_id(appliance_id)
+    if balancer_id is None:
+        return None
+    balancer = session.get(LoadBalancer, balancer_id)
+    state = session.get(ApplianceState, appliance_id)
+    if balancer is not None:
+        project_id = balancer.project_id
+    elif state is not None:
+        project_id = state.project_id
+    else:
+        raise NeutronError(
+            404, "ApplianceNotFound", f"Appliance {appliance_id} could not be found."
+        )
+    paused = session.get(PausedProject, project_id)
+    return {
+        "id": appliance_id,
+        "kind": "loadbalancer",
+        "name": balancer.name if balancer is not None else "",
+        "project_id": project_id,
+        "loadbalancer_id": balancer_id,
+        # DELETED: its tenant deleted it; its appliance is not removed yet.
+        "status": balancer.provisioning_status if balancer is not None else "DELETED",
+        "state": state.state if state is not None else "creating",
+        "attempts": state.attempts if state is not None else 0,
+        "last_error": state.last_error if state is not None else None,
+        "paused": bool(state is not None and state.paused) or paused is not None,
+        "config_hash": state.applied_hash if state is not None else None,
+        "host": state.host if state is not None else None,
+        "events": _events(session, appliance_id),
+    }
+
+
 def show_appliance(session: Session, caller: Caller, appliance_id: str) -> dict[str, Any]:
-    """One appliance with its history: a router's (by id or name) or a
-    network's DHCP appliance (`dhcp-<network id>`)."""
+    """One appliance with its history: a router's (by id or name), a
+    network's DHCP appliance (`dhcp-<network id>`) or a load balancer's
+    (`lb-<id>`)."""
     require_admin(caller)
+    balancer = balancer_view(session, appliance_id)
+    if balancer is not None:
+        return balancer
     target = _dhcp_appliance(session, appliance_id)
     if target is None:
         if dhcp_network_id(appliance_id) is not None:

@@ -120,14 +120,22 @@ class ApplianceDaemons:
         dhcp-hostsfile, radvd its config (and set its interfaces up again).
         A load balancer's haproxy master reloads hitlessly, and this returns
         once its new worker serves (`lbreload`)."""
-        self._write(files)
         if name is not DaemonName.loadbalancer:
+            self._write(files)
             self._daemon(name).signal(signal.SIGHUP)
             return
         master = self.loadbalancer.pid()
         if master is None:
             raise lbreload.ReloadFailed("haproxy is not running: nothing to reload")
-        lbreload.reload(master, self.directory / "master.sock", self.directory / "stats.sock")
+        running = self._read(files)
+        self._write(files)
+        try:
+            lbreload.reload(master, self.directory / "master.sock", self.directory / "stats.sock")
+        except lbreload.ReloadFailed:
+            # The old worker serves the old config: its files say so again,
+            # and the next apply sees the difference and tries once more.
+            self._write(running)
+            raise
 
     def remove(self, name: DaemonName) -> None:
         """Stop the daemon if it runs and remove its files."""
@@ -141,6 +149,14 @@ class ApplianceDaemons:
 
     def _daemon(self, name: DaemonName) -> Daemon:
         return self.all()[name.value]
+
+    def _read(self, files: tuple[DaemonFile, ...]) -> tuple[DaemonFile, ...]:
+        """The files of these names as they are now (those present)."""
+        found = []
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                found.append(DaemonFile(file.name, (self.directory / file.name).read_text()))
+        return tuple(found)
 
     def _write(self, files: tuple[DaemonFile, ...]) -> None:
         for file in files:

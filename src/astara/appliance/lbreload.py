@@ -105,8 +105,9 @@ def reload(master_pid: int, master_socket: Path, stats_socket: Path) -> None:
     after = _wait(reloaded, "the reload to be counted")
     if after.failed > before.failed:
         raise ReloadFailed(
-            f"haproxy refused the new config on reload (failed reloads: {after.failed});"
-            " the old one still serves"
+            f"haproxy could not load the new config (failed reloads: {after.failed}):"
+            " it passed `haproxy -c`, so something on the host prevents it, such as a"
+            " port already in use in the namespace; the old config still serves"
         )
     wait_serving(master_socket, stats_socket)
 
