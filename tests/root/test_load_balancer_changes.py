@@ -11,6 +11,7 @@ each test leaves the pool as it found it (ROUND_ROBIN, no persistence)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from astara.agent.client import AgentClient
+from astara.agent.client import AgentClient, AgentError
 from astara.appliance import lbstats
 from astara.linux import cleanup, netns
 from astara.linux.cleanup import default_run_dir
@@ -472,3 +473,101 @@ def test_a_deleted_namespace_is_rebuilt_and_the_history_says_why(web: Web) -> No
     url = f"http://{web.floating_ip}/"
     wait_until(lambda: http_get(web.outside, url) in MEMBERS, 30, 0.2, "the floating IP")
     web.active()
+
+
+# --- test 4: a config haproxy refuses ------------------------------------------------
+
+
+def test_a_config_the_agent_refuses_leaves_the_old_one_serving(web: Web) -> None:
+    """Pushed to the agent as the orchestrator would (the tenant API lets
+    neither in): a listener timeout past haproxy's timers, which only
+    `haproxy -c` refuses, and a listener naming a pool that does not exist
+    (a semantic error). Each gets 422 naming the field and the reason, and
+    the running haproxy keeps its config and its process, serving on."""
+    with web.agent() as agent, HttpLoad(web.client, web.vip, clients=2) as load:
+        before = agent.get_appliance(web.appliance_id)
+        rendered = agent.rendered(web.appliance_id)
+        master = haproxy_pids(web)[0]
+        for field, value, loc, reason in (
+            (
+                "timeout_client_data_ms",
+                3_000_000_000,
+                ["body", "rendered", "loadbalancer.cfg"],
+                "timer overflow",
+            ),
+            (
+                "default_pool",
+                "nope",
+                ["body", "loadbalancer", "listeners", 0, "default_pool"],
+                "no pool nope",
+            ),
+        ):
+            wrong = copy.deepcopy(rendered["config"])
+            wrong["loadbalancer"]["listeners"][0][field] = value
+            with pytest.raises(AgentError) as refused:
+                agent.put_appliance(web.appliance_id, wrong, before["epoch"])
+            assert refused.value.status_code == 422
+            errors = refused.value.body["detail"]
+            assert any(e["loc"] == loc and reason in e["msg"] for e in errors), errors
+        after = agent.get_appliance(web.appliance_id)
+        assert (after["config_hash"], after["generation"]) == (
+            before["config_hash"],
+            before["generation"],
+        )
+        assert agent.rendered(web.appliance_id)["files"] == rendered["files"]
+        assert haproxy_pids(web)[0] == master
+        result = load.stop()
+    assert result.failed == [] and result.done
+    assert serves_every_member(web)
+
+
+def test_a_config_haproxy_cannot_load_ends_in_error_and_the_old_one_serves(web: Web) -> None:
+    """A new listener's port is taken in the appliance's namespace (by a
+    process of ours): `haproxy -c` passes, the reload fails. The old worker
+    serves on, the apply fails, and after its retries the load balancer is
+    ERROR with the reason in its history (a router's contract). Once the
+    port is free, an operator's rebuild brings it back to ACTIVE."""
+    squatter = subprocess.Popen(
+        in_netns(web.namespace, ["socat", "TCP-LISTEN:8081,reuseaddr,fork", "SYSTEM:echo taken"]),
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: ":8081 " in run(["ss", "-Htln"], netns=web.namespace).stdout,
+            10,
+            0.05,
+            "the port to be taken",
+        )
+        body = {"loadbalancer_id": web.id, "protocol": "HTTP", "protocol_port": 8081}
+        listener = web.cloud.create("lbaas/listeners", "listener", **body)
+
+        def in_error() -> dict[str, Any] | None:
+            shown = web.cloud("GET", f"{LB}/loadbalancers/{web.id}")["loadbalancer"]
+            return shown if shown["provisioning_status"] == "ERROR" else None
+
+        wait_until(in_error, 120, 0.5, "the load balancer to be ERROR")
+        shown = web.cloud("GET", f"{LB}/listeners/{listener['id']}")["listener"]
+        assert shown["provisioning_status"] == "ERROR"
+        history = [e["message"] for e in appliance(web)["events"]]
+        print(history[-2:])
+        assert any(
+            "error after 5 failures" in m and "could not load the new config" in m
+            for m in history
+        ), history
+        assert serves_every_member(web)
+    finally:
+        squatter.terminate()
+        squatter.wait()
+    web.cloud("POST", f"/astara/v1/appliances/{web.appliance_id}/rebuild")
+
+    def active() -> bool:
+        shown = web.cloud("GET", f"{LB}/loadbalancers/{web.id}")["loadbalancer"]
+        return bool(shown["provisioning_status"] == "ACTIVE")
+
+    wait_until(active, 60, 0.2, "the rebuild to make it ACTIVE")
+    shown = web.cloud("GET", f"{LB}/listeners/{listener['id']}")["listener"]
+    assert shown["provisioning_status"] == "ACTIVE"
+    url = f"http://{web.vip}:8081/"
+    status = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url]
+    assert run(status, netns=web.client).stdout == "503"  # haproxy's: no pool behind it
+    assert serves_every_member(web)

@@ -3,6 +3,7 @@ info`): what tells a reload counted, refused, and its new worker serving."""
 
 from __future__ import annotations
 
+from astara.appliance.checks import haproxy_alerts
 from astara.appliance.lbreload import MasterState, parse_show_info_pid, parse_show_proc
 
 # haproxy 2.6.12's answers, as read in a namespace.
@@ -39,3 +40,18 @@ def test_show_info_names_the_worker_that_answered() -> None:
         15908
     )
     assert parse_show_info_pid("Name: HAProxy\n") is None
+
+
+def test_haproxys_refusal_reads_as_its_alerts() -> None:
+    """`haproxy -c` (2.6) says why only without `-q`, among notices."""
+    stderr = (
+        "[NOTICE]   (27737) : haproxy version is 2.6.12-1+deb12u4\n"
+        "[NOTICE]   (27737) : path to executable is /usr/sbin/haproxy\n"
+        "[ALERT]    (27737) : config : parsing [/tmp/x/loadbalancer.cfg:17] : timer overflow"
+        " in argument '3000000000' to 'timeout client'\n"
+        "[ALERT]    (27737) : config : Fatal errors found in configuration.\n"
+    )
+    assert haproxy_alerts(stderr) == (
+        "parsing [/tmp/x/loadbalancer.cfg:17] : timer overflow in argument '3000000000' to"
+        " 'timeout client'; Fatal errors found in configuration."
+    )

@@ -359,6 +359,15 @@ def appliance_request(
 ) -> dict[str, Any]:
     """rebuild, debug or manage one appliance (a router's: `router_request`)."""
     require_admin(caller)
+    shown = balancer_view(session, appliance_id)
+    if shown is not None:
+        if action not in ("rebuild", "debug", "manage"):
+            raise NeutronError(404, "HTTPNotFound", f"Unknown appliance action {action}")
+        balancer = _Appliance(appliance_id, shown["project_id"], None, None)
+        row = _state_row(session, balancer, now, kind="loadbalancer")
+        # The outbox names the load balancer: its event wakes its appliance.
+        _request(session, row, action, now, "loadbalancer", shown["loadbalancer_id"])
+        return show_appliance(session, caller, appliance_id)
     if dhcp_network_id(appliance_id) is None:
         return {"kind": "router", **router_request(session, caller, appliance_id, action, now)}
     if action not in ("rebuild", "debug", "manage"):
