@@ -551,8 +551,7 @@ def test_a_config_haproxy_cannot_load_ends_in_error_and_the_old_one_serves(web: 
         history = [e["message"] for e in appliance(web)["events"]]
         print(history[-2:])
         assert any(
-            "error after 5 failures" in m and "could not load the new config" in m
-            for m in history
+            "error after 5 failures" in m and "could not load the new config" in m for m in history
         ), history
         assert serves_every_member(web)
     finally:

@@ -125,7 +125,7 @@ def wait_serving(master_socket: Path, stats_socket: Path) -> None:
     _wait(serving, "its new worker to serve")
 
 
-def _wait(probe: Callable[[], T], what: str) -> T:
+def _wait(probe: Callable[[], T | None], what: str) -> T:
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         found = probe()

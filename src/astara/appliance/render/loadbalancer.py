@@ -84,7 +84,9 @@ def _frontend(listener: LbListener, section: LoadBalancerSection) -> list[str]:
         # haproxy reads at most 64 words a line: lines of one ACL name are ORed.
         cidrs = [str(c) for c in listener.allowed_cidrs]
         for start in range(0, len(cidrs), CIDRS_PER_LINE):
-            lines.append(f"\tacl allowed_cidr src {' '.join(cidrs[start : start + CIDRS_PER_LINE])}")
+            lines.append(
+                f"\tacl allowed_cidr src {' '.join(cidrs[start : start + CIDRS_PER_LINE])}"
+            )
         lines.append("\ttcp-request connection reject unless allowed_cidr")
     if listener.default_pool is not None:
         lines.append(f"\tdefault_backend {listener.default_pool}")
