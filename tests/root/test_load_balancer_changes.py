@@ -407,6 +407,11 @@ def appliance(web: Web) -> dict[str, Any]:
     return shown
 
 
+def history_says(web: Web, text: str) -> list[str]:
+    """The appliance's history events that say `text`."""
+    return [e["message"] for e in appliance(web)["events"] if text in e["message"]]
+
+
 def serves_every_member(web: Web) -> bool:
     try:
         return set(web.names(count=6)) == set(MEMBERS)
@@ -429,6 +434,13 @@ def test_killed_haproxy_is_restarted_by_the_agent_and_its_repair_says_why(web: W
     assert "loadbalancer started" in repair["actions"]
     wait_until(lambda: serves_every_member(web), 30, 0.1, "the load balancer to serve again")
     assert haproxy_pids(web)[0] != master
+    # The orchestrator's next look puts it in the appliance's history.
+    wait_until(
+        lambda: history_says(web, "agent repaired it on its own: loadbalancer is not running"),
+        30,
+        0.2,
+        "the history to say why",
+    )
     web.active()
 
 
@@ -441,15 +453,17 @@ def test_killed_haproxy_is_restarted_by_the_orchestrator_and_its_history_says_wh
         epoch = agent.get_appliance(web.appliance_id)["epoch"]
         agent.hold_appliance(web.appliance_id, True, epoch)
         try:
+            noticed = "-> degraded: unhealthy: loadbalancer is not running"
+            before = len(history_says(web, noticed))
             master, workers = haproxy_pids(web)
             for pid in (master, *workers):
                 os.kill(pid, signal.SIGKILL)
-
-            def noticed() -> list[str]:
-                messages = [e["message"] for e in appliance(web)["events"]]
-                return [m for m in messages if "loadbalancer is not running" in m]
-
-            print(wait_until(noticed, 60, 0.2, "the orchestrator to notice"))
+            wait_until(
+                lambda: len(history_says(web, noticed)) > before,
+                60,
+                0.2,
+                "the orchestrator to notice",
+            )
             wait_until(lambda: serves_every_member(web), 60, 0.2, "the load balancer to serve")
             assert haproxy_pids(web)[0] != master
         finally:
@@ -467,6 +481,12 @@ def test_a_deleted_namespace_is_rebuilt_and_the_history_says_why(web: Web) -> No
 
     repair = wait_until(repaired, 30, 0.1, "the agent to rebuild it")
     assert repair["outcome"] == "repaired", repair
+    wait_until(
+        lambda: history_says(web, "agent repaired it on its own: namespace"),
+        30,
+        0.2,
+        "the history to say why",
+    )
     wait_until(lambda: serves_every_member(web), 30, 0.1, "the load balancer to serve again")
     assert netns.exists(web.namespace) and haproxy_pids(web)[0] != master
     # The floating IP on the VIP too.
