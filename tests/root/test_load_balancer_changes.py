@@ -310,6 +310,33 @@ def test_least_connections_sends_new_requests_away_from_busy_members(web: Web) -
         web.set_pool(lb_algorithm="ROUND_ROBIN")
 
 
+def http_status(web: Web, port: int) -> str:
+    """The HTTP status the VIP answers on `port` ("000": no connection)."""
+    argv = ["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}"]
+    return run([*argv, f"http://{web.vip}:{port}/"], netns=web.client, check=False).stdout
+
+
+def test_a_change_is_served_as_soon_as_the_agent_says_it_is_applied(web: Web) -> None:
+    """haproxy's reload returns at once; its new worker serves a little
+    later. The agent answers (and the load balancer becomes ACTIVE) only once
+    the new worker serves: a listener added is there at once, each time."""
+    with web.agent() as agent:
+        current = agent.rendered(web.appliance_id)["config"]
+        before = agent.get_appliance(web.appliance_id)
+        added = copy.deepcopy(current)
+        listener = {"id": "added-listener", "protocol": "HTTP", "port": 8082}
+        added["loadbalancer"]["listeners"].append(listener)
+        try:
+            for _ in range(3):
+                agent.put_appliance(web.appliance_id, added, before["epoch"])
+                assert http_status(web, 8082) == "503"  # haproxy's: no pool behind it
+                agent.put_appliance(web.appliance_id, current, before["epoch"])
+        finally:
+            agent.put_appliance(web.appliance_id, current, before["epoch"])
+        assert agent.get_appliance(web.appliance_id)["config_hash"] == before["config_hash"]
+    web.active()
+
+
 # --- test 3: changes under a steady load ---------------------------------------------
 
 
