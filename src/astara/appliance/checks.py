@@ -124,8 +124,9 @@ def tool_checks(rendered: Rendered, netns: str) -> list[FieldError]:
         checks = [
             ("dnsmasq.conf", rendered.dnsmasq.conf, ["dnsmasq", "--test", "--conf-file={}"]),
             ("radvd.conf", rendered.radvd, ["radvd", "--configtest", "-C", "{}"]),
-            ("haproxy.cfg", rendered.haproxy, ["haproxy", "-c", "-q", "-f", "{}"]),
-            ("loadbalancer.cfg", rendered.loadbalancer, ["haproxy", "-c", "-q", "-f", "{}"]),
+            # Not `-q`: haproxy 2.6 then says nothing of why it refuses.
+            ("haproxy.cfg", rendered.haproxy, ["haproxy", "-c", "-f", "{}"]),
+            ("loadbalancer.cfg", rendered.loadbalancer, ["haproxy", "-c", "-f", "{}"]),
         ]
         for name, text, argv in checks:
             if not text:
@@ -134,5 +135,19 @@ def tool_checks(rendered: Rendered, netns: str) -> list[FieldError]:
             path.write_text(text)
             result = run([arg.format(path) for arg in argv], check=False)
             if result.returncode != 0:
-                errors.append(_refused(name, " ".join(argv[:2]), result.stderr))
+                reason = result.stderr
+                if argv[0] == "haproxy":
+                    reason = haproxy_alerts(reason).replace(str(path), name)
+                errors.append(_refused(name, " ".join(argv[:2]), reason))
     return errors
+
+
+# "[ALERT]    (1234) : config : parsing [x.cfg:17] : timer overflow ..."
+_ALERT = re.compile(r"^\[ALERT\]\s+\(\d+\)\s*:\s*(?:config\s*:\s*)?(.*)$")
+
+
+def haproxy_alerts(stderr: str) -> str:
+    """What haproxy refused, from its check's output: its alerts, without
+    its notices or its pid (the reason a person reads)."""
+    alerts = [found[1] for line in stderr.splitlines() if (found := _ALERT.match(line.strip()))]
+    return "; ".join(alerts) if alerts else stderr

@@ -12,6 +12,7 @@ import contextlib
 import signal
 from pathlib import Path
 
+from astara.appliance import lbreload
 from astara.appliance.actions import DAEMON_FILES, DaemonFile, DaemonName
 from astara.appliance.plan import DaemonObserved
 from astara.appliance.render import expected_daemons
@@ -96,6 +97,7 @@ class ApplianceDaemons:
                 ],
                 fresh=fresh,
             )
+            lbreload.wait_serving(self.directory / "master.sock", self.directory / "stats.sock")
         else:
             conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
             daemon.start(
@@ -115,11 +117,25 @@ class ApplianceDaemons:
 
     def reload(self, name: DaemonName, files: tuple[DaemonFile, ...]) -> None:
         """Write `files` and signal: SIGHUP makes dnsmasq re-read its
-        dhcp-hostsfile, radvd its config (and set its interfaces up again);
-        SIGUSR2 makes a load balancer's haproxy master reload hitlessly."""
+        dhcp-hostsfile, radvd its config (and set its interfaces up again).
+        A load balancer's haproxy master reloads hitlessly, and this returns
+        once its new worker serves (`lbreload`)."""
+        if name is not DaemonName.loadbalancer:
+            self._write(files)
+            self._daemon(name).signal(signal.SIGHUP)
+            return
+        master = self.loadbalancer.pid()
+        if master is None:
+            raise lbreload.ReloadFailed("haproxy is not running: nothing to reload")
+        running = self._read(files)
         self._write(files)
-        reload = signal.SIGUSR2 if name is DaemonName.loadbalancer else signal.SIGHUP
-        self._daemon(name).signal(reload)
+        try:
+            lbreload.reload(master, self.directory / "master.sock", self.directory / "stats.sock")
+        except lbreload.ReloadFailed:
+            # The old worker serves the old config: its files say so again,
+            # and the next apply sees the difference and tries once more.
+            self._write(running)
+            raise
 
     def remove(self, name: DaemonName) -> None:
         """Stop the daemon if it runs and remove its files."""
@@ -133,6 +149,14 @@ class ApplianceDaemons:
 
     def _daemon(self, name: DaemonName) -> Daemon:
         return self.all()[name.value]
+
+    def _read(self, files: tuple[DaemonFile, ...]) -> tuple[DaemonFile, ...]:
+        """The files of these names as they are now (those present)."""
+        found = []
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                found.append(DaemonFile(file.name, (self.directory / file.name).read_text()))
+        return tuple(found)
 
     def _write(self, files: tuple[DaemonFile, ...]) -> None:
         for file in files:

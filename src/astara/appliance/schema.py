@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from astara.model import firewall_rules, l7_rules, rules
 from astara.naming import ID_PATTERN
@@ -232,6 +232,20 @@ COOKIE_NAME = r"^[!%&*+\-.0-9A-Z^_`a-z|~]{1,255}$"
 # A domain name a check sends as its Host: labels of letters, digits and `-`.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DOMAIN_NAME = rf"^(?:{_LABEL}\.)*{_LABEL}\.?$"
+# A check's interval and timeout, in seconds: haproxy's timers take at most
+# 2^31 - 1 ms and refuse the config past that (Octavia sets no bound).
+MAX_CHECK_S = (2**31 - 1) // 1000
+
+
+def expected_codes_problem(codes: str) -> str | None:
+    """Why haproxy would refuse these expected status codes (a range must
+    go up: `http-check expect status 500-200` is refused), or None."""
+    low, dash, high = codes.partition("-")
+    if dash and int(low) > int(high):
+        return f"The range {codes} must go from the lower code to the higher one"
+    return None
+
+
 # The headers a listener may insert, as haproxy sets them.
 LB_HEADERS = ("X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto")
 
@@ -240,8 +254,8 @@ class LbMonitor(StrictModel):
     """A pool's health check, as haproxy runs it."""
 
     type: Literal["HTTP", "HTTPS", "TCP", "TLS-HELLO"]
-    delay_s: int = Field(ge=0)
-    timeout_s: int = Field(ge=0)
+    delay_s: int = Field(ge=0, le=MAX_CHECK_S)
+    timeout_s: int = Field(ge=0, le=MAX_CHECK_S)
     rise: int = Field(ge=1, le=10)
     fall: int = Field(ge=1, le=10)
     http_method: str | None = Field(default=None, pattern=r"^[A-Z]{3,7}$")
@@ -252,6 +266,14 @@ class LbMonitor(StrictModel):
     http_version: Literal["1.0", "1.1"] | None = None
     domain_name: str | None = Field(default=None, pattern=DOMAIN_NAME, max_length=253)
     enabled: bool = True
+
+    @field_validator("expected_codes")
+    @classmethod
+    def _codes_haproxy_takes(cls, codes: str | None) -> str | None:
+        problem = expected_codes_problem(codes) if codes is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return codes
 
 
 class LbMember(StrictModel):

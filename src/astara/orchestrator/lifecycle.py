@@ -98,6 +98,9 @@ class Observation:
     # A load balancer's operating statuses as its haproxy reports them
     # (`appliance.lbstats.health`); None: not looked at this time.
     health: Mapping[str, Any] | None = None
+    # The agent's last repair of it on its own (`agent.watch.Repair.as_dict`);
+    # None: none known. Recorded in the history, decided nothing on.
+    repair: Mapping[str, Any] | None = None
 
     @property
     def agent_down(self) -> bool:

@@ -45,7 +45,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -110,6 +110,34 @@ EVENT, RESYNC = 0, 1  # wake priorities: an event's wake goes before a resync's
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def repair_event(repair: Mapping[str, Any]) -> tuple[datetime, str] | None:
+    """The history's event for a repair the agent made on its own (its
+    watch: a daemon killed, the namespace deleted), at the agent's time; None
+    for a check that did nothing (the appliance held or fenced)."""
+    outcome = repair.get("outcome")
+    if outcome not in ("repaired", "failed"):
+        return None
+    at = datetime.fromtimestamp(float(repair["at"]), UTC).replace(tzinfo=None, microsecond=0)
+    problems = "; ".join(repair.get("problems") or ()) or "drift"
+    actions = "; ".join(repair.get("actions") or ()) or "no action"
+    error = f" ({repair['error']})" if repair.get("error") else ""
+    done = "agent repaired it on its own" if outcome == "repaired" else "agent's repair failed"
+    return at, f"{done}: {problems}: {actions}{error}"
+
+
+def _recorded(session: Session, appliance_id: str, at: datetime, message: str) -> bool:
+    found = session.scalar(
+        select(ApplianceEvent.id)
+        .where(
+            ApplianceEvent.appliance_id == appliance_id,
+            ApplianceEvent.at == at,
+            ApplianceEvent.message == message,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 @dataclass
@@ -1053,6 +1081,7 @@ class Orchestrator:
             paused=paused,
             rebuild_requested=rebuild,
             health=(observed or {}).get("loadbalancer"),
+            repair=(observed or {}).get("last_repair"),
         )
         return seen, record, plan, project_id, where
 
@@ -1433,6 +1462,9 @@ class Orchestrator:
                 session.add(ApplianceEvent(appliance_id=appliance_id, at=now, message=message))
             if decision.events:
                 history.trim(session, appliance_id)
+            repaired = repair_event(seen.repair) if seen.repair else None
+            if repaired is not None and not _recorded(session, appliance_id, *repaired):
+                history.record(session, appliance_id, *repaired)
             if not seen.agent_down:  # nothing known: leave the statuses as they are
                 kind = appliances.kind(appliance_id)
                 if kind == "loadbalancer":

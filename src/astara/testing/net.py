@@ -163,18 +163,24 @@ class EchoServer(_Server):
 
 
 _NAMED_HTTP = """
-import http.server, socket, sys
+import http.server, socket, sys, time, urllib.parse
 name = sys.argv[2].encode()
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave at once on a kept connection
     def do_GET(self):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        time.sleep(float(query.get("sleep_s", ["0"])[0]))
         self.send_response(200)
         self.send_header("Content-Length", str(len(name)))
+        self.send_header("Set-Cookie", "APPID=" + name.decode() + "; Path=/")
         self.end_headers()
         self.wfile.write(name)
     def log_message(self, *args):
         pass
 class Server(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET6
+    daemon_threads = True
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
@@ -184,8 +190,11 @@ server.serve_forever()
 
 
 class NamedHttpServer(_Server):
-    """An HTTP server (IPv4 and IPv6) that answers every GET with its name:
-    a load balancer's member."""
+    """An HTTP/1.1 server (IPv4 and IPv6, keep-alive) that answers every GET
+    with its name: a load balancer's member. Each answer sets the cookie
+    `APPID=<name>` (an application's session cookie, for APP_COOKIE
+    persistence); `?sleep_s=N` answers after N seconds (a busy member, for
+    LEAST_CONNECTIONS)."""
 
     def __init__(self, netns: str, name: str, port: int = 8000) -> None:
         super().__init__(netns, [sys.executable, "-c", _NAMED_HTTP, str(port), name], port)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from astara.api.auth import Caller
 from astara.api.lbaas import common, errors, pools, quotas
 from astara.api.lbaas.bodies import Body
-from astara.appliance.schema import DOMAIN_NAME, URL_PATH
+from astara.appliance.schema import DOMAIN_NAME, MAX_CHECK_S, URL_PATH, expected_codes_problem
 from astara.db.models import HealthMonitor, Pool
 
 RESOURCE = "Health Monitor"
@@ -35,8 +35,9 @@ EXPECTED_CODES = r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$"
 class HealthMonitorPUT(Body):
     name: str | None = Field(default=None, max_length=255)
     admin_state_up: bool | None = None
-    delay: int | None = Field(default=None, ge=0)
-    timeout: int | None = Field(default=None, ge=0)
+    # haproxy's bound (Octavia has none, and its amphora's haproxy refuses more)
+    delay: int | None = Field(default=None, ge=0, le=MAX_CHECK_S)
+    timeout: int | None = Field(default=None, ge=0, le=MAX_CHECK_S)
     max_retries: int | None = Field(default=None, ge=1, le=10)
     max_retries_down: int | None = Field(default=None, ge=1, le=10)
     http_method: Literal[METHODS] | None = None  # type: ignore[valid-type]
@@ -52,8 +53,8 @@ class HealthMonitorFields(HealthMonitorPUT):
     create, where its pool is one being made)."""
 
     type: Literal[TYPES]  # type: ignore[valid-type]
-    delay: int = Field(ge=0)
-    timeout: int = Field(ge=0)
+    delay: int = Field(ge=0, le=MAX_CHECK_S)
+    timeout: int = Field(ge=0, le=MAX_CHECK_S)
     max_retries: int = Field(ge=1, le=10)
     project_id: str | None = Field(default=None, max_length=36)
     tenant_id: str | None = Field(default=None, max_length=36)
@@ -98,6 +99,13 @@ def _http_fields(
             found[name] = None
         elif name in values:
             found[name] = default if values[name] is None else values[name]
+            problem = expected_codes_problem(found[name]) if name == "expected_codes" else None
+            if problem is not None:
+                raise errors.OctaviaError(
+                    400,
+                    f"Invalid input for field/attribute expected_codes."
+                    f" Value: '{found[name]}'. {problem}",
+                )
         elif current is None:
             found[name] = default
     version = values.get("http_version", current.http_version if current else None)

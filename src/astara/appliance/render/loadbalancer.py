@@ -32,6 +32,8 @@ from astara.appliance.schema import LbListener, LbPolicy, LbPool, LbRule, LoadBa
 
 # Octavia's default when a listener sets no connection limit.
 DEFAULT_CONNECTIONS = 50000
+# Addresses on one `acl` line: haproxy refuses a line of more than 64 words.
+CIDRS_PER_LINE = 32
 _BALANCE = {"ROUND_ROBIN": "roundrobin", "LEAST_CONNECTIONS": "leastconn", "SOURCE_IP": "source"}
 _MODE = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp"}
 _MATCH = {
@@ -99,11 +101,13 @@ def _frontend(listener: LbListener, section: LoadBalancerSection) -> list[str]:
     if listener.timeout_tcp_inspect_ms:
         lines.append(f"\ttcp-request inspect-delay {listener.timeout_tcp_inspect_ms}")
     if listener.allowed_cidrs:
-        cidrs = " ".join(str(c) for c in listener.allowed_cidrs)
-        lines += [
-            f"\tacl allowed_cidr src {cidrs}",
-            "\ttcp-request connection reject unless allowed_cidr",
-        ]
+        # haproxy reads at most 64 words a line: lines of one ACL name are ORed.
+        cidrs = [str(c) for c in listener.allowed_cidrs]
+        for start in range(0, len(cidrs), CIDRS_PER_LINE):
+            lines.append(
+                f"\tacl allowed_cidr src {' '.join(cidrs[start : start + CIDRS_PER_LINE])}"
+            )
+        lines.append("\ttcp-request connection reject unless allowed_cidr")
     lines += _l7policies(listener.l7policies)
     if listener.default_pool is not None:
         lines.append(f"\tdefault_backend {listener.default_pool}")
