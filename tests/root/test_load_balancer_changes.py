@@ -326,6 +326,14 @@ def test_a_change_is_served_as_soon_as_the_agent_says_it_is_applied(web: Web) ->
         added = copy.deepcopy(current)
         listener = {"id": "added-listener", "protocol": "HTTP", "port": 8082}
         added["loadbalancer"]["listeners"].append(listener)
+        # The VIP's group opens it too (the API does this for a listener it makes).
+        opened = {
+            "ethertype": "IPv4",
+            "protocol": 6,
+            "port_range_min": 8082,
+            "port_range_max": 8082,
+        }
+        added["loadbalancer"]["vip_security"].append(opened)
         try:
             for _ in range(3):
                 agent.put_appliance(web.appliance_id, added, before["epoch"])
