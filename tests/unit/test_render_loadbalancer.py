@@ -338,6 +338,13 @@ def test_the_vip_admits_only_what_its_groups_allow(tmp_path: Path) -> None:
         "drop",
     ]
     nft_check(text, tmp_path)
+    # Stateful groups: replies pass as tracked connections. Stateless ones
+    # (the load balancer's own): nothing is tracked (no NAT chains either).
+    assert "ct state established,related accept" in chain_lines(text, "input")
+    stateless = render_nftables(config(vip_security=rules, vip_stateful=False)).text()
+    assert " ct " not in stateless and "nat hook" not in stateless
+    assert chain_lines(stateless, "vip_ingress") == chain_lines(text, "vip_ingress")
+    nft_check(stateless, tmp_path)
     # No groups (port security off): nothing filtered; a group without rules: all dropped.
     assert "vip_ingress" not in render_nftables(config()).text()
     closed = render_nftables(config(vip_security=[])).text()

@@ -415,6 +415,11 @@ class LoadBalancerSection(StrictModel):
         description="What may reach the VIP: its port's security groups' ingress rules, each"
         " remote as a prefix (None: port security off, nothing filtered)",
     )
+    vip_stateful: bool = Field(
+        default=True,
+        description="False: the VIP's groups are stateless (Neutron's `stateful: false`): no"
+        " connection is tracked, and replies pass only by rules of their own",
+    )
 
 
 class ApplianceConfig(StrictModel):

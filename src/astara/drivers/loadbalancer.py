@@ -105,10 +105,7 @@ def plan(session: Session, balancer: LoadBalancer) -> AppliancePlan:
         "forwarding": False,
         "interfaces": interfaces,
         "routes": routes,
-        "loadbalancer": {
-            **_section(session, balancer),
-            "vip_security": _vip_security(session, port.id),
-        },
+        "loadbalancer": {**_section(session, balancer), **_vip_security(session, port.id)},
     }
     result.config = ApplianceConfig.model_validate(config)
     return result
@@ -261,14 +258,15 @@ def _l7policies(
     return found
 
 
-def _vip_security(session: Session, port_id: str) -> list[dict[str, Any]] | None:
+def _vip_security(session: Session, port_id: str) -> dict[str, Any]:
     """The VIP port's groups' ingress rules (None: port security off), a
     remote group's or address group's members one prefix each: the
-    appliance drops what none of them allows before haproxy sees it."""
+    appliance drops what none of them allows before haproxy sees it; and
+    whether they are stateful (all of them: the fabric's rule)."""
     view = security_view(session, [port_id])
     spec = view.ports.get(port_id)
     if spec is None:
-        return None
+        return {"vip_security": None}
     found: dict[str, dict[str, Any]] = {}
     for group_id in spec["groups"]:
         for rule in view.groups.get(group_id, {}).get("rules", []):
@@ -283,7 +281,10 @@ def _vip_security(session: Session, port_id: str) -> list[dict[str, Any]] | None
             for remote in remotes:
                 one = {**shown, "remote_prefix": remote}
                 found[json.dumps(one, sort_keys=True)] = one
-    return [found[key] for key in sorted(found)]
+    return {
+        "vip_security": [found[key] for key in sorted(found)],
+        "vip_stateful": spec["stateful"],
+    }
 
 
 def _pool(pool: Pool, members: list[Member], monitor: HealthMonitor | None) -> dict[str, Any]:

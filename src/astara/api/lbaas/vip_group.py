@@ -7,6 +7,14 @@ groups beside it until the load balancer lets it go.
 
 The appliance enforces the VIP port's groups on what reaches it
 (`drivers.loadbalancer`): what no group allows never reaches haproxy.
+
+The group is stateless (Neutron's `stateful: false`), so the appliance
+tracks no connections: connection tracking in its namespace cost a tenth of
+its requests per second (docs/performance.md). Replies to what the
+appliance sends itself (to members, its health checks) therefore have rules
+of their own, as a stateless group needs: TCP to the kernel's ephemeral
+ports (32768-60999, where nothing listens) and the ICMP errors path MTU
+discovery and failures need.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ def attach(
     group when `only` (a port Astara made), else beside the port's own.
     Not counted in any quota (the service's, as Octavia's)."""
     group = security_groups.new_group(
-        _service(session), name_of(balancer.id), DESCRIPTION, True, now
+        _service(session), name_of(balancer.id), DESCRIPTION, False, now
     )
     session.add(group)
     session.flush()
@@ -68,13 +76,26 @@ def attach(
     session.flush()
 
 
+# Replies to the appliance's own connections, and the ICMP errors it needs:
+# (protocol, port_range_min, port_range_max) by ethertype.
+EPHEMERAL = (32768, 60999)
+REPLIES = {
+    "IPv4": (("tcp", *EPHEMERAL), ("icmp", 3, None), ("icmp", 11, None)),
+    "IPv6": (("tcp", *EPHEMERAL), ("ipv6-icmp", 1, None), ("ipv6-icmp", 2, None),
+             ("ipv6-icmp", 3, None)),
+}  # fmt: skip
+
+Wanted = tuple[str, int | None, int | None, str | None]
+
+
 def sync(session: Session, balancer: LoadBalancer, now: datetime) -> None:
-    """The group's ingress rules: one per listener port and allowed CIDR."""
+    """The group's ingress rules: one per listener port and allowed CIDR,
+    and the replies' (`REPLIES`)."""
     group = group_of(session, balancer.id)
     if group is None:
         return
     ethertype = "IPv6" if ":" in balancer.vip_address else "IPv4"
-    wanted: set[tuple[str, int, str | None]] = set()
+    wanted: set[Wanted] = {(p, low, high, None) for p, low, high in REPLIES[ethertype]}
     for listener in session.scalars(
         select(Listener).where(
             Listener.load_balancer_id == balancer.id, Listener.provisioning_status.not_in(GONE)
@@ -83,9 +104,9 @@ def sync(session: Session, balancer: LoadBalancer, now: datetime) -> None:
         protocol = "udp" if listener.port_family == "udp" else "tcp"
         cidrs: list[str | None] = list(listener.allowed_cidrs or []) or [None]
         for cidr in cidrs:
-            wanted.add((protocol, listener.protocol_port, cidr))
+            wanted.add((protocol, listener.protocol_port, listener.protocol_port, cidr))
     held = {
-        (r.protocol, r.port_range_min, r.remote_ip_prefix): r
+        (r.protocol, r.port_range_min, r.port_range_max, r.remote_ip_prefix): r
         for r in group.rules
         if r.direction == "ingress"
     }
@@ -94,13 +115,13 @@ def sync(session: Session, balancer: LoadBalancer, now: datetime) -> None:
     for key, rule in held.items():
         if key not in wanted:
             group.rules.remove(rule)
-    for protocol, port, cidr in sorted(wanted - set(held), key=str):
+    for protocol, low, high, cidr in sorted(wanted - set(held), key=str):
         matching = security_rules.rule(
             direction="ingress",
             ethertype=ethertype,
             protocol=protocol,
-            port_range_min=port,
-            port_range_max=port,
+            port_range_min=low,
+            port_range_max=high,
             remote_ip_prefix=cidr,
             remote_group_id=None,
             remote_address_group_id=None,

@@ -207,10 +207,9 @@ def _chains(config: ApplianceConfig) -> str:
         # Nothing is routed, whatever else the config says (and the namespace
         # does not forward either): no rule lets a packet through.
         forward = ["\t\ttype filter hook forward priority filter; policy drop;"]
-    inbound = [
-        "\t\ttype filter hook input priority filter; policy accept;",
-        "\t\tct state established,related accept",
-    ]
+    inbound = ["\t\ttype filter hook input priority filter; policy accept;"]
+    if _tracked(config):
+        inbound.append("\t\tct state established,related accept")
     if ext_if is not None:
         pre.append("\t\tdnat ip to ip daddr map @floating_dnat")
         post.append(f'\t\toifname "{ext_if}" snat ip to ip saddr map @floating_snat')
@@ -232,12 +231,11 @@ def _chains(config: ApplianceConfig) -> str:
     vip = _vip_ingress(config)
     if vip is not None:
         inbound.append(f'\t\tiifname "{vip[0]}" jump {VIP_CHAIN}')
-    chains = [
-        ("prerouting", pre),
-        ("postrouting", post),
-        ("forward", forward),
-        ("input", inbound),
-    ]
+    chains = [("forward", forward), ("input", inbound)]
+    if config.kind != "loadbalancer":
+        # A load balancer translates nothing: without NAT chains (and with
+        # stateless groups) its namespace tracks no connection at all.
+        chains = [("prerouting", pre), ("postrouting", post), *chains]
     if vip is not None:
         chains.append((VIP_CHAIN, vip[1]))
     if config.forwarding:
@@ -248,6 +246,15 @@ def _chains(config: ApplianceConfig) -> str:
         out.extend(body)
         out.append("\t}")
     return "\n".join(out) + "\n"
+
+
+def _tracked(config: ApplianceConfig) -> bool:
+    """Whether the appliance tracks connections: all do but a load balancer
+    whose VIP groups are stateless (or without port security: nothing filters)."""
+    section = config.loadbalancer
+    if config.kind != "loadbalancer" or section is None:
+        return True
+    return section.vip_security is not None and section.vip_stateful
 
 
 VIP_CHAIN = "vip_ingress"
