@@ -124,15 +124,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         server.start()
         cloud = Cloud(server)
         public, outside = cloud.public_network()
-        network = cloud.create("networks", "network", name="web")
-        subnet = cloud.create(
-            "subnets",
-            "subnet",
-            network_id=network["id"],
-            cidr="10.82.0.0/24",
-            ip_version=4,
-            enable_dhcp=False,
-        )
+        subnet, addresses = cloud.workload_network("web", "10.82.0.0/24", *MEMBERS, "client")
         router = cloud.create(
             "routers", "router", name="edge", external_gateway_info={"network_id": public["id"]}
         )
@@ -141,13 +133,6 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
             f"/v2.0/routers/{router['id']}/add_router_interface",
             {"subnet_id": subnet["id"]},
         )
-        addresses = {}
-        for name in (*MEMBERS, "client"):
-            port = cloud.create(
-                "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
-            )
-            cloud.plug(port["id"], f"{prefix}-{name}")
-            addresses[name] = port["fixed_ips"][0]["ip_address"]
         for name in MEMBERS:
             servers[name] = NamedHttpServer(f"{prefix}-{name}", name)
         balancer = cloud.create(

@@ -25,22 +25,7 @@ def answer(netns: str, url: str, *headers: str) -> tuple[str, str, str]:
 
 def test_l7_policies_route_redirect_and_reject_requests(cloud: Cloud) -> None:
     prefix = cloud.server.prefix
-    network = cloud.create("networks", "network", name="l7")
-    subnet = cloud.create(
-        "subnets",
-        "subnet",
-        network_id=network["id"],
-        cidr="10.82.0.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-    )
-    addresses = {}
-    for name in ("web", "api", "client"):
-        port = cloud.create(
-            "ports", "port", network_id=network["id"], name=name, port_security_enabled=False
-        )
-        cloud.plug(port["id"], f"{prefix}-{name}")
-        addresses[name] = port["fixed_ips"][0]["ip_address"]
+    subnet, addresses = cloud.workload_network("l7", "10.82.0.0/24", "web", "api", "client")
     client = f"{prefix}-client"
     servers = [NamedHttpServer(f"{prefix}-{name}", name) for name in ("web", "api")]
     try:

@@ -33,35 +33,11 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
     cloud: Cloud,
 ) -> None:
     prefix = cloud.server.prefix
-    network = cloud.create("networks", "network", name="web")
-    subnet = cloud.create(
-        "subnets",
-        "subnet",
-        network_id=network["id"],
-        cidr="10.81.0.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-    )
+    subnet, addresses = cloud.workload_network("web", "10.81.0.0/24", "m1", "m2", "client")
     # m3 is on a network of its own, which no router joins: the appliance
     # reaches it through a port of its own on m3's subnet, as Octavia's amphora.
-    far = cloud.create("networks", "network", name="far")
-    far_subnet = cloud.create(
-        "subnets",
-        "subnet",
-        network_id=far["id"],
-        cidr="10.82.0.0/24",
-        ip_version=4,
-        enable_dhcp=False,
-        gateway_ip=None,
-    )
-    addresses = {}
-    for name in ("m1", "m2", "m3", "client"):
-        on = far if name == "m3" else network
-        port = cloud.create(
-            "ports", "port", network_id=on["id"], name=name, port_security_enabled=False
-        )
-        cloud.plug(port["id"], f"{prefix}-{name}")
-        addresses[name] = port["fixed_ips"][0]["ip_address"]
+    far_subnet, far = cloud.workload_network("far", "10.82.0.0/24", "m3", gateway_ip=None)
+    addresses.update(far)
     client = f"{prefix}-client"
     servers = [NamedHttpServer(f"{prefix}-{name}", name) for name in ("m1", "m2", "m3")]
     try:
@@ -97,7 +73,9 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
         wait_until(lambda: http_get(client, f"http://{vip}/") is not None, 30, 0.2, "the VIP")
         served = [http_get(client, f"http://{vip}/") for _ in range(12)]
         assert set(served) == {"m1", "m2", "m3"}
-        far_ports = cloud("GET", f"/v2.0/ports?network_id={far['id']}&device_owner=Octavia")
+        far_ports = cloud(
+            "GET", f"/v2.0/ports?network_id={far_subnet['network_id']}&device_owner=Octavia"
+        )
         [member_side] = far_ports["ports"]
         assert member_side["name"] == f"octavia-lb-{lb_id}-member-{far_subnet['id']}"
 
@@ -156,7 +134,9 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
         after = cloud("GET", f"{LB}/loadbalancers/{lb_id}/stats")["stats"]
         assert after["total_connections"] >= stats["total_connections"]
         cloud("DELETE", f"{LB}/loadbalancers/{lb_id}?cascade=true", ok=204)
-        gone = cloud("GET", f"/v2.0/ports?network_id={far['id']}&device_owner=Octavia")
+        gone = cloud(
+            "GET", f"/v2.0/ports?network_id={far_subnet['network_id']}&device_owner=Octavia"
+        )
         assert gone["ports"] == []
     finally:
         for server in servers:

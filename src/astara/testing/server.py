@@ -199,12 +199,12 @@ class Cloud:
         return network, self.create("subnets", "subnet", **fields)
 
     def workload_network(
-        self, name: str, cidr: str, *workloads: str
+        self, name: str, cidr: str, *workloads: str, **subnet_fields: Any
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """A network with a subnet without DHCP, and a workload per name in
-        its namespace `<prefix>-<name>` (no port security): the subnet, and
-        each workload's address."""
-        network, subnet = self.network(name, cidr, enable_dhcp=False)
+        """A network with a subnet without DHCP (and `subnet_fields`), and a
+        workload per name in its namespace `<prefix>-<name>` (no port
+        security): the subnet, and each workload's address."""
+        network, subnet = self.network(name, cidr, enable_dhcp=False, **subnet_fields)
         addresses = {}
         for workload in workloads:
             fields = {"network_id": network["id"], "name": workload, "port_security_enabled": False}
