@@ -323,8 +323,124 @@ def extra_routes(prefix: str) -> APIRouter:
     return routes
 
 
-def member_routes(prefix: str) -> APIRouter:
-    """A pool's members, under `/pools/{pool_id}/members` (an unknown pool: 404)."""
+@dataclass(frozen=True)
+class ChildSpec:
+    """A collection under its parent object, `/<parent>/{parent_id}/<path>`:
+    a pool's members, an L7 policy's rules (an unknown parent: its 404)."""
+
+    parent_path: str
+    path: str
+    collection: str
+    member: str
+    post: Any
+    put: Any
+    parent: Callable[[Session, Caller, str], Any]
+    rows: Callable[[Session, Any], list[Any]]
+    get: Callable[[Session, Caller, Any, str], Any]
+    view: Callable[[Any], dict[str, Any]]
+    create: Callable[[Session, Caller, Any, Any, datetime], Any]
+    update: Callable[[Session, Caller, Any, Any, datetime], Any]
+    delete: Callable[[Session, Caller, Any, datetime], None]
+
+
+def child_collection(prefix: str, spec: ChildSpec) -> APIRouter:
+    routes = authenticated_router(prefix=f"{prefix}/{spec.parent_path}/{{parent_id}}/{spec.path}")
+
+    @routes.get("")
+    async def list_items(request: Request, parent_id: str, run: TransactionDep) -> Response:
+        wanted = {k: v for k, v in request.query_params.items() if k not in ("fields", "limit")}
+
+        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
+            found = [
+                spec.view(r) for r in spec.rows(session, spec.parent(session, caller, parent_id))
+            ]
+            return [i for i in found if all(str(i.get(k)) == v for k, v in wanted.items())]
+
+        return answer({spec.collection: await run(work), f"{spec.collection}_links": []})
+
+    @routes.post("", status_code=201)
+    async def create_item(request: Request, parent_id: str, run: TransactionDep) -> Response:
+        body = parse(spec.post, await json_body(request), spec.member)
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            parent = spec.parent(session, caller, parent_id)
+            return spec.view(spec.create(session, caller, parent, body, now()))
+
+        return answer({spec.member: await run(work)}, 201)
+
+    @routes.get("/{item_id}")
+    async def show_item(parent_id: str, item_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            parent = spec.parent(session, caller, parent_id)
+            return spec.view(spec.get(session, caller, parent, item_id))
+
+        return answer({spec.member: await run(work)})
+
+    @routes.put("/{item_id}")
+    async def update_item(
+        request: Request, parent_id: str, item_id: str, run: TransactionDep
+    ) -> Response:
+        body = parse(spec.put, await json_body(request), spec.member)
+
+        def work(session: Session, caller: Caller) -> dict[str, Any]:
+            row = spec.get(session, caller, spec.parent(session, caller, parent_id), item_id)
+            return spec.view(spec.update(session, caller, row, body, now()))
+
+        return answer({spec.member: await run(work)})
+
+    @routes.delete("/{item_id}", status_code=204)
+    async def delete_item(parent_id: str, item_id: str, run: TransactionDep) -> Response:
+        def work(session: Session, caller: Caller) -> None:
+            row = spec.get(session, caller, spec.parent(session, caller, parent_id), item_id)
+            spec.delete(session, caller, row, now())
+
+        await run(work)
+        return Response(status_code=204)
+
+    return routes
+
+
+def _rules(session: Session, policy: Any) -> list[Any]:
+    found = select(L7Rule).where(L7Rule.l7policy_id == policy.id)
+    return list(session.scalars(found.order_by(L7Rule.created_at, L7Rule.id)))
+
+
+CHILDREN = (
+    ChildSpec(
+        "pools",
+        "members",
+        "members",
+        "member",
+        members.MemberPOST,
+        members.MemberPUT,
+        pools.get,
+        lambda _, pool: list(pool.members),
+        members.get,
+        members.view,
+        members.create,
+        members.update,
+        members.delete,
+    ),
+    ChildSpec(
+        "l7policies",
+        "rules",
+        "rules",
+        "rule",
+        l7rules.L7RulePOST,
+        l7rules.L7RulePUT,
+        l7policies.parent,
+        _rules,
+        l7rules.get,
+        l7rules.view,
+        l7rules.create,
+        l7rules.update,
+        l7rules.delete,
+    ),
+)
+
+
+def batch_routes(prefix: str) -> APIRouter:
+    """`PUT /pools/{pool_id}/members`: Octavia's batch member update."""
     routes = authenticated_router(prefix=f"{prefix}/pools/{{pool_id}}/members")
 
     @routes.put("", status_code=202)
@@ -342,121 +458,6 @@ def member_routes(prefix: str) -> APIRouter:
         await run(work)
         return Response(status_code=202)
 
-    @routes.get("")
-    async def list_members(request: Request, pool_id: str, run: TransactionDep) -> Response:
-        wanted = {k: v for k, v in request.query_params.items() if k not in ("fields", "limit")}
-
-        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
-            pool = pools.get(session, caller, pool_id)
-            found = [members.view(m) for m in pool.members]
-            return [m for m in found if all(str(m.get(k)) == v for k, v in wanted.items())]
-
-        return answer({"members": await run(work), "members_links": []})
-
-    @routes.post("", status_code=201)
-    async def create_member(request: Request, pool_id: str, run: TransactionDep) -> Response:
-        body = parse(members.MemberPOST, await json_body(request), "member")
-
-        def work(session: Session, caller: Caller) -> dict[str, Any]:
-            pool = pools.get(session, caller, pool_id)
-            return members.view(members.create(session, caller, pool, body, now()))
-
-        return answer({"member": await run(work)}, 201)
-
-    @routes.get("/{member_id}")
-    async def show_member(pool_id: str, member_id: str, run: TransactionDep) -> Response:
-        def work(session: Session, caller: Caller) -> dict[str, Any]:
-            pool = pools.get(session, caller, pool_id)
-            return members.view(members.get(session, caller, pool, member_id))
-
-        return answer({"member": await run(work)})
-
-    @routes.put("/{member_id}")
-    async def update_member(
-        request: Request, pool_id: str, member_id: str, run: TransactionDep
-    ) -> Response:
-        body = parse(members.MemberPUT, await json_body(request), "member")
-
-        def work(session: Session, caller: Caller) -> dict[str, Any]:
-            pool = pools.get(session, caller, pool_id)
-            member = members.get(session, caller, pool, member_id)
-            return members.view(members.update(session, caller, member, body, now()))
-
-        return answer({"member": await run(work)})
-
-    @routes.delete("/{member_id}", status_code=204)
-    async def delete_member(pool_id: str, member_id: str, run: TransactionDep) -> Response:
-        def work(session: Session, caller: Caller) -> None:
-            pool = pools.get(session, caller, pool_id)
-            members.delete(session, caller, members.get(session, caller, pool, member_id), now())
-
-        await run(work)
-        return Response(status_code=204)
-
-    return routes
-
-
-def rule_routes(prefix: str) -> APIRouter:
-    """An L7 policy's rules, under `/l7policies/{l7policy_id}/rules` (an
-    unknown policy: 404 `L7Policy <id> not found.`, Octavia's words)."""
-    routes = authenticated_router(prefix=f"{prefix}/l7policies/{{policy_id}}/rules")
-
-    @routes.get("")
-    async def list_rules(request: Request, policy_id: str, run: TransactionDep) -> Response:
-        wanted = {k: v for k, v in request.query_params.items() if k not in ("fields", "limit")}
-
-        def work(session: Session, caller: Caller) -> list[dict[str, Any]]:
-            policy = l7policies.parent(session, caller, policy_id)
-            rows = session.scalars(
-                select(L7Rule)
-                .where(L7Rule.l7policy_id == policy.id)
-                .order_by(L7Rule.created_at, L7Rule.id)
-            )
-            found = [l7rules.view(rule) for rule in rows]
-            return [r for r in found if all(str(r.get(k)) == v for k, v in wanted.items())]
-
-        return answer({"rules": await run(work), "rules_links": []})
-
-    @routes.post("", status_code=201)
-    async def create_rule(request: Request, policy_id: str, run: TransactionDep) -> Response:
-        body = parse(l7rules.L7RulePOST, await json_body(request), "rule")
-
-        def work(session: Session, caller: Caller) -> dict[str, Any]:
-            policy = l7policies.parent(session, caller, policy_id)
-            return l7rules.view(l7rules.create(session, caller, policy, body, now()))
-
-        return answer({"rule": await run(work)}, 201)
-
-    @routes.get("/{rule_id}")
-    async def show_rule(policy_id: str, rule_id: str, run: TransactionDep) -> Response:
-        def work(session: Session, caller: Caller) -> dict[str, Any]:
-            policy = l7policies.parent(session, caller, policy_id)
-            return l7rules.view(l7rules.get(session, caller, policy, rule_id))
-
-        return answer({"rule": await run(work)})
-
-    @routes.put("/{rule_id}")
-    async def update_rule(
-        request: Request, policy_id: str, rule_id: str, run: TransactionDep
-    ) -> Response:
-        body = parse(l7rules.L7RulePUT, await json_body(request), "rule")
-
-        def work(session: Session, caller: Caller) -> dict[str, Any]:
-            policy = l7policies.parent(session, caller, policy_id)
-            rule = l7rules.get(session, caller, policy, rule_id)
-            return l7rules.view(l7rules.update(session, caller, rule, body, now()))
-
-        return answer({"rule": await run(work)})
-
-    @routes.delete("/{rule_id}", status_code=204)
-    async def delete_rule(policy_id: str, rule_id: str, run: TransactionDep) -> Response:
-        def work(session: Session, caller: Caller) -> None:
-            policy = l7policies.parent(session, caller, policy_id)
-            l7rules.delete(session, caller, l7rules.get(session, caller, policy, rule_id), now())
-
-        await run(work)
-        return Response(status_code=204)
-
     return routes
 
 
@@ -473,5 +474,6 @@ def _true(value: str | None) -> bool:
 def routers() -> list[APIRouter]:
     """Members and rules first: `/pools/{id}/members` must not be read as a
     pool's id."""
-    found = [r(prefix) for prefix in PREFIXES for r in (extra_routes, member_routes, rule_routes)]
+    found = [r(prefix) for prefix in PREFIXES for r in (extra_routes, batch_routes)]
+    found += [child_collection(prefix, spec) for prefix in PREFIXES for spec in CHILDREN]
     return found + [collection(prefix, spec) for prefix in PREFIXES for spec in SPECS]
