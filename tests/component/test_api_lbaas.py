@@ -1,4 +1,4 @@
-"""The Octavia v2 API (work in progress, issue 12): load balancers, their VIP
+"""The Octavia v2 API: load balancers, their VIP
 ports, Octavia's envelopes, statuses and faults, on both prefixes."""
 
 from __future__ import annotations

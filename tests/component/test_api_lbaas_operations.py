@@ -20,10 +20,13 @@ from astara.db.models import (
     Host,
     Listener,
     LoadBalancer,
+    OutboxEvent,
     Port,
 )
 from astara.drivers import loadbalancer as lb_driver
-from astara.orchestrator.statuses import accumulate, write_lb_stats
+from astara.orchestrator.events import affected
+from astara.orchestrator.lifecycle import State
+from astara.orchestrator.statuses import accumulate, write_lb_stats, write_lb_statuses
 from tests.component.conftest import Api, project
 from tests.component.test_api_lbaas import LBS, activate, fault, tenant_subnet
 from tests.unit.validators import haproxy_check
@@ -383,6 +386,16 @@ def test_failover_rebuilds_the_appliance_admins_only(admin: Api, engine: Engine)
             select(ApplianceEvent.message).where(ApplianceEvent.appliance_id == appliance_id)
         ).all()
     assert said == ["failover asked through the Octavia API"]
+    # A resync that saw the old appliance running leaves it PENDING_UPDATE
+    # (its config is unchanged: only the rebuild having run makes it ACTIVE).
+    with Session(engine) as session:
+        row = session.get(LoadBalancer, balancer["id"])
+        assert row is not None
+        plan = lb_driver.plan(session, row)
+        write_lb_statuses(session, appliance_id, State.ACTIVE, plan)
+        session.commit()
+    shown = alice("GET", f"{LBS}/{balancer['id']}").json()["loadbalancer"]
+    assert shown["provisioning_status"] == "PENDING_UPDATE"
 
 
 def test_statistics_accumulate_across_haproxy_restarts(admin: Api, engine: Engine) -> None:
@@ -667,3 +680,87 @@ def test_members_off_the_vip_network_get_the_appliance_a_port_there(
     assert len(member_ports()) == 1
     assert alice("DELETE", f"{LBS}/{lb_id}?cascade=true").status_code == 204
     assert member_ports() == []
+
+
+def last_event_wakes(engine: Engine) -> set[str]:
+    with Session(engine) as session:
+        event = session.scalars(select(OutboxEvent).order_by(OutboxEvent.sequence.desc())).first()
+        assert event is not None
+        return affected(session, event)
+
+
+def test_a_load_balancers_ports_are_its_own(admin: Api, engine: Engine) -> None:
+    """No project can make a port that joins a load balancer's appliance,
+    nor move one out of it; the service's ports are found as such even
+    renamed; member subnets must not overlap its other subnets."""
+    alice = project(admin, "alice")
+    lb_id, pool_id = member_pool(alice, engine)
+    balancer = alice("GET", f"{LBS}/{lb_id}").json()["loadbalancer"]
+    mallory = project(admin, "mallory")
+    own = mallory.create_network(name="mine")
+    mallory("POST", "/v2.0/subnets", {"subnet": {"network_id": own["id"], "ip_version": 4,
+                                                 "cidr": "10.0.0.0/24"}})  # fmt: skip
+    claim = {"network_id": own["id"], "device_owner": "Octavia", "device_id": f"lb-{lb_id}"}
+    refused = mallory("POST", "/v2.0/ports", {"port": claim})
+    assert refused.status_code == 403, refused.text
+    mine = mallory("POST", "/v2.0/ports", {"port": {"network_id": own["id"]}}).json()["port"]
+    owner = {"port": {"device_owner": "Octavia", "device_id": f"lb-{lb_id}"}}
+    assert mallory("PUT", f"/v2.0/ports/{mine['id']}", owner).status_code == 403
+    # Alice herself cannot claim or release one either (only the service does).
+    vip_url = f"/v2.0/ports/{balancer['vip_port_id']}"
+    assert alice("PUT", vip_url, {"port": {"device_id": ""}}).status_code == 409
+    with Session(engine) as session:
+        row = session.get(LoadBalancer, lb_id)
+        assert row is not None
+        assert len(lb_driver.plan(session, row).ports) == 1  # the VIP's alone
+
+    # A member subnet overlapping the VIP's: refused, nothing made.
+    far = alice.create_network(name="far")
+    overlapping = alice(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": far["id"], "ip_version": 4, "cidr": "10.0.0.0/16"}},
+    ).json()["subnet"]
+    activate(engine, lb_id)
+    body = {"address": "10.0.9.9", "protocol_port": 80, "subnet_id": overlapping["id"]}
+    made = alice("POST", f"/v2/lbaas/pools/{pool_id}/members", {"member": body})
+    assert fault(made)[:2] == (400, "Client") and "overlaps" in fault(made)[2]
+
+    # Renamed, the service's ports are still the service's: gone with it.
+    alice("PUT", vip_url, {"port": {"name": "renamed"}})
+    assert alice("DELETE", f"{LBS}/{lb_id}?cascade=true").status_code == 204
+    assert alice("GET", vip_url).status_code == 404
+
+    # The VIP's group is the service's own project's: no project's quota pays.
+    listed = admin("GET", "/v2.0/security-groups").json()["security_groups"]
+    lb_groups = [g for g in listed if g["name"].startswith("lb-")]
+    assert lb_groups == []  # (deleted with it)
+    alice("POST", LBS, {"loadbalancer": {"vip_subnet_id": balancer["vip_subnet_id"]}})
+    listed = admin("GET", "/v2.0/security-groups").json()["security_groups"]
+    [lb_group] = [g for g in listed if g["name"].startswith("lb-")]
+    admin_project = admin("GET", "/v2.0/quotas/project").json()["project"]["project_id"]
+    assert lb_group["project_id"] not in (admin_project, balancer["project_id"])
+
+
+def test_changes_to_the_vips_groups_wake_its_appliance(admin: Api, engine: Engine) -> None:
+    alice = project(admin, "alice")
+    subnet = tenant_subnet(alice)
+    own = alice(
+        "POST", "/v2.0/ports", {"port": {"network_id": subnet["network_id"], "name": "vip"}}
+    ).json()["port"]
+    [default] = own["security_groups"]
+    balancer = alice("POST", LBS, {"loadbalancer": {"vip_port_id": own["id"]}}).json()[
+        "loadbalancer"
+    ]
+    appliance_id = f"lb-{balancer['id']}"
+    rule = {"security_group_id": default, "direction": "ingress", "protocol": "tcp",
+            "port_range_min": 22, "port_range_max": 22}  # fmt: skip
+    made = alice("POST", "/v2.0/security-group-rules", {"security_group_rule": rule})
+    assert made.status_code == 201, made.text
+    assert appliance_id in last_event_wakes(engine)
+    # A port joining a group the VIP's default group names as remote (itself).
+    alice("POST", "/v2.0/ports", {"port": {"network_id": subnet["network_id"]}})
+    assert appliance_id in last_event_wakes(engine)
+    # A change of one of its own ports wakes it.
+    alice("PUT", f"/v2.0/ports/{own['id']}", {"port": {"name": "still-the-vip"}})
+    assert last_event_wakes(engine) == {appliance_id}

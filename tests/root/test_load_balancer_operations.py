@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from astara.linux.cleanup import default_run_dir
+from astara.linux.netns import exists as netns_exists
+from astara.naming import Names
 from astara.testing.net import NamedHttpServer, http_get, wait_until
 from astara.testing.server import Cloud
 from tests.root.test_load_balancers import LB, openstack, wait_active
@@ -24,6 +27,13 @@ def curl_code(netns: str, url: str, timeout_s: int = 2) -> int:
     return subprocess.run([*argv, url], check=False, timeout=timeout_s + 10).returncode
 
 
+def fabric_links(names: Names) -> set[str]:
+    found = subprocess.run(
+        ["ip", "-n", names.fabric_netns, "-o", "link", "show"], capture_output=True, text=True
+    )
+    return {line.split(":")[1].strip().split("@")[0] for line in found.stdout.splitlines()}
+
+
 def pids(netns: str) -> set[str]:
     found = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
     return set(found.stdout.split())
@@ -33,6 +43,7 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
     cloud: Cloud,
 ) -> None:
     prefix = cloud.server.prefix
+    assert prefix is not None
     subnet, addresses = cloud.workload_network("web", "10.81.0.0/24", "m1", "m2", "client")
     # m3 is on a network of its own, which no router joins: the appliance
     # reaches it through a port of its own on m3's subnet, as Octavia's amphora.
@@ -106,6 +117,7 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
             return stats if stats["total_connections"] >= 5 and stats["bytes_out"] > 0 else None
 
         stats = wait_until(counted, 30, 0.5, "the statistics to count the requests")
+        assert stats is not None
         assert stats["bytes_in"] > 0 and stats["request_errors"] >= 0
         listener_stats = cloud("GET", f"{LB}/listeners/{listener_id}/stats")["stats"]
         assert listener_stats["total_connections"] >= stats["total_connections"]
@@ -133,11 +145,26 @@ def test_one_call_makes_a_load_balancer_that_serves_filters_counts_and_fails_ove
         # The counters go on from where they were (haproxy's began again).
         after = cloud("GET", f"{LB}/loadbalancers/{lb_id}/stats")["stats"]
         assert after["total_connections"] >= stats["total_connections"]
+        # A cascade delete removes everything from the host: the namespace,
+        # its links on the fabric (the VIP's and the member side's), its
+        # runtime files, and its ports and group from the API.
+        vip_port = cloud("GET", f"/v2.0/ports/{balancer['vip_port_id']}")["port"]
+        names = Names(prefix)
+        links = {names.appliance_fabric_link(f"lb-{lb_id}", vip_port["mac_address"])}
+        links.add(names.appliance_fabric_link(f"lb-{lb_id}", member_side["mac_address"]))
+        [group_id] = vip_port["security_groups"]
+        run_directory = default_run_dir(prefix) / "appliances" / f"lb-{lb_id}"
+        assert run_directory.exists() and links <= fabric_links(names)
         cloud("DELETE", f"{LB}/loadbalancers/{lb_id}?cascade=true", ok=204)
-        gone = cloud(
-            "GET", f"/v2.0/ports?network_id={far_subnet['network_id']}&device_owner=Octavia"
-        )
-        assert gone["ports"] == []
+
+        def removed() -> bool:
+            return not netns_exists(netns) and not run_directory.exists()
+
+        wait_until(removed, 30, 0.2, "the appliance to be removed")
+        assert not links & fabric_links(names)
+        octavia = cloud("GET", "/v2.0/ports?device_owner=Octavia")
+        assert octavia["ports"] == []
+        assert cloud("GET", f"/v2.0/security-groups?id={group_id}")["security_groups"] == []
     finally:
         for server in servers:
             server.stop()

@@ -1,4 +1,4 @@
-"""Load balancers with real packets (work in progress, issue 12): the Octavia
+"""Load balancers with real packets: the Octavia
 API makes an appliance of its own (a namespace, the VIP port, haproxy) that
 spreads requests over members that name themselves, and reports ACTIVE only
 once it serves what was asked."""

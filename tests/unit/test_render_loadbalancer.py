@@ -1,6 +1,6 @@
 """A load balancer appliance's haproxy config: rendered from the appliance
 config's `loadbalancer` section, accepted by `haproxy -c`, its L7 values
-read by haproxy as they are (work in progress, issue 12)."""
+read by haproxy as they are."""
 
 from __future__ import annotations
 
@@ -351,3 +351,23 @@ def test_the_vip_admits_only_what_its_groups_allow(tmp_path: Path) -> None:
     assert chain_lines(closed, "vip_ingress")[-1:] == ["drop"]
     with pytest.raises(ValueError, match="is not IPv6"):
         config(vip_security=[{"ethertype": "IPv6", "remote_prefix": "10.0.0.0/8"}])
+
+
+def test_the_vip_is_reached_through_its_own_interface_only(tmp_path: Path) -> None:
+    """A member-side interface (a port on a member subnet) is no way to the
+    listeners: what is addressed to the VIP and enters there is dropped."""
+    made = config()
+    doc = made.model_dump(mode="json")
+    doc["interfaces"].append(
+        {
+            "mac": "fa:16:3e:00:0b:02",
+            "network_id": "members",
+            "role": "internal",
+            "addresses": ["10.9.0.5/24"],
+        }
+    )
+    text = render_nftables(ApplianceConfig.model_validate(doc)).text()
+    member_side = appliance_interface("internal", "fa:16:3e:00:0b:02")
+    assert f'iifname {{ "{member_side}" }} ip daddr 10.0.0.5 drop' in chain_lines(text, "input")
+    nft_check(text, tmp_path)
+    assert "daddr 10.0.0.5 drop" not in render_nftables(made).text()  # the VIP's alone: none

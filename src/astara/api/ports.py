@@ -66,11 +66,12 @@ from astara.db.models import (
     RouterPort,
     Subnet,
 )
+from astara.drivers import loadbalancer as lb_driver
 from astara.model import rules
 
 # A load balancer's VIP port (Octavia's owner name).
-LB_OWNER = "Octavia"
-LB_DEVICE_PREFIX = "lb-"  # its device_id: `lb-<load balancer id>`, its appliance's id
+# (`device_owner` `Octavia`, `device_id` `lb-<load balancer id>`: the driver's words)
+LB_OWNER = lb_driver.OWNER
 SERVICE_OWNERS = (
     "network:router_interface",
     "network:router_gateway",
@@ -735,7 +736,13 @@ def _may_choose(caller: Caller, network: Network, values: dict[str, Any], action
     it (on a shared network, a chosen gateway IP would block its owner), or
     makes it a `network:*` port, which security groups do not apply to
     (Neutron's `network_device` policy, §3.3)."""
-    if caller.is_admin or network.project_id == caller.project_id:
+    if caller.is_admin:
+        return
+    if values.get("device_owner") == LB_OWNER:
+        # A load balancer's ports are made by the load balancer: a port that
+        # said it was one would join another project's appliance.
+        raise access.forbidden(f"rule:{action}_port:device_owner")
+    if network.project_id == caller.project_id:
         return
     owner = values.get("device_owner")
     if isinstance(owner, str) and owner.startswith("network:"):
@@ -834,6 +841,16 @@ def update(
     network = session.get(Network, port.network_id)
     assert network is not None
     _may_choose(caller, network, values, "update")
+    if port.device_owner == LB_OWNER and _in_service(session, port):
+        # Its addresses and owner change with its load balancer, not under it.
+        for name in ("fixed_ips", "device_owner", "device_id"):
+            if name in values and values[name] != getattr(port, name, None):
+                raise NeutronError(
+                    409,
+                    "UnsupportedPortDeviceOwner",
+                    f"Operation {name} update is not supported for port {port.id}"
+                    f" with device_owner {port.device_owner}.",
+                )
     if "mac_address" in values:
         if port.device_owner in SERVICE_OWNERS:
             raise NeutronError(
@@ -847,15 +864,6 @@ def update(
         _check_mac(session, network, values["mac_address"], port.id)
         port.mac_address = values.pop("mac_address")
     if "fixed_ips" in values:
-        if port.device_owner == LB_OWNER and _in_service(session, port):
-            # A load balancer serves on these addresses (its VIP, its member
-            # side): they change with it, not under it.
-            raise NeutronError(
-                409,
-                "UnsupportedPortDeviceOwner",
-                f"Operation fixed_ips update is not supported for port {port.id}"
-                f" with device_owner {port.device_owner}.",
-            )
         wanted = allocate(
             session, network, port.mac_address, values.pop("fixed_ips"), list(port.fixed_ips)
         )
@@ -883,7 +891,7 @@ def _in_service(session: Session, port: Port) -> bool:
     """A router's, floating IP's or load balancer's port while that router,
     floating IP or load balancer exists."""
     if port.device_owner == LB_OWNER:  # its VIP port, or one on a member subnet
-        balancer_id = port.device_id.removeprefix(LB_DEVICE_PREFIX)
+        balancer_id = lb_driver.balancer_id(port.device_id) or ""
         held = select(LoadBalancer.id).where(LoadBalancer.id == balancer_id)
     elif port.device_owner == "network:floatingip":
         held = select(FloatingIp.id).where(FloatingIp.floating_port_id == port.id)

@@ -423,6 +423,8 @@ class LoadBalancer(LoadBalancerObject, Base):
     provider: Mapped[str] = mapped_column(String(64), default="astara")
     # A zone of the hosts (`astara host list`): its appliance is placed there.
     availability_zone: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Its VIP port was made for it (deleted with it), not given by the tenant (released).
+    vip_port_made: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Listener(LoadBalancerObject, Base):

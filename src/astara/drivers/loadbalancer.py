@@ -85,7 +85,7 @@ def plan(session: Session, balancer: LoadBalancer) -> AppliancePlan:
             "mtu": network.mtu,
         }
     ]
-    for member_port, member_network, addresses in _member_ports(session, balancer, port.id):
+    for member_port, member_network, addresses in _member_ports(session, balancer):
         result.ports.append(member_port.id)
         result.networks[member_network.id] = NetworkNeed(
             member_network.mtu, member_network.external
@@ -111,23 +111,33 @@ def plan(session: Session, balancer: LoadBalancer) -> AppliancePlan:
     return result
 
 
-def _member_ports(
-    session: Session, balancer: LoadBalancer, vip_port_id: str
-) -> list[tuple[Port, Network, list[str]]]:
-    """Its ports on member subnets (`api.lbaas.appliance_ports`): each with
-    its network and its addresses (with their subnets' prefixes)."""
-    found = []
-    ports = session.scalars(
-        select(Port)
-        .where(
-            Port.device_id == appliance_id(balancer.id),
-            Port.device_owner == OWNER,
-            Port.id != vip_port_id,
+def member_ports(session: Session, balancer: LoadBalancer) -> list[Port]:
+    """Its ports on member subnets (`api.lbaas.appliance_ports`): its own
+    ports but the VIP's. A load balancer's ports are those of its project
+    with `device_owner` `Octavia` and its appliance's id as `device_id`
+    (only the service may give a port that owner: `api.ports`)."""
+    return list(
+        session.scalars(
+            select(Port)
+            .where(
+                Port.device_id == appliance_id(balancer.id),
+                Port.device_owner == OWNER,
+                Port.project_id == balancer.project_id,
+                Port.id != balancer.vip_port_id,
+            )
+            .options(selectinload(Port.fixed_ips))
+            .order_by(Port.network_id, Port.id)
         )
-        .options(selectinload(Port.fixed_ips))
-        .order_by(Port.network_id, Port.id)
     )
-    for port in ports:
+
+
+def _member_ports(
+    session: Session, balancer: LoadBalancer
+) -> list[tuple[Port, Network, list[str]]]:
+    """Its member-side ports, each with its network and its addresses
+    (with their subnets' prefixes)."""
+    found = []
+    for port in member_ports(session, balancer):
         network = session.get(Network, port.network_id)
         addresses = []
         for allocation in port.fixed_ips:

@@ -5,6 +5,8 @@ event misses."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,10 +15,13 @@ from astara.db.models import (
     ApplianceState,
     FloatingIp,
     Host,
+    LoadBalancer,
     OutboxEvent,
     Port,
+    PortSecurityGroup,
     Router,
     RouterPort,
+    SecurityGroupRule,
     Subnet,
     dhcp_appliance_id,
 )
@@ -53,7 +58,12 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     project (the resync catches anything this misses)."""
     kind, object_id = event.resource_type, event.resource_id
     detail = event.detail if isinstance(event.detail, dict) else {}
-    if kind in SECURITY or kind in FIREWALL or kind in LOAD_BALANCER_PARTS:
+    if kind in SECURITY:
+        # Workload ports' filtering is the L2 pass's; a load balancer enforces
+        # its VIP port's groups itself (a group's change, or a member of a
+        # group one of its rules names as remote).
+        return _balancers_filtering_by(session, kind, object_id, detail)
+    if kind in FIREWALL or kind in LOAD_BALANCER_PARTS:
         return set()
     if kind == "loadbalancer":
         return {lb_driver.appliance_id(object_id)}
@@ -76,7 +86,15 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     elif kind == "subnet":
         network_id = session.scalar(select(Subnet.network_id).where(Subnet.id == object_id))
     elif kind == "port":
-        network_id = session.scalar(select(Port.network_id).where(Port.id == object_id))
+        port = session.get(Port, object_id)
+        network_id = port.network_id if port is not None else None
+        if port is not None and port.device_owner == lb_driver.OWNER:
+            return {port.device_id}  # a load balancer's own port: its appliance
+        if port is not None:
+            # Its groups, and what they name as remote, may be a VIP's filter.
+            found = _balancers_filtering_by(session, "port", object_id, detail)
+            if found:
+                return found | affected_network(session, network_id)
     elif kind == "floatingip":
         floating = session.get(FloatingIp, object_id)
         if floating is not None:
@@ -87,17 +105,7 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
     if network_id is None and isinstance(detail.get("network_id"), str):
         network_id = detail["network_id"]
     if network_id is not None:
-        found = set(
-            session.scalars(
-                select(RouterPort.router_id)
-                .join(Port, Port.id == RouterPort.port_id)
-                .where(Port.network_id == network_id)
-            )
-        )
-        # Woken whether or not it has one: a DHCP appliance no longer wanted
-        # is removed, and one never wanted costs two queries.
-        found.add(dhcp_appliance_id(network_id))
-        return found
+        return affected_network(session, network_id)
     project = event.project_id
     found = set(session.scalars(select(Router.id).where(Router.project_id == project)))
     found.update(
@@ -111,3 +119,62 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
         )
     )
     return found
+
+
+def affected_network(session: Session, network_id: str | None) -> set[str]:
+    """The routers on a network, and its DHCP appliance (woken whether or
+    not it has one: one no longer wanted is removed, and one never wanted
+    costs two queries)."""
+    if network_id is None:
+        return set()
+    found = set(
+        session.scalars(
+            select(RouterPort.router_id)
+            .join(Port, Port.id == RouterPort.port_id)
+            .where(Port.network_id == network_id)
+        )
+    )
+    found.add(dhcp_appliance_id(network_id))
+    return found
+
+
+def _balancers_filtering_by(
+    session: Session, kind: str, object_id: str, detail: dict[str, Any]
+) -> set[str]:
+    """The load balancers whose VIP filter a change may alter: those whose
+    VIP port is in the changed group (a rule's group), or in a group with a
+    rule naming it as remote; for a port, those of the groups it is in."""
+    if kind == "security_group_rule":
+        rule = session.get(SecurityGroupRule, object_id)
+        group_id = rule.security_group_id if rule is not None else detail.get("security_group_id")
+        groups = {group_id} if isinstance(group_id, str) else set()
+    elif kind == "port":
+        groups = set(
+            session.scalars(
+                select(PortSecurityGroup.security_group_id).where(
+                    PortSecurityGroup.port_id == object_id
+                )
+            )
+        )
+    elif kind == "security_group":
+        groups = {object_id}
+    else:  # an address group: the groups whose rules name it
+        groups = set(
+            session.scalars(
+                select(SecurityGroupRule.security_group_id).where(
+                    SecurityGroupRule.remote_address_group_id == object_id
+                )
+            )
+        )
+    if not groups:
+        return set()
+    naming = select(SecurityGroupRule.security_group_id).where(
+        SecurityGroupRule.remote_group_id.in_(groups)
+    )
+    filtering = groups | set(session.scalars(naming))
+    found = session.scalars(
+        select(LoadBalancer.id)
+        .join(PortSecurityGroup, PortSecurityGroup.port_id == LoadBalancer.vip_port_id)
+        .where(PortSecurityGroup.security_group_id.in_(filtering))
+    )
+    return {lb_driver.appliance_id(i) for i in found}

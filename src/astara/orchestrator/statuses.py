@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from astara.db.models import (
+    ApplianceState,
     FloatingIp,
     HealthMonitor,
     L7Policy,
@@ -182,6 +183,9 @@ def write_lb_statuses(
         return
     if lb_driver.plan(session, balancer).digest != plan.digest:
         return  # the API changed it since: still pending
+    record = session.get(ApplianceState, appliance_id)
+    if record is not None and record.rebuild_requested:
+        return  # a failover asked since: pending until the rebuild has run
     pools = list(session.scalars(select(Pool).where(Pool.load_balancer_id == balancer.id)))
     pool_ids = [p.id for p in pools]
     monitors = list(

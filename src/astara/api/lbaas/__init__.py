@@ -2,5 +2,5 @@
 tenant API's port): Octavia's envelopes, WSME-style validation messages and
 fault bodies (`errors`, `bodies`), and one module per resource.
 
-Work in progress (issue 12): see docs/api-compatibility.md, "Load balancers".
+What is served: docs/api-compatibility.md, "Load balancers".
 """

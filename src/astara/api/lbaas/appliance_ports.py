@@ -14,6 +14,7 @@ appliance's id (`lb-<id>`): service ports while it exists.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Any
 
@@ -72,26 +73,25 @@ def make(
         project_id=project_id,
         is_admin=True,  # made by the service, for the project
     )
+    # Made by the service (an `Octavia` port is the service's to make), for
+    # the project, on a subnet the caller was checked to see.
+    service = Caller(project_id=project_id, project_name=caller.project_name, is_admin=True)
     try:
         neutron_quotas.check(session, "port", project_id)
-        return ports.create(session, caller, values, now)
+        return ports.create(session, service, values, now)
     except NeutronError as error:
         raise errors.OctaviaError(
             error.status if error.status < 500 else 500, error.message
         ) from None
 
 
-def _member_ports(session: Session, balancer_id: str) -> dict[str, Port]:
-    """The member-side ports it has, by subnet."""
-    prefix = member_name(balancer_id, "")
-    found = session.scalars(
-        select(Port).where(
-            Port.device_id == lb_driver.appliance_id(balancer_id),
-            Port.device_owner == OWNER,
-            Port.name.startswith(prefix),
-        )
-    )
-    return {port.name.removeprefix(prefix): port for port in found}
+def _member_ports(session: Session, balancer: LoadBalancer) -> dict[str, Port]:
+    """The member-side ports it has, by their subnet."""
+    found = {}
+    for port in lb_driver.member_ports(session, balancer):
+        for allocation in port.fixed_ips[:1]:
+            found[allocation.subnet_id] = port
+    return found
 
 
 def sync_members(session: Session, caller: Caller, balancer: LoadBalancer, now: datetime) -> None:
@@ -108,7 +108,8 @@ def sync_members(session: Session, caller: Caller, balancer: LoadBalancer, now: 
         for subnet in session.scalars(select(Subnet).where(Subnet.id.in_(subnet_ids)))
         if subnet.network_id != balancer.vip_network_id
     }
-    held = _member_ports(session, balancer.id)
+    _disjoint(session, balancer, list(wanted.values()))
+    held = _member_ports(session, balancer)
     for subnet_id, port in held.items():
         if subnet_id not in wanted:
             ports.remove(session, port, now)
@@ -118,6 +119,22 @@ def sync_members(session: Session, caller: Caller, balancer: LoadBalancer, now: 
             make(session, caller, balancer.project_id, balancer.id, subnet, None, now, name)
 
 
-def remove_members(session: Session, balancer_id: str, now: datetime) -> None:
-    for port in _member_ports(session, balancer_id).values():
+def _disjoint(session: Session, balancer: LoadBalancer, subnets: list[Subnet]) -> None:
+    """Member subnets the appliance gets a port on must not overlap its VIP
+    subnet or each other: two routes to one prefix in its namespace."""
+    vip = session.get(Subnet, balancer.vip_subnet_id)
+    seen = [(vip.id, ipaddress.ip_network(vip.cidr))] if vip is not None else []
+    for subnet in sorted(subnets, key=lambda s: s.id):
+        cidr = ipaddress.ip_network(subnet.cidr)
+        for other_id, other in seen:
+            if cidr.version == other.version and cidr.overlaps(other):
+                raise errors.validation(
+                    f"Member subnet {subnet.id} ({cidr}) overlaps subnet {other_id} ({other})"
+                    " of this load balancer's appliance."
+                )
+        seen.append((subnet.id, cidr))
+
+
+def remove_members(session: Session, balancer: LoadBalancer, now: datetime) -> None:
+    for port in lb_driver.member_ports(session, balancer):
         ports.remove(session, port, now)

@@ -4,7 +4,6 @@ haproxy's checks. PING is refused as a deployment that disabled it would
 (haproxy pings only through an external command); UDP-CONNECT and SCTP
 belong to pools this appliance does not serve.
 
-Work in progress (issue 12).
 """
 
 from __future__ import annotations

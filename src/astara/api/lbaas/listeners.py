@@ -5,7 +5,6 @@ the appliance cannot serve here is refused as a deployment that disabled it
 would: TERMINATED_HTTPS (no secret store yet), UDP and SCTP (Octavia serves
 them with LVS; these kernels have no IPVS), PROMETHEUS.
 
-Work in progress (issue 12).
 """
 
 from __future__ import annotations

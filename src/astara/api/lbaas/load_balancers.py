@@ -6,7 +6,6 @@ names), whose address is `vip_address`. It is PENDING_CREATE until its
 appliance runs it, and immutable while PENDING_* (Octavia's rule: clients
 wait for ACTIVE between changes).
 
-Work in progress (issue 12).
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ from astara.db.models import (
 from astara.drivers import loadbalancer as lb_driver
 
 RESOURCE = "Load Balancer"
-OWNER = "Octavia"  # the VIP port's device_owner, as Octavia's
 PROVIDERS = ("astara",)
 PENDING = ("PENDING_CREATE", "PENDING_UPDATE", "PENDING_DELETE")
 DELETABLE = ("ACTIVE", "ERROR")
@@ -215,7 +213,8 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
         address = str(body.vip_address) if body.vip_address is not None else None
         port = appliance_ports.make(session, caller, project_id, balancer_id, subnet, address, now)
     else:
-        port.device_owner, port.device_id = OWNER, lb_driver.appliance_id(balancer_id)
+        port.device_owner = lb_driver.OWNER
+        port.device_id = lb_driver.appliance_id(balancer_id)
         changes.update(session, "port", port, {}, now)
     vip = next(a.ip_address for a in port.fixed_ips if a.subnet_id == subnet.id)
     balancer = LoadBalancer(
@@ -232,6 +231,7 @@ def create(session: Session, caller: Caller, body: LoadBalancerPOST, now: dateti
         vip_address=vip,
         provider=provider,
         availability_zone=body.availability_zone,
+        vip_port_made=made,
         created_at=now,
         updated_at=now,
         revision_number=1,
@@ -291,15 +291,15 @@ def delete(
         raise errors.pending(balancer.provisioning_status, balancer.id)
     port = session.get(Port, balancer.vip_port_id) if balancer.vip_port_id else None
     vip_group.detach(session, balancer.id, now)
+    appliance_ports.remove_members(session, balancer, now)
     for model in (Listener, Pool):
         for row in session.scalars(select(model).where(model.load_balancer_id == balancer.id)):
             session.delete(row)
     session.flush()  # its children first: the database's cascade must not beat the session's
     session.delete(balancer)
     session.flush()
-    appliance_ports.remove_members(session, balancer.id, now)
     if port is not None and port.device_id == lb_driver.appliance_id(balancer.id):
-        if port.name == appliance_ports.vip_name(balancer.id):
+        if balancer.vip_port_made:
             ports.remove(session, port, now)
         else:
             port.device_owner, port.device_id = "", ""

@@ -1,5 +1,5 @@
 """Octavia members: `/v2/lbaas/pools/{pool_id}/members` (fact sheet §6.8,
-research §5.5). Work in progress (issue 12)."""
+research §5.5)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ leastconn, source); session persistence SOURCE_IP, HTTP_COOKIE, APP_COOKIE.
 What the appliance cannot serve is refused: SOURCE_IP_PORT (as Octavia's
 amphora provider refuses it), UDP and SCTP pools, TLS to members.
 
-Work in progress (issue 12).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The VIP port's security group, as Octavia's: `lb-<load balancer id>`,
-owned by the service (the admin project, so the tenant sees its id on the
-port and cannot change it), opening each listener's port to its
-`allowed_cidrs` (anyone of the VIP's IP version without). It is the only
-group of a VIP port Astara made; a VIP port the tenant gave keeps its own
-groups beside it until the load balancer lets it go.
+owned by the service (a project of its own, `_octavia`, so the tenant sees
+its id on the port and cannot change it, and no project's quota pays for
+it), opening each listener's port to its `allowed_cidrs` (anyone of the
+VIP's IP version without). It is the only group of a VIP port Astara made;
+a VIP port the tenant gave keeps its own groups beside it until the load
+balancer lets it go.
 
 The appliance enforces the VIP port's groups on what reaches it
 (`drivers.loadbalancer`): what no group allows never reaches haproxy.
@@ -19,42 +20,56 @@ discovery and failures need.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from astara.api import changes, security_groups
-from astara.api.bootstrap import ADMIN_PROJECT
 from astara.db.models import (
     Listener,
     LoadBalancer,
     PortSecurityGroup,
     Project,
+    Quota,
     SecurityGroup,
 )
+from astara.drivers import loadbalancer as lb_driver
 from astara.model import security_rules
 
 DESCRIPTION = "Astara load balancer: its listeners' ports (managed by the load balancer)"
-GONE = ("PENDING_DELETE", "DELETED")
 
 
 def name_of(balancer_id: str) -> str:
     return f"lb-{balancer_id}"
 
 
-def _service(session: Session) -> str:
-    found = session.scalar(select(Project.id).where(Project.name == ADMIN_PROJECT))
-    assert found is not None, "the admin project is made at bootstrap"
-    return found
+# The service's own project: it owns the groups (no tenant may change them).
+# Not a name `astara project create` takes, so no tenant can hold it; made
+# on first use, with no limit on groups and rules (they come with load
+# balancers, which have quotas of their own).
+SERVICE_PROJECT = "_octavia"
+
+
+def _service(session: Session, now: datetime) -> str:
+    found = session.scalar(select(Project.id).where(Project.name == SERVICE_PROJECT))
+    if found is not None:
+        return found
+    project = Project(id=uuid.uuid4().hex, name=SERVICE_PROJECT, is_admin=False, created_at=now)
+    session.add(project)
+    session.flush()  # two first load balancers at once: one wins, the other runs again
+    for resource in ("security_group", "security_group_rule"):
+        session.add(Quota(project_id=project.id, resource=resource, limit=-1))
+    session.flush()
+    return project.id
 
 
 def group_of(session: Session, balancer_id: str) -> SecurityGroup | None:
     return session.scalar(
-        select(SecurityGroup).where(
-            SecurityGroup.name == name_of(balancer_id),
-            SecurityGroup.project_id == _service(session),
-        )
+        select(SecurityGroup)
+        .join(Project, Project.id == SecurityGroup.project_id)
+        .where(SecurityGroup.name == name_of(balancer_id), Project.name == SERVICE_PROJECT)
     )
 
 
@@ -62,10 +77,9 @@ def attach(
     session: Session, balancer: LoadBalancer, port_id: str, only: bool, now: datetime
 ) -> None:
     """Make the load balancer's group and put the VIP port in it: its only
-    group when `only` (a port Astara made), else beside the port's own.
-    Not counted in any quota (the service's, as Octavia's)."""
+    group when `only` (a port Astara made), else beside the port's own."""
     group = security_groups.new_group(
-        _service(session), name_of(balancer.id), DESCRIPTION, False, now
+        _service(session, now), name_of(balancer.id), DESCRIPTION, False, now
     )
     session.add(group)
     session.flush()
@@ -98,7 +112,8 @@ def sync(session: Session, balancer: LoadBalancer, now: datetime) -> None:
     wanted: set[Wanted] = {(p, low, high, None) for p, low, high in REPLIES[ethertype]}
     for listener in session.scalars(
         select(Listener).where(
-            Listener.load_balancer_id == balancer.id, Listener.provisioning_status.not_in(GONE)
+            Listener.load_balancer_id == balancer.id,
+            Listener.provisioning_status.not_in(lb_driver.GONE),
         )
     ):
         protocol = "udp" if listener.port_family == "udp" else "tcp"

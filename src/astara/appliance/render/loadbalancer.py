@@ -4,8 +4,8 @@ the departures written here.
 
 - A frontend per enabled listener on the VIP, a backend per pool.
 - `allowed_cidrs` is enforced by haproxy itself (`tcp-request connection
-  reject`), where Octavia relies on the VIP port's security group (the
-  VIP's own group: not yet).
+  reject`) as well as by the VIP port's group (which Octavia relies on
+  alone): a second line.
 - Expected codes use haproxy's `http-check expect status` list and ranges,
   which 2.6 takes as they are, rather than Octavia's regex expansion.
 - L7 policies: an `acl` per rule (named by its id), then the actions
@@ -21,7 +21,6 @@ the departures written here.
   master socket (hitless reloads) are in the appliance's run directory,
   readable by root only.
 
-Work in progress (issue 12).
 """
 
 from __future__ import annotations

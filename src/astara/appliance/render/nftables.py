@@ -228,6 +228,7 @@ def _chains(config: ApplianceConfig) -> str:
             f'\t\tiifname "{ext_if}" meta l4proto {{ icmp, ipv6-icmp }} accept',
             f'\t\tiifname "{ext_if}" drop',
         ]
+    inbound += _vip_elsewhere(config)
     vip = _vip_ingress(config)
     if vip is not None:
         inbound.append(f'\t\tiifname "{vip[0]}" jump {VIP_CHAIN}')
@@ -260,6 +261,25 @@ def _tracked(config: ApplianceConfig) -> bool:
 VIP_CHAIN = "vip_ingress"
 # What an IPv6 VIP needs whatever its groups say (Neutron's firewall allows the same).
 _ND = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept"
+
+
+def _vip_elsewhere(config: ApplianceConfig) -> list[str]:
+    """What is addressed to a load balancer's VIP enters through the VIP's
+    interface only: a host on a member network (another project's, maybe)
+    must not reach the listeners past the VIP's groups."""
+    section = config.loadbalancer
+    if section is None:
+        return []
+    others = sorted(
+        appliance_interface(i.role.value, i.mac)
+        for i in config.interfaces
+        if not any(a.ip == section.vip for a in i.addresses)
+    )
+    if not others:
+        return []
+    family = "ip" if section.vip.version == 4 else "ip6"
+    names = ", ".join(f'"{name}"' for name in others)
+    return [f"\t\tiifname {{ {names} }} {family} daddr {section.vip} drop"]
 
 
 def _vip_ingress(config: ApplianceConfig) -> tuple[str, list[str]] | None:

@@ -1,6 +1,6 @@
 """Octavia v2, second part: L7 policies and rules, listener statistics
 (accumulated across haproxy's reloads and restarts), a load balancer's
-availability zone.
+availability zone, and whether its VIP port is one the service made.
 
 Revision ID: 0013
 Revises: 0012
@@ -92,10 +92,20 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("load_balancers") as table:
         table.add_column(sa.Column("availability_zone", sa.String(255), nullable=True))
+        table.add_column(
+            sa.Column("vip_port_made", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+    # The VIP ports made so far are those named as the service names them.
+    op.execute(
+        "UPDATE load_balancers SET vip_port_made = EXISTS (SELECT 1 FROM ports"
+        " WHERE ports.id = load_balancers.vip_port_id"
+        " AND ports.name = 'octavia-lb-' || load_balancers.id)"
+    )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("load_balancers") as table:
+        table.drop_column("vip_port_made")
         table.drop_column("availability_zone")
     for name in ("listener_statistics", "l7rules", "l7policies"):
         op.drop_table(name)
