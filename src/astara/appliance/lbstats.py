@@ -17,11 +17,11 @@ haproxy process, so the orchestrator accumulates them.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import socket
 from pathlib import Path
 from typing import Any
+
+from astara.appliance.lbreload import ask
 
 _MEMBER = {"UP": "ONLINE", "DOWN": "ERROR", "MAINT": "OFFLINE", "DRAIN": "DRAINING"}
 COUNTERS = {
@@ -46,21 +46,10 @@ def member_status(haproxy: str) -> str:
 def read_stat(path: Path, timeout_s: float = 2.0) -> list[dict[str, str]] | None:
     """The rows of `show stat` (one per frontend, backend and server); None
     if haproxy does not answer (not running, or reloading): nothing known."""
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(timeout_s)
-    chunks = []
-    try:
-        client.connect(str(path))
-        client.sendall(b"show stat\n")
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-    except OSError:
+    answer = ask(path, "show stat", timeout_s)
+    if answer is None:
         return None
-    finally:
-        with contextlib.suppress(OSError):
-            client.close()
-    text = b"".join(chunks).decode(errors="replace").lstrip("# ")
-    return list(csv.DictReader(text.splitlines()))
+    return list(csv.DictReader(answer.lstrip("# ").splitlines()))
 
 
 def health(rows: list[dict[str, str]] | None) -> dict[str, Any] | None:
