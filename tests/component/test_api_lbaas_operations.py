@@ -763,4 +763,4 @@ def test_changes_to_the_vips_groups_wake_its_appliance(admin: Api, engine: Engin
     assert appliance_id in last_event_wakes(engine)
     # A change of one of its own ports wakes it.
     alice("PUT", f"/v2.0/ports/{own['id']}", {"port": {"name": "still-the-vip"}})
-    assert last_event_wakes(engine) == {appliance_id}
+    assert appliance_id in last_event_wakes(engine)

@@ -89,7 +89,8 @@ def affected(session: Session, event: OutboxEvent) -> set[str]:
         port = session.get(Port, object_id)
         network_id = port.network_id if port is not None else None
         if port is not None and port.device_owner == lb_driver.OWNER:
-            return {port.device_id}  # a load balancer's own port: its appliance
+            # A load balancer's own port: its appliance, and its network's.
+            return {port.device_id} | affected_network(session, network_id)
         if port is not None:
             # Its groups, and what they name as remote, may be a VIP's filter.
             found = _balancers_filtering_by(session, "port", object_id, detail)
