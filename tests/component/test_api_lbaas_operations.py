@@ -423,7 +423,7 @@ def test_statistics_accumulate_across_haproxy_restarts(admin: Api, engine: Engin
     assert alice("GET", url).json() == {"stats": zero}
     assert alice("GET", f"{LBS}/{lb_id}/stats").json() == {"stats": zero}
 
-    def read(bin_: int, stot: int, scur: int) -> None:
+    def read(bin_: int, stot: int, scur: int, process: int | None = None) -> None:
         rows = [
             {
                 "pxname": listener_id,
@@ -437,7 +437,7 @@ def test_statistics_accumulate_across_haproxy_restarts(admin: Api, engine: Engin
             }
         ]
         with Session(engine) as session:
-            write_lb_stats(session, lb_driver.appliance_id(lb_id), health(rows), NOW)
+            write_lb_stats(session, lb_driver.appliance_id(lb_id), health(rows, process), NOW)
             session.commit()
 
     read(1000, 10, 2)
@@ -452,6 +452,13 @@ def test_statistics_accumulate_across_haproxy_restarts(admin: Api, engine: Engin
     }
     assert alice("GET", url).json() == {"stats": expected}
     assert alice("GET", f"{LBS}/{lb_id}/stats").json() == {"stats": expected}
+    # Known by its process: a reload's new worker that has already passed the
+    # old one's last reading is counted whole, not as growth.
+    read(100, 1, 0, process=41)
+    read(300, 3, 0, process=41)
+    read(500, 5, 0, process=42)
+    grown = alice("GET", url).json()["stats"]
+    assert (grown["bytes_in"], grown["total_connections"]) == (1700 + 300 + 500, 16 + 3 + 5)
     bob = project(admin, "bob")
     assert fault(bob("GET", url))[0] == 403
     assert fault(bob("GET", f"{LBS}/{lb_id}/stats"))[0] == 403

@@ -12,7 +12,8 @@ statuses (octavia/amphorae/backends/health_daemon: the same mapping).
 Each listener's counters come from its frontend's row as they are (Octavia's
 names: `bin` bytes_in, `bout` bytes_out, `scur` active_connections, `stot`
 total_connections, `ereq` request_errors); they start at zero with each
-haproxy process, so the orchestrator accumulates them.
+haproxy process (each reload starts one), so the orchestrator accumulates
+them, knowing a new process by the pid that answers `show info`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from astara.appliance.lbreload import ask
+from astara.appliance.lbreload import ask, parse_show_info_pid
 
 _MEMBER = {"UP": "ONLINE", "DOWN": "ERROR", "MAINT": "OFFLINE", "DRAIN": "DRAINING"}
 COUNTERS = {
@@ -52,9 +53,17 @@ def read_stat(path: Path, timeout_s: float = 2.0) -> list[dict[str, str]] | None
     return list(csv.DictReader(answer.lstrip("# ").splitlines()))
 
 
-def health(rows: list[dict[str, str]] | None) -> dict[str, Any] | None:
+def serving_process(path: Path, timeout_s: float = 2.0) -> int | None:
+    """The pid of the haproxy process that answers on the stats socket (its
+    worker): a new one means its counters began again."""
+    answer = ask(path, "show info", timeout_s)
+    return parse_show_info_pid(answer) if answer is not None else None
+
+
+def health(rows: list[dict[str, str]] | None, process: int | None = None) -> dict[str, Any] | None:
     """Operating statuses by object id: listeners (frontends), pools
-    (backends, from their members), members (servers); None: not known."""
+    (backends, from their members), members (servers); the counters, and
+    the process they are of (None: not known); None: nothing known."""
     if rows is None:
         return None
     listeners: dict[str, str] = {}
@@ -80,7 +89,13 @@ def health(rows: list[dict[str, str]] | None) -> dict[str, Any] | None:
             pools[pool] = "DEGRADED"
         else:
             pools[pool] = "ONLINE"
-    return {"listeners": listeners, "pools": pools, "members": members, "counters": counters}
+    return {
+        "listeners": listeners,
+        "pools": pools,
+        "members": members,
+        "counters": counters,
+        "process": process,
+    }
 
 
 def _count(text: str | None) -> int:

@@ -152,7 +152,9 @@ def observe_running(
         problems.append(status["last_error"])
     balancer: dict[str, Any] | None = None
     if config is not None and config.loadbalancer is not None:
-        balancer = lbstats.health(lbstats.read_stat(run_directory / "stats.sock"))
+        stats_socket = run_directory / "stats.sock"
+        process = lbstats.serving_process(stats_socket)
+        balancer = lbstats.health(lbstats.read_stat(stats_socket), process)
     return {
         "namespace": namespace,
         "state": "active" if not problems else "degraded",

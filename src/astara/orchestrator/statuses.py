@@ -242,14 +242,15 @@ def write_lb_statuses(
 
 # Counters that only grow (kept across haproxy's restarts), and the one that is a level.
 _TOTALS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
+PROCESS = "process"  # in `seen`: the haproxy process the counters were read from
 
 
 def accumulate(
     totals: Mapping[str, int], seen: Mapping[str, int], read: Mapping[str, int]
 ) -> dict[str, int]:
     """The totals after a read of haproxy's counters: what they grew by since
-    `seen` (the last read), or all of them where one went down (a new haproxy
-    process started from zero)."""
+    `seen` (the last read of the same process; empty for a new one), or all
+    of them where one went down (a new process, when it was not known)."""
     found = {}
     for name in _TOTALS:
         now, before = read.get(name, 0), seen.get(name, 0)
@@ -274,14 +275,18 @@ def write_lb_stats(
             )
         )
     )
+    process = health.get("process") if health is not None else None
     for listener_id in sorted(known):
         read = {k: int(v) for k, v in counters[listener_id].items()}
         row = session.get(ListenerStatistics, listener_id)
         if row is None:
             row = ListenerStatistics(listener_id=listener_id, seen={}, updated_at=now)
             session.add(row)
+        seen = dict(row.seen or {})
+        if process is not None and seen.get(PROCESS) not in (None, process):
+            seen = {}  # another haproxy process: its counters began at zero
         totals = {name: getattr(row, name) or 0 for name in _TOTALS}
-        for name, value in accumulate(totals, row.seen or {}, read).items():
+        for name, value in accumulate(totals, seen, read).items():
             setattr(row, name, value)
-        row.seen = read
+        row.seen = {**read, **({PROCESS: process} if process is not None else {})}
         row.updated_at = now
