@@ -12,7 +12,7 @@ import pytest
 
 import astara
 from astara.linux import cleanup, netns
-from astara.testing.agent import AgentProcess
+from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.lab import Lab
 from tests.root.conftest import MAC, router_config
 
@@ -99,3 +99,31 @@ def test_offline_cleanup_usage_errors_are_one_line(args: list[str], message: str
     result = astara_cli("cleanup", *args)
     assert result.returncode == 1
     assert message in result.stdout and len(result.stdout.strip().splitlines()) == 1
+
+
+def test_a_daemon_whose_namespace_was_deleted_under_it_is_found_and_stopped() -> None:
+    """A daemon outlives `ip netns del` of its namespace (a test, or an
+    operator, deleting it while the agent holds the appliance): cleanup finds
+    it by its command line, which names a file in the prefix's runtime
+    directory, and stops it."""
+    prefix = unique_prefix("c")
+    name = f"{prefix}-orphan"
+    marker = str(cleanup.default_run_dir(prefix) / "appliances" / "r2" / "daemon.conf")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    daemon = subprocess.Popen(
+        ["ip", "netns", "exec", name, sys.executable, "-c", "import time; time.sleep(120)", marker]
+    )
+    try:
+        subprocess.run(["ip", "netns", "del", name], check=True)  # it runs on, in no netns
+        assert daemon.poll() is None
+        found = cleanup.leftovers(prefix)
+        assert found["namespaces"] == [] and len(found["processes"]) == 1
+        assert marker in found["processes"][0]
+        cleanup.remove_all(prefix)
+        assert daemon.wait(timeout=10) is not None
+        assert not any(cleanup.leftovers(prefix).values())
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        if netns.exists(name):
+            subprocess.run(["ip", "netns", "del", name], check=False)
