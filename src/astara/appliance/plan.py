@@ -288,58 +288,46 @@ def settled(
 def plan_daemons(
     rendered: Rendered, observation: Observation
 ) -> list[StartDaemon | ReloadDaemon | StopDaemon]:
-    """dnsmasq: (re)started if its config changed or it is not running,
-    SIGHUP if only its hosts changed. radvd: started if not running, SIGHUP
-    if its config changed. haproxy (the metadata proxy): started if not
-    running or its config changed. Each is stopped, and its files removed,
-    when it has nothing to serve. A recreated interface needs none of them:
-    dnsmasq and radvd follow their interfaces by name through netlink (tested
-    with root), haproxy listens on every address."""
+    """Each daemon started if it is not running; when its files changed,
+    restarted if one of `restart_on` changed (its whole config for haproxy,
+    the metadata proxy; `dnsmasq.conf`), else reloaded (dnsmasq's hosts by
+    SIGHUP, radvd's config, a load balancer's hitless reload); stopped, its
+    files removed, when it has nothing to serve. A recreated interface needs
+    none of them: dnsmasq and radvd follow their interfaces by name through
+    netlink (tested with root), haproxy listens on every address."""
+    wanted: list[tuple[DaemonName, dict[str, str], set[str] | None]] = [
+        (
+            DaemonName.dnsmasq,
+            {"dnsmasq.conf": rendered.dnsmasq.conf, "dnsmasq.hosts": rendered.dnsmasq.hosts}
+            if rendered.dnsmasq.enabled
+            else {},
+            {"dnsmasq.conf"},
+        ),
+        (DaemonName.radvd, {"radvd.conf": rendered.radvd} if rendered.radvd else {}, set()),
+        (
+            DaemonName.haproxy,
+            {"haproxy.cfg": rendered.haproxy} if rendered.haproxy else {},
+            None,  # its config changes only with the host's setting: restarted
+        ),
+        (
+            DaemonName.loadbalancer,
+            {"loadbalancer.cfg": rendered.loadbalancer} if rendered.loadbalancer else {},
+            set(),  # a hitless reload: the listening sockets pass to the new worker
+        ),
+    ]
     actions: list[StartDaemon | ReloadDaemon | StopDaemon] = []
-    dnsmasq = observation.daemon(DaemonName.dnsmasq)
-    if not rendered.dnsmasq.enabled:
-        if dnsmasq.running or dnsmasq.files:
-            actions.append(StopDaemon(DaemonName.dnsmasq, running=dnsmasq.running))
-    else:
-        files = _changed_files(
-            dnsmasq,
-            {"dnsmasq.conf": rendered.dnsmasq.conf, "dnsmasq.hosts": rendered.dnsmasq.hosts},
-        )
-        if not dnsmasq.running or any(f.name == "dnsmasq.conf" for f in files):
-            actions.append(StartDaemon(DaemonName.dnsmasq, files))
+    for name, files_wanted, restart_on in wanted:
+        observed = observation.daemon(name)
+        if not files_wanted:
+            if observed.running or observed.files:
+                actions.append(StopDaemon(name, running=observed.running))
+            continue
+        files = _changed_files(observed, files_wanted)
+        restart = restart_on is None or any(f.name in restart_on for f in files)
+        if not observed.running or (files and restart):
+            actions.append(StartDaemon(name, files))
         elif files:
-            actions.append(ReloadDaemon(DaemonName.dnsmasq, files))
-
-    radvd = observation.daemon(DaemonName.radvd)
-    if not rendered.radvd:
-        if radvd.running or radvd.files:
-            actions.append(StopDaemon(DaemonName.radvd, running=radvd.running))
-    else:
-        files = _changed_files(radvd, {"radvd.conf": rendered.radvd})
-        if not radvd.running:
-            actions.append(StartDaemon(DaemonName.radvd, files))
-        elif files:
-            actions.append(ReloadDaemon(DaemonName.radvd, files))
-
-    haproxy = observation.daemon(DaemonName.haproxy)
-    if not rendered.haproxy:
-        if haproxy.running or haproxy.files:
-            actions.append(StopDaemon(DaemonName.haproxy, running=haproxy.running))
-    else:
-        files = _changed_files(haproxy, {"haproxy.cfg": rendered.haproxy})
-        if not haproxy.running or files:  # its config changes only with the host's setting
-            actions.append(StartDaemon(DaemonName.haproxy, files))
-
-    balancer = observation.daemon(DaemonName.loadbalancer)
-    if not rendered.loadbalancer:
-        if balancer.running or balancer.files:
-            actions.append(StopDaemon(DaemonName.loadbalancer, running=balancer.running))
-    else:
-        files = _changed_files(balancer, {"loadbalancer.cfg": rendered.loadbalancer})
-        if not balancer.running:
-            actions.append(StartDaemon(DaemonName.loadbalancer, files))
-        elif files:  # a hitless reload: the listening sockets pass to the new worker
-            actions.append(ReloadDaemon(DaemonName.loadbalancer, files))
+            actions.append(ReloadDaemon(name, files))
     return actions
 
 
