@@ -24,6 +24,7 @@ from astara.db.models import (
     Port,
 )
 from astara.drivers import loadbalancer as lb_driver
+from astara.orchestrator.appliances import zone_hints
 from astara.orchestrator.events import affected
 from astara.orchestrator.lifecycle import State
 from astara.orchestrator.statuses import accumulate, write_lb_stats, write_lb_statuses
@@ -517,6 +518,11 @@ def test_flavors_and_availability_zones(admin: Api, engine: Engine) -> None:
     body["availability_zone"] = "zone-a"
     made = alice("POST", LBS, {"loadbalancer": body}).json()["loadbalancer"]
     assert made["availability_zone"] == "zone-a"
+    # Its appliance is placed in that zone only (the router's hints, the same way).
+    with Session(engine) as session:
+        assert zone_hints(session, lb_driver.appliance_id(made["id"])) == ["zone-a"]
+        zoneless = alice("POST", LBS, {"loadbalancer": {"vip_subnet_id": subnet["id"]}}).json()
+        assert zone_hints(session, lb_driver.appliance_id(zoneless["loadbalancer"]["id"])) == []
     flavored = {"vip_subnet_id": subnet["id"], "flavor_id": str(uuid.uuid4())}
     assert fault(alice("POST", LBS, {"loadbalancer": flavored}))[2] == (
         "Validation failure: Invalid flavor_id."
