@@ -185,6 +185,9 @@ class Router(StandardAttributes, Base):
         JSON, default=list, server_default="[]"
     )
 
+    # Neutron's l3-ha: two appliances on two hosts, one active (see `HA_MEMBER_PREFIX`).
+    ha: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
     # Read by lists only (loaded with the router): the gateway is set through `gateway_port_id`.
     gateway_port: Mapped[Port | None] = relationship(viewonly=True)
 
@@ -581,8 +584,34 @@ def dhcp_network_id(appliance_id: str) -> str | None:
     return None
 
 
+# An HA router (`Router.ha`) is two appliances, its members `ha0-<router id>`
+# and `ha1-<router id>`, on two hosts, joined by the project's HA network
+# (`HaNetwork`): each has one port there (`ROUTER_HA_INTERFACE`, a
+# `RouterPort` of the router owned by no project); member 0 has the one with
+# the lower address. Both carry the router's own ports (the same MACs):
+# only the active one's are on the wire.
+ROUTER_HA_INTERFACE = "network:router_ha_interface"
+HA_MEMBERS = ("ha0-", "ha1-")
+HA_NETWORK_NAME = "HA network project %s"  # Neutron's names since 2026.1
+HA_SUBNET_NAME = "HA subnet project %s"
+HA_PORT_NAME = "HA port project %s"
+
+
+def ha_member_id(router_id: str, slot: int) -> str:
+    return HA_MEMBERS[slot] + router_id
+
+
+def ha_member(appliance_id: str) -> tuple[str, int] | None:
+    """(router id, slot) of an HA router's member, or None."""
+    for slot, prefix in enumerate(HA_MEMBERS):
+        if appliance_id.startswith(prefix):
+            return appliance_id.removeprefix(prefix), slot
+    return None
+
+
 class RouterPort(Base):
-    """A port attached to a router: its gateway or one of its interfaces."""
+    """A port attached to a router: its gateway, one of its interfaces, or
+    (an HA router's) one of its members' ports on the HA network."""
 
     __tablename__ = "router_ports"
 
@@ -684,6 +713,22 @@ class ApplianceState(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # An operator's `router move --host`: acted on (and cleared) by the orchestrator.
     move_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # An HA router's member: its role as its host last reported it
+    # ("active", "standby", "fault"); None for other appliances or unknown.
+    ha_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class HaNetwork(Base):
+    """A project's HA network (Neutron's `ha_router_networks`): made with its
+    first HA router, owned by no project (hidden from tenants, outside their
+    quotas), removed with its last."""
+
+    __tablename__ = "ha_networks"
+
+    project_id: Mapped[str] = mapped_column(NAME, primary_key=True)
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), unique=True
+    )
 
 
 class ApplianceEvent(Base):
