@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 # Real parts only: the appliance and the tests use these, never stand-ins.
 APT_PACKAGES := iproute2 nftables dnsmasq-base radvd busybox dhcpcd-base iputils-ping \
 	iputils-arping conntrack tcpdump socat iperf3 procps psmisc python3-venv \
-	postgresql util-linux strace etcd-server redis-server haproxy curl wrk
+	postgresql util-linux strace etcd-server redis-server haproxy curl wrk \
+	keepalived conntrackd
 
 .PHONY: deps apt run test lint bench clean
 
@@ -23,6 +24,11 @@ apt:
 		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# Astara runs keepalived and conntrackd inside appliances only: the
+	@# packages' own services (conntrackd ships a config) stay off.
+	@if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
+		systemctl disable --now -q keepalived conntrackd 2>/dev/null || true; \
 	fi
 
 $(STAMP): pyproject.toml requirements.lock

@@ -16,7 +16,7 @@ PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Interface names inside an appliance: role abbreviation + the MAC's 12 hex digits.
-ROLE_ABBREVIATION = {"external": "ext", "internal": "int", "management": "mgt"}
+ROLE_ABBREVIATION = {"external": "ext", "internal": "int", "management": "mgt", "ha": "ha"}
 
 
 def short_hash(*parts: str, length: int = 8) -> str:

@@ -86,9 +86,11 @@ def nft_check(text: str, scratch: Path) -> None:
 
 def test_rendered_files_are_the_golden_ones() -> None:
     texts = rendered_representative().texts()
-    # A router runs no load balancer: its file is there, empty.
-    assert sorted(texts) == sorted([*GOLDEN_NAMES, "loadbalancer.cfg"])
-    assert texts["loadbalancer.cfg"] == ""
+    # A router runs no load balancer and, unless HA, no keepalived or
+    # conntrackd (tests/unit/test_render_ha.py): their files are there, empty.
+    others = ["loadbalancer.cfg", "keepalived.conf", "conntrackd.conf"]
+    assert sorted(texts) == sorted([*GOLDEN_NAMES, *others])
+    assert [texts[name] for name in others] == ["", "", ""]
 
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)

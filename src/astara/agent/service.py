@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from astara import __version__
+from astara.agent.ha import RoleEvents
 from astara.agent.locks import SharedLock
 from astara.agent.metadata import MetadataProxy, load_secret
 from astara.agent.security import PortSecurityManager, SecurityInUse
@@ -153,6 +154,8 @@ class Agent:
         self.watch: Watch | None = None
         # The plugged ports' security groups, address sets and chains.
         self.security = PortSecurityManager(self.names, self.store, self._port_specs)
+        # HA router members: keepalived's role events (`start_watching`).
+        self.ha_events = RoleEvents(self.appliances.roles, self.appliances.run_directory)
 
     def start(self) -> None:
         """Take stock of the tools, then bring the fabric back after a restart
@@ -227,6 +230,9 @@ class Agent:
             "fenced": self.fenced_since is not None,
             "fenced_since": self.fenced_since,
             "fenced_appliances": sorted(self.fenced_ids),
+            # HA router members here and their roles (the controller's
+            # heartbeat reads them: `ha_state`, two actives).
+            "ha_roles": self.appliances.roles.roles(),
         }
 
     # --- networks ----------------------------------------------------------------------
@@ -571,11 +577,18 @@ class Agent:
                 if config is None:
                     continue
                 namespace = self.names.appliance_netns(appliance_id)
-                external = [
-                    appliance_interface(i.role.value, i.mac)
-                    for i in config.interfaces
-                    if i.role.value == "external"
-                ]
+                # An HA member gives up its role (its peer, if the controller
+                # still reaches it, takes over within a skew time): its
+                # links leave the wire as any standby's, routes kept.
+                external = (
+                    []
+                    if self.appliances.roles.fence(appliance_id, True)
+                    else [
+                        appliance_interface(i.role.value, i.mac)
+                        for i in config.interfaces
+                        if i.role.value == "external"
+                    ]
+                )
                 if netns.exists(namespace) and external:
                     with netlink.netns(namespace) as ns:
                         for name in external:
@@ -605,6 +618,7 @@ class Agent:
             if appliance_id not in self.fenced_ids:
                 return
             self.fenced_ids.discard(appliance_id)
+            self.appliances.roles.fence(appliance_id, False)
             log.warning("appliance %s unfenced", appliance_id)
             if not self.fenced_ids:
                 self._unfenced()
@@ -741,6 +755,10 @@ class Agent:
             result = self.appliances.apply(appliance_id, prepared)
             if self.watch is not None:
                 self.watch.settled(appliance_id)  # its own events are no drift
+        if config.ha is not None:
+            self.ha_events.watch(appliance_id)
+        else:
+            self.ha_events.unwatch(appliance_id)
         self._unfence(appliance_id)
         return replace(result, new=new)
 
@@ -768,6 +786,7 @@ class Agent:
                 raise NotFound(f"appliance {appliance_id} not found")
             if self.watch is not None:
                 self.watch.forget(appliance_id)  # or its socket keeps the namespace alive
+            self.ha_events.unwatch(appliance_id)
             self.appliances.delete(appliance_id)
             self.states.pop(appliance_id, None)
             self._unfence(appliance_id)
@@ -776,11 +795,21 @@ class Agent:
     # --- the watch: repairs without waiting for the orchestrator ----------------------
 
     def start_watching(self, on_repair: Callable[[str], None] | None = None) -> None:
-        """Watch every appliance; `on_repair(outcome)` after each repair."""
+        """Watch every appliance; `on_repair(outcome)` after each repair.
+        HA members' links first as their keepalived holds the role now (an
+        agent restarted meanwhile missed its events), then their events."""
+        for appliance_id in self.appliances.ids():
+            config = self.appliances.config(appliance_id)
+            if config is not None and config.ha is not None:
+                with self.appliances.lock(appliance_id):
+                    self.appliances.roles.enforce(appliance_id, config)
+                self.ha_events.watch(appliance_id)
+        self.ha_events.start()
         self.watch = Watch(self, on_repair)
         self.watch.start()
 
     def stop_watching(self) -> None:
+        self.ha_events.stop()
         if self.watch is not None:
             self.watch.stop()
 

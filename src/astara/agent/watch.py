@@ -556,6 +556,7 @@ class Watch:
                     daemons=self.agent.appliances.daemons(appliance_id),
                     withdrawn=withdrawn,
                     read_routes=read_routes,
+                    standby=self.agent.appliances.roles.standby_links(appliance_id, config),
                 )
             except Exception as error:  # what could not be read is not known good
                 log.warning("appliance %s: drift check failed: %s", appliance_id, error)

@@ -64,6 +64,8 @@ class DaemonName(StrEnum):
     radvd = "radvd"
     haproxy = "haproxy"  # the metadata proxy
     loadbalancer = "loadbalancer"  # a load balancer's haproxy (master-worker)
+    conntrackd = "conntrackd"  # an HA router member's connection sync
+    keepalived = "keepalived"  # an HA router member's role (VRRP)
 
 
 # Each daemon's files in the run directory, written before it starts or reloads.
@@ -72,6 +74,8 @@ DAEMON_FILES: dict[DaemonName, tuple[str, ...]] = {
     DaemonName.radvd: ("radvd.conf",),
     DaemonName.haproxy: ("haproxy.cfg",),
     DaemonName.loadbalancer: ("loadbalancer.cfg",),
+    DaemonName.conntrackd: ("conntrackd.conf",),
+    DaemonName.keepalived: ("keepalived.conf",),
 }
 
 
@@ -142,7 +146,10 @@ class RemoveLink:
 class PlugInterface:
     """A veth pair from the network's bridge into the namespace, up, with its
     MTU; `recreate` when it is missing or not the one asked for (its
-    addresses and routes are gone with it)."""
+    addresses and routes are gone with it). `on_wire` false: its fabric end
+    is down (an HA router's standby member: the same MACs and addresses as
+    the active one, which alone may be heard), so the interface has no
+    carrier but keeps its addresses and routes."""
 
     name: str
     network_id: str
@@ -151,19 +158,23 @@ class PlugInterface:
     mac: str
     mtu: int
     recreate: bool
+    on_wire: bool = True
 
     def describe(self, changes: Changes | None = None) -> str:
+        off = "" if self.on_wire else " (off the wire: standby)"
         if self.recreate:
-            return f"plugged interface {self.name} into network {self.network_id}"
-        return f"interface {self.name} set up on network {self.network_id}, MTU {self.mtu}"
+            return f"plugged interface {self.name} into network {self.network_id}{off}"
+        return f"interface {self.name} set up on network {self.network_id}, MTU {self.mtu}{off}"
 
 
 @dataclass(frozen=True)
 class SyncAddresses:
-    """Make the link's permanent addresses exactly these (SLAAC's are left)."""
+    """Make the link's permanent addresses exactly these (SLAAC's are left,
+    and `kept`: keepalived's role address on an HA link)."""
 
     link: str
     addresses: tuple[Address, ...]
+    kept: tuple[Address, ...] = ()
 
     def describe(self, changes: Changes | None = None) -> str:
         if changes is None:

@@ -35,6 +35,7 @@ from astara.appliance.checks import tool_checks
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.execute import Target, execute, remove_appliance
 from astara.appliance.floating_execute import NotAsLeft, execute_change
+from astara.appliance.ha import Roles
 from astara.appliance.observation import live_ruleset, observe_for_apply, observe_running
 from astara.appliance.phases import phase
 from astara.appliance.plan import plan_apply, settled
@@ -146,6 +147,8 @@ class ApplianceManager:
         self._metadata: dict[
             str, tuple[ApplianceConfig, dict[ipaddress.IPv4Address, MetadataHost]]
         ] = {}
+        # HA router members: their roles, and their links on or off the wire.
+        self.roles = Roles(names, self.config, self.run_directory)
 
     # --- bookkeeping -----------------------------------------------------------------
 
@@ -342,6 +345,7 @@ class ApplianceManager:
             observation=observation,
             network_mtus=self._network_mtus(config),
             daemons_expected=self.daemons(appliance_id).expected(config),
+            standby=self.roles.standby_links(appliance_id, config),
         )
 
     # --- floating IPs changed alone ----------------------------------------------------
@@ -476,6 +480,7 @@ class ApplianceManager:
                     rendered=rendered,
                     observation=observation,
                     network_mtus=self._network_mtus(config),
+                    standby=self.roles.standby_links(appliance_id, config),
                 )
             log.debug("appliance %s plan: %s", appliance_id, plan)
             target = Target(
@@ -485,7 +490,10 @@ class ApplianceManager:
                 daemons=daemons,
             )
             with phase("execute"):
-                return plan, execute(plan, target, handles)
+                done = execute(plan, target, handles)
+        # The role may have changed while it ran: the links as it says now.
+        self.roles.enforce(appliance_id, config)
+        return plan, done
 
     # --- delete and observe ------------------------------------------------------------
 
@@ -496,6 +504,7 @@ class ApplianceManager:
         self._floating.pop(appliance_id, None)
         self._configs.pop(appliance_id, None)
         self._statuses.pop(appliance_id, None)
+        self.roles.forget(appliance_id)
         remove_appliance(
             namespace=self.names.appliance_netns(appliance_id),
             fabric_netns=self.names.fabric_netns,
@@ -520,8 +529,14 @@ class ApplianceManager:
         """Observed state: what runs, not what was asked. `nftables_verified`
         skips listing the table when an apply has just compared it."""
         config = config or self.config(appliance_id)
+        role = self.roles.role(appliance_id)
         return {
             "id": appliance_id,
+            **(
+                {"ha": {"role": role.value, "fenced": self.roles.fenced(appliance_id)}}
+                if role
+                else {}
+            ),
             **observe_running(
                 namespace=self.names.appliance_netns(appliance_id),
                 config=config,

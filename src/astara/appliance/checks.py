@@ -43,6 +43,13 @@ TOOLS = {
         Tool("dnsmasq", ("dnsmasq", "--version"), "DHCP on appliance subnets"),
         Tool("radvd", ("radvd", "--version"), "IPv6 router advertisements (SLAAC)"),
         Tool("haproxy", ("haproxy", "-v"), "the metadata proxy and load balancers"),
+        Tool("keepalived", ("keepalived", "--version"), "HA routers' roles (VRRP)"),
+        Tool("conntrackd", ("conntrackd", "-v"), "HA routers' connection sync"),
+        Tool(
+            "start-stop-daemon",
+            ("start-stop-daemon", "--version"),
+            "starting conntrackd in the background (dpkg)",
+        ),
         Tool("env", ("env", "--version"), "starting the DHCP client of ports (coreutils)"),
         Tool("busybox", ("busybox", "--help"), "the DHCP client (udhcpc) of ports with dhcp"),
         Tool("dhcpcd", ("dhcpcd", "--version"), "the DHCPv6 client of ports with dhcpv6"),
@@ -96,6 +103,8 @@ def rendered_tools(rendered: Rendered) -> list[str]:
         *(["dnsmasq"] if rendered.dnsmasq.enabled else []),
         *(["radvd"] if rendered.radvd else []),
         *(["haproxy"] if rendered.haproxy or rendered.loadbalancer else []),
+        *(["keepalived"] if rendered.keepalived else []),
+        *(["conntrackd", "start-stop-daemon"] if rendered.conntrackd else []),
     ]
 
 

@@ -1,6 +1,7 @@
-"""The appliance's daemons, dnsmasq (DHCP), radvd (router advertisements) and
-haproxy (the metadata proxy): which should run, what they run now, and
-starting, reloading or stopping them as planned.
+"""The appliance's daemons, dnsmasq (DHCP), radvd (router advertisements),
+haproxy (the metadata proxy, a load balancer), keepalived and conntrackd
+(an HA router member): which should run, what they run now, and starting,
+reloading or stopping them as planned.
 
 Which of these to do is decided in `appliance.plan` (`plan_daemons`); this
 module only reads their state and carries the decisions out.
@@ -16,9 +17,11 @@ from astara.appliance import lbreload
 from astara.appliance.actions import DAEMON_FILES, DaemonFile, DaemonName
 from astara.appliance.plan import DaemonObserved
 from astara.appliance.render import expected_daemons
+from astara.appliance.render.ha import CONNTRACKD_SOCKET
 from astara.appliance.schema import ApplianceConfig
 from astara.linux.files import write_atomic
 from astara.linux.process import Daemon
+from astara.linux.run import find_tool
 
 # haproxy expands "${NAME}" in its config from its environment: it gets none
 # of the agent's (a join token, an operator's credentials), only a PATH.
@@ -37,6 +40,12 @@ class ApplianceDaemons:
         self.loadbalancer = Daemon(
             netns, directory / "loadbalancer.pid", str(directory / "loadbalancer.cfg")
         )
+        self.conntrackd = Daemon(
+            netns, directory / "conntrackd.pid", str(directory / "conntrackd.conf")
+        )
+        self.keepalived = Daemon(
+            netns, directory / "keepalived.pid", str(directory / "keepalived.conf")
+        )
 
     def all(self) -> dict[str, Daemon]:
         return {
@@ -44,6 +53,8 @@ class ApplianceDaemons:
             "radvd": self.radvd,
             "haproxy": self.haproxy,
             "loadbalancer": self.loadbalancer,
+            "conntrackd": self.conntrackd,
+            "keepalived": self.keepalived,
         }
 
     def expected(self, config: ApplianceConfig) -> dict[DaemonName, bool]:
@@ -98,6 +109,49 @@ class ApplianceDaemons:
                 fresh=fresh,
             )
             lbreload.wait_serving(self.directory / "master.sock", self.directory / "stats.sock")
+        elif name is DaemonName.keepalived:
+            # VRRP only (-P); its VRRP child's pid file beside the parent's.
+            # No syslog here: its role changes reach the agent on its FIFO.
+            conf = self.directory / "keepalived.conf"
+            daemon.start(
+                [
+                    *CLEAN_ENV,
+                    "keepalived",
+                    "-P",
+                    "-G",
+                    "-f",
+                    str(conf),
+                    "-p",
+                    str(daemon.pidfile),
+                    "-r",
+                    str(self.directory / "keepalived-vrrp.pid"),
+                ],
+                fresh=fresh,
+            )
+        elif name is DaemonName.conntrackd:
+            # It does not daemonize with a pid file of its own: start-stop-daemon
+            # forks it and writes one. A lock or socket left by one killed
+            # would stop it from starting.
+            conf = self.directory / "conntrackd.conf"
+            for stale in ("conntrackd.lock", CONNTRACKD_SOCKET):
+                (self.directory / stale).unlink(missing_ok=True)
+            daemon.start(
+                [
+                    *CLEAN_ENV,
+                    "start-stop-daemon",
+                    "--start",
+                    "--background",
+                    "--make-pidfile",
+                    "--pidfile",
+                    str(daemon.pidfile),
+                    "--exec",
+                    find_tool("conntrackd") or "/usr/sbin/conntrackd",
+                    "--",
+                    "-C",
+                    str(conf),
+                ],
+                fresh=fresh,
+            )
         else:
             conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
             daemon.start(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from astara.appliance.actions import DaemonName
 from astara.appliance.daemons import ApplianceDaemons
 from astara.appliance.render import expected_daemons
-from astara.appliance.schema import ApplianceConfig
+from astara.appliance.schema import HA_ROLE_ADDRESS, ApplianceConfig, Role
 from astara.linux import monitor, netlink, netns, routes
 from astara.naming import Names, appliance_interface
 
@@ -70,11 +70,13 @@ def compare(
     network_mtus: Mapping[str, int],
     withdrawn: Collection[str] = (),
     daemons_expected: Mapping[DaemonName, bool] | None = None,
+    standby: Collection[str] = (),
 ) -> list[str]:
     """What differs from the config in force, in words; [] if nothing.
     `withdrawn`: interfaces meant to be down (fenced). `daemons_expected`:
     which daemons should run (default: as `config` alone says, on a host
-    that serves no metadata)."""
+    that serves no metadata). `standby`: interfaces meant to be off the
+    wire (their fabric end down: an HA router's standby member)."""
     problems = []
     for interface in config.interfaces:
         name = appliance_interface(interface.role.value, interface.mac)
@@ -87,13 +89,19 @@ def compare(
                 problems.append(f"interface {name} is down")
             if mtu is not None and link.mtu != mtu:
                 problems.append(f"interface {name} has MTU {link.mtu}, not {mtu}")
-            if seen.addresses.get(name, frozenset()) != frozenset(interface.addresses):
+            held = seen.addresses.get(name, frozenset())
+            if interface.role is Role.ha:
+                held -= {HA_ROLE_ADDRESS}  # keepalived's, while the member is active
+            if held != frozenset(interface.addresses):
                 problems.append(f"interface {name} has other addresses than configured")
         fabric_link = names.appliance_fabric_link(appliance_id, interface.mac)
         end = seen.fabric_ends.get(fabric_link)
+        on_wire = name not in standby
         if end is None:
             problems.append(f"fabric link {fabric_link} is missing")
-        elif not end[0].up or not end[1] or (mtu is not None and end[0].mtu != mtu):
+        elif end[0].up != on_wire and not on_wire:
+            problems.append(f"fabric link {fabric_link} is on the wire on a standby member")
+        elif end[0].up != on_wire or not end[1] or (mtu is not None and end[0].mtu != mtu):
             problems.append(f"fabric link {fabric_link} is down, detached or resized")
     # Routes through a withdrawn (down) interface are gone with it: the
     # kernel removes them; the apply that brings it up makes them again.
@@ -119,6 +127,7 @@ def drift(
     daemons: ApplianceDaemons,
     withdrawn: Collection[str] = (),
     read_routes: bool = False,
+    standby: Collection[str] = (),
 ) -> list[str]:
     """Read the appliance as it is and compare: its problems, [] if none."""
     namespace = names.appliance_netns(appliance_id)
@@ -160,7 +169,14 @@ def drift(
         local_routes=frozenset(routes.current(namespace, "local")) if read_routes else None,
     )
     return compare(
-        names, appliance_id, config, seen, network_mtus, withdrawn, daemons.expected(config)
+        names,
+        appliance_id,
+        config,
+        seen,
+        network_mtus,
+        withdrawn,
+        daemons.expected(config),
+        standby,
     )
 
 

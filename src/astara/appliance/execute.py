@@ -101,11 +101,12 @@ def _run(action: Action, target: Target, handles: NetlinkHandles, fresh: bool) -
                 peer_name=action.name,
                 mac=action.mac,
                 mtu=action.mtu,
+                on_wire=action.on_wire,
             )
             return Done(action)
         case SyncAddresses():
             added, removed = netlink.sync_addresses(
-                handles(namespace), action.link, action.addresses
+                handles(namespace), action.link, action.addresses, kept=action.kept
             )
             return _changed(action, added, removed)
         case SyncRoutes():

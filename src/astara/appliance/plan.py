@@ -26,7 +26,7 @@ re-creation), so their differences are read when the action runs.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from astara.appliance.actions import (
@@ -52,7 +52,13 @@ from astara.appliance.actions import (
 )
 from astara.appliance.render import Rendered
 from astara.appliance.render.nftables import NftRuleset, render_nftables
-from astara.appliance.schema import ApplianceConfig, Firewall, FirewallAction
+from astara.appliance.schema import (
+    HA_ROLE_ADDRESS,
+    ApplianceConfig,
+    Firewall,
+    FirewallAction,
+    Role,
+)
 from astara.naming import Names, appliance_interface
 
 
@@ -122,10 +128,14 @@ def plan_apply(
     rendered: Rendered,
     observation: Observation,
     network_mtus: Mapping[str, int],
+    standby: Collection[str] = (),
 ) -> Plan:
     """The actions that converge the observed appliance on `config`, in the
     order they must run. `previous` is the config the namespace was last
-    converged on (None for a new appliance, or to trust nothing of it)."""
+    converged on (None for a new appliance, or to trust nothing of it).
+    `standby`: the interfaces kept off the wire (an HA router's standby
+    member: see `PlugInterface`); they are announced by the agent when the
+    member becomes active, never by an apply."""
     namespace = names.appliance_netns(appliance_id)
     actions: list[Action] = []
     if observation.namespace_exists:
@@ -141,12 +151,13 @@ def plan_apply(
     if ruleset is not None:
         actions.append(ruleset)
 
-    links = plan_links(names, appliance_id, config, observation, network_mtus)
+    links = plan_links(names, appliance_id, config, observation, network_mtus, standby)
     actions += links
     recreated = {a.name for a in links if isinstance(a, PlugInterface) and a.recreate}
     for interface in config.interfaces:
         name = appliance_interface(interface.role.value, interface.mac)
-        actions.append(SyncAddresses(name, tuple(interface.addresses)))
+        kept = (HA_ROLE_ADDRESS,) if interface.role is Role.ha else ()
+        actions.append(SyncAddresses(name, tuple(interface.addresses), kept))
     external = config.external_interface()
     external_name = appliance_interface(external.role.value, external.mac) if external else None
     actions.append(
@@ -177,7 +188,9 @@ def plan_apply(
     }
     if forgotten or firewalled:
         actions.append(ForgetConntrack(tuple(sorted(forgotten)), firewalled))
-    actions += plan_announcement(config, now - before, recreated)
+    actions += [
+        a for a in plan_announcement(config, now - before, recreated) if a.interface not in standby
+    ]
     return tuple(actions)
 
 
@@ -210,10 +223,11 @@ def plan_links(
     config: ApplianceConfig,
     observation: Observation,
     network_mtus: Mapping[str, int],
+    standby: Collection[str] = (),
 ) -> list[RemoveLink | PlugInterface]:
     """Links no longer in the config go first; then each interface is
-    (re)created if missing or not the one asked for, or set up, attached and
-    sized if only that differs."""
+    (re)created if missing or not the one asked for, or set up, attached,
+    sized and put on the wire (or off it: `standby`) if only that differs."""
     wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
     actions: list[RemoveLink | PlugInterface] = [
         RemoveLink(name) for name in sorted(observation.links) if name not in wanted
@@ -228,12 +242,13 @@ def plan_links(
         inside = observation.links.get(name) if observation.namespace_exists else None
         end = observation.fabric_ends.get(fabric_link)
         recreate = inside is None or end is None or inside.mac != interface.mac
+        on_wire = name not in standby
         settled = (
             inside is not None
             and end is not None
             and inside.up
             and inside.mtu == mtu
-            and end.up
+            and end.up == on_wire
             and end.mtu == mtu
             and end.on_bridge
         )
@@ -247,6 +262,7 @@ def plan_links(
                     mac=interface.mac,
                     mtu=mtu,
                     recreate=recreate,
+                    on_wire=on_wire,
                 )
             )
     return actions
@@ -260,6 +276,7 @@ def settled(
     observation: Observation,
     network_mtus: Mapping[str, int],
     daemons_expected: Mapping[DaemonName, bool],
+    standby: Collection[str] = (),
 ) -> bool:
     """Whether the appliance, already converged on `config`, still stands as
     it was left, by what an observation reads cheaply: its namespace, every
@@ -271,7 +288,7 @@ def settled(
     if not observation.namespace_exists:
         return False
     try:
-        if plan_links(names, appliance_id, config, observation, network_mtus):
+        if plan_links(names, appliance_id, config, observation, network_mtus, standby):
             return False
     except NetworkMissing:
         return False
@@ -313,6 +330,17 @@ def plan_daemons(
             DaemonName.loadbalancer,
             {"loadbalancer.cfg": rendered.loadbalancer} if rendered.loadbalancer else {},
             set(),  # a hitless reload: the listening sockets pass to the new worker
+        ),
+        # conntrackd before keepalived: a member is never active without its sync.
+        (
+            DaemonName.conntrackd,
+            {"conntrackd.conf": rendered.conntrackd} if rendered.conntrackd else {},
+            None,
+        ),
+        (
+            DaemonName.keepalived,
+            {"keepalived.conf": rendered.keepalived} if rendered.keepalived else {},
+            set(),  # SIGHUP: a reload keeps the role (a restart would give it up)
         ),
     ]
     actions: list[StartDaemon | ReloadDaemon | StopDaemon] = []

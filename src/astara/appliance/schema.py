@@ -85,6 +85,7 @@ class Role(StrEnum):
     external = "external"
     internal = "internal"
     management = "management"
+    ha = "ha"  # an HA router member's link to its peer (see `HaSection`)
 
 
 class Interface(StrictModel):
@@ -422,6 +423,39 @@ class LoadBalancerSection(StrictModel):
     )
 
 
+# The address keepalived holds on the HA interface while the member is
+# active: VRRPv3 needs a virtual address, and its presence is the role's
+# level (what an agent reads after a restart). Never routed anywhere: a /32
+# on the HA link, outside the HA network's subnet (checked).
+HA_ROLE_ADDRESS = ipaddress.IPv4Interface("169.254.0.1/32")
+
+
+class HaSection(StrictModel):
+    """This appliance is one member of an HA router: it and its peer (on
+    another host) carry the same interfaces, MACs and addresses, and only
+    the active one's are on the wire. keepalived (VRRPv3, unicast to the
+    peer over the `ha` interface) decides which is active; the agent puts
+    the other interfaces on the wire or takes them off as it says, and
+    conntrackd keeps the peer's connection table in step, so established
+    connections (NAT'ed ones included) survive a failover."""
+
+    interface_mac: MacAddress = Field(description="The member's interface of role `ha`")
+    peer_address: ipaddress.IPv4Address = Field(description="The peer's address on the HA network")
+    peer_mac: MacAddress = Field(description="The peer's MAC on the HA network")
+    virtual_router_id: int = Field(ge=1, le=255)
+    advert_interval_ms: int = Field(
+        default=100,
+        ge=10,
+        le=40950,
+        multiple_of=10,
+        description="VRRPv3 advertisement interval (10 ms steps); a member takes over"
+        " about three intervals after its peer went silent",
+    )
+    conntrack_sync: bool = Field(
+        default=True, description="Keep the peer's connection table in step (conntrackd)"
+    )
+
+
 class ApplianceConfig(StrictModel):
     """An appliance, schema version 1: a router (`kind` "router"), or a
     network's DHCP server (`kind` "dhcp": internal interfaces only, nothing
@@ -440,12 +474,30 @@ class ApplianceConfig(StrictModel):
     firewalls: list[Firewall] = Field(default_factory=list, max_length=64)
     metadata_hosts: list[MetadataHost] = Field(default_factory=list, max_length=65536)
     loadbalancer: LoadBalancerSection | None = None
+    ha: HaSection | None = None
 
     def external_interface(self) -> Interface | None:
         return next((i for i in self.interfaces if i.role is Role.external), None)
 
     def interface_by_mac(self, mac: str) -> Interface | None:
         return next((i for i in self.interfaces if i.mac == mac), None)
+
+    def ha_interface(self) -> Interface | None:
+        return next((i for i in self.interfaces if i.role is Role.ha), None)
+
+    def ha_address(self) -> ipaddress.IPv4Interface | None:
+        """The member's own address on the HA network."""
+        interface = self.ha_interface()
+        if interface is None:
+            return None
+        return next(
+            (a for a in interface.addresses if isinstance(a, ipaddress.IPv4Interface)), None
+        )
+
+    def on_the_wire(self) -> list[Interface]:
+        """The interfaces only an HA router's active member has on the
+        wire (all but its HA link); every interface of anything else."""
+        return [i for i in self.interfaces if i.role is not Role.ha]
 
     def snat_address(self) -> ipaddress.IPv4Address | None:
         """The address internal IPv4 traffic leaves with, or None without SNAT."""
@@ -526,6 +578,7 @@ class _SemanticCheck:
         self.check_firewalls()
         self.check_metadata_hosts()
         self.check_loadbalancer()
+        self.check_ha()
         return self.errors
 
     def check_kind(self) -> None:
@@ -817,6 +870,41 @@ class _SemanticCheck:
             self.once("metadata", host.ip_address, f"duplicate address {host.ip_address}", *loc)
             if not any(host.ip_address in network for network in internal):
                 self.error(f"{host.ip_address} is in no internal subnet", *loc)
+
+    def check_ha(self) -> None:
+        """An HA member: a router with exactly one `ha` interface, the one
+        its section names, holding an IPv4 address on the peer's subnet
+        (not the peer's), which leaves room for the role address."""
+        config, section = self.config, self.config.ha
+        links = [index for index, i in enumerate(config.interfaces) if i.role is Role.ha]
+        if section is None:
+            for index in links:
+                self.error("an ha interface needs the ha section", "interfaces", index, "role")
+            return
+        if config.kind != "router":
+            self.error("only a router has members on two hosts", "ha")
+            return
+        if len(links) != 1:
+            self.error("an HA member needs exactly one interface of role ha", "ha")
+            return
+        interface = config.interfaces[links[0]]
+        if interface.mac != section.interface_mac:
+            self.error(f"the ha interface has MAC {interface.mac}", "ha", "interface_mac")
+        own = config.ha_address()
+        if own is None:
+            self.error("the ha interface needs an IPv4 address", "interfaces", links[0])
+            return
+        if section.peer_address not in own.network or section.peer_address == own.ip:
+            self.error(f"the peer must be another address in {own.network}", "ha", "peer_address")
+        if section.peer_mac == interface.mac:
+            self.error("the peer has a MAC of its own", "ha", "peer_mac")
+        for index, other in enumerate(config.interfaces):
+            if any(HA_ROLE_ADDRESS.ip in a.network for a in other.addresses):
+                self.error(
+                    f"{HA_ROLE_ADDRESS.ip} is the HA role's address: no subnet may hold it",
+                    "interfaces",
+                    index,
+                )
 
     def check_loadbalancer(self) -> None:
         """A load balancer appliance: internal interfaces, the VIP one of

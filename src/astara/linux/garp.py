@@ -1,4 +1,5 @@
-"""Gratuitous ARP: tell a link's neighbours which MAC now answers for addresses.
+"""Gratuitous ARP (and IPv6's unsolicited neighbour advertisement): tell a
+link's neighbours which MAC now answers for addresses.
 
 A floating IP that is added or moves must be announced, or upstream routers
 keep sending its traffic to the old MAC until their cache expires. One raw
@@ -56,7 +57,10 @@ def announce(
     netns: str, ifname: str, mac: str, addresses: Iterable[ipaddress.IPv4Address], repeat: int = 1
 ) -> int:
     """Send gratuitous ARPs for `addresses` out of `ifname`; returns frames sent."""
-    frames = [garp_frame(mac, a) for a in addresses]
+    return _send(netns, ifname, [garp_frame(mac, a) for a in addresses], repeat)
+
+
+def _send(netns: str, ifname: str, frames: list[bytes], repeat: int) -> int:
     if not frames:
         return 0
     sock = _packet_socket(netns, ifname)
@@ -69,3 +73,44 @@ def announce(
     finally:
         _close_later(sock)
     return sent
+
+
+ETH_P_IPV6 = 0x86DD
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
+ICMPV6 = 58
+NEIGHBOR_ADVERT = 136
+# Router and Override set, Solicited not: an unsolicited advertisement that
+# replaces what neighbours cached (RFC 4861 §7.2.6).
+NA_FLAGS = 0xA0000000
+TARGET_LLADDR = 2
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def na_frame(mac: str, address: ipaddress.IPv6Address) -> bytes:
+    """An unsolicited neighbour advertisement of our own address to all nodes,
+    from that address, with our MAC as the target's link-layer address."""
+    sender = bytes.fromhex(mac.replace(":", ""))
+    icmp = struct.pack("!BBHI", NEIGHBOR_ADVERT, 0, 0, NA_FLAGS) + address.packed
+    icmp += struct.pack("!BB", TARGET_LLADDR, 1) + sender
+    pseudo = address.packed + ALL_NODES.packed + struct.pack("!I3xB", len(icmp), ICMPV6)
+    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    header = struct.pack("!IHBB", 6 << 28, len(icmp), ICMPV6, 255)
+    ipv6 = header + address.packed + ALL_NODES.packed
+    return ALL_NODES_MAC + sender + struct.pack("!H", ETH_P_IPV6) + ipv6 + icmp
+
+
+def advertise(
+    netns: str, ifname: str, mac: str, addresses: Iterable[ipaddress.IPv6Address], repeat: int = 1
+) -> int:
+    """Send unsolicited neighbour advertisements for `addresses` out of
+    `ifname` (IPv6's gratuitous ARP); returns frames sent."""
+    return _send(netns, ifname, [na_frame(mac, a) for a in addresses], repeat)

@@ -338,10 +338,12 @@ def ensure_veth(
     peer_name: str,
     mac: str,
     mtu: int,
+    on_wire: bool = True,
 ) -> bool:
     """A veth pair from the bridge (in `fabric`) into `peer_netns`, the peer
     named and addressed as asked. Returns True if the pair was (re)created.
-    Each link is looked up once: a new pair costs eight requests."""
+    Each link is looked up once: a new pair costs eight requests.
+    `on_wire` false: the fabric end stays down (the peer has no carrier)."""
     bridge_index = link_index(fabric, bridge)
     if bridge_index is None:
         raise RuntimeError(f"bridge {bridge} is missing")
@@ -367,7 +369,7 @@ def ensure_veth(
         created = True
     if fabric_index is None or peer_index is None:
         raise RuntimeError(f"veth {fabric_name} / {peer_name} vanished as it was made")
-    _set(fabric, fabric_index, master=bridge_index, mtu=mtu, state="up")
+    _set(fabric, fabric_index, master=bridge_index, mtu=mtu, state="up" if on_wire else "down")
     _set(peer, peer_index, mtu=mtu, state="up")
     return created
 
@@ -393,15 +395,21 @@ def addresses(ns: Any, link: str, permanent_only: bool = False) -> set[Interface
 
 
 def sync_addresses(
-    ns: Any, link: str, desired: Iterable[Interface], families: tuple[int, ...] = (4, 6)
+    ns: Any,
+    link: str,
+    desired: Iterable[Interface],
+    families: tuple[int, ...] = (4, 6),
+    kept: Iterable[Interface] = (),
 ) -> tuple[int, int]:
     """Make the link's permanent global addresses of `families` exactly
-    `desired`; dynamic (SLAAC) addresses are left alone. (added, removed)."""
+    `desired`; dynamic (SLAAC) addresses and `kept` (another's to manage)
+    are left alone. (added, removed)."""
     index = link_index(ns, link)
     if index is None:
         raise RuntimeError(f"link {link} is missing")
     want = {a for a in desired if a.version in families}
     have = {a for a in addresses(ns, link, permanent_only=True) if a.version in families}
+    have -= set(kept)
     for address in sorted(have - want, key=str):
         with tolerate(EADDRNOTAVAIL):
             ns.addr(

@@ -7,6 +7,7 @@ from pathlib import PurePath
 
 from astara.appliance.actions import DaemonName
 from astara.appliance.render.dnsmasq import DnsmasqFiles, dhcp_subnets, render_dnsmasq
+from astara.appliance.render.ha import render_conntrackd, render_keepalived
 from astara.appliance.render.haproxy import MetadataProxy, render_haproxy, serves_metadata
 from astara.appliance.render.loadbalancer import render_loadbalancer
 from astara.appliance.render.nftables import METADATA_PORT, NftRuleset, render_nftables
@@ -21,6 +22,8 @@ class Rendered:
     radvd: str
     haproxy: str = ""  # the metadata proxy; "" where the host serves no metadata
     loadbalancer: str = ""  # a load balancer's haproxy; "" for other appliances
+    keepalived: str = ""  # an HA router member's; "" for other appliances
+    conntrackd: str = ""  # an HA router member's, syncing connections with its peer
 
     def texts(self) -> dict[str, str]:
         """What `GET /v1/appliances/{id}/rendered` shows: file name → text."""
@@ -31,6 +34,8 @@ class Rendered:
             "radvd.conf": self.radvd,
             "haproxy.cfg": self.haproxy,
             "loadbalancer.cfg": self.loadbalancer,
+            "keepalived.conf": self.keepalived,
+            "conntrackd.conf": self.conntrackd,
         }
 
 
@@ -50,6 +55,8 @@ def render(
         radvd=render_radvd(config, network_mtus),
         haproxy=render_haproxy(config, metadata, METADATA_PORT),
         loadbalancer=render_loadbalancer(config.loadbalancer, state_dir, max_connections),
+        keepalived=render_keepalived(config, state_dir),
+        conntrackd=render_conntrackd(config, state_dir),
     )
 
 
@@ -62,6 +69,8 @@ def expected_daemons(config: ApplianceConfig, metadata: bool) -> dict[DaemonName
         DaemonName.loadbalancer: config.loadbalancer is not None
         and config.loadbalancer.enabled
         and any(listener.enabled for listener in config.loadbalancer.listeners),
+        DaemonName.conntrackd: config.ha is not None and config.ha.conntrack_sync,
+        DaemonName.keepalived: config.ha is not None,
     }
 
 

@@ -170,10 +170,12 @@ def _chains(config: ApplianceConfig) -> str:
     if external_interface is not None:
         ext_if = appliance_interface(external_interface.role.value, external_interface.mac)
     snat_address = config.snat_address()
+    # The management network and an HA member's link to its peer carry
+    # the control plane only: nothing is ever routed to or from them.
     management = sorted(
         appliance_interface(i.role.value, i.mac)
         for i in config.interfaces
-        if i.role is Role.management
+        if i.role in (Role.management, Role.ha)
     )
 
     pre = ["\t\ttype nat hook prerouting priority dstnat; policy accept;"]
@@ -197,8 +199,7 @@ def _chains(config: ApplianceConfig) -> str:
             "\t\tct state invalid drop",
         ]
         if management:
-            # The management network carries the control plane only: nothing is
-            # ever routed to or from it, so tenants cannot use it to reach each other.
+            # So tenants cannot use them to reach each other.
             names = ", ".join(f'"{name}"' for name in management)
             forward += [f"\t\tiifname {{ {names} }} drop", f"\t\toifname {{ {names} }} drop"]
         forward += _firewall_jumps(config)
@@ -229,6 +230,7 @@ def _chains(config: ApplianceConfig) -> str:
             f'\t\tiifname "{ext_if}" drop',
         ]
     inbound += _vip_elsewhere(config)
+    inbound += _from_peer(config)
     vip = _vip_ingress(config)
     if vip is not None:
         inbound.append(f'\t\tiifname "{vip[0]}" jump {VIP_CHAIN}')
@@ -247,6 +249,20 @@ def _chains(config: ApplianceConfig) -> str:
         out.extend(body)
         out.append("\t}")
     return "\n".join(out) + "\n"
+
+
+def _from_peer(config: ApplianceConfig) -> list[str]:
+    """On an HA member's link, only its peer is heard (VRRP, the connection
+    sync, a ping): the HA network is one per project, shared by all its HA
+    routers' members."""
+    link = config.ha_interface()
+    if config.ha is None or link is None:
+        return []
+    name = appliance_interface(link.role.value, link.mac)
+    return [
+        f'\t\tiifname "{name}" ip saddr {config.ha.peer_address} accept',
+        f'\t\tiifname "{name}" drop',
+    ]
 
 
 def _tracked(config: ApplianceConfig) -> bool:
