@@ -147,6 +147,10 @@ class AgentClient:
     def delete_appliance(self, appliance_id: str, epoch: int = 0) -> None:
         self.request("DELETE", f"/v1/appliances/{appliance_id}?epoch={epoch}")
 
+    def demote_appliance(self, appliance_id: str, epoch: int = 0) -> None:
+        """An HA member out of the election until its peer answers again."""
+        self.request("PUT", f"/v1/appliances/{appliance_id}/demote?epoch={epoch}")
+
     def hold_appliance(self, appliance_id: str, held: bool, epoch: int = 0) -> None:
         """Hold (an operator debugs it: no repair on the agent's own) or release."""
         self.request(

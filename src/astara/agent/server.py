@@ -475,4 +475,10 @@ def create_app(settings: AgentSettings, agent: Agent | None = None) -> FastAPI:
     def release_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
         agent.hold(appliance_id, False, epoch)
 
+    @app.put("/v1/appliances/{appliance_id}/demote", status_code=204)
+    def demote_appliance(appliance_id: ObjectId, epoch: Epoch = 0) -> None:
+        """An HA member found active beside its peer (a split brain): it
+        gives up the role until its peer answers on the HA network again."""
+        agent.demote(appliance_id, epoch)
+
     return app

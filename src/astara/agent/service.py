@@ -41,7 +41,7 @@ from astara.fabric.networks import SegmentError, Uplinks
 from astara.fabric.ports import PortError, PortPaths
 from astara.linux import netlink, netns
 from astara.linux.cleanup import default_run_dir
-from astara.linux.run import MissingTool, find_tool
+from astara.linux.run import MissingTool, find_tool, run
 from astara.model.fabric import (
     AddressSetSpec,
     NetworkSpec,
@@ -53,6 +53,8 @@ from astara.naming import Names, appliance_interface
 
 log = logging.getLogger(__name__)
 
+# How often a demoted HA member looks for its peer on the HA network.
+LIFT_EVERY_S = 1.0
 # What every change of the L2 fabric (networks, ports) runs.
 FABRIC_TOOLS = ["ip", "sysctl"]
 
@@ -154,8 +156,10 @@ class Agent:
         self.watch: Watch | None = None
         # The plugged ports' security groups, address sets and chains.
         self.security = PortSecurityManager(self.names, self.store, self._port_specs)
-        # HA router members: keepalived's role events (`start_watching`).
+        # HA router members: keepalived's role events (`start_watching`),
+        # and the demoted ones' peers looked for every `LIFT_EVERY_S`.
         self.ha_events = RoleEvents(self.appliances.roles, self.appliances.run_directory)
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Take stock of the tools, then bring the fabric back after a restart
@@ -618,7 +622,8 @@ class Agent:
             if appliance_id not in self.fenced_ids:
                 return
             self.fenced_ids.discard(appliance_id)
-            self.appliances.roles.fence(appliance_id, False)
+            if self.store.get("demoted", appliance_id) is None:
+                self.appliances.roles.fence(appliance_id, False)
             log.warning("appliance %s unfenced", appliance_id)
             if not self.fenced_ids:
                 self._unfenced()
@@ -787,6 +792,7 @@ class Agent:
             if self.watch is not None:
                 self.watch.forget(appliance_id)  # or its socket keeps the namespace alive
             self.ha_events.unwatch(appliance_id)
+            self.store.delete("demoted", appliance_id)
             self.appliances.delete(appliance_id)
             self.states.pop(appliance_id, None)
             self._unfence(appliance_id)
@@ -805,10 +811,20 @@ class Agent:
                     self.appliances.roles.enforce(appliance_id, config)
                 self.ha_events.watch(appliance_id)
         self.ha_events.start()
+        self._lifting = threading.Thread(target=self._lift_loop, name="ha-lift", daemon=True)
+        self._lifting.start()
         self.watch = Watch(self, on_repair)
         self.watch.start()
 
+    def _lift_loop(self) -> None:
+        while not self._stopping.wait(LIFT_EVERY_S):
+            try:
+                self.lift_demotions()
+            except Exception:
+                log.exception("lifting demotions failed; trying again")
+
     def stop_watching(self) -> None:
+        self._stopping.set()
         self.ha_events.stop()
         if self.watch is not None:
             self.watch.stop()
@@ -848,6 +864,50 @@ class Agent:
                 self.store.delete("holds", appliance_id)
                 if self.watch is not None:
                     self.watch.check_soon(appliance_id)  # what changed while held
+
+    # --- HA members: demotion -------------------------------------------------------------
+
+    def demote(self, appliance_id: str, epoch: int = 0) -> None:
+        """Take an HA member out of the election (keepalived's FAULT: its
+        links leave the wire, its peer's stay) until its peer answers on
+        the HA network again (`lift_demotions`): a partition of the HA
+        network alone leaves two actives, and the orchestrator picks one.
+        Restarting keepalived as backup would not hold: cut off from its
+        peer, it becomes master again after three adverts. Raises NotFound
+        for an appliance that is no HA member here."""
+        with self.appliances.lock(appliance_id):
+            self._admit_epoch(appliance_id, epoch)
+            if not self.appliances.roles.fence(appliance_id, True):
+                raise NotFound(f"appliance {appliance_id} is no HA member here")
+            self.store.put("demoted", appliance_id, {"since": time.time()})
+        log.warning(
+            "HA member %s demoted: out of the election until its peer answers", appliance_id
+        )
+
+    def lift_demotions(self) -> list[str]:
+        """Members demoted whose peer answers on the HA network again go
+        back into the election (as backups: their peer is master and
+        `nopreempt` keeps it so). What was lifted."""
+        lifted = []
+        for appliance_id in self.store.ids("demoted"):
+            config = self.appliances.config(appliance_id)
+            if config is None or config.ha is None:
+                self.store.delete("demoted", appliance_id)
+                continue
+            namespace = self.names.appliance_netns(appliance_id)
+            peer = str(config.ha.peer_address)
+            answer = run(
+                ["ping", "-n", "-q", "-c", "1", "-W", "0.5", peer], netns=namespace, check=False
+            )
+            if answer.returncode != 0:
+                continue
+            with self.appliances.lock(appliance_id):
+                self.store.delete("demoted", appliance_id)
+                if appliance_id not in self.fenced_ids:
+                    self.appliances.roles.fence(appliance_id, False)
+            lifted.append(appliance_id)
+            log.warning("HA member %s: its peer answers again; back in the election", appliance_id)
+        return lifted
 
     def repair(self, appliance_id: str, drifted: Check) -> Repair | None:
         """Under the appliance's lock: if `drifted` finds it drifted from its

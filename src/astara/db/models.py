@@ -13,6 +13,7 @@ depends on one arriving.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Any
 
@@ -599,6 +600,13 @@ HA_PORT_NAME = "HA port project %s"
 
 def ha_member_id(router_id: str, slot: int) -> str:
     return HA_MEMBERS[slot] + router_id
+
+
+def ha_port_order(port: Port) -> tuple[int, str]:
+    """Where an HA port stands among its router's two: member 0's first
+    (the lower IPv4 address; an HA port's addresses never change)."""
+    addresses = [int(ipaddress.ip_address(a.ip_address)) for a in port.fixed_ips]
+    return (min(addresses) if addresses else 0, port.id)
 
 
 def ha_member(appliance_id: str) -> tuple[str, int] | None:

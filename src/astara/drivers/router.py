@@ -10,6 +10,7 @@ needs on the agent. Read-only: one consistent snapshot, no side effects.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from astara.appliance.schema import ApplianceConfig
-from astara.db.models import ROUTER_GATEWAY, FirewallRule, Port, Router, Subnet
+from astara.db.models import (
+    ROUTER_GATEWAY,
+    ROUTER_HA_INTERFACE,
+    FirewallRule,
+    Port,
+    Router,
+    Subnet,
+    ha_member_id,
+    ha_port_order,
+)
 from astara.drivers.appliance import (
     AppliancePlan,
     NetworkNeed,
@@ -29,15 +39,35 @@ from astara.drivers.appliance import (
 from astara.drivers.reads import FirewallRead, Reads
 from astara.model import rules
 
+# VRRP's advertisement interval an HA router's members use (`astara serve
+# --ha-advert-interval-ms`): a member takes over about three of them after
+# its peer went silent.
+DEFAULT_ADVERT_MS = 100
 
-def plan(session: Session, router: Router, reads: Reads | None = None) -> AppliancePlan:
+
+def plan(
+    session: Session,
+    router: Router,
+    reads: Reads | None = None,
+    member: int | None = None,
+    advert_interval_ms: int = DEFAULT_ADVERT_MS,
+) -> AppliancePlan:
     """The router's appliance plan; `reads`: where its rows come from (a
-    `Batch` read for many routers at once; default: a statement each)."""
+    `Batch` read for many routers at once; default: a statement each).
+    An HA router has no appliance of its own: its members (`member` 0 and
+    1) do, each the router's config with its own HA port and its peer's."""
     reads = reads if reads is not None else Reads(session)
-    attached = reads.attached(router.id)
-    result = AppliancePlan(router.id, None, ports=[p.id for p, _ in attached])
-    if not attached:
-        return result  # nothing to run
+    everything = reads.attached(router.id)
+    attached = [(port, kind) for port, kind in everything if kind != ROUTER_HA_INTERFACE]
+    links = sorted(
+        (port for port, kind in everything if kind == ROUTER_HA_INTERFACE), key=ha_port_order
+    )
+    appliance_id = router.id if member is None else ha_member_id(router.id, member)
+    result = AppliancePlan(appliance_id, None, ports=[p.id for p, _ in attached])
+    if (member is not None) != router.ha or not attached:
+        return result  # nothing to run (here: an HA router's runs in its members)
+    if member is not None and len(links) != 2:
+        return result  # its HA ports are being made or removed
     # Administratively down: the appliance stays, its ports wired and its
     # subnets' DHCP and RAs served (a DHCP server is no router: Neutron's
     # keeps serving too), but it forwards, translates and routes nothing.
@@ -112,8 +142,41 @@ def plan(session: Session, router: Router, reads: Reads | None = None) -> Applia
         "firewalls": _firewalls(reads, attached),
         "metadata_hosts": metadata_hosts(reads.instance_rows(inside)),
     }
+    if member is not None:
+        mine, peer = links[member], links[1 - member]
+        result.ports.append(mine.id)
+        ha_network = reads.networks({mine.network_id})[mine.network_id]
+        result.networks[ha_network.id] = NetworkNeed(ha_network.mtu, ha_network.external)
+        ha_subnets = reads.subnets({a.subnet_id for a in mine.fixed_ips})
+        interfaces.append(
+            {
+                "mac": mine.mac_address,
+                "network_id": ha_network.id,
+                "role": "ha",
+                "addresses": [
+                    f"{a.ip_address}/{ipaddress.ip_network(ha_subnets[a.subnet_id].cidr).prefixlen}"
+                    for a in mine.fixed_ips
+                ],
+                "mtu": ha_network.mtu,
+            }
+        )
+        config["ha"] = {
+            "interface_mac": mine.mac_address,
+            "peer_address": min(a.ip_address for a in peer.fixed_ips),
+            "peer_mac": peer.mac_address,
+            "virtual_router_id": virtual_router_id(router.id),
+            "advert_interval_ms": advert_interval_ms,
+        }
     result.config = ApplianceConfig.model_validate(config)
     return result
+
+
+def virtual_router_id(router_id: str) -> int:
+    """The VRRP id of an HA router's instance: any value serves (its members
+    speak unicast to each other only), so none is allocated, and there is no
+    limit of 254 HA routers per project as in Neutron; one derived from the
+    router's id tells the pairs apart in a capture of the HA network."""
+    return 1 + int(hashlib.sha256(router_id.encode()).hexdigest(), 16) % 255
 
 
 def _firewalls(reads: Reads, attached: Sequence[tuple[Port, str]]) -> list[dict[str, Any]]:

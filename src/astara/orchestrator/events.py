@@ -24,8 +24,11 @@ from astara.db.models import (
     SecurityGroupRule,
     Subnet,
     dhcp_appliance_id,
+    dhcp_network_id,
+    ha_member,
 )
 from astara.drivers import loadbalancer as lb_driver
+from astara.orchestrator import appliances
 
 # What workload ports' filtering follows, and no appliance: the L2 pass's alone.
 SECURITY = ("security_group", "security_group_rule", "address_group")
@@ -50,6 +53,21 @@ def touches_l2(event: OutboxEvent) -> bool:
 
 
 def affected(session: Session, event: OutboxEvent) -> set[str]:
+    """`appliances_affected`, with an HA router's members for the router."""
+    found = appliances_affected(session, event)
+    routers = found - {a for a in found if not _may_be_router(a)}
+    return found | appliances.router_appliances(session, routers) if routers else found
+
+
+def _may_be_router(appliance_id: str) -> bool:
+    return (
+        dhcp_network_id(appliance_id) is None
+        and lb_driver.balancer_id(appliance_id) is None
+        and ha_member(appliance_id) is None
+    )
+
+
+def appliances_affected(session: Session, event: OutboxEvent) -> set[str]:
     """The appliances an event may change: the router itself; the routers on
     a network, a subnet's or a port's network, and that network's DHCP
     appliance; a floating IP's router. When the object is gone already, what

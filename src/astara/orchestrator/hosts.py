@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from astara.agent.client import AgentClient, AgentError
-from astara.db.models import ApplianceState, Host, PortBinding
+from astara.db.models import ApplianceState, Host, PortBinding, ha_member, ha_member_id
 from astara.orchestrator.placement import HostInfo
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,14 @@ class Beat:
     down: tuple[str, ...] = ()
     returning: tuple[str, ...] = ()
     fenced: dict[str, tuple[str, ...]] = field(default_factory=dict)  # host → newly fenced
+    # HA routers both of whose members said "active" in this round and the
+    # one before (router id → its members' ids): a split brain.
+    split: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+# Rounds in a row both members of an HA router must say "active" before it
+# counts as a split brain: one round may catch a failover half done.
+SPLIT_ROUNDS = 2
 
 
 class Hosts:
@@ -95,6 +103,10 @@ class Hosts:
         self._clients: dict[str, tuple[str, AgentClient]] = {}  # name → (address, client)
         self._last_ok: dict[str, float] = {}
         self._fenced: dict[str, set[str]] = {}  # host → appliances it said were fenced
+        # host → the roles of its HA members as written last; router → rounds
+        # in a row its two members were both active.
+        self._roles: dict[str, dict[str, str]] = {}
+        self._split: dict[str, int] = {}
         # host → what its row was last given (besides the time), and when: a
         # round writes a host only when that changed or the time is stale.
         self._written: dict[str, tuple[dict[str, Any], float]] = {}
@@ -239,9 +251,76 @@ class Hosts:
                     session.execute(update(Host).where(Host.name == name).values(alive=False))
                     log.warning("host %s: no heartbeat for %.1f s, marked down", name, now_s - last)
                     down.append(name)
+                self._record_roles(session, name, health)
+            split = self._splits(session, answers)
         with self._lock:  # committed: what the rows hold now
             self._written.update({name: (steady, now_s) for name, steady in written_now.items()})
-        return Beat(tuple(down), tuple(returning), fenced)
+        return Beat(tuple(down), tuple(returning), fenced, split)
+
+    def _record_roles(self, session: Session, name: str, health: dict[str, Any] | None) -> None:
+        """The roles of the HA members on a host, as it reports them now
+        (`ha_state`, where the record places them there); a host that did
+        not answer this round has no known role: they were active, for all
+        anyone knows, only while it answered."""
+        roles = health.get("ha_roles") if health is not None else None
+        now = (
+            {k: v for k, v in roles.items() if isinstance(v, str)}
+            if isinstance(roles, dict)
+            else {}
+        )
+        before = self._roles.get(name, {})
+        if now == before:
+            return
+        for appliance_id in set(before) - set(now):
+            session.execute(
+                update(ApplianceState)
+                .where(ApplianceState.appliance_id == appliance_id, ApplianceState.host == name)
+                .values(ha_state=None)
+            )
+        for appliance_id, role in now.items():
+            if before.get(appliance_id) != role:
+                session.execute(
+                    update(ApplianceState)
+                    .where(ApplianceState.appliance_id == appliance_id, ApplianceState.host == name)
+                    .values(ha_state=role)
+                )
+        self._roles[name] = now
+
+    def _splits(
+        self, session: Session, answers: dict[str, dict[str, Any] | None]
+    ) -> dict[str, tuple[str, str]]:
+        """HA routers whose two members, each where its record places it,
+        both said "active" (an answer of this round for the hosts this
+        orchestrator asks; the record, while its host is up, for others'),
+        for `SPLIT_ROUNDS` rounds in a row."""
+        active = {
+            appliance_id
+            for name, health in answers.items()
+            if health is not None
+            for appliance_id, role in self._roles.get(name, {}).items()
+            if role == "active"
+        }
+        routers = {m[0] for a in active if (m := ha_member(a)) is not None}
+        found: dict[str, tuple[str, str]] = {}
+        if routers:
+            pairs = [ha_member_id(r, slot) for r in sorted(routers) for slot in (0, 1)]
+            rows = session.execute(
+                select(ApplianceState.appliance_id, ApplianceState.host, ApplianceState.ha_state)
+                .join(Host, Host.name == ApplianceState.host)
+                .where(ApplianceState.appliance_id.in_(pairs), Host.alive)
+            ).all()
+            both: dict[str, list[str]] = {}
+            for appliance_id, host, state in rows:
+                member = ha_member(appliance_id)
+                heard = answers.get(host or "", {}) is not None  # ours answered, or another's
+                if member is not None and state == "active" and heard:
+                    both.setdefault(member[0], []).append(appliance_id)
+            for router_id, ids in both.items():
+                if len(set(ids)) == 2:
+                    first, second = sorted(set(ids))
+                    found[router_id] = (first, second)
+        self._split = {r: self._split.get(r, 0) + 1 for r in found}
+        return {r: found[r] for r, n in self._split.items() if n >= SPLIT_ROUNDS}
 
     def revive(self, name: str) -> None:
         """Mark a returning host alive (after its stale appliances are gone)."""

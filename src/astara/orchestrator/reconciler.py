@@ -68,6 +68,7 @@ from astara.db.models import (
     OutboxEvent,
     PausedProject,
     dhcp_network_id,
+    ha_member,
 )
 from astara.drivers import dhcp as dhcp_driver
 from astara.drivers import loadbalancer as lb_driver
@@ -85,7 +86,7 @@ from astara.orchestrator.failures import (
     no_host,
     unreachable,
 )
-from astara.orchestrator.hosts import DOWN_AFTER_S, HEARTBEAT_S, Hosts, infos
+from astara.orchestrator.hosts import DOWN_AFTER_S, HEARTBEAT_S, SPLIT_ROUNDS, Hosts, infos
 from astara.orchestrator.l2 import L2, CannotCarry
 from astara.orchestrator.lifecycle import (
     BACKOFF_BASE,
@@ -209,6 +210,7 @@ class Orchestrator:
         prune_s: float = 600.0,
         owns: Callable[[str], bool] | None = None,
         member: str = "",
+        ha_advert_ms: int = router_driver.DEFAULT_ADVERT_MS,
     ) -> None:
         """`agent`: the local agent (a host named `host_name`), if any;
         `connect` makes a client for a joined host's address. `settle_s`:
@@ -218,8 +220,10 @@ class Orchestrator:
         appliance it lists unchanged (default: every third resync). `owns`:
         with several orchestrators, whether this one (`member`) owns a key
         (an appliance id, `L2_KEY`, or `coordination.host_key(name)`); it
-        acts on those only (see `_holds`). None: it owns everything."""
+        acts on those only (see `_holds`). None: it owns everything.
+        `ha_advert_ms`: the VRRP advertisement interval of HA routers' members."""
         self.sessions = session_factory(engine)
+        self.ha_advert_ms = ha_advert_ms
         self.owns: Callable[[str], bool] = owns or _everything
         self.coordinated, self.member = owns is not None, member
         # Appliance → the epoch this member took it over with (and has
@@ -249,6 +253,7 @@ class Orchestrator:
         self._lock = threading.Lock()
         self._gaps: dict[int, float] = {}  # skipped sequences → until when to look for them
         self._returning: set[str] = set()  # hosts being swept before they count as up
+        self._splitting: set[str] = set()  # HA routers whose two actives are being resolved
         # The scheduler (see `wake`): keys woken and not running (`_pending`),
         # in a heap by due time (`_timers`) until due, then in a heap by
         # priority (`_ready`) until a worker is free; keys running, and those
@@ -393,6 +398,59 @@ class Orchestrator:
                 self.wake(key)
             if set(fenced) - here:
                 self._return_soon(name, revive=False)
+        for router_id, members in beat.split.items():
+            with self._lock:
+                if router_id in self._splitting:
+                    continue
+                self._splitting.add(router_id)
+            try:
+                self.pool.submit(self._resolve_split, router_id, members)
+            except RuntimeError:  # shutting down
+                with self._lock:
+                    self._splitting.discard(router_id)
+
+    def _resolve_split(self, router_id: str, members: tuple[str, str]) -> None:
+        """Both members of an HA router active (their HA network cut between
+        them, say): the one with the older epoch (the earlier placed) is
+        demoted by its agent, and both histories say why. Only by the
+        orchestrator that owns that member."""
+        try:
+            with self.sessions.begin() as session:
+                rows = [session.get(ApplianceState, m) for m in members]
+                if any(r is None or r.ha_state != "active" or r.host is None for r in rows):
+                    return
+                pair = [r for r in rows if r is not None]
+                loser = min(pair, key=lambda r: (r.epoch, r.appliance_id))
+                winner = next(r for r in pair if r is not loser)
+                host = infos(session).get(loser.host or "")
+                if host is None or not self.owns(loser.appliance_id):
+                    return
+                seen = (
+                    f"two actives for {SPLIT_ROUNDS} heartbeats: {winner.appliance_id} on"
+                    f" {winner.host} (epoch {winner.epoch}) and {loser.appliance_id} on"
+                    f" {loser.host} (epoch {loser.epoch}); demoting {loser.appliance_id},"
+                    " the older epoch"
+                )
+                for row in pair:
+                    self._event(session, row.appliance_id, seen)
+                epoch = loser.epoch
+                loser_id = loser.appliance_id
+            try:
+                self.hosts.client(host).demote_appliance(loser_id, epoch)
+            except (AgentError, httpx.HTTPError) as error:
+                outcome = f"demoting it on {host.name} failed: {error}"
+            else:
+                outcome = (
+                    f"demoted on {host.name}: out of the election until its peer"
+                    " answers on the HA network again"
+                )
+            with self.sessions.begin() as session:
+                self._event(session, loser_id, outcome)
+        except Exception:
+            log.exception("router %s: resolving two actives", router_id)
+        finally:
+            with self._lock:
+                self._splitting.discard(router_id)
 
     def _wake_hosts(self, names: list[str], unplaced: bool = False) -> None:
         """Wake the appliances placed on `names` (and those on no host)."""
@@ -759,13 +817,16 @@ class Orchestrator:
             hosts = infos(session)
             paused = set(session.scalars(select(PausedProject.project_id)))
             networks = {k: n for k in listed if (n := dhcp_network_id(k)) is not None}
-            batch = Batch(session).load([k for k in listed if k not in networks], networks.values())
+            batch = Batch(session).load(
+                {(ha_member(k) or (k, 0))[0] for k in listed if k not in networks},
+                networks.values(),
+            )
             for key, (host_name, entry) in sorted(listed.items()):
                 row = rows.get(key)
                 if row is None or row.state != State.ACTIVE.value:
                     continue
                 try:
-                    found = _plan_from(session, batch, key, networks.get(key))
+                    found = _plan_from(session, batch, key, networks.get(key), self.ha_advert_ms)
                 except ValidationError:
                     continue  # a config no appliance can run: the reconcile says why
                 except Exception:  # one appliance's anomaly: its own reconcile meets it
@@ -1008,7 +1069,7 @@ class Orchestrator:
         After a `failure` the agent is not asked: `present` then says
         nothing, and the lifecycle concludes nothing from it."""
         with self.sessions.begin() as session:
-            subject = appliances.subject(session, appliance_id)
+            subject = appliances.subject(session, appliance_id, self.ha_advert_ms)
             # Several members: the row locked, so a takeover waits for this
             # observation's placement, or this observation sees it.
             row = session.get(ApplianceState, appliance_id, with_for_update=self.coordinated)
@@ -1246,6 +1307,18 @@ class Orchestrator:
         epoch = row.epoch if row is not None else 0
         if not wanted:
             return Placement(current, epoch)
+        # An HA router's members: never on one host (anti-affinity), and
+        # member 1 placed only once member 0 runs on a live host (two
+        # placed at once could not see each other's choice). A member's
+        # epoch grows past its sibling's: the newer of two is the later placed.
+        pair = appliances.sibling(appliance_id)
+        other = session.get(ApplianceState, pair) if pair is not None else None
+        apart = {other.host} if other is not None and other.host else set()
+        if pair is not None and appliances.ha_slot(appliance_id) == 1:
+            first = hosts.get(other.host) if other is not None and other.host else None
+            if first is None or not first.alive:
+                return Placement(current, epoch)
+        epoch_floor = max(epoch, other.epoch if other is not None else 0)
         target: placement.HostInfo | None = None
         why = ""
         move = row.move_to if row is not None else None
@@ -1254,6 +1327,11 @@ class Orchestrator:
             if destination is None or not destination.schedulable:
                 row.move_to = None
                 self._event(session, appliance_id, f"move to {move} dropped: it is not up")
+            elif destination.name in apart:
+                row.move_to = None
+                self._event(
+                    session, appliance_id, f"move to {move} dropped: the other member runs there"
+                )
             elif current is not None and destination.name == current.name:
                 row.move_to = None  # there already
             elif current is not None and current.alive:
@@ -1287,6 +1365,7 @@ class Orchestrator:
                 load,
                 hints=appliances.zone_hints(session, appliance_id),
                 physnets={p for p in physnets if p},
+                exclude=apart,
             )
             if target is not None:
                 why = f"host {current.name} is down" if current is not None else "placed"
@@ -1305,7 +1384,7 @@ class Orchestrator:
                 updated_at=self.clock(),
             )
             session.add(row)
-        row.host, row.epoch = target.name, epoch + 1
+        row.host, row.epoch = target.name, epoch_floor + 1
         self._event(session, appliance_id, f"on host {target.name} (epoch {row.epoch}): {why}")
         return Placement(target, row.epoch)
 
@@ -1575,7 +1654,11 @@ def _delete(client: AgentClient, appliance_id: str, epoch: int) -> None:
 
 
 def _plan_from(
-    session: Session, batch: Batch, appliance_id: str, network_id: str | None
+    session: Session,
+    batch: Batch,
+    appliance_id: str,
+    network_id: str | None,
+    advert_interval_ms: int = router_driver.DEFAULT_ADVERT_MS,
 ) -> tuple[AppliancePlan, str, bool] | None:
     """An appliance's plan from a batch's rows, its project, and whether its
     Neutron statuses are as a settled reconcile leaves them (`statuses`:
@@ -1589,10 +1672,13 @@ def _plan_from(
         plan = lb_driver.plan(session, balancer)
         return plan, balancer.project_id, balancer.provisioning_status == "ACTIVE"
     if network_id is None:
-        router = batch.routers.get(appliance_id)
+        router_id, slot = ha_member(appliance_id) or (appliance_id, None)
+        router = batch.routers.get(router_id)
         if router is None:
             return None
-        plan = router_driver.plan(session, router, batch)
+        plan = router_driver.plan(
+            session, router, batch, member=slot, advert_interval_ms=advert_interval_ms
+        )
         return plan, router.project_id, router.admin_state_up and router.status == "ACTIVE"
     port = batch.dhcp_port(network_id)
     if port is None:

@@ -27,6 +27,8 @@ from astara.db.models import (
     Port,
     Router,
     RouterPort,
+    ha_member,
+    ha_member_id,
 )
 from astara.drivers import loadbalancer as lb_driver
 from astara.drivers import router as driver
@@ -44,13 +46,25 @@ def neutron_status(state: State) -> str:
 
 
 def write_statuses(
-    session: Session, router_id: str, state: State, plan: AppliancePlan | None
+    session: Session, appliance_id: str, state: State, plan: AppliancePlan | None
 ) -> None:
     """Neutron statuses from reality: the router, its ports, its floating IPs.
-    Observed values, not changes: no revision bump, no outbox event."""
+    Observed values, not changes: no revision bump, no outbox event. An HA
+    router's come from its members: ACTIVE while either runs its current
+    config (the other may be lost, being rebuilt: the router serves); its
+    own id's appliance (none) says nothing of it, nor do the members of a
+    router no longer HA."""
     if state is State.PAUSED:
         return
+    router_id, slot = ha_member(appliance_id) or (appliance_id, None)
+    ha = session.scalar(select(Router.ha).where(Router.id == router_id))
+    if ha is not None and ha != (slot is not None):
+        return
     status = neutron_status(state)
+    if slot is not None and status != "ACTIVE":
+        sibling = session.get(ApplianceState, ha_member_id(router_id, 1 - slot))
+        if sibling is not None and sibling.state == State.ACTIVE.value:
+            return  # the other member serves: as the last write left it
     # Lock the router row first (a row lock on PostgreSQL, the write lock on
     # SQLite), then read: an API change that marks it BUILD either commits
     # before and is seen below, or waits and lands after this write.
@@ -72,7 +86,7 @@ def write_statuses(
         status == "ACTIVE"
         and router is not None
         and plan is not None
-        and driver.plan(session, router).digest != plan.digest
+        and _replanned(session, router, slot, plan).digest != plan.digest
     ):
         status = "BUILD"
     # A port's status says whether it is wired on its host (Neutron's
@@ -101,6 +115,15 @@ def write_statuses(
         .where(FloatingIp.router_id.is_(None), FloatingIp.status != "DOWN")
         .values(status="DOWN")
     )
+
+
+def _replanned(
+    session: Session, router: Router, slot: int | None, plan: AppliancePlan
+) -> AppliancePlan:
+    """The router's plan now, as `plan` was made (a member's advert interval)."""
+    section = plan.config.ha if plan.config is not None else None
+    advert = section.advert_interval_ms if section is not None else driver.DEFAULT_ADVERT_MS
+    return driver.plan(session, router, member=slot, advert_interval_ms=advert)
 
 
 def write_dhcp_statuses(session: Session, state: State, plan: AppliancePlan | None) -> None:
