@@ -36,7 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from astara.appliance.actions import DaemonName
 from astara.appliance.drift import drift
+from astara.appliance.ha import HaRole
 from astara.appliance.schema import ApplianceConfig
 from astara.linux import monitor
 from astara.linux.monitor import Aspect
@@ -504,6 +506,13 @@ class Watch:
             self._unregister(fd)
             os.close(fd)
             log.info("appliance %s: %s exited", appliance_id, daemon)
+            if daemon == DaemonName.keepalived.value:
+                # Its peer takes over within three adverts: off the wire now,
+                # before the repair starts it again (as a backup).
+                try:
+                    self.agent.appliances.roles.transition(appliance_id, HaRole.fault)
+                except Exception:  # the repair puts the links right
+                    log.exception("appliance %s: taking it off the wire", appliance_id)
             self.schedule.mark(appliance_id, {Aspect.daemon}, now)
 
     def _namespace_gone(self, name: str, now: float) -> None:

@@ -112,7 +112,10 @@ class ApplianceDaemons:
         elif name is DaemonName.keepalived:
             # VRRP only (-P); its VRRP child's pid file beside the parent's.
             # No syslog here: its role changes reach the agent on its FIFO.
+            # keepalived refuses to start while a pid file names a process
+            # that exists: a child killed with it may not be reaped yet.
             conf = self.directory / "keepalived.conf"
+            (self.directory / "keepalived-vrrp.pid").unlink(missing_ok=True)
             daemon.start(
                 [
                     *CLEAN_ENV,
