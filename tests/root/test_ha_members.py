@@ -24,32 +24,20 @@ import pytest
 from astara.appliance.render.ha import FENCE_FILE
 from astara.linux import netlink
 from astara.testing.failover import Pinger, Stream
-from astara.testing.lab import Lab
+from astara.testing.lab import HA_LINKS, Lab, ha_member
 from astara.testing.net import Capture, wait_for_ping, wait_until
 from tests.root.conftest import FLOATING_IP, MAC, OUTSIDE, build_standard, router_config
 
 pytestmark = pytest.mark.root
 
-HA_LINKS = {0: ("fa:16:3e:0a:00:01", "169.254.192.1"), 1: ("fa:16:3e:0b:00:01", "169.254.192.2")}
 MEMBERS = ("ha0-r", "ha1-r")
 # Interfaces on the wire only on the active member (the standard router's).
 WIRED = (MAC["router_ext"], MAC["router_n1"], MAC["router_n2"], MAC["router_n6"])
+HA_MAC = HA_LINKS[0][0]
 
 
 def member(slot: int, **changes: Any) -> dict[str, Any]:
-    config = router_config(**changes)
-    mac, address = HA_LINKS[slot]
-    peer_mac, peer = HA_LINKS[1 - slot]
-    config["interfaces"].append(
-        {"mac": mac, "network_id": "ha", "role": "ha", "addresses": [f"{address}/18"]}
-    )
-    config["ha"] = {
-        "interface_mac": mac,
-        "peer_address": peer,
-        "peer_mac": peer_mac,
-        "virtual_router_id": 7,
-    }
-    return config
+    return ha_member(router_config(**changes), slot)
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,9 @@ def parse_event(line: str) -> HaRole | None:
     return KEEPALIVED_STATES.get(words[2])
 
 
+# When a member that took over announces its addresses again (seconds).
+ANNOUNCE_AGAIN_S = (0.05, 0.5)
+
 # conntrackd, told of the role (conntrack-tools' primary-backup.sh, less the
 # commit: with the external cache disabled the kernel already holds the
 # peer's connections): the active member resyncs its cache with the kernel
@@ -216,12 +219,17 @@ class Roles:
                     netlink.set_link(ns, link, state="up" if on else "down")
                     changed.append(interface)
         if on and changed:
-            for interface in changed:
-                name = appliance_interface(interface.role.value, interface.mac)
-                try:
-                    _announce(namespace, name, interface.mac, interface.addresses)
-                except OSError as error:
-                    log.warning("HA member %s: announcing %s failed: %s", appliance_id, name, error)
+            announce = [
+                (appliance_interface(i.role.value, i.mac), i.mac, i.addresses) for i in changed
+            ]
+            _announce_all(appliance_id, namespace, announce)
+            # Again a little later: a bridge takes a port that comes up into
+            # forwarding only once the kernel's link watch has seen its
+            # carrier (a few ms later, asynchronously), and drops until then.
+            for delay_s in ANNOUNCE_AGAIN_S:
+                timer = threading.Timer(delay_s, _announce_all, (appliance_id, namespace, announce))
+                timer.daemon = True
+                timer.start()
 
     def _tell_conntrackd(self, appliance_id: str, role: HaRole) -> None:
         """conntrackd's commands for the new role, off the caller's path (a
@@ -245,13 +253,17 @@ class Roles:
         threading.Thread(target=tell, name=f"conntrackd-{appliance_id}", daemon=True).start()
 
 
-def _announce(
-    namespace: str,
-    name: str,
-    mac: str,
-    addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
-) -> None:
-    v4 = [a.ip for a in addresses if isinstance(a, ipaddress.IPv4Interface)]
-    v6 = [a.ip for a in addresses if isinstance(a, ipaddress.IPv6Interface)]
-    garp.announce(namespace, name, mac, v4)
-    garp.advertise(namespace, name, mac, v6)
+Announcement = tuple[str, str, Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]]
+
+
+def _announce_all(appliance_id: str, namespace: str, announce: list[Announcement]) -> None:
+    """A gratuitous ARP and an unsolicited neighbour advertisement for each
+    address of each interface (name, MAC, addresses)."""
+    for name, mac, addresses in announce:
+        v4 = [a.ip for a in addresses if isinstance(a, ipaddress.IPv4Interface)]
+        v6 = [a.ip for a in addresses if isinstance(a, ipaddress.IPv6Interface)]
+        try:
+            garp.announce(namespace, name, mac, v4)
+            garp.advertise(namespace, name, mac, v6)
+        except OSError as error:  # gone meanwhile (given up, deleted)
+            log.info("HA member %s: announcing %s failed: %s", appliance_id, name, error)

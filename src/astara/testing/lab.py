@@ -64,3 +64,34 @@ class Lab:
 
     def router_netns(self, router_id: str) -> str:
         return f"{self.prefix}-appliance-{router_id}"
+
+
+# Two members' links on their HA network: (MAC, address), by member.
+HA_LINKS = {0: ("fa:16:3e:0a:00:01", "169.254.192.1"), 1: ("fa:16:3e:0b:00:01", "169.254.192.2")}
+
+
+def ha_member(
+    config: dict[str, Any],
+    slot: int,
+    network_id: str = "ha",
+    virtual_router_id: int = 7,
+    links: dict[int, tuple[str, str]] = HA_LINKS,
+    **ha: Any,
+) -> dict[str, Any]:
+    """A router's config as member `slot` (0 or 1) of an HA pair runs it:
+    its link on the HA network `network_id` (/18, as Neutron's HA subnet),
+    and the section naming its peer; `ha`: more of that section."""
+    mac, address = links[slot]
+    peer_mac, peer = links[1 - slot]
+    member = {**config, "interfaces": [*config["interfaces"]]}
+    member["interfaces"].append(
+        {"mac": mac, "network_id": network_id, "role": "ha", "addresses": [f"{address}/18"]}
+    )
+    member["ha"] = {
+        "interface_mac": mac,
+        "peer_address": peer,
+        "peer_mac": peer_mac,
+        "virtual_router_id": virtual_router_id,
+        **ha,
+    }
+    return member
