@@ -34,6 +34,8 @@ from astara.db.models import (
     Port,
     Router,
     dhcp_network_id,
+    ha_member,
+    ha_member_id,
 )
 from astara.drivers import loadbalancer as lb_driver
 
@@ -82,6 +84,8 @@ class _Target(Generic[Row]):
     id: str  # the appliance's
     project_id: str
     row: Row | None
+    # An HA router's members' records (it has no appliance of its own).
+    members: tuple[ApplianceState, ...] = ()
 
 
 def _find(session: Session, kind: _Kind[Row], name_or_id: str) -> _Target[Row]:
@@ -95,12 +99,24 @@ def _find(session: Session, kind: _Kind[Row], name_or_id: str) -> _Target[Row]:
     if row is None and resource_id not in (None, name_or_id):
         row = session.get(model, resource_id)
     if row is not None:
-        return _Target(kind.appliance_id(row.id), row.project_id, row)
+        return _Target(kind.appliance_id(row.id), row.project_id, row, _members(session, row))
     for appliance_id in dict.fromkeys((kind.appliance_id(name_or_id), name_or_id)):
         record = session.get(ApplianceState, appliance_id)
         if record is not None and record.kind == kind.name:
             return _Target(record.appliance_id, record.project_id, None)
     raise kind.not_found(name_or_id)
+
+
+def _members(session: Session, row: Router | LoadBalancer) -> tuple[ApplianceState, ...]:
+    """An HA router's members' records (those made so far)."""
+    if not isinstance(row, Router) or not row.ha:
+        return ()
+    ids = [ha_member_id(row.id, slot) for slot in (0, 1)]
+    found = {
+        s.appliance_id: s
+        for s in session.scalars(select(ApplianceState).where(ApplianceState.appliance_id.in_(ids)))
+    }
+    return tuple(found[i] for i in ids if i in found)
 
 
 def _lifecycle(state: ApplianceState | None, paused_project: bool) -> dict[str, Any]:
@@ -121,7 +137,13 @@ def _lifecycle(state: ApplianceState | None, paused_project: bool) -> dict[str, 
 def router_view(
     target: _Target[Router], state: ApplianceState | None, paused_project: bool
 ) -> dict[str, Any]:
+    """A router's appliance; an HA router's lifecycle is its active
+    member's (or its first's), and each member is shown with its role."""
     router = target.row
+    ha = router is not None and router.ha
+    if ha:
+        serving = [m for m in target.members if m.ha_state == "active"] or list(target.members)
+        state = serving[0] if serving else None
     return {
         "id": target.id,
         "name": router.name if router is not None else "",
@@ -129,6 +151,19 @@ def router_view(
         # DELETED: its tenant deleted it; the orchestrator has not removed
         # its appliance yet (a pause does not hold it).
         "status": router.status if router is not None else "DELETED",
+        **_lifecycle(state, paused_project),
+        **(
+            {"ha": True, "members": [_member_view(m, paused_project) for m in target.members]}
+            if ha
+            else {}
+        ),
+    }
+
+
+def _member_view(state: ApplianceState, paused_project: bool) -> dict[str, Any]:
+    return {
+        "id": state.appliance_id,
+        "ha_state": state.ha_state,
         **_lifecycle(state, paused_project),
     }
 
@@ -165,8 +200,20 @@ def _list(
     paused = set(session.scalars(select(PausedProject.project_id)))
     model = kind.model
     rows = session.scalars(select(model).order_by(model.project_id, model.name, model.id))
-    targets = [_Target(kind.appliance_id(r.id), r.project_id, r) for r in rows]
-    listed = {t.id for t in targets}
+    targets = [
+        _Target(
+            kind.appliance_id(r.id),
+            r.project_id,
+            r,
+            tuple(
+                states[m]
+                for slot in (0, 1)
+                if isinstance(r, Router) and r.ha and (m := ha_member_id(r.id, slot)) in states
+            ),
+        )
+        for r in rows
+    ]
+    listed = {t.id for t in targets} | {m.appliance_id for t in targets for m in t.members}
     deleted = sorted(
         (
             _Target[Row](s.appliance_id, s.project_id, None)
@@ -183,19 +230,29 @@ def _shown(
     target: _Target[Any] | _Appliance,
     view: Callable[[ApplianceState | None, bool], dict[str, Any]],
 ) -> dict[str, Any]:
-    """One appliance's view (of its record and its project's pause) and its history."""
+    """One appliance's view (of its record and its project's pause) and its
+    history (an HA router's: both members', each line naming its member)."""
     state = session.get(ApplianceState, target.id)
     paused = session.get(PausedProject, target.project_id) is not None
-    return {**view(state, paused), "events": _events(session, target.id)}
+    members = getattr(target, "members", ())
+    ids = [m.appliance_id for m in members] or [target.id]
+    return {**view(state, paused), "events": _events(session, *ids)}
 
 
-def _events(session: Session, appliance_id: str) -> list[dict[str, str]]:
+def _events(session: Session, *appliance_ids: str) -> list[dict[str, str]]:
     events = session.scalars(
         select(ApplianceEvent)
-        .where(ApplianceEvent.appliance_id == appliance_id)
+        .where(ApplianceEvent.appliance_id.in_(appliance_ids))
         .order_by(ApplianceEvent.id)
     )
-    return [{"at": timestamp(e.at), "message": e.message} for e in events]
+    several = len(appliance_ids) > 1
+    return [
+        {
+            "at": timestamp(e.at),
+            "message": f"{e.appliance_id}: {e.message}" if several else e.message,
+        }
+        for e in events
+    ]
 
 
 def list_routers(session: Session, caller: Caller) -> list[dict[str, Any]]:
@@ -262,6 +319,8 @@ def _act(
     if action not in ACTIONS:
         raise NeutronError(404, "HTTPNotFound", f"Unknown {kind.name} action {action}")
     target = _find(session, kind, name_or_id)
+    if target.members or (isinstance(target.row, Router) and target.row.ha):
+        _refuse_ha(target.id, f"{action} one member at a time: astara appliance {action}")
     row = _state_row(session, target, now, kind.name)
     _request(session, row, action, now, kind.name, kind.resource_id(target.id) or target.id)
     return show(session, caller, target.id)
@@ -291,6 +350,12 @@ def move_router(
     if not isinstance(body, dict) or not isinstance(body.get("host"), str):
         raise NeutronError(400, "HTTPBadRequest", 'Body must be {"host": NAME}')
     target = _find(session, ROUTER, router_id)
+    if isinstance(target.row, Router) and target.row.ha:
+        _refuse_ha(
+            target.id,
+            "the orchestrator places its members, one per host;"
+            " rebuild one to place it again: astara appliance rebuild",
+        )
     host = hosts.find(session, body["host"])
     if not host.alive or host.drained:
         raise NeutronError(
@@ -314,6 +379,11 @@ def move_router(
         )
         session.flush()
     return show_router(session, caller, target.id)
+
+
+def _refuse_ha(router_id: str, what: str) -> None:
+    members = " or ".join(ha_member_id(router_id, slot) for slot in (0, 1))
+    raise NeutronError(409, "RouterIsHA", f"Router {router_id} is HA: {what} {members}.")
 
 
 def _request(
@@ -368,6 +438,34 @@ def _dhcp_appliance(session: Session, appliance_id: str) -> _Appliance | None:
     if record is not None:
         return _Appliance(appliance_id, record.project_id, network, None)
     return None
+
+
+def _member(session: Session, appliance_id: str) -> _Appliance | None:
+    """An HA router's member an operator names (while its router or its record exists)."""
+    found = ha_member(appliance_id)
+    if found is None:
+        return None
+    owner = session.get(Router, found[0]) or session.get(ApplianceState, appliance_id)
+    if owner is None:
+        raise NeutronError(
+            404, "ApplianceNotFound", f"Appliance {appliance_id} could not be found."
+        )
+    return _Appliance(appliance_id, owner.project_id, None, None)
+
+
+def member_view(
+    target: _Appliance, state: ApplianceState | None, paused_project: bool
+) -> dict[str, Any]:
+    router_id, slot = ha_member(target.id) or (target.id, 0)
+    return {
+        "id": target.id,
+        "kind": "router",
+        "router_id": router_id,
+        "member": slot,
+        "project_id": target.project_id,
+        "ha_state": state.ha_state if state is not None else None,
+        **_lifecycle(state, paused_project),
+    }
 
 
 def dhcp_view(
@@ -426,6 +524,9 @@ def show_appliance(session: Session, caller: Caller, appliance_id: str) -> dict[
     require_admin(caller)
     if lb_driver.balancer_id(appliance_id) is not None:
         return _balancer_appliance(show_balancer(session, caller, appliance_id))
+    member = _member(session, appliance_id)
+    if member is not None:
+        return _shown(session, member, partial(member_view, member))
     target = _dhcp_appliance(session, appliance_id)
     if target is None:
         if dhcp_network_id(appliance_id) is not None:
@@ -444,6 +545,14 @@ def appliance_request(
     require_admin(caller)
     if lb_driver.balancer_id(appliance_id) is not None:
         return _balancer_appliance(balancer_request(session, caller, appliance_id, action, now))
+    member = _member(session, appliance_id)
+    if member is not None:
+        if action not in ACTIONS:
+            raise NeutronError(404, "HTTPNotFound", f"Unknown appliance action {action}")
+        row = _state_row(session, member, now, kind="router")
+        router_id, _ = ha_member(member.id) or (member.id, 0)
+        _request(session, row, action, now, "router", router_id)
+        return show_appliance(session, caller, member.id)
     if dhcp_network_id(appliance_id) is None:
         return {"kind": "router", **router_request(session, caller, appliance_id, action, now)}
     if action not in ACTIONS:

@@ -219,7 +219,7 @@ class Roles:
                     netlink.set_link(ns, link, state="up" if on else "down")
                     changed.append(interface)
         if on and changed:
-            announce = [
+            announce: list[Announcement] = [
                 (appliance_interface(i.role.value, i.mac), i.mac, i.addresses) for i in changed
             ]
             _announce_all(appliance_id, namespace, announce)
