@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from astara.agent.client import AgentError
 from astara.db.models import (
     DHCP,
+    HA_MEMBERS,
     ApplianceState,
     Network,
     Port,
@@ -38,6 +39,7 @@ from astara.db.models import (
     Subnet,
     dhcp_appliance_id,
     dhcp_network_id,
+    ha_member,
 )
 from astara.drivers import loadbalancer as lb_driver
 from astara.drivers.appliance import ipv6_mode
@@ -414,9 +416,13 @@ def fabric_view(
         # Each (host, network) once: every router of a cloud is on its
         # external network, and a push read all of their rows (10,000 at
         # 10,000 routers) to learn the few hosts they are on.
+        # A router's appliance, or an HA router's members (`ha0-<id>`, `ha1-<id>`).
+        runs_router = ApplianceState.appliance_id.in_(
+            [RouterPort.router_id, *(literal(m) + RouterPort.router_id for m in HA_MEMBERS)]
+        )
         for host, on_network in session.execute(
             select(ApplianceState.host, Port.network_id)
-            .join(RouterPort, RouterPort.router_id == ApplianceState.appliance_id)
+            .join(RouterPort, runs_router)
             .join(Port, Port.id == RouterPort.port_id)
             .where(ApplianceState.host.is_not(None), Port.network_id.in_(only))
             .distinct()
@@ -452,7 +458,7 @@ def fabric_view(
             ApplianceState.host.is_not(None)
         )
     ).all()
-    routers: dict[str, str] = {}
+    routers: dict[str, set[str]] = {}  # router → the hosts of its appliance or members
     balancers: dict[str, str] = {}
     for appliance_id, host in placed:
         network_id = dhcp_network_id(appliance_id)
@@ -460,7 +466,8 @@ def fabric_view(
         if balancer_id is not None:
             balancers[balancer_id] = str(host)
         elif network_id is None:
-            routers[appliance_id] = str(host)
+            router_id, _ = ha_member(appliance_id) or (appliance_id, 0)
+            routers.setdefault(router_id, set()).add(str(host))
         elif only is None or network_id in only:
             need(host, network_id)
     if balancers:
@@ -484,7 +491,8 @@ def fabric_view(
             )
         ).all()
         for router_id, network_id in rows:
-            need(routers[router_id], network_id)
+            for host in routers[router_id]:
+                need(host, network_id)
     found = _view(session, hosts, needs, ports, statuses)
     found.security = security
     return found
