@@ -67,22 +67,13 @@ def listing(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def of_appliance(session: Session, appliance_id: str) -> list[str]:
-    """A router's `availability_zones`: the zone of the host its appliance is
-    placed on ([] while it is not placed, or its host is gone)."""
-    state = session.get(ApplianceState, appliance_id)
-    if state is None or state.host is None:
-        return []
-    zone = session.scalar(select(Host.availability_zone).where(Host.name == state.host))
-    return [zone] if zone is not None else []
-
-
 CHUNK = 500  # ids per `IN (...)`: well under every backend's limit on parameters
 
 
 def of_appliances(session: Session, appliance_ids: list[str]) -> dict[str, list[str]]:
-    """`of_appliance` for many routers at once: id -> `availability_zones`
-    (absent: not placed)."""
+    """The zone of the host each appliance is placed on: id -> [zone]
+    (absent: not placed, or its host is gone). A router's
+    `availability_zones` are its appliances' (`routers.appliance_ids`)."""
     found: dict[str, list[str]] = {}
     for start in range(0, len(appliance_ids), CHUNK):
         rows = session.execute(
