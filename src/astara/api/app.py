@@ -48,6 +48,7 @@ from astara.api.http import (
     agents,
     hosts,
     join_tokens,
+    l3_agents,
     lbaas,
     operators,
     quotas,
@@ -196,10 +197,10 @@ def create_app(
     app.include_router(join_tokens.router)  # before hosts': /hosts/join-tokens
     app.include_router(hosts.router)
     app.include_router(collection_router(networks.Networks(settings)))
+    app.include_router(collection_router(routers.Routers(settings)))
     for controller in (
         subnets,
         ports,
-        routers,
         floatingips,
         security_groups,
         security_group_rules,
@@ -210,6 +211,7 @@ def create_app(
     ):
         app.include_router(collection_router(controller))
     app.include_router(agents.router)
+    app.include_router(l3_agents.router)
     app.include_router(quotas.router)
     for octavia in lbaas.routers():
         app.include_router(octavia)

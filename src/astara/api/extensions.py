@@ -8,12 +8,12 @@ from typing import Any
 _UPDATED = "2026-11-25T00:00:00-00:00"
 
 
-def _extension(alias: str, name: str, description: str) -> dict[str, Any]:
+def _extension(alias: str, name: str, description: str, updated: str = _UPDATED) -> dict[str, Any]:
     return {
         "alias": alias,
         "name": name,
         "description": description,
-        "updated": _UPDATED,
+        "updated": updated,
         "links": [],
     }
 
@@ -111,6 +111,19 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
             "router_availability_zone",
             "Router Availability Zone",
             "Availability zone support for router.",
+        ),
+        # neutron-lib's own names, descriptions and dates for these two.
+        _extension(
+            "l3-ha",
+            "HA Router extension",
+            "Adds HA capability to routers.",
+            "2014-04-26T00:00:00-00:00",
+        ),
+        _extension(
+            "l3_agent_scheduler",
+            "L3 Agent Scheduler",
+            "Schedule routers among l3 agents",
+            "2013-02-07T10:00:00-00:00",
         ),
         _extension(
             "security-group",

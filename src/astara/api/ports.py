@@ -55,6 +55,7 @@ from astara.api.errors import NeutronError
 from astara.api.query import FIXED_IP_KEYS
 from astara.db.models import (
     DHCP,
+    ROUTER_HA_INTERFACE,
     Base,
     FloatingIp,
     Host,
@@ -76,8 +77,13 @@ SERVICE_OWNERS = (
     "network:router_interface",
     "network:router_gateway",
     "network:floatingip",
+    ROUTER_HA_INTERFACE,
     LB_OWNER,
 )
+# Service ports whose addresses, owner and device change with their service
+# only, never through the port API while it holds them: a load balancer's,
+# and an HA router's members' on its HA network (`api.ha`).
+PINNED_OWNERS = (LB_OWNER, ROUTER_HA_INTERFACE)
 _random = random.SystemRandom()
 # Random candidates checked per query, a few, then more: each costs the
 # database an index lookup, and in a subnet a sixth full all 8 of the first
@@ -841,8 +847,7 @@ def update(
     network = session.get(Network, port.network_id)
     assert network is not None
     _may_choose(caller, network, values, "update")
-    if port.device_owner == LB_OWNER and _in_service(session, port):
-        # Its addresses and owner change with its load balancer, not under it.
+    if port.device_owner in PINNED_OWNERS and _in_service(session, port):
         for name in ("fixed_ips", "device_owner", "device_id"):
             if name in values and values[name] != getattr(port, name, None):
                 raise NeutronError(
@@ -888,8 +893,8 @@ def update(
 
 
 def _in_service(session: Session, port: Port) -> bool:
-    """A router's, floating IP's or load balancer's port while that router,
-    floating IP or load balancer exists."""
+    """A router's (an HA router's member's too), floating IP's or load
+    balancer's port while that router, floating IP or load balancer holds it."""
     if port.device_owner == LB_OWNER:  # its VIP port, or one on a member subnet
         balancer_id = lb_driver.balancer_id(port.device_id) or ""
         held = select(LoadBalancer.id).where(LoadBalancer.id == balancer_id)

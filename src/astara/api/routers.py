@@ -1,5 +1,6 @@
 """Neutron routers: `/v2.0/routers` (§3.4) with their external gateway (§4.3),
-extra routes (§4.4) and the interface actions (§4.1, §4.2)."""
+extra routes (§4.4), the interface actions (§4.1, §4.2) and `ha` (Neutron's
+`l3-ha`: admins set and see it; its network and ports are `api.ha`'s)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session, selectinload
 
-from astara.api import changes, dhcp, networks, ports, sql_query, subnets, zones
+from astara.api import changes, dhcp, ha, networks, ports, sql_query, subnets, zones
 from astara.api.attributes import (
     Attribute,
     Resource,
@@ -23,7 +24,9 @@ from astara.api.attributes import (
 )
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
+from astara.api.settings import ApiSettings
 from astara.db.models import (
+    HA_MEMBERS,
     ROUTER_GATEWAY,
     ROUTER_INTERFACE,
     FloatingIp,
@@ -33,12 +36,20 @@ from astara.db.models import (
     Router,
     RouterPort,
     Subnet,
+    ha_member_id,
 )
 from astara.model import rules
 
 GATEWAY = ROUTER_GATEWAY
 INTERFACE = ROUTER_INTERFACE
 BUILD = changes.BUILD
+
+
+def _ha(name: str, value: Any) -> bool | None:
+    """neutron-lib's `convert_to_boolean_if_not_none`: null is not given
+    (the deployment's default on create, no change on update)."""
+    return None if value is None else to_bool(name, value)
+
 
 RESOURCE = Resource(
     "routers",
@@ -59,6 +70,17 @@ RESOURCE = Resource(
             filter=False,
             sort=False,
         ),
+        # l3-ha: set and read by admins only (Neutron's `create_router:ha`,
+        # `update_router:ha`, `get_router:ha` policies).
+        Attribute(
+            "ha",
+            _ha,
+            default=None,
+            admin_only=True,
+            admin_visible=True,
+            sort=False,
+            filter_convert=to_bool,
+        ),
     ),
 )
 
@@ -72,11 +94,24 @@ def _ports(session: Session, router: Router, port_type: str) -> list[Port]:
     return list(session.scalars(query))
 
 
+def appliance_ids(router: Router) -> list[str]:
+    """The ids of the router's appliances: its own, or its HA members'."""
+    if router.ha:
+        return [ha_member_id(router.id, slot) for slot in range(len(HA_MEMBERS))]
+    return [router.id]
+
+
+def _zones(placed: dict[str, list[str]], router: Router) -> list[str]:
+    """Where the router runs: the zones of its appliances' hosts."""
+    return sorted({zone for i in appliance_ids(router) for zone in placed.get(i, [])})
+
+
 def view(router: Router) -> dict[str, Any]:
     session = Session.object_session(router)
     assert session is not None
     gateway = session.get(Port, router.gateway_port_id) if router.gateway_port_id else None
-    return _view(router, gateway, zones.of_appliance(session, router.id))
+    placed = zones.of_appliances(session, appliance_ids(router))
+    return _view(router, gateway, _zones(placed, router))
 
 
 def _view(router: Router, gateway: Port | None, availability_zones: list[str]) -> dict[str, Any]:
@@ -98,6 +133,7 @@ def _view(router: Router, gateway: Port | None, availability_zones: list[str]) -
         "routes": router.routes,
         "availability_zone_hints": list(router.availability_zone_hints or []),
         "availability_zones": availability_zones,
+        "ha": router.ha,
     }
 
 
@@ -108,8 +144,8 @@ def views(session: Session, statement: Select[Router]) -> list[dict[str, Any]]:
     rows = session.scalars(
         statement.options(selectinload(Router.gateway_port).selectinload(Port.fixed_ips))
     ).all()
-    placed = zones.of_appliances(session, [r.id for r in rows])
-    return [_view(r, r.gateway_port, placed.get(r.id, [])) for r in rows]
+    placed = zones.of_appliances(session, [i for r in rows for i in appliance_ids(r)])
+    return [_view(r, r.gateway_port, _zones(placed, r)) for r in rows]
 
 
 def get(session: Session, caller: Caller, router_id: str) -> Router:
@@ -139,6 +175,7 @@ LISTING = sql_query.Listing(
         "name": Router.name,
         "admin_state_up": Router.admin_state_up,
         "status": Router.status,
+        "ha": Router.ha,
     },
 )
 
@@ -390,7 +427,20 @@ def _refuse_unservable(addresses: list[tuple[str, str]]) -> None:
             )
 
 
-def create(session: Session, caller: Caller, values: dict[str, Any], now: datetime) -> Router:
+def create(
+    session: Session,
+    caller: Caller,
+    values: dict[str, Any],
+    now: datetime,
+    settings: ApiSettings | None = None,
+) -> Router:
+    """A router; HA (`ha`, or the deployment's `ha_default` when not given)
+    only with two hosts to run it, and with its HA ports made at once."""
+    settings = settings or ApiSettings()
+    hints = zones.check(session, values["availability_zone_hints"])
+    is_ha = settings.ha_default if values.get("ha") is None else bool(values["ha"])
+    if is_ha:
+        ha.refuse_too_few_hosts(session, hints)
     router = Router(
         id=str(uuid.uuid4()),
         project_id=values["project_id"],
@@ -401,20 +451,57 @@ def create(session: Session, caller: Caller, values: dict[str, Any], now: dateti
         updated_at=now,
         revision_number=1,
         routes=[],
-        availability_zone_hints=zones.check(session, values["availability_zone_hints"]),
+        availability_zone_hints=hints,
+        ha=is_ha,
     )
     session.add(router)
     session.flush()
     if values["external_gateway_info"]:
         _set_gateway(session, caller, router, values["external_gateway_info"], now)
+    if is_ha:
+        ha.make_ha(session, router, settings, now)
     changes.record(session, "router", router, "create", now)
     return router
 
 
+def _change_ha(
+    session: Session, router: Router, values: dict[str, Any], settings: ApiSettings, now: datetime
+) -> bool:
+    """Apply a PUT's `ha` (popped from `values`); whether it changed. Only a
+    router that is, or in the same request becomes, administratively down
+    changes it (Neutron's `_validate_migration`, on the desired state); the
+    same value, or null, is no change."""
+    wanted = values.pop("ha", None)
+    if wanted is None or wanted == router.ha:
+        return False
+    if values.get("admin_state_up", router.admin_state_up):
+        raise NeutronError(
+            400,
+            "BadRequest",
+            "Bad router request: Cannot change HA attribute of active routers. Please set"
+            " router admin_state_up to False prior to upgrade.",
+        )
+    if wanted:
+        ha.refuse_too_few_hosts(session, list(router.availability_zone_hints or []))
+        router.ha = True
+        ha.make_ha(session, router, settings, now)
+    else:
+        ha.unmake_ha(session, router, now)
+        router.ha = False
+    return True
+
+
 def update(
-    session: Session, caller: Caller, router: Router, values: dict[str, Any], now: datetime
+    session: Session,
+    caller: Caller,
+    router: Router,
+    values: dict[str, Any],
+    now: datetime,
+    settings: ApiSettings | None = None,
 ) -> Router:
-    if {"external_gateway_info", "routes", "admin_state_up"} & set(values):
+    settings = settings or ApiSettings()
+    ha_changed = _change_ha(session, router, values, settings, now)
+    if ha_changed or {"external_gateway_info", "routes", "admin_state_up"} & set(values):
         router.status = BUILD
     gateway_changed = "external_gateway_info" in values
     if gateway_changed:
@@ -438,6 +525,8 @@ def delete(session: Session, caller: Caller, router: Router, now: datetime) -> N
     for gateway in _ports(session, router, GATEWAY):
         _refuse_if_floating(session, router, gateway.network_id)
         _remove_port(session, router, gateway)
+    if router.ha:
+        ha.unmake_ha(session, router, now)
     session.delete(router)
     changes.record(session, "router", router, "delete", now)
 
@@ -670,3 +759,36 @@ def _ipv6_interface(session: Session, router: Router, network_id: str) -> Port |
         ),
         None,
     )
+
+
+class Routers:
+    """The routers collection (a `collection.Controller`) with the
+    deployment's settings: whether a router is HA by default, and the range
+    of the HA networks."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.RESOURCE = RESOURCE
+        self.LISTING = LISTING
+        self.settings = settings
+
+    def view(self, row: Router) -> dict[str, Any]:
+        return view(row)
+
+    def get(self, session: Session, caller: Caller, object_id: str) -> Router:
+        return get(session, caller, object_id)
+
+    def owned(self, session: Session, caller: Caller, object_id: str) -> Router:
+        return owned(session, caller, object_id)
+
+    def create(
+        self, session: Session, caller: Caller, values: dict[str, Any], now: datetime
+    ) -> Router:
+        return create(session, caller, values, now, self.settings)
+
+    def update(
+        self, session: Session, caller: Caller, row: Router, values: dict[str, Any], now: datetime
+    ) -> Router:
+        return update(session, caller, row, values, now, self.settings)
+
+    def delete(self, session: Session, caller: Caller, row: Router, now: datetime) -> None:
+        delete(session, caller, row, now)

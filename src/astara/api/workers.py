@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from astara.api.settings import ApiSettings
+from astara.api.settings import ApiSettings, parse_vni_range
 
 PR_SET_PDEATHSIG = 1
 DB_URL_ENV = "ASTARA_DB_URL"  # the URL may hold a password: not on the command line
@@ -102,10 +102,7 @@ def start(
         "astara.api.workers",
         "--fd",
         str(sock.fileno()),
-        "--vni-range",
-        f"{settings.vni_min}:{settings.vni_max}",
-        "--path-mtu",
-        str(settings.path_mtu),
+        *settings_arguments(settings),
         "--log-level",
         log_level,
         "--parent",
@@ -114,6 +111,42 @@ def start(
     ]
     environment = {**os.environ, DB_URL_ENV: db_url}
     return [subprocess.Popen(argv, pass_fds=[sock.fileno()], env=environment) for _ in range(count)]
+
+
+def settings_arguments(settings: ApiSettings) -> list[str]:
+    """A worker's command-line arguments for `settings` (`settings_of` reads them)."""
+    return [
+        "--vni-range",
+        f"{settings.vni_min}:{settings.vni_max}",
+        "--path-mtu",
+        str(settings.path_mtu),
+        "--ha-default" if settings.ha_default else "--no-ha-default",
+        "--ha-network-cidr",
+        settings.ha_network_cidr,
+    ]
+
+
+def parser() -> argparse.ArgumentParser:
+    parsing = argparse.ArgumentParser(prog="astara.api.workers")
+    parsing.add_argument("--fd", type=int, required=True)
+    parsing.add_argument("--vni-range", required=True)
+    parsing.add_argument("--path-mtu", type=int, required=True)
+    parsing.add_argument("--ha-default", action=argparse.BooleanOptionalAction, default=False)
+    parsing.add_argument("--ha-network-cidr", required=True)
+    parsing.add_argument("--ca-hash")
+    parsing.add_argument("--log-level", default="info")
+    parsing.add_argument("--parent", type=int, required=True)
+    return parsing
+
+
+def settings_of(args: argparse.Namespace) -> ApiSettings:
+    """The settings a worker's arguments carry (`settings_arguments`)."""
+    return ApiSettings(
+        *parse_vni_range(args.vni_range),
+        path_mtu=args.path_mtu,
+        ha_default=args.ha_default,
+        ha_network_cidr=args.ha_network_cidr,
+    )
 
 
 def stop(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
@@ -136,26 +169,18 @@ def _die_with(parent: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="astara.api.workers")
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--vni-range", required=True)
-    parser.add_argument("--path-mtu", type=int, required=True)
-    parser.add_argument("--ca-hash")
-    parser.add_argument("--log-level", default="info")
-    parser.add_argument("--parent", type=int, required=True)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     _die_with(args.parent)
 
     import logging
 
     from astara.api.app import create_app
-    from astara.api.settings import parse_vni_range
     from astara.db.engine import make_engine
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    settings = ApiSettings(*parse_vni_range(args.vni_range), path_mtu=args.path_mtu)
+    settings = settings_of(args)
     app = create_app(make_engine(os.environ[DB_URL_ENV]), settings=settings, ca_hash=args.ca_hash)
     serve(app, args.log_level, socket.socket(fileno=args.fd))
 

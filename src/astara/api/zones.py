@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from astara.api.attributes import Attribute, Resource, bad_input
 from astara.api.errors import NeutronError
-from astara.db.models import ApplianceState, Host, ha_member, ha_member_id
+from astara.db.models import ApplianceState, Host
 
 RESOURCE = Resource(
     "availability_zones",
@@ -67,28 +67,20 @@ def listing(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def of_appliance(session: Session, appliance_id: str) -> list[str]:
-    """A router's `availability_zones`: the zones of the hosts its appliance
-    (or, an HA router, its members) are placed on ([] while none is placed,
-    or their hosts are gone)."""
-    return of_appliances(session, [appliance_id]).get(appliance_id, [])
-
-
 CHUNK = 500  # ids per `IN (...)`: well under every backend's limit on parameters
 
 
 def of_appliances(session: Session, appliance_ids: list[str]) -> dict[str, list[str]]:
-    """`of_appliance` for many routers at once: id -> `availability_zones`
-    (absent: not placed)."""
-    found: dict[str, set[str]] = {}
-    ids = [a for r in appliance_ids for a in (r, *(ha_member_id(r, slot) for slot in (0, 1)))]
-    for start in range(0, len(ids), CHUNK):
+    """The zone of the host each appliance is placed on: id -> [zone]
+    (absent: not placed, or its host is gone). A router's
+    `availability_zones` are its appliances' (`routers.appliance_ids`)."""
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(appliance_ids), CHUNK):
         rows = session.execute(
             select(ApplianceState.appliance_id, Host.availability_zone)
             .join(Host, Host.name == ApplianceState.host)
-            .where(ApplianceState.appliance_id.in_(ids[start : start + CHUNK]))
+            .where(ApplianceState.appliance_id.in_(appliance_ids[start : start + CHUNK]))
         )
         for appliance_id, zone in rows:
-            router_id, _ = ha_member(appliance_id) or (appliance_id, 0)
-            found.setdefault(router_id, set()).add(zone)
-    return {router_id: sorted(zones) for router_id, zones in found.items()}
+            found[appliance_id] = [zone]
+    return found

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from astara import __version__
 from astara.agent.client import AgentClient, AgentError
+from astara.api.settings import HA_NETWORK_CIDR
 from astara.appliance.schema import ApplianceConfig
 from astara.cli.common import StateDirOption, TokenOption, UrlOption, api, console
 from astara.cli.hosts import host_cli
@@ -593,6 +594,20 @@ def serve(
         int,
         typer.Option(help="The underlay's MTU: a flat network's; a VXLAN network's is 50 less"),
     ] = 1500,
+    ha_default: Annotated[
+        bool,
+        typer.Option(
+            "--ha-default/--no-ha-default",
+            help="Make routers created without 'ha' HA routers (Neutron's l3_ha): two"
+            " appliances on two hosts, one active; an HA router needs two up hosts",
+        ),
+    ] = False,
+    ha_network_cidr: Annotated[
+        str,
+        typer.Option(
+            help="The IPv4 range of each project's hidden HA network (Neutron's l3_ha_net_cidr)"
+        ),
+    ] = HA_NETWORK_CIDR,
     log_level: Annotated[str, typer.Option()] = "info",
     workers: Annotated[
         int,
@@ -645,7 +660,7 @@ def serve(
     from astara.api.bootstrap import ensure_admin
     from astara.api.control import ControlListener, control_context
     from astara.api.segments import ensure_segments
-    from astara.api.settings import ApiSettings, parse_vni_range
+    from astara.api.settings import ApiSettings, check_ha_network_cidr, parse_vni_range
     from astara.api.trust import Authority
     from astara.db.engine import make_engine, session_factory, sqlite_url
     from astara.db.migrate import upgrade
@@ -686,7 +701,16 @@ def serve(
     if control_listen != "none" and (not control_host or not control_port.isdigit()):
         raise typer.BadParameter("expected HOST:PORT or none", param_hint="--control-listen")
     try:
-        settings = ApiSettings(*parse_vni_range(vni_range), path_mtu=path_mtu)
+        check_ha_network_cidr(ha_network_cidr)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--ha-network-cidr") from error
+    try:
+        settings = ApiSettings(
+            *parse_vni_range(vni_range),
+            path_mtu=path_mtu,
+            ha_default=ha_default,
+            ha_network_cidr=ha_network_cidr,
+        )
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--vni-range/--path-mtu") from error
     logging.basicConfig(

@@ -68,6 +68,7 @@ RACES = frozenset(
         "uq_networks_physnet",  # two flat networks, one physnet
         "pk_default_security_groups",  # a project's first two requests make its default group
         "pk_default_firewall_groups",  # a project's first two FWaaS requests make its default
+        "pk_ha_networks",  # a project's first two HA routers make its HA network
         "pk_firewall_group_ports",  # one router port put in two firewall groups at once
         "pk_firewall_policy_rules",  # one rule inserted into one policy twice at once
     }
