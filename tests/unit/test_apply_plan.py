@@ -436,9 +436,7 @@ def test_a_change_of_dnsmasq_config_restarts_it() -> None:
     assert of(actions, ReloadDaemon) == []
 
 
-@pytest.mark.parametrize(
-    "daemon", [DaemonName.dnsmasq, DaemonName.radvd, DaemonName.haproxy]
-)
+@pytest.mark.parametrize("daemon", [DaemonName.dnsmasq, DaemonName.radvd, DaemonName.haproxy])
 def test_a_dead_daemon_is_started_with_nothing_to_write(daemon: DaemonName) -> None:
     current = config()
     actions = plan(current, current, with_daemon(converged(current), daemon, running=False))

@@ -428,6 +428,9 @@ class LoadBalancerSection(StrictModel):
 # level (what an agent reads after a restart). Never routed anywhere: a /32
 # on the HA link, outside the HA network's subnet (checked).
 HA_ROLE_ADDRESS = ipaddress.IPv4Interface("169.254.0.1/32")
+# VRRP's advertisement interval, unless the deployment says otherwise
+# (`astara serve --ha-advert-interval-ms`).
+DEFAULT_ADVERT_MS = 100
 
 
 class HaSection(StrictModel):
@@ -444,7 +447,7 @@ class HaSection(StrictModel):
     peer_mac: MacAddress = Field(description="The peer's MAC on the HA network")
     virtual_router_id: int = Field(ge=1, le=255)
     advert_interval_ms: int = Field(
-        default=100,
+        default=DEFAULT_ADVERT_MS,
         ge=10,
         le=40950,
         multiple_of=10,

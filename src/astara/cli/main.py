@@ -17,7 +17,7 @@ from rich.table import Table
 from astara import __version__
 from astara.agent.client import AgentClient, AgentError
 from astara.api.settings import HA_NETWORK_CIDR
-from astara.appliance.schema import ApplianceConfig
+from astara.appliance.schema import DEFAULT_ADVERT_MS, ApplianceConfig
 from astara.cli.common import StateDirOption, TokenOption, UrlOption, api, console
 from astara.cli.hosts import host_cli
 
@@ -608,6 +608,15 @@ def serve(
             help="The IPv4 range of each project's hidden HA network (Neutron's l3_ha_net_cidr)"
         ),
     ] = HA_NETWORK_CIDR,
+    ha_advert_interval_ms: Annotated[
+        int,
+        typer.Option(
+            min=10,
+            max=40950,
+            help="VRRP's advertisement interval between an HA router's members, in 10 ms"
+            " steps: a standby takes over about three of them after the active one fell silent",
+        ),
+    ] = DEFAULT_ADVERT_MS,
     log_level: Annotated[str, typer.Option()] = "info",
     workers: Annotated[
         int,
@@ -704,6 +713,11 @@ def serve(
         check_ha_network_cidr(ha_network_cidr)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--ha-network-cidr") from error
+    if ha_advert_interval_ms % 10:
+        raise typer.BadParameter(
+            f"{ha_advert_interval_ms}: VRRPv3 counts in 10 ms steps",
+            param_hint="--ha-advert-interval-ms",
+        )
     try:
         settings = ApiSettings(
             *parse_vni_range(vni_range),
@@ -810,6 +824,7 @@ def serve(
                 settle_s=settle_s,
                 owns=coordinator.owns if coordinator is not None else None,
                 member=coordinator.member if coordinator is not None else "",
+                ha_advert_ms=ha_advert_interval_ms,
             )
             if orchestrate
             else None

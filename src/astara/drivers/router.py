@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from astara.appliance.schema import ApplianceConfig
+from astara.appliance.schema import DEFAULT_ADVERT_MS, ApplianceConfig
 from astara.db.models import (
     ROUTER_GATEWAY,
     ROUTER_HA_INTERFACE,
@@ -38,11 +38,6 @@ from astara.drivers.appliance import (
 )
 from astara.drivers.reads import FirewallRead, Reads
 from astara.model import rules
-
-# VRRP's advertisement interval an HA router's members use (`astara serve
-# --ha-advert-interval-ms`): a member takes over about three of them after
-# its peer went silent.
-DEFAULT_ADVERT_MS = 100
 
 
 def plan(

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from astara.api.dhcp import dhcp_port
+from astara.appliance.schema import DEFAULT_ADVERT_MS
 from astara.db.models import (
     DHCP,
     ApplianceState,
@@ -37,7 +38,7 @@ def kind(appliance_id: str) -> str:
 
 
 def subject(
-    session: Session, appliance_id: str, advert_interval_ms: int = router_driver.DEFAULT_ADVERT_MS
+    session: Session, appliance_id: str, advert_interval_ms: int = DEFAULT_ADVERT_MS
 ) -> tuple[str, Callable[[], AppliancePlan]] | None:
     """What an appliance is for, while it is wanted: its project and how to
     plan it. A router while it exists in the API (it may need no appliance:

@@ -58,6 +58,7 @@ from sqlalchemy.orm import Session
 
 from astara import metrics
 from astara.agent.client import AgentClient, AgentError
+from astara.appliance.schema import DEFAULT_ADVERT_MS
 from astara.db import history, outbox
 from astara.db.engine import session_factory
 from astara.db.models import (
@@ -210,7 +211,7 @@ class Orchestrator:
         prune_s: float = 600.0,
         owns: Callable[[str], bool] | None = None,
         member: str = "",
-        ha_advert_ms: int = router_driver.DEFAULT_ADVERT_MS,
+        ha_advert_ms: int = DEFAULT_ADVERT_MS,
     ) -> None:
         """`agent`: the local agent (a host named `host_name`), if any;
         `connect` makes a client for a joined host's address. `settle_s`:
@@ -1658,7 +1659,7 @@ def _plan_from(
     batch: Batch,
     appliance_id: str,
     network_id: str | None,
-    advert_interval_ms: int = router_driver.DEFAULT_ADVERT_MS,
+    advert_interval_ms: int = DEFAULT_ADVERT_MS,
 ) -> tuple[AppliancePlan, str, bool] | None:
     """An appliance's plan from a batch's rows, its project, and whether its
     Neutron statuses are as a settled reconcile leaves them (`statuses`:

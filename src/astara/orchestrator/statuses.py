@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from astara.appliance.schema import DEFAULT_ADVERT_MS
 from astara.db.models import (
     ApplianceState,
     FloatingIp,
@@ -122,7 +123,7 @@ def _replanned(
 ) -> AppliancePlan:
     """The router's plan now, as `plan` was made (a member's advert interval)."""
     section = plan.config.ha if plan.config is not None else None
-    advert = section.advert_interval_ms if section is not None else driver.DEFAULT_ADVERT_MS
+    advert = section.advert_interval_ms if section is not None else DEFAULT_ADVERT_MS
     return driver.plan(session, router, member=slot, advert_interval_ms=advert)
 
 
