@@ -287,6 +287,17 @@ def test_the_active_host_dies_twice_and_connections_carry_on(world: World) -> No
             # The standby takes over (keepalived decides, not the orchestrator).
             time.sleep(3.0)
             lost.append(pinger.lost(since=start))
+            import os
+            if os.environ.get("HADEBUG"):
+                print("lost", lost, "snat", snat.received, snat.errors, "fip", floating.received, floating.errors)
+                now_active = [m for m in members(cloud, world.router_id).values()]
+                print(now_active)
+                for m in now_active:
+                    if m["host"] and m["host"] != victim:
+                        ns = f"{cloud.host(m['host']).agent_prefix}-appliance-{m['id']}"
+                        print(m["id"], run(["ip", "netns", "exec", ns, "conntrack", "-L"], check=False).stdout)
+                time.sleep(2)
+                print("later snat", snat.received, "fip", floating.received)
             assert flowing(snat) and flowing(floating), (snat.errors, floating.errors)
             if failover == 1:
                 # The lost member is rebuilt on the remaining host, as standby,

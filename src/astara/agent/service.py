@@ -24,6 +24,7 @@ from astara.agent.security import PortSecurityManager, SecurityInUse
 from astara.agent.store import JsonStore
 from astara.agent.watch import Check, Repair, Watch
 from astara.appliance import checks
+from astara.appliance.actions import DaemonName
 from astara.appliance.apply import (
     ApplianceManager,
     ApplyFailed,
@@ -32,6 +33,7 @@ from astara.appliance.apply import (
     ValidationFailed,
 )
 from astara.appliance.drift import stop_misplaced
+from astara.appliance.ha import HaRole
 from astara.appliance.phases import phase
 from astara.appliance.schema import ApplianceConfig
 from astara.fabric import networks as fabric_networks
@@ -586,7 +588,7 @@ class Agent:
                 # links leave the wire as any standby's, routes kept.
                 external = (
                     []
-                    if self.appliances.roles.fence(appliance_id, True)
+                    if self._elect(appliance_id, False)
                     else [
                         appliance_interface(i.role.value, i.mac)
                         for i in config.interfaces
@@ -623,7 +625,7 @@ class Agent:
                 return
             self.fenced_ids.discard(appliance_id)
             if self.store.get("demoted", appliance_id) is None:
-                self.appliances.roles.fence(appliance_id, False)
+                self._elect(appliance_id, True)
             log.warning("appliance %s unfenced", appliance_id)
             if not self.fenced_ids:
                 self._unfenced()
@@ -751,6 +753,8 @@ class Agent:
         stop_misplaced(
             self.appliances.daemons(appliance_id), self.names.appliance_netns(appliance_id)
         )
+        if appliance_id in self.fenced_ids and self.store.get("demoted", appliance_id) is None:
+            self.appliances.roles.fence(appliance_id, False)  # this apply starts keepalived
         prepared = self.appliances.prepare(appliance_id, config)
         # Also when the config is the one in force (whose tool checks
         # `prepare` skips): its daemons may need starting again.
@@ -867,17 +871,31 @@ class Agent:
 
     # --- HA members: demotion -------------------------------------------------------------
 
+    def _elect(self, appliance_id: str, standing: bool) -> bool:
+        """Put an HA member in the election or take it out (under its lock).
+        Out: its keepalived is stopped and held stopped (a priority-0
+        advert hands the role to its peer at once; its links leave the
+        wire). In: started again, as a backup, by the next apply or repair.
+        False if the appliance is no HA member here."""
+        if not self.appliances.roles.fence(appliance_id, not standing):
+            return False
+        if not standing:
+            self.appliances.daemons(appliance_id).remove(DaemonName.keepalived)
+            self.appliances.roles.transition(appliance_id, HaRole.fault)
+        elif self.watch is not None:
+            self.watch.check_soon(appliance_id)
+        return True
+
     def demote(self, appliance_id: str, epoch: int = 0) -> None:
-        """Take an HA member out of the election (keepalived's FAULT: its
-        links leave the wire, its peer's stay) until its peer answers on
-        the HA network again (`lift_demotions`): a partition of the HA
-        network alone leaves two actives, and the orchestrator picks one.
-        Restarting keepalived as backup would not hold: cut off from its
-        peer, it becomes master again after three adverts. Raises NotFound
-        for an appliance that is no HA member here."""
+        """Take an HA member out of the election (`_elect`) until its peer
+        answers on the HA network again (`lift_demotions`): a partition of
+        the HA network alone leaves two actives, and the orchestrator picks
+        one. Restarting keepalived as backup would not hold: cut off from
+        its peer, it becomes master again after three adverts. Raises
+        NotFound for an appliance that is no HA member here."""
         with self.appliances.lock(appliance_id):
             self._admit_epoch(appliance_id, epoch)
-            if not self.appliances.roles.fence(appliance_id, True):
+            if not self._elect(appliance_id, False):
                 raise NotFound(f"appliance {appliance_id} is no HA member here")
             self.store.put("demoted", appliance_id, {"since": time.time()})
         log.warning(
@@ -904,7 +922,7 @@ class Agent:
             with self.appliances.lock(appliance_id):
                 self.store.delete("demoted", appliance_id)
                 if appliance_id not in self.fenced_ids:
-                    self.appliances.roles.fence(appliance_id, False)
+                    self._elect(appliance_id, True)
             lifted.append(appliance_id)
             log.warning("HA member %s: its peer answers again; back in the election", appliance_id)
         return lifted

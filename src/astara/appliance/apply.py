@@ -269,6 +269,7 @@ class ApplianceManager:
             self.names.appliance_netns(appliance_id),
             self.run_directory(appliance_id),
             metadata=self.metadata_socket is not None,
+            held=self.roles.held(appliance_id),
         )
 
     # --- validation --------------------------------------------------------------------
@@ -481,6 +482,7 @@ class ApplianceManager:
                     observation=observation,
                     network_mtus=self._network_mtus(config),
                     standby=self.roles.standby_links(appliance_id, config),
+                    held=daemons.held,
                 )
             log.debug("appliance %s plan: %s", appliance_id, plan)
             target = Target(

@@ -31,9 +31,18 @@ CLEAN_ENV = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
 class ApplianceDaemons:
     """`metadata`: whether this host serves metadata (its agent has a backend)."""
 
-    def __init__(self, netns: str, directory: Path, metadata: bool = False) -> None:
+    def __init__(
+        self,
+        netns: str,
+        directory: Path,
+        metadata: bool = False,
+        held: frozenset[DaemonName] = frozenset(),
+    ) -> None:
+        """`held`: daemons kept stopped whatever the config (an HA member's
+        keepalived while the member is out of the election)."""
         self.directory = directory
         self.metadata = metadata
+        self.held = held
         self.dnsmasq = Daemon(netns, directory / "dnsmasq.pid", str(directory / "dnsmasq.conf"))
         self.radvd = Daemon(netns, directory / "radvd.pid", str(directory / "radvd.conf"))
         self.haproxy = Daemon(netns, directory / "haproxy.pid", str(directory / "haproxy.cfg"))
@@ -58,8 +67,9 @@ class ApplianceDaemons:
         }
 
     def expected(self, config: ApplianceConfig) -> dict[DaemonName, bool]:
-        """Which daemons `config` runs here."""
-        return expected_daemons(config, self.metadata)
+        """Which daemons `config` runs here (none of those held)."""
+        expected = expected_daemons(config, self.metadata)
+        return {name: running and name not in self.held for name, running in expected.items()}
 
     def observe(self) -> dict[DaemonName, DaemonObserved]:
         """Whether each runs, and its files' contents (those present)."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from astara.appliance.actions import DaemonName
 from astara.appliance.render.ha import CONNTRACKD_SOCKET, FENCE_FILE
 from astara.appliance.schema import HA_ROLE_ADDRESS, ApplianceConfig
 from astara.linux import garp, netlink, netns
@@ -179,9 +180,10 @@ class Roles:
             self._put_on_wire(appliance_id, config, member.role is HaRole.active)
 
     def fence(self, appliance_id: str, fenced: bool) -> bool:
-        """Force the member to FAULT (or let it go back): keepalived watches
-        the file and gives up the role at once, without a reload. True if
-        the appliance is an HA member."""
+        """Take the member out of the election (or let it back in): its
+        keepalived is held stopped (`held`); the caller stops it, and an
+        apply starts it again once let back. True if the appliance is an
+        HA member."""
         config = self.configs(appliance_id)
         if config is None or config.ha is None:
             return False
@@ -196,6 +198,10 @@ class Roles:
         except FileNotFoundError:
             return False
         return text.strip() not in ("", "0")
+
+    def held(self, appliance_id: str) -> frozenset[DaemonName]:
+        """The daemons kept stopped: keepalived while the member is out of the election."""
+        return frozenset({DaemonName.keepalived}) if self.fenced(appliance_id) else frozenset()
 
     def forget(self, appliance_id: str) -> None:
         with self._guard:

@@ -129,13 +129,15 @@ def plan_apply(
     observation: Observation,
     network_mtus: Mapping[str, int],
     standby: Collection[str] = (),
+    held: Collection[DaemonName] = (),
 ) -> Plan:
     """The actions that converge the observed appliance on `config`, in the
     order they must run. `previous` is the config the namespace was last
     converged on (None for a new appliance, or to trust nothing of it).
     `standby`: the interfaces kept off the wire (an HA router's standby
     member: see `PlugInterface`); they are announced by the agent when the
-    member becomes active, never by an apply."""
+    member becomes active, never by an apply. `held`: daemons kept stopped
+    (an HA member's keepalived while it is out of the election)."""
     namespace = names.appliance_netns(appliance_id)
     actions: list[Action] = []
     if observation.namespace_exists:
@@ -174,7 +176,7 @@ def plan_apply(
             tuple(f.floating_ip for f in config.floating_ips) if external else (),
         )
     )
-    actions += plan_daemons(rendered, observation)
+    actions += plan_daemons(rendered, observation, held)
     # Each floating IP as (floating, fixed): a moved one is both gone and added.
     now, before = _floating_pairs(config), _floating_pairs(previous)
     gone = before - now
@@ -303,7 +305,7 @@ def settled(
 
 
 def plan_daemons(
-    rendered: Rendered, observation: Observation
+    rendered: Rendered, observation: Observation, held: Collection[DaemonName] = ()
 ) -> list[StartDaemon | ReloadDaemon | StopDaemon]:
     """Each daemon started if it is not running; when its files changed,
     restarted if one of `restart_on` changed (its whole config for haproxy,
@@ -346,7 +348,7 @@ def plan_daemons(
     actions: list[StartDaemon | ReloadDaemon | StopDaemon] = []
     for name, files_wanted, restart_on in wanted:
         observed = observation.daemon(name)
-        if not files_wanted:
+        if not files_wanted or name in held:
             if observed.running or observed.files:
                 actions.append(StopDaemon(name, running=observed.running))
             continue

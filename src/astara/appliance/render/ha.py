@@ -16,11 +16,13 @@ whichever serves, and the master-down timer is 3 adverts plus a skew of
 (256 - priority)/256 of one: 301 ms at the default 100 ms adverts, where
 priority 100 gives 361 ms.
 
-A file the agent writes (`FENCE_FILE`: "1" or "0") forces the member to
-FAULT without a reload (keepalived's `track_file`, weight 0): how the agent
-fences a member cut off from the controller and how the orchestrator
-demotes one of two actives. Restarting keepalived as a backup would not
-hold while the HA link is cut: it times out and becomes master again.
+A member is taken out of the election (fenced: cut off from the
+controller; demoted: one of two actives) by stopping its keepalived, which
+hands the role over with a priority-0 advert, and keeping it stopped
+(`FENCE_FILE` says so, for the agent): restarting it as a backup would not
+hold while the HA link is cut (it becomes master again three adverts
+later), and keepalived's own `track_file` costs an inotify instance per
+member (128 per user by default: a host of 1,000 members runs out).
 
 conntrackd (FTFW, unicast UDP to the peer on the HA link) writes the
 peer's connections straight into the kernel's table (`DisableExternalCache
@@ -41,7 +43,7 @@ PRIORITY = 254
 INSTANCE = "router"
 CONNTRACKD_PORT = 3780
 EVENTS_FIFO = "ha.events"
-FENCE_FILE = "ha.fence"
+FENCE_FILE = "ha.fenced"  # "1": keepalived kept stopped (the agent's, not keepalived's)
 CONNTRACKD_SOCKET = "conntrackd.ctl"
 
 
@@ -63,11 +65,6 @@ def render_keepalived(config: ApplianceConfig, directory: PurePath) -> str:
             "\tvrrp_garp_master_delay 0",
             "\tvrrp_garp_master_repeat 1",
             "}",
-            "track_file fence {",
-            f'\tfile "{directory / FENCE_FILE}"',
-            "\tweight 0",
-            "\tinit_file 0",
-            "}",
             f"vrrp_instance {INSTANCE} {{",
             "\tstate BACKUP",
             "\tnopreempt",
@@ -83,9 +80,6 @@ def render_keepalived(config: ApplianceConfig, directory: PurePath) -> str:
             f"\t\t{HA_ROLE_ADDRESS} dev {device}",
             "\t}",
             "\tgarp_master_delay 0",
-            "\ttrack_file {",
-            "\t\tfence",
-            "\t}",
             "}",
             "",
         ]
