@@ -58,6 +58,9 @@ def members(cloud: Deployment, router_id: str) -> dict[str, dict[str, Any]]:
 def pair(cloud: Deployment, router_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(active, standby) when one of each runs its current config."""
     found = members(cloud, router_id)
+    import os
+    if os.environ.get("HADEBUG"):
+        print([(k[:5], v["host"], v["state"], v["ha_state"], v["epoch"], v["last_error"]) for k, v in found.items()], flush=True)
     active = [m for m in found.values() if m["ha_state"] == "active" and m["state"] == "active"]
     standby = [m for m in found.values() if m["ha_state"] == "standby" and m["state"] == "active"]
     if len(active) == 1 and len(standby) == 1:

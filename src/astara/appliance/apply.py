@@ -41,6 +41,7 @@ from astara.appliance.phases import phase
 from astara.appliance.plan import plan_apply, settled
 from astara.appliance.record import ApplianceStatus
 from astara.appliance.render import MetadataProxy, Rendered, render
+from astara.appliance.render.ha import SOCKETS, conntrackd_socket
 from astara.appliance.schema import (
     ApplianceConfig,
     FieldError,
@@ -48,6 +49,7 @@ from astara.appliance.schema import (
     config_hash,
     validate_semantics,
 )
+from astara.linux.cleanup import default_run_dir
 from astara.linux.files import make_readable_dir
 from astara.linux.handles import NetlinkHandles
 from astara.naming import ID_PATTERN, Names
@@ -147,6 +149,8 @@ class ApplianceManager:
         self._metadata: dict[
             str, tuple[ApplianceConfig, dict[ipaddress.IPv4Address, MetadataHost]]
         ] = {}
+        # Control sockets that need a short path (render.ha.conntrackd_socket).
+        self.sockets = default_run_dir(names.prefix) / SOCKETS
         # HA router members: their roles, and their links on or off the wire.
         self.roles = Roles(names, self.config, self.run_directory)
 
@@ -262,6 +266,7 @@ class ApplianceManager:
             self._network_mtus(config),
             metadata,
             MAX_CONNECTIONS,
+            self.sockets,
         )
 
     def daemons(self, appliance_id: str) -> ApplianceDaemons:
@@ -270,6 +275,7 @@ class ApplianceManager:
             self.run_directory(appliance_id),
             metadata=self.metadata_socket is not None,
             held=self.roles.held(appliance_id),
+            sockets=self.sockets,
         )
 
     # --- validation --------------------------------------------------------------------
@@ -518,6 +524,8 @@ class ApplianceManager:
         )
         shutil.rmtree(self.run_directory(appliance_id), ignore_errors=True)
         shutil.rmtree(self.directory(appliance_id), ignore_errors=True)
+        if config is not None and config.ha is not None:  # left by a conntrackd killed
+            Path(conntrackd_socket(config, self.sockets)).unlink(missing_ok=True)
 
     def exists(self, appliance_id: str) -> bool:
         return (self.directory(appliance_id) / "config.json").exists()

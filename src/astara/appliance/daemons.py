@@ -10,6 +10,7 @@ module only reads their state and carries the decisions out.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from astara.appliance import lbreload
 from astara.appliance.actions import DAEMON_FILES, DaemonFile, DaemonName
 from astara.appliance.plan import DaemonObserved
 from astara.appliance.render import expected_daemons
-from astara.appliance.render.ha import CONNTRACKD_SOCKET
 from astara.appliance.schema import ApplianceConfig
 from astara.linux.files import write_atomic
 from astara.linux.process import Daemon
@@ -37,12 +37,14 @@ class ApplianceDaemons:
         directory: Path,
         metadata: bool = False,
         held: frozenset[DaemonName] = frozenset(),
+        sockets: Path | None = None,
     ) -> None:
         """`held`: daemons kept stopped whatever the config (an HA member's
         keepalived while the member is out of the election)."""
         self.directory = directory
         self.metadata = metadata
         self.held = held
+        self.sockets = sockets or directory  # see render.ha.conntrackd_socket
         self.dnsmasq = Daemon(netns, directory / "dnsmasq.pid", str(directory / "dnsmasq.conf"))
         self.radvd = Daemon(netns, directory / "radvd.pid", str(directory / "radvd.conf"))
         self.haproxy = Daemon(netns, directory / "haproxy.pid", str(directory / "haproxy.cfg"))
@@ -146,8 +148,11 @@ class ApplianceDaemons:
             # forks it and writes one. A lock or socket left by one killed
             # would stop it from starting.
             conf = self.directory / "conntrackd.conf"
-            for stale in ("conntrackd.lock", CONNTRACKD_SOCKET):
-                (self.directory / stale).unlink(missing_ok=True)
+            (self.directory / "conntrackd.lock").unlink(missing_ok=True)
+            socket = _conntrackd_socket(conf.read_text())
+            if socket is not None:
+                Path(socket).unlink(missing_ok=True)
+            self.sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
             daemon.start(
                 [
                     *CLEAN_ENV,
@@ -230,3 +235,9 @@ class ApplianceDaemons:
             # Runtime files, rewritten from the config when they differ:
             # not flushed to disk (see write_atomic).
             write_atomic(self.directory / file.name, file.text, durable=False)
+
+
+def _conntrackd_socket(conf: str) -> str | None:
+    """The control socket a conntrackd.conf names (`UNIX { Path ... }`)."""
+    found = re.search(r"UNIX \{\s*Path (\S+)", conf)
+    return found.group(1) if found else None

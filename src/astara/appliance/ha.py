@@ -36,7 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from astara.appliance.actions import DaemonName
-from astara.appliance.render.ha import CONNTRACKD_SOCKET, FENCE_FILE
+from astara.appliance.render.ha import FENCE_FILE
 from astara.appliance.schema import HA_ROLE_ADDRESS, ApplianceConfig
 from astara.linux import garp, netlink, netns
 from astara.linux.files import write_atomic
@@ -242,7 +242,7 @@ class Roles:
         failover does not wait for them). Its client speaks over the UNIX
         socket: no need to enter the namespace."""
         conf = self.run_directory(appliance_id) / "conntrackd.conf"
-        if not (self.run_directory(appliance_id) / CONNTRACKD_SOCKET).exists():
+        if not conf.exists():
             return
 
         def tell() -> None:

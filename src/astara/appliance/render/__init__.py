@@ -45,10 +45,12 @@ def render(
     network_mtus: dict[str, int] | None = None,
     metadata: MetadataProxy | None = None,
     max_connections: int = 10_000,
+    sockets: PurePath | None = None,
 ) -> Rendered:
     """`metadata`: where the host's agent answers metadata requests (None:
     this host serves none). `max_connections`: what one load balancer's
-    haproxy may hold on the host (see `render_loadbalancer`)."""
+    haproxy may hold on the host (see `render_loadbalancer`). `sockets`:
+    where control sockets that need a short path go (conntrackd's)."""
     return Rendered(
         nftables=render_nftables(config),
         dnsmasq=render_dnsmasq(config, state_dir, network_mtus),
@@ -56,7 +58,7 @@ def render(
         haproxy=render_haproxy(config, metadata, METADATA_PORT),
         loadbalancer=render_loadbalancer(config.loadbalancer, state_dir, max_connections),
         keepalived=render_keepalived(config, state_dir),
-        conntrackd=render_conntrackd(config, state_dir),
+        conntrackd=render_conntrackd(config, state_dir, sockets),
     )
 
 

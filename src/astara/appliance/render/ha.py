@@ -44,7 +44,16 @@ INSTANCE = "router"
 CONNTRACKD_PORT = 3780
 EVENTS_FIFO = "ha.events"
 FENCE_FILE = "ha.fenced"  # "1": keepalived kept stopped (the agent's, not keepalived's)
-CONNTRACKD_SOCKET = "conntrackd.ctl"
+# conntrackd's control socket lives apart, under a short path: a UNIX
+# socket's path holds at most 107 bytes, and an appliance's runtime
+# directory under a long --run-dir leaves too few (the tests' went over).
+SOCKETS = "ct"
+
+
+def conntrackd_socket(config: ApplianceConfig, sockets: PurePath) -> PurePath:
+    """The member's conntrackd control socket in `sockets` (named by its HA link)."""
+    link = config.ha_interface()
+    return sockets / f"{link.mac.replace(':', '') if link else 'none'}.ctl"
 
 
 def render_keepalived(config: ApplianceConfig, directory: PurePath) -> str:
@@ -86,8 +95,11 @@ def render_keepalived(config: ApplianceConfig, directory: PurePath) -> str:
     )
 
 
-def render_conntrackd(config: ApplianceConfig, directory: PurePath) -> str:
-    """conntrackd.conf, or "" without connection sync."""
+def render_conntrackd(
+    config: ApplianceConfig, directory: PurePath, sockets: PurePath | None = None
+) -> str:
+    """conntrackd.conf, or "" without connection sync. `sockets`: where its
+    control socket goes (`conntrackd_socket`; default: `directory`)."""
     section, own, link = config.ha, config.ha_address(), config.ha_interface()
     if section is None or own is None or link is None or not section.conntrack_sync:
         return ""
@@ -103,7 +115,7 @@ def render_conntrackd(config: ApplianceConfig, directory: PurePath) -> str:
             "\tSyslog off",
             f"\tLockFile {directory / 'conntrackd.lock'}",
             "\tUNIX {",
-            f"\t\tPath {directory / CONNTRACKD_SOCKET}",
+            f"\t\tPath {conntrackd_socket(config, sockets or directory)}",
             "\t}",
             "\tNetlinkBufferSize 2097152",
             "\tNetlinkBufferSizeMaxGrowth 8388608",
