@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import time
 from pathlib import Path
 
 from astara.appliance import lbreload
@@ -26,6 +27,8 @@ from astara.linux.run import find_tool
 # haproxy expands "${NAME}" in its config from its environment: it gets none
 # of the agent's (a join token, an operator's credentials), only a PATH.
 CLEAN_ENV = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+# How long conntrackd has to make its control socket once started.
+READY_TIMEOUT_S = 5.0
 
 
 class ApplianceDaemons:
@@ -170,6 +173,16 @@ class ApplianceDaemons:
                 ],
                 fresh=fresh,
             )
+            # Ready once its control socket is there; start-stop-daemon
+            # answers before conntrackd has read its config.
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while socket is not None and not Path(socket).exists():
+                if time.monotonic() > deadline or daemon.pid() is None:
+                    log = self.directory / "conntrackd.log"
+                    said = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+                    daemon.stop()
+                    raise RuntimeError(f"conntrackd did not start: {' '.join(said) or 'no log'}")
+                time.sleep(0.01)
         else:
             conf, log = self.directory / "radvd.conf", self.directory / "radvd.log"
             daemon.start(
