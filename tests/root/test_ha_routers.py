@@ -59,8 +59,15 @@ def pair(cloud: Deployment, router_id: str) -> tuple[dict[str, Any], dict[str, A
     """(active, standby) when one of each runs its current config."""
     found = members(cloud, router_id)
     import os
+
     if os.environ.get("HADEBUG"):
-        print([(k[:5], v["host"], v["state"], v["ha_state"], v["epoch"], v["last_error"]) for k, v in found.items()], flush=True)
+        print(
+            [
+                (k[:5], v["host"], v["state"], v["ha_state"], v["epoch"], v["last_error"])
+                for k, v in found.items()
+            ],
+            flush=True,
+        )
     active = [m for m in found.values() if m["ha_state"] == "active" and m["state"] == "active"]
     standby = [m for m in found.values() if m["ha_state"] == "standby" and m["state"] == "active"]
     if len(active) == 1 and len(standby) == 1:
@@ -291,14 +298,27 @@ def test_the_active_host_dies_twice_and_connections_carry_on(world: World) -> No
             time.sleep(3.0)
             lost.append(pinger.lost(since=start))
             import os
+
             if os.environ.get("HADEBUG"):
-                print("lost", lost, "snat", snat.received, snat.errors, "fip", floating.received, floating.errors)
+                print(
+                    "lost",
+                    lost,
+                    "snat",
+                    snat.received,
+                    snat.errors,
+                    "fip",
+                    floating.received,
+                    floating.errors,
+                )
                 now_active = [m for m in members(cloud, world.router_id).values()]
                 print(now_active)
                 for m in now_active:
                     if m["host"] and m["host"] != victim:
                         ns = f"{cloud.host(m['host']).agent_prefix}-appliance-{m['id']}"
-                        print(m["id"], run(["ip", "netns", "exec", ns, "conntrack", "-L"], check=False).stdout)
+                        print(
+                            m["id"],
+                            run(["ip", "netns", "exec", ns, "conntrack", "-L"], check=False).stdout,
+                        )
                 time.sleep(2)
                 print("later snat", snat.received, "fip", floating.received)
             assert flowing(snat) and flowing(floating), (snat.errors, floating.errors)

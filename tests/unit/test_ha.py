@@ -308,4 +308,4 @@ def test_an_unsolicited_neighbour_advertisement_is_well_formed() -> None:
     assert icmp[24:] == b"\x02\x01" + bytes.fromhex("fa163e000001")
     # The checksum over the pseudo-header and the message sums to zero.
     pseudo = ipv6[8:40] + struct.pack("!I3xB", len(icmp), 58)
-    assert garp._checksum(pseudo + icmp) == 0
+    assert garp.checksum(pseudo + icmp) == 0

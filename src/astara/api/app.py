@@ -55,7 +55,7 @@ from astara.api.http import (
     versions,
 )
 from astara.api.http.authentication import Authentication
-from astara.api.http.collection import collection_router
+from astara.api.http.collection import WithSettings, collection_router
 from astara.api.http.dependencies import CallerDep, Services, now
 from astara.api.http.member_actions import action_router
 from astara.api.http.transaction import internal_error
@@ -196,8 +196,8 @@ def create_app(
     app.include_router(operators.router)
     app.include_router(join_tokens.router)  # before hosts': /hosts/join-tokens
     app.include_router(hosts.router)
-    app.include_router(collection_router(networks.Networks(settings)))
-    app.include_router(collection_router(routers.Routers(settings)))
+    app.include_router(collection_router(WithSettings(networks, settings)))
+    app.include_router(collection_router(WithSettings(routers, settings)))
     for controller in (
         subnets,
         ports,

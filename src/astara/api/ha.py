@@ -33,7 +33,6 @@ deleted.
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
 
 from sqlalchemy import delete as sql_delete
@@ -58,8 +57,10 @@ from astara.db.models import (
     Router,
     RouterPort,
     Subnet,
+    ha_port_order,
 )
-from astara.orchestrator.placement import HostInfo, candidates
+from astara.orchestrator.hosts import info as host_info
+from astara.orchestrator.placement import candidates
 
 # Two members, on two hosts: with fewer, a router called HA would not be.
 MIN_HOSTS = len(HA_MEMBERS)
@@ -83,13 +84,7 @@ def member_ports(session: Session, router_id: str) -> list[Port]:
         .where(RouterPort.router_id == router_id, RouterPort.port_type == ROUTER_HA_INTERFACE)
         .options(selectinload(Port.fixed_ips))
     ).all()
-    return sorted(found, key=_member_order)
-
-
-def _member_order(port: Port) -> tuple[int, str]:
-    addresses = [ipaddress.ip_address(a.ip_address) for a in port.fixed_ips]
-    ipv4 = [int(a) for a in addresses if a.version == 4]
-    return (min(ipv4) if ipv4 else 2**32, port.id)
+    return sorted(found, key=ha_port_order)
 
 
 def available_hosts(session: Session, hints: list[str]) -> int:
@@ -97,18 +92,7 @@ def available_hosts(session: Session, hints: list[str]) -> int:
     drained, in one of `hints` (any zone without), and reaching the others'
     tenant networks (the orchestrator's own rule, `placement.candidates`).
     The local host of a single-host deployment counts as one."""
-    hosts = [
-        HostInfo(
-            name=row.name,
-            address=row.address,
-            underlay_address=row.underlay_address,
-            physnets=dict(row.physnets or {}),
-            availability_zone=row.availability_zone,
-            drained=row.drained,
-            alive=row.alive,
-        )
-        for row in session.scalars(select(Host))
-    ]
+    hosts = [host_info(row) for row in session.scalars(select(Host))]
     return len(candidates(hosts, hints=hints))
 
 

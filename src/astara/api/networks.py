@@ -384,35 +384,3 @@ def delete(session: Session, caller: Caller, network: Network, now: datetime) ->
         session.delete(subnet)
     session.delete(network)
     changes.record(session, "network", network, "delete", now)
-
-
-class Networks:
-    """The networks collection (a `collection.Controller`) with the
-    deployment's settings: the VNI range and the path MTU."""
-
-    def __init__(self, settings: ApiSettings) -> None:
-        self.RESOURCE = RESOURCE
-        self.LISTING = LISTING
-        self.settings = settings
-
-    def view(self, row: Network) -> dict[str, Any]:
-        return view(row)
-
-    def get(self, session: Session, caller: Caller, object_id: str) -> Network:
-        return get(session, caller, object_id)
-
-    def owned(self, session: Session, caller: Caller, object_id: str) -> Network:
-        return owned(session, caller, object_id)
-
-    def create(
-        self, session: Session, caller: Caller, values: dict[str, Any], now: datetime
-    ) -> Network:
-        return create(session, caller, values, now, self.settings)
-
-    def update(
-        self, session: Session, caller: Caller, row: Network, values: dict[str, Any], now: datetime
-    ) -> Network:
-        return update(session, caller, row, values, now, self.settings)
-
-    def delete(self, session: Session, caller: Caller, row: Network, now: datetime) -> None:
-        delete(session, caller, row, now)

@@ -759,36 +759,3 @@ def _ipv6_interface(session: Session, router: Router, network_id: str) -> Port |
         ),
         None,
     )
-
-
-class Routers:
-    """The routers collection (a `collection.Controller`) with the
-    deployment's settings: whether a router is HA by default, and the range
-    of the HA networks."""
-
-    def __init__(self, settings: ApiSettings) -> None:
-        self.RESOURCE = RESOURCE
-        self.LISTING = LISTING
-        self.settings = settings
-
-    def view(self, row: Router) -> dict[str, Any]:
-        return view(row)
-
-    def get(self, session: Session, caller: Caller, object_id: str) -> Router:
-        return get(session, caller, object_id)
-
-    def owned(self, session: Session, caller: Caller, object_id: str) -> Router:
-        return owned(session, caller, object_id)
-
-    def create(
-        self, session: Session, caller: Caller, values: dict[str, Any], now: datetime
-    ) -> Router:
-        return create(session, caller, values, now, self.settings)
-
-    def update(
-        self, session: Session, caller: Caller, row: Router, values: dict[str, Any], now: datetime
-    ) -> Router:
-        return update(session, caller, row, values, now, self.settings)
-
-    def delete(self, session: Session, caller: Caller, row: Router, now: datetime) -> None:
-        delete(session, caller, row, now)

@@ -604,9 +604,11 @@ def ha_member_id(router_id: str, slot: int) -> str:
 
 def ha_port_order(port: Port) -> tuple[int, str]:
     """Where an HA port stands among its router's two: member 0's first
-    (the lower IPv4 address; an HA port's addresses never change)."""
-    addresses = [int(ipaddress.ip_address(a.ip_address)) for a in port.fixed_ips]
-    return (min(addresses) if addresses else 0, port.id)
+    (the lower IPv4 address, numerically; an HA port's addresses never
+    change while its router is HA)."""
+    addresses = [ipaddress.ip_address(a.ip_address) for a in port.fixed_ips]
+    ipv4 = [int(a) for a in addresses if a.version == 4]
+    return (min(ipv4) if ipv4 else 2**32, port.id)
 
 
 def ha_member(appliance_id: str) -> tuple[str, int] | None:

@@ -86,7 +86,8 @@ NA_FLAGS = 0xA0000000
 TARGET_LLADDR = 2
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of `data`."""
     if len(data) % 2:
         data += b"\x00"
     total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -102,7 +103,7 @@ def na_frame(mac: str, address: ipaddress.IPv6Address) -> bytes:
     icmp = struct.pack("!BBHI", NEIGHBOR_ADVERT, 0, 0, NA_FLAGS) + address.packed
     icmp += struct.pack("!BB", TARGET_LLADDR, 1) + sender
     pseudo = address.packed + ALL_NODES.packed + struct.pack("!I3xB", len(icmp), ICMPV6)
-    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
     header = struct.pack("!IHBB", 6 << 28, len(icmp), ICMPV6, 255)
     ipv6 = header + address.packed + ALL_NODES.packed
     return ALL_NODES_MAC + sender + struct.pack("!H", ETH_P_IPV6) + ipv6 + icmp

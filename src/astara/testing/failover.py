@@ -26,18 +26,10 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
+from astara.linux.garp import checksum
 from astara.linux.nssocket import socket_in
 
 ECHO_REQUEST, ECHO_REPLY = 8, 0
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 @dataclass(frozen=True)
@@ -95,7 +87,7 @@ class Pinger:
                     "!BBHHH",
                     ECHO_REQUEST,
                     0,
-                    _checksum(header + payload),
+                    checksum(header + payload),
                     self.ident,
                     sequence,
                 )

@@ -53,6 +53,40 @@ class Controller(Protocol):
     def delete(self, session: Session, caller: Caller, row: Any, now: datetime) -> None: ...
 
 
+class WithSettings:
+    """A resource module as a `Controller` whose create and update also take
+    the deployment's settings (`create(..., settings)`, `update(...,
+    settings)`): networks (VNIs, MTUs), routers (HA)."""
+
+    def __init__(self, module: Any, settings: Any) -> None:
+        self.module, self.settings = module, settings
+        self.RESOURCE: Resource = module.RESOURCE
+        self.LISTING: Listing = module.LISTING
+
+    def view(self, row: Any) -> dict[str, Any]:
+        found: dict[str, Any] = self.module.view(row)
+        return found
+
+    def get(self, session: Session, caller: Caller, object_id: str) -> Any:
+        return self.module.get(session, caller, object_id)
+
+    def owned(self, session: Session, caller: Caller, object_id: str) -> Any:
+        return self.module.owned(session, caller, object_id)
+
+    def create(
+        self, session: Session, caller: Caller, values: dict[str, Any], now: datetime
+    ) -> Any:
+        return self.module.create(session, caller, values, now, self.settings)
+
+    def update(
+        self, session: Session, caller: Caller, row: Any, values: dict[str, Any], now: datetime
+    ) -> Any:
+        return self.module.update(session, caller, row, values, now, self.settings)
+
+    def delete(self, session: Session, caller: Caller, row: Any, now: datetime) -> None:
+        self.module.delete(session, caller, row, now)
+
+
 MAX_TAGS = 50
 TagChange = Callable[[set[str]], set[str]]
 
