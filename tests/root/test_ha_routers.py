@@ -259,9 +259,14 @@ def test_a_partition_of_the_ha_network_is_two_actives_until_one_is_demoted(world
             return roles == ["active", "fault"]
 
         wait_until(demoted, 30, 0.2, "one member demoted")
-        events = [e["message"] for e in cloud.router(world.router_id)["events"]]
-        assert any("two actives" in e for e in events), events
-        assert any("demoted on" in e for e in events), events
+
+        def told() -> list[str]:
+            events = [e["message"] for e in cloud.router(world.router_id)["events"]]
+            seen = any("two actives" in e for e in events)
+            return events if seen and any("demoted on" in e for e in events) else []
+
+        events = wait_until(told, 10, 0.2, "the history to say what happened")
+        assert any("demoting" in e and "the older epoch" in e for e in events), events
         older = min((active, standby), key=lambda m: (m["epoch"], m["id"]))
         survivor = next(
             m for m in members(cloud, world.router_id).values() if m["ha_state"] == "active"

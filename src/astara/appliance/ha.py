@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -78,10 +79,12 @@ ANNOUNCE_AGAIN_S = (0.05, 0.5)
 # commit: with the external cache disabled the kernel already holds the
 # peer's connections): the active member resyncs its cache with the kernel
 # and offers it to the peer; a standby shortens the timers of what it holds
-# (refreshed while the active one sends) and asks the active one for all.
+# (refreshed while the active one sends) and asks the active one for all,
+# and again a little later (a member just placed on a host may ask before
+# the HA network's path to its peer is whole: UDP, and lost).
 CONNTRACKD_ON = {
     HaRole.active: (("-f",), ("-R",), ("-B",)),
-    HaRole.standby: (("-t",), ("-n",)),
+    HaRole.standby: (("-t",), ("-n",), 2.0, ("-n",)),
     HaRole.fault: (("-t",),),
 }
 
@@ -164,10 +167,13 @@ class Roles:
         with member.lock:
             before, member.role = member.role, role
             self._put_on_wire(appliance_id, config, role is HaRole.active)
+        # conntrackd is told at every event, a repeated one included: a new
+        # member's first is "BACKUP", the role it already had, and that is
+        # when it must ask its peer for the connections it serves.
+        if config.ha.conntrack_sync:
+            self._tell_conntrackd(appliance_id, role)
         if before is not role:
             log.warning("HA member %s: %s → %s", appliance_id, before.value, role.value)
-            if config.ha.conntrack_sync:
-                self._tell_conntrackd(appliance_id, role)
             for listener in self.listeners:
                 listener(appliance_id, role)
 
@@ -247,6 +253,9 @@ class Roles:
 
         def tell() -> None:
             for argv in CONNTRACKD_ON[role]:
+                if isinstance(argv, float):
+                    time.sleep(argv)
+                    continue
                 result = run(["conntrackd", "-C", str(conf), *argv], check=False, timeout_s=10)
                 if result.returncode != 0:
                     log.info(
