@@ -58,16 +58,6 @@ def members(cloud: Deployment, router_id: str) -> dict[str, dict[str, Any]]:
 def pair(cloud: Deployment, router_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(active, standby) when one of each runs its current config."""
     found = members(cloud, router_id)
-    import os
-
-    if os.environ.get("HADEBUG"):
-        print(
-            [
-                (k[:5], v["host"], v["state"], v["ha_state"], v["epoch"], v["last_error"])
-                for k, v in found.items()
-            ],
-            flush=True,
-        )
     active = [m for m in found.values() if m["ha_state"] == "active" and m["state"] == "active"]
     standby = [m for m in found.values() if m["ha_state"] == "standby" and m["state"] == "active"]
     if len(active) == 1 and len(standby) == 1:
@@ -302,30 +292,6 @@ def test_the_active_host_dies_twice_and_connections_carry_on(world: World) -> No
             # The standby takes over (keepalived decides, not the orchestrator).
             time.sleep(3.0)
             lost.append(pinger.lost(since=start))
-            import os
-
-            if os.environ.get("HADEBUG"):
-                print(
-                    "lost",
-                    lost,
-                    "snat",
-                    snat.received,
-                    snat.errors,
-                    "fip",
-                    floating.received,
-                    floating.errors,
-                )
-                now_active = [m for m in members(cloud, world.router_id).values()]
-                print(now_active)
-                for m in now_active:
-                    if m["host"] and m["host"] != victim:
-                        ns = f"{cloud.host(m['host']).agent_prefix}-appliance-{m['id']}"
-                        print(
-                            m["id"],
-                            run(["ip", "netns", "exec", ns, "conntrack", "-L"], check=False).stdout,
-                        )
-                time.sleep(2)
-                print("later snat", snat.received, "fip", floating.received)
             assert flowing(snat) and flowing(floating), (snat.errors, floating.errors)
             if failover == 1:
                 # The lost member is rebuilt on the remaining host, as standby,
