@@ -172,6 +172,17 @@ def test_the_real_cli_shows_ha_and_the_active_host(world: World) -> None:
     states = {a["Host"]: a["HA State"] for a in agents}
     assert states == {active["host"]: "active", standby["host"]: "standby"}
     assert {a["Agent Type"] for a in agents} == {"L3 agent"}
+    # The operators' CLI: both members, and what the active one runs.
+    astara = [bin_path("astara"), "router", "show", world.router_id]
+    where = ["--url", world.cloud.url, "--token", world.cloud.token]
+    shown = json.loads(run_cli(world.cloud.lab.controller_netns, [*astara, *where]).stdout)
+    assert {m["id"]: m["ha_state"] for m in shown["members"]} == {
+        active["id"]: "active",
+        standby["id"]: "standby",
+    }
+    assert shown["appliance_id"] == active["id"] and shown["host"] == active["host"]
+    rendered = run_cli(world.cloud.lab.controller_netns, [*astara, "--rendered", *where]).stdout
+    assert "vrrp_instance router" in rendered and "Sync {" in rendered
     traffic_flows(world)
 
 

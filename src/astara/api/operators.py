@@ -146,6 +146,8 @@ def router_view(
         state = serving[0] if serving else None
     return {
         "id": target.id,
+        # The appliance its lifecycle is: the router's, or its active member's.
+        "appliance_id": state.appliance_id if ha and state is not None else target.id,
         "name": router.name if router is not None else "",
         "project_id": target.project_id,
         # DELETED: its tenant deleted it; the orchestrator has not removed
@@ -459,6 +461,7 @@ def member_view(
     router_id, slot = ha_member(target.id) or (target.id, 0)
     return {
         "id": target.id,
+        "appliance_id": target.id,
         "kind": "router",
         "router_id": router_id,
         "member": slot,
@@ -474,6 +477,7 @@ def dhcp_view(
     network = target.network
     return {
         "id": target.id,
+        "appliance_id": target.id,
         "kind": "dhcp",
         "name": network.name if network is not None else "",
         "project_id": target.project_id,

@@ -120,10 +120,9 @@ def appliance_routes(
     listing: Callable[[Session, Caller], list[dict[str, Any]]],
     showing: Callable[[Session, Caller, str], dict[str, Any]],
     acting: Callable[[Session, Caller, str, str, datetime], dict[str, Any]],
-    appliance_key: str = "id",
 ) -> None:
     """One kind's `GET /COLLECTION`, `GET /COLLECTION/{id}` (with what the
-    agent shows of its appliance, whose id the view's `appliance_key` holds)
+    agent shows of its appliance, whose id the view's `appliance_id` holds)
     and `POST /COLLECTION/{id}/{rebuild,debug,manage}`."""
 
     async def list_all(run: TransactionDep) -> dict[str, Any]:
@@ -131,7 +130,7 @@ def appliance_routes(
 
     async def show(object_id: str, run: TransactionDep, found: ServicesDep) -> dict[str, Any]:
         shown: dict[str, Any] = await run(lambda s, c: showing(s, c, object_id))
-        await with_agent_view(shown, shown[appliance_key], found)
+        await with_agent_view(shown, shown["appliance_id"], found)
         return {member: shown}
 
     async def act(object_id: str, action: str, run: TransactionDep) -> dict[str, Any]:
@@ -144,7 +143,11 @@ def appliance_routes(
 
 # After `/routers/{id}/move`: a route matches in the order it was added.
 appliance_routes(
-    "routers", "router", operators.list_routers, operators.show_router, operators.router_request
+    "routers",
+    "router",
+    operators.list_routers,
+    operators.show_router,
+    operators.router_request,
 )
 appliance_routes(
     "loadbalancers",
@@ -152,7 +155,6 @@ appliance_routes(
     operators.list_balancers,
     operators.show_balancer,
     operators.balancer_request,
-    appliance_key="appliance_id",
 )
 appliance_routes(
     "appliances",
