@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from astara.appliance.actions import Announce, PlugInterface, SyncAddresses
+from astara.appliance.actions import Announce, PinNeighbour, PlugInterface, SyncAddresses
 from astara.appliance.drift import Seen, compare
 from astara.appliance.ha import HaRole, parse_event
 from astara.appliance.plan import (
@@ -195,6 +195,10 @@ def test_a_standby_member_is_plugged_off_the_wire_and_announces_nothing() -> Non
     # keepalived's address on the HA link is left to keepalived.
     ha_sync = next(a for a in of(actions, SyncAddresses) if a.link == ha_link)
     assert ha_sync.kept == (HA_ROLE_ADDRESS,)
+    # Its peer pinned on the HA link (no resolving it while adverts go out).
+    assert of(actions, PinNeighbour) == [
+        PinNeighbour(ha_link, ipaddress.IPv4Address("169.254.192.9"), PEER_MAC)
+    ]
 
 
 def member_converged(config: ApplianceConfig, standby: frozenset[str]) -> Observation:

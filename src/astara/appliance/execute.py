@@ -23,6 +23,7 @@ from astara.appliance.actions import (
     Done,
     ForgetConntrack,
     LoadRuleset,
+    PinNeighbour,
     Plan,
     PlugInterface,
     ReloadDaemon,
@@ -109,6 +110,11 @@ def _run(action: Action, target: Target, handles: NetlinkHandles, fresh: bool) -
                 handles(namespace), action.link, action.addresses, kept=action.kept
             )
             return _changed(action, added, removed)
+        case PinNeighbour():
+            pinned = netlink.pin_neighbour(
+                handles(namespace), action.link, str(action.address), action.mac
+            )
+            return Done(action) if pinned else None
         case SyncRoutes():
             main = [
                 routes.Route.via(destination, nexthop, onlink_device)

@@ -38,6 +38,7 @@ from astara.appliance.actions import (
     DaemonName,
     ForgetConntrack,
     LoadRuleset,
+    PinNeighbour,
     Plan,
     PlugInterface,
     ReloadDaemon,
@@ -160,6 +161,8 @@ def plan_apply(
         name = appliance_interface(interface.role.value, interface.mac)
         kept = (HA_ROLE_ADDRESS,) if interface.role is Role.ha else ()
         actions.append(SyncAddresses(name, tuple(interface.addresses), kept))
+        if interface.role is Role.ha and config.ha is not None:
+            actions.append(PinNeighbour(name, config.ha.peer_address, config.ha.peer_mac))
     external = config.external_interface()
     external_name = appliance_interface(external.role.value, external.mac) if external else None
     actions.append(

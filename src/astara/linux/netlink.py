@@ -394,6 +394,22 @@ def addresses(ns: Any, link: str, permanent_only: bool = False) -> set[Interface
     return found
 
 
+NUD_PERMANENT = 0x80
+
+
+def pin_neighbour(ns: Any, link: str, address: str, mac: str) -> bool:
+    """A permanent neighbour entry (`ip neigh replace ADDRESS lladdr MAC dev
+    LINK nud permanent`); True if one was added or changed."""
+    index = link_index(ns, link)
+    if index is None:
+        raise RuntimeError(f"link {link} is missing")
+    for entry in ns.get_neighbours(dst=address, ifindex=index):
+        if entry.get("lladdr") == mac and entry.get("state") == NUD_PERMANENT:
+            return False
+    ns.neigh("replace", ifindex=index, dst=address, lladdr=mac, state=NUD_PERMANENT)
+    return True
+
+
 def sync_addresses(
     ns: Any,
     link: str,
