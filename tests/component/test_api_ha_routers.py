@@ -644,3 +644,44 @@ def test_a_new_ha_router_while_the_projects_last_one_goes(
         assert _count(engine, HaNetwork) == 1 and _count(engine, Network) == 1
         assert {p.device_id for p in _ha_ports(engine)} == {last["id"]}
         assert len(_ha_ports(engine)) == 2
+
+
+@pytest.mark.parametrize("cidr", ["169.254.200.0/24", "169.254.0.0/24"])
+def test_an_ha_router_takes_no_subnet_holding_what_its_members_keep(
+    admin: Api, two_hosts: tuple[str, str], cidr: str
+) -> None:
+    """Its HA subnet, and keepalived's role address: its members could not
+    route such a subnet, so the API refuses it, before and after `ha`."""
+    network = admin.create_network(name="n")
+    response = admin(
+        "POST",
+        "/v2.0/subnets",
+        {"subnet": {"network_id": network["id"], "cidr": cidr, "ip_version": 4}},
+    )
+    assert response.status_code == 201, response.text
+    subnet = response.json()["subnet"]
+    router = _router(admin, ha=True)
+    response = admin(
+        "PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": subnet["id"]}
+    )
+    assert response.status_code == 400, response.text
+    assert "which HA routers keep for themselves" in error(response)[2]
+    # A plain router takes it, and cannot then become HA.
+    plain = _router(admin)
+    response = admin(
+        "PUT", f"/v2.0/routers/{plain['id']}/add_router_interface", {"subnet_id": subnet["id"]}
+    )
+    assert response.status_code == 200, response.text
+    response = admin(
+        "PUT", f"/v2.0/routers/{plain['id']}", {"router": {"ha": True, "admin_state_up": False}}
+    )
+    assert response.status_code == 400, response.text
+    assert admin("GET", f"/v2.0/routers/{plain['id']}").json()["router"]["ha"] is False
+
+
+@pytest.mark.parametrize("cidr", ["169.254.0.0/16", "169.254.168.0/21"])
+def test_an_ha_network_range_holding_the_role_or_metadata_address_is_refused(cidr: str) -> None:
+    from astara.api.settings import check_ha_network_cidr
+
+    with pytest.raises(ValueError, match="leaves out"):
+        check_ha_network_cidr(cidr)

@@ -33,6 +33,7 @@ deleted.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 
 from sqlalchemy import delete as sql_delete
@@ -44,6 +45,7 @@ from astara.api.attributes import prepare_body
 from astara.api.auth import Caller
 from astara.api.errors import NeutronError
 from astara.api.settings import ApiSettings
+from astara.appliance.schema import HA_ROLE_ADDRESS
 from astara.db.models import (
     HA_MEMBERS,
     HA_NETWORK_NAME,
@@ -52,6 +54,7 @@ from astara.db.models import (
     ROUTER_HA_INTERFACE,
     HaNetwork,
     Host,
+    IpAllocation,
     Network,
     Port,
     Router,
@@ -177,6 +180,34 @@ def _ha_subnet(
     # before by the subnet's checks, is read again by the ports' allocation.
     session.expire(network, ["subnets"])
     return subnet
+
+
+def refuse_reserved(session: Session, router: Router, subnets: list[Subnet]) -> None:
+    """400 if one of `subnets` (to be, or already, on the HA router) holds
+    an address its members keep for themselves: its HA subnet, or the
+    address keepalived holds while a member is active. Its members could
+    not route it (their appliance refuses the config)."""
+    reserved = [ipaddress.ip_network(HA_ROLE_ADDRESS.network)]
+    reserved += [
+        ipaddress.ip_network(cidr)
+        for cidr in session.scalars(
+            select(Subnet.cidr)
+            .join(IpAllocation, IpAllocation.subnet_id == Subnet.id)
+            .join(RouterPort, RouterPort.port_id == IpAllocation.port_id)
+            .where(RouterPort.router_id == router.id, RouterPort.port_type == ROUTER_HA_INTERFACE)
+            .distinct()
+        )
+    ]
+    for subnet in subnets:
+        cidr = ipaddress.ip_network(subnet.cidr)
+        taken = next((r for r in reserved if r.version == cidr.version and r.overlaps(cidr)), None)
+        if taken is not None:
+            raise NeutronError(
+                400,
+                "BadRequest",
+                f"Bad router request: Cidr {subnet.cidr} of subnet {subnet.id} overlaps"
+                f" with {taken}, which HA routers keep for themselves.",
+            )
 
 
 def make_ha(session: Session, router: Router, settings: ApiSettings, now: datetime) -> list[Port]:

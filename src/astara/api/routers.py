@@ -281,7 +281,10 @@ def _set_gateway(
 def _refuse_overlap(
     session: Session, router: Router, new_subnets: list[Subnet], interfaces_only: bool = False
 ) -> None:
-    """A router joins no subnet twice and no two overlapping CIDRs (§4.1, §4.3)."""
+    """A router joins no subnet twice and no two overlapping CIDRs (§4.1, §4.3),
+    and an HA router none that holds what its members keep (`ha.refuse_reserved`)."""
+    if router.ha:
+        ha.refuse_reserved(session, router, new_subnets)
     connected = _router_subnets(session, router, interfaces_only) if new_subnets else []
     for new in new_subnets:
         for existing in connected:
@@ -485,6 +488,7 @@ def _change_ha(
         ha.refuse_too_few_hosts(session, list(router.availability_zone_hints or []))
         router.ha = True
         ha.make_ha(session, router, settings, now)
+        ha.refuse_reserved(session, router, _router_subnets(session, router))
     else:
         ha.unmake_ha(session, router, now)
         router.ha = False

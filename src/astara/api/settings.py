@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from astara.appliance.schema import HA_ROLE_ADDRESS, METADATA_ADDRESS
+
 # VXLAN's 24-bit network identifier (RFC 7348): 0 is not used.
 MIN_VNI = 1
 MAX_VNI = 2**24 - 1
@@ -77,6 +79,12 @@ def check_ha_network_cidr(text: str) -> None:
         raise ValueError(f"{problem}, e.g. {HA_NETWORK_CIDR}") from None
     if network.version != 4:
         raise ValueError(f"{problem} (the HA subnet is IPv4, as Neutron's)")
+    for kept in (HA_ROLE_ADDRESS.ip, METADATA_ADDRESS):
+        if kept in network:
+            raise ValueError(
+                f"{problem} that leaves out {kept} (an HA member's role address, the"
+                " metadata address)"
+            )
     if network.prefixlen > HA_LONGEST_PREFIX:
         raise ValueError(
             f"{problem} of /{HA_LONGEST_PREFIX} or shorter (two addresses for a router's members)"
