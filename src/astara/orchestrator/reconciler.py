@@ -413,8 +413,10 @@ class Orchestrator:
     def _resolve_split(self, router_id: str, members: tuple[str, str]) -> None:
         """Both members of an HA router active (their HA network cut between
         them, say): the one with the older epoch (the earlier placed) is
-        demoted by its agent, and both histories say why. Only by the
-        orchestrator that owns that member."""
+        demoted by its agent, and both histories say why. By whichever
+        orchestrator saw it (it heartbeats one of the members' hosts; the
+        member's owner may heartbeat neither): the demotion carries the
+        member's epoch, which its agent checks, and a second one is no harm."""
         try:
             with self.sessions.begin() as session:
                 rows = [session.get(ApplianceState, m) for m in members]
@@ -424,7 +426,7 @@ class Orchestrator:
                 loser = min(pair, key=lambda r: (r.epoch, r.appliance_id))
                 winner = next(r for r in pair if r is not loser)
                 host = infos(session).get(loser.host or "")
-                if host is None or not self.owns(loser.appliance_id):
+                if host is None:
                     return
                 seen = (
                     f"two actives for {SPLIT_ROUNDS} heartbeats: {winner.appliance_id} on"
@@ -1309,17 +1311,45 @@ class Orchestrator:
         if not wanted:
             return Placement(current, epoch)
         # An HA router's members: never on one host (anti-affinity), and
-        # member 1 placed only once member 0 runs on a live host (two
-        # placed at once could not see each other's choice). A member's
-        # epoch grows past its sibling's: the newer of two is the later placed.
+        # member 1 placed only once member 0 is placed on a live host (two
+        # placed at once could not see each other's choice; should they
+        # meet on one host all the same, the later placed moves, below). A
+        # member's epoch grows past its sibling's: the newer of two is the
+        # later placed.
         pair = appliances.sibling(appliance_id)
         other = session.get(ApplianceState, pair) if pair is not None else None
         apart = {other.host} if other is not None and other.host else set()
-        if pair is not None and appliances.ha_slot(appliance_id) == 1:
+        needs_host = current is None or not current.alive
+        if pair is not None and appliances.ha_slot(appliance_id) == 1 and needs_host:
             first = hosts.get(other.host) if other is not None and other.host else None
             if first is None or not first.alive:
                 return Placement(current, epoch)
         epoch_floor = max(epoch, other.epoch if other is not None else 0)
+        slot = appliances.ha_slot(appliance_id)
+        if (
+            row is not None
+            and other is not None
+            and current is not None
+            and current.alive
+            and other.host == current.name
+            and row.move_to is None
+            and (epoch, slot) > (other.epoch, 1 - (slot or 0))
+        ):
+            # Both members on one host (placed at once as two hosts failed):
+            # the later placed one moves, cut over as an operator's move is.
+            spare = placement.choose(
+                hosts.values(),
+                {},
+                hints=appliances.zone_hints(session, appliance_id),
+                exclude={current.name},
+            )
+            if spare is not None:
+                row.move_to = spare.name
+                self._event(
+                    session,
+                    appliance_id,
+                    f"the other member runs on {current.name} too: moving to {spare.name}",
+                )
         target: placement.HostInfo | None = None
         why = ""
         move = row.move_to if row is not None else None
@@ -1340,7 +1370,7 @@ class Orchestrator:
                 # old copy is deleted with it, so whatever happens next (a
                 # lost answer, a crash, the move dropped), the record is
                 # never below what a host has seen.
-                row.epoch = epoch + 1
+                row.epoch = epoch_floor + 1
                 return Placement(current, row.epoch, moving_to=destination)
             else:  # its host is down: it goes where the operator said
                 row.move_to = None
