@@ -42,10 +42,14 @@ def health(**roles: str) -> dict[str, Any]:
 
 
 def round_(hosts: Hosts, answers: dict[str, dict[str, Any] | None]) -> dict[str, tuple[str, str]]:
+    """What `Hosts.beat` does with a round's answers."""
     with hosts.sessions.begin() as session:
-        for name, answer in answers.items():
-            hosts._record_roles(session, name, answer)
-        return hosts._splits(session, answers)
+        roles = {
+            name: hosts._record_roles(session, name, answer) for name, answer in answers.items()
+        }
+        found = hosts._splits(session, answers, roles)
+    hosts._roles.update(roles)
+    return found
 
 
 def states(hosts: Hosts) -> dict[str, str | None]:

@@ -185,10 +185,12 @@ def test_a_standby_member_is_plugged_off_the_wire_and_announces_nothing() -> Non
         rendered=render(config, STATE_DIR, MTUS),
         observation=Observation(),
         network_mtus=MTUS,
-        standby=wired,
+        role_links=wired,
+        quiet=True,
     )
+    # Made off the wire (`None`: the role decides), but the HA link.
     plugs = {p.name: p.on_wire for p in of(actions, PlugInterface)}
-    assert plugs == {**dict.fromkeys(wired, False), appliance_interface("ha", HA_MAC): True}
+    assert plugs == {**dict.fromkeys(wired, None), appliance_interface("ha", HA_MAC): True}
     # Only the HA link (on the wire on every member) is announced.
     ha_link = appliance_interface("ha", HA_MAC)
     assert [a.interface for a in of(actions, Announce)] == [ha_link]
@@ -220,11 +222,14 @@ def member_converged(config: ApplianceConfig, standby: frozenset[str]) -> Observ
     )
 
 
-def test_a_member_is_settled_only_with_its_links_as_its_role_says() -> None:
+def test_whether_a_members_links_are_on_the_wire_is_no_plans_business() -> None:
+    """An apply neither puts an HA member's links on the wire nor takes
+    them off: its role does (`Roles.enforce`, after every apply), so an
+    apply planned with a role that changed meanwhile cannot undo it."""
     config = member()
     wired = frozenset(appliance_interface(i.role.value, i.mac) for i in config.on_the_wire())
 
-    def is_settled(observation: Observation, standby: frozenset[str]) -> bool:
+    def is_settled(observation: Observation, role_links: frozenset[str]) -> bool:
         return settled(
             names=NAMES,
             appliance_id=APPLIANCE,
@@ -232,12 +237,24 @@ def test_a_member_is_settled_only_with_its_links_as_its_role_says() -> None:
             observation=observation,
             network_mtus=MTUS,
             daemons_expected={},
-            standby=standby,
+            role_links=role_links,
         )
 
     on_wire, off_wire = member_converged(config, frozenset()), member_converged(config, wired)
-    assert is_settled(on_wire, frozenset()) and is_settled(off_wire, wired)
-    assert not is_settled(on_wire, wired) and not is_settled(off_wire, frozenset())
+    assert is_settled(on_wire, wired) and is_settled(off_wire, wired)
+    # A plain router's links are the plan's: down is not settled.
+    assert is_settled(on_wire, frozenset()) and not is_settled(off_wire, frozenset())
+    actions = plan_apply(
+        names=NAMES,
+        appliance_id=APPLIANCE,
+        previous=config,
+        config=config,
+        rendered=render(config, STATE_DIR, MTUS),
+        observation=off_wire,
+        network_mtus=MTUS,
+        role_links=wired,
+    )
+    assert of(actions, PlugInterface) == []
 
 
 # --- drift -------------------------------------------------------------------------------

@@ -146,10 +146,11 @@ class RemoveLink:
 class PlugInterface:
     """A veth pair from the network's bridge into the namespace, up, with its
     MTU; `recreate` when it is missing or not the one asked for (its
-    addresses and routes are gone with it). `on_wire` false: its fabric end
-    is down (an HA router's standby member: the same MACs and addresses as
-    the active one, which alone may be heard), so the interface has no
-    carrier but keeps its addresses and routes."""
+    addresses and routes are gone with it). `on_wire` None: whether its
+    fabric end is up is an HA member's role's to say (the same MACs and
+    addresses as its peer's, which alone may be heard): made down (the
+    interface has no carrier but keeps its addresses and routes), else
+    left as it is."""
 
     name: str
     network_id: str
@@ -158,10 +159,10 @@ class PlugInterface:
     mac: str
     mtu: int
     recreate: bool
-    on_wire: bool = True
+    on_wire: bool | None = True
 
     def describe(self, changes: Changes | None = None) -> str:
-        off = "" if self.on_wire else " (off the wire: standby)"
+        off = "" if self.on_wire else " (on the wire as its HA role says)"
         if self.recreate:
             return f"plugged interface {self.name} into network {self.network_id}{off}"
         return f"interface {self.name} set up on network {self.network_id}, MTU {self.mtu}{off}"

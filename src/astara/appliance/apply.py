@@ -152,7 +152,12 @@ class ApplianceManager:
         # Control sockets that need a short path (render.ha.conntrackd_socket).
         self.sockets = default_run_dir(names.prefix) / SOCKETS
         # HA router members: their roles, and their links on or off the wire.
-        self.roles = Roles(names, self.config, self.run_directory)
+        self.roles = Roles(
+            names,
+            self.config,
+            self.run_directory,
+            lambda appliance_id: self.daemons(appliance_id).keepalived.pid() is not None,
+        )
 
     # --- bookkeeping -----------------------------------------------------------------
 
@@ -352,7 +357,7 @@ class ApplianceManager:
             observation=observation,
             network_mtus=self._network_mtus(config),
             daemons_expected=self.daemons(appliance_id).expected(config),
-            standby=self.roles.standby_links(appliance_id, config),
+            role_links=self.roles.role_links(config),
         )
 
     # --- floating IPs changed alone ----------------------------------------------------
@@ -487,7 +492,8 @@ class ApplianceManager:
                     rendered=rendered,
                     observation=observation,
                     network_mtus=self._network_mtus(config),
-                    standby=self.roles.standby_links(appliance_id, config),
+                    role_links=self.roles.role_links(config),
+                    quiet=bool(self.roles.standby_links(appliance_id, config)),
                     held=daemons.held,
                 )
             log.debug("appliance %s plan: %s", appliance_id, plan)

@@ -20,9 +20,9 @@ after an agent restart, is the role address on the HA link: keepalived
 holds it while it is master.
 
 Each member's role has a small lock of its own, not the appliance's: a
-failover must not wait for an apply. An apply plans with the role it reads
-(`standby_links`) and calls `enforce` when it ends, so whichever runs last
-leaves the links as the current role says.
+failover must not wait for an apply. An apply never sets an HA member's
+links on or off the wire (it makes new ones off it, `role_links`), and
+calls `enforce` when it ends, which puts them as the role says now.
 """
 
 from __future__ import annotations
@@ -105,10 +105,15 @@ class Roles:
         names: Names,
         configs: Callable[[str], ApplianceConfig | None],
         run_directory: Callable[[str], Path],
+        electing: Callable[[str], bool] = lambda appliance_id: True,
     ) -> None:
+        """`electing`: whether a member's keepalived runs (a "MASTER" read
+        from its FIFO after it died, or a role address it left behind when
+        killed, says nothing of the role)."""
         self.names = names
         self.configs = configs
         self.run_directory = run_directory
+        self.electing = electing
         self._members: dict[str, _Member] = {}
         self._guard = threading.Lock()
         # Called after every change of role: (appliance id, role).
@@ -127,7 +132,9 @@ class Roles:
         the HA link (a new member has none yet: standby)."""
         link = config.ha_interface()
         namespace = self.names.appliance_netns(appliance_id)
-        if link is None or not netns.exists(namespace):
+        if self.fenced(appliance_id):
+            return HaRole.fault
+        if link is None or not netns.exists(namespace) or not self.electing(appliance_id):
             return HaRole.standby
         name = appliance_interface(link.role.value, link.mac)
         try:
@@ -149,12 +156,19 @@ class Roles:
         with self._guard:
             return {key: member.role.value for key, member in sorted(self._members.items())}
 
-    def standby_links(self, appliance_id: str, config: ApplianceConfig) -> frozenset[str]:
-        """The interfaces an apply keeps off the wire: all but the HA link of
-        a member that is not active; none for anything else."""
-        if config.ha is None or self._member(appliance_id, config).role is HaRole.active:
+    def role_links(self, config: ApplianceConfig) -> frozenset[str]:
+        """The interfaces whose place on the wire the role decides, never an
+        apply: an HA member's, but its HA link; none of anything else."""
+        if config.ha is None:
             return frozenset()
         return frozenset(appliance_interface(i.role.value, i.mac) for i in config.on_the_wire())
+
+    def standby_links(self, appliance_id: str, config: ApplianceConfig) -> frozenset[str]:
+        """The interfaces off the wire now: all `role_links` of a member that
+        is not active (what drift expects down)."""
+        if config.ha is None or self._member(appliance_id, config).role is HaRole.active:
+            return frozenset()
+        return self.role_links(config)
 
     def transition(self, appliance_id: str, role: HaRole) -> None:
         """keepalived says the member is now `role`: its links follow, and
@@ -163,6 +177,8 @@ class Roles:
         config = self.configs(appliance_id)
         if config is None or config.ha is None:
             return
+        if role is HaRole.active and not self.electing(appliance_id):
+            role = HaRole.fault  # an event its keepalived wrote before it died
         member = self._member(appliance_id, config)
         with member.lock:
             before, member.role = member.role, role

@@ -129,15 +129,18 @@ def plan_apply(
     rendered: Rendered,
     observation: Observation,
     network_mtus: Mapping[str, int],
-    standby: Collection[str] = (),
+    role_links: Collection[str] = (),
+    quiet: bool = False,
     held: Collection[DaemonName] = (),
 ) -> Plan:
     """The actions that converge the observed appliance on `config`, in the
     order they must run. `previous` is the config the namespace was last
     converged on (None for a new appliance, or to trust nothing of it).
-    `standby`: the interfaces kept off the wire (an HA router's standby
-    member: see `PlugInterface`); they are announced by the agent when the
-    member becomes active, never by an apply. `held`: daemons kept stopped
+    `role_links`: interfaces whose place on the wire the member's role
+    decides (an HA router member's: see `appliance.ha`), never an apply: a
+    link made for them starts off the wire, one that stands is left as it
+    is. `quiet`: announce none of them (the member is not active; it
+    announces them when it becomes active). `held`: daemons kept stopped
     (an HA member's keepalived while it is out of the election)."""
     namespace = names.appliance_netns(appliance_id)
     actions: list[Action] = []
@@ -154,7 +157,7 @@ def plan_apply(
     if ruleset is not None:
         actions.append(ruleset)
 
-    links = plan_links(names, appliance_id, config, observation, network_mtus, standby)
+    links = plan_links(names, appliance_id, config, observation, network_mtus, role_links)
     actions += links
     recreated = {a.name for a in links if isinstance(a, PlugInterface) and a.recreate}
     for interface in config.interfaces:
@@ -194,7 +197,9 @@ def plan_apply(
     if forgotten or firewalled:
         actions.append(ForgetConntrack(tuple(sorted(forgotten)), firewalled))
     actions += [
-        a for a in plan_announcement(config, now - before, recreated) if a.interface not in standby
+        a
+        for a in plan_announcement(config, now - before, recreated)
+        if not (quiet and a.interface in role_links)
     ]
     return tuple(actions)
 
@@ -228,11 +233,12 @@ def plan_links(
     config: ApplianceConfig,
     observation: Observation,
     network_mtus: Mapping[str, int],
-    standby: Collection[str] = (),
+    role_links: Collection[str] = (),
 ) -> list[RemoveLink | PlugInterface]:
     """Links no longer in the config go first; then each interface is
     (re)created if missing or not the one asked for, or set up, attached,
-    sized and put on the wire (or off it: `standby`) if only that differs."""
+    sized and put on the wire if only that differs (`role_links`: whether
+    they are on the wire is the role's, not the plan's)."""
     wanted = {appliance_interface(i.role.value, i.mac) for i in config.interfaces}
     actions: list[RemoveLink | PlugInterface] = [
         RemoveLink(name) for name in sorted(observation.links) if name not in wanted
@@ -247,13 +253,13 @@ def plan_links(
         inside = observation.links.get(name) if observation.namespace_exists else None
         end = observation.fabric_ends.get(fabric_link)
         recreate = inside is None or end is None or inside.mac != interface.mac
-        on_wire = name not in standby
+        on_wire = None if name in role_links else True
         settled = (
             inside is not None
             and end is not None
             and inside.up
             and inside.mtu == mtu
-            and end.up == on_wire
+            and (end.up or on_wire is None)
             and end.mtu == mtu
             and end.on_bridge
         )
@@ -281,7 +287,7 @@ def settled(
     observation: Observation,
     network_mtus: Mapping[str, int],
     daemons_expected: Mapping[DaemonName, bool],
-    standby: Collection[str] = (),
+    role_links: Collection[str] = (),
 ) -> bool:
     """Whether the appliance, already converged on `config`, still stands as
     it was left, by what an observation reads cheaply: its namespace, every
@@ -293,7 +299,7 @@ def settled(
     if not observation.namespace_exists:
         return False
     try:
-        if plan_links(names, appliance_id, config, observation, network_mtus, standby):
+        if plan_links(names, appliance_id, config, observation, network_mtus, role_links):
             return False
     except NetworkMissing:
         return False

@@ -338,12 +338,13 @@ def ensure_veth(
     peer_name: str,
     mac: str,
     mtu: int,
-    on_wire: bool = True,
+    on_wire: bool | None = True,
 ) -> bool:
     """A veth pair from the bridge (in `fabric`) into `peer_netns`, the peer
     named and addressed as asked. Returns True if the pair was (re)created.
     Each link is looked up once: a new pair costs eight requests.
-    `on_wire` false: the fabric end stays down (the peer has no carrier)."""
+    `on_wire` False: the fabric end down (the peer has no carrier); None:
+    down if made now, else left as it is (someone else decides)."""
     bridge_index = link_index(fabric, bridge)
     if bridge_index is None:
         raise RuntimeError(f"bridge {bridge} is missing")
@@ -369,7 +370,11 @@ def ensure_veth(
         created = True
     if fabric_index is None or peer_index is None:
         raise RuntimeError(f"veth {fabric_name} / {peer_name} vanished as it was made")
-    _set(fabric, fabric_index, master=bridge_index, mtu=mtu, state="up" if on_wire else "down")
+    state = {True: "up", False: "down", None: "down" if created else None}[on_wire]
+    if state is None:
+        _set(fabric, fabric_index, master=bridge_index, mtu=mtu)
+    else:
+        _set(fabric, fabric_index, master=bridge_index, mtu=mtu, state=state)
     _set(peer, peer_index, mtu=mtu, state="up")
     return created
 

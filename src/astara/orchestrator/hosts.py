@@ -202,6 +202,7 @@ class Hosts:
             for name in set(self._last_ok) - set(hosts):
                 del self._last_ok[name]  # removed, or another orchestrator's
                 self._written.pop(name, None)
+                self._roles.pop(name, None)
         futures = {name: self._pool.submit(self._health, host) for name, host in hosts.items()}
         answers: dict[str, dict[str, Any] | None] = {}
         for name, future in futures.items():
@@ -251,43 +252,48 @@ class Hosts:
                     session.execute(update(Host).where(Host.name == name).values(alive=False))
                     log.warning("host %s: no heartbeat for %.1f s, marked down", name, now_s - last)
                     down.append(name)
-                self._record_roles(session, name, health)
-            split = self._splits(session, answers)
+            roles = {
+                name: self._record_roles(session, name, health) for name, health in answers.items()
+            }
+            split = self._splits(session, answers, roles)
         with self._lock:  # committed: what the rows hold now
             self._written.update({name: (steady, now_s) for name, steady in written_now.items()})
+            self._roles.update(roles)
         return Beat(tuple(down), tuple(returning), fenced, split)
 
-    def _record_roles(self, session: Session, name: str, health: dict[str, Any] | None) -> None:
+    def _record_roles(
+        self, session: Session, name: str, health: dict[str, Any] | None
+    ) -> dict[str, str]:
         """The roles of the HA members on a host, as it reports them now
-        (`ha_state`, where the record places them there); a host that did
-        not answer this round has no known role: they were active, for all
-        anyone knows, only while it answered."""
+        (`ha_state`, where the record places them there), written where
+        they changed, one statement per role; a host that did not answer
+        this round has no known role: they were active, for all anyone
+        knows, only while it answered. What it reports (kept once committed)."""
         roles = health.get("ha_roles") if health is not None else None
         now = (
             {k: v for k, v in roles.items() if isinstance(v, str)}
             if isinstance(roles, dict)
             else {}
         )
-        before = self._roles.get(name, {})
-        if now == before:
-            return
-        for appliance_id in set(before) - set(now):
+        with self._lock:
+            before = self._roles.get(name, {})
+        changed: dict[str | None, list[str]] = {}
+        for appliance_id in set(before) | set(now):
+            if before.get(appliance_id) != now.get(appliance_id):
+                changed.setdefault(now.get(appliance_id), []).append(appliance_id)
+        for role, ids in changed.items():
             session.execute(
                 update(ApplianceState)
-                .where(ApplianceState.appliance_id == appliance_id, ApplianceState.host == name)
-                .values(ha_state=None)
+                .where(ApplianceState.appliance_id.in_(ids), ApplianceState.host == name)
+                .values(ha_state=role)
             )
-        for appliance_id, role in now.items():
-            if before.get(appliance_id) != role:
-                session.execute(
-                    update(ApplianceState)
-                    .where(ApplianceState.appliance_id == appliance_id, ApplianceState.host == name)
-                    .values(ha_state=role)
-                )
-        self._roles[name] = now
+        return now
 
     def _splits(
-        self, session: Session, answers: dict[str, dict[str, Any] | None]
+        self,
+        session: Session,
+        answers: dict[str, dict[str, Any] | None],
+        roles: dict[str, dict[str, str]],
     ) -> dict[str, tuple[str, str]]:
         """HA routers whose two members, each where its record places it,
         both said "active" (an answer of this round for the hosts this
@@ -297,7 +303,7 @@ class Hosts:
             appliance_id
             for name, health in answers.items()
             if health is not None
-            for appliance_id, role in self._roles.get(name, {}).items()
+            for appliance_id, role in roles.get(name, {}).items()
             if role == "active"
         }
         routers = {m[0] for a in active if (m := ha_member(a)) is not None}
