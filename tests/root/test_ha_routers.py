@@ -306,10 +306,13 @@ def test_the_active_host_dies_twice_and_connections_carry_on(world: World) -> No
             assert flowing(snat) and flowing(floating), (snat.errors, floating.errors)
             if failover == 1:
                 # The lost member is rebuilt on the remaining host, as standby,
-                # without disturbing the active one.
+                # without disturbing the active one: not a ping lost meanwhile.
+                since = pinger.mark()
                 now_active, rebuilt = settled(cloud, world.router_id)
                 assert now_active["id"] == standby["id"]
                 assert rebuilt["host"] == world.workload_host
+                time.sleep(1.0)
+                assert pinger.lost(since=since) == 0
         assert snat.errors == [] and floating.errors == []
     # Pings every 10 ms: under a second's worth lost at each failover.
     assert all(n < 100 for n in lost), lost

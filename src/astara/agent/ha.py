@@ -54,6 +54,9 @@ class RoleEvents:
         with self._lock:
             for appliance_id in list(self._open):
                 self._close(appliance_id)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def watch(self, appliance_id: str) -> None:
         """Read the member's FIFO (made here if keepalived has not made it

@@ -753,13 +753,14 @@ class Agent:
         stop_misplaced(
             self.appliances.daemons(appliance_id), self.names.appliance_netns(appliance_id)
         )
-        if appliance_id in self.fenced_ids and self.store.get("demoted", appliance_id) is None:
-            self.appliances.roles.fence(appliance_id, False)  # this apply starts keepalived
         prepared = self.appliances.prepare(appliance_id, config)
         # Also when the config is the one in force (whose tool checks
         # `prepare` skips): its daemons may need starting again.
         previous = self.appliances.config(appliance_id)
         checks.require(checks.appliance_tools(config, prepared.rendered, previous))
+        if appliance_id in self.fenced_ids and self.store.get("demoted", appliance_id) is None:
+            # A fenced HA member back in the election: this apply starts keepalived.
+            self.appliances.roles.fence(appliance_id, False)
         with self._applying(appliance_id):
             result = self.appliances.apply(appliance_id, prepared)
             if self.watch is not None:

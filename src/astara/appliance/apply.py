@@ -26,6 +26,7 @@ from typing import Any
 from astara.appliance import floating, record
 from astara.appliance.actions import (
     APPLIANCE_SYSCTLS,
+    Announce,
     CreateNamespace,
     DeltaPlan,
     Done,
@@ -387,7 +388,11 @@ class ApplianceManager:
             daemons=self.daemons(appliance_id),
         )
         try:
-            done = execute_change(change.plan, target)
+            plan = change.plan
+            if self.roles.standby_links(appliance_id, known.config):
+                # Off the wire: it announces them when it becomes active.
+                plan = tuple(a for a in plan if not isinstance(a, Announce))
+            done = execute_change(plan, target)
         except NotAsLeft as drifted:  # drift: repaired by the full apply
             log.info("appliance %s: applied in full: %s", appliance_id, drifted)
             return None

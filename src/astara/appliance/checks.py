@@ -45,6 +45,7 @@ TOOLS = {
         Tool("haproxy", ("haproxy", "-v"), "the metadata proxy and load balancers"),
         Tool("keepalived", ("keepalived", "--version"), "HA routers' roles (VRRP)"),
         Tool("conntrackd", ("conntrackd", "-v"), "HA routers' connection sync"),
+        Tool("ping", ("ping", "-V"), "a demoted HA member looking for its peer (iputils)"),
         Tool(
             "start-stop-daemon",
             ("start-stop-daemon", "--version"),

@@ -99,7 +99,7 @@ def compare(
         on_wire = name not in standby
         if end is None:
             problems.append(f"fabric link {fabric_link} is missing")
-        elif end[0].up != on_wire and not on_wire:
+        elif end[0].up and not on_wire:
             problems.append(f"fabric link {fabric_link} is on the wire on a standby member")
         elif end[0].up != on_wire or not end[1] or (mtu is not None and end[0].mtu != mtu):
             problems.append(f"fabric link {fabric_link} is down, detached or resized")

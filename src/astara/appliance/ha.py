@@ -269,6 +269,9 @@ class Roles:
 
         def tell() -> None:
             for argv in CONNTRACKD_ON[role]:
+                member = self._members.get(appliance_id)
+                if member is None or member.role is not role:
+                    return  # the role moved on: its own steps follow
                 if isinstance(argv, float):
                     time.sleep(argv)
                     continue

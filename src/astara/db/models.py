@@ -186,7 +186,7 @@ class Router(StandardAttributes, Base):
         JSON, default=list, server_default="[]"
     )
 
-    # Neutron's l3-ha: two appliances on two hosts, one active (see `HA_MEMBER_PREFIX`).
+    # Neutron's l3-ha: two appliances on two hosts, one active (see `HA_MEMBERS`).
     ha: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     # Read by lists only (loaded with the router): the gateway is set through `gateway_port_id`.
