@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -316,3 +317,26 @@ def test_the_active_host_dies_twice_and_connections_carry_on(world: World) -> No
         assert snat.errors == [] and floating.errors == []
     # Pings every 10 ms: under a second's worth lost at each failover.
     assert all(n < 100 for n in lost), lost
+
+
+def test_no_longer_ha_the_members_go_and_one_appliance_serves(world: World) -> None:
+    """HA → not HA (disabled first, Neutron's rule): both members removed
+    with their daemons, files and HA ports, the project's HA network gone
+    with its last HA router, and the router's own appliance serving."""
+    cloud = world.cloud
+    path = f"/v2.0/routers/{world.router_id}"
+    cloud.api("PUT", path, {"router": {"admin_state_up": False, "ha": False}})
+    cloud.api("PUT", path, {"router": {"admin_state_up": True}})
+    assert cloud.api("GET", path)["router"]["ha"] is False
+    wait_until(lambda: cloud.router(world.router_id).get("state") == "active", 60, 0.2, "active")
+    assert "members" not in cloud.router(world.router_id)
+    traffic_flows(world)
+    networks = cloud.api("GET", "/v2.0/networks")["networks"]
+    assert not [n for n in networks if n["name"].startswith("HA network")]
+    prefix = cloud.host(world.workload_host).agent_prefix
+    for member in ("ha0-", "ha1-"):
+        namespace = Path(f"/var/run/netns/{prefix}-appliance-{member}{world.router_id}")
+        wait_until(lambda n=namespace: not n.exists(), 30, 0.2, f"{member} removed")
+    daemons = run(["pgrep", "-af", f"ha[01]-{world.router_id}"], check=False).stdout
+    assert daemons == "", daemons
+    assert not list(Path(f"/run/astara/{prefix}/ct").glob("*.ctl"))
