@@ -65,6 +65,15 @@ def gaps(replies: Mapping[int, float], first: int, end: int) -> list[Gap]:
     return found
 
 
+def longest_send_gap(sent: Sequence[float], first: int, end: int) -> float:
+    """The longest wait between two echoes sent among numbers [first, end),
+    seconds: a pinger on schedule waits its interval; longer, and its
+    process was not running (the figure of that window is not the
+    network's alone)."""
+    window = sent[max(first, 0) : end]
+    return max((b - a for a, b in itertools.pairwise(window)), default=0.0)
+
+
 @dataclass(frozen=True)
 class Failover:
     """One failover: the gap that followed the kill, and what else."""
@@ -76,6 +85,8 @@ class Failover:
     settled_s: float  # kill → the pair settled again (the dead one back)
     revived_as: str  # what the dead member came back as ("standby", or "active")
     others: tuple[Gap, ...] = ()
+    send_gap_s: float = 0.0  # the pinger's longest wait between two sends
+    standby: dict[str, Any] = field(default_factory=dict)  # `Pair.inspect` before the kill
 
     @property
     def ms(self) -> float:
@@ -100,6 +111,8 @@ class Failover:
             "other_outages": [
                 {"failover_ms": round(g.ms, 1), "pings_lost": g.lost} for g in self.others
             ],
+            "pinger_longest_send_gap_ms": round(self.send_gap_s * 1000, 1),
+            "standby_before": self.standby,
         }
 
 
@@ -131,6 +144,7 @@ def summary(runs: Sequence[Failover]) -> dict[str, Any]:
         "pings_lost_at_20ms_max": max(at_20),
         "other_outages": sum(len(r.others) for r in runs),
         "revived_as_active": sum(1 for r in runs if r.revived_as != "standby"),
+        "pinger_longest_send_gap_ms": round(max(r.send_gap_s for r in runs) * 1000, 1),
     }
 
 
@@ -159,6 +173,10 @@ class Pair(Protocol):
 
     def revive(self, member: str) -> None:
         """What brings a dead member back (nothing where an agent repairs it)."""
+
+    def inspect(self, member: str) -> dict[str, Any]:
+        """What is worth knowing about the member about to take over, just
+        before the kill (kept with the failover, to explain it)."""
 
 
 @dataclass
@@ -204,6 +222,7 @@ class Loop:
         self.settled()
         self.calm()
         serving, standing_by = self.settled()
+        facts = self.pair.inspect(standing_by)
         first = self.pinger.mark()
         killed_at = time.monotonic()
         self.pair.kill(serving)
@@ -218,7 +237,8 @@ class Loop:
         now_active, _ = self.settled()
         settled_s = time.monotonic() - killed_at
         self.calm()
-        gap, others = judge(self.pinger.replies, first, self.pinger.mark())
+        end = self.pinger.mark()
+        gap, others = judge(self.pinger.replies, first, end)
         run = Failover(
             killed=serving,
             gap=gap,
@@ -227,11 +247,18 @@ class Loop:
             settled_s=settled_s,
             revived_as="active" if now_active == serving else "standby",
             others=tuple(others),
+            send_gap_s=longest_send_gap(self.pinger.sent, first, end),
+            standby=facts,
         )
         log(
             f"{self.label}: {serving} killed: {run.ms:.0f} ms, {run.lost} pings lost;"
             f" back as {run.revived_as} after {settled_s:.2f} s"
             + (f"; {len(others)} other outage(s)" if others else "")
+            + (
+                f"; the pinger waited {run.send_gap_s * 1000:.0f} ms between two sends"
+                if run.send_gap_s > 3 * self.pinger.interval_s
+                else ""
+            )
         )
         self.runs.append(run)
         return run

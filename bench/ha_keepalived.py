@@ -221,6 +221,9 @@ class KeepalivedPair:
         for index in self._ports[member]:
             requests.set_link(index, up=False)
 
+    def inspect(self, member: str) -> dict[str, Any]:
+        return {}
+
     def revive(self, member: str) -> None:
         namespace = self.namespaces[member]
         run(

@@ -40,6 +40,9 @@ def test_the_failover_part_measures_astara_and_bare_keepalived_and_cleans_up() -
     assert result["connections_open"] == 4
     assert result["connections_kept"] == 4, result["connections_broken"]
     assert all(run["revived_as"] in ("standby", "active") for run in result["runs"])
+    # What the member about to take over held, looked at before each kill.
+    assert all("incomplete_neighbours" in run["standby_before"] for run in result["runs"])
+    assert result["onto_incomplete_neighbour"] == len(result["onto_incomplete_neighbour_runs_ms"])
     assert isinstance(result["goal_met"], bool)
     # Everything under the benchmark's prefix (lead "h") is gone.
     assert not [n for n in set(netns.names()) - before if n.startswith("h")]

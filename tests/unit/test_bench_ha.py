@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.ha_failover import Failover, Gap, gaps, judge, master_down_ms, summary
+from bench.ha_failover import (
+    Failover,
+    Gap,
+    gaps,
+    judge,
+    longest_send_gap,
+    master_down_ms,
+    summary,
+)
 from bench.ha_keepalived import keepalived_config
 from bench.ha_scale import PAIRS_PER_HA_NETWORK, member_id, pair_configs, settled_pairs
 
@@ -53,6 +61,12 @@ def test_the_summary_gives_the_spread_the_mean_and_the_pings_lost() -> None:
     assert found["pings_lost_at_20ms_max"] == 5
     assert found["other_outages"] == 1 and found["revived_as_active"] == 1
     assert runs[2].as_dict()["other_outages"] == [{"failover_ms": 30.0, "pings_lost": 2}]
+
+
+def test_a_pinger_that_stopped_sending_is_seen_in_its_longest_wait() -> None:
+    sent = [n * 0.01 for n in range(50)] + [0.8 + n * 0.01 for n in range(50)]
+    assert round(longest_send_gap(sent, 10, 100), 3) == 0.31
+    assert round(longest_send_gap(sent, 60, 100), 3) == 0.01
 
 
 def test_the_master_down_interval_is_three_adverts_and_the_skew() -> None:
