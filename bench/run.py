@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(BENCHMARKS)
     report = Report()
     started = time.time()
+    # Read now: its load average is the one the run started with.
+    host = machine()
     failed: list[str] = []
     for name in names:
         log(f"running {name}")
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "quick": settings.quick,
-        "machine": machine(),
+        "machine": host,
         "failed": failed,
         "results": report.results,
     }
