@@ -106,11 +106,18 @@ def agent_lab(lead: str = "b") -> Iterator[Lab]:
     """A real `astara-agent` under a fresh prefix, and a lab on it. Everything
     under the prefix (the agent's objects and the scratch namespaces of the
     baselines, which share it) is removed on the way out."""
+    with agent_process(lead) as (_, lab):
+        yield lab
+
+
+@contextmanager
+def agent_process(lead: str = "b") -> Iterator[tuple[AgentProcess, Lab]]:
+    """`agent_lab`, with the agent's process too (its pid, its own teardown)."""
     with tempfile.TemporaryDirectory(prefix="astara-bench-") as work:
         process = AgentProcess(Path(work), unique_prefix(lead))
         try:
             client = process.start()
-            yield Lab(client, process.prefix)
+            yield process, Lab(client, process.prefix)
         finally:
             process.remove_everything()
             left = {k: v for k, v in cleanup.leftovers(process.prefix).items() if v}
