@@ -415,6 +415,26 @@ def pin_neighbour(ns: Any, link: str, address: str, mac: str) -> bool:
     return True
 
 
+NUD_INCOMPLETE, NUD_FAILED = 0x01, 0x20
+
+
+def forget_unresolved(ns: Any, link: str) -> int:
+    """Delete the link's neighbour entries still being resolved or given
+    up on (INCOMPLETE, FAILED): the next packet resolves its neighbour
+    afresh, instead of waiting for the kernel's next retry (a second
+    apart). How many went."""
+    index = link_index(ns, link)
+    if index is None:
+        return 0
+    gone = 0
+    for entry in ns.get_neighbours(ifindex=index):
+        if entry.get("state", 0) & (NUD_INCOMPLETE | NUD_FAILED):
+            with tolerate(ENOENT):
+                ns.neigh("del", ifindex=index, dst=entry.get_attr("NDA_DST"))
+                gone += 1
+    return gone
+
+
 def sync_addresses(
     ns: Any,
     link: str,
