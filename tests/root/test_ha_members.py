@@ -25,7 +25,7 @@ from astara.appliance.render.ha import FENCE_FILE
 from astara.linux import netlink
 from astara.testing.failover import Pinger, Stream
 from astara.testing.lab import HA_LINKS, Lab, ha_member
-from astara.testing.net import Capture, wait_for_ping, wait_until
+from astara.testing.net import Capture, ping, wait_for_ping, wait_until
 from tests.root.conftest import FLOATING_IP, MAC, OUTSIDE, build_standard, router_config
 
 pytestmark = pytest.mark.root
@@ -207,3 +207,44 @@ def test_a_demoted_member_leaves_the_election_until_its_peer_answers(pair: Lab) 
     # Not a member here: refused.
     response = lab.client.http.request("PUT", "/v1/appliances/nothing/demote")
     assert response.status_code == 404
+
+
+def test_members_of_an_agent_cut_off_leave_the_election_until_a_push(tmp_path: Path) -> None:
+    """An agent that hears nothing from the controller for `--fence-after`
+    fences its HA members: out of the election (keepalived stopped, the
+    role handed over), off the wire, and kept so by its repairs; a PUT
+    (the controller back) lets each back in."""
+    from astara.testing.agent import AgentProcess
+
+    process = AgentProcess(tmp_path, args=["--fence-after", "1"])
+    try:
+        lab = build_standard(Lab(process.start(), process.prefix))
+        lab.client.request("DELETE", "/v1/appliances/r1")
+        lab.network("ha")
+        for slot, appliance_id in enumerate(MEMBERS):
+            lab.router(appliance_id, member(slot))
+        wait_until(lambda: active(lab), 10, 0.05, "an active member")
+        outside = lab.netns("outside")
+        wait_for_ping(outside, FLOATING_IP)
+        # Silence: nothing asked of the agent for longer than the bound.
+        time.sleep(2.0)
+        health = lab.client.request("GET", "/v1/health")
+        assert health["fenced"] is True and sorted(health["fenced_appliances"]) == list(MEMBERS)
+        assert sorted(health["ha_roles"].values()) == ["fault", "fault"]
+        for appliance_id in MEMBERS:
+            assert not any(on_wire(lab, appliance_id).values())
+        assert not ping(outside, FLOATING_IP, timeout_s=0.5)
+        # Its repairs leave keepalived stopped.
+        time.sleep(2.0)
+        for appliance_id in MEMBERS:
+            shown = lab.client.request("GET", f"/v1/appliances/{appliance_id}")
+            assert shown["ha"] == {"role": "fault", "fenced": True}
+            assert not any(on_wire(lab, appliance_id).values())
+        # The controller is back: each push lets its member back in.
+        for slot, appliance_id in enumerate(MEMBERS):
+            lab.router(appliance_id, member(slot))
+        assert lab.client.request("GET", "/v1/health")["fenced"] is False
+        wait_until(lambda: active(lab), 10, 0.05, "an active member again")
+        wait_for_ping(outside, FLOATING_IP)
+    finally:
+        process.remove_everything()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,6 @@ from astara.agent.security import PortSecurityManager, SecurityInUse
 from astara.agent.store import JsonStore
 from astara.agent.watch import Check, Repair, Watch
 from astara.appliance import checks
-from astara.appliance.actions import DaemonName
 from astara.appliance.apply import (
     ApplianceManager,
     ApplyFailed,
@@ -881,7 +881,9 @@ class Agent:
         if not self.appliances.roles.fence(appliance_id, not standing):
             return False
         if not standing:
-            self.appliances.daemons(appliance_id).remove(DaemonName.keepalived)
+            # SIGTERM, not waited for (keepalived takes about a second to go):
+            # its priority-0 advert hands the role over; held, it stays down.
+            self.appliances.daemons(appliance_id).keepalived.signal(signal.SIGTERM)
             self.appliances.roles.transition(appliance_id, HaRole.fault)
         elif self.watch is not None:
             self.watch.check_soon(appliance_id)

@@ -28,7 +28,7 @@ from astara.linux.run import find_tool
 # of the agent's (a join token, an operator's credentials), only a PATH.
 CLEAN_ENV = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
 # How long conntrackd has to make its control socket once started.
-READY_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 30.0
 
 
 class ApplianceDaemons:
@@ -156,7 +156,7 @@ class ApplianceDaemons:
             if socket is not None:
                 Path(socket).unlink(missing_ok=True)
             self.sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
-            daemon.start(
+            started = daemon.start(
                 [
                     *CLEAN_ENV,
                     "start-stop-daemon",
@@ -174,10 +174,12 @@ class ApplianceDaemons:
                 fresh=fresh,
             )
             # Ready once its control socket is there; start-stop-daemon
-            # answers before conntrackd has read its config.
+            # answers before conntrackd has read its config (seconds, on a
+            # host making hundreds of members at once). Given up on early
+            # only if its process is gone.
             deadline = time.monotonic() + READY_TIMEOUT_S
             while socket is not None and not Path(socket).exists():
-                if time.monotonic() > deadline or daemon.pid() is None:
+                if time.monotonic() > deadline or not _alive(started):
                     log = self.directory / "conntrackd.log"
                     said = log.read_text().strip().splitlines()[-1:] if log.exists() else []
                     daemon.stop()
@@ -254,3 +256,12 @@ def _conntrackd_socket(conf: str) -> str | None:
     """The control socket a conntrackd.conf names (`UNIX { Path ... }`)."""
     found = re.search(r"UNIX \{\s*Path (\S+)", conf)
     return found.group(1) if found else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is no zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
