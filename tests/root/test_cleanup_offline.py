@@ -14,6 +14,7 @@ import astara
 from astara.linux import cleanup, netns
 from astara.testing.agent import AgentProcess, unique_prefix
 from astara.testing.lab import Lab
+from astara.testing.net import wait_until
 from tests.root.conftest import MAC, router_config
 
 pytestmark = pytest.mark.root
@@ -114,6 +115,14 @@ def test_a_daemon_whose_namespace_was_deleted_under_it_is_found_and_stopped() ->
         ["ip", "netns", "exec", name, sys.executable, "-c", "import time; time.sleep(120)", marker]
     )
     try:
+        # In the namespace once `ip netns exec` has exec'd the program
+        # (deleting the name before would fail the exec, not orphan it).
+        wait_until(
+            lambda: "time.sleep" in Path(f"/proc/{daemon.pid}/cmdline").read_text(errors="replace"),
+            10,
+            0.01,
+            "the daemon to run in its namespace",
+        )
         subprocess.run(["ip", "netns", "del", name], check=True)  # it runs on, in no netns
         assert daemon.poll() is None
         found = cleanup.leftovers(prefix)

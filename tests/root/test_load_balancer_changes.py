@@ -275,16 +275,17 @@ def test_least_connections_sends_new_requests_away_from_busy_members(web: Web) -
     web.set_pool(lb_algorithm="LEAST_CONNECTIONS")
     slow = [
         subprocess.Popen(
-            in_netns(web.client, ["curl", "-s", "-m", "30", f"http://{web.vip}/?sleep_s=6"]),
+            # Long enough that both are held at once on a loaded machine.
+            in_netns(web.client, ["curl", "-s", "-m", "40", f"http://{web.vip}/?sleep_s=12"]),
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(2)
     ]
     try:
-        wait_until(lambda: web.busy_members() == 2, 10, 0.05, "two members to be busy")
+        wait_until(lambda: web.busy_members() == 2, 20, 0.05, "two members to be busy")
         quick = web.names(count=6)
-        busy = {process.communicate(timeout=30)[0] for process in slow}
+        busy = {process.communicate(timeout=40)[0] for process in slow}
         assert len(busy) == 2 and busy <= set(MEMBERS)
         assert set(quick) == set(MEMBERS) - busy
     finally:
